@@ -1,0 +1,153 @@
+//! The vocabulary of the audit log: who did what to which thing, and how it ended.
+//!
+//! Every state change and every access attempt, successful or not, becomes one [`AuditEvent`]
+//! appended in the same transaction as the change (DESIGN.md §4 invariant 1). The reason for a
+//! failure goes here and only here; the outside world sees one uniform failure.
+
+use serde::{Deserialize, Serialize};
+
+use crate::compartment::named_enum;
+use crate::time::Timestamp;
+use crate::{BankId, CompartmentId, ParcelId, SiteId};
+
+named_enum!(
+    /// Who acted.
+    ActorKind {
+        /// A signed-in person.
+        Person = "person",
+        /// A carrier system with an API key.
+        CarrierKey = "carrier_key",
+        /// An enrolled agent, for what happens at its bank (kiosk entries, door sensors).
+        Device = "device",
+        /// The platform itself (expiry sweeps, the outbox).
+        System = "system",
+        /// Nobody identified yet (a failed login names no account).
+        Anonymous = "anonymous",
+    }
+);
+
+/// The acting party.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// What kind of party.
+    pub kind: ActorKind,
+    /// Its opaque id, when it has one.
+    pub id: Option<String>,
+}
+
+impl Actor {
+    /// The platform itself.
+    pub fn system() -> Self {
+        Self { kind: ActorKind::System, id: None }
+    }
+
+    /// An unidentified party.
+    pub fn anonymous() -> Self {
+        Self { kind: ActorKind::Anonymous, id: None }
+    }
+}
+
+named_enum!(
+    /// How an action ended.
+    Outcome {
+        /// It happened.
+        Success = "success",
+        /// It was attempted and did not happen (wrong code, door jammed…).
+        Failure = "failure",
+        /// It was refused by the access policy or a throttle before being attempted.
+        Denied = "denied",
+    }
+);
+
+named_enum!(
+    /// What happened. Names are stable: auditors filter on them.
+    AuditAction {
+        /// An organisation was created.
+        OrgCreate = "org.create",
+        /// A site was created.
+        SiteCreate = "site.create",
+        /// A bank was created.
+        BankCreate = "bank.create",
+        /// A compartment was added to a bank.
+        CompartmentCreate = "compartment.create",
+        /// A carrier was registered.
+        CarrierCreate = "carrier.create",
+        /// A person was added.
+        PersonCreate = "person.create",
+        /// A carrier API key was issued.
+        ApiKeyCreate = "api_key.create",
+        /// A carrier API key was revoked.
+        ApiKeyRevoke = "api_key.revoke",
+        /// A request with an API key was refused (unknown, revoked, out of scope).
+        ApiKeyReject = "api_key.reject",
+        /// A password login, successful or not.
+        Login = "session.login",
+        /// A session ended by logout.
+        Logout = "session.logout",
+        /// A parcel was announced by a carrier.
+        ParcelExpect = "parcel.expect",
+        /// A compartment was reserved for a deposit.
+        DepositReserve = "parcel.deposit.reserve",
+        /// The deposit was confirmed: the parcel is inside.
+        Deposit = "parcel.deposit",
+        /// A reserved deposit was abandoned.
+        DepositCancel = "parcel.deposit.cancel",
+        /// The recipient was sent a pickup code.
+        Notify = "parcel.notify",
+        /// A pickup code was entered; success or the reason it failed.
+        PickupAttempt = "parcel.pickup.attempt",
+        /// The recipient took the parcel.
+        PickUp = "parcel.pick_up",
+        /// The pickup window passed.
+        Expire = "parcel.expire",
+        /// The carrier took the parcel back.
+        ReturnToCarrier = "parcel.return",
+        /// Staff took the parcel out.
+        Retrieve = "parcel.retrieve",
+        /// Staff opened a compartment remotely, with a reason.
+        RemoteOpen = "compartment.remote_open",
+        /// A signed open command was issued to an agent.
+        OpenCommand = "compartment.open_command",
+        /// An agent reported a door opening or closing.
+        DoorReport = "compartment.door",
+        /// A device enrolled with a token.
+        DeviceEnrol = "device.enrol",
+        /// A device connected over the device link.
+        DeviceConnect = "device.connect",
+        /// An enrolment token was issued for a bank.
+        EnrolmentTokenCreate = "device.enrolment_token.create",
+        /// A notification was handed to its channel or gave up.
+        NotificationDelivery = "notification.delivery",
+    }
+);
+
+/// The things an event concerns; any of them may be absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// The site.
+    pub site: Option<SiteId>,
+    /// The bank.
+    pub bank: Option<BankId>,
+    /// The compartment.
+    pub compartment: Option<CompartmentId>,
+    /// The parcel.
+    pub parcel: Option<ParcelId>,
+}
+
+/// One audit log entry before it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// When.
+    pub at: Timestamp,
+    /// Who.
+    pub actor: Actor,
+    /// What.
+    pub action: AuditAction,
+    /// To what.
+    pub target: Target,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Why: a machine reason for failures (`code_expired`, `throttled:bank`), or the words a
+    /// person gave for a sensitive action. Never a secret.
+    pub reason: Option<String>,
+}

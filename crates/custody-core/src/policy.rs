@@ -1,0 +1,283 @@
+//! Who may do what to which thing: the access policy as pure functions.
+//!
+//! The HTTP layer proves who is calling (session, API key, client certificate) and hands a
+//! [`Principal`] to the use case; the use case asks this module before touching anything. Data
+//! level checks (ASVS 8.2.2) live here next to function level checks, so "a resident sees only
+//! their own parcels" is one line that tests read directly.
+
+use crate::person::{Role, Standing};
+use crate::{ApiKeyId, BankId, CarrierId, DeviceId, OrgId, PersonId, SiteId};
+
+/// A party whose identity has been verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// A signed-in person.
+    Person {
+        /// Who.
+        id: PersonId,
+        /// Their role and scope.
+        standing: Standing,
+    },
+    /// A carrier system calling with an API key.
+    CarrierKey {
+        /// The key.
+        key: ApiKeyId,
+        /// The carrier it belongs to.
+        carrier: CarrierId,
+        /// The organisation that issued it.
+        org: OrgId,
+        /// The sites it may deliver to.
+        sites: Vec<SiteId>,
+    },
+    /// An enrolled agent.
+    Device {
+        /// Which device.
+        device: DeviceId,
+        /// The bank it runs.
+        bank: BankId,
+        /// That bank's site.
+        site: SiteId,
+        /// That site's organisation.
+        org: OrgId,
+    },
+}
+
+/// Why the policy said no. Goes to the audit log; the caller sees a uniform refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// The principal's role cannot do this at all.
+    #[error("role does not allow this")]
+    Role,
+    /// The thing lies outside the principal's organisation or sites.
+    #[error("outside the caller's scope")]
+    Scope,
+    /// The parcel belongs to another person or carrier.
+    #[error("not the caller's parcel")]
+    NotOwner,
+}
+
+impl Denied {
+    /// Stable reason for the audit log.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Role => "denied_role",
+            Self::Scope => "denied_scope",
+            Self::NotOwner => "denied_not_owner",
+        }
+    }
+}
+
+/// The facts about a parcel that decide who may see or handle it.
+#[derive(Debug, Clone, Copy)]
+pub struct ParcelFacts<'a> {
+    /// Its organisation.
+    pub org: &'a OrgId,
+    /// Its site.
+    pub site: &'a SiteId,
+    /// The carrier that delivered or will deliver it.
+    pub carrier: &'a CarrierId,
+    /// Who may collect it.
+    pub recipient: &'a PersonId,
+}
+
+fn staff_in_scope(standing: &Standing, org: &OrgId, site: &SiteId) -> Result<(), Denied> {
+    if !standing.role.is_staff() {
+        return Err(Denied::Role);
+    }
+    if standing.scope.covers(org, site) { Ok(()) } else { Err(Denied::Scope) }
+}
+
+/// May `p` see a site's banks, compartments and parcels (metadata only)?
+/// Staff and auditors, within scope.
+pub fn may_view_site(p: &Principal, org: &OrgId, site: &SiteId) -> Result<(), Denied> {
+    match p {
+        Principal::Person { standing, .. } if standing.role == Role::Auditor => {
+            if standing.scope.covers(org, site) { Ok(()) } else { Err(Denied::Scope) }
+        }
+        Principal::Person { standing, .. } => staff_in_scope(standing, org, site),
+        Principal::CarrierKey { .. } | Principal::Device { .. } => Err(Denied::Role),
+    }
+}
+
+/// May `p` change a site: create banks and compartments, add people, open compartments remotely,
+/// retrieve parcels? Admins and super-admins within scope.
+pub fn may_manage_site(p: &Principal, org: &OrgId, site: &SiteId) -> Result<(), Denied> {
+    match p {
+        Principal::Person { standing, .. } => staff_in_scope(standing, org, site),
+        Principal::CarrierKey { .. } | Principal::Device { .. } => Err(Denied::Role),
+    }
+}
+
+/// May `p` manage the organisation itself (sites, carriers, org-wide people)? Org-wide staff.
+pub fn may_manage_org(p: &Principal, org: &OrgId) -> Result<(), Denied> {
+    match p {
+        Principal::Person { standing, .. } if standing.role.is_staff() => {
+            if &standing.scope.org == org && standing.scope.site.is_none() {
+                Ok(())
+            } else {
+                Err(Denied::Scope)
+            }
+        }
+        _ => Err(Denied::Role),
+    }
+}
+
+/// May `p` deliver parcels of `carrier` to `site`? That carrier's couriers within their scope,
+/// and that carrier's API keys scoped to the site.
+pub fn may_deposit(
+    p: &Principal,
+    org: &OrgId,
+    site: &SiteId,
+    carrier: &CarrierId,
+) -> Result<(), Denied> {
+    match p {
+        Principal::Person { standing, .. } => {
+            if standing.role != Role::Courier {
+                return Err(Denied::Role);
+            }
+            if standing.carrier.as_ref() != Some(carrier) {
+                return Err(Denied::NotOwner);
+            }
+            if standing.scope.covers(org, site) { Ok(()) } else { Err(Denied::Scope) }
+        }
+        Principal::CarrierKey { carrier: c, org: o, sites, .. } => {
+            if c != carrier {
+                Err(Denied::NotOwner)
+            } else if o != org || !sites.contains(site) {
+                Err(Denied::Scope)
+            } else {
+                Ok(())
+            }
+        }
+        Principal::Device { .. } => Err(Denied::Role),
+    }
+}
+
+/// May `p` see this parcel? The recipient; the carrier's couriers and keys (within scope); staff
+/// and auditors within scope.
+pub fn may_view_parcel(p: &Principal, f: ParcelFacts<'_>) -> Result<(), Denied> {
+    match p {
+        Principal::Person { id, standing } => match standing.role {
+            Role::Resident => {
+                if id == f.recipient { Ok(()) } else { Err(Denied::NotOwner) }
+            }
+            Role::Courier => may_deposit(p, f.org, f.site, f.carrier),
+            Role::Auditor | Role::Admin | Role::SuperAdmin => may_view_site(p, f.org, f.site),
+        },
+        Principal::CarrierKey { .. } => may_deposit(p, f.org, f.site, f.carrier),
+        Principal::Device { .. } => Err(Denied::Role),
+    }
+}
+
+/// May `p` take an expired parcel back for its carrier? The parcel's own carrier only.
+pub fn may_return_to_carrier(p: &Principal, f: ParcelFacts<'_>) -> Result<(), Denied> {
+    may_deposit(p, f.org, f.site, f.carrier)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::ID_BYTES;
+    use crate::person::Scope;
+
+    struct World {
+        org: OrgId,
+        other_org: OrgId,
+        site: SiteId,
+        other_site: SiteId,
+        carrier: CarrierId,
+        other_carrier: CarrierId,
+        recipient: PersonId,
+        stranger: PersonId,
+    }
+
+    fn world() -> World {
+        World {
+            org: OrgId::from_random([1; ID_BYTES]),
+            other_org: OrgId::from_random([2; ID_BYTES]),
+            site: SiteId::from_random([3; ID_BYTES]),
+            other_site: SiteId::from_random([4; ID_BYTES]),
+            carrier: CarrierId::from_random([5; ID_BYTES]),
+            other_carrier: CarrierId::from_random([6; ID_BYTES]),
+            recipient: PersonId::from_random([7; ID_BYTES]),
+            stranger: PersonId::from_random([8; ID_BYTES]),
+        }
+    }
+
+    fn person(id: &PersonId, role: Role, org: &OrgId, site: Option<&SiteId>, carrier: Option<&CarrierId>) -> Principal {
+        Principal::Person {
+            id: id.clone(),
+            standing: Standing {
+                role,
+                scope: Scope { org: org.clone(), site: site.cloned() },
+                carrier: carrier.cloned(),
+            },
+        }
+    }
+
+    /// Who may see the parcel of `w.recipient`, delivered by `w.carrier` to `w.site`.
+    #[test]
+    fn parcel_visibility_table() {
+        let w = world();
+        let facts = ParcelFacts { org: &w.org, site: &w.site, carrier: &w.carrier, recipient: &w.recipient };
+        let key = |carrier: &CarrierId, sites: Vec<SiteId>| Principal::CarrierKey {
+            key: ApiKeyId::from_random([9; ID_BYTES]),
+            carrier: carrier.clone(),
+            org: w.org.clone(),
+            sites,
+        };
+        let device = Principal::Device {
+            device: DeviceId::from_random([10; ID_BYTES]),
+            bank: BankId::from_random([11; ID_BYTES]),
+            site: w.site.clone(),
+            org: w.org.clone(),
+        };
+        let s = &w.stranger;
+        let table: Vec<(&str, Principal, Result<(), Denied>)> = vec![
+            ("recipient", person(&w.recipient, Role::Resident, &w.org, Some(&w.site), None), Ok(())),
+            ("other resident", person(s, Role::Resident, &w.org, Some(&w.site), None), Err(Denied::NotOwner)),
+            ("courier of carrier", person(s, Role::Courier, &w.org, None, Some(&w.carrier)), Ok(())),
+            ("courier of other carrier", person(s, Role::Courier, &w.org, None, Some(&w.other_carrier)), Err(Denied::NotOwner)),
+            ("courier of other site", person(s, Role::Courier, &w.org, Some(&w.other_site), Some(&w.carrier)), Err(Denied::Scope)),
+            ("site admin", person(s, Role::Admin, &w.org, Some(&w.site), None), Ok(())),
+            ("other site admin", person(s, Role::Admin, &w.org, Some(&w.other_site), None), Err(Denied::Scope)),
+            ("org admin", person(s, Role::Admin, &w.org, None, None), Ok(())),
+            ("other org super-admin", person(s, Role::SuperAdmin, &w.other_org, None, None), Err(Denied::Scope)),
+            ("auditor", person(s, Role::Auditor, &w.org, None, None), Ok(())),
+            ("carrier key", key(&w.carrier, vec![w.site.clone()]), Ok(())),
+            ("carrier key other site", key(&w.carrier, vec![w.other_site.clone()]), Err(Denied::Scope)),
+            ("other carrier key", key(&w.other_carrier, vec![w.site.clone()]), Err(Denied::NotOwner)),
+            ("device", device, Err(Denied::Role)),
+        ];
+        for (who, p, want) in table {
+            assert_eq!(may_view_parcel(&p, facts), want, "{who}");
+        }
+    }
+
+    #[test]
+    fn only_staff_manage_and_auditors_only_read() {
+        let w = world();
+        let auditor = person(&w.stranger, Role::Auditor, &w.org, None, None);
+        assert_eq!(may_view_site(&auditor, &w.org, &w.site), Ok(()));
+        assert_eq!(may_manage_site(&auditor, &w.org, &w.site), Err(Denied::Role));
+        let resident = person(&w.recipient, Role::Resident, &w.org, Some(&w.site), None);
+        assert_eq!(may_view_site(&resident, &w.org, &w.site), Err(Denied::Role));
+        let site_admin = person(&w.stranger, Role::Admin, &w.org, Some(&w.site), None);
+        assert_eq!(may_manage_site(&site_admin, &w.org, &w.site), Ok(()));
+        assert_eq!(may_manage_org(&site_admin, &w.org), Err(Denied::Scope));
+        let org_admin = person(&w.stranger, Role::SuperAdmin, &w.org, None, None);
+        assert_eq!(may_manage_org(&org_admin, &w.org), Ok(()));
+        assert_eq!(may_manage_org(&org_admin, &w.other_org), Err(Denied::Scope));
+    }
+
+    #[test]
+    fn deposits_need_the_right_carrier_and_site() {
+        let w = world();
+        let courier = person(&w.stranger, Role::Courier, &w.org, None, Some(&w.carrier));
+        assert_eq!(may_deposit(&courier, &w.org, &w.site, &w.carrier), Ok(()));
+        assert_eq!(may_deposit(&courier, &w.org, &w.site, &w.other_carrier), Err(Denied::NotOwner));
+        assert_eq!(may_deposit(&courier, &w.other_org, &w.site, &w.carrier), Err(Denied::Scope));
+        let admin = person(&w.stranger, Role::Admin, &w.org, None, None);
+        assert_eq!(may_deposit(&admin, &w.org, &w.site, &w.carrier), Err(Denied::Role));
+    }
+}

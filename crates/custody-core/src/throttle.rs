@@ -1,0 +1,84 @@
+//! Attempt throttles: fixed windows with a failure budget.
+//!
+//! A rule allows at most `max_failures` failed attempts per window for one key (one kiosk, one
+//! bank, one account, one source address). The window is aligned to multiples of its length, so
+//! the store counts failures with one conditional upsert per attempt and the bound on guesses a
+//! year is exact: `max_failures × (windows per year + 1)`. The guessing bound in
+//! `docs/SECURITY.md` is computed from these numbers.
+
+use std::time::Duration;
+
+use crate::time::{Timestamp, duration_millis, minutes};
+
+/// One throttle: a failure budget per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleRule {
+    /// Stable name, part of the store key and the audit reason (`kiosk`, `bank`, `account`…).
+    pub name: &'static str,
+    /// Failures allowed in one window; the next attempt in the window is refused unchecked.
+    pub max_failures: u32,
+    /// Window length.
+    pub window: Duration,
+}
+
+/// Milliseconds in a (Julian) year.
+const YEAR_MS: i64 = 31_557_600_000;
+
+impl ThrottleRule {
+    /// Start of the window containing `now`.
+    pub fn window_start(&self, now: Timestamp) -> Timestamp {
+        let len = duration_millis(self.window).max(1);
+        Timestamp::from_millis(now.as_millis().div_euclid(len) * len)
+    }
+
+    /// When the window containing `now` ends and the budget renews.
+    pub fn window_end(&self, now: Timestamp) -> Timestamp {
+        self.window_start(now).plus(self.window)
+    }
+
+    /// Whether another attempt may be checked, given the failures already counted in the window.
+    pub fn allows(&self, failures_in_window: u32) -> bool {
+        failures_in_window < self.max_failures
+    }
+
+    /// The most failed attempts one key can make in a year under this rule alone.
+    pub fn max_failures_per_year(&self) -> u64 {
+        let windows = YEAR_MS / duration_millis(self.window).max(1) + 1;
+        u64::from(self.max_failures) * u64::try_from(windows).unwrap_or(u64::MAX)
+    }
+}
+
+/// Failed pickup-code entries at one kiosk.
+pub const KIOSK_PICKUP: ThrottleRule =
+    ThrottleRule { name: "kiosk", max_failures: 5, window: minutes(5) };
+/// Failed pickup-code entries across a whole bank, whatever the channel.
+pub const BANK_PICKUP: ThrottleRule =
+    ThrottleRule { name: "bank", max_failures: 20, window: minutes(60) };
+/// Failed password logins for one account.
+pub const ACCOUNT_LOGIN: ThrottleRule =
+    ThrottleRule { name: "account", max_failures: 10, window: minutes(15) };
+/// Failed password logins from one source address.
+pub const SOURCE_LOGIN: ThrottleRule =
+    ThrottleRule { name: "source", max_failures: 50, window: minutes(15) };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_align_and_renew() {
+        let rule = KIOSK_PICKUP;
+        let t = Timestamp::from_millis(7 * 60_000 + 123);
+        assert_eq!(rule.window_start(t), Timestamp::from_millis(5 * 60_000));
+        assert_eq!(rule.window_end(t), Timestamp::from_millis(10 * 60_000));
+        assert!(rule.allows(4));
+        assert!(!rule.allows(5));
+        assert_eq!(rule.window_start(Timestamp::from_millis(-1)), Timestamp::from_millis(-300_000));
+    }
+
+    #[test]
+    fn yearly_budget_is_exact() {
+        // 20 an hour: 8766 hours in a Julian year, plus the partial window at each end.
+        assert_eq!(BANK_PICKUP.max_failures_per_year(), 20 * 8767);
+    }
+}
