@@ -81,7 +81,8 @@ mod tests {
         for ok in ["12345678", "1234 5678", "1234-5678", " 12345678 "] {
             assert_eq!(PickupCode::parse(ok).unwrap(), code);
         }
-        for bad in ["1234567", "123456789", "1234567a", "１２３４５６７８", "", &"1".repeat(40)] {
+        for bad in ["1234567", "123456789", "1234567a", "１２３４５６７８", "", &"1".repeat(40)]
+        {
             assert!(PickupCode::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(code.grouped(), "1234 5678");

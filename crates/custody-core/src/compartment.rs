@@ -25,7 +25,11 @@ pub struct CompartmentNumberError;
 impl CompartmentNumber {
     /// Parses a compartment number.
     pub fn new(n: u16) -> Result<Self, CompartmentNumberError> {
-        if (1..=MAX_COMPARTMENT_NUMBER).contains(&n) { Ok(Self(n)) } else { Err(CompartmentNumberError) }
+        if (1..=MAX_COMPARTMENT_NUMBER).contains(&n) {
+            Ok(Self(n))
+        } else {
+            Err(CompartmentNumberError)
+        }
     }
 
     /// The number.
@@ -211,10 +215,18 @@ mod tests {
             (S::Free, E::TakeOutOfService, S::OutOfService),
             (S::OutOfService, E::ReturnToService, S::Free),
         ];
-        let events = [E::Reserve, E::ReleaseReservation, E::Occupy, E::Vacate, E::TakeOutOfService, E::ReturnToService];
+        let events = [
+            E::Reserve,
+            E::ReleaseReservation,
+            E::Occupy,
+            E::Vacate,
+            E::TakeOutOfService,
+            E::ReturnToService,
+        ];
         for &state in S::ALL {
             for event in events {
-                let expected = allowed.iter().find(|(s, e, _)| *s == state && *e == event).map(|t| t.2);
+                let expected =
+                    allowed.iter().find(|(s, e, _)| *s == state && *e == event).map(|t| t.2);
                 match (state.apply(event), expected) {
                     (Ok(next), Some(want)) => assert_eq!(next, want),
                     (Err(err), None) => assert_eq!(err.from, state.as_str()),

@@ -11,8 +11,6 @@
 //! Every arrow is a custody event: it moves responsibility for the parcel from one party to
 //! another and is recorded in the audit log in the same transaction.
 
-
-
 use crate::TransitionError;
 use crate::compartment::named_enum;
 
@@ -66,9 +64,11 @@ impl ParcelState {
             (S::Deposited | S::Notified, E::Expire) => Ok(S::Expired),
             (S::Expired, E::ReturnToCarrier) => Ok(S::Returned),
             (S::Deposited | S::Notified | S::Expired, E::Retrieve) => Ok(S::Retrieved),
-            (from, event) => {
-                Err(TransitionError { entity: "parcel", event: event.as_str(), from: from.as_str() })
-            }
+            (from, event) => Err(TransitionError {
+                entity: "parcel",
+                event: event.as_str(),
+                from: from.as_str(),
+            }),
         }
     }
 
@@ -110,7 +110,10 @@ mod tests {
                 match (state.apply(event), want) {
                     (Ok(next), Some(w)) => assert_eq!(next, w),
                     (Err(e), None) => {
-                        assert_eq!((e.entity, e.event, e.from), ("parcel", event.as_str(), state.as_str()));
+                        assert_eq!(
+                            (e.entity, e.event, e.from),
+                            ("parcel", event.as_str(), state.as_str())
+                        );
                     }
                     (got, want) => panic!("{state} + {event}: got {got:?}, want {want:?}"),
                 }

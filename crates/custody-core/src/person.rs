@@ -1,6 +1,5 @@
 //! People, their roles and where those roles apply.
 
-
 use serde::{Deserialize, Serialize};
 
 use crate::compartment::named_enum;

@@ -159,7 +159,11 @@ pub fn may_view_parcel(p: &Principal, f: ParcelFacts<'_>) -> Result<(), Denied> 
     match p {
         Principal::Person { id, standing } => match standing.role {
             Role::Resident => {
-                if id == f.recipient { Ok(()) } else { Err(Denied::NotOwner) }
+                if id == f.recipient {
+                    Ok(())
+                } else {
+                    Err(Denied::NotOwner)
+                }
             }
             Role::Courier => may_deposit(p, f.org, f.site, f.carrier),
             Role::Auditor | Role::Admin | Role::SuperAdmin => may_view_site(p, f.org, f.site),
@@ -204,7 +208,13 @@ mod tests {
         }
     }
 
-    fn person(id: &PersonId, role: Role, org: &OrgId, site: Option<&SiteId>, carrier: Option<&CarrierId>) -> Principal {
+    fn person(
+        id: &PersonId,
+        role: Role,
+        org: &OrgId,
+        site: Option<&SiteId>,
+        carrier: Option<&CarrierId>,
+    ) -> Principal {
         Principal::Person {
             id: id.clone(),
             standing: Standing {
@@ -219,7 +229,12 @@ mod tests {
     #[test]
     fn parcel_visibility_table() {
         let w = world();
-        let facts = ParcelFacts { org: &w.org, site: &w.site, carrier: &w.carrier, recipient: &w.recipient };
+        let facts = ParcelFacts {
+            org: &w.org,
+            site: &w.site,
+            carrier: &w.carrier,
+            recipient: &w.recipient,
+        };
         let key = |carrier: &CarrierId, sites: Vec<SiteId>| Principal::CarrierKey {
             key: ApiKeyId::from_random([9; ID_BYTES]),
             carrier: carrier.clone(),
@@ -234,19 +249,55 @@ mod tests {
         };
         let s = &w.stranger;
         let table: Vec<(&str, Principal, Result<(), Denied>)> = vec![
-            ("recipient", person(&w.recipient, Role::Resident, &w.org, Some(&w.site), None), Ok(())),
-            ("other resident", person(s, Role::Resident, &w.org, Some(&w.site), None), Err(Denied::NotOwner)),
-            ("courier of carrier", person(s, Role::Courier, &w.org, None, Some(&w.carrier)), Ok(())),
-            ("courier of other carrier", person(s, Role::Courier, &w.org, None, Some(&w.other_carrier)), Err(Denied::NotOwner)),
-            ("courier of other site", person(s, Role::Courier, &w.org, Some(&w.other_site), Some(&w.carrier)), Err(Denied::Scope)),
+            (
+                "recipient",
+                person(&w.recipient, Role::Resident, &w.org, Some(&w.site), None),
+                Ok(()),
+            ),
+            (
+                "other resident",
+                person(s, Role::Resident, &w.org, Some(&w.site), None),
+                Err(Denied::NotOwner),
+            ),
+            (
+                "courier of carrier",
+                person(s, Role::Courier, &w.org, None, Some(&w.carrier)),
+                Ok(()),
+            ),
+            (
+                "courier of other carrier",
+                person(s, Role::Courier, &w.org, None, Some(&w.other_carrier)),
+                Err(Denied::NotOwner),
+            ),
+            (
+                "courier of other site",
+                person(s, Role::Courier, &w.org, Some(&w.other_site), Some(&w.carrier)),
+                Err(Denied::Scope),
+            ),
             ("site admin", person(s, Role::Admin, &w.org, Some(&w.site), None), Ok(())),
-            ("other site admin", person(s, Role::Admin, &w.org, Some(&w.other_site), None), Err(Denied::Scope)),
+            (
+                "other site admin",
+                person(s, Role::Admin, &w.org, Some(&w.other_site), None),
+                Err(Denied::Scope),
+            ),
             ("org admin", person(s, Role::Admin, &w.org, None, None), Ok(())),
-            ("other org super-admin", person(s, Role::SuperAdmin, &w.other_org, None, None), Err(Denied::Scope)),
+            (
+                "other org super-admin",
+                person(s, Role::SuperAdmin, &w.other_org, None, None),
+                Err(Denied::Scope),
+            ),
             ("auditor", person(s, Role::Auditor, &w.org, None, None), Ok(())),
             ("carrier key", key(&w.carrier, vec![w.site.clone()]), Ok(())),
-            ("carrier key other site", key(&w.carrier, vec![w.other_site.clone()]), Err(Denied::Scope)),
-            ("other carrier key", key(&w.other_carrier, vec![w.site.clone()]), Err(Denied::NotOwner)),
+            (
+                "carrier key other site",
+                key(&w.carrier, vec![w.other_site.clone()]),
+                Err(Denied::Scope),
+            ),
+            (
+                "other carrier key",
+                key(&w.other_carrier, vec![w.site.clone()]),
+                Err(Denied::NotOwner),
+            ),
             ("device", device, Err(Denied::Role)),
         ];
         for (who, p, want) in table {

@@ -155,7 +155,9 @@ impl Email {
         let (local, domain) = s.split_once('@').ok_or_else(|| invalid.clone())?;
         let local_ok = !local.is_empty()
             && local.len() <= 64
-            && local.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b));
+            && local
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~.".contains(&b));
         let labels: Vec<&str> = domain.split('.').collect();
         let domain_ok = labels.len() >= 2
             && labels.iter().all(|l| {
@@ -185,7 +187,16 @@ mod tests {
     #[test]
     fn emails() {
         assert_eq!(Email::parse(" Ann@Example.ORG ").unwrap().as_str(), "ann@example.org");
-        for bad in ["ann", "ann@", "@example.org", "ann@example", "a b@example.org", "ann@-x.org", "ann@@x.org", "\"a\"@x.org"] {
+        for bad in [
+            "ann",
+            "ann@",
+            "@example.org",
+            "ann@example",
+            "a b@example.org",
+            "ann@-x.org",
+            "ann@@x.org",
+            "\"a\"@x.org",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad} accepted");
         }
     }
