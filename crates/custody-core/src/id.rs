@@ -146,6 +146,15 @@ opaque_id!(
 opaque_id!(
     /// An enrolled agent device, identified by the certificate the platform issued it.
     DeviceId, "dev");
+opaque_id!(
+    /// A queued notification.
+    MessageId, "msg");
+opaque_id!(
+    /// A pickup code record (never the code itself).
+    CodeId, "cod");
+opaque_id!(
+    /// A device enrolment token record (never the token itself).
+    TokenId, "tok");
 
 #[cfg(test)]
 mod tests {

@@ -18,7 +18,8 @@ pub mod throttle;
 pub mod time;
 
 pub use id::{
-    ApiKeyId, BankId, CarrierId, CompartmentId, DeviceId, OrgId, ParcelId, PersonId, SiteId,
+    ApiKeyId, BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId, OrgId, ParcelId,
+    PersonId, SiteId, TokenId,
 };
 pub use time::{Clock, ManualClock, Timestamp};
 

@@ -1,1 +1,30 @@
-//! placeholder
+//! The test harness: real stores, real servers, a test clock.
+//!
+//! **Architecture Invariant:** only tests depend on this crate.
+//!
+//! Every test gets its own database: a fresh SQLite file in a temporary directory, or a fresh
+//! PostgreSQL database created on the server named by `CUSTODY_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and dropped afterwards. When that server is not
+//! reachable the PostgreSQL variants are skipped with a notice on standard error, unless
+//! `CUSTODY_REQUIRE_POSTGRES=1` (as in CI), which turns the skip into a failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test harness: failing loudly is the point"
+)]
+
+pub mod store;
+
+pub use store::{TestStore, postgres_store, sqlite_store};
+
+use custody_core::{ManualClock, Timestamp};
+
+/// 2030-01-01T00:00:00Z: where test clocks start, far from any real date so that a test that
+/// reads the wall clock by mistake shows up.
+pub const TEST_EPOCH: Timestamp = Timestamp::from_millis(1_893_456_000_000);
+
+/// A manual clock at [`TEST_EPOCH`].
+pub fn clock() -> ManualClock {
+    ManualClock::new(TEST_EPOCH)
+}

@@ -1,0 +1,75 @@
+//! Schema migrations: ordered SQL files per backend, each applied once in its own transaction.
+
+use sqlx::{AnyConnection, Row as _};
+
+use crate::{Backend, StoreError};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+/// Every migration, oldest first. Append only; never edit one that has shipped.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "foundation",
+    sqlite: include_str!("../migrations/sqlite/0001_foundation.sql"),
+    postgres: include_str!("../migrations/postgres/0001_foundation.sql"),
+}];
+
+/// The newest schema version this build knows.
+pub(crate) fn latest_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+pub(crate) async fn run(conn: &mut AnyConnection, backend: Backend) -> Result<(), StoreError> {
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations \
+         (version BIGINT PRIMARY KEY, name TEXT NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let applied: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM schema_migrations")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("v")?;
+    let applied = applied.unwrap_or(0);
+    if applied > latest_version() {
+        return Err(StoreError::Migration {
+            version: applied,
+            message: "the database was migrated by a newer Custody; upgrade this binary".into(),
+        });
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > applied) {
+        let sql = match backend {
+            Backend::Sqlite => m.sqlite,
+            Backend::Postgres => m.postgres,
+        };
+        let fail =
+            |e: sqlx::Error| StoreError::Migration { version: m.version, message: e.to_string() };
+        sqlx::raw_sql("BEGIN").execute(&mut *conn).await.map_err(fail)?;
+        let applied = async {
+            sqlx::raw_sql(sql).execute(&mut *conn).await?;
+            sqlx::query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
+                .bind(m.version)
+                .bind(m.name)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::raw_sql("COMMIT").execute(&mut *conn).await
+        }
+        .await;
+        if let Err(e) = applied {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+            return Err(fail(e));
+        }
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            backend = backend.as_str(),
+            "applied migration"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,349 @@
+//! What the store holds, as domain-typed records. Every value read back is parsed again, so a
+//! corrupted or hand-edited row is an error, not a wrong door.
+
+use custody_core::audit::AuditEvent;
+use custody_core::compartment::{CompartmentNumber, CompartmentState, DoorState, SizeClass};
+use custody_core::parcel::ParcelState;
+use custody_core::person::Role;
+use custody_core::site::PickupWindow;
+use custody_core::text::{Email, Name, TrackingRef};
+use custody_core::{
+    ApiKeyId, BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId, OrgId, ParcelId,
+    PersonId, SiteId, Timestamp, TokenId,
+};
+
+/// An organisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgRow {
+    /// Id.
+    pub id: OrgId,
+    /// Display name.
+    pub name: Name,
+    /// Created.
+    pub created_at: Timestamp,
+}
+
+/// A site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteRow {
+    /// Id.
+    pub id: SiteId,
+    /// Organisation.
+    pub org: OrgId,
+    /// Display name.
+    pub name: Name,
+    /// IANA time zone name.
+    pub time_zone: String,
+    /// How long parcels wait here.
+    pub pickup_window: PickupWindow,
+    /// Created.
+    pub created_at: Timestamp,
+}
+
+/// A locker bank.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BankRow {
+    /// Id.
+    pub id: BankId,
+    /// Site.
+    pub site: SiteId,
+    /// Display name.
+    pub name: Name,
+    /// Created.
+    pub created_at: Timestamp,
+}
+
+/// A compartment and its current state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompartmentRow {
+    /// Id.
+    pub id: CompartmentId,
+    /// Bank.
+    pub bank: BankId,
+    /// Number on the door.
+    pub number: CompartmentNumber,
+    /// Size class.
+    pub size: SizeClass,
+    /// At accessible height.
+    pub accessible: bool,
+    /// Refrigerated.
+    pub refrigerated: bool,
+    /// Occupancy.
+    pub state: CompartmentState,
+    /// Last sensed door state.
+    pub door: DoorState,
+    /// The parcel it is reserved for or holds.
+    pub parcel: Option<ParcelId>,
+    /// End of the current reservation.
+    pub reserved_until: Option<Timestamp>,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+/// What a new compartment is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCompartment {
+    /// Id.
+    pub id: CompartmentId,
+    /// Bank.
+    pub bank: BankId,
+    /// Number on the door.
+    pub number: CompartmentNumber,
+    /// Size class.
+    pub size: SizeClass,
+    /// At accessible height.
+    pub accessible: bool,
+    /// Refrigerated.
+    pub refrigerated: bool,
+}
+
+/// What a deposit needs from a compartment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompartmentNeeds {
+    /// The parcel's size: the compartment must be this size or larger.
+    pub size: SizeClass,
+    /// Must be at accessible height.
+    pub accessible: bool,
+    /// Must be refrigerated.
+    pub refrigerated: bool,
+}
+
+/// A carrier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarrierRow {
+    /// Id.
+    pub id: CarrierId,
+    /// Organisation that accepts it.
+    pub org: OrgId,
+    /// Display name.
+    pub name: Name,
+    /// Created.
+    pub created_at: Timestamp,
+}
+
+/// A person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonRow {
+    /// Id.
+    pub id: PersonId,
+    /// Organisation.
+    pub org: OrgId,
+    /// Login and notification address.
+    pub email: Email,
+    /// Display name.
+    pub name: Name,
+    /// Role.
+    pub role: Role,
+    /// Site the role is limited to, if any.
+    pub site: Option<SiteId>,
+    /// For couriers, their carrier.
+    pub carrier: Option<CarrierId>,
+    /// Argon2id PHC string; `None` for people who cannot log in with a password.
+    pub password_hash: Option<String>,
+    /// When the account was disabled.
+    pub disabled_at: Option<Timestamp>,
+    /// Created.
+    pub created_at: Timestamp,
+}
+
+/// A carrier API key (its secret is stored only as a keyed hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRow {
+    /// Id: the public half of the key.
+    pub id: ApiKeyId,
+    /// Carrier.
+    pub carrier: CarrierId,
+    /// The carrier's organisation.
+    pub org: OrgId,
+    /// What the issuer called it.
+    pub label: Name,
+    /// Keyed hash of the secret half.
+    pub secret_hash: Vec<u8>,
+    /// Sites it may deliver to.
+    pub sites: Vec<SiteId>,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Last authenticated use.
+    pub last_used_at: Option<Timestamp>,
+    /// Revoked.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// A signed-in session (its token is stored only as a keyed hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    /// Keyed hash of the cookie's token.
+    pub token_hash: Vec<u8>,
+    /// Who.
+    pub person: PersonId,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Last request.
+    pub last_seen_at: Timestamp,
+    /// Absolute end.
+    pub expires_at: Timestamp,
+}
+
+/// A parcel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParcelRow {
+    /// Id.
+    pub id: ParcelId,
+    /// Organisation.
+    pub org: OrgId,
+    /// Site.
+    pub site: SiteId,
+    /// Bank, once a compartment is assigned.
+    pub bank: Option<BankId>,
+    /// Compartment, once assigned.
+    pub compartment: Option<CompartmentId>,
+    /// Delivering carrier.
+    pub carrier: CarrierId,
+    /// Who may collect it.
+    pub recipient: PersonId,
+    /// Carrier's reference.
+    pub tracking_ref: TrackingRef,
+    /// Size class.
+    pub size: SizeClass,
+    /// Needs an accessible compartment.
+    pub needs_accessible: bool,
+    /// Needs a refrigerated compartment.
+    pub needs_refrigerated: bool,
+    /// Lifecycle state.
+    pub state: ParcelState,
+    /// Announced.
+    pub created_at: Timestamp,
+    /// Deposited.
+    pub deposited_at: Option<Timestamp>,
+    /// Recipient notified.
+    pub notified_at: Option<Timestamp>,
+    /// End of the pickup window.
+    pub expires_at: Option<Timestamp>,
+    /// Left the locker for good (picked up, returned, retrieved).
+    pub closed_at: Option<Timestamp>,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+/// A pickup code record to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPickupCode {
+    /// Record id.
+    pub id: CodeId,
+    /// Parcel.
+    pub parcel: ParcelId,
+    /// Bank the code works at.
+    pub bank: BankId,
+    /// Compartment it opens.
+    pub compartment: CompartmentId,
+    /// Keyed hash of (bank, code).
+    pub code_hash: Vec<u8>,
+    /// Issued.
+    pub created_at: Timestamp,
+    /// Expires.
+    pub expires_at: Timestamp,
+}
+
+/// A code that was just redeemed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedeemedCode {
+    /// Its parcel.
+    pub parcel: ParcelId,
+    /// The compartment it opens.
+    pub compartment: CompartmentId,
+}
+
+/// Why a code was not redeemed. For the audit log only: the kiosk shows one message for all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeRefusal {
+    /// No such code at this bank (mistyped, guessed, or for another bank).
+    Unknown,
+    /// Already used.
+    Used,
+    /// Past its expiry.
+    Expired,
+    /// Revoked (the parcel was retrieved or returned).
+    Revoked,
+}
+
+impl CodeRefusal {
+    /// Stable reason for the audit log.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "code_unknown",
+            Self::Used => "code_used",
+            Self::Expired => "code_expired",
+            Self::Revoked => "code_revoked",
+        }
+    }
+}
+
+/// A stored audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// Position in the log.
+    pub seq: i64,
+    /// The entry.
+    pub event: AuditEvent,
+}
+
+/// A notification waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Id.
+    pub id: MessageId,
+    /// Channel name (`email`, `file`).
+    pub channel: String,
+    /// The parcel it is about.
+    pub parcel: Option<ParcelId>,
+    /// The sealed message; `None` once delivered or abandoned.
+    pub sealed: Option<Vec<u8>>,
+    /// Queued.
+    pub created_at: Timestamp,
+    /// Next try.
+    pub next_attempt_at: Timestamp,
+    /// Tries so far.
+    pub attempts: u32,
+    /// Delivered.
+    pub delivered_at: Option<Timestamp>,
+    /// Given up.
+    pub dead_at: Option<Timestamp>,
+    /// Why the last try failed.
+    pub last_error: Option<String>,
+}
+
+/// An enrolment token record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEnrolmentToken {
+    /// Record id.
+    pub id: TokenId,
+    /// Bank the device will run.
+    pub bank: BankId,
+    /// Keyed hash of the token.
+    pub token_hash: Vec<u8>,
+    /// Issued.
+    pub created_at: Timestamp,
+    /// Expires.
+    pub expires_at: Timestamp,
+}
+
+/// An enrolled device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRow {
+    /// Id (its certificate's common name).
+    pub id: DeviceId,
+    /// Bank it runs.
+    pub bank: BankId,
+    /// Serial of its current certificate, hex.
+    pub cert_serial: String,
+    /// SHA-256 of its public key.
+    pub spki_sha256: Vec<u8>,
+    /// Enrolled.
+    pub enrolled_at: Timestamp,
+    /// Certificate end of validity.
+    pub cert_expires_at: Timestamp,
+    /// Revoked.
+    pub revoked_at: Option<Timestamp>,
+    /// Last connection.
+    pub last_seen_at: Option<Timestamp>,
+}

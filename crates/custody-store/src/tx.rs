@@ -1,0 +1,1526 @@
+//! [`Tx`]: a unit of work's view of the store, with one method per thing the domain does.
+
+use std::time::Duration;
+
+use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Target};
+use custody_core::compartment::{CompartmentNumber, CompartmentState, DoorState, SizeClass};
+use custody_core::parcel::ParcelState;
+use custody_core::person::Role;
+use custody_core::site::PickupWindow;
+use custody_core::text::{Email, Name, TrackingRef};
+use custody_core::time::duration_millis;
+use custody_core::{
+    ApiKeyId, BankId, CarrierId, CompartmentId, DeviceId, MessageId, OrgId, ParcelId, PersonId,
+    SiteId, Timestamp,
+};
+use sqlx::any::AnyRow;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, Row as _, Transaction};
+
+use crate::rows::{
+    ApiKeyRow, AuditRow, BankRow, CarrierRow, CodeRefusal, CompartmentNeeds, CompartmentRow,
+    DeviceRow, NewCompartment, NewEnrolmentToken, NewPickupCode, OrgRow, OutboxRow, ParcelRow,
+    PersonRow, RedeemedCode, SessionRow, SiteRow,
+};
+use crate::{Backend, StoreError};
+
+enum Conn {
+    /// The SQLite writer's own connection; transactions are managed by the writer.
+    Writer(AnyConnection),
+    /// A PostgreSQL transaction, committed by [`crate::Store::write`].
+    Postgres(Transaction<'static, Any>),
+    /// A read connection.
+    Reader(PoolConnection<Any>),
+}
+
+/// A unit of work's handle on the store.
+pub struct Tx {
+    conn: Conn,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Tx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx").field("backend", &self.backend).finish_non_exhaustive()
+    }
+}
+
+// --- decoding -----------------------------------------------------------------------------
+
+type R<T> = Result<T, StoreError>;
+
+fn text(row: &AnyRow, col: &'static str) -> R<String> {
+    row.try_get::<String, _>(col).map_err(|_| StoreError::Corrupt(col))
+}
+fn opt_text(row: &AnyRow, col: &'static str) -> R<Option<String>> {
+    row.try_get::<Option<String>, _>(col).map_err(|_| StoreError::Corrupt(col))
+}
+fn int(row: &AnyRow, col: &'static str) -> R<i64> {
+    row.try_get::<i64, _>(col).map_err(|_| StoreError::Corrupt(col))
+}
+fn opt_int(row: &AnyRow, col: &'static str) -> R<Option<i64>> {
+    row.try_get::<Option<i64>, _>(col).map_err(|_| StoreError::Corrupt(col))
+}
+fn time(row: &AnyRow, col: &'static str) -> R<Timestamp> {
+    int(row, col).map(Timestamp::from_millis)
+}
+fn opt_time(row: &AnyRow, col: &'static str) -> R<Option<Timestamp>> {
+    opt_int(row, col).map(|v| v.map(Timestamp::from_millis))
+}
+fn flag(row: &AnyRow, col: &'static str) -> R<bool> {
+    match int(row, col)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(StoreError::Corrupt(col)),
+    }
+}
+fn blob(row: &AnyRow, col: &'static str) -> R<Vec<u8>> {
+    row.try_get::<Vec<u8>, _>(col).map_err(|_| StoreError::Corrupt(col))
+}
+fn opt_blob(row: &AnyRow, col: &'static str) -> R<Option<Vec<u8>>> {
+    row.try_get::<Option<Vec<u8>>, _>(col).map_err(|_| StoreError::Corrupt(col))
+}
+fn parse<T>(row: &AnyRow, col: &'static str, f: impl FnOnce(&str) -> Option<T>) -> R<T> {
+    f(&text(row, col)?).ok_or(StoreError::Corrupt(col))
+}
+fn opt_parse<T>(
+    row: &AnyRow,
+    col: &'static str,
+    f: impl FnOnce(&str) -> Option<T>,
+) -> R<Option<T>> {
+    match opt_text(row, col)? {
+        Some(s) => f(&s).map(Some).ok_or(StoreError::Corrupt(col)),
+        None => Ok(None),
+    }
+}
+fn b(v: bool) -> i64 {
+    i64::from(v)
+}
+/// Size classes compare by rank in SQL ("this size or larger").
+fn size_rank(s: SizeClass) -> i64 {
+    match s {
+        SizeClass::Small => 1,
+        SizeClass::Medium => 2,
+        SizeClass::Large => 3,
+        SizeClass::ExtraLarge => 4,
+    }
+}
+
+fn org_row(r: &AnyRow) -> R<OrgRow> {
+    Ok(OrgRow {
+        id: parse(r, "id", |s| OrgId::parse(s).ok())?,
+        name: parse(r, "name", |s| Name::parse(s).ok())?,
+        created_at: time(r, "created_at")?,
+    })
+}
+
+fn site_row(r: &AnyRow) -> R<SiteRow> {
+    let window = Duration::from_millis(u64::try_from(int(r, "pickup_window_ms")?).unwrap_or(0));
+    Ok(SiteRow {
+        id: parse(r, "id", |s| SiteId::parse(s).ok())?,
+        org: parse(r, "org_id", |s| OrgId::parse(s).ok())?,
+        name: parse(r, "name", |s| Name::parse(s).ok())?,
+        time_zone: text(r, "time_zone")?,
+        pickup_window: PickupWindow::new(window)
+            .map_err(|_| StoreError::Corrupt("pickup_window_ms"))?,
+        created_at: time(r, "created_at")?,
+    })
+}
+
+fn bank_row(r: &AnyRow) -> R<BankRow> {
+    Ok(BankRow {
+        id: parse(r, "id", |s| BankId::parse(s).ok())?,
+        site: parse(r, "site_id", |s| SiteId::parse(s).ok())?,
+        name: parse(r, "name", |s| Name::parse(s).ok())?,
+        created_at: time(r, "created_at")?,
+    })
+}
+
+const COMPARTMENT_COLS: &str = "id, bank_id, number, size, accessible, refrigerated, state, door, \
+     parcel_id, reserved_until, updated_at";
+
+fn compartment_row(r: &AnyRow) -> R<CompartmentRow> {
+    let number = u16::try_from(int(r, "number")?).map_err(|_| StoreError::Corrupt("number"))?;
+    Ok(CompartmentRow {
+        id: parse(r, "id", |s| CompartmentId::parse(s).ok())?,
+        bank: parse(r, "bank_id", |s| BankId::parse(s).ok())?,
+        number: CompartmentNumber::new(number).map_err(|_| StoreError::Corrupt("number"))?,
+        size: parse(r, "size", SizeClass::parse)?,
+        accessible: flag(r, "accessible")?,
+        refrigerated: flag(r, "refrigerated")?,
+        state: parse(r, "state", CompartmentState::parse)?,
+        door: parse(r, "door", DoorState::parse)?,
+        parcel: opt_parse(r, "parcel_id", |s| ParcelId::parse(s).ok())?,
+        reserved_until: opt_time(r, "reserved_until")?,
+        updated_at: time(r, "updated_at")?,
+    })
+}
+
+fn carrier_row(r: &AnyRow) -> R<CarrierRow> {
+    Ok(CarrierRow {
+        id: parse(r, "id", |s| CarrierId::parse(s).ok())?,
+        org: parse(r, "org_id", |s| OrgId::parse(s).ok())?,
+        name: parse(r, "name", |s| Name::parse(s).ok())?,
+        created_at: time(r, "created_at")?,
+    })
+}
+
+const PERSON_COLS: &str =
+    "id, org_id, email, name, role, site_id, carrier_id, password_hash, disabled_at, created_at";
+
+fn person_row(r: &AnyRow) -> R<PersonRow> {
+    Ok(PersonRow {
+        id: parse(r, "id", |s| PersonId::parse(s).ok())?,
+        org: parse(r, "org_id", |s| OrgId::parse(s).ok())?,
+        email: parse(r, "email", |s| Email::parse(s).ok())?,
+        name: parse(r, "name", |s| Name::parse(s).ok())?,
+        role: parse(r, "role", Role::parse)?,
+        site: opt_parse(r, "site_id", |s| SiteId::parse(s).ok())?,
+        carrier: opt_parse(r, "carrier_id", |s| CarrierId::parse(s).ok())?,
+        password_hash: opt_text(r, "password_hash")?,
+        disabled_at: opt_time(r, "disabled_at")?,
+        created_at: time(r, "created_at")?,
+    })
+}
+
+const PARCEL_COLS: &str = "id, org_id, site_id, bank_id, compartment_id, carrier_id, recipient_id, \
+     tracking_ref, size, needs_accessible, needs_refrigerated, state, created_at, deposited_at, \
+     notified_at, expires_at, closed_at, updated_at";
+
+fn parcel_row(r: &AnyRow) -> R<ParcelRow> {
+    Ok(ParcelRow {
+        id: parse(r, "id", |s| ParcelId::parse(s).ok())?,
+        org: parse(r, "org_id", |s| OrgId::parse(s).ok())?,
+        site: parse(r, "site_id", |s| SiteId::parse(s).ok())?,
+        bank: opt_parse(r, "bank_id", |s| BankId::parse(s).ok())?,
+        compartment: opt_parse(r, "compartment_id", |s| CompartmentId::parse(s).ok())?,
+        carrier: parse(r, "carrier_id", |s| CarrierId::parse(s).ok())?,
+        recipient: parse(r, "recipient_id", |s| PersonId::parse(s).ok())?,
+        tracking_ref: parse(r, "tracking_ref", |s| TrackingRef::parse(s).ok())?,
+        size: parse(r, "size", SizeClass::parse)?,
+        needs_accessible: flag(r, "needs_accessible")?,
+        needs_refrigerated: flag(r, "needs_refrigerated")?,
+        state: parse(r, "state", ParcelState::parse)?,
+        created_at: time(r, "created_at")?,
+        deposited_at: opt_time(r, "deposited_at")?,
+        notified_at: opt_time(r, "notified_at")?,
+        expires_at: opt_time(r, "expires_at")?,
+        closed_at: opt_time(r, "closed_at")?,
+        updated_at: time(r, "updated_at")?,
+    })
+}
+
+fn audit_row(r: &AnyRow) -> R<AuditRow> {
+    Ok(AuditRow {
+        seq: int(r, "seq")?,
+        event: AuditEvent {
+            at: time(r, "at")?,
+            actor: Actor {
+                kind: parse(r, "actor_kind", ActorKind::parse)?,
+                id: opt_text(r, "actor_id")?,
+            },
+            action: parse(r, "action", AuditAction::parse)?,
+            target: Target {
+                site: opt_parse(r, "site_id", |s| SiteId::parse(s).ok())?,
+                bank: opt_parse(r, "bank_id", |s| BankId::parse(s).ok())?,
+                compartment: opt_parse(r, "compartment_id", |s| CompartmentId::parse(s).ok())?,
+                parcel: opt_parse(r, "parcel_id", |s| ParcelId::parse(s).ok())?,
+            },
+            outcome: parse(r, "outcome", Outcome::parse)?,
+            reason: opt_text(r, "reason")?,
+        },
+    })
+}
+
+const OUTBOX_COLS: &str = "id, channel, parcel_id, sealed, created_at, next_attempt_at, attempts, \
+     delivered_at, dead_at, last_error";
+
+fn outbox_row(r: &AnyRow) -> R<OutboxRow> {
+    Ok(OutboxRow {
+        id: parse(r, "id", |s| MessageId::parse(s).ok())?,
+        channel: text(r, "channel")?,
+        parcel: opt_parse(r, "parcel_id", |s| ParcelId::parse(s).ok())?,
+        sealed: opt_blob(r, "sealed")?,
+        created_at: time(r, "created_at")?,
+        next_attempt_at: time(r, "next_attempt_at")?,
+        attempts: u32::try_from(int(r, "attempts")?)
+            .map_err(|_| StoreError::Corrupt("attempts"))?,
+        delivered_at: opt_time(r, "delivered_at")?,
+        dead_at: opt_time(r, "dead_at")?,
+        last_error: opt_text(r, "last_error")?,
+    })
+}
+
+fn device_row(r: &AnyRow) -> R<DeviceRow> {
+    Ok(DeviceRow {
+        id: parse(r, "id", |s| DeviceId::parse(s).ok())?,
+        bank: parse(r, "bank_id", |s| BankId::parse(s).ok())?,
+        cert_serial: text(r, "cert_serial")?,
+        spki_sha256: blob(r, "spki_sha256")?,
+        enrolled_at: time(r, "enrolled_at")?,
+        cert_expires_at: time(r, "cert_expires_at")?,
+        revoked_at: opt_time(r, "revoked_at")?,
+        last_seen_at: opt_time(r, "last_seen_at")?,
+    })
+}
+
+/// Builds a static SQL string from parts at compile time.
+macro_rules! sql {
+    ($($part:expr),+ $(,)?) => { const_format::concatcp!($($part),+) };
+}
+
+// --- the handle ----------------------------------------------------------------------------
+
+impl Tx {
+    pub(crate) fn writer(conn: AnyConnection, backend: Backend) -> Self {
+        Self { conn: Conn::Writer(conn), backend }
+    }
+
+    pub(crate) fn postgres(tx: Transaction<'static, Any>) -> Self {
+        Self { conn: Conn::Postgres(tx), backend: Backend::Postgres }
+    }
+
+    pub(crate) fn reader(conn: PoolConnection<Any>) -> Self {
+        // The backend of a reader only matters for dialect choices, of which there are none yet.
+        Self { conn: Conn::Reader(conn), backend: Backend::Sqlite }
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut AnyConnection {
+        match &mut self.conn {
+            Conn::Writer(c) => c,
+            Conn::Postgres(t) => t,
+            Conn::Reader(c) => c,
+        }
+    }
+
+    pub(crate) async fn commit_postgres(self) -> R<()> {
+        match self.conn {
+            Conn::Postgres(t) => t.commit().await.map_err(StoreError::from),
+            Conn::Writer(_) | Conn::Reader(_) => Ok(()),
+        }
+    }
+
+    /// The connection for a write; refused on read-only handles.
+    fn w(&mut self) -> R<&mut AnyConnection> {
+        match &mut self.conn {
+            Conn::Writer(c) => Ok(c),
+            Conn::Postgres(t) => Ok(t),
+            Conn::Reader(_) => Err(StoreError::ReadOnly),
+        }
+    }
+
+    async fn one(
+        &mut self,
+        q: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>,
+    ) -> R<Option<AnyRow>> {
+        q.fetch_optional(self.conn()).await.map_err(StoreError::from)
+    }
+
+    async fn all(
+        &mut self,
+        q: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>,
+    ) -> R<Vec<AnyRow>> {
+        q.fetch_all(self.conn()).await.map_err(StoreError::from)
+    }
+
+    async fn exec(&mut self, q: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>) -> R<u64> {
+        Ok(q.execute(self.w()?).await?.rows_affected())
+    }
+
+    async fn fetch_write(
+        &mut self,
+        q: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>,
+    ) -> R<Option<AnyRow>> {
+        q.fetch_optional(self.w()?).await.map_err(StoreError::from)
+    }
+
+    // --- organisations, sites, banks -------------------------------------------------------
+
+    /// Adds an organisation.
+    pub async fn insert_org(&mut self, org: &OrgRow) -> R<()> {
+        self.exec(
+            sqlx::query("INSERT INTO organisations (id, name, created_at) VALUES ($1, $2, $3)")
+                .bind(org.id.as_str().to_owned())
+                .bind(org.name.as_str().to_owned())
+                .bind(org.created_at.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// An organisation.
+    pub async fn org(&mut self, id: &OrgId) -> R<Option<OrgRow>> {
+        let row = self
+            .one(
+                sqlx::query("SELECT id, name, created_at FROM organisations WHERE id = $1")
+                    .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        row.as_ref().map(org_row).transpose()
+    }
+
+    /// Every organisation, oldest first.
+    pub async fn orgs(&mut self) -> R<Vec<OrgRow>> {
+        let rows = self
+            .all(sqlx::query(
+                "SELECT id, name, created_at FROM organisations ORDER BY created_at, id",
+            ))
+            .await?;
+        rows.iter().map(org_row).collect()
+    }
+
+    /// Adds a site.
+    pub async fn insert_site(&mut self, site: &SiteRow) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO sites (id, org_id, name, time_zone, pickup_window_ms, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(site.id.as_str().to_owned())
+            .bind(site.org.as_str().to_owned())
+            .bind(site.name.as_str().to_owned())
+            .bind(site.time_zone.clone())
+            .bind(duration_millis(site.pickup_window.get()))
+            .bind(site.created_at.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// A site.
+    pub async fn site(&mut self, id: &SiteId) -> R<Option<SiteRow>> {
+        let row = self
+            .one(
+                sqlx::query("SELECT id, org_id, name, time_zone, pickup_window_ms, created_at FROM sites WHERE id = $1")
+                    .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        row.as_ref().map(site_row).transpose()
+    }
+
+    /// The sites of an organisation, by name.
+    pub async fn sites(&mut self, org: &OrgId) -> R<Vec<SiteRow>> {
+        let rows = self
+            .all(
+                sqlx::query("SELECT id, org_id, name, time_zone, pickup_window_ms, created_at FROM sites WHERE org_id = $1 ORDER BY name, id")
+                    .bind(org.as_str().to_owned()),
+            )
+            .await?;
+        rows.iter().map(site_row).collect()
+    }
+
+    /// Adds a bank.
+    pub async fn insert_bank(&mut self, bank: &BankRow) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO banks (id, site_id, name, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(bank.id.as_str().to_owned())
+            .bind(bank.site.as_str().to_owned())
+            .bind(bank.name.as_str().to_owned())
+            .bind(bank.created_at.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// A bank.
+    pub async fn bank(&mut self, id: &BankId) -> R<Option<BankRow>> {
+        let row = self
+            .one(
+                sqlx::query("SELECT id, site_id, name, created_at FROM banks WHERE id = $1")
+                    .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        row.as_ref().map(bank_row).transpose()
+    }
+
+    /// The banks of a site, by name.
+    pub async fn banks(&mut self, site: &SiteId) -> R<Vec<BankRow>> {
+        let rows = self
+            .all(
+                sqlx::query("SELECT id, site_id, name, created_at FROM banks WHERE site_id = $1 ORDER BY name, id")
+                    .bind(site.as_str().to_owned()),
+            )
+            .await?;
+        rows.iter().map(bank_row).collect()
+    }
+
+    // --- compartments ----------------------------------------------------------------------
+
+    /// Adds a free compartment with its door in unknown state. `Conflict` if the number exists.
+    pub async fn insert_compartment(&mut self, c: &NewCompartment, now: Timestamp) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO compartments (id, bank_id, number, size, size_rank, accessible, \
+                 refrigerated, state, door, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(c.id.as_str().to_owned())
+            .bind(c.bank.as_str().to_owned())
+            .bind(i64::from(c.number.get()))
+            .bind(c.size.as_str())
+            .bind(size_rank(c.size))
+            .bind(b(c.accessible))
+            .bind(b(c.refrigerated))
+            .bind(CompartmentState::Free.as_str())
+            .bind(DoorState::Unknown.as_str())
+            .bind(now.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// A compartment.
+    pub async fn compartment(&mut self, id: &CompartmentId) -> R<Option<CompartmentRow>> {
+        let row = self
+            .one(
+                sqlx::query(sql!("SELECT ", COMPARTMENT_COLS, " FROM compartments WHERE id = $1"))
+                    .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        row.as_ref().map(compartment_row).transpose()
+    }
+
+    /// A compartment by its number at a bank.
+    pub async fn compartment_by_number(
+        &mut self,
+        bank: &BankId,
+        number: CompartmentNumber,
+    ) -> R<Option<CompartmentRow>> {
+        let row = self
+            .one(
+                sqlx::query(sql!(
+                    "SELECT ",
+                    COMPARTMENT_COLS,
+                    " FROM compartments WHERE bank_id = $1 AND number = $2"
+                ))
+                .bind(bank.as_str().to_owned())
+                .bind(i64::from(number.get())),
+            )
+            .await?;
+        row.as_ref().map(compartment_row).transpose()
+    }
+
+    /// The compartments of a bank, by number.
+    pub async fn compartments(&mut self, bank: &BankId) -> R<Vec<CompartmentRow>> {
+        let rows = self
+            .all(
+                sqlx::query(sql!(
+                    "SELECT ",
+                    COMPARTMENT_COLS,
+                    " FROM compartments WHERE bank_id = $1 ORDER BY number"
+                ))
+                .bind(bank.as_str().to_owned()),
+            )
+            .await?;
+        rows.iter().map(compartment_row).collect()
+    }
+
+    /// Reserves the best free compartment of `bank` for `parcel` until `until`: the smallest
+    /// that fits, preferring ones without special features so accessible and refrigerated
+    /// compartments stay free for parcels that need them. `None` when none is free.
+    ///
+    /// The `state = 'free'` condition on the update settles races: of two deposits that pick
+    /// the same compartment, one updates it and the other retries with the next.
+    pub async fn reserve_compartment(
+        &mut self,
+        bank: &BankId,
+        needs: CompartmentNeeds,
+        parcel: &ParcelId,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> R<Option<CompartmentRow>> {
+        /// The best candidate; `$4`–`$7` are bank, size rank, accessible, refrigerated.
+        const CANDIDATE: &str = "SELECT id FROM compartments WHERE bank_id = $4 AND state = 'free' \
+             AND size_rank >= $5 AND accessible >= $6 AND refrigerated >= $7 \
+             ORDER BY size_rank, accessible, refrigerated, number LIMIT 1";
+        /// Whether any candidate exists; `$1`–`$4` as above.
+        const ANY_CANDIDATE: &str = "SELECT COUNT(*) AS n FROM compartments WHERE bank_id = $1 \
+             AND state = 'free' AND size_rank >= $2 AND accessible >= $3 AND refrigerated >= $4";
+        for _ in 0..16 {
+            let row = self
+                .fetch_write(
+                    sqlx::query(sql!(
+                        "UPDATE compartments SET state = 'reserved', parcel_id = $1, reserved_until = $2, \
+                         updated_at = $3 WHERE id = (",
+                        CANDIDATE,
+                        ") AND state = 'free' RETURNING ",
+                        COMPARTMENT_COLS
+                    ))
+                    .bind(parcel.as_str().to_owned())
+                    .bind(until.as_millis())
+                    .bind(now.as_millis())
+                    .bind(bank.as_str().to_owned())
+                    .bind(size_rank(needs.size))
+                    .bind(b(needs.accessible))
+                    .bind(b(needs.refrigerated)),
+                )
+                .await?;
+            if let Some(row) = row {
+                return compartment_row(&row).map(Some);
+            }
+            // Lost a race, or nothing fits: only retry while a candidate exists.
+            let exists = self
+                .one(
+                    sqlx::query(ANY_CANDIDATE)
+                        .bind(bank.as_str().to_owned())
+                        .bind(size_rank(needs.size))
+                        .bind(b(needs.accessible))
+                        .bind(b(needs.refrigerated)),
+                )
+                .await?;
+            if exists.map(|r| int(&r, "n")).transpose()?.unwrap_or(0) == 0 {
+                return Ok(None);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Moves a compartment from `from` to `to` (and sets its parcel) only if it is still in
+    /// `from`. Returns whether it moved.
+    pub async fn move_compartment(
+        &mut self,
+        id: &CompartmentId,
+        from: CompartmentState,
+        to: CompartmentState,
+        parcel: Option<&ParcelId>,
+        now: Timestamp,
+    ) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE compartments SET state = $1, parcel_id = $2, reserved_until = NULL, updated_at = $3 \
+                     WHERE id = $4 AND state = $5",
+                )
+                .bind(to.as_str())
+                .bind(parcel.map(|p| p.as_str().to_owned()))
+                .bind(now.as_millis())
+                .bind(id.as_str().to_owned())
+                .bind(from.as_str()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Records what the door sensor reported.
+    pub async fn set_door(
+        &mut self,
+        id: &CompartmentId,
+        door: DoorState,
+        now: Timestamp,
+    ) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query("UPDATE compartments SET door = $1, updated_at = $2 WHERE id = $3")
+                    .bind(door.as_str())
+                    .bind(now.as_millis())
+                    .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Reservations whose time is up.
+    pub async fn stale_reservations(
+        &mut self,
+        now: Timestamp,
+        limit: u32,
+    ) -> R<Vec<CompartmentRow>> {
+        let rows = self
+            .all(
+                sqlx::query(sql!(
+                    "SELECT ", COMPARTMENT_COLS,
+                    " FROM compartments WHERE state = 'reserved' AND reserved_until <= $1 ORDER BY reserved_until LIMIT $2"
+                ))
+                .bind(now.as_millis())
+                .bind(i64::from(limit)),
+            )
+            .await?;
+        rows.iter().map(compartment_row).collect()
+    }
+
+    // --- carriers and people ---------------------------------------------------------------
+
+    /// Adds a carrier. `Conflict` if the organisation has one of that name.
+    pub async fn insert_carrier(&mut self, c: &CarrierRow) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO carriers (id, org_id, name, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(c.id.as_str().to_owned())
+            .bind(c.org.as_str().to_owned())
+            .bind(c.name.as_str().to_owned())
+            .bind(c.created_at.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// A carrier.
+    pub async fn carrier(&mut self, id: &CarrierId) -> R<Option<CarrierRow>> {
+        let row = self
+            .one(
+                sqlx::query("SELECT id, org_id, name, created_at FROM carriers WHERE id = $1")
+                    .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        row.as_ref().map(carrier_row).transpose()
+    }
+
+    /// The carriers of an organisation, by name.
+    pub async fn carriers(&mut self, org: &OrgId) -> R<Vec<CarrierRow>> {
+        let rows = self
+            .all(
+                sqlx::query("SELECT id, org_id, name, created_at FROM carriers WHERE org_id = $1 ORDER BY name, id")
+                    .bind(org.as_str().to_owned()),
+            )
+            .await?;
+        rows.iter().map(carrier_row).collect()
+    }
+
+    /// Adds a person. `Conflict` if the e-mail address is taken.
+    pub async fn insert_person(&mut self, p: &PersonRow) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO people (id, org_id, email, name, role, site_id, carrier_id, password_hash, \
+                 disabled_at, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(p.id.as_str().to_owned())
+            .bind(p.org.as_str().to_owned())
+            .bind(p.email.as_str().to_owned())
+            .bind(p.name.as_str().to_owned())
+            .bind(p.role.as_str())
+            .bind(p.site.as_ref().map(|s| s.as_str().to_owned()))
+            .bind(p.carrier.as_ref().map(|c| c.as_str().to_owned()))
+            .bind(p.password_hash.clone())
+            .bind(p.disabled_at.map(Timestamp::as_millis))
+            .bind(p.created_at.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// A person.
+    pub async fn person(&mut self, id: &PersonId) -> R<Option<PersonRow>> {
+        let row = self
+            .one(
+                sqlx::query(sql!("SELECT ", PERSON_COLS, " FROM people WHERE id = $1"))
+                    .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        row.as_ref().map(person_row).transpose()
+    }
+
+    /// A person by e-mail address.
+    pub async fn person_by_email(&mut self, email: &Email) -> R<Option<PersonRow>> {
+        let row = self
+            .one(
+                sqlx::query(sql!("SELECT ", PERSON_COLS, " FROM people WHERE email = $1"))
+                    .bind(email.as_str().to_owned()),
+            )
+            .await?;
+        row.as_ref().map(person_row).transpose()
+    }
+
+    /// The people of an organisation, by name.
+    pub async fn people(&mut self, org: &OrgId) -> R<Vec<PersonRow>> {
+        let rows = self
+            .all(
+                sqlx::query(sql!(
+                    "SELECT ",
+                    PERSON_COLS,
+                    " FROM people WHERE org_id = $1 ORDER BY name, id"
+                ))
+                .bind(org.as_str().to_owned()),
+            )
+            .await?;
+        rows.iter().map(person_row).collect()
+    }
+
+    /// Counts people with a role across all organisations (for first-run checks).
+    pub async fn count_people_with_role(&mut self, role: Role) -> R<i64> {
+        let row = self
+            .one(
+                sqlx::query("SELECT COUNT(*) AS n FROM people WHERE role = $1").bind(role.as_str()),
+            )
+            .await?;
+        row.map(|r| int(&r, "n")).transpose().map(|n| n.unwrap_or(0))
+    }
+
+    // --- API keys and sessions -------------------------------------------------------------
+
+    /// Stores a carrier API key and its sites.
+    pub async fn insert_api_key(&mut self, k: &ApiKeyRow) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO api_keys (id, carrier_id, label, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(k.id.as_str().to_owned())
+            .bind(k.carrier.as_str().to_owned())
+            .bind(k.label.as_str().to_owned())
+            .bind(k.secret_hash.clone())
+            .bind(k.created_at.as_millis()),
+        )
+        .await?;
+        for site in &k.sites {
+            self.exec(
+                sqlx::query("INSERT INTO api_key_sites (key_id, site_id) VALUES ($1, $2)")
+                    .bind(k.id.as_str().to_owned())
+                    .bind(site.as_str().to_owned()),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// An API key with its sites and organisation.
+    pub async fn api_key(&mut self, id: &ApiKeyId) -> R<Option<ApiKeyRow>> {
+        let Some(r) = self
+            .one(
+                sqlx::query(
+                    "SELECT k.id, k.carrier_id, c.org_id, k.label, k.secret_hash, k.created_at, k.last_used_at, \
+                     k.revoked_at FROM api_keys k JOIN carriers c ON c.id = k.carrier_id WHERE k.id = $1",
+                )
+                .bind(id.as_str().to_owned()),
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let sites = self
+            .all(
+                sqlx::query("SELECT site_id FROM api_key_sites WHERE key_id = $1 ORDER BY site_id")
+                    .bind(id.as_str().to_owned()),
+            )
+            .await?
+            .iter()
+            .map(|s| parse(s, "site_id", |v| SiteId::parse(v).ok()))
+            .collect::<R<Vec<_>>>()?;
+        Ok(Some(ApiKeyRow {
+            id: parse(&r, "id", |s| ApiKeyId::parse(s).ok())?,
+            carrier: parse(&r, "carrier_id", |s| CarrierId::parse(s).ok())?,
+            org: parse(&r, "org_id", |s| OrgId::parse(s).ok())?,
+            label: parse(&r, "label", |s| Name::parse(s).ok())?,
+            secret_hash: blob(&r, "secret_hash")?,
+            sites,
+            created_at: time(&r, "created_at")?,
+            last_used_at: opt_time(&r, "last_used_at")?,
+            revoked_at: opt_time(&r, "revoked_at")?,
+        }))
+    }
+
+    /// Notes an authenticated use of a key.
+    pub async fn touch_api_key(&mut self, id: &ApiKeyId, now: Timestamp) -> R<()> {
+        self.exec(
+            sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+                .bind(now.as_millis())
+                .bind(id.as_str().to_owned()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Revokes a key; returns whether it was live.
+    pub async fn revoke_api_key(&mut self, id: &ApiKeyId, now: Timestamp) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                )
+                .bind(now.as_millis())
+                .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Stores a new session.
+    pub async fn insert_session(&mut self, s: &SessionRow) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO sessions (token_hash, person_id, created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(s.token_hash.clone())
+            .bind(s.person.as_str().to_owned())
+            .bind(s.created_at.as_millis())
+            .bind(s.last_seen_at.as_millis())
+            .bind(s.expires_at.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// A session by the keyed hash of its token.
+    pub async fn session(&mut self, token_hash: &[u8]) -> R<Option<SessionRow>> {
+        let row = self
+            .one(
+                sqlx::query("SELECT token_hash, person_id, created_at, last_seen_at, expires_at FROM sessions WHERE token_hash = $1")
+                    .bind(token_hash.to_vec()),
+            )
+            .await?;
+        row.map(|r| {
+            Ok(SessionRow {
+                token_hash: blob(&r, "token_hash")?,
+                person: parse(&r, "person_id", |s| PersonId::parse(s).ok())?,
+                created_at: time(&r, "created_at")?,
+                last_seen_at: time(&r, "last_seen_at")?,
+                expires_at: time(&r, "expires_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Notes activity on a session.
+    pub async fn touch_session(&mut self, token_hash: &[u8], now: Timestamp) -> R<()> {
+        self.exec(
+            sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE token_hash = $2")
+                .bind(now.as_millis())
+                .bind(token_hash.to_vec()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Ends a session.
+    pub async fn delete_session(&mut self, token_hash: &[u8]) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash.to_vec()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    // --- parcels ---------------------------------------------------------------------------
+
+    /// Adds a parcel.
+    pub async fn insert_parcel(&mut self, p: &ParcelRow) -> R<()> {
+        self.exec(
+            sqlx::query(sql!(
+                "INSERT INTO parcels (", PARCEL_COLS, ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+            ))
+            .bind(p.id.as_str().to_owned())
+            .bind(p.org.as_str().to_owned())
+            .bind(p.site.as_str().to_owned())
+            .bind(p.bank.as_ref().map(|v| v.as_str().to_owned()))
+            .bind(p.compartment.as_ref().map(|v| v.as_str().to_owned()))
+            .bind(p.carrier.as_str().to_owned())
+            .bind(p.recipient.as_str().to_owned())
+            .bind(p.tracking_ref.as_str().to_owned())
+            .bind(p.size.as_str())
+            .bind(b(p.needs_accessible))
+            .bind(b(p.needs_refrigerated))
+            .bind(p.state.as_str())
+            .bind(p.created_at.as_millis())
+            .bind(p.deposited_at.map(Timestamp::as_millis))
+            .bind(p.notified_at.map(Timestamp::as_millis))
+            .bind(p.expires_at.map(Timestamp::as_millis))
+            .bind(p.closed_at.map(Timestamp::as_millis))
+            .bind(p.updated_at.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// A parcel.
+    pub async fn parcel(&mut self, id: &ParcelId) -> R<Option<ParcelRow>> {
+        let row = self
+            .one(
+                sqlx::query(sql!("SELECT ", PARCEL_COLS, " FROM parcels WHERE id = $1"))
+                    .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        row.as_ref().map(parcel_row).transpose()
+    }
+
+    /// A site's parcels, newest first, at most `limit`.
+    pub async fn parcels_at_site(&mut self, site: &SiteId, limit: u32) -> R<Vec<ParcelRow>> {
+        let rows = self
+            .all(
+                sqlx::query(sql!(
+                    "SELECT ",
+                    PARCEL_COLS,
+                    " FROM parcels WHERE site_id = $1 ORDER BY created_at DESC, id LIMIT $2"
+                ))
+                .bind(site.as_str().to_owned())
+                .bind(i64::from(limit)),
+            )
+            .await?;
+        rows.iter().map(parcel_row).collect()
+    }
+
+    /// A recipient's parcels, newest first, at most `limit`.
+    pub async fn parcels_for_recipient(
+        &mut self,
+        person: &PersonId,
+        limit: u32,
+    ) -> R<Vec<ParcelRow>> {
+        let rows = self
+            .all(
+                sqlx::query(sql!(
+                    "SELECT ",
+                    PARCEL_COLS,
+                    " FROM parcels WHERE recipient_id = $1 ORDER BY created_at DESC, id LIMIT $2"
+                ))
+                .bind(person.as_str().to_owned())
+                .bind(i64::from(limit)),
+            )
+            .await?;
+        rows.iter().map(parcel_row).collect()
+    }
+
+    /// A carrier's parcels, newest first, at most `limit`.
+    pub async fn parcels_for_carrier(
+        &mut self,
+        carrier: &CarrierId,
+        limit: u32,
+    ) -> R<Vec<ParcelRow>> {
+        let rows = self
+            .all(
+                sqlx::query(sql!(
+                    "SELECT ",
+                    PARCEL_COLS,
+                    " FROM parcels WHERE carrier_id = $1 ORDER BY created_at DESC, id LIMIT $2"
+                ))
+                .bind(carrier.as_str().to_owned())
+                .bind(i64::from(limit)),
+            )
+            .await?;
+        rows.iter().map(parcel_row).collect()
+    }
+
+    /// Parcels still in a compartment whose pickup window ended at or before `now`.
+    pub async fn parcels_due_to_expire(&mut self, now: Timestamp, limit: u32) -> R<Vec<ParcelRow>> {
+        let rows = self
+            .all(
+                sqlx::query(sql!(
+                    "SELECT ", PARCEL_COLS,
+                    " FROM parcels WHERE state IN ('deposited', 'notified') AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2"
+                ))
+                .bind(now.as_millis())
+                .bind(i64::from(limit)),
+            )
+            .await?;
+        rows.iter().map(parcel_row).collect()
+    }
+
+    /// Deposited parcels whose recipient has not been notified yet (a notification that failed
+    /// to queue is retried from here).
+    pub async fn parcels_awaiting_notification(&mut self, limit: u32) -> R<Vec<ParcelRow>> {
+        let rows = self
+            .all(
+                sqlx::query(sql!(
+                    "SELECT ",
+                    PARCEL_COLS,
+                    " FROM parcels WHERE state = 'deposited' ORDER BY deposited_at, id LIMIT $1"
+                ))
+                .bind(i64::from(limit)),
+            )
+            .await?;
+        rows.iter().map(parcel_row).collect()
+    }
+
+    /// Assigns a bank and compartment to an expected parcel (a deposit is under way).
+    pub async fn assign_compartment(
+        &mut self,
+        id: &ParcelId,
+        bank: &BankId,
+        compartment: Option<&CompartmentId>,
+        now: Timestamp,
+    ) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query("UPDATE parcels SET bank_id = $1, compartment_id = $2, updated_at = $3 WHERE id = $4 AND state = 'expected'")
+                    .bind(bank.as_str().to_owned())
+                    .bind(compartment.map(|c| c.as_str().to_owned()))
+                    .bind(now.as_millis())
+                    .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Moves a parcel from `from` to `to` only if it is still in `from`, stamping the time
+    /// column that belongs to `to`. For `Deposited`, `expires_at` is the end of its window.
+    /// Returns whether it moved.
+    pub async fn move_parcel(
+        &mut self,
+        id: &ParcelId,
+        from: ParcelState,
+        to: ParcelState,
+        now: Timestamp,
+        expires_at: Option<Timestamp>,
+    ) -> R<bool> {
+        let q = match to {
+            ParcelState::Deposited => sqlx::query(
+                "UPDATE parcels SET state = $1, updated_at = $2, deposited_at = $2, expires_at = $3 WHERE id = $4 AND state = $5",
+            ),
+            ParcelState::Notified => sqlx::query(
+                "UPDATE parcels SET state = $1, updated_at = $2, notified_at = $2, expires_at = COALESCE($3, expires_at) WHERE id = $4 AND state = $5",
+            ),
+            ParcelState::PickedUp | ParcelState::Returned | ParcelState::Retrieved => sqlx::query(
+                "UPDATE parcels SET state = $1, updated_at = $2, closed_at = $2, expires_at = COALESCE($3, expires_at) WHERE id = $4 AND state = $5",
+            ),
+            ParcelState::Expected | ParcelState::Expired => sqlx::query(
+                "UPDATE parcels SET state = $1, updated_at = $2, expires_at = COALESCE($3, expires_at) WHERE id = $4 AND state = $5",
+            ),
+        };
+        let n = self
+            .exec(
+                q.bind(to.as_str())
+                    .bind(now.as_millis())
+                    .bind(expires_at.map(Timestamp::as_millis))
+                    .bind(id.as_str().to_owned())
+                    .bind(from.as_str()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    // --- pickup codes ----------------------------------------------------------------------
+
+    /// Stores a pickup code's keyed hash. `Conflict` if the bank already has that code (the
+    /// caller draws another).
+    pub async fn insert_pickup_code(&mut self, c: &NewPickupCode) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO pickup_codes (id, parcel_id, bank_id, compartment_id, code_hash, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(c.id.as_str().to_owned())
+            .bind(c.parcel.as_str().to_owned())
+            .bind(c.bank.as_str().to_owned())
+            .bind(c.compartment.as_str().to_owned())
+            .bind(c.code_hash.clone())
+            .bind(c.created_at.as_millis())
+            .bind(c.expires_at.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Redeems the code with hash `code_hash` at `bank`: marks it used if, and only if, it is
+    /// unused, unrevoked and unexpired. Exactly one of any number of concurrent redemptions
+    /// succeeds. On refusal, says why (for the audit log).
+    pub async fn redeem_pickup_code(
+        &mut self,
+        bank: &BankId,
+        code_hash: &[u8],
+        now: Timestamp,
+    ) -> R<Result<RedeemedCode, CodeRefusal>> {
+        let row = self
+            .fetch_write(
+                sqlx::query(
+                    "UPDATE pickup_codes SET used_at = $1 WHERE bank_id = $2 AND code_hash = $3 \
+                     AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1 RETURNING parcel_id, compartment_id",
+                )
+                .bind(now.as_millis())
+                .bind(bank.as_str().to_owned())
+                .bind(code_hash.to_vec()),
+            )
+            .await?;
+        if let Some(r) = row {
+            return Ok(Ok(RedeemedCode {
+                parcel: parse(&r, "parcel_id", |s| ParcelId::parse(s).ok())?,
+                compartment: parse(&r, "compartment_id", |s| CompartmentId::parse(s).ok())?,
+            }));
+        }
+        let why = self
+            .one(
+                sqlx::query("SELECT used_at, revoked_at, expires_at FROM pickup_codes WHERE bank_id = $1 AND code_hash = $2")
+                    .bind(bank.as_str().to_owned())
+                    .bind(code_hash.to_vec()),
+            )
+            .await?;
+        let refusal = match why {
+            None => CodeRefusal::Unknown,
+            Some(r) if opt_int(&r, "used_at")?.is_some() => CodeRefusal::Used,
+            Some(r) if opt_int(&r, "revoked_at")?.is_some() => CodeRefusal::Revoked,
+            Some(_) => CodeRefusal::Expired,
+        };
+        Ok(Err(refusal))
+    }
+
+    /// Revokes a parcel's unused codes; returns how many.
+    pub async fn revoke_pickup_codes(&mut self, parcel: &ParcelId, now: Timestamp) -> R<u64> {
+        self.exec(
+            sqlx::query("UPDATE pickup_codes SET revoked_at = $1 WHERE parcel_id = $2 AND used_at IS NULL AND revoked_at IS NULL")
+                .bind(now.as_millis())
+                .bind(parcel.as_str().to_owned()),
+        )
+        .await
+    }
+
+    // --- throttles -------------------------------------------------------------------------
+
+    /// Counts one more failure for `key` in the window starting at `window_start` and returns
+    /// the new count. Counting first and checking after makes check-and-count one atomic step.
+    pub async fn add_failure(&mut self, key: &str, window_start: Timestamp) -> R<u32> {
+        let row = self
+            .fetch_write(
+                sqlx::query(
+                    "INSERT INTO throttle_counters (key, window_start, failures) VALUES ($1, $2, 1) \
+                     ON CONFLICT (key, window_start) DO UPDATE SET failures = throttle_counters.failures + 1 \
+                     RETURNING failures",
+                )
+                .bind(key.to_owned())
+                .bind(window_start.as_millis()),
+            )
+            .await?
+            .ok_or(StoreError::Corrupt("throttle_counters"))?;
+        u32::try_from(int(&row, "failures")?).map_err(|_| StoreError::Corrupt("failures"))
+    }
+
+    /// Takes back one counted failure (the attempt it reserved succeeded).
+    pub async fn refund_failure(&mut self, key: &str, window_start: Timestamp) -> R<()> {
+        self.exec(
+            sqlx::query("UPDATE throttle_counters SET failures = failures - 1 WHERE key = $1 AND window_start = $2 AND failures > 0")
+                .bind(key.to_owned())
+                .bind(window_start.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Failures counted for `key` in the window starting at `window_start`.
+    pub async fn failures(&mut self, key: &str, window_start: Timestamp) -> R<u32> {
+        let row = self
+            .one(
+                sqlx::query(
+                    "SELECT failures FROM throttle_counters WHERE key = $1 AND window_start = $2",
+                )
+                .bind(key.to_owned())
+                .bind(window_start.as_millis()),
+            )
+            .await?;
+        row.map(|r| int(&r, "failures"))
+            .transpose()
+            .map(|n| u32::try_from(n.unwrap_or(0)).unwrap_or(u32::MAX))
+    }
+
+    /// Drops counters of windows that started before `before`.
+    pub async fn prune_throttles(&mut self, before: Timestamp) -> R<u64> {
+        self.exec(
+            sqlx::query("DELETE FROM throttle_counters WHERE window_start < $1")
+                .bind(before.as_millis()),
+        )
+        .await
+    }
+
+    // --- audit log -------------------------------------------------------------------------
+
+    /// Appends an entry and returns its sequence number. The append is part of the unit of work:
+    /// if it fails, the unit fails and nothing it changed is kept.
+    pub async fn append_audit(&mut self, e: &AuditEvent) -> R<i64> {
+        let row = self
+            .fetch_write(
+                sqlx::query(
+                    "INSERT INTO audit_log (at, actor_kind, actor_id, action, site_id, bank_id, compartment_id, parcel_id, \
+                     outcome, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq",
+                )
+                .bind(e.at.as_millis())
+                .bind(e.actor.kind.as_str())
+                .bind(e.actor.id.clone())
+                .bind(e.action.as_str())
+                .bind(e.target.site.as_ref().map(|v| v.as_str().to_owned()))
+                .bind(e.target.bank.as_ref().map(|v| v.as_str().to_owned()))
+                .bind(e.target.compartment.as_ref().map(|v| v.as_str().to_owned()))
+                .bind(e.target.parcel.as_ref().map(|v| v.as_str().to_owned()))
+                .bind(e.outcome.as_str())
+                .bind(e.reason.clone()),
+            )
+            .await?
+            .ok_or(StoreError::Corrupt("audit_log"))?;
+        int(&row, "seq")
+    }
+
+    /// A parcel's audit entries, oldest first.
+    pub async fn audit_for_parcel(&mut self, parcel: &ParcelId) -> R<Vec<AuditRow>> {
+        let rows = self
+            .all(
+                sqlx::query("SELECT * FROM audit_log WHERE parcel_id = $1 ORDER BY seq")
+                    .bind(parcel.as_str().to_owned()),
+            )
+            .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    /// The newest `limit` entries of a site, newest first.
+    pub async fn audit_for_site(&mut self, site: &SiteId, limit: u32) -> R<Vec<AuditRow>> {
+        let rows = self
+            .all(
+                sqlx::query(
+                    "SELECT * FROM audit_log WHERE site_id = $1 ORDER BY seq DESC LIMIT $2",
+                )
+                .bind(site.as_str().to_owned())
+                .bind(i64::from(limit)),
+            )
+            .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    /// Entries with `seq > after`, oldest first, at most `limit`.
+    pub async fn audit_after(&mut self, after: i64, limit: u32) -> R<Vec<AuditRow>> {
+        let rows = self
+            .all(
+                sqlx::query("SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+                    .bind(after)
+                    .bind(i64::from(limit)),
+            )
+            .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
+    // --- outbox ----------------------------------------------------------------------------
+
+    /// Queues a sealed message for delivery at `now`.
+    pub async fn enqueue_message(
+        &mut self,
+        id: &MessageId,
+        channel: &str,
+        parcel: Option<&ParcelId>,
+        sealed: &[u8],
+        now: Timestamp,
+    ) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO outbox (id, channel, parcel_id, sealed, created_at, next_attempt_at, attempts) \
+                 VALUES ($1, $2, $3, $4, $5, $5, 0)",
+            )
+            .bind(id.as_str().to_owned())
+            .bind(channel.to_owned())
+            .bind(parcel.map(|p| p.as_str().to_owned()))
+            .bind(sealed.to_vec())
+            .bind(now.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Takes up to `limit` due messages for delivery, leasing each until `lease_until` so that
+    /// another worker does not send it too. A lease that lapses (the worker died) makes the
+    /// message due again.
+    pub async fn lease_due_messages(
+        &mut self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> R<Vec<OutboxRow>> {
+        let candidates = self
+            .all(
+                sqlx::query(
+                    "SELECT id FROM outbox WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $1 \
+                     AND (lease_until IS NULL OR lease_until <= $1) ORDER BY next_attempt_at, id LIMIT $2",
+                )
+                .bind(now.as_millis())
+                .bind(i64::from(limit)),
+            )
+            .await?;
+        let mut leased = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            let id = text(&c, "id")?;
+            let row = self
+                .fetch_write(
+                    sqlx::query(sql!(
+                        "UPDATE outbox SET lease_until = $1 WHERE id = $2 AND delivered_at IS NULL AND dead_at IS NULL \
+                         AND (lease_until IS NULL OR lease_until <= $3) RETURNING ",
+                        OUTBOX_COLS
+                    ))
+                    .bind(lease_until.as_millis())
+                    .bind(id)
+                    .bind(now.as_millis()),
+                )
+                .await?;
+            if let Some(r) = row {
+                leased.push(outbox_row(&r)?);
+            }
+        }
+        Ok(leased)
+    }
+
+    /// Marks a message delivered and wipes its sealed body.
+    pub async fn message_delivered(&mut self, id: &MessageId, now: Timestamp) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "UPDATE outbox SET delivered_at = $1, sealed = NULL, lease_until = NULL, attempts = attempts + 1, last_error = NULL WHERE id = $2",
+            )
+            .bind(now.as_millis())
+            .bind(id.as_str().to_owned()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Records a failed try: retry at `retry_at`, or give up (and wipe the body) when `None`.
+    pub async fn message_failed(
+        &mut self,
+        id: &MessageId,
+        error: &str,
+        retry_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> R<()> {
+        let q = match retry_at {
+            Some(at) => sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2, lease_until = NULL WHERE id = $3",
+            )
+            .bind(error.to_owned())
+            .bind(at.as_millis())
+            .bind(id.as_str().to_owned()),
+            None => sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $1, dead_at = $2, sealed = NULL, lease_until = NULL WHERE id = $3",
+            )
+            .bind(error.to_owned())
+            .bind(now.as_millis())
+            .bind(id.as_str().to_owned()),
+        };
+        self.exec(q).await.map(|_| ())
+    }
+
+    /// A message.
+    pub async fn message(&mut self, id: &MessageId) -> R<Option<OutboxRow>> {
+        let row = self
+            .one(
+                sqlx::query(sql!("SELECT ", OUTBOX_COLS, " FROM outbox WHERE id = $1"))
+                    .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        row.as_ref().map(outbox_row).transpose()
+    }
+
+    /// Messages about a parcel, oldest first.
+    pub async fn messages_for_parcel(&mut self, parcel: &ParcelId) -> R<Vec<OutboxRow>> {
+        let rows = self
+            .all(
+                sqlx::query(sql!(
+                    "SELECT ",
+                    OUTBOX_COLS,
+                    " FROM outbox WHERE parcel_id = $1 ORDER BY created_at, id"
+                ))
+                .bind(parcel.as_str().to_owned()),
+            )
+            .await?;
+        rows.iter().map(outbox_row).collect()
+    }
+
+    // --- devices ---------------------------------------------------------------------------
+
+    /// Stores an enrolment token's keyed hash.
+    pub async fn insert_enrolment_token(&mut self, t: &NewEnrolmentToken) -> R<()> {
+        self.exec(
+            sqlx::query("INSERT INTO enrolment_tokens (id, bank_id, token_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(t.id.as_str().to_owned())
+                .bind(t.bank.as_str().to_owned())
+                .bind(t.token_hash.clone())
+                .bind(t.created_at.as_millis())
+                .bind(t.expires_at.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Uses an enrolment token: succeeds once, before expiry, and returns its bank.
+    pub async fn consume_enrolment_token(
+        &mut self,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> R<Option<BankId>> {
+        let row = self
+            .fetch_write(
+                sqlx::query(
+                    "UPDATE enrolment_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING bank_id",
+                )
+                .bind(now.as_millis())
+                .bind(token_hash.to_vec()),
+            )
+            .await?;
+        row.map(|r| parse(&r, "bank_id", |s| BankId::parse(s).ok())).transpose()
+    }
+
+    /// Stores an enrolled device.
+    pub async fn insert_device(&mut self, d: &DeviceRow) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO devices (id, bank_id, cert_serial, spki_sha256, enrolled_at, cert_expires_at, revoked_at, last_seen_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(d.id.as_str().to_owned())
+            .bind(d.bank.as_str().to_owned())
+            .bind(d.cert_serial.clone())
+            .bind(d.spki_sha256.clone())
+            .bind(d.enrolled_at.as_millis())
+            .bind(d.cert_expires_at.as_millis())
+            .bind(d.revoked_at.map(Timestamp::as_millis))
+            .bind(d.last_seen_at.map(Timestamp::as_millis)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// A device.
+    pub async fn device(&mut self, id: &DeviceId) -> R<Option<DeviceRow>> {
+        let row = self
+            .one(
+                sqlx::query(
+                    "SELECT id, bank_id, cert_serial, spki_sha256, enrolled_at, cert_expires_at, revoked_at, last_seen_at FROM devices WHERE id = $1",
+                )
+                .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        row.as_ref().map(device_row).transpose()
+    }
+
+    /// The devices of a bank, newest first.
+    pub async fn devices_of_bank(&mut self, bank: &BankId) -> R<Vec<DeviceRow>> {
+        let rows = self
+            .all(
+                sqlx::query(
+                    "SELECT id, bank_id, cert_serial, spki_sha256, enrolled_at, cert_expires_at, revoked_at, last_seen_at FROM devices \
+                     WHERE bank_id = $1 ORDER BY enrolled_at DESC, id",
+                )
+                .bind(bank.as_str().to_owned()),
+            )
+            .await?;
+        rows.iter().map(device_row).collect()
+    }
+
+    /// Revokes every live device of a bank except `keep` (a re-enrolled bank has one identity).
+    pub async fn revoke_devices_of_bank(
+        &mut self,
+        bank: &BankId,
+        keep: &DeviceId,
+        now: Timestamp,
+    ) -> R<u64> {
+        self.exec(
+            sqlx::query("UPDATE devices SET revoked_at = $1 WHERE bank_id = $2 AND id <> $3 AND revoked_at IS NULL")
+                .bind(now.as_millis())
+                .bind(bank.as_str().to_owned())
+                .bind(keep.as_str().to_owned()),
+        )
+        .await
+    }
+
+    /// Revokes a device; returns whether it was live.
+    pub async fn revoke_device(&mut self, id: &DeviceId, now: Timestamp) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE devices SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                )
+                .bind(now.as_millis())
+                .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Notes that a device connected.
+    pub async fn touch_device(&mut self, id: &DeviceId, now: Timestamp) -> R<()> {
+        self.exec(
+            sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE id = $2")
+                .bind(now.as_millis())
+                .bind(id.as_str().to_owned()),
+        )
+        .await
+        .map(|_| ())
+    }
+}

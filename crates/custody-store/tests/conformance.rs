@@ -1,0 +1,684 @@
+//! The store conformance suite: every test runs against SQLite and against PostgreSQL
+//! (`<test>::sqlite`, `<test>::postgres`). One suite, two backends, the same expectations.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test fails loudly at the first unexpected value"
+)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
+use custody_core::compartment::{CompartmentNumber, CompartmentState, DoorState, SizeClass};
+use custody_core::parcel::ParcelState;
+use custody_core::person::Role;
+use custody_core::site::PickupWindow;
+use custody_core::text::{Email, Name, TrackingRef};
+use custody_core::time::{days, minutes};
+use custody_core::{
+    BankId, CarrierId, CodeId, CompartmentId, MessageId, OrgId, ParcelId, PersonId, SiteId,
+    Timestamp, TokenId,
+};
+use custody_store::*;
+use custody_testkit::{TEST_EPOCH, TestStore, backends};
+use futures_util::FutureExt as _;
+use sqlx::Connection as _;
+
+const NOW: Timestamp = TEST_EPOCH;
+
+fn rid<T>(f: fn([u8; 16]) -> T) -> T {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&n.to_be_bytes());
+    bytes[8..].copy_from_slice(&std::process::id().to_be_bytes().repeat(2));
+    f(bytes)
+}
+
+#[derive(Clone)]
+struct World {
+    org: OrgId,
+    site: SiteId,
+    bank: BankId,
+    carrier: CarrierId,
+    recipient: PersonId,
+}
+
+async fn world(store: &Store) -> World {
+    let w = World {
+        org: rid(OrgId::from_random),
+        site: rid(SiteId::from_random),
+        bank: rid(BankId::from_random),
+        carrier: rid(CarrierId::from_random),
+        recipient: rid(PersonId::from_random),
+    };
+    let w2 = w.clone();
+    store
+        .write(move |tx| {
+            async move {
+                tx.insert_org(&OrgRow {
+                    id: w2.org.clone(),
+                    name: Name::parse("Acme Living").unwrap(),
+                    created_at: NOW,
+                })
+                .await?;
+                tx.insert_site(&SiteRow {
+                    id: w2.site.clone(),
+                    org: w2.org.clone(),
+                    name: Name::parse("Harbour House").unwrap(),
+                    time_zone: "Europe/Berlin".into(),
+                    pickup_window: PickupWindow::DEFAULT,
+                    created_at: NOW,
+                })
+                .await?;
+                tx.insert_bank(&BankRow {
+                    id: w2.bank.clone(),
+                    site: w2.site.clone(),
+                    name: Name::parse("Lobby").unwrap(),
+                    created_at: NOW,
+                })
+                .await?;
+                tx.insert_carrier(&CarrierRow {
+                    id: w2.carrier.clone(),
+                    org: w2.org.clone(),
+                    name: Name::parse("Parcelco").unwrap(),
+                    created_at: NOW,
+                })
+                .await?;
+                tx.insert_person(&PersonRow {
+                    id: w2.recipient.clone(),
+                    org: w2.org.clone(),
+                    email: Email::parse(&format!("{}@example.org", w2.recipient.as_str())).unwrap(),
+                    name: Name::parse("Ann Resident").unwrap(),
+                    role: Role::Resident,
+                    site: Some(w2.site.clone()),
+                    carrier: None,
+                    password_hash: None,
+                    disabled_at: None,
+                    created_at: NOW,
+                })
+                .await?;
+                Ok::<_, StoreError>(())
+            }
+            .boxed()
+        })
+        .await
+        .unwrap();
+    w
+}
+
+async fn add_compartment(
+    store: &Store,
+    bank: &BankId,
+    number: u16,
+    size: SizeClass,
+    accessible: bool,
+    refrigerated: bool,
+) -> CompartmentId {
+    let c = NewCompartment {
+        id: rid(CompartmentId::from_random),
+        bank: bank.clone(),
+        number: CompartmentNumber::new(number).unwrap(),
+        size,
+        accessible,
+        refrigerated,
+    };
+    let id = c.id.clone();
+    store
+        .write(move |tx| async move { tx.insert_compartment(&c, NOW).await }.boxed())
+        .await
+        .unwrap();
+    id
+}
+
+async fn add_parcel(store: &Store, w: &World) -> ParcelId {
+    let p = ParcelRow {
+        id: rid(ParcelId::from_random),
+        org: w.org.clone(),
+        site: w.site.clone(),
+        bank: None,
+        compartment: None,
+        carrier: w.carrier.clone(),
+        recipient: w.recipient.clone(),
+        tracking_ref: TrackingRef::parse("1Z999AA10123456784").unwrap(),
+        size: SizeClass::Small,
+        needs_accessible: false,
+        needs_refrigerated: false,
+        state: ParcelState::Expected,
+        created_at: NOW,
+        deposited_at: None,
+        notified_at: None,
+        expires_at: None,
+        closed_at: None,
+        updated_at: NOW,
+    };
+    let id = p.id.clone();
+    store.write(move |tx| async move { tx.insert_parcel(&p).await }.boxed()).await.unwrap();
+    id
+}
+
+fn needs(size: SizeClass, accessible: bool, refrigerated: bool) -> CompartmentNeeds {
+    CompartmentNeeds { size, accessible, refrigerated }
+}
+
+async fn reserve(
+    store: &Store,
+    bank: &BankId,
+    n: CompartmentNeeds,
+    parcel: &ParcelId,
+) -> Option<CompartmentRow> {
+    let (bank, parcel) = (bank.clone(), parcel.clone());
+    store
+        .write(move |tx| async move { tx.reserve_compartment(&bank, n, &parcel, NOW.plus(minutes(10)), NOW).await }.boxed())
+        .await
+        .unwrap()
+}
+
+backends!(physical_model_round_trips, |t: TestStore| async move {
+    let w = world(&t.store).await;
+    let c = add_compartment(&t.store, &w.bank, 12, SizeClass::Medium, true, false).await;
+    let (site, bank, org) = (w.site.clone(), w.bank.clone(), w.org.clone());
+    let (sites, banks, comps, one) = t
+        .store
+        .read(move |tx| {
+            async move {
+                Ok::<_, StoreError>((
+                    tx.sites(&org).await?,
+                    tx.banks(&site).await?,
+                    tx.compartments(&bank).await?,
+                    tx.compartment(&c).await?,
+                ))
+            }
+            .boxed()
+        })
+        .await
+        .unwrap();
+    assert_eq!(sites.len(), 1);
+    assert_eq!(sites[0].pickup_window, PickupWindow::DEFAULT);
+    assert_eq!(banks[0].id, w.bank);
+    assert_eq!(comps.len(), 1);
+    let one = one.unwrap();
+    assert_eq!(
+        (one.number.get(), one.size, one.accessible, one.refrigerated),
+        (12, SizeClass::Medium, true, false)
+    );
+    assert_eq!((one.state, one.door), (CompartmentState::Free, DoorState::Unknown));
+});
+
+backends!(uniqueness_is_a_conflict, |t: TestStore| async move {
+    let w = world(&t.store).await;
+    add_compartment(&t.store, &w.bank, 1, SizeClass::Small, false, false).await;
+    let dup = NewCompartment {
+        id: rid(CompartmentId::from_random),
+        bank: w.bank.clone(),
+        number: CompartmentNumber::new(1).unwrap(),
+        size: SizeClass::Large,
+        accessible: false,
+        refrigerated: false,
+    };
+    let err = t
+        .store
+        .write(move |tx| async move { tx.insert_compartment(&dup, NOW).await }.boxed())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+    let recipient = w.recipient.clone();
+    let person = t
+        .store
+        .read(move |tx| async move { tx.person(&recipient).await }.boxed())
+        .await
+        .unwrap()
+        .unwrap();
+    let twin = PersonRow { id: rid(PersonId::from_random), ..person };
+    let err = t
+        .store
+        .write(move |tx| async move { tx.insert_person(&twin).await }.boxed())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+});
+
+backends!(reservation_picks_the_smallest_plain_fit, |t: TestStore| async move {
+    let w = world(&t.store).await;
+    add_compartment(&t.store, &w.bank, 1, SizeClass::Large, false, false).await;
+    let accessible_medium =
+        add_compartment(&t.store, &w.bank, 2, SizeClass::Medium, true, false).await;
+    let plain_medium = add_compartment(&t.store, &w.bank, 3, SizeClass::Medium, false, false).await;
+    let cold = add_compartment(&t.store, &w.bank, 4, SizeClass::ExtraLarge, false, true).await;
+    let p1 = add_parcel(&t.store, &w).await;
+    let got = reserve(&t.store, &w.bank, needs(SizeClass::Small, false, false), &p1).await.unwrap();
+    assert_eq!(got.id, plain_medium, "smallest fit, keeping the accessible one free");
+    assert_eq!(got.state, CompartmentState::Reserved);
+    assert_eq!(got.parcel.as_ref(), Some(&p1));
+    let p2 = add_parcel(&t.store, &w).await;
+    assert_eq!(
+        reserve(&t.store, &w.bank, needs(SizeClass::Small, true, false), &p2).await.unwrap().id,
+        accessible_medium
+    );
+    let p3 = add_parcel(&t.store, &w).await;
+    assert_eq!(
+        reserve(&t.store, &w.bank, needs(SizeClass::Small, false, true), &p3).await.unwrap().id,
+        cold
+    );
+    let p4 = add_parcel(&t.store, &w).await;
+    assert!(
+        reserve(&t.store, &w.bank, needs(SizeClass::ExtraLarge, false, false), &p4).await.is_none(),
+        "nothing that large left"
+    );
+});
+
+backends!(concurrent_reservations_never_share_a_compartment, |t: TestStore| async move {
+    let w = world(&t.store).await;
+    for n in 1..=5 {
+        add_compartment(&t.store, &w.bank, n, SizeClass::Medium, false, false).await;
+    }
+    let mut parcels = Vec::new();
+    for _ in 0..20 {
+        parcels.push(add_parcel(&t.store, &w).await);
+    }
+    let store = Arc::new(t.store.clone());
+    let tasks: Vec<_> = parcels
+        .into_iter()
+        .map(|p| {
+            let (store, bank) = (store.clone(), w.bank.clone());
+            tokio::spawn(async move {
+                reserve(&store, &bank, needs(SizeClass::Small, false, false), &p)
+                    .await
+                    .map(|c| c.id)
+            })
+        })
+        .collect();
+    let mut won = Vec::new();
+    for t in tasks {
+        if let Some(id) = t.await.unwrap() {
+            won.push(id);
+        }
+    }
+    assert_eq!(won.len(), 5, "five compartments, five winners");
+    assert_eq!(won.iter().collect::<BTreeSet<_>>().len(), 5, "all distinct");
+});
+
+async fn issue_code(
+    store: &Store,
+    w: &World,
+    number: u16,
+    hash: &[u8],
+    expires_at: Timestamp,
+) -> ParcelId {
+    let parcel = add_parcel(store, w).await;
+    let comp = add_compartment(store, &w.bank, number, SizeClass::Small, false, false).await;
+    let code = NewPickupCode {
+        id: rid(CodeId::from_random),
+        parcel: parcel.clone(),
+        bank: w.bank.clone(),
+        compartment: comp,
+        code_hash: hash.to_vec(),
+        created_at: NOW,
+        expires_at,
+    };
+    store.write(move |tx| async move { tx.insert_pickup_code(&code).await }.boxed()).await.unwrap();
+    parcel
+}
+
+async fn redeem(
+    store: &Store,
+    bank: &BankId,
+    hash: &[u8],
+    at: Timestamp,
+) -> Result<RedeemedCode, CodeRefusal> {
+    let (bank, hash) = (bank.clone(), hash.to_vec());
+    store
+        .write(move |tx| async move { tx.redeem_pickup_code(&bank, &hash, at).await }.boxed())
+        .await
+        .unwrap()
+}
+
+backends!(pickup_codes_are_single_use_and_expire, |t: TestStore| async move {
+    let w = world(&t.store).await;
+    let parcel = issue_code(&t.store, &w, 1, &[1; 32], NOW.plus(days(7))).await;
+    assert_eq!(redeem(&t.store, &w.bank, &[1; 32], NOW).await.unwrap().parcel, parcel);
+    assert_eq!(redeem(&t.store, &w.bank, &[1; 32], NOW).await, Err(CodeRefusal::Used));
+    assert_eq!(redeem(&t.store, &w.bank, &[2; 32], NOW).await, Err(CodeRefusal::Unknown));
+    issue_code(&t.store, &w, 2, &[3; 32], NOW.plus(days(7))).await;
+    assert_eq!(
+        redeem(&t.store, &w.bank, &[3; 32], NOW.plus(days(7))).await,
+        Err(CodeRefusal::Expired),
+        "expiry is exclusive"
+    );
+    let revoked = issue_code(&t.store, &w, 3, &[4; 32], NOW.plus(days(7))).await;
+    let n = t
+        .store
+        .write(move |tx| async move { tx.revoke_pickup_codes(&revoked, NOW).await }.boxed())
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(redeem(&t.store, &w.bank, &[4; 32], NOW).await, Err(CodeRefusal::Revoked));
+    let other_bank = rid(BankId::from_random);
+    issue_code(&t.store, &w, 4, &[5; 32], NOW.plus(days(7))).await;
+    assert_eq!(
+        redeem(&t.store, &other_bank, &[5; 32], NOW).await,
+        Err(CodeRefusal::Unknown),
+        "codes are bound to their bank"
+    );
+});
+
+backends!(fifty_concurrent_redemptions_yield_exactly_one, |t: TestStore| async move {
+    let w = world(&t.store).await;
+    issue_code(&t.store, &w, 5, &[9; 32], NOW.plus(days(7))).await;
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (store, bank) = (t.store.clone(), w.bank.clone());
+            tokio::spawn(async move { redeem(&store, &bank, &[9; 32], NOW).await })
+        })
+        .collect();
+    let mut wins = 0;
+    let mut used = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(CodeRefusal::Used) => used += 1,
+            Err(other) => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    assert_eq!((wins, used), (1, 49));
+});
+
+backends!(parcel_moves_are_conditional, |t: TestStore| async move {
+    let w = world(&t.store).await;
+    let p = add_parcel(&t.store, &w).await;
+    let p2 = p.clone();
+    let (moved, again) = t
+        .store
+        .write(move |tx| {
+            async move {
+                let a = tx
+                    .move_parcel(
+                        &p2,
+                        ParcelState::Expected,
+                        ParcelState::Deposited,
+                        NOW,
+                        Some(NOW.plus(days(7))),
+                    )
+                    .await?;
+                let b = tx
+                    .move_parcel(&p2, ParcelState::Expected, ParcelState::Deposited, NOW, None)
+                    .await?;
+                Ok::<_, StoreError>((a, b))
+            }
+            .boxed()
+        })
+        .await
+        .unwrap();
+    assert!(moved && !again);
+    let row =
+        t.store.read(move |tx| async move { tx.parcel(&p).await }.boxed()).await.unwrap().unwrap();
+    assert_eq!(
+        (row.state, row.deposited_at, row.expires_at),
+        (ParcelState::Deposited, Some(NOW), Some(NOW.plus(days(7))))
+    );
+});
+
+fn event(action: AuditAction, parcel: Option<ParcelId>) -> AuditEvent {
+    AuditEvent {
+        at: NOW,
+        actor: Actor::system(),
+        action,
+        target: Target { parcel, ..Target::default() },
+        outcome: Outcome::Success,
+        reason: None,
+    }
+}
+
+backends!(a_failing_unit_rolls_back_alone, |t: TestStore| async move {
+    let w = world(&t.store).await;
+    let parcels: Vec<ParcelId> =
+        futures_util::future::join_all((0..10).map(|_| add_parcel(&t.store, &w))).await;
+    // Ten concurrent units, each appends an audit entry and moves its parcel; the odd ones then
+    // fail. On SQLite they share commits; each failure must undo only its own unit.
+    let tasks: Vec<_> = parcels
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (store, p) = (t.store.clone(), p.clone());
+            tokio::spawn(async move {
+                store
+                    .write(move |tx| {
+                        async move {
+                            tx.append_audit(&event(AuditAction::Deposit, Some(p.clone()))).await?;
+                            tx.move_parcel(
+                                &p,
+                                ParcelState::Expected,
+                                ParcelState::Deposited,
+                                NOW,
+                                Some(NOW),
+                            )
+                            .await?;
+                            if i % 2 == 1 { Err(StoreError::Conflict) } else { Ok(()) }
+                        }
+                        .boxed()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        assert_eq!(task.await.unwrap().is_ok(), i % 2 == 0);
+    }
+    for (i, p) in parcels.into_iter().enumerate() {
+        let (row, audit) = t
+            .store
+            .read(move |tx| {
+                async move {
+                    Ok::<_, StoreError>((
+                        tx.parcel(&p).await?.unwrap(),
+                        tx.audit_for_parcel(&p).await?,
+                    ))
+                }
+                .boxed()
+            })
+            .await
+            .unwrap();
+        let kept = i % 2 == 0;
+        assert_eq!(row.state == ParcelState::Deposited, kept, "parcel {i}");
+        assert_eq!(audit.len(), usize::from(kept), "audit of parcel {i}");
+    }
+});
+
+backends!(audit_log_is_append_only, |t: TestStore| async move {
+    let seqs = t
+        .store
+        .write(|tx| {
+            async move {
+                let a = tx.append_audit(&event(AuditAction::OrgCreate, None)).await?;
+                let b = tx.append_audit(&event(AuditAction::SiteCreate, None)).await?;
+                Ok::<_, StoreError>((a, b))
+            }
+            .boxed()
+        })
+        .await
+        .unwrap();
+    assert!(seqs.1 > seqs.0);
+    let entries =
+        t.store.read(|tx| async move { tx.audit_after(0, 10).await }.boxed()).await.unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.event.action).collect::<Vec<_>>(),
+        vec![AuditAction::OrgCreate, AuditAction::SiteCreate]
+    );
+    // Someone with direct database access still cannot rewrite history quietly.
+    let mut conn = sqlx::AnyConnection::connect(&t.url).await.unwrap();
+    for sql in ["UPDATE audit_log SET outcome = 'failure'", "DELETE FROM audit_log"] {
+        let err = sqlx::raw_sql(sql).execute(&mut conn).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    let after =
+        t.store.read(|tx| async move { tx.audit_after(0, 10).await }.boxed()).await.unwrap();
+    assert_eq!(after, entries);
+});
+
+backends!(throttle_counting_is_atomic, |t: TestStore| async move {
+    let window = NOW;
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = t.store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |tx| async move { tx.add_failure("kiosk:x", window).await }.boxed())
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut counts = Vec::new();
+    for task in tasks {
+        counts.push(task.await.unwrap());
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=50).collect::<Vec<u32>>(), "every attempt saw a distinct count");
+    t.store
+        .write(move |tx| async move { tx.refund_failure("kiosk:x", window).await }.boxed())
+        .await
+        .unwrap();
+    let n = t
+        .store
+        .read(move |tx| async move { tx.failures("kiosk:x", window).await }.boxed())
+        .await
+        .unwrap();
+    assert_eq!(n, 49);
+    let other = t
+        .store
+        .read(move |tx| {
+            async move { tx.failures("kiosk:x", window.plus(minutes(5))).await }.boxed()
+        })
+        .await
+        .unwrap();
+    assert_eq!(other, 0, "a new window starts from zero");
+});
+
+backends!(outbox_leases_and_wipes, |t: TestStore| async move {
+    let id = rid(MessageId::from_random);
+    let id2 = id.clone();
+    t.store
+        .write(move |tx| {
+            async move { tx.enqueue_message(&id2, "email", None, b"sealed", NOW).await }.boxed()
+        })
+        .await
+        .unwrap();
+    let lease = |at: Timestamp| {
+        let store = t.store.clone();
+        async move {
+            store
+                .write(move |tx| {
+                    async move { tx.lease_due_messages(at, at.plus(minutes(1)), 10).await }.boxed()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(lease(NOW).await.len(), 1);
+    assert!(lease(NOW).await.is_empty(), "leased messages are not handed out twice");
+    let again = lease(NOW.plus(minutes(2))).await;
+    assert_eq!(again.len(), 1, "a lapsed lease makes the message due again");
+    let id3 = id.clone();
+    t.store
+        .write(move |tx| {
+            async move {
+                tx.message_failed(&id3, "connection refused", Some(NOW.plus(minutes(5))), NOW).await
+            }
+            .boxed()
+        })
+        .await
+        .unwrap();
+    assert!(lease(NOW.plus(minutes(3))).await.is_empty(), "not before its retry time");
+    assert_eq!(lease(NOW.plus(minutes(5))).await.len(), 1);
+    let id4 = id.clone();
+    t.store
+        .write(move |tx| async move { tx.message_delivered(&id4, NOW).await }.boxed())
+        .await
+        .unwrap();
+    let row = t
+        .store
+        .read(move |tx| async move { tx.message(&id).await }.boxed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.sealed, row.delivered_at, row.attempts), (None, Some(NOW), 2));
+    assert!(lease(NOW.plus(days(1))).await.is_empty());
+});
+
+backends!(enrolment_tokens_work_once, |t: TestStore| async move {
+    let w = world(&t.store).await;
+    let token = NewEnrolmentToken {
+        id: rid(TokenId::from_random),
+        bank: w.bank.clone(),
+        token_hash: vec![7; 32],
+        created_at: NOW,
+        expires_at: NOW.plus(minutes(30)),
+    };
+    t.store
+        .write(move |tx| async move { tx.insert_enrolment_token(&token).await }.boxed())
+        .await
+        .unwrap();
+    let consume = |at: Timestamp| {
+        let store = t.store.clone();
+        async move {
+            store
+                .write(move |tx| {
+                    async move { tx.consume_enrolment_token(&[7; 32], at).await }.boxed()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let results = futures_util::future::join_all((0..10).map(|_| consume(NOW))).await;
+    assert_eq!(results.iter().filter(|r| r.as_ref() == Some(&w.bank)).count(), 1);
+    let late = NewEnrolmentToken {
+        id: rid(TokenId::from_random),
+        bank: w.bank.clone(),
+        token_hash: vec![8; 32],
+        created_at: NOW,
+        expires_at: NOW.plus(minutes(30)),
+    };
+    t.store
+        .write(move |tx| async move { tx.insert_enrolment_token(&late).await }.boxed())
+        .await
+        .unwrap();
+    let expired = t
+        .store
+        .write(|tx| {
+            async move { tx.consume_enrolment_token(&[8; 32], NOW.plus(minutes(30))).await }.boxed()
+        })
+        .await
+        .unwrap();
+    assert_eq!(expired, None);
+});
+
+backends!(reads_cannot_write, |t: TestStore| async move {
+    let err =
+        t.store.read(|tx| async move { tx.add_failure("k", NOW).await }.boxed()).await.unwrap_err();
+    assert!(matches!(err, StoreError::ReadOnly), "{err:?}");
+});
+
+backends!(reopening_keeps_data_and_schema, |t: TestStore| async move {
+    let w = world(&t.store).await;
+    let again = Store::open(&t.url).await.unwrap();
+    let org = w.org.clone();
+    let got =
+        again.read(move |tx| async move { tx.org(&org).await }.boxed()).await.unwrap().unwrap();
+    assert_eq!(got.id, w.org);
+});
+
+#[tokio::test]
+async fn sqlite_runs_in_wal_mode_with_durable_commits() {
+    let t = custody_testkit::sqlite_store().await;
+    let mut conn = sqlx::AnyConnection::connect(&t.url).await.unwrap();
+    let row = sqlx::query("PRAGMA journal_mode").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(sqlx::Row::get::<String, _>(&row, 0).to_lowercase(), "wal");
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_refused() {
+    assert!(matches!(Store::open("mysql://localhost/x").await, Err(StoreError::UnsupportedUrl)));
+}
