@@ -1,1 +1,401 @@
-//! placeholder
+//! Custody's use cases: what operators, carriers, couriers, residents and devices can make
+//! happen, each as one atomic unit of work with its audit entry.
+//!
+//! **Architecture Invariant:** this crate knows nothing of HTTP, HTML or WebSockets. The server
+//! proves who is calling and hands over a [`Caller`]; every use case checks the access policy of
+//! `custody-core` itself before touching anything, so no route can forget it.
+//!
+//! **Architecture Invariant:** every state change appends its audit entry inside the same
+//! [`custody_store::Store::write`] unit. If the append fails, the change fails (DESIGN.md §4
+//! invariant 1). Refusals are audited in a unit of their own, which commits even though the
+//! caller gets an error.
+
+pub mod admin;
+pub mod auth;
+pub mod devices;
+pub mod outbox;
+pub mod parcels;
+pub mod setup;
+mod throttle;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Target};
+use custody_core::compartment::DoorState;
+use custody_core::policy::{Denied, Principal};
+use custody_core::time::{days, hours, minutes};
+use custody_core::{BankId, Clock, Timestamp};
+use custody_crypto::pki::CertificateAuthority;
+use custody_crypto::seal::Sealer;
+use custody_crypto::sign::{PublicKey, SigningKey};
+use custody_crypto::{CryptoError, KeyedHasher, MasterKey, Purpose, Rng};
+use custody_proto::device::{OPEN_COMMAND_DOMAIN, OpenCommand, SignedOpenCommand};
+use custody_store::{CompartmentRow, Store, StoreError, Tx};
+use data_encoding::{BASE64, HEXLOWER};
+use futures_util::FutureExt as _;
+use tokio::sync::Semaphore;
+
+/// A use case failed. Each variant has a stable machine-readable [`AppError::code`].
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The thing does not exist, or the caller may not know that it does.
+    #[error("not found")]
+    NotFound,
+    /// The caller's role does not allow this.
+    #[error("not allowed")]
+    Forbidden,
+    /// The request is malformed; the message says what to change.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request clashes with the current state; `code` names the clash.
+    #[error("{message}")]
+    Conflict {
+        /// Stable code (`parcel_state`, `no_free_compartment`, `email_taken`…).
+        code: &'static str,
+        /// What to do about it.
+        message: String,
+    },
+    /// Sign-in failed. Deliberately says nothing about which part was wrong.
+    #[error("sign-in failed")]
+    AuthenticationFailed,
+    /// Too many attempts; wait and try again.
+    #[error("too many attempts; try again later")]
+    Throttled,
+    /// The pickup code was not accepted. One error for every reason.
+    #[error("code not accepted")]
+    PickupRefused,
+    /// The bank has no enrolled device to send a command to.
+    #[error("the bank has no enrolled device")]
+    BankNotEnrolled,
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A cryptographic operation failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+impl AppError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::Forbidden => "forbidden",
+            Self::Invalid(_) => "invalid_request",
+            Self::Conflict { code, .. } => code,
+            Self::AuthenticationFailed => "authentication_failed",
+            Self::Throttled => "throttled",
+            Self::PickupRefused => "pickup_refused",
+            Self::BankNotEnrolled => "bank_not_enrolled",
+            Self::Store(StoreError::Conflict) => "conflict",
+            Self::Store(_) | Self::Crypto(_) => "internal",
+        }
+    }
+
+    pub(crate) fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict { code, message: message.into() }
+    }
+
+    pub(crate) fn invalid(e: impl std::fmt::Display) -> Self {
+        Self::Invalid(e.to_string())
+    }
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The operator at the `custody` command, with the data directory in hand. Whoever can read
+    /// the keys can do anything, so the policy does not apply; every act is still audited.
+    Operator,
+    /// A verified principal.
+    Principal(Principal),
+}
+
+impl Caller {
+    /// The actor recorded in the audit log.
+    pub fn actor(&self) -> Actor {
+        match self {
+            Self::Operator => Actor { kind: ActorKind::System, id: Some("operator".into()) },
+            Self::Principal(Principal::Person { id, .. }) => {
+                Actor { kind: ActorKind::Person, id: Some(id.to_string()) }
+            }
+            Self::Principal(Principal::CarrierKey { key, .. }) => {
+                Actor { kind: ActorKind::CarrierKey, id: Some(key.to_string()) }
+            }
+            Self::Principal(Principal::Device { device, .. }) => {
+                Actor { kind: ActorKind::Device, id: Some(device.to_string()) }
+            }
+        }
+    }
+
+    /// Applies a policy check; the operator passes every check.
+    pub(crate) fn check(
+        &self,
+        rule: impl FnOnce(&Principal) -> Result<(), Denied>,
+    ) -> Result<(), Denied> {
+        match self {
+            Self::Operator => Ok(()),
+            Self::Principal(p) => rule(p),
+        }
+    }
+}
+
+/// Timing settings. The defaults are the product's; tests shorten none of them — they move the
+/// clock instead.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// The portal's public URL, for links in messages.
+    pub public_url: String,
+    /// Where agents reach the device gateway (`host:port`), told to them at enrolment.
+    pub gateway_address: String,
+    /// How long a deposit may hold a compartment before it is released.
+    pub reservation_ttl: Duration,
+    /// How long an open command stays executable.
+    pub command_ttl: Duration,
+    /// Session ends after this long without a request (ASVS 7.3.1).
+    pub session_idle: Duration,
+    /// Session ends this long after sign-in whatever happens (ASVS 7.3.2).
+    pub session_absolute: Duration,
+    /// How long an enrolment token stays usable.
+    pub enrolment_token_ttl: Duration,
+    /// Lifetime of device certificates.
+    pub device_cert_lifetime: Duration,
+    /// Outbox channel for notifications (`email` or `file`).
+    pub notification_channel: String,
+    /// Concurrent password hashes at most (each takes about 19 MiB and tens of milliseconds).
+    pub password_hash_concurrency: usize,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self {
+            public_url: "https://localhost:8443".into(),
+            gateway_address: "localhost:8444".into(),
+            reservation_ttl: minutes(10),
+            command_ttl: Duration::from_secs(30),
+            session_idle: minutes(30),
+            session_absolute: hours(12),
+            enrolment_token_ttl: hours(24),
+            device_cert_lifetime: days(30),
+            notification_channel: "email".into(),
+            password_hash_concurrency: 4,
+        }
+    }
+}
+
+/// The keys the use cases work with, all derived from or loaded beside the master key.
+pub struct KeyRing {
+    pub(crate) codes: KeyedHasher,
+    pub(crate) sessions: KeyedHasher,
+    pub(crate) api_keys: KeyedHasher,
+    pub(crate) enrolment: KeyedHasher,
+    pub(crate) csrf: KeyedHasher,
+    pub(crate) outbox: Sealer,
+    pub(crate) command: SigningKey,
+    pub(crate) ca: CertificateAuthority,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("command", &self.command.public_key())
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyRing {
+    /// Derives the purpose keys from `master` and holds the command key and CA beside them.
+    pub fn new(
+        master: &MasterKey,
+        command: SigningKey,
+        ca: CertificateAuthority,
+    ) -> Result<Self, CryptoError> {
+        Ok(Self {
+            codes: master.hasher(Purpose::PickupCode),
+            sessions: master.hasher(Purpose::Session),
+            api_keys: master.hasher(Purpose::ApiKey),
+            enrolment: master.hasher(Purpose::Enrolment),
+            csrf: master.hasher(Purpose::Csrf),
+            outbox: Sealer::new(master, Purpose::Outbox)?,
+            command,
+            ca,
+        })
+    }
+}
+
+struct Inner {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    rng: Rng,
+    keys: KeyRing,
+    config: AppConfig,
+    passwords: custody_crypto::password::PasswordHasher,
+    hash_permits: Semaphore,
+}
+
+/// The application: every use case is a method. Cheap to clone.
+#[derive(Clone)]
+pub struct App(Arc<Inner>);
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("backend", &self.0.store.backend()).finish_non_exhaustive()
+    }
+}
+
+impl App {
+    /// Assembles the application.
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        keys: KeyRing,
+        config: AppConfig,
+    ) -> Result<Self, AppError> {
+        let rng = Rng::new();
+        let passwords = custody_crypto::password::PasswordHasher::new(&rng)?;
+        let permits = config.password_hash_concurrency.max(1);
+        Ok(Self(Arc::new(Inner {
+            store,
+            clock,
+            rng,
+            keys,
+            config,
+            passwords,
+            hash_permits: Semaphore::new(permits),
+        })))
+    }
+
+    /// The store, for health checks and read-only listings.
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+
+    /// The current time by the application's clock.
+    pub fn now(&self) -> Timestamp {
+        self.0.clock.now()
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.0.clock.clone()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AppConfig {
+        &self.0.config
+    }
+
+    /// The public key agents verify open commands with.
+    pub fn command_public_key(&self) -> PublicKey {
+        self.0.keys.command.public_key()
+    }
+
+    /// The platform CA certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        self.0.keys.ca.cert_pem()
+    }
+
+    pub(crate) fn rng(&self) -> &Rng {
+        &self.0.rng
+    }
+
+    pub(crate) fn keys(&self) -> &KeyRing {
+        &self.0.keys
+    }
+
+    /// Records a refusal in a unit of its own (so it commits though the request fails) and
+    /// returns the error the caller should see: `Forbidden` for a role that cannot do this at
+    /// all, `NotFound` for things outside the caller's reach, so ids cannot be probed.
+    pub(crate) async fn refuse(
+        &self,
+        caller: &Caller,
+        action: AuditAction,
+        target: Target,
+        denied: Denied,
+    ) -> AppError {
+        let event = AuditEvent {
+            at: self.now(),
+            actor: caller.actor(),
+            action,
+            target,
+            outcome: Outcome::Denied,
+            reason: Some(denied.as_str().into()),
+        };
+        if let Err(e) =
+            self.0.store.write(move |tx| async move { tx.append_audit(&event).await }.boxed()).await
+        {
+            // The refusal stands either way; losing its record is worth an operator's attention.
+            tracing::error!(error = %e, "could not record a refused request in the audit log");
+        }
+        match denied {
+            Denied::Role => AppError::Forbidden,
+            Denied::Scope | Denied::NotOwner => AppError::NotFound,
+        }
+    }
+
+    /// Signs an open command for `compartment` and records it, inside the caller's unit of
+    /// work. The door's state becomes unknown until its sensor reports again: a command is
+    /// not a reading.
+    pub(crate) async fn issue_open(
+        &self,
+        tx: &mut Tx,
+        actor: &Actor,
+        now: Timestamp,
+        what: OpenFor<'_>,
+    ) -> Result<SignedOpenCommand, AppError> {
+        let OpenFor { site, compartment, parcel, purpose } = what;
+        let device = tx
+            .devices_of_bank(&compartment.bank)
+            .await?
+            .into_iter()
+            .find(|d| d.revoked_at.is_none())
+            .ok_or(AppError::BankNotEnrolled)?;
+        let nonce: [u8; 16] = self.rng().bytes()?;
+        let command = OpenCommand {
+            device: device.id.to_string(),
+            bank: compartment.bank.to_string(),
+            compartment: compartment.number.get(),
+            nonce: HEXLOWER.encode(&nonce),
+            issued_at_ms: now.as_millis(),
+            expires_at_ms: now.plus(self.0.config.command_ttl).as_millis(),
+            purpose: purpose.into(),
+        };
+        let signature = self.0.keys.command.sign(OPEN_COMMAND_DOMAIN, &command.signing_bytes());
+        tx.set_door(&compartment.id, DoorState::Unknown, now).await?;
+        tx.append_audit(&AuditEvent {
+            at: now,
+            actor: actor.clone(),
+            action: AuditAction::OpenCommand,
+            target: Target {
+                site: Some(site.clone()),
+                bank: Some(compartment.bank.clone()),
+                compartment: Some(compartment.id.clone()),
+                parcel: parcel.cloned(),
+            },
+            outcome: Outcome::Success,
+            reason: Some(purpose.into()),
+        })
+        .await?;
+        Ok(SignedOpenCommand { command, signature: BASE64.encode(&signature) })
+    }
+}
+
+/// What an open command is for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OpenFor<'a> {
+    pub(crate) site: &'a custody_core::SiteId,
+    pub(crate) compartment: &'a CompartmentRow,
+    pub(crate) parcel: Option<&'a custody_core::ParcelId>,
+    pub(crate) purpose: &'static str,
+}
+
+/// Looks up the bank's site, for audit targets and policy checks.
+pub(crate) async fn bank_site(
+    tx: &mut Tx,
+    bank: &BankId,
+) -> Result<(custody_store::BankRow, custody_store::SiteRow), AppError> {
+    let bank = tx.bank(bank).await?.ok_or(AppError::NotFound)?;
+    let site = tx.site(&bank.site).await?.ok_or(AppError::NotFound)?;
+    Ok((bank, site))
+}

@@ -253,7 +253,17 @@ pub struct RedeemedCode {
     pub compartment: CompartmentId,
 }
 
-/// Why a code was not redeemed. For the audit log only: the kiosk shows one message for all.
+/// A code that was not redeemed, and why. For the audit log only: the kiosk shows one message
+/// for every reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeRefused {
+    /// Why.
+    pub reason: CodeRefusal,
+    /// The code's parcel and compartment, when the code exists at this bank.
+    pub code: Option<RedeemedCode>,
+}
+
+/// Why a code was not redeemed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodeRefusal {
     /// No such code at this bank (mistyped, guessed, or for another bank).

@@ -18,9 +18,9 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Row as _, Transaction};
 
 use crate::rows::{
-    ApiKeyRow, AuditRow, BankRow, CarrierRow, CodeRefusal, CompartmentNeeds, CompartmentRow,
-    DeviceRow, NewCompartment, NewEnrolmentToken, NewPickupCode, OrgRow, OutboxRow, ParcelRow,
-    PersonRow, RedeemedCode, SessionRow, SiteRow,
+    ApiKeyRow, AuditRow, BankRow, CarrierRow, CodeRefusal, CodeRefused, CompartmentNeeds,
+    CompartmentRow, DeviceRow, NewCompartment, NewEnrolmentToken, NewPickupCode, OrgRow, OutboxRow,
+    ParcelRow, PersonRow, RedeemedCode, SessionRow, SiteRow,
 };
 use crate::{Backend, StoreError};
 
@@ -1107,7 +1107,7 @@ impl Tx {
         bank: &BankId,
         code_hash: &[u8],
         now: Timestamp,
-    ) -> R<Result<RedeemedCode, CodeRefusal>> {
+    ) -> R<Result<RedeemedCode, CodeRefused>> {
         let row = self
             .fetch_write(
                 sqlx::query(
@@ -1127,18 +1127,26 @@ impl Tx {
         }
         let why = self
             .one(
-                sqlx::query("SELECT used_at, revoked_at, expires_at FROM pickup_codes WHERE bank_id = $1 AND code_hash = $2")
+                sqlx::query("SELECT parcel_id, compartment_id, used_at, revoked_at FROM pickup_codes WHERE bank_id = $1 AND code_hash = $2")
                     .bind(bank.as_str().to_owned())
                     .bind(code_hash.to_vec()),
             )
             .await?;
-        let refusal = match why {
-            None => CodeRefusal::Unknown,
-            Some(r) if opt_int(&r, "used_at")?.is_some() => CodeRefusal::Used,
-            Some(r) if opt_int(&r, "revoked_at")?.is_some() => CodeRefusal::Revoked,
-            Some(_) => CodeRefusal::Expired,
+        let Some(r) = why else {
+            return Ok(Err(CodeRefused { reason: CodeRefusal::Unknown, code: None }));
         };
-        Ok(Err(refusal))
+        let reason = if opt_int(&r, "used_at")?.is_some() {
+            CodeRefusal::Used
+        } else if opt_int(&r, "revoked_at")?.is_some() {
+            CodeRefusal::Revoked
+        } else {
+            CodeRefusal::Expired
+        };
+        let code = RedeemedCode {
+            parcel: parse(&r, "parcel_id", |s| ParcelId::parse(s).ok())?,
+            compartment: parse(&r, "compartment_id", |s| CompartmentId::parse(s).ok())?,
+        };
+        Ok(Err(CodeRefused { reason, code: Some(code) }))
     }
 
     /// Revokes a parcel's unused codes; returns how many.

@@ -334,6 +334,7 @@ async fn redeem(
         .write(move |tx| async move { tx.redeem_pickup_code(&bank, &hash, at).await }.boxed())
         .await
         .unwrap()
+        .map_err(|refused| refused.reason)
 }
 
 backends!(pickup_codes_are_single_use_and_expire, |t: TestStore| async move {

@@ -14,8 +14,10 @@
     reason = "test harness: failing loudly is the point"
 )]
 
+pub mod env;
 pub mod store;
 
+pub use env::Env;
 pub use store::{TestStore, postgres_store, sqlite_store};
 
 use custody_core::{ManualClock, Timestamp};

@@ -1,0 +1,488 @@
+//! Setting up the physical and human world: organisations, sites, banks, compartments,
+//! carriers, people and carrier API keys.
+
+use std::time::Duration;
+
+use custody_core::audit::{AuditAction, AuditEvent, Outcome, Target};
+use custody_core::compartment::{CompartmentNumber, SizeClass};
+use custody_core::person::{Role, check_new_password};
+use custody_core::policy::{self, Denied, Principal};
+use custody_core::site::{PickupWindow, TimeZoneName};
+use custody_core::text::{Email, Name};
+use custody_core::{ApiKeyId, BankId, CarrierId, CompartmentId, OrgId, PersonId, SiteId};
+use custody_store::{
+    ApiKeyRow, BankRow, CarrierRow, CompartmentRow, NewCompartment, OrgRow, PersonRow, SiteRow,
+    StoreError,
+};
+use data_encoding::BASE32_NOPAD;
+use futures_util::FutureExt as _;
+use zeroize::Zeroizing;
+
+use crate::{App, AppError, Caller};
+
+/// A new person's details.
+#[derive(Debug, Clone)]
+pub struct NewPerson {
+    /// Organisation.
+    pub org: OrgId,
+    /// Login and notification address.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Limit the role to one site.
+    pub site: Option<SiteId>,
+    /// For couriers, their carrier.
+    pub carrier: Option<CarrierId>,
+    /// Initial password, if they sign in with one.
+    pub password: Option<Zeroizing<String>>,
+}
+
+/// A new compartment's details.
+#[derive(Debug, Clone, Copy)]
+pub struct CompartmentSpec {
+    /// Number on the door.
+    pub number: u16,
+    /// Size class.
+    pub size: SizeClass,
+    /// At accessible height.
+    pub accessible: bool,
+    /// Refrigerated.
+    pub refrigerated: bool,
+}
+
+/// A freshly issued API key. The secret is shown once and never stored in clear.
+#[derive(Debug)]
+pub struct IssuedApiKey {
+    /// The key's record.
+    pub key: ApiKeyRow,
+    /// The whole token to give the carrier: `<id>.<secret>`.
+    pub token: Zeroizing<String>,
+}
+
+fn created(
+    caller: &Caller,
+    action: AuditAction,
+    target: Target,
+    at: custody_core::Timestamp,
+) -> AuditEvent {
+    AuditEvent {
+        at,
+        actor: caller.actor(),
+        action,
+        target,
+        outcome: Outcome::Success,
+        reason: None,
+    }
+}
+
+impl App {
+    fn new_id<T>(&self, make: fn([u8; 16]) -> T) -> Result<T, AppError> {
+        Ok(make(self.rng().bytes()?))
+    }
+
+    /// Creates an organisation. Operators only: a tenant is made by whoever runs the platform.
+    pub async fn create_org(&self, caller: &Caller, name: &str) -> Result<OrgRow, AppError> {
+        if *caller != Caller::Operator {
+            return Err(self
+                .refuse(caller, AuditAction::OrgCreate, Target::default(), Denied::Role)
+                .await);
+        }
+        let org = OrgRow {
+            id: self.new_id(OrgId::from_random)?,
+            name: Name::parse(name).map_err(AppError::invalid)?,
+            created_at: self.now(),
+        };
+        let event = created(caller, AuditAction::OrgCreate, Target::default(), org.created_at);
+        let row = org.clone();
+        self.store()
+            .write(move |tx| {
+                async move {
+                    tx.insert_org(&row).await?;
+                    tx.append_audit(&event).await?;
+                    Ok::<_, AppError>(())
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(org)
+    }
+
+    /// Creates a site in an organisation.
+    pub async fn create_site(
+        &self,
+        caller: &Caller,
+        org: &OrgId,
+        name: &str,
+        time_zone: &str,
+        pickup_window: Option<Duration>,
+    ) -> Result<SiteRow, AppError> {
+        if let Err(d) = caller.check(|p| policy::may_manage_org(p, org)) {
+            return Err(self.refuse(caller, AuditAction::SiteCreate, Target::default(), d).await);
+        }
+        let site = SiteRow {
+            id: self.new_id(SiteId::from_random)?,
+            org: org.clone(),
+            name: Name::parse(name).map_err(AppError::invalid)?,
+            time_zone: TimeZoneName::parse(time_zone)
+                .map_err(AppError::invalid)?
+                .as_str()
+                .to_owned(),
+            pickup_window: pickup_window
+                .map(PickupWindow::new)
+                .transpose()
+                .map_err(AppError::invalid)?
+                .unwrap_or_default(),
+            created_at: self.now(),
+        };
+        let event = created(
+            caller,
+            AuditAction::SiteCreate,
+            Target { site: Some(site.id.clone()), ..Target::default() },
+            site.created_at,
+        );
+        let row = site.clone();
+        self.store()
+            .write(move |tx| {
+                async move {
+                    tx.org(&row.org).await?.ok_or(AppError::NotFound)?;
+                    tx.insert_site(&row).await?;
+                    tx.append_audit(&event).await?;
+                    Ok::<_, AppError>(())
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(site)
+    }
+
+    /// Creates a locker bank at a site.
+    pub async fn create_bank(
+        &self,
+        caller: &Caller,
+        site: &SiteId,
+        name: &str,
+    ) -> Result<BankRow, AppError> {
+        let site_row = self.site(site).await?;
+        let target = Target { site: Some(site.clone()), ..Target::default() };
+        if let Err(d) = caller.check(|p| policy::may_manage_site(p, &site_row.org, site)) {
+            return Err(self.refuse(caller, AuditAction::BankCreate, target, d).await);
+        }
+        let bank = BankRow {
+            id: self.new_id(BankId::from_random)?,
+            site: site.clone(),
+            name: Name::parse(name).map_err(AppError::invalid)?,
+            created_at: self.now(),
+        };
+        let event = created(
+            caller,
+            AuditAction::BankCreate,
+            Target { bank: Some(bank.id.clone()), ..target },
+            bank.created_at,
+        );
+        let row = bank.clone();
+        self.store()
+            .write(move |tx| {
+                async move {
+                    tx.insert_bank(&row).await?;
+                    tx.append_audit(&event).await?;
+                    Ok::<_, AppError>(())
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(bank)
+    }
+
+    /// Adds compartments to a bank, all or none.
+    pub async fn add_compartments(
+        &self,
+        caller: &Caller,
+        bank: &BankId,
+        specs: &[CompartmentSpec],
+    ) -> Result<Vec<CompartmentRow>, AppError> {
+        let (bank_row, site_row) = self.bank_and_site(bank).await?;
+        let target = Target {
+            site: Some(site_row.id.clone()),
+            bank: Some(bank.clone()),
+            ..Target::default()
+        };
+        if let Err(d) = caller.check(|p| policy::may_manage_site(p, &site_row.org, &site_row.id)) {
+            return Err(self.refuse(caller, AuditAction::CompartmentCreate, target, d).await);
+        }
+        let mut new = Vec::with_capacity(specs.len());
+        for spec in specs {
+            new.push(NewCompartment {
+                id: self.new_id(CompartmentId::from_random)?,
+                bank: bank_row.id.clone(),
+                number: CompartmentNumber::new(spec.number).map_err(AppError::invalid)?,
+                size: spec.size,
+                accessible: spec.accessible,
+                refrigerated: spec.refrigerated,
+            });
+        }
+        let (now, actor) = (self.now(), caller.actor());
+        let bank = bank.clone();
+        self.store()
+            .write(move |tx| {
+                async move {
+                    let mut rows = Vec::with_capacity(new.len());
+                    for c in &new {
+                        tx.insert_compartment(c, now).await.map_err(|e| match e {
+                            StoreError::Conflict => AppError::conflict(
+                                "compartment_exists",
+                                format!("compartment {} already exists in this bank", c.number),
+                            ),
+                            other => other.into(),
+                        })?;
+                        tx.append_audit(&AuditEvent {
+                            at: now,
+                            actor: actor.clone(),
+                            action: AuditAction::CompartmentCreate,
+                            target: Target { compartment: Some(c.id.clone()), ..target.clone() },
+                            outcome: Outcome::Success,
+                            reason: None,
+                        })
+                        .await?;
+                    }
+                    for row in tx.compartments(&bank).await? {
+                        if new.iter().any(|c| c.id == row.id) {
+                            rows.push(row);
+                        }
+                    }
+                    Ok::<_, AppError>(rows)
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// Registers a carrier with an organisation.
+    pub async fn create_carrier(
+        &self,
+        caller: &Caller,
+        org: &OrgId,
+        name: &str,
+    ) -> Result<CarrierRow, AppError> {
+        if let Err(d) = caller.check(|p| policy::may_manage_org(p, org)) {
+            return Err(self
+                .refuse(caller, AuditAction::CarrierCreate, Target::default(), d)
+                .await);
+        }
+        let carrier = CarrierRow {
+            id: self.new_id(CarrierId::from_random)?,
+            org: org.clone(),
+            name: Name::parse(name).map_err(AppError::invalid)?,
+            created_at: self.now(),
+        };
+        let event =
+            created(caller, AuditAction::CarrierCreate, Target::default(), carrier.created_at);
+        let row = carrier.clone();
+        self.store()
+            .write(move |tx| {
+                async move {
+                    tx.org(&row.org).await?.ok_or(AppError::NotFound)?;
+                    tx.insert_carrier(&row).await.map_err(|e| match e {
+                        StoreError::Conflict => {
+                            AppError::conflict("carrier_exists", "a carrier of that name exists")
+                        }
+                        other => other.into(),
+                    })?;
+                    tx.append_audit(&event).await?;
+                    Ok::<_, AppError>(())
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(carrier)
+    }
+
+    /// Adds a person. A role can be given only by someone whose role outranks it; a site-scoped
+    /// admin can add people to their own site only.
+    pub async fn create_person(
+        &self,
+        caller: &Caller,
+        new: NewPerson,
+    ) -> Result<PersonRow, AppError> {
+        let email = Email::parse(&new.email).map_err(AppError::invalid)?;
+        let name = Name::parse(&new.name).map_err(AppError::invalid)?;
+        if new.role == Role::Courier && new.carrier.is_none() {
+            return Err(AppError::Invalid("a courier needs a carrier".into()));
+        }
+        if new.role != Role::Courier && new.carrier.is_some() {
+            return Err(AppError::Invalid("only couriers belong to a carrier".into()));
+        }
+        if new.role == Role::Resident && new.site.is_none() {
+            return Err(AppError::Invalid("a resident needs a site".into()));
+        }
+        let target = Target { site: new.site.clone(), ..Target::default() };
+        let allowed = caller.check(|p| match p {
+            Principal::Person { standing, .. } => {
+                if !standing.role.may_grant(new.role) {
+                    return Err(Denied::Role);
+                }
+                match &new.site {
+                    Some(site) if standing.scope.covers(&new.org, site) => Ok(()),
+                    None if standing.scope.org == new.org && standing.scope.site.is_none() => {
+                        Ok(())
+                    }
+                    _ => Err(Denied::Scope),
+                }
+            }
+            Principal::CarrierKey { .. } | Principal::Device { .. } => Err(Denied::Role),
+        });
+        if let Err(d) = allowed {
+            return Err(self.refuse(caller, AuditAction::PersonCreate, target, d).await);
+        }
+        let password_hash = match &new.password {
+            Some(pw) => {
+                check_new_password(pw).map_err(AppError::invalid)?;
+                Some(self.hash_password(pw.clone()).await?)
+            }
+            None => None,
+        };
+        let person = PersonRow {
+            id: self.new_id(PersonId::from_random)?,
+            org: new.org.clone(),
+            email,
+            name,
+            role: new.role,
+            site: new.site.clone(),
+            carrier: new.carrier.clone(),
+            password_hash,
+            disabled_at: None,
+            created_at: self.now(),
+        };
+        let event = created(caller, AuditAction::PersonCreate, target, person.created_at);
+        let row = person.clone();
+        self.store()
+            .write(move |tx| {
+                async move {
+                    tx.org(&row.org).await?.ok_or(AppError::NotFound)?;
+                    if let Some(site) = &row.site {
+                        let s = tx.site(site).await?.ok_or(AppError::NotFound)?;
+                        if s.org != row.org {
+                            return Err(AppError::NotFound);
+                        }
+                    }
+                    if let Some(carrier) = &row.carrier {
+                        let c = tx.carrier(carrier).await?.ok_or(AppError::NotFound)?;
+                        if c.org != row.org {
+                            return Err(AppError::NotFound);
+                        }
+                    }
+                    tx.insert_person(&row).await.map_err(|e| match e {
+                        StoreError::Conflict => AppError::conflict(
+                            "email_taken",
+                            "that e-mail address is already registered",
+                        ),
+                        other => other.into(),
+                    })?;
+                    tx.append_audit(&event).await?;
+                    Ok::<_, AppError>(())
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(person)
+    }
+
+    /// Issues an API key for a carrier, limited to `sites` of the carrier's organisation.
+    pub async fn issue_api_key(
+        &self,
+        caller: &Caller,
+        carrier: &CarrierId,
+        sites: &[SiteId],
+        label: &str,
+    ) -> Result<IssuedApiKey, AppError> {
+        let label = Name::parse(label).map_err(AppError::invalid)?;
+        if sites.is_empty() {
+            return Err(AppError::Invalid("an API key needs at least one site".into()));
+        }
+        let carrier_id = carrier.clone();
+        let carrier_row = self
+            .store()
+            .read(move |tx| {
+                async move { tx.carrier(&carrier_id).await?.ok_or(AppError::NotFound) }.boxed()
+            })
+            .await?;
+        for site in sites {
+            let s = self.site(site).await?;
+            if s.org != carrier_row.org {
+                return Err(AppError::NotFound);
+            }
+            if let Err(d) = caller.check(|p| policy::may_manage_site(p, &s.org, &s.id)) {
+                return Err(self
+                    .refuse(
+                        caller,
+                        AuditAction::ApiKeyCreate,
+                        Target { site: Some(s.id.clone()), ..Target::default() },
+                        d,
+                    )
+                    .await);
+            }
+        }
+        let id = self.new_id(ApiKeyId::from_random)?;
+        let secret: [u8; 32] = self.rng().bytes()?;
+        let secret_text = Zeroizing::new(BASE32_NOPAD.encode(&secret).to_lowercase());
+        let key = ApiKeyRow {
+            id: id.clone(),
+            carrier: carrier_row.id.clone(),
+            org: carrier_row.org.clone(),
+            label,
+            secret_hash: self
+                .keys()
+                .api_keys
+                .hash(&[id.as_str().as_bytes(), secret_text.as_bytes()])
+                .to_vec(),
+            sites: sites.to_vec(),
+            created_at: self.now(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        let event = created(caller, AuditAction::ApiKeyCreate, Target::default(), key.created_at);
+        let row = key.clone();
+        self.store()
+            .write(move |tx| {
+                async move {
+                    tx.insert_api_key(&row).await?;
+                    tx.append_audit(&event).await?;
+                    Ok::<_, AppError>(())
+                }
+                .boxed()
+            })
+            .await?;
+        let token = Zeroizing::new(format!("{id}.{}", secret_text.as_str()));
+        Ok(IssuedApiKey { key, token })
+    }
+
+    // --- reads used by several use cases ---------------------------------------------------
+
+    /// A site, or `NotFound`.
+    pub async fn site(&self, id: &SiteId) -> Result<SiteRow, AppError> {
+        let id = id.clone();
+        self.store()
+            .read(move |tx| async move { tx.site(&id).await?.ok_or(AppError::NotFound) }.boxed())
+            .await
+    }
+
+    /// A bank and its site, or `NotFound`.
+    pub async fn bank_and_site(&self, id: &BankId) -> Result<(BankRow, SiteRow), AppError> {
+        let id = id.clone();
+        self.store().read(move |tx| async move { crate::bank_site(tx, &id).await }.boxed()).await
+    }
+
+    /// Hashes a password off the async threads, at most a few at a time.
+    pub(crate) async fn hash_password(
+        &self,
+        password: Zeroizing<String>,
+    ) -> Result<String, AppError> {
+        let _permit = self.0.hash_permits.acquire().await.map_err(|_| AppError::Throttled)?;
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || app.0.passwords.hash(app.rng(), &password))
+            .await
+            .map_err(|_| AppError::Crypto(custody_crypto::CryptoError::PasswordHash))?
+            .map_err(AppError::from)
+    }
+}

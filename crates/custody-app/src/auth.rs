@@ -1,0 +1,338 @@
+//! Proving who is calling: password sign-in and sessions for people, API keys for carriers,
+//! client certificates for devices.
+//!
+//! Secrets are compared only through keyed hashes in constant time, and failed attempts look
+//! the same whatever failed (ASVS 6.3.8): unknown account, wrong password and disabled account
+//! all cost one Argon2id verification and give [`AppError::AuthenticationFailed`].
+
+use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Target};
+use custody_core::person::{Scope, Standing};
+use custody_core::policy::Principal;
+use custody_core::text::Email;
+use custody_core::throttle::{ACCOUNT_LOGIN, SOURCE_LOGIN};
+use custody_core::{ApiKeyId, DeviceId};
+use custody_crypto::constant_time_eq;
+use custody_crypto::pki::CertificateInfo;
+use custody_store::{PersonRow, SessionRow};
+use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
+use futures_util::FutureExt as _;
+use zeroize::Zeroizing;
+
+use crate::throttle::Budgets;
+use crate::{App, AppError, Caller};
+
+/// A session just created. The token goes into the cookie and nowhere else.
+#[derive(Debug)]
+pub struct NewSession {
+    /// The cookie value.
+    pub token: Zeroizing<String>,
+    /// Who signed in.
+    pub person: PersonRow,
+}
+
+/// A verified session.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    /// The person.
+    pub person: PersonRow,
+    /// As the policy sees them.
+    pub caller: Caller,
+}
+
+/// The principal of a person row.
+pub fn principal_of(person: &PersonRow) -> Principal {
+    Principal::Person {
+        id: person.id.clone(),
+        standing: Standing {
+            role: person.role,
+            scope: Scope { org: person.org.clone(), site: person.site.clone() },
+            carrier: person.carrier.clone(),
+        },
+    }
+}
+
+/// Activity on a session is written at most this often, so reading a page is not a write.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+impl App {
+    /// Signs a person in with e-mail and password, from network address `source`.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: Zeroizing<String>,
+        source: &str,
+    ) -> Result<NewSession, AppError> {
+        let now = self.now();
+        // The account key uses what was typed (normalised when it parses), so throttling applies
+        // equally to addresses that exist and ones that do not.
+        let account = Email::parse(email)
+            .map_or_else(|_| email.trim().to_lowercase(), |e| e.as_str().to_owned());
+        let budgets = Budgets::new(
+            "login",
+            [
+                (ACCOUNT_LOGIN, HEXLOWER.encode(&custody_crypto::sha256(account.as_bytes()))),
+                (SOURCE_LOGIN, source.to_owned()),
+            ],
+        );
+        let spend = budgets.clone();
+        let throttled = self
+            .store()
+            .write(move |tx| {
+                async move {
+                    let over = spend.spend(tx, now).await?;
+                    if let Some(name) = over {
+                        tx.append_audit(&AuditEvent {
+                            at: now,
+                            actor: Actor::anonymous(),
+                            action: AuditAction::Login,
+                            target: Target::default(),
+                            outcome: Outcome::Denied,
+                            reason: Some(format!("throttled:{name}")),
+                        })
+                        .await?;
+                    }
+                    Ok::<_, AppError>(over)
+                }
+                .boxed()
+            })
+            .await?;
+        if throttled.is_some() {
+            return Err(AppError::Throttled);
+        }
+
+        let person = match Email::parse(email) {
+            Ok(e) => {
+                self.store()
+                    .read(move |tx| async move { tx.person_by_email(&e).await }.boxed())
+                    .await?
+            }
+            Err(_) => None,
+        };
+        let usable = person.as_ref().filter(|p| p.disabled_at.is_none());
+        let stored = usable.and_then(|p| p.password_hash.clone());
+        let ok = self.verify_password(password, stored).await? && usable.is_some();
+
+        let person = match (ok, person) {
+            (true, Some(p)) => p,
+            (_, person) => {
+                let event = AuditEvent {
+                    at: now,
+                    actor: person.as_ref().map_or_else(Actor::anonymous, |p| Actor {
+                        kind: ActorKind::Person,
+                        id: Some(p.id.to_string()),
+                    }),
+                    action: AuditAction::Login,
+                    target: Target::default(),
+                    outcome: Outcome::Failure,
+                    reason: Some("bad_credentials".into()),
+                };
+                self.store()
+                    .write(move |tx| {
+                        async move { tx.append_audit(&event).await.map(|_| ()) }.boxed()
+                    })
+                    .await?;
+                return Err(AppError::AuthenticationFailed);
+            }
+        };
+
+        let token_bytes: [u8; 32] = self.rng().bytes()?;
+        let token = Zeroizing::new(BASE64URL_NOPAD.encode(&token_bytes));
+        let session = SessionRow {
+            token_hash: self.keys().sessions.hash(&[token.as_bytes()]).to_vec(),
+            person: person.id.clone(),
+            created_at: now,
+            last_seen_at: now,
+            expires_at: now.plus(self.config().session_absolute),
+        };
+        let event = AuditEvent {
+            at: now,
+            actor: Actor { kind: ActorKind::Person, id: Some(person.id.to_string()) },
+            action: AuditAction::Login,
+            target: Target { site: person.site.clone(), ..Target::default() },
+            outcome: Outcome::Success,
+            reason: None,
+        };
+        self.store()
+            .write(move |tx| {
+                async move {
+                    // The attempt succeeded: give back the failures it reserved.
+                    budgets.refund(tx, now).await?;
+                    tx.insert_session(&session).await?;
+                    tx.append_audit(&event).await?;
+                    Ok::<_, AppError>(())
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(NewSession { token, person })
+    }
+
+    async fn verify_password(
+        &self,
+        password: Zeroizing<String>,
+        stored: Option<String>,
+    ) -> Result<bool, AppError> {
+        let _permit = self.0.hash_permits.acquire().await.map_err(|_| AppError::Throttled)?;
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || app.0.passwords.verify(&password, stored.as_deref()))
+            .await
+            .map_err(|_| AppError::Crypto(custody_crypto::CryptoError::PasswordHash))
+    }
+
+    /// The person behind a session cookie, if the session is live: not expired, not idle too
+    /// long, and the person not disabled.
+    pub async fn session(&self, token: &str) -> Result<SessionInfo, AppError> {
+        if token.len() > 128 {
+            return Err(AppError::AuthenticationFailed);
+        }
+        let now = self.now();
+        let hash = self.keys().sessions.hash(&[token.as_bytes()]).to_vec();
+        let idle = self.config().session_idle;
+        let lookup = hash.clone();
+        let found = self
+            .store()
+            .read(move |tx| {
+                async move {
+                    let Some(s) = tx.session(&lookup).await? else {
+                        return Ok::<_, AppError>(None);
+                    };
+                    let person = tx.person(&s.person).await?;
+                    Ok(person.map(|p| (s, p)))
+                }
+                .boxed()
+            })
+            .await?;
+        let Some((session, person)) = found else { return Err(AppError::AuthenticationFailed) };
+        let live = session.expires_at > now
+            && session.last_seen_at.plus(idle) > now
+            && person.disabled_at.is_none();
+        if !live {
+            self.store()
+                .write(move |tx| async move { tx.delete_session(&hash).await.map(|_| ()) }.boxed())
+                .await?;
+            return Err(AppError::AuthenticationFailed);
+        }
+        if now.as_millis() - session.last_seen_at.as_millis() >= TOUCH_EVERY_MS {
+            self.store()
+                .write(move |tx| async move { tx.touch_session(&hash, now).await }.boxed())
+                .await?;
+        }
+        let caller = Caller::Principal(principal_of(&person));
+        Ok(SessionInfo { person, caller })
+    }
+
+    /// Ends a session.
+    pub async fn logout(&self, token: &str) -> Result<(), AppError> {
+        let hash = self.keys().sessions.hash(&[token.as_bytes()]).to_vec();
+        let Ok(info) = self.session(token).await else { return Ok(()) };
+        let event = AuditEvent {
+            at: self.now(),
+            actor: info.caller.actor(),
+            action: AuditAction::Logout,
+            target: Target::default(),
+            outcome: Outcome::Success,
+            reason: None,
+        };
+        self.store()
+            .write(move |tx| {
+                async move {
+                    tx.delete_session(&hash).await?;
+                    tx.append_audit(&event).await?;
+                    Ok::<_, AppError>(())
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// The CSRF token that belongs to a session token: a keyed hash of it, so it needs no
+    /// storage and is useless without the session.
+    pub fn csrf_token(&self, session_token: &str) -> String {
+        BASE64URL_NOPAD.encode(&self.keys().csrf.hash(&[session_token.as_bytes()]))
+    }
+
+    /// Whether `presented` is the CSRF token of `session_token` (constant time).
+    pub fn csrf_ok(&self, session_token: &str, presented: &str) -> bool {
+        constant_time_eq(self.csrf_token(session_token).as_bytes(), presented.as_bytes())
+    }
+
+    /// The carrier behind an API key token (`<key id>.<secret>`), if it is live.
+    pub async fn authenticate_api_key(&self, token: &str) -> Result<Caller, AppError> {
+        let now = self.now();
+        let (id, secret) = token.split_once('.').ok_or(AppError::AuthenticationFailed)?;
+        if secret.len() > 128 {
+            return Err(AppError::AuthenticationFailed);
+        }
+        let id = ApiKeyId::parse(id).map_err(|_| AppError::AuthenticationFailed)?;
+        let lookup = id.clone();
+        let key =
+            self.store().read(move |tx| async move { tx.api_key(&lookup).await }.boxed()).await?;
+        let expected = key.as_ref().map_or_else(|| vec![0u8; 32], |k| k.secret_hash.clone());
+        let matches =
+            self.keys().api_keys.verify(&[id.as_str().as_bytes(), secret.as_bytes()], &expected);
+        let key = match key {
+            Some(k) if matches && k.revoked_at.is_none() => k,
+            _ => {
+                let event = AuditEvent {
+                    at: now,
+                    actor: Actor { kind: ActorKind::CarrierKey, id: Some(id.to_string()) },
+                    action: AuditAction::ApiKeyReject,
+                    target: Target::default(),
+                    outcome: Outcome::Denied,
+                    reason: Some("bad_api_key".into()),
+                };
+                self.store()
+                    .write(move |tx| {
+                        async move { tx.append_audit(&event).await.map(|_| ()) }.boxed()
+                    })
+                    .await?;
+                return Err(AppError::AuthenticationFailed);
+            }
+        };
+        if key.last_used_at.is_none_or(|t| now.as_millis() - t.as_millis() >= TOUCH_EVERY_MS) {
+            let kid = key.id.clone();
+            self.store()
+                .write(move |tx| async move { tx.touch_api_key(&kid, now).await }.boxed())
+                .await?;
+        }
+        Ok(Caller::Principal(Principal::CarrierKey {
+            key: key.id,
+            carrier: key.carrier,
+            org: key.org,
+            sites: key.sites,
+        }))
+    }
+
+    /// The device behind a verified client certificate, if it is enrolled, not revoked, and
+    /// presents the key it enrolled with.
+    pub async fn authenticate_device(&self, cert: &CertificateInfo) -> Result<Caller, AppError> {
+        let id = DeviceId::parse(&cert.common_name).map_err(|_| AppError::AuthenticationFailed)?;
+        let now = self.now();
+        let found = self
+            .store()
+            .read(move |tx| {
+                async move {
+                    let Some(device) = tx.device(&id).await? else {
+                        return Ok::<_, AppError>(None);
+                    };
+                    let (bank, site) = crate::bank_site(tx, &device.bank).await?;
+                    Ok(Some((device, bank, site)))
+                }
+                .boxed()
+            })
+            .await?;
+        let Some((device, bank, site)) = found else { return Err(AppError::AuthenticationFailed) };
+        if device.revoked_at.is_some()
+            || !constant_time_eq(&device.spki_sha256, &cert.spki_sha256)
+            || cert.not_after <= now
+        {
+            return Err(AppError::AuthenticationFailed);
+        }
+        Ok(Caller::Principal(Principal::Device {
+            device: device.id,
+            bank: bank.id,
+            site: site.id,
+            org: site.org,
+        }))
+    }
+}

@@ -1,0 +1,190 @@
+//! Notifications: composed inside the unit of work that triggers them, sealed at rest, and
+//! delivered by the server's outbox worker with retries.
+//!
+//! The message body carries the pickup code, so the outbox row holds it only as AES-256-GCM
+//! ciphertext bound to the row's id, and the ciphertext is wiped once the message is delivered or
+//! given up (DESIGN.md §4 invariant 3).
+
+use std::time::Duration;
+
+use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
+use custody_core::code::PickupCode;
+use custody_core::{MessageId, ParcelId, Timestamp};
+use custody_store::{BankRow, CompartmentRow, OutboxRow, PersonRow, SiteRow, Tx};
+use futures_util::FutureExt as _;
+use serde::{Deserialize, Serialize};
+
+use crate::{App, AppError};
+
+/// An outgoing message. Never logged: its body may hold a pickup code.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Recipient address.
+    pub to: String,
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text body.
+    pub body: String,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message").field("subject", &self.subject).finish_non_exhaustive()
+    }
+}
+
+/// Tries before a message is given up and left in the dead-letter list.
+pub const MAX_ATTEMPTS: u32 = 8;
+
+/// Wait before try `attempt + 1`: one minute, doubling, at most an hour.
+pub fn backoff(attempt: u32) -> Duration {
+    let minutes = 1u64 << attempt.saturating_sub(1).min(6);
+    Duration::from_secs((minutes * 60).min(3600))
+}
+
+fn utc(t: Timestamp) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::from_unix_timestamp(t.as_secs())
+        .ok()
+        .and_then(|d| d.format(&fmt).ok())
+        .unwrap_or_else(|| "the end of the pickup window".into())
+}
+
+/// The message that tells a recipient their parcel is ready.
+pub(crate) fn pickup_message(
+    app: &App,
+    recipient: &PersonRow,
+    site: &SiteRow,
+    bank: &BankRow,
+    compartment: &CompartmentRow,
+    code: &PickupCode,
+    expires_at: Timestamp,
+) -> Message {
+    Message {
+        to: recipient.email.as_str().to_owned(),
+        subject: format!("Your parcel is ready at {}", site.name),
+        body: format!(
+            "Hello {name},\n\n\
+             a parcel for you is waiting in locker bank \"{bank}\" at {site}, compartment {number}.\n\n\
+             Your pickup code: {code}\n\n\
+             Type it on the locker's screen to open the compartment. The code works once, only at\n\
+             this locker, until {until}. After that the parcel goes back to the carrier.\n\n\
+             Nobody from {site} will ever ask you for this code.\n\n\
+             Your parcels: {url}\n",
+            name = recipient.name,
+            bank = bank.name,
+            site = site.name,
+            number = compartment.number,
+            code = code.grouped(),
+            until = utc(expires_at),
+            url = app.config().public_url,
+        ),
+    }
+}
+
+impl App {
+    /// Seals and queues a message inside the caller's unit of work.
+    pub(crate) async fn enqueue(
+        &self,
+        tx: &mut Tx,
+        message: &Message,
+        parcel: Option<&ParcelId>,
+        now: Timestamp,
+    ) -> Result<MessageId, AppError> {
+        let id = MessageId::from_random(self.rng().bytes()?);
+        let plain = zeroize::Zeroizing::new(
+            serde_json::to_vec(message).map_err(|e| AppError::Invalid(e.to_string()))?,
+        );
+        let sealed = self.keys().outbox.seal(id.as_str().as_bytes(), &plain)?;
+        tx.enqueue_message(&id, &self.config().notification_channel, parcel, &sealed, now).await?;
+        Ok(id)
+    }
+
+    /// Takes due messages for delivery, each leased for five minutes.
+    pub async fn lease_messages(&self, limit: u32) -> Result<Vec<OutboxRow>, AppError> {
+        let now = self.now();
+        let until = now.plus(custody_core::time::minutes(5));
+        Ok(self
+            .store()
+            .write(move |tx| async move { tx.lease_due_messages(now, until, limit).await }.boxed())
+            .await?)
+    }
+
+    /// Opens a leased message for its transport.
+    pub fn open_message(&self, row: &OutboxRow) -> Result<Message, AppError> {
+        let sealed = row
+            .sealed
+            .as_ref()
+            .ok_or_else(|| AppError::conflict("message_wiped", "message already delivered"))?;
+        let plain =
+            zeroize::Zeroizing::new(self.keys().outbox.open(row.id.as_str().as_bytes(), sealed)?);
+        serde_json::from_slice(&plain).map_err(|e| AppError::Invalid(e.to_string()))
+    }
+
+    /// Records a delivery.
+    pub async fn message_delivered(&self, row: &OutboxRow) -> Result<(), AppError> {
+        let (now, id) = (self.now(), row.id.clone());
+        let event = delivery_event(row, now, Outcome::Success, None);
+        self.store()
+            .write(move |tx| {
+                async move {
+                    tx.message_delivered(&id, now).await?;
+                    tx.append_audit(&event).await?;
+                    Ok::<_, AppError>(())
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// Records a failed try: retry later with backoff, or give up after [`MAX_ATTEMPTS`].
+    pub async fn message_failed(&self, row: &OutboxRow, error: &str) -> Result<(), AppError> {
+        let now = self.now();
+        let attempt = row.attempts + 1;
+        let retry_at = (attempt < MAX_ATTEMPTS).then(|| now.plus(backoff(attempt)));
+        let error: String = error.chars().filter(|c| !c.is_control()).take(200).collect();
+        let id = row.id.clone();
+        let gave_up = retry_at.is_none().then(|| {
+            delivery_event(row, now, Outcome::Failure, Some(format!("gave_up_after:{attempt}")))
+        });
+        self.store()
+            .write(move |tx| {
+                async move {
+                    tx.message_failed(&id, &error, retry_at, now).await?;
+                    if let Some(e) = gave_up {
+                        tx.append_audit(&e).await?;
+                    }
+                    Ok::<_, AppError>(())
+                }
+                .boxed()
+            })
+            .await
+    }
+}
+
+fn delivery_event(
+    row: &OutboxRow,
+    at: Timestamp,
+    outcome: Outcome,
+    reason: Option<String>,
+) -> AuditEvent {
+    AuditEvent {
+        at,
+        actor: Actor::system(),
+        action: AuditAction::NotificationDelivery,
+        target: Target { parcel: row.parcel.clone(), ..Target::default() },
+        outcome,
+        reason: reason.or_else(|| Some(format!("channel:{}", row.channel))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_an_hour() {
+        let mins: Vec<u64> = (1..=9).map(|a| backoff(a).as_secs() / 60).collect();
+        assert_eq!(mins, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+    }
+}

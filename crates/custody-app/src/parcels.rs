@@ -1,0 +1,1028 @@
+//! The chain of custody: announce, deposit, notify, pick up, expire, return, retrieve, and
+//! opening a compartment remotely.
+//!
+//! Every method is one unit of work: the state change, the compartment change, the open command
+//! and the audit entries commit together or not at all.
+
+use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
+use custody_core::code::PickupCode;
+use custody_core::compartment::{CompartmentNumber, CompartmentState, DoorState, SizeClass};
+use custody_core::parcel::{ParcelEvent, ParcelState};
+use custody_core::person::Role;
+use custody_core::policy::{self, Denied, ParcelFacts, Principal};
+use custody_core::text::{Email, Reason, TrackingRef};
+use custody_core::throttle::{BANK_PICKUP, KIOSK_PICKUP};
+use custody_core::{BankId, CarrierId, CodeId, CompartmentId, ParcelId, SiteId, Timestamp};
+use custody_proto::device::{CommandOutcome as C, DoorReading, SignedOpenCommand};
+use custody_store::{
+    AuditRow, CompartmentNeeds, CompartmentRow, NewPickupCode, ParcelRow, StoreError, Tx,
+};
+use futures_util::FutureExt as _;
+
+use crate::outbox::pickup_message;
+use crate::throttle::Budgets;
+use crate::{App, AppError, Caller, OpenFor};
+
+/// What a carrier announces.
+#[derive(Debug, Clone)]
+pub struct ParcelSpec {
+    /// Destination site.
+    pub site: SiteId,
+    /// Delivering carrier.
+    pub carrier: CarrierId,
+    /// The recipient's e-mail address, as registered at the site.
+    pub recipient_email: String,
+    /// Carrier's tracking reference.
+    pub tracking_ref: String,
+    /// Size class.
+    pub size: SizeClass,
+    /// Needs an accessible-height compartment.
+    pub accessible: bool,
+    /// Needs a refrigerated compartment.
+    pub refrigerated: bool,
+}
+
+/// A deposit under way: the compartment is reserved and its door is being opened.
+#[derive(Debug, Clone)]
+pub struct Deposit {
+    /// The parcel.
+    pub parcel: ParcelRow,
+    /// The reserved compartment.
+    pub compartment: CompartmentRow,
+    /// The command that opens it, for the bank's agent.
+    pub command: SignedOpenCommand,
+}
+
+/// A compartment being opened for a reason other than a pickup.
+#[derive(Debug, Clone)]
+pub struct Opening {
+    /// The compartment.
+    pub compartment: CompartmentRow,
+    /// The command that opens it, for the bank's agent.
+    pub command: SignedOpenCommand,
+}
+
+/// How a pickup attempt at the kiosk ended.
+#[derive(Debug, Clone)]
+pub enum PickupOutcome {
+    /// The code worked; send the command.
+    Accepted {
+        /// The compartment that opens.
+        compartment: CompartmentNumber,
+        /// The command.
+        command: SignedOpenCommand,
+    },
+    /// The code did not work (the reason is in the audit log only).
+    Refused,
+}
+
+fn facts(p: &ParcelRow) -> ParcelFacts<'_> {
+    ParcelFacts { org: &p.org, site: &p.site, carrier: &p.carrier, recipient: &p.recipient }
+}
+
+fn parcel_target(p: &ParcelRow) -> Target {
+    Target {
+        site: Some(p.site.clone()),
+        bank: p.bank.clone(),
+        compartment: p.compartment.clone(),
+        parcel: Some(p.id.clone()),
+    }
+}
+
+fn state_conflict(p: &ParcelRow, event: ParcelEvent) -> AppError {
+    match p.state.apply(event) {
+        Err(e) => AppError::conflict("parcel_state", e.to_string()),
+        Ok(_) => AppError::conflict(
+            "parcel_state",
+            format!("parcel changed while being {event}ed; try again"),
+        ),
+    }
+}
+
+/// Moves a parcel by `event` from the state it was read in, or fails if it changed meanwhile.
+async fn advance(
+    tx: &mut Tx,
+    p: &ParcelRow,
+    event: ParcelEvent,
+    now: Timestamp,
+    expires_at: Option<Timestamp>,
+) -> Result<ParcelState, AppError> {
+    let next = p.state.apply(event).map_err(|_| state_conflict(p, event))?;
+    if !tx.move_parcel(&p.id, p.state, next, now, expires_at).await? {
+        return Err(state_conflict(p, event));
+    }
+    Ok(next)
+}
+
+/// Frees the compartment a parcel leaves.
+async fn vacate(tx: &mut Tx, p: &ParcelRow, now: Timestamp) -> Result<CompartmentRow, AppError> {
+    let id = p
+        .compartment
+        .clone()
+        .ok_or_else(|| AppError::conflict("parcel_state", "parcel has no compartment"))?;
+    let c = tx.compartment(&id).await?.ok_or(AppError::NotFound)?;
+    if !tx
+        .move_compartment(&id, CompartmentState::Occupied, CompartmentState::Free, None, now)
+        .await?
+    {
+        return Err(AppError::conflict(
+            "compartment_state",
+            format!("compartment {} is not occupied", c.number),
+        ));
+    }
+    Ok(c)
+}
+
+fn event(
+    actor: &Actor,
+    action: AuditAction,
+    target: Target,
+    now: Timestamp,
+    reason: Option<String>,
+) -> AuditEvent {
+    AuditEvent { at: now, actor: actor.clone(), action, target, outcome: Outcome::Success, reason }
+}
+
+impl App {
+    /// Loads a parcel the caller may see. A parcel the caller may not see is `NotFound`, the
+    /// same as one that does not exist (and the attempt is audited).
+    pub async fn parcel(&self, caller: &Caller, id: &ParcelId) -> Result<ParcelRow, AppError> {
+        let lookup = id.clone();
+        let parcel = self
+            .store()
+            .read(move |tx| async move { tx.parcel(&lookup).await }.boxed())
+            .await?
+            .ok_or(AppError::NotFound)?;
+        if let Err(d) = caller.check(|p| policy::may_view_parcel(p, facts(&parcel))) {
+            // Out of reach looks exactly like absent.
+            let d = if d == Denied::Role { Denied::Scope } else { d };
+            return Err(self
+                .refuse(
+                    caller,
+                    AuditAction::PickupAttempt,
+                    Target { parcel: Some(id.clone()), ..Target::default() },
+                    d,
+                )
+                .await);
+        }
+        Ok(parcel)
+    }
+
+    /// A parcel and its chain of custody, oldest event first.
+    pub async fn parcel_history(
+        &self,
+        caller: &Caller,
+        id: &ParcelId,
+    ) -> Result<(ParcelRow, Vec<AuditRow>), AppError> {
+        let parcel = self.parcel(caller, id).await?;
+        let pid = parcel.id.clone();
+        let history = self
+            .store()
+            .read(move |tx| async move { tx.audit_for_parcel(&pid).await }.boxed())
+            .await?;
+        Ok((parcel, history))
+    }
+
+    /// The parcels the caller may see: a resident's own, a carrier's (within its sites), or a
+    /// site's for staff and auditors.
+    pub async fn visible_parcels(
+        &self,
+        caller: &Caller,
+        site: Option<&SiteId>,
+        limit: u32,
+    ) -> Result<Vec<ParcelRow>, AppError> {
+        let limit = limit.clamp(1, 500);
+        match (caller, site) {
+            (Caller::Principal(Principal::Person { id, standing }), None)
+                if standing.role == Role::Resident =>
+            {
+                let id = id.clone();
+                Ok(self
+                    .store()
+                    .read(move |tx| {
+                        async move { tx.parcels_for_recipient(&id, limit).await }.boxed()
+                    })
+                    .await?)
+            }
+            (
+                Caller::Principal(p @ (Principal::CarrierKey { .. } | Principal::Person { .. })),
+                None,
+            ) if matches!(p, Principal::CarrierKey { .. })
+                || matches!(p, Principal::Person { standing, .. } if standing.role == Role::Courier) =>
+            {
+                let carrier = match p {
+                    Principal::CarrierKey { carrier, .. } => carrier.clone(),
+                    Principal::Person { standing, .. } => {
+                        standing.carrier.clone().ok_or(AppError::Forbidden)?
+                    }
+                    Principal::Device { .. } => return Err(AppError::Forbidden),
+                };
+                let all = self
+                    .store()
+                    .read(move |tx| {
+                        async move { tx.parcels_for_carrier(&carrier, limit).await }.boxed()
+                    })
+                    .await?;
+                Ok(all
+                    .into_iter()
+                    .filter(|parcel| policy::may_view_parcel(p, facts(parcel)).is_ok())
+                    .collect())
+            }
+            (_, Some(site)) => {
+                let s = self.site(site).await?;
+                if let Err(d) = caller.check(|p| policy::may_view_site(p, &s.org, &s.id)) {
+                    return Err(self
+                        .refuse(
+                            caller,
+                            AuditAction::PickupAttempt,
+                            Target { site: Some(site.clone()), ..Target::default() },
+                            d,
+                        )
+                        .await);
+                }
+                let site = site.clone();
+                Ok(self
+                    .store()
+                    .read(move |tx| async move { tx.parcels_at_site(&site, limit).await }.boxed())
+                    .await?)
+            }
+            _ => Err(AppError::Invalid("name a site".into())),
+        }
+    }
+
+    /// A carrier announces a parcel for a resident of a site.
+    pub async fn expect_parcel(
+        &self,
+        caller: &Caller,
+        spec: ParcelSpec,
+    ) -> Result<ParcelRow, AppError> {
+        let site = self.site(&spec.site).await?;
+        let target = Target { site: Some(site.id.clone()), ..Target::default() };
+        if let Err(d) = caller.check(|p| policy::may_deposit(p, &site.org, &site.id, &spec.carrier))
+        {
+            return Err(self.refuse(caller, AuditAction::ParcelExpect, target, d).await);
+        }
+        let email = Email::parse(&spec.recipient_email).map_err(AppError::invalid)?;
+        let tracking_ref = TrackingRef::parse(&spec.tracking_ref).map_err(AppError::invalid)?;
+        let now = self.now();
+        let id = ParcelId::from_random(self.rng().bytes()?);
+        let actor = caller.actor();
+        self.store()
+            .write(move |tx| {
+                async move {
+                    let carrier = tx.carrier(&spec.carrier).await?.ok_or(AppError::NotFound)?;
+                    let recipient = tx
+                        .person_by_email(&email)
+                        .await?
+                        .filter(|p| {
+                            p.role == Role::Resident
+                                && p.org == site.org
+                                && p.site.as_ref() == Some(&site.id)
+                                && p.disabled_at.is_none()
+                        })
+                        .ok_or_else(|| {
+                            AppError::conflict(
+                                "unknown_recipient",
+                                "no resident with that e-mail address lives at this site",
+                            )
+                        })?;
+                    if carrier.org != site.org {
+                        return Err(AppError::NotFound);
+                    }
+                    let parcel = ParcelRow {
+                        id,
+                        org: site.org.clone(),
+                        site: site.id.clone(),
+                        bank: None,
+                        compartment: None,
+                        carrier: carrier.id,
+                        recipient: recipient.id,
+                        tracking_ref,
+                        size: spec.size,
+                        needs_accessible: spec.accessible,
+                        needs_refrigerated: spec.refrigerated,
+                        state: ParcelState::Expected,
+                        created_at: now,
+                        deposited_at: None,
+                        notified_at: None,
+                        expires_at: None,
+                        closed_at: None,
+                        updated_at: now,
+                    };
+                    tx.insert_parcel(&parcel).await?;
+                    tx.append_audit(&event(
+                        &actor,
+                        AuditAction::ParcelExpect,
+                        parcel_target(&parcel),
+                        now,
+                        None,
+                    ))
+                    .await?;
+                    Ok(parcel)
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// Starts depositing an announced parcel at a bank: reserves the best free compartment
+    /// and opens it.
+    pub async fn start_deposit(
+        &self,
+        caller: &Caller,
+        parcel: &ParcelId,
+        bank: &BankId,
+    ) -> Result<Deposit, AppError> {
+        let p = self.parcel(caller, parcel).await?;
+        if let Err(d) = caller.check(|pr| policy::may_deposit(pr, &p.org, &p.site, &p.carrier)) {
+            return Err(self
+                .refuse(caller, AuditAction::DepositReserve, parcel_target(&p), d)
+                .await);
+        }
+        let (now, actor, app, bank) = (self.now(), caller.actor(), self.clone(), bank.clone());
+        let until = now.plus(self.config().reservation_ttl);
+        self.store()
+            .write(move |tx| {
+                async move {
+                    let p = tx.parcel(&p.id).await?.ok_or(AppError::NotFound)?;
+                    if p.state != ParcelState::Expected || p.compartment.is_some() {
+                        return Err(AppError::conflict(
+                            "parcel_state",
+                            "the parcel is not waiting for a deposit",
+                        ));
+                    }
+                    let (bank_row, site) = crate::bank_site(tx, &bank).await?;
+                    if bank_row.site != p.site {
+                        return Err(AppError::Invalid(
+                            "that bank is not at the parcel's site".into(),
+                        ));
+                    }
+                    let needs = CompartmentNeeds {
+                        size: p.size,
+                        accessible: p.needs_accessible,
+                        refrigerated: p.needs_refrigerated,
+                    };
+                    let compartment = tx
+                        .reserve_compartment(&bank, needs, &p.id, until, now)
+                        .await?
+                        .ok_or_else(|| {
+                            AppError::conflict(
+                                "no_free_compartment",
+                                "no free compartment of that size in this bank",
+                            )
+                        })?;
+                    tx.assign_compartment(&p.id, &bank, Some(&compartment.id), now).await?;
+                    let p = tx.parcel(&p.id).await?.ok_or(AppError::NotFound)?;
+                    tx.append_audit(&event(
+                        &actor,
+                        AuditAction::DepositReserve,
+                        parcel_target(&p),
+                        now,
+                        None,
+                    ))
+                    .await?;
+                    let command = app
+                        .issue_open(
+                            tx,
+                            &actor,
+                            now,
+                            OpenFor {
+                                site: &site.id,
+                                compartment: &compartment,
+                                parcel: Some(&p.id),
+                                purpose: "deposit",
+                            },
+                        )
+                        .await?;
+                    Ok(Deposit { parcel: p, compartment, command })
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// Confirms a deposit once the door sensor reports the compartment closed again; the parcel
+    /// is then in custody of the locker and its pickup window starts.
+    pub async fn confirm_deposit(
+        &self,
+        caller: &Caller,
+        parcel: &ParcelId,
+    ) -> Result<ParcelRow, AppError> {
+        let p = self.parcel(caller, parcel).await?;
+        if let Err(d) = caller.check(|pr| policy::may_deposit(pr, &p.org, &p.site, &p.carrier)) {
+            return Err(self.refuse(caller, AuditAction::Deposit, parcel_target(&p), d).await);
+        }
+        let (now, actor) = (self.now(), caller.actor());
+        let window = self.site(&p.site).await?.pickup_window.get();
+        self.store()
+            .write(move |tx| {
+                async move {
+                    let p = tx.parcel(&p.id).await?.ok_or(AppError::NotFound)?;
+                    let Some(cid) =
+                        p.compartment.clone().filter(|_| p.state == ParcelState::Expected)
+                    else {
+                        return Err(AppError::conflict(
+                            "parcel_state",
+                            "the parcel has no deposit under way",
+                        ));
+                    };
+                    let c = tx.compartment(&cid).await?.ok_or(AppError::NotFound)?;
+                    if c.door != DoorState::Closed {
+                        return Err(AppError::conflict(
+                            "door_not_closed",
+                            format!(
+                                "close compartment {} first; its sensor does not report it closed",
+                                c.number
+                            ),
+                        ));
+                    }
+                    if !tx
+                        .move_compartment(
+                            &cid,
+                            CompartmentState::Reserved,
+                            CompartmentState::Occupied,
+                            Some(&p.id),
+                            now,
+                        )
+                        .await?
+                    {
+                        return Err(AppError::conflict(
+                            "reservation_lapsed",
+                            "the reservation ran out; start the deposit again",
+                        ));
+                    }
+                    advance(tx, &p, ParcelEvent::Deposit, now, Some(now.plus(window))).await?;
+                    let p = tx.parcel(&p.id).await?.ok_or(AppError::NotFound)?;
+                    tx.append_audit(&event(
+                        &actor,
+                        AuditAction::Deposit,
+                        parcel_target(&p),
+                        now,
+                        None,
+                    ))
+                    .await?;
+                    Ok(p)
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// Abandons a deposit under way and frees its compartment.
+    pub async fn cancel_deposit(
+        &self,
+        caller: &Caller,
+        parcel: &ParcelId,
+    ) -> Result<ParcelRow, AppError> {
+        let p = self.parcel(caller, parcel).await?;
+        if let Err(d) = caller.check(|pr| policy::may_deposit(pr, &p.org, &p.site, &p.carrier)) {
+            return Err(self
+                .refuse(caller, AuditAction::DepositCancel, parcel_target(&p), d)
+                .await);
+        }
+        let (now, actor) = (self.now(), caller.actor());
+        self.store()
+            .write(move |tx| {
+                async move { release(tx, &p.id, &actor, now, "cancelled").await }.boxed()
+            })
+            .await
+    }
+
+    /// Releases reservations whose time ran out (housekeeping). Returns how many.
+    pub async fn release_stale_reservations(&self) -> Result<usize, AppError> {
+        let now = self.now();
+        let stale = self
+            .store()
+            .read(move |tx| async move { tx.stale_reservations(now, 100).await }.boxed())
+            .await?;
+        let mut released = 0;
+        for c in stale {
+            let Some(parcel) = c.parcel.clone() else { continue };
+            let done = self
+                .store()
+                .write(move |tx| {
+                    async move {
+                        release(tx, &parcel, &Actor::system(), now, "reservation_expired").await
+                    }
+                    .boxed()
+                })
+                .await;
+            if done.is_ok() {
+                released += 1;
+            }
+        }
+        Ok(released)
+    }
+
+    /// Sends the recipient a pickup code for a deposited parcel.
+    pub async fn notify(&self, parcel: &ParcelId) -> Result<ParcelRow, AppError> {
+        let (now, app, id) = (self.now(), self.clone(), parcel.clone());
+        self.store()
+            .write(move |tx| {
+                async move {
+                    let p = tx.parcel(&id).await?.ok_or(AppError::NotFound)?;
+                    if p.state != ParcelState::Deposited {
+                        return Err(state_conflict(&p, ParcelEvent::Notify));
+                    }
+                    let (Some(bank), Some(cid), Some(expires_at)) =
+                        (p.bank.clone(), p.compartment.clone(), p.expires_at)
+                    else {
+                        return Err(AppError::conflict(
+                            "parcel_state",
+                            "deposited parcel without compartment",
+                        ));
+                    };
+                    let recipient = tx.person(&p.recipient).await?.ok_or(AppError::NotFound)?;
+                    let compartment = tx.compartment(&cid).await?.ok_or(AppError::NotFound)?;
+                    let (bank_row, site) = crate::bank_site(tx, &bank).await?;
+                    let code = app.new_pickup_code(tx, &p, &bank, &cid, expires_at, now).await?;
+                    let message = pickup_message(
+                        &app,
+                        &recipient,
+                        &site,
+                        &bank_row,
+                        &compartment,
+                        &code,
+                        expires_at,
+                    );
+                    app.enqueue(tx, &message, Some(&p.id), now).await?;
+                    advance(tx, &p, ParcelEvent::Notify, now, None).await?;
+                    tx.append_audit(&event(
+                        &Actor::system(),
+                        AuditAction::Notify,
+                        parcel_target(&p),
+                        now,
+                        None,
+                    ))
+                    .await?;
+                    tx.parcel(&id).await?.ok_or(AppError::NotFound)
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// Draws a code unique among the bank's codes and stores only its keyed hash.
+    async fn new_pickup_code(
+        &self,
+        tx: &mut Tx,
+        p: &ParcelRow,
+        bank: &BankId,
+        compartment: &CompartmentId,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<PickupCode, AppError> {
+        for _ in 0..8 {
+            let code = self.rng().pickup_code()?;
+            let record = NewPickupCode {
+                id: CodeId::from_random(self.rng().bytes()?),
+                parcel: p.id.clone(),
+                bank: bank.clone(),
+                compartment: compartment.clone(),
+                code_hash: self.code_hash(bank, &code).to_vec(),
+                created_at: now,
+                expires_at,
+            };
+            match tx.insert_pickup_code(&record).await {
+                Ok(()) => return Ok(code),
+                // The bank already has this code: draw again.
+                Err(StoreError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(AppError::conflict("code_space_exhausted", "could not draw an unused pickup code"))
+    }
+
+    fn code_hash(&self, bank: &BankId, code: &PickupCode) -> [u8; 32] {
+        self.keys().codes.hash(&[bank.as_str().as_bytes(), code.expose().as_bytes()])
+    }
+
+    /// Sends notifications for deposited parcels whose notification did not go out (retry).
+    pub async fn notify_pending(&self) -> Result<usize, AppError> {
+        let pending = self
+            .store()
+            .read(|tx| async move { tx.parcels_awaiting_notification(100).await }.boxed())
+            .await?;
+        let mut sent = 0;
+        for p in pending {
+            match self.notify(&p.id).await {
+                Ok(_) => sent += 1,
+                Err(e) => {
+                    tracing::warn!(parcel = %p.id, error = %e, "notification could not be queued");
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// A code typed at the kiosk of the calling device's bank. Throttled per kiosk and per bank;
+    /// every attempt is audited with its outcome; every failure looks the same to the kiosk.
+    #[tracing::instrument(skip(self, caller, typed))]
+    pub async fn redeem_code(
+        &self,
+        caller: &Caller,
+        typed: &str,
+    ) -> Result<PickupOutcome, AppError> {
+        let Caller::Principal(Principal::Device { device, bank, site, .. }) = caller else {
+            return Err(AppError::Forbidden);
+        };
+        let (now, actor, app) = (self.now(), caller.actor(), self.clone());
+        let (device, bank, site) = (device.clone(), bank.clone(), site.clone());
+        let parsed = PickupCode::parse(typed).ok();
+        let hash = parsed.as_ref().map(|c| self.code_hash(&bank, c));
+        self.store()
+            .write(move |tx| {
+                async move {
+                    let target = Target {
+                        site: Some(site.clone()),
+                        bank: Some(bank.clone()),
+                        ..Target::default()
+                    };
+                    let attempt = |outcome, reason: &str, target: Target| AuditEvent {
+                        at: now,
+                        actor: actor.clone(),
+                        action: AuditAction::PickupAttempt,
+                        target,
+                        outcome,
+                        reason: Some(reason.to_owned()),
+                    };
+                    let budgets = Budgets::new(
+                        "pickup",
+                        [(KIOSK_PICKUP, device.to_string()), (BANK_PICKUP, bank.to_string())],
+                    );
+                    if let Some(name) = budgets.spend(tx, now).await? {
+                        let reason = format!("throttled:{name}");
+                        tx.append_audit(&attempt(Outcome::Denied, &reason, target.clone())).await?;
+                        return Ok(PickupOutcome::Refused);
+                    }
+                    let Some(hash) = hash else {
+                        tx.append_audit(&attempt(
+                            Outcome::Failure,
+                            "code_malformed",
+                            target.clone(),
+                        ))
+                        .await?;
+                        return Ok(PickupOutcome::Refused);
+                    };
+                    let redeemed = match tx.redeem_pickup_code(&bank, &hash, now).await? {
+                        Ok(r) => r,
+                        Err(refused) => {
+                            // A code that exists names its parcel, so the parcel's chain of
+                            // custody shows every attempt on it.
+                            let target = Target {
+                                compartment: refused.code.as_ref().map(|c| c.compartment.clone()),
+                                parcel: refused.code.map(|c| c.parcel),
+                                ..target.clone()
+                            };
+                            tx.append_audit(&attempt(
+                                Outcome::Failure,
+                                refused.reason.as_str(),
+                                target,
+                            ))
+                            .await?;
+                            return Ok(PickupOutcome::Refused);
+                        }
+                    };
+                    budgets.refund(tx, now).await?;
+                    let p = tx.parcel(&redeemed.parcel).await?.ok_or(AppError::NotFound)?;
+                    let compartment = vacate(tx, &p, now).await?;
+                    advance(tx, &p, ParcelEvent::PickUp, now, None).await?;
+                    let target = parcel_target(&p);
+                    tx.append_audit(&attempt(Outcome::Success, "code_accepted", target.clone()))
+                        .await?;
+                    tx.append_audit(&event(&actor, AuditAction::PickUp, target, now, None)).await?;
+                    let command = app
+                        .issue_open(
+                            tx,
+                            &actor,
+                            now,
+                            OpenFor {
+                                site: &site,
+                                compartment: &compartment,
+                                parcel: Some(&p.id),
+                                purpose: "pickup",
+                            },
+                        )
+                        .await?;
+                    Ok(PickupOutcome::Accepted { compartment: compartment.number, command })
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// Expires parcels whose pickup window has passed; their codes stop working. Returns how
+    /// many expired.
+    pub async fn expire_due(&self) -> Result<usize, AppError> {
+        let now = self.now();
+        let mut expired = 0;
+        loop {
+            let due = self
+                .store()
+                .read(move |tx| async move { tx.parcels_due_to_expire(now, 100).await }.boxed())
+                .await?;
+            if due.is_empty() {
+                return Ok(expired);
+            }
+            let batch = due.len();
+            for p in due {
+                let done = self
+                    .store()
+                    .write(move |tx| {
+                        async move {
+                            advance(tx, &p, ParcelEvent::Expire, now, None).await?;
+                            tx.revoke_pickup_codes(&p.id, now).await?;
+                            tx.append_audit(&event(
+                                &Actor::system(),
+                                AuditAction::Expire,
+                                parcel_target(&p),
+                                now,
+                                None,
+                            ))
+                            .await?;
+                            Ok::<_, AppError>(())
+                        }
+                        .boxed()
+                    })
+                    .await;
+                match done {
+                    Ok(()) => expired += 1,
+                    // Picked up or retrieved meanwhile: nothing to expire.
+                    Err(AppError::Conflict { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if batch < 100 {
+                return Ok(expired);
+            }
+        }
+    }
+
+    /// The carrier takes an expired parcel back.
+    pub async fn return_to_carrier(
+        &self,
+        caller: &Caller,
+        parcel: &ParcelId,
+    ) -> Result<(ParcelRow, Opening), AppError> {
+        let p = self.parcel(caller, parcel).await?;
+        if let Err(d) = caller.check(|pr| policy::may_return_to_carrier(pr, facts(&p))) {
+            return Err(self
+                .refuse(caller, AuditAction::ReturnToCarrier, parcel_target(&p), d)
+                .await);
+        }
+        self.take_out(
+            caller,
+            p,
+            ParcelEvent::ReturnToCarrier,
+            AuditAction::ReturnToCarrier,
+            "return",
+            None,
+        )
+        .await
+    }
+
+    /// Staff take a parcel out of the locker, saying why.
+    pub async fn retrieve(
+        &self,
+        caller: &Caller,
+        parcel: &ParcelId,
+        reason: &str,
+    ) -> Result<(ParcelRow, Opening), AppError> {
+        let reason = Reason::parse(reason).map_err(AppError::invalid)?;
+        let p = self.parcel(caller, parcel).await?;
+        if let Err(d) = caller.check(|pr| policy::may_manage_site(pr, &p.org, &p.site)) {
+            return Err(self.refuse(caller, AuditAction::Retrieve, parcel_target(&p), d).await);
+        }
+        self.take_out(
+            caller,
+            p,
+            ParcelEvent::Retrieve,
+            AuditAction::Retrieve,
+            "retrieve",
+            Some(reason.as_str().to_owned()),
+        )
+        .await
+    }
+
+    async fn take_out(
+        &self,
+        caller: &Caller,
+        p: ParcelRow,
+        how: ParcelEvent,
+        action: AuditAction,
+        purpose: &'static str,
+        reason: Option<String>,
+    ) -> Result<(ParcelRow, Opening), AppError> {
+        let (now, actor, app) = (self.now(), caller.actor(), self.clone());
+        self.store()
+            .write(move |tx| {
+                async move {
+                    let p = tx.parcel(&p.id).await?.ok_or(AppError::NotFound)?;
+                    p.state.apply(how).map_err(|_| state_conflict(&p, how))?;
+                    let compartment = vacate(tx, &p, now).await?;
+                    advance(tx, &p, how, now, None).await?;
+                    tx.revoke_pickup_codes(&p.id, now).await?;
+                    tx.append_audit(&event(&actor, action, parcel_target(&p), now, reason)).await?;
+                    let command = app
+                        .issue_open(
+                            tx,
+                            &actor,
+                            now,
+                            OpenFor {
+                                site: &p.site,
+                                compartment: &compartment,
+                                parcel: Some(&p.id),
+                                purpose,
+                            },
+                        )
+                        .await?;
+                    let p = tx.parcel(&p.id).await?.ok_or(AppError::NotFound)?;
+                    Ok((p, Opening { compartment, command }))
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// Staff open a compartment from afar, saying why. Nothing about its parcel changes; the
+    /// opening and its reason are in the audit log.
+    pub async fn remote_open(
+        &self,
+        caller: &Caller,
+        compartment: &CompartmentId,
+        reason: &str,
+    ) -> Result<Opening, AppError> {
+        let reason = Reason::parse(reason).map_err(AppError::invalid)?;
+        let cid = compartment.clone();
+        let (c, _bank, site) = self
+            .store()
+            .read(move |tx| {
+                async move {
+                    let c = tx.compartment(&cid).await?.ok_or(AppError::NotFound)?;
+                    let (bank, site) = crate::bank_site(tx, &c.bank).await?;
+                    Ok::<_, AppError>((c, bank, site))
+                }
+                .boxed()
+            })
+            .await?;
+        let target = Target {
+            site: Some(site.id.clone()),
+            bank: Some(c.bank.clone()),
+            compartment: Some(c.id.clone()),
+            parcel: c.parcel.clone(),
+        };
+        if let Err(d) = caller.check(|p| policy::may_manage_site(p, &site.org, &site.id)) {
+            return Err(self.refuse(caller, AuditAction::RemoteOpen, target, d).await);
+        }
+        let (now, actor, app) = (self.now(), caller.actor(), self.clone());
+        self.store()
+            .write(move |tx| {
+                async move {
+                    tx.append_audit(&event(
+                        &actor,
+                        AuditAction::RemoteOpen,
+                        target,
+                        now,
+                        Some(reason.as_str().to_owned()),
+                    ))
+                    .await?;
+                    let command = app
+                        .issue_open(
+                            tx,
+                            &actor,
+                            now,
+                            OpenFor {
+                                site: &site.id,
+                                compartment: &c,
+                                parcel: c.parcel.as_ref(),
+                                purpose: "remote_open",
+                            },
+                        )
+                        .await?;
+                    Ok(Opening { compartment: c, command })
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// A door sensor reading from the calling device.
+    pub async fn door_report(
+        &self,
+        caller: &Caller,
+        number: u16,
+        reading: DoorReading,
+    ) -> Result<(), AppError> {
+        let Caller::Principal(Principal::Device { bank, site, .. }) = caller else {
+            return Err(AppError::Forbidden);
+        };
+        let number = CompartmentNumber::new(number).map_err(AppError::invalid)?;
+        let door = match reading {
+            DoorReading::Open => DoorState::Open,
+            DoorReading::Closed => DoorState::Closed,
+            DoorReading::Unknown => DoorState::Unknown,
+        };
+        let (now, actor, bank, site) = (self.now(), caller.actor(), bank.clone(), site.clone());
+        self.store()
+            .write(move |tx| {
+                async move {
+                    let c =
+                        tx.compartment_by_number(&bank, number).await?.ok_or(AppError::NotFound)?;
+                    tx.set_door(&c.id, door, now).await?;
+                    let target = Target {
+                        site: Some(site),
+                        bank: Some(bank),
+                        compartment: Some(c.id.clone()),
+                        parcel: c.parcel.clone(),
+                    };
+                    tx.append_audit(&event(
+                        &actor,
+                        AuditAction::DoorReport,
+                        target,
+                        now,
+                        Some(format!("door_{door}")),
+                    ))
+                    .await?;
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// How the calling device dealt with an open command (audited; a refusal or a hardware
+    /// failure is an incident for staff to look at).
+    pub async fn command_result(
+        &self,
+        caller: &Caller,
+        nonce: &str,
+        outcome: &C,
+    ) -> Result<(), AppError> {
+        let Caller::Principal(Principal::Device { bank, site, .. }) = caller else {
+            return Err(AppError::Forbidden);
+        };
+        let (result, why) = match outcome {
+            C::Unlocked => (Outcome::Success, "unlocked".to_owned()),
+            C::Refused { reason } => (Outcome::Denied, format!("agent_refused:{}", clip(reason))),
+            C::Failed { reason } => (Outcome::Failure, format!("agent_failed:{}", clip(reason))),
+        };
+        let nonce = clip(nonce);
+        let e = AuditEvent {
+            at: self.now(),
+            actor: caller.actor(),
+            action: AuditAction::OpenCommand,
+            target: Target {
+                site: Some(site.clone()),
+                bank: Some(bank.clone()),
+                ..Target::default()
+            },
+            outcome: result,
+            reason: Some(format!("{why} nonce:{nonce}")),
+        };
+        self.store()
+            .write(move |tx| async move { tx.append_audit(&e).await.map(|_| ()) }.boxed())
+            .await?;
+        Ok(())
+    }
+}
+
+/// Text from a device, cut to a sane length and stripped of control characters before it goes
+/// into the audit log.
+fn clip(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(64).collect()
+}
+
+/// Ends a deposit under way: the compartment is free again and the parcel waits for another
+/// deposit.
+async fn release(
+    tx: &mut Tx,
+    parcel: &ParcelId,
+    actor: &Actor,
+    now: Timestamp,
+    why: &str,
+) -> Result<ParcelRow, AppError> {
+    let p = tx.parcel(parcel).await?.ok_or(AppError::NotFound)?;
+    let Some(cid) = p.compartment.clone().filter(|_| p.state == ParcelState::Expected) else {
+        return Err(AppError::conflict("parcel_state", "the parcel has no deposit under way"));
+    };
+    if !tx
+        .move_compartment(&cid, CompartmentState::Reserved, CompartmentState::Free, None, now)
+        .await?
+    {
+        return Err(AppError::conflict(
+            "compartment_state",
+            "the compartment is no longer reserved",
+        ));
+    }
+    let bank = p.bank.clone().ok_or_else(|| AppError::conflict("parcel_state", "no bank"))?;
+    tx.assign_compartment(&p.id, &bank, None, now).await?;
+    tx.append_audit(&event(
+        actor,
+        AuditAction::DepositCancel,
+        parcel_target(&p),
+        now,
+        Some(why.to_owned()),
+    ))
+    .await?;
+    tx.parcel(parcel).await?.ok_or(AppError::NotFound)
+}

@@ -1,0 +1,305 @@
+//! The data directory: keys, certificates and the SQLite database of one installation.
+//!
+//! ```text
+//! DATA_DIR/
+//!   custody.db            SQLite database (when no database URL is given)
+//!   keys/master.key       32 random bytes; every symmetric key is derived from it   (0600)
+//!   keys/command.pk8      Ed25519 key that signs open commands, PKCS#8             (0600)
+//!   keys/ca.pem           the internal CA certificate
+//!   keys/ca.key           the internal CA key                                        (0600)
+//!   tls/server.pem        the HTTPS and gateway certificate
+//!   tls/server.key        its key                                                    (0600)
+//!   tls/server-ca.pem     the CA agents and the CLI trust for the server certificate
+//! ```
+//!
+//! Secret files are created 0600 and refused when group- or world-readable, so a copied
+//! directory with loose permissions does not run (DESIGN.md §4 invariant 3).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use custody_core::Clock;
+use custody_core::time::days;
+use custody_crypto::pki::{CertificateAuthority, generate_ca, spki_pin_of_pem};
+use custody_crypto::sign::SigningKey;
+use custody_crypto::{CryptoError, MasterKey, Rng};
+
+use crate::KeyRing;
+
+/// Why the data directory could not be set up or used.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// `init` would overwrite existing keys.
+    #[error("{0} already holds keys; refusing to overwrite them (use another --data-dir)")]
+    AlreadyInitialised(PathBuf),
+    /// A required file is missing.
+    #[error("{0} is missing; run `custody init --data-dir …` first")]
+    Missing(PathBuf),
+    /// A secret file is readable by others.
+    #[error("{path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
+    Insecure {
+        /// The file.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// A key or certificate is not valid.
+    #[error("{path}: {source}")]
+    Key {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: CryptoError,
+    },
+}
+
+/// A certificate the operator brings instead of the generated one.
+#[derive(Debug, Clone)]
+pub struct SuppliedCertificate {
+    /// Certificate chain, PEM.
+    pub cert_pem: String,
+    /// Private key, PEM.
+    pub key_pem: String,
+    /// The CA that issued it, PEM (agents validate against it and pin the key).
+    pub ca_pem: String,
+}
+
+/// What `init` made.
+#[derive(Debug, Clone)]
+pub struct InitReport {
+    /// The directory.
+    pub root: PathBuf,
+    /// SHA-256 of the server's public key, hex: the pin agents check.
+    pub server_pin_hex: String,
+    /// The command verification key, base64.
+    pub command_key: String,
+}
+
+/// An installation's data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SetupError + '_ {
+    move |source| SetupError::Io { path: path.to_owned(), source }
+}
+
+/// Writes `contents` to a new file that only the owner can read.
+fn write_secret(path: &Path, contents: &[u8]) -> Result<(), SetupError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(io(path))?;
+    file.write_all(contents).map_err(io(path))?;
+    file.sync_all().map_err(io(path))
+}
+
+fn write_public(path: &Path, contents: &[u8]) -> Result<(), SetupError> {
+    std::fs::write(path, contents).map_err(io(path))
+}
+
+/// Reads a secret file after checking nobody else can read it.
+fn read_secret(path: &Path) -> Result<Vec<u8>, SetupError> {
+    if !path.exists() {
+        return Err(SetupError::Missing(path.to_owned()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(path).map_err(io(path))?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(SetupError::Insecure { path: path.to_owned(), mode });
+        }
+    }
+    std::fs::read(path).map_err(io(path))
+}
+
+fn read_public(path: &Path) -> Result<String, SetupError> {
+    if !path.exists() {
+        return Err(SetupError::Missing(path.to_owned()));
+    }
+    std::fs::read_to_string(path).map_err(io(path))
+}
+
+fn key_err(path: &Path) -> impl FnOnce(CryptoError) -> SetupError + '_ {
+    move |source| SetupError::Key { path: path.to_owned(), source }
+}
+
+impl DataDir {
+    /// The data directory at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn keys_dir(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+
+    fn tls_dir(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+
+    /// The server certificate chain, PEM file.
+    pub fn server_cert_path(&self) -> PathBuf {
+        self.tls_dir().join("server.pem")
+    }
+
+    /// The server key, PEM file.
+    pub fn server_key_path(&self) -> PathBuf {
+        self.tls_dir().join("server.key")
+    }
+
+    /// Whether `init` has run here.
+    pub fn is_initialised(&self) -> bool {
+        self.keys_dir().join("master.key").exists()
+    }
+
+    /// Creates keys, the internal CA and the server certificate. Refuses to overwrite.
+    pub fn init(
+        &self,
+        hostnames: &[String],
+        supplied: Option<&SuppliedCertificate>,
+        clock: &dyn Clock,
+        rng: &Rng,
+    ) -> Result<InitReport, SetupError> {
+        if self.is_initialised() {
+            return Err(SetupError::AlreadyInitialised(self.root.clone()));
+        }
+        let (keys, tls) = (self.keys_dir(), self.tls_dir());
+        for dir in [&self.root, &keys, &tls] {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let now = clock.now();
+        let ca_path = keys.join("ca.key");
+        let ca = generate_ca(
+            "Custody internal CA",
+            rng.bytes().map_err(key_err(&ca_path))?,
+            now,
+            days(3650),
+        )
+        .map_err(key_err(&ca_path))?;
+        write_public(&keys.join("ca.pem"), ca.cert_pem.as_bytes())?;
+        write_secret(&ca_path, ca.key_pem.as_bytes())?;
+
+        let command_path = keys.join("command.pk8");
+        let (command, pkcs8) = SigningKey::generate(rng).map_err(key_err(&command_path))?;
+        write_secret(&command_path, &pkcs8)?;
+
+        let (cert_pem, key_pem, server_ca_pem) = if let Some(s) = supplied {
+            (s.cert_pem.clone(), s.key_pem.clone(), s.ca_pem.clone())
+        } else {
+            let authority =
+                CertificateAuthority::load(&ca.cert_pem, &ca.key_pem).map_err(key_err(&ca_path))?;
+            let server = authority
+                .issue_server(hostnames, rng.bytes().map_err(key_err(&ca_path))?, now, days(825))
+                .map_err(key_err(&ca_path))?;
+            (server.cert_pem, server.key_pem.to_string(), ca.cert_pem.clone())
+        };
+        let pin = spki_pin_of_pem(&cert_pem).map_err(key_err(&self.server_cert_path()))?;
+        write_public(&self.server_cert_path(), cert_pem.as_bytes())?;
+        write_secret(&self.server_key_path(), key_pem.as_bytes())?;
+        write_public(&tls.join("server-ca.pem"), server_ca_pem.as_bytes())?;
+
+        // The master key is written last: its presence marks a complete initialisation.
+        let master_path = keys.join("master.key");
+        let master = MasterKey::generate(rng).map_err(key_err(&master_path))?;
+        write_secret(&master_path, master.expose_bytes())?;
+
+        Ok(InitReport {
+            root: self.root.clone(),
+            server_pin_hex: data_encoding::HEXLOWER.encode(&pin),
+            command_key: command.public_key().to_string(),
+        })
+    }
+
+    /// Loads the keys the use cases need, refusing weak or exposed ones.
+    pub fn load_keys(&self) -> Result<KeyRing, SetupError> {
+        let keys = self.keys_dir();
+        let master_path = keys.join("master.key");
+        let master =
+            MasterKey::from_bytes(&read_secret(&master_path)?).map_err(key_err(&master_path))?;
+        let command_path = keys.join("command.pk8");
+        let command =
+            SigningKey::from_pkcs8(&read_secret(&command_path)?).map_err(key_err(&command_path))?;
+        let ca_key_path = keys.join("ca.key");
+        let ca_key =
+            String::from_utf8(read_secret(&ca_key_path)?).map_err(|_| SetupError::Key {
+                path: ca_key_path.clone(),
+                source: CryptoError::InvalidKey("not PEM"),
+            })?;
+        let ca = CertificateAuthority::load(&read_public(&keys.join("ca.pem"))?, &ca_key)
+            .map_err(key_err(&ca_key_path))?;
+        KeyRing::new(&master, command, ca).map_err(key_err(&master_path))
+    }
+
+    /// The server certificate chain and key, PEM.
+    pub fn server_tls(&self) -> Result<(String, String), SetupError> {
+        let key_path = self.server_key_path();
+        let key = String::from_utf8(read_secret(&key_path)?).map_err(|_| SetupError::Key {
+            path: key_path,
+            source: CryptoError::InvalidKey("not PEM"),
+        })?;
+        Ok((read_public(&self.server_cert_path())?, key))
+    }
+
+    /// The CA clients trust for the server certificate, PEM.
+    pub fn server_ca_pem(&self) -> Result<String, SetupError> {
+        read_public(&self.tls_dir().join("server-ca.pem"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use custody_core::{ManualClock, Timestamp};
+
+    #[test]
+    fn init_then_load_and_refuse_loose_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        let clock = ManualClock::new(Timestamp::from_millis(1_893_456_000_000));
+        let report = data.init(&["localhost".into()], None, &clock, &Rng::new()).unwrap();
+        assert_eq!(report.server_pin_hex.len(), 64);
+        assert!(data.load_keys().is_ok());
+        assert!(matches!(
+            data.init(&["localhost".into()], None, &clock, &Rng::new()),
+            Err(SetupError::AlreadyInitialised(_))
+        ));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let master = dir.path().join("keys/master.key");
+            assert_eq!(std::fs::metadata(&master).unwrap().permissions().mode() & 0o777, 0o600);
+            std::fs::set_permissions(&master, std::fs::Permissions::from_mode(0o644)).unwrap();
+            assert!(matches!(data.load_keys(), Err(SetupError::Insecure { .. })));
+        }
+    }
+
+    #[test]
+    fn a_placeholder_master_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        let clock = ManualClock::new(Timestamp::from_millis(1_893_456_000_000));
+        data.init(&["localhost".into()], None, &clock, &Rng::new()).unwrap();
+        let master = dir.path().join("keys/master.key");
+        std::fs::remove_file(&master).unwrap();
+        write_secret(&master, &[0u8; 32]).unwrap();
+        let err = data.load_keys().unwrap_err();
+        assert!(err.to_string().contains("not random"), "{err}");
+    }
+}

@@ -1,0 +1,54 @@
+//! Failure budgets: the throttles of `custody_core::throttle` applied in a unit of work.
+//!
+//! An attempt first spends one failure from every budget it falls under (one kiosk, one bank;
+//! one account, one source address) and is refused unchecked if any budget was already spent.
+//! Spending before checking makes the check and the count one atomic step, so concurrent
+//! attempts cannot slip past the limit together. A successful attempt refunds what it spent.
+
+use custody_core::Timestamp;
+use custody_core::throttle::ThrottleRule;
+use custody_store::{StoreError, Tx};
+
+/// The budgets one attempt draws on.
+#[derive(Debug, Clone)]
+pub(crate) struct Budgets(Vec<(ThrottleRule, String)>);
+
+impl Budgets {
+    /// Budgets for `(rule, subject)` pairs; the store key is `<scope>:<rule name>:<subject>`.
+    pub(crate) fn new(
+        scope: &str,
+        items: impl IntoIterator<Item = (ThrottleRule, String)>,
+    ) -> Self {
+        Self(
+            items
+                .into_iter()
+                .map(|(rule, subject)| (rule, format!("{scope}:{}:{subject}", rule.name)))
+                .collect(),
+        )
+    }
+
+    /// Spends one attempt from every budget. Returns the name of the first budget that was
+    /// already exhausted, if any; the attempt must then be refused without being checked.
+    pub(crate) async fn spend(
+        &self,
+        tx: &mut Tx,
+        now: Timestamp,
+    ) -> Result<Option<&'static str>, StoreError> {
+        let mut exhausted = None;
+        for (rule, key) in &self.0 {
+            let spent = tx.add_failure(key, rule.window_start(now)).await?;
+            if !rule.allows(spent.saturating_sub(1)) && exhausted.is_none() {
+                exhausted = Some(rule.name);
+            }
+        }
+        Ok(exhausted)
+    }
+
+    /// Gives back what [`Budgets::spend`] took, after a successful attempt.
+    pub(crate) async fn refund(&self, tx: &mut Tx, now: Timestamp) -> Result<(), StoreError> {
+        for (rule, key) in &self.0 {
+            tx.refund_failure(key, rule.window_start(now)).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! HTTP API bodies; filled in with the server.

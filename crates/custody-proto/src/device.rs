@@ -1,0 +1,275 @@
+//! The device protocol, version 1: JSON messages in WebSocket text frames over mutually
+//! authenticated TLS 1.3.
+//!
+//! Commands that move a lock are signed by the server's command key (Ed25519) and bound to one
+//! device, one compartment, a nonce and a short expiry. The signature covers
+//! [`OpenCommand::signing_bytes`], a canonical binary encoding, so it does not depend on how the
+//! JSON around it was formatted.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Domain label of open-command signatures.
+pub const OPEN_COMMAND_DOMAIN: &[u8] = b"custody/open-command/v1";
+
+/// Largest frame either side accepts, in bytes. Every message is small; anything larger is an
+/// attack or a bug.
+pub const MAX_FRAME_BYTES: usize = 16 * 1024;
+
+/// An instruction to unlock one compartment once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenCommand {
+    /// The device that may execute it.
+    pub device: String,
+    /// The bank it belongs to.
+    pub bank: String,
+    /// The compartment number (1–999).
+    pub compartment: u16,
+    /// 16 random bytes, hex; each nonce is executed at most once.
+    pub nonce: String,
+    /// When it was issued (ms since the epoch).
+    pub issued_at_ms: i64,
+    /// After this it must be refused (ms since the epoch).
+    pub expires_at_ms: i64,
+    /// Why the door opens (`pickup`, `deposit`, `return`, `retrieve`, `remote_open`).
+    pub purpose: String,
+}
+
+fn put(buf: &mut Vec<u8>, field: &[u8]) {
+    buf.extend_from_slice(&(field.len() as u64).to_be_bytes());
+    buf.extend_from_slice(field);
+}
+
+impl OpenCommand {
+    /// The bytes the signature covers: every field, length-prefixed, in a fixed order.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(128);
+        put(&mut buf, self.device.as_bytes());
+        put(&mut buf, self.bank.as_bytes());
+        put(&mut buf, &self.compartment.to_be_bytes());
+        put(&mut buf, self.nonce.as_bytes());
+        put(&mut buf, &self.issued_at_ms.to_be_bytes());
+        put(&mut buf, &self.expires_at_ms.to_be_bytes());
+        put(&mut buf, self.purpose.as_bytes());
+        buf
+    }
+}
+
+/// An open command with the server's signature (base64).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedOpenCommand {
+    /// The command.
+    pub command: OpenCommand,
+    /// Ed25519 signature over `command.signing_bytes()` with [`OPEN_COMMAND_DOMAIN`], base64.
+    pub signature: String,
+}
+
+/// What the door sensor says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DoorReading {
+    /// Open.
+    Open,
+    /// Closed.
+    Closed,
+    /// No trustworthy reading.
+    Unknown,
+}
+
+/// How an agent dealt with an open command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result", deny_unknown_fields)]
+pub enum CommandOutcome {
+    /// The lock was released.
+    Unlocked,
+    /// The agent refused the command (bad signature, replay, expired, another device's).
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// The agent tried and the hardware failed.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Messages from the agent to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type", deny_unknown_fields)]
+pub enum AgentMessage {
+    /// First message after connecting.
+    Hello {
+        /// Protocol version the agent speaks.
+        protocol: u32,
+        /// Agent software version.
+        agent_version: String,
+    },
+    /// Someone typed a pickup code at the kiosk.
+    PickupAttempt {
+        /// Chosen by the agent; echoed in the answer.
+        request_id: u64,
+        /// What was typed. Travels only inside the mutually authenticated channel and is never
+        /// logged on either side.
+        code: String,
+    },
+    /// A door sensor changed.
+    DoorReport {
+        /// Compartment number.
+        compartment: u16,
+        /// New reading.
+        door: DoorReading,
+        /// The agent's monotonic event counter.
+        counter: u64,
+    },
+    /// The outcome of an open command.
+    CommandResult {
+        /// The command's nonce.
+        nonce: String,
+        /// What happened.
+        outcome: CommandOutcome,
+    },
+}
+
+/// The kiosk's answer to a pickup attempt. One refusal for every kind of failure: the kiosk
+/// cannot tell, and so cannot show, why a code did not work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result", deny_unknown_fields)]
+pub enum PickupAnswer {
+    /// The code worked; an open command for the compartment follows.
+    Accepted {
+        /// The compartment that will open.
+        compartment: u16,
+    },
+    /// The code did not work.
+    Refused,
+}
+
+/// Messages from the server to the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type", deny_unknown_fields)]
+pub enum ServerMessage {
+    /// Answer to the agent's hello.
+    Welcome {
+        /// Protocol version the server speaks.
+        protocol: u32,
+        /// The device id the server knows this agent as.
+        device: String,
+        /// The bank it runs.
+        bank: String,
+        /// The bank's compartment numbers.
+        compartments: Vec<u16>,
+        /// Server time (ms since the epoch), for the agent's information only.
+        server_time_ms: i64,
+    },
+    /// Unlock a compartment.
+    Open(SignedOpenCommand),
+    /// Answer to a pickup attempt.
+    Pickup {
+        /// The attempt's request id.
+        request_id: u64,
+        /// The outcome.
+        answer: PickupAnswer,
+    },
+    /// The server refuses to talk to this agent (revoked, unknown, wrong protocol) and closes.
+    Goodbye {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Enrolment request: sent once, over the public HTTPS port, with a single-use token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolRequest {
+    /// The enrolment token an admin issued for the bank.
+    pub token: String,
+    /// A PKCS#10 certificate signing request, PEM, for a key made on the device.
+    pub csr_pem: String,
+}
+
+/// Enrolment answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolResponse {
+    /// The device's new id.
+    pub device: String,
+    /// The bank it runs.
+    pub bank: String,
+    /// Its client certificate, PEM.
+    pub certificate_pem: String,
+    /// The platform CA, PEM.
+    pub ca_pem: String,
+    /// The server's command verification key (Ed25519, base64).
+    pub command_key: String,
+    /// Address of the device gateway (`host:port`).
+    pub gateway: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command() -> OpenCommand {
+        OpenCommand {
+            device: "dev_a".into(),
+            bank: "bnk_b".into(),
+            compartment: 12,
+            nonce: "00ff".into(),
+            issued_at_ms: 1,
+            expires_at_ms: 2,
+            purpose: "pickup".into(),
+        }
+    }
+
+    #[test]
+    fn signing_bytes_cover_every_field() {
+        let base = command().signing_bytes();
+        let variants = [
+            OpenCommand { device: "dev_x".into(), ..command() },
+            OpenCommand { bank: "bnk_x".into(), ..command() },
+            OpenCommand { compartment: 13, ..command() },
+            OpenCommand { nonce: "00fe".into(), ..command() },
+            OpenCommand { issued_at_ms: 0, ..command() },
+            OpenCommand { expires_at_ms: 3, ..command() },
+            OpenCommand { purpose: "deposit".into(), ..command() },
+        ];
+        for v in variants {
+            assert_ne!(v.signing_bytes(), base, "{v:?}");
+        }
+        // Field boundaries are unambiguous.
+        let shifted = OpenCommand { device: "dev_ab".into(), bank: "nk_b".into(), ..command() };
+        assert_ne!(shifted.signing_bytes(), base);
+    }
+
+    #[test]
+    fn messages_round_trip_and_reject_unknown_fields() {
+        let m = AgentMessage::CommandResult {
+            nonce: "ab".into(),
+            outcome: CommandOutcome::Refused { reason: "replay".into() },
+        };
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<AgentMessage>(&json).unwrap(), m);
+        let s = ServerMessage::Pickup {
+            request_id: 7,
+            answer: PickupAnswer::Accepted { compartment: 3 },
+        };
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"pickup","request_id":7,"answer":{"result":"accepted","compartment":3}}"#
+        );
+        assert_eq!(serde_json::from_str::<ServerMessage>(&json).unwrap(), s);
+        assert!(
+            serde_json::from_str::<AgentMessage>(
+                r#"{"type":"hello","protocol":1,"agent_version":"x","open_all":true}"#
+            )
+            .is_err()
+        );
+        assert!(serde_json::from_str::<AgentMessage>(r#"{"type":"open_all"}"#).is_err());
+    }
+}

@@ -1,0 +1,189 @@
+//! A seeded site on a fresh store, ready for a story: one organisation, one site, one bank with
+//! six compartments and an enrolled device, a carrier with an API key, and one person of each
+//! role.
+
+use std::sync::Arc;
+
+use custody_app::admin::{CompartmentSpec, NewPerson};
+use custody_app::auth::principal_of;
+use custody_app::setup::DataDir;
+use custody_app::{App, AppConfig, Caller};
+use custody_core::compartment::SizeClass;
+use custody_core::person::Role;
+use custody_core::{BankId, CarrierId, ManualClock, OrgId, SiteId};
+use custody_crypto::Rng;
+use custody_crypto::pki::{DeviceKey, certificate_info};
+use custody_crypto::tls::first_cert_der;
+use custody_store::{CompartmentRow, PersonRow};
+use zeroize::Zeroizing;
+
+use crate::TestStore;
+
+/// The password every seeded person has.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A seeded site and the handles a test needs.
+#[derive(Debug)]
+pub struct Env {
+    /// The application under test.
+    pub app: App,
+    /// Its clock.
+    pub clock: ManualClock,
+    /// The organisation.
+    pub org: OrgId,
+    /// The site.
+    pub site: SiteId,
+    /// The bank.
+    pub bank: BankId,
+    /// Its compartments 1–6: small, small (accessible), medium, medium, large, extra large
+    /// (refrigerated).
+    pub compartments: Vec<CompartmentRow>,
+    /// The carrier.
+    pub carrier: CarrierId,
+    /// The carrier's API key token.
+    pub carrier_token: Zeroizing<String>,
+    /// Super-admin of the organisation.
+    pub super_admin: PersonRow,
+    /// Admin of the site.
+    pub admin: PersonRow,
+    /// Auditor of the organisation.
+    pub auditor: PersonRow,
+    /// A courier of the carrier.
+    pub courier: PersonRow,
+    /// Two residents of the site.
+    pub ann: PersonRow,
+    /// The other resident.
+    pub bob: PersonRow,
+    /// The bank's enrolled device as a caller.
+    pub device: Caller,
+    /// The test store (kept alive with the app).
+    pub store: TestStore,
+    _keys: tempfile::TempDir,
+}
+
+impl Env {
+    /// Seeds a site on `store`.
+    pub async fn new(store: TestStore) -> Self {
+        let clock = crate::clock();
+        let keys_dir = tempfile::tempdir().expect("key directory");
+        let data = DataDir::new(keys_dir.path());
+        data.init(&["localhost".into()], None, &clock, &Rng::new()).expect("init keys");
+        let keys = data.load_keys().expect("load keys");
+        let config = AppConfig { notification_channel: "file".into(), ..AppConfig::default() };
+        let app =
+            App::new(store.store.clone(), Arc::new(clock.clone()), keys, config).expect("app");
+        let op = Caller::Operator;
+        let org = app.create_org(&op, "Acme Living").await.expect("org").id;
+        let site = app
+            .create_site(&op, &org, "Harbour House", "Europe/Berlin", None)
+            .await
+            .expect("site")
+            .id;
+        let bank = app.create_bank(&op, &site, "Lobby").await.expect("bank").id;
+        let spec = |number, size, accessible, refrigerated| CompartmentSpec {
+            number,
+            size,
+            accessible,
+            refrigerated,
+        };
+        let compartments = app
+            .add_compartments(
+                &op,
+                &bank,
+                &[
+                    spec(1, SizeClass::Small, false, false),
+                    spec(2, SizeClass::Small, true, false),
+                    spec(3, SizeClass::Medium, false, false),
+                    spec(4, SizeClass::Medium, false, false),
+                    spec(5, SizeClass::Large, false, false),
+                    spec(6, SizeClass::ExtraLarge, false, true),
+                ],
+            )
+            .await
+            .expect("compartments");
+        let carrier = app.create_carrier(&op, &org, "Parcelco").await.expect("carrier").id;
+        let carrier_token = app
+            .issue_api_key(&op, &carrier, std::slice::from_ref(&site), "Parcelco depot")
+            .await
+            .expect("key")
+            .token;
+        let add = |email: &'static str,
+                   name: &'static str,
+                   role,
+                   site: Option<&SiteId>,
+                   carrier: Option<&CarrierId>| {
+            add_person(&app, &org, email, name, role, site.cloned(), carrier.cloned())
+        };
+        let super_admin = add("root@acme.example", "Sam Super", Role::SuperAdmin, None, None).await;
+        let admin = add("admin@acme.example", "Ada Admin", Role::Admin, Some(&site), None).await;
+        let auditor = add("audit@acme.example", "Abe Auditor", Role::Auditor, None, None).await;
+        let courier =
+            add("carl@parcelco.example", "Carl Courier", Role::Courier, None, Some(&carrier)).await;
+        let ann =
+            add("ann@harbour.example", "Ann Resident", Role::Resident, Some(&site), None).await;
+        let bob =
+            add("bob@harbour.example", "Bob Resident", Role::Resident, Some(&site), None).await;
+        let device = enrol_device(&app, &bank).await;
+        Self {
+            app,
+            clock,
+            org,
+            site,
+            bank,
+            compartments,
+            carrier,
+            carrier_token,
+            super_admin,
+            admin,
+            auditor,
+            courier,
+            ann,
+            bob,
+            device,
+            store,
+            _keys: keys_dir,
+        }
+    }
+
+    /// The carrier, calling with its API key.
+    pub async fn carrier(&self) -> Caller {
+        self.app.authenticate_api_key(&self.carrier_token).await.expect("carrier key")
+    }
+
+    /// A seeded person as a caller.
+    pub fn as_person(person: &PersonRow) -> Caller {
+        Caller::Principal(principal_of(person))
+    }
+}
+
+/// Adds a person with the seeded [`PASSWORD`].
+async fn add_person(
+    app: &App,
+    org: &OrgId,
+    email: &str,
+    name: &str,
+    role: Role,
+    site: Option<SiteId>,
+    carrier: Option<CarrierId>,
+) -> PersonRow {
+    let new = NewPerson {
+        org: org.clone(),
+        email: email.into(),
+        name: name.into(),
+        role,
+        site,
+        carrier,
+        password: Some(Zeroizing::new(PASSWORD.into())),
+    };
+    app.create_person(&Caller::Operator, new).await.expect("seed person")
+}
+
+/// Enrols a device for `bank` through the real enrolment path and returns it as a caller.
+pub async fn enrol_device(app: &App, bank: &BankId) -> Caller {
+    let token = app.create_enrolment_token(&Caller::Operator, bank).await.expect("enrolment token");
+    let key = DeviceKey::generate().expect("device key");
+    let enrolment = app.enrol(&token, &key.csr("agent").expect("csr")).await.expect("enrol");
+    let info =
+        certificate_info(&first_cert_der(&enrolment.certificate_pem).expect("pem")).expect("cert");
+    app.authenticate_device(&info).await.expect("device caller")
+}
