@@ -1,0 +1,195 @@
+//! Tidy checks: the Architecture Invariants of ARCHITECTURE.md, checked on every `cargo test`.
+//!
+//! Each check reads the repository as it is (manifests, sources, the lock file, the resolved
+//! dependency graph), so an invariant cannot drift from the code without a failing test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test fails loudly at the first unexpected value"
+)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Every workspace crate's name and its direct dependencies (normal, dev and build).
+fn manifests() -> BTreeMap<String, (Vec<String>, Vec<String>)> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(root().join("crates")).unwrap() {
+        let dir = entry.unwrap().path();
+        let text = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        let doc: toml::Table = text.parse().unwrap();
+        let name = doc["package"]["name"].as_str().unwrap().to_owned();
+        let keys = |section: &str| -> Vec<String> {
+            let mut names: Vec<String> =
+                doc.get(section).and_then(|t| t.as_table()).map(|t| t.keys().cloned().collect()).unwrap_or_default();
+            if let Some(targets) = doc.get("target").and_then(|t| t.as_table()) {
+                for target in targets.values() {
+                    if let Some(t) = target.get(section).and_then(|t| t.as_table()) {
+                        names.extend(t.keys().cloned());
+                    }
+                }
+            }
+            names
+        };
+        let mut normal = keys("dependencies");
+        normal.extend(keys("build-dependencies"));
+        out.insert(name, (normal, keys("dev-dependencies")));
+    }
+    out
+}
+
+/// Crates that implement cryptographic primitives.
+const PRIMITIVES: &[&str] = &[
+    "aws-lc-rs", "aws-lc-sys", "ring", "argon2", "rcgen", "x509-parser", "sha2", "sha1", "hmac", "hkdf",
+    "aes-gcm", "chacha20poly1305", "ed25519-dalek", "p256", "rsa", "subtle", "openssl", "password-hash",
+];
+
+/// Crates that do I/O or bring a runtime, a database, the web or TLS.
+const IO: &[&str] = &[
+    "tokio", "sqlx", "axum", "hyper", "hyper-util", "tower", "tower-http", "reqwest", "rustls", "tokio-rustls",
+    "lettre", "tokio-tungstenite", "tracing-subscriber", "metrics-exporter-prometheus",
+];
+
+/// **Architecture Invariant:** the core depends on no I/O, runtime, database, web or TLS crate
+/// and on no other workspace crate.
+#[test]
+fn core_is_pure() {
+    let m = manifests();
+    let (deps, _) = &m["custody-core"];
+    for d in deps {
+        assert!(!IO.contains(&d.as_str()), "custody-core depends on I/O crate {d}");
+        assert!(!PRIMITIVES.contains(&d.as_str()), "custody-core depends on primitive crate {d}");
+        assert!(!d.starts_with("custody-"), "custody-core depends on {d}");
+    }
+}
+
+/// **Architecture Invariant:** only custody-crypto depends on primitive crates.
+#[test]
+fn only_the_crypto_crate_touches_primitives() {
+    for (name, (normal, dev)) in manifests() {
+        if name == "custody-crypto" {
+            continue;
+        }
+        for d in normal.iter().chain(&dev) {
+            assert!(!PRIMITIVES.contains(&d.as_str()), "{name} depends on primitive crate {d}; ask custody-crypto");
+        }
+    }
+}
+
+/// **Architecture Invariant:** wire types depend on no workspace crate.
+#[test]
+fn proto_stands_alone() {
+    let m = manifests();
+    let (deps, _) = &m["custody-proto"];
+    assert!(deps.iter().all(|d| !d.starts_with("custody-")), "custody-proto depends on {deps:?}");
+}
+
+/// **Architecture Invariant:** the use cases know nothing of HTTP, HTML or sockets; the store
+/// knows nothing of HTTP either.
+#[test]
+fn layers_stay_in_their_lane() {
+    let m = manifests();
+    let web = ["axum", "hyper", "hyper-util", "tower", "tower-http", "askama", "http", "lettre", "reqwest", "tokio-tungstenite"];
+    for krate in ["custody-app", "custody-store"] {
+        let (deps, _) = &m[krate];
+        for d in deps {
+            assert!(!web.contains(&d.as_str()), "{krate} depends on web crate {d}");
+        }
+    }
+    let (store_deps, _) = &m["custody-store"];
+    for d in store_deps {
+        assert!(!["custody-app", "custody-server", "custody-crypto"].contains(&d.as_str()), "custody-store depends on {d}");
+    }
+}
+
+/// **Architecture Invariant:** the test harness is only ever a dev-dependency.
+#[test]
+fn testkit_is_for_tests_only() {
+    for (name, (normal, _)) in manifests() {
+        assert!(!normal.iter().any(|d| d == "custody-testkit"), "{name} has custody-testkit as a normal dependency");
+    }
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// **Architecture Invariant:** SQL lives in custody-store. (The test harness sets up and tears
+/// down databases, and tests break things on purpose; both are exempt.)
+#[test]
+fn sql_lives_in_the_store() {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(root().join("crates")).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "custody-store" || name == "custody-testkit" {
+            continue;
+        }
+        rust_files(&dir.join("src"), &mut files);
+    }
+    let needles = ["SELECT ", "INSERT INTO", "DELETE FROM", "CREATE TABLE", "ALTER TABLE"];
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for needle in needles {
+            assert!(!text.contains(needle), "{} contains SQL ({needle:?}); put it in custody-store", file.display());
+        }
+    }
+}
+
+/// Tests tell the story (STYLE.md rule 12): none ignored, none that pass by panicking, none that
+/// sleep.
+#[test]
+fn tests_neither_skip_nor_sleep() {
+    let mut files = Vec::new();
+    rust_files(&root().join("crates"), &mut files);
+    let this = file!().rsplit('/').next().unwrap().to_owned();
+    let forbidden = ["#[ignore", "#[should_panic", "thread::sleep", "time::sleep("];
+    for file in files.iter().filter(|f| !f.ends_with(&this)) {
+        let text = std::fs::read_to_string(file).unwrap();
+        for needle in forbidden {
+            assert!(!text.contains(needle), "{} contains {needle}", file.display());
+        }
+    }
+}
+
+/// **Architecture Invariant:** no `ring` and no OpenSSL in the build. Cargo.lock may name `ring`
+/// through a weak optional feature (`ring?/alloc` in rustls-webpki), but nothing may resolve it.
+#[test]
+fn no_ring_no_openssl_in_the_build() {
+    for krate in ["ring", "openssl-sys", "openssl", "native-tls"] {
+        let out = std::process::Command::new(env!("CARGO"))
+            .args(["tree", "--workspace", "--locked", "--offline", "--target", "all", "-e", "normal,build,dev", "-i", krate])
+            .current_dir(root())
+            .output()
+            .expect("run cargo tree");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.trim().is_empty(), "{krate} is in the build:\n{stdout}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("nothing to print") || stderr.contains("did not match any packages"),
+            "cargo tree -i {krate} did not run cleanly:\n{stderr}"
+        );
+    }
+}
+
+/// ARCHITECTURE.md's code map names every crate, so a new crate gets a room in the map.
+#[test]
+fn architecture_names_every_crate() {
+    let arch = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    for name in manifests().keys() {
+        assert!(arch.contains(&format!("`{name}`")), "ARCHITECTURE.md does not mention `{name}`");
+    }
+}
