@@ -26,8 +26,11 @@ fn manifests() -> BTreeMap<String, (Vec<String>, Vec<String>)> {
         let doc: toml::Table = text.parse().unwrap();
         let name = doc["package"]["name"].as_str().unwrap().to_owned();
         let keys = |section: &str| -> Vec<String> {
-            let mut names: Vec<String> =
-                doc.get(section).and_then(|t| t.as_table()).map(|t| t.keys().cloned().collect()).unwrap_or_default();
+            let mut names: Vec<String> = doc
+                .get(section)
+                .and_then(|t| t.as_table())
+                .map(|t| t.keys().cloned().collect())
+                .unwrap_or_default();
             if let Some(targets) = doc.get("target").and_then(|t| t.as_table()) {
                 for target in targets.values() {
                     if let Some(t) = target.get(section).and_then(|t| t.as_table()) {
@@ -46,14 +49,42 @@ fn manifests() -> BTreeMap<String, (Vec<String>, Vec<String>)> {
 
 /// Crates that implement cryptographic primitives.
 const PRIMITIVES: &[&str] = &[
-    "aws-lc-rs", "aws-lc-sys", "ring", "argon2", "rcgen", "x509-parser", "sha2", "sha1", "hmac", "hkdf",
-    "aes-gcm", "chacha20poly1305", "ed25519-dalek", "p256", "rsa", "subtle", "openssl", "password-hash",
+    "aws-lc-rs",
+    "aws-lc-sys",
+    "ring",
+    "argon2",
+    "rcgen",
+    "x509-parser",
+    "sha2",
+    "sha1",
+    "hmac",
+    "hkdf",
+    "aes-gcm",
+    "chacha20poly1305",
+    "ed25519-dalek",
+    "p256",
+    "rsa",
+    "subtle",
+    "openssl",
+    "password-hash",
 ];
 
 /// Crates that do I/O or bring a runtime, a database, the web or TLS.
 const IO: &[&str] = &[
-    "tokio", "sqlx", "axum", "hyper", "hyper-util", "tower", "tower-http", "reqwest", "rustls", "tokio-rustls",
-    "lettre", "tokio-tungstenite", "tracing-subscriber", "metrics-exporter-prometheus",
+    "tokio",
+    "sqlx",
+    "axum",
+    "hyper",
+    "hyper-util",
+    "tower",
+    "tower-http",
+    "reqwest",
+    "rustls",
+    "tokio-rustls",
+    "lettre",
+    "tokio-tungstenite",
+    "tracing-subscriber",
+    "metrics-exporter-prometheus",
 ];
 
 /// **Architecture Invariant:** the core depends on no I/O, runtime, database, web or TLS crate
@@ -77,7 +108,10 @@ fn only_the_crypto_crate_touches_primitives() {
             continue;
         }
         for d in normal.iter().chain(&dev) {
-            assert!(!PRIMITIVES.contains(&d.as_str()), "{name} depends on primitive crate {d}; ask custody-crypto");
+            assert!(
+                !PRIMITIVES.contains(&d.as_str()),
+                "{name} depends on primitive crate {d}; ask custody-crypto"
+            );
         }
     }
 }
@@ -95,7 +129,18 @@ fn proto_stands_alone() {
 #[test]
 fn layers_stay_in_their_lane() {
     let m = manifests();
-    let web = ["axum", "hyper", "hyper-util", "tower", "tower-http", "askama", "http", "lettre", "reqwest", "tokio-tungstenite"];
+    let web = [
+        "axum",
+        "hyper",
+        "hyper-util",
+        "tower",
+        "tower-http",
+        "askama",
+        "http",
+        "lettre",
+        "reqwest",
+        "tokio-tungstenite",
+    ];
     for krate in ["custody-app", "custody-store"] {
         let (deps, _) = &m[krate];
         for d in deps {
@@ -104,7 +149,10 @@ fn layers_stay_in_their_lane() {
     }
     let (store_deps, _) = &m["custody-store"];
     for d in store_deps {
-        assert!(!["custody-app", "custody-server", "custody-crypto"].contains(&d.as_str()), "custody-store depends on {d}");
+        assert!(
+            !["custody-app", "custody-server", "custody-crypto"].contains(&d.as_str()),
+            "custody-store depends on {d}"
+        );
     }
 }
 
@@ -112,7 +160,10 @@ fn layers_stay_in_their_lane() {
 #[test]
 fn testkit_is_for_tests_only() {
     for (name, (normal, _)) in manifests() {
-        assert!(!normal.iter().any(|d| d == "custody-testkit"), "{name} has custody-testkit as a normal dependency");
+        assert!(
+            !normal.iter().any(|d| d == "custody-testkit"),
+            "{name} has custody-testkit as a normal dependency"
+        );
     }
 }
 
@@ -144,7 +195,11 @@ fn sql_lives_in_the_store() {
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for needle in needles {
-            assert!(!text.contains(needle), "{} contains SQL ({needle:?}); put it in custody-store", file.display());
+            assert!(
+                !text.contains(needle),
+                "{} contains SQL ({needle:?}); put it in custody-store",
+                file.display()
+            );
         }
     }
 }
@@ -171,7 +226,18 @@ fn tests_neither_skip_nor_sleep() {
 fn no_ring_no_openssl_in_the_build() {
     for krate in ["ring", "openssl-sys", "openssl", "native-tls"] {
         let out = std::process::Command::new(env!("CARGO"))
-            .args(["tree", "--workspace", "--locked", "--offline", "--target", "all", "-e", "normal,build,dev", "-i", krate])
+            .args([
+                "tree",
+                "--workspace",
+                "--locked",
+                "--offline",
+                "--target",
+                "all",
+                "-e",
+                "normal,build,dev",
+                "-i",
+                krate,
+            ])
             .current_dir(root())
             .output()
             .expect("run cargo tree");
