@@ -486,3 +486,83 @@ impl App {
             .map_err(AppError::from)
     }
 }
+
+/// A bank with its compartments.
+pub type BankOverview = (BankRow, Vec<CompartmentRow>);
+
+impl App {
+    /// The sites a staff member or auditor may see, by name.
+    pub async fn sites_for(&self, caller: &Caller) -> Result<Vec<SiteRow>, AppError> {
+        let Caller::Principal(Principal::Person { standing, .. }) = caller else {
+            return Err(AppError::Forbidden);
+        };
+        if !(standing.role.is_staff() || standing.role == Role::Auditor) {
+            return Err(AppError::Forbidden);
+        }
+        let scope = standing.scope.clone();
+        let all =
+            self.store().read(move |tx| async move { tx.sites(&scope.org).await }.boxed()).await?;
+        Ok(all.into_iter().filter(|s| standing.scope.covers(&s.org, &s.id)).collect())
+    }
+
+    /// A site with its banks and their compartments, for those who may view it.
+    pub async fn site_overview(
+        &self,
+        caller: &Caller,
+        site: &SiteId,
+    ) -> Result<(SiteRow, Vec<BankOverview>), AppError> {
+        let s = self.site(site).await?;
+        if let Err(d) = caller.check(|p| policy::may_view_site(p, &s.org, &s.id)) {
+            return Err(self
+                .refuse(
+                    caller,
+                    AuditAction::AccessDenied,
+                    Target { site: Some(site.clone()), ..Target::default() },
+                    d,
+                )
+                .await);
+        }
+        let id = s.id.clone();
+        let banks = self
+            .store()
+            .read(move |tx| {
+                async move {
+                    let mut out = Vec::new();
+                    for bank in tx.banks(&id).await? {
+                        let compartments = tx.compartments(&bank.id).await?;
+                        out.push((bank, compartments));
+                    }
+                    Ok::<_, AppError>(out)
+                }
+                .boxed()
+            })
+            .await?;
+        Ok((s, banks))
+    }
+}
+
+impl App {
+    /// The compartment numbers of a bank (for its agent).
+    pub async fn bank_compartment_numbers(&self, bank: &BankId) -> Result<Vec<u16>, AppError> {
+        let bank = bank.clone();
+        let rows = self
+            .store()
+            .read(move |tx| async move { tx.compartments(&bank).await }.boxed())
+            .await?;
+        Ok(rows.iter().map(|c| c.number.get()).collect())
+    }
+}
+
+impl App {
+    /// A bank's compartments (for pages that show compartment numbers).
+    pub async fn bank_overview(&self, bank: &BankId) -> Result<Vec<CompartmentRow>, AppError> {
+        let bank = bank.clone();
+        Ok(self.store().read(move |tx| async move { tx.compartments(&bank).await }.boxed()).await?)
+    }
+
+    /// A random token for one-off uses such as a sign-in form's CSRF token.
+    pub fn random_token(&self) -> Result<String, AppError> {
+        let bytes: [u8; 32] = self.rng().bytes()?;
+        Ok(data_encoding::BASE64URL_NOPAD.encode(&bytes))
+    }
+}

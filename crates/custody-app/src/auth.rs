@@ -259,35 +259,46 @@ impl App {
     /// The carrier behind an API key token (`<key id>.<secret>`), if it is live.
     pub async fn authenticate_api_key(&self, token: &str) -> Result<Caller, AppError> {
         let now = self.now();
-        let (id, secret) = token.split_once('.').ok_or(AppError::AuthenticationFailed)?;
-        if secret.len() > 128 {
-            return Err(AppError::AuthenticationFailed);
-        }
-        let id = ApiKeyId::parse(id).map_err(|_| AppError::AuthenticationFailed)?;
-        let lookup = id.clone();
-        let key =
-            self.store().read(move |tx| async move { tx.api_key(&lookup).await }.boxed()).await?;
-        let expected = key.as_ref().map_or_else(|| vec![0u8; 32], |k| k.secret_hash.clone());
-        let matches =
-            self.keys().api_keys.verify(&[id.as_str().as_bytes(), secret.as_bytes()], &expected);
-        let key = match key {
-            Some(k) if matches && k.revoked_at.is_none() => k,
-            _ => {
-                let event = AuditEvent {
-                    at: now,
-                    actor: Actor { kind: ActorKind::CarrierKey, id: Some(id.to_string()) },
-                    action: AuditAction::ApiKeyReject,
-                    target: Target::default(),
-                    outcome: Outcome::Denied,
-                    reason: Some("bad_api_key".into()),
-                };
+        let parsed = token
+            .split_once('.')
+            .filter(|(_, secret)| secret.len() <= 128)
+            .and_then(|(id, secret)| ApiKeyId::parse(id).ok().map(|id| (id, secret)));
+        let found = match &parsed {
+            Some((id, _)) => {
+                let lookup = id.clone();
                 self.store()
-                    .write(move |tx| {
-                        async move { tx.append_audit(&event).await.map(|_| ()) }.boxed()
-                    })
-                    .await?;
-                return Err(AppError::AuthenticationFailed);
+                    .read(move |tx| async move { tx.api_key(&lookup).await }.boxed())
+                    .await?
             }
+            None => None,
+        };
+        let live = match (&parsed, found) {
+            (Some((id, secret)), Some(k)) => {
+                let matches = self
+                    .keys()
+                    .api_keys
+                    .verify(&[id.as_str().as_bytes(), secret.as_bytes()], &k.secret_hash);
+                (matches && k.revoked_at.is_none()).then_some(k)
+            }
+            _ => None,
+        };
+        let Some(key) = live else {
+            // Every refused key is recorded: unknown, malformed, wrong secret, revoked.
+            let event = AuditEvent {
+                at: now,
+                actor: Actor {
+                    kind: ActorKind::CarrierKey,
+                    id: parsed.map(|(id, _)| id.to_string()),
+                },
+                action: AuditAction::ApiKeyReject,
+                target: Target::default(),
+                outcome: Outcome::Denied,
+                reason: Some("bad_api_key".into()),
+            };
+            self.store()
+                .write(move |tx| async move { tx.append_audit(&event).await.map(|_| ()) }.boxed())
+                .await?;
+            return Err(AppError::AuthenticationFailed);
         };
         if key.last_used_at.is_none_or(|t| now.as_millis() - t.as_millis() >= TOUCH_EVERY_MS) {
             let kid = key.id.clone();

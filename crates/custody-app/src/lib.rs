@@ -68,6 +68,9 @@ pub enum AppError {
     /// The bank has no enrolled device to send a command to.
     #[error("the bank has no enrolled device")]
     BankNotEnrolled,
+    /// The bank's agent is not connected, so a door cannot be opened now.
+    #[error("the bank's agent is not connected; try again when it is online")]
+    BankOffline,
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -88,12 +91,14 @@ impl AppError {
             Self::Throttled => "throttled",
             Self::PickupRefused => "pickup_refused",
             Self::BankNotEnrolled => "bank_not_enrolled",
+            Self::BankOffline => "bank_offline",
             Self::Store(StoreError::Conflict) => "conflict",
             Self::Store(_) | Self::Crypto(_) => "internal",
         }
     }
 
-    pub(crate) fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    /// A conflict with the current state, with its stable code.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
         Self::Conflict { code, message: message.into() }
     }
 
@@ -224,7 +229,15 @@ impl KeyRing {
     }
 }
 
+/// Whether a bank's agent can receive a command now. The server's device hub answers; without
+/// one (the `custody` command, use-case tests) every bank counts as reachable.
+pub trait Presence: Send + Sync {
+    /// Whether `bank`'s agent is connected.
+    fn is_online(&self, bank: &BankId) -> bool;
+}
+
 struct Inner {
+    presence: std::sync::OnceLock<Arc<dyn Presence>>,
     store: Store,
     clock: Arc<dyn Clock>,
     rng: Rng,
@@ -256,6 +269,7 @@ impl App {
         let passwords = custody_crypto::password::PasswordHasher::new(&rng)?;
         let permits = config.password_hash_concurrency.max(1);
         Ok(Self(Arc::new(Inner {
+            presence: std::sync::OnceLock::new(),
             store,
             clock,
             rng,
@@ -264,6 +278,20 @@ impl App {
             passwords,
             hash_permits: Semaphore::new(permits),
         })))
+    }
+
+    /// Connects the source of truth for which banks are online (once; later calls are ignored).
+    pub fn set_presence(&self, presence: Arc<dyn Presence>) {
+        let _ = self.0.presence.set(presence);
+    }
+
+    /// Refuses commands to a bank whose agent is not connected: a door command that cannot be
+    /// delivered must not be issued and audited as if it were.
+    pub(crate) fn require_online(&self, bank: &BankId) -> Result<(), AppError> {
+        match self.0.presence.get() {
+            Some(p) if !p.is_online(bank) => Err(AppError::BankOffline),
+            _ => Ok(()),
+        }
     }
 
     /// The store, for health checks and read-only listings.

@@ -159,7 +159,7 @@ impl App {
             return Err(self
                 .refuse(
                     caller,
-                    AuditAction::PickupAttempt,
+                    AuditAction::AccessDenied,
                     Target { parcel: Some(id.clone()), ..Target::default() },
                     d,
                 )
@@ -234,7 +234,7 @@ impl App {
                     return Err(self
                         .refuse(
                             caller,
-                            AuditAction::PickupAttempt,
+                            AuditAction::AccessDenied,
                             Target { site: Some(site.clone()), ..Target::default() },
                             d,
                         )
@@ -793,6 +793,11 @@ impl App {
         if let Err(d) = caller.check(|pr| policy::may_manage_site(pr, &p.org, &p.site)) {
             return Err(self.refuse(caller, AuditAction::Retrieve, parcel_target(&p), d).await);
         }
+        self.require_online(
+            p.bank.as_ref().ok_or_else(|| {
+                AppError::conflict("parcel_state", "the parcel is not in a locker")
+            })?,
+        )?;
         self.take_out(
             caller,
             p,
@@ -874,6 +879,7 @@ impl App {
         if let Err(d) = caller.check(|p| policy::may_manage_site(p, &site.org, &site.id)) {
             return Err(self.refuse(caller, AuditAction::RemoteOpen, target, d).await);
         }
+        self.require_online(&c.bank)?;
         let (now, actor, app) = (self.now(), caller.actor(), self.clone());
         self.store()
             .write(move |tx| {

@@ -118,6 +118,8 @@ named_enum!(
         EnrolmentTokenCreate = "device.enrolment_token.create",
         /// A notification was handed to its channel or gave up.
         NotificationDelivery = "notification.delivery",
+        /// Reading something was refused (another resident's parcel, a site out of scope).
+        AccessDenied = "access.denied",
     }
 );
 

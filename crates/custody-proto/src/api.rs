@@ -1,1 +1,355 @@
-//! HTTP API bodies; filled in with the server.
+//! Bodies of the HTTP API under `/api/v1`. Requests reject unknown fields; times are RFC 3339
+//! strings in UTC; ids are opaque strings.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Every error response: `{"error": {"code": "…", "message": "…"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// A machine-readable code and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable code, such as `not_found`, `invalid_request`, `parcel_state`.
+    pub code: String,
+    /// What went wrong and, where possible, what to do.
+    pub message: String,
+}
+
+/// Sign in with a password.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// E-mail address.
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest").field("email", &self.email).finish_non_exhaustive()
+    }
+}
+
+/// A person as the API shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PersonView {
+    /// Id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// E-mail address.
+    pub email: String,
+    /// `resident`, `courier`, `auditor`, `admin` or `super_admin`.
+    pub role: String,
+    /// The site their role is limited to.
+    pub site: Option<String>,
+    /// For couriers, their carrier.
+    pub carrier: Option<String>,
+}
+
+/// A signed-in session. The session itself is the `__Host-custody-session` cookie.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SessionView {
+    /// Who is signed in.
+    pub person: PersonView,
+    /// Send as `X-CSRF-Token` with every state-changing request made with the cookie.
+    pub csrf_token: String,
+}
+
+/// A compartment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CompartmentView {
+    /// Id.
+    pub id: String,
+    /// Number on the door.
+    pub number: u16,
+    /// `small`, `medium`, `large` or `extra_large`.
+    pub size: String,
+    /// At accessible height.
+    pub accessible: bool,
+    /// Refrigerated.
+    pub refrigerated: bool,
+    /// `free`, `reserved`, `occupied` or `out_of_service`.
+    pub state: String,
+    /// Last sensed door state: `open`, `closed` or `unknown`.
+    pub door: String,
+}
+
+/// A locker bank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BankView {
+    /// Id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Whether its agent is connected now.
+    pub online: bool,
+    /// Its compartments.
+    pub compartments: Vec<CompartmentView>,
+}
+
+/// A site with its banks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SiteView {
+    /// Id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// IANA time zone.
+    pub time_zone: String,
+    /// Pickup window in hours.
+    pub pickup_window_hours: u64,
+    /// Banks (empty in listings).
+    pub banks: Vec<BankView>,
+}
+
+/// A parcel: metadata only, never a code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ParcelView {
+    /// Id.
+    pub id: String,
+    /// Site.
+    pub site: String,
+    /// Bank, once assigned.
+    pub bank: Option<String>,
+    /// Compartment, once assigned.
+    pub compartment: Option<String>,
+    /// Delivering carrier.
+    pub carrier: String,
+    /// Who may collect it.
+    pub recipient: String,
+    /// Carrier's reference.
+    pub tracking_ref: String,
+    /// Size class.
+    pub size: String,
+    /// `expected`, `deposited`, `notified`, `picked_up`, `expired`, `returned` or `retrieved`.
+    pub state: String,
+    /// Announced.
+    pub created_at: String,
+    /// Deposited.
+    pub deposited_at: Option<String>,
+    /// Recipient notified.
+    pub notified_at: Option<String>,
+    /// End of the pickup window.
+    pub expires_at: Option<String>,
+    /// Left the locker for good.
+    pub closed_at: Option<String>,
+}
+
+/// One entry of a parcel's chain of custody.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EventView {
+    /// Position in the audit log.
+    pub seq: i64,
+    /// When.
+    pub at: String,
+    /// `person`, `carrier_key`, `device`, `system` or `anonymous`.
+    pub actor_kind: String,
+    /// The actor's id, when it has one.
+    pub actor_id: Option<String>,
+    /// What happened, such as `parcel.deposit`.
+    pub action: String,
+    /// `success`, `failure` or `denied`.
+    pub outcome: String,
+    /// Why, for failures and sensitive actions.
+    pub reason: Option<String>,
+}
+
+/// A parcel with its chain of custody.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ParcelHistory {
+    /// The parcel.
+    pub parcel: ParcelView,
+    /// Its events, oldest first.
+    pub events: Vec<EventView>,
+}
+
+/// A carrier announces a parcel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectParcelRequest {
+    /// Destination site.
+    pub site: String,
+    /// The recipient's e-mail address, as registered at the site.
+    pub recipient_email: String,
+    /// Carrier's tracking reference.
+    pub tracking_ref: String,
+    /// `small`, `medium`, `large` or `extra_large`.
+    pub size: String,
+    /// Needs an accessible-height compartment.
+    #[serde(default)]
+    pub accessible: bool,
+    /// Needs a refrigerated compartment.
+    #[serde(default)]
+    pub refrigerated: bool,
+}
+
+/// Start a deposit at a bank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DepositRequest {
+    /// The bank the courier stands at.
+    pub bank: String,
+}
+
+/// A deposit under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DepositView {
+    /// The parcel.
+    pub parcel: ParcelView,
+    /// The reserved compartment, whose door is opening.
+    pub compartment: CompartmentView,
+    /// Whether the open command reached the bank's agent.
+    pub command_delivered: bool,
+}
+
+/// A reason for a sensitive action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonRequest {
+    /// Why, in a few words; recorded in the audit log.
+    pub reason: String,
+}
+
+/// A compartment being opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OpeningView {
+    /// The compartment.
+    pub compartment: CompartmentView,
+    /// The parcel, when the opening changed it.
+    pub parcel: Option<ParcelView>,
+    /// Whether the open command reached the bank's agent.
+    pub command_delivered: bool,
+}
+
+/// Create a site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSiteRequest {
+    /// Display name.
+    pub name: String,
+    /// IANA time zone, such as `Europe/Berlin`.
+    pub time_zone: String,
+    /// Pickup window in hours (default 168, seven days).
+    pub pickup_window_hours: Option<u64>,
+}
+
+/// Create a bank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBankRequest {
+    /// Display name.
+    pub name: String,
+}
+
+/// One compartment to add.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompartmentSpec {
+    /// Number on the door, 1–999.
+    pub number: u16,
+    /// `small`, `medium`, `large` or `extra_large`.
+    pub size: String,
+    /// At accessible height.
+    #[serde(default)]
+    pub accessible: bool,
+    /// Refrigerated.
+    #[serde(default)]
+    pub refrigerated: bool,
+}
+
+/// Add compartments to a bank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCompartmentsRequest {
+    /// The compartments (all are added, or none).
+    pub compartments: Vec<CompartmentSpec>,
+}
+
+/// Add a person.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePersonRequest {
+    /// E-mail address (their login).
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// Limit the role to this site (required for residents).
+    pub site: Option<String>,
+    /// For couriers, their carrier.
+    pub carrier: Option<String>,
+    /// Initial password (at least 12 characters), if they sign in with one.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for CreatePersonRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatePersonRequest")
+            .field("email", &self.email)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Register a carrier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCarrierRequest {
+    /// Display name.
+    pub name: String,
+}
+
+/// A carrier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CarrierView {
+    /// Id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// Issue an API key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKeyRequest {
+    /// What to call it.
+    pub label: String,
+    /// Sites it may deliver to.
+    pub sites: Vec<String>,
+}
+
+/// A freshly issued API key. The token is shown this once.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ApiKeyIssued {
+    /// Key id.
+    pub id: String,
+    /// `Authorization: Bearer <token>`.
+    pub token: String,
+}
+
+impl std::fmt::Debug for ApiKeyIssued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyIssued").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// A single-use enrolment token for a bank's agent. Shown this once.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EnrolmentTokenView {
+    /// Give it to `custody agent enrol --token`.
+    pub token: String,
+}
+
+impl std::fmt::Debug for EnrolmentTokenView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnrolmentTokenView(<redacted>)")
+    }
+}

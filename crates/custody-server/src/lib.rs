@@ -1,1 +1,387 @@
-//! placeholder
+//! The Custody server: the HTTPS API and admin portal, the device gateway, the outbox worker
+//! and the housekeeping sweeper.
+//!
+//! **Architecture Invariant:** the server holds no business rules. Handlers prove who is calling
+//! with a capability extractor, call one use case of `custody-app`, and translate the answer.
+//!
+//! **Architecture Invariant:** every route is registered through [`routes::Routes`] with its
+//! access class; the route × role test walks that table.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod gateway;
+mod headers;
+pub mod listen;
+pub mod openapi;
+pub mod outbox;
+pub mod portal;
+pub mod routes;
+mod views;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use custody_app::App;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tower_http::limit::RequestBodyLimitLayer;
+
+pub use error::ApiError;
+pub use gateway::DeviceHub;
+pub use listen::ClientAddress;
+
+use routes::{Access, Doc, RouteInfo, Routes};
+
+/// Largest request body accepted, checked before reading (ASVS 5.2.1).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct ServerState {
+    /// The use cases.
+    pub app: App,
+    /// Connected agents.
+    pub hub: DeviceHub,
+    /// The Prometheus registry, when metrics are recorded in this process.
+    pub metrics: Option<PrometheusHandle>,
+    /// The scraper's bearer token.
+    pub metrics_token: Arc<str>,
+}
+
+impl std::fmt::Debug for ServerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerState").field("app", &self.app).finish_non_exhaustive()
+    }
+}
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).clone()
+}
+
+fn table() -> Routes<ServerState> {
+    use Access::{Carrier, Metrics, Person, Public, Signed, Staff, StaffRead};
+    Routes::new()
+        .get("/healthz", Public, Doc::plain("Liveness"), api::healthz)
+        .get("/readyz", Public, Doc::plain("Readiness: the database answers"), api::readyz)
+        .get("/metrics", Metrics, Doc::plain("Prometheus metrics"), api::metrics)
+        .get("/api/v1/openapi.json", Public, Doc::plain("This document"), api::openapi)
+        .post(
+            "/api/v1/sessions",
+            Public,
+            Doc::json("Sign in with a password; sets the session cookie", 200, "SessionView")
+                .taking("LoginRequest"),
+            api::login,
+        )
+        .delete("/api/v1/sessions/current", Person, Doc::plain("Sign out"), api::logout)
+        .get("/api/v1/me", Person, Doc::json("The signed-in person", 200, "PersonView"), api::me)
+        .get(
+            "/api/v1/parcels",
+            Signed,
+            Doc::list("Parcels the caller may see (staff: ?site=)", "ParcelView"),
+            api::parcels,
+        )
+        .post(
+            "/api/v1/parcels",
+            Carrier,
+            Doc::json("Announce a parcel", 201, "ParcelView").taking("ExpectParcelRequest"),
+            api::expect_parcel,
+        )
+        .get("/api/v1/parcels/{id}", Signed, Doc::json("A parcel", 200, "ParcelView"), api::parcel)
+        .get(
+            "/api/v1/parcels/{id}/history",
+            Signed,
+            Doc::json("A parcel's chain of custody", 200, "ParcelHistory"),
+            api::parcel_history,
+        )
+        .post(
+            "/api/v1/parcels/{id}/deposit",
+            Carrier,
+            Doc::json("Reserve a compartment and open it", 200, "DepositView")
+                .taking("DepositRequest"),
+            api::start_deposit,
+        )
+        .post(
+            "/api/v1/parcels/{id}/deposit/confirm",
+            Carrier,
+            Doc::json(
+                "Confirm a deposit after the door closed; notifies the recipient",
+                200,
+                "ParcelView",
+            ),
+            api::confirm_deposit,
+        )
+        .post(
+            "/api/v1/parcels/{id}/deposit/cancel",
+            Carrier,
+            Doc::json("Abandon a deposit under way", 200, "ParcelView"),
+            api::cancel_deposit,
+        )
+        .post(
+            "/api/v1/parcels/{id}/return",
+            Carrier,
+            Doc::json("Take an expired parcel back", 200, "OpeningView"),
+            api::return_to_carrier,
+        )
+        .post(
+            "/api/v1/parcels/{id}/retrieve",
+            Staff,
+            Doc::json("Take a parcel out, with a reason", 200, "OpeningView")
+                .taking("ReasonRequest"),
+            api::retrieve,
+        )
+        .post(
+            "/api/v1/compartments/{id}/open",
+            Staff,
+            Doc::json("Open a compartment remotely, with a reason", 200, "OpeningView")
+                .taking("ReasonRequest"),
+            api::remote_open,
+        )
+        .get(
+            "/api/v1/sites",
+            StaffRead,
+            Doc::list("Sites in the caller's scope", "SiteView"),
+            api::sites,
+        )
+        .post(
+            "/api/v1/sites",
+            Staff,
+            Doc::json("Create a site", 201, "SiteView").taking("CreateSiteRequest"),
+            api::create_site,
+        )
+        .get(
+            "/api/v1/sites/{id}",
+            StaffRead,
+            Doc::json("A site with its banks and compartments", 200, "SiteView"),
+            api::site,
+        )
+        .post(
+            "/api/v1/sites/{id}/banks",
+            Staff,
+            Doc::json("Create a bank", 201, "BankView").taking("CreateBankRequest"),
+            api::create_bank,
+        )
+        .post(
+            "/api/v1/banks/{id}/compartments",
+            Staff,
+            Doc::list("Add compartments", "CompartmentView").taking("CreateCompartmentsRequest"),
+            api::create_compartments,
+        )
+        .post(
+            "/api/v1/banks/{id}/enrolment-tokens",
+            Staff,
+            Doc::json("Issue a single-use enrolment token", 201, "EnrolmentTokenView"),
+            api::create_enrolment_token,
+        )
+        .post(
+            "/api/v1/people",
+            Staff,
+            Doc::json("Add a person", 201, "PersonView").taking("CreatePersonRequest"),
+            api::create_person,
+        )
+        .post(
+            "/api/v1/carriers",
+            Staff,
+            Doc::json("Register a carrier", 201, "CarrierView").taking("CreateCarrierRequest"),
+            api::create_carrier,
+        )
+        .post(
+            "/api/v1/carriers/{id}/api-keys",
+            Staff,
+            Doc::json("Issue an API key", 201, "ApiKeyIssued").taking("CreateApiKeyRequest"),
+            api::create_api_key,
+        )
+        .post(
+            "/api/v1/devices/enrol",
+            Public,
+            Doc::json("Enrol an agent with a single-use token and a CSR", 201, "EnrolResponse")
+                .taking("EnrolRequest"),
+            api::enrol,
+        )
+        .get("/", Public, Doc::plain("Redirect to the portal"), portal::root)
+        .get("/static/custody.css", Public, Doc::plain("Style sheet"), portal::stylesheet)
+        .get("/portal/login", Public, Doc::plain("Sign-in page"), portal::login_page)
+        .post("/portal/login", Public, Doc::plain("Sign in"), portal::login_submit)
+        .post("/portal/logout", Person, Doc::plain("Sign out"), portal::logout)
+        .get("/portal", Person, Doc::plain("Overview"), portal::home)
+        .get("/portal/sites/{id}", StaffRead, Doc::plain("A site"), portal::site)
+        .get(
+            "/portal/parcels/{id}",
+            Person,
+            Doc::plain("A parcel and its chain of custody"),
+            portal::parcel,
+        )
+}
+
+/// Every route of the public server with its access class.
+pub fn routes_table() -> Vec<RouteInfo> {
+    table().finish().1
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(http::StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// Counts requests and their latency per route and status, with bounded labels (route
+/// patterns, never ids).
+async fn record(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    #[allow(clippy::disallowed_methods, reason = "the metrics adapter measures real latency")]
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("custody_http_requests_total", "method" => method, "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("custody_http_request_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Gives errors produced below the handlers (body limit, method not allowed) the API's JSON
+/// error shape, so every 4xx is machine-readable.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let is_json = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return response;
+    }
+    match response.status() {
+        http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            response.status(),
+            "payload_too_large",
+            format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+        .into_response(),
+        http::StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            response.status(),
+            "method_not_allowed",
+            "this route does not take that method",
+        )
+        .into_response(),
+        _ => response,
+    }
+}
+
+/// The public router: API, portal, health, metrics.
+pub fn router(state: ServerState) -> Router {
+    let (api, _) = table().finish();
+    let router = api
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn(record))
+        .with_state(state);
+    headers::secure(router)
+}
+
+/// The device gateway's router.
+pub fn gateway_router(state: ServerState) -> Router {
+    Router::new()
+        .route("/v1/link", axum::routing::get(gateway::link))
+        .fallback(|| async { not_found().await.into_response() })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the HTTPS API and portal listen.
+    pub public: SocketAddr,
+    /// Where the device gateway listens.
+    pub gateway: SocketAddr,
+    /// Shared state (the app and the device hub).
+    pub state: ServerState,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops serving.
+    pub fn stop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// TLS material and addresses for [`start`].
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Public HTTPS address.
+    pub public: SocketAddr,
+    /// Device gateway address.
+    pub gateway: SocketAddr,
+    /// Server certificate chain, PEM.
+    pub cert_pem: String,
+    /// Server key, PEM.
+    pub key_pem: String,
+}
+
+/// Starts both listeners and the background workers.
+pub async fn start(
+    app: App,
+    listen: Listen,
+    metrics_token: Arc<str>,
+    workers: outbox::Workers,
+) -> std::io::Result<Running> {
+    use custody_crypto::tls::{ClientAuth, server_config};
+    let state = ServerState {
+        app: app.clone(),
+        hub: DeviceHub::default(),
+        metrics: metrics_handle(),
+        metrics_token,
+    };
+    app.set_presence(Arc::new(state.hub.clone()));
+    let public_tls = server_config(
+        &listen.cert_pem,
+        &listen.key_pem,
+        &ClientAuth::None,
+        &[b"h2", b"http/1.1"],
+        app.clock(),
+    )
+    .map_err(std::io::Error::other)?;
+    let gateway_tls = server_config(
+        &listen.cert_pem,
+        &listen.key_pem,
+        &ClientAuth::Required { ca_pem: app.ca_pem().to_owned() },
+        &[b"http/1.1"],
+        app.clock(),
+    )
+    .map_err(std::io::Error::other)?;
+    let public_listener = TcpListener::bind(listen.public).await?;
+    let gateway_listener = TcpListener::bind(listen.gateway).await?;
+    let (public, gateway) = (public_listener.local_addr()?, gateway_listener.local_addr()?);
+    let mut tasks = vec![
+        listen::serve(public_listener, public_tls, router(state.clone()), false),
+        listen::serve(gateway_listener, gateway_tls, gateway_router(state.clone()), true),
+    ];
+    tasks.extend(workers.spawn(app));
+    tracing::info!(%public, %gateway, "serving");
+    Ok(Running { public, gateway, state, tasks })
+}
+
+/// How often the sweeper expires parcels, releases stale reservations and retries
+/// notifications.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(30);

@@ -58,6 +58,8 @@ pub struct Env {
     pub device: Caller,
     /// The test store (kept alive with the app).
     pub store: TestStore,
+    /// The data directory with keys and certificates.
+    pub data: DataDir,
     _keys: tempfile::TempDir,
 }
 
@@ -141,6 +143,7 @@ impl Env {
             bob,
             device,
             store,
+            data,
             _keys: keys_dir,
         }
     }

@@ -15,9 +15,11 @@
 )]
 
 pub mod env;
+pub mod server;
 pub mod store;
 
 pub use env::Env;
+pub use server::TestServer;
 pub use store::{TestStore, postgres_store, sqlite_store};
 
 use custody_core::{ManualClock, Timestamp};

@@ -1,0 +1,525 @@
+//! The JSON API under `/api/v1`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use custody_app::Caller;
+use custody_app::admin::{CompartmentSpec, NewPerson};
+use custody_app::parcels::ParcelSpec;
+use custody_core::compartment::SizeClass;
+use custody_core::person::Role;
+use custody_core::policy::Principal;
+use custody_core::{BankId, CarrierId, CompartmentId, ParcelId, SiteId};
+use custody_proto::api::{
+    ApiKeyIssued, BankView, CarrierView, CreateApiKeyRequest, CreateBankRequest,
+    CreateCarrierRequest, CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest,
+    DepositRequest, DepositView, EnrolmentTokenView, ExpectParcelRequest, LoginRequest,
+    OpeningView, ParcelHistory, ParcelView, PersonView, ReasonRequest, SessionView, SiteView,
+};
+use custody_proto::device::{EnrolRequest, EnrolResponse, SignedOpenCommand};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::extract::{CarrierCaller, PersonSession, SESSION_COOKIE, Signed, Staff, StaffRead};
+use crate::{ApiError, ClientAddress, ServerState, views};
+
+/// JSON body extractor whose rejections use the API's error format.
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    axum::Json<T>: FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        axum::Json::<T>::from_request(req, state)
+            .await
+            .map(|axum::Json(v)| Self(v))
+            .map_err(ApiError::from)
+    }
+}
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+fn parse_id<T: FromStr>(s: &str, what: &str) -> Result<T, ApiError> {
+    T::from_str(s).map_err(|_| {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", format!("that is not a {what} id"))
+    })
+}
+
+fn size(s: &str) -> Result<SizeClass, ApiError> {
+    SizeClass::parse(s).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "size must be small, medium, large or extra_large",
+        )
+    })
+}
+
+/// Delivers a command to its bank's agent; whether it arrived goes into the answer.
+fn deliver(state: &ServerState, command: &SignedOpenCommand) -> bool {
+    let Ok(bank) = BankId::parse(&command.command.bank) else { return false };
+    state.hub.send(&bank, custody_proto::device::ServerMessage::Open(command.clone()))
+}
+
+// --- health ---------------------------------------------------------------------------------
+
+/// Liveness: the process answers.
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: the database answers.
+pub async fn readyz(State(state): State<ServerState>) -> Response {
+    match state.app.store().ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: database");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+        }
+    }
+}
+
+/// Prometheus metrics, for the scraper's bearer token.
+pub async fn metrics(State(state): State<ServerState>, headers: HeaderMap) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = presented.is_some_and(|p| {
+        custody_crypto::constant_time_eq(p.trim().as_bytes(), state.metrics_token.as_bytes())
+    });
+    if !ok {
+        return ApiError::unauthenticated().into_response();
+    }
+    let body = state
+        .metrics
+        .as_ref()
+        .map(metrics_exporter_prometheus::PrometheusHandle::render)
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+/// The OpenAPI document.
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], crate::openapi::document()).into_response()
+}
+
+// --- sessions -------------------------------------------------------------------------------
+
+/// The `Set-Cookie` value that starts a session.
+pub fn session_cookie(token: &str, max_age: Duration) -> HeaderValue {
+    let v = format!(
+        "{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
+        max_age.as_secs()
+    );
+    HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// The `Set-Cookie` value that ends one.
+pub fn clear_session_cookie() -> HeaderValue {
+    HeaderValue::from_static(
+        "__Host-custody-session=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0",
+    )
+}
+
+/// Sign in.
+pub async fn login(
+    State(state): State<ServerState>,
+    ClientAddress(source): ClientAddress,
+    Json(body): Json<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let password = Zeroizing::new(body.password);
+    let session = state.app.login(&body.email, password, &source).await?;
+    let view = SessionView {
+        person: views::person(&session.person),
+        csrf_token: state.app.csrf_token(&session.token),
+    };
+    let cookie = session_cookie(&session.token, state.app.config().session_absolute);
+    Ok(([(header::SET_COOKIE, cookie)], Json(view)).into_response())
+}
+
+/// Sign out.
+pub async fn logout(
+    State(state): State<ServerState>,
+    session: PersonSession,
+) -> Result<Response, ApiError> {
+    state.app.logout(&session.token).await?;
+    Ok(([(header::SET_COOKIE, clear_session_cookie())], StatusCode::NO_CONTENT).into_response())
+}
+
+/// Who am I.
+pub async fn me(session: PersonSession) -> ApiResult<PersonView> {
+    Ok(Json(views::person(session.person())))
+}
+
+// --- parcels --------------------------------------------------------------------------------
+
+/// Filters for the parcel list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParcelQuery {
+    site: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Parcels the caller may see.
+pub async fn parcels(
+    State(state): State<ServerState>,
+    Signed(caller): Signed,
+    query: Result<Query<ParcelQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Vec<ParcelView>> {
+    let Query(q) = query?;
+    let site: Option<SiteId> = q.site.as_deref().map(|s| parse_id(s, "site")).transpose()?;
+    let rows = state.app.visible_parcels(&caller, site.as_ref(), q.limit.unwrap_or(100)).await?;
+    Ok(Json(rows.iter().map(views::parcel).collect()))
+}
+
+/// One parcel.
+pub async fn parcel(
+    State(state): State<ServerState>,
+    Signed(caller): Signed,
+    Path(id): Path<String>,
+) -> ApiResult<ParcelView> {
+    let id: ParcelId = parse_id(&id, "parcel")?;
+    Ok(Json(views::parcel(&state.app.parcel(&caller, &id).await?)))
+}
+
+/// One parcel's chain of custody.
+pub async fn parcel_history(
+    State(state): State<ServerState>,
+    Signed(caller): Signed,
+    Path(id): Path<String>,
+) -> ApiResult<ParcelHistory> {
+    let id: ParcelId = parse_id(&id, "parcel")?;
+    let (p, events) = state.app.parcel_history(&caller, &id).await?;
+    Ok(Json(ParcelHistory {
+        parcel: views::parcel(&p),
+        events: events.iter().map(views::event).collect(),
+    }))
+}
+
+fn carrier_of(caller: &Caller) -> Result<CarrierId, ApiError> {
+    match caller {
+        Caller::Principal(Principal::CarrierKey { carrier, .. }) => Ok(carrier.clone()),
+        Caller::Principal(Principal::Person { standing, .. }) => {
+            standing.carrier.clone().ok_or_else(ApiError::forbidden)
+        }
+        _ => Err(ApiError::forbidden()),
+    }
+}
+
+/// A carrier announces a parcel.
+pub async fn expect_parcel(
+    State(state): State<ServerState>,
+    CarrierCaller(caller): CarrierCaller,
+    Json(body): Json<ExpectParcelRequest>,
+) -> Result<(StatusCode, Json<ParcelView>), ApiError> {
+    let spec = ParcelSpec {
+        site: parse_id(&body.site, "site")?,
+        carrier: carrier_of(&caller)?,
+        recipient_email: body.recipient_email,
+        tracking_ref: body.tracking_ref,
+        size: size(&body.size)?,
+        accessible: body.accessible,
+        refrigerated: body.refrigerated,
+    };
+    let p = state.app.expect_parcel(&caller, spec).await?;
+    Ok((StatusCode::CREATED, Json(views::parcel(&p))))
+}
+
+/// Start a deposit: reserve a compartment and open it.
+pub async fn start_deposit(
+    State(state): State<ServerState>,
+    CarrierCaller(caller): CarrierCaller,
+    Path(id): Path<String>,
+    Json(body): Json<DepositRequest>,
+) -> ApiResult<DepositView> {
+    let id: ParcelId = parse_id(&id, "parcel")?;
+    let bank: BankId = parse_id(&body.bank, "bank")?;
+    let d = state.app.start_deposit(&caller, &id, &bank).await?;
+    let command_delivered = deliver(&state, &d.command);
+    Ok(Json(DepositView {
+        parcel: views::parcel(&d.parcel),
+        compartment: views::compartment(&d.compartment),
+        command_delivered,
+    }))
+}
+
+/// Confirm a deposit after the door closed; the recipient is notified.
+pub async fn confirm_deposit(
+    State(state): State<ServerState>,
+    CarrierCaller(caller): CarrierCaller,
+    Path(id): Path<String>,
+) -> ApiResult<ParcelView> {
+    let id: ParcelId = parse_id(&id, "parcel")?;
+    state.app.confirm_deposit(&caller, &id).await?;
+    // The notification is its own unit: if it cannot be queued now, the sweeper retries it.
+    let p = match state.app.notify(&id).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(parcel = %id, error = %e, "notification deferred");
+            state.app.parcel(&caller, &id).await?
+        }
+    };
+    Ok(Json(views::parcel(&p)))
+}
+
+/// Abandon a deposit under way.
+pub async fn cancel_deposit(
+    State(state): State<ServerState>,
+    CarrierCaller(caller): CarrierCaller,
+    Path(id): Path<String>,
+) -> ApiResult<ParcelView> {
+    let id: ParcelId = parse_id(&id, "parcel")?;
+    Ok(Json(views::parcel(&state.app.cancel_deposit(&caller, &id).await?)))
+}
+
+/// The carrier takes an expired parcel back.
+pub async fn return_to_carrier(
+    State(state): State<ServerState>,
+    CarrierCaller(caller): CarrierCaller,
+    Path(id): Path<String>,
+) -> ApiResult<OpeningView> {
+    let id: ParcelId = parse_id(&id, "parcel")?;
+    let (p, opening) = state.app.return_to_carrier(&caller, &id).await?;
+    let command_delivered = deliver(&state, &opening.command);
+    Ok(Json(OpeningView {
+        compartment: views::compartment(&opening.compartment),
+        parcel: Some(views::parcel(&p)),
+        command_delivered,
+    }))
+}
+
+/// Staff take a parcel out, with a reason.
+pub async fn retrieve(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+    Json(body): Json<ReasonRequest>,
+) -> ApiResult<OpeningView> {
+    let id: ParcelId = parse_id(&id, "parcel")?;
+    let (p, opening) = state.app.retrieve(staff.caller(), &id, &body.reason).await?;
+    let command_delivered = deliver(&state, &opening.command);
+    Ok(Json(OpeningView {
+        compartment: views::compartment(&opening.compartment),
+        parcel: Some(views::parcel(&p)),
+        command_delivered,
+    }))
+}
+
+/// Staff open a compartment remotely, with a reason.
+pub async fn remote_open(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+    Json(body): Json<ReasonRequest>,
+) -> ApiResult<OpeningView> {
+    let id: CompartmentId = parse_id(&id, "compartment")?;
+    let opening = state.app.remote_open(staff.caller(), &id, &body.reason).await?;
+    let command_delivered = deliver(&state, &opening.command);
+    Ok(Json(OpeningView {
+        compartment: views::compartment(&opening.compartment),
+        parcel: None,
+        command_delivered,
+    }))
+}
+
+// --- sites and setup ------------------------------------------------------------------------
+
+/// Sites the caller may see.
+pub async fn sites(
+    State(state): State<ServerState>,
+    StaffRead(staff): StaffRead,
+) -> ApiResult<Vec<SiteView>> {
+    let rows = state.app.sites_for(staff.caller()).await?;
+    Ok(Json(rows.iter().map(views::site).collect()))
+}
+
+/// One site with its banks and compartments.
+pub async fn site(
+    State(state): State<ServerState>,
+    StaffRead(staff): StaffRead,
+    Path(id): Path<String>,
+) -> ApiResult<SiteView> {
+    let id: SiteId = parse_id(&id, "site")?;
+    let (site, banks) = state.app.site_overview(staff.caller(), &id).await?;
+    let mut view = views::site(&site);
+    view.banks = banks
+        .iter()
+        .map(|(b, cs)| BankView {
+            id: b.id.to_string(),
+            name: b.name.to_string(),
+            online: state.hub.is_online(&b.id),
+            compartments: cs.iter().map(views::compartment).collect(),
+        })
+        .collect();
+    Ok(Json(view))
+}
+
+fn org_of(staff: &PersonSession) -> custody_core::OrgId {
+    staff.person().org.clone()
+}
+
+/// Create a site.
+pub async fn create_site(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Json(body): Json<CreateSiteRequest>,
+) -> Result<(StatusCode, Json<SiteView>), ApiError> {
+    let window = body.pickup_window_hours.map(|h| Duration::from_secs(h.saturating_mul(3600)));
+    let s = state
+        .app
+        .create_site(staff.caller(), &org_of(&staff), &body.name, &body.time_zone, window)
+        .await?;
+    Ok((StatusCode::CREATED, Json(views::site(&s))))
+}
+
+/// Create a bank.
+pub async fn create_bank(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+    Json(body): Json<CreateBankRequest>,
+) -> Result<(StatusCode, Json<BankView>), ApiError> {
+    let site: SiteId = parse_id(&id, "site")?;
+    let b = state.app.create_bank(staff.caller(), &site, &body.name).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(BankView {
+            id: b.id.to_string(),
+            name: b.name.to_string(),
+            online: false,
+            compartments: Vec::new(),
+        }),
+    ))
+}
+
+/// Add compartments to a bank.
+pub async fn create_compartments(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+    Json(body): Json<CreateCompartmentsRequest>,
+) -> Result<(StatusCode, Json<Vec<custody_proto::api::CompartmentView>>), ApiError> {
+    let bank: BankId = parse_id(&id, "bank")?;
+    if body.compartments.is_empty() || body.compartments.len() > 999 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "send between 1 and 999 compartments",
+        ));
+    }
+    let specs = body
+        .compartments
+        .iter()
+        .map(|c| {
+            Ok(CompartmentSpec {
+                number: c.number,
+                size: size(&c.size)?,
+                accessible: c.accessible,
+                refrigerated: c.refrigerated,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let rows = state.app.add_compartments(staff.caller(), &bank, &specs).await?;
+    Ok((StatusCode::CREATED, Json(rows.iter().map(views::compartment).collect())))
+}
+
+/// Issue a single-use enrolment token for a bank's agent.
+pub async fn create_enrolment_token(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<EnrolmentTokenView>), ApiError> {
+    let bank: BankId = parse_id(&id, "bank")?;
+    let token = state.app.create_enrolment_token(staff.caller(), &bank).await?;
+    Ok((StatusCode::CREATED, Json(EnrolmentTokenView { token: token.to_string() })))
+}
+
+/// Add a person.
+pub async fn create_person(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Json(body): Json<CreatePersonRequest>,
+) -> Result<(StatusCode, Json<PersonView>), ApiError> {
+    let role = Role::parse(&body.role).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "role must be resident, courier, auditor, admin or super_admin",
+        )
+    })?;
+    let new = NewPerson {
+        org: org_of(&staff),
+        email: body.email,
+        name: body.name,
+        role,
+        site: body.site.as_deref().map(|s| parse_id(s, "site")).transpose()?,
+        carrier: body.carrier.as_deref().map(|s| parse_id(s, "carrier")).transpose()?,
+        password: body.password.map(Zeroizing::new),
+    };
+    let p = state.app.create_person(staff.caller(), new).await?;
+    Ok((StatusCode::CREATED, Json(views::person(&p))))
+}
+
+/// Register a carrier.
+pub async fn create_carrier(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Json(body): Json<CreateCarrierRequest>,
+) -> Result<(StatusCode, Json<CarrierView>), ApiError> {
+    let c = state.app.create_carrier(staff.caller(), &org_of(&staff), &body.name).await?;
+    Ok((StatusCode::CREATED, Json(CarrierView { id: c.id.to_string(), name: c.name.to_string() })))
+}
+
+/// Issue an API key for a carrier.
+pub async fn create_api_key(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+    Json(body): Json<CreateApiKeyRequest>,
+) -> Result<(StatusCode, Json<ApiKeyIssued>), ApiError> {
+    let carrier: CarrierId = parse_id(&id, "carrier")?;
+    let sites =
+        body.sites.iter().map(|s| parse_id(s, "site")).collect::<Result<Vec<SiteId>, _>>()?;
+    let issued = state.app.issue_api_key(staff.caller(), &carrier, &sites, &body.label).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ApiKeyIssued { id: issued.key.id.to_string(), token: issued.token.to_string() }),
+    ))
+}
+
+// --- devices --------------------------------------------------------------------------------
+
+/// Enrol an agent with a single-use token and a CSR.
+pub async fn enrol(
+    State(state): State<ServerState>,
+    Json(body): Json<EnrolRequest>,
+) -> Result<(StatusCode, Json<EnrolResponse>), ApiError> {
+    let e = state.app.enrol(&body.token, &body.csr_pem).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrolResponse {
+            device: e.device.id.to_string(),
+            bank: e.device.bank.to_string(),
+            certificate_pem: e.certificate_pem,
+            ca_pem: state.app.ca_pem().to_owned(),
+            command_key: state.app.command_public_key().to_string(),
+            gateway: state.app.config().gateway_address.clone(),
+        }),
+    ))
+}

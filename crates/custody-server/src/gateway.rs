@@ -1,0 +1,224 @@
+//! The device gateway: one WebSocket per agent over mutually authenticated TLS 1.3.
+//!
+//! The TLS accept loop (see [`crate::listen`]) has already required a client certificate issued
+//! by the internal CA; [`DeviceCaller`] then checks that the device is enrolled, unrevoked and
+//! presents the key it enrolled with. One connection per bank is kept: a newer connection of the
+//! bank replaces an older one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use custody_app::Caller;
+use custody_app::parcels::PickupOutcome;
+use custody_core::policy::Principal;
+use custody_core::{BankId, DeviceId};
+use custody_proto::device::{
+    AgentMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, PickupAnswer, ServerMessage,
+};
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::sync::mpsc;
+
+use crate::ServerState;
+use crate::extract::DeviceCaller;
+
+/// Messages queued for one agent before the server stops waiting for it.
+const OUTBOX_DEPTH: usize = 64;
+
+struct Link {
+    id: u64,
+    device: DeviceId,
+    sender: mpsc::Sender<ServerMessage>,
+}
+
+/// The connected agents, by bank.
+#[derive(Clone, Default)]
+pub struct DeviceHub {
+    links: Arc<Mutex<HashMap<BankId, Link>>>,
+    next: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for DeviceHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceHub").finish_non_exhaustive()
+    }
+}
+
+impl DeviceHub {
+    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<BankId, Link>> {
+        // A panic while holding this lock cannot leave the map half-updated (each operation is
+        // one insert or remove), so a poisoned lock is still consistent.
+        self.links.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the bank's agent is connected.
+    pub fn is_online(&self, bank: &BankId) -> bool {
+        self.links().get(bank).is_some_and(|l| !l.sender.is_closed())
+    }
+
+    /// Queues a message for the bank's agent; `false` when it is not connected or not keeping up.
+    pub fn send(&self, bank: &BankId, message: ServerMessage) -> bool {
+        self.links().get(bank).is_some_and(|l| l.sender.try_send(message).is_ok())
+    }
+
+    /// Banks with a connected agent.
+    pub fn online_banks(&self) -> usize {
+        self.links().values().filter(|l| !l.sender.is_closed()).count()
+    }
+
+    fn register(
+        &self,
+        bank: BankId,
+        device: &DeviceId,
+        sender: mpsc::Sender<ServerMessage>,
+    ) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Some(old) = self.links().insert(bank, Link { id, device: device.clone(), sender }) {
+            tracing::info!(old = %old.device, new = %device, "bank reconnected; the older link is closed");
+        }
+        id
+    }
+
+    fn unregister(&self, bank: &BankId, id: u64) {
+        let mut links = self.links();
+        if links.get(bank).is_some_and(|l| l.id == id) {
+            links.remove(bank);
+        }
+    }
+}
+
+impl custody_app::Presence for DeviceHub {
+    fn is_online(&self, bank: &BankId) -> bool {
+        DeviceHub::is_online(self, bank)
+    }
+}
+
+/// `GET /v1/link`: upgrade to the device link.
+pub async fn link(
+    State(state): State<ServerState>,
+    DeviceCaller(caller): DeviceCaller,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| run(state, caller, socket))
+}
+
+async fn run(state: ServerState, caller: Caller, socket: WebSocket) {
+    let Caller::Principal(Principal::Device { device, bank, .. }) = caller.clone() else { return };
+    if let Err(e) = state.app.device_connected(&caller).await {
+        tracing::error!(error = %e, %device, "could not record device connection");
+        return;
+    }
+    let (sender, mut queue) = mpsc::channel(OUTBOX_DEPTH);
+    let link_id = state.hub.register(bank.clone(), &device, sender.clone());
+    let (mut sink, mut stream) = socket.split();
+    let writer = tokio::spawn(async move {
+        while let Some(message) = queue.recv().await {
+            let Ok(text) = serde_json::to_string(&message) else { continue };
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    tracing::info!(%device, %bank, "device connected");
+    while let Some(frame) = stream.next().await {
+        let text = match frame {
+            Ok(Message::Text(t)) => t,
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => continue,
+        };
+        let message = match serde_json::from_str::<AgentMessage>(&text) {
+            Ok(m) => m,
+            Err(e) => {
+                // The frame may hold a typed code: log the error, never the frame.
+                tracing::warn!(%device, error = ?e.classify(), "unreadable device message");
+                continue;
+            }
+        };
+        if !handle(&state, &caller, &bank, &sender, message).await {
+            break;
+        }
+    }
+    state.hub.unregister(&bank, link_id);
+    drop(sender);
+    writer.abort();
+    tracing::info!(%device, %bank, "device disconnected");
+}
+
+/// Handles one agent message; `false` ends the link.
+async fn handle(
+    state: &ServerState,
+    caller: &Caller,
+    bank: &BankId,
+    sender: &mpsc::Sender<ServerMessage>,
+    message: AgentMessage,
+) -> bool {
+    match message {
+        AgentMessage::Hello { protocol, agent_version } => {
+            if protocol != PROTOCOL_VERSION {
+                let _ = sender
+                    .send(ServerMessage::Goodbye {
+                        reason: format!(
+                            "protocol {protocol} not supported; server speaks {PROTOCOL_VERSION}"
+                        ),
+                    })
+                    .await;
+                return false;
+            }
+            let compartments = match state.app.bank_compartment_numbers(bank).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot list compartments for a device");
+                    return false;
+                }
+            };
+            let Caller::Principal(Principal::Device { device, .. }) = caller else { return false };
+            tracing::info!(%device, agent_version = %agent_version.chars().take(32).collect::<String>(), "hello");
+            let welcome = ServerMessage::Welcome {
+                protocol: PROTOCOL_VERSION,
+                device: device.to_string(),
+                bank: bank.to_string(),
+                compartments,
+                server_time_ms: state.app.now().as_millis(),
+            };
+            sender.send(welcome).await.is_ok()
+        }
+        AgentMessage::PickupAttempt { request_id, code } => {
+            let code = zeroize::Zeroizing::new(code);
+            let (answer, command) = match state.app.redeem_code(caller, &code).await {
+                Ok(PickupOutcome::Accepted { compartment, command }) => {
+                    (PickupAnswer::Accepted { compartment: compartment.get() }, Some(command))
+                }
+                Ok(PickupOutcome::Refused) => (PickupAnswer::Refused, None),
+                Err(e) => {
+                    tracing::error!(error = %e, "pickup attempt failed");
+                    (PickupAnswer::Refused, None)
+                }
+            };
+            if sender.send(ServerMessage::Pickup { request_id, answer }).await.is_err() {
+                return false;
+            }
+            match command {
+                Some(c) => sender.send(ServerMessage::Open(c)).await.is_ok(),
+                None => true,
+            }
+        }
+        AgentMessage::DoorReport { compartment, door, counter } => {
+            if let Err(e) = state.app.door_report(caller, compartment, door).await {
+                tracing::warn!(error = %e, compartment, counter, "door report not recorded");
+            }
+            true
+        }
+        AgentMessage::CommandResult { nonce, outcome } => {
+            if let Err(e) = state.app.command_result(caller, &nonce, &outcome).await {
+                tracing::warn!(error = %e, "command result not recorded");
+            }
+            true
+        }
+    }
+}

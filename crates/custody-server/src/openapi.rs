@@ -1,0 +1,199 @@
+//! The OpenAPI 3.1 document, served at `/api/v1/openapi.json`.
+//!
+//! Schemas come from the API bodies' `ToSchema` derives; paths come from the route table, so a
+//! route and its documentation are registered in one place.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use axum::http::Method;
+use custody_proto::api::{
+    ApiKeyIssued, BankView, CarrierView, CompartmentSpec, CompartmentView, CreateApiKeyRequest,
+    CreateBankRequest, CreateCarrierRequest, CreateCompartmentsRequest, CreatePersonRequest,
+    CreateSiteRequest, DepositRequest, DepositView, EnrolmentTokenView, ErrorBody, ErrorDetail,
+    EventView, ExpectParcelRequest, LoginRequest, OpeningView, ParcelHistory, ParcelView,
+    PersonView, ReasonRequest, SessionView, SiteView,
+};
+use custody_proto::device::{EnrolRequest, EnrolResponse};
+use utoipa::OpenApi as _;
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItemBuilder,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
+};
+use utoipa::openapi::{ArrayBuilder, ContentBuilder, PathsBuilder, Ref, ResponseBuilder};
+
+use crate::routes::{Access, RouteInfo};
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Custody",
+        description = "Smart parcel locker platform: the HTTP API. Errors are `{\"error\": {\"code\", \"message\"}}`."
+    ),
+    components(schemas(
+        ErrorBody,
+        ErrorDetail,
+        LoginRequest,
+        PersonView,
+        SessionView,
+        CompartmentView,
+        BankView,
+        SiteView,
+        ParcelView,
+        EventView,
+        ParcelHistory,
+        ExpectParcelRequest,
+        DepositRequest,
+        DepositView,
+        ReasonRequest,
+        OpeningView,
+        CreateSiteRequest,
+        CreateBankRequest,
+        CompartmentSpec,
+        CreateCompartmentsRequest,
+        CreatePersonRequest,
+        CreateCarrierRequest,
+        CarrierView,
+        CreateApiKeyRequest,
+        ApiKeyIssued,
+        EnrolmentTokenView,
+        EnrolRequest,
+        EnrolResponse
+    ))
+)]
+struct Base;
+
+/// Whether a route belongs in the API document (pages and static files do not).
+pub fn documented(route: &RouteInfo) -> bool {
+    route.path.starts_with("/api/") || ["/healthz", "/readyz", "/metrics"].contains(&route.path)
+}
+
+fn method(m: &Method) -> HttpMethod {
+    match *m {
+        Method::POST => HttpMethod::Post,
+        Method::DELETE => HttpMethod::Delete,
+        Method::PUT => HttpMethod::Put,
+        _ => HttpMethod::Get,
+    }
+}
+
+fn security(access: Access) -> Vec<SecurityRequirement> {
+    let none: [&str; 0] = [];
+    let session = || SecurityRequirement::new("session", none);
+    let key = || SecurityRequirement::new("api_key", none);
+    match access {
+        Access::Public => Vec::new(),
+        Access::Person | Access::StaffRead | Access::Staff => vec![session()],
+        Access::Signed | Access::Carrier => vec![session(), key()],
+        Access::Metrics => vec![SecurityRequirement::new("metrics_token", none)],
+    }
+}
+
+fn error(description: &str) -> ResponseBuilder {
+    ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+    )
+}
+
+fn build(table: &[RouteInfo]) -> String {
+    let mut doc = Base::openapi();
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "session",
+        SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("__Host-custody-session"))),
+    );
+    components
+        .add_security_scheme("api_key", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    components.add_security_scheme(
+        "metrics_token",
+        SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+    );
+
+    let mut by_path: BTreeMap<String, PathItemBuilder> = BTreeMap::new();
+    for route in table.iter().filter(|r| documented(r)) {
+        let d = route.doc;
+        let mut op =
+            OperationBuilder::new().summary(Some(d.summary)).tag(format!("{:?}", route.access));
+        for req in security(route.access) {
+            op = op.security(req);
+        }
+        for segment in route
+            .path
+            .split('/')
+            .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+        {
+            op = op.parameter(
+                ParameterBuilder::new()
+                    .name(segment)
+                    .parameter_in(ParameterIn::Path)
+                    .required(utoipa::openapi::Required::True)
+                    .description(Some("opaque id"))
+                    .schema(Some(
+                        utoipa::openapi::ObjectBuilder::new()
+                            .schema_type(utoipa::openapi::schema::Type::String),
+                    )),
+            );
+        }
+        if let Some(body) = d.request {
+            op = op.request_body(Some(
+                RequestBodyBuilder::new()
+                    .required(Some(utoipa::openapi::Required::True))
+                    .content(
+                        "application/json",
+                        ContentBuilder::new().schema(Some(Ref::from_schema_name(body))).build(),
+                    )
+                    .build(),
+            ));
+        }
+        let ok = match d.response {
+            Some((name, false)) => ResponseBuilder::new().description("success").content(
+                "application/json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name(name))).build(),
+            ),
+            Some((name, true)) => ResponseBuilder::new().description("success").content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(ArrayBuilder::new().items(Ref::from_schema_name(name))))
+                    .build(),
+            ),
+            None => ResponseBuilder::new().description("success"),
+        };
+        op = op.response(d.status.to_string(), ok);
+        if d.request.is_some() {
+            op = op
+                .response("400", error("malformed JSON"))
+                .response("413", error("body too large"))
+                .response("415", error("not JSON"))
+                .response("422", error("invalid field value"));
+        }
+        if route.access != Access::Public {
+            op = op
+                .response("401", error("not signed in"))
+                .response("403", error("role does not allow this"));
+        }
+        if route.path.contains('{') {
+            op = op.response("404", error("no such thing, or not yours to see"));
+        }
+        let item = by_path
+            .remove(route.path)
+            .unwrap_or_default()
+            .operation(method(&route.method), op.build());
+        by_path.insert(route.path.to_owned(), item);
+    }
+    let mut paths = PathsBuilder::new();
+    for (path, item) in by_path {
+        paths = paths.path(path, item.build());
+    }
+    doc.paths = paths.build();
+    serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+/// The document for the server's routes (built once).
+pub fn document() -> &'static str {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| build(&crate::routes_table()))
+}

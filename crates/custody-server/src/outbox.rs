@@ -1,0 +1,261 @@
+//! Background workers: delivering queued notifications, and the housekeeping sweep.
+//!
+//! Notifications are delivered from the durable outbox with retries and backoff (see
+//! `custody_app::outbox`). Two transports exist: SMTP (TLS 1.3 by STARTTLS or implicit TLS,
+//! plaintext only to a local relay under a `danger_` setting) and a file channel that writes
+//! each message as an `.eml` file (for demos and air-gapped sites). Message contents are never
+//! logged: they carry pickup codes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use custody_app::App;
+use custody_app::outbox::Message;
+use lettre::message::Mailbox;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters, TlsVersion};
+use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
+use tokio::task::JoinHandle;
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS, which is required (TLS 1.3).
+    StartTls,
+    /// TLS from the first byte (TLS 1.3), usually port 465.
+    Tls,
+    /// No encryption. Only for a relay on the same machine; logged loudly.
+    DangerPlaintext,
+}
+
+/// Where and how to send e-mail.
+#[derive(Clone)]
+pub struct SmtpSettings {
+    /// Relay host name.
+    pub host: String,
+    /// Relay port.
+    pub port: u16,
+    /// Protection.
+    pub security: SmtpSecurity,
+    /// Sender, such as `Custody <lockers@example.org>`.
+    pub from: String,
+    /// Extra CA certificates (PEM) to trust for the relay, for private relays.
+    pub ca_pem: Option<String>,
+    /// Login, if the relay wants one.
+    pub credentials: Option<(String, zeroize::Zeroizing<String>)>,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A way to deliver messages.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// One `.eml` file per message in this directory (created 0700, files 0600).
+    File(PathBuf),
+    /// An SMTP relay.
+    Smtp(SmtpSettings),
+}
+
+/// Why one delivery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The message could not be built (bad address).
+    #[error("message: {0}")]
+    Message(String),
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Transport(String),
+}
+
+impl Transport {
+    /// Sends one message.
+    pub async fn send(&self, id: &str, message: &Message) -> Result<(), DeliveryError> {
+        match self {
+            Self::File(dir) => write_file(dir, id, message).await,
+            Self::Smtp(s) => send_smtp(s, message).await,
+        }
+    }
+}
+
+fn build_email(from: &str, message: &Message) -> Result<lettre::Message, DeliveryError> {
+    let from: Mailbox = from
+        .parse()
+        .map_err(|e: lettre::address::AddressError| DeliveryError::Message(e.to_string()))?;
+    let to: Mailbox = message
+        .to
+        .parse()
+        .map_err(|e: lettre::address::AddressError| DeliveryError::Message(e.to_string()))?;
+    lettre::Message::builder()
+        .from(from)
+        .to(to)
+        .subject(message.subject.clone())
+        .header(lettre::message::header::ContentType::TEXT_PLAIN)
+        .body(message.body.clone())
+        .map_err(|e| DeliveryError::Message(e.to_string()))
+}
+
+async fn write_file(
+    dir: &std::path::Path,
+    id: &str,
+    message: &Message,
+) -> Result<(), DeliveryError> {
+    let email = build_email("Custody <lockers@localhost>", message)?;
+    let (dir, path) = (dir.to_owned(), dir.join(format!("{id}.eml")));
+    let bytes = email.formatted();
+    tokio::task::spawn_blocking(move || {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(&dir)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path)?;
+        std::io::Write::write_all(&mut file, &bytes)?;
+        file.sync_all()
+    })
+    .await
+    .map_err(|e| DeliveryError::Transport(e.to_string()))?
+    .map_err(|e| DeliveryError::Transport(e.to_string()))
+}
+
+async fn send_smtp(s: &SmtpSettings, message: &Message) -> Result<(), DeliveryError> {
+    let email = build_email(&s.from, message)?;
+    let tls = || -> Result<TlsParameters, DeliveryError> {
+        let mut params =
+            TlsParameters::builder(s.host.clone()).set_min_tls_version(TlsVersion::Tlsv13);
+        if let Some(pem) = &s.ca_pem {
+            for cert in custody_crypto::tls::certs_from_pem(pem)
+                .map_err(|e| DeliveryError::Transport(e.to_string()))?
+            {
+                let pem = format!(
+                    "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                    data_encoding::BASE64.encode(&cert)
+                );
+                params = params.add_root_certificate(
+                    Certificate::from_pem(pem.as_bytes())
+                        .map_err(|e| DeliveryError::Transport(e.to_string()))?,
+                );
+            }
+        }
+        params.build_rustls().map_err(|e| DeliveryError::Transport(e.to_string()))
+    };
+    let security = match s.security {
+        SmtpSecurity::StartTls => Tls::Required(tls()?),
+        SmtpSecurity::Tls => Tls::Wrapper(tls()?),
+        SmtpSecurity::DangerPlaintext => Tls::None,
+    };
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.clone())
+        .port(s.port)
+        .tls(security)
+        .timeout(Some(Duration::from_secs(30)));
+    if let Some((user, password)) = &s.credentials {
+        builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
+            user.clone(),
+            password.to_string(),
+        ));
+    }
+    builder
+        .build()
+        .send(email)
+        .await
+        .map(|_| ())
+        .map_err(|e| DeliveryError::Transport(e.to_string()))
+}
+
+/// Delivers every due message once; returns how many were delivered.
+pub async fn deliver_due(app: &App, transport: &Transport) -> Result<usize, custody_app::AppError> {
+    let mut delivered = 0;
+    loop {
+        let batch = app.lease_messages(50).await?;
+        if batch.is_empty() {
+            return Ok(delivered);
+        }
+        for row in batch {
+            let result = match app.open_message(&row) {
+                Ok(message) => transport.send(row.id.as_str(), &message).await,
+                Err(e) => Err(DeliveryError::Message(e.to_string())),
+            };
+            match result {
+                Ok(()) => {
+                    app.message_delivered(&row).await?;
+                    delivered += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(message = %row.id, attempt = row.attempts + 1, error = %e, "delivery failed");
+                    app.message_failed(&row, &e.to_string()).await?;
+                }
+            }
+        }
+    }
+}
+
+/// One housekeeping pass: expire parcels, release lapsed reservations, retry notifications.
+pub async fn sweep(app: &App) -> Result<(), custody_app::AppError> {
+    let expired = app.expire_due().await?;
+    let released = app.release_stale_reservations().await?;
+    let notified = app.notify_pending().await?;
+    if expired + released + notified > 0 {
+        tracing::info!(expired, released, notified, "sweep");
+    }
+    Ok(())
+}
+
+/// Which background workers to run.
+#[derive(Debug, Clone, Default)]
+pub struct Workers {
+    /// Deliver notifications with this transport.
+    pub transport: Option<Transport>,
+    /// Run the housekeeping sweep.
+    pub sweep: bool,
+    /// How often the outbox is polled.
+    pub poll: Option<Duration>,
+}
+
+impl Workers {
+    /// Spawns the configured workers.
+    pub fn spawn(self, app: App) -> Vec<JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        if let Some(transport) = self.transport {
+            if let Transport::Smtp(SmtpSettings {
+                security: SmtpSecurity::DangerPlaintext,
+                host,
+                ..
+            }) = &transport
+            {
+                tracing::warn!(%host, "SMTP without TLS (danger_plaintext): use only with a relay on this machine");
+            }
+            let (app, every) = (app.clone(), self.poll.unwrap_or(Duration::from_secs(2)));
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = deliver_due(&app, &transport).await {
+                        tracing::error!(error = %e, "outbox pass failed");
+                    }
+                }
+            }));
+        }
+        if self.sweep {
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(crate::SWEEP_EVERY);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = sweep(&app).await {
+                        tracing::error!(error = %e, "sweep failed");
+                    }
+                }
+            }));
+        }
+        tasks
+    }
+}

@@ -1,0 +1,393 @@
+//! The admin portal: server-rendered pages (askama, auto-escaped), no scripts.
+//!
+//! Every form carries a CSRF token (ASVS 3.5.1): the sign-in form a random one mirrored in a
+//! `__Host-` cookie (double submit), forms of a session the token derived from that session.
+//! Signed-out visitors are sent to the sign-in page.
+
+use askama::Template;
+use axum::extract::{Form, FromRef, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use custody_app::AppError;
+use custody_core::person::Role;
+use custody_core::{ParcelId, SiteId};
+use custody_store::{AuditRow, BankRow, CompartmentRow, ParcelRow, PersonRow, SiteRow};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::extract::{PersonSession, cookie};
+use crate::{ClientAddress, ServerState, api, views};
+
+const LOGIN_CSRF_COOKIE: &str = "__Host-custody-login";
+
+/// A signed-in person on a page; signed-out visitors are redirected to sign in.
+#[derive(Debug, Clone)]
+pub struct PortalUser(pub PersonSession);
+
+impl<S> FromRequestParts<S> for PortalUser
+where
+    ServerState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match <PersonSession as axum::extract::OptionalFromRequestParts<S>>::from_request_parts(
+            parts, state,
+        )
+        .await
+        {
+            Ok(Some(s)) => Ok(Self(s)),
+            _ => Err(Redirect::to("/portal/login").into_response()),
+        }
+    }
+}
+
+fn render(t: &impl Template, status: StatusCode) -> Response {
+    match t.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "template failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "page could not be rendered").into_response()
+        }
+    }
+}
+
+/// A page for an error.
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    title: String,
+    message: String,
+    signed_in: Option<Nav>,
+}
+
+/// What the navigation bar shows.
+#[derive(Debug, Clone)]
+struct Nav {
+    name: String,
+    role: String,
+    csrf: String,
+}
+
+fn nav(app: &custody_app::App, s: &PersonSession) -> Nav {
+    Nav {
+        name: s.person().name.to_string(),
+        role: s.person().role.as_str().replace('_', " "),
+        csrf: app.csrf_token(&s.token),
+    }
+}
+
+fn error_page(e: &AppError, nav: Option<Nav>) -> Response {
+    let (status, title) = match e {
+        AppError::NotFound => (StatusCode::NOT_FOUND, "Not found"),
+        AppError::Forbidden => (StatusCode::FORBIDDEN, "Not allowed"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong"),
+    };
+    let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::error!(error = %e, "page failed");
+        "The request changed nothing. Try again, or ask your administrator.".to_owned()
+    } else {
+        e.to_string()
+    };
+    render(&ErrorPage { title: title.into(), message, signed_in: nav }, status)
+}
+
+/// `/` → the portal.
+pub async fn root() -> Redirect {
+    Redirect::to("/portal")
+}
+
+/// The style sheet.
+pub async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../static/custody.css"),
+    )
+        .into_response()
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    csrf: String,
+    email: String,
+    failed: Option<String>,
+}
+
+fn login_form(
+    state: &ServerState,
+    email: String,
+    failed: Option<String>,
+    status: StatusCode,
+) -> Response {
+    let token = match state_rng_token(state) {
+        Ok(t) => t,
+        Err(e) => return error_page(&e, None),
+    };
+    let cookie = HeaderValue::from_str(&format!(
+        "{LOGIN_CSRF_COOKIE}={token}; Path=/portal/login; Secure; HttpOnly; SameSite=Strict"
+    ))
+    .unwrap_or(HeaderValue::from_static(""));
+    let mut response = render(&LoginPage { csrf: token, email, failed }, status);
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    response
+}
+
+fn state_rng_token(state: &ServerState) -> Result<String, AppError> {
+    state.app.random_token()
+}
+
+/// The sign-in page.
+pub async fn login_page(State(state): State<ServerState>) -> Response {
+    login_form(&state, String::new(), None, StatusCode::OK)
+}
+
+/// The sign-in form.
+#[derive(Deserialize)]
+pub struct LoginForm {
+    email: String,
+    password: String,
+    csrf: String,
+}
+
+impl std::fmt::Debug for LoginForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginForm").field("email", &self.email).finish_non_exhaustive()
+    }
+}
+
+/// Sign in from the form.
+pub async fn login_submit(
+    State(state): State<ServerState>,
+    ClientAddress(source): ClientAddress,
+    parts: Parts,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let expected = cookie(&parts, LOGIN_CSRF_COOKIE).unwrap_or("");
+    if expected.is_empty()
+        || !custody_crypto::constant_time_eq(expected.as_bytes(), form.csrf.as_bytes())
+    {
+        return login_form(
+            &state,
+            form.email,
+            Some("The form expired. Please sign in again.".into()),
+            StatusCode::FORBIDDEN,
+        );
+    }
+    match state.app.login(&form.email, Zeroizing::new(form.password), &source).await {
+        Ok(session) => {
+            let cookie = api::session_cookie(&session.token, state.app.config().session_absolute);
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/portal")).into_response()
+        }
+        Err(AppError::Throttled) => login_form(
+            &state,
+            form.email,
+            Some("Too many attempts. Wait a few minutes and try again.".into()),
+            StatusCode::TOO_MANY_REQUESTS,
+        ),
+        Err(AppError::AuthenticationFailed) => login_form(
+            &state,
+            form.email,
+            Some("E-mail address or password is not right.".into()),
+            StatusCode::UNAUTHORIZED,
+        ),
+        Err(e) => error_page(&e, None),
+    }
+}
+
+/// A form that only carries the session's CSRF token.
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+/// Sign out from the form.
+pub async fn logout(
+    State(state): State<ServerState>,
+    PortalUser(s): PortalUser,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if !state.app.csrf_ok(&s.token, &form.csrf) {
+        return error_page(&AppError::Forbidden, Some(nav(&state.app, &s)));
+    }
+    if let Err(e) = state.app.logout(&s.token).await {
+        return error_page(&e, None);
+    }
+    ([(header::SET_COOKIE, api::clear_session_cookie())], Redirect::to("/portal/login"))
+        .into_response()
+}
+
+/// A parcel row on a page.
+struct ParcelLine {
+    id: String,
+    state: String,
+    tracking_ref: String,
+    size: String,
+    compartment: String,
+    created_at: String,
+    expires_at: String,
+}
+
+fn line(p: &ParcelRow, compartments: &[CompartmentRow]) -> ParcelLine {
+    let number = p
+        .compartment
+        .as_ref()
+        .and_then(|c| compartments.iter().find(|x| &x.id == c))
+        .map(|c| c.number.to_string());
+    ParcelLine {
+        id: p.id.to_string(),
+        state: p.state.as_str().replace('_', " "),
+        tracking_ref: p.tracking_ref.to_string(),
+        size: p.size.as_str().replace('_', " "),
+        compartment: number.unwrap_or_else(|| "—".into()),
+        created_at: views::rfc3339(p.created_at),
+        expires_at: p.expires_at.map_or_else(|| "—".into(), views::rfc3339),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    nav: Nav,
+    person: PersonRow,
+    sites: Vec<SiteRow>,
+    parcels: Vec<ParcelLine>,
+    staff: bool,
+}
+
+/// The overview: sites for staff, parcels for residents and couriers.
+pub async fn home(State(state): State<ServerState>, PortalUser(s): PortalUser) -> Response {
+    let staff = matches!(s.person().role, Role::Admin | Role::SuperAdmin | Role::Auditor);
+    let (sites, parcels) = if staff {
+        match state.app.sites_for(s.caller()).await {
+            Ok(sites) => (sites, Vec::new()),
+            Err(e) => return error_page(&e, Some(nav(&state.app, &s))),
+        }
+    } else {
+        match state.app.visible_parcels(s.caller(), None, 100).await {
+            Ok(p) => (Vec::new(), p.iter().map(|p| line(p, &[])).collect()),
+            Err(e) => return error_page(&e, Some(nav(&state.app, &s))),
+        }
+    };
+    render(
+        &HomePage { nav: nav(&state.app, &s), person: s.person().clone(), sites, parcels, staff },
+        StatusCode::OK,
+    )
+}
+
+struct BankBlock {
+    bank: BankRow,
+    online: bool,
+    compartments: Vec<CompartmentRow>,
+}
+
+#[derive(Template)]
+#[template(path = "site.html")]
+struct SitePage {
+    nav: Nav,
+    site: SiteRow,
+    banks: Vec<BankBlock>,
+    parcels: Vec<ParcelLine>,
+}
+
+/// A site: its banks, compartments and parcels.
+pub async fn site(
+    State(state): State<ServerState>,
+    PortalUser(s): PortalUser,
+    Path(id): Path<String>,
+) -> Response {
+    let n = nav(&state.app, &s);
+    if !matches!(s.person().role, Role::Admin | Role::SuperAdmin | Role::Auditor) {
+        return error_page(&AppError::Forbidden, Some(n));
+    }
+    let Ok(id) = SiteId::parse(&id) else { return error_page(&AppError::NotFound, Some(n)) };
+    let (site, banks) = match state.app.site_overview(s.caller(), &id).await {
+        Ok(v) => v,
+        Err(e) => return error_page(&e, Some(n)),
+    };
+    let parcels = match state.app.visible_parcels(s.caller(), Some(&id), 200).await {
+        Ok(p) => p,
+        Err(e) => return error_page(&e, Some(n)),
+    };
+    let all: Vec<CompartmentRow> = banks.iter().flat_map(|(_, c)| c.clone()).collect();
+    let blocks = banks
+        .into_iter()
+        .map(|(bank, compartments)| BankBlock {
+            online: state.hub.is_online(&bank.id),
+            bank,
+            compartments,
+        })
+        .collect();
+    render(
+        &SitePage {
+            nav: n,
+            site,
+            banks: blocks,
+            parcels: parcels.iter().map(|p| line(p, &all)).collect(),
+        },
+        StatusCode::OK,
+    )
+}
+
+struct EventLine {
+    at: String,
+    action: String,
+    outcome: String,
+    actor: String,
+    reason: String,
+}
+
+#[derive(Template)]
+#[template(path = "parcel.html")]
+struct ParcelPage {
+    nav: Nav,
+    parcel: ParcelLine,
+    recipient: String,
+    carrier: String,
+    events: Vec<EventLine>,
+}
+
+/// A parcel and its chain of custody.
+pub async fn parcel(
+    State(state): State<ServerState>,
+    PortalUser(s): PortalUser,
+    Path(id): Path<String>,
+) -> Response {
+    let n = nav(&state.app, &s);
+    let Ok(id) = ParcelId::parse(&id) else { return error_page(&AppError::NotFound, Some(n)) };
+    let (p, history): (ParcelRow, Vec<AuditRow>) =
+        match state.app.parcel_history(s.caller(), &id).await {
+            Ok(v) => v,
+            Err(e) => return error_page(&e, Some(n)),
+        };
+    let compartments = match &p.bank {
+        Some(bank) => state.app.bank_overview(bank).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let events = history
+        .iter()
+        .map(|r| EventLine {
+            at: views::rfc3339(r.event.at),
+            action: r.event.action.as_str().into(),
+            outcome: r.event.outcome.as_str().into(),
+            actor: match &r.event.actor.id {
+                Some(id) => format!("{} {id}", r.event.actor.kind),
+                None => r.event.actor.kind.to_string(),
+            },
+            reason: r.event.reason.clone().unwrap_or_default(),
+        })
+        .collect();
+    let page = ParcelPage {
+        nav: n,
+        recipient: p.recipient.to_string(),
+        carrier: p.carrier.to_string(),
+        parcel: line(&p, &compartments),
+        events,
+    };
+    render(&page, StatusCode::OK)
+}

@@ -1,0 +1,83 @@
+//! Domain rows as API bodies.
+
+use custody_core::Timestamp;
+use custody_proto::api::{CompartmentView, EventView, ParcelView, PersonView, SiteView};
+use custody_store::{AuditRow, CompartmentRow, ParcelRow, PersonRow, SiteRow};
+use time::format_description::well_known::Rfc3339;
+
+/// RFC 3339 in UTC, to the millisecond.
+pub(crate) fn rfc3339(t: Timestamp) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.as_millis()) * 1_000_000)
+        .ok()
+        .and_then(|d| d.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// A person.
+pub(crate) fn person(p: &PersonRow) -> PersonView {
+    PersonView {
+        id: p.id.to_string(),
+        name: p.name.to_string(),
+        email: p.email.to_string(),
+        role: p.role.as_str().into(),
+        site: p.site.as_ref().map(ToString::to_string),
+        carrier: p.carrier.as_ref().map(ToString::to_string),
+    }
+}
+
+/// A compartment.
+pub(crate) fn compartment(c: &CompartmentRow) -> CompartmentView {
+    CompartmentView {
+        id: c.id.to_string(),
+        number: c.number.get(),
+        size: c.size.as_str().into(),
+        accessible: c.accessible,
+        refrigerated: c.refrigerated,
+        state: c.state.as_str().into(),
+        door: c.door.as_str().into(),
+    }
+}
+
+/// A parcel.
+pub(crate) fn parcel(p: &ParcelRow) -> ParcelView {
+    ParcelView {
+        id: p.id.to_string(),
+        site: p.site.to_string(),
+        bank: p.bank.as_ref().map(ToString::to_string),
+        compartment: p.compartment.as_ref().map(ToString::to_string),
+        carrier: p.carrier.to_string(),
+        recipient: p.recipient.to_string(),
+        tracking_ref: p.tracking_ref.to_string(),
+        size: p.size.as_str().into(),
+        state: p.state.as_str().into(),
+        created_at: rfc3339(p.created_at),
+        deposited_at: p.deposited_at.map(rfc3339),
+        notified_at: p.notified_at.map(rfc3339),
+        expires_at: p.expires_at.map(rfc3339),
+        closed_at: p.closed_at.map(rfc3339),
+    }
+}
+
+/// An audit entry.
+pub(crate) fn event(r: &AuditRow) -> EventView {
+    EventView {
+        seq: r.seq,
+        at: rfc3339(r.event.at),
+        actor_kind: r.event.actor.kind.as_str().into(),
+        actor_id: r.event.actor.id.clone(),
+        action: r.event.action.as_str().into(),
+        outcome: r.event.outcome.as_str().into(),
+        reason: r.event.reason.clone(),
+    }
+}
+
+/// A site without its banks.
+pub(crate) fn site(s: &SiteRow) -> SiteView {
+    SiteView {
+        id: s.id.to_string(),
+        name: s.name.to_string(),
+        time_zone: s.time_zone.clone(),
+        pickup_window_hours: s.pickup_window.get().as_secs() / 3600,
+        banks: Vec::new(),
+    }
+}

@@ -1,0 +1,411 @@
+//! The HTTP API over real TLS: every route × every role, bad input, headers, cookies.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test fails loudly at the first unexpected value"
+)]
+
+use std::collections::BTreeSet;
+
+use custody_server::routes::{Access, RouteInfo};
+use custody_testkit::server::{METRICS_TOKEN, SignedIn};
+use custody_testkit::{TestServer, TestStore, backends};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Every route and its class. A route added to the server without a line here fails
+/// `every_route_is_classified`; the role matrix below follows from the class.
+const EXPECTED: &[(&str, &str, Access)] = &[
+    ("GET", "/healthz", Access::Public),
+    ("GET", "/readyz", Access::Public),
+    ("GET", "/metrics", Access::Metrics),
+    ("GET", "/api/v1/openapi.json", Access::Public),
+    ("POST", "/api/v1/sessions", Access::Public),
+    ("DELETE", "/api/v1/sessions/current", Access::Person),
+    ("GET", "/api/v1/me", Access::Person),
+    ("GET", "/api/v1/parcels", Access::Signed),
+    ("POST", "/api/v1/parcels", Access::Carrier),
+    ("GET", "/api/v1/parcels/{id}", Access::Signed),
+    ("GET", "/api/v1/parcels/{id}/history", Access::Signed),
+    ("POST", "/api/v1/parcels/{id}/deposit", Access::Carrier),
+    ("POST", "/api/v1/parcels/{id}/deposit/confirm", Access::Carrier),
+    ("POST", "/api/v1/parcels/{id}/deposit/cancel", Access::Carrier),
+    ("POST", "/api/v1/parcels/{id}/return", Access::Carrier),
+    ("POST", "/api/v1/parcels/{id}/retrieve", Access::Staff),
+    ("POST", "/api/v1/compartments/{id}/open", Access::Staff),
+    ("GET", "/api/v1/sites", Access::StaffRead),
+    ("POST", "/api/v1/sites", Access::Staff),
+    ("GET", "/api/v1/sites/{id}", Access::StaffRead),
+    ("POST", "/api/v1/sites/{id}/banks", Access::Staff),
+    ("POST", "/api/v1/banks/{id}/compartments", Access::Staff),
+    ("POST", "/api/v1/banks/{id}/enrolment-tokens", Access::Staff),
+    ("POST", "/api/v1/people", Access::Staff),
+    ("POST", "/api/v1/carriers", Access::Staff),
+    ("POST", "/api/v1/carriers/{id}/api-keys", Access::Staff),
+    ("POST", "/api/v1/devices/enrol", Access::Public),
+    ("GET", "/", Access::Public),
+    ("GET", "/static/custody.css", Access::Public),
+    ("GET", "/portal/login", Access::Public),
+    ("POST", "/portal/login", Access::Public),
+    ("POST", "/portal/logout", Access::Person),
+    ("GET", "/portal", Access::Person),
+    ("GET", "/portal/sites/{id}", Access::StaffRead),
+    ("GET", "/portal/parcels/{id}", Access::Person),
+];
+
+#[test]
+fn every_route_is_classified() {
+    let actual: BTreeSet<(String, String, String)> = custody_server::routes_table()
+        .iter()
+        .map(|r: &RouteInfo| (r.method.to_string(), r.path.to_owned(), format!("{:?}", r.access)))
+        .collect();
+    let expected: BTreeSet<(String, String, String)> = EXPECTED
+        .iter()
+        .map(|(m, p, a)| ((*m).to_owned(), (*p).to_owned(), format!("{a:?}")))
+        .collect();
+    let unclassified: Vec<_> = actual.difference(&expected).collect();
+    let stale: Vec<_> = expected.difference(&actual).collect();
+    assert!(
+        unclassified.is_empty(),
+        "routes without (or with a different) classification in EXPECTED: {unclassified:?}"
+    );
+    assert!(stale.is_empty(), "EXPECTED lists routes the server does not have: {stale:?}");
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Anonymous,
+    Resident,
+    Courier,
+    CarrierKey,
+    Auditor,
+    Admin,
+    SuperAdmin,
+}
+
+const ROLES: [Role; 7] = [
+    Role::Anonymous,
+    Role::Resident,
+    Role::Courier,
+    Role::CarrierKey,
+    Role::Auditor,
+    Role::Admin,
+    Role::SuperAdmin,
+];
+
+fn allowed(access: Access, role: Role) -> bool {
+    use Role::*;
+    match access {
+        Access::Public => true,
+        Access::Person => matches!(role, Resident | Courier | Auditor | Admin | SuperAdmin),
+        Access::Signed => role != Anonymous,
+        Access::StaffRead => matches!(role, Auditor | Admin | SuperAdmin),
+        Access::Staff => matches!(role, Admin | SuperAdmin),
+        Access::Carrier => matches!(role, Courier | CarrierKey),
+        Access::Metrics => false,
+    }
+}
+
+struct Caller {
+    client: reqwest::Client,
+    csrf: Option<String>,
+    bearer: Option<String>,
+}
+
+async fn caller(server: &TestServer, role: Role) -> Caller {
+    let env = &server.env;
+    let person = match role {
+        Role::Anonymous => return Caller { client: server.client(), csrf: None, bearer: None },
+        Role::CarrierKey => {
+            return Caller {
+                client: server.client(),
+                csrf: None,
+                bearer: Some(env.carrier_token.to_string()),
+            };
+        }
+        Role::Resident => &env.ann,
+        Role::Courier => &env.courier,
+        Role::Auditor => &env.auditor,
+        Role::Admin => &env.admin,
+        Role::SuperAdmin => &env.super_admin,
+    };
+    let SignedIn { client, csrf } = server.sign_in(person).await;
+    Caller { client, csrf: Some(csrf), bearer: None }
+}
+
+/// Fills `{id}` with a real id of the kind the path expects, so allowed callers reach the
+/// handler's logic.
+fn concrete(server: &TestServer, path: &str, parcel: &str) -> String {
+    let env = &server.env;
+    let id = if path.starts_with("/api/v1/parcels/") || path.starts_with("/portal/parcels/") {
+        parcel.to_owned()
+    } else if path.starts_with("/api/v1/compartments/") {
+        env.compartments[0].id.to_string()
+    } else if path.starts_with("/api/v1/banks/") {
+        env.bank.to_string()
+    } else if path.starts_with("/api/v1/carriers/") {
+        env.carrier.to_string()
+    } else {
+        env.site.to_string()
+    };
+    path.replace("{id}", &id)
+}
+
+async fn call(server: &TestServer, c: &Caller, method: &str, path: &str) -> reqwest::Response {
+    let method = Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = c.client.request(method.clone(), server.url(path));
+    if let Some(token) = &c.bearer {
+        request = request.bearer_auth(token);
+    }
+    if let Some(csrf) = &c.csrf {
+        request = request.header("x-csrf-token", csrf);
+    }
+    if method == Method::POST {
+        request = request.json(&json!({}));
+    }
+    request.send().await.unwrap()
+}
+
+backends!(route_by_role_matrix, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let carrier = server.env.carrier().await;
+    let parcel = server
+        .env
+        .app
+        .expect_parcel(
+            &carrier,
+            custody_app::parcels::ParcelSpec {
+                site: server.env.site.clone(),
+                carrier: server.env.carrier.clone(),
+                recipient_email: "ann@harbour.example".into(),
+                tracking_ref: "T-1".into(),
+                size: custody_core::compartment::SizeClass::Small,
+                accessible: false,
+                refrigerated: false,
+            },
+        )
+        .await
+        .unwrap()
+        .id
+        .to_string();
+    let mut failures = Vec::new();
+    for role in ROLES {
+        let mut c = caller(&server, role).await;
+        for &(method, pattern, access) in EXPECTED {
+            let path = concrete(&server, pattern, &parcel);
+            let response = call(&server, &c, method, &path).await;
+            let status = response.status();
+            let to_login = status == StatusCode::SEE_OTHER
+                && response.headers().get("location").is_some_and(|l| l == "/portal/login");
+            let denied =
+                status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN || to_login;
+            if allowed(access, role) == denied {
+                failures.push(format!(
+                    "{role:?} {method} {path}: {status} (allowed: {})",
+                    allowed(access, role)
+                ));
+            }
+            if role == Role::Anonymous
+                && !allowed(access, role)
+                && !(status == StatusCode::UNAUTHORIZED || to_login)
+            {
+                failures.push(format!(
+                    "anonymous {method} {path}: {status}, expected 401 or a redirect to sign in"
+                ));
+            }
+            // Signing out ends the session the next routes need: sign in again.
+            if pattern == "/api/v1/sessions/current" && allowed(access, role) {
+                c = caller(&server, role).await;
+            }
+        }
+    }
+    assert!(failures.is_empty(), "route × role mismatches:\n{}", failures.join("\n"));
+});
+
+backends!(bad_input_gets_a_clear_4xx_and_changes_nothing, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let key = server.env.carrier_token.to_string();
+    let client = server.client();
+    let audit_len = || async {
+        server
+            .env
+            .app
+            .store()
+            .read(|tx| Box::pin(async move { tx.audit_after(0, 100_000).await }))
+            .await
+            .unwrap()
+            .len()
+    };
+    let before = audit_len().await;
+    let post = |path: &str| client.post(server.url(path)).bearer_auth(&key);
+    let cases: Vec<(&str, reqwest::RequestBuilder, StatusCode, &str)> = vec![
+        ("malformed id", client.get(server.url("/api/v1/parcels/prc_nope")).bearer_auth(&key), StatusCode::BAD_REQUEST, "invalid_id"),
+        ("id of another kind", client.get(server.url(&format!("/api/v1/parcels/{}", server.env.site))).bearer_auth(&key), StatusCode::BAD_REQUEST, "invalid_id"),
+        ("unknown field", post("/api/v1/parcels").json(&json!({"site": server.env.site.to_string(), "recipient_email": "ann@harbour.example", "tracking_ref": "x", "size": "small", "open_all": true})), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("wrong content type", post("/api/v1/parcels").header("content-type", "text/plain").body("{}"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        ("malformed json", post("/api/v1/parcels").header("content-type", "application/json").body("{\"site\":"), StatusCode::BAD_REQUEST, "invalid_json"),
+        ("oversized body", post("/api/v1/parcels").header("content-type", "application/json").body(format!("{{\"site\": \"{}\"}}", "x".repeat(70 * 1024))), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        ("bad size", post("/api/v1/parcels").json(&json!({"site": server.env.site.to_string(), "recipient_email": "ann@harbour.example", "tracking_ref": "x", "size": "huge"})), StatusCode::UNPROCESSABLE_ENTITY, "invalid_request"),
+        ("unknown route", client.get(server.url("/api/v1/nothing")), StatusCode::NOT_FOUND, "not_found"),
+        ("wrong method", client.put(server.url("/api/v1/parcels")).bearer_auth(&key), StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+        ("bad api key", client.get(server.url("/api/v1/parcels")).bearer_auth("key_x.y"), StatusCode::UNAUTHORIZED, "unauthenticated"),
+        ("no credentials", client.get(server.url("/api/v1/parcels")), StatusCode::UNAUTHORIZED, "unauthenticated"),
+    ];
+    for (what, request, status, code) in cases {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), status, "{what}");
+        let body: Value =
+            response.json().await.unwrap_or_else(|e| panic!("{what}: body is not JSON: {e}"));
+        assert_eq!(body["error"]["code"], code, "{what}: {body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}");
+    }
+    // Refused API keys are audited; nothing else was written.
+    assert_eq!(audit_len().await, before + 1, "only the bad API key left a trace");
+});
+
+backends!(sessions_need_csrf_and_end_when_idle, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let admin = server.sign_in(&server.env.admin).await;
+    let open = format!("/api/v1/compartments/{}/open", server.env.compartments[0].id);
+    let body = json!({"reason": "cleaning crew"});
+    let response = admin.client.post(server.url(&open)).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "csrf_failed");
+    let response = admin
+        .client
+        .post(server.url(&open))
+        .header("x-csrf-token", "forged")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    // With the token the request reaches the use case; the bank's agent is offline here.
+    let response = admin
+        .client
+        .post(server.url(&open))
+        .header("x-csrf-token", &admin.csrf)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.json::<Value>().await.unwrap()["error"]["code"], "bank_offline");
+    assert_eq!(
+        admin.client.get(server.url("/api/v1/me")).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    server.env.clock.advance(custody_core::time::minutes(31));
+    let response = admin.client.get(server.url("/api/v1/me")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "idle session ended");
+});
+
+backends!(cookies_and_security_headers, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let response = server
+        .client()
+        .post(server.url("/api/v1/sessions"))
+        .json(&json!({"email": "admin@acme.example", "password": custody_testkit::env::PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookie = response.headers().get("set-cookie").unwrap().to_str().unwrap().to_owned();
+    for part in ["__Host-custody-session=", "Path=/", "Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(cookie.contains(part), "cookie lacks {part}: {cookie}");
+    }
+    assert!(!cookie.contains("Domain"), "__Host- cookies carry no Domain");
+    for path in ["/healthz", "/api/v1/nothing", "/portal/login"] {
+        let r = server.client().get(server.url(path)).send().await.unwrap();
+        let h = r.headers();
+        assert_eq!(h["strict-transport-security"], "max-age=31536000; includeSubDomains", "{path}");
+        assert!(
+            h["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"),
+            "{path}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["x-frame-options"], "DENY");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["cache-control"], "no-store");
+    }
+    let wrong_password = server
+        .client()
+        .post(server.url("/api/v1/sessions"))
+        .json(&json!({"email": "admin@acme.example", "password": "not the password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_password.status(), StatusCode::UNAUTHORIZED);
+    assert!(wrong_password.headers().get("set-cookie").is_none());
+    let unknown = server
+        .client()
+        .post(server.url("/api/v1/sessions"))
+        .json(&json!({"email": "nobody@acme.example", "password": "not the password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        unknown.text().await.unwrap(),
+        wrong_password.text().await.unwrap(),
+        "same answer for unknown accounts"
+    );
+});
+
+#[tokio::test]
+async fn health_metrics_and_openapi() {
+    let server = TestServer::start(custody_testkit::sqlite_store().await).await;
+    let c = server.client();
+    assert_eq!(c.get(server.url("/healthz")).send().await.unwrap().text().await.unwrap(), "ok\n");
+    assert_eq!(c.get(server.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        c.get(server.url("/metrics")).send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        c.get(server.url("/metrics")).bearer_auth("guess").send().await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let metrics = c.get(server.url("/metrics")).bearer_auth(METRICS_TOKEN).send().await.unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    assert!(metrics.text().await.unwrap().contains("custody_http_requests_total"));
+
+    let doc: Value =
+        c.get(server.url("/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(doc["openapi"].as_str().map(|v| v.starts_with("3.")), Some(true));
+    for route in
+        custody_server::routes_table().iter().filter(|r| custody_server::openapi::documented(r))
+    {
+        let method = route.method.as_str().to_lowercase();
+        assert!(
+            doc["paths"][route.path][&method].is_object(),
+            "OpenAPI lacks {method} {}",
+            route.path
+        );
+    }
+    for schema in ["ParcelView", "ErrorBody", "EnrolRequest"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema}");
+    }
+}
+
+#[tokio::test]
+async fn tls_12_is_refused_on_the_public_port() {
+    let server = TestServer::start(custody_testkit::sqlite_store().await).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in custody_crypto::tls::certs_from_pem(&server.env.data.server_ca_pem().unwrap()).unwrap()
+    {
+        roots.add(c).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(custody_crypto::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.running.public).await.unwrap();
+    let result =
+        connector.connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp).await;
+    assert!(result.is_err(), "a TLS 1.2 handshake succeeded");
+}

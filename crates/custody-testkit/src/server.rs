@@ -1,0 +1,97 @@
+//! A real server on loopback, port 0, with real TLS, over a seeded [`Env`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use custody_server::outbox::Workers;
+use custody_server::{Listen, Running};
+use custody_store::PersonRow;
+use reqwest::Client;
+
+use crate::{Env, TestStore};
+
+/// The bearer token the test server accepts at `/metrics`.
+pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789abcdef";
+
+/// A server over a seeded site.
+#[derive(Debug)]
+pub struct TestServer {
+    /// The seeded site and the app the server runs.
+    pub env: Env,
+    /// The running listeners.
+    pub running: Running,
+}
+
+/// A client signed in as a person, with the CSRF token of its session.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    /// The HTTP client (its cookie jar holds the session).
+    pub client: Client,
+    /// The session's CSRF token.
+    pub csrf: String,
+}
+
+impl TestServer {
+    /// Seeds a site on `store` and starts a server for it (no background workers; tests drive
+    /// the outbox and the sweeper themselves).
+    pub async fn start(store: TestStore) -> Self {
+        let env = Env::new(store).await;
+        let (cert_pem, key_pem) = env.data.server_tls().expect("server tls");
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listen = Listen { public: loopback, gateway: loopback, cert_pem, key_pem };
+        let running = custody_server::start(
+            env.app.clone(),
+            listen,
+            Arc::from(METRICS_TOKEN),
+            Workers::default(),
+        )
+        .await
+        .expect("start server");
+        Self { env, running }
+    }
+
+    /// `https://localhost:PORT` of the public listener.
+    pub fn base(&self) -> String {
+        format!("https://localhost:{}", self.running.public.port())
+    }
+
+    /// A URL on the public listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+
+    /// A client that trusts the server's CA, keeps cookies and speaks TLS 1.3 only.
+    pub fn client(&self) -> Client {
+        let ca = self.env.data.server_ca_pem().expect("ca");
+        let trust = custody_crypto::tls::ServerTrust { ca_pem: ca, pins: Vec::new() };
+        let tls = custody_crypto::tls::client_config(
+            &trust,
+            None,
+            &[b"h2", b"http/1.1"],
+            self.env.app.clock(),
+        )
+        .expect("tls");
+        Client::builder()
+            .use_preconfigured_tls(tls)
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .resolve("localhost", self.running.public)
+            .build()
+            .expect("client")
+    }
+
+    /// Signs `person` in through the API.
+    pub async fn sign_in(&self, person: &PersonRow) -> SignedIn {
+        let client = self.client();
+        let response = client
+            .post(self.url("/api/v1/sessions"))
+            .json(&serde_json::json!({"email": person.email.as_str(), "password": crate::env::PASSWORD}))
+            .send()
+            .await
+            .expect("sign in");
+        assert_eq!(response.status(), 200, "sign-in of {}", person.email);
+        let body: serde_json::Value = response.json().await.expect("session body");
+        let csrf = body["csrf_token"].as_str().expect("csrf token").to_owned();
+        SignedIn { client, csrf }
+    }
+}
