@@ -68,6 +68,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
     HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).clone()
 }
 
+#[allow(clippy::too_many_lines, reason = "one line per route: the table is meant to be read whole")]
 fn table() -> Routes<ServerState> {
     use Access::{Carrier, Metrics, Person, Public, Signed, Staff, StaffRead};
     Routes::new()
