@@ -29,6 +29,23 @@ use custody_core::{ManualClock, Timestamp};
 /// reads the wall clock by mistake shows up.
 pub const TEST_EPOCH: Timestamp = Timestamp::from_millis(1_893_456_000_000);
 
+/// Waits until `check` holds, checking every few milliseconds, for at most ten seconds: for
+/// effects that cross a socket (a door report reaching the server). Fails the test on timeout.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(5));
+    for _ in 0..2000 {
+        if check().await {
+            return;
+        }
+        tick.tick().await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
 /// A manual clock at [`TEST_EPOCH`].
 pub fn clock() -> ManualClock {
     ManualClock::new(TEST_EPOCH)

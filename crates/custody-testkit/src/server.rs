@@ -22,6 +22,26 @@ pub struct TestServer {
     pub running: Running,
 }
 
+/// An agent enrolled through the real enrolment route and connected to the gateway, driving a
+/// simulated bank.
+#[derive(Debug)]
+pub struct TestAgent {
+    /// The running agent (kiosk input, screen, readiness).
+    pub handle: custody_agent::daemon::AgentHandle,
+    /// The simulated doors.
+    pub bank: custody_agent::hardware::SimulatedBank,
+    /// Its enrolled identity.
+    pub identity: custody_agent::enrol::AgentFile,
+    dir: tempfile::TempDir,
+}
+
+impl TestAgent {
+    /// The agent's directory (key, certificate, pins).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
 /// A client signed in as a person, with the CSRF token of its session.
 #[derive(Debug, Clone)]
 pub struct SignedIn {
@@ -78,6 +98,44 @@ impl TestServer {
             .resolve("localhost", self.running.public)
             .build()
             .expect("client")
+    }
+
+    /// Enrols an agent for the seeded bank over HTTPS (token, CA, pin) and starts it against the
+    /// gateway, with simulated doors 1–6. Waits until the server has welcomed it.
+    pub async fn agent(&self) -> TestAgent {
+        let token = self
+            .env
+            .app
+            .create_enrolment_token(&custody_app::Caller::Operator, &self.env.bank)
+            .await
+            .expect("token");
+        let dir = tempfile::tempdir().expect("agent dir");
+        let (cert, _) = self.env.data.server_tls().expect("server tls");
+        let pin = custody_crypto::pki::spki_pin_of_pem(&cert).expect("pin");
+        let target = custody_agent::enrol::EnrolTarget {
+            server_url: self.base(),
+            server_ca_pem: self.env.data.server_ca_pem().expect("ca"),
+            server_pin: data_encoding::HEXLOWER.encode(&pin),
+        };
+        let identity =
+            custody_agent::enrol::enrol(dir.path(), &target, &token, self.env.app.clock())
+                .await
+                .expect("enrol");
+        let gateway = format!("localhost:{}", self.running.gateway.port());
+        let setup = custody_agent::enrol::load(dir.path(), Some(&gateway), self.env.app.clock())
+            .expect("load agent");
+        let numbers: Vec<u16> = self.env.compartments.iter().map(|c| c.number.get()).collect();
+        let (bank, sensors) = custody_agent::hardware::SimulatedBank::new(numbers);
+        let mut handle = custody_agent::daemon::spawn(
+            setup,
+            Arc::new(bank.clone()),
+            sensors,
+            self.env.app.clock(),
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(20), handle.wait_ready())
+            .await
+            .expect("agent connected");
+        TestAgent { handle, bank, identity, dir }
     }
 
     /// Signs `person` in through the API.

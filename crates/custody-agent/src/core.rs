@@ -1,0 +1,541 @@
+//! The agent's decisions as a pure state machine: `handle(now, event) -> actions`.
+//!
+//! Nothing here touches a socket, a serial port, a file or a clock; the daemon feeds events in
+//! and carries actions out. So the code that decides whether a door opens is tested
+//! exhaustively with plain values (STYLE.md rule 3).
+//!
+//! An open command is executed only if all of these hold (DESIGN.md §3, "Device link"):
+//! its signature verifies under the command key received at enrolment; it names this device and
+//! this bank; its compartment is one of the bank's (and never 0, which some boards read as "open
+//! all"); it has not expired; and its nonce has not been executed before.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use custody_core::Timestamp;
+use custody_core::compartment::CompartmentNumber;
+use custody_crypto::sign::PublicKey;
+use custody_proto::device::{
+    AgentMessage, CommandOutcome, DoorReading, OPEN_COMMAND_DOMAIN, PROTOCOL_VERSION, PickupAnswer,
+    ServerMessage, SignedOpenCommand,
+};
+use data_encoding::BASE64;
+
+/// What the agent knows about itself from enrolment.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// Its device id.
+    pub device: String,
+    /// Its bank.
+    pub bank: String,
+    /// The server's command verification key.
+    pub command_key: PublicKey,
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The device link is up.
+    Connected,
+    /// The device link is down.
+    Disconnected,
+    /// The server sent a message.
+    Server(ServerMessage),
+    /// Someone typed a code at the kiosk.
+    CodeEntered(String),
+    /// A door sensor changed.
+    Door {
+        /// Compartment.
+        compartment: u16,
+        /// Reading.
+        reading: DoorReading,
+    },
+    /// The lock board answered an unlock.
+    Unlocked {
+        /// The command's nonce.
+        nonce: String,
+        /// Whether the board confirmed it.
+        result: Result<(), String>,
+    },
+}
+
+/// What the kiosk screen should say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Screen {
+    /// Waiting for the server's answer.
+    Checking,
+    /// This compartment is opening.
+    Open(u16),
+    /// One message for every kind of failure.
+    NotAccepted,
+    /// The link to the server is down; codes cannot be checked.
+    Offline,
+}
+
+/// Something to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a message to the server.
+    Send(AgentMessage),
+    /// Release the lock of a compartment, once.
+    Unlock {
+        /// Which compartment.
+        compartment: CompartmentNumber,
+        /// The command's nonce, echoed in [`Event::Unlocked`].
+        nonce: String,
+    },
+    /// Show something on the kiosk.
+    Show(Screen),
+}
+
+/// Why an open command was refused. Reported to the server and never executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The signature does not verify.
+    BadSignature,
+    /// The command is for another device.
+    OtherDevice,
+    /// The command is for another bank.
+    OtherBank,
+    /// No such compartment here (or 0).
+    UnknownCompartment,
+    /// Past its expiry.
+    Expired,
+    /// This nonce was executed already.
+    Replay,
+    /// Not yet connected and welcomed: the compartment list is unknown.
+    NotReady,
+}
+
+impl Refusal {
+    /// Stable name for the server's audit log.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BadSignature => "bad_signature",
+            Self::OtherDevice => "other_device",
+            Self::OtherBank => "other_bank",
+            Self::UnknownCompartment => "unknown_compartment",
+            Self::Expired => "expired",
+            Self::Replay => "replay",
+            Self::NotReady => "not_ready",
+        }
+    }
+}
+
+/// The agent's state.
+#[derive(Debug)]
+pub struct AgentCore {
+    identity: Identity,
+    connected: bool,
+    welcomed: bool,
+    compartments: BTreeSet<u16>,
+    /// Nonces executed, with the expiry after which they can be forgotten (a command past its
+    /// expiry is refused anyway).
+    executed: BTreeMap<String, i64>,
+    next_request: u64,
+    waiting: BTreeSet<u64>,
+    counter: u64,
+}
+
+impl AgentCore {
+    /// A core for this device, disconnected.
+    pub fn new(identity: Identity) -> Self {
+        Self {
+            identity,
+            connected: false,
+            welcomed: false,
+            compartments: BTreeSet::new(),
+            executed: BTreeMap::new(),
+            next_request: 1,
+            waiting: BTreeSet::new(),
+            counter: 0,
+        }
+    }
+
+    /// Whether the link is up and the server has welcomed the agent.
+    pub fn ready(&self) -> bool {
+        self.connected && self.welcomed
+    }
+
+    /// The bank's compartments, as the server listed them.
+    pub fn compartments(&self) -> &BTreeSet<u16> {
+        &self.compartments
+    }
+
+    /// Handles one event at time `now`.
+    pub fn handle(&mut self, now: Timestamp, event: Event) -> Vec<Action> {
+        self.executed.retain(|_, expires| *expires > now.as_millis());
+        match event {
+            Event::Connected => {
+                self.connected = true;
+                self.welcomed = false;
+                vec![Action::Send(AgentMessage::Hello {
+                    protocol: PROTOCOL_VERSION,
+                    agent_version: env!("CARGO_PKG_VERSION").into(),
+                })]
+            }
+            Event::Disconnected => {
+                self.connected = false;
+                self.welcomed = false;
+                // Pickups in flight will get no answer; the people waiting are told.
+                let waited = !self.waiting.is_empty();
+                self.waiting.clear();
+                if waited { vec![Action::Show(Screen::Offline)] } else { Vec::new() }
+            }
+            Event::Server(message) => self.server(now, message),
+            Event::CodeEntered(code) => {
+                if !self.ready() {
+                    return vec![Action::Show(Screen::Offline)];
+                }
+                let request_id = self.next_request;
+                self.next_request += 1;
+                self.waiting.insert(request_id);
+                vec![
+                    Action::Show(Screen::Checking),
+                    Action::Send(AgentMessage::PickupAttempt { request_id, code }),
+                ]
+            }
+            Event::Door { compartment, reading } => {
+                self.counter += 1;
+                vec![Action::Send(AgentMessage::DoorReport {
+                    compartment,
+                    door: reading,
+                    counter: self.counter,
+                })]
+            }
+            Event::Unlocked { nonce, result } => {
+                let outcome = match result {
+                    Ok(()) => CommandOutcome::Unlocked,
+                    Err(reason) => CommandOutcome::Failed { reason },
+                };
+                vec![Action::Send(AgentMessage::CommandResult { nonce, outcome })]
+            }
+        }
+    }
+
+    fn server(&mut self, now: Timestamp, message: ServerMessage) -> Vec<Action> {
+        match message {
+            ServerMessage::Welcome { device, bank, compartments, .. } => {
+                if device != self.identity.device || bank != self.identity.bank {
+                    // The server names another device or bank: trust nothing it says.
+                    self.welcomed = false;
+                    return Vec::new();
+                }
+                self.compartments = compartments
+                    .into_iter()
+                    .filter(|n| CompartmentNumber::new(*n).is_ok())
+                    .collect();
+                self.welcomed = true;
+                Vec::new()
+            }
+            ServerMessage::Pickup { request_id, answer } => {
+                if !self.waiting.remove(&request_id) {
+                    return Vec::new();
+                }
+                match answer {
+                    PickupAnswer::Accepted { compartment } => {
+                        vec![Action::Show(Screen::Open(compartment))]
+                    }
+                    PickupAnswer::Refused => vec![Action::Show(Screen::NotAccepted)],
+                }
+            }
+            ServerMessage::Open(signed) => match self.check(now, &signed) {
+                Ok(compartment) => {
+                    let nonce = signed.command.nonce;
+                    self.executed.insert(nonce.clone(), signed.command.expires_at_ms);
+                    vec![Action::Unlock { compartment, nonce }]
+                }
+                Err(refusal) => vec![Action::Send(AgentMessage::CommandResult {
+                    nonce: signed.command.nonce.chars().take(64).collect(),
+                    outcome: CommandOutcome::Refused { reason: refusal.as_str().into() },
+                })],
+            },
+            ServerMessage::Goodbye { .. } => {
+                self.welcomed = false;
+                Vec::new()
+            }
+        }
+    }
+
+    /// Decides whether an open command may be executed.
+    pub fn check(
+        &self,
+        now: Timestamp,
+        signed: &SignedOpenCommand,
+    ) -> Result<CompartmentNumber, Refusal> {
+        let command = &signed.command;
+        let signature =
+            BASE64.decode(signed.signature.as_bytes()).map_err(|_| Refusal::BadSignature)?;
+        self.identity
+            .command_key
+            .verify(OPEN_COMMAND_DOMAIN, &command.signing_bytes(), &signature)
+            .map_err(|_| Refusal::BadSignature)?;
+        if command.device != self.identity.device {
+            return Err(Refusal::OtherDevice);
+        }
+        if command.bank != self.identity.bank {
+            return Err(Refusal::OtherBank);
+        }
+        if !self.welcomed {
+            return Err(Refusal::NotReady);
+        }
+        let compartment =
+            CompartmentNumber::new(command.compartment).map_err(|_| Refusal::UnknownCompartment)?;
+        if !self.compartments.contains(&compartment.get()) {
+            return Err(Refusal::UnknownCompartment);
+        }
+        if now.as_millis() >= command.expires_at_ms {
+            return Err(Refusal::Expired);
+        }
+        if self.executed.contains_key(&command.nonce) {
+            return Err(Refusal::Replay);
+        }
+        Ok(compartment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use custody_crypto::Rng;
+    use custody_crypto::sign::SigningKey;
+    use custody_proto::device::OpenCommand;
+    use proptest::prelude::*;
+
+    const NOW: Timestamp = Timestamp::from_millis(1_893_456_000_000);
+
+    struct Fixture {
+        key: SigningKey,
+        core: AgentCore,
+    }
+
+    fn fixture() -> Fixture {
+        let (key, _) = SigningKey::generate(&Rng::new()).unwrap();
+        let core = welcomed(&key);
+        Fixture { key, core }
+    }
+
+    /// A connected core that the server has welcomed, trusting `key`.
+    fn welcomed(key: &SigningKey) -> AgentCore {
+        let identity = Identity {
+            device: "dev_a".into(),
+            bank: "bnk_a".into(),
+            command_key: key.public_key(),
+        };
+        let mut core = AgentCore::new(identity);
+        core.handle(NOW, Event::Connected);
+        core.handle(
+            NOW,
+            Event::Server(ServerMessage::Welcome {
+                protocol: 1,
+                device: "dev_a".into(),
+                bank: "bnk_a".into(),
+                compartments: vec![1, 2, 3],
+                server_time_ms: NOW.as_millis(),
+            }),
+        );
+        core
+    }
+
+    fn command(compartment: u16, nonce: &str) -> OpenCommand {
+        OpenCommand {
+            device: "dev_a".into(),
+            bank: "bnk_a".into(),
+            compartment,
+            nonce: nonce.into(),
+            issued_at_ms: NOW.as_millis(),
+            expires_at_ms: NOW.as_millis() + 30_000,
+            purpose: "pickup".into(),
+        }
+    }
+
+    fn sign(key: &SigningKey, command: OpenCommand) -> SignedOpenCommand {
+        let signature = BASE64.encode(&key.sign(OPEN_COMMAND_DOMAIN, &command.signing_bytes()));
+        SignedOpenCommand { command, signature }
+    }
+
+    fn open(core: &mut AgentCore, at: Timestamp, signed: SignedOpenCommand) -> Vec<Action> {
+        core.handle(at, Event::Server(ServerMessage::Open(signed)))
+    }
+
+    fn refused(actions: &[Action]) -> Option<String> {
+        match actions {
+            [
+                Action::Send(AgentMessage::CommandResult {
+                    outcome: CommandOutcome::Refused { reason },
+                    ..
+                }),
+            ] => Some(reason.clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_valid_command_unlocks_once() {
+        let mut f = fixture();
+        let signed = sign(&f.key, command(2, "n1"));
+        let actions = open(&mut f.core, NOW, signed.clone());
+        assert_eq!(
+            actions,
+            vec![Action::Unlock {
+                compartment: CompartmentNumber::new(2).unwrap(),
+                nonce: "n1".into()
+            }]
+        );
+        assert_eq!(refused(&open(&mut f.core, NOW, signed)).as_deref(), Some("replay"));
+    }
+
+    /// Every way a command can be wrong, and the refusal it gets.
+    #[test]
+    fn refusal_table() {
+        let (key, _) = SigningKey::generate(&Rng::new()).unwrap();
+        let (other, _) = SigningKey::generate(&Rng::new()).unwrap();
+        let key = &key;
+        let cases: Vec<(&str, SignedOpenCommand, Timestamp)> = vec![
+            ("bad_signature", sign(&other, command(1, "a")), NOW),
+            (
+                "bad_signature",
+                SignedOpenCommand { signature: "not base64!".into(), ..sign(key, command(1, "b")) },
+                NOW,
+            ),
+            (
+                "bad_signature",
+                SignedOpenCommand { command: command(3, "c"), ..sign(key, command(1, "c")) },
+                NOW,
+            ),
+            (
+                "other_device",
+                sign(key, OpenCommand { device: "dev_b".into(), ..command(1, "d") }),
+                NOW,
+            ),
+            ("other_bank", sign(key, OpenCommand { bank: "bnk_b".into(), ..command(1, "e") }), NOW),
+            ("unknown_compartment", sign(key, command(0, "f")), NOW),
+            ("unknown_compartment", sign(key, command(9, "g")), NOW),
+            ("expired", sign(key, command(1, "h")), NOW.plus(std::time::Duration::from_secs(30))),
+        ];
+        for (want, signed, at) in cases {
+            let mut core = welcomed(key);
+            let actions = core.handle(at, Event::Server(ServerMessage::Open(signed.clone())));
+            assert_eq!(refused(&actions).as_deref(), Some(want), "{signed:?}");
+        }
+    }
+
+    #[test]
+    fn nothing_opens_before_the_welcome_or_after_a_goodbye() {
+        let mut f = fixture();
+        f.core.handle(NOW, Event::Server(ServerMessage::Goodbye { reason: "revoked".into() }));
+        assert_eq!(
+            refused(&open(&mut f.core, NOW, sign(&f.key, command(1, "x")))).as_deref(),
+            Some("not_ready")
+        );
+        let mut f = fixture();
+        f.core.handle(NOW, Event::Disconnected);
+        f.core.handle(NOW, Event::Connected);
+        assert_eq!(
+            refused(&open(&mut f.core, NOW, sign(&f.key, command(1, "y")))).as_deref(),
+            Some("not_ready")
+        );
+    }
+
+    #[test]
+    fn a_welcome_for_another_device_is_ignored() {
+        let mut f = fixture();
+        f.core.handle(NOW, Event::Disconnected);
+        f.core.handle(NOW, Event::Connected);
+        f.core.handle(
+            NOW,
+            Event::Server(ServerMessage::Welcome {
+                protocol: 1,
+                device: "dev_z".into(),
+                bank: "bnk_a".into(),
+                compartments: vec![1],
+                server_time_ms: 0,
+            }),
+        );
+        assert!(!f.core.ready());
+    }
+
+    #[test]
+    fn kiosk_codes_go_to_the_server_and_answers_come_back() {
+        let mut f = fixture();
+        let actions = f.core.handle(NOW, Event::CodeEntered("1234 5678".into()));
+        let Some(Action::Send(AgentMessage::PickupAttempt { request_id, .. })) =
+            actions.get(1).cloned()
+        else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(actions[0], Action::Show(Screen::Checking));
+        let shown = f.core.handle(
+            NOW,
+            Event::Server(ServerMessage::Pickup { request_id, answer: PickupAnswer::Refused }),
+        );
+        assert_eq!(shown, vec![Action::Show(Screen::NotAccepted)]);
+        // An answer nobody asked for is dropped.
+        assert!(
+            f.core
+                .handle(
+                    NOW,
+                    Event::Server(ServerMessage::Pickup {
+                        request_id: 99,
+                        answer: PickupAnswer::Accepted { compartment: 1 }
+                    })
+                )
+                .is_empty()
+        );
+        f.core.handle(NOW, Event::Disconnected);
+        assert_eq!(
+            f.core.handle(NOW, Event::CodeEntered("1".into())),
+            vec![Action::Show(Screen::Offline)]
+        );
+    }
+
+    #[test]
+    fn door_reports_carry_a_monotonic_counter() {
+        let mut f = fixture();
+        let counters: Vec<u64> = (0..3)
+            .map(|_| {
+                match f
+                    .core
+                    .handle(NOW, Event::Door { compartment: 1, reading: DoorReading::Open })
+                    .as_slice()
+                {
+                    [Action::Send(AgentMessage::DoorReport { counter, .. })] => *counter,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        assert_eq!(counters, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn nonces_are_forgotten_only_after_their_command_expired() {
+        let mut f = fixture();
+        open(&mut f.core, NOW, sign(&f.key, command(1, "n")));
+        let later = NOW.plus(std::time::Duration::from_secs(29));
+        assert_eq!(
+            refused(&open(&mut f.core, later, sign(&f.key, command(1, "n")))).as_deref(),
+            Some("replay")
+        );
+    }
+
+    proptest! {
+        /// Whatever a (possibly hostile) server sends, the core never unlocks a compartment the
+        /// bank does not have, never compartment 0, and never without a valid signature.
+        #[test]
+        fn hostile_commands_never_unlock(compartment in any::<u16>(), nonce in "[a-z0-9]{0,8}", device in "dev_[ab]", bank in "bnk_[ab]", dt in -60_000i64..60_000, forge in any::<bool>()) {
+            let mut f = fixture();
+            let cmd = OpenCommand { device: device.clone(), bank: bank.clone(), expires_at_ms: NOW.as_millis() + dt, ..command(compartment, &nonce) };
+            let signed = if forge {
+                let (other, _) = SigningKey::generate(&Rng::new()).unwrap();
+                sign(&other, cmd)
+            } else {
+                sign(&f.key, cmd)
+            };
+            for action in open(&mut f.core, NOW, signed) {
+                if let Action::Unlock { compartment: c, .. } = action {
+                    prop_assert!(!forge && device == "dev_a" && bank == "bnk_a" && dt > 0);
+                    prop_assert!((1..=3).contains(&c.get()));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The agent daemon: carries events into [`AgentCore`] and its actions out to the device link,
+//! the lock board and the kiosk screen. It decides nothing itself.
+//!
+//! While the link is down the kiosk and sensors keep working: codes are answered "offline",
+//! and messages for the server (door reports, command results) wait in a bounded backlog that
+//! is sent first after reconnecting.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use custody_core::Clock;
+use custody_proto::device::{AgentMessage, ServerMessage};
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::core::{Action, AgentCore, Event, Screen};
+use crate::enrol::AgentSetup;
+use crate::hardware::{LockBoard, SensorEvent};
+use crate::link::{self, Link};
+
+/// Messages kept for the server while offline; beyond this the oldest are dropped (and logged).
+const BACKLOG: usize = 1024;
+/// First and longest wait between connection attempts.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// A running agent.
+#[derive(Debug)]
+pub struct AgentHandle {
+    kiosk: mpsc::Sender<String>,
+    screen: watch::Receiver<Option<Screen>>,
+    ready: watch::Receiver<bool>,
+    task: JoinHandle<()>,
+}
+
+impl AgentHandle {
+    /// Types a code on the kiosk keypad.
+    pub async fn enter_code(&self, code: &str) {
+        let _ = self.kiosk.send(code.to_owned()).await;
+    }
+
+    /// Waits until the kiosk shows something other than "checking", and returns it.
+    pub async fn next_screen(&mut self) -> Option<Screen> {
+        loop {
+            self.screen.changed().await.ok()?;
+            let shown = self.screen.borrow_and_update().clone();
+            if shown.as_ref().is_some_and(|s| *s != Screen::Checking) {
+                return shown;
+            }
+        }
+    }
+
+    /// Types `code` and returns what the kiosk shows in answer.
+    pub async fn try_code(&mut self, code: &str) -> Option<Screen> {
+        self.screen.borrow_and_update();
+        self.enter_code(code).await;
+        self.next_screen().await
+    }
+
+    /// Waits until the agent is connected and welcomed.
+    pub async fn wait_ready(&mut self) {
+        let _ = self.ready.wait_for(|r| *r).await;
+    }
+
+    /// Whether the agent is connected and welcomed now.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Stops the agent.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for AgentHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the agent.
+pub fn spawn(
+    setup: AgentSetup,
+    board: Arc<dyn LockBoard>,
+    sensors: mpsc::UnboundedReceiver<SensorEvent>,
+    clock: Arc<dyn Clock>,
+) -> AgentHandle {
+    let (kiosk, kiosk_rx) = mpsc::channel(16);
+    let (screen_tx, screen) = watch::channel(None);
+    let (ready_tx, ready) = watch::channel(false);
+    let daemon = Daemon {
+        core: AgentCore::new(setup.identity.clone()),
+        setup,
+        board,
+        clock,
+        screen: screen_tx,
+        ready: ready_tx,
+        backlog: VecDeque::new(),
+    };
+    let task = tokio::spawn(daemon.run(kiosk_rx, sensors));
+    AgentHandle { kiosk, screen, ready, task }
+}
+
+struct Daemon {
+    core: AgentCore,
+    setup: AgentSetup,
+    board: Arc<dyn LockBoard>,
+    clock: Arc<dyn Clock>,
+    screen: watch::Sender<Option<Screen>>,
+    ready: watch::Sender<bool>,
+    backlog: VecDeque<AgentMessage>,
+}
+
+/// A local event, from the kiosk, a sensor or the lock board.
+enum Local {
+    Code(String),
+    Sensor(SensorEvent),
+    Unlocked(String, Result<(), String>),
+}
+
+impl Daemon {
+    async fn run(
+        mut self,
+        mut kiosk: mpsc::Receiver<String>,
+        mut sensors: mpsc::UnboundedReceiver<SensorEvent>,
+    ) {
+        let (unlocked_tx, mut unlocked) = mpsc::unbounded_channel::<(String, Result<(), String>)>();
+        let mut retry = RETRY_FIRST;
+        loop {
+            let config = self.setup.link.clone();
+            let connecting = async move { link::connect(&config).await };
+            tokio::pin!(connecting);
+            let link = loop {
+                tokio::select! {
+                    result = &mut connecting => break result,
+                    Some(local) = next_local(&mut kiosk, &mut sensors, &mut unlocked) => self.local(local, None, &unlocked_tx).await,
+                }
+            };
+            match link {
+                Ok(mut link) => {
+                    retry = RETRY_FIRST;
+                    self.session(&mut link, &mut kiosk, &mut sensors, &mut unlocked, &unlocked_tx)
+                        .await;
+                    let actions = self.core.handle(self.clock.now(), Event::Disconnected);
+                    self.perform(actions, None, &unlocked_tx).await;
+                    let _ = self.ready.send(false);
+                    tracing::warn!("device link lost; reconnecting");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, gateway = %self.setup.link.gateway, "cannot reach the server");
+                }
+            }
+            // Wait before the next attempt, still serving the kiosk and sensors.
+            let mut wait = tokio::time::interval(retry);
+            wait.tick().await;
+            loop {
+                tokio::select! {
+                    _ = wait.tick() => break,
+                    Some(local) = next_local(&mut kiosk, &mut sensors, &mut unlocked) => self.local(local, None, &unlocked_tx).await,
+                }
+            }
+            retry = (retry * 2).min(RETRY_MAX);
+        }
+    }
+
+    async fn session(
+        &mut self,
+        link: &mut Link,
+        kiosk: &mut mpsc::Receiver<String>,
+        sensors: &mut mpsc::UnboundedReceiver<SensorEvent>,
+        unlocked: &mut mpsc::UnboundedReceiver<(String, Result<(), String>)>,
+        unlocked_tx: &mpsc::UnboundedSender<(String, Result<(), String>)>,
+    ) {
+        let hello = self.core.handle(self.clock.now(), Event::Connected);
+        self.perform(hello, Some(link), unlocked_tx).await;
+        while let Some(message) = self.backlog.pop_front() {
+            if send(link, &message).await.is_err() {
+                self.backlog.push_front(message);
+                return;
+            }
+        }
+        loop {
+            tokio::select! {
+                frame = link.next() => {
+                    let text = match frame {
+                        Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                        Some(Ok(_)) => continue,
+                    };
+                    let Ok(message) = serde_json::from_str::<ServerMessage>(&text) else {
+                        tracing::warn!("unreadable message from the server");
+                        continue;
+                    };
+                    let actions = self.core.handle(self.clock.now(), Event::Server(message));
+                    self.perform(actions, Some(link), unlocked_tx).await;
+                    let _ = self.ready.send(self.core.ready());
+                }
+                Some(local) = next_local(kiosk, sensors, unlocked) => self.local(local, Some(link), unlocked_tx).await,
+            }
+        }
+    }
+
+    async fn local(
+        &mut self,
+        local: Local,
+        link: Option<&mut Link>,
+        unlocked_tx: &mpsc::UnboundedSender<(String, Result<(), String>)>,
+    ) {
+        let event = match local {
+            Local::Code(code) => Event::CodeEntered(code),
+            Local::Sensor((compartment, reading)) => Event::Door { compartment, reading },
+            Local::Unlocked(nonce, result) => Event::Unlocked { nonce, result },
+        };
+        let actions = self.core.handle(self.clock.now(), event);
+        self.perform(actions, link, unlocked_tx).await;
+    }
+
+    async fn perform(
+        &mut self,
+        actions: Vec<Action>,
+        mut link: Option<&mut Link>,
+        unlocked_tx: &mpsc::UnboundedSender<(String, Result<(), String>)>,
+    ) {
+        for action in actions {
+            match action {
+                Action::Send(message) => {
+                    let sent = match link.as_deref_mut() {
+                        Some(l) => send(l, &message).await.is_ok(),
+                        None => false,
+                    };
+                    if !sent
+                        && !matches!(
+                            message,
+                            AgentMessage::Hello { .. } | AgentMessage::PickupAttempt { .. }
+                        )
+                    {
+                        if self.backlog.len() == BACKLOG {
+                            self.backlog.pop_front();
+                            tracing::error!("offline backlog full; the oldest message was dropped");
+                        }
+                        self.backlog.push_back(message);
+                    }
+                }
+                Action::Unlock { compartment, nonce } => {
+                    // One unlock per command, never retried: the result goes back to the core.
+                    let (board, tx) = (self.board.clone(), unlocked_tx.clone());
+                    tokio::spawn(async move {
+                        let result = board.unlock(compartment).await.map_err(|e| e.to_string());
+                        let _ = tx.send((nonce, result));
+                    });
+                }
+                Action::Show(screen) => {
+                    let _ = self.screen.send(Some(screen));
+                }
+            }
+        }
+    }
+}
+
+async fn next_local(
+    kiosk: &mut mpsc::Receiver<String>,
+    sensors: &mut mpsc::UnboundedReceiver<SensorEvent>,
+    unlocked: &mut mpsc::UnboundedReceiver<(String, Result<(), String>)>,
+) -> Option<Local> {
+    tokio::select! {
+        Some(code) = kiosk.recv() => Some(Local::Code(code)),
+        Some(event) = sensors.recv() => Some(Local::Sensor(event)),
+        Some((nonce, result)) = unlocked.recv() => Some(Local::Unlocked(nonce, result)),
+        else => None,
+    }
+}
+
+async fn send(link: &mut Link, message: &AgentMessage) -> Result<(), ()> {
+    let text = serde_json::to_string(message).map_err(|_| ())?;
+    link.send(Message::Text(text.into())).await.map_err(|_| ())
+}

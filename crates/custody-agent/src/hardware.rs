@@ -1,0 +1,180 @@
+//! Hardware behind traits: lock boards and door sensors.
+//!
+//! A lock board releases one compartment's latch per call and is never asked twice for the same
+//! command: the daemon does not retry unlocks (a retried unlock can open a door twice). Door
+//! sensors report changes on a channel. What a board was told is not what a sensor saw; only
+//! sensor readings are reported as door state.
+//!
+//! [`SimulatedBank`] implements the same trait the real drivers will, for tests and demos: a
+//! bank of doors whose latches open on command and which a simulated person opens and closes.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use custody_core::compartment::CompartmentNumber;
+use custody_proto::device::DoorReading;
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+
+/// A hardware failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HardwareError {
+    /// The board has no such channel.
+    #[error("no such compartment on this board")]
+    NoSuchCompartment,
+    /// The board did not confirm in time; the latch state is unknown.
+    #[error("lock board did not answer")]
+    NoAnswer,
+    /// The board reported a fault.
+    #[error("lock board fault: {0}")]
+    Fault(String),
+}
+
+/// A board that releases compartment latches.
+pub trait LockBoard: Send + Sync {
+    /// Releases the latch of `compartment` once.
+    fn unlock(&self, compartment: CompartmentNumber) -> BoxFuture<'_, Result<(), HardwareError>>;
+}
+
+/// A door sensor reading.
+pub type SensorEvent = (u16, DoorReading);
+
+#[derive(Debug, Default)]
+struct SimDoor {
+    latched: bool,
+    open: bool,
+    unlocks: u32,
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    doors: BTreeMap<u16, SimDoor>,
+    fail_next_unlock: bool,
+}
+
+/// A simulated bank: doors with latches and sensors.
+#[derive(Debug, Clone)]
+pub struct SimulatedBank {
+    state: Arc<Mutex<SimState>>,
+    sensors: mpsc::UnboundedSender<SensorEvent>,
+}
+
+/// What a simulated person cannot do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SimError {
+    /// No such compartment.
+    #[error("no such compartment")]
+    NoSuchDoor,
+    /// The latch holds: the door does not open.
+    #[error("the door is locked")]
+    Locked,
+}
+
+impl SimulatedBank {
+    /// A bank with these compartment numbers, all closed and latched, and its sensor channel.
+    pub fn new(
+        numbers: impl IntoIterator<Item = u16>,
+    ) -> (Self, mpsc::UnboundedReceiver<SensorEvent>) {
+        let (sensors, events) = mpsc::unbounded_channel();
+        let doors = numbers
+            .into_iter()
+            .map(|n| (n, SimDoor { latched: true, open: false, unlocks: 0 }))
+            .collect();
+        (
+            Self {
+                state: Arc::new(Mutex::new(SimState { doors, fail_next_unlock: false })),
+                sensors,
+            },
+            events,
+        )
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, SimState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A person pulls the door of `n`: it opens only if its latch was released.
+    pub fn open_door(&self, n: u16) -> Result<(), SimError> {
+        let mut s = self.state();
+        let door = s.doors.get_mut(&n).ok_or(SimError::NoSuchDoor)?;
+        if door.latched && !door.open {
+            return Err(SimError::Locked);
+        }
+        door.open = true;
+        let _ = self.sensors.send((n, DoorReading::Open));
+        Ok(())
+    }
+
+    /// A person closes the door of `n`; the latch catches again.
+    pub fn close_door(&self, n: u16) -> Result<(), SimError> {
+        let mut s = self.state();
+        let door = s.doors.get_mut(&n).ok_or(SimError::NoSuchDoor)?;
+        door.open = false;
+        door.latched = true;
+        let _ = self.sensors.send((n, DoorReading::Closed));
+        Ok(())
+    }
+
+    /// Whether the latch of `n` is released.
+    pub fn is_unlatched(&self, n: u16) -> bool {
+        self.state().doors.get(&n).is_some_and(|d| !d.latched)
+    }
+
+    /// How many unlocks `n` has received.
+    pub fn unlocks(&self, n: u16) -> u32 {
+        self.state().doors.get(&n).map_or(0, |d| d.unlocks)
+    }
+
+    /// Makes the next unlock fail as a jammed board would.
+    pub fn fail_next_unlock(&self) {
+        self.state().fail_next_unlock = true;
+    }
+}
+
+impl LockBoard for SimulatedBank {
+    fn unlock(&self, compartment: CompartmentNumber) -> BoxFuture<'_, Result<(), HardwareError>> {
+        let result = {
+            let mut s = self.state();
+            if std::mem::take(&mut s.fail_next_unlock) {
+                Err(HardwareError::NoAnswer)
+            } else {
+                match s.doors.get_mut(&compartment.get()) {
+                    Some(door) => {
+                        door.latched = false;
+                        door.unlocks += 1;
+                        Ok(())
+                    }
+                    None => Err(HardwareError::NoSuchCompartment),
+                }
+            }
+        };
+        Box::pin(async move { result })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn doors_open_only_after_an_unlock_and_relatch_on_close() {
+        let (bank, mut sensors) = SimulatedBank::new([1, 2]);
+        assert_eq!(bank.open_door(1), Err(SimError::Locked));
+        bank.unlock(CompartmentNumber::new(1).unwrap()).await.unwrap();
+        bank.open_door(1).unwrap();
+        bank.close_door(1).unwrap();
+        assert_eq!(bank.open_door(1), Err(SimError::Locked), "latched again");
+        assert_eq!(sensors.recv().await, Some((1, DoorReading::Open)));
+        assert_eq!(sensors.recv().await, Some((1, DoorReading::Closed)));
+        assert_eq!(
+            bank.unlock(CompartmentNumber::new(9).unwrap()).await,
+            Err(HardwareError::NoSuchCompartment)
+        );
+        bank.fail_next_unlock();
+        assert_eq!(
+            bank.unlock(CompartmentNumber::new(2).unwrap()).await,
+            Err(HardwareError::NoAnswer)
+        );
+        assert!(!bank.is_unlatched(2));
+    }
+}

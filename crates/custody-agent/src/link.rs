@@ -1,0 +1,62 @@
+//! The device link's transport: TLS 1.3 with the device's client certificate, the server's key
+//! pinned, and a WebSocket on top.
+
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct LinkConfig {
+    /// Gateway address, `host:port`.
+    pub gateway: String,
+    /// Name the server's certificate must carry.
+    pub server_name: String,
+    /// TLS 1.3, client certificate, pinned server key.
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for LinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkConfig")
+            .field("gateway", &self.gateway)
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An open link.
+pub type Link = WebSocketStream<TlsStream<TcpStream>>;
+
+/// Why connecting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// TCP or TLS failed (refused, unreachable, certificate or pin rejected).
+    #[error("connection: {0}")]
+    Connect(#[from] std::io::Error),
+    /// The server name is not a valid DNS name or address.
+    #[error("invalid server name")]
+    ServerName,
+    /// The WebSocket handshake failed (the gateway refused the device).
+    #[error("websocket: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+}
+
+/// Connects and upgrades to the device link.
+pub async fn connect(config: &LinkConfig) -> Result<Link, LinkError> {
+    let tcp = TcpStream::connect(&config.gateway).await?;
+    let name =
+        ServerName::try_from(config.server_name.clone()).map_err(|_| LinkError::ServerName)?;
+    let tls = TlsConnector::from(config.tls.clone()).connect(name, tcp).await?;
+    let mut ws_config = WebSocketConfig::default();
+    ws_config.max_message_size = Some(custody_proto::device::MAX_FRAME_BYTES);
+    ws_config.max_frame_size = Some(custody_proto::device::MAX_FRAME_BYTES);
+    let url = format!("wss://{}/v1/link", config.gateway);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, tls, Some(ws_config)).await?;
+    Ok(ws)
+}

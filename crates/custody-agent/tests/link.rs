@@ -1,0 +1,213 @@
+//! The agent against a real server: enrolment over HTTPS, the device link over mutual TLS, the
+//! kiosk, the doors, and the commands that open them.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test fails loudly at the first unexpected value"
+)]
+
+use custody_agent::core::Screen;
+use custody_core::audit::AuditAction;
+use custody_core::compartment::DoorState;
+use custody_proto::device::ServerMessage;
+use custody_server::outbox::{Transport, deliver_due};
+use custody_testkit::{TestServer, TestStore, backends, eventually};
+use serde_json::{Value, json};
+
+async fn door_is(server: &TestServer, number: u16, door: DoorState) -> bool {
+    let bank = server.env.bank.clone();
+    let rows = server.env.app.bank_overview(&bank).await.unwrap();
+    rows.iter().any(|c| c.number.get() == number && c.door == door)
+}
+
+/// Reads the pickup code from the e-mail the file outbox wrote.
+fn code_from_outbox(dir: &std::path::Path) -> String {
+    let mut codes = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        if let Some(line) = text.lines().find(|l| l.starts_with("Your pickup code: ")) {
+            codes.push(line.trim_start_matches("Your pickup code: ").trim().to_owned());
+        }
+    }
+    assert_eq!(codes.len(), 1, "one message");
+    codes.remove(0)
+}
+
+backends!(deposit_and_pickup_through_the_device_link, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let mut agent = server.agent().await;
+    let (handle, bank) = (&mut agent.handle, agent.bank.clone());
+    let client = server.client();
+    let key = server.env.carrier_token.to_string();
+
+    let parcel: Value = client
+        .post(server.url("/api/v1/parcels"))
+        .bearer_auth(&key)
+        .json(&json!({"site": server.env.site.to_string(), "recipient_email": "ann@harbour.example", "tracking_ref": "1Z42", "size": "medium"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = parcel["id"].as_str().unwrap().to_owned();
+    let deposit: Value = client
+        .post(server.url(&format!("/api/v1/parcels/{id}/deposit")))
+        .bearer_auth(&key)
+        .json(&json!({"bank": server.env.bank.to_string()}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deposit["command_delivered"], true, "{deposit}");
+    let n = u16::try_from(deposit["compartment"]["number"].as_u64().unwrap()).unwrap();
+    assert_eq!(n, 3, "smallest free compartment that fits a medium parcel");
+    eventually("the agent releases the latch", || async { bank.is_unlatched(n) }).await;
+
+    // The courier opens the door, puts the parcel in and closes it.
+    bank.open_door(n).unwrap();
+    bank.close_door(n).unwrap();
+    eventually("the server hears the door close", || door_is(&server, n, DoorState::Closed)).await;
+    let confirmed = client
+        .post(server.url(&format!("/api/v1/parcels/{id}/deposit/confirm")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), 200);
+    assert_eq!(confirmed.json::<Value>().await.unwrap()["state"], "notified");
+
+    // The outbox delivers the message; the recipient reads the code.
+    let mail = tempfile::tempdir().unwrap();
+    assert_eq!(
+        deliver_due(&server.env.app, &Transport::File(mail.path().to_owned())).await.unwrap(),
+        1
+    );
+    let code = code_from_outbox(mail.path());
+
+    // At the kiosk: a wrong code, then the right one.
+    assert_eq!(handle.try_code("9999 9999").await, Some(Screen::NotAccepted));
+    assert_eq!(handle.try_code(&code).await, Some(Screen::Open(n)));
+    eventually("the latch opens for the recipient", || async { bank.is_unlatched(n) }).await;
+    bank.open_door(n).unwrap();
+    bank.close_door(n).unwrap();
+    assert_eq!(bank.unlocks(n), 2, "one unlock for the deposit, one for the pickup");
+    assert_eq!(handle.try_code(&code).await, Some(Screen::NotAccepted), "single use");
+
+    let history: Value = client
+        .get(server.url(&format!("/api/v1/parcels/{id}/history")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["parcel"]["state"], "picked_up");
+    let actions: Vec<&str> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(actions.contains(&"parcel.pick_up"), "{actions:?}");
+    let results = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"].as_str().is_some_and(|r| r.starts_with("unlocked")))
+        .count();
+    assert!(results <= 2);
+});
+
+backends!(replayed_and_foreign_commands_are_refused_by_the_agent, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let agent = server.agent().await;
+    let bank = &agent.bank;
+    let admin = custody_testkit::Env::as_person(&server.env.admin);
+    let slot = server.env.compartments[4].clone();
+    let opening = server
+        .env
+        .app
+        .remote_open(&admin, &slot.id, "inspect the lock after a complaint")
+        .await
+        .unwrap();
+    let hub = &server.running.state.hub;
+    assert!(hub.send(&server.env.bank, ServerMessage::Open(opening.command.clone())));
+    eventually("first delivery unlocks", || async { bank.unlocks(5) == 1 }).await;
+    // The same signed command again: a replay.
+    assert!(hub.send(&server.env.bank, ServerMessage::Open(opening.command.clone())));
+    // A forged command: signature over another compartment.
+    let mut forged = opening.command.clone();
+    forged.command.compartment = 6;
+    assert!(hub.send(&server.env.bank, ServerMessage::Open(forged)));
+    let site = server.env.site.clone();
+    eventually("the agent's refusals reach the audit log", || {
+        let (app, site) = (server.env.app.clone(), site.clone());
+        async move {
+            let log = app
+                .store()
+                .read(move |tx| Box::pin(async move { tx.audit_for_site(&site, 50).await }))
+                .await
+                .unwrap();
+            let reasons: Vec<String> = log
+                .iter()
+                .filter(|r| r.event.action == AuditAction::OpenCommand)
+                .filter_map(|r| r.event.reason.clone())
+                .collect();
+            reasons.iter().any(|r| r.starts_with("agent_refused:replay"))
+                && reasons.iter().any(|r| r.starts_with("agent_refused:bad_signature"))
+        }
+    })
+    .await;
+    assert_eq!(
+        (bank.unlocks(5), bank.unlocks(6)),
+        (1, 0),
+        "neither the replay nor the forgery opened anything"
+    );
+});
+
+backends!(a_revoked_device_cannot_connect, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let agent = server.agent().await;
+    assert!(server.running.state.hub.is_online(&server.env.bank));
+    let device = custody_core::DeviceId::parse(&agent.identity.device).unwrap();
+    let now = server.env.app.now();
+    server
+        .env
+        .app
+        .store()
+        .write(move |tx| Box::pin(async move { tx.revoke_device(&device, now).await }))
+        .await
+        .unwrap();
+    // A fresh connection with the revoked identity is refused at the upgrade.
+    let gateway = format!("localhost:{}", server.running.gateway.port());
+    let setup =
+        custody_agent::enrol::load(agent.dir(), Some(&gateway), server.env.app.clock()).unwrap();
+    let err = custody_agent::link::connect(&setup.link).await.unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    let second = server.agent().await;
+    assert!(second.handle.is_ready(), "a newly enrolled device connects");
+});
+
+#[tokio::test]
+async fn the_gateway_refuses_clients_without_a_certificate() {
+    let server = TestServer::start(custody_testkit::sqlite_store().await).await;
+    let trust = custody_crypto::tls::ServerTrust {
+        ca_pem: server.env.data.server_ca_pem().unwrap(),
+        pins: vec![],
+    };
+    let tls =
+        custody_crypto::tls::client_config(&trust, None, &[b"http/1.1"], server.env.app.clock())
+            .unwrap();
+    let config = custody_agent::link::LinkConfig {
+        gateway: format!("localhost:{}", server.running.gateway.port()),
+        server_name: "localhost".into(),
+        tls: std::sync::Arc::new(tls),
+    };
+    assert!(custody_agent::link::connect(&config).await.is_err());
+}
