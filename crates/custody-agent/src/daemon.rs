@@ -42,22 +42,18 @@ impl AgentHandle {
         let _ = self.kiosk.send(code.to_owned()).await;
     }
 
-    /// Waits until the kiosk shows something other than "checking", and returns it.
-    pub async fn next_screen(&mut self) -> Option<Screen> {
+    /// Types `code` and returns what the kiosk shows in answer (anything but "checking").
+    pub async fn try_code(&self, code: &str) -> Option<Screen> {
+        let mut screen = self.screen.clone();
+        screen.borrow_and_update();
+        self.enter_code(code).await;
         loop {
-            self.screen.changed().await.ok()?;
-            let shown = self.screen.borrow_and_update().clone();
+            screen.changed().await.ok()?;
+            let shown = screen.borrow_and_update().clone();
             if shown.as_ref().is_some_and(|s| *s != Screen::Checking) {
                 return shown;
             }
         }
-    }
-
-    /// Types `code` and returns what the kiosk shows in answer.
-    pub async fn try_code(&mut self, code: &str) -> Option<Screen> {
-        self.screen.borrow_and_update();
-        self.enter_code(code).await;
-        self.next_screen().await
     }
 
     /// Waits until the agent is connected and welcomed.

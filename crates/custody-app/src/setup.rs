@@ -10,6 +10,7 @@
 //!   tls/server.pem        the HTTPS and gateway certificate
 //!   tls/server.key        its key                                                    (0600)
 //!   tls/server-ca.pem     the CA agents and the CLI trust for the server certificate
+//!   keys/metrics.token    bearer token for Prometheus at /metrics                   (0600)
 //! ```
 //!
 //! Secret files are created 0600 and refused when group- or world-readable, so a copied
@@ -215,6 +216,10 @@ impl DataDir {
         write_secret(&self.server_key_path(), key_pem.as_bytes())?;
         write_public(&tls.join("server-ca.pem"), server_ca_pem.as_bytes())?;
 
+        let metrics_path = keys.join("metrics.token");
+        let metrics: [u8; 24] = rng.bytes().map_err(key_err(&metrics_path))?;
+        write_secret(&metrics_path, data_encoding::BASE64URL_NOPAD.encode(&metrics).as_bytes())?;
+
         // The master key is written last: its presence marks a complete initialisation.
         let master_path = keys.join("master.key");
         let master = MasterKey::generate(rng).map_err(key_err(&master_path))?;
@@ -245,6 +250,29 @@ impl DataDir {
         let ca = CertificateAuthority::load(&read_public(&keys.join("ca.pem"))?, &ca_key)
             .map_err(key_err(&ca_key_path))?;
         KeyRing::new(&master, command, ca).map_err(key_err(&master_path))
+    }
+
+    /// The bearer token Prometheus presents at `/metrics`.
+    pub fn metrics_token(&self) -> Result<String, SetupError> {
+        let path = self.keys_dir().join("metrics.token");
+        let bytes = read_secret(&path)?;
+        let token = String::from_utf8(bytes).map_err(|_| SetupError::Key {
+            path: path.clone(),
+            source: CryptoError::InvalidKey("not text"),
+        })?;
+        let token = token.trim().to_owned();
+        if token.len() < 24 {
+            return Err(SetupError::Key {
+                path,
+                source: CryptoError::InvalidKey("metrics token too short"),
+            });
+        }
+        Ok(token)
+    }
+
+    /// The path of the configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("custody.toml")
     }
 
     /// The server certificate chain and key, PEM.

@@ -1,1 +1,116 @@
-fn main() {}
+//! `custody`: set up, run and operate a Custody installation.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line tool talks on stdout and stderr"
+)]
+
+mod admin;
+mod agent;
+mod demo;
+mod init;
+mod serve;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use custody_store::Store;
+
+/// Custody: smart parcel lockers with a chain of custody anyone can check.
+#[derive(Debug, Parser)]
+#[command(name = "custody", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Directory holding keys, certificates, configuration and the SQLite database.
+    #[arg(long, global = true, env = "CUSTODY_DATA_DIR", default_value = "custody-data")]
+    data_dir: PathBuf,
+    /// Database URL (`sqlite://PATH` or `postgres://…`); default: SQLite in the data directory.
+    #[arg(long, global = true, env = "CUSTODY_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Log format.
+    #[arg(long, global = true, env = "CUSTODY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the data directory: keys (0600), internal CA, server certificate, configuration.
+    Init(init::Args),
+    /// Run the server: HTTPS API and portal, device gateway, notifications, housekeeping.
+    Serve,
+    /// Run or enrol the agent of one locker bank.
+    #[command(subcommand)]
+    Agent(agent::Command),
+    /// Manage organisations, sites, banks, compartments, carriers and people.
+    #[command(subcommand)]
+    Admin(admin::Command),
+    /// Run a complete site on this machine: a server and three simulated banks.
+    Demo(demo::Args),
+}
+
+/// Opens the store the global flags select.
+pub(crate) async fn open_store(
+    data_dir: &Path,
+    database_url: Option<&str>,
+) -> anyhow::Result<Store> {
+    let url = if let Some(url) = database_url {
+        url.to_owned()
+    } else {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        custody_store::sqlite_url_in(data_dir)
+    };
+    Store::open(&url)
+        .await
+        .with_context(|| "opening the database (check --database-url or CUSTODY_DATABASE_URL)")
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CUSTODY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let (data, url) = (cli.data_dir.as_path(), cli.database_url.as_deref());
+        match cli.command {
+            Command::Init(args) => init::run(data, &args),
+            Command::Serve => serve::run(data, url).await,
+            Command::Agent(cmd) => agent::run(cmd).await,
+            Command::Admin(cmd) => admin::run(data, url, cmd).await,
+            Command::Demo(args) => demo::run(data, url, args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

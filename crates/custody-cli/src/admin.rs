@@ -1,0 +1,224 @@
+//! `custody admin`: the operator's commands, run with the data directory in hand. Every change
+//! is audited with the actor `operator`.
+
+use std::io::BufRead as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use custody_app::Caller;
+use custody_app::admin::{CompartmentSpec, NewPerson};
+use custody_core::compartment::SizeClass;
+use custody_core::person::Role;
+use custody_core::{BankId, CarrierId, OrgId, SiteId};
+use custody_crypto::SystemClock;
+use futures_util::FutureExt as _;
+use zeroize::Zeroizing;
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Command {
+    /// Create an organisation (a tenant).
+    CreateOrg {
+        /// Its name.
+        name: String,
+    },
+    /// Create a site of an organisation.
+    CreateSite {
+        /// The organisation's id.
+        #[arg(long)]
+        org: String,
+        /// IANA time zone.
+        #[arg(long, default_value = "UTC")]
+        time_zone: String,
+        /// Pickup window in hours (default 168, seven days).
+        #[arg(long)]
+        pickup_window_hours: Option<u64>,
+        /// Its name.
+        name: String,
+    },
+    /// Create a locker bank at a site.
+    CreateBank {
+        /// The site's id.
+        #[arg(long)]
+        site: String,
+        /// Its name.
+        name: String,
+    },
+    /// Add compartments to a bank.
+    AddCompartments {
+        /// The bank's id.
+        #[arg(long)]
+        bank: String,
+        /// Numbers, such as `1-12` or `1,2,5-8`.
+        #[arg(long)]
+        numbers: String,
+        /// small, medium, large or `extra_large`.
+        #[arg(long, default_value = "medium")]
+        size: String,
+        /// At accessible height.
+        #[arg(long)]
+        accessible: bool,
+        /// Refrigerated.
+        #[arg(long)]
+        refrigerated: bool,
+    },
+    /// Register a carrier with an organisation.
+    CreateCarrier {
+        /// The organisation's id.
+        #[arg(long)]
+        org: String,
+        /// Its name.
+        name: String,
+    },
+    /// Issue an API key for a carrier (shown once).
+    IssueApiKey {
+        /// The carrier's id.
+        #[arg(long)]
+        carrier: String,
+        /// Sites it may deliver to (repeat the flag).
+        #[arg(long = "site", required = true)]
+        sites: Vec<String>,
+        /// What to call it.
+        #[arg(long, default_value = "API key")]
+        label: String,
+    },
+    /// Add a person. The password is read from standard input with --password-stdin.
+    AddPerson {
+        /// The organisation's id.
+        #[arg(long)]
+        org: String,
+        /// E-mail address (their login).
+        #[arg(long)]
+        email: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// resident, courier, auditor, admin or `super_admin`.
+        #[arg(long)]
+        role: String,
+        /// Limit the role to this site (required for residents).
+        #[arg(long)]
+        site: Option<String>,
+        /// For couriers, their carrier.
+        #[arg(long)]
+        carrier: Option<String>,
+        /// Read an initial password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Issue a single-use enrolment token for a bank's agent (shown once).
+    EnrolmentToken {
+        /// The bank's id.
+        #[arg(long)]
+        bank: String,
+    },
+    /// List organisations, their sites and banks.
+    List,
+}
+
+fn id<T: std::str::FromStr>(s: &str, what: &str) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    s.parse::<T>().map_err(|e| anyhow::anyhow!("--{what}: {e}"))
+}
+
+pub(crate) async fn run(
+    data: &Path,
+    url: Option<&str>,
+    command: Command,
+) -> anyhow::Result<ExitCode> {
+    let (app, _, _) = crate::serve::app_for(data, url, Arc::new(SystemClock)).await?;
+    let op = Caller::Operator;
+    match command {
+        Command::CreateOrg { name } => println!("{}", app.create_org(&op, &name).await?.id),
+        Command::CreateSite { org, time_zone, pickup_window_hours, name } => {
+            let window =
+                pickup_window_hours.map(|h| std::time::Duration::from_secs(h.saturating_mul(3600)));
+            println!(
+                "{}",
+                app.create_site(&op, &id::<OrgId>(&org, "org")?, &name, &time_zone, window)
+                    .await?
+                    .id
+            );
+        }
+        Command::CreateBank { site, name } => {
+            println!("{}", app.create_bank(&op, &id::<SiteId>(&site, "site")?, &name).await?.id);
+        }
+        Command::AddCompartments { bank, numbers, size, accessible, refrigerated } => {
+            let size = SizeClass::parse(&size)
+                .context("--size must be small, medium, large or extra_large")?;
+            let specs: Vec<_> = crate::agent::parse_numbers(&numbers)?
+                .into_iter()
+                .map(|number| CompartmentSpec { number, size, accessible, refrigerated })
+                .collect();
+            let rows = app.add_compartments(&op, &id::<BankId>(&bank, "bank")?, &specs).await?;
+            println!("added {} compartments", rows.len());
+        }
+        Command::CreateCarrier { org, name } => {
+            println!("{}", app.create_carrier(&op, &id::<OrgId>(&org, "org")?, &name).await?.id);
+        }
+        Command::IssueApiKey { carrier, sites, label } => {
+            let sites = sites
+                .iter()
+                .map(|s| id::<SiteId>(s, "site"))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let issued = app
+                .issue_api_key(&op, &id::<CarrierId>(&carrier, "carrier")?, &sites, &label)
+                .await?;
+            println!("{}", issued.token.as_str());
+            eprintln!("Shown once: give it to the carrier; it is stored only as a keyed hash.");
+        }
+        Command::AddPerson { org, email, name, role, site, carrier, password_stdin } => {
+            let role = Role::parse(&role)
+                .context("--role must be resident, courier, auditor, admin or super_admin")?;
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                Some(Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned()))
+            } else {
+                None
+            };
+            let new = NewPerson {
+                org: id(&org, "org")?,
+                email,
+                name,
+                role,
+                site: site.as_deref().map(|s| id(s, "site")).transpose()?,
+                carrier: carrier.as_deref().map(|c| id(c, "carrier")).transpose()?,
+                password,
+            };
+            println!("{}", app.create_person(&op, new).await?.id);
+        }
+        Command::EnrolmentToken { bank } => {
+            let token = app.create_enrolment_token(&op, &id::<BankId>(&bank, "bank")?).await?;
+            println!("{}", token.as_str());
+            eprintln!(
+                "Single use, valid for 24 hours. Pass it to `custody agent enrol` through CUSTODY_ENROLMENT_TOKEN or standard input."
+            );
+        }
+        Command::List => {
+            let orgs = app.store().read(|tx| async move { tx.orgs().await }.boxed()).await?;
+            for org in orgs {
+                println!("{} {}", org.id, org.name);
+                let o = org.id.clone();
+                let sites =
+                    app.store().read(move |tx| async move { tx.sites(&o).await }.boxed()).await?;
+                for site in sites {
+                    println!("  {} {}", site.id, site.name);
+                    let s = site.id.clone();
+                    let banks = app
+                        .store()
+                        .read(move |tx| async move { tx.banks(&s).await }.boxed())
+                        .await?;
+                    for bank in banks {
+                        let n = app.bank_compartment_numbers(&bank.id).await?.len();
+                        println!("    {} {} ({n} compartments)", bank.id, bank.name);
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,161 @@
+//! `custody agent`.
+
+use std::io::BufRead as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use custody_agent::core::Screen;
+use custody_agent::enrol::{EnrolTarget, enrol, load};
+use custody_agent::hardware::SimulatedBank;
+use custody_crypto::SystemClock;
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Command {
+    /// Enrol this device with a single-use token from `custody admin enrolment-token`.
+    Enrol(EnrolArgs),
+    /// Run the agent. Until real lock-board drivers land, doors are simulated and the terminal
+    /// is the kiosk: type a code, or `open N` / `close N` to move a simulated door.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct EnrolArgs {
+    /// Where the agent keeps its key, certificate and pins.
+    #[arg(long, env = "CUSTODY_AGENT_DIR", default_value = "custody-agent")]
+    agent_dir: PathBuf,
+    /// The server's public URL, such as <https://lockers.example.org:8443>.
+    #[arg(long)]
+    server: String,
+    /// The CA that issued the server's certificate (`tls/server-ca.pem` of the server).
+    #[arg(long)]
+    server_ca: PathBuf,
+    /// SHA-256 of the server's public key, hex, as printed by `custody init`.
+    #[arg(long)]
+    pin: String,
+    /// The enrolment token; read from standard input when not set (never pass it as an argument).
+    #[arg(long = "token-env", env = "CUSTODY_ENROLMENT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// The enrolled agent's directory.
+    #[arg(long, env = "CUSTODY_AGENT_DIR", default_value = "custody-agent")]
+    agent_dir: PathBuf,
+    /// Connect here instead of the gateway address received at enrolment (`host:port`).
+    #[arg(long)]
+    gateway: Option<String>,
+    /// Compartment numbers of the simulated bank, such as `1-12`.
+    #[arg(long, default_value = "1-12")]
+    compartments: String,
+}
+
+/// Parses `1-12` or `1,2,5-8`.
+pub(crate) fn parse_numbers(s: &str) -> anyhow::Result<Vec<u16>> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        if let Some((a, b)) = part.split_once('-') {
+            let (a, b): (u16, u16) = (a.trim().parse()?, b.trim().parse()?);
+            anyhow::ensure!(a <= b && a >= 1 && b <= 999, "range {part} must lie within 1-999");
+            out.extend(a..=b);
+        } else {
+            out.push(
+                part.parse().with_context(|| format!("{part:?} is not a compartment number"))?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Enrol(args) => {
+            let token = if let Some(t) = args.token {
+                t
+            } else {
+                eprintln!("Enrolment token:");
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                line
+            };
+            let target = EnrolTarget {
+                server_url: args.server,
+                server_ca_pem: std::fs::read_to_string(&args.server_ca)
+                    .with_context(|| format!("reading {}", args.server_ca.display()))?,
+                server_pin: args.pin,
+            };
+            let file = enrol(&args.agent_dir, &target, token.trim(), Arc::new(SystemClock)).await?;
+            println!(
+                "Enrolled device {} for bank {} in {}",
+                file.device,
+                file.bank,
+                args.agent_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => {
+            let setup = load(&args.agent_dir, args.gateway.as_deref(), Arc::new(SystemClock))?;
+            let (bank, sensors) = SimulatedBank::new(parse_numbers(&args.compartments)?);
+            let handle = custody_agent::daemon::spawn(
+                setup,
+                Arc::new(bank.clone()),
+                sensors,
+                Arc::new(SystemClock),
+            );
+            println!(
+                "Agent running. Type a pickup code, or `open N` / `close N` for a simulated door."
+            );
+            let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(8);
+            std::thread::spawn(move || {
+                for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                    if lines_tx.blocking_send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            while let Some(line) = lines.recv().await {
+                let line = line.trim();
+                let door =
+                    |verb: &str| line.strip_prefix(verb).and_then(|n| n.trim().parse::<u16>().ok());
+                if let Some(n) = door("open ") {
+                    println!(
+                        "{}",
+                        bank.open_door(n).map_or_else(
+                            |e| format!("door {n}: {e}"),
+                            |()| format!("door {n} open")
+                        )
+                    );
+                } else if let Some(n) = door("close ") {
+                    println!(
+                        "{}",
+                        bank.close_door(n).map_or_else(
+                            |e| format!("door {n}: {e}"),
+                            |()| format!("door {n} closed")
+                        )
+                    );
+                } else if !line.is_empty() {
+                    let shown = handle.try_code(line).await;
+                    println!("{}", describe(shown.as_ref()));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// What the kiosk screen says.
+pub(crate) fn describe(screen: Option<&Screen>) -> String {
+    match screen {
+        Some(Screen::Open(n)) => {
+            format!("Compartment {n} is open. Please close the door when you are done.")
+        }
+        Some(Screen::NotAccepted) => "Code not accepted.".into(),
+        Some(Screen::Offline) => {
+            "The locker cannot check codes right now. Please try again later.".into()
+        }
+        Some(Screen::Checking) | None => "…".into(),
+    }
+}

@@ -1,0 +1,631 @@
+//! `custody demo`: a complete site on this machine.
+//!
+//! A fresh data directory (keys, CA, certificates), a server on loopback with real TLS, three
+//! locker banks whose agents enrol over HTTPS with single-use tokens and connect over mutual TLS,
+//! simulated doors, and e-mails written to the data directory's `outbox/`.
+//! `--scenario tour` then tells the whole story through the real API and device link and exits
+//! non-zero at the first step that misbehaves.
+
+#![allow(
+    clippy::indexing_slicing,
+    reason = "serde_json::Value indexing by key yields Null rather than panicking, and the bank list always holds the three banks `start` made"
+)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail, ensure};
+use custody_agent::core::Screen;
+use custody_agent::daemon::AgentHandle;
+use custody_agent::enrol::EnrolTarget;
+use custody_agent::hardware::SimulatedBank;
+use custody_app::admin::{CompartmentSpec, NewPerson};
+use custody_app::setup::DataDir;
+use custody_app::{App, AppConfig, Caller};
+use custody_core::compartment::SizeClass;
+use custody_core::person::Role;
+use custody_core::time::{days, duration_millis, minutes};
+use custody_core::{BankId, Clock, SiteId, Timestamp};
+use custody_crypto::{Rng, SystemClock};
+use custody_server::outbox::{Transport, Workers};
+use custody_server::{Listen, Running};
+use futures_util::FutureExt as _;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+/// The demo's password for every seeded person. Demo only: printed on the screen.
+const DEMO_PASSWORD: &str = "custody-demo-password";
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Tell a story and exit instead of staying up.
+    #[arg(long, value_enum)]
+    scenario: Option<Scenario>,
+    /// Portal and API address (port 0 picks a free port; the tour always does).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Device gateway address.
+    #[arg(long, default_value = "127.0.0.1:8444")]
+    gateway_listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Scenario {
+    /// Deposit, notify, wrong codes, pickup, expiry, return, staff retrieval, remote open.
+    Tour,
+}
+
+/// Wall-clock time plus an offset the tour can move forward ("a week passes").
+#[derive(Debug, Default)]
+struct DemoClock(AtomicI64);
+
+impl DemoClock {
+    fn advance(&self, d: Duration) {
+        self.0.fetch_add(duration_millis(d), Ordering::SeqCst);
+    }
+}
+
+impl Clock for DemoClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(
+            SystemClock.now().as_millis().saturating_add(self.0.load(Ordering::SeqCst)),
+        )
+    }
+}
+
+fn free_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let listener = TcpListener::bind(addr).context("finding a free port")?;
+    Ok(listener.local_addr()?)
+}
+
+struct Bank {
+    id: BankId,
+    name: &'static str,
+    doors: SimulatedBank,
+    agent: AgentHandle,
+}
+
+struct Demo {
+    app: App,
+    clock: Arc<DemoClock>,
+    running: Running,
+    site: SiteId,
+    banks: Vec<Bank>,
+    carrier_token: Zeroizing<String>,
+    outbox: PathBuf,
+    data: DataDir,
+    _temp: Option<tempfile::TempDir>,
+}
+
+fn compartments() -> Vec<CompartmentSpec> {
+    let spec = |number, size, accessible, refrigerated| CompartmentSpec {
+        number,
+        size,
+        accessible,
+        refrigerated,
+    };
+    vec![
+        spec(1, SizeClass::Small, false, false),
+        spec(2, SizeClass::Small, false, false),
+        spec(3, SizeClass::Small, true, false),
+        spec(4, SizeClass::Medium, false, false),
+        spec(5, SizeClass::Medium, false, false),
+        spec(6, SizeClass::Medium, true, false),
+        spec(7, SizeClass::Large, false, false),
+        spec(8, SizeClass::ExtraLarge, false, true),
+    ]
+}
+
+async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Result<Demo> {
+    // The demo never touches an existing installation: it makes a fresh data directory, inside
+    // --data-dir when one is given explicitly, else in the system's temporary directory.
+    let temp = match data_arg.to_str() {
+        Some("custody-data") | None => tempfile::Builder::new().prefix("custody-demo-").tempdir(),
+        Some(_) => {
+            std::fs::create_dir_all(data_arg)
+                .with_context(|| format!("creating {}", data_arg.display()))?;
+            tempfile::Builder::new().prefix("custody-demo-").tempdir_in(data_arg)
+        }
+    }
+    .context("creating the demo's data directory")?;
+    let data = DataDir::new(temp.path());
+    let clock = Arc::new(DemoClock::default());
+    data.init(&["localhost".into(), "127.0.0.1".into()], None, clock.as_ref(), &Rng::new())?;
+    let store = crate::open_store(temp.path(), url).await?;
+    let empty = store.read(|tx| async move { tx.orgs().await }.boxed()).await?.is_empty();
+    ensure!(empty, "the database already holds data; the demo needs an empty database");
+
+    let scenario = args.scenario.is_some();
+    let public =
+        free_port(if scenario { SocketAddr::from(([127, 0, 0, 1], 0)) } else { args.listen })?;
+    let gateway = free_port(if scenario {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    } else {
+        args.gateway_listen
+    })?;
+    let config = AppConfig {
+        public_url: format!("https://localhost:{}", public.port()),
+        gateway_address: format!("localhost:{}", gateway.port()),
+        notification_channel: "file".into(),
+        ..AppConfig::default()
+    };
+    let app = App::new(store, clock.clone(), data.load_keys()?, config)?;
+
+    let op = Caller::Operator;
+    let org = app.create_org(&op, "Harbour Living").await?.id;
+    let site = app.create_site(&op, &org, "Harbour House", "Europe/Berlin", None).await?.id;
+    let carrier = app.create_carrier(&op, &org, "Parcelco").await?.id;
+    let carrier_token = app
+        .issue_api_key(&op, &carrier, std::slice::from_ref(&site), "Parcelco depot")
+        .await?
+        .token;
+    let people = [
+        ("root@harbour.example", "Sam Super", Role::SuperAdmin, None, None),
+        ("admin@harbour.example", "Ada Admin", Role::Admin, Some(site.clone()), None),
+        ("audit@harbour.example", "Abe Auditor", Role::Auditor, None, None),
+        ("carl@parcelco.example", "Carl Courier", Role::Courier, None, Some(carrier.clone())),
+        ("ann@harbour.example", "Ann Resident", Role::Resident, Some(site.clone()), None),
+        ("bob@harbour.example", "Bob Resident", Role::Resident, Some(site.clone()), None),
+    ];
+    for (email, name, role, site, carrier) in people {
+        let new = NewPerson {
+            org: org.clone(),
+            email: email.into(),
+            name: name.into(),
+            role,
+            site,
+            carrier,
+            password: Some(Zeroizing::new(DEMO_PASSWORD.into())),
+        };
+        app.create_person(&op, new).await?;
+    }
+
+    let (cert_pem, key_pem) = data.server_tls()?;
+    let outbox = temp.path().join("outbox");
+    let workers = Workers {
+        transport: Some(Transport::File(outbox.clone())),
+        sweep: true,
+        poll: Some(Duration::from_millis(200)),
+    };
+    let running = custody_server::start(
+        app.clone(),
+        Listen { public, gateway, cert_pem, key_pem },
+        Arc::from(data.metrics_token()?),
+        workers,
+    )
+    .await?;
+
+    let target = EnrolTarget {
+        server_url: format!("https://localhost:{}", public.port()),
+        server_ca_pem: data.server_ca_pem()?,
+        server_pin: data_encoding::HEXLOWER
+            .encode(&custody_crypto::pki::spki_pin_of_pem(&data.server_tls()?.0)?),
+    };
+    let mut banks = Vec::new();
+    for name in ["Lobby", "Garage", "Mail room"] {
+        let bank = app.create_bank(&op, &site, name).await?.id;
+        app.add_compartments(&op, &bank, &compartments()).await?;
+        let token = app.create_enrolment_token(&op, &bank).await?;
+        let dir = temp.path().join(format!("agent-{}", name.to_lowercase().replace(' ', "-")));
+        custody_agent::enrol::enrol(&dir, &target, &token, clock.clone())
+            .await
+            .with_context(|| format!("enrolling the agent of {name}"))?;
+        let setup = custody_agent::enrol::load(&dir, None, clock.clone())?;
+        let (doors, sensors) = SimulatedBank::new(1..=8);
+        let mut agent =
+            custody_agent::daemon::spawn(setup, Arc::new(doors.clone()), sensors, clock.clone());
+        tokio::time::timeout(Duration::from_secs(20), agent.wait_ready())
+            .await
+            .with_context(|| format!("the agent of {name} did not connect"))?;
+        banks.push(Bank { id: bank, name, doors, agent });
+    }
+    Ok(Demo { app, clock, running, site, banks, carrier_token, outbox, data, _temp: Some(temp) })
+}
+
+pub(crate) async fn run(data: &Path, url: Option<&str>, args: Args) -> anyhow::Result<ExitCode> {
+    let demo = start(data, url, &args).await?;
+    let base = format!("https://localhost:{}", demo.running.public.port());
+    println!(
+        "Custody demo: site \"Harbour House\" with banks Lobby, Garage and Mail room (8 compartments each)."
+    );
+    println!(
+        "  portal:      {base}/portal   (certificate from the demo's own CA: {})",
+        demo.data.root().join("tls/server-ca.pem").display()
+    );
+    println!("  API:         {base}/api/v1   (OpenAPI at {base}/api/v1/openapi.json)");
+    println!("  sign in as:  admin@harbour.example, root@harbour.example, audit@harbour.example,");
+    println!("               ann@harbour.example, bob@harbour.example, carl@parcelco.example");
+    println!("  password:    {DEMO_PASSWORD}");
+    println!("  carrier key: {}", demo.carrier_token.as_str());
+    println!("  e-mails:     {}", demo.outbox.display());
+    println!("  database:    {}", demo.app.store().backend().as_str());
+    match args.scenario {
+        Some(Scenario::Tour) => match tour(&demo).await {
+            Ok(steps) => {
+                println!("Tour complete: {steps} steps, every one as expected.");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                println!("✘ {e:#}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        None => {
+            println!(
+                "Running. Press Ctrl-C to stop (the demo's data directory is deleted on exit)."
+            );
+            tokio::signal::ctrl_c().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The tour's view of the world: an HTTP client like any carrier's or admin's, and the people
+/// standing at the banks.
+struct Tour<'a> {
+    demo: &'a Demo,
+    http: reqwest::Client,
+    base: String,
+    step: usize,
+    seen_mail: std::collections::BTreeSet<PathBuf>,
+}
+
+impl Tour<'_> {
+    fn ok(&mut self, what: &str) {
+        self.step += 1;
+        println!("✔ {:>2}. {what}", self.step);
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        auth: Auth<'_>,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        match auth {
+            Auth::Carrier => request = request.bearer_auth(self.demo.carrier_token.as_str()),
+            Auth::Session(s) => {
+                request = request.header("x-csrf-token", &s.csrf).header("cookie", &s.cookie);
+            }
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.with_context(|| format!("calling {path}"))?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    }
+
+    async fn sign_in(&self, email: &str) -> anyhow::Result<Session> {
+        let response = self
+            .http
+            .post(format!("{}/api/v1/sessions", self.base))
+            .json(&json!({"email": email, "password": DEMO_PASSWORD}))
+            .send()
+            .await?;
+        ensure!(response.status().is_success(), "signing in {email}: {}", response.status());
+        let cookie = response
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .context("no session cookie")?
+            .to_owned();
+        let body: Value = response.json().await?;
+        Ok(Session { cookie, csrf: body["csrf_token"].as_str().unwrap_or_default().to_owned() })
+    }
+
+    /// The pickup code in the next e-mail to `to`.
+    async fn mail_code(&mut self, to: &str) -> anyhow::Result<String> {
+        let mut poll = Poll::new(&format!("an e-mail to {to}"));
+        loop {
+            if let Ok(entries) = std::fs::read_dir(&self.demo.outbox) {
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    if self.seen_mail.contains(&path) {
+                        continue;
+                    }
+                    let text = std::fs::read_to_string(&path)?;
+                    let code = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("Your pickup code: "))
+                        .map(|c| c.trim().to_owned());
+                    if let (true, Some(code)) = (text.contains(to), code) {
+                        self.seen_mail.insert(path);
+                        return Ok(code);
+                    }
+                }
+            }
+            poll.next().await?;
+        }
+    }
+
+    /// Announces, deposits and confirms a parcel for `email` at `bank`; returns its id and
+    /// compartment number.
+    async fn deliver(
+        &mut self,
+        email: &str,
+        bank: usize,
+        size: &str,
+    ) -> anyhow::Result<(String, u16)> {
+        let b = self.demo.banks.get(bank).context("bank")?;
+        let (status, parcel) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/parcels",
+                Auth::Carrier,
+                Some(json!({"site": self.demo.site.to_string(), "recipient_email": email, "tracking_ref": format!("PC{}", 1000 + self.step), "size": size})),
+            )
+            .await?;
+        ensure!(status == 201, "announcing a parcel for {email}: {status} {parcel}");
+        let id = parcel["id"].as_str().context("parcel id")?.to_owned();
+        self.ok(&format!("Parcelco announces a {size} parcel for {email} ({id})"));
+
+        let (status, deposit) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/parcels/{id}/deposit"),
+                Auth::Carrier,
+                Some(json!({"bank": b.id.to_string()})),
+            )
+            .await?;
+        ensure!(
+            status == 200 && deposit["command_delivered"] == true,
+            "starting the deposit: {status} {deposit}"
+        );
+        let n = u16::try_from(deposit["compartment"]["number"].as_u64().context("compartment")?)?;
+        unlatched(&b.doors, n).await?;
+        self.ok(&format!("The courier starts the deposit at {}: compartment {n} unlocks", b.name));
+
+        b.doors.open_door(n).map_err(|e| anyhow::anyhow!("door {n}: {e}"))?;
+        b.doors.close_door(n).map_err(|e| anyhow::anyhow!("door {n}: {e}"))?;
+        let path = format!("/api/v1/parcels/{id}/deposit/confirm");
+        let mut poll = Poll::new("the door-closed report to arrive");
+        let confirmed = loop {
+            let (status, body) =
+                self.call(reqwest::Method::POST, &path, Auth::Carrier, None).await?;
+            if status == 200 {
+                break body;
+            }
+            ensure!(
+                body["error"]["code"] == "door_not_closed",
+                "confirming the deposit: {status} {body}"
+            );
+            poll.next().await?;
+        };
+        ensure!(confirmed["state"] == "notified", "after confirming: {confirmed}");
+        self.ok(&format!(
+            "The courier places the parcel, closes the door and confirms; {email} is notified"
+        ));
+        Ok((id, n))
+    }
+
+    async fn parcel_state(&self, id: &str) -> anyhow::Result<String> {
+        let (status, body) = self
+            .call(reqwest::Method::GET, &format!("/api/v1/parcels/{id}"), Auth::Carrier, None)
+            .await?;
+        ensure!(status == 200, "reading parcel {id}: {status}");
+        Ok(body["state"].as_str().unwrap_or_default().to_owned())
+    }
+}
+
+/// Bounded waiting for effects that cross a socket: at most ten seconds, in 20 ms steps.
+struct Poll {
+    what: String,
+    tick: tokio::time::Interval,
+    left: u32,
+}
+
+impl Poll {
+    fn new(what: &str) -> Self {
+        Self {
+            what: what.to_owned(),
+            tick: tokio::time::interval(Duration::from_millis(20)),
+            left: 500,
+        }
+    }
+
+    async fn next(&mut self) -> anyhow::Result<()> {
+        if self.left == 0 {
+            bail!("timed out waiting for {}", self.what);
+        }
+        self.left -= 1;
+        self.tick.tick().await;
+        Ok(())
+    }
+}
+
+/// Waits until the latch of compartment `n` has been released by the agent.
+async fn unlatched(doors: &SimulatedBank, n: u16) -> anyhow::Result<()> {
+    let mut poll = Poll::new(&format!("compartment {n} to unlock"));
+    while !doors.is_unlatched(n) {
+        poll.next().await?;
+    }
+    Ok(())
+}
+
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+enum Auth<'a> {
+    Carrier,
+    Session(&'a Session),
+}
+
+fn screen_is(got: Option<&Screen>, want: &Screen, what: &str) -> anyhow::Result<()> {
+    ensure!(got == Some(want), "{what}: the kiosk showed {got:?}, expected {want:?}");
+    Ok(())
+}
+
+#[allow(clippy::too_many_lines, reason = "the tour is one story, told step by step")]
+async fn tour(demo: &Demo) -> anyhow::Result<usize> {
+    let trust =
+        custody_crypto::tls::ServerTrust { ca_pem: demo.data.server_ca_pem()?, pins: Vec::new() };
+    let tls = custody_crypto::tls::client_config(
+        &trust,
+        None,
+        &[b"h2", b"http/1.1"],
+        demo.clock.clone(),
+    )?;
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let base = format!("https://localhost:{}", demo.running.public.port());
+    let mut t = Tour { demo, http, base, step: 0, seen_mail: std::collections::BTreeSet::new() };
+    let [lobby, garage, mailroom] = [0usize, 1, 2];
+
+    // 1. Deposit, notify, wrong codes, pickup.
+    let (ann_parcel, n) = t.deliver("ann@harbour.example", lobby, "small").await?;
+    let code = t.mail_code("ann@harbour.example").await?;
+    t.ok("Ann's e-mail arrives with a one-time code (only its keyed hash is stored)");
+    let lobby_agent = &demo.banks[lobby].agent;
+    for wrong in ["0000 0000", "1234 5678"] {
+        screen_is(
+            lobby_agent.try_code(wrong).await.as_ref(),
+            &Screen::NotAccepted,
+            "a wrong code",
+        )?;
+    }
+    t.ok("Someone tries two wrong codes at the Lobby kiosk: \"Code not accepted\" both times");
+    screen_is(lobby_agent.try_code(&code).await.as_ref(), &Screen::Open(n), "Ann's code")?;
+    let doors = demo.banks[lobby].doors.clone();
+    unlatched(&doors, n).await?;
+    doors.open_door(n).map_err(|e| anyhow::anyhow!("{e}"))?;
+    doors.close_door(n).map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(t.parcel_state(&ann_parcel).await? == "picked_up", "Ann's parcel should be picked up");
+    t.ok(&format!(
+        "Ann types her code: compartment {n} opens, she takes the parcel and closes the door"
+    ));
+    screen_is(lobby_agent.try_code(&code).await.as_ref(), &Screen::NotAccepted, "a used code")?;
+    t.ok("Her code does not work a second time");
+
+    // 2. Expiry and return to the carrier.
+    let (bob_parcel, m) = t.deliver("bob@harbour.example", garage, "medium").await?;
+    let bob_code = t.mail_code("bob@harbour.example").await?;
+    demo.clock.advance(days(7) + minutes(1));
+    custody_server::outbox::sweep(&demo.app).await?;
+    ensure!(t.parcel_state(&bob_parcel).await? == "expired", "Bob's parcel should have expired");
+    t.ok("A week passes without Bob: the parcel expires and its code is revoked");
+    screen_is(
+        demo.banks[garage].agent.try_code(&bob_code).await.as_ref(),
+        &Screen::NotAccepted,
+        "an expired code",
+    )?;
+    t.ok("Bob's late attempt with the old code is refused");
+    let (status, body) = t
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/parcels/{bob_parcel}/return"),
+            Auth::Carrier,
+            None,
+        )
+        .await?;
+    ensure!(
+        status == 200 && body["command_delivered"] == true,
+        "returning to the carrier: {status} {body}"
+    );
+    let gdoors = demo.banks[garage].doors.clone();
+    unlatched(&gdoors, m).await?;
+    gdoors.open_door(m).map_err(|e| anyhow::anyhow!("{e}"))?;
+    gdoors.close_door(m).map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(t.parcel_state(&bob_parcel).await? == "returned", "Bob's parcel should be returned");
+    t.ok(&format!("The courier takes it back from compartment {m}: returned to Parcelco"));
+
+    // 3. Staff retrieval and remote open, with reasons.
+    let (third, k) = t.deliver("ann@harbour.example", mailroom, "large").await?;
+    let _ = t.mail_code("ann@harbour.example").await?;
+    let admin = t.sign_in("admin@harbour.example").await?;
+    let (status, body) = t
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/parcels/{third}/retrieve"),
+            Auth::Session(&admin),
+            Some(json!({"reason": "Ann asked the front desk to hold it"})),
+        )
+        .await?;
+    ensure!(
+        status == 200 && body["parcel"]["state"] == "retrieved",
+        "staff retrieval: {status} {body}"
+    );
+    t.ok(&format!("Ada Admin retrieves Ann's third parcel from compartment {k}, giving a reason"));
+    let compartment = demo
+        .app
+        .bank_overview(&demo.banks[mailroom].id)
+        .await?
+        .into_iter()
+        .find(|c| c.number.get() == 8)
+        .context("compartment 8")?;
+    let (status, body) = t
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/compartments/{}/open", compartment.id),
+            Auth::Session(&admin),
+            Some(json!({"reason": "check the refrigeration"})),
+        )
+        .await?;
+    ensure!(status == 200 && body["command_delivered"] == true, "remote open: {status} {body}");
+    unlatched(&demo.banks[mailroom].doors, 8).await?;
+    t.ok("Ada opens the refrigerated compartment 8 remotely, with a reason");
+    let ann = t.sign_in("ann@harbour.example").await?;
+    let (status, _) = t
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/compartments/{}/open", compartment.id),
+            Auth::Session(&ann),
+            Some(json!({"reason": "let me in"})),
+        )
+        .await?;
+    ensure!(status == 403, "a resident must not open compartments remotely: {status}");
+    t.ok("Ann cannot open a compartment remotely (403)");
+
+    // 4. The chain of custody of each parcel.
+    for (id, who, expect) in [
+        (&ann_parcel, "Ann", "parcel.pick_up"),
+        (&bob_parcel, "Bob", "parcel.return"),
+        (&third, "Ann", "parcel.retrieve"),
+    ] {
+        let (status, history) = t
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/parcels/{id}/history"),
+                Auth::Session(&admin),
+                None,
+            )
+            .await?;
+        ensure!(status == 200, "history of {id}: {status}");
+        let actions: Vec<&str> = history["events"]
+            .as_array()
+            .context("events")?
+            .iter()
+            .filter_map(|e| e["action"].as_str())
+            .collect();
+        for required in [
+            "parcel.expect",
+            "parcel.deposit.reserve",
+            "compartment.open_command",
+            "parcel.deposit",
+            "parcel.notify",
+            expect,
+        ] {
+            ensure!(
+                actions.contains(&required),
+                "the history of {who}'s parcel lacks {required}: {actions:?}"
+            );
+        }
+    }
+    t.ok("Every parcel's chain of custody shows each hand-off, in order");
+    Ok(t.step)
+}

@@ -1,0 +1,62 @@
+//! `custody serve`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use custody_app::setup::DataDir;
+use custody_app::{App, AppConfig};
+use custody_crypto::SystemClock;
+use custody_server::config::Config;
+use custody_server::outbox::Workers;
+use custody_server::{Listen, start};
+
+/// Loads the configuration and keys, opens the store and assembles the application.
+pub(crate) async fn app_for(
+    data: &Path,
+    url: Option<&str>,
+    clock: Arc<dyn custody_core::Clock>,
+) -> anyhow::Result<(App, Config, DataDir)> {
+    let dir = DataDir::new(data);
+    if !dir.is_initialised() {
+        anyhow::bail!(
+            "{} is not initialised; run `custody --data-dir {} init` first",
+            data.display(),
+            data.display()
+        );
+    }
+    let config = Config::load(&dir.config_path())?;
+    config.validate()?;
+    let keys = dir.load_keys()?;
+    let store = crate::open_store(data, url).await?;
+    let app_config = AppConfig {
+        public_url: config.server.public_url.clone(),
+        gateway_address: config.server.gateway_address.clone(),
+        notification_channel: config.notifications.channel.clone(),
+        ..AppConfig::default()
+    };
+    Ok((App::new(store, clock, keys, app_config)?, config, dir))
+}
+
+pub(crate) async fn run(data: &Path, url: Option<&str>) -> anyhow::Result<ExitCode> {
+    let (app, config, dir) = app_for(data, url, Arc::new(SystemClock)).await?;
+    let (cert_pem, key_pem) = dir.server_tls()?;
+    let workers = Workers { transport: Some(config.transport(data)?), sweep: true, poll: None };
+    let listen = Listen {
+        public: config.server.listen,
+        gateway: config.server.gateway_listen,
+        cert_pem,
+        key_pem,
+    };
+    let running = start(app, listen, Arc::from(dir.metrics_token()?), workers)
+        .await
+        .context("starting the listeners")?;
+    println!(
+        "Custody is serving https://{} (portal at {}/portal) and the device gateway on {}",
+        running.public, config.server.public_url, running.gateway
+    );
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    println!("Stopping.");
+    Ok(ExitCode::SUCCESS)
+}
