@@ -130,7 +130,7 @@ fn login_form(
         Err(e) => return error_page(&e, None),
     };
     let cookie = HeaderValue::from_str(&format!(
-        "{LOGIN_CSRF_COOKIE}={token}; Path=/portal/login; Secure; HttpOnly; SameSite=Strict"
+        "{LOGIN_CSRF_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict"
     ))
     .unwrap_or(HeaderValue::from_static(""));
     let mut response = render(&LoginPage { csrf: token, email, failed }, status);

@@ -17,6 +17,7 @@
 
 pub mod env;
 pub mod server;
+pub mod smtp;
 pub mod store;
 
 pub use env::Env;

@@ -1,0 +1,136 @@
+//! The `custody` binary as an operator uses it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test fails loudly at the first unexpected value"
+)]
+
+use std::path::Path;
+use std::process::Output;
+
+use tokio::process::Command;
+
+async fn custody(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_custody"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("CUSTODY_LOG", "warn")
+        .env_remove("CUSTODY_DATABASE_URL")
+        .output()
+        .await
+        .expect("run custody")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test]
+async fn help_reads_well() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = custody(dir.path(), &["--help"]).await;
+    assert!(out.status.success());
+    let help = text(&out);
+    for word in ["init", "serve", "agent", "admin", "demo", "--data-dir", "--database-url"] {
+        assert!(help.contains(word), "--help lacks {word}:\n{help}");
+    }
+}
+
+#[tokio::test]
+async fn init_then_administer_a_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = custody(&data, &["init"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("server key pin"));
+    #[cfg(unix)]
+    for secret in [
+        "keys/master.key",
+        "keys/command.pk8",
+        "keys/ca.key",
+        "tls/server.key",
+        "keys/metrics.token",
+    ] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(data.join(secret)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{secret}");
+    }
+    let again = custody(&data, &["init"]).await;
+    assert!(!again.status.success());
+    assert!(text(&again).contains("refusing to overwrite"), "{}", text(&again));
+
+    let org = custody(&data, &["admin", "create-org", "Acme Living"]).await;
+    assert!(org.status.success(), "{}", text(&org));
+    let org = String::from_utf8(org.stdout).unwrap().trim().to_owned();
+    let site = custody(
+        &data,
+        &["admin", "create-site", "--org", &org, "--time-zone", "Europe/Berlin", "Harbour House"],
+    )
+    .await;
+    let site = String::from_utf8(site.stdout).unwrap().trim().to_owned();
+    assert!(site.starts_with("sit_"), "{site}");
+    let bank = custody(&data, &["admin", "create-bank", "--site", &site, "Lobby"]).await;
+    let bank = String::from_utf8(bank.stdout).unwrap().trim().to_owned();
+    let added = custody(
+        &data,
+        &["admin", "add-compartments", "--bank", &bank, "--numbers", "1-6", "--size", "small"],
+    )
+    .await;
+    assert!(text(&added).contains("added 6 compartments"), "{}", text(&added));
+    let list = custody(&data, &["admin", "list"]).await;
+    assert!(text(&list).contains("Lobby (6 compartments)"), "{}", text(&list));
+
+    let bad = custody(&data, &["admin", "create-bank", "--site", "sit_nope", "Garage"]).await;
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("--site"), "{}", text(&bad));
+    let zero =
+        custody(&data, &["admin", "add-compartments", "--bank", &bank, "--numbers", "0"]).await;
+    assert!(!zero.status.success(), "compartment 0 is refused");
+
+    std::fs::write(data.join("custody.toml"), "[server]\ntls = false\n").unwrap();
+    let serve = custody(&data, &["serve"]).await;
+    assert!(!serve.status.success());
+    assert!(text(&serve).contains("unknown field"), "{}", text(&serve));
+}
+
+#[tokio::test]
+async fn commands_need_an_initialised_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = custody(&dir.path().join("nothing"), &["admin", "list"]).await;
+    assert!(!out.status.success());
+    assert!(text(&out).contains("custody --data-dir"), "{}", text(&out));
+}
+
+async fn tour(database_url: Option<&str>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_custody"));
+    command
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["demo", "--scenario", "tour"])
+        .env("CUSTODY_LOG", "warn");
+    if let Some(url) = database_url {
+        command.args(["--database-url", url]);
+    }
+    let out = command.output().await.unwrap();
+    let shown = text(&out);
+    assert!(out.status.success(), "tour failed:\n{shown}");
+    assert!(shown.contains("Tour complete"), "{shown}");
+    assert!(!shown.contains('✘'), "{shown}");
+}
+
+#[tokio::test]
+async fn the_tour_passes_on_sqlite() {
+    tour(None).await;
+}
+
+#[tokio::test]
+async fn the_tour_passes_on_postgres() {
+    let Some(db) = custody_testkit::postgres_store("cli::the_tour_passes_on_postgres").await else {
+        return;
+    };
+    tour(Some(&db.url)).await;
+}

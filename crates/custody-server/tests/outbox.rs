@@ -1,0 +1,194 @@
+//! Notifications through the durable outbox over a real SMTP conversation on loopback.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test fails loudly at the first unexpected value"
+)]
+
+use std::sync::Arc;
+
+use custody_app::parcels::ParcelSpec;
+use custody_core::ParcelId;
+use custody_core::audit::{AuditAction, Outcome};
+use custody_core::compartment::SizeClass;
+use custody_core::time::minutes;
+use custody_proto::device::DoorReading;
+use custody_server::outbox::{SmtpSecurity, SmtpSettings, Transport, deliver_due};
+use custody_testkit::smtp::SmtpSink;
+use custody_testkit::{Env, TestStore, backends};
+use futures_util::FutureExt as _;
+
+/// A deposited parcel for Ann whose notification is queued.
+async fn queued(env: &Env) -> ParcelId {
+    let carrier = env.carrier().await;
+    let spec = ParcelSpec {
+        site: env.site.clone(),
+        carrier: env.carrier.clone(),
+        recipient_email: "ann@harbour.example".into(),
+        tracking_ref: "MAIL-1".into(),
+        size: SizeClass::Small,
+        accessible: false,
+        refrigerated: false,
+    };
+    let p = env.app.expect_parcel(&carrier, spec).await.unwrap();
+    let d = env.app.start_deposit(&carrier, &p.id, &env.bank).await.unwrap();
+    env.app
+        .door_report(&env.device, d.compartment.number.get(), DoorReading::Closed)
+        .await
+        .unwrap();
+    env.app.confirm_deposit(&carrier, &p.id).await.unwrap();
+    env.app.notify(&p.id).await.unwrap();
+    p.id
+}
+
+/// A relay certificate and the CA that issued it. lettre checks a relay's certificate against
+/// the wall clock (it takes no time source), so unlike every other certificate in the tests these
+/// are issued at wall-clock time, through the system clock adapter.
+fn relay_tls() -> (rustls::ServerConfig, String) {
+    use custody_core::Clock as _;
+    let (rng, now) = (custody_crypto::Rng::new(), custody_crypto::SystemClock.now());
+    let ca = custody_crypto::pki::generate_ca(
+        "Relay CA",
+        rng.bytes().unwrap(),
+        now,
+        custody_core::time::days(1),
+    )
+    .unwrap();
+    let authority =
+        custody_crypto::pki::CertificateAuthority::load(&ca.cert_pem, &ca.key_pem).unwrap();
+    let cert = authority
+        .issue_server(&["localhost".into()], rng.bytes().unwrap(), now, custody_core::time::days(1))
+        .unwrap();
+    let config = custody_crypto::tls::server_config(
+        &cert.cert_pem,
+        &cert.key_pem,
+        &custody_crypto::tls::ClientAuth::None,
+        &[],
+        Arc::new(custody_crypto::SystemClock),
+    )
+    .unwrap();
+    (config, ca.cert_pem)
+}
+
+fn smtp(port: u16, security: SmtpSecurity, ca_pem: &str) -> Transport {
+    Transport::Smtp(SmtpSettings {
+        host: "localhost".into(),
+        port,
+        security,
+        from: "Custody <lockers@harbour.example>".into(),
+        ca_pem: Some(ca_pem.to_owned()),
+        credentials: None,
+    })
+}
+
+backends!(a_notification_travels_over_smtp_with_starttls, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let parcel = queued(&env).await;
+    let (tls, ca) = relay_tls();
+    let sink = SmtpSink::start(Some(tls)).await;
+    let delivered =
+        deliver_due(&env.app, &smtp(sink.addr.port(), SmtpSecurity::StartTls, &ca)).await.unwrap();
+    let pid = parcel.clone();
+    let why = env
+        .app
+        .store()
+        .read(move |tx| async move { tx.messages_for_parcel(&pid).await }.boxed())
+        .await
+        .unwrap()[0]
+        .last_error
+        .clone();
+    assert_eq!(delivered, 1, "{why:?}");
+    let got = sink.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].to, vec!["ann@harbour.example".to_owned()]);
+    assert_eq!(got[0].from, "lockers@harbour.example");
+    assert_eq!(got[0].tls, Some(rustls::ProtocolVersion::TLSv1_3), "the message crossed TLS 1.3");
+    assert!(got[0].data.contains("Your pickup code: "), "{}", got[0].data);
+    assert!(got[0].data.contains("Subject: Your parcel is ready at Harbour House"));
+    // Delivered: the sealed body (with the code) is gone from the database.
+    let pid = parcel.clone();
+    let rows = env
+        .app
+        .store()
+        .read(move |tx| async move { tx.messages_for_parcel(&pid).await }.boxed())
+        .await
+        .unwrap();
+    assert_eq!((rows[0].sealed.is_none(), rows[0].delivered_at.is_some()), (true, true));
+    let history = env.app.parcel_history(&custody_app::Caller::Operator, &parcel).await.unwrap().1;
+    assert!(history.iter().any(|r| r.event.action == AuditAction::NotificationDelivery
+        && r.event.outcome == Outcome::Success));
+    // Nothing is left to send.
+    assert_eq!(
+        deliver_due(&env.app, &smtp(sink.addr.port(), SmtpSecurity::StartTls, &ca)).await.unwrap(),
+        0
+    );
+});
+
+#[tokio::test]
+async fn starttls_is_required_not_attempted() {
+    let env = Env::new(custody_testkit::sqlite_store().await).await;
+    queued(&env).await;
+    // A relay that offers no STARTTLS: the message must not go out in plaintext.
+    let (_, ca) = relay_tls();
+    let sink = SmtpSink::start(None).await;
+    assert_eq!(
+        deliver_due(&env.app, &smtp(sink.addr.port(), SmtpSecurity::StartTls, &ca)).await.unwrap(),
+        0
+    );
+    assert!(sink.received().is_empty());
+    // The operator's explicit plaintext setting for a relay on this machine does deliver.
+    env.clock.advance(minutes(1));
+    assert_eq!(
+        deliver_due(&env.app, &smtp(sink.addr.port(), SmtpSecurity::DangerPlaintext, &ca))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(sink.received().len(), 1);
+}
+
+#[tokio::test]
+async fn failures_back_off_and_end_in_the_dead_letter_list() {
+    let env = Env::new(custody_testkit::sqlite_store().await).await;
+    let parcel = queued(&env).await;
+    // A port with nothing listening.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (_, ca) = relay_tls();
+    let transport = smtp(closed, SmtpSecurity::StartTls, &ca);
+    let row = |env: &Env| {
+        let pid = parcel.clone();
+        let app = env.app.clone();
+        async move {
+            app.store()
+                .read(move |tx| async move { tx.messages_for_parcel(&pid).await }.boxed())
+                .await
+                .unwrap()
+                .remove(0)
+        }
+    };
+    let waits = [1, 2, 4, 8, 16, 32, 60];
+    for (attempt, wait) in waits.iter().enumerate() {
+        assert_eq!(deliver_due(&env.app, &transport).await.unwrap(), 0);
+        let r = row(&env).await;
+        assert_eq!(r.attempts, u32::try_from(attempt + 1).unwrap());
+        assert_eq!(
+            r.next_attempt_at,
+            env.app.now().plus(minutes(*wait)),
+            "backoff after attempt {}",
+            attempt + 1
+        );
+        assert!(r.last_error.is_some());
+        // Not due before its time.
+        assert_eq!(deliver_due(&env.app, &transport).await.unwrap(), 0);
+        assert_eq!(row(&env).await.attempts, u32::try_from(attempt + 1).unwrap());
+        env.clock.advance(minutes(*wait));
+    }
+    assert_eq!(deliver_due(&env.app, &transport).await.unwrap(), 0);
+    let dead = row(&env).await;
+    assert_eq!((dead.attempts, dead.dead_at.is_some(), dead.sealed.is_none()), (8, true, true));
+    let history = env.app.parcel_history(&custody_app::Caller::Operator, &parcel).await.unwrap().1;
+    assert!(history.iter().any(|r| r.event.action == AuditAction::NotificationDelivery
+        && r.event.reason.as_deref() == Some("gave_up_after:8")));
+}
