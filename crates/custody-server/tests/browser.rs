@@ -135,8 +135,7 @@ async fn an_admin_signs_in_and_follows_a_parcel() {
     // The site: its bank, compartments and the parcel.
     browser.find(Locator::LinkText("Harbour House")).await.unwrap().click().await.unwrap();
     let page = browser.source().await.unwrap();
-    assert!(page.contains("Lobby"), "bank listed");
-    assert!(page.contains("occupied"), "the parcel's compartment is occupied");
+    assert!(page.contains("Lobby") && page.contains("occupied"), "the bank, with the parcel's compartment occupied");
     browser.find(Locator::LinkText(parcel.id.as_str())).await.unwrap().click().await.unwrap();
 
     // The parcel and its chain of custody.
@@ -154,8 +153,7 @@ async fn an_admin_signs_in_and_follows_a_parcel() {
     ] {
         assert!(history.contains(event), "history lacks {event}:\n{history}");
     }
-    let shot = browser.screenshot().await.unwrap();
-    assert!(shot.starts_with(b"\x89PNG"));
+    assert!(browser.screenshot().await.unwrap().starts_with(b"\x89PNG"));
 
     // Sign out ends the session.
     browser.find(Locator::Id("sign-out")).await.unwrap().click().await.unwrap();
