@@ -135,7 +135,10 @@ async fn an_admin_signs_in_and_follows_a_parcel() {
     // The site: its bank, compartments and the parcel.
     browser.find(Locator::LinkText("Harbour House")).await.unwrap().click().await.unwrap();
     let page = browser.source().await.unwrap();
-    assert!(page.contains("Lobby") && page.contains("occupied"), "the bank, with the parcel's compartment occupied");
+    assert!(
+        page.contains("Lobby") && page.contains("occupied"),
+        "the bank, with the parcel's compartment occupied"
+    );
     browser.find(Locator::LinkText(parcel.id.as_str())).await.unwrap().click().await.unwrap();
 
     // The parcel and its chain of custody.
