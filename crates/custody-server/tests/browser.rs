@@ -49,24 +49,8 @@ async fn chromedriver(path: &Path) -> (Driver, u16) {
     (Driver(child), port)
 }
 
-#[tokio::test]
-async fn an_admin_signs_in_and_follows_a_parcel() {
-    let (Some(chromium), Some(driver)) = (
-        find(&["/usr/lib/chromium/chromium", "/usr/bin/chromium"]),
-        find(&["/usr/bin/chromedriver"]),
-    ) else {
-        assert!(
-            std::env::var("CUSTODY_REQUIRE_BROWSER").as_deref() != Ok("1"),
-            "CUSTODY_REQUIRE_BROWSER=1 but chromium or chromedriver is missing"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED (browser): portal test — install Debian chromium and chromium-driver"
-        );
-        return;
-    };
-    let server = TestServer::start(custody_testkit::sqlite_store().await).await;
-    let env = &server.env;
+/// A parcel for Ann, deposited and notified.
+async fn notified_parcel(env: &custody_testkit::Env) -> custody_store::ParcelRow {
     let carrier = env.carrier().await;
     let spec = ParcelSpec {
         site: env.site.clone(),
@@ -86,9 +70,30 @@ async fn an_admin_signs_in_and_follows_a_parcel() {
     env.app.confirm_deposit(&carrier, &parcel.id).await.unwrap();
     env.app.notify(&parcel.id).await.unwrap();
 
+    parcel
+}
+
+#[tokio::test]
+async fn an_admin_signs_in_and_follows_a_parcel() {
+    let (Some(chromium), Some(driver)) = (
+        find(&["/usr/lib/chromium/chromium", "/usr/bin/chromium"]),
+        find(&["/usr/bin/chromedriver"]),
+    ) else {
+        assert!(
+            std::env::var("CUSTODY_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "CUSTODY_REQUIRE_BROWSER=1 but chromium or chromedriver is missing"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED (browser): portal test — install Debian chromium and chromium-driver"
+        );
+        return;
+    };
+    let server = TestServer::start(custody_testkit::sqlite_store().await).await;
+    let parcel = notified_parcel(&server.env).await;
     let (_driver, port) = chromedriver(&driver).await;
     let profile = tempfile::tempdir().unwrap();
-    let (cert, _) = env.data.server_tls().unwrap();
+    let (cert, _) = server.env.data.server_tls().unwrap();
     let spki = data_encoding::BASE64.encode(&custody_crypto::pki::spki_pin_of_pem(&cert).unwrap());
     let capabilities = json!({
         "browserName": "chrome",
