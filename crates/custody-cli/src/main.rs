@@ -20,7 +20,7 @@ use custody_store::Store;
 
 /// Custody: smart parcel lockers with a chain of custody anyone can check.
 #[derive(Debug, Parser)]
-#[command(name = "custody", version, about, long_about = None, propagate_version = true)]
+#[command(name = "custody", version, propagate_version = true)]
 struct Cli {
     /// Directory holding keys, certificates, configuration and the SQLite database.
     #[arg(long, global = true, env = "CUSTODY_DATA_DIR", default_value = "custody-data")]
