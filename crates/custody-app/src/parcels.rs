@@ -1032,3 +1032,27 @@ async fn release(
     .await?;
     tx.parcel(parcel).await?.ok_or(AppError::NotFound)
 }
+
+impl App {
+    /// The names of a parcel's carrier and recipient ("who delivered it, who may collect it"),
+    /// for a caller already allowed to see the parcel.
+    pub async fn parcel_parties(&self, p: &ParcelRow) -> Result<(String, String), AppError> {
+        let (carrier, recipient) = (p.carrier.clone(), p.recipient.clone());
+        self.store()
+            .read(move |tx| {
+                async move {
+                    let carrier = tx
+                        .carrier(&carrier)
+                        .await?
+                        .map_or_else(|| carrier.to_string(), |c| c.name.to_string());
+                    let recipient = tx
+                        .person(&recipient)
+                        .await?
+                        .map_or_else(|| recipient.to_string(), |r| r.name.to_string());
+                    Ok::<_, AppError>((carrier, recipient))
+                }
+                .boxed()
+            })
+            .await
+    }
+}

@@ -319,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    fn a_placeholder_master_key_is_refused() {
+    fn a_default_master_key_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::new(dir.path());
         let clock = ManualClock::new(Timestamp::from_millis(1_893_456_000_000));

@@ -134,3 +134,48 @@ async fn the_tour_passes_on_postgres() {
     };
     tour(Some(&db.url)).await;
 }
+
+#[tokio::test]
+async fn serve_answers_over_tls_until_stopped() {
+    use tokio::io::AsyncBufReadExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    assert!(custody(&data, &["init"]).await.status.success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_custody"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("serve")
+        .env("CUSTODY_LOG", "warn")
+        .env("CUSTODY_LISTEN", "127.0.0.1:0")
+        .env("CUSTODY_GATEWAY_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next_line().await.unwrap().expect("a line saying where it serves");
+    let addr: std::net::SocketAddr = line
+        .split("https://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ca = std::fs::read_to_string(data.join("tls/server-ca.pem")).unwrap();
+    let trust = custody_crypto::tls::ServerTrust { ca_pem: ca, pins: vec![] };
+    let clock: std::sync::Arc<dyn custody_core::Clock> =
+        std::sync::Arc::new(custody_crypto::SystemClock);
+    let tls = custody_crypto::tls::client_config(&trust, None, &[b"http/1.1"], clock).unwrap();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .resolve("localhost", addr)
+        .build()
+        .unwrap();
+    let health =
+        client.get(format!("https://localhost:{}/healthz", addr.port())).send().await.unwrap();
+    assert_eq!(health.text().await.unwrap(), "ok\n");
+    let ready =
+        client.get(format!("https://localhost:{}/readyz", addr.port())).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    child.start_kill().unwrap();
+}

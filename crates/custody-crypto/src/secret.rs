@@ -64,7 +64,7 @@ impl MasterKey {
     }
 
     /// The key from its stored bytes, refusing keys that are obviously not random (all bytes
-    /// equal, such as a zero-filled file), so the server never runs on a placeholder secret.
+    /// equal, such as a zero-filled file), so the server never runs on a default secret.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
         let arr: [u8; MASTER_KEY_LEN] =
             bytes.try_into().map_err(|_| CryptoError::InvalidKey("master key must be 32 bytes"))?;
@@ -197,7 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn placeholder_master_keys_are_refused() {
+    fn default_master_keys_are_refused() {
         assert!(MasterKey::from_bytes(&[0; 32]).is_err());
         assert!(MasterKey::from_bytes(&[7; 32]).is_err());
         assert!(MasterKey::from_bytes(&[1, 2].repeat(16)).is_err());

@@ -171,7 +171,8 @@ impl Config {
                 "expected host:port, such as lockers.example.org:8444",
             ));
         }
-        if self.server.listen == self.server.gateway_listen {
+        // Port 0 means "any free port", which two listeners may both ask for.
+        if self.server.listen == self.server.gateway_listen && self.server.listen.port() != 0 {
             return Err(invalid("server.gateway_listen", "must differ from server.listen"));
         }
         match self.notifications.channel.as_str() {

@@ -382,12 +382,10 @@ pub async fn parcel(
             reason: r.event.reason.clone().unwrap_or_default(),
         })
         .collect();
-    let page = ParcelPage {
-        nav: n,
-        recipient: p.recipient.to_string(),
-        carrier: p.carrier.to_string(),
-        parcel: line(&p, &compartments),
-        events,
+    let (carrier, recipient) = match state.app.parcel_parties(&p).await {
+        Ok(names) => names,
+        Err(e) => return error_page(&e, Some(n)),
     };
+    let page = ParcelPage { nav: n, recipient, carrier, parcel: line(&p, &compartments), events };
     render(&page, StatusCode::OK)
 }
