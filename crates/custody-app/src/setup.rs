@@ -319,6 +319,30 @@ mod tests {
     }
 
     #[test]
+    fn a_supplied_certificate_is_used_and_its_ca_given_to_agents() {
+        use custody_core::time::days;
+        let (rng, now) = (Rng::new(), Timestamp::from_millis(1_893_456_000_000));
+        let ca = generate_ca("Operator CA", rng.bytes().unwrap(), now, days(365)).unwrap();
+        let cert = CertificateAuthority::load(&ca.cert_pem, &ca.key_pem)
+            .unwrap()
+            .issue_server(&["lockers.example.org".into()], rng.bytes().unwrap(), now, days(90))
+            .unwrap();
+        let supplied = SuppliedCertificate {
+            cert_pem: cert.cert_pem.clone(),
+            key_pem: cert.key_pem.to_string(),
+            ca_pem: ca.cert_pem.clone(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        let report = data.init(&[], Some(&supplied), &ManualClock::new(now), &rng).unwrap();
+        let (served, key) = data.server_tls().unwrap();
+        assert_eq!((served, key), (cert.cert_pem.clone(), cert.key_pem.to_string()));
+        assert_eq!(data.server_ca_pem().unwrap(), ca.cert_pem);
+        let pin = spki_pin_of_pem(&cert.cert_pem).unwrap();
+        assert_eq!(report.server_pin_hex, data_encoding::HEXLOWER.encode(&pin));
+    }
+
+    #[test]
     fn a_default_master_key_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::new(dir.path());
