@@ -155,6 +155,23 @@ fn role_of(caller: &Caller) -> Option<Role> {
     }
 }
 
+/// A signed-in person whose role is one of `roles`; `Forbidden` for any other role.
+async fn person_in<S>(
+    parts: &mut Parts,
+    state: &S,
+    roles: &[Role],
+) -> Result<PersonSession, ApiError>
+where
+    ServerState: FromRef<S>,
+    S: Send + Sync,
+{
+    let s = <PersonSession as FromRequestParts<S>>::from_request_parts(parts, state).await?;
+    match role_of(s.caller()) {
+        Some(role) if roles.contains(&role) => Ok(s),
+        _ => Err(ApiError::forbidden()),
+    }
+}
+
 /// An admin, super-admin or auditor (read-only routes).
 #[derive(Debug, Clone)]
 pub struct StaffRead(pub PersonSession);
@@ -167,11 +184,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let s = <PersonSession as FromRequestParts<S>>::from_request_parts(parts, state).await?;
-        match role_of(s.caller()) {
-            Some(Role::Admin | Role::SuperAdmin | Role::Auditor) => Ok(Self(s)),
-            _ => Err(ApiError::forbidden()),
-        }
+        person_in(parts, state, &[Role::Admin, Role::SuperAdmin, Role::Auditor]).await.map(Self)
     }
 }
 
@@ -187,11 +200,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let s = <PersonSession as FromRequestParts<S>>::from_request_parts(parts, state).await?;
-        match role_of(s.caller()) {
-            Some(Role::Admin | Role::SuperAdmin) => Ok(Self(s)),
-            _ => Err(ApiError::forbidden()),
-        }
+        person_in(parts, state, &[Role::Admin, Role::SuperAdmin]).await.map(Self)
     }
 }
 

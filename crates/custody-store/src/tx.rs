@@ -933,20 +933,26 @@ impl Tx {
         row.as_ref().map(parcel_row).transpose()
     }
 
+    /// Parcels selected by `query` (`$1` = `value`, `$2` = `limit`), newest first.
+    async fn newest_parcels(
+        &mut self,
+        query: &'static str,
+        value: &str,
+        limit: u32,
+    ) -> R<Vec<ParcelRow>> {
+        let rows =
+            self.all(sqlx::query(query).bind(value.to_owned()).bind(i64::from(limit))).await?;
+        rows.iter().map(parcel_row).collect()
+    }
+
     /// A site's parcels, newest first, at most `limit`.
     pub async fn parcels_at_site(&mut self, site: &SiteId, limit: u32) -> R<Vec<ParcelRow>> {
-        let rows = self
-            .all(
-                sqlx::query(sql!(
-                    "SELECT ",
-                    PARCEL_COLS,
-                    " FROM parcels WHERE site_id = $1 ORDER BY created_at DESC, id LIMIT $2"
-                ))
-                .bind(site.as_str().to_owned())
-                .bind(i64::from(limit)),
-            )
-            .await?;
-        rows.iter().map(parcel_row).collect()
+        const Q: &str = sql!(
+            "SELECT ",
+            PARCEL_COLS,
+            " FROM parcels WHERE site_id = $1 ORDER BY created_at DESC, id LIMIT $2"
+        );
+        self.newest_parcels(Q, site.as_str(), limit).await
     }
 
     /// A recipient's parcels, newest first, at most `limit`.
@@ -955,18 +961,12 @@ impl Tx {
         person: &PersonId,
         limit: u32,
     ) -> R<Vec<ParcelRow>> {
-        let rows = self
-            .all(
-                sqlx::query(sql!(
-                    "SELECT ",
-                    PARCEL_COLS,
-                    " FROM parcels WHERE recipient_id = $1 ORDER BY created_at DESC, id LIMIT $2"
-                ))
-                .bind(person.as_str().to_owned())
-                .bind(i64::from(limit)),
-            )
-            .await?;
-        rows.iter().map(parcel_row).collect()
+        const Q: &str = sql!(
+            "SELECT ",
+            PARCEL_COLS,
+            " FROM parcels WHERE recipient_id = $1 ORDER BY created_at DESC, id LIMIT $2"
+        );
+        self.newest_parcels(Q, person.as_str(), limit).await
     }
 
     /// A carrier's parcels, newest first, at most `limit`.
@@ -975,18 +975,12 @@ impl Tx {
         carrier: &CarrierId,
         limit: u32,
     ) -> R<Vec<ParcelRow>> {
-        let rows = self
-            .all(
-                sqlx::query(sql!(
-                    "SELECT ",
-                    PARCEL_COLS,
-                    " FROM parcels WHERE carrier_id = $1 ORDER BY created_at DESC, id LIMIT $2"
-                ))
-                .bind(carrier.as_str().to_owned())
-                .bind(i64::from(limit)),
-            )
-            .await?;
-        rows.iter().map(parcel_row).collect()
+        const Q: &str = sql!(
+            "SELECT ",
+            PARCEL_COLS,
+            " FROM parcels WHERE carrier_id = $1 ORDER BY created_at DESC, id LIMIT $2"
+        );
+        self.newest_parcels(Q, carrier.as_str(), limit).await
     }
 
     /// Parcels still in a compartment whose pickup window ended at or before `now`.
