@@ -43,6 +43,13 @@ impl SigningKey {
         Ok((Self(pair), doc))
     }
 
+    /// The key from its 32-byte seed (the form signed-note private keys carry).
+    pub fn from_seed(seed: &[u8]) -> Result<Self, CryptoError> {
+        Ed25519KeyPair::from_seed_unchecked(seed)
+            .map(Self)
+            .map_err(|_| CryptoError::InvalidKey("an Ed25519 seed is 32 bytes"))
+    }
+
     /// The key from its PKCS#8 encoding.
     pub fn from_pkcs8(der: &[u8]) -> Result<Self, CryptoError> {
         Ed25519KeyPair::from_pkcs8(der)
@@ -59,7 +66,13 @@ impl SigningKey {
 
     /// Signs `message` for `domain`.
     pub fn sign(&self, domain: &[u8], message: &[u8]) -> [u8; SIGNATURE_LEN] {
-        let sig = self.0.sign(&framed(domain, message));
+        self.sign_exact(&framed(domain, message))
+    }
+
+    /// Signs exactly `message`, for formats that define their own signed bytes and domain
+    /// separation (C2SP signed notes). Everything else uses [`SigningKey::sign`].
+    pub fn sign_exact(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        let sig = self.0.sign(message);
         let mut out = [0u8; SIGNATURE_LEN];
         out.copy_from_slice(sig.as_ref());
         out
@@ -98,8 +111,13 @@ impl PublicKey {
         message: &[u8],
         signature: &[u8],
     ) -> Result<(), CryptoError> {
+        self.verify_exact(&framed(domain, message), signature)
+    }
+
+    /// Checks a signature made with [`SigningKey::sign_exact`].
+    pub fn verify_exact(&self, message: &[u8], signature: &[u8]) -> Result<(), CryptoError> {
         UnparsedPublicKey::new(&ED25519, &self.0)
-            .verify(&framed(domain, message), signature)
+            .verify(message, signature)
             .map_err(|_| CryptoError::Verification)
     }
 }
