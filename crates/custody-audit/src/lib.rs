@@ -6,4 +6,5 @@
 //! the server run the same code.
 
 pub mod checkpoint;
+pub mod entry;
 pub mod merkle;
