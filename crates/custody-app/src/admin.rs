@@ -100,7 +100,7 @@ impl App {
             .write(move |tx| {
                 async move {
                     tx.insert_org(&row).await?;
-                    tx.append_audit(&event).await?;
+                    tx.append_audit(&event)?;
                     Ok::<_, AppError>(())
                 }
                 .boxed()
@@ -148,7 +148,7 @@ impl App {
                 async move {
                     tx.org(&row.org).await?.ok_or(AppError::NotFound)?;
                     tx.insert_site(&row).await?;
-                    tx.append_audit(&event).await?;
+                    tx.append_audit(&event)?;
                     Ok::<_, AppError>(())
                 }
                 .boxed()
@@ -186,7 +186,7 @@ impl App {
             .write(move |tx| {
                 async move {
                     tx.insert_bank(&row).await?;
-                    tx.append_audit(&event).await?;
+                    tx.append_audit(&event)?;
                     Ok::<_, AppError>(())
                 }
                 .boxed()
@@ -243,8 +243,7 @@ impl App {
                             target: Target { compartment: Some(c.id.clone()), ..target.clone() },
                             outcome: Outcome::Success,
                             reason: None,
-                        })
-                        .await?;
+                        })?;
                     }
                     for row in tx.compartments(&bank).await? {
                         if new.iter().any(|c| c.id == row.id) {
@@ -289,7 +288,7 @@ impl App {
                         }
                         other => other.into(),
                     })?;
-                    tx.append_audit(&event).await?;
+                    tx.append_audit(&event)?;
                     Ok::<_, AppError>(())
                 }
                 .boxed()
@@ -379,7 +378,7 @@ impl App {
                         ),
                         other => other.into(),
                     })?;
-                    tx.append_audit(&event).await?;
+                    tx.append_audit(&event)?;
                     Ok::<_, AppError>(())
                 }
                 .boxed()
@@ -447,7 +446,7 @@ impl App {
             .write(move |tx| {
                 async move {
                     tx.insert_api_key(&row).await?;
-                    tx.append_audit(&event).await?;
+                    tx.append_audit(&event)?;
                     Ok::<_, AppError>(())
                 }
                 .boxed()

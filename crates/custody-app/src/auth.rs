@@ -88,8 +88,7 @@ impl App {
                             target: Target::default(),
                             outcome: Outcome::Denied,
                             reason: Some(format!("throttled:{name}")),
-                        })
-                        .await?;
+                        })?;
                     }
                     Ok::<_, AppError>(over)
                 }
@@ -127,9 +126,7 @@ impl App {
                     reason: Some("bad_credentials".into()),
                 };
                 self.store()
-                    .write(move |tx| {
-                        async move { tx.append_audit(&event).await.map(|_| ()) }.boxed()
-                    })
+                    .write(move |tx| async move { tx.append_audit(&event) }.boxed())
                     .await?;
                 return Err(AppError::AuthenticationFailed);
             }
@@ -158,7 +155,7 @@ impl App {
                     // The attempt succeeded: give back the failures it reserved.
                     budgets.refund(tx, now).await?;
                     tx.insert_session(&session).await?;
-                    tx.append_audit(&event).await?;
+                    tx.append_audit(&event)?;
                     Ok::<_, AppError>(())
                 }
                 .boxed()
@@ -237,7 +234,7 @@ impl App {
             .write(move |tx| {
                 async move {
                     tx.delete_session(&hash).await?;
-                    tx.append_audit(&event).await?;
+                    tx.append_audit(&event)?;
                     Ok::<_, AppError>(())
                 }
                 .boxed()
@@ -295,9 +292,7 @@ impl App {
                 outcome: Outcome::Denied,
                 reason: Some("bad_api_key".into()),
             };
-            self.store()
-                .write(move |tx| async move { tx.append_audit(&event).await.map(|_| ()) }.boxed())
-                .await?;
+            self.store().write(move |tx| async move { tx.append_audit(&event) }.boxed()).await?;
             return Err(AppError::AuthenticationFailed);
         };
         if key.last_used_at.is_none_or(|t| now.as_millis() - t.as_millis() >= TOUCH_EVERY_MS) {

@@ -62,7 +62,7 @@ impl App {
             .write(move |tx| {
                 async move {
                     tx.insert_enrolment_token(&record).await?;
-                    tx.append_audit(&event).await?;
+                    tx.append_audit(&event)?;
                     Ok::<_, AppError>(())
                 }
                 .boxed()
@@ -110,8 +110,7 @@ impl App {
                             target: Target::default(),
                             outcome: Outcome::Denied,
                             reason: Some("bad_enrolment_token".into()),
-                        })
-                        .await?;
+                        })?;
                         return Ok(Err(AppError::AuthenticationFailed));
                     };
                     let (bank_row, site) = crate::bank_site(tx, &bank).await?;
@@ -129,8 +128,7 @@ impl App {
                         },
                         outcome: Outcome::Success,
                         reason: None,
-                    })
-                    .await?;
+                    })?;
                     Ok::<_, AppError>(Ok(device))
                 }
                 .boxed()
@@ -157,8 +155,7 @@ impl App {
                         target: Target { site: Some(site), bank: Some(bank), ..Target::default() },
                         outcome: Outcome::Success,
                         reason: None,
-                    })
-                    .await?;
+                    })?;
                     Ok::<_, AppError>(())
                 }
                 .boxed()

@@ -351,7 +351,7 @@ impl App {
             reason: Some(denied.as_str().into()),
         };
         if let Err(e) =
-            self.0.store.write(move |tx| async move { tx.append_audit(&event).await }.boxed()).await
+            self.0.store.write(move |tx| async move { tx.append_audit(&event) }.boxed()).await
         {
             // The refusal stands either way; losing its record is worth an operator's attention.
             tracing::error!(error = %e, "could not record a refused request in the audit log");
@@ -403,8 +403,7 @@ impl App {
             },
             outcome: Outcome::Success,
             reason: Some(purpose.into()),
-        })
-        .await?;
+        })?;
         Ok(SignedOpenCommand { command, signature: BASE64.encode(&signature) })
     }
 }

@@ -129,7 +129,7 @@ impl App {
             .write(move |tx| {
                 async move {
                     tx.message_delivered(&id, now).await?;
-                    tx.append_audit(&event).await?;
+                    tx.append_audit(&event)?;
                     Ok::<_, AppError>(())
                 }
                 .boxed()
@@ -152,7 +152,7 @@ impl App {
                 async move {
                     tx.message_failed(&id, &error, retry_at, now).await?;
                     if let Some(e) = gave_up {
-                        tx.append_audit(&e).await?;
+                        tx.append_audit(&e)?;
                     }
                     Ok::<_, AppError>(())
                 }

@@ -316,8 +316,7 @@ impl App {
                         parcel_target(&parcel),
                         now,
                         None,
-                    ))
-                    .await?;
+                    ))?;
                     Ok(parcel)
                 }
                 .boxed()
@@ -379,8 +378,7 @@ impl App {
                         parcel_target(&p),
                         now,
                         None,
-                    ))
-                    .await?;
+                    ))?;
                     let command = app
                         .issue_open(
                             tx,
@@ -459,8 +457,7 @@ impl App {
                         parcel_target(&p),
                         now,
                         None,
-                    ))
-                    .await?;
+                    ))?;
                     Ok(p)
                 }
                 .boxed()
@@ -553,8 +550,7 @@ impl App {
                         parcel_target(&p),
                         now,
                         None,
-                    ))
-                    .await?;
+                    ))?;
                     tx.parcel(&id).await?.ok_or(AppError::NotFound)
                 }
                 .boxed()
@@ -652,7 +648,7 @@ impl App {
                     );
                     if let Some(name) = budgets.spend(tx, now).await? {
                         let reason = format!("throttled:{name}");
-                        tx.append_audit(&attempt(Outcome::Denied, &reason, target.clone())).await?;
+                        tx.append_audit(&attempt(Outcome::Denied, &reason, target.clone()))?;
                         return Ok(PickupOutcome::Refused);
                     }
                     let Some(hash) = hash else {
@@ -660,8 +656,7 @@ impl App {
                             Outcome::Failure,
                             "code_malformed",
                             target.clone(),
-                        ))
-                        .await?;
+                        ))?;
                         return Ok(PickupOutcome::Refused);
                     };
                     let redeemed = match tx.redeem_pickup_code(&bank, &hash, now).await? {
@@ -678,8 +673,7 @@ impl App {
                                 Outcome::Failure,
                                 refused.reason.as_str(),
                                 target,
-                            ))
-                            .await?;
+                            ))?;
                             return Ok(PickupOutcome::Refused);
                         }
                     };
@@ -688,9 +682,8 @@ impl App {
                     let compartment = vacate(tx, &p, now).await?;
                     advance(tx, &p, ParcelEvent::PickUp, now, None).await?;
                     let target = parcel_target(&p);
-                    tx.append_audit(&attempt(Outcome::Success, "code_accepted", target.clone()))
-                        .await?;
-                    tx.append_audit(&event(&actor, AuditAction::PickUp, target, now, None)).await?;
+                    tx.append_audit(&attempt(Outcome::Success, "code_accepted", target.clone()))?;
+                    tx.append_audit(&event(&actor, AuditAction::PickUp, target, now, None))?;
                     let command = app
                         .issue_open(
                             tx,
@@ -738,8 +731,7 @@ impl App {
                                 parcel_target(&p),
                                 now,
                                 None,
-                            ))
-                            .await?;
+                            ))?;
                             Ok::<_, AppError>(())
                         }
                         .boxed()
@@ -827,7 +819,7 @@ impl App {
                     let compartment = vacate(tx, &p, now).await?;
                     advance(tx, &p, how, now, None).await?;
                     tx.revoke_pickup_codes(&p.id, now).await?;
-                    tx.append_audit(&event(&actor, action, parcel_target(&p), now, reason)).await?;
+                    tx.append_audit(&event(&actor, action, parcel_target(&p), now, reason))?;
                     let command = app
                         .issue_open(
                             tx,
@@ -890,8 +882,7 @@ impl App {
                         target,
                         now,
                         Some(reason.as_str().to_owned()),
-                    ))
-                    .await?;
+                    ))?;
                     let command = app
                         .issue_open(
                             tx,
@@ -947,8 +938,7 @@ impl App {
                         target,
                         now,
                         Some(format!("door_{door}")),
-                    ))
-                    .await?;
+                    ))?;
                     Ok(())
                 }
                 .boxed()
@@ -985,9 +975,7 @@ impl App {
             outcome: result,
             reason: Some(format!("{why} nonce:{nonce}")),
         };
-        self.store()
-            .write(move |tx| async move { tx.append_audit(&e).await.map(|_| ()) }.boxed())
-            .await?;
+        self.store().write(move |tx| async move { tx.append_audit(&e) }.boxed()).await?;
         Ok(())
     }
 }
@@ -1028,8 +1016,7 @@ async fn release(
         parcel_target(&p),
         now,
         Some(why.to_owned()),
-    ))
-    .await?;
+    ))?;
     tx.parcel(parcel).await?.ok_or(AppError::NotFound)
 }
 

@@ -554,7 +554,7 @@ backends!(a_failed_audit_append_fails_the_change, |t: TestStore| async move {
     {
         use sqlx::Connection as _;
         let mut conn = sqlx::AnyConnection::connect(&env.store.url).await.unwrap();
-        sqlx::raw_sql("ALTER TABLE audit_log RENAME TO audit_log_broken")
+        sqlx::raw_sql("ALTER TABLE audit_entries RENAME TO audit_entries_broken")
             .execute(&mut conn)
             .await
             .unwrap();

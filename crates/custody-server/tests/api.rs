@@ -233,7 +233,7 @@ backends!(bad_input_gets_a_clear_4xx_and_changes_nothing, |t: TestStore| async m
             .env
             .app
             .store()
-            .read(|tx| Box::pin(async move { tx.audit_after(0, 100_000).await }))
+            .read(|tx| Box::pin(async move { tx.audit_from(0, 100_000).await }))
             .await
             .unwrap()
             .len()

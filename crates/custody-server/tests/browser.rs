@@ -124,7 +124,8 @@ async fn an_admin_signs_in_and_follows_a_parcel() {
     form.set_by_name("email", "admin@acme.example").await.unwrap();
     form.set_by_name("password", "not the password").await.unwrap();
     form.submit().await.unwrap();
-    let error = browser.find(Locator::Id("login-error")).await.unwrap().text().await.unwrap();
+    let error =
+        browser.wait().for_element(Locator::Id("login-error")).await.unwrap().text().await.unwrap();
     assert_eq!(error, "E-mail address or password is not right.");
 
     // The right one leads to the overview.
@@ -139,6 +140,7 @@ async fn an_admin_signs_in_and_follows_a_parcel() {
 
     // The site: its bank, compartments and the parcel.
     browser.find(Locator::LinkText("Harbour House")).await.unwrap().click().await.unwrap();
+    browser.wait().for_element(Locator::Id("parcels")).await.unwrap();
     let page = browser.source().await.unwrap();
     assert!(
         page.contains("Lobby") && page.contains("occupied"),
@@ -165,6 +167,7 @@ async fn an_admin_signs_in_and_follows_a_parcel() {
 
     // Sign out ends the session.
     browser.find(Locator::Id("sign-out")).await.unwrap().click().await.unwrap();
+    browser.wait().for_element(Locator::Id("sign-in")).await.unwrap();
     assert!(browser.current_url().await.unwrap().path().ends_with("/portal/login"));
     browser.goto(&server.url("/portal")).await.unwrap();
     assert!(

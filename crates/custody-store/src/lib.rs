@@ -235,6 +235,7 @@ impl Store {
                 let conn = self.0.pool.begin().await.map_err(|e| E::from(e.into()))?;
                 let mut tx = Tx::postgres(conn);
                 let value = unit(&mut tx).await?;
+                tx.flush_audit().await.map_err(E::from)?;
                 tx.commit_postgres().await.map_err(E::from)?;
                 Ok(value)
             }

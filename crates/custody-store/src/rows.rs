@@ -297,6 +297,17 @@ pub struct AuditRow {
     pub event: AuditEvent,
 }
 
+/// A stored audit entry with what the tree is built from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// The entry's queryable fields.
+    pub row: AuditRow,
+    /// Its canonical bytes (custody-audit entry format).
+    pub entry: Vec<u8>,
+    /// The stored leaf hash of those bytes.
+    pub leaf_hash: Vec<u8>,
+}
+
 /// A notification waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxRow {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use custody_audit::entry::Entry;
+use custody_audit::merkle::{self as audit_merkle, Frontier};
 use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::compartment::{CompartmentNumber, CompartmentState, DoorState, SizeClass};
 use custody_core::parcel::ParcelState;
@@ -20,7 +22,7 @@ use sqlx::{Any, AnyConnection, Row as _, Transaction};
 use crate::rows::{
     ApiKeyRow, AuditRow, BankRow, CarrierRow, CodeRefusal, CodeRefused, CompartmentNeeds,
     CompartmentRow, DeviceRow, NewCompartment, NewEnrolmentToken, NewPickupCode, OrgRow, OutboxRow,
-    ParcelRow, PersonRow, RedeemedCode, SessionRow, SiteRow,
+    ParcelRow, PersonRow, RedeemedCode, SessionRow, SiteRow, StoredEntry,
 };
 use crate::{Backend, StoreError};
 
@@ -37,6 +39,9 @@ enum Conn {
 pub struct Tx {
     conn: Conn,
     backend: Backend,
+    /// Audit entries of this unit, appended to the tree when the unit ends (see
+    /// [`Tx::append_audit`]).
+    pending: Vec<AuditEvent>,
 }
 
 impl std::fmt::Debug for Tx {
@@ -210,6 +215,39 @@ fn parcel_row(r: &AnyRow) -> R<ParcelRow> {
     })
 }
 
+const AUDIT_COLS: &str = "seq, at, actor_kind, actor_id, action, site_id, bank_id, compartment_id, parcel_id, outcome, reason";
+
+/// Splits concatenated 32-byte hashes.
+fn split_hashes(bytes: &[u8]) -> R<Vec<audit_merkle::Hash>> {
+    if !bytes.len().is_multiple_of(32) {
+        return Err(StoreError::Corrupt("hash list"));
+    }
+    bytes
+        .chunks_exact(32)
+        .map(|c| c.try_into().map_err(|_| StoreError::Corrupt("hash list")))
+        .collect()
+}
+
+/// The audit entry (format v1) of an event at leaf `index`.
+pub(crate) fn entry_of(index: u64, e: &AuditEvent) -> Entry {
+    let id = |v: Option<&str>| v.map(str::to_owned);
+    Entry {
+        index,
+        at_ms: e.at.as_millis(),
+        actor_kind: e.actor.kind.as_str().to_owned(),
+        actor_id: e.actor.id.clone(),
+        action: e.action.as_str().to_owned(),
+        site: id(e.target.site.as_ref().map(SiteId::as_str)),
+        bank: id(e.target.bank.as_ref().map(BankId::as_str)),
+        compartment: id(e.target.compartment.as_ref().map(CompartmentId::as_str)),
+        parcel: id(e.target.parcel.as_ref().map(ParcelId::as_str)),
+        outcome: e.outcome.as_str().to_owned(),
+        reason: e.reason.clone(),
+        sealed: None,
+        evidence: Vec::new(),
+    }
+}
+
 fn audit_row(r: &AnyRow) -> R<AuditRow> {
     Ok(AuditRow {
         seq: int(r, "seq")?,
@@ -273,16 +311,16 @@ macro_rules! sql {
 
 impl Tx {
     pub(crate) fn writer(conn: AnyConnection, backend: Backend) -> Self {
-        Self { conn: Conn::Writer(conn), backend }
+        Self { conn: Conn::Writer(conn), backend, pending: Vec::new() }
     }
 
     pub(crate) fn postgres(tx: Transaction<'static, Any>) -> Self {
-        Self { conn: Conn::Postgres(tx), backend: Backend::Postgres }
+        Self { conn: Conn::Postgres(tx), backend: Backend::Postgres, pending: Vec::new() }
     }
 
     pub(crate) fn reader(conn: PoolConnection<Any>) -> Self {
         // The backend of a reader only matters for dialect choices, of which there are none yet.
-        Self { conn: Conn::Reader(conn), backend: Backend::Sqlite }
+        Self { conn: Conn::Reader(conn), backend: Backend::Sqlite, pending: Vec::new() }
     }
 
     pub(crate) fn conn(&mut self) -> &mut AnyConnection {
@@ -1211,15 +1249,51 @@ impl Tx {
 
     // --- audit log -------------------------------------------------------------------------
 
-    /// Appends an entry and returns its sequence number. The append is part of the unit of work:
-    /// if it fails, the unit fails and nothing it changed is kept.
-    pub async fn append_audit(&mut self, e: &AuditEvent) -> R<i64> {
-        let row = self
-            .fetch_write(
+    /// Records an audit entry as part of this unit of work. Entries are appended to the Merkle
+    /// tree when the unit ends, after all its other writes, so the lock on the tree head is the
+    /// last one a unit takes and is held only until commit: two units can never wait on each
+    /// other through it. If the append fails, the unit fails and nothing it changed is kept.
+    pub fn append_audit(&mut self, e: &AuditEvent) -> R<()> {
+        self.w()?;
+        self.pending.push(e.clone());
+        Ok(())
+    }
+
+    /// Forgets queued entries (the writer does this when a unit starts or is rolled back).
+    pub(crate) fn discard_pending_audit(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Appends the queued entries: each becomes leaf `size` of the tree, its completed subtree
+    /// roots are stored for proofs, and the head moves, all in this transaction.
+    pub(crate) async fn flush_audit(&mut self) -> R<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        // Taking the head with an UPDATE locks the row on PostgreSQL until commit, so leaf
+        // indexes are dense and in commit order; SQLite's single writer gives the same.
+        let head = self
+            .fetch_write(sqlx::query(
+                "UPDATE audit_tree SET size = size WHERE id = 1 RETURNING size, peaks",
+            ))
+            .await?
+            .ok_or(StoreError::Corrupt("audit_tree"))?;
+        let size =
+            u64::try_from(int(&head, "size")?).map_err(|_| StoreError::Corrupt("audit_tree"))?;
+        let mut frontier = Frontier::from_parts(size, split_hashes(&blob(&head, "peaks")?)?)
+            .map_err(|_| StoreError::Corrupt("audit_tree"))?;
+        for e in std::mem::take(&mut self.pending) {
+            let index = frontier.size();
+            let entry = entry_of(index, &e);
+            let bytes = entry.encode();
+            let leaf = audit_merkle::leaf_hash(&bytes);
+            let seq = i64::try_from(index).map_err(|_| StoreError::Corrupt("audit size"))?;
+            self.exec(
                 sqlx::query(
-                    "INSERT INTO audit_log (at, actor_kind, actor_id, action, site_id, bank_id, compartment_id, parcel_id, \
-                     outcome, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seq",
+                    "INSERT INTO audit_entries (seq, at, actor_kind, actor_id, action, site_id, bank_id, compartment_id, parcel_id, \
+                     outcome, reason, entry, leaf_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 )
+                .bind(seq)
                 .bind(e.at.as_millis())
                 .bind(e.actor.kind.as_str())
                 .bind(e.actor.id.clone())
@@ -1229,19 +1303,107 @@ impl Tx {
                 .bind(e.target.compartment.as_ref().map(|v| v.as_str().to_owned()))
                 .bind(e.target.parcel.as_ref().map(|v| v.as_str().to_owned()))
                 .bind(e.outcome.as_str())
-                .bind(e.reason.clone()),
+                .bind(e.reason.clone())
+                .bind(bytes)
+                .bind(leaf.to_vec()),
             )
+            .await?;
+            for (level, idx, hash) in
+                frontier.push(leaf).into_iter().filter(|(level, _, _)| *level > 0)
+            {
+                self.exec(
+                    sqlx::query("INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)")
+                        .bind(i64::from(level))
+                        .bind(i64::try_from(idx).map_err(|_| StoreError::Corrupt("audit node"))?)
+                        .bind(hash.to_vec()),
+                )
+                .await?;
+            }
+        }
+        let peaks: Vec<u8> = frontier.peaks().concat();
+        self.exec(
+            sqlx::query("UPDATE audit_tree SET size = $1, peaks = $2 WHERE id = 1")
+                .bind(
+                    i64::try_from(frontier.size())
+                        .map_err(|_| StoreError::Corrupt("audit size"))?,
+                )
+                .bind(peaks),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The tree head: size and frontier, as stored.
+    pub async fn tree_head(&mut self) -> R<Frontier> {
+        let head = self
+            .one(sqlx::query("SELECT size, peaks FROM audit_tree WHERE id = 1"))
             .await?
-            .ok_or(StoreError::Corrupt("audit_log"))?;
-        int(&row, "seq")
+            .ok_or(StoreError::Corrupt("audit_tree"))?;
+        let size =
+            u64::try_from(int(&head, "size")?).map_err(|_| StoreError::Corrupt("audit_tree"))?;
+        Frontier::from_parts(size, split_hashes(&blob(&head, "peaks")?)?)
+            .map_err(|_| StoreError::Corrupt("audit_tree"))
+    }
+
+    /// Stored entries `from..from + limit` with their canonical bytes and leaf hashes, in order.
+    pub async fn audit_leaves(&mut self, from: u64, limit: u32) -> R<Vec<StoredEntry>> {
+        let rows = self
+            .all(
+                sqlx::query(sql!(
+                    "SELECT ",
+                    AUDIT_COLS,
+                    ", entry, leaf_hash FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2"
+                ))
+                .bind(i64::try_from(from).map_err(|_| StoreError::Corrupt("seq"))?)
+                .bind(i64::from(limit)),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredEntry {
+                    row: audit_row(r)?,
+                    entry: blob(r, "entry")?,
+                    leaf_hash: blob(r, "leaf_hash")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stored subtree roots of `level` with index in `from..from + limit`, in order.
+    pub async fn audit_nodes(
+        &mut self,
+        level: u32,
+        from: u64,
+        limit: u32,
+    ) -> R<Vec<(u64, Vec<u8>)>> {
+        let rows = self
+            .all(
+                sqlx::query("SELECT idx, hash FROM audit_nodes WHERE level = $1 AND idx >= $2 ORDER BY idx LIMIT $3")
+                    .bind(i64::from(level))
+                    .bind(i64::try_from(from).map_err(|_| StoreError::Corrupt("idx"))?)
+                    .bind(i64::from(limit)),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    u64::try_from(int(r, "idx")?).map_err(|_| StoreError::Corrupt("idx"))?,
+                    blob(r, "hash")?,
+                ))
+            })
+            .collect()
     }
 
     /// A parcel's audit entries, oldest first.
     pub async fn audit_for_parcel(&mut self, parcel: &ParcelId) -> R<Vec<AuditRow>> {
         let rows = self
             .all(
-                sqlx::query("SELECT * FROM audit_log WHERE parcel_id = $1 ORDER BY seq")
-                    .bind(parcel.as_str().to_owned()),
+                sqlx::query(sql!(
+                    "SELECT ",
+                    AUDIT_COLS,
+                    " FROM audit_entries WHERE parcel_id = $1 ORDER BY seq"
+                ))
+                .bind(parcel.as_str().to_owned()),
             )
             .await?;
         rows.iter().map(audit_row).collect()
@@ -1251,9 +1413,11 @@ impl Tx {
     pub async fn audit_for_site(&mut self, site: &SiteId, limit: u32) -> R<Vec<AuditRow>> {
         let rows = self
             .all(
-                sqlx::query(
-                    "SELECT * FROM audit_log WHERE site_id = $1 ORDER BY seq DESC LIMIT $2",
-                )
+                sqlx::query(sql!(
+                    "SELECT ",
+                    AUDIT_COLS,
+                    " FROM audit_entries WHERE site_id = $1 ORDER BY seq DESC LIMIT $2"
+                ))
                 .bind(site.as_str().to_owned())
                 .bind(i64::from(limit)),
             )
@@ -1261,13 +1425,17 @@ impl Tx {
         rows.iter().map(audit_row).collect()
     }
 
-    /// Entries with `seq > after`, oldest first, at most `limit`.
-    pub async fn audit_after(&mut self, after: i64, limit: u32) -> R<Vec<AuditRow>> {
+    /// Entries with `seq >= from`, oldest first, at most `limit`.
+    pub async fn audit_from(&mut self, from: u64, limit: u32) -> R<Vec<AuditRow>> {
         let rows = self
             .all(
-                sqlx::query("SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
-                    .bind(after)
-                    .bind(i64::from(limit)),
+                sqlx::query(sql!(
+                    "SELECT ",
+                    AUDIT_COLS,
+                    " FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2"
+                ))
+                .bind(i64::try_from(from).map_err(|_| StoreError::Corrupt("seq"))?)
+                .bind(i64::from(limit)),
             )
             .await?;
         rows.iter().map(audit_row).collect()

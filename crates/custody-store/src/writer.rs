@@ -36,7 +36,16 @@ async fn run(mut tx: Tx, mut receiver: mpsc::Receiver<Job>) {
                 tracing::error!(error = %e, "could not open a savepoint; unit dropped");
                 continue;
             }
+            tx.discard_pending_audit();
             let (ok, completion) = job(&mut tx).await;
+            // The unit's audit entries go in last, inside its savepoint: if they cannot be
+            // written, the unit is rolled back and its caller told (fail closed).
+            let flushed = if ok { tx.flush_audit().await } else { Ok(()) };
+            tx.discard_pending_audit();
+            let (ok, completion): (bool, Completion) = match flushed {
+                Ok(()) => (ok, completion),
+                Err(e) => (false, Box::new(move |_| completion(Err(e)))),
+            };
             let end = if ok { "RELEASE unit" } else { "ROLLBACK TO unit; RELEASE unit" };
             if let Err(e) = exec(&mut tx, end).await {
                 // The unit's writes cannot be separated from the batch: fail the whole batch.

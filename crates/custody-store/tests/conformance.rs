@@ -448,7 +448,7 @@ backends!(a_failing_unit_rolls_back_alone, |t: TestStore| async move {
                 store
                     .write(move |tx| {
                         async move {
-                            tx.append_audit(&event(AuditAction::Deposit, Some(p.clone()))).await?;
+                            tx.append_audit(&event(AuditAction::Deposit, Some(p.clone())))?;
                             tx.move_parcel(
                                 &p,
                                 ParcelState::Expected,
@@ -488,35 +488,120 @@ backends!(a_failing_unit_rolls_back_alone, |t: TestStore| async move {
     }
 });
 
-backends!(audit_log_is_append_only, |t: TestStore| async move {
-    let seqs = t
-        .store
+backends!(audit_log_is_a_merkle_tree_and_append_only, |t: TestStore| async move {
+    t.store
         .write(|tx| {
             async move {
-                let a = tx.append_audit(&event(AuditAction::OrgCreate, None)).await?;
-                let b = tx.append_audit(&event(AuditAction::SiteCreate, None)).await?;
-                Ok::<_, StoreError>((a, b))
+                tx.append_audit(&event(AuditAction::OrgCreate, None))?;
+                tx.append_audit(&event(AuditAction::SiteCreate, None))?;
+                Ok::<_, StoreError>(())
             }
             .boxed()
         })
         .await
         .unwrap();
-    assert!(seqs.1 > seqs.0);
     let entries =
-        t.store.read(|tx| async move { tx.audit_after(0, 10).await }.boxed()).await.unwrap();
+        t.store.read(|tx| async move { tx.audit_from(0, 10).await }.boxed()).await.unwrap();
     assert_eq!(
-        entries.iter().map(|e| e.event.action).collect::<Vec<_>>(),
-        vec![AuditAction::OrgCreate, AuditAction::SiteCreate]
+        entries.iter().map(|e| (e.seq, e.event.action)).collect::<Vec<_>>(),
+        vec![(0, AuditAction::OrgCreate), (1, AuditAction::SiteCreate)]
     );
+    let (leaves, head) = t
+        .store
+        .read(|tx| {
+            async move {
+                    Ok::<_, StoreError>((tx.audit_leaves(0, 10).await?, tx.tree_head().await?))
+                }
+                .boxed()
+        })
+        .await
+        .unwrap();
+    let hashes = check_leaves(&leaves);
+    assert_eq!((head.size(), head.root()), (2, custody_audit::merkle::root_of(&hashes)));
     // Someone with direct database access still cannot rewrite history quietly.
     let mut conn = sqlx::AnyConnection::connect(&t.url).await.unwrap();
-    for sql in ["UPDATE audit_log SET outcome = 'failure'", "DELETE FROM audit_log"] {
+    for sql in [
+        "UPDATE audit_entries SET outcome = 'failure'",
+        "DELETE FROM audit_entries",
+        "DELETE FROM audit_nodes",
+    ] {
         let err = sqlx::raw_sql(sql).execute(&mut conn).await.unwrap_err();
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
-    let after =
-        t.store.read(|tx| async move { tx.audit_after(0, 10).await }.boxed()).await.unwrap();
-    assert_eq!(after, entries);
+});
+
+/// Checks each stored entry: its bytes decode to its own fields and hash to its leaf hash.
+/// Returns the leaf hashes.
+fn check_leaves(leaves: &[StoredEntry]) -> Vec<custody_audit::merkle::Hash> {
+    leaves
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let entry = custody_audit::entry::Entry::decode(&l.entry).unwrap();
+            assert_eq!(
+                (entry.index, l.row.seq),
+                (u64::try_from(i).unwrap(), i64::try_from(i).unwrap())
+            );
+            assert_eq!(entry.action, l.row.event.action.as_str());
+            assert_eq!(entry.at_ms, l.row.event.at.as_millis());
+            let leaf = custody_audit::merkle::leaf_hash(&l.entry);
+            assert_eq!(leaf.as_slice(), l.leaf_hash.as_slice());
+            leaf
+        })
+        .collect()
+}
+
+backends!(concurrent_appends_stay_dense_and_consistent, |t: TestStore| async move {
+    let tasks: Vec<_> = (0..40u64)
+        .map(|i| {
+            let store = t.store.clone();
+            tokio::spawn(async move {
+                store
+                    .write(move |tx| {
+                        async move {
+                            for _ in 0..=(i % 3) {
+                                tx.append_audit(&event(AuditAction::DoorReport, None))?;
+                            }
+                            if i % 5 == 4 { Err(StoreError::Conflict) } else { Ok(()) }
+                        }
+                        .boxed()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut expected = 0;
+    for (i, task) in tasks.into_iter().enumerate() {
+        if task.await.unwrap().is_ok() {
+            expected += i % 3 + 1;
+        }
+    }
+    let (leaves, head, level1) = t
+        .store
+        .read(|tx| {
+            async move {
+                Ok::<_, StoreError>((
+                    tx.audit_leaves(0, 1000).await?,
+                    tx.tree_head().await?,
+                    tx.audit_nodes(1, 0, 1000).await?,
+                ))
+            }
+            .boxed()
+        })
+        .await
+        .unwrap();
+    assert_eq!(leaves.len(), expected, "failed units left no entries");
+    let hashes = check_leaves(&leaves);
+    assert_eq!(head.size(), u64::try_from(expected).unwrap());
+    assert_eq!(head.root(), custody_audit::merkle::root_of(&hashes));
+    for (idx, hash) in level1 {
+        let i = usize::try_from(idx).unwrap() * 2;
+        assert_eq!(
+            hash.as_slice(),
+            custody_audit::merkle::node_hash(&hashes[i], &hashes[i + 1]).as_slice(),
+            "node (1, {idx})"
+        );
+    }
 });
 
 backends!(throttle_counting_is_atomic, |t: TestStore| async move {
