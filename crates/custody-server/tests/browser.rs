@@ -133,10 +133,9 @@ async fn an_admin_signs_in_and_follows_a_parcel() {
     form.set_by_name("email", "admin@acme.example").await.unwrap();
     form.set_by_name("password", custody_testkit::env::PASSWORD).await.unwrap();
     form.submit().await.unwrap();
+    let who = browser.wait().for_element(Locator::Id("who")).await.unwrap().text().await.unwrap();
+    assert!(who.contains("Ada Admin"), "{who}");
     assert_eq!(browser.current_url().await.unwrap().path(), "/portal");
-    assert!(
-        browser.find(Locator::Id("who")).await.unwrap().text().await.unwrap().contains("Ada Admin")
-    );
 
     // The site: its bank, compartments and the parcel.
     browser.find(Locator::LinkText("Harbour House")).await.unwrap().click().await.unwrap();
@@ -150,7 +149,14 @@ async fn an_admin_signs_in_and_follows_a_parcel() {
 
     // The parcel and its chain of custody.
     assert_eq!(
-        browser.find(Locator::Id("parcel-state")).await.unwrap().text().await.unwrap(),
+        browser
+            .wait()
+            .for_element(Locator::Id("parcel-state"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
         "notified"
     );
     let history = browser.find(Locator::Id("history")).await.unwrap().text().await.unwrap();
