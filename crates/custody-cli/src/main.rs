@@ -7,6 +7,7 @@
 
 mod admin;
 mod agent;
+mod audit;
 mod demo;
 mod init;
 mod serve;
@@ -57,6 +58,9 @@ enum Command {
     Admin(admin::Command),
     /// Run a complete site on this machine: a server and three simulated banks.
     Demo(demo::Args),
+    /// Check the audit log.
+    #[command(subcommand)]
+    Audit(audit::Command),
 }
 
 /// Opens the store the global flags select.
@@ -104,6 +108,7 @@ fn main() -> ExitCode {
             Command::Agent(cmd) => agent::run(cmd).await,
             Command::Admin(cmd) => admin::run(data, url, cmd).await,
             Command::Demo(args) => demo::run(data, url, args).await,
+            Command::Audit(cmd) => audit::run(data, url, cmd).await,
         }
     });
     match result {

@@ -179,3 +179,31 @@ async fn serve_answers_over_tls_until_stopped() {
     assert_eq!(ready.status(), 200);
     child.start_kill().unwrap();
 }
+
+#[tokio::test]
+async fn audit_verify_reads_a_copy_without_changing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    assert!(custody(&data, &["init"]).await.status.success());
+    assert!(custody(&data, &["admin", "create-org", "Acme Living"]).await.status.success());
+    let copy = dir.path().join("copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    // A consistent copy of a WAL database is the database file with its WAL and index.
+    for name in ["custody.db", "custody.db-wal", "custody.db-shm"] {
+        if data.join(name).exists() {
+            std::fs::copy(data.join(name), copy.join(name)).unwrap();
+        }
+    }
+    let before = std::fs::read(copy.join("custody.db")).unwrap();
+    let out = custody(&copy, &["audit", "verify", "--quiet"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("intact: 1 entries"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(copy.join("custody.db")).unwrap(),
+        before,
+        "verification changed nothing"
+    );
+    let none = custody(&dir.path().join("nothing"), &["audit", "verify"]).await;
+    assert!(!none.status.success());
+    assert!(text(&none).contains("no database"), "{}", text(&none));
+}

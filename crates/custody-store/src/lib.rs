@@ -33,11 +33,11 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions as _};
+use sqlx::{AnyPool, ConnectOptions as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
 pub use rows::*;
-pub use tx::Tx;
+pub use tx::{Tx, entry_of};
 
 /// Which database is behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +112,8 @@ type Job = Box<dyn for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, (bool, Completion
 enum WritePath {
     Sqlite(mpsc::Sender<Job>),
     Postgres,
+    /// Opened for inspection only (`custody audit verify` on a copy): every write is refused.
+    ReadOnly,
 }
 
 #[derive(Debug)]
@@ -141,6 +143,11 @@ fn backend_of(url: &str) -> Result<Backend, StoreError> {
 /// The URL of the SQLite database file in `data_dir`.
 pub fn sqlite_url_in(data_dir: &Path) -> String {
     format!("sqlite://{}?mode=rwc", data_dir.join("custody.db").display())
+}
+
+/// The read-only URL of the SQLite database file in `data_dir`.
+pub fn sqlite_read_only_url_in(data_dir: &Path) -> String {
+    format!("sqlite://{}?mode=ro", data_dir.join("custody.db").display())
 }
 
 /// SQLite connection settings. WAL lets readers proceed beside the writer; `synchronous = FULL`
@@ -194,6 +201,37 @@ impl Store {
         }
     }
 
+    /// Opens an existing database for reading only: no migrations run, nothing can be written,
+    /// and the schema must be the one this build knows. For inspecting a database (or a copy
+    /// of one) without changing it.
+    pub async fn open_read_only(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = backend_of(url)?;
+        let options = AnyConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Connect(e.to_string()))?
+            .disable_statement_logging();
+        let pool = AnyPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Connect(e.to_string()))?;
+        let version: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM schema_migrations")
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| StoreError::Connect(format!("not a Custody database: {e}")))?
+            .try_get("v")?;
+        if version != Some(migrate::latest_version()) {
+            return Err(StoreError::Migration {
+                version: version.unwrap_or(0),
+                message: format!(
+                    "this build reads schema version {}; run the matching Custody version",
+                    migrate::latest_version()
+                ),
+            });
+        }
+        Ok(Self(Arc::new(Inner { backend, pool, writes: WritePath::ReadOnly })))
+    }
+
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.0.backend
@@ -231,6 +269,7 @@ impl Store {
                 sender.send(job).await.map_err(|_| E::from(StoreError::Unavailable))?;
                 answered.await.map_err(|_| E::from(StoreError::Unavailable))?
             }
+            WritePath::ReadOnly => Err(E::from(StoreError::ReadOnly)),
             WritePath::Postgres => {
                 let conn = self.0.pool.begin().await.map_err(|e| E::from(e.into()))?;
                 let mut tx = Tx::postgres(conn);

@@ -228,8 +228,9 @@ fn split_hashes(bytes: &[u8]) -> R<Vec<audit_merkle::Hash>> {
         .collect()
 }
 
-/// The audit entry (format v1) of an event at leaf `index`.
-pub(crate) fn entry_of(index: u64, e: &AuditEvent) -> Entry {
+/// The audit entry (format v1) of an event at leaf `index`: what the store writes, and what a
+/// verifier expects an entry's queryable fields to say.
+pub fn entry_of(index: u64, e: &AuditEvent) -> Entry {
     let id = |v: Option<&str>| v.map(str::to_owned);
     Entry {
         index,

@@ -1,0 +1,135 @@
+//! Verifying the audit log as stored: every entry, every leaf hash, every stored subtree root
+//! and the tree head, recomputed from the entries' bytes.
+
+use std::collections::BTreeMap;
+
+use custody_audit::entry::Entry;
+use custody_audit::merkle::{Frontier, Hash};
+use custody_store::{Store, StoreError, StoredEntry};
+use futures_util::FutureExt as _;
+
+/// Entries read per batch while verifying.
+const BATCH: u32 = 10_000;
+
+/// The first thing found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("entry {index}: {problem}")]
+pub struct Tampering {
+    /// The first index at which the log is not what it claims.
+    pub index: u64,
+    /// What is wrong there.
+    pub problem: String,
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Everything checked out: the tree of `size` entries has this root.
+    Intact {
+        /// Entries verified.
+        size: u64,
+        /// Root of their tree.
+        root: Hash,
+    },
+    /// The log has been tampered with (or damaged).
+    Tampered(Tampering),
+}
+
+fn fail(index: u64, problem: impl Into<String>) -> Verdict {
+    Verdict::Tampered(Tampering { index, problem: problem.into() })
+}
+
+/// Checks one stored entry against its position; returns its leaf hash.
+fn check_entry(expected: u64, stored: &StoredEntry) -> Result<Hash, Verdict> {
+    let seq = u64::try_from(stored.row.seq).map_err(|_| fail(expected, "negative position"))?;
+    if seq != expected {
+        return Err(fail(expected, format!("entry missing (the next stored entry is {seq})")));
+    }
+    let entry = Entry::decode(&stored.entry)
+        .map_err(|e| fail(seq, format!("stored bytes are not an entry: {e}")))?;
+    if entry.index != seq {
+        return Err(fail(
+            seq,
+            format!("entry says it is number {}, but is stored as {seq}", entry.index),
+        ));
+    }
+    // The queryable copies must say what the hashed bytes say (personal data and evidence
+    // hashes live only in the bytes).
+    let expected = custody_store::entry_of(seq, &stored.row.event);
+    if (Entry { sealed: None, evidence: Vec::new(), ..entry }) != expected {
+        return Err(fail(seq, "queryable fields differ from the entry's bytes"));
+    }
+    let leaf = custody_audit::merkle::leaf_hash(&stored.entry);
+    if leaf.as_slice() != stored.leaf_hash.as_slice() {
+        return Err(fail(seq, "stored leaf hash does not match the entry's bytes"));
+    }
+    Ok(leaf)
+}
+
+/// Recomputes the whole log from the store and compares it with what the store claims.
+/// `progress` is told how many entries are verified, out of how many the head claims.
+pub async fn verify_store(
+    store: &Store,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Verdict, StoreError> {
+    let head = store.read(|tx| async move { tx.tree_head().await }.boxed()).await?;
+    let mut frontier = Frontier::new();
+    loop {
+        let from = frontier.size();
+        let batch =
+            store.read(move |tx| async move { tx.audit_leaves(from, BATCH).await }.boxed()).await?;
+        if batch.is_empty() {
+            break;
+        }
+        // Subtree roots this batch completes, by level, to compare with the stored ones.
+        let mut computed: BTreeMap<u32, Vec<(u64, Hash)>> = BTreeMap::new();
+        for stored in &batch {
+            let leaf = match check_entry(frontier.size(), stored) {
+                Ok(leaf) => leaf,
+                Err(verdict) => return Ok(verdict),
+            };
+            for (level, idx, hash) in
+                frontier.push(leaf).into_iter().filter(|(level, ..)| *level > 0)
+            {
+                computed.entry(level).or_default().push((idx, hash));
+            }
+        }
+        for (level, nodes) in computed {
+            let (first, count) =
+                (nodes.first().map_or(0, |n| n.0), u32::try_from(nodes.len()).unwrap_or(u32::MAX));
+            let stored = store
+                .read(move |tx| async move { tx.audit_nodes(level, first, count).await }.boxed())
+                .await?;
+            for (i, (idx, hash)) in nodes.iter().enumerate() {
+                match stored.get(i) {
+                    Some((s_idx, s_hash))
+                        if s_idx == idx && s_hash.as_slice() == hash.as_slice() => {}
+                    _ => {
+                        let leaf = idx << level;
+                        return Ok(fail(
+                            leaf,
+                            format!(
+                                "stored subtree root at level {level}, index {idx} is missing or wrong"
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        progress(frontier.size(), head.size().max(frontier.size()));
+    }
+    if frontier.size() != head.size() {
+        return Ok(fail(
+            frontier.size().min(head.size()),
+            format!(
+                "the tree head claims {} entries but the log holds {} (truncated, or entries added outside the tree)",
+                head.size(),
+                frontier.size()
+            ),
+        ));
+    }
+    if frontier.root() != head.root() {
+        return Ok(fail(frontier.size(), "the tree head's root does not match the entries"));
+    }
+    Ok(Verdict::Intact { size: frontier.size(), root: frontier.root() })
+}
