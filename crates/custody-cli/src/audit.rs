@@ -27,16 +27,16 @@ pub(crate) async fn run(
     let Command::Verify { quiet } = command;
     // Verifying needs the database only, not the keys, and changes nothing: an auditor can run
     // it on a copy.
-    let url = match url {
-        Some(u) => u.to_owned(),
-        None => {
-            anyhow::ensure!(
-                data.join("custody.db").exists(),
-                "no database at {}; pass --data-dir or --database-url",
-                data.join("custody.db").display()
-            );
-            custody_store::sqlite_read_only_url_in(data)
-        }
+    let url = if let Some(u) = url {
+        u.to_owned()
+    } else {
+        let file = data.join("custody.db");
+        anyhow::ensure!(
+            file.exists(),
+            "no database at {}; pass --data-dir or --database-url",
+            file.display()
+        );
+        custody_store::sqlite_read_only_url_in(data)
     };
     let store = match custody_store::Store::open_read_only(&url).await {
         Ok(s) => s,
