@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use custody_audit::checkpoint::Checkpoint;
 use custody_audit::entry::Entry;
 use custody_audit::merkle::{Frontier, Hash};
 use custody_store::{Store, StoreError, StoredEntry};
@@ -66,14 +67,19 @@ fn check_entry(expected: u64, stored: &StoredEntry) -> Result<Hash, Verdict> {
     Ok(leaf)
 }
 
-/// Recomputes the whole log from the store and compares it with what the store claims.
+/// Recomputes the whole log from the store and compares it with what the store claims and,
+/// when given, with a checkpoint trusted from elsewhere (one shipped off the machine): the log
+/// must contain that checkpoint's tree. This is what catches a rollback to an older copy or a
+/// consistent rewrite, which no check inside the database alone can.
 /// `progress` is told how many entries are verified, out of how many the head claims.
 pub async fn verify_store(
     store: &Store,
+    trusted: Option<&Checkpoint>,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Verdict, StoreError> {
     let head = store.read(|tx| async move { tx.tree_head().await }.boxed()).await?;
     let mut frontier = Frontier::new();
+    let mut trusted_seen = trusted.is_none_or(|c| c.size == 0);
     loop {
         let from = frontier.size();
         let batch =
@@ -92,6 +98,18 @@ pub async fn verify_store(
                 frontier.push(leaf).into_iter().filter(|(level, ..)| *level > 0)
             {
                 computed.entry(level).or_default().push((idx, hash));
+            }
+            if let Some(c) = trusted.filter(|c| c.size == frontier.size()) {
+                if frontier.root() != c.root {
+                    return Ok(fail(
+                        c.size - 1,
+                        format!(
+                            "the first {} entries differ from the trusted checkpoint of that size",
+                            c.size
+                        ),
+                    ));
+                }
+                trusted_seen = true;
             }
         }
         for (level, nodes) in computed {
@@ -118,6 +136,16 @@ pub async fn verify_store(
         }
         progress(frontier.size(), head.size().max(frontier.size()));
     }
+    if let Some(c) = trusted.filter(|_| !trusted_seen) {
+        return Ok(fail(
+            frontier.size(),
+            format!(
+                "the trusted checkpoint covers {} entries but the log holds only {} (truncated or rolled back)",
+                c.size,
+                frontier.size()
+            ),
+        ));
+    }
     if frontier.size() != head.size() {
         return Ok(fail(
             frontier.size().min(head.size()),
@@ -132,4 +160,56 @@ pub async fn verify_store(
         return Ok(fail(frontier.size(), "the tree head's root does not match the entries"));
     }
     Ok(Verdict::Intact { size: frontier.size(), root: frontier.root() })
+}
+
+/// A freshly signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    /// What it says.
+    pub checkpoint: Checkpoint,
+    /// The signed note.
+    pub note: String,
+}
+
+impl crate::App {
+    /// Signs a checkpoint of the log if it has grown since the last one; `None` when there is
+    /// nothing new. The checkpointer calls it at least once a second.
+    pub async fn checkpoint(&self) -> Result<Option<SignedCheckpoint>, crate::AppError> {
+        let (head, latest) = self
+            .store()
+            .read(|tx| {
+                async move {
+                    Ok::<_, StoreError>((tx.tree_head().await?, tx.latest_checkpoint().await?))
+                }
+                .boxed()
+            })
+            .await?;
+        if head.size() == 0 || latest.as_ref().is_some_and(|(size, _)| *size >= head.size()) {
+            return Ok(None);
+        }
+        let signer = &self.keys().checkpoint;
+        let checkpoint = Checkpoint {
+            origin: signer.name().to_owned(),
+            size: head.size(),
+            root: head.root(),
+            extensions: Vec::new(),
+        };
+        let note = signer
+            .sign_checkpoint(&checkpoint)
+            .map_err(|e| crate::AppError::Invalid(e.to_string()))?;
+        let (size, root, stored, now) =
+            (checkpoint.size, checkpoint.root, note.clone(), self.now());
+        let fresh = self
+            .store()
+            .write(move |tx| {
+                async move { tx.insert_checkpoint(size, &root, &stored, now).await }.boxed()
+            })
+            .await?;
+        Ok(fresh.then_some(SignedCheckpoint { checkpoint, note }))
+    }
+
+    /// The verifier key of this installation's checkpoints.
+    pub fn checkpoint_verifier_key(&self) -> String {
+        self.keys().checkpoint.verifier_key()
+    }
 }

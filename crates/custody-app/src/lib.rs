@@ -200,6 +200,7 @@ pub struct KeyRing {
     pub(crate) outbox: Sealer,
     pub(crate) command: SigningKey,
     pub(crate) ca: CertificateAuthority,
+    pub(crate) checkpoint: custody_audit::checkpoint::NoteSigner,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -211,11 +212,13 @@ impl std::fmt::Debug for KeyRing {
 }
 
 impl KeyRing {
-    /// Derives the purpose keys from `master` and holds the command key and CA beside them.
+    /// Derives the purpose keys from `master` and holds the command key, the CA and the
+    /// checkpoint signer beside them.
     pub fn new(
         master: &MasterKey,
         command: SigningKey,
         ca: CertificateAuthority,
+        checkpoint: custody_audit::checkpoint::NoteSigner,
     ) -> Result<Self, CryptoError> {
         Ok(Self {
             codes: master.hasher(Purpose::PickupCode),
@@ -226,6 +229,7 @@ impl KeyRing {
             outbox: Sealer::new(master, Purpose::Outbox)?,
             command,
             ca,
+            checkpoint,
         })
     }
 }

@@ -11,6 +11,8 @@
 //!   tls/server.key        its key                                                    (0600)
 //!   tls/server-ca.pem     the CA agents and the CLI trust for the server certificate
 //!   keys/metrics.token    bearer token for Prometheus at /metrics                   (0600)
+//!   keys/checkpoint.pk8   Ed25519 key that signs audit checkpoints, PKCS#8           (0600)
+//!   keys/checkpoint.vkey  its public verifier key, for auditors
 //! ```
 //!
 //! Secret files are created 0600 and refused when group- or world-readable, so a copied
@@ -82,6 +84,14 @@ pub struct InitReport {
     pub server_pin_hex: String,
     /// The command verification key, base64.
     pub command_key: String,
+    /// The audit checkpoint verifier key (`name+id+key`).
+    pub checkpoint_key: String,
+}
+
+/// The name of an installation's audit log (its checkpoints' origin line and key name): the
+/// first host name followed by `/custody-audit`.
+pub fn audit_origin(hostnames: &[String]) -> String {
+    format!("{}/custody-audit", hostnames.first().map_or("localhost", String::as_str))
 }
 
 /// An installation's data directory.
@@ -216,6 +226,20 @@ impl DataDir {
         write_secret(&self.server_key_path(), key_pem.as_bytes())?;
         write_public(&tls.join("server-ca.pem"), server_ca_pem.as_bytes())?;
 
+        let checkpoint_path = keys.join("checkpoint.pk8");
+        let (checkpoint, pkcs8) = SigningKey::generate(rng).map_err(key_err(&checkpoint_path))?;
+        write_secret(&checkpoint_path, &pkcs8)?;
+        let signer =
+            custody_audit::checkpoint::NoteSigner::new(&audit_origin(hostnames), checkpoint)
+                .map_err(|_| SetupError::Key {
+                    path: checkpoint_path.clone(),
+                    source: CryptoError::InvalidKey("checkpoint key name"),
+                })?;
+        write_public(
+            &keys.join("checkpoint.vkey"),
+            format!("{}\n", signer.verifier_key()).as_bytes(),
+        )?;
+
         let metrics_path = keys.join("metrics.token");
         let metrics: [u8; 24] = rng.bytes().map_err(key_err(&metrics_path))?;
         write_secret(&metrics_path, data_encoding::BASE64URL_NOPAD.encode(&metrics).as_bytes())?;
@@ -229,6 +253,7 @@ impl DataDir {
             root: self.root.clone(),
             server_pin_hex: data_encoding::HEXLOWER.encode(&pin),
             command_key: command.public_key().to_string(),
+            checkpoint_key: signer.verifier_key(),
         })
     }
 
@@ -249,7 +274,21 @@ impl DataDir {
             })?;
         let ca = CertificateAuthority::load(&read_public(&keys.join("ca.pem"))?, &ca_key)
             .map_err(key_err(&ca_key_path))?;
-        KeyRing::new(&master, command, ca).map_err(key_err(&master_path))
+        let checkpoint_path = keys.join("checkpoint.pk8");
+        let checkpoint_key = SigningKey::from_pkcs8(&read_secret(&checkpoint_path)?)
+            .map_err(key_err(&checkpoint_path))?;
+        let vkey = self.checkpoint_verifier_key()?;
+        let name = vkey.split('+').next().unwrap_or_default().to_owned();
+        let invalid = |why| SetupError::Key {
+            path: checkpoint_path.clone(),
+            source: CryptoError::InvalidKey(why),
+        };
+        let checkpoint = custody_audit::checkpoint::NoteSigner::new(&name, checkpoint_key)
+            .map_err(|_| invalid("checkpoint key name"))?;
+        if checkpoint.verifier_key() != vkey {
+            return Err(invalid("does not match checkpoint.vkey"));
+        }
+        KeyRing::new(&master, command, ca, checkpoint).map_err(key_err(&master_path))
     }
 
     /// The bearer token Prometheus presents at `/metrics`.
@@ -283,6 +322,16 @@ impl DataDir {
             source: CryptoError::InvalidKey("not PEM"),
         })?;
         Ok((read_public(&self.server_cert_path())?, key))
+    }
+
+    /// The checkpoint verifier key (`name+id+key`), as auditors need it.
+    pub fn checkpoint_verifier_key(&self) -> Result<String, SetupError> {
+        read_public(&self.keys_dir().join("checkpoint.vkey")).map(|k| k.trim().to_owned())
+    }
+
+    /// Where signed checkpoints are written for shipping off the machine.
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.root.join("checkpoints")
     }
 
     /// The CA clients trust for the server certificate, PEM.

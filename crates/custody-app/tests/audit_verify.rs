@@ -16,7 +16,7 @@ use futures_util::FutureExt as _;
 use sqlx::Connection as _;
 
 async fn intact(env: &Env) -> u64 {
-    match verify_store(env.app.store(), |_, _| {}).await.unwrap() {
+    match verify_store(env.app.store(), None, |_, _| {}).await.unwrap() {
         Verdict::Intact { size, .. } => size,
         Verdict::Tampered(t) => panic!("untouched log reported as tampered: {t}"),
     }
@@ -41,7 +41,7 @@ async fn attack(env: &Env, statements: &[String]) {
 }
 
 async fn tampered_at(env: &Env) -> (u64, String) {
-    match verify_store(env.app.store(), |_, _| {}).await.unwrap() {
+    match verify_store(env.app.store(), None, |_, _| {}).await.unwrap() {
         Verdict::Tampered(t) => (t.index, t.problem),
         Verdict::Intact { size, .. } => {
             panic!("tampering went unnoticed ({size} entries verified)")
@@ -54,7 +54,7 @@ backends!(an_untouched_log_verifies_and_reports_progress, |t: TestStore| async m
     let size = intact(&env).await;
     assert!(size > 10, "the seeded site wrote {size} entries");
     let mut seen = Vec::new();
-    verify_store(env.app.store(), |done, total| seen.push((done, total))).await.unwrap();
+    verify_store(env.app.store(), None, |done, total| seen.push((done, total))).await.unwrap();
     assert_eq!(seen.last(), Some(&(size, size)));
 });
 
@@ -151,3 +151,96 @@ backends!(truncating_is_caught, |t: TestStore| async move {
     let (index, problem) = tampered_at(&env).await;
     assert!(index <= size - 3, "{index}: {problem}");
 });
+
+/// Rolls the database back to its first `k` entries the way a careful attacker (or a restored
+/// old backup) would: entries, subtree roots and the head all consistent.
+async fn roll_back_to(env: &Env, k: u64) {
+    let leaves = env
+        .app
+        .store()
+        .read(move |tx| async move { tx.audit_leaves(0, u32::try_from(k).unwrap()).await }.boxed())
+        .await
+        .unwrap();
+    let mut frontier = custody_audit::merkle::Frontier::new();
+    for l in &leaves {
+        frontier.push(l.leaf_hash.clone().try_into().unwrap());
+    }
+    let peaks = data_encoding::HEXLOWER.encode(&frontier.peaks().concat());
+    let peaks = match env.app.store().backend() {
+        Backend::Sqlite => format!("x'{peaks}'"),
+        Backend::Postgres => format!("'\\x{peaks}'::bytea"),
+    };
+    let mut statements = vec![format!("DELETE FROM audit_entries WHERE seq >= {k}")];
+    for level in 1..40 {
+        statements.push(format!(
+            "DELETE FROM audit_nodes WHERE level = {level} AND idx >= {}",
+            k >> level
+        ));
+    }
+    statements.push(format!("UPDATE audit_tree SET size = {k}, peaks = {peaks} WHERE id = 1"));
+    attack(env, &statements).await;
+}
+
+backends!(checkpoints_are_signed_as_the_log_grows, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let first = env.app.checkpoint().await.unwrap().expect("a first checkpoint");
+    let verifier =
+        custody_audit::checkpoint::NoteVerifier::parse(&env.app.checkpoint_verifier_key()).unwrap();
+    let opened = verifier.open_checkpoint(&first.note, verifier.name()).unwrap();
+    assert_eq!(opened, first.checkpoint);
+    assert_eq!(opened.size, intact(&env).await);
+    assert!(env.app.checkpoint().await.unwrap().is_none(), "nothing new, nothing signed");
+    env.app
+        .create_carrier(&custody_app::Caller::Operator, &env.org, "Second Carrier")
+        .await
+        .unwrap();
+    let second = env.app.checkpoint().await.unwrap().expect("the log grew");
+    assert_eq!(second.checkpoint.size, first.checkpoint.size + 1);
+});
+
+backends!(a_rollback_is_caught_only_with_a_trusted_checkpoint, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let shipped = env.app.checkpoint().await.unwrap().unwrap().checkpoint;
+    roll_back_to(&env, shipped.size - 4).await;
+    // Inside the database everything is consistent again…
+    assert_eq!(intact(&env).await, shipped.size - 4);
+    // …but not with the checkpoint that left the machine.
+    match verify_store(env.app.store(), Some(&shipped), |_, _| {}).await.unwrap() {
+        Verdict::Tampered(t) => assert!(t.problem.contains("rolled back"), "{t}"),
+        Verdict::Intact { .. } => panic!("rollback went unnoticed"),
+    }
+});
+
+backends!(
+    a_consistent_rewrite_of_history_is_caught_with_a_trusted_checkpoint,
+    |t: TestStore| async move {
+        let env = Env::new(t).await;
+        let shipped = env.app.checkpoint().await.unwrap().unwrap().checkpoint;
+        // Roll back to before entry 3 and write history anew from there.
+        roll_back_to(&env, 3).await;
+        env.app.create_org(&custody_app::Caller::Operator, "A different history").await.unwrap();
+        while env
+            .app
+            .store()
+            .read(|tx| async move { tx.tree_head().await }.boxed())
+            .await
+            .unwrap()
+            .size()
+            < shipped.size + 2
+        {
+            env.app.create_org(&custody_app::Caller::Operator, "Padding").await.unwrap();
+        }
+        assert!(intact(&env).await > shipped.size);
+        match verify_store(env.app.store(), Some(&shipped), |_, _| {}).await.unwrap() {
+            Verdict::Tampered(t) => assert_eq!(t.index, shipped.size - 1, "{t}"),
+            Verdict::Intact { .. } => panic!("the rewrite went unnoticed"),
+        }
+        assert!(
+            matches!(
+                verify_store(env.app.store(), None, |_, _| {}).await.unwrap(),
+                Verdict::Intact { .. }
+            ),
+            "without the checkpoint it looks fine"
+        );
+    }
+);

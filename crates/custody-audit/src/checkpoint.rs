@@ -135,6 +135,11 @@ impl NoteSigner {
         Ok(Self { name: name.to_owned(), key, id })
     }
 
+    /// The key name (the log's origin).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The verifier key for this signer: `name+hex(id)+base64(0x01 ‖ public key)`.
     pub fn verifier_key(&self) -> String {
         let mut typed = vec![ED25519];

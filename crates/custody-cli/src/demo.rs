@@ -193,6 +193,7 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
         transport: Some(Transport::File(outbox.clone())),
         sweep: true,
         poll: Some(Duration::from_millis(200)),
+        checkpoints: Some(data.checkpoint_dir()),
     };
     let running = custody_server::start(
         app.clone(),
@@ -488,7 +489,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     let [lobby, garage, mailroom] = [0usize, 1, 2];
 
     // 1. Deposit, notify, wrong codes, pickup.
-    let (ann_parcel, n) = t.deliver("ann@harbour.example", lobby, "small").await?;
+    let (ann_parcel, ann_slot) = t.deliver("ann@harbour.example", lobby, "small").await?;
     let code = t.mail_code("ann@harbour.example").await?;
     t.ok("Ann's e-mail arrives with a one-time code (only its keyed hash is stored)");
     let lobby_agent = &demo.banks[lobby].agent;
@@ -500,20 +501,20 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
         )?;
     }
     t.ok("Someone tries two wrong codes at the Lobby kiosk: \"Code not accepted\" both times");
-    screen_is(lobby_agent.try_code(&code).await.as_ref(), &Screen::Open(n), "Ann's code")?;
+    screen_is(lobby_agent.try_code(&code).await.as_ref(), &Screen::Open(ann_slot), "Ann's code")?;
     let doors = demo.banks[lobby].doors.clone();
-    unlatched(&doors, n).await?;
-    doors.open_door(n).map_err(|e| anyhow::anyhow!("{e}"))?;
-    doors.close_door(n).map_err(|e| anyhow::anyhow!("{e}"))?;
+    unlatched(&doors, ann_slot).await?;
+    doors.open_door(ann_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    doors.close_door(ann_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
     ensure!(t.parcel_state(&ann_parcel).await? == "picked_up", "Ann's parcel should be picked up");
     t.ok(&format!(
-        "Ann types her code: compartment {n} opens, she takes the parcel and closes the door"
+        "Ann types her code: compartment {ann_slot} opens, she takes the parcel and closes the door"
     ));
     screen_is(lobby_agent.try_code(&code).await.as_ref(), &Screen::NotAccepted, "a used code")?;
     t.ok("Her code does not work a second time");
 
     // 2. Expiry and return to the carrier.
-    let (bob_parcel, m) = t.deliver("bob@harbour.example", garage, "medium").await?;
+    let (bob_parcel, bob_slot) = t.deliver("bob@harbour.example", garage, "medium").await?;
     let bob_code = t.mail_code("bob@harbour.example").await?;
     demo.clock.advance(days(7) + minutes(1));
     custody_server::outbox::sweep(&demo.app).await?;
@@ -538,14 +539,14 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
         "returning to the carrier: {status} {body}"
     );
     let gdoors = demo.banks[garage].doors.clone();
-    unlatched(&gdoors, m).await?;
-    gdoors.open_door(m).map_err(|e| anyhow::anyhow!("{e}"))?;
-    gdoors.close_door(m).map_err(|e| anyhow::anyhow!("{e}"))?;
+    unlatched(&gdoors, bob_slot).await?;
+    gdoors.open_door(bob_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    gdoors.close_door(bob_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
     ensure!(t.parcel_state(&bob_parcel).await? == "returned", "Bob's parcel should be returned");
-    t.ok(&format!("The courier takes it back from compartment {m}: returned to Parcelco"));
+    t.ok(&format!("The courier takes it back from compartment {bob_slot}: returned to Parcelco"));
 
     // 3. Staff retrieval and remote open, with reasons.
-    let (third, k) = t.deliver("ann@harbour.example", mailroom, "large").await?;
+    let (third, third_slot) = t.deliver("ann@harbour.example", mailroom, "large").await?;
     let _ = t.mail_code("ann@harbour.example").await?;
     let admin = t.sign_in("admin@harbour.example").await?;
     let (status, body) = t
@@ -560,7 +561,9 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
         status == 200 && body["parcel"]["state"] == "retrieved",
         "staff retrieval: {status} {body}"
     );
-    t.ok(&format!("Ada Admin retrieves Ann's third parcel from compartment {k}, giving a reason"));
+    t.ok(&format!(
+        "Ada Admin retrieves Ann's third parcel from compartment {third_slot}, giving a reason"
+    ));
     let compartment = demo
         .app
         .bank_overview(&demo.banks[mailroom].id)
@@ -627,5 +630,32 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
         }
     }
     t.ok("Every parcel's chain of custody shows each hand-off, in order");
+
+    // 5. The audit log of the whole story, against a checkpoint that left the database.
+    let head =
+        demo.app.store().read(|tx| async move { tx.tree_head().await }.boxed()).await?.size();
+    let verifier =
+        custody_audit::checkpoint::NoteVerifier::parse(&demo.data.checkpoint_verifier_key()?)?;
+    let mut poll = Poll::new("a signed checkpoint of the whole story");
+    let shipped = loop {
+        let newest = crate::audit::newest_checkpoint(&demo.data.checkpoint_dir());
+        if let Some(file) = newest {
+            let candidate =
+                verifier.open_checkpoint(&std::fs::read_to_string(&file)?, verifier.name())?;
+            if candidate.size >= head {
+                break candidate;
+            }
+        }
+        poll.next().await?;
+    };
+    match custody_app::audit::verify_store(demo.app.store(), Some(&shipped), |_, _| {}).await? {
+        custody_app::audit::Verdict::Intact { size, .. } => {
+            t.ok(&format!(
+                "The audit log verifies: {size} entries, containing the signed checkpoint of {}",
+                shipped.size
+            ));
+        }
+        custody_app::audit::Verdict::Tampered(e) => bail!("the audit log does not verify: {e}"),
+    }
     Ok(t.step)
 }

@@ -1,5 +1,9 @@
 //! `custody`: set up, run and operate a Custody installation.
 #![allow(
+    clippy::doc_markdown,
+    reason = "doc comments here are the --help text people read, not rustdoc"
+)]
+#![allow(
     clippy::print_stdout,
     clippy::print_stderr,
     reason = "a command-line tool talks on stdout and stderr"

@@ -42,7 +42,12 @@ pub(crate) async fn app_for(
 pub(crate) async fn run(data: &Path, url: Option<&str>) -> anyhow::Result<ExitCode> {
     let (app, config, dir) = app_for(data, url, Arc::new(SystemClock)).await?;
     let (cert_pem, key_pem) = dir.server_tls()?;
-    let workers = Workers { transport: Some(config.transport(data)?), sweep: true, poll: None };
+    let workers = Workers {
+        transport: Some(config.transport(data)?),
+        sweep: true,
+        poll: None,
+        checkpoints: Some(dir.checkpoint_dir()),
+    };
     let listen = Listen {
         public: config.server.listen,
         gateway: config.server.gateway_listen,

@@ -210,6 +210,32 @@ pub async fn sweep(app: &App) -> Result<(), custody_app::AppError> {
     Ok(())
 }
 
+/// Signs a checkpoint if the log grew and writes it to `dir` as `<size>.checkpoint`, where an
+/// operator's shipping (rsync, a log forwarder, a backup) takes it off the machine. Returns the
+/// size checkpointed.
+pub async fn checkpoint_once(
+    app: &App,
+    dir: &std::path::Path,
+) -> Result<Option<u64>, custody_app::AppError> {
+    let Some(signed) = app.checkpoint().await? else { return Ok(None) };
+    let size = signed.checkpoint.size;
+    let (dir, note) = (dir.to_owned(), signed.note);
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{size:020}.checkpoint"));
+        let mut file = std::fs::File::create(&path)?;
+        std::io::Write::write_all(&mut file, note.as_bytes())?;
+        file.sync_all()
+    })
+    .await
+    .map_err(|e| custody_app::AppError::Invalid(e.to_string()))?
+    .map_err(|e| custody_app::AppError::Invalid(format!("writing the checkpoint: {e}")))?;
+    Ok(Some(size))
+}
+
+/// How often the log is checkpointed while it grows (DESIGN.md §3: at least once a second).
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
 /// Which background workers to run.
 #[derive(Debug, Clone, Default)]
 pub struct Workers {
@@ -219,6 +245,8 @@ pub struct Workers {
     pub sweep: bool,
     /// How often the outbox is polled.
     pub poll: Option<Duration>,
+    /// Sign checkpoints into this directory.
+    pub checkpoints: Option<PathBuf>,
 }
 
 impl Workers {
@@ -241,6 +269,18 @@ impl Workers {
                     tick.tick().await;
                     if let Err(e) = deliver_due(&app, &transport).await {
                         tracing::error!(error = %e, "outbox pass failed");
+                    }
+                }
+            }));
+        }
+        if let Some(dir) = self.checkpoints {
+            let app = app.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = checkpoint_once(&app, &dir).await {
+                        tracing::error!(error = %e, "checkpoint failed");
                     }
                 }
             }));

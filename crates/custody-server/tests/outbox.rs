@@ -192,3 +192,24 @@ async fn failures_back_off_and_end_in_the_dead_letter_list() {
     assert!(history.iter().any(|r| r.event.action == AuditAction::NotificationDelivery
         && r.event.reason.as_deref() == Some("gave_up_after:8")));
 }
+
+#[tokio::test]
+async fn checkpoints_are_written_for_shipping_when_the_log_grows() {
+    let env = Env::new(custody_testkit::sqlite_store().await).await;
+    let dir = tempfile::tempdir().unwrap();
+    let size = custody_server::outbox::checkpoint_once(&env.app, dir.path())
+        .await
+        .unwrap()
+        .expect("a checkpoint");
+    assert_eq!(
+        custody_server::outbox::checkpoint_once(&env.app, dir.path()).await.unwrap(),
+        None,
+        "nothing new"
+    );
+    let file = dir.path().join(format!("{size:020}.checkpoint"));
+    let verifier =
+        custody_audit::checkpoint::NoteVerifier::parse(&env.app.checkpoint_verifier_key()).unwrap();
+    let c =
+        verifier.open_checkpoint(&std::fs::read_to_string(file).unwrap(), verifier.name()).unwrap();
+    assert_eq!(c.size, size);
+}

@@ -1395,6 +1395,45 @@ impl Tx {
             .collect()
     }
 
+    /// Stores a signed checkpoint; `false` when one of that size exists already (another server
+    /// instance signed it first).
+    pub async fn insert_checkpoint(
+        &mut self,
+        size: u64,
+        root: &[u8],
+        note: &str,
+        now: Timestamp,
+    ) -> R<bool> {
+        let result = self
+            .exec(
+                sqlx::query("INSERT INTO audit_checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(i64::try_from(size).map_err(|_| StoreError::Corrupt("size"))?)
+                    .bind(root.to_vec())
+                    .bind(note.to_owned())
+                    .bind(now.as_millis()),
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(StoreError::Conflict) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The latest stored checkpoint: size and signed note.
+    pub async fn latest_checkpoint(&mut self) -> R<Option<(u64, String)>> {
+        let row = self
+            .one(sqlx::query("SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1"))
+            .await?;
+        row.map(|r| {
+            Ok((
+                u64::try_from(int(&r, "size")?).map_err(|_| StoreError::Corrupt("size"))?,
+                text(&r, "note")?,
+            ))
+        })
+        .transpose()
+    }
+
     /// A parcel's audit entries, oldest first.
     pub async fn audit_for_parcel(&mut self, parcel: &ParcelId) -> R<Vec<AuditRow>> {
         let rows = self
