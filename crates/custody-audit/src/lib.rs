@@ -7,4 +7,5 @@
 
 pub mod checkpoint;
 pub mod entry;
+pub mod export;
 pub mod merkle;

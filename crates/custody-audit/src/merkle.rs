@@ -553,3 +553,121 @@ mod tests {
         }
     }
 }
+
+/// A node of the tree: level (0 for leaves) and index within the level.
+pub type NodeId = (u32, u64);
+
+/// The perfect subtrees whose roots make up the hash of leaves `lo..hi`, split as RFC 6962
+/// splits a tree: the stored nodes a reader needs for that range.
+pub fn pieces(lo: u64, hi: u64, out: &mut Vec<NodeId>) {
+    let n = hi.saturating_sub(lo);
+    if n == 0 {
+        return;
+    }
+    if n.is_power_of_two() && lo.is_multiple_of(n) {
+        let level = n.trailing_zeros();
+        out.push((level, lo >> level));
+        return;
+    }
+    let k = split(n);
+    pieces(lo, lo + k, out);
+    pieces(lo + k, hi, out);
+}
+
+/// Records the ranges a proof needs instead of hashing them.
+#[derive(Debug, Default)]
+struct Recorder(Vec<(u64, u64)>);
+
+impl RangeHashes for Recorder {
+    type Error = ProofError;
+    fn range_hash(&mut self, lo: u64, hi: u64) -> Result<Hash, ProofError> {
+        self.0.push((lo, hi));
+        Ok([0; 32])
+    }
+}
+
+fn nodes_of(ranges: Vec<(u64, u64)>) -> Vec<NodeId> {
+    let mut out = Vec::new();
+    for (lo, hi) in ranges {
+        pieces(lo, hi, &mut out);
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// The stored nodes an inclusion proof of leaf `index` in a tree of `size` leaves needs.
+pub fn inclusion_nodes(index: u64, size: u64) -> Result<Vec<NodeId>, ProofError> {
+    let mut r = Recorder::default();
+    inclusion_proof(&mut r, index, size).map_err(|e| match e {
+        ProofErrorOr::Proof(p) | ProofErrorOr::Source(p) => p,
+    })?;
+    Ok(nodes_of(r.0))
+}
+
+/// The stored nodes a consistency proof between sizes `old` and `new` needs.
+pub fn consistency_nodes(old: u64, new: u64) -> Result<Vec<NodeId>, ProofError> {
+    let mut r = Recorder::default();
+    consistency_proof(&mut r, old, new).map_err(|e| match e {
+        ProofErrorOr::Proof(p) | ProofErrorOr::Source(p) => p,
+    })?;
+    Ok(nodes_of(r.0))
+}
+
+/// Hashes of stored nodes, fetched ahead: a [`RangeHashes`] source for proofs over a store.
+#[derive(Debug, Default, Clone)]
+pub struct NodeMap(pub std::collections::BTreeMap<NodeId, Hash>);
+
+impl RangeHashes for NodeMap {
+    type Error = ProofError;
+
+    fn range_hash(&mut self, lo: u64, hi: u64) -> Result<Hash, ProofError> {
+        let mut ids = Vec::new();
+        pieces(lo, hi, &mut ids);
+        let mut hashes = ids
+            .iter()
+            .map(|id| self.0.get(id).copied().ok_or(ProofError::OutOfRange))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The pieces are the RFC 6962 split, left to right: fold them back from the right.
+        let last = hashes.pop().ok_or(ProofError::OutOfRange)?;
+        Ok(hashes.iter().rev().fold(last, |acc, h| node_hash(h, &acc)))
+    }
+}
+
+#[cfg(test)]
+mod store_proof_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// All perfect-subtree roots of a list of leaves, as a store keeps them.
+    fn stored(leaves: &[Hash]) -> NodeMap {
+        let mut f = Frontier::new();
+        let mut map = NodeMap::default();
+        for l in leaves {
+            for (level, idx, h) in f.push(*l) {
+                map.0.insert((level, idx), h);
+            }
+        }
+        map
+    }
+
+    proptest! {
+        /// Proofs made from stored nodes, fetched by `inclusion_nodes` / `consistency_nodes`,
+        /// equal proofs made from the leaves.
+        #[test]
+        fn proofs_from_stored_nodes_equal_proofs_from_leaves(n in 1u64..200, a in any::<u64>(), b in any::<u64>()) {
+            let leaves: Vec<Hash> = (0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+            let all = stored(&leaves);
+            let size = 1 + a % n;
+            let index = b % size;
+            let needed = inclusion_nodes(index, size).unwrap();
+            let mut fetched = NodeMap(needed.iter().map(|id| (*id, all.0[id])).collect());
+            let from_store = inclusion_proof(&mut fetched, index, size).unwrap();
+            prop_assert_eq!(from_store, inclusion_proof(&mut &leaves[..], index, size).unwrap());
+            let old = 1 + b % size;
+            let needed = consistency_nodes(old, size).unwrap();
+            let mut fetched = NodeMap(needed.iter().map(|id| (*id, all.0[id])).collect());
+            prop_assert_eq!(consistency_proof(&mut fetched, old, size).unwrap(), consistency_proof(&mut &leaves[..], old, size).unwrap());
+        }
+    }
+}
