@@ -213,3 +213,80 @@ impl crate::App {
         self.keys().checkpoint.verifier_key()
     }
 }
+
+/// What an export held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportSummary {
+    /// Entries exported.
+    pub entries: usize,
+    /// Size of the checkpoint they are proved against.
+    pub checkpoint_size: u64,
+}
+
+impl crate::App {
+    /// Exports the entries that match `filter`, each with its inclusion proof against the
+    /// latest checkpoint, which comes first. `write` receives the lines in order.
+    pub async fn export_audit(
+        &self,
+        filter: &custody_store::AuditFilter,
+        mut write: impl FnMut(&custody_audit::export::Line) -> std::io::Result<()>,
+    ) -> Result<ExportSummary, crate::AppError> {
+        use custody_audit::export::{ExportedEntry, Line};
+        use custody_audit::merkle::{NodeMap, inclusion_nodes, inclusion_proof};
+        let io = |e: std::io::Error| crate::AppError::Invalid(format!("writing the export: {e}"));
+        // Prove against a checkpoint that covers everything written so far.
+        self.checkpoint().await?;
+        let latest =
+            self.store().read(|tx| async move { tx.latest_checkpoint().await }.boxed()).await?;
+        let Some((_, note)) = latest else {
+            return Err(crate::AppError::conflict("empty_log", "the audit log is empty"));
+        };
+        let verifier =
+            custody_audit::checkpoint::NoteVerifier::parse(&self.checkpoint_verifier_key())
+                .map_err(|e| crate::AppError::Invalid(e.to_string()))?;
+        let checkpoint = verifier
+            .open_checkpoint(&note, verifier.name())
+            .map_err(|e| crate::AppError::Invalid(e.to_string()))?;
+        write(&Line::Checkpoint { note }).map_err(io)?;
+        let (size, mut from, mut entries) = (checkpoint.size, 0u64, 0usize);
+        loop {
+            let f = filter.clone();
+            let batch = self
+                .store()
+                .read(move |tx| async move { tx.audit_select(&f, from, size, 1000).await }.boxed())
+                .await?;
+            let Some(last) = batch.last() else { break };
+            from = u64::try_from(last.row.seq).unwrap_or(size) + 1;
+            for stored in batch {
+                let entry = Entry::decode(&stored.entry)
+                    .map_err(|e| crate::AppError::Invalid(format!("stored entry: {e}")))?;
+                let needed = inclusion_nodes(entry.index, size)
+                    .map_err(|e| crate::AppError::Invalid(e.to_string()))?;
+                let nodes = self
+                    .store()
+                    .read(move |tx| {
+                        async move {
+                            let mut map = NodeMap::default();
+                            for (level, idx) in needed {
+                                let hash = tx
+                                    .audit_node(level, idx)
+                                    .await?
+                                    .and_then(|h| Hash::try_from(h).ok())
+                                    .ok_or(StoreError::Corrupt("audit node"))?;
+                                map.0.insert((level, idx), hash);
+                            }
+                            Ok::<_, StoreError>(map)
+                        }
+                        .boxed()
+                    })
+                    .await?;
+                let mut nodes = nodes;
+                let proof = inclusion_proof(&mut nodes, entry.index, size)
+                    .map_err(|_| crate::AppError::Invalid("proof".into()))?;
+                write(&Line::Entry(Box::new(ExportedEntry::new(&entry, &proof)))).map_err(io)?;
+                entries += 1;
+            }
+        }
+        Ok(ExportSummary { entries, checkpoint_size: size })
+    }
+}

@@ -13,6 +13,8 @@ pub(crate) enum Command {
     /// Exit status: 0 intact, 1 tampered or damaged (the first bad entry is named), 2 could not
     /// check.
     Verify {
+        /// An export file to verify offline (needs --key); without it, the database is verified.
+        file: Option<std::path::PathBuf>,
         /// A signed checkpoint the log must contain (a file written by the server to its
         /// checkpoint directory and kept off the machine). Default: the newest one in
         /// DATA_DIR/checkpoints, when there is one.
@@ -25,6 +27,149 @@ pub(crate) enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Export entries with inclusion proofs and the signed checkpoint, verifiable offline with
+    /// `custody audit verify FILE --key KEY`.
+    Export {
+        /// Where to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// `jsonl` (JSON Lines) or `csv` (for spreadsheets; cells are safe from formulas).
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Only entries about this parcel.
+        #[arg(long)]
+        parcel: Option<String>,
+        /// Only entries about this compartment.
+        #[arg(long)]
+        compartment: Option<String>,
+        /// Only entries by this actor (a person's, API key's or device's id, or `operator`).
+        #[arg(long)]
+        person: Option<String>,
+        /// Only entries at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only entries before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<String>,
+    },
+}
+
+fn time(s: &str, flag: &str) -> anyhow::Result<custody_core::Timestamp> {
+    let t = ::time::OffsetDateTime::parse(s, &::time::format_description::well_known::Rfc3339)
+        .map_err(|_| {
+            anyhow::anyhow!("--{flag}: expected RFC 3339, such as 2026-11-21T08:00:00Z")
+        })?;
+    Ok(custody_core::Timestamp::from_millis(i64::try_from(t.unix_timestamp_nanos() / 1_000_000)?))
+}
+
+async fn export(data: &Path, url: Option<&str>, command: Command) -> anyhow::Result<ExitCode> {
+    let Command::Export { out, format, parcel, compartment, person, since, until } = command else {
+        return Ok(ExitCode::FAILURE);
+    };
+    anyhow::ensure!(format == "jsonl" || format == "csv", "--format must be jsonl or csv");
+    let filter = custody_store::AuditFilter {
+        parcel: parcel
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--parcel: {e}"))?,
+        compartment: compartment
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--compartment: {e}"))?,
+        actor: person,
+        since: since.as_deref().map(|s| time(s, "since")).transpose()?,
+        until: until.as_deref().map(|s| time(s, "until")).transpose()?,
+    };
+    let (app, _, _) =
+        crate::serve::app_for(data, url, std::sync::Arc::new(custody_crypto::SystemClock)).await?;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&out)?);
+    let csv = format == "csv";
+    if csv {
+        std::io::Write::write_all(&mut file, b"index,at,actor_kind,actor_id,action,site,bank,compartment,parcel,outcome,reason,entry,proof,checkpoint\r\n")?;
+    }
+    let mut note = String::new();
+    let summary = app
+        .export_audit(&filter, |line| {
+            use custody_audit::export::{Line, csv_cell};
+            if !csv {
+                let mut text = serde_json::to_string(line).map_err(std::io::Error::other)?;
+                text.push('\n');
+                return std::io::Write::write_all(&mut file, text.as_bytes());
+            }
+            match line {
+                Line::Checkpoint { note: n } => {
+                    note.clone_from(n);
+                    Ok(())
+                }
+                Line::Entry(e) => {
+                    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+                    let cells = [
+                        e.index.to_string(),
+                        e.at.clone(),
+                        e.actor_kind.clone(),
+                        opt(&e.actor_id),
+                        e.action.clone(),
+                        opt(&e.site),
+                        opt(&e.bank),
+                        opt(&e.compartment),
+                        opt(&e.parcel),
+                        e.outcome.clone(),
+                        opt(&e.reason),
+                        e.entry.clone(),
+                        e.proof.join(";"),
+                        note.clone(),
+                    ];
+                    let row: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
+                    std::io::Write::write_all(
+                        &mut file,
+                        format!("{}\r\n", row.join(",")).as_bytes(),
+                    )
+                }
+            }
+        })
+        .await?;
+    std::io::Write::flush(&mut file)?;
+    println!(
+        "exported {} entries to {}, proved against the checkpoint of {} entries",
+        summary.entries,
+        out.display(),
+        summary.checkpoint_size
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Verifies an export file offline.
+fn verify_file(file: &Path, key: Option<&str>) -> anyhow::Result<ExitCode> {
+    let Some(key) = key else {
+        eprintln!(
+            "error: verifying an export needs --key (the checkpoint verifier key, or a file holding it)"
+        );
+        return Ok(ExitCode::from(2));
+    };
+    let key = if Path::new(key).exists() { std::fs::read_to_string(key)? } else { key.to_owned() };
+    let verifier = match custody_audit::checkpoint::NoteVerifier::parse(&key) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: --key: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let text = std::fs::read_to_string(file)?;
+    match custody_audit::export::verify_export(&text, &verifier) {
+        Ok(v) => {
+            println!(
+                "intact: {} entries, each proved in the signed checkpoint of {} entries",
+                v.entries, v.checkpoint.size
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("TAMPERED: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 /// The newest checkpoint file in `dir` (names sort by size).
@@ -71,7 +216,13 @@ pub(crate) async fn run(
     url: Option<&str>,
     command: Command,
 ) -> anyhow::Result<ExitCode> {
-    let Command::Verify { checkpoint, key, quiet } = command;
+    let (file, checkpoint, key, quiet) = match command {
+        Command::Verify { file, checkpoint, key, quiet } => (file, checkpoint, key, quiet),
+        export_command @ Command::Export { .. } => return export(data, url, export_command).await,
+    };
+    if let Some(file) = file {
+        return verify_file(&file, key.as_deref());
+    }
     let trusted = match trusted(data, checkpoint, key) {
         Ok(t) => t,
         Err(e) => {

@@ -207,3 +207,51 @@ async fn audit_verify_reads_a_copy_without_changing_it() {
     assert!(!none.status.success());
     assert!(text(&none).contains("no database"), "{}", text(&none));
 }
+
+#[tokio::test]
+async fn audit_export_verifies_offline_and_tampering_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    assert!(custody(&data, &["init"]).await.status.success());
+    assert!(custody(&data, &["admin", "create-org", "Harbour Living"]).await.status.success());
+    assert!(custody(&data, &["admin", "create-org", "Acme Living"]).await.status.success());
+    let file = dir.path().join("audit.jsonl");
+    let out = custody(&data, &["audit", "export", "--out", file.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("exported 2 entries"), "{}", text(&out));
+    let key = data.join("keys/checkpoint.vkey");
+    let ok = custody(
+        &data,
+        &["audit", "verify", file.to_str().unwrap(), "--key", key.to_str().unwrap()],
+    )
+    .await;
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(text(&ok).contains("intact: 2 entries"), "{}", text(&ok));
+    let forged = std::fs::read_to_string(&file).unwrap().replacen(
+        "\"outcome\":\"success\"",
+        "\"outcome\":\"failure\"",
+        1,
+    );
+    std::fs::write(&file, forged).unwrap();
+    let bad = custody(
+        &data,
+        &["audit", "verify", file.to_str().unwrap(), "--key", key.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(text(&bad).contains("line 2"), "{}", text(&bad));
+    let csv = dir.path().join("audit.csv");
+    assert!(
+        custody(&data, &["audit", "export", "--out", csv.to_str().unwrap(), "--format", "csv"])
+            .await
+            .status
+            .success()
+    );
+    let sheet = std::fs::read_to_string(&csv).unwrap();
+    assert!(sheet.starts_with("index,at,actor_kind"), "{sheet}");
+    assert_eq!(
+        sheet.matches("\r\n").count(),
+        3,
+        "a header and two records, each ending in CRLF:\n{sheet}"
+    );
+}

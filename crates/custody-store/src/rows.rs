@@ -308,6 +308,21 @@ pub struct StoredEntry {
     pub leaf_hash: Vec<u8>,
 }
 
+/// Which audit entries to select (every given condition must hold).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// About this parcel.
+    pub parcel: Option<ParcelId>,
+    /// About this compartment.
+    pub compartment: Option<CompartmentId>,
+    /// By this actor (a person's, key's or device's id).
+    pub actor: Option<String>,
+    /// At or after.
+    pub since: Option<Timestamp>,
+    /// Before.
+    pub until: Option<Timestamp>,
+}
+
 /// A notification waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxRow {

@@ -20,9 +20,9 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Row as _, Transaction};
 
 use crate::rows::{
-    ApiKeyRow, AuditRow, BankRow, CarrierRow, CodeRefusal, CodeRefused, CompartmentNeeds,
-    CompartmentRow, DeviceRow, NewCompartment, NewEnrolmentToken, NewPickupCode, OrgRow, OutboxRow,
-    ParcelRow, PersonRow, RedeemedCode, SessionRow, SiteRow, StoredEntry,
+    ApiKeyRow, AuditFilter, AuditRow, BankRow, CarrierRow, CodeRefusal, CodeRefused,
+    CompartmentNeeds, CompartmentRow, DeviceRow, NewCompartment, NewEnrolmentToken, NewPickupCode,
+    OrgRow, OutboxRow, ParcelRow, PersonRow, RedeemedCode, SessionRow, SiteRow, StoredEntry,
 };
 use crate::{Backend, StoreError};
 
@@ -1391,6 +1391,66 @@ impl Tx {
                     u64::try_from(int(r, "idx")?).map_err(|_| StoreError::Corrupt("idx"))?,
                     blob(r, "hash")?,
                 ))
+            })
+            .collect()
+    }
+
+    /// The stored hash of tree node `(level, idx)`: a leaf hash for level 0, a subtree root
+    /// above.
+    pub async fn audit_node(&mut self, level: u32, idx: u64) -> R<Option<Vec<u8>>> {
+        let idx = i64::try_from(idx).map_err(|_| StoreError::Corrupt("idx"))?;
+        let row = if level == 0 {
+            self.one(
+                sqlx::query("SELECT leaf_hash AS hash FROM audit_entries WHERE seq = $1").bind(idx),
+            )
+            .await?
+        } else {
+            self.one(
+                sqlx::query("SELECT hash FROM audit_nodes WHERE level = $1 AND idx = $2")
+                    .bind(i64::from(level))
+                    .bind(idx),
+            )
+            .await?
+        };
+        row.map(|r| blob(&r, "hash")).transpose()
+    }
+
+    /// Stored entries that match `filter`, with `seq` in `from..before`, oldest first, at most
+    /// `limit`.
+    pub async fn audit_select(
+        &mut self,
+        filter: &AuditFilter,
+        from: u64,
+        before: u64,
+        limit: u32,
+    ) -> R<Vec<StoredEntry>> {
+        let rows = self
+            .all(
+                sqlx::query(sql!(
+                    "SELECT ",
+                    AUDIT_COLS,
+                    ", entry, leaf_hash FROM audit_entries WHERE seq >= $1 AND seq < $2 \
+                     AND ($3 IS NULL OR parcel_id = $3) AND ($4 IS NULL OR compartment_id = $4) \
+                     AND ($5 IS NULL OR actor_id = $5) AND ($6 IS NULL OR at >= $6) AND ($7 IS NULL OR at < $7) \
+                     ORDER BY seq LIMIT $8"
+                ))
+                .bind(i64::try_from(from).map_err(|_| StoreError::Corrupt("seq"))?)
+                .bind(i64::try_from(before).map_err(|_| StoreError::Corrupt("seq"))?)
+                .bind(filter.parcel.as_ref().map(|v| v.as_str().to_owned()))
+                .bind(filter.compartment.as_ref().map(|v| v.as_str().to_owned()))
+                .bind(filter.actor.clone())
+                .bind(filter.since.map(Timestamp::as_millis))
+                .bind(filter.until.map(Timestamp::as_millis))
+                .bind(i64::from(limit)),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredEntry {
+                    row: audit_row(r)?,
+                    entry: blob(r, "entry")?,
+                    leaf_hash: blob(r, "leaf_hash")?,
+                })
             })
             .collect()
     }
