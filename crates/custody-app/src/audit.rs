@@ -232,21 +232,9 @@ impl crate::App {
         mut write: impl FnMut(&custody_audit::export::Line) -> std::io::Result<()>,
     ) -> Result<ExportSummary, crate::AppError> {
         use custody_audit::export::{ExportedEntry, Line};
-        use custody_audit::merkle::{NodeMap, inclusion_nodes, inclusion_proof};
         let io = |e: std::io::Error| crate::AppError::Invalid(format!("writing the export: {e}"));
         // Prove against a checkpoint that covers everything written so far.
-        self.checkpoint().await?;
-        let latest =
-            self.store().read(|tx| async move { tx.latest_checkpoint().await }.boxed()).await?;
-        let Some((_, note)) = latest else {
-            return Err(crate::AppError::conflict("empty_log", "the audit log is empty"));
-        };
-        let verifier =
-            custody_audit::checkpoint::NoteVerifier::parse(&self.checkpoint_verifier_key())
-                .map_err(|e| crate::AppError::Invalid(e.to_string()))?;
-        let checkpoint = verifier
-            .open_checkpoint(&note, verifier.name())
-            .map_err(|e| crate::AppError::Invalid(e.to_string()))?;
+        let (checkpoint, note) = self.current_checkpoint().await?;
         write(&Line::Checkpoint { note }).map_err(io)?;
         let (size, mut from, mut entries) = (checkpoint.size, 0u64, 0usize);
         loop {
@@ -260,33 +248,138 @@ impl crate::App {
             for stored in batch {
                 let entry = Entry::decode(&stored.entry)
                     .map_err(|e| crate::AppError::Invalid(format!("stored entry: {e}")))?;
-                let needed = inclusion_nodes(entry.index, size)
-                    .map_err(|e| crate::AppError::Invalid(e.to_string()))?;
-                let nodes = self
-                    .store()
-                    .read(move |tx| {
-                        async move {
-                            let mut map = NodeMap::default();
-                            for (level, idx) in needed {
-                                let hash = tx
-                                    .audit_node(level, idx)
-                                    .await?
-                                    .and_then(|h| Hash::try_from(h).ok())
-                                    .ok_or(StoreError::Corrupt("audit node"))?;
-                                map.0.insert((level, idx), hash);
-                            }
-                            Ok::<_, StoreError>(map)
-                        }
-                        .boxed()
-                    })
-                    .await?;
-                let mut nodes = nodes;
-                let proof = inclusion_proof(&mut nodes, entry.index, size)
-                    .map_err(|_| crate::AppError::Invalid("proof".into()))?;
+                let proof = self.inclusion_proof(entry.index, size).await?;
                 write(&Line::Entry(Box::new(ExportedEntry::new(&entry, &proof)))).map_err(io)?;
                 entries += 1;
             }
         }
         Ok(ExportSummary { entries, checkpoint_size: size })
+    }
+}
+
+/// One event of a parcel's chain of custody, with its proof and whether the proof holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvenEvent {
+    /// The entry as stored.
+    pub row: custody_store::AuditRow,
+    /// The entry with its inclusion proof against the checkpoint.
+    pub exported: custody_audit::export::ExportedEntry,
+    /// Whether the proof leads to the checkpoint's root and the entry says what its row says
+    /// (checked by the server; anyone can check again with the checkpoint key).
+    pub verified: bool,
+}
+
+impl crate::App {
+    /// The latest checkpoint, signed now if the log has grown since, so it covers every entry
+    /// written so far. Returns the checkpoint and its signed note.
+    pub async fn current_checkpoint(&self) -> Result<(Checkpoint, String), crate::AppError> {
+        self.checkpoint().await?;
+        let latest =
+            self.store().read(|tx| async move { tx.latest_checkpoint().await }.boxed()).await?;
+        let Some((_, note)) = latest else {
+            return Err(crate::AppError::conflict("empty_log", "the audit log is empty"));
+        };
+        let verifier =
+            custody_audit::checkpoint::NoteVerifier::parse(&self.checkpoint_verifier_key())
+                .map_err(|e| crate::AppError::Invalid(e.to_string()))?;
+        let checkpoint = verifier
+            .open_checkpoint(&note, verifier.name())
+            .map_err(|e| crate::AppError::Invalid(e.to_string()))?;
+        Ok((checkpoint, note))
+    }
+
+    /// The inclusion proof of entry `index` in the tree of the first `size` entries, from
+    /// stored nodes.
+    pub async fn inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> Result<Vec<Hash>, crate::AppError> {
+        use custody_audit::merkle::{inclusion_nodes, inclusion_proof};
+        let needed = inclusion_nodes(index, size).map_err(|_| crate::AppError::NotFound)?;
+        let mut nodes = self.fetch_nodes(needed).await?;
+        inclusion_proof(&mut nodes, index, size)
+            .map_err(|_| crate::AppError::Invalid("inclusion proof".into()))
+    }
+
+    /// The consistency proof between the trees of the first `old` and `new` entries.
+    pub async fn consistency_proof(
+        &self,
+        old: u64,
+        new: u64,
+    ) -> Result<Vec<Hash>, crate::AppError> {
+        use custody_audit::merkle::{consistency_nodes, consistency_proof};
+        let needed = consistency_nodes(old, new)
+            .map_err(|e| crate::AppError::Invalid(format!("sizes: {e}")))?;
+        let mut nodes = self.fetch_nodes(needed).await?;
+        consistency_proof(&mut nodes, old, new)
+            .map_err(|_| crate::AppError::Invalid("consistency proof".into()))
+    }
+
+    async fn fetch_nodes(
+        &self,
+        needed: Vec<custody_audit::merkle::NodeId>,
+    ) -> Result<custody_audit::merkle::NodeMap, crate::AppError> {
+        Ok(self
+            .store()
+            .read(move |tx| {
+                async move {
+                    let mut map = custody_audit::merkle::NodeMap::default();
+                    for (level, idx) in needed {
+                        let hash = tx
+                            .audit_node(level, idx)
+                            .await?
+                            .and_then(|h| Hash::try_from(h).ok())
+                            .ok_or(StoreError::Corrupt("audit node"))?;
+                        map.0.insert((level, idx), hash);
+                    }
+                    Ok::<_, StoreError>(map)
+                }
+                .boxed()
+            })
+            .await?)
+    }
+
+    /// A parcel's chain of custody with proofs: every event, proved against the current
+    /// checkpoint, and whether each proof holds. For those who may see the parcel.
+    pub async fn parcel_custody(
+        &self,
+        caller: &crate::Caller,
+        parcel: &custody_core::ParcelId,
+    ) -> Result<(custody_store::ParcelRow, String, Vec<ProvenEvent>), crate::AppError> {
+        let (row, _) = self.parcel_history(caller, parcel).await?;
+        let (checkpoint, note) = self.current_checkpoint().await?;
+        let filter = custody_store::AuditFilter {
+            parcel: Some(row.id.clone()),
+            ..custody_store::AuditFilter::default()
+        };
+        let size = checkpoint.size;
+        let stored = self
+            .store()
+            .read(move |tx| async move { tx.audit_select(&filter, 0, size, 10_000).await }.boxed())
+            .await?;
+        let mut events = Vec::with_capacity(stored.len());
+        for s in stored {
+            let entry = Entry::decode(&s.entry)
+                .map_err(|e| crate::AppError::Invalid(format!("stored entry: {e}")))?;
+            let proof = self.inclusion_proof(entry.index, size).await?;
+            let leaf = custody_audit::merkle::leaf_hash(&s.entry);
+            let proved = custody_audit::merkle::verify_inclusion(
+                &leaf,
+                entry.index,
+                size,
+                &proof,
+                &checkpoint.root,
+            )
+            .is_ok();
+            let matches = (Entry { sealed: None, evidence: Vec::new(), ..entry.clone() })
+                == custody_store::entry_of(entry.index, &s.row.event);
+            events.push(ProvenEvent {
+                exported: custody_audit::export::ExportedEntry::new(&entry, &proof),
+                verified: proved && matches,
+                row: s.row,
+            });
+        }
+        Ok((row, note, events))
     }
 }

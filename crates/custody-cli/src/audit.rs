@@ -84,7 +84,14 @@ async fn export(data: &Path, url: Option<&str>, command: Command) -> anyhow::Res
     };
     let (app, _, _) =
         crate::serve::app_for(data, url, std::sync::Arc::new(custody_crypto::SystemClock)).await?;
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&out)?);
+    // Reasons are free text that may name people: the file is its owner's alone.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = std::io::BufWriter::new(
+        options.open(&out).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?,
+    );
     let csv = format == "csv";
     if csv {
         std::io::Write::write_all(&mut file, b"index,at,actor_kind,actor_id,action,site,bank,compartment,parcel,outcome,reason,entry,proof,checkpoint\r\n")?;

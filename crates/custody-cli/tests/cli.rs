@@ -219,6 +219,12 @@ async fn audit_export_verifies_offline_and_tampering_fails() {
     let out = custody(&data, &["audit", "export", "--out", file.to_str().unwrap()]).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("exported 2 entries"), "{}", text(&out));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "exports hold personal data: owner only");
+    }
     let key = data.join("keys/checkpoint.vkey");
     let ok = custody(
         &data,

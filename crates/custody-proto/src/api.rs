@@ -353,3 +353,41 @@ impl std::fmt::Debug for EnrolmentTokenView {
         f.write_str("EnrolmentTokenView(<redacted>)")
     }
 }
+
+/// One event of a parcel's chain of custody, with its proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CustodyEvent {
+    /// The event.
+    #[serde(flatten)]
+    pub event: EventView,
+    /// The entry's leaf index in the log.
+    pub index: u64,
+    /// The canonical entry bytes, base64 (what the leaf hash covers).
+    pub entry: String,
+    /// Inclusion proof against the checkpoint, hex hashes.
+    pub proof: Vec<String>,
+    /// Whether the server found the proof valid and the entry consistent with its record.
+    pub verified: bool,
+}
+
+/// A parcel's chain of custody, proved against a signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CustodyView {
+    /// The parcel.
+    pub parcel: ParcelView,
+    /// The signed checkpoint (C2SP signed note) the proofs lead to.
+    pub checkpoint: String,
+    /// Its events, oldest first.
+    pub events: Vec<CustodyEvent>,
+}
+
+/// A consistency proof between two sizes of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ConsistencyView {
+    /// The older size.
+    pub old_size: u64,
+    /// The newer size.
+    pub new_size: u64,
+    /// The proof, hex hashes (RFC 9162 §2.1.4).
+    pub proof: Vec<String>,
+}

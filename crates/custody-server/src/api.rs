@@ -523,3 +523,78 @@ pub async fn enrol(
         }),
     ))
 }
+
+// --- audit ----------------------------------------------------------------------------------
+
+fn text_plain(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// The checkpoint verifier key (public).
+pub async fn audit_key(State(state): State<ServerState>) -> Response {
+    text_plain(format!("{}\n", state.app.checkpoint_verifier_key()))
+}
+
+/// The latest signed checkpoint.
+pub async fn audit_checkpoint(
+    State(state): State<ServerState>,
+    StaffRead(_): StaffRead,
+) -> Result<Response, ApiError> {
+    let (_, note) = state.app.current_checkpoint().await?;
+    Ok(text_plain(note))
+}
+
+/// Sizes for a consistency proof.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyQuery {
+    old: u64,
+    new: u64,
+}
+
+/// A consistency proof between two sizes of the log.
+pub async fn audit_consistency(
+    State(state): State<ServerState>,
+    StaffRead(_): StaffRead,
+    query: Result<Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<custody_proto::api::ConsistencyView> {
+    let Query(q) = query?;
+    let (checkpoint, _) = state.app.current_checkpoint().await?;
+    if q.old == 0 || q.old > q.new || q.new > checkpoint.size {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            format!("need 0 < old <= new <= {} (the checkpointed size)", checkpoint.size),
+        ));
+    }
+    let proof = state.app.consistency_proof(q.old, q.new).await?;
+    Ok(Json(custody_proto::api::ConsistencyView {
+        old_size: q.old,
+        new_size: q.new,
+        proof: proof.iter().map(|h| data_encoding::HEXLOWER.encode(h)).collect(),
+    }))
+}
+
+/// A parcel's chain of custody with inclusion proofs against the latest checkpoint.
+pub async fn parcel_custody(
+    State(state): State<ServerState>,
+    Signed(caller): Signed,
+    Path(id): Path<String>,
+) -> ApiResult<custody_proto::api::CustodyView> {
+    let id: ParcelId = parse_id(&id, "parcel")?;
+    let (parcel, checkpoint, events) = state.app.parcel_custody(&caller, &id).await?;
+    Ok(Json(custody_proto::api::CustodyView {
+        parcel: views::parcel(&parcel),
+        checkpoint,
+        events: events
+            .iter()
+            .map(|e| custody_proto::api::CustodyEvent {
+                event: views::event(&e.row),
+                index: e.exported.index,
+                entry: e.exported.entry.clone(),
+                proof: e.exported.proof.clone(),
+                verified: e.verified,
+            })
+            .collect(),
+    }))
+}

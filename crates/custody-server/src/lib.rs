@@ -104,6 +104,16 @@ fn table() -> Routes<ServerState> {
             Doc::json("A parcel's chain of custody", 200, "ParcelHistory"),
             api::parcel_history,
         )
+        .get(
+            "/api/v1/parcels/{id}/custody",
+            Signed,
+            Doc::json(
+                "A parcel's chain of custody with inclusion proofs against a signed checkpoint",
+                200,
+                "CustodyView",
+            ),
+            api::parcel_custody,
+        )
         .post(
             "/api/v1/parcels/{id}/deposit",
             Carrier,
@@ -207,6 +217,28 @@ fn table() -> Routes<ServerState> {
             Doc::json("Enrol an agent with a single-use token and a CSR", 201, "EnrolResponse")
                 .taking("EnrolRequest"),
             api::enrol,
+        )
+        .get(
+            "/api/v1/audit/key",
+            Public,
+            Doc::plain("The audit checkpoint verifier key (C2SP note verifier key)"),
+            api::audit_key,
+        )
+        .get(
+            "/api/v1/audit/checkpoint",
+            StaffRead,
+            Doc::plain("The latest signed audit checkpoint (C2SP signed note)"),
+            api::audit_checkpoint,
+        )
+        .get(
+            "/api/v1/audit/consistency",
+            StaffRead,
+            Doc::json(
+                "A consistency proof between two log sizes (?old=&new=)",
+                200,
+                "ConsistencyView",
+            ),
+            api::audit_consistency,
         )
         .get("/", Public, Doc::plain("Redirect to the portal"), portal::root)
         .get("/static/custody.css", Public, Doc::plain("Style sheet"), portal::stylesheet)

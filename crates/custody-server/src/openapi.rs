@@ -8,11 +8,11 @@ use std::sync::OnceLock;
 
 use axum::http::Method;
 use custody_proto::api::{
-    ApiKeyIssued, BankView, CarrierView, CompartmentSpec, CompartmentView, CreateApiKeyRequest,
-    CreateBankRequest, CreateCarrierRequest, CreateCompartmentsRequest, CreatePersonRequest,
-    CreateSiteRequest, DepositRequest, DepositView, EnrolmentTokenView, ErrorBody, ErrorDetail,
-    EventView, ExpectParcelRequest, LoginRequest, OpeningView, ParcelHistory, ParcelView,
-    PersonView, ReasonRequest, SessionView, SiteView,
+    ApiKeyIssued, BankView, CarrierView, CompartmentSpec, CompartmentView, ConsistencyView,
+    CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest, CreateCompartmentsRequest,
+    CreatePersonRequest, CreateSiteRequest, CustodyEvent, CustodyView, DepositRequest, DepositView,
+    EnrolmentTokenView, ErrorBody, ErrorDetail, EventView, ExpectParcelRequest, LoginRequest,
+    OpeningView, ParcelHistory, ParcelView, PersonView, ReasonRequest, SessionView, SiteView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -61,7 +61,10 @@ use crate::routes::{Access, RouteInfo};
         ApiKeyIssued,
         EnrolmentTokenView,
         EnrolRequest,
-        EnrolResponse
+        EnrolResponse,
+        CustodyEvent,
+        CustodyView,
+        ConsistencyView
     ))
 )]
 struct Base;

@@ -12,7 +12,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use custody_app::AppError;
 use custody_core::person::Role;
 use custody_core::{ParcelId, SiteId};
-use custody_store::{AuditRow, BankRow, CompartmentRow, ParcelRow, PersonRow, SiteRow};
+use custody_store::{BankRow, CompartmentRow, ParcelRow, PersonRow, SiteRow};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -340,6 +340,7 @@ struct EventLine {
     outcome: String,
     actor: String,
     reason: String,
+    verified: bool,
 }
 
 #[derive(Template)]
@@ -350,6 +351,7 @@ struct ParcelPage {
     recipient: String,
     carrier: String,
     events: Vec<EventLine>,
+    checkpoint_size: String,
 }
 
 /// A parcel and its chain of custody.
@@ -360,32 +362,43 @@ pub async fn parcel(
 ) -> Response {
     let n = nav(&state.app, &s);
     let Ok(id) = ParcelId::parse(&id) else { return error_page(&AppError::NotFound, Some(n)) };
-    let (p, history): (ParcelRow, Vec<AuditRow>) =
-        match state.app.parcel_history(s.caller(), &id).await {
-            Ok(v) => v,
-            Err(e) => return error_page(&e, Some(n)),
-        };
+    let (p, note, proven) = match state.app.parcel_custody(s.caller(), &id).await {
+        Ok(v) => v,
+        Err(e) => return error_page(&e, Some(n)),
+    };
+    let checkpoint_size = note.lines().nth(1).unwrap_or("?").to_owned();
     let compartments = match &p.bank {
         Some(bank) => state.app.bank_overview(bank).await.unwrap_or_default(),
         None => Vec::new(),
     };
-    let events = history
+    let events = proven
         .iter()
-        .map(|r| EventLine {
-            at: views::rfc3339(r.event.at),
-            action: r.event.action.as_str().into(),
-            outcome: r.event.outcome.as_str().into(),
-            actor: match &r.event.actor.id {
-                Some(id) => format!("{} {id}", r.event.actor.kind),
-                None => r.event.actor.kind.to_string(),
-            },
-            reason: r.event.reason.clone().unwrap_or_default(),
+        .map(|e| {
+            let r = &e.row;
+            EventLine {
+                at: views::rfc3339(r.event.at),
+                action: r.event.action.as_str().into(),
+                outcome: r.event.outcome.as_str().into(),
+                actor: match &r.event.actor.id {
+                    Some(id) => format!("{} {id}", r.event.actor.kind),
+                    None => r.event.actor.kind.to_string(),
+                },
+                reason: r.event.reason.clone().unwrap_or_default(),
+                verified: e.verified,
+            }
         })
         .collect();
     let (carrier, recipient) = match state.app.parcel_parties(&p).await {
         Ok(names) => names,
         Err(e) => return error_page(&e, Some(n)),
     };
-    let page = ParcelPage { nav: n, recipient, carrier, parcel: line(&p, &compartments), events };
+    let page = ParcelPage {
+        nav: n,
+        recipient,
+        carrier,
+        parcel: line(&p, &compartments),
+        events,
+        checkpoint_size,
+    };
     render(&page, StatusCode::OK)
 }

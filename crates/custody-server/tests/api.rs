@@ -44,6 +44,10 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/people", Access::Staff),
     ("POST", "/api/v1/carriers", Access::Staff),
     ("POST", "/api/v1/carriers/{id}/api-keys", Access::Staff),
+    ("GET", "/api/v1/parcels/{id}/custody", Access::Signed),
+    ("GET", "/api/v1/audit/key", Access::Public),
+    ("GET", "/api/v1/audit/checkpoint", Access::StaffRead),
+    ("GET", "/api/v1/audit/consistency", Access::StaffRead),
     ("POST", "/api/v1/devices/enrol", Access::Public),
     ("GET", "/", Access::Public),
     ("GET", "/static/custody.css", Access::Public),
@@ -409,3 +413,117 @@ async fn tls_12_is_refused_on_the_public_port() {
         connector.connect(rustls::pki_types::ServerName::try_from("localhost").unwrap(), tcp).await;
     assert!(result.is_err(), "a TLS 1.2 handshake succeeded");
 }
+
+backends!(a_recipient_checks_custody_proofs_on_their_own, |t: TestStore| async move {
+    use custody_audit::checkpoint::NoteVerifier;
+    use custody_audit::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
+    use data_encoding::{BASE64, HEXLOWER};
+
+    let server = TestServer::start(t).await;
+    let env = &server.env;
+    let carrier = env.carrier().await;
+    let spec = |email: &str| custody_app::parcels::ParcelSpec {
+        site: env.site.clone(),
+        carrier: env.carrier.clone(),
+        recipient_email: email.into(),
+        tracking_ref: "T-9".into(),
+        size: custody_core::compartment::SizeClass::Small,
+        accessible: false,
+        refrigerated: false,
+    };
+    let mine = env.app.expect_parcel(&carrier, spec("ann@harbour.example")).await.unwrap().id;
+    let theirs = env.app.expect_parcel(&carrier, spec("bob@harbour.example")).await.unwrap().id;
+    let hashes = |v: &Value| -> Vec<Hash> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                Hash::try_from(HEXLOWER.decode(h.as_str().unwrap().as_bytes()).unwrap()).unwrap()
+            })
+            .collect()
+    };
+
+    // The key is public; the recipient pins it and checks everything against it.
+    let key = server.client().get(server.url("/api/v1/audit/key")).send().await.unwrap();
+    assert_eq!(key.status(), StatusCode::OK);
+    let verifier = NoteVerifier::parse(key.text().await.unwrap().trim()).unwrap();
+
+    let ann = server.sign_in(&env.ann).await;
+    let response = ann
+        .client
+        .get(server.url(&format!("/api/v1/parcels/{mine}/custody")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let view: Value = response.json().await.unwrap();
+    let checkpoint =
+        verifier.open_checkpoint(view["checkpoint"].as_str().unwrap(), verifier.name()).unwrap();
+    let events = view["events"].as_array().unwrap();
+    assert!(!events.is_empty());
+    for e in events {
+        assert_eq!(e["verified"], true);
+        let bytes = BASE64.decode(e["entry"].as_str().unwrap().as_bytes()).unwrap();
+        let index = e["index"].as_u64().unwrap();
+        verify_inclusion(
+            &leaf_hash(&bytes),
+            index,
+            checkpoint.size,
+            &hashes(&e["proof"]),
+            &checkpoint.root,
+        )
+        .expect("the proof leads to the signed root");
+        // A proof for a different entry fails: the check is not a formality.
+        let mut forged = bytes.clone();
+        *forged.last_mut().unwrap() ^= 1;
+        assert!(
+            verify_inclusion(
+                &leaf_hash(&forged),
+                index,
+                checkpoint.size,
+                &hashes(&e["proof"]),
+                &checkpoint.root
+            )
+            .is_err()
+        );
+    }
+
+    // Someone else's parcel is not hers to see, proofs or not.
+    let response = ann
+        .client
+        .get(server.url(&format!("/api/v1/parcels/{theirs}/custody")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // An auditor proves the log only grew between an old checkpoint and a new one.
+    let auditor = server.sign_in(&env.auditor).await;
+    let old = checkpoint;
+    env.app.expect_parcel(&carrier, spec("ann@harbour.example")).await.unwrap();
+    let note = auditor.client.get(server.url("/api/v1/audit/checkpoint")).send().await.unwrap();
+    let new = verifier.open_checkpoint(&note.text().await.unwrap(), verifier.name()).unwrap();
+    assert!(new.size > old.size);
+    let url = format!("/api/v1/audit/consistency?old={}&new={}", old.size, new.size);
+    let proof: Value =
+        auditor.client.get(server.url(&url)).send().await.unwrap().json().await.unwrap();
+    verify_consistency(old.size, new.size, &hashes(&proof["proof"]), &old.root, &new.root)
+        .expect("the new checkpoint extends the old one");
+    for (bad, code) in [
+        ("old=0&new=1", "invalid_request"),
+        ("old=5&new=2", "invalid_request"),
+        ("old=1&new=999999", "invalid_request"),
+        ("old=x&new=2", "invalid_query"),
+        ("old=1", "invalid_query"),
+    ] {
+        let response = auditor
+            .client
+            .get(server.url(&format!("/api/v1/audit/consistency?{bad}")))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error(), "{bad}: {}", response.status());
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{bad}: {body}");
+    }
+});

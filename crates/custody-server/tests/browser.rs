@@ -169,6 +169,9 @@ async fn an_admin_signs_in_and_follows_a_parcel() {
     ] {
         assert!(history.contains(event), "history lacks {event}:\n{history}");
     }
+    let verified = browser.find_all(Locator::Css("#history .verified")).await.unwrap().len();
+    let all = browser.find_all(Locator::Css("#history li")).await.unwrap().len();
+    assert_eq!(verified, all, "every event is proved in the log");
     assert!(browser.screenshot().await.unwrap().starts_with(b"\x89PNG"));
 
     // Sign out ends the session.
