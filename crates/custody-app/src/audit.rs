@@ -383,3 +383,82 @@ impl crate::App {
         Ok((row, note, events))
     }
 }
+
+/// The newest checkpoint file in `dir` (names are zero-padded sizes, so they sort by size).
+pub fn newest_checkpoint_file(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "checkpoint"))
+        .collect();
+    files.sort();
+    files.pop()
+}
+
+impl crate::App {
+    /// Checks the stored log against the largest checkpoint this server has signed: the newest
+    /// one shipped to `shipped` (outside the database, so it survives a rollback of it) or the
+    /// newest stored one. Returns what is wrong, if anything. A checkpoint that does not open
+    /// under this server's key is itself a finding.
+    pub async fn self_check(
+        &self,
+        shipped: Option<&std::path::Path>,
+    ) -> Result<Option<String>, crate::AppError> {
+        let verifier =
+            custody_audit::checkpoint::NoteVerifier::parse(&self.checkpoint_verifier_key())
+                .map_err(|e| crate::AppError::Invalid(e.to_string()))?;
+        let open = |what: &str, note: &str| {
+            verifier.open_checkpoint(note, verifier.name()).map_err(|e| format!("{what}: {e}"))
+        };
+        let mut trusted: Option<Checkpoint> = None;
+        if let Some(path) = shipped.and_then(newest_checkpoint_file) {
+            let note = tokio::fs::read_to_string(&path).await.map_err(|e| {
+                crate::AppError::Invalid(format!("reading {}: {e}", path.display()))
+            })?;
+            match open(&format!("shipped checkpoint {}", path.display()), &note) {
+                Ok(c) => trusted = Some(c),
+                Err(problem) => return Ok(Some(problem)),
+            }
+        }
+        let stored =
+            self.store().read(|tx| async move { tx.latest_checkpoint().await }.boxed()).await?;
+        if let Some((_, note)) = stored {
+            match open("stored checkpoint", &note) {
+                Ok(c) if trusted.as_ref().is_none_or(|t| c.size > t.size) => trusted = Some(c),
+                Ok(_) => {}
+                Err(problem) => return Ok(Some(problem)),
+            }
+        }
+        Ok(match verify_store(self.store(), trusted.as_ref(), |_, _| {}).await? {
+            Verdict::Intact { .. } => None,
+            Verdict::Tampered(t) => Some(t.to_string()),
+        })
+    }
+
+    /// Records an audit-integrity alert in the log (where the alerting pipeline picks it up),
+    /// and in the server's own log.
+    pub async fn raise_integrity_alert(&self, problem: &str) -> Result<(), crate::AppError> {
+        use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
+        tracing::error!(problem, "audit log integrity check failed");
+        let reason: String = problem.chars().take(500).collect();
+        let event = AuditEvent {
+            at: self.now(),
+            actor: Actor::system(),
+            action: AuditAction::AuditIntegrity,
+            target: Target::default(),
+            outcome: Outcome::Failure,
+            reason: Some(reason),
+        };
+        self.store()
+            .write(move |tx| {
+                async move {
+                    tx.append_audit(&event)?;
+                    Ok::<_, StoreError>(())
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(())
+    }
+}

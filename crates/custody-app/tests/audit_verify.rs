@@ -27,8 +27,8 @@ async fn attack(env: &Env, statements: &[String]) {
     let mut conn = sqlx::AnyConnection::connect(&env.store.url).await.unwrap();
     let disarm = match env.app.store().backend() {
         Backend::Sqlite => {
-            "DROP TRIGGER audit_entries_no_update; DROP TRIGGER audit_entries_no_delete; \
-                            DROP TRIGGER audit_nodes_no_update; DROP TRIGGER audit_nodes_no_delete;"
+            "DROP TRIGGER IF EXISTS audit_entries_no_update; DROP TRIGGER IF EXISTS audit_entries_no_delete; \
+                            DROP TRIGGER IF EXISTS audit_nodes_no_update; DROP TRIGGER IF EXISTS audit_nodes_no_delete;"
         }
         Backend::Postgres => {
             "ALTER TABLE audit_entries DISABLE TRIGGER USER; ALTER TABLE audit_nodes DISABLE TRIGGER USER;"
@@ -285,4 +285,41 @@ backends!(exports_verify_offline_and_select_what_was_asked, |t: TestStore| async
     // A line forged in the file is caught, by line number.
     let forged = all.join("\n").replacen("\"outcome\":\"success\"", "\"outcome\":\"denied\"", 1);
     assert_eq!(custody_audit::export::verify_export(&forged, &verifier).unwrap_err().line, 2);
+});
+
+backends!(the_self_check_finds_a_rollback_the_database_hides, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let shipped = tempfile::tempdir().unwrap();
+    let signed = env.app.checkpoint().await.unwrap().unwrap();
+    let size = signed.checkpoint.size;
+    std::fs::write(shipped.path().join(format!("{size:020}.checkpoint")), &signed.note).unwrap();
+    assert_eq!(env.app.self_check(Some(shipped.path())).await.unwrap(), None, "untouched");
+    // The attacker rolls the log back and removes the checkpoints stored beside it.
+    roll_back_to(&env, size - 4).await;
+    attack(&env, &["DELETE FROM audit_checkpoints".into()]).await;
+    assert_eq!(env.app.self_check(None).await.unwrap(), None, "the database alone agrees");
+    let finding = env.app.self_check(Some(shipped.path())).await.unwrap().expect("caught");
+    assert!(finding.contains("rolled back"), "{finding}");
+});
+
+backends!(the_self_check_rejects_a_checkpoint_it_did_not_sign, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let shipped = tempfile::tempdir().unwrap();
+    let size = intact(&env).await;
+    let forger = custody_audit::checkpoint::NoteSigner::new(
+        &env.app.checkpoint().await.unwrap().unwrap().checkpoint.origin,
+        custody_crypto::sign::SigningKey::from_seed(&[7; 32]).unwrap(),
+    )
+    .unwrap();
+    let forged = forger
+        .sign_checkpoint(&custody_audit::checkpoint::Checkpoint {
+            origin: forger.name().to_owned(),
+            size: size + 10,
+            root: [0; 32],
+            extensions: Vec::new(),
+        })
+        .unwrap();
+    std::fs::write(shipped.path().join(format!("{:020}.checkpoint", size + 10)), forged).unwrap();
+    let finding = env.app.self_check(Some(shipped.path())).await.unwrap().expect("caught");
+    assert!(finding.contains("shipped checkpoint"), "{finding}");
 });

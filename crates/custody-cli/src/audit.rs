@@ -179,25 +179,15 @@ fn verify_file(file: &Path, key: Option<&str>) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The newest checkpoint file in `dir` (names sort by size).
-pub(crate) fn newest_checkpoint(dir: &Path) -> Option<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "checkpoint"))
-        .collect();
-    files.sort();
-    files.pop()
-}
-
 /// The trusted checkpoint, verified against the key.
 fn trusted(
     data: &Path,
     checkpoint: Option<std::path::PathBuf>,
     key: Option<String>,
 ) -> anyhow::Result<Option<custody_audit::checkpoint::Checkpoint>> {
-    let Some(file) = checkpoint.or_else(|| newest_checkpoint(&data.join("checkpoints"))) else {
+    let Some(file) = checkpoint
+        .or_else(|| custody_app::audit::newest_checkpoint_file(&data.join("checkpoints")))
+    else {
         return Ok(None);
     };
     let key = match key {

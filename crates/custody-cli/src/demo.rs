@@ -638,7 +638,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
         custody_audit::checkpoint::NoteVerifier::parse(&demo.data.checkpoint_verifier_key()?)?;
     let mut poll = Poll::new("a signed checkpoint of the whole story");
     let shipped = loop {
-        let newest = crate::audit::newest_checkpoint(&demo.data.checkpoint_dir());
+        let newest = custody_app::audit::newest_checkpoint_file(&demo.data.checkpoint_dir());
         if let Some(file) = newest {
             let candidate =
                 verifier.open_checkpoint(&std::fs::read_to_string(&file)?, verifier.name())?;

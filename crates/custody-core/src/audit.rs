@@ -120,6 +120,8 @@ named_enum!(
         NotificationDelivery = "notification.delivery",
         /// Reading something was refused (another resident's parcel, a site out of scope).
         AccessDenied = "access.denied",
+        /// The server's periodic check found its own audit log not what it signed.
+        AuditIntegrity = "audit.integrity",
     }
 );
 

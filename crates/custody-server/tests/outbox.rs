@@ -213,3 +213,35 @@ async fn checkpoints_are_written_for_shipping_when_the_log_grows() {
         verifier.open_checkpoint(&std::fs::read_to_string(file).unwrap(), verifier.name()).unwrap();
     assert_eq!(c.size, size);
 }
+
+#[tokio::test]
+async fn the_self_check_raises_one_alert_per_finding() {
+    use custody_server::outbox::{checkpoint_once, self_check_once};
+    let env = Env::new(custody_testkit::sqlite_store().await).await;
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = || async {
+        env.app
+            .store()
+            .read(|tx| async move { tx.audit_from(0, 100_000).await }.boxed())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.event.action == AuditAction::AuditIntegrity)
+            .map(|r| (r.event.outcome, r.event.reason.unwrap_or_default()))
+            .collect::<Vec<_>>()
+    };
+    let mut last = None;
+    checkpoint_once(&env.app, dir.path()).await.unwrap();
+    assert_eq!(self_check_once(&env.app, dir.path(), &mut last).await.unwrap(), None);
+    assert!(alerts().await.is_empty(), "an intact log raises nothing");
+
+    // A shipped checkpoint the server did not sign (or a damaged one) is a finding.
+    std::fs::write(dir.path().join(format!("{:020}.checkpoint", u64::MAX)), "not a note\n")
+        .unwrap();
+    let finding = self_check_once(&env.app, dir.path(), &mut last).await.unwrap().expect("found");
+    assert!(finding.contains("shipped checkpoint"), "{finding}");
+    assert_eq!(alerts().await, vec![(Outcome::Failure, finding.clone())]);
+    // Found again at the next check: not raised again.
+    self_check_once(&env.app, dir.path(), &mut last).await.unwrap();
+    assert_eq!(alerts().await.len(), 1, "one alert per finding");
+}
