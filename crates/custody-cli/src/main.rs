@@ -12,6 +12,7 @@
 mod admin;
 mod agent;
 mod audit;
+mod bench;
 mod demo;
 mod init;
 mod serve;
@@ -65,6 +66,9 @@ enum Command {
     /// Check the audit log.
     #[command(subcommand)]
     Audit(audit::Command),
+    /// Measure this machine: figures beside the raw limits they are held against.
+    #[command(subcommand)]
+    Bench(bench::Command),
 }
 
 /// Opens the store the global flags select.
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
             Command::Admin(cmd) => admin::run(data, url, cmd).await,
             Command::Demo(args) => demo::run(data, url, args).await,
             Command::Audit(cmd) => audit::run(data, url, cmd).await,
+            Command::Bench(cmd) => bench::run(cmd).await,
         }
     });
     match result {

@@ -22,6 +22,7 @@
 //! A unit must only await its [`Tx`]: holding the writer while waiting on anything else (the
 //! network, a lock, a timer) would stall every other write.
 
+pub mod bench;
 mod migrate;
 mod rows;
 mod tx;

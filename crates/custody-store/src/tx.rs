@@ -310,6 +310,30 @@ macro_rules! sql {
 
 // --- the handle ----------------------------------------------------------------------------
 
+/// Audit entries per INSERT statement (13 parameters each; well under both databases'
+/// parameter limits).
+const ENTRIES_PER_INSERT: usize = 64;
+/// Subtree roots per INSERT statement.
+const NODES_PER_INSERT: usize = 256;
+
+/// `head` followed by `rows` groups of `columns` numbered placeholders: `($1, $2), ($3, $4)`.
+/// Only placeholders are generated; values are always bound.
+fn values_sql(head: &str, columns: usize, rows: usize) -> String {
+    let mut sql = String::from(head);
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(r * columns + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 impl Tx {
     pub(crate) fn writer(conn: AnyConnection, backend: Backend) -> Self {
         Self { conn: Conn::Writer(conn), backend, pending: Vec::new() }
@@ -1251,22 +1275,29 @@ impl Tx {
     // --- audit log -------------------------------------------------------------------------
 
     /// Records an audit entry as part of this unit of work. Entries are appended to the Merkle
-    /// tree when the unit ends, after all its other writes, so the lock on the tree head is the
-    /// last one a unit takes and is held only until commit: two units can never wait on each
-    /// other through it. If the append fails, the unit fails and nothing it changed is kept.
+    /// tree after all other writes of the transaction (when the unit ends on PostgreSQL, when
+    /// the write batch ends on SQLite), so the lock on the tree head is the last one taken and
+    /// is held only until commit: two units can never wait on each other through it. If the
+    /// append fails, the unit fails and nothing it changed is kept.
     pub fn append_audit(&mut self, e: &AuditEvent) -> R<()> {
         self.w()?;
         self.pending.push(e.clone());
         Ok(())
     }
 
-    /// Forgets queued entries (the writer does this when a unit starts or is rolled back).
-    pub(crate) fn discard_pending_audit(&mut self) {
-        self.pending.clear();
+    /// How many entries are queued (the writer marks where a unit's entries begin).
+    pub(crate) fn pending_audit_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Forgets the entries queued after the first `len` (a rolled-back unit's).
+    pub(crate) fn truncate_pending_audit(&mut self, len: usize) {
+        self.pending.truncate(len);
     }
 
     /// Appends the queued entries: each becomes leaf `size` of the tree, its completed subtree
-    /// roots are stored for proofs, and the head moves, all in this transaction.
+    /// roots are stored for proofs, and the head moves, all in this transaction. Rows go in
+    /// multi-row statements: on SQLite the cost of a write batch is mostly per statement.
     pub(crate) async fn flush_audit(&mut self) -> R<()> {
         if self.pending.is_empty() {
             return Ok(());
@@ -1283,43 +1314,53 @@ impl Tx {
             u64::try_from(int(&head, "size")?).map_err(|_| StoreError::Corrupt("audit_tree"))?;
         let mut frontier = Frontier::from_parts(size, split_hashes(&blob(&head, "peaks")?)?)
             .map_err(|_| StoreError::Corrupt("audit_tree"))?;
-        for e in std::mem::take(&mut self.pending) {
-            let index = frontier.size();
-            let entry = entry_of(index, &e);
-            let bytes = entry.encode();
-            let leaf = audit_merkle::leaf_hash(&bytes);
-            let seq = i64::try_from(index).map_err(|_| StoreError::Corrupt("audit size"))?;
-            self.exec(
-                sqlx::query(
-                    "INSERT INTO audit_entries (seq, at, actor_kind, actor_id, action, site_id, bank_id, compartment_id, parcel_id, \
-                     outcome, reason, entry, leaf_hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                )
-                .bind(seq)
-                .bind(e.at.as_millis())
-                .bind(e.actor.kind.as_str())
-                .bind(e.actor.id.clone())
-                .bind(e.action.as_str())
-                .bind(e.target.site.as_ref().map(|v| v.as_str().to_owned()))
-                .bind(e.target.bank.as_ref().map(|v| v.as_str().to_owned()))
-                .bind(e.target.compartment.as_ref().map(|v| v.as_str().to_owned()))
-                .bind(e.target.parcel.as_ref().map(|v| v.as_str().to_owned()))
-                .bind(e.outcome.as_str())
-                .bind(e.reason.clone())
-                .bind(bytes)
-                .bind(leaf.to_vec()),
-            )
-            .await?;
-            for (level, idx, hash) in
-                frontier.push(leaf).into_iter().filter(|(level, _, _)| *level > 0)
-            {
-                self.exec(
-                    sqlx::query("INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)")
-                        .bind(i64::from(level))
-                        .bind(i64::try_from(idx).map_err(|_| StoreError::Corrupt("audit node"))?)
-                        .bind(hash.to_vec()),
-                )
-                .await?;
+        let pending = std::mem::take(&mut self.pending);
+        let mut nodes: Vec<(i64, i64, Vec<u8>)> = Vec::new();
+        for chunk in pending.chunks(ENTRIES_PER_INSERT) {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(values_sql(
+                "INSERT INTO audit_entries (seq, at, actor_kind, actor_id, action, site_id, \
+                 bank_id, compartment_id, parcel_id, outcome, reason, entry, leaf_hash) VALUES ",
+                13,
+                chunk.len(),
+            )));
+            for e in chunk {
+                let index = frontier.size();
+                let bytes = entry_of(index, e).encode();
+                let leaf = audit_merkle::leaf_hash(&bytes);
+                for (level, idx, hash) in frontier.push(leaf) {
+                    if level > 0 {
+                        let idx =
+                            i64::try_from(idx).map_err(|_| StoreError::Corrupt("audit node"))?;
+                        nodes.push((i64::from(level), idx, hash.to_vec()));
+                    }
+                }
+                q = q
+                    .bind(i64::try_from(index).map_err(|_| StoreError::Corrupt("audit size"))?)
+                    .bind(e.at.as_millis())
+                    .bind(e.actor.kind.as_str())
+                    .bind(e.actor.id.clone())
+                    .bind(e.action.as_str())
+                    .bind(e.target.site.as_ref().map(|v| v.as_str().to_owned()))
+                    .bind(e.target.bank.as_ref().map(|v| v.as_str().to_owned()))
+                    .bind(e.target.compartment.as_ref().map(|v| v.as_str().to_owned()))
+                    .bind(e.target.parcel.as_ref().map(|v| v.as_str().to_owned()))
+                    .bind(e.outcome.as_str())
+                    .bind(e.reason.clone())
+                    .bind(bytes)
+                    .bind(leaf.to_vec());
             }
+            self.exec(q).await?;
+        }
+        for chunk in nodes.chunks(NODES_PER_INSERT) {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(values_sql(
+                "INSERT INTO audit_nodes (level, idx, hash) VALUES ",
+                3,
+                chunk.len(),
+            )));
+            for (level, idx, hash) in chunk {
+                q = q.bind(*level).bind(*idx).bind(hash.clone());
+            }
+            self.exec(q).await?;
         }
         let peaks: Vec<u8> = frontier.peaks().concat();
         self.exec(

@@ -31,21 +31,17 @@ async fn run(mut tx: Tx, mut receiver: mpsc::Receiver<Job>) {
             continue;
         }
         let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+        tx.truncate_pending_audit(0);
         for job in batch.drain(..) {
             if let Err(e) = exec(&mut tx, "SAVEPOINT unit").await {
                 tracing::error!(error = %e, "could not open a savepoint; unit dropped");
                 continue;
             }
-            tx.discard_pending_audit();
+            let mark = tx.pending_audit_len();
             let (ok, completion) = job(&mut tx).await;
-            // The unit's audit entries go in last, inside its savepoint: if they cannot be
-            // written, the unit is rolled back and its caller told (fail closed).
-            let flushed = if ok { tx.flush_audit().await } else { Ok(()) };
-            tx.discard_pending_audit();
-            let (ok, completion): (bool, Completion) = match flushed {
-                Ok(()) => (ok, completion),
-                Err(e) => (false, Box::new(move |_| completion(Err(e)))),
-            };
+            if !ok {
+                tx.truncate_pending_audit(mark);
+            }
             let end = if ok { "RELEASE unit" } else { "ROLLBACK TO unit; RELEASE unit" };
             if let Err(e) = exec(&mut tx, end).await {
                 // The unit's writes cannot be separated from the batch: fail the whole batch.
@@ -63,7 +59,14 @@ async fn run(mut tx: Tx, mut receiver: mpsc::Receiver<Job>) {
             let _ = exec(&mut tx, "ROLLBACK").await;
             continue;
         }
-        let committed = exec(&mut tx, "COMMIT").await;
+        // The batch's audit entries go in last, in unit order, in the same transaction as the
+        // changes they record. If they cannot be written, nothing in the batch is kept and
+        // every caller is told (fail closed).
+        let committed = match tx.flush_audit().await {
+            Ok(()) => exec(&mut tx, "COMMIT").await,
+            Err(e) => Err(e),
+        };
+        tx.truncate_pending_audit(0);
         if committed.is_err() {
             let _ = exec(&mut tx, "ROLLBACK").await;
         }
