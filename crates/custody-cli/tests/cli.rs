@@ -34,7 +34,17 @@ async fn help_reads_well() {
     let out = custody(dir.path(), &["--help"]).await;
     assert!(out.status.success());
     let help = text(&out);
-    for word in ["init", "serve", "agent", "admin", "demo", "--data-dir", "--database-url"] {
+    for word in [
+        "init",
+        "serve",
+        "agent",
+        "admin",
+        "demo",
+        "audit",
+        "bench",
+        "--data-dir",
+        "--database-url",
+    ] {
         assert!(help.contains(word), "--help lacks {word}:\n{help}");
     }
 }
@@ -260,4 +270,43 @@ async fn audit_export_verifies_offline_and_tampering_fails() {
         3,
         "a header and two records, each ending in CRLF:\n{sheet}"
     );
+}
+
+/// The benchmark is a command, not a timed test: this only checks that it runs end to end on
+/// a small log and reports every figure (its own log must verify, or it fails).
+#[tokio::test]
+async fn bench_audit_reports_every_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = custody(
+        dir.path(),
+        &[
+            "bench",
+            "audit",
+            "--json",
+            "--appends",
+            "64",
+            "--writers",
+            "8",
+            "--verify-entries",
+            "300",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let figures: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(figures["appends"], 64);
+    assert_eq!(figures["verify_entries"], 300);
+    for key in [
+        "append_entries_per_s",
+        "raw_sqlite_inserts_per_s",
+        "append_to_raw_ratio",
+        "verify_s",
+        "offline_verify_one_entry_us",
+    ] {
+        assert!(figures[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {figures}");
+    }
+    assert!(figures["ack_latency_ms"]["p99"].as_f64().is_some());
+    // 300 entries: the middle one's proof climbs a tree of depth 9.
+    assert!(figures["proof_hashes"].as_u64().is_some_and(|n| (8..=9).contains(&n)), "{figures}");
 }
