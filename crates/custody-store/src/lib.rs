@@ -13,9 +13,10 @@
 //!
 //! Writes go through [`Store::write`]:
 //! - **SQLite**: one writer task owns the only write connection. It takes every unit waiting,
-//!   runs each in its own savepoint (a failing unit rolls back only itself), commits the batch
-//!   with one durable sync (WAL, `synchronous = FULL`) and only then answers each caller. That is
-//!   group commit for the whole transaction — state change and audit entry together.
+//!   runs each in its own savepoint (a failing unit rolls back only itself), appends the
+//!   surviving units' audit entries to the tree, commits the batch with one durable sync (WAL,
+//!   `synchronous = FULL`) and only then answers each caller. That is group commit for the whole
+//!   transaction — state change and audit entry together.
 //! - **PostgreSQL**: each unit is a short transaction on a pooled connection; the server groups
 //!   concurrent commits itself.
 //!
