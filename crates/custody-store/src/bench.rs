@@ -38,10 +38,11 @@ pub async fn raw_sqlite_inserts(
     let started = std::time::Instant::now();
     let mut seq = 0_i64;
     for chunk in rows.chunks(RAW_BATCH) {
-        let mut sql = String::from("INSERT INTO raw_entries (seq, entry, leaf_hash) VALUES ");
-        for i in 0..chunk.len() {
-            sql.push_str(if i == 0 { "(?, ?, ?)" } else { ", (?, ?, ?)" });
-        }
+        let sql = crate::tx::values_sql(
+            "INSERT INTO raw_entries (seq, entry, leaf_hash) VALUES ",
+            3,
+            chunk.len(),
+        );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (entry, leaf) in chunk {
             query = query.bind(seq).bind(entry.clone()).bind(leaf.clone());

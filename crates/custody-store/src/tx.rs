@@ -318,7 +318,7 @@ const NODES_PER_INSERT: usize = 256;
 
 /// `head` followed by `rows` groups of `columns` numbered placeholders: `($1, $2), ($3, $4)`.
 /// Only placeholders are generated; values are always bound.
-fn values_sql(head: &str, columns: usize, rows: usize) -> String {
+pub(crate) fn values_sql(head: &str, columns: usize, rows: usize) -> String {
     let mut sql = String::from(head);
     for r in 0..rows {
         sql.push_str(if r == 0 { "(" } else { ", (" });
