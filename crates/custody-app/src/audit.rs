@@ -212,6 +212,14 @@ impl crate::App {
     pub fn checkpoint_verifier_key(&self) -> String {
         self.keys().checkpoint.verifier_key()
     }
+
+    /// The verifier of this installation's checkpoints, to open its own notes with.
+    pub fn checkpoint_verifier(
+        &self,
+    ) -> Result<custody_audit::checkpoint::NoteVerifier, crate::AppError> {
+        custody_audit::checkpoint::NoteVerifier::parse(&self.checkpoint_verifier_key())
+            .map_err(|e| crate::AppError::Invalid(e.to_string()))
+    }
 }
 
 /// What an export held.
@@ -279,9 +287,7 @@ impl crate::App {
         let Some((_, note)) = latest else {
             return Err(crate::AppError::conflict("empty_log", "the audit log is empty"));
         };
-        let verifier =
-            custody_audit::checkpoint::NoteVerifier::parse(&self.checkpoint_verifier_key())
-                .map_err(|e| crate::AppError::Invalid(e.to_string()))?;
+        let verifier = self.checkpoint_verifier()?;
         let checkpoint = verifier
             .open_checkpoint(&note, verifier.name())
             .map_err(|e| crate::AppError::Invalid(e.to_string()))?;
@@ -405,9 +411,7 @@ impl crate::App {
         &self,
         shipped: Option<&std::path::Path>,
     ) -> Result<Option<String>, crate::AppError> {
-        let verifier =
-            custody_audit::checkpoint::NoteVerifier::parse(&self.checkpoint_verifier_key())
-                .map_err(|e| crate::AppError::Invalid(e.to_string()))?;
+        let verifier = self.checkpoint_verifier()?;
         let open = |what: &str, note: &str| {
             verifier.open_checkpoint(note, verifier.name()).map_err(|e| format!("{what}: {e}"))
         };

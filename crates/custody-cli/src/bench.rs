@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use custody_audit::checkpoint::NoteVerifier;
 use custody_audit::entry::Entry;
 use custody_audit::export::{ExportedEntry, Line, verify_export};
 use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Target};
@@ -238,8 +237,7 @@ async fn one_exported_entry(app: &custody_app::App) -> anyhow::Result<(usize, us
     let proof = app.inclusion_proof(index, checkpoint.size).await?;
     let line = serde_json::to_string(&Line::Entry(Box::new(ExportedEntry::new(&entry, &proof))))?;
     let text = format!("{}\n{line}\n", serde_json::to_string(&Line::Checkpoint { note })?);
-    let verifier =
-        NoteVerifier::parse(&app.checkpoint_verifier_key()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let verifier = app.checkpoint_verifier()?;
     let rounds = 2000_u32;
     let started = stopwatch();
     for _ in 0..rounds {
