@@ -74,6 +74,7 @@ fn created(
         target,
         outcome: Outcome::Success,
         reason: None,
+        personal: None,
     }
 }
 
@@ -243,6 +244,7 @@ impl App {
                             target: Target { compartment: Some(c.id.clone()), ..target.clone() },
                             outcome: Outcome::Success,
                             reason: None,
+                            personal: None,
                         })?;
                     }
                     for row in tx.compartments(&bank).await? {

@@ -57,7 +57,7 @@ fn check_entry(expected: u64, stored: &StoredEntry) -> Result<Hash, Verdict> {
     // The queryable copies must say what the hashed bytes say (personal data and evidence
     // hashes live only in the bytes).
     let expected = custody_store::entry_of(seq, &stored.row.event);
-    if (Entry { sealed: None, evidence: Vec::new(), ..entry }) != expected {
+    if (Entry { evidence: Vec::new(), ..entry }) != expected {
         return Err(fail(seq, "queryable fields differ from the entry's bytes"));
     }
     let leaf = custody_audit::merkle::leaf_hash(&stored.entry);
@@ -275,6 +275,8 @@ pub struct ProvenEvent {
     /// Whether the proof leads to the checkpoint's root and the entry says what its row says
     /// (checked by the server; anyone can check again with the checkpoint key).
     pub verified: bool,
+    /// The words given for it, as the caller may see them.
+    pub statement: crate::personal::Statement,
 }
 
 impl crate::App {
@@ -378,13 +380,19 @@ impl crate::App {
                 &checkpoint.root,
             )
             .is_ok();
-            let matches = (Entry { sealed: None, evidence: Vec::new(), ..entry.clone() })
+            let matches = (Entry { evidence: Vec::new(), ..entry.clone() })
                 == custody_store::entry_of(entry.index, &s.row.event);
             events.push(ProvenEvent {
                 exported: custody_audit::export::ExportedEntry::new(&entry, &proof),
                 verified: proved && matches,
                 row: s.row,
+                statement: crate::personal::Statement::None,
             });
+        }
+        let rows: Vec<_> = events.iter().map(|e| e.row.clone()).collect();
+        let statements = self.statements(caller, &row.org, &row.site, &rows).await?;
+        for (event, statement) in events.iter_mut().zip(statements) {
+            event.statement = statement;
         }
         Ok((row, note, events))
     }
@@ -453,6 +461,7 @@ impl crate::App {
             target: Target::default(),
             outcome: Outcome::Failure,
             reason: Some(reason),
+            personal: None,
         };
         self.store()
             .write(move |tx| {

@@ -88,6 +88,7 @@ impl App {
                             target: Target::default(),
                             outcome: Outcome::Denied,
                             reason: Some(format!("throttled:{name}")),
+                            personal: None,
                         })?;
                     }
                     Ok::<_, AppError>(over)
@@ -124,6 +125,7 @@ impl App {
                     target: Target::default(),
                     outcome: Outcome::Failure,
                     reason: Some("bad_credentials".into()),
+                    personal: None,
                 };
                 self.store()
                     .write(move |tx| async move { tx.append_audit(&event) }.boxed())
@@ -148,6 +150,7 @@ impl App {
             target: Target { site: person.site.clone(), ..Target::default() },
             outcome: Outcome::Success,
             reason: None,
+            personal: None,
         };
         self.store()
             .write(move |tx| {
@@ -229,6 +232,7 @@ impl App {
             target: Target::default(),
             outcome: Outcome::Success,
             reason: None,
+            personal: None,
         };
         self.store()
             .write(move |tx| {
@@ -291,6 +295,7 @@ impl App {
                 target: Target::default(),
                 outcome: Outcome::Denied,
                 reason: Some("bad_api_key".into()),
+                personal: None,
             };
             self.store().write(move |tx| async move { tx.append_audit(&event) }.boxed()).await?;
             return Err(AppError::AuthenticationFailed);

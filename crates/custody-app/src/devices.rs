@@ -57,6 +57,7 @@ impl App {
             target,
             outcome: Outcome::Success,
             reason: None,
+            personal: None,
         };
         self.store()
             .write(move |tx| {
@@ -110,6 +111,7 @@ impl App {
                             target: Target::default(),
                             outcome: Outcome::Denied,
                             reason: Some("bad_enrolment_token".into()),
+                            personal: None,
                         })?;
                         return Ok(Err(AppError::AuthenticationFailed));
                     };
@@ -128,6 +130,7 @@ impl App {
                         },
                         outcome: Outcome::Success,
                         reason: None,
+                        personal: None,
                     })?;
                     Ok::<_, AppError>(Ok(device))
                 }
@@ -155,6 +158,7 @@ impl App {
                         target: Target { site: Some(site), bank: Some(bank), ..Target::default() },
                         outcome: Outcome::Success,
                         reason: None,
+                        personal: None,
                     })?;
                     Ok::<_, AppError>(())
                 }

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod devices;
 pub mod outbox;
 pub mod parcels;
+pub mod personal;
 pub mod setup;
 mod throttle;
 
@@ -136,6 +137,14 @@ impl Caller {
     }
 
     /// Applies a policy check; the operator passes every check.
+    /// The signed-in person calling, if it is one.
+    pub fn person(&self) -> Option<&custody_core::PersonId> {
+        match self {
+            Self::Principal(Principal::Person { id, .. }) => Some(id),
+            _ => None,
+        }
+    }
+
     pub(crate) fn check(
         &self,
         rule: impl FnOnce(&Principal) -> Result<(), Denied>,
@@ -198,6 +207,7 @@ pub struct KeyRing {
     pub(crate) enrolment: KeyedHasher,
     pub(crate) csrf: KeyedHasher,
     pub(crate) outbox: Sealer,
+    pub(crate) subject_keys: Sealer,
     pub(crate) command: SigningKey,
     pub(crate) ca: CertificateAuthority,
     pub(crate) checkpoint: custody_audit::checkpoint::NoteSigner,
@@ -227,6 +237,7 @@ impl KeyRing {
             enrolment: master.hasher(Purpose::Enrolment),
             csrf: master.hasher(Purpose::Csrf),
             outbox: Sealer::new(master, Purpose::Outbox)?,
+            subject_keys: Sealer::new(master, Purpose::SubjectKeys)?,
             command,
             ca,
             checkpoint,
@@ -354,6 +365,7 @@ impl App {
             target,
             outcome: Outcome::Denied,
             reason: Some(denied.as_str().into()),
+            personal: None,
         };
         if let Err(e) =
             self.0.store.write(move |tx| async move { tx.append_audit(&event) }.boxed()).await
@@ -408,6 +420,7 @@ impl App {
             },
             outcome: Outcome::Success,
             reason: Some(purpose.into()),
+            personal: None,
         })?;
         Ok(SignedOpenCommand { command, signature: BASE64.encode(&signature) })
     }

@@ -175,6 +175,7 @@ fn delivery_event(
         target: Target { parcel: row.parcel.clone(), ..Target::default() },
         outcome,
         reason: reason.or_else(|| Some(format!("channel:{}", row.channel))),
+        personal: None,
     }
 }
 

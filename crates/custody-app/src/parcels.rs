@@ -20,6 +20,7 @@ use custody_store::{
 use futures_util::FutureExt as _;
 
 use crate::outbox::pickup_message;
+use crate::personal::Statement;
 use crate::throttle::Budgets;
 use crate::{App, AppError, Caller, OpenFor};
 
@@ -140,7 +141,15 @@ fn event(
     now: Timestamp,
     reason: Option<String>,
 ) -> AuditEvent {
-    AuditEvent { at: now, actor: actor.clone(), action, target, outcome: Outcome::Success, reason }
+    AuditEvent {
+        at: now,
+        actor: actor.clone(),
+        action,
+        target,
+        outcome: Outcome::Success,
+        reason,
+        personal: None,
+    }
 }
 
 impl App {
@@ -168,19 +177,21 @@ impl App {
         Ok(parcel)
     }
 
-    /// A parcel and its chain of custody, oldest event first.
+    /// A parcel and its chain of custody, oldest event first, each event with the words given
+    /// for it as the caller may see them.
     pub async fn parcel_history(
         &self,
         caller: &Caller,
         id: &ParcelId,
-    ) -> Result<(ParcelRow, Vec<AuditRow>), AppError> {
+    ) -> Result<(ParcelRow, Vec<(AuditRow, Statement)>), AppError> {
         let parcel = self.parcel(caller, id).await?;
         let pid = parcel.id.clone();
         let history = self
             .store()
             .read(move |tx| async move { tx.audit_for_parcel(&pid).await }.boxed())
             .await?;
-        Ok((parcel, history))
+        let statements = self.statements(caller, &parcel.org, &parcel.site, &history).await?;
+        Ok((parcel, history.into_iter().zip(statements).collect()))
     }
 
     /// The parcels the caller may see: a resident's own, a carrier's (within its sites), or a
@@ -641,6 +652,7 @@ impl App {
                         target,
                         outcome,
                         reason: Some(reason.to_owned()),
+                        personal: None,
                     };
                     let budgets = Budgets::new(
                         "pickup",
@@ -808,7 +820,7 @@ impl App {
         how: ParcelEvent,
         action: AuditAction,
         purpose: &'static str,
-        reason: Option<String>,
+        statement: Option<String>,
     ) -> Result<(ParcelRow, Opening), AppError> {
         let (now, actor, app) = (self.now(), caller.actor(), self.clone());
         self.store()
@@ -819,7 +831,11 @@ impl App {
                     let compartment = vacate(tx, &p, now).await?;
                     advance(tx, &p, how, now, None).await?;
                     tx.revoke_pickup_codes(&p.id, now).await?;
-                    tx.append_audit(&event(&actor, action, parcel_target(&p), now, reason))?;
+                    let mut e = event(&actor, action, parcel_target(&p), now, None);
+                    if let Some(words) = statement {
+                        e.personal = app.seal_personal(tx, &p.recipient, &words).await?;
+                    }
+                    tx.append_audit(&e)?;
                     let command = app
                         .issue_open(
                             tx,
@@ -873,16 +889,21 @@ impl App {
         }
         self.require_online(&c.bank)?;
         let (now, actor, app) = (self.now(), caller.actor(), self.clone());
+        let actor_person = caller.person().cloned();
         self.store()
             .write(move |tx| {
                 async move {
-                    tx.append_audit(&event(
-                        &actor,
-                        AuditAction::RemoteOpen,
-                        target,
-                        now,
-                        Some(reason.as_str().to_owned()),
-                    ))?;
+                    // The words are about the parcel's recipient when the compartment holds
+                    // one, else about the person who gave them.
+                    let subject = match (&c.parcel, &actor_person) {
+                        (Some(parcel), _) => tx.parcel(parcel).await?.map(|p| p.recipient),
+                        (None, person) => person.clone(),
+                    };
+                    let mut e = event(&actor, AuditAction::RemoteOpen, target, now, None);
+                    if let Some(subject) = subject {
+                        e.personal = app.seal_personal(tx, &subject, reason.as_str()).await?;
+                    }
+                    tx.append_audit(&e)?;
                     let command = app
                         .issue_open(
                             tx,
@@ -974,6 +995,7 @@ impl App {
             },
             outcome: result,
             reason: Some(format!("{why} nonce:{nonce}")),
+            personal: None,
         };
         self.store().write(move |tx| async move { tx.append_audit(&e) }.boxed()).await?;
         Ok(())

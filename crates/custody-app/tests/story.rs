@@ -7,7 +7,9 @@
     reason = "a test fails loudly at the first unexpected value"
 )]
 
+use custody_app::audit::{Verdict, verify_store};
 use custody_app::parcels::{ParcelSpec, PickupOutcome};
+use custody_app::personal::Statement;
 use custody_app::{AppError, Caller};
 use custody_core::ParcelId;
 use custody_core::audit::{AuditAction, Outcome};
@@ -72,7 +74,14 @@ async fn code_sent_for(env: &Env, parcel: &ParcelId) -> String {
 }
 
 async fn history(env: &Env, parcel: &ParcelId) -> Vec<AuditRow> {
-    env.app.parcel_history(&Caller::Operator, parcel).await.unwrap().1
+    env.app
+        .parcel_history(&Caller::Operator, parcel)
+        .await
+        .unwrap()
+        .1
+        .into_iter()
+        .map(|e| e.0)
+        .collect()
 }
 
 fn actions(h: &[AuditRow]) -> Vec<(AuditAction, Outcome, Option<String>)> {
@@ -132,6 +141,7 @@ backends!(deposit_notify_and_pickup, |t: TestStore| async move {
     );
 
     let (after, h) = env.app.parcel_history(&Caller::Operator, &parcel.id).await.unwrap();
+    let h: Vec<AuditRow> = h.into_iter().map(|e| e.0).collect();
     assert_eq!(after.state, ParcelState::PickedUp);
     let slot = env.compartments[0].id.clone();
     let c = env
@@ -386,12 +396,85 @@ backends!(staff_retrieval_needs_scope_and_reason, |t: TestStore| async move {
         matches!(env.app.redeem_code(&env.device, &code).await.unwrap(), PickupOutcome::Refused),
         "codes revoked"
     );
-    let h = history(&env, &parcel).await;
-    assert!(actions(&h).contains(&(
-        AuditAction::Retrieve,
-        Outcome::Success,
-        Some("recipient moved out; held at front desk".into())
-    )));
+    let words = "recipient moved out; held at front desk";
+    let (_, h) = env.app.parcel_history(&admin, &parcel).await.unwrap();
+    let (row, said) = h
+        .iter()
+        .find(|(r, _)| {
+            r.event.action == AuditAction::Retrieve && r.event.outcome == Outcome::Success
+        })
+        .unwrap();
+    assert_eq!(row.event.reason, None);
+    assert_eq!(said, &Statement::Shown(words.into()));
+    // Sealed under the recipient's key: the stored entry never holds the words in clear.
+    let sealed = row.event.personal.as_ref().unwrap();
+    assert_eq!(sealed.subject, env.ann.id);
+    assert!(!sealed.ciphertext.windows(words.len()).any(|w| w == words.as_bytes()));
+});
+
+backends!(statements_are_sealed_per_subject_and_erasure_keeps_the_log, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let (parcel, _) = delivered(&env, "ann@harbour.example").await;
+    let admin = Env::as_person(&env.admin);
+    let words = "Ann Example called: lost her phone, held at front desk";
+    env.app.retrieve(&admin, &parcel, words).await.unwrap();
+    let said = |who: Caller| {
+        let (app, parcel) = (env.app.clone(), parcel.clone());
+        async move {
+            let (_, h) = app.parcel_history(&who, &parcel).await.unwrap();
+            h.into_iter().find(|(r, _)| r.event.action == AuditAction::Retrieve).unwrap().1
+        }
+    };
+    // Staff in scope, auditors and the subject read the words; a carrier sees that there were
+    // some.
+    assert_eq!(said(admin.clone()).await, Statement::Shown(words.into()));
+    assert_eq!(said(Env::as_person(&env.auditor)).await, Statement::Shown(words.into()));
+    assert_eq!(said(Env::as_person(&env.ann)).await, Statement::Shown(words.into()));
+    assert_eq!(said(env.carrier().await).await, Statement::Withheld);
+    // No byte of the log holds them in clear.
+    let entries = env
+        .app
+        .store()
+        .read(|tx| async move { tx.audit_leaves(0, 10_000).await }.boxed())
+        .await
+        .unwrap();
+    assert!(entries.iter().all(|e| !e.entry.windows(9).any(|w| w == b"lost her ")));
+    let (checkpoint, _) = env.app.current_checkpoint().await.unwrap();
+
+    // Only org-wide admins erase; an auditor is refused, and the refusal is audited.
+    assert_eq!(
+        env.app
+            .erase_personal_data(&Env::as_person(&env.auditor), &env.ann.id)
+            .await
+            .unwrap_err()
+            .code(),
+        "forbidden"
+    );
+    assert!(env.app.erase_personal_data(&Caller::Operator, &env.ann.id).await.unwrap());
+    assert!(!env.app.erase_personal_data(&Caller::Operator, &env.ann.id).await.unwrap());
+    assert_eq!(said(admin.clone()).await, Statement::Erased);
+
+    // The log did not change and still verifies, against the checkpoint signed before.
+    match verify_store(env.app.store(), Some(&checkpoint), |_, _| {}).await.unwrap() {
+        Verdict::Intact { .. } => {}
+        other @ Verdict::Tampered(_) => panic!("erasure broke the log: {other:?}"),
+    }
+    // Nothing new about Ann is sealed: the words of a later action are not kept.
+    let (parcel2, _) = delivered(&env, "ann@harbour.example").await;
+    env.app.retrieve(&admin, &parcel2, "Ann again").await.unwrap();
+    let (_, h) = env.app.parcel_history(&admin, &parcel2).await.unwrap();
+    let (row, said) = h.iter().find(|(r, _)| r.event.action == AuditAction::Retrieve).unwrap();
+    assert_eq!((row.event.personal.as_ref(), said), (None, &Statement::None));
+    let log = env
+        .app
+        .store()
+        .read(|tx| async move { tx.audit_from(0, 10_000).await }.boxed())
+        .await
+        .unwrap();
+    assert!(
+        log.iter().any(|r| r.event.action == AuditAction::PersonalDataErase
+            && r.event.outcome == Outcome::Success)
+    );
 });
 
 backends!(remote_open_is_audited_with_its_reason, |t: TestStore| async move {
@@ -428,7 +511,10 @@ backends!(remote_open_is_audited_with_its_reason, |t: TestStore| async move {
         .unwrap();
     let remote: Vec<_> = log.iter().filter(|r| r.event.action == AuditAction::RemoteOpen).collect();
     assert_eq!(remote.len(), 3, "one success, two refusals");
-    assert_eq!(remote[0].event.reason.as_deref(), Some("cleaning crew, ticket 4411"));
+    // An empty compartment: the words are sealed under the key of the admin who gave them.
+    let sealed = remote[0].event.personal.as_ref().unwrap();
+    assert_eq!(sealed.subject, env.admin.id);
+    assert_eq!(remote[0].event.reason, None);
     assert_eq!(remote[0].event.actor.id.as_deref(), Some(env.admin.id.as_str()));
 });
 

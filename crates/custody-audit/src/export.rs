@@ -56,6 +56,10 @@ pub struct ExportedEntry {
     pub outcome: String,
     /// Reason.
     pub reason: Option<String>,
+    /// Whose sealed personal data the entry carries, if any. The data itself stays sealed in
+    /// the entry's bytes: an export never holds personal data in clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_subject: Option<String>,
 }
 
 /// Milliseconds since the epoch as RFC 3339 UTC.
@@ -84,6 +88,7 @@ impl ExportedEntry {
             parcel: entry.parcel.clone(),
             outcome: entry.outcome.clone(),
             reason: entry.reason.clone(),
+            sealed_subject: entry.sealed.as_ref().map(|s| s.subject.clone()),
         }
     }
 }
@@ -255,6 +260,22 @@ mod tests {
         let (other, _) = export(&entries, &[1]);
         assert_eq!(verify_export(&other, &verifier).unwrap_err().line, 1);
         assert!(verify_export("", &verifier).is_err());
+    }
+
+    #[test]
+    fn sealed_data_is_named_by_subject_and_never_in_clear() {
+        let mut entries: Vec<Entry> = (0..5).map(|i| entry(i, "parcel.retrieve")).collect();
+        entries[3].sealed = Some(crate::entry::Sealed {
+            subject: "per_ann".into(),
+            ciphertext: b"opaque ciphertext".to_vec(),
+        });
+        let (text, verifier) = export(&entries, &[3]);
+        assert_eq!(verify_export(&text, &verifier).unwrap().entries, 1);
+        assert!(text.contains("\"sealed_subject\":\"per_ann\""));
+        assert!(!text.contains("opaque ciphertext"), "the sealed bytes only travel inside entry");
+        // Someone else's name put on the sealed data: caught.
+        let moved = text.replacen("per_ann", "per_bob", 1);
+        assert_eq!(verify_export(&moved, &verifier).unwrap_err().line, 2);
     }
 
     #[test]

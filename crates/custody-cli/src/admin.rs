@@ -11,7 +11,7 @@ use custody_app::Caller;
 use custody_app::admin::{CompartmentSpec, NewPerson};
 use custody_core::compartment::SizeClass;
 use custody_core::person::Role;
-use custody_core::{BankId, CarrierId, OrgId, SiteId};
+use custody_core::{BankId, CarrierId, OrgId, PersonId, SiteId};
 use custody_crypto::SystemClock;
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
@@ -113,6 +113,13 @@ pub(crate) enum Command {
         #[arg(long)]
         bank: String,
     },
+    /// Erase the personal data the audit log holds about a person (GDPR Art. 17): their own
+    /// key is destroyed, so the words sealed under it can never be read again. The log's bytes
+    /// do not change and it still verifies.
+    ErasePersonalData {
+        /// The person's id.
+        person: String,
+    },
     /// List organisations, their sites and banks.
     List,
 }
@@ -198,27 +205,38 @@ pub(crate) async fn run(
                 "Single use, valid for 24 hours. Pass it to `custody agent enrol` through CUSTODY_ENROLMENT_TOKEN or standard input."
             );
         }
-        Command::List => {
-            let orgs = app.store().read(|tx| async move { tx.orgs().await }.boxed()).await?;
-            for org in orgs {
-                println!("{} {}", org.id, org.name);
-                let o = org.id.clone();
-                let sites =
-                    app.store().read(move |tx| async move { tx.sites(&o).await }.boxed()).await?;
-                for site in sites {
-                    println!("  {} {}", site.id, site.name);
-                    let s = site.id.clone();
-                    let banks = app
-                        .store()
-                        .read(move |tx| async move { tx.banks(&s).await }.boxed())
-                        .await?;
-                    for bank in banks {
-                        let n = app.bank_compartment_numbers(&bank.id).await?.len();
-                        println!("    {} {} ({n} compartments)", bank.id, bank.name);
-                    }
-                }
+        Command::ErasePersonalData { person } => {
+            let person = id::<PersonId>(&person, "person")?;
+            if app.erase_personal_data(&op, &person).await? {
+                println!(
+                    "erased: the audit log's personal data about {person} can no longer be read"
+                );
+            } else {
+                println!("{person} had been erased already; nothing changed");
+            }
+        }
+        Command::List => list(&app).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints every organisation with its sites and banks.
+async fn list(app: &custody_app::App) -> anyhow::Result<()> {
+    let orgs = app.store().read(|tx| async move { tx.orgs().await }.boxed()).await?;
+    for org in orgs {
+        println!("{} {}", org.id, org.name);
+        let o = org.id.clone();
+        let sites = app.store().read(move |tx| async move { tx.sites(&o).await }.boxed()).await?;
+        for site in sites {
+            println!("  {} {}", site.id, site.name);
+            let s = site.id.clone();
+            let banks =
+                app.store().read(move |tx| async move { tx.banks(&s).await }.boxed()).await?;
+            for bank in banks {
+                let n = app.bank_compartment_numbers(&bank.id).await?.len();
+                println!("    {} {} ({n} compartments)", bank.id, bank.name);
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

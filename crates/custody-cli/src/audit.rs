@@ -94,7 +94,7 @@ async fn export(data: &Path, url: Option<&str>, command: Command) -> anyhow::Res
     );
     let csv = format == "csv";
     if csv {
-        std::io::Write::write_all(&mut file, b"index,at,actor_kind,actor_id,action,site,bank,compartment,parcel,outcome,reason,entry,proof,checkpoint\r\n")?;
+        std::io::Write::write_all(&mut file, b"index,at,actor_kind,actor_id,action,site,bank,compartment,parcel,outcome,reason,sealed_subject,entry,proof,checkpoint\r\n")?;
     }
     let mut note = String::new();
     let summary = app
@@ -124,6 +124,7 @@ async fn export(data: &Path, url: Option<&str>, command: Command) -> anyhow::Res
                         opt(&e.parcel),
                         e.outcome.clone(),
                         opt(&e.reason),
+                        opt(&e.sealed_subject),
                         e.entry.clone(),
                         e.proof.join(";"),
                         note.clone(),

@@ -70,6 +70,7 @@ fn event(i: u64) -> AuditEvent {
         },
         outcome: Outcome::Failure,
         reason: Some("wrong_code".into()),
+        personal: None,
     }
 }
 

@@ -93,6 +93,31 @@ async fn init_then_administer_a_site() {
     let list = custody(&data, &["admin", "list"]).await;
     assert!(text(&list).contains("Lobby (6 compartments)"), "{}", text(&list));
 
+    let ann = custody(
+        &data,
+        &[
+            "admin",
+            "add-person",
+            "--org",
+            &org,
+            "--email",
+            "ann@harbour.example",
+            "--name",
+            "Ann",
+            "--role",
+            "resident",
+            "--site",
+            &site,
+        ],
+    )
+    .await;
+    assert!(ann.status.success(), "{}", text(&ann));
+    let ann = String::from_utf8(ann.stdout).unwrap().trim().to_owned();
+    let erase = custody(&data, &["admin", "erase-personal-data", &ann]).await;
+    assert!(text(&erase).contains("can no longer be read"), "{}", text(&erase));
+    let again = custody(&data, &["admin", "erase-personal-data", &ann]).await;
+    assert!(text(&again).contains("erased already"), "{}", text(&again));
+
     let bad = custody(&data, &["admin", "create-bank", "--site", "sit_nope", "Garage"]).await;
     assert!(!bad.status.success());
     assert!(text(&bad).contains("--site"), "{}", text(&bad));

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compartment::named_enum;
 use crate::time::Timestamp;
-use crate::{BankId, CompartmentId, ParcelId, SiteId};
+use crate::{BankId, CompartmentId, ParcelId, PersonId, SiteId};
 
 named_enum!(
     /// Who acted.
@@ -120,6 +120,9 @@ named_enum!(
         NotificationDelivery = "notification.delivery",
         /// Reading something was refused (another resident's parcel, a site out of scope).
         AccessDenied = "access.denied",
+        /// Everything personal the log held about a person was made unreadable (their key
+        /// destroyed).
+        PersonalDataErase = "person.erase_personal_data",
         /// The server's periodic check found its own audit log not what it signed.
         AuditIntegrity = "audit.integrity",
     }
@@ -151,7 +154,20 @@ pub struct AuditEvent {
     pub target: Target,
     /// How it ended.
     pub outcome: Outcome,
-    /// Why: a machine reason for failures (`code_expired`, `throttled:bank`), or the words a
-    /// person gave for a sensitive action. Never a secret.
+    /// Why, as a machine reason that names nobody (`code_expired`, `throttled:bank`). Never a
+    /// secret, never free text.
     pub reason: Option<String>,
+    /// Personal data (the words a person gave for a sensitive action), only as ciphertext under
+    /// its subject's own key, so that destroying that key erases it without touching the log.
+    pub personal: Option<SealedText>,
+}
+
+/// Personal data about one person, encrypted under that person's own key. The domain only
+/// carries it; the application seals and opens it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedText {
+    /// Whose data it is: erasing this person's key makes it unreadable.
+    pub subject: PersonId,
+    /// `nonce ‖ ciphertext ‖ tag`.
+    pub ciphertext: Vec<u8>,
 }

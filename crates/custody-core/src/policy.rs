@@ -173,6 +173,22 @@ pub fn may_view_parcel(p: &Principal, f: ParcelFacts<'_>) -> Result<(), Denied> 
     }
 }
 
+/// May `p` read the words someone gave for an action at a site (sealed personal data about
+/// `subject`)? The subject themselves, and staff and auditors within scope; never carriers,
+/// couriers or devices, who see only that words were given.
+pub fn may_read_statement(
+    p: &Principal,
+    org: &OrgId,
+    site: &SiteId,
+    subject: &PersonId,
+) -> Result<(), Denied> {
+    match p {
+        Principal::Person { id, .. } if id == subject => Ok(()),
+        Principal::Person { standing, .. } if standing.role == Role::Courier => Err(Denied::Role),
+        _ => may_view_site(p, org, site),
+    }
+}
+
 /// May `p` take an expired parcel back for its carrier? The parcel's own carrier only.
 pub fn may_return_to_carrier(p: &Principal, f: ParcelFacts<'_>) -> Result<(), Denied> {
     may_deposit(p, f.org, f.site, f.carrier)
@@ -222,6 +238,48 @@ mod tests {
                 scope: Scope { org: org.clone(), site: site.cloned() },
                 carrier: carrier.cloned(),
             },
+        }
+    }
+
+    /// Who may read what staff wrote about `w.recipient` at `w.site`.
+    #[test]
+    fn statement_reading_table() {
+        let w = world();
+        let s = &w.stranger;
+        let key = Principal::CarrierKey {
+            key: ApiKeyId::from_random([9; ID_BYTES]),
+            carrier: w.carrier.clone(),
+            org: w.org.clone(),
+            sites: vec![w.site.clone()],
+        };
+        let table: Vec<(&str, Principal, Result<(), Denied>)> = vec![
+            ("subject", person(&w.recipient, Role::Resident, &w.org, Some(&w.site), None), Ok(())),
+            (
+                "other resident",
+                person(s, Role::Resident, &w.org, Some(&w.site), None),
+                Err(Denied::Role),
+            ),
+            ("site admin", person(s, Role::Admin, &w.org, Some(&w.site), None), Ok(())),
+            ("auditor", person(s, Role::Auditor, &w.org, None, None), Ok(())),
+            (
+                "other site admin",
+                person(s, Role::Admin, &w.org, Some(&w.other_site), None),
+                Err(Denied::Scope),
+            ),
+            (
+                "other org super-admin",
+                person(s, Role::SuperAdmin, &w.other_org, None, None),
+                Err(Denied::Scope),
+            ),
+            (
+                "courier of the carrier",
+                person(s, Role::Courier, &w.org, Some(&w.site), Some(&w.carrier)),
+                Err(Denied::Role),
+            ),
+            ("carrier key", key, Err(Denied::Role)),
+        ];
+        for (who, p, want) in table {
+            assert_eq!(may_read_statement(&p, &w.org, &w.site, &w.recipient), want, "{who}");
         }
     }
 

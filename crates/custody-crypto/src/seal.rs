@@ -1,5 +1,7 @@
-//! Authenticated encryption (AES-256-GCM) of small records at rest, such as queued
-//! notifications that carry a pickup code until they are delivered.
+//! Authenticated encryption (AES-256-GCM) of small records at rest: queued notifications that
+//! carry a pickup code until they are delivered, and personal data in the audit log, which is
+//! sealed under a key of its subject's own so that destroying the key erases the data
+//! (crypto-shredding) while the log's hashes, taken over the ciphertext, still verify.
 
 use std::fmt;
 
@@ -20,9 +22,15 @@ impl Sealer {
     /// A sealer for `purpose`.
     pub fn new(master: &MasterKey, purpose: Purpose) -> Result<Self, CryptoError> {
         let mut k = master.derive(purpose);
-        let key = RandomizedNonceKey::new(&AES_256_GCM, &k);
+        let key = Self::from_key(&k);
         zeroize::Zeroize::zeroize(&mut k);
-        key.map(Self).map_err(|_| CryptoError::InvalidKey("aes-256-gcm"))
+        key
+    }
+
+    fn from_key(key: &[u8; 32]) -> Result<Self, CryptoError> {
+        RandomizedNonceKey::new(&AES_256_GCM, key)
+            .map(Self)
+            .map_err(|_| CryptoError::InvalidKey("aes-256-gcm"))
     }
 
     /// `nonce ‖ ciphertext ‖ tag` of `plaintext`, bound to `context` (for example the record's
@@ -53,6 +61,44 @@ impl Sealer {
     }
 }
 
+/// One data subject's own key. It is random (not derived), so that destroying its stored,
+/// wrapped copy destroys it; it is kept only wrapped under the master key
+/// ([`Purpose::SubjectKeys`]), bound to the subject's id.
+pub struct SubjectKey(zeroize::Zeroizing<[u8; 32]>);
+
+impl fmt::Debug for SubjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SubjectKey(<key>)")
+    }
+}
+
+impl SubjectKey {
+    /// A new random key.
+    pub fn generate(rng: &crate::Rng) -> Result<Self, CryptoError> {
+        Ok(Self(zeroize::Zeroizing::new(rng.bytes()?)))
+    }
+
+    /// The key sealed under `wrapping` (the master key's [`Purpose::SubjectKeys`] sealer) for
+    /// `subject`, for storage.
+    pub fn wrap(&self, wrapping: &Sealer, subject: &str) -> Result<Vec<u8>, CryptoError> {
+        wrapping.seal(subject.as_bytes(), self.0.as_slice())
+    }
+
+    /// The key of `subject` from its wrapped form; fails if it was wrapped for someone else or
+    /// under another master key.
+    pub fn unwrap(wrapping: &Sealer, subject: &str, wrapped: &[u8]) -> Result<Self, CryptoError> {
+        let plain = zeroize::Zeroizing::new(wrapping.open(subject.as_bytes(), wrapped)?);
+        let key: [u8; 32] =
+            plain.as_slice().try_into().map_err(|_| CryptoError::InvalidKey("subject key"))?;
+        Ok(Self(zeroize::Zeroizing::new(key)))
+    }
+
+    /// A sealer under this key.
+    pub fn sealer(&self) -> Result<Sealer, CryptoError> {
+        Sealer::from_key(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +119,23 @@ mod tests {
         let other =
             Sealer::new(&MasterKey::generate(&Rng::new()).unwrap(), Purpose::Outbox).unwrap();
         assert!(other.open(b"msg-1", &sealed).is_err());
+    }
+
+    #[test]
+    fn subject_keys_wrap_for_one_subject_and_seal_their_data() {
+        let rng = Rng::new();
+        let master = MasterKey::generate(&rng).unwrap();
+        let wrapping = Sealer::new(&master, Purpose::SubjectKeys).unwrap();
+        let key = SubjectKey::generate(&rng).unwrap();
+        let wrapped = key.wrap(&wrapping, "per_alice").unwrap();
+        let text = key.sealer().unwrap().seal(b"ctx", b"Alice lost her phone").unwrap();
+
+        let again = SubjectKey::unwrap(&wrapping, "per_alice", &wrapped).unwrap();
+        assert_eq!(again.sealer().unwrap().open(b"ctx", &text).unwrap(), b"Alice lost her phone");
+        assert!(SubjectKey::unwrap(&wrapping, "per_bob", &wrapped).is_err(), "another subject");
+        let outbox = Sealer::new(&master, Purpose::Outbox).unwrap();
+        assert!(SubjectKey::unwrap(&outbox, "per_alice", &wrapped).is_err(), "another purpose");
+        let stranger = SubjectKey::generate(&rng).unwrap();
+        assert!(stranger.sealer().unwrap().open(b"ctx", &text).is_err(), "another key");
     }
 }

@@ -42,6 +42,8 @@ pub enum Purpose {
     Csrf,
     /// Encryption of queued notification bodies.
     Outbox,
+    /// Wrapping of each data subject's own key.
+    SubjectKeys,
 }
 
 impl Purpose {
@@ -53,6 +55,7 @@ impl Purpose {
             Self::Enrolment => b"custody/v1/enrolment",
             Self::Csrf => b"custody/v1/csrf",
             Self::Outbox => b"custody/v1/outbox",
+            Self::SubjectKeys => b"custody/v1/subject-keys",
         }
     }
 }

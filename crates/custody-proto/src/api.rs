@@ -157,8 +157,21 @@ pub struct EventView {
     pub action: String,
     /// `success`, `failure` or `denied`.
     pub outcome: String,
-    /// Why, for failures and sensitive actions.
+    /// Why, as a machine reason (`code_expired`, `throttled:bank`, a purpose).
     pub reason: Option<String>,
+    /// The words a person gave for the action (a remote open, a retrieval), when any were.
+    pub statement: Option<StatementView>,
+}
+
+/// The words a person gave for an action. They are personal data, kept sealed under their
+/// subject's own key; staff and auditors in scope and the subject read them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StatementView {
+    /// `shown`; `withheld` (the caller may not read them); or `erased` (their subject was
+    /// erased, and nobody can read them).
+    pub state: String,
+    /// The words, when shown.
+    pub text: Option<String>,
 }
 
 /// A parcel with its chain of custody.

@@ -208,7 +208,7 @@ pub async fn parcel_history(
     let (p, events) = state.app.parcel_history(&caller, &id).await?;
     Ok(Json(ParcelHistory {
         parcel: views::parcel(&p),
-        events: events.iter().map(views::event).collect(),
+        events: events.iter().map(|(row, said)| views::event(row, said)).collect(),
     }))
 }
 
@@ -589,7 +589,7 @@ pub async fn parcel_custody(
         events: events
             .iter()
             .map(|e| custody_proto::api::CustodyEvent {
-                event: views::event(&e.row),
+                event: views::event(&e.row, &e.statement),
                 index: e.exported.index,
                 entry: e.exported.entry.clone(),
                 proof: e.exported.proof.clone(),

@@ -13,6 +13,7 @@ use custody_proto::api::{
     CreatePersonRequest, CreateSiteRequest, CustodyEvent, CustodyView, DepositRequest, DepositView,
     EnrolmentTokenView, ErrorBody, ErrorDetail, EventView, ExpectParcelRequest, LoginRequest,
     OpeningView, ParcelHistory, ParcelView, PersonView, ReasonRequest, SessionView, SiteView,
+    StatementView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -44,6 +45,7 @@ use crate::routes::{Access, RouteInfo};
         SiteView,
         ParcelView,
         EventView,
+        StatementView,
         ParcelHistory,
         ExpectParcelRequest,
         DepositRequest,

@@ -340,6 +340,7 @@ struct EventLine {
     outcome: String,
     actor: String,
     reason: String,
+    statement: String,
     verified: bool,
 }
 
@@ -384,6 +385,7 @@ pub async fn parcel(
                     None => r.event.actor.kind.to_string(),
                 },
                 reason: r.event.reason.clone().unwrap_or_default(),
+                statement: views::statement_line(&e.statement),
                 verified: e.verified,
             }
         })

@@ -1,7 +1,10 @@
 //! Domain rows as API bodies.
 
+use custody_app::personal::Statement;
 use custody_core::Timestamp;
-use custody_proto::api::{CompartmentView, EventView, ParcelView, PersonView, SiteView};
+use custody_proto::api::{
+    CompartmentView, EventView, ParcelView, PersonView, SiteView, StatementView,
+};
 use custody_store::{AuditRow, CompartmentRow, ParcelRow, PersonRow, SiteRow};
 use time::format_description::well_known::Rfc3339;
 
@@ -58,8 +61,8 @@ pub(crate) fn parcel(p: &ParcelRow) -> ParcelView {
     }
 }
 
-/// An audit entry.
-pub(crate) fn event(r: &AuditRow) -> EventView {
+/// An audit entry, with the words given for it as the caller may see them.
+pub(crate) fn event(r: &AuditRow, said: &Statement) -> EventView {
     EventView {
         seq: r.seq,
         at: rfc3339(r.event.at),
@@ -68,6 +71,27 @@ pub(crate) fn event(r: &AuditRow) -> EventView {
         action: r.event.action.as_str().into(),
         outcome: r.event.outcome.as_str().into(),
         reason: r.event.reason.clone(),
+        statement: statement(said),
+    }
+}
+
+fn statement(said: &Statement) -> Option<StatementView> {
+    let (state, text) = match said {
+        Statement::None => return None,
+        Statement::Shown(text) => ("shown", Some(text.clone())),
+        Statement::Withheld => ("withheld", None),
+        Statement::Erased => ("erased", None),
+    };
+    Some(StatementView { state: state.into(), text })
+}
+
+/// How the portal shows the words given for an event: the words, or why they are not shown.
+pub(crate) fn statement_line(said: &Statement) -> String {
+    match said {
+        Statement::None => String::new(),
+        Statement::Shown(text) => format!("“{text}”"),
+        Statement::Withheld => "(statement withheld)".into(),
+        Statement::Erased => "(statement erased)".into(),
     }
 }
 

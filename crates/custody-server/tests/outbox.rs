@@ -117,7 +117,7 @@ backends!(a_notification_travels_over_smtp_with_starttls, |t: TestStore| async m
         .unwrap();
     assert_eq!((rows[0].sealed.is_none(), rows[0].delivered_at.is_some()), (true, true));
     let history = env.app.parcel_history(&custody_app::Caller::Operator, &parcel).await.unwrap().1;
-    assert!(history.iter().any(|r| r.event.action == AuditAction::NotificationDelivery
+    assert!(history.iter().any(|(r, _)| r.event.action == AuditAction::NotificationDelivery
         && r.event.outcome == Outcome::Success));
     // Nothing is left to send.
     assert_eq!(
@@ -189,7 +189,7 @@ async fn failures_back_off_and_end_in_the_dead_letter_list() {
     let dead = row(&env).await;
     assert_eq!((dead.attempts, dead.dead_at.is_some(), dead.sealed.is_none()), (8, true, true));
     let history = env.app.parcel_history(&custody_app::Caller::Operator, &parcel).await.unwrap().1;
-    assert!(history.iter().any(|r| r.event.action == AuditAction::NotificationDelivery
+    assert!(history.iter().any(|(r, _)| r.event.action == AuditAction::NotificationDelivery
         && r.event.reason.as_deref() == Some("gave_up_after:8")));
 }
 

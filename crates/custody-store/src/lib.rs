@@ -154,8 +154,11 @@ pub fn sqlite_read_only_url_in(data_dir: &Path) -> String {
 
 /// SQLite connection settings. WAL lets readers proceed beside the writer; `synchronous = FULL`
 /// makes every commit durable before the caller is answered; foreign keys are enforced.
+///
+/// `secure_delete` overwrites freed content, so an erased subject key or a delivered
+/// notification's sealed body does not linger in the file's free pages.
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
-     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; PRAGMA secure_delete = ON;";
 
 impl Store {
     /// Opens the database at `url` (`sqlite://PATH?mode=rwc` or `postgres://…`) and brings its

@@ -25,6 +25,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0002_merkle_log.sql"),
         postgres: include_str!("../migrations/postgres/0002_merkle_log.sql"),
     },
+    Migration {
+        version: 3,
+        name: "subject_keys",
+        sqlite: include_str!("../migrations/sqlite/0003_subject_keys.sql"),
+        postgres: include_str!("../migrations/postgres/0003_subject_keys.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

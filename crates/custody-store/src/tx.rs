@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use custody_audit::entry::Entry;
+use custody_audit::entry::{Entry, Sealed};
 use custody_audit::merkle::{self as audit_merkle, Frontier};
-use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Target};
+use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, SealedText, Target};
 use custody_core::compartment::{CompartmentNumber, CompartmentState, DoorState, SizeClass};
 use custody_core::parcel::ParcelState;
 use custody_core::person::Role;
@@ -215,7 +215,7 @@ fn parcel_row(r: &AnyRow) -> R<ParcelRow> {
     })
 }
 
-const AUDIT_COLS: &str = "seq, at, actor_kind, actor_id, action, site_id, bank_id, compartment_id, parcel_id, outcome, reason";
+const AUDIT_COLS: &str = "seq, at, actor_kind, actor_id, action, site_id, bank_id, compartment_id, parcel_id, outcome, reason, sealed_subject, sealed";
 
 /// Splits concatenated 32-byte hashes.
 fn split_hashes(bytes: &[u8]) -> R<Vec<audit_merkle::Hash>> {
@@ -244,7 +244,10 @@ pub fn entry_of(index: u64, e: &AuditEvent) -> Entry {
         parcel: id(e.target.parcel.as_ref().map(ParcelId::as_str)),
         outcome: e.outcome.as_str().to_owned(),
         reason: e.reason.clone(),
-        sealed: None,
+        sealed: e.personal.as_ref().map(|p| Sealed {
+            subject: p.subject.as_str().to_owned(),
+            ciphertext: p.ciphertext.clone(),
+        }),
         evidence: Vec::new(),
     }
 }
@@ -267,6 +270,14 @@ fn audit_row(r: &AnyRow) -> R<AuditRow> {
             },
             outcome: parse(r, "outcome", Outcome::parse)?,
             reason: opt_text(r, "reason")?,
+            personal: match (
+                opt_parse(r, "sealed_subject", |s| PersonId::parse(s).ok())?,
+                opt_blob(r, "sealed")?,
+            ) {
+                (Some(subject), Some(ciphertext)) => Some(SealedText { subject, ciphertext }),
+                (None, None) => None,
+                _ => return Err(StoreError::Corrupt("audit_entries.sealed")),
+            },
         },
     })
 }
@@ -1319,8 +1330,9 @@ impl Tx {
         for chunk in pending.chunks(ENTRIES_PER_INSERT) {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(values_sql(
                 "INSERT INTO audit_entries (seq, at, actor_kind, actor_id, action, site_id, \
-                 bank_id, compartment_id, parcel_id, outcome, reason, entry, leaf_hash) VALUES ",
-                13,
+                 bank_id, compartment_id, parcel_id, outcome, reason, sealed_subject, sealed, \
+                 entry, leaf_hash) VALUES ",
+                15,
                 chunk.len(),
             )));
             for e in chunk {
@@ -1346,6 +1358,8 @@ impl Tx {
                     .bind(e.target.parcel.as_ref().map(|v| v.as_str().to_owned()))
                     .bind(e.outcome.as_str())
                     .bind(e.reason.clone())
+                    .bind(e.personal.as_ref().map(|p| p.subject.as_str().to_owned()))
+                    .bind(e.personal.as_ref().map(|p| p.ciphertext.clone()))
                     .bind(bytes)
                     .bind(leaf.to_vec());
             }
@@ -1472,7 +1486,7 @@ impl Tx {
                     AUDIT_COLS,
                     ", entry, leaf_hash FROM audit_entries WHERE seq >= $1 AND seq < $2 \
                      AND ($3 IS NULL OR parcel_id = $3) AND ($4 IS NULL OR compartment_id = $4) \
-                     AND ($5 IS NULL OR actor_id = $5) AND ($6 IS NULL OR at >= $6) AND ($7 IS NULL OR at < $7) \
+                     AND ($5 IS NULL OR actor_id = $5 OR sealed_subject = $5) AND ($6 IS NULL OR at >= $6) AND ($7 IS NULL OR at < $7) \
                      ORDER BY seq LIMIT $8"
                 ))
                 .bind(i64::try_from(from).map_err(|_| StoreError::Corrupt("seq"))?)
@@ -1580,6 +1594,56 @@ impl Tx {
             )
             .await?;
         rows.iter().map(audit_row).collect()
+    }
+
+    // --- subject keys ----------------------------------------------------------------------
+
+    /// A subject's wrapped key: `None` when they have none yet, `Some(None)` once erased.
+    pub async fn subject_key(&mut self, subject: &PersonId) -> R<Option<Option<Vec<u8>>>> {
+        let row = self
+            .one(
+                sqlx::query("SELECT wrapped FROM subject_keys WHERE subject = $1")
+                    .bind(subject.as_str().to_owned()),
+            )
+            .await?;
+        row.map(|r| opt_blob(&r, "wrapped")).transpose()
+    }
+
+    /// Stores a subject's first key, unless one (or its erasure) is there already: two units
+    /// racing to create it keep the first, and both then read that one back.
+    pub async fn insert_subject_key(
+        &mut self,
+        subject: &PersonId,
+        wrapped: &[u8],
+        now: Timestamp,
+    ) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO subject_keys (subject, wrapped, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (subject) DO NOTHING",
+            )
+            .bind(subject.as_str().to_owned())
+            .bind(wrapped.to_vec())
+            .bind(now.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Destroys a subject's key for good (and records the erasure if they had none, so nothing
+    /// about them is sealed afterwards). `false` if it was erased already.
+    pub async fn erase_subject_key(&mut self, subject: &PersonId, now: Timestamp) -> R<bool> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO subject_keys (subject, wrapped, created_at, erased_at) \
+                 VALUES ($1, NULL, $2, $2) ON CONFLICT (subject) DO UPDATE \
+                 SET wrapped = NULL, erased_at = $2 WHERE subject_keys.erased_at IS NULL",
+            )
+            .bind(subject.as_str().to_owned())
+            .bind(now.as_millis()),
+        )
+        .await
+        .map(|n| n > 0)
     }
 
     // --- outbox ----------------------------------------------------------------------------

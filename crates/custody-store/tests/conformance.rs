@@ -430,6 +430,7 @@ fn event(action: AuditAction, parcel: Option<ParcelId>) -> AuditEvent {
         target: Target { parcel, ..Target::default() },
         outcome: Outcome::Success,
         reason: None,
+        personal: None,
     }
 }
 

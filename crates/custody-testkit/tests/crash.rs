@@ -52,6 +52,7 @@ backends!(a_crash_mid_batch_leaves_a_consistent_log, |t: TestStore| async move {
                     target: custody_core::audit::Target::default(),
                     outcome: custody_core::audit::Outcome::Success,
                     reason: None,
+                    personal: None,
                 })?;
                 Ok::<_, custody_store::StoreError>(())
             }

@@ -28,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
                     target: Target::default(),
                     outcome: Outcome::Success,
                     reason: Some(format!("writer {writer} unit {unit}")),
+                    personal: None,
                 };
                 let written = store
                     .write(move |tx| {

@@ -1,0 +1,146 @@
+//! Personal data in the audit log: sealed under a key of its subject's own, readable while
+//! that key exists, erased for good by destroying it (crypto-shredding).
+//!
+//! The log's hashes cover the ciphertext, so an erasure changes no byte of the log and every
+//! proof still verifies. Each subject's key is random, stored only wrapped under the master key
+//! and bound to the subject's id; erasing the subject deletes the wrapped copy and records that
+//! nothing about them may be sealed again.
+
+use custody_core::audit::{AuditAction, AuditEvent, Outcome, SealedText, Target};
+use custody_core::policy;
+use custody_core::{OrgId, PersonId, SiteId};
+use custody_crypto::seal::SubjectKey;
+use custody_store::{AuditRow, Tx};
+use futures_util::FutureExt as _;
+
+use crate::{App, AppError, Caller};
+
+/// The words a person gave for an action, as one reader may see them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Statement {
+    /// No words were given.
+    None,
+    /// The words, for a reader allowed to see them.
+    Shown(String),
+    /// Words were given; this reader may not see them.
+    Withheld,
+    /// Words were given; their subject has been erased and nobody can read them.
+    Erased,
+}
+
+/// Binds a sealed text to its subject, so that it cannot be passed off as someone else's.
+fn context(subject: &PersonId) -> Vec<u8> {
+    [b"custody-audit-personal:".as_slice(), subject.as_str().as_bytes()].concat()
+}
+
+impl App {
+    /// `text` about `subject`, sealed under the subject's own key (created on first use, in
+    /// this unit of work). `None` once the subject has been erased: nothing new about them is
+    /// kept.
+    pub(crate) async fn seal_personal(
+        &self,
+        tx: &mut Tx,
+        subject: &PersonId,
+        text: &str,
+    ) -> Result<Option<SealedText>, AppError> {
+        let wrapping = &self.keys().subject_keys;
+        let wrapped = match tx.subject_key(subject).await? {
+            Some(Some(wrapped)) => wrapped,
+            Some(None) => return Ok(None),
+            None => {
+                let key = SubjectKey::generate(self.rng())?;
+                tx.insert_subject_key(subject, &key.wrap(wrapping, subject.as_str())?, self.now())
+                    .await?;
+                // Read back: a concurrent unit may have created the subject's key first.
+                match tx.subject_key(subject).await? {
+                    Some(Some(wrapped)) => wrapped,
+                    _ => return Ok(None),
+                }
+            }
+        };
+        let key = SubjectKey::unwrap(wrapping, subject.as_str(), &wrapped)?;
+        let ciphertext = key.sealer()?.seal(&context(subject), text.as_bytes())?;
+        Ok(Some(SealedText { subject: subject.clone(), ciphertext }))
+    }
+
+    /// The statements of `rows` (events at `site` of `org`) as `caller` may see them.
+    pub(crate) async fn statements(
+        &self,
+        caller: &Caller,
+        org: &OrgId,
+        site: &SiteId,
+        rows: &[AuditRow],
+    ) -> Result<Vec<Statement>, AppError> {
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Some(sealed) = &row.event.personal else {
+                out.push(Statement::None);
+                continue;
+            };
+            if caller.check(|p| policy::may_read_statement(p, org, site, &sealed.subject)).is_err()
+            {
+                out.push(Statement::Withheld);
+                continue;
+            }
+            let subject = sealed.subject.clone();
+            let wrapped = self
+                .store()
+                .read(move |tx| async move { tx.subject_key(&subject).await }.boxed())
+                .await?;
+            let Some(Some(wrapped)) = wrapped else {
+                out.push(Statement::Erased);
+                continue;
+            };
+            let wrapping = &self.keys().subject_keys;
+            let key = SubjectKey::unwrap(wrapping, sealed.subject.as_str(), &wrapped)?;
+            let plain = key.sealer()?.open(&context(&sealed.subject), &sealed.ciphertext)?;
+            out.push(Statement::Shown(String::from_utf8_lossy(&plain).into_owned()));
+        }
+        Ok(out)
+    }
+
+    /// Erases everything personal the audit log holds about `person`: their key is destroyed,
+    /// so what was sealed under it can never be read again, and nothing about them is sealed
+    /// from now on. The log itself does not change and still verifies. Org-wide admins only;
+    /// the erasure is audited. Returns `false` if the person had been erased already.
+    pub async fn erase_personal_data(
+        &self,
+        caller: &Caller,
+        person: &PersonId,
+    ) -> Result<bool, AppError> {
+        let lookup = person.clone();
+        let row = self
+            .store()
+            .read(move |tx| async move { tx.person(&lookup).await }.boxed())
+            .await?
+            .ok_or(AppError::NotFound)?;
+        if let Err(d) = caller.check(|p| policy::may_manage_org(p, &row.org)) {
+            return Err(self
+                .refuse(caller, AuditAction::PersonalDataErase, Target::default(), d)
+                .await);
+        }
+        let (now, actor, person) = (self.now(), caller.actor(), person.clone());
+        self.store()
+            .write(move |tx| {
+                async move {
+                    let erased = tx.erase_subject_key(&person, now).await?;
+                    tx.append_audit(&AuditEvent {
+                        at: now,
+                        actor,
+                        action: AuditAction::PersonalDataErase,
+                        target: Target::default(),
+                        outcome: Outcome::Success,
+                        reason: Some(if erased {
+                            format!("subject:{person}")
+                        } else {
+                            format!("subject:{person} already_erased")
+                        }),
+                        personal: None,
+                    })?;
+                    Ok(erased)
+                }
+                .boxed()
+            })
+            .await
+    }
+}
