@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use custody_audit::checkpoint::Checkpoint;
-use custody_audit::entry::Entry;
+use custody_audit::entry::{Entry, Sealed};
 use custody_audit::merkle::{Frontier, Hash};
-use custody_store::{Store, StoreError, StoredEntry};
+use custody_store::{MalformedAuditRow, RawAuditRow, Store, StoreError};
 use futures_util::FutureExt as _;
 
 /// Entries read per batch while verifying.
@@ -40,9 +40,19 @@ fn fail(index: u64, problem: impl Into<String>) -> Verdict {
     Verdict::Tampered(Tampering { index, problem: problem.into() })
 }
 
-/// Checks one stored entry against its position; returns its leaf hash.
-fn check_entry(expected: u64, stored: &StoredEntry) -> Result<Hash, Verdict> {
-    let seq = u64::try_from(stored.row.seq).map_err(|_| fail(expected, "negative position"))?;
+/// Checks one stored row against its position; returns its leaf hash.
+fn check_entry(
+    expected: u64,
+    stored: &Result<RawAuditRow, MalformedAuditRow>,
+) -> Result<Hash, Verdict> {
+    let stored = match stored {
+        Ok(row) => row,
+        Err(m) => {
+            let at = m.seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(expected).min(expected);
+            return Err(fail(at, format!("stored row is malformed (column {})", m.column)));
+        }
+    };
+    let seq = u64::try_from(stored.seq).map_err(|_| fail(expected, "negative position"))?;
     if seq != expected {
         return Err(fail(expected, format!("entry missing (the next stored entry is {seq})")));
     }
@@ -54,10 +64,30 @@ fn check_entry(expected: u64, stored: &StoredEntry) -> Result<Hash, Verdict> {
             format!("entry says it is number {}, but is stored as {seq}", entry.index),
         ));
     }
-    // The queryable copies must say what the hashed bytes say (personal data and evidence
-    // hashes live only in the bytes).
-    let expected = custody_store::entry_of(seq, &stored.row.event);
-    if (Entry { evidence: Vec::new(), ..entry }) != expected {
+    // The queryable copies must say what the hashed bytes say (evidence hashes live only in
+    // the bytes).
+    let [site, bank, compartment, parcel] = stored.target.clone();
+    let sealed = match stored.sealed.clone() {
+        (Some(subject), Some(ciphertext)) => Some(Sealed { subject, ciphertext }),
+        (None, None) => None,
+        _ => return Err(fail(seq, "queryable fields differ from the entry's bytes (sealed)")),
+    };
+    let copies = Entry {
+        index: seq,
+        at_ms: stored.at,
+        actor_kind: stored.actor_kind.clone(),
+        actor_id: stored.actor_id.clone(),
+        action: stored.action.clone(),
+        site,
+        bank,
+        compartment,
+        parcel,
+        outcome: stored.outcome.clone(),
+        reason: stored.reason.clone(),
+        sealed,
+        evidence: entry.evidence.clone(),
+    };
+    if copies != entry {
         return Err(fail(seq, "queryable fields differ from the entry's bytes"));
     }
     let leaf = custody_audit::merkle::leaf_hash(&stored.entry);
@@ -83,7 +113,7 @@ pub async fn verify_store(
     loop {
         let from = frontier.size();
         let batch =
-            store.read(move |tx| async move { tx.audit_leaves(from, BATCH).await }.boxed()).await?;
+            store.read(move |tx| async move { tx.audit_raw(from, BATCH).await }.boxed()).await?;
         if batch.is_empty() {
             break;
         }

@@ -297,6 +297,44 @@ pub struct AuditRow {
     pub event: AuditEvent,
 }
 
+/// An audit entry's row exactly as stored, nothing parsed into domain types: what the
+/// verifier compares with the entry's bytes, so that a malformed copy is reported as tampering
+/// at its index instead of failing the read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawAuditRow {
+    /// Position.
+    pub seq: i64,
+    /// The copy of the entry's time.
+    pub at: i64,
+    /// The copy of the actor's kind.
+    pub actor_kind: String,
+    /// The copy of the actor's id.
+    pub actor_id: Option<String>,
+    /// The copy of the action.
+    pub action: String,
+    /// The copies of the target: site, bank, compartment, parcel.
+    pub target: [Option<String>; 4],
+    /// The copy of the outcome.
+    pub outcome: String,
+    /// The copy of the reason.
+    pub reason: Option<String>,
+    /// The copies of the sealed part: subject and ciphertext.
+    pub sealed: (Option<String>, Option<Vec<u8>>),
+    /// The canonical bytes.
+    pub entry: Vec<u8>,
+    /// The stored leaf hash.
+    pub leaf_hash: Vec<u8>,
+}
+
+/// A row that cannot even be read as an audit row (a value of the wrong type in a column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MalformedAuditRow {
+    /// Its position, when that much could be read.
+    pub seq: Option<i64>,
+    /// The first column that could not be read.
+    pub column: &'static str,
+}
+
 /// A stored audit entry with what the tree is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEntry {

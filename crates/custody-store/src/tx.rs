@@ -22,7 +22,8 @@ use sqlx::{Any, AnyConnection, Row as _, Transaction};
 use crate::rows::{
     ApiKeyRow, AuditFilter, AuditRow, BankRow, CarrierRow, CodeRefusal, CodeRefused,
     CompartmentNeeds, CompartmentRow, DeviceRow, NewCompartment, NewEnrolmentToken, NewPickupCode,
-    OrgRow, OutboxRow, ParcelRow, PersonRow, RedeemedCode, SessionRow, SiteRow, StoredEntry,
+    MalformedAuditRow, OrgRow, OutboxRow, ParcelRow, PersonRow, RawAuditRow, RedeemedCode,
+    SessionRow, SiteRow, StoredEntry,
 };
 use crate::{Backend, StoreError};
 
@@ -279,6 +280,30 @@ fn audit_row(r: &AnyRow) -> R<AuditRow> {
                 _ => return Err(StoreError::Corrupt("audit_entries.sealed")),
             },
         },
+    })
+}
+
+/// Reads a row of `AUDIT_COLS, entry, leaf_hash` by position, parsing nothing.
+fn raw_audit_row(r: &AnyRow) -> Result<RawAuditRow, MalformedAuditRow> {
+    let seq = r.try_get::<i64, _>(0).ok();
+    let bad = |column| MalformedAuditRow { seq, column };
+    let s = |i: usize, column| r.try_get::<String, _>(i).map_err(|_| bad(column));
+    let o = |i: usize, column| r.try_get::<Option<String>, _>(i).map_err(|_| bad(column));
+    Ok(RawAuditRow {
+        seq: seq.ok_or(bad("seq"))?,
+        at: r.try_get::<i64, _>(1).map_err(|_| bad("at"))?,
+        actor_kind: s(2, "actor_kind")?,
+        actor_id: o(3, "actor_id")?,
+        action: s(4, "action")?,
+        target: [o(5, "site_id")?, o(6, "bank_id")?, o(7, "compartment_id")?, o(8, "parcel_id")?],
+        outcome: s(9, "outcome")?,
+        reason: o(10, "reason")?,
+        sealed: (
+            o(11, "sealed_subject")?,
+            r.try_get::<Option<Vec<u8>>, _>(12).map_err(|_| bad("sealed"))?,
+        ),
+        entry: r.try_get::<Vec<u8>, _>(13).map_err(|_| bad("entry"))?,
+        leaf_hash: r.try_get::<Vec<u8>, _>(14).map_err(|_| bad("leaf_hash"))?,
     })
 }
 
@@ -1423,6 +1448,27 @@ impl Tx {
                 })
             })
             .collect()
+    }
+
+    /// Stored entries `from..from + limit` as raw rows, in order: for the verifier, which must
+    /// report a malformed row as tampering at its position rather than fail.
+    pub async fn audit_raw(
+        &mut self,
+        from: u64,
+        limit: u32,
+    ) -> R<Vec<Result<RawAuditRow, MalformedAuditRow>>> {
+        let rows = self
+            .all(
+                sqlx::query(sql!(
+                    "SELECT ",
+                    AUDIT_COLS,
+                    ", entry, leaf_hash FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2"
+                ))
+                .bind(i64::try_from(from).map_err(|_| StoreError::Corrupt("seq"))?)
+                .bind(i64::from(limit)),
+            )
+            .await?;
+        Ok(rows.iter().map(raw_audit_row).collect())
     }
 
     /// Stored subtree roots of `level` with index in `from..from + limit`, in order.
