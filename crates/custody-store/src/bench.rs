@@ -39,6 +39,7 @@ pub async fn raw_sqlite_inserts(
     let mut seq = 0_i64;
     for chunk in rows.chunks(RAW_BATCH) {
         let sql = crate::tx::values_sql(
+            crate::Backend::Sqlite,
             "INSERT INTO raw_entries (seq, entry, leaf_hash) VALUES ",
             3,
             chunk.len(),

@@ -293,7 +293,7 @@ impl Store {
         F: for<'t> FnOnce(&'t mut Tx) -> BoxFuture<'t, Result<T, E>>,
     {
         let conn = self.0.pool.acquire().await.map_err(|e| E::from(e.into()))?;
-        let mut tx = Tx::reader(conn);
+        let mut tx = Tx::reader(conn, self.0.backend);
         query(&mut tx).await
     }
 

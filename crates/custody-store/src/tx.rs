@@ -43,6 +43,21 @@ pub struct Tx {
     /// Audit entries of this unit, appended to the tree when the unit ends (see
     /// [`Tx::append_audit`]).
     pending: Vec<AuditEvent>,
+    /// On the SQLite writer, the savepoint of the unit under way.
+    unit: Unit,
+}
+
+/// The savepoint of a unit of work in the SQLite writer's batch. It is opened just before the
+/// unit's first statement: a unit that only records audit entries (a refused attempt, a sensor
+/// reading) runs no statement at all, and so costs no savepoint round trips.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    /// Not in a batched unit (PostgreSQL, readers, the writer between units).
+    Outside,
+    /// A unit has begun and has run no statement yet.
+    Pending,
+    /// The unit's savepoint is open.
+    Open,
 }
 
 impl std::fmt::Debug for Tx {
@@ -352,9 +367,12 @@ const ENTRIES_PER_INSERT: usize = 64;
 /// Subtree roots per INSERT statement.
 const NODES_PER_INSERT: usize = 256;
 
-/// `head` followed by `rows` groups of `columns` numbered placeholders: `($1, $2), ($3, $4)`.
-/// Only placeholders are generated; values are always bound.
-pub(crate) fn values_sql(head: &str, columns: usize, rows: usize) -> String {
+/// `head` followed by `rows` groups of `columns` placeholders: `($1, $2), ($3, $4)` on
+/// PostgreSQL, `(?, ?), (?, ?)` on SQLite. Only placeholders are generated; values are always
+/// bound. SQLite gets anonymous ones because the driver looks up every numbered parameter's
+/// name, and SQLite finds a name by scanning all of them: binding a statement of n numbered
+/// parameters costs O(n²), most of a write batch's time at a few hundred rows.
+pub(crate) fn values_sql(backend: Backend, head: &str, columns: usize, rows: usize) -> String {
     let mut sql = String::from(head);
     for r in 0..rows {
         sql.push_str(if r == 0 { "(" } else { ", (" });
@@ -362,8 +380,13 @@ pub(crate) fn values_sql(head: &str, columns: usize, rows: usize) -> String {
             if c > 0 {
                 sql.push_str(", ");
             }
-            sql.push('$');
-            sql.push_str(&(r * columns + c + 1).to_string());
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&(r * columns + c + 1).to_string());
+                }
+            }
         }
         sql.push(')');
     }
@@ -372,16 +395,25 @@ pub(crate) fn values_sql(head: &str, columns: usize, rows: usize) -> String {
 
 impl Tx {
     pub(crate) fn writer(conn: AnyConnection, backend: Backend) -> Self {
-        Self { conn: Conn::Writer(conn), backend, pending: Vec::new() }
+        Self { conn: Conn::Writer(conn), backend, pending: Vec::new(), unit: Unit::Outside }
     }
 
     pub(crate) fn postgres(tx: Transaction<'static, Any>) -> Self {
-        Self { conn: Conn::Postgres(tx), backend: Backend::Postgres, pending: Vec::new() }
+        Self {
+            conn: Conn::Postgres(tx),
+            backend: Backend::Postgres,
+            pending: Vec::new(),
+            unit: Unit::Outside,
+        }
     }
 
-    pub(crate) fn reader(conn: PoolConnection<Any>) -> Self {
-        // The backend of a reader only matters for dialect choices, of which there are none yet.
-        Self { conn: Conn::Reader(conn), backend: Backend::Sqlite, pending: Vec::new() }
+    pub(crate) fn reader(conn: PoolConnection<Any>, backend: Backend) -> Self {
+        Self {
+            conn: Conn::Reader(conn),
+            backend,
+            pending: Vec::new(),
+            unit: Unit::Outside,
+        }
     }
 
     pub(crate) fn conn(&mut self) -> &mut AnyConnection {
@@ -408,10 +440,30 @@ impl Tx {
         }
     }
 
+    /// The writer starts a unit of work; its savepoint opens with its first statement.
+    pub(crate) fn begin_unit(&mut self) {
+        self.unit = Unit::Pending;
+    }
+
+    /// The writer ends a unit; `true` if its savepoint was opened and must be closed.
+    pub(crate) fn end_unit(&mut self) -> bool {
+        std::mem::replace(&mut self.unit, Unit::Outside) == Unit::Open
+    }
+
+    /// Opens the unit's savepoint before its first statement.
+    async fn enter(&mut self) -> R<()> {
+        if self.unit == Unit::Pending {
+            sqlx::raw_sql("SAVEPOINT unit").execute(self.conn()).await?;
+            self.unit = Unit::Open;
+        }
+        Ok(())
+    }
+
     async fn one(
         &mut self,
         q: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>,
     ) -> R<Option<AnyRow>> {
+        self.enter().await?;
         q.fetch_optional(self.conn()).await.map_err(StoreError::from)
     }
 
@@ -419,10 +471,13 @@ impl Tx {
         &mut self,
         q: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>,
     ) -> R<Vec<AnyRow>> {
+        self.enter().await?;
         q.fetch_all(self.conn()).await.map_err(StoreError::from)
     }
 
     async fn exec(&mut self, q: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>) -> R<u64> {
+        self.w()?;
+        self.enter().await?;
         Ok(q.execute(self.w()?).await?.rows_affected())
     }
 
@@ -430,6 +485,8 @@ impl Tx {
         &mut self,
         q: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>,
     ) -> R<Option<AnyRow>> {
+        self.w()?;
+        self.enter().await?;
         q.fetch_optional(self.w()?).await.map_err(StoreError::from)
     }
 
@@ -1354,6 +1411,7 @@ impl Tx {
         let mut nodes: Vec<(i64, i64, Vec<u8>)> = Vec::new();
         for chunk in pending.chunks(ENTRIES_PER_INSERT) {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(values_sql(
+                self.backend,
                 "INSERT INTO audit_entries (seq, at, actor_kind, actor_id, action, site_id, \
                  bank_id, compartment_id, parcel_id, outcome, reason, sealed_subject, sealed, \
                  entry, leaf_hash) VALUES ",
@@ -1392,6 +1450,7 @@ impl Tx {
         }
         for chunk in nodes.chunks(NODES_PER_INSERT) {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(values_sql(
+                self.backend,
                 "INSERT INTO audit_nodes (level, idx, hash) VALUES ",
                 3,
                 chunk.len(),

@@ -1,4 +1,5 @@
-//! The SQLite writer: one connection, group commit, a savepoint per unit of work.
+//! The SQLite writer: one connection, group commit, a savepoint per unit of work that runs a
+//! statement.
 
 use sqlx::AnyConnection;
 use tokio::sync::mpsc;
@@ -33,14 +34,16 @@ async fn run(mut tx: Tx, mut receiver: mpsc::Receiver<Job>) {
         let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
         tx.truncate_pending_audit(0);
         for job in batch.drain(..) {
-            if let Err(e) = exec(&mut tx, "SAVEPOINT unit").await {
-                tracing::error!(error = %e, "could not open a savepoint; unit dropped");
-                continue;
-            }
+            tx.begin_unit();
             let mark = tx.pending_audit_len();
             let (ok, completion) = job(&mut tx).await;
             if !ok {
                 tx.truncate_pending_audit(mark);
+            }
+            if !tx.end_unit() {
+                // The unit ran no statement (it only recorded audit entries, or failed first).
+                completions.push(completion);
+                continue;
             }
             let end = if ok { "RELEASE unit" } else { "ROLLBACK TO unit; RELEASE unit" };
             if let Err(e) = exec(&mut tx, end).await {
