@@ -29,7 +29,7 @@ use custody_app::{App, AppConfig, Caller};
 use custody_core::compartment::SizeClass;
 use custody_core::person::Role;
 use custody_core::time::{days, duration_millis, minutes};
-use custody_core::{BankId, Clock, SiteId, Timestamp};
+use custody_core::{BankId, CarrierId, Clock, OrgId, SiteId, Timestamp};
 use custody_crypto::{Rng, SystemClock};
 use custody_server::outbox::{Transport, Workers};
 use custody_server::{Listen, Running};
@@ -123,6 +123,36 @@ fn compartments() -> Vec<CompartmentSpec> {
     ]
 }
 
+/// The demo's people, one of each role, all with the demo password.
+async fn add_people(
+    app: &App,
+    org: &OrgId,
+    site: &SiteId,
+    carrier: &CarrierId,
+) -> anyhow::Result<()> {
+    let people = [
+        ("root@harbour.example", "Sam Super", Role::SuperAdmin, None, None),
+        ("admin@harbour.example", "Ada Admin", Role::Admin, Some(site.clone()), None),
+        ("audit@harbour.example", "Abe Auditor", Role::Auditor, None, None),
+        ("carl@parcelco.example", "Carl Courier", Role::Courier, None, Some(carrier.clone())),
+        ("ann@harbour.example", "Ann Resident", Role::Resident, Some(site.clone()), None),
+        ("bob@harbour.example", "Bob Resident", Role::Resident, Some(site.clone()), None),
+    ];
+    for (email, name, role, site, carrier) in people {
+        let new = NewPerson {
+            org: org.clone(),
+            email: email.into(),
+            name: name.into(),
+            role,
+            site,
+            carrier,
+            password: Some(Zeroizing::new(DEMO_PASSWORD.into())),
+        };
+        app.create_person(&Caller::Operator, new).await?;
+    }
+    Ok(())
+}
+
 async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Result<Demo> {
     // The demo never touches an existing installation: it makes a fresh data directory, inside
     // --data-dir when one is given explicitly, else in the system's temporary directory.
@@ -166,26 +196,7 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
         .issue_api_key(&op, &carrier, std::slice::from_ref(&site), "Parcelco depot")
         .await?
         .token;
-    let people = [
-        ("root@harbour.example", "Sam Super", Role::SuperAdmin, None, None),
-        ("admin@harbour.example", "Ada Admin", Role::Admin, Some(site.clone()), None),
-        ("audit@harbour.example", "Abe Auditor", Role::Auditor, None, None),
-        ("carl@parcelco.example", "Carl Courier", Role::Courier, None, Some(carrier.clone())),
-        ("ann@harbour.example", "Ann Resident", Role::Resident, Some(site.clone()), None),
-        ("bob@harbour.example", "Bob Resident", Role::Resident, Some(site.clone()), None),
-    ];
-    for (email, name, role, site, carrier) in people {
-        let new = NewPerson {
-            org: org.clone(),
-            email: email.into(),
-            name: name.into(),
-            role,
-            site,
-            carrier,
-            password: Some(Zeroizing::new(DEMO_PASSWORD.into())),
-        };
-        app.create_person(&op, new).await?;
-    }
+    add_people(&app, &org, &site, &carrier).await?;
 
     let (cert_pem, key_pem) = data.server_tls()?;
     let outbox = temp.path().join("outbox");
@@ -194,6 +205,7 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
         sweep: true,
         poll: Some(Duration::from_millis(200)),
         checkpoints: Some(data.checkpoint_dir()),
+        sinks: Vec::new(),
     };
     let running = custody_server::start(
         app.clone(),

@@ -47,6 +47,7 @@ pub(crate) async fn run(data: &Path, url: Option<&str>) -> anyhow::Result<ExitCo
         sweep: true,
         poll: None,
         checkpoints: Some(dir.checkpoint_dir()),
+        sinks: config.checkpoint_sinks()?,
     };
     let listen = Listen {
         public: config.server.listen,

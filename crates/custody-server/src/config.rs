@@ -50,6 +50,18 @@ pub struct Config {
     pub notifications: NotificationSection,
     /// The SMTP relay, for `channel = "email"`.
     pub smtp: Option<SmtpSection>,
+    /// Where signed audit checkpoints are shipped, besides `DATA_DIR/checkpoints`.
+    pub audit: AuditSection,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// A syslog receiver for checkpoints: `tcp://host:port` or `udp://host:port`.
+    pub syslog: Option<String>,
+    /// An HTTPS endpoint that receives each checkpoint as a JSON `POST`.
+    pub webhook: Option<String>,
 }
 
 /// `[server]`.
@@ -157,8 +169,21 @@ impl Config {
         Ok(())
     }
 
+    /// The checkpoint sinks of `[audit]`.
+    pub fn checkpoint_sinks(&self) -> Result<Vec<crate::ship::Sink>, ConfigError> {
+        let mut sinks = Vec::new();
+        if let Some(spec) = &self.audit.syslog {
+            sinks.push(crate::ship::Sink::syslog(spec).map_err(|m| invalid("audit.syslog", m))?);
+        }
+        if let Some(spec) = &self.audit.webhook {
+            sinks.push(crate::ship::Sink::webhook(spec).map_err(|m| invalid("audit.webhook", m))?);
+        }
+        Ok(sinks)
+    }
+
     /// Checks every setting and explains what is wrong.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.checkpoint_sinks()?;
         if !self.server.public_url.starts_with("https://") {
             return Err(invalid(
                 "server.public_url",
@@ -295,6 +320,13 @@ mod tests {
         let mut c = Config::default();
         c.notifications.channel = "email".into();
         assert!(c.validate().unwrap_err().to_string().contains("[smtp]"));
+        let sinks: Config = toml::from_str(
+            "[audit]\nsyslog = \"tcp://logs.example.org:6514\"\nwebhook = \"https://siem.example.org/in\"\n",
+        )
+        .unwrap();
+        assert_eq!(sinks.checkpoint_sinks().unwrap().len(), 2);
+        let bad: Config = toml::from_str("[audit]\nsyslog = \"logs.example.org\"\n").unwrap();
+        assert!(bad.validate().unwrap_err().to_string().contains("audit.syslog"));
         c.smtp = Some(SmtpSection {
             host: "mail.example.org".into(),
             port: 25,

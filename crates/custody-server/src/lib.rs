@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod outbox;
 pub mod portal;
 pub mod routes;
+pub mod ship;
 mod views;
 
 use std::net::SocketAddr;

@@ -270,6 +270,8 @@ pub struct Workers {
     pub poll: Option<Duration>,
     /// Sign checkpoints into this directory.
     pub checkpoints: Option<PathBuf>,
+    /// Also send each new checkpoint to these sinks.
+    pub sinks: Vec<crate::ship::Sink>,
 }
 
 impl Workers {
@@ -297,14 +299,18 @@ impl Workers {
             }));
         }
         if let Some(dir) = self.checkpoints {
-            let (checkpointer, checkpoint_dir) = (app.clone(), dir.clone());
+            let (checkpointer, checkpoint_dir, sinks) = (app.clone(), dir.clone(), self.sinks);
             tasks.push(tokio::spawn(async move {
                 let (app, dir) = (checkpointer, checkpoint_dir);
+                let mut shipped = vec![0; sinks.len()];
                 let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
                 loop {
                     tick.tick().await;
                     if let Err(e) = checkpoint_once(&app, &dir).await {
                         tracing::error!(error = %e, "checkpoint failed");
+                    }
+                    if let Err(e) = crate::ship::ship_latest(&app, &sinks, &mut shipped).await {
+                        tracing::error!(error = %e, "shipping checkpoints failed");
                     }
                 }
             }));

@@ -9,6 +9,8 @@
 
 use std::sync::Arc;
 
+use axum::http::StatusCode;
+
 use custody_app::parcels::ParcelSpec;
 use custody_core::ParcelId;
 use custody_core::audit::{AuditAction, Outcome};
@@ -244,4 +246,114 @@ async fn the_self_check_raises_one_alert_per_finding() {
     // Found again at the next check: not raised again.
     self_check_once(&env.app, dir.path(), &mut last).await.unwrap();
     assert_eq!(alerts().await.len(), 1, "one alert per finding");
+}
+
+/// A webhook receiver on `listener` that records each body, answering `status`.
+fn webhook_receiver(
+    listener: tokio::net::TcpListener,
+    status: StatusCode,
+) -> Arc<std::sync::Mutex<Vec<serde_json::Value>>> {
+    let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = got.clone();
+    let app = axum::Router::new().route(
+        "/hooks/checkpoints",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let record = record.clone();
+            async move {
+                record.lock().unwrap().push(body);
+                status
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    got
+}
+
+async fn loopback() -> (tokio::net::TcpListener, std::net::SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+#[tokio::test]
+async fn checkpoints_are_shipped_to_syslog_and_a_webhook_and_retried_until_taken() {
+    use custody_server::ship::{Sink, note_of_syslog_message, ship_latest};
+    use tokio::io::AsyncReadExt as _;
+    let env = Env::new(custody_testkit::sqlite_store().await).await;
+    let dir = tempfile::tempdir().unwrap();
+    let verifier =
+        custody_audit::checkpoint::NoteVerifier::parse(&env.app.checkpoint_verifier_key()).unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (listener, hook) = loopback().await;
+    let bodies = webhook_receiver(listener, StatusCode::NO_CONTENT);
+    // A webhook that is down at first: its port is taken and released again.
+    let (down, down_addr) = loopback().await;
+    drop(down);
+    let sinks = vec![
+        Sink::syslog(&format!("tcp://{}", tcp.local_addr().unwrap())).unwrap(),
+        Sink::syslog(&format!("udp://{}", udp.local_addr().unwrap())).unwrap(),
+        Sink::webhook(&format!("http://{hook}/hooks/checkpoints")).unwrap(),
+        Sink::webhook(&format!("http://{down_addr}/hooks/checkpoints")).unwrap(),
+    ];
+    let mut shipped = vec![0; sinks.len()];
+
+    let size =
+        custody_server::outbox::checkpoint_once(&env.app, dir.path()).await.unwrap().unwrap();
+    ship_latest(&env.app, &sinks, &mut shipped).await.unwrap();
+    assert_eq!(shipped, vec![size, size, size, 0], "the sink that is down is behind");
+
+    // Syslog over TCP: one octet-counted RFC 5424 message whose note verifies.
+    let (mut conn, _) = tcp.accept().await.unwrap();
+    let mut framed = String::new();
+    conn.read_to_string(&mut framed).await.unwrap();
+    let (len, message) = framed.split_once(' ').unwrap();
+    assert_eq!(len.parse::<usize>().unwrap(), message.len());
+    assert!(message.starts_with("<110>1 "), "facility log audit, severity info: {message}");
+    assert!(message.contains(" custody - checkpoint - size="), "{message}");
+    let note = note_of_syslog_message(message).unwrap();
+    assert_eq!(verifier.open_checkpoint(&note, verifier.name()).unwrap().size, size);
+    // Syslog over UDP: the same message in one datagram.
+    let mut datagram = vec![0; 4096];
+    let n = udp.recv(&mut datagram).await.unwrap();
+    let message = std::str::from_utf8(&datagram[..n]).unwrap();
+    assert_eq!(note_of_syslog_message(message).unwrap(), note);
+    // The webhook: the note as JSON.
+    let body = bodies.lock().unwrap()[0].clone();
+    assert_eq!((body["size"].as_u64(), body["note"].as_str()), (Some(size), Some(note.as_str())));
+
+    // Nothing new: nothing is sent again, but the sink that was down is retried; once it is up
+    // it gets the newest checkpoint even though the log did not grow.
+    ship_latest(&env.app, &sinks, &mut shipped).await.unwrap();
+    assert_eq!(shipped[3], 0);
+    let late =
+        webhook_receiver(tokio::net::TcpListener::bind(down_addr).await.unwrap(), StatusCode::OK);
+    ship_latest(&env.app, &sinks, &mut shipped).await.unwrap();
+    assert_eq!(shipped, vec![size; 4]);
+    assert_eq!(late.lock().unwrap()[0]["size"].as_u64(), Some(size));
+    assert_eq!(bodies.lock().unwrap().len(), 1, "the others were not sent it twice");
+
+    // A receiver that refuses (not 2xx) has not taken it.
+    let (listener, refusing) = loopback().await;
+    webhook_receiver(listener, StatusCode::FORBIDDEN);
+    let refusing = [Sink::webhook(&format!("http://{refusing}/hooks/checkpoints")).unwrap()];
+    let mut refused = vec![0];
+    ship_latest(&env.app, &refusing, &mut refused).await.unwrap();
+    assert_eq!(refused, vec![0]);
+}
+
+#[test]
+fn checkpoint_sinks_are_checked_when_configured() {
+    use custody_server::ship::Sink;
+    assert!(Sink::syslog("tcp://logs.example.org:6514").is_ok());
+    assert!(Sink::syslog("udp://[::1]:514").is_ok());
+    for bad in ["logs.example.org:514", "tls://logs:6514", "tcp://logs", "tcp://:514"] {
+        assert!(Sink::syslog(bad).is_err(), "{bad}");
+    }
+    assert!(Sink::webhook("https://siem.example.org/custody").is_ok());
+    for bad in ["ftp://siem.example.org/", "siem.example.org", "https://"] {
+        assert!(Sink::webhook(bad).is_err(), "{bad}");
+    }
+    let hook = Sink::webhook("https://siem.example.org/in?token=s3cret").unwrap();
+    assert_eq!(hook.label(), "https://siem.example.org", "no token in logs");
 }

@@ -21,9 +21,9 @@ use sqlx::{Any, AnyConnection, Row as _, Transaction};
 
 use crate::rows::{
     ApiKeyRow, AuditFilter, AuditRow, BankRow, CarrierRow, CodeRefusal, CodeRefused,
-    CompartmentNeeds, CompartmentRow, DeviceRow, NewCompartment, NewEnrolmentToken, NewPickupCode,
-    MalformedAuditRow, OrgRow, OutboxRow, ParcelRow, PersonRow, RawAuditRow, RedeemedCode,
-    SessionRow, SiteRow, StoredEntry,
+    CompartmentNeeds, CompartmentRow, DeviceRow, MalformedAuditRow, NewCompartment,
+    NewEnrolmentToken, NewPickupCode, OrgRow, OutboxRow, ParcelRow, PersonRow, RawAuditRow,
+    RedeemedCode, SessionRow, SiteRow, StoredEntry,
 };
 use crate::{Backend, StoreError};
 
@@ -408,12 +408,7 @@ impl Tx {
     }
 
     pub(crate) fn reader(conn: PoolConnection<Any>, backend: Backend) -> Self {
-        Self {
-            conn: Conn::Reader(conn),
-            backend,
-            pending: Vec::new(),
-            unit: Unit::Outside,
-        }
+        Self { conn: Conn::Reader(conn), backend, pending: Vec::new(), unit: Unit::Outside }
     }
 
     pub(crate) fn conn(&mut self) -> &mut AnyConnection {
