@@ -10,7 +10,7 @@ use custody_store::{MalformedAuditRow, RawAuditRow, Store, StoreError};
 use futures_util::FutureExt as _;
 
 /// Entries read per batch while verifying.
-const BATCH: u32 = 10_000;
+const BATCH: u32 = 50_000;
 
 /// The first thing found wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,13 +110,18 @@ pub async fn verify_store(
     let head = store.read(|tx| async move { tx.tree_head().await }.boxed()).await?;
     let mut frontier = Frontier::new();
     let mut trusted_seen = trusted.is_none_or(|c| c.size == 0);
+    // The next batch is read while this one is checked: reading and hashing each keep a core.
+    let scan = |from: u64| {
+        let store = store.clone();
+        tokio::spawn(async move { store.scan_audit_entries(from, BATCH).await })
+    };
+    let mut next = scan(0);
     loop {
-        let from = frontier.size();
-        let batch =
-            store.read(move |tx| async move { tx.audit_raw(from, BATCH).await }.boxed()).await?;
+        let batch = next.await.map_err(|e| StoreError::Database(e.to_string()))??;
         if batch.is_empty() {
             break;
         }
+        next = scan(frontier.size() + batch.len() as u64);
         // Subtree roots this batch completes, by level, to compare with the stored ones.
         let mut computed: BTreeMap<u32, Vec<(u64, Hash)>> = BTreeMap::new();
         for stored in &batch {
@@ -145,9 +150,7 @@ pub async fn verify_store(
         for (level, nodes) in computed {
             let (first, count) =
                 (nodes.first().map_or(0, |n| n.0), u32::try_from(nodes.len()).unwrap_or(u32::MAX));
-            let stored = store
-                .read(move |tx| async move { tx.audit_nodes(level, first, count).await }.boxed())
-                .await?;
+            let stored = store.scan_audit_nodes(level, first, count).await?;
             for (i, (idx, hash)) in nodes.iter().enumerate() {
                 match stored.get(i) {
                     Some((s_idx, s_hash))

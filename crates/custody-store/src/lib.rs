@@ -26,6 +26,7 @@
 pub mod bench;
 mod migrate;
 mod rows;
+pub mod scan;
 mod tx;
 mod writer;
 
@@ -123,6 +124,8 @@ struct Inner {
     backend: Backend,
     pool: AnyPool,
     writes: WritePath,
+    /// The SQLite database file, for the verifier's scan (see [`scan`]).
+    sqlite_path: Option<std::path::PathBuf>,
 }
 
 /// The store. Cheap to clone; clones share connections and the writer.
@@ -190,7 +193,12 @@ impl Store {
                     .await
                     .map_err(|e| StoreError::Connect(e.to_string()))?;
                 let sender = writer::spawn(writer, backend);
-                Ok(Self(Arc::new(Inner { backend, pool, writes: WritePath::Sqlite(sender) })))
+                Ok(Self(Arc::new(Inner {
+                    backend,
+                    pool,
+                    writes: WritePath::Sqlite(sender),
+                    sqlite_path: scan::sqlite_path(url),
+                })))
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -201,7 +209,12 @@ impl Store {
                 let mut conn = pool.acquire().await?;
                 migrate::run(&mut conn, backend).await?;
                 drop(conn);
-                Ok(Self(Arc::new(Inner { backend, pool, writes: WritePath::Postgres })))
+                Ok(Self(Arc::new(Inner {
+                    backend,
+                    pool,
+                    writes: WritePath::Postgres,
+                    sqlite_path: None,
+                })))
             }
         }
     }
@@ -234,7 +247,11 @@ impl Store {
                 ),
             });
         }
-        Ok(Self(Arc::new(Inner { backend, pool, writes: WritePath::ReadOnly })))
+        let sqlite_path = match backend {
+            Backend::Sqlite => scan::sqlite_path(url),
+            Backend::Postgres => None,
+        };
+        Ok(Self(Arc::new(Inner { backend, pool, writes: WritePath::ReadOnly, sqlite_path })))
     }
 
     /// Which database this is.
