@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use custody_audit::checkpoint::Checkpoint;
-use custody_audit::entry::{Entry, Sealed};
+use custody_audit::entry::{Entry, Head};
 use custody_audit::merkle::{Frontier, Hash};
-use custody_store::{MalformedAuditRow, RawAuditRow, Store, StoreError};
+use custody_store::{MalformedAuditRow, RowRef, Store, StoreError};
 use futures_util::FutureExt as _;
 
 /// Entries read per batch while verifying.
@@ -40,10 +40,14 @@ fn fail(index: u64, problem: impl Into<String>) -> Verdict {
     Verdict::Tampered(Tampering { index, problem: problem.into() })
 }
 
-/// Checks one stored row against its position; returns its leaf hash.
+/// Checks one stored row against its position; returns its leaf hash. The usual case (the
+/// bytes are exactly what the row's copies encode) costs an encoding into `scratch`, a
+/// comparison and a hash, and allocates nothing; anything else is examined in detail to say
+/// what is wrong.
 fn check_entry(
     expected: u64,
-    stored: &Result<RawAuditRow, MalformedAuditRow>,
+    stored: Result<RowRef<'_>, MalformedAuditRow>,
+    scratch: &mut Vec<u8>,
 ) -> Result<Hash, Verdict> {
     let stored = match stored {
         Ok(row) => row,
@@ -56,45 +60,41 @@ fn check_entry(
     if seq != expected {
         return Err(fail(expected, format!("entry missing (the next stored entry is {seq})")));
     }
-    let entry = Entry::decode(&stored.entry)
-        .map_err(|e| fail(seq, format!("stored bytes are not an entry: {e}")))?;
-    if entry.index != seq {
-        return Err(fail(
-            seq,
-            format!("entry says it is number {}, but is stored as {seq}", entry.index),
-        ));
-    }
-    // The queryable copies must say what the hashed bytes say (evidence hashes live only in
-    // the bytes).
-    let [site, bank, compartment, parcel] = stored.target.clone();
-    let sealed = match stored.sealed.clone() {
-        (Some(subject), Some(ciphertext)) => Some(Sealed { subject, ciphertext }),
+    let sealed = match stored.sealed {
+        (Some(subject), Some(ciphertext)) => Some((subject, ciphertext)),
         (None, None) => None,
         _ => return Err(fail(seq, "queryable fields differ from the entry's bytes (sealed)")),
     };
-    let copies = Entry {
+    let head = Head {
         index: seq,
         at_ms: stored.at,
-        actor_kind: stored.actor_kind.clone(),
-        actor_id: stored.actor_id.clone(),
-        action: stored.action.clone(),
-        site,
-        bank,
-        compartment,
-        parcel,
-        outcome: stored.outcome.clone(),
-        reason: stored.reason.clone(),
+        actor_kind: stored.actor_kind,
+        actor_id: stored.actor_id,
+        action: stored.action,
+        target: stored.target,
+        outcome: stored.outcome,
+        reason: stored.reason,
         sealed,
-        evidence: entry.evidence.clone(),
     };
-    if copies != entry {
-        return Err(fail(seq, "queryable fields differ from the entry's bytes"));
+    if !head.is_encoded_by(stored.entry, scratch) {
+        return Err(explain(seq, stored.entry));
     }
-    let leaf = custody_audit::merkle::leaf_hash(&stored.entry);
-    if leaf.as_slice() != stored.leaf_hash.as_slice() {
+    let leaf = custody_audit::merkle::leaf_hash(stored.entry);
+    if leaf.as_slice() != stored.leaf_hash {
         return Err(fail(seq, "stored leaf hash does not match the entry's bytes"));
     }
     Ok(leaf)
+}
+
+/// Why the bytes at `seq` are not what the row's copies say.
+fn explain(seq: u64, bytes: &[u8]) -> Verdict {
+    match Entry::decode(bytes) {
+        Err(e) => fail(seq, format!("stored bytes are not an entry: {e}")),
+        Ok(entry) if entry.index != seq => {
+            fail(seq, format!("entry says it is number {}, but is stored as {seq}", entry.index))
+        }
+        Ok(_) => fail(seq, "queryable fields differ from the entry's bytes"),
+    }
 }
 
 /// Recomputes the whole log from the store and compares it with what the store claims and,
@@ -110,10 +110,20 @@ pub async fn verify_store(
     let head = store.read(|tx| async move { tx.tree_head().await }.boxed()).await?;
     let mut frontier = Frontier::new();
     let mut trusted_seen = trusted.is_none_or(|c| c.size == 0);
-    // The next batch is read while this one is checked: reading and hashing each keep a core.
+    // Rows are checked where they are read, on a blocking thread, and the next batch is read
+    // while this one goes into the tree: each keeps a core.
     let scan = |from: u64| {
         let store = store.clone();
-        tokio::spawn(async move { store.scan_audit_entries(from, BATCH).await })
+        tokio::spawn(async move {
+            let (mut expected, mut scratch) = (from, Vec::with_capacity(512));
+            store
+                .scan_audit_entries(from, BATCH, move |row| {
+                    let leaf = check_entry(expected, row, &mut scratch);
+                    expected += 1;
+                    leaf
+                })
+                .await
+        })
     };
     let mut next = scan(0);
     loop {
@@ -124,8 +134,8 @@ pub async fn verify_store(
         next = scan(frontier.size() + batch.len() as u64);
         // Subtree roots this batch completes, by level, to compare with the stored ones.
         let mut computed: BTreeMap<u32, Vec<(u64, Hash)>> = BTreeMap::new();
-        for stored in &batch {
-            let leaf = match check_entry(frontier.size(), stored) {
+        for checked in batch {
+            let leaf = match checked {
                 Ok(leaf) => leaf,
                 Err(verdict) => return Ok(verdict),
             };

@@ -82,30 +82,92 @@ fn put_opt(out: &mut Vec<u8>, s: Option<&[u8]>) {
     }
 }
 
-impl Entry {
-    /// The canonical bytes the leaf hash covers.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
+/// An entry's fields but its evidence hashes, borrowed: what the store keeps queryable copies
+/// of, and what the verifier rebuilds from those copies to compare with the stored bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head<'a> {
+    /// Position in the log.
+    pub index: u64,
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// Actor kind.
+    pub actor_kind: &'a str,
+    /// Actor id.
+    pub actor_id: Option<&'a str>,
+    /// Action.
+    pub action: &'a str,
+    /// Site, bank, compartment and parcel ids.
+    pub target: [Option<&'a str>; 4],
+    /// Outcome.
+    pub outcome: &'a str,
+    /// Reason.
+    pub reason: Option<&'a str>,
+    /// Subject and ciphertext of the sealed part.
+    pub sealed: Option<(&'a str, &'a [u8])>,
+}
+
+impl Head<'_> {
+    /// Appends the canonical encoding of these fields: an entry's bytes up to its evidence.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
         out.extend_from_slice(&self.index.to_be_bytes());
         out.extend_from_slice(&self.at_ms.to_be_bytes());
-        put_bytes(&mut out, self.actor_kind.as_bytes());
-        put_opt(&mut out, self.actor_id.as_deref().map(str::as_bytes));
-        put_bytes(&mut out, self.action.as_bytes());
-        for field in [&self.site, &self.bank, &self.compartment, &self.parcel] {
-            put_opt(&mut out, field.as_deref().map(str::as_bytes));
+        put_bytes(out, self.actor_kind.as_bytes());
+        put_opt(out, self.actor_id.map(str::as_bytes));
+        put_bytes(out, self.action.as_bytes());
+        for field in self.target {
+            put_opt(out, field.map(str::as_bytes));
         }
-        put_bytes(&mut out, self.outcome.as_bytes());
-        put_opt(&mut out, self.reason.as_deref().map(str::as_bytes));
-        match &self.sealed {
-            Some(s) => {
+        put_bytes(out, self.outcome.as_bytes());
+        put_opt(out, self.reason.map(str::as_bytes));
+        match self.sealed {
+            Some((subject, ciphertext)) => {
                 out.push(1);
-                put_bytes(&mut out, s.subject.as_bytes());
-                put_bytes(&mut out, &s.ciphertext);
+                put_bytes(out, subject.as_bytes());
+                put_bytes(out, ciphertext);
             }
             None => out.push(0),
         }
+    }
+
+    /// Whether `bytes` is exactly the canonical encoding of an entry with these fields (and any
+    /// evidence hashes). `scratch` is reused between calls, so a scan allocates nothing per
+    /// entry.
+    pub fn is_encoded_by(&self, bytes: &[u8], scratch: &mut Vec<u8>) -> bool {
+        scratch.clear();
+        self.encode_into(scratch);
+        let Some(rest) = bytes.strip_prefix(scratch.as_slice()) else { return false };
+        let Some((count, hashes)) = rest.split_first_chunk::<4>() else { return false };
+        u32::from_be_bytes(*count) as usize * 32 == hashes.len() && bytes.len() <= MAX_ENTRY_BYTES
+    }
+}
+
+impl Entry {
+    /// The fields but the evidence, borrowed.
+    pub fn head(&self) -> Head<'_> {
+        Head {
+            index: self.index,
+            at_ms: self.at_ms,
+            actor_kind: &self.actor_kind,
+            actor_id: self.actor_id.as_deref(),
+            action: &self.action,
+            target: [
+                self.site.as_deref(),
+                self.bank.as_deref(),
+                self.compartment.as_deref(),
+                self.parcel.as_deref(),
+            ],
+            outcome: &self.outcome,
+            reason: self.reason.as_deref(),
+            sealed: self.sealed.as_ref().map(|s| (s.subject.as_str(), s.ciphertext.as_slice())),
+        }
+    }
+
+    /// The canonical bytes the leaf hash covers.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        self.head().encode_into(&mut out);
         out.extend_from_slice(&(self.evidence.len() as u32).to_be_bytes());
         for e in &self.evidence {
             out.extend_from_slice(e);
@@ -303,6 +365,22 @@ mod tests {
         fn distinct_entries_encode_differently(a in entries(), b in entries()) {
             prop_assume!(a != b);
             prop_assert_ne!(a.encode(), b.encode());
+        }
+
+        /// The verifier's allocation-free check agrees with decoding: an entry's bytes are
+        /// encoded by its own head, and by no other entry's.
+        #[test]
+        fn heads_recognise_exactly_their_encoding(a in entries(), b in entries()) {
+            let mut scratch = Vec::new();
+            prop_assert!(a.head().is_encoded_by(&a.encode(), &mut scratch));
+            let same_head = Entry { evidence: b.evidence.clone(), ..a.clone() };
+            prop_assert!(a.head().is_encoded_by(&same_head.encode(), &mut scratch));
+            if a.head() != b.head() {
+                prop_assert!(!a.head().is_encoded_by(&b.encode(), &mut scratch));
+            }
+            let mut cut = a.encode();
+            cut.pop();
+            prop_assert!(!a.head().is_encoded_by(&cut, &mut scratch));
         }
 
         #[test]

@@ -326,6 +326,57 @@ pub struct RawAuditRow {
     pub leaf_hash: Vec<u8>,
 }
 
+impl RawAuditRow {
+    /// The row, borrowed.
+    pub fn as_row_ref(&self) -> RowRef<'_> {
+        RowRef {
+            seq: self.seq,
+            at: self.at,
+            actor_kind: &self.actor_kind,
+            actor_id: self.actor_id.as_deref(),
+            action: &self.action,
+            target: [
+                self.target[0].as_deref(),
+                self.target[1].as_deref(),
+                self.target[2].as_deref(),
+                self.target[3].as_deref(),
+            ],
+            outcome: &self.outcome,
+            reason: self.reason.as_deref(),
+            sealed: (self.sealed.0.as_deref(), self.sealed.1.as_deref()),
+            entry: &self.entry,
+            leaf_hash: &self.leaf_hash,
+        }
+    }
+}
+
+/// An audit entry's row as stored, borrowed from the database's buffers (see [`RawAuditRow`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowRef<'a> {
+    /// Position.
+    pub seq: i64,
+    /// The copy of the entry's time.
+    pub at: i64,
+    /// The copy of the actor's kind.
+    pub actor_kind: &'a str,
+    /// The copy of the actor's id.
+    pub actor_id: Option<&'a str>,
+    /// The copy of the action.
+    pub action: &'a str,
+    /// The copies of the target: site, bank, compartment, parcel.
+    pub target: [Option<&'a str>; 4],
+    /// The copy of the outcome.
+    pub outcome: &'a str,
+    /// The copy of the reason.
+    pub reason: Option<&'a str>,
+    /// The copies of the sealed part: subject and ciphertext.
+    pub sealed: (Option<&'a str>, Option<&'a [u8]>),
+    /// The canonical bytes.
+    pub entry: &'a [u8],
+    /// The stored leaf hash.
+    pub leaf_hash: &'a [u8],
+}
+
 /// A row that cannot even be read as an audit row (a value of the wrong type in a column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MalformedAuditRow {

@@ -10,11 +10,8 @@ use std::path::{Path, PathBuf};
 
 use futures_util::FutureExt as _;
 
-use crate::rows::{MalformedAuditRow, RawAuditRow};
+use crate::rows::{MalformedAuditRow, RawAuditRow, RowRef};
 use crate::{Backend, Store, StoreError};
-
-/// A batch of raw audit rows, in order.
-pub type RawBatch = Vec<Result<RawAuditRow, MalformedAuditRow>>;
 
 /// The database file of a `sqlite://PATH?…` URL.
 pub(crate) fn sqlite_path(url: &str) -> Option<PathBuf> {
@@ -42,15 +39,18 @@ fn i64_of(v: u64) -> Result<i64, StoreError> {
 }
 
 /// One row of `seq, at, actor_kind, actor_id, action, site_id, bank_id, compartment_id,
-/// parcel_id, outcome, reason, sealed_subject, sealed, entry, leaf_hash`, nothing parsed.
-fn raw_row(r: &rusqlite::Row<'_>) -> Result<RawAuditRow, MalformedAuditRow> {
-    let seq = r.get::<_, i64>(0).ok();
+/// parcel_id, outcome, reason, sealed_subject, sealed, entry, leaf_hash`, borrowed from SQLite's
+/// buffers: nothing is parsed or copied.
+fn row_ref<'a>(r: &'a rusqlite::Row<'a>) -> Result<RowRef<'a>, MalformedAuditRow> {
+    let value = |i: usize| r.get_ref(i).ok();
+    let seq = value(0).and_then(|v| v.as_i64().ok());
     let bad = |column| MalformedAuditRow { seq, column };
-    let s = |i: usize, column| r.get::<_, String>(i).map_err(|_| bad(column));
-    let o = |i: usize, column| r.get::<_, Option<String>>(i).map_err(|_| bad(column));
-    Ok(RawAuditRow {
+    let s = |i: usize, column| value(i).and_then(|v| v.as_str().ok()).ok_or(bad(column));
+    let o = |i: usize, column| value(i).and_then(|v| v.as_str_or_null().ok()).ok_or(bad(column));
+    let b = |i: usize, column| value(i).and_then(|v| v.as_blob().ok()).ok_or(bad(column));
+    Ok(RowRef {
         seq: seq.ok_or(bad("seq"))?,
-        at: r.get::<_, i64>(1).map_err(|_| bad("at"))?,
+        at: value(1).and_then(|v| v.as_i64().ok()).ok_or(bad("at"))?,
         actor_kind: s(2, "actor_kind")?,
         actor_id: o(3, "actor_id")?,
         action: s(4, "action")?,
@@ -59,14 +59,19 @@ fn raw_row(r: &rusqlite::Row<'_>) -> Result<RawAuditRow, MalformedAuditRow> {
         reason: o(10, "reason")?,
         sealed: (
             o(11, "sealed_subject")?,
-            r.get::<_, Option<Vec<u8>>>(12).map_err(|_| bad("sealed"))?,
+            value(12).and_then(|v| v.as_blob_or_null().ok()).ok_or(bad("sealed"))?,
         ),
-        entry: r.get::<_, Vec<u8>>(13).map_err(|_| bad("entry"))?,
-        leaf_hash: r.get::<_, Vec<u8>>(14).map_err(|_| bad("leaf_hash"))?,
+        entry: b(13, "entry")?,
+        leaf_hash: b(14, "leaf_hash")?,
     })
 }
 
-fn sqlite_entries(path: &Path, from: u64, limit: u32) -> Result<RawBatch, StoreError> {
+fn sqlite_entries<T>(
+    path: &Path,
+    from: u64,
+    limit: u32,
+    mut f: impl FnMut(Result<RowRef<'_>, MalformedAuditRow>) -> T,
+) -> Result<Vec<T>, StoreError> {
     let conn = open(path)?;
     let mut stmt = conn
         .prepare(
@@ -78,7 +83,7 @@ fn sqlite_entries(path: &Path, from: u64, limit: u32) -> Result<RawBatch, StoreE
     let mut rows = stmt.query((i64_of(from)?, i64::from(limit))).map_err(|e| sqlite_error(&e))?;
     let mut out = Vec::with_capacity(usize::try_from(limit).unwrap_or(0));
     while let Some(row) = rows.next().map_err(|e| sqlite_error(&e))? {
-        out.push(raw_row(row));
+        out.push(f(row_ref(row)));
     }
     Ok(out)
 }
@@ -114,14 +119,32 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Store {
-    /// Stored entries `from..from + limit` as raw rows, in order: what the verifier reads.
-    pub async fn scan_audit_entries(&self, from: u64, limit: u32) -> Result<RawBatch, StoreError> {
+    /// Applies `f` to each stored entry `from..from + limit`, in order, and returns what it
+    /// returned: the verifier checks rows where they are read, without copying them.
+    pub async fn scan_audit_entries<T, F>(
+        &self,
+        from: u64,
+        limit: u32,
+        mut f: F,
+    ) -> Result<Vec<T>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(Result<RowRef<'_>, MalformedAuditRow>) -> T + Send + 'static,
+    {
         match (&self.0.sqlite_path, self.0.backend) {
             (Some(path), Backend::Sqlite) => {
                 let path = path.clone();
-                blocking(move || sqlite_entries(&path, from, limit)).await
+                blocking(move || sqlite_entries(&path, from, limit, f)).await
             }
-            _ => self.read(move |tx| async move { tx.audit_raw(from, limit).await }.boxed()).await,
+            _ => {
+                let rows = self
+                    .read(move |tx| async move { tx.audit_raw(from, limit).await }.boxed())
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| f(r.as_ref().map(RawAuditRow::as_row_ref).map_err(|m| *m)))
+                    .collect())
+            }
         }
     }
 
