@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use futures_util::FutureExt as _;
 
 use crate::rows::{MalformedAuditRow, RawAuditRow, RowRef};
-use crate::{Backend, Store, StoreError};
+use crate::{Store, StoreError};
 
 /// The database file of a `sqlite://PATH?…` URL.
 pub(crate) fn sqlite_path(url: &str) -> Option<PathBuf> {
@@ -131,21 +131,15 @@ impl Store {
         T: Send + 'static,
         F: FnMut(Result<RowRef<'_>, MalformedAuditRow>) -> T + Send + 'static,
     {
-        match (&self.0.sqlite_path, self.0.backend) {
-            (Some(path), Backend::Sqlite) => {
-                let path = path.clone();
-                blocking(move || sqlite_entries(&path, from, limit, f)).await
-            }
-            _ => {
-                let rows = self
-                    .read(move |tx| async move { tx.audit_raw(from, limit).await }.boxed())
-                    .await?;
-                Ok(rows
-                    .iter()
-                    .map(|r| f(r.as_ref().map(RawAuditRow::as_row_ref).map_err(|m| *m)))
-                    .collect())
-            }
+        if let Some(path) = self.0.sqlite_path.clone() {
+            return blocking(move || sqlite_entries(&path, from, limit, f)).await;
         }
+        let rows =
+            self.read(move |tx| async move { tx.audit_raw(from, limit).await }.boxed()).await?;
+        Ok(rows
+            .iter()
+            .map(|r| f(r.as_ref().map(RawAuditRow::as_row_ref).map_err(|m| *m)))
+            .collect())
     }
 
     /// Stored subtree roots of `level` with index in `from..from + limit`, in order.
@@ -155,16 +149,10 @@ impl Store {
         from: u64,
         limit: u32,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        match (&self.0.sqlite_path, self.0.backend) {
-            (Some(path), Backend::Sqlite) => {
-                let path = path.clone();
-                blocking(move || sqlite_nodes(&path, level, from, limit)).await
-            }
-            _ => {
-                self.read(move |tx| async move { tx.audit_nodes(level, from, limit).await }.boxed())
-                    .await
-            }
+        if let Some(path) = self.0.sqlite_path.clone() {
+            return blocking(move || sqlite_nodes(&path, level, from, limit)).await;
         }
+        self.read(move |tx| async move { tx.audit_nodes(level, from, limit).await }.boxed()).await
     }
 }
 
