@@ -21,14 +21,14 @@ use custody_app::audit::{Verdict, verify_store};
 use custody_audit::checkpoint::Checkpoint;
 use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::{BankId, CompartmentId, ParcelId, PersonId, SiteId, Timestamp};
-use custody_store::{Backend, Store, StoreError};
+use custody_store::{Store, StoreError};
+use custody_testkit::attacker::Attacker;
 use custody_testkit::{TestStore, backends};
 use futures_util::FutureExt as _;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::strategy::ValueTree as _;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use sqlx::Connection as _;
 
 const CASES: usize = 64;
 const TABLES: [&str; 3] = ["audit_entries", "audit_nodes", "audit_tree"];
@@ -179,44 +179,15 @@ fn case() -> impl Strategy<Value = (Vec<Spec>, Tamper)> {
     (proptest::collection::vec(spec(), 1..40), tamper())
 }
 
-/// A connection with the powers of someone who owns the database server.
-struct Attacker {
-    conn: sqlx::AnyConnection,
-    backend: Backend,
+/// What the property test does with the attacker's powers.
+trait Tampering {
+    async fn copy(&mut self, prefix: &str);
+    async fn restore(&mut self, prefix: &str);
+    async fn tamper(&mut self, store: &Store, tamper: &Tamper, size: u64) -> u64;
+    async fn duplicate(&mut self, from: u64, to: u64);
 }
 
-impl Attacker {
-    async fn new(t: &TestStore) -> Self {
-        let mut conn = sqlx::AnyConnection::connect(&t.url).await.unwrap();
-        let backend = t.store.backend();
-        let disarm = match backend {
-            Backend::Sqlite => {
-                "DROP TRIGGER IF EXISTS audit_entries_no_update; DROP TRIGGER IF EXISTS audit_entries_no_delete; \
-                 DROP TRIGGER IF EXISTS audit_nodes_no_update; DROP TRIGGER IF EXISTS audit_nodes_no_delete;"
-            }
-            Backend::Postgres => {
-                "ALTER TABLE audit_entries DISABLE TRIGGER USER; ALTER TABLE audit_nodes DISABLE TRIGGER USER;"
-            }
-        };
-        sqlx::raw_sql(disarm).execute(&mut conn).await.unwrap();
-        Self { conn, backend }
-    }
-
-    async fn run(&mut self, sql: &str) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-            .execute(&mut self.conn)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    }
-
-    fn blob(&self, bytes: &[u8]) -> String {
-        let hex = data_encoding::HEXLOWER.encode(bytes);
-        match self.backend {
-            Backend::Sqlite => format!("x'{hex}'"),
-            Backend::Postgres => format!("'\\x{hex}'::bytea"),
-        }
-    }
-
+impl Tampering for Attacker {
     /// Copies the log's tables to `<prefix>_<table>`.
     async fn copy(&mut self, prefix: &str) {
         for t in TABLES {
@@ -309,31 +280,6 @@ impl Attacker {
         ))
         .await;
     }
-
-    /// Cuts the log back to its first `keep` entries, leaving it consistent in itself.
-    async fn roll_back(&mut self, store: &Store, keep: u64) {
-        let leaves = store
-            .read(move |tx| {
-                async move { tx.audit_leaves(0, u32::try_from(keep).unwrap()).await }.boxed()
-            })
-            .await
-            .unwrap();
-        let mut frontier = custody_audit::merkle::Frontier::new();
-        for l in &leaves {
-            frontier.push(l.leaf_hash.clone().try_into().unwrap());
-        }
-        self.run(&format!("DELETE FROM audit_entries WHERE seq >= {keep}")).await;
-        for level in 1..40 {
-            self.run(&format!(
-                "DELETE FROM audit_nodes WHERE level = {level} AND idx >= {}",
-                keep >> level
-            ))
-            .await;
-        }
-        let peaks = self.blob(&frontier.peaks().concat());
-        self.run(&format!("UPDATE audit_tree SET size = {keep}, peaks = {peaks} WHERE id = 1"))
-            .await;
-    }
 }
 
 /// Appends `specs` as units of one to three entries, all in flight at once.
@@ -387,7 +333,7 @@ backends!(every_random_tampering_of_a_random_log_is_caught, |t: TestStore| async
         Config::default(),
         TestRng::from_seed(RngAlgorithm::ChaCha, &seed),
     );
-    let mut attacker = Attacker::new(&t).await;
+    let mut attacker = Attacker::new(&t.url, t.store.backend()).await;
     let mut at = 1_795_000_000_000_i64;
     // The first cases only grow the log, so every tampering has something to work on.
     grow(&t.store, &case().new_tree(&mut runner).unwrap().current().0, at).await;

@@ -10,10 +10,9 @@
 
 use custody_app::audit::{Verdict, verify_store};
 use custody_audit::entry::Entry;
-use custody_store::Backend;
+use custody_testkit::attacker::Attacker;
 use custody_testkit::{Env, TestStore, backends};
 use futures_util::FutureExt as _;
-use sqlx::Connection as _;
 
 async fn intact(env: &Env) -> u64 {
     match verify_store(env.app.store(), None, |_, _| {}).await.unwrap() {
@@ -24,19 +23,9 @@ async fn intact(env: &Env) -> u64 {
 
 /// Runs `sql` as someone with full database access: the append-only triggers are removed first.
 async fn attack(env: &Env, statements: &[String]) {
-    let mut conn = sqlx::AnyConnection::connect(&env.store.url).await.unwrap();
-    let disarm = match env.app.store().backend() {
-        Backend::Sqlite => {
-            "DROP TRIGGER IF EXISTS audit_entries_no_update; DROP TRIGGER IF EXISTS audit_entries_no_delete; \
-                            DROP TRIGGER IF EXISTS audit_nodes_no_update; DROP TRIGGER IF EXISTS audit_nodes_no_delete;"
-        }
-        Backend::Postgres => {
-            "ALTER TABLE audit_entries DISABLE TRIGGER USER; ALTER TABLE audit_nodes DISABLE TRIGGER USER;"
-        }
-    };
-    sqlx::raw_sql(disarm).execute(&mut conn).await.unwrap();
+    let mut attacker = Attacker::new(&env.store.url, env.app.store().backend()).await;
     for sql in statements {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone())).execute(&mut conn).await.unwrap();
+        attacker.run(sql).await;
     }
 }
 
@@ -81,20 +70,13 @@ backends!(rewriting_an_entry_with_a_matching_leaf_hash_is_caught, |t: TestStore|
     entry.actor_id = Some("per_someoneelseentirely0000".into());
     let bytes = entry.encode();
     let leaf = custody_audit::merkle::leaf_hash(&bytes);
-    let hex = |b: &[u8]| data_encoding::HEXLOWER.encode(b);
-    let literal = |b: &[u8]| match env.app.store().backend() {
-        Backend::Sqlite => format!("x'{}'", hex(b)),
-        Backend::Postgres => format!("'\\x{}'::bytea", hex(b)),
-    };
-    attack(
-        &env,
-        &[format!(
-            "UPDATE audit_entries SET actor_id = 'per_someoneelseentirely0000', entry = {}, leaf_hash = {} WHERE seq = 5",
-            literal(&bytes),
-            literal(&leaf)
-        )],
-    )
-    .await;
+    let mut attacker = Attacker::new(&env.store.url, env.app.store().backend()).await;
+    let (bytes, leaf) = (attacker.blob(&bytes), attacker.blob(&leaf));
+    attacker
+        .run(&format!(
+            "UPDATE audit_entries SET actor_id = 'per_someoneelseentirely0000', entry = {bytes}, leaf_hash = {leaf} WHERE seq = 5"
+        ))
+        .await;
     let (index, problem) = tampered_at(&env).await;
     assert_eq!(index, 4, "the subtree over entries 4–5 no longer matches: {problem}");
     assert!(problem.contains("subtree"), "{problem}");
@@ -152,33 +134,12 @@ backends!(truncating_is_caught, |t: TestStore| async move {
     assert!(index <= size - 3, "{index}: {problem}");
 });
 
-/// Rolls the database back to its first `k` entries the way a careful attacker (or a restored
-/// old backup) would: entries, subtree roots and the head all consistent.
+/// Rolls the database back to its first `k` entries, consistently.
 async fn roll_back_to(env: &Env, k: u64) {
-    let leaves = env
-        .app
-        .store()
-        .read(move |tx| async move { tx.audit_leaves(0, u32::try_from(k).unwrap()).await }.boxed())
+    Attacker::new(&env.store.url, env.app.store().backend())
         .await
-        .unwrap();
-    let mut frontier = custody_audit::merkle::Frontier::new();
-    for l in &leaves {
-        frontier.push(l.leaf_hash.clone().try_into().unwrap());
-    }
-    let peaks = data_encoding::HEXLOWER.encode(&frontier.peaks().concat());
-    let peaks = match env.app.store().backend() {
-        Backend::Sqlite => format!("x'{peaks}'"),
-        Backend::Postgres => format!("'\\x{peaks}'::bytea"),
-    };
-    let mut statements = vec![format!("DELETE FROM audit_entries WHERE seq >= {k}")];
-    for level in 1..40 {
-        statements.push(format!(
-            "DELETE FROM audit_nodes WHERE level = {level} AND idx >= {}",
-            k >> level
-        ));
-    }
-    statements.push(format!("UPDATE audit_tree SET size = {k}, peaks = {peaks} WHERE id = 1"));
-    attack(env, &statements).await;
+        .roll_back(env.app.store(), k)
+        .await;
 }
 
 backends!(checkpoints_are_signed_as_the_log_grows, |t: TestStore| async move {

@@ -15,6 +15,7 @@
     reason = "test harness: failing loudly is the point"
 )]
 
+pub mod attacker;
 pub mod env;
 pub mod server;
 pub mod smtp;
