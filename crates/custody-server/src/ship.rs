@@ -36,8 +36,9 @@ pub enum Sink {
     SyslogTcp(String),
     /// A syslog receiver over UDP (`udp://host:port`).
     SyslogUdp(String),
-    /// An HTTP(S) endpoint.
-    Webhook(reqwest::Url),
+    /// An HTTP(S) endpoint, with the client that posts to it (built once: it holds the
+    /// connection pool and the TLS configuration).
+    Webhook(reqwest::Url, reqwest::Client),
 }
 
 impl Sink {
@@ -64,7 +65,12 @@ impl Sink {
         if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none() {
             return Err(format!("{spec:?}: expected an https:// URL"));
         }
-        Ok(Self::Webhook(url))
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(SHIP_TIMEOUT)
+            .build()
+            .map_err(|e| format!("{spec:?}: {e}"))?;
+        Ok(Self::Webhook(url, client))
     }
 
     /// How the sink is named in logs and metrics: no path or query, which may hold a token.
@@ -72,7 +78,7 @@ impl Sink {
         match self {
             Self::SyslogTcp(a) => format!("syslog+tcp://{a}"),
             Self::SyslogUdp(a) => format!("syslog+udp://{a}"),
-            Self::Webhook(u) => {
+            Self::Webhook(u, _) => {
                 format!("{}://{}", u.scheme(), u.host_str().unwrap_or_default())
             }
         }
@@ -111,12 +117,7 @@ impl Sink {
                     .map_err(|_| "timed out".to_owned())?
                     .map_err(|e| e.to_string())
             }
-            Self::Webhook(url) => {
-                let client = reqwest::Client::builder()
-                    .redirect(reqwest::redirect::Policy::none())
-                    .timeout(SHIP_TIMEOUT)
-                    .build()
-                    .map_err(|e| e.to_string())?;
+            Self::Webhook(url, client) => {
                 let body = serde_json::json!({ "origin": origin, "size": size, "note": note });
                 let response =
                     client.post(url.clone()).json(&body).send().await.map_err(|e| e.to_string())?;

@@ -297,60 +297,9 @@ pub struct AuditRow {
     pub event: AuditEvent,
 }
 
-/// An audit entry's row exactly as stored, nothing parsed into domain types: what the
-/// verifier compares with the entry's bytes, so that a malformed copy is reported as tampering
-/// at its index instead of failing the read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RawAuditRow {
-    /// Position.
-    pub seq: i64,
-    /// The copy of the entry's time.
-    pub at: i64,
-    /// The copy of the actor's kind.
-    pub actor_kind: String,
-    /// The copy of the actor's id.
-    pub actor_id: Option<String>,
-    /// The copy of the action.
-    pub action: String,
-    /// The copies of the target: site, bank, compartment, parcel.
-    pub target: [Option<String>; 4],
-    /// The copy of the outcome.
-    pub outcome: String,
-    /// The copy of the reason.
-    pub reason: Option<String>,
-    /// The copies of the sealed part: subject and ciphertext.
-    pub sealed: (Option<String>, Option<Vec<u8>>),
-    /// The canonical bytes.
-    pub entry: Vec<u8>,
-    /// The stored leaf hash.
-    pub leaf_hash: Vec<u8>,
-}
-
-impl RawAuditRow {
-    /// The row, borrowed.
-    pub fn as_row_ref(&self) -> RowRef<'_> {
-        RowRef {
-            seq: self.seq,
-            at: self.at,
-            actor_kind: &self.actor_kind,
-            actor_id: self.actor_id.as_deref(),
-            action: &self.action,
-            target: [
-                self.target[0].as_deref(),
-                self.target[1].as_deref(),
-                self.target[2].as_deref(),
-                self.target[3].as_deref(),
-            ],
-            outcome: &self.outcome,
-            reason: self.reason.as_deref(),
-            sealed: (self.sealed.0.as_deref(), self.sealed.1.as_deref()),
-            entry: &self.entry,
-            leaf_hash: &self.leaf_hash,
-        }
-    }
-}
-
-/// An audit entry's row as stored, borrowed from the database's buffers (see [`RawAuditRow`]).
+/// An audit entry's row exactly as stored, borrowed from the database's buffers: nothing is
+/// parsed into domain types or copied. What the verifier compares with the entry's bytes, so
+/// that a malformed copy is reported as tampering at its index instead of failing the read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowRef<'a> {
     /// Position.

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use futures_util::FutureExt as _;
 
-use crate::rows::{MalformedAuditRow, RawAuditRow, RowRef};
+use crate::rows::{MalformedAuditRow, RowRef};
+use crate::tx::{AUDIT_COLS, audit_row_ref};
 use crate::{Store, StoreError};
 
 /// The database file of a `sqlite://PATH?…` URL.
@@ -38,9 +39,8 @@ fn i64_of(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::Corrupt("seq"))
 }
 
-/// One row of `seq, at, actor_kind, actor_id, action, site_id, bank_id, compartment_id,
-/// parcel_id, outcome, reason, sealed_subject, sealed, entry, leaf_hash`, borrowed from SQLite's
-/// buffers: nothing is parsed or copied.
+/// One row of `AUDIT_COLS, entry, leaf_hash`, borrowed from SQLite's buffers: nothing is
+/// parsed or copied.
 fn row_ref<'a>(r: &'a rusqlite::Row<'a>) -> Result<RowRef<'a>, MalformedAuditRow> {
     let value = |i: usize| r.get_ref(i).ok();
     let seq = value(0).and_then(|v| v.as_i64().ok());
@@ -74,11 +74,11 @@ fn sqlite_entries<T>(
 ) -> Result<Vec<T>, StoreError> {
     let conn = open(path)?;
     let mut stmt = conn
-        .prepare(
-            "SELECT seq, at, actor_kind, actor_id, action, site_id, bank_id, compartment_id, \
-             parcel_id, outcome, reason, sealed_subject, sealed, entry, leaf_hash \
-             FROM audit_entries WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
-        )
+        .prepare(const_format::concatcp!(
+            "SELECT ",
+            AUDIT_COLS,
+            ", entry, leaf_hash FROM audit_entries WHERE seq >= ?1 ORDER BY seq LIMIT ?2"
+        ))
         .map_err(|e| sqlite_error(&e))?;
     let mut rows = stmt.query((i64_of(from)?, i64::from(limit))).map_err(|e| sqlite_error(&e))?;
     let mut out = Vec::with_capacity(usize::try_from(limit).unwrap_or(0));
@@ -135,11 +135,8 @@ impl Store {
             return blocking(move || sqlite_entries(&path, from, limit, f)).await;
         }
         let rows =
-            self.read(move |tx| async move { tx.audit_raw(from, limit).await }.boxed()).await?;
-        Ok(rows
-            .iter()
-            .map(|r| f(r.as_ref().map(RawAuditRow::as_row_ref).map_err(|m| *m)))
-            .collect())
+            self.read(move |tx| async move { tx.audit_rows(from, limit).await }.boxed()).await?;
+        Ok(rows.iter().map(|r| f(audit_row_ref(r))).collect())
     }
 
     /// Stored subtree roots of `level` with index in `from..from + limit`, in order.

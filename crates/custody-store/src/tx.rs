@@ -22,8 +22,8 @@ use sqlx::{Any, AnyConnection, Row as _, Transaction};
 use crate::rows::{
     ApiKeyRow, AuditFilter, AuditRow, BankRow, CarrierRow, CodeRefusal, CodeRefused,
     CompartmentNeeds, CompartmentRow, DeviceRow, MalformedAuditRow, NewCompartment,
-    NewEnrolmentToken, NewPickupCode, OrgRow, OutboxRow, ParcelRow, PersonRow, RawAuditRow,
-    RedeemedCode, SessionRow, SiteRow, StoredEntry,
+    NewEnrolmentToken, NewPickupCode, OrgRow, OutboxRow, ParcelRow, PersonRow, RedeemedCode,
+    RowRef, SessionRow, SiteRow, StoredEntry,
 };
 use crate::{Backend, StoreError};
 
@@ -231,7 +231,8 @@ fn parcel_row(r: &AnyRow) -> R<ParcelRow> {
     })
 }
 
-const AUDIT_COLS: &str = "seq, at, actor_kind, actor_id, action, site_id, bank_id, compartment_id, parcel_id, outcome, reason, sealed_subject, sealed";
+/// The audit row's columns, in the order the verifier's scans read them by position.
+pub(crate) const AUDIT_COLS: &str = "seq, at, actor_kind, actor_id, action, site_id, bank_id, compartment_id, parcel_id, outcome, reason, sealed_subject, sealed";
 
 /// Splits concatenated 32-byte hashes.
 fn split_hashes(bytes: &[u8]) -> R<Vec<audit_merkle::Hash>> {
@@ -298,13 +299,14 @@ fn audit_row(r: &AnyRow) -> R<AuditRow> {
     })
 }
 
-/// Reads a row of `AUDIT_COLS, entry, leaf_hash` by position, parsing nothing.
-fn raw_audit_row(r: &AnyRow) -> Result<RawAuditRow, MalformedAuditRow> {
+/// A row of `AUDIT_COLS, entry, leaf_hash`, borrowed and read by position, parsing nothing.
+pub(crate) fn audit_row_ref(r: &AnyRow) -> Result<RowRef<'_>, MalformedAuditRow> {
     let seq = r.try_get::<i64, _>(0).ok();
     let bad = |column| MalformedAuditRow { seq, column };
-    let s = |i: usize, column| r.try_get::<String, _>(i).map_err(|_| bad(column));
-    let o = |i: usize, column| r.try_get::<Option<String>, _>(i).map_err(|_| bad(column));
-    Ok(RawAuditRow {
+    let s = |i: usize, column| r.try_get::<&str, _>(i).map_err(|_| bad(column));
+    let o = |i: usize, column| r.try_get::<Option<&str>, _>(i).map_err(|_| bad(column));
+    let b = |i: usize, column| r.try_get::<&[u8], _>(i).map_err(|_| bad(column));
+    Ok(RowRef {
         seq: seq.ok_or(bad("seq"))?,
         at: r.try_get::<i64, _>(1).map_err(|_| bad("at"))?,
         actor_kind: s(2, "actor_kind")?,
@@ -315,10 +317,10 @@ fn raw_audit_row(r: &AnyRow) -> Result<RawAuditRow, MalformedAuditRow> {
         reason: o(10, "reason")?,
         sealed: (
             o(11, "sealed_subject")?,
-            r.try_get::<Option<Vec<u8>>, _>(12).map_err(|_| bad("sealed"))?,
+            r.try_get::<Option<&[u8]>, _>(12).map_err(|_| bad("sealed"))?,
         ),
-        entry: r.try_get::<Vec<u8>, _>(13).map_err(|_| bad("entry"))?,
-        leaf_hash: r.try_get::<Vec<u8>, _>(14).map_err(|_| bad("leaf_hash"))?,
+        entry: b(13, "entry")?,
+        leaf_hash: b(14, "leaf_hash")?,
     })
 }
 
@@ -1504,25 +1506,19 @@ impl Tx {
             .collect()
     }
 
-    /// Stored entries `from..from + limit` as raw rows, in order: for the verifier, which must
-    /// report a malformed row as tampering at its position rather than fail.
-    pub async fn audit_raw(
-        &mut self,
-        from: u64,
-        limit: u32,
-    ) -> R<Vec<Result<RawAuditRow, MalformedAuditRow>>> {
-        let rows = self
-            .all(
-                sqlx::query(sql!(
-                    "SELECT ",
-                    AUDIT_COLS,
-                    ", entry, leaf_hash FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2"
-                ))
-                .bind(i64::try_from(from).map_err(|_| StoreError::Corrupt("seq"))?)
-                .bind(i64::from(limit)),
-            )
-            .await?;
-        Ok(rows.iter().map(raw_audit_row).collect())
+    /// Stored entries `from..from + limit` as rows of `AUDIT_COLS, entry, leaf_hash`, in order,
+    /// for the verifier's scan to read with [`audit_row_ref`].
+    pub(crate) async fn audit_rows(&mut self, from: u64, limit: u32) -> R<Vec<AnyRow>> {
+        self.all(
+            sqlx::query(sql!(
+                "SELECT ",
+                AUDIT_COLS,
+                ", entry, leaf_hash FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2"
+            ))
+            .bind(i64::try_from(from).map_err(|_| StoreError::Corrupt("seq"))?)
+            .bind(i64::from(limit)),
+        )
+        .await
     }
 
     /// Stored subtree roots of `level` with index in `from..from + limit`, in order.
