@@ -1,11 +1,10 @@
 //! Verifying the audit log as stored: every entry, every leaf hash, every stored subtree root
 //! and the tree head, recomputed from the entries' bytes.
 
-use std::collections::BTreeMap;
-
 use custody_audit::checkpoint::Checkpoint;
 use custody_audit::entry::{Entry, Head};
 use custody_audit::merkle::{Frontier, Hash};
+use custody_store::scan::{NodeCheck, ScanBatch};
 use custody_store::{MalformedAuditRow, RowRef, Store, StoreError};
 use futures_util::FutureExt as _;
 
@@ -101,83 +100,100 @@ fn explain(seq: u64, bytes: &[u8]) -> Verdict {
 /// when given, with a checkpoint trusted from elsewhere (one shipped off the machine): the log
 /// must contain that checkpoint's tree. This is what catches a rollback to an older copy or a
 /// consistent rewrite, which no check inside the database alone can.
+/// The log is read from one snapshot, so a server that keeps appending meanwhile is verified
+/// as it stood when the check began.
 /// `progress` is told how many entries are verified, out of how many the head claims.
 pub async fn verify_store(
     store: &Store,
     trusted: Option<&Checkpoint>,
+    progress: impl FnMut(u64, u64),
+) -> Result<Verdict, StoreError> {
+    verify_store_in_batches(store, trusted, BATCH, progress).await
+}
+
+/// [`verify_store`] reading `batch` entries at a time (tests use small batches).
+#[doc(hidden)]
+pub async fn verify_store_in_batches(
+    store: &Store,
+    trusted: Option<&Checkpoint>,
+    batch: u32,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Verdict, StoreError> {
-    let head = store.read(|tx| async move { tx.tree_head().await }.boxed()).await?;
+    // Three things run at once: the scan checks rows where they are read (a blocking thread),
+    // this task builds the tree from their leaf hashes, and the subtree roots that completed
+    // in one batch are compared with the stored ones while the next batch goes into the tree.
+    let mut scratch = Vec::with_capacity(512);
+    let mut scan = store
+        .scan_audit_log(batch, move |expected, row| check_entry(expected, row, &mut scratch))
+        .await?;
+    let head = scan.head.clone();
     let mut frontier = Frontier::new();
     let mut trusted_seen = trusted.is_none_or(|c| c.size == 0);
-    // Rows are checked where they are read, on a blocking thread, and the next batch is read
-    // while this one goes into the tree: each keeps a core.
-    let scan = |from: u64| {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let (mut expected, mut scratch) = (from, Vec::with_capacity(512));
-            store
-                .scan_audit_entries(from, BATCH, move |row| {
-                    let leaf = check_entry(expected, row, &mut scratch);
-                    expected += 1;
-                    leaf
-                })
-                .await
-        })
-    };
-    let mut next = scan(0);
-    loop {
-        let batch = next.await.map_err(|e| StoreError::Database(e.to_string()))??;
-        if batch.is_empty() {
-            break;
-        }
-        next = scan(frontier.size() + batch.len() as u64);
-        // Subtree roots this batch completes, by level, to compare with the stored ones.
-        let mut computed: BTreeMap<u32, Vec<(u64, Hash)>> = BTreeMap::new();
+    let mut nodes_in_flight: Option<NodesInFlight> = None;
+    let mut check = NodeCheck::default();
+    while let Some(ScanBatch { first, len, checked: batch }) = scan.next_batch().await? {
+        let read = batch.len() as u64;
+        // Subtree roots this batch completes, in the order the tree completed them.
+        let mut computed: Vec<(u32, u64, Hash)> = Vec::with_capacity(batch.len());
+        let mut bad_entry = None;
         for checked in batch {
             let leaf = match checked {
                 Ok(leaf) => leaf,
-                Err(verdict) => return Ok(verdict),
+                Err(verdict) => {
+                    bad_entry = Some(verdict);
+                    break;
+                }
             };
-            for (level, idx, hash) in
-                frontier.push(leaf).into_iter().filter(|(level, ..)| *level > 0)
-            {
-                computed.entry(level).or_default().push((idx, hash));
-            }
+            frontier.push_with(leaf, |level, idx, hash| {
+                if level > 0 {
+                    computed.push((level, idx, hash));
+                }
+            });
             if let Some(c) = trusted.filter(|c| c.size == frontier.size()) {
                 if frontier.root() != c.root {
-                    return Ok(fail(
+                    bad_entry = Some(fail(
                         c.size - 1,
                         format!(
                             "the first {} entries differ from the trusted checkpoint of that size",
                             c.size
                         ),
                     ));
+                    break;
                 }
                 trusted_seen = true;
             }
         }
-        for (level, nodes) in computed {
-            let (first, count) =
-                (nodes.first().map_or(0, |n| n.0), u32::try_from(nodes.len()).unwrap_or(u32::MAX));
-            let stored = store.scan_audit_nodes(level, first, count).await?;
-            for (i, (idx, hash)) in nodes.iter().enumerate() {
-                match stored.get(i) {
-                    Some((s_idx, s_hash))
-                        if s_idx == idx && s_hash.as_slice() == hash.as_slice() => {}
-                    _ => {
-                        let leaf = idx << level;
-                        return Ok(fail(
-                            leaf,
-                            format!(
-                                "stored subtree root at level {level}, index {idx} is missing or wrong"
-                            ),
-                        ));
-                    }
-                }
+        // The previous batch's roots come first: their problem is at a lower index.
+        if let Some(in_flight) = nodes_in_flight.take() {
+            match in_flight.finish().await? {
+                Ok(c) => check = c,
+                Err(verdict) => return Ok(verdict),
             }
         }
+        if let Some(verdict) = bad_entry {
+            return Ok(verdict);
+        }
+        if read < len {
+            let missing = first + read;
+            return Ok(if first + len == head.size() {
+                fail(
+                    missing,
+                    format!(
+                        "the tree head claims {} entries but the log holds {missing} (truncated)",
+                        head.size()
+                    ),
+                )
+            } else {
+                fail(missing, "entry missing")
+            });
+        }
+        nodes_in_flight = Some(NodesInFlight::start(store, std::mem::take(&mut check), computed));
         progress(frontier.size(), head.size().max(frontier.size()));
+    }
+    if let Some(in_flight) = nodes_in_flight.take()
+        && let Err(verdict) = in_flight.finish().await?
+    {
+        return Ok(verdict);
     }
     if let Some(c) = trusted.filter(|_| !trusted_seen) {
         return Ok(fail(
@@ -189,13 +205,16 @@ pub async fn verify_store(
             ),
         ));
     }
-    if frontier.size() != head.size() {
+    if let Some(beyond) = scan.beyond_head {
+        let what = match beyond {
+            Err(Verdict::Tampered(t)) => t.problem,
+            _ => "an entry".into(),
+        };
         return Ok(fail(
-            frontier.size().min(head.size()),
+            head.size(),
             format!(
-                "the tree head claims {} entries but the log holds {} (truncated, or entries added outside the tree)",
-                head.size(),
-                frontier.size()
+                "stored past the {} entries the tree head claims (added outside the tree): {what}",
+                head.size()
             ),
         ));
     }
@@ -203,6 +222,31 @@ pub async fn verify_store(
         return Ok(fail(frontier.size(), "the tree head's root does not match the entries"));
     }
     Ok(Verdict::Intact { size: frontier.size(), root: frontier.root() })
+}
+
+/// One batch's subtree roots being compared with the stored ones.
+struct NodesInFlight(tokio::task::JoinHandle<Result<(NodeCheck, Option<NodeKey>), StoreError>>);
+
+/// A node of the tree: level and index.
+type NodeKey = (u32, u64);
+
+impl NodesInFlight {
+    fn start(store: &Store, check: NodeCheck, computed: Vec<(u32, u64, Hash)>) -> Self {
+        let store = store.clone();
+        Self(tokio::spawn(async move { store.check_audit_nodes(check, computed).await }))
+    }
+
+    /// The check to carry on with, or what is wrong.
+    async fn finish(self) -> Result<Result<NodeCheck, Verdict>, StoreError> {
+        let (check, wrong) = self.0.await.map_err(|e| StoreError::Database(e.to_string()))??;
+        Ok(match wrong {
+            None => Ok(check),
+            Some((level, idx)) => Err(fail(
+                idx << level,
+                format!("stored subtree root at level {level}, index {idx} is missing or wrong"),
+            )),
+        })
+    }
 }
 
 /// A freshly signed checkpoint.

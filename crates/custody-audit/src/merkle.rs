@@ -127,8 +127,16 @@ impl Frontier {
     /// `(level, index, hash)` with level 0 for the leaf itself, so the store can keep them for
     /// proofs.
     pub fn push(&mut self, leaf: Hash) -> Vec<(u32, u64, Hash)> {
+        let mut completed = Vec::with_capacity(2);
+        self.push_with(leaf, |level, index, hash| completed.push((level, index, hash)));
+        completed
+    }
+
+    /// [`Frontier::push`] that hands each completed subtree root to `completed` instead of
+    /// collecting them (the verifier pushes millions of leaves).
+    pub fn push_with(&mut self, leaf: Hash, mut completed: impl FnMut(u32, u64, Hash)) {
         let index = self.size;
-        let mut completed = vec![(0, index, leaf)];
+        completed(0, index, leaf);
         let mut hash = leaf;
         let mut level = 0u32;
         // Each trailing one bit of the old size is a peak of the same height as the new one:
@@ -137,11 +145,10 @@ impl Frontier {
             let left = self.peaks.pop().unwrap_or(hash);
             hash = node_hash(&left, &hash);
             level += 1;
-            completed.push((level, index >> level, hash));
+            completed(level, index >> level, hash);
         }
         self.peaks.push(hash);
         self.size += 1;
-        completed
     }
 
     /// The root hash.

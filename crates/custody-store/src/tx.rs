@@ -235,7 +235,7 @@ fn parcel_row(r: &AnyRow) -> R<ParcelRow> {
 pub(crate) const AUDIT_COLS: &str = "seq, at, actor_kind, actor_id, action, site_id, bank_id, compartment_id, parcel_id, outcome, reason, sealed_subject, sealed";
 
 /// Splits concatenated 32-byte hashes.
-fn split_hashes(bytes: &[u8]) -> R<Vec<audit_merkle::Hash>> {
+pub(crate) fn split_hashes(bytes: &[u8]) -> R<Vec<audit_merkle::Hash>> {
     if !bytes.len().is_multiple_of(32) {
         return Err(StoreError::Corrupt("hash list"));
     }
@@ -1504,6 +1504,22 @@ impl Tx {
                 })
             })
             .collect()
+    }
+
+    /// Starts a read-only transaction whose reads all see one snapshot (the verifier's scan).
+    pub(crate) async fn begin_snapshot(&mut self) -> R<()> {
+        let sql = match self.backend {
+            Backend::Postgres => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            Backend::Sqlite => "BEGIN",
+        };
+        sqlx::raw_sql(sql).execute(self.conn()).await?;
+        Ok(())
+    }
+
+    /// Ends the snapshot begun by [`Tx::begin_snapshot`]; the connection goes back clean.
+    pub(crate) async fn end_snapshot(&mut self) -> R<()> {
+        sqlx::raw_sql("ROLLBACK").execute(self.conn()).await?;
+        Ok(())
     }
 
     /// Stored entries `from..from + limit` as rows of `AUDIT_COLS, entry, leaf_hash`, in order,
