@@ -324,8 +324,10 @@ async fn bench_audit_reports_every_figure() {
     assert_eq!(figures["verify_entries"], 300);
     for key in [
         "append_entries_per_s",
-        "raw_sqlite_inserts_per_s",
+        "raw_log_inserts_per_s",
         "append_to_raw_ratio",
+        "bare_table_inserts_per_s",
+        "append_to_bare_table_ratio",
         "verify_s",
         "offline_verify_one_entry_us",
     ] {

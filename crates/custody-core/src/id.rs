@@ -29,7 +29,8 @@ pub enum IdError {
 pub const ID_BYTES: usize = 16;
 const ENCODED_LEN: usize = 26;
 
-fn encoding() -> Encoding {
+/// Built once: building an encoding from its specification costs more than using it.
+static ENCODING: std::sync::LazyLock<Encoding> = std::sync::LazyLock::new(|| {
     let mut spec = Specification::new();
     spec.symbols.push_str("abcdefghijklmnopqrstuvwxyz234567");
     // Non-canonical trailing bits are rejected, so one id has exactly one spelling.
@@ -37,6 +38,10 @@ fn encoding() -> Encoding {
     // The specification is a constant valid alphabet of 32 distinct symbols.
     #[allow(clippy::expect_used, reason = "the alphabet above is a fixed, valid base32 set")]
     spec.encoding().expect("valid base32 alphabet")
+});
+
+fn encoding() -> &'static Encoding {
+    &ENCODING
 }
 
 fn encode(prefix: &str, bytes: &[u8; ID_BYTES]) -> String {

@@ -365,9 +365,9 @@ macro_rules! sql {
 
 /// Audit entries per INSERT statement (13 parameters each; well under both databases'
 /// parameter limits).
-const ENTRIES_PER_INSERT: usize = 64;
+pub(crate) const ENTRIES_PER_INSERT: usize = 64;
 /// Subtree roots per INSERT statement.
-const NODES_PER_INSERT: usize = 256;
+pub(crate) const NODES_PER_INSERT: usize = 256;
 
 /// `head` followed by `rows` groups of `columns` placeholders: `($1, $2), ($3, $4)` on
 /// PostgreSQL, `(?, ?), (?, ?)` on SQLite. Only placeholders are generated; values are always

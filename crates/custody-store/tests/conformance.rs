@@ -769,3 +769,62 @@ async fn sqlite_runs_in_wal_mode_with_durable_commits() {
 async fn unsupported_urls_are_refused() {
     assert!(matches!(Store::open("mysql://localhost/x").await, Err(StoreError::UnsupportedUrl)));
 }
+
+/// `custody bench audit` holds appends against inserting the log's own rows with none of the
+/// store's work; that is only a fair limit if what it inserts is exactly what the log stores.
+#[tokio::test]
+async fn the_raw_limit_inserts_exactly_the_rows_the_log_stores() {
+    let t = custody_testkit::sqlite_store().await;
+    for unit in 0..40_u32 {
+        t.store
+            .write(move |tx| {
+                async move {
+                    for _ in 0..=(unit % 4) {
+                        tx.append_audit(&event(AuditAction::DoorReport, None))?;
+                    }
+                    Ok::<_, StoreError>(())
+                }
+                .boxed()
+            })
+            .await
+            .unwrap();
+    }
+    let size = t.store.read(|tx| async move { tx.tree_head().await }.boxed()).await.unwrap().size();
+    let copied = 77;
+    assert!(size > copied);
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw.db");
+    bench::raw_log_inserts(&t.store, copied, &raw).await.unwrap();
+
+    let dump = |url: String, upto: u64| async move {
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        let rows = |sql: String| sqlx::query(sqlx::AssertSqlSafe(sql));
+        let entries = rows(format!(
+            "SELECT quote(seq) || quote(at) || quote(actor_kind) || quote(actor_id) || quote(action) \
+             || quote(site_id) || quote(bank_id) || quote(compartment_id) || quote(parcel_id) \
+             || quote(outcome) || quote(reason) || quote(sealed_subject) || quote(sealed) \
+             || quote(entry) || quote(leaf_hash) AS r FROM audit_entries WHERE seq < {upto} ORDER BY seq"
+        ))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let nodes = rows(format!(
+            "SELECT quote(level) || quote(idx) || quote(hash) AS r FROM audit_nodes \
+             WHERE ((idx + 1) << level) <= {upto} ORDER BY level, idx"
+        ))
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let text = |rows: Vec<sqlx::any::AnyRow>| -> Vec<String> {
+            rows.iter().map(|r| sqlx::Row::get::<String, _>(r, "r")).collect()
+        };
+        (text(entries), text(nodes))
+    };
+    let (log_entries, log_nodes) = dump(t.url.clone(), copied).await;
+    let (raw_entries, raw_nodes) =
+        dump(format!("sqlite://{}?mode=ro", raw.display()), u64::MAX >> 2).await;
+    assert_eq!(raw_entries.len() as u64, copied);
+    assert_eq!(raw_entries, log_entries);
+    assert!(!raw_nodes.is_empty());
+    assert_eq!(raw_nodes, log_nodes);
+}
