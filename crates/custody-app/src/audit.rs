@@ -100,8 +100,8 @@ fn explain(seq: u64, bytes: &[u8]) -> Verdict {
 /// when given, with a checkpoint trusted from elsewhere (one shipped off the machine): the log
 /// must contain that checkpoint's tree. This is what catches a rollback to an older copy or a
 /// consistent rewrite, which no check inside the database alone can.
-/// The log is read from one snapshot, so a server that keeps appending meanwhile is verified
-/// as it stood when the check began.
+/// The head is read from one snapshot and only the entries it covers are checked, so a server
+/// that keeps appending meanwhile is verified as it stood when the check began.
 /// `progress` is told how many entries are verified, out of how many the head claims.
 pub async fn verify_store(
     store: &Store,
@@ -119,7 +119,8 @@ pub async fn verify_store_in_batches(
     batch: u32,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Verdict, StoreError> {
-    // Three things run at once: the scan checks rows where they are read (a blocking thread),
+    // Three things run at once: the scan checks rows where they are read (two blocking threads
+    // on SQLite),
     // this task builds the tree from their leaf hashes, and the subtree roots that completed
     // in one batch are compared with the stored ones while the next batch goes into the tree.
     let mut scratch = Vec::with_capacity(512);

@@ -3,12 +3,11 @@
 //! Verification reads every entry and every stored subtree root once. Through the async
 //! driver, SQLite hands each row across threads one at a time and the generic driver copies it
 //! again; at tens of millions of rows that, not hashing, was the cost. On SQLite the scan
-//! therefore reads through a plain synchronous read-only connection on a blocking thread
+//! therefore reads through plain synchronous read-only connections on blocking threads
 //! (`rusqlite`, linked to the same SQLite library); on PostgreSQL it uses the pool.
 
-use std::path::{Path, PathBuf};
-
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use custody_audit::merkle::{Frontier, Hash};
 use futures_util::FutureExt as _;
