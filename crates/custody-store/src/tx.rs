@@ -1484,18 +1484,9 @@ impl Tx {
 
     /// Stored entries `from..from + limit` with their canonical bytes and leaf hashes, in order.
     pub async fn audit_leaves(&mut self, from: u64, limit: u32) -> R<Vec<StoredEntry>> {
-        let rows = self
-            .all(
-                sqlx::query(sql!(
-                    "SELECT ",
-                    AUDIT_COLS,
-                    ", entry, leaf_hash FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2"
-                ))
-                .bind(i64::try_from(from).map_err(|_| StoreError::Corrupt("seq"))?)
-                .bind(i64::from(limit)),
-            )
-            .await?;
-        rows.iter()
+        self.audit_rows(from, limit)
+            .await?
+            .iter()
             .map(|r| {
                 Ok(StoredEntry {
                     row: audit_row(r)?,
@@ -1522,8 +1513,8 @@ impl Tx {
         Ok(())
     }
 
-    /// Stored entries `from..from + limit` as rows of `AUDIT_COLS, entry, leaf_hash`, in order,
-    /// for the verifier's scan to read with [`audit_row_ref`].
+    /// Stored entries `from..from + limit` as rows of `AUDIT_COLS, entry, leaf_hash`, in order:
+    /// the verifier's scan reads them with [`audit_row_ref`], [`Tx::audit_leaves`] parses them.
     pub(crate) async fn audit_rows(&mut self, from: u64, limit: u32) -> R<Vec<AnyRow>> {
         self.all(
             sqlx::query(sql!(
