@@ -189,7 +189,7 @@ pub async fn verify_store_in_batches(
             });
         }
         nodes_in_flight = Some(NodesInFlight::start(store, std::mem::take(&mut check), computed));
-        progress(frontier.size(), head.size().max(frontier.size()));
+        progress(frontier.size(), head.size());
     }
     if let Some(in_flight) = nodes_in_flight.take()
         && let Err(verdict) = in_flight.finish().await?
