@@ -1,8 +1,8 @@
 //! Verifying the audit log as stored: every entry, every leaf hash, every stored subtree root
-//! and the tree head, recomputed from the entries' bytes.
+//! and the tree head, recomputed from the entries' fields.
 
 use custody_audit::checkpoint::Checkpoint;
-use custody_audit::entry::{Entry, Head};
+use custody_audit::entry::EntryRef;
 use custody_audit::merkle::{Frontier, Hash};
 use custody_store::scan::{NodeCheck, ScanBatch};
 use custody_store::{MalformedAuditRow, RowRef, Store, StoreError};
@@ -39,10 +39,8 @@ fn fail(index: u64, problem: impl Into<String>) -> Verdict {
     Verdict::Tampered(Tampering { index, problem: problem.into() })
 }
 
-/// Checks one stored row against its position; returns its leaf hash. The usual case (the
-/// bytes are exactly what the row's copies encode) costs an encoding into `scratch`, a
-/// comparison and a hash, and allocates nothing; anything else is examined in detail to say
-/// what is wrong.
+/// Checks one stored row against its position and re-encodes it; returns its leaf hash. The
+/// usual case costs an encoding into `scratch`, a hash and a comparison, and allocates nothing.
 fn check_entry(
     expected: u64,
     stored: Result<RowRef<'_>, MalformedAuditRow>,
@@ -62,9 +60,9 @@ fn check_entry(
     let sealed = match stored.sealed {
         (Some(subject), Some(ciphertext)) => Some((subject, ciphertext)),
         (None, None) => None,
-        _ => return Err(fail(seq, "queryable fields differ from the entry's bytes (sealed)")),
+        _ => return Err(fail(seq, "sealed part is half missing (subject or ciphertext)")),
     };
-    let head = Head {
+    let entry = EntryRef {
         index: seq,
         at_ms: stored.at,
         actor_kind: stored.actor_kind,
@@ -74,26 +72,19 @@ fn check_entry(
         outcome: stored.outcome,
         reason: stored.reason,
         sealed,
+        evidence: stored.evidence,
     };
-    if !head.is_encoded_by(stored.entry, scratch) {
-        return Err(explain(seq, stored.entry));
-    }
-    let leaf = custody_audit::merkle::leaf_hash(stored.entry);
+    let leaf = entry
+        .leaf_hash(scratch)
+        .map_err(|e| fail(seq, format!("stored fields are not an entry: {e}")))?;
     if leaf.as_slice() != stored.leaf_hash {
-        return Err(fail(seq, "stored leaf hash does not match the entry's bytes"));
+        return Err(fail(
+            seq,
+            "fields do not hash to the stored leaf hash at this position \
+             (the row was edited, moved or copied)",
+        ));
     }
     Ok(leaf)
-}
-
-/// Why the bytes at `seq` are not what the row's copies say.
-fn explain(seq: u64, bytes: &[u8]) -> Verdict {
-    match Entry::decode(bytes) {
-        Err(e) => fail(seq, format!("stored bytes are not an entry: {e}")),
-        Ok(entry) if entry.index != seq => {
-            fail(seq, format!("entry says it is number {}, but is stored as {seq}", entry.index))
-        }
-        Ok(_) => fail(seq, "queryable fields differ from the entry's bytes"),
-    }
 }
 
 /// Recomputes the whole log from the store and compares it with what the store claims and,
@@ -342,8 +333,7 @@ impl crate::App {
             let Some(last) = batch.last() else { break };
             from = u64::try_from(last.row.seq).unwrap_or(size) + 1;
             for stored in batch {
-                let entry = Entry::decode(&stored.entry)
-                    .map_err(|e| crate::AppError::Invalid(format!("stored entry: {e}")))?;
+                let entry = stored.entry();
                 let proof = self.inclusion_proof(entry.index, size).await?;
                 write(&Line::Entry(Box::new(ExportedEntry::new(&entry, &proof)))).map_err(io)?;
                 entries += 1;
@@ -456,10 +446,11 @@ impl crate::App {
             .await?;
         let mut events = Vec::with_capacity(stored.len());
         for s in stored {
-            let entry = Entry::decode(&s.entry)
-                .map_err(|e| crate::AppError::Invalid(format!("stored entry: {e}")))?;
+            // The entry as its row says it is: if the row was changed after it was appended,
+            // its leaf hash is not the stored one and the proof fails against the checkpoint.
+            let entry = s.entry();
             let proof = self.inclusion_proof(entry.index, size).await?;
-            let leaf = custody_audit::merkle::leaf_hash(&s.entry);
+            let leaf = entry.leaf_hash();
             let proved = custody_audit::merkle::verify_inclusion(
                 &leaf,
                 entry.index,
@@ -468,11 +459,9 @@ impl crate::App {
                 &checkpoint.root,
             )
             .is_ok();
-            let matches = (Entry { evidence: Vec::new(), ..entry.clone() })
-                == custody_store::entry_of(entry.index, &s.row.event);
             events.push(ProvenEvent {
                 exported: custody_audit::export::ExportedEntry::new(&entry, &proof),
-                verified: proved && matches,
+                verified: proved,
                 row: s.row,
                 statement: crate::personal::Statement::None,
             });

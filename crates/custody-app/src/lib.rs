@@ -87,7 +87,7 @@ impl AppError {
         match self {
             Self::NotFound => "not_found",
             Self::Forbidden => "forbidden",
-            Self::Invalid(_) => "invalid_request",
+            Self::Invalid(_) | Self::Store(StoreError::Refused(_)) => "invalid_request",
             Self::Conflict { code, .. } => code,
             Self::AuthenticationFailed => "authentication_failed",
             Self::Throttled => "throttled",

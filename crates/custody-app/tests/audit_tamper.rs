@@ -3,8 +3,8 @@
 //! Each case grows the log by a random batch of random entries (concurrent units, so group
 //! commit is in play), takes the auditor's trusted checkpoint, then does one random thing an
 //! attacker with full database access could do, the append-only triggers dropped: edit a field,
-//! flip a bit of an entry's bytes or leaf hash, delete, reorder, duplicate, truncate, roll back
-//! consistently, or put back an older copy of the log. `verify_store` must report it at or
+//! flip a bit of an entry's leaf hash or sealed ciphertext, add an evidence hash, delete,
+//! reorder, duplicate, truncate, roll back consistently, or put back an older copy of the log. `verify_store` must report it at or
 //! before the first index touched. The log is then restored and must verify again, so the next
 //! case tampers with a bigger, still honest log. Runs on both backends.
 //!
@@ -19,7 +19,7 @@
 
 use custody_app::audit::{Verdict, verify_store_in_batches};
 use custody_audit::checkpoint::Checkpoint;
-use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Target};
+use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, SealedText, Target};
 use custody_core::{BankId, CompartmentId, ParcelId, PersonId, SiteId, Timestamp};
 use custody_store::{Store, StoreError};
 use custody_testkit::attacker::Attacker;
@@ -41,6 +41,7 @@ struct Spec {
     actor: Option<u8>,
     target: [Option<u8>; 4],
     reason: Option<String>,
+    sealed: Option<(u8, Vec<u8>)>,
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -55,13 +56,15 @@ fn spec() -> impl Strategy<Value = Spec> {
             proptest::option::of(any::<u8>()),
         ],
         proptest::option::of("[a-z_:]{1,24}"),
+        proptest::option::of((any::<u8>(), proptest::collection::vec(any::<u8>(), 1..48))),
     )
-        .prop_map(|(action, outcome, actor, target, reason)| Spec {
+        .prop_map(|(action, outcome, actor, target, reason, sealed)| Spec {
             action,
             outcome,
             actor,
             target,
             reason,
+            sealed,
         })
 }
 
@@ -94,7 +97,10 @@ fn event(s: &Spec, at: i64) -> AuditEvent {
         },
         outcome: [Outcome::Success, Outcome::Failure, Outcome::Denied][s.outcome],
         reason: s.reason.clone(),
-        personal: None,
+        personal: s.sealed.as_ref().map(|(subject, ciphertext)| SealedText {
+            subject: PersonId::from_random(id(*subject)),
+            ciphertext: ciphertext.clone(),
+        }),
     }
 }
 
@@ -107,6 +113,7 @@ enum Column {
     Site,
     Outcome,
     Reason,
+    SealedSubject,
 }
 
 impl Column {
@@ -120,8 +127,19 @@ impl Column {
                 "outcome = CASE outcome WHEN 'success' THEN 'failure' ELSE 'success' END"
             }
             Self::Reason => "reason = COALESCE(reason, '') || 'x'",
+            Self::SealedSubject => "sealed_subject = COALESCE(sealed_subject, '') || 'x'",
         }
     }
+}
+
+/// A stored byte string an attacker flips a bit of.
+#[derive(Debug, Clone, Copy)]
+enum Bytes {
+    LeafHash,
+    /// The sealed ciphertext; the leaf hash when the entry has none.
+    Sealed,
+    /// The evidence hashes with one more (all zeros) appended: the flip makes it a new one.
+    Evidence,
 }
 
 #[derive(Debug, Clone)]
@@ -129,7 +147,7 @@ enum Tamper {
     Edit(Index, Column),
     FlipBit {
         index: Index,
-        leaf_hash: bool,
+        bytes: Bytes,
         byte: Index,
         bit: u8,
     },
@@ -158,12 +176,22 @@ fn tamper() -> impl Strategy<Value = Tamper> {
         Just(Column::Site),
         Just(Column::Outcome),
         Just(Column::Reason),
+        Just(Column::SealedSubject),
     ];
     prop_oneof![
         (any::<Index>(), column).prop_map(|(i, c)| Tamper::Edit(i, c)),
-        (any::<Index>(), any::<bool>(), any::<Index>(), 0..8_u8).prop_map(
-            |(index, leaf_hash, byte, bit)| Tamper::FlipBit { index, leaf_hash, byte, bit }
-        ),
+        (
+            any::<Index>(),
+            prop_oneof![Just(Bytes::LeafHash), Just(Bytes::Sealed), Just(Bytes::Evidence)],
+            any::<Index>(),
+            0..8_u8
+        )
+            .prop_map(|(index, bytes, byte, bit)| Tamper::FlipBit {
+                index,
+                bytes,
+                byte,
+                bit
+            }),
         any::<Index>().prop_map(Tamper::Delete),
         (any::<Index>(), any::<Index>()).prop_map(|(a, b)| Tamper::Swap(a, b)),
         (any::<Index>(), any::<Index>()).prop_map(|(from, to)| Tamper::Overwrite { from, to }),
@@ -215,17 +243,24 @@ impl Tampering for Attacker {
                     .await;
                 i
             }
-            Tamper::FlipBit { index, leaf_hash, byte, bit } => {
+            Tamper::FlipBit { index, bytes, byte, bit } => {
                 let i = pick(index);
                 let stored = store
                     .read(move |tx| async move { tx.audit_leaves(i, 1).await }.boxed())
                     .await
                     .unwrap();
-                let mut bytes =
-                    if *leaf_hash { stored[0].leaf_hash.clone() } else { stored[0].entry.clone() };
+                let stored = &stored[0];
+                let (column, mut bytes) = match (bytes, &stored.row.event.personal) {
+                    (Bytes::Sealed, Some(sealed)) => ("sealed", sealed.ciphertext.clone()),
+                    (Bytes::LeafHash | Bytes::Sealed, _) => ("leaf_hash", stored.leaf_hash.clone()),
+                    (Bytes::Evidence, _) => {
+                        let mut evidence = stored.evidence.concat();
+                        evidence.extend([0; 32]);
+                        ("evidence", evidence)
+                    }
+                };
                 let at = byte.index(bytes.len());
                 bytes[at] ^= 1 << bit;
-                let column = if *leaf_hash { "leaf_hash" } else { "entry" };
                 let value = self.blob(&bytes);
                 self.run(&format!("UPDATE audit_entries SET {column} = {value} WHERE seq = {i}"))
                     .await;
@@ -275,8 +310,8 @@ impl Tampering for Attacker {
     async fn duplicate(&mut self, from: u64, to: u64) {
         self.run(&format!(
             "INSERT INTO audit_entries SELECT {to}, at, actor_kind, actor_id, action, site_id, bank_id, \
-             compartment_id, parcel_id, outcome, reason, entry, leaf_hash, sealed_subject, sealed \
-             FROM audit_entries WHERE seq = {from}"
+             compartment_id, parcel_id, outcome, reason, leaf_hash, sealed_subject, sealed, \
+             evidence FROM audit_entries WHERE seq = {from}"
         ))
         .await;
     }

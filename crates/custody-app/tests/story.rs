@@ -438,7 +438,7 @@ backends!(statements_are_sealed_per_subject_and_erasure_keeps_the_log, |t: TestS
         .read(|tx| async move { tx.audit_leaves(0, 10_000).await }.boxed())
         .await
         .unwrap();
-    assert!(entries.iter().all(|e| !e.entry.windows(9).any(|w| w == b"lost her ")));
+    assert!(entries.iter().all(|e| !e.entry().encode().windows(9).any(|w| w == b"lost her ")));
     let (checkpoint, _) = env.app.current_checkpoint().await.unwrap();
 
     // Only org-wide admins erase; an auditor is refused, and the refusal is audited.

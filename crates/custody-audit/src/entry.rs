@@ -82,10 +82,10 @@ fn put_opt(out: &mut Vec<u8>, s: Option<&[u8]>) {
     }
 }
 
-/// An entry's fields but its evidence hashes, borrowed: what the store keeps queryable copies
-/// of, and what the verifier rebuilds from those copies to compare with the stored bytes.
+/// An entry borrowed field by field, the way the store keeps it: what the verifier rebuilds
+/// the canonical bytes from, without copying anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Head<'a> {
+pub struct EntryRef<'a> {
     /// Position in the log.
     pub index: u64,
     /// Milliseconds since the Unix epoch.
@@ -104,11 +104,29 @@ pub struct Head<'a> {
     pub reason: Option<&'a str>,
     /// Subject and ciphertext of the sealed part.
     pub sealed: Option<(&'a str, &'a [u8])>,
+    /// The evidence hashes, concatenated (32 bytes each).
+    pub evidence: &'a [u8],
 }
 
-impl Head<'_> {
-    /// Appends the canonical encoding of these fields: an entry's bytes up to its evidence.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
+impl EntryRef<'_> {
+    /// Appends the canonical encoding of this entry to `out`. Fails, leaving `out` as it was,
+    /// when the evidence is not a whole number of hashes or the entry is over
+    /// [`MAX_ENTRY_BYTES`]: no such entry can be decoded, so none may be written.
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), EntryError> {
+        if !self.evidence.len().is_multiple_of(32) {
+            return Err(EntryError::Malformed("evidence length"));
+        }
+        let start = out.len();
+        self.encode_unchecked(out);
+        if out.len() - start > MAX_ENTRY_BYTES {
+            out.truncate(start);
+            return Err(EntryError::TooLarge);
+        }
+        Ok(())
+    }
+
+    /// The encoding, whatever its size; `evidence` must be whole hashes.
+    fn encode_unchecked(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
         out.extend_from_slice(&self.index.to_be_bytes());
@@ -129,24 +147,24 @@ impl Head<'_> {
             }
             None => out.push(0),
         }
+        out.extend_from_slice(&((self.evidence.len() / 32) as u32).to_be_bytes());
+        out.extend_from_slice(self.evidence);
     }
 
-    /// Whether `bytes` is exactly the canonical encoding of an entry with these fields (and any
-    /// evidence hashes). `scratch` is reused between calls, so a scan allocates nothing per
-    /// entry.
-    pub fn is_encoded_by(&self, bytes: &[u8], scratch: &mut Vec<u8>) -> bool {
+    /// The leaf hash of this entry. `scratch` is reused between calls, so a scan allocates
+    /// nothing per entry.
+    pub fn leaf_hash(&self, scratch: &mut Vec<u8>) -> Result<crate::merkle::Hash, EntryError> {
         scratch.clear();
-        self.encode_into(scratch);
-        let Some(rest) = bytes.strip_prefix(scratch.as_slice()) else { return false };
-        let Some((count, hashes)) = rest.split_first_chunk::<4>() else { return false };
-        u32::from_be_bytes(*count) as usize * 32 == hashes.len() && bytes.len() <= MAX_ENTRY_BYTES
+        self.encode_into(scratch)?;
+        Ok(crate::merkle::leaf_hash(scratch))
     }
 }
 
 impl Entry {
-    /// The fields but the evidence, borrowed.
-    pub fn head(&self) -> Head<'_> {
-        Head {
+    /// This entry borrowed field by field; `evidence` is where its hashes are laid end to end
+    /// (see [`Entry::evidence_bytes`]).
+    pub fn borrowed<'a>(&'a self, evidence: &'a [u8]) -> EntryRef<'a> {
+        EntryRef {
             index: self.index,
             at_ms: self.at_ms,
             actor_kind: &self.actor_kind,
@@ -161,17 +179,21 @@ impl Entry {
             outcome: &self.outcome,
             reason: self.reason.as_deref(),
             sealed: self.sealed.as_ref().map(|s| (s.subject.as_str(), s.ciphertext.as_slice())),
+            evidence,
         }
     }
 
-    /// The canonical bytes the leaf hash covers.
+    /// The evidence hashes laid end to end, as the store keeps them.
+    pub fn evidence_bytes(&self) -> Vec<u8> {
+        self.evidence.concat()
+    }
+
+    /// The canonical bytes the leaf hash covers. Whether they are within [`MAX_ENTRY_BYTES`]
+    /// is for the writer to check ([`EntryRef::encode_into`]); a reader rejects larger ones.
     pub fn encode(&self) -> Vec<u8> {
+        let evidence = self.evidence_bytes();
         let mut out = Vec::with_capacity(256);
-        self.head().encode_into(&mut out);
-        out.extend_from_slice(&(self.evidence.len() as u32).to_be_bytes());
-        for e in &self.evidence {
-            out.extend_from_slice(e);
-        }
+        self.borrowed(&evidence).encode_unchecked(&mut out);
         out
     }
 
@@ -367,20 +389,33 @@ mod tests {
             prop_assert_ne!(a.encode(), b.encode());
         }
 
-        /// The verifier's allocation-free check agrees with decoding: an entry's bytes are
-        /// encoded by its own head, and by no other entry's.
+        /// The verifier's allocation-free path (fields as stored → leaf hash) gives exactly
+        /// the owned entry's bytes and hash.
         #[test]
-        fn heads_recognise_exactly_their_encoding(a in entries(), b in entries()) {
+        fn borrowed_entries_encode_as_owned_ones(a in entries()) {
+            let evidence = a.evidence_bytes();
+            let mut out = vec![7];
+            a.borrowed(&evidence).encode_into(&mut out).unwrap();
+            prop_assert_eq!(out[1..].to_vec(), a.encode());
             let mut scratch = Vec::new();
-            prop_assert!(a.head().is_encoded_by(&a.encode(), &mut scratch));
-            let same_head = Entry { evidence: b.evidence.clone(), ..a.clone() };
-            prop_assert!(a.head().is_encoded_by(&same_head.encode(), &mut scratch));
-            if a.head() != b.head() {
-                prop_assert!(!a.head().is_encoded_by(&b.encode(), &mut scratch));
-            }
-            let mut cut = a.encode();
-            cut.pop();
-            prop_assert!(!a.head().is_encoded_by(&cut, &mut scratch));
+            prop_assert_eq!(a.borrowed(&evidence).leaf_hash(&mut scratch).unwrap(), a.leaf_hash());
+        }
+
+        /// Evidence that is not whole hashes, and entries too large to read back, are never
+        /// encoded.
+        #[test]
+        fn unreadable_entries_are_not_encoded(a in entries(), extra in 1..32_usize) {
+            let mut evidence = a.evidence_bytes();
+            evidence.extend(std::iter::repeat_n(0, extra));
+            let mut out = vec![7];
+            prop_assert_eq!(
+                a.borrowed(&evidence).encode_into(&mut out),
+                Err(EntryError::Malformed("evidence length"))
+            );
+            let huge = Entry { reason: Some("x".repeat(MAX_ENTRY_BYTES)), ..a };
+            let evidence = huge.evidence_bytes();
+            prop_assert_eq!(huge.borrowed(&evidence).encode_into(&mut out), Err(EntryError::TooLarge));
+            prop_assert_eq!(out, vec![7]);
         }
 
         #[test]

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use custody_audit::entry::Entry;
 use custody_audit::export::{ExportedEntry, Line, verify_export};
 use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::{BankId, CompartmentId, ParcelId, PersonId, SiteId, Timestamp};
@@ -200,7 +199,7 @@ async fn raw_limit(
             .read(move |tx| async move { tx.audit_leaves(from, 10_000).await }.boxed())
             .await?;
         anyhow::ensure!(!batch.is_empty(), "the log holds fewer entries than were appended");
-        rows.extend(batch.into_iter().map(|s| (s.entry, s.leaf_hash)));
+        rows.extend(batch.into_iter().map(|s| (s.entry().encode(), s.leaf_hash)));
     }
     let entry_bytes = rows.iter().map(|(e, _)| e.len()).sum::<usize>() / rows.len().max(1);
     Ok((custody_store::bench::raw_sqlite_inserts(path, &rows).await?, entry_bytes))
@@ -238,7 +237,7 @@ async fn one_exported_entry(app: &custody_app::App) -> anyhow::Result<(usize, us
     let stored =
         app.store().read(move |tx| async move { tx.audit_leaves(index, 1).await }.boxed()).await?;
     let stored = stored.first().context("the middle entry")?;
-    let entry = Entry::decode(&stored.entry).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let entry = stored.entry();
     let proof = app.inclusion_proof(index, checkpoint.size).await?;
     let line = serde_json::to_string(&Line::Entry(Box::new(ExportedEntry::new(&entry, &proof))))?;
     let text = format!("{}\n{line}\n", serde_json::to_string(&Line::Checkpoint { note })?);

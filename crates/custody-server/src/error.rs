@@ -46,7 +46,9 @@ impl From<AppError> for ApiError {
         let status = match &e {
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::Forbidden | AppError::PickupRefused => StatusCode::FORBIDDEN,
-            AppError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Invalid(_) | AppError::Store(custody_store::StoreError::Refused(_)) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             AppError::Conflict { .. }
             | AppError::BankNotEnrolled
             | AppError::Store(custody_store::StoreError::Conflict) => StatusCode::CONFLICT,

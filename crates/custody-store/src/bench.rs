@@ -88,7 +88,7 @@ fn read_log(source: &Path, n: u64) -> Result<LogRows, StoreError> {
         const_format::concatcp!(
             "SELECT ",
             AUDIT_COLS,
-            ", entry, leaf_hash FROM audit_entries WHERE seq < ?1 ORDER BY seq"
+            ", evidence, leaf_hash FROM audit_entries WHERE seq < ?1 ORDER BY seq"
         ),
         15,
     )?;
@@ -165,7 +165,7 @@ pub async fn raw_log_inserts(source: &Store, n: u64, path: &Path) -> Result<Dura
             const_format::concatcp!(
                 "INSERT INTO audit_entries (",
                 AUDIT_COLS,
-                ", entry, leaf_hash) VALUES "
+                ", evidence, leaf_hash) VALUES "
             ),
             chunk,
             ENTRIES_PER_INSERT,

@@ -88,6 +88,9 @@ pub enum StoreError {
     /// A value in the database is not valid (a corrupted or hand-edited row).
     #[error("corrupt value in {0}")]
     Corrupt(&'static str),
+    /// The store refuses to write a value (an audit entry too large to be read back).
+    #[error("refused: {0}")]
+    Refused(String),
     /// A write was attempted on a read-only transaction.
     #[error("write attempted in a read-only transaction")]
     ReadOnly,
@@ -143,6 +146,21 @@ fn backend_of(url: &str) -> Result<Backend, StoreError> {
     } else {
         Err(StoreError::UnsupportedUrl)
     }
+}
+
+/// Brings the schema of the database at `url` to `version` and no further: how tests build a
+/// database as an older Custody left it, to test the migrations after it.
+#[doc(hidden)]
+pub async fn migrate_to(url: &str, version: i64) -> Result<(), StoreError> {
+    sqlx::any::install_default_drivers();
+    let backend = backend_of(url)?;
+    let mut conn = AnyConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Connect(e.to_string()))?
+        .disable_statement_logging()
+        .connect()
+        .await
+        .map_err(|e| StoreError::Connect(e.to_string()))?;
+    migrate::run_to(&mut conn, backend, version).await
 }
 
 /// The URL of the SQLite database file in `data_dir`.

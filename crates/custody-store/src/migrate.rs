@@ -31,6 +31,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0003_subject_keys.sql"),
         postgres: include_str!("../migrations/postgres/0003_subject_keys.sql"),
     },
+    Migration {
+        version: 4,
+        name: "entries_stored_once",
+        sqlite: include_str!("../migrations/sqlite/0004_entries_stored_once.sql"),
+        postgres: include_str!("../migrations/postgres/0004_entries_stored_once.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
@@ -39,6 +45,15 @@ pub(crate) fn latest_version() -> i64 {
 }
 
 pub(crate) async fn run(conn: &mut AnyConnection, backend: Backend) -> Result<(), StoreError> {
+    run_to(conn, backend, latest_version()).await
+}
+
+/// Applies the migrations up to and including `target`.
+pub(crate) async fn run_to(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    target: i64,
+) -> Result<(), StoreError> {
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS schema_migrations \
          (version BIGINT PRIMARY KEY, name TEXT NOT NULL)",
@@ -56,7 +71,7 @@ pub(crate) async fn run(conn: &mut AnyConnection, backend: Backend) -> Result<()
             message: "the database was migrated by a newer Custody; upgrade this binary".into(),
         });
     }
-    for m in MIGRATIONS.iter().filter(|m| m.version > applied) {
+    for m in MIGRATIONS.iter().filter(|m| m.version > applied && m.version <= target) {
         let sql = match backend {
             Backend::Sqlite => m.sqlite,
             Backend::Postgres => m.postgres,

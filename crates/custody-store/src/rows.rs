@@ -298,30 +298,30 @@ pub struct AuditRow {
 }
 
 /// An audit entry's row exactly as stored, borrowed from the database's buffers: nothing is
-/// parsed into domain types or copied. What the verifier compares with the entry's bytes, so
-/// that a malformed copy is reported as tampering at its index instead of failing the read.
+/// parsed into domain types or copied. What the verifier re-encodes and hashes, so that a
+/// malformed value is reported as tampering at its index instead of failing the read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowRef<'a> {
     /// Position.
     pub seq: i64,
-    /// The copy of the entry's time.
+    /// The entry's time.
     pub at: i64,
-    /// The copy of the actor's kind.
+    /// The entry's actor's kind.
     pub actor_kind: &'a str,
-    /// The copy of the actor's id.
+    /// The entry's actor's id.
     pub actor_id: Option<&'a str>,
-    /// The copy of the action.
+    /// The entry's action.
     pub action: &'a str,
-    /// The copies of the target: site, bank, compartment, parcel.
+    /// The entry's target: site, bank, compartment, parcel.
     pub target: [Option<&'a str>; 4],
-    /// The copy of the outcome.
+    /// The entry's outcome.
     pub outcome: &'a str,
-    /// The copy of the reason.
+    /// The entry's reason.
     pub reason: Option<&'a str>,
-    /// The copies of the sealed part: subject and ciphertext.
+    /// The entry's sealed part: subject and ciphertext.
     pub sealed: (Option<&'a str>, Option<&'a [u8]>),
-    /// The canonical bytes.
-    pub entry: &'a [u8],
+    /// The entry's evidence hashes, laid end to end.
+    pub evidence: &'a [u8],
     /// The stored leaf hash.
     pub leaf_hash: &'a [u8],
 }
@@ -338,12 +338,24 @@ pub struct MalformedAuditRow {
 /// A stored audit entry with what the tree is built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEntry {
-    /// The entry's queryable fields.
+    /// The entry's fields.
     pub row: AuditRow,
-    /// Its canonical bytes (custody-audit entry format).
-    pub entry: Vec<u8>,
-    /// The stored leaf hash of those bytes.
+    /// Its evidence hashes.
+    pub evidence: Vec<[u8; 32]>,
+    /// The stored leaf hash, which the tree covers.
     pub leaf_hash: Vec<u8>,
+}
+
+impl StoredEntry {
+    /// The entry in the audit format, as its fields say it is. Its encoding hashes to
+    /// `leaf_hash` unless the row was changed after it was appended.
+    pub fn entry(&self) -> custody_audit::entry::Entry {
+        let index = u64::try_from(self.row.seq).unwrap_or(u64::MAX);
+        custody_audit::entry::Entry {
+            evidence: self.evidence.clone(),
+            ..crate::tx::entry_of(index, &self.row.event)
+        }
+    }
 }
 
 /// Which audit entries to select (every given condition must hold).

@@ -42,7 +42,7 @@ fn i64_of(v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::Corrupt("seq"))
 }
 
-/// One row of `AUDIT_COLS, entry, leaf_hash`, borrowed from SQLite's buffers: nothing is
+/// One row of `AUDIT_COLS, evidence, leaf_hash`, borrowed from SQLite's buffers: nothing is
 /// parsed or copied.
 fn row_ref<'a>(r: &'a rusqlite::Row<'a>) -> Result<RowRef<'a>, MalformedAuditRow> {
     let value = |i: usize| r.get_ref(i).ok();
@@ -64,7 +64,7 @@ fn row_ref<'a>(r: &'a rusqlite::Row<'a>) -> Result<RowRef<'a>, MalformedAuditRow
             o(11, "sealed_subject")?,
             value(12).and_then(|v| v.as_blob_or_null().ok()).ok_or(bad("sealed"))?,
         ),
-        entry: b(13, "entry")?,
+        evidence: b(13, "evidence")?,
         leaf_hash: b(14, "leaf_hash")?,
     })
 }
@@ -157,7 +157,7 @@ fn sqlite_head<T>(
 const ENTRIES: &str = const_format::concatcp!(
     "SELECT ",
     AUDIT_COLS,
-    ", entry, leaf_hash FROM audit_entries WHERE seq >= ?1 ORDER BY seq LIMIT ?2"
+    ", evidence, leaf_hash FROM audit_entries WHERE seq >= ?1 ORDER BY seq LIMIT ?2"
 );
 
 /// Reads `ranges` of entries through `conn` and sends each batch of checked rows.

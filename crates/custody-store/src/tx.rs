@@ -299,7 +299,7 @@ fn audit_row(r: &AnyRow) -> R<AuditRow> {
     })
 }
 
-/// A row of `AUDIT_COLS, entry, leaf_hash`, borrowed and read by position, parsing nothing.
+/// A row of `AUDIT_COLS, evidence, leaf_hash`, borrowed and read by position, parsing nothing.
 pub(crate) fn audit_row_ref(r: &AnyRow) -> Result<RowRef<'_>, MalformedAuditRow> {
     let seq = r.try_get::<i64, _>(0).ok();
     let bad = |column| MalformedAuditRow { seq, column };
@@ -319,7 +319,7 @@ pub(crate) fn audit_row_ref(r: &AnyRow) -> Result<RowRef<'_>, MalformedAuditRow>
             o(11, "sealed_subject")?,
             r.try_get::<Option<&[u8]>, _>(12).map_err(|_| bad("sealed"))?,
         ),
-        entry: b(13, "entry")?,
+        evidence: b(13, "evidence")?,
         leaf_hash: b(14, "leaf_hash")?,
     })
 }
@@ -1368,9 +1368,16 @@ impl Tx {
     /// tree after all other writes of the transaction (when the unit ends on PostgreSQL, when
     /// the write batch ends on SQLite), so the lock on the tree head is the last one taken and
     /// is held only until commit: two units can never wait on each other through it. If the
-    /// append fails, the unit fails and nothing it changed is kept.
+    /// append fails, the unit fails and nothing it changed is kept. An entry that could not be
+    /// read back (over the format's size limit) is refused here, so that it fails its own unit
+    /// and not the write batch it would have shared with others.
     pub fn append_audit(&mut self, e: &AuditEvent) -> R<()> {
         self.w()?;
+        let entry = entry_of(0, e);
+        entry
+            .borrowed(&entry.evidence_bytes())
+            .encode_into(&mut Vec::new())
+            .map_err(|err| StoreError::Refused(format!("audit entry: {err}")))?;
         self.pending.push(e.clone());
         Ok(())
     }
@@ -1405,20 +1412,27 @@ impl Tx {
         let mut frontier = Frontier::from_parts(size, split_hashes(&blob(&head, "peaks")?)?)
             .map_err(|_| StoreError::Corrupt("audit_tree"))?;
         let pending = std::mem::take(&mut self.pending);
+        let mut scratch = Vec::with_capacity(512);
         let mut nodes: Vec<(i64, i64, Vec<u8>)> = Vec::new();
         for chunk in pending.chunks(ENTRIES_PER_INSERT) {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(values_sql(
                 self.backend,
                 "INSERT INTO audit_entries (seq, at, actor_kind, actor_id, action, site_id, \
                  bank_id, compartment_id, parcel_id, outcome, reason, sealed_subject, sealed, \
-                 entry, leaf_hash) VALUES ",
+                 evidence, leaf_hash) VALUES ",
                 15,
                 chunk.len(),
             )));
             for e in chunk {
                 let index = frontier.size();
-                let bytes = entry_of(index, e).encode();
-                let leaf = audit_merkle::leaf_hash(&bytes);
+                let entry = entry_of(index, e);
+                let evidence = entry.evidence_bytes();
+                // Checked by append_audit already; an entry that could not be read back is
+                // never written.
+                let leaf = entry
+                    .borrowed(&evidence)
+                    .leaf_hash(&mut scratch)
+                    .map_err(|err| StoreError::Refused(format!("audit entry: {err}")))?;
                 for (level, idx, hash) in frontier.push(leaf) {
                     if level > 0 {
                         let idx =
@@ -1440,7 +1454,7 @@ impl Tx {
                     .bind(e.reason.clone())
                     .bind(e.personal.as_ref().map(|p| p.subject.as_str().to_owned()))
                     .bind(e.personal.as_ref().map(|p| p.ciphertext.clone()))
-                    .bind(bytes)
+                    .bind(evidence)
                     .bind(leaf.to_vec());
             }
             self.exec(q).await?;
@@ -1482,7 +1496,7 @@ impl Tx {
             .map_err(|_| StoreError::Corrupt("audit_tree"))
     }
 
-    /// Stored entries `from..from + limit` with their canonical bytes and leaf hashes, in order.
+    /// Stored entries `from..from + limit` with their evidence and leaf hashes, in order.
     pub async fn audit_leaves(&mut self, from: u64, limit: u32) -> R<Vec<StoredEntry>> {
         self.audit_rows(from, limit)
             .await?
@@ -1490,7 +1504,7 @@ impl Tx {
             .map(|r| {
                 Ok(StoredEntry {
                     row: audit_row(r)?,
-                    entry: blob(r, "entry")?,
+                    evidence: split_hashes(&blob(r, "evidence")?)?,
                     leaf_hash: blob(r, "leaf_hash")?,
                 })
             })
@@ -1513,14 +1527,14 @@ impl Tx {
         Ok(())
     }
 
-    /// Stored entries `from..from + limit` as rows of `AUDIT_COLS, entry, leaf_hash`, in order:
+    /// Stored entries `from..from + limit` as rows of `AUDIT_COLS, evidence, leaf_hash`, in order:
     /// the verifier's scan reads them with [`audit_row_ref`], [`Tx::audit_leaves`] parses them.
     pub(crate) async fn audit_rows(&mut self, from: u64, limit: u32) -> R<Vec<AnyRow>> {
         self.all(
             sqlx::query(sql!(
                 "SELECT ",
                 AUDIT_COLS,
-                ", entry, leaf_hash FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2"
+                ", evidence, leaf_hash FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2"
             ))
             .bind(i64::try_from(from).map_err(|_| StoreError::Corrupt("seq"))?)
             .bind(i64::from(limit)),
@@ -1587,7 +1601,7 @@ impl Tx {
                 sqlx::query(sql!(
                     "SELECT ",
                     AUDIT_COLS,
-                    ", entry, leaf_hash FROM audit_entries WHERE seq >= $1 AND seq < $2 \
+                    ", evidence, leaf_hash FROM audit_entries WHERE seq >= $1 AND seq < $2 \
                      AND ($3 IS NULL OR parcel_id = $3) AND ($4 IS NULL OR compartment_id = $4) \
                      AND ($5 IS NULL OR actor_id = $5 OR sealed_subject = $5) AND ($6 IS NULL OR at >= $6) AND ($7 IS NULL OR at < $7) \
                      ORDER BY seq LIMIT $8"
@@ -1606,7 +1620,7 @@ impl Tx {
             .map(|r| {
                 Ok(StoredEntry {
                     row: audit_row(r)?,
-                    entry: blob(r, "entry")?,
+                    evidence: split_hashes(&blob(r, "evidence")?)?,
                     leaf_hash: blob(r, "leaf_hash")?,
                 })
             })

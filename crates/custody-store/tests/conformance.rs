@@ -531,21 +531,21 @@ backends!(audit_log_is_a_merkle_tree_and_append_only, |t: TestStore| async move 
     }
 });
 
-/// Checks each stored entry: its bytes decode to its own fields and hash to its leaf hash.
-/// Returns the leaf hashes.
+/// Checks each stored entry: it sits at its own position and its fields, encoded, hash to its
+/// stored leaf hash. Returns the leaf hashes.
 fn check_leaves(leaves: &[StoredEntry]) -> Vec<custody_audit::merkle::Hash> {
     leaves
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            let entry = custody_audit::entry::Entry::decode(&l.entry).unwrap();
+            let entry = l.entry();
             assert_eq!(
                 (entry.index, l.row.seq),
                 (u64::try_from(i).unwrap(), i64::try_from(i).unwrap())
             );
             assert_eq!(entry.action, l.row.event.action.as_str());
             assert_eq!(entry.at_ms, l.row.event.at.as_millis());
-            let leaf = custody_audit::merkle::leaf_hash(&l.entry);
+            let leaf = custody_audit::merkle::leaf_hash(&entry.encode());
             assert_eq!(leaf.as_slice(), l.leaf_hash.as_slice());
             leaf
         })
@@ -803,7 +803,7 @@ async fn the_raw_limit_inserts_exactly_the_rows_the_log_stores() {
             "SELECT quote(seq) || quote(at) || quote(actor_kind) || quote(actor_id) || quote(action) \
              || quote(site_id) || quote(bank_id) || quote(compartment_id) || quote(parcel_id) \
              || quote(outcome) || quote(reason) || quote(sealed_subject) || quote(sealed) \
-             || quote(entry) || quote(leaf_hash) AS r FROM audit_entries WHERE seq < {upto} ORDER BY seq"
+             || quote(evidence) || quote(leaf_hash) AS r FROM audit_entries WHERE seq < {upto} ORDER BY seq"
         ))
         .fetch_all(&mut conn)
         .await
@@ -828,3 +828,159 @@ async fn the_raw_limit_inserts_exactly_the_rows_the_log_stores() {
     assert!(!raw_nodes.is_empty());
     assert_eq!(raw_nodes, log_nodes);
 }
+
+/// Migration 4 on both backends (the `backends!` macro opens a store, which would migrate
+/// past the version these tests start from).
+mod entries_stored_once {
+    use super::*;
+    use custody_audit::entry::Entry;
+    use custody_audit::merkle::{Frontier, leaf_hash};
+    use custody_core::audit::SealedText;
+    use custody_testkit::TestDatabase;
+
+    /// A log of `n` entries written as schema version 3 stored it (canonical bytes beside
+    /// copies of the fields), the last one with `last_evidence` evidence hashes. Returns the
+    /// entries.
+    async fn version_3_log(url: &str, n: u64, last_evidence: usize) -> Vec<Entry> {
+        migrate_to(url, 3).await.unwrap();
+        let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+        let (mut frontier, mut entries) = (Frontier::new(), Vec::new());
+        for index in 0..n {
+            let mut e = event(AuditAction::Deposit, Some(rid(ParcelId::from_random)));
+            e.reason = (index % 2 == 0).then(|| "code_expired".to_owned());
+            e.personal = (index % 3 == 0).then(|| SealedText {
+                subject: rid(PersonId::from_random),
+                ciphertext: vec![u8::try_from(index).unwrap(); 40],
+            });
+            let mut entry = entry_of(index, &e);
+            if index + 1 == n {
+                entry.evidence = vec![[7; 32]; last_evidence];
+            }
+            let bytes = entry.encode();
+            let leaf = leaf_hash(&bytes);
+            sqlx::query(
+                "INSERT INTO audit_entries (seq, at, actor_kind, actor_id, action, site_id, \
+                 bank_id, compartment_id, parcel_id, outcome, reason, entry, leaf_hash, \
+                 sealed_subject, sealed) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+            )
+            .bind(i64::try_from(index).unwrap())
+            .bind(entry.at_ms)
+            .bind(entry.actor_kind.clone())
+            .bind(entry.actor_id.clone())
+            .bind(entry.action.clone())
+            .bind(entry.site.clone())
+            .bind(entry.bank.clone())
+            .bind(entry.compartment.clone())
+            .bind(entry.parcel.clone())
+            .bind(entry.outcome.clone())
+            .bind(entry.reason.clone())
+            .bind(bytes)
+            .bind(leaf.to_vec())
+            .bind(entry.sealed.as_ref().map(|s| s.subject.clone()))
+            .bind(entry.sealed.as_ref().map(|s| s.ciphertext.clone()))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            for (level, idx, hash) in frontier.push(leaf) {
+                if level > 0 {
+                    sqlx::query("INSERT INTO audit_nodes (level, idx, hash) VALUES ($1, $2, $3)")
+                        .bind(i64::from(level))
+                        .bind(i64::try_from(idx).unwrap())
+                        .bind(hash.to_vec())
+                        .execute(&mut conn)
+                        .await
+                        .unwrap();
+                }
+            }
+            entries.push(entry);
+        }
+        sqlx::query("UPDATE audit_tree SET size = $1, peaks = $2 WHERE id = 1")
+            .bind(i64::try_from(n).unwrap())
+            .bind(frontier.peaks().concat())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        entries
+    }
+
+    async fn an_older_log_is_carried_over_whole(db: TestDatabase) {
+        let written = version_3_log(&db.url, 13, 0).await;
+        let t = db.open().await;
+        let stored =
+            t.store.read(|tx| async move { tx.audit_leaves(0, 100).await }.boxed()).await.unwrap();
+        // Each entry, rebuilt from its row, is byte for byte what version 3 stored.
+        assert_eq!(stored.iter().map(StoredEntry::entry).collect::<Vec<_>>(), written);
+        let hashes = check_leaves(&stored);
+        // The log goes on growing from where it was.
+        t.store
+            .write(|tx| async move { tx.append_audit(&event(AuditAction::Deposit, None)) }.boxed())
+            .await
+            .unwrap();
+        let (stored, head) = t
+            .store
+            .read(|tx| {
+                async move {
+                    Ok::<_, StoreError>((tx.audit_leaves(0, 100).await?, tx.tree_head().await?))
+                }
+                .boxed()
+            })
+            .await
+            .unwrap();
+        assert_eq!(check_leaves(&stored)[..13], hashes[..]);
+        assert_eq!(head.size(), 14);
+        assert_eq!(head.root(), custody_audit::merkle::root_of(&check_leaves(&stored)));
+    }
+
+    async fn a_log_with_evidence_stops_the_migration_unchanged(db: TestDatabase) {
+        let written = version_3_log(&db.url, 5, 2).await;
+        let err = Store::open(&db.url).await.unwrap_err();
+        assert!(matches!(err, StoreError::Migration { version: 4, .. }), "{err:?}");
+        // Still version 3, every byte where it was.
+        let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+        let version: i64 = sqlx::query_scalar("SELECT MAX(version) FROM schema_migrations")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(version, 3);
+        let bytes: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT entry FROM audit_entries ORDER BY seq")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(bytes, written.iter().map(Entry::encode).collect::<Vec<_>>());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        an_older_log_is_carried_over_whole(custody_testkit::sqlite_database()).await;
+        a_log_with_evidence_stops_the_migration_unchanged(custody_testkit::sqlite_database()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let name = "entries_stored_once::postgres";
+        let Some(db) = custody_testkit::postgres_database(name).await else { return };
+        an_older_log_is_carried_over_whole(db).await;
+        let Some(db) = custody_testkit::postgres_database(name).await else { return };
+        a_log_with_evidence_stops_the_migration_unchanged(db).await;
+    }
+}
+
+backends!(an_entry_too_large_to_read_back_fails_its_own_unit, |t: TestStore| async move {
+    let huge = AuditEvent {
+        reason: Some("x".repeat(custody_audit::entry::MAX_ENTRY_BYTES)),
+        ..event(AuditAction::Deposit, None)
+    };
+    let (ok, refused) = tokio::join!(
+        t.store
+            .write(|tx| async move { tx.append_audit(&event(AuditAction::Deposit, None)) }.boxed()),
+        t.store.write(move |tx| async move { tx.append_audit(&huge) }.boxed()),
+    );
+    ok.unwrap();
+    assert!(matches!(refused, Err(StoreError::Refused(_))), "{refused:?}");
+    let stored =
+        t.store.read(|tx| async move { tx.audit_leaves(0, 10).await }.boxed()).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    check_leaves(&stored);
+});

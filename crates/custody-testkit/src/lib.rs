@@ -23,7 +23,9 @@ pub mod store;
 
 pub use env::Env;
 pub use server::TestServer;
-pub use store::{TestStore, postgres_store, sqlite_store};
+pub use store::{
+    TestDatabase, TestStore, postgres_database, postgres_store, sqlite_database, sqlite_store,
+};
 
 use custody_core::{ManualClock, Timestamp};
 

@@ -13,16 +13,42 @@ pub struct TestStore {
     pub store: Store,
     /// Its URL, for a second process (the CLI) to open the same database.
     pub url: String,
+    _database: TestDatabase,
+}
+
+/// A test's `async move` body names only `t.store` or `t.url`; a closure captures just the
+/// fields it names unless the type implements `Drop`, in which case it captures it whole. Without
+/// this the database would be dropped as the body starts.
+impl Drop for TestStore {
+    fn drop(&mut self) {}
+}
+
+/// A new, empty database that lives as long as the test (or the [`TestStore`] opened on it).
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// Its URL.
+    pub url: String,
     _dir: Option<tempfile::TempDir>,
     pg: Option<(String, String)>,
 }
 
+impl TestDatabase {
+    /// Opens the store on it (which brings its schema up to date).
+    pub async fn open(self) -> TestStore {
+        let store = Store::open(&self.url).await.expect("open the test store");
+        TestStore { store, url: self.url.clone(), _database: self }
+    }
+}
+
+/// A new SQLite file, not opened yet.
+pub fn sqlite_database() -> TestDatabase {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    TestDatabase { url: sqlite_url_in(dir.path()), _dir: Some(dir), pg: None }
+}
+
 /// A store on a new SQLite file.
 pub async fn sqlite_store() -> TestStore {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let url = sqlite_url_in(dir.path());
-    let store = Store::open(&url).await.expect("open sqlite store");
-    TestStore { store, url, _dir: Some(dir), pg: None }
+    sqlite_database().open().await
 }
 
 fn admin_url() -> String {
@@ -44,6 +70,11 @@ fn database_url(admin: &str, name: &str) -> String {
 /// A store on a new PostgreSQL database, or `None` (with a notice) when no server answers and
 /// `CUSTODY_REQUIRE_POSTGRES` is not `1`.
 pub async fn postgres_store(test: &str) -> Option<TestStore> {
+    Some(postgres_database(test).await?.open().await)
+}
+
+/// A new PostgreSQL database, not opened yet, or `None` as for [`postgres_store`].
+pub async fn postgres_database(test: &str) -> Option<TestDatabase> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     sqlx::any::install_default_drivers();
     let admin = admin_url();
@@ -76,11 +107,10 @@ pub async fn postgres_store(test: &str) -> Option<TestStore> {
     }
     let _ = conn.close().await;
     let url = database_url(&admin, &name);
-    let store = Store::open(&url).await.expect("open postgres store");
-    Some(TestStore { store, url, _dir: None, pg: Some((admin, name)) })
+    Some(TestDatabase { url, _dir: None, pg: Some((admin, name)) })
 }
 
-impl Drop for TestStore {
+impl Drop for TestDatabase {
     fn drop(&mut self) {
         let Some((admin, name)) = self.pg.take() else { return };
         // Drop runs inside the test's runtime, which must not block on itself: use a thread with
