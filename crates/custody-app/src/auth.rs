@@ -6,11 +6,11 @@
 //! all cost one Argon2id verification and give [`AppError::AuthenticationFailed`].
 
 use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Target};
-use custody_core::person::{Scope, Standing};
+use custody_core::person::{Factor, Scope, Standing};
 use custody_core::policy::Principal;
 use custody_core::text::Email;
 use custody_core::throttle::{ACCOUNT_LOGIN, SOURCE_LOGIN};
-use custody_core::{ApiKeyId, DeviceId};
+use custody_core::{ApiKeyId, DeviceId, SessionId, Timestamp};
 use custody_crypto::constant_time_eq;
 use custody_crypto::pki::CertificateInfo;
 use custody_store::{PersonRow, SessionRow};
@@ -21,13 +21,39 @@ use zeroize::Zeroizing;
 use crate::throttle::Budgets;
 use crate::{App, AppError, Caller};
 
-/// A session just created. The token goes into the cookie and nowhere else.
+/// Where a request comes from, as far as the server can tell: the address throttles are
+/// counted against, and the browser's own name for itself (for the person's list of sessions;
+/// never trusted for anything).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    /// Network address (the peer, or the client a trusted proxy names).
+    pub address: String,
+    /// `User-Agent`, cut to [`Client::USER_AGENT_CHARS`] characters.
+    pub user_agent: String,
+}
+
+impl Client {
+    /// Longest user agent kept.
+    pub const USER_AGENT_CHARS: usize = 200;
+
+    /// A client at `address` calling itself `user_agent`.
+    pub fn new(address: impl Into<String>, user_agent: &str) -> Self {
+        Self {
+            address: address.into(),
+            user_agent: user_agent.chars().take(Self::USER_AGENT_CHARS).collect(),
+        }
+    }
+}
+
+/// A session just created (or rotated). The token goes into the cookie and nowhere else.
 #[derive(Debug)]
 pub struct NewSession {
     /// The cookie value.
     pub token: Zeroizing<String>,
     /// Who signed in.
     pub person: PersonRow,
+    /// Whether the session still needs a second factor before it reaches anything else.
+    pub needs_second_factor: bool,
 }
 
 /// A verified session.
@@ -37,6 +63,23 @@ pub struct SessionInfo {
     pub person: PersonRow,
     /// As the policy sees them.
     pub caller: Caller,
+    /// The session's public id.
+    pub id: SessionId,
+    /// The second factor last proven in it, and when.
+    pub factor: Option<(Factor, Timestamp)>,
+}
+
+impl SessionInfo {
+    /// Whether the session reaches only the second-factor step: the person's role needs a
+    /// second factor and none was proven in this session (ASVS 6.3.3).
+    pub fn needs_second_factor(&self) -> bool {
+        self.person.role.needs_second_factor() && self.factor.is_none()
+    }
+
+    /// Whether a second factor was proven within `window` of `now` (a step-up).
+    pub fn stepped_up(&self, now: Timestamp, window: std::time::Duration) -> bool {
+        self.factor.is_some_and(|(_, at)| at.plus(window) > now && at <= now)
+    }
 }
 
 /// The principal of a person row.
@@ -55,13 +98,15 @@ pub fn principal_of(person: &PersonRow) -> Principal {
 const TOUCH_EVERY_MS: i64 = 60_000;
 
 impl App {
-    /// Signs a person in with e-mail and password, from network address `source`.
+    /// Signs a person in with e-mail and password. For a role that needs a second factor the
+    /// session reaches only the second-factor step until one is proven in it.
     pub async fn login(
         &self,
         email: &str,
         password: Zeroizing<String>,
-        source: &str,
+        client: &Client,
     ) -> Result<NewSession, AppError> {
+        let source = client.address.as_str();
         let now = self.now();
         // The account key uses what was typed (normalised when it parses), so throttling applies
         // equally to addresses that exist and ones that do not.
@@ -134,15 +179,13 @@ impl App {
             }
         };
 
-        let token_bytes: [u8; 32] = self.rng().bytes()?;
-        let token = Zeroizing::new(BASE64URL_NOPAD.encode(&token_bytes));
-        let session = SessionRow {
-            token_hash: self.keys().sessions.hash(&[token.as_bytes()]).to_vec(),
-            person: person.id.clone(),
-            created_at: now,
-            last_seen_at: now,
-            expires_at: now.plus(self.config().session_absolute),
-        };
+        let (token, session) = self.new_session_row(
+            &person,
+            SessionId::from_random(self.rng().bytes()?),
+            now,
+            None,
+            client,
+        )?;
         let event = AuditEvent {
             at: now,
             actor: Actor { kind: ActorKind::Person, id: Some(person.id.to_string()) },
@@ -164,7 +207,50 @@ impl App {
                 .boxed()
             })
             .await?;
-        Ok(NewSession { token, person })
+        let needs_second_factor = person.role.needs_second_factor();
+        Ok(NewSession { token, person, needs_second_factor })
+    }
+
+    /// A fresh token and the session row it opens for `person`: at sign-in, or when a
+    /// session is rotated (same `id`, new token) because a factor was proven in it.
+    pub(crate) fn new_session_row(
+        &self,
+        person: &PersonRow,
+        id: SessionId,
+        created_at: Timestamp,
+        factor: Option<(Factor, Timestamp)>,
+        client: &Client,
+    ) -> Result<(Zeroizing<String>, SessionRow), AppError> {
+        let token_bytes: [u8; 32] = self.rng().bytes()?;
+        let token = Zeroizing::new(BASE64URL_NOPAD.encode(&token_bytes));
+        let now = self.now();
+        let session = SessionRow {
+            token_hash: self.keys().sessions.hash(&[token.as_bytes()]).to_vec(),
+            id,
+            person: person.id.clone(),
+            created_at,
+            last_seen_at: now,
+            expires_at: created_at.plus(self.config().session_absolute),
+            factor,
+            source: client.address.clone(),
+            user_agent: client.user_agent.clone(),
+        };
+        Ok((token, session))
+    }
+
+    /// How long a session of `role` lives without a request.
+    pub(crate) fn session_idle(&self, role: custody_core::person::Role) -> std::time::Duration {
+        let idle = self.config().session_idle;
+        if role == custody_core::person::Role::SuperAdmin {
+            idle.min(self.config().session_idle_super_admin)
+        } else {
+            idle
+        }
+    }
+
+    /// The keyed hash a session token is stored under.
+    pub(crate) fn session_hash(&self, token: &str) -> Vec<u8> {
+        self.keys().sessions.hash(&[token.as_bytes()]).to_vec()
     }
 
     async fn verify_password(
@@ -187,7 +273,6 @@ impl App {
         }
         let now = self.now();
         let hash = self.keys().sessions.hash(&[token.as_bytes()]).to_vec();
-        let idle = self.config().session_idle;
         let lookup = hash.clone();
         let found = self
             .store()
@@ -203,6 +288,7 @@ impl App {
             })
             .await?;
         let Some((session, person)) = found else { return Err(AppError::AuthenticationFailed) };
+        let idle = self.session_idle(person.role);
         let live = session.expires_at > now
             && session.last_seen_at.plus(idle) > now
             && person.disabled_at.is_none();
@@ -218,7 +304,7 @@ impl App {
                 .await?;
         }
         let caller = Caller::Principal(principal_of(&person));
-        Ok(SessionInfo { person, caller })
+        Ok(SessionInfo { person, caller, id: session.id, factor: session.factor })
     }
 
     /// Ends a session.

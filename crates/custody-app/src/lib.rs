@@ -14,6 +14,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod devices;
+pub mod factors;
 pub mod outbox;
 pub mod parcels;
 pub mod personal;
@@ -61,6 +62,13 @@ pub enum AppError {
     /// Sign-in failed. Deliberately says nothing about which part was wrong.
     #[error("sign-in failed")]
     AuthenticationFailed,
+    /// The session was started with a password only, and the person's role needs a second
+    /// factor before anything else.
+    #[error("prove your second factor (authenticator app, passkey or recovery code) first")]
+    SecondFactorRequired,
+    /// The action needs a second factor proven within the last few minutes.
+    #[error("confirm with your second factor first; this action needs a fresh one")]
+    StepUpRequired,
     /// Too many attempts; wait and try again.
     #[error("too many attempts; try again later")]
     Throttled,
@@ -90,6 +98,8 @@ impl AppError {
             Self::Invalid(_) | Self::Store(StoreError::Refused(_)) => "invalid_request",
             Self::Conflict { code, .. } => code,
             Self::AuthenticationFailed => "authentication_failed",
+            Self::SecondFactorRequired => "second_factor_required",
+            Self::StepUpRequired => "step_up_required",
             Self::Throttled => "throttled",
             Self::PickupRefused => "pickup_refused",
             Self::BankNotEnrolled => "bank_not_enrolled",
@@ -136,7 +146,6 @@ impl Caller {
         }
     }
 
-    /// Applies a policy check; the operator passes every check.
     /// The signed-in person calling, if it is one.
     pub fn person(&self) -> Option<&custody_core::PersonId> {
         match self {
@@ -145,6 +154,7 @@ impl Caller {
         }
     }
 
+    /// Applies a policy check; the operator passes every check.
     pub(crate) fn check(
         &self,
         rule: impl FnOnce(&Principal) -> Result<(), Denied>,
@@ -170,8 +180,12 @@ pub struct AppConfig {
     pub command_ttl: Duration,
     /// Session ends after this long without a request (ASVS 7.3.1).
     pub session_idle: Duration,
+    /// … and a super-admin's sooner: they hold every key (ASVS 7.3.1 at level 3).
+    pub session_idle_super_admin: Duration,
     /// Session ends this long after sign-in whatever happens (ASVS 7.3.2).
     pub session_absolute: Duration,
+    /// A second factor proven this recently counts as a step-up for sensitive actions.
+    pub step_up_window: Duration,
     /// How long an enrolment token stays usable.
     pub enrolment_token_ttl: Duration,
     /// Lifetime of device certificates.
@@ -190,7 +204,9 @@ impl Default for AppConfig {
             reservation_ttl: minutes(10),
             command_ttl: Duration::from_secs(30),
             session_idle: minutes(30),
+            session_idle_super_admin: minutes(15),
             session_absolute: hours(12),
+            step_up_window: minutes(5),
             enrolment_token_ttl: hours(24),
             device_cert_lifetime: days(30),
             notification_channel: "email".into(),
@@ -208,6 +224,8 @@ pub struct KeyRing {
     pub(crate) csrf: KeyedHasher,
     pub(crate) outbox: Sealer,
     pub(crate) subject_keys: Sealer,
+    pub(crate) totp: Sealer,
+    pub(crate) recovery: KeyedHasher,
     pub(crate) command: SigningKey,
     pub(crate) ca: CertificateAuthority,
     pub(crate) checkpoint: custody_audit::checkpoint::NoteSigner,
@@ -238,6 +256,8 @@ impl KeyRing {
             csrf: master.hasher(Purpose::Csrf),
             outbox: Sealer::new(master, Purpose::Outbox)?,
             subject_keys: Sealer::new(master, Purpose::SubjectKeys)?,
+            totp: Sealer::new(master, Purpose::TotpSeeds)?,
+            recovery: master.hasher(Purpose::RecoveryCodes),
             command,
             ca,
             checkpoint,

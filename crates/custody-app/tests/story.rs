@@ -8,6 +8,7 @@
 )]
 
 use custody_app::audit::{Verdict, verify_store};
+use custody_app::auth::Client;
 use custody_app::parcels::{ParcelSpec, PickupOutcome};
 use custody_app::personal::Statement;
 use custody_app::{AppError, Caller};
@@ -672,7 +673,11 @@ backends!(a_failed_audit_append_fails_the_change, |t: TestStore| async move {
 backends!(password_login_sessions_and_timeouts, |t: TestStore| async move {
     let env = Env::new(t).await;
     let pw = || Zeroizing::new(PASSWORD.to_owned());
-    let session = env.app.login("Admin@Acme.Example", pw(), "192.0.2.1").await.unwrap();
+    let session = env
+        .app
+        .login("Admin@Acme.Example", pw(), &Client::new("192.0.2.1", "story"))
+        .await
+        .unwrap();
     assert_eq!(session.person.id, env.admin.id);
     let info = env.app.session(&session.token).await.unwrap();
     assert_eq!(info.person.id, env.admin.id);
@@ -681,8 +686,11 @@ backends!(password_login_sessions_and_timeouts, |t: TestStore| async move {
         ("nobody@acme.example", PASSWORD),
         ("not an email", PASSWORD),
     ] {
-        let err =
-            env.app.login(email, Zeroizing::new(password.into()), "192.0.2.1").await.unwrap_err();
+        let err = env
+            .app
+            .login(email, Zeroizing::new(password.into()), &Client::new("192.0.2.1", "story"))
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), "authentication_failed", "{email}");
     }
     // Idle for 30 minutes: the session ends.
@@ -693,14 +701,22 @@ backends!(password_login_sessions_and_timeouts, |t: TestStore| async move {
     env.clock.advance(minutes(30));
     assert_eq!(env.app.session(&session.token).await.unwrap_err().code(), "authentication_failed");
     // Twelve hours after sign-in it ends whatever happens.
-    let s2 = env.app.login("admin@acme.example", pw(), "192.0.2.1").await.unwrap();
+    let s2 = env
+        .app
+        .login("admin@acme.example", pw(), &Client::new("192.0.2.1", "story"))
+        .await
+        .unwrap();
     for _ in 0..25 {
         env.clock.advance(minutes(29));
         let _ = env.app.session(&s2.token).await;
     }
     assert!(env.app.session(&s2.token).await.is_err(), "absolute lifetime");
     // Logout ends it at once.
-    let s3 = env.app.login("admin@acme.example", pw(), "192.0.2.1").await.unwrap();
+    let s3 = env
+        .app
+        .login("admin@acme.example", pw(), &Client::new("192.0.2.1", "story"))
+        .await
+        .unwrap();
     env.app.logout(&s3.token).await.unwrap();
     assert!(env.app.session(&s3.token).await.is_err());
 });
@@ -713,7 +729,7 @@ backends!(login_is_throttled_per_account, |t: TestStore| async move {
             .login(
                 "ann@harbour.example",
                 Zeroizing::new("guess guess guess".into()),
-                "198.51.100.7",
+                &Client::new("198.51.100.7", "story"),
             )
             .await
             .unwrap_err();
@@ -721,19 +737,31 @@ backends!(login_is_throttled_per_account, |t: TestStore| async move {
     }
     let err = env
         .app
-        .login("ann@harbour.example", Zeroizing::new(PASSWORD.into()), "198.51.100.8")
+        .login(
+            "ann@harbour.example",
+            Zeroizing::new(PASSWORD.into()),
+            &Client::new("198.51.100.8", "story"),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.code(), "throttled", "the account budget holds from any address");
     let err = env
         .app
-        .login("nobody@harbour.example", Zeroizing::new(PASSWORD.into()), "198.51.100.8")
+        .login(
+            "nobody@harbour.example",
+            Zeroizing::new(PASSWORD.into()),
+            &Client::new("198.51.100.8", "story"),
+        )
         .await;
     assert_eq!(err.unwrap_err().code(), "authentication_failed", "other accounts are unaffected");
     env.clock.advance(minutes(15));
     assert!(
         env.app
-            .login("ann@harbour.example", Zeroizing::new(PASSWORD.into()), "198.51.100.8")
+            .login(
+                "ann@harbour.example",
+                Zeroizing::new(PASSWORD.into()),
+                &Client::new("198.51.100.8", "story")
+            )
             .await
             .is_ok()
     );

@@ -24,15 +24,18 @@ use custody_agent::daemon::AgentHandle;
 use custody_agent::enrol::EnrolTarget;
 use custody_agent::hardware::SimulatedBank;
 use custody_app::admin::{CompartmentSpec, NewPerson};
+use custody_app::auth::Client;
 use custody_app::setup::DataDir;
 use custody_app::{App, AppConfig, Caller};
 use custody_core::compartment::SizeClass;
 use custody_core::person::Role;
 use custody_core::time::{days, duration_millis, minutes};
 use custody_core::{BankId, CarrierId, Clock, OrgId, SiteId, Timestamp};
+use custody_crypto::totp::{TotpSeed, step_at};
 use custody_crypto::{Rng, SystemClock};
 use custody_server::outbox::{Transport, Workers};
 use custody_server::{Listen, Running};
+use data_encoding::BASE32_NOPAD;
 use futures_util::FutureExt as _;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -99,9 +102,55 @@ struct Demo {
     site: SiteId,
     banks: Vec<Bank>,
     carrier_token: Zeroizing<String>,
+    /// The staff's authenticator apps: e-mail, seed, and the step whose code was used last.
+    authenticators: Vec<(&'static str, TotpSeed, std::sync::Mutex<u64>)>,
     outbox: PathBuf,
     data: DataDir,
     _temp: Option<tempfile::TempDir>,
+}
+
+/// The demo's staff whose role needs a second factor.
+const STAFF_WITH_AUTHENTICATORS: [&str; 2] = ["admin@harbour.example", "root@harbour.example"];
+
+/// Sets up an authenticator app for each of the demo's admins the way a person would:
+/// password, begin, read the key, confirm with the app's first code.
+async fn add_authenticators(
+    app: &App,
+    clock: &DemoClock,
+) -> anyhow::Result<Vec<(&'static str, TotpSeed, std::sync::Mutex<u64>)>> {
+    let client = Client::new("127.0.0.1", "custody demo");
+    let mut out = Vec::new();
+    for email in STAFF_WITH_AUTHENTICATORS {
+        let session = app.login(email, Zeroizing::new(DEMO_PASSWORD.into()), &client).await?;
+        let info = app.session(&session.token).await?;
+        let enrolment = app.begin_totp(&info).await?;
+        let seed = TotpSeed::from_bytes(&BASE32_NOPAD.decode(enrolment.secret.as_bytes())?)?;
+        let step = step_at(clock.now().as_millis());
+        let proven = app.confirm_totp(&session.token, &info, &seed.code_at(step), &client).await?;
+        app.logout(&proven.session.token).await?;
+        out.push((email, seed, std::sync::Mutex::new(step)));
+    }
+    Ok(out)
+}
+
+impl Demo {
+    /// The code `email`'s authenticator app shows now. A code works once, so when this step's
+    /// was used already the demo's clock moves on to the next step.
+    fn authenticator_code(&self, email: &str) -> anyhow::Result<Zeroizing<String>> {
+        let (_, seed, last) = self
+            .authenticators
+            .iter()
+            .find(|(e, _, _)| *e == email)
+            .with_context(|| format!("{email} has no authenticator app"))?;
+        let mut last = last.lock().map_err(|_| anyhow::anyhow!("authenticator lock"))?;
+        let mut step = step_at(self.clock.now().as_millis());
+        if step <= *last {
+            self.clock.advance(Duration::from_secs((*last + 1 - step) * 30));
+            step = step_at(self.clock.now().as_millis());
+        }
+        *last = step;
+        Ok(seed.code_at(step))
+    }
 }
 
 fn compartments() -> Vec<CompartmentSpec> {
@@ -197,6 +246,7 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
         .await?
         .token;
     add_people(&app, &org, &site, &carrier).await?;
+    let authenticators = add_authenticators(&app, &clock).await?;
 
     let (cert_pem, key_pem) = data.server_tls()?;
     let outbox = temp.path().join("outbox");
@@ -239,7 +289,18 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
             .with_context(|| format!("the agent of {name} did not connect"))?;
         banks.push(Bank { id: bank, name, doors, agent });
     }
-    Ok(Demo { app, clock, running, site, banks, carrier_token, outbox, data, _temp: Some(temp) })
+    Ok(Demo {
+        app,
+        clock,
+        running,
+        site,
+        banks,
+        carrier_token,
+        authenticators,
+        outbox,
+        data,
+        _temp: Some(temp),
+    })
 }
 
 pub(crate) async fn run(data: &Path, url: Option<&str>, args: Args) -> anyhow::Result<ExitCode> {
@@ -256,6 +317,10 @@ pub(crate) async fn run(data: &Path, url: Option<&str>, args: Args) -> anyhow::R
     println!("  sign in as:  admin@harbour.example, root@harbour.example, audit@harbour.example,");
     println!("               ann@harbour.example, bob@harbour.example, carl@parcelco.example");
     println!("  password:    {DEMO_PASSWORD}");
+    println!("  second factor for admin@ and root@ (add the key to an authenticator app):");
+    for (email, seed, _) in &demo.authenticators {
+        println!("               {email}: {}", seed.base32().as_str());
+    }
     println!("  carrier key: {}", demo.carrier_token.as_str());
     println!("  e-mails:     {}", demo.outbox.display());
     println!("  database:    {}", demo.app.store().backend().as_str());
@@ -278,6 +343,21 @@ pub(crate) async fn run(data: &Path, url: Option<&str>, args: Args) -> anyhow::R
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The session a sign-in answer starts (its cookie and CSRF token), and the answer.
+async fn session_of(response: reqwest::Response, email: &str) -> anyhow::Result<(Session, Value)> {
+    ensure!(response.status().is_success(), "signing in {email}: {}", response.status());
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .context("no session cookie")?
+        .to_owned();
+    let body: Value = response.json().await?;
+    let csrf = body["csrf_token"].as_str().unwrap_or_default().to_owned();
+    Ok((Session { cookie, csrf }, body))
 }
 
 /// The tour's view of the world: an HTTP client like any carrier's or admin's, and the people
@@ -326,16 +406,21 @@ impl Tour<'_> {
             .json(&json!({"email": email, "password": DEMO_PASSWORD}))
             .send()
             .await?;
-        ensure!(response.status().is_success(), "signing in {email}: {}", response.status());
-        let cookie = response
-            .headers()
-            .get("set-cookie")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .context("no session cookie")?
-            .to_owned();
-        let body: Value = response.json().await?;
-        Ok(Session { cookie, csrf: body["csrf_token"].as_str().unwrap_or_default().to_owned() })
+        let (session, body) = session_of(response, email).await?;
+        if body["second_factor_required"] != true {
+            return Ok(session);
+        }
+        // An admin's password reaches only the second-factor step: the app's code next.
+        let code = self.demo.authenticator_code(email)?;
+        let response = self
+            .http
+            .post(format!("{}/api/v1/sessions/current/factor", self.base))
+            .header("x-csrf-token", &session.csrf)
+            .header("cookie", &session.cookie)
+            .json(&json!({"totp": code.as_str()}))
+            .send()
+            .await?;
+        Ok(session_of(response, email).await?.0)
     }
 
     /// The pickup code in the next e-mail to `to`.
@@ -561,6 +646,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     let (third, third_slot) = t.deliver("ann@harbour.example", mailroom, "large").await?;
     let _ = t.mail_code("ann@harbour.example").await?;
     let admin = t.sign_in("admin@harbour.example").await?;
+    t.ok("Ada Admin signs in: her password, then the code from her authenticator app");
     let (status, body) = t
         .call(
             reqwest::Method::POST,

@@ -84,6 +84,14 @@ named_enum!(
         Login = "session.login",
         /// A session ended by logout.
         Logout = "session.logout",
+        /// A second factor proven in a session (sign-in's second step or a step-up), or not.
+        FactorProve = "session.factor",
+        /// A session ended by its owner from their list, or all their other sessions.
+        SessionEnd = "session.end",
+        /// An authenticator app enrolled (begun, confirmed) or removed.
+        TotpEnrol = "factor.totp",
+        /// A new set of recovery codes issued.
+        RecoveryCodesIssue = "factor.recovery_codes",
         /// A parcel was announced by a carrier.
         ParcelExpect = "parcel.expect",
         /// A compartment was reserved for a deposit.

@@ -160,6 +160,9 @@ opaque_id!(
 opaque_id!(
     /// A device enrolment token record (never the token itself).
     TokenId, "tok");
+opaque_id!(
+    /// A signed-in session, as its owner sees it in their list (never its token).
+    SessionId, "ses");
 
 #[cfg(test)]
 mod tests {

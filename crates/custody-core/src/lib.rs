@@ -19,7 +19,7 @@ pub mod time;
 
 pub use id::{
     ApiKeyId, BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId, OrgId, ParcelId,
-    PersonId, SiteId, TokenId,
+    PersonId, SessionId, SiteId, TokenId,
 };
 pub use time::{Clock, ManualClock, Timestamp};
 

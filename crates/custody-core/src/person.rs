@@ -32,9 +32,15 @@ impl Role {
         }
     }
 
-    /// Whether the role administers sites (and so must later hold a second factor).
+    /// Whether the role administers sites.
     pub const fn is_staff(self) -> bool {
         matches!(self, Self::Admin | Self::SuperAdmin)
+    }
+
+    /// Whether a session of this role reaches anything before a second factor is proven in it
+    /// (ASVS 6.3.3): admins and super-admins reach only the second-factor step on a password.
+    pub const fn needs_second_factor(self) -> bool {
+        self.is_staff()
     }
 
     /// Whether someone holding `self` may give another person `granted`.
@@ -42,6 +48,18 @@ impl Role {
         self.is_staff() && granted.rank() < self.rank()
     }
 }
+
+named_enum!(
+    /// A second factor, as proven in a session.
+    Factor {
+        /// A code from an authenticator app (RFC 6238).
+        Totp = "totp",
+        /// A passkey (WebAuthn).
+        Passkey = "passkey",
+        /// One of the person's single-use recovery codes.
+        RecoveryCode = "recovery_code",
+    }
+);
 
 /// Where a person's role applies: the whole organisation, or one site of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -171,6 +171,21 @@ impl Email {
     }
 }
 
+/// Percent-encodes everything but the unreserved characters of RFC 3986 §2.3, for a URI
+/// component (a query value, a path segment, an `otpauth://` label).
+pub fn percent_encode_component(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

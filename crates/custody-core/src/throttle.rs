@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use crate::time::{Timestamp, duration_millis, minutes};
+use crate::time::{Timestamp, duration_millis, hours, minutes};
 
 /// One throttle: a failure budget per window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,18 @@ pub const ACCOUNT_LOGIN: ThrottleRule =
 /// Failed password logins from one source address.
 pub const SOURCE_LOGIN: ThrottleRule =
     ThrottleRule { name: "source", max_failures: 50, window: minutes(15) };
+/// Failed second-factor codes (authenticator app or recovery code) for one account, short term.
+pub const ACCOUNT_SECOND_FACTOR: ThrottleRule =
+    ThrottleRule { name: "factor", max_failures: 5, window: minutes(15) };
+/// … and over a day.
+pub const ACCOUNT_SECOND_FACTOR_DAY: ThrottleRule =
+    ThrottleRule { name: "factor_day", max_failures: 20, window: hours(24) };
+/// Wrong authenticator-app codes in a row after which the app is locked until it is set up
+/// again (NIST SP 800-63B §5.2.2 allows at most 100). With three codes valid at any moment, an
+/// attacker who has the password guesses one before the lock with probability at most
+/// `100 × 3 / 10^6 = 0.03 %` (`docs/SECURITY.md`). Recovery codes (120 bits) still work, so
+/// the lock cannot shut the person out.
+pub const TOTP_CONSECUTIVE_FAILURES: u32 = 100;
 
 #[cfg(test)]
 mod tests {

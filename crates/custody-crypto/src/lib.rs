@@ -19,6 +19,7 @@ pub mod seal;
 pub mod secret;
 pub mod sign;
 pub mod tls;
+pub mod totp;
 
 pub use clock::SystemClock;
 pub use rng::Rng;

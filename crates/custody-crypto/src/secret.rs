@@ -44,6 +44,10 @@ pub enum Purpose {
     Outbox,
     /// Wrapping of each data subject's own key.
     SubjectKeys,
+    /// Sealing of authenticator-app (TOTP) seeds.
+    TotpSeeds,
+    /// Keyed hashes of recovery codes.
+    RecoveryCodes,
 }
 
 impl Purpose {
@@ -56,6 +60,8 @@ impl Purpose {
             Self::Csrf => b"custody/v1/csrf",
             Self::Outbox => b"custody/v1/outbox",
             Self::SubjectKeys => b"custody/v1/subject-keys",
+            Self::TotpSeeds => b"custody/v1/totp-seeds",
+            Self::RecoveryCodes => b"custody/v1/recovery-codes",
         }
     }
 }

@@ -60,6 +60,112 @@ pub struct SessionView {
     pub person: PersonView,
     /// Send as `X-CSRF-Token` with every state-changing request made with the cookie.
     pub csrf_token: String,
+    /// The session reaches only the second-factor step until a factor is proven in it
+    /// (`POST /api/v1/sessions/current/factor`), or set up (`POST /api/v1/me/totp`) when the
+    /// person has none yet.
+    pub second_factor_required: bool,
+    /// New recovery codes, shown this once: when the first authenticator app was confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_codes: Option<Vec<String>>,
+}
+
+/// A second factor for the current session: exactly one of the fields.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FactorRequest {
+    /// A six-digit code from the authenticator app.
+    #[serde(default)]
+    pub totp: Option<String>,
+    /// One of the recovery codes (case, spaces and dashes do not matter).
+    #[serde(default)]
+    pub recovery_code: Option<String>,
+}
+
+impl std::fmt::Debug for FactorRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FactorRequest(<redacted>)")
+    }
+}
+
+/// The first code of an authenticator app being set up.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TotpConfirmRequest {
+    /// The six-digit code the app shows.
+    pub code: String,
+}
+
+impl std::fmt::Debug for TotpConfirmRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotpConfirmRequest(<redacted>)")
+    }
+}
+
+/// The second factors the signed-in person holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FactorsView {
+    /// An authenticator app is set up.
+    pub totp: bool,
+    /// An authenticator app is being set up (its first code not typed yet).
+    pub totp_pending: bool,
+    /// Unused recovery codes.
+    pub recovery_codes_left: u32,
+    /// Whether this session still needs a second factor before anything else.
+    pub second_factor_required: bool,
+}
+
+/// An authenticator app to set up: show `otpauth_uri` as a QR code, or `secret` for typing.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TotpEnrolmentView {
+    /// The `otpauth://totp/…` URI.
+    pub otpauth_uri: String,
+    /// The seed in base32.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for TotpEnrolmentView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TotpEnrolmentView(<redacted>)")
+    }
+}
+
+/// New recovery codes, shown once.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RecoveryCodesView {
+    /// Ten single-use codes; the earlier ones no longer work.
+    pub codes: Vec<String>,
+}
+
+impl std::fmt::Debug for RecoveryCodesView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecoveryCodesView(<redacted>)")
+    }
+}
+
+/// One of the signed-in person's sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SessionListItem {
+    /// Id, to end it with `DELETE /api/v1/sessions/{id}`.
+    pub id: String,
+    /// Signed in at.
+    pub created_at: String,
+    /// Last request at.
+    pub last_seen_at: String,
+    /// Network address it was started from.
+    pub source: String,
+    /// The browser, as it named itself.
+    pub user_agent: String,
+    /// The second factor last proven in it (`totp`, `passkey`, `recovery_code`), if any.
+    pub factor: Option<String>,
+    /// Whether it is the session making this request.
+    pub current: bool,
+}
+
+/// How many sessions were ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct EndedView {
+    /// Sessions ended.
+    pub ended: u64,
 }
 
 /// A compartment.

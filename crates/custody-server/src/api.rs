@@ -23,8 +23,10 @@ use custody_proto::device::{EnrolRequest, EnrolResponse, SignedOpenCommand};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::extract::{CarrierCaller, PersonSession, SESSION_COOKIE, Signed, Staff, StaffRead};
-use crate::{ApiError, ClientAddress, ServerState, views};
+use crate::extract::{
+    AnySession, CarrierCaller, PersonSession, SESSION_COOKIE, Signed, Staff, StaffRead,
+};
+use crate::{ApiError, RequestClient, ServerState, views};
 
 /// JSON body extractor whose rejections use the API's error format.
 #[derive(Debug)]
@@ -53,7 +55,7 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-fn parse_id<T: FromStr>(s: &str, what: &str) -> Result<T, ApiError> {
+pub(crate) fn parse_id<T: FromStr>(s: &str, what: &str) -> Result<T, ApiError> {
     T::from_str(s).map_err(|_| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", format!("that is not a {what} id"))
     })
@@ -139,23 +141,25 @@ pub fn clear_session_cookie() -> HeaderValue {
 /// Sign in.
 pub async fn login(
     State(state): State<ServerState>,
-    ClientAddress(source): ClientAddress,
+    RequestClient(client): RequestClient,
     Json(body): Json<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let password = Zeroizing::new(body.password);
-    let session = state.app.login(&body.email, password, &source).await?;
+    let session = state.app.login(&body.email, password, &client).await?;
     let view = SessionView {
         person: views::person(&session.person),
         csrf_token: state.app.csrf_token(&session.token),
+        second_factor_required: session.needs_second_factor,
+        recovery_codes: None,
     };
     let cookie = session_cookie(&session.token, state.app.config().session_absolute);
     Ok(([(header::SET_COOKIE, cookie)], Json(view)).into_response())
 }
 
-/// Sign out.
+/// Sign out (also from a session still at the second-factor step).
 pub async fn logout(
     State(state): State<ServerState>,
-    session: PersonSession,
+    AnySession(session): AnySession,
 ) -> Result<Response, ApiError> {
     state.app.logout(&session.token).await?;
     Ok(([(header::SET_COOKIE, clear_session_cookie())], StatusCode::NO_CONTENT).into_response())

@@ -45,7 +45,10 @@ impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
         let status = match &e {
             AppError::NotFound => StatusCode::NOT_FOUND,
-            AppError::Forbidden | AppError::PickupRefused => StatusCode::FORBIDDEN,
+            AppError::Forbidden
+            | AppError::PickupRefused
+            | AppError::SecondFactorRequired
+            | AppError::StepUpRequired => StatusCode::FORBIDDEN,
             AppError::Invalid(_) | AppError::Store(custody_store::StoreError::Refused(_)) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }

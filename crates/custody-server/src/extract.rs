@@ -2,7 +2,8 @@
 //! and cannot run without it (STYLE.md rule 9).
 //!
 //! - [`Signed`]: a signed-in person (session cookie) or a carrier's API key.
-//! - [`PersonSession`]: a signed-in person.
+//! - [`PersonSession`]: a signed-in person, with the second factor their role needs proven.
+//! - [`AnySession`]: a signed-in person, second factor proven or not: the second-factor step.
 //! - [`StaffRead`]: an admin, super-admin or auditor.
 //! - [`Staff`]: an admin or super-admin.
 //! - [`CarrierCaller`]: a carrier's API key or a courier.
@@ -94,6 +95,14 @@ async fn session_of(
     Ok(Some(PersonSession { info, token: token.to_owned() }))
 }
 
+/// A complete session: one that still needs a second factor reaches nothing else (ASVS 6.3.3).
+fn complete(session: PersonSession) -> Result<PersonSession, ApiError> {
+    if session.info.needs_second_factor() {
+        return Err(custody_app::AppError::SecondFactorRequired.into());
+    }
+    Ok(session)
+}
+
 impl<S> FromRequestParts<S> for PersonSession
 where
     ServerState: FromRef<S>,
@@ -103,11 +112,29 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let state = ServerState::from_ref(state);
-        session_of(parts, &state.app, true).await?.ok_or_else(ApiError::unauthenticated)
+        complete(session_of(parts, &state.app, true).await?.ok_or_else(ApiError::unauthenticated)?)
     }
 }
 
-impl<S> OptionalFromRequestParts<S> for PersonSession
+/// A signed-in person whose session may still need its second factor: for the routes of the
+/// second-factor step (prove one, set one up) and signing out.
+#[derive(Debug, Clone)]
+pub struct AnySession(pub PersonSession);
+
+impl<S> FromRequestParts<S> for AnySession
+where
+    ServerState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = ServerState::from_ref(state);
+        session_of(parts, &state.app, true).await?.ok_or_else(ApiError::unauthenticated).map(Self)
+    }
+}
+
+impl<S> OptionalFromRequestParts<S> for AnySession
 where
     ServerState: FromRef<S>,
     S: Send + Sync,
@@ -117,7 +144,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, ApiError> {
         let state = ServerState::from_ref(state);
         // Pages check CSRF themselves (form field), so only the identity is read here.
-        Ok(session_of(parts, &state.app, false).await.unwrap_or(None))
+        Ok(session_of(parts, &state.app, false).await.unwrap_or(None).map(Self))
     }
 }
 
@@ -144,7 +171,7 @@ where
         }
         let session =
             session_of(parts, &state.app, true).await?.ok_or_else(ApiError::unauthenticated)?;
-        Ok(Signed(session.info.caller))
+        Ok(Signed(complete(session)?.info.caller))
     }
 }
 

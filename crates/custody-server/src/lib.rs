@@ -7,6 +7,8 @@
 //! **Architecture Invariant:** every route is registered through [`routes::Routes`] with its
 //! access class; the route × role test walks that table.
 
+pub mod account;
+pub mod account_pages;
 pub mod api;
 pub mod config;
 pub mod error;
@@ -37,7 +39,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 pub use error::ApiError;
 pub use gateway::DeviceHub;
-pub use listen::ClientAddress;
+pub use listen::RequestClient;
 
 use routes::{Access, Doc, RouteInfo, Routes};
 
@@ -71,7 +73,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 
 #[allow(clippy::too_many_lines, reason = "one line per route: the table is meant to be read whole")]
 fn table() -> Routes<ServerState> {
-    use Access::{Carrier, Metrics, Person, Public, Signed, Staff, StaffRead};
+    use Access::{AnySession, Carrier, Metrics, Person, Public, Signed, Staff, StaffRead};
     Routes::new()
         .get("/healthz", Public, Doc::plain("Liveness"), api::healthz)
         .get("/readyz", Public, Doc::plain("Readiness: the database answers"), api::readyz)
@@ -84,8 +86,76 @@ fn table() -> Routes<ServerState> {
                 .taking("LoginRequest"),
             api::login,
         )
-        .delete("/api/v1/sessions/current", Person, Doc::plain("Sign out"), api::logout)
+        .delete("/api/v1/sessions/current", AnySession, Doc::plain("Sign out"), api::logout)
+        .post(
+            "/api/v1/sessions/current/factor",
+            AnySession,
+            Doc::json(
+                "Prove a second factor (sign-in's second step, or a step-up); rotates the cookie",
+                200,
+                "SessionView",
+            )
+            .taking("FactorRequest"),
+            account::prove_factor,
+        )
+        .get(
+            "/api/v1/sessions",
+            Person,
+            Doc::list("The signed-in person's sessions", "SessionListItem"),
+            account::sessions,
+        )
+        .delete(
+            "/api/v1/sessions/{id}",
+            Person,
+            Doc::plain("End one of them"),
+            account::end_session,
+        )
+        .post(
+            "/api/v1/sessions/end-others",
+            Person,
+            Doc::json("End every other session of the signed-in person", 200, "EndedView"),
+            account::end_other_sessions,
+        )
         .get("/api/v1/me", Person, Doc::json("The signed-in person", 200, "PersonView"), api::me)
+        .get(
+            "/api/v1/me/factors",
+            AnySession,
+            Doc::json("The second factors the signed-in person holds", 200, "FactorsView"),
+            account::factors,
+        )
+        .post(
+            "/api/v1/me/totp",
+            AnySession,
+            Doc::json(
+                "Begin setting up an authenticator app (a step-up when a factor is held)",
+                201,
+                "TotpEnrolmentView",
+            ),
+            account::begin_totp,
+        )
+        .post(
+            "/api/v1/me/totp/confirm",
+            AnySession,
+            Doc::json(
+                "Confirm the app with its first code; rotates the cookie, may issue recovery codes",
+                200,
+                "SessionView",
+            )
+            .taking("TotpConfirmRequest"),
+            account::confirm_totp,
+        )
+        .delete(
+            "/api/v1/me/totp",
+            Person,
+            Doc::plain("Remove the authenticator app (needs a step-up)"),
+            account::remove_totp,
+        )
+        .post(
+            "/api/v1/me/recovery-codes",
+            Person,
+            Doc::json("Replace the recovery codes (needs a step-up)", 201, "RecoveryCodesView"),
+            account::recovery_codes,
+        )
         .get(
             "/api/v1/parcels",
             Signed,
@@ -245,7 +315,56 @@ fn table() -> Routes<ServerState> {
         .get("/static/custody.css", Public, Doc::plain("Style sheet"), portal::stylesheet)
         .get("/portal/login", Public, Doc::plain("Sign-in page"), portal::login_page)
         .post("/portal/login", Public, Doc::plain("Sign in"), portal::login_submit)
-        .post("/portal/logout", Person, Doc::plain("Sign out"), portal::logout)
+        .post("/portal/logout", AnySession, Doc::plain("Sign out"), portal::logout)
+        .get(
+            "/portal/second-factor",
+            AnySession,
+            Doc::plain("The second-factor step, and step-up"),
+            account_pages::second_factor,
+        )
+        .post(
+            "/portal/second-factor",
+            AnySession,
+            Doc::plain("Prove a second factor"),
+            account_pages::second_factor_submit,
+        )
+        .get("/portal/account", Person, Doc::plain("Factors and sessions"), account_pages::account)
+        .post(
+            "/portal/account/totp",
+            AnySession,
+            Doc::plain("Begin setting up an authenticator app"),
+            account_pages::totp_begin,
+        )
+        .post(
+            "/portal/account/totp/confirm",
+            AnySession,
+            Doc::plain("Confirm the authenticator app"),
+            account_pages::totp_confirm,
+        )
+        .post(
+            "/portal/account/totp/remove",
+            Person,
+            Doc::plain("Remove the authenticator app"),
+            account_pages::totp_remove,
+        )
+        .post(
+            "/portal/account/recovery-codes",
+            Person,
+            Doc::plain("New recovery codes"),
+            account_pages::recovery_codes,
+        )
+        .post(
+            "/portal/account/sessions/{id}/end",
+            Person,
+            Doc::plain("End a session"),
+            account_pages::end_session,
+        )
+        .post(
+            "/portal/account/sessions/end-others",
+            Person,
+            Doc::plain("End every other session"),
+            account_pages::end_other_sessions,
+        )
         .get("/portal", Person, Doc::plain("Overview"), portal::home)
         .get("/portal/sites/{id}", StaffRead, Doc::plain("A site"), portal::site)
         .get(

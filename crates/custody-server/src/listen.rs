@@ -28,12 +28,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
-/// The client's network address, for throttling. Forwarded headers are not trusted: the direct
-/// peer is the client until trusted proxies are configured.
+/// Where the request comes from: the network address throttles count against, and the
+/// browser's name for itself. Forwarded headers are not trusted: the direct peer is the client
+/// until trusted proxies are configured.
 #[derive(Debug, Clone)]
-pub struct ClientAddress(pub String);
+pub struct RequestClient(pub custody_app::auth::Client);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+impl<S: Send + Sync> FromRequestParts<S> for RequestClient {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
@@ -41,7 +42,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
             .extensions
             .get::<Peer>()
             .map_or_else(|| "unknown".to_owned(), |p| p.0.ip().to_string());
-        Ok(Self(addr))
+        let agent =
+            parts.headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        Ok(Self(custody_app::auth::Client::new(addr, agent)))
     }
 }
 

@@ -11,9 +11,10 @@ use custody_proto::api::{
     ApiKeyIssued, BankView, CarrierView, CompartmentSpec, CompartmentView, ConsistencyView,
     CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest, CreateCompartmentsRequest,
     CreatePersonRequest, CreateSiteRequest, CustodyEvent, CustodyView, DepositRequest, DepositView,
-    EnrolmentTokenView, ErrorBody, ErrorDetail, EventView, ExpectParcelRequest, LoginRequest,
-    OpeningView, ParcelHistory, ParcelView, PersonView, ReasonRequest, SessionView, SiteView,
-    StatementView,
+    EndedView, EnrolmentTokenView, ErrorBody, ErrorDetail, EventView, ExpectParcelRequest,
+    FactorRequest, FactorsView, LoginRequest, OpeningView, ParcelHistory, ParcelView, PersonView,
+    ReasonRequest, RecoveryCodesView, SessionListItem, SessionView, SiteView, StatementView,
+    TotpConfirmRequest, TotpEnrolmentView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -40,6 +41,13 @@ use crate::routes::{Access, RouteInfo};
         LoginRequest,
         PersonView,
         SessionView,
+        FactorRequest,
+        FactorsView,
+        TotpEnrolmentView,
+        TotpConfirmRequest,
+        RecoveryCodesView,
+        SessionListItem,
+        EndedView,
         CompartmentView,
         BankView,
         SiteView,
@@ -91,7 +99,9 @@ fn security(access: Access) -> Vec<SecurityRequirement> {
     let key = || SecurityRequirement::new("api_key", none);
     match access {
         Access::Public => Vec::new(),
-        Access::Person | Access::StaffRead | Access::Staff => vec![session()],
+        Access::Person | Access::AnySession | Access::StaffRead | Access::Staff => {
+            vec![session()]
+        }
         Access::Signed | Access::Carrier => vec![session(), key()],
         Access::Metrics => vec![SecurityRequirement::new("metrics_token", none)],
     }

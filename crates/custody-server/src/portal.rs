@@ -16,12 +16,13 @@ use custody_store::{BankRow, CompartmentRow, ParcelRow, PersonRow, SiteRow};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::extract::{PersonSession, cookie};
-use crate::{ClientAddress, ServerState, api, views};
+use crate::extract::{AnySession, PersonSession, cookie};
+use crate::{RequestClient, ServerState, api, views};
 
 const LOGIN_CSRF_COOKIE: &str = "__Host-custody-login";
 
-/// A signed-in person on a page; signed-out visitors are redirected to sign in.
+/// A signed-in person on a page, second factor proven where their role needs one. Signed-out
+/// visitors are sent to sign in, sessions at the second-factor step to that step.
 #[derive(Debug, Clone)]
 pub struct PortalUser(pub PersonSession);
 
@@ -33,18 +34,42 @@ where
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        match <PersonSession as axum::extract::OptionalFromRequestParts<S>>::from_request_parts(
+        let PortalSession(s) = PortalSession::from_request_parts(parts, state).await?;
+        if s.info.needs_second_factor() {
+            return Err(Redirect::to(SECOND_FACTOR_PAGE).into_response());
+        }
+        Ok(Self(s))
+    }
+}
+
+/// Where a session at the second-factor step is sent.
+pub(crate) const SECOND_FACTOR_PAGE: &str = "/portal/second-factor";
+
+/// A signed-in person on a page, second factor proven or not: the second-factor step's pages
+/// and signing out. Signed-out visitors are sent to sign in.
+#[derive(Debug, Clone)]
+pub struct PortalSession(pub PersonSession);
+
+impl<S> FromRequestParts<S> for PortalSession
+where
+    ServerState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match <AnySession as axum::extract::OptionalFromRequestParts<S>>::from_request_parts(
             parts, state,
         )
         .await
         {
-            Ok(Some(s)) => Ok(Self(s)),
+            Ok(Some(AnySession(s))) => Ok(Self(s)),
             _ => Err(Redirect::to("/portal/login").into_response()),
         }
     }
 }
 
-fn render(t: &impl Template, status: StatusCode) -> Response {
+pub(crate) fn render(t: &impl Template, status: StatusCode) -> Response {
     match t.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
@@ -65,13 +90,13 @@ struct ErrorPage {
 
 /// What the navigation bar shows.
 #[derive(Debug, Clone)]
-struct Nav {
-    name: String,
-    role: String,
-    csrf: String,
+pub(crate) struct Nav {
+    pub(crate) name: String,
+    pub(crate) role: String,
+    pub(crate) csrf: String,
 }
 
-fn nav(app: &custody_app::App, s: &PersonSession) -> Nav {
+pub(crate) fn nav(app: &custody_app::App, s: &PersonSession) -> Nav {
     Nav {
         name: s.person().name.to_string(),
         role: s.person().role.as_str().replace('_', " "),
@@ -79,7 +104,7 @@ fn nav(app: &custody_app::App, s: &PersonSession) -> Nav {
     }
 }
 
-fn error_page(e: &AppError, nav: Option<Nav>) -> Response {
+pub(crate) fn error_page(e: &AppError, nav: Option<Nav>) -> Response {
     let (status, title) = match e {
         AppError::NotFound => (StatusCode::NOT_FOUND, "Not found"),
         AppError::Forbidden => (StatusCode::FORBIDDEN, "Not allowed"),
@@ -164,7 +189,7 @@ impl std::fmt::Debug for LoginForm {
 /// Sign in from the form.
 pub async fn login_submit(
     State(state): State<ServerState>,
-    ClientAddress(source): ClientAddress,
+    RequestClient(client): RequestClient,
     parts: Parts,
     Form(form): Form<LoginForm>,
 ) -> Response {
@@ -179,10 +204,11 @@ pub async fn login_submit(
             StatusCode::FORBIDDEN,
         );
     }
-    match state.app.login(&form.email, Zeroizing::new(form.password), &source).await {
+    match state.app.login(&form.email, Zeroizing::new(form.password), &client).await {
         Ok(session) => {
             let cookie = api::session_cookie(&session.token, state.app.config().session_absolute);
-            ([(header::SET_COOKIE, cookie)], Redirect::to("/portal")).into_response()
+            let next = if session.needs_second_factor { SECOND_FACTOR_PAGE } else { "/portal" };
+            ([(header::SET_COOKIE, cookie)], Redirect::to(next)).into_response()
         }
         Err(AppError::Throttled) => login_form(
             &state,
@@ -203,13 +229,13 @@ pub async fn login_submit(
 /// A form that only carries the session's CSRF token.
 #[derive(Debug, Deserialize)]
 pub struct CsrfForm {
-    csrf: String,
+    pub(crate) csrf: String,
 }
 
-/// Sign out from the form.
+/// Sign out from the form (also from the second-factor step).
 pub async fn logout(
     State(state): State<ServerState>,
-    PortalUser(s): PortalUser,
+    PortalSession(s): PortalSession,
     Form(form): Form<CsrfForm>,
 ) -> Response {
     if !state.app.csrf_ok(&s.token, &form.csrf) {

@@ -12,8 +12,10 @@ use axum::routing::{MethodRouter, delete, get, post};
 pub enum Access {
     /// Anyone, signed in or not.
     Public,
-    /// A signed-in person of any role.
+    /// A signed-in person of any role, second factor proven where the role needs one.
     Person,
+    /// A signed-in person of any role, second factor proven or not: the second-factor step.
+    AnySession,
     /// A signed-in person or a carrier's API key.
     Signed,
     /// Admins, super-admins and auditors.

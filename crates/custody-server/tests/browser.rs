@@ -1,5 +1,6 @@
 //! The admin portal in headless Chromium (Debian `chromium` and `chromium-driver`), driven over
-//! WebDriver: sign in, the site overview, a parcel's chain of custody, sign out.
+//! WebDriver: sign in with an authenticator app's code, the site overview, a parcel's chain of
+//! custody, sign out; setting up an authenticator app, recovery codes, replayed codes.
 //!
 //! Without Chromium and ChromeDriver the test prints a notice and passes, unless
 //! `CUSTODY_REQUIRE_BROWSER=1` (as in CI), which makes their absence a failure.
@@ -15,7 +16,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use custody_app::parcels::ParcelSpec;
+use custody_core::Clock as _;
 use custody_core::compartment::SizeClass;
+use custody_crypto::totp::{TotpSeed, step_at};
 use custody_proto::device::DoorReading;
 use custody_testkit::{TestServer, eventually};
 use fantoccini::{ClientBuilder, Locator};
@@ -73,8 +76,16 @@ async fn notified_parcel(env: &custody_testkit::Env) -> custody_store::ParcelRow
     parcel
 }
 
-#[tokio::test]
-async fn an_admin_signs_in_and_follows_a_parcel() {
+/// A headless Chromium on its own profile, driven through ChromeDriver, trusting exactly the
+/// test server's key. `None` (with a notice) when Chromium is not installed and
+/// `CUSTODY_REQUIRE_BROWSER` is not `1`.
+struct Browser {
+    client: fantoccini::Client,
+    _driver: Driver,
+    _profile: tempfile::TempDir,
+}
+
+async fn browser(server: &TestServer, test: &str) -> Option<Browser> {
     let (Some(chromium), Some(driver)) = (
         find(&["/usr/lib/chromium/chromium", "/usr/bin/chromium"]),
         find(&["/usr/bin/chromedriver"]),
@@ -85,13 +96,11 @@ async fn an_admin_signs_in_and_follows_a_parcel() {
         );
         let _ = writeln!(
             std::io::stderr(),
-            "SKIPPED (browser): portal test — install Debian chromium and chromium-driver"
+            "SKIPPED (browser): {test} — install Debian chromium and chromium-driver"
         );
-        return;
+        return None;
     };
-    let server = TestServer::start(custody_testkit::sqlite_store().await).await;
-    let parcel = notified_parcel(&server.env).await;
-    let (_driver, port) = chromedriver(&driver).await;
+    let (driver, port) = chromedriver(&driver).await;
     let profile = tempfile::tempdir().unwrap();
     let (cert, _) = server.env.data.server_tls().unwrap();
     let spki = data_encoding::BASE64.encode(&custody_crypto::pki::spki_pin_of_pem(&cert).unwrap());
@@ -108,12 +117,30 @@ async fn an_admin_signs_in_and_follows_a_parcel() {
             ]
         }
     });
-    let browser = ClientBuilder::rustls()
+    let client = ClientBuilder::rustls()
         .unwrap()
         .capabilities(capabilities.as_object().unwrap().clone())
         .connect(&format!("http://127.0.0.1:{port}"))
         .await
         .expect("a browser session");
+    Some(Browser { client, _driver: driver, _profile: profile })
+}
+
+/// Fills in the sign-in form and submits it.
+async fn sign_in_with_password(browser: &fantoccini::Client, server: &TestServer, email: &str) {
+    browser.goto(&server.url("/portal/login")).await.unwrap();
+    let form = browser.form(Locator::Css("form.card")).await.unwrap();
+    form.set_by_name("email", email).await.unwrap();
+    form.set_by_name("password", custody_testkit::env::PASSWORD).await.unwrap();
+    form.submit().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_admin_signs_in_and_follows_a_parcel() {
+    let server = TestServer::start(custody_testkit::sqlite_store().await).await;
+    let Some(session) = browser(&server, "portal tour").await else { return };
+    let browser = &session.client;
+    let parcel = notified_parcel(&server.env).await;
 
     // Signed out, the portal sends you to sign in.
     browser.goto(&server.url("/portal")).await.unwrap();
@@ -128,11 +155,23 @@ async fn an_admin_signs_in_and_follows_a_parcel() {
         browser.wait().for_element(Locator::Id("login-error")).await.unwrap().text().await.unwrap();
     assert_eq!(error, "E-mail address or password is not right.");
 
-    // The right one leads to the overview.
+    // The right one leads to the second-factor step (an admin's password is not enough), and
+    // the authenticator app's code to the overview.
     let form = browser.form(Locator::Css("form.card")).await.unwrap();
     form.set_by_name("email", "admin@acme.example").await.unwrap();
     form.set_by_name("password", custody_testkit::env::PASSWORD).await.unwrap();
     form.submit().await.unwrap();
+    browser.wait().for_element(Locator::Id("totp")).await.unwrap();
+    assert_eq!(browser.current_url().await.unwrap().path(), "/portal/second-factor");
+    browser.goto(&server.url("/portal")).await.unwrap();
+    assert_eq!(
+        browser.current_url().await.unwrap().path(),
+        "/portal/second-factor",
+        "nothing else is reachable before the second factor"
+    );
+    let code = server.env.totp_code(&server.env.admin);
+    browser.find(Locator::Id("totp")).await.unwrap().send_keys(&code).await.unwrap();
+    browser.find(Locator::Id("prove-totp")).await.unwrap().click().await.unwrap();
     let who = browser.wait().for_element(Locator::Id("who")).await.unwrap().text().await.unwrap();
     assert!(who.contains("Ada Admin"), "{who}");
     assert_eq!(browser.current_url().await.unwrap().path(), "/portal");
@@ -183,5 +222,102 @@ async fn an_admin_signs_in_and_follows_a_parcel() {
         browser.current_url().await.unwrap().path().ends_with("/portal/login"),
         "the old session is gone"
     );
-    browser.close().await.unwrap();
+    browser.clone().close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_new_admin_sets_up_an_authenticator_app_and_signs_in_with_it() {
+    let server = TestServer::start(custody_testkit::sqlite_store().await).await;
+    let Some(session) = browser(&server, "authenticator app").await else { return };
+    let browser = &session.client;
+    let env = &server.env;
+    let nina = env
+        .app
+        .create_person(
+            &custody_app::Caller::Operator,
+            custody_app::admin::NewPerson {
+                org: env.org.clone(),
+                email: "nina@acme.example".into(),
+                name: "Nina New".into(),
+                role: custody_core::person::Role::Admin,
+                site: Some(env.site.clone()),
+                carrier: None,
+                password: Some(zeroize::Zeroizing::new(custody_testkit::env::PASSWORD.into())),
+            },
+        )
+        .await
+        .unwrap();
+
+    // With no second factor yet, the only way on is to set one up.
+    sign_in_with_password(browser, &server, nina.email.as_str()).await;
+    browser.wait().for_element(Locator::Id("set-up-totp")).await.unwrap().click().await.unwrap();
+    let secret = browser.wait().for_element(Locator::Id("totp-secret")).await.unwrap();
+    let secret = secret.text().await.unwrap();
+    assert!(browser.source().await.unwrap().contains("<svg"), "the key as a QR code");
+    let seed =
+        TotpSeed::from_bytes(&data_encoding::BASE32_NOPAD.decode(secret.as_bytes()).unwrap())
+            .unwrap();
+    let code = |env: &custody_testkit::Env| seed.code_at(step_at(env.clock.now().as_millis()));
+
+    // A mistyped first code shows the same key again; the app's code confirms it.
+    let first = code(env);
+    let wrong = if first.as_str() == "000000" { "111111" } else { "000000" };
+    browser.find(Locator::Id("code")).await.unwrap().send_keys(wrong).await.unwrap();
+    browser.find(Locator::Id("confirm-totp")).await.unwrap().click().await.unwrap();
+    let again = browser.wait().for_element(Locator::Id("totp-secret")).await.unwrap();
+    assert_eq!(again.text().await.unwrap(), secret, "the same key, not a new one");
+    browser.find(Locator::Id("code")).await.unwrap().send_keys(&first).await.unwrap();
+    browser.find(Locator::Id("confirm-totp")).await.unwrap().click().await.unwrap();
+
+    // Ten recovery codes, shown once.
+    let codes = browser.wait().for_element(Locator::Id("recovery-codes")).await.unwrap();
+    let codes: Vec<String> =
+        codes.text().await.unwrap().lines().map(|l| l.trim().to_owned()).collect();
+    assert_eq!(codes.len(), 10, "{codes:?}");
+    browser.find(Locator::Id("done")).await.unwrap().click().await.unwrap();
+    let state = browser.wait().for_element(Locator::Id("totp-state")).await.unwrap();
+    assert!(state.text().await.unwrap().contains("set up"));
+    let sessions = browser.find(Locator::Id("sessions")).await.unwrap().text().await.unwrap();
+    assert!(sessions.contains("this one") && sessions.contains("totp"), "{sessions}");
+
+    // Signed out and in again, the code that confirmed the app is refused: a code works once.
+    browser.find(Locator::Id("sign-out")).await.unwrap().click().await.unwrap();
+    browser.wait().for_element(Locator::Id("sign-in")).await.unwrap();
+    sign_in_with_password(browser, &server, nina.email.as_str()).await;
+    browser.wait().for_element(Locator::Id("totp")).await.unwrap().send_keys(&first).await.unwrap();
+    browser.find(Locator::Id("prove-totp")).await.unwrap().click().await.unwrap();
+    let error = browser.wait().for_element(Locator::Id("factor-error")).await.unwrap();
+    assert_eq!(error.text().await.unwrap(), "That code is not right, or was used already.");
+
+    // Thirty seconds on, the app shows a new code, and it signs her in.
+    env.clock.advance(std::time::Duration::from_secs(30));
+    browser.find(Locator::Id("totp")).await.unwrap().send_keys(&code(env)).await.unwrap();
+    browser.find(Locator::Id("prove-totp")).await.unwrap().click().await.unwrap();
+    browser.wait().for_element(Locator::Id("who")).await.unwrap();
+    assert_eq!(browser.current_url().await.unwrap().path(), "/portal");
+
+    // Without the phone, a recovery code signs her in, once.
+    for (attempt, expect_in) in [(&codes[3], true), (&codes[3], false)] {
+        browser.find(Locator::Id("sign-out")).await.unwrap().click().await.unwrap();
+        browser.wait().for_element(Locator::Id("sign-in")).await.unwrap();
+        sign_in_with_password(browser, &server, nina.email.as_str()).await;
+        browser
+            .wait()
+            .for_element(Locator::Css("details summary"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        browser.find(Locator::Id("recovery-code")).await.unwrap().send_keys(attempt).await.unwrap();
+        browser.find(Locator::Id("prove-recovery")).await.unwrap().click().await.unwrap();
+        if expect_in {
+            browser.wait().for_element(Locator::Id("who")).await.unwrap();
+            assert_eq!(browser.current_url().await.unwrap().path(), "/portal");
+        } else {
+            let error = browser.wait().for_element(Locator::Id("factor-error")).await.unwrap();
+            assert!(error.text().await.unwrap().contains("not right"));
+        }
+    }
+    browser.clone().close().await.unwrap();
 }

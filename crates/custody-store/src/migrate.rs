@@ -37,6 +37,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0004_entries_stored_once.sql"),
         postgres: include_str!("../migrations/postgres/0004_entries_stored_once.sql"),
     },
+    Migration {
+        version: 5,
+        name: "second_factors",
+        sqlite: include_str!("../migrations/sqlite/0005_second_factors.sql"),
+        postgres: include_str!("../migrations/postgres/0005_second_factors.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

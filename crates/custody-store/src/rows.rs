@@ -4,12 +4,12 @@
 use custody_core::audit::AuditEvent;
 use custody_core::compartment::{CompartmentNumber, CompartmentState, DoorState, SizeClass};
 use custody_core::parcel::ParcelState;
-use custody_core::person::Role;
+use custody_core::person::{Factor, Role};
 use custody_core::site::PickupWindow;
 use custody_core::text::{Email, Name, TrackingRef};
 use custody_core::{
     ApiKeyId, BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId, OrgId, ParcelId,
-    PersonId, SiteId, Timestamp, TokenId,
+    PersonId, SessionId, SiteId, Timestamp, TokenId,
 };
 
 /// An organisation.
@@ -174,6 +174,8 @@ pub struct ApiKeyRow {
 pub struct SessionRow {
     /// Keyed hash of the cookie's token.
     pub token_hash: Vec<u8>,
+    /// Public id, for the owner's list of sessions.
+    pub id: SessionId,
     /// Who.
     pub person: PersonId,
     /// Created.
@@ -182,6 +184,27 @@ pub struct SessionRow {
     pub last_seen_at: Timestamp,
     /// Absolute end.
     pub expires_at: Timestamp,
+    /// The second factor last proven in this session, and when; `None` for password only.
+    pub factor: Option<(Factor, Timestamp)>,
+    /// The network address it was started from.
+    pub source: String,
+    /// The browser it was started in, as it named itself (truncated).
+    pub user_agent: String,
+}
+
+/// A person's authenticator-app seed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpRow {
+    /// Whose.
+    pub person: PersonId,
+    /// The seed, sealed under the master key.
+    pub sealed_seed: Vec<u8>,
+    /// When its first code was typed.
+    pub confirmed_at: Timestamp,
+    /// Time step of the last code accepted.
+    pub last_step: u64,
+    /// Wrong codes since the last right one.
+    pub failures: u32,
 }
 
 /// A parcel.

@@ -7,13 +7,13 @@ use custody_audit::merkle::{self as audit_merkle, Frontier};
 use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, SealedText, Target};
 use custody_core::compartment::{CompartmentNumber, CompartmentState, DoorState, SizeClass};
 use custody_core::parcel::ParcelState;
-use custody_core::person::Role;
+use custody_core::person::{Factor, Role};
 use custody_core::site::PickupWindow;
 use custody_core::text::{Email, Name, TrackingRef};
 use custody_core::time::duration_millis;
 use custody_core::{
     ApiKeyId, BankId, CarrierId, CompartmentId, DeviceId, MessageId, OrgId, ParcelId, PersonId,
-    SiteId, Timestamp,
+    SessionId, SiteId, Timestamp,
 };
 use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
@@ -23,7 +23,7 @@ use crate::rows::{
     ApiKeyRow, AuditFilter, AuditRow, BankRow, CarrierRow, CodeRefusal, CodeRefused,
     CompartmentNeeds, CompartmentRow, DeviceRow, MalformedAuditRow, NewCompartment,
     NewEnrolmentToken, NewPickupCode, OrgRow, OutboxRow, ParcelRow, PersonRow, RedeemedCode,
-    RowRef, SessionRow, SiteRow, StoredEntry,
+    RowRef, SessionRow, SiteRow, StoredEntry, TotpRow,
 };
 use crate::{Backend, StoreError};
 
@@ -233,6 +233,28 @@ fn parcel_row(r: &AnyRow) -> R<ParcelRow> {
 
 /// The audit row's columns, in the order the verifier's scans read them by position.
 pub(crate) const AUDIT_COLS: &str = "seq, at, actor_kind, actor_id, action, site_id, bank_id, compartment_id, parcel_id, outcome, reason, sealed_subject, sealed";
+
+const SESSION_COLS: &str = "token_hash, id, person_id, created_at, last_seen_at, expires_at, \
+     factor_at, factor, source, user_agent";
+
+fn session_row(r: &AnyRow) -> R<SessionRow> {
+    let factor = match (opt_parse(r, "factor", Factor::parse)?, opt_time(r, "factor_at")?) {
+        (Some(f), Some(at)) => Some((f, at)),
+        (None, None) => None,
+        _ => return Err(StoreError::Corrupt("sessions.factor")),
+    };
+    Ok(SessionRow {
+        token_hash: blob(r, "token_hash")?,
+        id: parse(r, "id", |s| SessionId::parse(s).ok())?,
+        person: parse(r, "person_id", |s| PersonId::parse(s).ok())?,
+        created_at: time(r, "created_at")?,
+        last_seen_at: time(r, "last_seen_at")?,
+        expires_at: time(r, "expires_at")?,
+        factor,
+        source: text(r, "source")?,
+        user_agent: text(r, "user_agent")?,
+    })
+}
 
 /// Splits concatenated 32-byte hashes.
 pub(crate) fn split_hashes(bytes: &[u8]) -> R<Vec<audit_merkle::Hash>> {
@@ -991,13 +1013,20 @@ impl Tx {
     pub async fn insert_session(&mut self, s: &SessionRow) -> R<()> {
         self.exec(
             sqlx::query(
-                "INSERT INTO sessions (token_hash, person_id, created_at, last_seen_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO sessions (token_hash, id, person_id, created_at, last_seen_at, \
+                 expires_at, factor_at, factor, source, user_agent) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(s.token_hash.clone())
+            .bind(s.id.as_str().to_owned())
             .bind(s.person.as_str().to_owned())
             .bind(s.created_at.as_millis())
             .bind(s.last_seen_at.as_millis())
-            .bind(s.expires_at.as_millis()),
+            .bind(s.expires_at.as_millis())
+            .bind(s.factor.map(|(_, at)| at.as_millis()))
+            .bind(s.factor.map(|(f, _)| f.as_str()))
+            .bind(s.source.clone())
+            .bind(s.user_agent.clone()),
         )
         .await
         .map(|_| ())
@@ -1007,20 +1036,26 @@ impl Tx {
     pub async fn session(&mut self, token_hash: &[u8]) -> R<Option<SessionRow>> {
         let row = self
             .one(
-                sqlx::query("SELECT token_hash, person_id, created_at, last_seen_at, expires_at FROM sessions WHERE token_hash = $1")
+                sqlx::query(sql!("SELECT ", SESSION_COLS, " FROM sessions WHERE token_hash = $1"))
                     .bind(token_hash.to_vec()),
             )
             .await?;
-        row.map(|r| {
-            Ok(SessionRow {
-                token_hash: blob(&r, "token_hash")?,
-                person: parse(&r, "person_id", |s| PersonId::parse(s).ok())?,
-                created_at: time(&r, "created_at")?,
-                last_seen_at: time(&r, "last_seen_at")?,
-                expires_at: time(&r, "expires_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(session_row).transpose()
+    }
+
+    /// A person's sessions, newest first.
+    pub async fn sessions_of(&mut self, person: &PersonId) -> R<Vec<SessionRow>> {
+        let rows = self
+            .all(
+                sqlx::query(sql!(
+                    "SELECT ",
+                    SESSION_COLS,
+                    " FROM sessions WHERE person_id = $1 ORDER BY created_at DESC, id"
+                ))
+                .bind(person.as_str().to_owned()),
+            )
+            .await?;
+        rows.iter().map(session_row).collect()
     }
 
     /// Notes activity on a session.
@@ -1042,6 +1077,241 @@ impl Tx {
             )
             .await?;
         Ok(n == 1)
+    }
+
+    /// Ends the session `id` of `person` (and no one else's); whether there was one.
+    pub async fn delete_session_of(&mut self, person: &PersonId, id: &SessionId) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query("DELETE FROM sessions WHERE person_id = $1 AND id = $2")
+                    .bind(person.as_str().to_owned())
+                    .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Ends every session of `person` but the one whose token hashes to `keep`; how many ended.
+    pub async fn delete_sessions_of(&mut self, person: &PersonId, keep: Option<&[u8]>) -> R<u64> {
+        self.exec(
+            sqlx::query(
+                "DELETE FROM sessions WHERE person_id = $1 AND ($2 IS NULL OR token_hash <> $2)",
+            )
+            .bind(person.as_str().to_owned())
+            .bind(keep.map(<[u8]>::to_vec)),
+        )
+        .await
+    }
+
+    // --- second factors --------------------------------------------------------------------
+
+    /// Starts (or restarts) setting up an authenticator app for `person`; a working one stays
+    /// in place until the new one is confirmed.
+    pub async fn put_totp_enrolment(
+        &mut self,
+        person: &PersonId,
+        sealed_seed: &[u8],
+        now: Timestamp,
+    ) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO totp_enrolments (person_id, sealed_seed, created_at) \
+                 VALUES ($1, $2, $3) ON CONFLICT (person_id) DO UPDATE \
+                 SET sealed_seed = excluded.sealed_seed, created_at = excluded.created_at",
+            )
+            .bind(person.as_str().to_owned())
+            .bind(sealed_seed.to_vec())
+            .bind(now.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The authenticator app `person` is setting up: its sealed seed and when it was begun.
+    pub async fn totp_enrolment(&mut self, person: &PersonId) -> R<Option<(Vec<u8>, Timestamp)>> {
+        let row = self
+            .one(
+                sqlx::query(
+                    "SELECT sealed_seed, created_at FROM totp_enrolments WHERE person_id = $1",
+                )
+                .bind(person.as_str().to_owned()),
+            )
+            .await?;
+        row.map(|r| Ok((blob(&r, "sealed_seed")?, time(&r, "created_at")?))).transpose()
+    }
+
+    /// Makes the app being set up with `sealed_seed` `person`'s authenticator app, with `step`
+    /// (the step of the code that confirmed it) spent. `false` when that enrolment is no longer
+    /// there (confirmed by a concurrent request, or restarted with another seed).
+    pub async fn confirm_totp(
+        &mut self,
+        person: &PersonId,
+        sealed_seed: &[u8],
+        step: u64,
+        now: Timestamp,
+    ) -> R<bool> {
+        let step = i64::try_from(step).map_err(|_| StoreError::Corrupt("last_step"))?;
+        let taken = self
+            .exec(
+                sqlx::query(
+                    "DELETE FROM totp_enrolments WHERE person_id = $1 AND sealed_seed = $2",
+                )
+                .bind(person.as_str().to_owned())
+                .bind(sealed_seed.to_vec()),
+            )
+            .await?;
+        if taken != 1 {
+            return Ok(false);
+        }
+        self.exec(
+            sqlx::query(
+                "INSERT INTO totp_factors (person_id, sealed_seed, confirmed_at, last_step) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (person_id) DO UPDATE \
+                 SET sealed_seed = excluded.sealed_seed, confirmed_at = excluded.confirmed_at, \
+                 last_step = excluded.last_step, failures = 0",
+            )
+            .bind(person.as_str().to_owned())
+            .bind(sealed_seed.to_vec())
+            .bind(now.as_millis())
+            .bind(step),
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// `person`'s authenticator app.
+    pub async fn totp(&mut self, person: &PersonId) -> R<Option<TotpRow>> {
+        let row = self
+            .one(
+                sqlx::query(
+                    "SELECT person_id, sealed_seed, confirmed_at, last_step, failures \
+                     FROM totp_factors WHERE person_id = $1",
+                )
+                .bind(person.as_str().to_owned()),
+            )
+            .await?;
+        row.map(|r| {
+            Ok(TotpRow {
+                person: parse(&r, "person_id", |s| PersonId::parse(s).ok())?,
+                sealed_seed: blob(&r, "sealed_seed")?,
+                confirmed_at: time(&r, "confirmed_at")?,
+                last_step: u64::try_from(int(&r, "last_step")?)
+                    .map_err(|_| StoreError::Corrupt("last_step"))?,
+                failures: u32::try_from(int(&r, "failures")?)
+                    .map_err(|_| StoreError::Corrupt("failures"))?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Spends time step `step` of `person`'s authenticator app and clears its count of wrong
+    /// codes: `false` when that step or a later one was spent already, so of two requests with
+    /// the same code exactly one wins.
+    pub async fn spend_totp_step(&mut self, person: &PersonId, step: u64) -> R<bool> {
+        let step = i64::try_from(step).map_err(|_| StoreError::Corrupt("last_step"))?;
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE totp_factors SET last_step = $2, failures = 0 \
+                     WHERE person_id = $1 AND last_step < $2",
+                )
+                .bind(person.as_str().to_owned())
+                .bind(step),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Counts a wrong code of `person`'s authenticator app; returns the wrong codes since the
+    /// last right one (0 when the person has no app).
+    pub async fn record_totp_failure(&mut self, person: &PersonId) -> R<u32> {
+        let row = self
+            .fetch_write(
+                sqlx::query(
+                    "UPDATE totp_factors SET failures = failures + 1 WHERE person_id = $1 \
+                     RETURNING failures",
+                )
+                .bind(person.as_str().to_owned()),
+            )
+            .await?;
+        row.map_or(Ok(0), |r| {
+            u32::try_from(int(&r, "failures")?).map_err(|_| StoreError::Corrupt("failures"))
+        })
+    }
+
+    /// Removes `person`'s authenticator app.
+    pub async fn delete_totp(&mut self, person: &PersonId) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query("DELETE FROM totp_factors WHERE person_id = $1")
+                    .bind(person.as_str().to_owned()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Replaces `person`'s recovery codes with these keyed hashes.
+    pub async fn replace_recovery_codes(
+        &mut self,
+        person: &PersonId,
+        hashes: &[[u8; 32]],
+        now: Timestamp,
+    ) -> R<()> {
+        self.exec(
+            sqlx::query("DELETE FROM recovery_codes WHERE person_id = $1")
+                .bind(person.as_str().to_owned()),
+        )
+        .await?;
+        for hash in hashes {
+            self.exec(
+                sqlx::query(
+                    "INSERT INTO recovery_codes (person_id, code_hash, created_at) \
+                     VALUES ($1, $2, $3)",
+                )
+                .bind(person.as_str().to_owned())
+                .bind(hash.to_vec())
+                .bind(now.as_millis()),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Spends the recovery code of `person` with this keyed hash: `false` when there is no
+    /// such unused code.
+    pub async fn spend_recovery_code(
+        &mut self,
+        person: &PersonId,
+        hash: &[u8],
+        now: Timestamp,
+    ) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE recovery_codes SET used_at = $3 \
+                     WHERE person_id = $1 AND code_hash = $2 AND used_at IS NULL",
+                )
+                .bind(person.as_str().to_owned())
+                .bind(hash.to_vec())
+                .bind(now.as_millis()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// How many unused recovery codes `person` holds.
+    pub async fn recovery_codes_left(&mut self, person: &PersonId) -> R<u32> {
+        let row = self
+            .one(
+                sqlx::query(
+                    "SELECT COUNT(*) AS n FROM recovery_codes \
+                     WHERE person_id = $1 AND used_at IS NULL",
+                )
+                .bind(person.as_str().to_owned()),
+            )
+            .await?;
+        let n = row.map(|r| int(&r, "n")).transpose()?.unwrap_or(0);
+        u32::try_from(n).map_err(|_| StoreError::Corrupt("recovery_codes"))
     }
 
     // --- parcels ---------------------------------------------------------------------------

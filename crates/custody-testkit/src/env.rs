@@ -2,18 +2,21 @@
 //! six compartments and an enrolled device, a carrier with an API key, and one person of each
 //! role.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use custody_app::admin::{CompartmentSpec, NewPerson};
-use custody_app::auth::principal_of;
+use custody_app::auth::{Client, principal_of};
+use custody_app::factors::Proof;
 use custody_app::setup::DataDir;
 use custody_app::{App, AppConfig, Caller};
 use custody_core::compartment::SizeClass;
 use custody_core::person::Role;
-use custody_core::{BankId, CarrierId, ManualClock, OrgId, SiteId};
+use custody_core::{BankId, CarrierId, Clock as _, ManualClock, OrgId, PersonId, SiteId};
 use custody_crypto::Rng;
 use custody_crypto::pki::{DeviceKey, certificate_info};
 use custody_crypto::tls::first_cert_der;
+use custody_crypto::totp::{STEP_SECONDS, TotpSeed, step_at};
 use custody_store::{CompartmentRow, PersonRow};
 use zeroize::Zeroizing;
 
@@ -60,7 +63,15 @@ pub struct Env {
     pub store: TestStore,
     /// The data directory with keys and certificates.
     pub data: DataDir,
+    /// Authenticator apps of the seeded staff whose role needs a second factor, with the last
+    /// step each one's code was used for.
+    totp: HashMap<PersonId, (TotpSeed, Mutex<u64>)>,
     _keys: tempfile::TempDir,
+}
+
+/// Where the seeding signs in from.
+fn seeding_client() -> Client {
+    Client::new("192.0.2.250", "custody-testkit")
 }
 
 impl Env {
@@ -126,6 +137,11 @@ impl Env {
         let bob =
             add("bob@harbour.example", "Bob Resident", Role::Resident, Some(&site), None).await;
         let device = enrol_device(&app, &bank).await;
+        let mut totp = HashMap::new();
+        for person in [&super_admin, &admin] {
+            let (seed, step) = enrol_totp(&app, &clock, person).await;
+            totp.insert(person.id.clone(), (seed, Mutex::new(step)));
+        }
         Self {
             app,
             clock,
@@ -144,8 +160,41 @@ impl Env {
             device,
             store,
             data,
+            totp,
             _keys: keys_dir,
         }
+    }
+
+    /// A fresh code of `person`'s authenticator app, as they would read it off their phone.
+    /// A code works once per 30-second step, so when this step's was used already the test
+    /// clock moves on to the next step first.
+    pub fn totp_code(&self, person: &PersonRow) -> Zeroizing<String> {
+        let (seed, last) = self.totp.get(&person.id).expect("a seeded person with an app");
+        let mut last = last.lock().expect("lock");
+        let mut step = step_at(self.clock.now().as_millis());
+        if step <= *last {
+            let wait = (*last + 1 - step) * STEP_SECONDS.unsigned_abs();
+            self.clock.advance(std::time::Duration::from_secs(wait));
+            step = step_at(self.clock.now().as_millis());
+        }
+        *last = step;
+        seed.code_at(step)
+    }
+
+    /// Signs `person` in through the use cases, with their second factor where the role needs
+    /// one; returns the session token.
+    pub async fn sign_in(&self, person: &PersonRow) -> Zeroizing<String> {
+        let client = seeding_client();
+        let session =
+            self.app.login(person.email.as_str(), Zeroizing::new(PASSWORD.into()), &client).await;
+        let session = session.expect("sign in");
+        if !session.needs_second_factor {
+            return session.token;
+        }
+        let info = self.app.session(&session.token).await.expect("session");
+        let proof = Proof::Totp(self.totp_code(person));
+        let proven = self.app.prove_second_factor(&session.token, &info, proof, &client).await;
+        proven.expect("second factor").session.token
     }
 
     /// The carrier, calling with its API key.
@@ -179,6 +228,28 @@ async fn add_person(
         password: Some(Zeroizing::new(PASSWORD.into())),
     };
     app.create_person(&Caller::Operator, new).await.expect("seed person")
+}
+
+/// Sets up an authenticator app for `person` the way they would: sign in with the password,
+/// begin, read the key off the page, confirm with the app's code. Returns the seed and the step
+/// its code was used for.
+async fn enrol_totp(app: &App, clock: &ManualClock, person: &PersonRow) -> (TotpSeed, u64) {
+    let client = seeding_client();
+    let session = app
+        .login(person.email.as_str(), Zeroizing::new(PASSWORD.into()), &client)
+        .await
+        .expect("staff sign in");
+    let info = app.session(&session.token).await.expect("session");
+    let enrolment = app.begin_totp(&info).await.expect("begin totp");
+    let raw = data_encoding::BASE32_NOPAD.decode(enrolment.secret.as_bytes()).expect("base32");
+    let seed = TotpSeed::from_bytes(&raw).expect("seed");
+    let step = step_at(clock.now().as_millis());
+    let proven = app
+        .confirm_totp(&session.token, &info, &seed.code_at(step), &client)
+        .await
+        .expect("confirm");
+    app.logout(&proven.session.token).await.expect("sign out");
+    (seed, step)
 }
 
 /// Enrols a device for `bank` through the real enrolment path and returns it as a caller.

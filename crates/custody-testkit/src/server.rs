@@ -140,6 +140,28 @@ impl TestServer {
 
     /// Signs `person` in through the API.
     pub async fn sign_in(&self, person: &PersonRow) -> SignedIn {
+        let signed_in = self.sign_in_with_password(person).await;
+        if !signed_in.1 {
+            return signed_in.0;
+        }
+        let SignedIn { client, csrf } = signed_in.0;
+        let code = self.env.totp_code(person);
+        let response = client
+            .post(self.url("/api/v1/sessions/current/factor"))
+            .header("x-csrf-token", csrf)
+            .json(&serde_json::json!({"totp": code.as_str()}))
+            .send()
+            .await
+            .expect("second factor");
+        assert_eq!(response.status(), 200, "second factor of {}", person.email);
+        let body: serde_json::Value = response.json().await.expect("session body");
+        let csrf = body["csrf_token"].as_str().expect("csrf token").to_owned();
+        SignedIn { client, csrf }
+    }
+
+    /// Signs `person` in with the password alone; also says whether the session still needs
+    /// a second factor.
+    pub async fn sign_in_with_password(&self, person: &PersonRow) -> (SignedIn, bool) {
         let client = self.client();
         let response = client
             .post(self.url("/api/v1/sessions"))
@@ -150,6 +172,7 @@ impl TestServer {
         assert_eq!(response.status(), 200, "sign-in of {}", person.email);
         let body: serde_json::Value = response.json().await.expect("session body");
         let csrf = body["csrf_token"].as_str().expect("csrf token").to_owned();
-        SignedIn { client, csrf }
+        let pending = body["second_factor_required"].as_bool().expect("second_factor_required");
+        (SignedIn { client, csrf }, pending)
     }
 }
