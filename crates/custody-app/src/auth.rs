@@ -67,6 +67,8 @@ pub struct SessionInfo {
     pub id: SessionId,
     /// The second factor last proven in it, and when.
     pub factor: Option<(Factor, Timestamp)>,
+    /// When the password was given (a rotation keeps it).
+    pub signed_in_at: Timestamp,
 }
 
 impl SessionInfo {
@@ -304,7 +306,13 @@ impl App {
                 .await?;
         }
         let caller = Caller::Principal(principal_of(&person));
-        Ok(SessionInfo { person, caller, id: session.id, factor: session.factor })
+        Ok(SessionInfo {
+            person,
+            caller,
+            id: session.id,
+            factor: session.factor,
+            signed_in_at: session.created_at,
+        })
     }
 
     /// Ends a session.

@@ -159,12 +159,20 @@ impl App {
             .await
     }
 
-    /// Changing factors when one is held needs a step-up, so that a stolen session (or a
-    /// password alone) cannot swap in the attacker's authenticator.
+    /// Changing factors needs a recent proof of who is asking (ASVS 7.5.1): a step-up when a
+    /// factor is held, so that a stolen session or a password alone cannot swap in the
+    /// attacker's authenticator; a password given within the step-up window when none is.
     async fn may_change_factors(&self, s: &SessionInfo) -> Result<Factors, AppError> {
         let factors = self.factors(s).await?;
-        if factors.any() && !s.stepped_up(self.now(), self.config().step_up_window) {
+        let (now, window) = (self.now(), self.config().step_up_window);
+        if factors.any() && !s.stepped_up(now, window) {
             return Err(AppError::StepUpRequired);
+        }
+        if !factors.any() && s.signed_in_at.plus(window) <= now {
+            return Err(AppError::conflict(
+                "sign_in_again",
+                "sign in again to set up a second factor: this sign-in is too old for that",
+            ));
         }
         Ok(factors)
     }

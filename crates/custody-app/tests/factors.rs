@@ -313,3 +313,15 @@ backends!(
         prove(&env.app, &session, &pending, totp(&next)).await.unwrap();
     }
 );
+
+backends!(a_first_factor_needs_a_fresh_sign_in, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let token = env.sign_in(&env.ann).await;
+    env.clock.advance(minutes(6));
+    let info_later = env.app.session(&token).await.unwrap();
+    assert_eq!(env.app.begin_totp(&info_later).await.unwrap_err().code(), "sign_in_again");
+    // Within minutes of the password, a resident may set up an app too.
+    let fresh = env.sign_in(&env.ann).await;
+    let info = env.app.session(&fresh).await.unwrap();
+    assert!(env.app.begin_totp(&info).await.is_ok());
+});
