@@ -333,6 +333,9 @@ impl App {
             }
             Principal::CarrierKey { .. } | Principal::Device { .. } => Err(Denied::Role),
         });
+        // Giving someone a role with power (auditor and up) is a role grant: it needs a step-up.
+        let allowed = allowed
+            .and_then(|()| if new.role.rank() > 0 { self.require_step_up(caller) } else { Ok(()) });
         if let Err(d) = allowed {
             return Err(self.refuse(caller, AuditAction::PersonCreate, target, d).await);
         }
@@ -413,7 +416,10 @@ impl App {
             if s.org != carrier_row.org {
                 return Err(AppError::NotFound);
             }
-            if let Err(d) = caller.check(|p| policy::may_manage_site(p, &s.org, &s.id)) {
+            let allowed = caller
+                .check(|p| policy::may_manage_site(p, &s.org, &s.id))
+                .and_then(|()| self.require_step_up(caller));
+            if let Err(d) = allowed {
                 return Err(self
                     .refuse(
                         caller,

@@ -84,8 +84,8 @@ impl SessionInfo {
     }
 }
 
-/// The principal of a person row.
-pub fn principal_of(person: &PersonRow) -> Principal {
+/// The principal of a person row, who last proved a second factor at `second_factor_at`.
+pub fn principal_of(person: &PersonRow, second_factor_at: Option<Timestamp>) -> Principal {
     Principal::Person {
         id: person.id.clone(),
         standing: Standing {
@@ -93,6 +93,7 @@ pub fn principal_of(person: &PersonRow) -> Principal {
             scope: Scope { org: person.org.clone(), site: person.site.clone() },
             carrier: person.carrier.clone(),
         },
+        second_factor_at,
     }
 }
 
@@ -305,7 +306,7 @@ impl App {
                 .write(move |tx| async move { tx.touch_session(&hash, now).await }.boxed())
                 .await?;
         }
-        let caller = Caller::Principal(principal_of(&person));
+        let caller = Caller::Principal(principal_of(&person, session.factor.map(|(_, at)| at)));
         Ok(SessionInfo {
             person,
             caller,

@@ -396,7 +396,16 @@ impl App {
         match denied {
             Denied::Role => AppError::Forbidden,
             Denied::Scope | Denied::NotOwner => AppError::NotFound,
+            Denied::StepUp => AppError::StepUpRequired,
         }
+    }
+
+    /// The caller proved a second factor within the step-up window; the operator at the
+    /// command line, who holds the keys, passes.
+    pub(crate) fn require_step_up(&self, caller: &Caller) -> Result<(), Denied> {
+        caller.check(|p| {
+            custody_core::policy::stepped_up(p, self.now(), self.config().step_up_window)
+        })
     }
 
     /// Signs an open command for `compartment` and records it, inside the caller's unit of

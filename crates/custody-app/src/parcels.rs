@@ -204,7 +204,7 @@ impl App {
     ) -> Result<Vec<ParcelRow>, AppError> {
         let limit = limit.clamp(1, 500);
         match (caller, site) {
-            (Caller::Principal(Principal::Person { id, standing }), None)
+            (Caller::Principal(Principal::Person { id, standing, .. }), None)
                 if standing.role == Role::Resident =>
             {
                 let id = id.clone();
@@ -884,7 +884,10 @@ impl App {
             compartment: Some(c.id.clone()),
             parcel: c.parcel.clone(),
         };
-        if let Err(d) = caller.check(|p| policy::may_manage_site(p, &site.org, &site.id)) {
+        if let Err(d) = caller
+            .check(|p| policy::may_manage_site(p, &site.org, &site.id))
+            .and_then(|()| self.require_step_up(caller))
+        {
             return Err(self.refuse(caller, AuditAction::RemoteOpen, target, d).await);
         }
         self.require_online(&c.bank)?;

@@ -480,7 +480,7 @@ backends!(statements_are_sealed_per_subject_and_erasure_keeps_the_log, |t: TestS
 
 backends!(remote_open_is_audited_with_its_reason, |t: TestStore| async move {
     let env = Env::new(t).await;
-    let admin = Env::as_person(&env.admin);
+    let admin = env.stepped_up(&env.admin);
     let slot = env.compartments[4].id.clone();
     assert_eq!(
         env.app.remote_open(&admin, &slot, "  ").await.unwrap_err().code(),
@@ -498,6 +498,15 @@ backends!(remote_open_is_audited_with_its_reason, |t: TestStore| async move {
         env.app.remote_open(&env.carrier().await, &slot, "just looking").await.unwrap_err().code(),
         "forbidden"
     );
+    // An admin whose second factor is not fresh is asked to step up first.
+    assert_eq!(
+        env.app
+            .remote_open(&Env::as_person(&env.admin), &slot, "cleaning crew, ticket 4411")
+            .await
+            .unwrap_err()
+            .code(),
+        "step_up_required"
+    );
     let opening = env.app.remote_open(&admin, &slot, "cleaning crew, ticket 4411").await.unwrap();
     assert_eq!(
         (opening.command.command.compartment, opening.command.command.purpose.as_str()),
@@ -511,7 +520,8 @@ backends!(remote_open_is_audited_with_its_reason, |t: TestStore| async move {
         .await
         .unwrap();
     let remote: Vec<_> = log.iter().filter(|r| r.event.action == AuditAction::RemoteOpen).collect();
-    assert_eq!(remote.len(), 3, "one success, two refusals");
+    assert_eq!(remote.len(), 4, "one success, three refusals");
+    assert_eq!(remote[1].event.reason.as_deref(), Some("denied_step_up"));
     // An empty compartment: the words are sealed under the key of the admin who gave them.
     let sealed = remote[0].event.personal.as_ref().unwrap();
     assert_eq!(sealed.subject, env.admin.id);
@@ -798,7 +808,7 @@ backends!(api_keys_are_checked_and_revocable, |t: TestStore| async move {
 
 backends!(roles_grant_only_downwards, |t: TestStore| async move {
     let env = Env::new(t).await;
-    let admin = Env::as_person(&env.admin);
+    let admin = env.stepped_up(&env.admin);
     let new = |role, site: Option<custody_core::SiteId>| custody_app::admin::NewPerson {
         org: env.org.clone(),
         email: format!("{}-{}@acme.example", role, env.app.now().as_millis()),
@@ -832,10 +842,28 @@ backends!(roles_grant_only_downwards, |t: TestStore| async move {
         "forbidden"
     );
     env.clock.advance(minutes(1));
-    assert!(
+    // Granting a role with power needs a step-up; adding a resident does not.
+    assert_eq!(
         env.app
             .create_person(
                 &Env::as_person(&env.super_admin),
+                new(Role::Admin, Some(env.site.clone()))
+            )
+            .await
+            .unwrap_err()
+            .code(),
+        "step_up_required"
+    );
+    assert!(
+        env.app
+            .create_person(&Env::as_person(&env.admin), new(Role::Resident, Some(env.site.clone())))
+            .await
+            .is_ok()
+    );
+    assert!(
+        env.app
+            .create_person(
+                &env.stepped_up(&env.super_admin),
                 new(Role::Admin, Some(env.site.clone()))
             )
             .await

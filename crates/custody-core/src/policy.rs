@@ -5,8 +5,10 @@
 //! level checks (ASVS 8.2.2) live here next to function level checks, so "a resident sees only
 //! their own parcels" is one line that tests read directly.
 
+use std::time::Duration;
+
 use crate::person::{Role, Standing};
-use crate::{ApiKeyId, BankId, CarrierId, DeviceId, OrgId, PersonId, SiteId};
+use crate::{ApiKeyId, BankId, CarrierId, DeviceId, OrgId, PersonId, SiteId, Timestamp};
 
 /// A party whose identity has been verified.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +19,8 @@ pub enum Principal {
         id: PersonId,
         /// Their role and scope.
         standing: Standing,
+        /// When they last proved a second factor in this session, if they did.
+        second_factor_at: Option<Timestamp>,
     },
     /// A carrier system calling with an API key.
     CarrierKey {
@@ -54,6 +58,9 @@ pub enum Denied {
     /// The parcel belongs to another person or carrier.
     #[error("not the caller's parcel")]
     NotOwner,
+    /// Allowed, but only with a second factor proven within the last few minutes.
+    #[error("needs a fresh second factor")]
+    StepUp,
 }
 
 impl Denied {
@@ -63,6 +70,7 @@ impl Denied {
             Self::Role => "denied_role",
             Self::Scope => "denied_scope",
             Self::NotOwner => "denied_not_owner",
+            Self::StepUp => "denied_step_up",
         }
     }
 }
@@ -157,7 +165,7 @@ pub fn may_deposit(
 /// and auditors within scope.
 pub fn may_view_parcel(p: &Principal, f: ParcelFacts<'_>) -> Result<(), Denied> {
     match p {
-        Principal::Person { id, standing } => match standing.role {
+        Principal::Person { id, standing, .. } => match standing.role {
             Role::Resident => {
                 if id == f.recipient {
                     Ok(())
@@ -186,6 +194,21 @@ pub fn may_read_statement(
         Principal::Person { id, .. } if id == subject => Ok(()),
         Principal::Person { standing, .. } if standing.role == Role::Courier => Err(Denied::Role),
         _ => may_view_site(p, org, site),
+    }
+}
+
+/// Has `p` stepped up: proved a second factor within `window` before `now`? The sensitive
+/// actions (remote opens, granting roles with power, issuing carrier keys) ask for it on top of
+/// their own rule (ASVS 7.5.3). Only people step up.
+pub fn stepped_up(p: &Principal, now: Timestamp, window: Duration) -> Result<(), Denied> {
+    match p {
+        Principal::Person { second_factor_at: Some(at), .. }
+            if *at <= now && at.plus(window) > now =>
+        {
+            Ok(())
+        }
+        Principal::Person { .. } => Err(Denied::StepUp),
+        Principal::CarrierKey { .. } | Principal::Device { .. } => Err(Denied::Role),
     }
 }
 
@@ -238,6 +261,7 @@ mod tests {
                 scope: Scope { org: org.clone(), site: site.cloned() },
                 carrier: carrier.cloned(),
             },
+            second_factor_at: None,
         }
     }
 
@@ -388,5 +412,39 @@ mod tests {
         assert_eq!(may_deposit(&courier, &w.other_org, &w.site, &w.carrier), Err(Denied::Scope));
         let admin = person(&w.stranger, Role::Admin, &w.org, None, None);
         assert_eq!(may_deposit(&admin, &w.org, &w.site, &w.carrier), Err(Denied::Role));
+    }
+
+    #[test]
+    fn a_step_up_lasts_its_window_and_only_people_step_up() {
+        let w = world();
+        let at = Timestamp::from_millis(1_000_000);
+        let window = Duration::from_mins(5);
+        let admin = |second_factor_at| Principal::Person {
+            id: w.recipient.clone(),
+            standing: Standing {
+                role: Role::Admin,
+                scope: Scope { org: w.org.clone(), site: None },
+                carrier: None,
+            },
+            second_factor_at,
+        };
+        assert_eq!(
+            stepped_up(&admin(Some(at)), Timestamp::from_millis(at.as_millis() + 299_999), window),
+            Ok(())
+        );
+        assert_eq!(stepped_up(&admin(Some(at)), at.plus(window), window), Err(Denied::StepUp));
+        assert_eq!(stepped_up(&admin(None), at, window), Err(Denied::StepUp));
+        assert_eq!(
+            stepped_up(&admin(Some(at.plus(window))), at, window),
+            Err(Denied::StepUp),
+            "a factor from the future does not count"
+        );
+        let key = Principal::CarrierKey {
+            key: ApiKeyId::from_random([9; ID_BYTES]),
+            carrier: w.carrier.clone(),
+            org: w.org.clone(),
+            sites: vec![w.site.clone()],
+        };
+        assert_eq!(stepped_up(&key, at, window), Err(Denied::Role));
     }
 }

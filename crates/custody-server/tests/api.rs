@@ -280,6 +280,59 @@ backends!(route_by_role_matrix, |t: TestStore| async move {
     assert!(failures.is_empty(), "route × role mismatches:\n{}", failures.join("\n"));
 });
 
+/// The sensitive routes, with a body that is otherwise right: each needs a step-up.
+fn sensitive(server: &TestServer, n: usize) -> Vec<(&'static str, String, Value)> {
+    let env = &server.env;
+    vec![
+        (
+            "remote open",
+            format!("/api/v1/compartments/{}/open", env.compartments[2].id),
+            json!({"reason": "step-up table"}),
+        ),
+        (
+            "granting a role with power",
+            "/api/v1/people".into(),
+            json!({"email": format!("auditor{n}@acme.example"), "name": "New Auditor", "role": "auditor"}),
+        ),
+        (
+            "issuing a carrier key",
+            format!("/api/v1/carriers/{}/api-keys", env.carrier),
+            json!({"label": format!("Depot {n}"), "sites": [env.site.to_string()]}),
+        ),
+    ]
+}
+
+backends!(sensitive_routes_need_a_step_up, |t: TestStore| async move {
+    // The route x role table's "step-up missing" column: an admin whose second factor is more
+    // than five minutes old is asked for a fresh one on every sensitive route, and gets
+    // through once they prove it again.
+    let server = TestServer::start(t).await;
+    let _agent = server.agent().await;
+    let SignedIn { client, csrf } = server.sign_in(&server.env.super_admin).await;
+    server.env.clock.advance(custody_core::time::minutes(6));
+    let post = |path: &str, csrf: &str, body: &Value| {
+        client.post(server.url(path)).header("x-csrf-token", csrf).json(body)
+    };
+    for (what, path, body) in sensitive(&server, 1) {
+        let response = post(&path, &csrf, &body).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{what}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["code"], "step_up_required", "{what}: {error}");
+    }
+    let code = server.env.totp_code(&server.env.super_admin);
+    let response = post("/api/v1/sessions/current/factor", &csrf, &json!({"totp": code.as_str()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let fresh: Value = response.json().await.unwrap();
+    let csrf = fresh["csrf_token"].as_str().unwrap().to_owned();
+    for (what, path, body) in sensitive(&server, 2) {
+        let response = post(&path, &csrf, &body).send().await.unwrap();
+        assert!(response.status().is_success(), "{what}: {}", response.status());
+    }
+});
+
 backends!(bad_input_gets_a_clear_4xx_and_changes_nothing, |t: TestStore| async move {
     let server = TestServer::start(t).await;
     let key = server.env.carrier_token.to_string();

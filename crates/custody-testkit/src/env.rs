@@ -202,9 +202,14 @@ impl Env {
         self.app.authenticate_api_key(&self.carrier_token).await.expect("carrier key")
     }
 
-    /// A seeded person as a caller.
+    /// A seeded person as a caller, signed in with no second factor proven.
     pub fn as_person(person: &PersonRow) -> Caller {
-        Caller::Principal(principal_of(person))
+        Caller::Principal(principal_of(person, None))
+    }
+
+    /// A seeded person as a caller who proved a second factor just now (a step-up).
+    pub fn stepped_up(&self, person: &PersonRow) -> Caller {
+        Caller::Principal(principal_of(person, Some(self.clock.now())))
     }
 }
 
