@@ -392,6 +392,122 @@ impl App {
         Ok(person)
     }
 
+    /// The person `id` and their standing, for a change by `caller`; refusals are audited as
+    /// `action` and say "not found" for people out of reach.
+    async fn person_to_change(
+        &self,
+        caller: &Caller,
+        id: &PersonId,
+        action: AuditAction,
+    ) -> Result<PersonRow, AppError> {
+        let lookup = id.clone();
+        let person = self
+            .store()
+            .read(move |tx| async move { tx.person(&lookup).await }.boxed())
+            .await?
+            .ok_or(AppError::NotFound)?;
+        let standing = crate::auth::standing_of(&person);
+        let target = Target { site: person.site.clone(), ..Target::default() };
+        if let Err(d) = caller.check(|p| policy::may_manage_person(p, &person.id, &standing)) {
+            return Err(self.refuse(caller, action, target, d).await);
+        }
+        if person.disabled_at.is_some() {
+            return Err(AppError::conflict("disabled", "that person is disabled"));
+        }
+        Ok(person)
+    }
+
+    /// Gives a person another role: a role grant when it goes up, a demotion when it goes down.
+    /// Only staff who outrank both the old and the new role, within scope, never on themselves,
+    /// after a step-up. The last active super-admin of an organisation keeps the role; the
+    /// check and the change are one conditional update, so two concurrent demotions cannot both
+    /// win. The change takes effect on the person's next request.
+    pub async fn change_role(
+        &self,
+        caller: &Caller,
+        id: &PersonId,
+        role: Role,
+    ) -> Result<PersonRow, AppError> {
+        let person = self.person_to_change(caller, id, AuditAction::PersonRoleChange).await?;
+        let target = Target { site: person.site.clone(), ..Target::default() };
+        let allowed = caller
+            .check(|p| match p {
+                Principal::Person { standing, .. } if standing.role.may_grant(role) => Ok(()),
+                _ => Err(Denied::Role),
+            })
+            .and_then(|()| self.require_step_up(caller));
+        if let Err(d) = allowed {
+            return Err(self.refuse(caller, AuditAction::PersonRoleChange, target, d).await);
+        }
+        if person.role == Role::Courier || role == Role::Courier {
+            return Err(AppError::Invalid(
+                "couriers belong to a carrier: add or disable the courier instead".into(),
+            ));
+        }
+        if role == Role::Resident && person.site.is_none() {
+            return Err(AppError::Invalid("a resident needs a site".into()));
+        }
+        let event = AuditEvent {
+            at: self.now(),
+            actor: caller.actor(),
+            action: AuditAction::PersonRoleChange,
+            target,
+            outcome: Outcome::Success,
+            reason: Some(format!("{}:{}>{}", person.id, person.role, role)),
+            personal: None,
+        };
+        let (row, from) = (person.clone(), person.role);
+        self.store()
+            .write(move |tx| {
+                async move {
+                    if !tx.set_role(&row, from, role).await? {
+                        return Err(AppError::conflict(
+                            "last_super_admin",
+                            "the organisation's last super-admin keeps the role (or the person \
+                             changed meanwhile); appoint another first",
+                        ));
+                    }
+                    tx.append_audit(&event)?;
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(PersonRow { role, ..person })
+    }
+
+    /// Disables a person: they can no longer sign in, and every session of theirs ends in the
+    /// same unit of work (ASVS 7.4.2). Only staff who outrank them, within scope, never
+    /// themselves; the last active super-admin of an organisation stays.
+    pub async fn disable_person(&self, caller: &Caller, id: &PersonId) -> Result<(), AppError> {
+        let person = self.person_to_change(caller, id, AuditAction::PersonDisable).await?;
+        let now = self.now();
+        let event = AuditEvent {
+            at: now,
+            actor: caller.actor(),
+            action: AuditAction::PersonDisable,
+            target: Target { site: person.site.clone(), ..Target::default() },
+            outcome: Outcome::Success,
+            reason: Some(person.id.to_string()),
+            personal: None,
+        };
+        self.store()
+            .write(move |tx| {
+                async move {
+                    if !tx.disable_person(&person, now).await? {
+                        return Err(AppError::conflict(
+                            "last_super_admin",
+                            "the organisation's last super-admin stays; appoint another first",
+                        ));
+                    }
+                    tx.append_audit(&event)?;
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await
+    }
+
     /// Issues an API key for a carrier, limited to `sites` of the carrier's organisation.
     pub async fn issue_api_key(
         &self,

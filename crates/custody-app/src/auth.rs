@@ -84,17 +84,18 @@ impl SessionInfo {
     }
 }
 
+/// A person's standing as the policy sees it.
+pub fn standing_of(person: &PersonRow) -> Standing {
+    Standing {
+        role: person.role,
+        scope: Scope { org: person.org.clone(), site: person.site.clone() },
+        carrier: person.carrier.clone(),
+    }
+}
+
 /// The principal of a person row, who last proved a second factor at `second_factor_at`.
 pub fn principal_of(person: &PersonRow, second_factor_at: Option<Timestamp>) -> Principal {
-    Principal::Person {
-        id: person.id.clone(),
-        standing: Standing {
-            role: person.role,
-            scope: Scope { org: person.org.clone(), site: person.site.clone() },
-            carrier: person.carrier.clone(),
-        },
-        second_factor_at,
-    }
+    Principal::Person { id: person.id.clone(), standing: standing_of(person), second_factor_at }
 }
 
 /// Activity on a session is written at most this often, so reading a page is not a write.

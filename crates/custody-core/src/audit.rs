@@ -74,6 +74,10 @@ named_enum!(
         CarrierCreate = "carrier.create",
         /// A person was added.
         PersonCreate = "person.create",
+        /// A person's role changed (a grant or a demotion), or a change was refused.
+        PersonRoleChange = "person.role",
+        /// A person disabled: every session of theirs ended with it.
+        PersonDisable = "person.disable",
         /// A carrier API key was issued.
         ApiKeyCreate = "api_key.create",
         /// A carrier API key was revoked.

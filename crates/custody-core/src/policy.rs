@@ -197,6 +197,27 @@ pub fn may_read_statement(
     }
 }
 
+/// May `p` change person `target` (their role, whether they may sign in)? Staff whose role
+/// outranks the target's, within scope: an org-wide caller for anyone of their organisation, a
+/// site-scoped one for people of their site only. Nobody changes themselves (ASVS 8.2.1).
+pub fn may_manage_person(
+    p: &Principal,
+    target: &PersonId,
+    standing: &Standing,
+) -> Result<(), Denied> {
+    let Principal::Person { id, standing: caller, .. } = p else { return Err(Denied::Role) };
+    if id == target || !caller.role.may_grant(standing.role) {
+        return Err(Denied::Role);
+    }
+    let in_scope = caller.scope.org == standing.scope.org
+        && match (&caller.scope.site, &standing.scope.site) {
+            (None, _) => true,
+            (Some(mine), Some(theirs)) => mine == theirs,
+            (Some(_), None) => false,
+        };
+    if in_scope { Ok(()) } else { Err(Denied::Scope) }
+}
+
 /// Has `p` stepped up: proved a second factor within `window` before `now`? The sensitive
 /// actions (remote opens, granting roles with power, issuing carrier keys) ask for it on top of
 /// their own rule (ASVS 7.5.3). Only people step up.

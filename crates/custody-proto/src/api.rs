@@ -409,6 +409,14 @@ pub struct CreatePersonRequest {
     pub password: Option<String>,
 }
 
+/// A person's new role.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleChangeRequest {
+    /// `resident`, `auditor`, `admin` or `super_admin` (couriers keep theirs).
+    pub role: String,
+}
+
 impl std::fmt::Debug for CreatePersonRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CreatePersonRequest")

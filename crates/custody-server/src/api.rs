@@ -17,7 +17,8 @@ use custody_proto::api::{
     ApiKeyIssued, BankView, CarrierView, CreateApiKeyRequest, CreateBankRequest,
     CreateCarrierRequest, CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest,
     DepositRequest, DepositView, EnrolmentTokenView, ExpectParcelRequest, LoginRequest,
-    OpeningView, ParcelHistory, ParcelView, PersonView, ReasonRequest, SessionView, SiteView,
+    OpeningView, ParcelHistory, ParcelView, PersonView, ReasonRequest, RoleChangeRequest,
+    SessionView, SiteView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse, SignedOpenCommand};
 use serde::Deserialize;
@@ -460,13 +461,7 @@ pub async fn create_person(
     Staff(staff): Staff,
     Json(body): Json<CreatePersonRequest>,
 ) -> Result<(StatusCode, Json<PersonView>), ApiError> {
-    let role = Role::parse(&body.role).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_request",
-            "role must be resident, courier, auditor, admin or super_admin",
-        )
-    })?;
+    let role = parse_role(&body.role)?;
     let new = NewPerson {
         org: org_of(&staff),
         email: body.email,
@@ -478,6 +473,39 @@ pub async fn create_person(
     };
     let p = state.app.create_person(staff.caller(), new).await?;
     Ok((StatusCode::CREATED, Json(views::person(&p))))
+}
+
+fn parse_role(role: &str) -> Result<Role, ApiError> {
+    Role::parse(role).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "role must be resident, courier, auditor, admin or super_admin",
+        )
+    })
+}
+
+/// Give a person another role.
+pub async fn change_role(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+    Json(body): Json<RoleChangeRequest>,
+) -> ApiResult<PersonView> {
+    let id: custody_core::PersonId = parse_id(&id, "person")?;
+    let role = parse_role(&body.role)?;
+    Ok(Json(views::person(&state.app.change_role(staff.caller(), &id, role).await?)))
+}
+
+/// Disable a person and end their sessions.
+pub async fn disable_person(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: custody_core::PersonId = parse_id(&id, "person")?;
+    state.app.disable_person(staff.caller(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Register a carrier.

@@ -271,6 +271,19 @@ fn table() -> Routes<ServerState> {
             api::create_person,
         )
         .post(
+            "/api/v1/people/{id}/role",
+            Staff,
+            Doc::json("Give a person another role (needs a step-up)", 200, "PersonView")
+                .taking("RoleChangeRequest"),
+            api::change_role,
+        )
+        .post(
+            "/api/v1/people/{id}/disable",
+            Staff,
+            Doc::plain("Disable a person; ends their sessions"),
+            api::disable_person,
+        )
+        .post(
             "/api/v1/carriers",
             Staff,
             Doc::json("Register a carrier", 201, "CarrierView").taking("CreateCarrierRequest"),

@@ -13,8 +13,8 @@ use custody_proto::api::{
     CreatePersonRequest, CreateSiteRequest, CustodyEvent, CustodyView, DepositRequest, DepositView,
     EndedView, EnrolmentTokenView, ErrorBody, ErrorDetail, EventView, ExpectParcelRequest,
     FactorRequest, FactorsView, LoginRequest, OpeningView, ParcelHistory, ParcelView, PersonView,
-    ReasonRequest, RecoveryCodesView, SessionListItem, SessionView, SiteView, StatementView,
-    TotpConfirmRequest, TotpEnrolmentView,
+    ReasonRequest, RecoveryCodesView, RoleChangeRequest, SessionListItem, SessionView, SiteView,
+    StatementView, TotpConfirmRequest, TotpEnrolmentView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -65,6 +65,7 @@ use crate::routes::{Access, RouteInfo};
         CompartmentSpec,
         CreateCompartmentsRequest,
         CreatePersonRequest,
+        RoleChangeRequest,
         CreateCarrierRequest,
         CarrierView,
         CreateApiKeyRequest,

@@ -51,6 +51,8 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/banks/{id}/compartments", Access::Staff),
     ("POST", "/api/v1/banks/{id}/enrolment-tokens", Access::Staff),
     ("POST", "/api/v1/people", Access::Staff),
+    ("POST", "/api/v1/people/{id}/role", Access::Staff),
+    ("POST", "/api/v1/people/{id}/disable", Access::Staff),
     ("POST", "/api/v1/carriers", Access::Staff),
     ("POST", "/api/v1/carriers/{id}/api-keys", Access::Staff),
     ("GET", "/api/v1/parcels/{id}/custody", Access::Signed),

@@ -912,6 +912,64 @@ impl Tx {
         rows.iter().map(person_row).collect()
     }
 
+    /// Takes the organisation's row lock until the unit ends, so that checks over its people
+    /// (how many super-admins are left) and the change they guard are one step on PostgreSQL
+    /// too; SQLite's single writer gives the same.
+    async fn lock_org(&mut self, org: &OrgId) -> R<()> {
+        self.exec(
+            sqlx::query("UPDATE organisations SET name = name WHERE id = $1")
+                .bind(org.as_str().to_owned()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Changes `person`'s role from `from` to `to`, if it still is `from`, they are not
+    /// disabled, and they are not the last active super-admin of their organisation. Returns
+    /// whether it changed.
+    pub async fn set_role(&mut self, person: &PersonRow, from: Role, to: Role) -> R<bool> {
+        self.lock_org(&person.org).await?;
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE people SET role = $3 WHERE id = $1 AND role = $2 \
+                     AND disabled_at IS NULL AND ($2 <> 'super_admin' OR $3 = 'super_admin' \
+                     OR EXISTS (SELECT 1 FROM people o WHERE o.org_id = $4 AND o.id <> $1 \
+                     AND o.role = 'super_admin' AND o.disabled_at IS NULL))",
+                )
+                .bind(person.id.as_str().to_owned())
+                .bind(from.as_str())
+                .bind(to.as_str())
+                .bind(person.org.as_str().to_owned()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Disables `person` and ends every session of theirs, unless they are the last active
+    /// super-admin of their organisation or disabled already. Returns whether it happened.
+    pub async fn disable_person(&mut self, person: &PersonRow, now: Timestamp) -> R<bool> {
+        self.lock_org(&person.org).await?;
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE people SET disabled_at = $2 WHERE id = $1 AND disabled_at IS NULL \
+                     AND (role <> 'super_admin' \
+                     OR EXISTS (SELECT 1 FROM people o WHERE o.org_id = $3 AND o.id <> $1 \
+                     AND o.role = 'super_admin' AND o.disabled_at IS NULL))",
+                )
+                .bind(person.id.as_str().to_owned())
+                .bind(now.as_millis())
+                .bind(person.org.as_str().to_owned()),
+            )
+            .await?;
+        if n != 1 {
+            return Ok(false);
+        }
+        self.delete_sessions_of(&person.id, None).await?;
+        Ok(true)
+    }
+
     /// Counts people with a role across all organisations (for first-run checks).
     pub async fn count_people_with_role(&mut self, role: Role) -> R<i64> {
         let row = self

@@ -1,0 +1,143 @@
+//! Privilege rules against the real use cases, on both backends: grants go only downwards,
+//! nobody changes themselves, scope holds, the last super-admin stays, disabling ends every
+//! session at once.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test fails loudly at the first unexpected value"
+)]
+
+use custody_app::Caller;
+use custody_app::admin::NewPerson;
+use custody_app::auth::Client;
+use custody_core::person::Role;
+use custody_core::time::minutes;
+use custody_store::PersonRow;
+use custody_testkit::env::PASSWORD;
+use custody_testkit::{Env, TestStore, backends};
+use zeroize::Zeroizing;
+
+async fn add(env: &Env, email: &str, role: Role, org_wide: bool) -> PersonRow {
+    let new = NewPerson {
+        org: env.org.clone(),
+        email: email.into(),
+        name: "Someone New".into(),
+        role,
+        site: (!org_wide).then(|| env.site.clone()),
+        carrier: None,
+        password: Some(Zeroizing::new(PASSWORD.into())),
+    };
+    env.app.create_person(&Caller::Operator, new).await.unwrap()
+}
+
+backends!(grants_go_down_and_nobody_changes_themselves, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let admin = env.stepped_up(&env.admin);
+    let root = env.stepped_up(&env.super_admin);
+    let code = |r: Result<PersonRow, custody_app::AppError>| r.map(|_| ()).unwrap_err().code();
+    // Upwards or sideways: refused.
+    assert_eq!(code(env.app.change_role(&admin, &env.ann.id, Role::Admin).await), "forbidden");
+    assert_eq!(
+        code(env.app.change_role(&admin, &env.super_admin.id, Role::Resident).await),
+        "forbidden",
+        "an admin cannot touch a super-admin"
+    );
+    assert_eq!(
+        code(env.app.change_role(&root, &env.admin.id, Role::SuperAdmin).await),
+        "forbidden",
+        "nobody grants their own rank"
+    );
+    // Themselves: refused, whatever the direction.
+    assert_eq!(code(env.app.change_role(&admin, &env.admin.id, Role::Auditor).await), "forbidden");
+    assert_eq!(
+        env.app.disable_person(&admin, &env.admin.id).await.unwrap_err().code(),
+        "forbidden"
+    );
+    // Downwards, within scope, stepped up: fine, and it takes effect on the next request.
+    let token = env.sign_in(&env.admin).await;
+    assert!(env.app.sites_for(&env.app.session(&token).await.unwrap().caller).await.is_ok());
+    let demoted = env.app.change_role(&root, &env.admin.id, Role::Auditor).await.unwrap();
+    assert_eq!(demoted.role, Role::Auditor);
+    let info = env.app.session(&token).await.unwrap();
+    assert_eq!(info.person.role, Role::Auditor);
+    let slot = env.compartments[0].id.clone();
+    assert_eq!(
+        env.app.remote_open(&info.caller, &slot, "still an admin?").await.unwrap_err().code(),
+        "forbidden"
+    );
+});
+
+backends!(role_changes_need_a_step_up_and_respect_scope, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let org_auditor = &env.auditor;
+    let site_auditor = add(&env, "site-auditor@acme.example", Role::Auditor, false).await;
+    // Without a fresh factor, a role change is refused and audited.
+    assert_eq!(
+        env.app
+            .change_role(&Env::as_person(&env.admin), &site_auditor.id, Role::Resident)
+            .await
+            .unwrap_err()
+            .code(),
+        "step_up_required"
+    );
+    let admin = env.stepped_up(&env.admin);
+    // A site admin reaches people of their site, not org-wide ones.
+    assert_eq!(
+        env.app.change_role(&admin, &org_auditor.id, Role::Resident).await.unwrap_err().code(),
+        "not_found"
+    );
+    assert!(env.app.change_role(&admin, &site_auditor.id, Role::Resident).await.is_ok());
+    // Couriers keep their carrier; turning someone into one is refused with a reason.
+    let err = env.app.change_role(&admin, &env.ann.id, Role::Courier).await.unwrap_err();
+    assert_eq!(err.code(), "invalid_request");
+});
+
+backends!(the_last_super_admin_stays, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let op = Caller::Operator;
+    let root = &env.super_admin;
+    let last = env.app.change_role(&op, &root.id, Role::Admin).await.unwrap_err();
+    assert_eq!(last.code(), "last_super_admin");
+    assert_eq!(env.app.disable_person(&op, &root.id).await.unwrap_err().code(), "last_super_admin");
+    // With a second one, either may go, but never both, however the requests race.
+    let second = add(&env, "second-root@acme.example", Role::SuperAdmin, true).await;
+    let (a, b) = tokio::join!(
+        env.app.change_role(&op, &root.id, Role::Admin),
+        env.app.disable_person(&op, &second.id),
+    );
+    assert!(a.is_ok() != b.is_ok(), "exactly one of the two wins: {a:?} {b:?}");
+    let people = env
+        .app
+        .store()
+        .read({
+            let org = env.org.clone();
+            move |tx| Box::pin(async move { tx.people(&org).await })
+        })
+        .await
+        .unwrap();
+    let left =
+        people.iter().filter(|p| p.role == Role::SuperAdmin && p.disabled_at.is_none()).count();
+    assert_eq!(left, 1);
+});
+
+backends!(disabling_ends_every_session_at_once, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let client = Client::new("198.51.100.20", "privileges-test");
+    let phone = env.sign_in(&env.ann).await;
+    let laptop = env.sign_in(&env.ann).await;
+    env.app.disable_person(&Env::as_person(&env.admin), &env.ann.id).await.unwrap();
+    assert!(env.app.session(&phone).await.is_err());
+    assert!(env.app.session(&laptop).await.is_err());
+    let again = env
+        .app
+        .login(env.ann.email.as_str(), Zeroizing::new(PASSWORD.into()), &client)
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), "authentication_failed", "the same answer as a wrong password");
+    // Disabling twice is a conflict, not a second entry.
+    env.clock.advance(minutes(1));
+    let twice = env.app.disable_person(&Env::as_person(&env.admin), &env.ann.id).await;
+    assert_eq!(twice.unwrap_err().code(), "disabled");
+});
