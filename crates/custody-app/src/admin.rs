@@ -18,6 +18,7 @@ use data_encoding::BASE32_NOPAD;
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
 
+use crate::approvals::RoleChange;
 use crate::{App, AppError, Caller};
 
 /// A new person's details.
@@ -79,7 +80,7 @@ fn created(
 }
 
 impl App {
-    fn new_id<T>(&self, make: fn([u8; 16]) -> T) -> Result<T, AppError> {
+    pub(crate) fn new_id<T>(&self, make: fn([u8; 16]) -> T) -> Result<T, AppError> {
         Ok(make(self.rng().bytes()?))
     }
 
@@ -419,16 +420,24 @@ impl App {
 
     /// Gives a person another role: a role grant when it goes up, a demotion when it goes down.
     /// Only staff who outrank both the old and the new role, within scope, never on themselves,
-    /// after a step-up. The last active super-admin of an organisation keeps the role; the
-    /// check and the change are one conditional update, so two concurrent demotions cannot both
-    /// win. The change takes effect on the person's next request.
+    /// after a step-up. Making someone super-admin is asked by a super-admin and runs when
+    /// another approves it ([`RoleChange::Pending`]). The last active super-admin of an
+    /// organisation keeps the role; the check and the change are one conditional update, so
+    /// two concurrent demotions cannot both win. The change takes effect on the person's next
+    /// request.
     pub async fn change_role(
         &self,
         caller: &Caller,
         id: &PersonId,
         role: Role,
-    ) -> Result<PersonRow, AppError> {
+    ) -> Result<RoleChange, AppError> {
         let person = self.person_to_change(caller, id, AuditAction::PersonRoleChange).await?;
+        if role == Role::SuperAdmin
+            && person.role != Role::SuperAdmin
+            && *caller != Caller::Operator
+        {
+            return self.request_super_admin_grant(caller, person).await;
+        }
         let target = Target { site: person.site.clone(), ..Target::default() };
         let allowed = caller
             .check(|p| match p {
@@ -473,7 +482,7 @@ impl App {
                 .boxed()
             })
             .await?;
-        Ok(PersonRow { role, ..person })
+        Ok(RoleChange::Changed(PersonRow { role, ..person }))
     }
 
     /// Disables a person: they can no longer sign in, and every session of theirs ends in the

@@ -11,7 +11,10 @@
 
 use custody_app::Caller;
 use custody_app::admin::NewPerson;
+use custody_app::approvals::RoleChange;
 use custody_app::auth::Client;
+use custody_core::approval::ApprovalOutcome;
+use custody_core::audit::AuditAction;
 use custody_core::person::Role;
 use custody_core::time::minutes;
 use custody_store::PersonRow;
@@ -36,7 +39,7 @@ backends!(grants_go_down_and_nobody_changes_themselves, |t: TestStore| async mov
     let env = Env::new(t).await;
     let admin = env.stepped_up(&env.admin);
     let root = env.stepped_up(&env.super_admin);
-    let code = |r: Result<PersonRow, custody_app::AppError>| r.map(|_| ()).unwrap_err().code();
+    let code = |r: Result<RoleChange, custody_app::AppError>| r.map(|_| ()).unwrap_err().code();
     // Upwards or sideways: refused.
     assert_eq!(code(env.app.change_role(&admin, &env.ann.id, Role::Admin).await), "forbidden");
     assert_eq!(
@@ -44,10 +47,12 @@ backends!(grants_go_down_and_nobody_changes_themselves, |t: TestStore| async mov
         "forbidden",
         "an admin cannot touch a super-admin"
     );
-    assert_eq!(
-        code(env.app.change_role(&root, &env.admin.id, Role::SuperAdmin).await),
-        "forbidden",
-        "nobody grants their own rank"
+    assert!(
+        matches!(
+            env.app.change_role(&root, &env.admin.id, Role::SuperAdmin).await,
+            Ok(RoleChange::Pending(_))
+        ),
+        "a super-admin only asks for another super-admin"
     );
     // Themselves: refused, whatever the direction.
     assert_eq!(code(env.app.change_role(&admin, &env.admin.id, Role::Auditor).await), "forbidden");
@@ -59,7 +64,7 @@ backends!(grants_go_down_and_nobody_changes_themselves, |t: TestStore| async mov
     let token = env.sign_in(&env.admin).await;
     assert!(env.app.sites_for(&env.app.session(&token).await.unwrap().caller).await.is_ok());
     let demoted = env.app.change_role(&root, &env.admin.id, Role::Auditor).await.unwrap();
-    assert_eq!(demoted.role, Role::Auditor);
+    assert!(matches!(demoted, RoleChange::Changed(p) if p.role == Role::Auditor));
     let info = env.app.session(&token).await.unwrap();
     assert_eq!(info.person.role, Role::Auditor);
     let slot = env.compartments[0].id.clone();
@@ -140,4 +145,98 @@ backends!(disabling_ends_every_session_at_once, |t: TestStore| async move {
     env.clock.advance(minutes(1));
     let twice = env.app.disable_person(&Env::as_person(&env.admin), &env.ann.id).await;
     assert_eq!(twice.unwrap_err().code(), "disabled");
+});
+
+backends!(a_super_admin_grant_needs_a_second_super_admin, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let second = add(&env, "second-root@acme.example", Role::SuperAdmin, true).await;
+    let root = env.stepped_up(&env.super_admin);
+    let ask = || async {
+        match env.app.change_role(&root, &env.admin.id, Role::SuperAdmin).await.unwrap() {
+            RoleChange::Pending(request) => request,
+            RoleChange::Changed(_) => panic!("granted without a second person"),
+        }
+    };
+    let request = ask().await;
+    let decide = |caller: Caller, outcome| {
+        let id = request.id.clone();
+        let app = env.app.clone();
+        async move { app.decide_approval(&caller, &id, outcome).await }
+    };
+    let code = |r: Result<_, custody_app::AppError>| r.map(|_| ()).unwrap_err().code();
+    // Not the one who asked, not an admin, not without a fresh factor.
+    assert_eq!(code(decide(root.clone(), ApprovalOutcome::Approved).await), "same_person");
+    assert_eq!(
+        code(decide(env.stepped_up(&env.admin), ApprovalOutcome::Approved).await),
+        "forbidden"
+    );
+    assert_eq!(
+        code(decide(Env::as_person(&second), ApprovalOutcome::Approved).await),
+        "step_up_required"
+    );
+    assert!(env.app.pending_approvals(&root).await.unwrap().iter().any(|a| a.id == request.id));
+    // The second super-admin approves: it runs, once.
+    let done = decide(env.stepped_up(&second), ApprovalOutcome::Approved).await.unwrap();
+    assert_eq!(
+        done.decision.map(|(by, _, o)| (by, o)),
+        Some((second.id.clone(), ApprovalOutcome::Approved))
+    );
+    let admin = env.app.store().read({
+        let id = env.admin.id.clone();
+        move |tx| Box::pin(async move { tx.person(&id).await })
+    });
+    assert_eq!(admin.await.unwrap().unwrap().role, Role::SuperAdmin);
+    assert_eq!(
+        code(decide(env.stepped_up(&second), ApprovalOutcome::Approved).await),
+        "approval_closed"
+    );
+    let log = env
+        .app
+        .store()
+        .read(|tx| Box::pin(async move { tx.audit_from(0, 100_000).await }))
+        .await
+        .unwrap();
+    let grant = log.iter().rev().find(|r| r.event.action == AuditAction::PersonRoleChange).unwrap();
+    assert_eq!(grant.event.actor.id.as_deref(), Some(second.id.as_str()), "the approver acted");
+    assert!(
+        grant
+            .event
+            .reason
+            .as_deref()
+            .unwrap()
+            .ends_with(&format!("requested_by:{}", env.super_admin.id)),
+        "and the one who asked is named"
+    );
+});
+
+backends!(approvals_lapse_go_stale_and_can_be_withdrawn, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let second = add(&env, "second-root@acme.example", Role::SuperAdmin, true).await;
+    let target = add(&env, "org-admin@acme.example", Role::Admin, true).await;
+    let ask = || async {
+        let root = env.stepped_up(&env.super_admin);
+        match env.app.change_role(&root, &target.id, Role::SuperAdmin).await.unwrap() {
+            RoleChange::Pending(request) => request,
+            RoleChange::Changed(_) => panic!("granted without a second person"),
+        }
+    };
+    // Unanswered for fifteen minutes, a request lapses.
+    let lapsed = ask().await;
+    env.clock.advance(minutes(16));
+    let approver = env.stepped_up(&second);
+    let late = env.app.decide_approval(&approver, &lapsed.id, ApprovalOutcome::Approved).await;
+    assert_eq!(late.unwrap_err().code(), "approval_closed");
+    // If the person changes meanwhile, what was asked no longer holds.
+    let stale = ask().await;
+    env.app.change_role(&Caller::Operator, &target.id, Role::Auditor).await.unwrap();
+    let approver = env.stepped_up(&second);
+    let approve = env.app.decide_approval(&approver, &stale.id, ApprovalOutcome::Approved).await;
+    assert_eq!(approve.unwrap_err().code(), "approval_stale");
+    // The one who asked may withdraw.
+    env.app.change_role(&Caller::Operator, &target.id, Role::Admin).await.unwrap();
+    let withdrawn = ask().await;
+    let root = env.stepped_up(&env.super_admin);
+    let answer =
+        env.app.decide_approval(&root, &withdrawn.id, ApprovalOutcome::Rejected).await.unwrap();
+    assert_eq!(answer.decision.map(|(_, _, o)| o), Some(ApprovalOutcome::Rejected));
 });

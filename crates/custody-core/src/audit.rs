@@ -78,6 +78,10 @@ named_enum!(
         PersonRoleChange = "person.role",
         /// A person disabled: every session of theirs ended with it.
         PersonDisable = "person.disable",
+        /// A request that needs a second person's approval was made.
+        ApprovalRequest = "approval.request",
+        /// A request was approved (and ran) or rejected, or an answer was refused.
+        ApprovalDecide = "approval.decide",
         /// A carrier API key was issued.
         ApiKeyCreate = "api_key.create",
         /// A carrier API key was revoked.

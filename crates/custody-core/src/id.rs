@@ -163,6 +163,9 @@ opaque_id!(
 opaque_id!(
     /// A signed-in session, as its owner sees it in their list (never its token).
     SessionId, "ses");
+opaque_id!(
+    /// A request waiting for a second person's approval.
+    ApprovalId, "apr");
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@
 //! database, web or TLS crate (the tidy test in `custody-cli/tests/tidy.rs` checks this), so every
 //! rule here is tested exhaustively with plain values.
 
+pub mod approval;
 pub mod audit;
 pub mod code;
 pub mod compartment;
@@ -18,8 +19,8 @@ pub mod throttle;
 pub mod time;
 
 pub use id::{
-    ApiKeyId, BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId, OrgId, ParcelId,
-    PersonId, SessionId, SiteId, TokenId,
+    ApiKeyId, ApprovalId, BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId, OrgId,
+    ParcelId, PersonId, SessionId, SiteId, TokenId,
 };
 pub use time::{Clock, ManualClock, Timestamp};
 

@@ -417,6 +417,29 @@ pub struct RoleChangeRequest {
     pub role: String,
 }
 
+/// A request that waits for a second person's approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ApprovalView {
+    /// Id, to approve or reject it.
+    pub id: String,
+    /// What it would do (`grant_super_admin`).
+    pub kind: String,
+    /// Whom it concerns.
+    pub subject: String,
+    /// Its exact parameters, as JSON.
+    pub params: String,
+    /// Who asked.
+    pub requested_by: String,
+    /// When.
+    pub requested_at: String,
+    /// Unanswered past this, it lapses.
+    pub expires_at: String,
+    /// `approved` or `rejected`, once answered.
+    pub outcome: Option<String>,
+    /// Who answered.
+    pub decided_by: Option<String>,
+}
+
 impl std::fmt::Debug for CreatePersonRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CreatePersonRequest")

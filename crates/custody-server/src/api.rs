@@ -8,7 +8,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use custody_app::Caller;
 use custody_app::admin::{CompartmentSpec, NewPerson};
+use custody_app::approvals::RoleChange;
 use custody_app::parcels::ParcelSpec;
+use custody_core::approval::ApprovalOutcome;
 use custody_core::compartment::SizeClass;
 use custody_core::person::Role;
 use custody_core::policy::Principal;
@@ -485,16 +487,57 @@ fn parse_role(role: &str) -> Result<Role, ApiError> {
     })
 }
 
-/// Give a person another role.
+/// Give a person another role; making someone super-admin waits for a second super-admin.
 pub async fn change_role(
     State(state): State<ServerState>,
     Staff(staff): Staff,
     Path(id): Path<String>,
     Json(body): Json<RoleChangeRequest>,
-) -> ApiResult<PersonView> {
+) -> Result<Response, ApiError> {
     let id: custody_core::PersonId = parse_id(&id, "person")?;
     let role = parse_role(&body.role)?;
-    Ok(Json(views::person(&state.app.change_role(staff.caller(), &id, role).await?)))
+    Ok(match state.app.change_role(staff.caller(), &id, role).await? {
+        RoleChange::Changed(p) => Json(views::person(&p)).into_response(),
+        RoleChange::Pending(a) => (StatusCode::ACCEPTED, Json(views::approval(&a))).into_response(),
+    })
+}
+
+/// Requests of the organisation waiting for a second person.
+pub async fn approvals(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+) -> ApiResult<Vec<custody_proto::api::ApprovalView>> {
+    let rows = state.app.pending_approvals(staff.caller()).await?;
+    Ok(Json(rows.iter().map(views::approval).collect()))
+}
+
+async fn decide(
+    state: &ServerState,
+    staff: &PersonSession,
+    id: &str,
+    outcome: ApprovalOutcome,
+) -> ApiResult<custody_proto::api::ApprovalView> {
+    let id: custody_core::ApprovalId = parse_id(id, "approval")?;
+    let row = state.app.decide_approval(staff.caller(), &id, outcome).await?;
+    Ok(Json(views::approval(&row)))
+}
+
+/// Approve a request: it runs at once.
+pub async fn approve(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<custody_proto::api::ApprovalView> {
+    decide(&state, &staff, &id, ApprovalOutcome::Approved).await
+}
+
+/// Reject a request (or withdraw one's own).
+pub async fn reject(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<custody_proto::api::ApprovalView> {
+    decide(&state, &staff, &id, ApprovalOutcome::Rejected).await
 }
 
 /// Disable a person and end their sessions.

@@ -273,9 +273,36 @@ fn table() -> Routes<ServerState> {
         .post(
             "/api/v1/people/{id}/role",
             Staff,
-            Doc::json("Give a person another role (needs a step-up)", 200, "PersonView")
-                .taking("RoleChangeRequest"),
+            Doc::json(
+                "Give a person another role (needs a step-up); making someone super-admin \
+                 answers 202 with a request another super-admin must approve",
+                200,
+                "PersonView",
+            )
+            .taking("RoleChangeRequest"),
             api::change_role,
+        )
+        .get(
+            "/api/v1/approvals",
+            Staff,
+            Doc::list("Requests waiting for a second person", "ApprovalView"),
+            api::approvals,
+        )
+        .post(
+            "/api/v1/approvals/{id}/approve",
+            Staff,
+            Doc::json(
+                "Approve a request (needs a step-up; not one's own): it runs",
+                200,
+                "ApprovalView",
+            ),
+            api::approve,
+        )
+        .post(
+            "/api/v1/approvals/{id}/reject",
+            Staff,
+            Doc::json("Reject a request, or withdraw one's own", 200, "ApprovalView"),
+            api::reject,
         )
         .post(
             "/api/v1/people/{id}/disable",

@@ -8,13 +8,13 @@ use std::sync::OnceLock;
 
 use axum::http::Method;
 use custody_proto::api::{
-    ApiKeyIssued, BankView, CarrierView, CompartmentSpec, CompartmentView, ConsistencyView,
-    CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest, CreateCompartmentsRequest,
-    CreatePersonRequest, CreateSiteRequest, CustodyEvent, CustodyView, DepositRequest, DepositView,
-    EndedView, EnrolmentTokenView, ErrorBody, ErrorDetail, EventView, ExpectParcelRequest,
-    FactorRequest, FactorsView, LoginRequest, OpeningView, ParcelHistory, ParcelView, PersonView,
-    ReasonRequest, RecoveryCodesView, RoleChangeRequest, SessionListItem, SessionView, SiteView,
-    StatementView, TotpConfirmRequest, TotpEnrolmentView,
+    ApiKeyIssued, ApprovalView, BankView, CarrierView, CompartmentSpec, CompartmentView,
+    ConsistencyView, CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest,
+    CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest, CustodyEvent, CustodyView,
+    DepositRequest, DepositView, EndedView, EnrolmentTokenView, ErrorBody, ErrorDetail, EventView,
+    ExpectParcelRequest, FactorRequest, FactorsView, LoginRequest, OpeningView, ParcelHistory,
+    ParcelView, PersonView, ReasonRequest, RecoveryCodesView, RoleChangeRequest, SessionListItem,
+    SessionView, SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -66,6 +66,7 @@ use crate::routes::{Access, RouteInfo};
         CreateCompartmentsRequest,
         CreatePersonRequest,
         RoleChangeRequest,
+        ApprovalView,
         CreateCarrierRequest,
         CarrierView,
         CreateApiKeyRequest,

@@ -105,3 +105,18 @@ pub(crate) fn site(s: &SiteRow) -> SiteView {
         banks: Vec::new(),
     }
 }
+
+/// A request for approval as the API shows it.
+pub(crate) fn approval(a: &custody_store::ApprovalRow) -> custody_proto::api::ApprovalView {
+    custody_proto::api::ApprovalView {
+        id: a.id.to_string(),
+        kind: a.kind.as_str().to_owned(),
+        subject: a.subject.clone(),
+        params: a.params.clone(),
+        requested_by: a.requested_by.to_string(),
+        requested_at: rfc3339(a.requested_at),
+        expires_at: rfc3339(a.expires_at),
+        outcome: a.decision.as_ref().map(|(_, _, o)| o.as_str().to_owned()),
+        decided_by: a.decision.as_ref().map(|(by, _, _)| by.to_string()),
+    }
+}

@@ -43,6 +43,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0005_second_factors.sql"),
         postgres: include_str!("../migrations/postgres/0005_second_factors.sql"),
     },
+    Migration {
+        version: 6,
+        name: "approvals",
+        sqlite: include_str!("../migrations/sqlite/0006_approvals.sql"),
+        postgres: include_str!("../migrations/postgres/0006_approvals.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -1,6 +1,7 @@
 //! What the store holds, as domain-typed records. Every value read back is parsed again, so a
 //! corrupted or hand-edited row is an error, not a wrong door.
 
+use custody_core::approval::{ApprovalKind, ApprovalOutcome};
 use custody_core::audit::AuditEvent;
 use custody_core::compartment::{CompartmentNumber, CompartmentState, DoorState, SizeClass};
 use custody_core::parcel::ParcelState;
@@ -8,8 +9,8 @@ use custody_core::person::{Factor, Role};
 use custody_core::site::PickupWindow;
 use custody_core::text::{Email, Name, TrackingRef};
 use custody_core::{
-    ApiKeyId, BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId, OrgId, ParcelId,
-    PersonId, SessionId, SiteId, Timestamp, TokenId,
+    ApiKeyId, ApprovalId, BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId, OrgId,
+    ParcelId, PersonId, SessionId, SiteId, Timestamp, TokenId,
 };
 
 /// An organisation.
@@ -190,6 +191,31 @@ pub struct SessionRow {
     pub source: String,
     /// The browser it was started in, as it named itself (truncated).
     pub user_agent: String,
+}
+
+/// A request waiting for (or answered by) a second person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRow {
+    /// Id.
+    pub id: ApprovalId,
+    /// The organisation it concerns.
+    pub org: OrgId,
+    /// What it would do.
+    pub kind: ApprovalKind,
+    /// Whom or what it would do it to (a person id for role grants).
+    pub subject: String,
+    /// Its exact parameters, as canonical JSON.
+    pub params: String,
+    /// SHA-256 of kind, subject and parameters.
+    pub digest: Vec<u8>,
+    /// Who asked.
+    pub requested_by: PersonId,
+    /// When.
+    pub requested_at: Timestamp,
+    /// Unanswered past this, it lapses.
+    pub expires_at: Timestamp,
+    /// Who answered, when, and how.
+    pub decision: Option<(PersonId, Timestamp, ApprovalOutcome)>,
 }
 
 /// A person's authenticator-app seed.

@@ -1,0 +1,38 @@
+//! Requests that a second person must approve before they run (ASVS 2.3.5): what they are,
+//! how long they wait, and who may answer them.
+
+use std::time::Duration;
+
+use crate::compartment::named_enum;
+use crate::person::Role;
+use crate::time::minutes;
+
+named_enum!(
+    /// What a request would do.
+    ApprovalKind {
+        /// Make a person super-admin.
+        GrantSuperAdmin = "grant_super_admin",
+    }
+);
+
+named_enum!(
+    /// How a request was answered.
+    ApprovalOutcome {
+        /// Approved, and run in the same unit of work.
+        Approved = "approved",
+        /// Turned down (or withdrawn by the person who asked).
+        Rejected = "rejected",
+    }
+);
+
+/// How long a request waits for its second person.
+pub const APPROVAL_TTL: Duration = minutes(15);
+
+impl ApprovalKind {
+    /// The role a person needs to ask for this, and to approve it.
+    pub const fn approver_role(self) -> Role {
+        match self {
+            Self::GrantSuperAdmin => Role::SuperAdmin,
+        }
+    }
+}
