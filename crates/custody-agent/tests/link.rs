@@ -128,7 +128,7 @@ backends!(replayed_and_foreign_commands_are_refused_by_the_agent, |t: TestStore|
     let server = TestServer::start(t).await;
     let agent = server.agent().await;
     let bank = &agent.bank;
-    let admin = custody_testkit::Env::as_person(&server.env.admin);
+    let admin = server.env.stepped_up(&server.env.admin);
     let slot = server.env.compartments[4].clone();
     let opening = server
         .env

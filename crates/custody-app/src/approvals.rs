@@ -107,19 +107,24 @@ impl App {
         Ok(RoleChange::Pending(row))
     }
 
-    /// The requests of the caller's organisation still waiting; for those who may answer them.
+    /// The requests of the caller's organisation still waiting that the caller may answer or
+    /// asked for themselves (none, for most people).
     pub async fn pending_approvals(&self, caller: &Caller) -> Result<Vec<ApprovalRow>, AppError> {
-        let Caller::Principal(Principal::Person { standing, .. }) = caller else {
+        let Caller::Principal(Principal::Person { id, standing, .. }) = caller else {
             return Err(AppError::Forbidden);
         };
-        if standing.role != Role::SuperAdmin {
-            return Err(AppError::Forbidden);
-        }
         let (org, now) = (standing.scope.org.clone(), self.now());
-        Ok(self
+        let pending = self
             .store()
             .read(move |tx| async move { tx.pending_approvals(&org, now).await }.boxed())
-            .await?)
+            .await?;
+        let org_wide = standing.scope.site.is_none();
+        Ok(pending
+            .into_iter()
+            .filter(|a| {
+                &a.requested_by == id || (org_wide && a.kind.approver_role() == standing.role)
+            })
+            .collect())
     }
 
     /// Answers a request. Approving runs it in the same unit of work: only a different person

@@ -9,8 +9,10 @@ use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Ta
 use custody_core::person::{Factor, Scope, Standing};
 use custody_core::policy::Principal;
 use custody_core::text::Email;
-use custody_core::throttle::{ACCOUNT_LOGIN, SOURCE_LOGIN};
-use custody_core::{ApiKeyId, DeviceId, SessionId, Timestamp};
+use custody_core::throttle::{
+    ACCOUNT_LOGIN, ACCOUNT_LOGIN_DAY, DEVICE_LOGIN, GLOBAL_LOGIN, SOURCE_LOGIN,
+};
+use custody_core::{ApiKeyId, DeviceId, PersonId, SessionId, Timestamp};
 use custody_crypto::constant_time_eq;
 use custody_crypto::pki::CertificateInfo;
 use custody_store::{PersonRow, SessionRow};
@@ -22,14 +24,27 @@ use crate::throttle::Budgets;
 use crate::{App, AppError, Caller};
 
 /// Where a request comes from, as far as the server can tell: the address throttles are
-/// counted against, and the browser's own name for itself (for the person's list of sessions;
-/// never trusted for anything).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// counted against, the browser's own name for itself (for the person's list of sessions;
+/// never trusted for anything), and the device cookie it holds, if any.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Client {
     /// Network address (the peer, or the client a trusted proxy names).
     pub address: String,
     /// `User-Agent`, cut to [`Client::USER_AGENT_CHARS`] characters.
     pub user_agent: String,
+    /// The device cookie: this browser signed in to an account before (see
+    /// [`App::device_cookie`]).
+    pub device: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("address", &self.address)
+            .field("user_agent", &self.user_agent)
+            .field("device", &self.device.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Client {
@@ -41,7 +56,14 @@ impl Client {
         Self {
             address: address.into(),
             user_agent: user_agent.chars().take(Self::USER_AGENT_CHARS).collect(),
+            device: None,
         }
+    }
+
+    /// The same client, holding device cookie `device`.
+    #[must_use]
+    pub fn with_device(self, device: Option<&str>) -> Self {
+        Self { device: device.map(|d| Zeroizing::new(d.to_owned())), ..self }
     }
 }
 
@@ -54,6 +76,8 @@ pub struct NewSession {
     pub person: PersonRow,
     /// Whether the session still needs a second factor before it reaches anything else.
     pub needs_second_factor: bool,
+    /// A new device cookie for the browser, once the sign-in is complete.
+    pub device_cookie: Option<Zeroizing<String>>,
 }
 
 /// A verified session.
@@ -110,45 +134,11 @@ impl App {
         password: Zeroizing<String>,
         client: &Client,
     ) -> Result<NewSession, AppError> {
-        let source = client.address.as_str();
         let now = self.now();
         // The account key uses what was typed (normalised when it parses), so throttling applies
         // equally to addresses that exist and ones that do not.
         let account = Email::parse(email)
             .map_or_else(|_| email.trim().to_lowercase(), |e| e.as_str().to_owned());
-        let budgets = Budgets::new(
-            "login",
-            [
-                (ACCOUNT_LOGIN, HEXLOWER.encode(&custody_crypto::sha256(account.as_bytes()))),
-                (SOURCE_LOGIN, source.to_owned()),
-            ],
-        );
-        let spend = budgets.clone();
-        let throttled = self
-            .store()
-            .write(move |tx| {
-                async move {
-                    let over = spend.spend(tx, now).await?;
-                    if let Some(name) = over {
-                        tx.append_audit(&AuditEvent {
-                            at: now,
-                            actor: Actor::anonymous(),
-                            action: AuditAction::Login,
-                            target: Target::default(),
-                            outcome: Outcome::Denied,
-                            reason: Some(format!("throttled:{name}")),
-                            personal: None,
-                        })?;
-                    }
-                    Ok::<_, AppError>(over)
-                }
-                .boxed()
-            })
-            .await?;
-        if throttled.is_some() {
-            return Err(AppError::Throttled);
-        }
-
         let person = match Email::parse(email) {
             Ok(e) => {
                 self.store()
@@ -157,6 +147,9 @@ impl App {
             }
             Err(_) => None,
         };
+        let budgets = self.login_budgets(&account, person.as_ref(), client);
+        self.spend_login_attempt(&budgets, now).await?;
+
         let usable = person.as_ref().filter(|p| p.disabled_at.is_none());
         let stored = usable.and_then(|p| p.password_hash.clone());
         let ok = self.verify_password(password, stored).await? && usable.is_some();
@@ -212,7 +205,9 @@ impl App {
             })
             .await?;
         let needs_second_factor = person.role.needs_second_factor();
-        Ok(NewSession { token, person, needs_second_factor })
+        let device_cookie =
+            if needs_second_factor { None } else { Some(self.device_cookie(&person.id)?) };
+        Ok(NewSession { token, person, needs_second_factor, device_cookie })
     }
 
     /// A fresh token and the session row it opens for `person`: at sign-in, or when a
@@ -240,6 +235,84 @@ impl App {
             user_agent: client.user_agent.clone(),
         };
         Ok((token, session))
+    }
+
+    /// The budgets a sign-in attempt draws on. A browser that signed in to this account before
+    /// counts against a budget of its own, which no one else's failures spend (OWASP "device
+    /// cookies"); any other attempt counts against the account (short and daily), its source
+    /// address and the whole installation.
+    fn login_budgets(&self, account: &str, person: Option<&PersonRow>, client: &Client) -> Budgets {
+        let trusted_device = person
+            .zip(client.device.as_deref())
+            .and_then(|(p, cookie)| self.device_cookie_of(cookie, &p.id));
+        if let Some(device) = trusted_device {
+            return Budgets::new("login", [(DEVICE_LOGIN, device)]);
+        }
+        let account = HEXLOWER.encode(&custody_crypto::sha256(account.as_bytes()));
+        Budgets::new(
+            "login",
+            [
+                (ACCOUNT_LOGIN, account.clone()),
+                (ACCOUNT_LOGIN_DAY, account),
+                (SOURCE_LOGIN, client.address.clone()),
+                (GLOBAL_LOGIN, "all".to_owned()),
+            ],
+        )
+    }
+
+    /// Spends one attempt from `budgets`; `Throttled` (audited) when one is spent already.
+    async fn spend_login_attempt(&self, budgets: &Budgets, now: Timestamp) -> Result<(), AppError> {
+        let spend = budgets.clone();
+        let throttled = self
+            .store()
+            .write(move |tx| {
+                async move {
+                    let over = spend.spend(tx, now).await?;
+                    if let Some(name) = over {
+                        tx.append_audit(&AuditEvent {
+                            at: now,
+                            actor: Actor::anonymous(),
+                            action: AuditAction::Login,
+                            target: Target::default(),
+                            outcome: Outcome::Denied,
+                            reason: Some(format!("throttled:{name}")),
+                            personal: None,
+                        })?;
+                    }
+                    Ok::<_, AppError>(over)
+                }
+                .boxed()
+            })
+            .await?;
+        match throttled {
+            Some(_) => Err(AppError::Throttled),
+            None => Ok(()),
+        }
+    }
+
+    /// A device cookie for a browser that has just completed signing in to `person`'s account:
+    /// `<person id>.<random>.<keyed hash of both>`. It holds no secret of the person's and
+    /// grants nothing by itself; it only lets that browser's sign-in attempts count against a
+    /// budget of their own.
+    pub fn device_cookie(&self, person: &PersonId) -> Result<Zeroizing<String>, AppError> {
+        let nonce = BASE64URL_NOPAD.encode(&self.rng().bytes::<16>()?);
+        let mac = self.keys().devices.hash(&[person.as_str().as_bytes(), nonce.as_bytes()]);
+        Ok(Zeroizing::new(format!("{person}.{nonce}.{}", BASE64URL_NOPAD.encode(&mac))))
+    }
+
+    /// The device id (its random part) when `cookie` is a device cookie this server issued for
+    /// `person`.
+    fn device_cookie_of(&self, cookie: &str, person: &PersonId) -> Option<String> {
+        let mut parts = cookie.splitn(3, '.');
+        let (who, nonce, mac) = (parts.next()?, parts.next()?, parts.next()?);
+        if who != person.as_str() || nonce.len() > 64 {
+            return None;
+        }
+        let mac = BASE64URL_NOPAD.decode(mac.as_bytes()).ok()?;
+        self.keys()
+            .devices
+            .verify(&[who.as_bytes(), nonce.as_bytes()], &mac)
+            .then(|| nonce.to_owned())
     }
 
     /// How long a session of `role` lives without a request.

@@ -433,6 +433,7 @@ impl App {
                 token: new_token,
                 person: s.person.clone(),
                 needs_second_factor: false,
+                device_cookie: Some(self.device_cookie(&s.person.id)?),
             },
             recovery_codes: recovery.map(|codes| codes.into_iter().map(|(c, _)| c).collect()),
         })

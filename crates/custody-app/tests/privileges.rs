@@ -175,6 +175,9 @@ backends!(a_super_admin_grant_needs_a_second_super_admin, |t: TestStore| async m
         "step_up_required"
     );
     assert!(env.app.pending_approvals(&root).await.unwrap().iter().any(|a| a.id == request.id));
+    let for_second = env.app.pending_approvals(&Env::as_person(&second)).await.unwrap();
+    assert_eq!(for_second.len(), 1, "the other super-admin sees what waits for them");
+    assert!(env.app.pending_approvals(&Env::as_person(&env.admin)).await.unwrap().is_empty());
     // The second super-admin approves: it runs, once.
     let done = decide(env.stepped_up(&second), ApprovalOutcome::Approved).await.unwrap();
     assert_eq!(

@@ -259,7 +259,7 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
     };
     let running = custody_server::start(
         app.clone(),
-        Listen { public, gateway, cert_pem, key_pem },
+        Listen { public, gateway, cert_pem, key_pem, trusted_proxies: Vec::new() },
         Arc::from(data.metrics_token()?),
         workers,
     )

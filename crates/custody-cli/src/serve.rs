@@ -54,6 +54,7 @@ pub(crate) async fn run(data: &Path, url: Option<&str>) -> anyhow::Result<ExitCo
         gateway: config.server.gateway_listen,
         cert_pem,
         key_pem,
+        trusted_proxies: config.server.trusted_proxies.clone(),
     };
     let running = start(app, listen, Arc::from(dir.metrics_token()?), workers)
         .await

@@ -57,6 +57,18 @@ pub const BANK_PICKUP: ThrottleRule =
 /// Failed password logins for one account.
 pub const ACCOUNT_LOGIN: ThrottleRule =
     ThrottleRule { name: "account", max_failures: 10, window: minutes(15) };
+/// … and over a day: past the short budget the waits grow from a quarter of an hour to a day.
+pub const ACCOUNT_LOGIN_DAY: ThrottleRule =
+    ThrottleRule { name: "account_day", max_failures: 30, window: hours(24) };
+/// Failed password logins from a browser that has signed in to that account before (it holds
+/// the account's device cookie): a budget of its own, which failures from anywhere else do
+/// not touch, so nobody can lock a person out by failing on purpose.
+pub const DEVICE_LOGIN: ThrottleRule =
+    ThrottleRule { name: "device", max_failures: 10, window: minutes(15) };
+/// Failed password logins across the installation, against password spraying over many
+/// accounts and addresses. Browsers with a device cookie are not held by it.
+pub const GLOBAL_LOGIN: ThrottleRule =
+    ThrottleRule { name: "global", max_failures: 1000, window: minutes(15) };
 /// Failed password logins from one source address.
 pub const SOURCE_LOGIN: ThrottleRule =
     ThrottleRule { name: "source", max_failures: 50, window: minutes(15) };

@@ -48,6 +48,8 @@ pub enum Purpose {
     TotpSeeds,
     /// Keyed hashes of recovery codes.
     RecoveryCodes,
+    /// Device cookies: a browser that signed in to an account before.
+    DeviceCookies,
 }
 
 impl Purpose {
@@ -62,6 +64,7 @@ impl Purpose {
             Self::SubjectKeys => b"custody/v1/subject-keys",
             Self::TotpSeeds => b"custody/v1/totp-seeds",
             Self::RecoveryCodes => b"custody/v1/recovery-codes",
+            Self::DeviceCookies => b"custody/v1/device-cookies",
         }
     }
 }

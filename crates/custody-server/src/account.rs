@@ -2,7 +2,7 @@
 //! up, and their sessions.
 
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use custody_app::AppError;
 use custody_app::factors::{Proof, Proven};
@@ -13,7 +13,7 @@ use custody_proto::api::{
 };
 use zeroize::Zeroizing;
 
-use crate::api::{Json, session_cookie};
+use crate::api::{Json, sign_in_cookies};
 use crate::extract::{AnySession, PersonSession};
 use crate::{ApiError, RequestClient, ServerState, views};
 
@@ -29,8 +29,8 @@ fn rotated(state: &ServerState, proven: Proven) -> Response {
             .recovery_codes
             .map(|codes| codes.iter().map(|c| c.as_str().to_owned()).collect()),
     };
-    let cookie = session_cookie(&proven.session.token, state.app.config().session_absolute);
-    ([(header::SET_COOKIE, cookie)], Json(view)).into_response()
+    let cookies = sign_in_cookies(&proven.session, state.app.config().session_absolute);
+    (cookies, Json(view)).into_response()
 }
 
 /// Prove a second factor in the current session: sign-in's second step, or a step-up.

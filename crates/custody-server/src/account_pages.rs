@@ -120,10 +120,10 @@ impl std::fmt::Debug for FactorForm {
     }
 }
 
-/// The rotated session's cookie, then `then`.
+/// The rotated session's cookies, then `then`.
 fn with_cookie(state: &ServerState, proven: &Proven, then: Response) -> Response {
-    let cookie = api::session_cookie(&proven.session.token, state.app.config().session_absolute);
-    ([(header::SET_COOKIE, cookie)], then).into_response()
+    (api::sign_in_cookies(&proven.session, state.app.config().session_absolute), then)
+        .into_response()
 }
 
 /// Prove a factor from the form.

@@ -27,7 +27,8 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::extract::{
-    AnySession, CarrierCaller, PersonSession, SESSION_COOKIE, Signed, Staff, StaffRead,
+    AnySession, CarrierCaller, DEVICE_COOKIE, PersonSession, SESSION_COOKIE, Signed, Staff,
+    StaffRead,
 };
 use crate::{ApiError, RequestClient, ServerState, views};
 
@@ -134,6 +135,27 @@ pub fn session_cookie(token: &str, max_age: Duration) -> HeaderValue {
     HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static(""))
 }
 
+/// The `Set-Cookie` value of a device cookie, kept a year.
+pub fn device_cookie(value: &str) -> HeaderValue {
+    let v = format!(
+        "{DEVICE_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=31536000"
+    );
+    HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// The cookies that start a session: the session's, and the device cookie when the sign-in
+/// is complete.
+pub fn sign_in_cookies(
+    session: &custody_app::auth::NewSession,
+    lifetime: Duration,
+) -> axum::response::AppendHeaders<Vec<(header::HeaderName, HeaderValue)>> {
+    let mut cookies = vec![(header::SET_COOKIE, session_cookie(&session.token, lifetime))];
+    if let Some(device) = &session.device_cookie {
+        cookies.push((header::SET_COOKIE, device_cookie(device)));
+    }
+    axum::response::AppendHeaders(cookies)
+}
+
 /// The `Set-Cookie` value that ends one.
 pub fn clear_session_cookie() -> HeaderValue {
     HeaderValue::from_static(
@@ -155,8 +177,8 @@ pub async fn login(
         second_factor_required: session.needs_second_factor,
         recovery_codes: None,
     };
-    let cookie = session_cookie(&session.token, state.app.config().session_absolute);
-    Ok(([(header::SET_COOKIE, cookie)], Json(view)).into_response())
+    let cookies = sign_in_cookies(&session, state.app.config().session_absolute);
+    Ok((cookies, Json(view)).into_response())
 }
 
 /// Sign out (also from a session still at the second-factor step).

@@ -4,7 +4,7 @@
 //! disables TLS: the one plaintext option is named `danger_plaintext` and only reaches a relay
 //! on this machine.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -76,6 +76,10 @@ pub struct ServerSection {
     pub public_url: String,
     /// Where agents reach the gateway (`host:port`).
     pub gateway_address: String,
+    /// Reverse proxies in front of `listen` (IP addresses). Only from these is
+    /// `X-Forwarded-For` believed when throttling sign-ins by address; from anyone else the
+    /// connection's own address counts.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for ServerSection {
@@ -85,6 +89,7 @@ impl Default for ServerSection {
             gateway_listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
             public_url: "https://localhost:8443".into(),
             gateway_address: "localhost:8444".into(),
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -27,6 +27,8 @@ use crate::ServerState;
 
 /// Name of the session cookie. `__Host-` binds it to this host, path `/` and `Secure`.
 pub const SESSION_COOKIE: &str = "__Host-custody-session";
+/// Name of the device cookie: this browser completed a sign-in to an account before.
+pub const DEVICE_COOKIE: &str = "__Host-custody-device";
 /// Header carrying the CSRF token on state-changing requests made with the cookie.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 

@@ -57,6 +57,8 @@ pub struct ServerState {
     pub metrics: Option<PrometheusHandle>,
     /// The scraper's bearer token.
     pub metrics_token: Arc<str>,
+    /// Proxies whose `X-Forwarded-For` entries are believed.
+    pub trusted_proxies: Arc<[std::net::IpAddr]>,
 }
 
 impl std::fmt::Debug for ServerState {
@@ -530,6 +532,8 @@ pub struct Listen {
     pub cert_pem: String,
     /// Server key, PEM.
     pub key_pem: String,
+    /// Reverse proxies in front of the public listener, whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// Starts both listeners and the background workers.
@@ -545,6 +549,7 @@ pub async fn start(
         hub: DeviceHub::default(),
         metrics: metrics_handle(),
         metrics_token,
+        trusted_proxies: listen.trusted_proxies.clone().into(),
     };
     app.set_presence(Arc::new(state.hub.clone()));
     let public_tls = server_config(

@@ -5,12 +5,12 @@
 //! certificate's facts to the router; the public port asks for none. Each connection is served
 //! by hyper with HTTP/1.1 and HTTP/2 (and upgrades, for WebSockets).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequestParts, Request};
 use axum::http::request::Parts;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
@@ -28,23 +28,58 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub SocketAddr);
 
-/// Where the request comes from: the network address throttles count against, and the
-/// browser's name for itself. Forwarded headers are not trusted: the direct peer is the client
-/// until trusted proxies are configured.
+/// The client's address: the TCP peer, unless the peer is one of the `trusted` proxies, in
+/// which case the rightmost `X-Forwarded-For` entry that is not a trusted proxy. Entries an
+/// untrusted peer sends are ignored, so nobody picks their own address by sending the header;
+/// an entry that is not an address ends the walk at the last trusted hop.
+pub fn client_address<'a>(
+    peer: IpAddr,
+    forwarded_for: impl IntoIterator<Item = &'a str>,
+    trusted: &[IpAddr],
+) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    // Several headers are one list, in order.
+    let hops: Vec<&str> =
+        forwarded_for.into_iter().flat_map(|h| h.split(',')).map(str::trim).collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => client = ip,
+            Ok(ip) => return ip,
+            Err(_) => return client,
+        }
+    }
+    client
+}
+
+/// Where the request comes from: the network address throttles count against (see
+/// [`client_address`]), and the browser's name for itself.
 #[derive(Debug, Clone)]
 pub struct RequestClient(pub custody_app::auth::Client);
 
-impl<S: Send + Sync> FromRequestParts<S> for RequestClient {
+impl<S> FromRequestParts<S> for RequestClient
+where
+    crate::ServerState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let addr = parts
-            .extensions
-            .get::<Peer>()
-            .map_or_else(|| "unknown".to_owned(), |p| p.0.ip().to_string());
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = crate::ServerState::from_ref(state);
+        let addr = parts.extensions.get::<Peer>().map_or_else(
+            || "unknown".to_owned(),
+            |p| {
+                let forwarded =
+                    parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+                client_address(p.0.ip(), forwarded, &state.trusted_proxies).to_string()
+            },
+        );
         let agent =
             parts.headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
-        Ok(Self(custody_app::auth::Client::new(addr, agent)))
+        let device = crate::extract::cookie(parts, crate::extract::DEVICE_COOKIE);
+        Ok(Self(custody_app::auth::Client::new(addr, agent).with_device(device)))
     }
 }
 
@@ -103,4 +138,38 @@ pub fn serve(
             });
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_through_trusted_proxies() {
+        let proxy = ip("10.0.0.5");
+        let inner = ip("10.0.0.6");
+        let trusted = [proxy, inner];
+        let client = ip("203.0.113.7");
+        // Straight from the client: its own claims are ignored.
+        assert_eq!(client_address(client, ["198.51.100.1"], &trusted), client);
+        // Through the proxy: the entry it appended.
+        assert_eq!(client_address(proxy, ["203.0.113.7"], &trusted), client);
+        // A client that forges a first entry gets the one the proxy appended.
+        assert_eq!(client_address(proxy, ["198.51.100.1, 203.0.113.7"], &trusted), client);
+        // Two trusted hops, split over two headers.
+        assert_eq!(
+            client_address(proxy, ["198.51.100.1, 203.0.113.7", "10.0.0.6"], &trusted),
+            client
+        );
+        // Garbage where the client should be: the last trusted hop, not a guess.
+        assert_eq!(client_address(proxy, ["not-an-ip"], &trusted), proxy);
+        assert_eq!(client_address(proxy, [], &trusted), proxy);
+        // IPv6 too.
+        assert_eq!(client_address(proxy, ["2001:db8::1"], &trusted), ip("2001:db8::1"));
+    }
 }

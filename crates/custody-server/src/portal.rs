@@ -206,9 +206,9 @@ pub async fn login_submit(
     }
     match state.app.login(&form.email, Zeroizing::new(form.password), &client).await {
         Ok(session) => {
-            let cookie = api::session_cookie(&session.token, state.app.config().session_absolute);
+            let cookies = api::sign_in_cookies(&session, state.app.config().session_absolute);
             let next = if session.needs_second_factor { SECOND_FACTOR_PAGE } else { "/portal" };
-            ([(header::SET_COOKIE, cookie)], Redirect::to(next)).into_response()
+            (cookies, Redirect::to(next)).into_response()
         }
         Err(AppError::Throttled) => login_form(
             &state,

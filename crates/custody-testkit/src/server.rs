@@ -58,7 +58,13 @@ impl TestServer {
         let env = Env::new(store).await;
         let (cert_pem, key_pem) = env.data.server_tls().expect("server tls");
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let listen = Listen { public: loopback, gateway: loopback, cert_pem, key_pem };
+        let listen = Listen {
+            public: loopback,
+            gateway: loopback,
+            cert_pem,
+            key_pem,
+            trusted_proxies: Vec::new(),
+        };
         let running = custody_server::start(
             env.app.clone(),
             listen,
