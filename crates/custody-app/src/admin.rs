@@ -21,6 +21,9 @@ use zeroize::Zeroizing;
 use crate::approvals::RoleChange;
 use crate::{App, AppError, Caller};
 
+/// The longest a rotated-out key keeps working beside its successor.
+pub const MAX_KEY_OVERLAP: Duration = custody_core::time::days(7);
+
 /// A new person's details.
 #[derive(Debug, Clone)]
 pub struct NewPerson {
@@ -518,6 +521,7 @@ impl App {
     }
 
     /// Issues an API key for a carrier, limited to `sites` of the carrier's organisation.
+    /// Needs a step-up.
     pub async fn issue_api_key(
         &self,
         caller: &Caller,
@@ -536,32 +540,53 @@ impl App {
                 async move { tx.carrier(&carrier_id).await?.ok_or(AppError::NotFound) }.boxed()
             })
             .await?;
+        self.may_handle_keys_for(caller, &carrier_row.org, sites, AuditAction::ApiKeyCreate)
+            .await?;
+        self.new_api_key(caller, &carrier_row.id, &carrier_row.org, sites, label, None).await
+    }
+
+    /// Staff of every one of `sites` (in the carrier's organisation), stepped up: who may
+    /// issue, rotate or revoke a key for them. Refusals are audited as `action`.
+    async fn may_handle_keys_for(
+        &self,
+        caller: &Caller,
+        org: &OrgId,
+        sites: &[SiteId],
+        action: AuditAction,
+    ) -> Result<(), AppError> {
         for site in sites {
             let s = self.site(site).await?;
-            if s.org != carrier_row.org {
+            if &s.org != org {
                 return Err(AppError::NotFound);
             }
             let allowed = caller
                 .check(|p| policy::may_manage_site(p, &s.org, &s.id))
                 .and_then(|()| self.require_step_up(caller));
             if let Err(d) = allowed {
-                return Err(self
-                    .refuse(
-                        caller,
-                        AuditAction::ApiKeyCreate,
-                        Target { site: Some(s.id.clone()), ..Target::default() },
-                        d,
-                    )
-                    .await);
+                let target = Target { site: Some(s.id.clone()), ..Target::default() };
+                return Err(self.refuse(caller, action, target, d).await);
             }
         }
+        Ok(())
+    }
+
+    /// Stores a new key (and retires `replaces` at its time, in the same unit).
+    async fn new_api_key(
+        &self,
+        caller: &Caller,
+        carrier: &CarrierId,
+        org: &OrgId,
+        sites: &[SiteId],
+        label: Name,
+        replaces: Option<(ApiKeyId, custody_core::Timestamp)>,
+    ) -> Result<IssuedApiKey, AppError> {
         let id = self.new_id(ApiKeyId::from_random)?;
         let secret: [u8; 32] = self.rng().bytes()?;
         let secret_text = Zeroizing::new(BASE32_NOPAD.encode(&secret).to_lowercase());
         let key = ApiKeyRow {
             id: id.clone(),
-            carrier: carrier_row.id.clone(),
-            org: carrier_row.org.clone(),
+            carrier: carrier.clone(),
+            org: org.clone(),
             label,
             secret_hash: self
                 .keys()
@@ -573,13 +598,33 @@ impl App {
             last_used_at: None,
             revoked_at: None,
         };
-        let event = created(caller, AuditAction::ApiKeyCreate, Target::default(), key.created_at);
+        let mut created =
+            created(caller, AuditAction::ApiKeyCreate, Target::default(), key.created_at);
+        let retired = replaces.as_ref().map(|(old, at)| {
+            created.reason = Some(format!("rotation_of:{old}"));
+            AuditEvent {
+                action: AuditAction::ApiKeyRevoke,
+                reason: Some(format!("{old}:rotated_to:{id}:until:{}", at.as_millis())),
+                ..created.clone()
+            }
+        });
         let row = key.clone();
         self.store()
             .write(move |tx| {
                 async move {
+                    if let Some((old, at)) = &replaces
+                        && !tx.retire_api_key(old, *at).await?
+                    {
+                        return Err(AppError::conflict(
+                            "key_retired",
+                            "that key is revoked or retiring already; rotate its successor",
+                        ));
+                    }
                     tx.insert_api_key(&row).await?;
-                    tx.append_audit(&event)?;
+                    tx.append_audit(&created)?;
+                    if let Some(retired) = &retired {
+                        tx.append_audit(retired)?;
+                    }
                     Ok::<_, AppError>(())
                 }
                 .boxed()
@@ -587,6 +632,86 @@ impl App {
             .await?;
         let token = Zeroizing::new(format!("{id}.{}", secret_text.as_str()));
         Ok(IssuedApiKey { key, token })
+    }
+
+    /// A key by id, for a change by `caller`.
+    async fn api_key_to_change(&self, id: &ApiKeyId) -> Result<ApiKeyRow, AppError> {
+        let id = id.clone();
+        self.store()
+            .read(move |tx| async move { tx.api_key(&id).await?.ok_or(AppError::NotFound) }.boxed())
+            .await
+    }
+
+    /// Rotates a key: a new key with the same carrier, sites and label, while the old one keeps
+    /// working for `overlap` (at most a week) so the carrier can switch without a gap. Needs a
+    /// step-up.
+    pub async fn rotate_api_key(
+        &self,
+        caller: &Caller,
+        id: &ApiKeyId,
+        overlap: Duration,
+    ) -> Result<IssuedApiKey, AppError> {
+        if overlap > MAX_KEY_OVERLAP {
+            return Err(AppError::Invalid("the overlap is at most a week (168 hours)".into()));
+        }
+        let old = self.api_key_to_change(id).await?;
+        self.may_handle_keys_for(caller, &old.org, &old.sites, AuditAction::ApiKeyCreate).await?;
+        let retire_at = self.now().plus(overlap);
+        self.new_api_key(
+            caller,
+            &old.carrier,
+            &old.org,
+            &old.sites,
+            old.label.clone(),
+            Some((old.id, retire_at)),
+        )
+        .await
+    }
+
+    /// Revokes a key at once. Needs a step-up.
+    pub async fn revoke_api_key(&self, caller: &Caller, id: &ApiKeyId) -> Result<(), AppError> {
+        let key = self.api_key_to_change(id).await?;
+        self.may_handle_keys_for(caller, &key.org, &key.sites, AuditAction::ApiKeyRevoke).await?;
+        let now = self.now();
+        let mut event = created(caller, AuditAction::ApiKeyRevoke, Target::default(), now);
+        event.reason = Some(key.id.to_string());
+        self.store()
+            .write(move |tx| {
+                async move {
+                    if !tx.retire_api_key(&key.id, now).await? {
+                        return Err(AppError::conflict(
+                            "key_retired",
+                            "that key is revoked already",
+                        ));
+                    }
+                    tx.append_audit(&event)?;
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// A carrier's keys that `caller` may see (staff of every site a key serves), newest
+    /// first, with their last use. Never their secrets.
+    pub async fn api_keys(
+        &self,
+        caller: &Caller,
+        carrier: &CarrierId,
+    ) -> Result<Vec<ApiKeyRow>, AppError> {
+        let carrier = carrier.clone();
+        let keys = self
+            .store()
+            .read(move |tx| async move { tx.api_keys_of(&carrier).await }.boxed())
+            .await?;
+        Ok(keys
+            .into_iter()
+            .filter(|k| {
+                k.sites
+                    .iter()
+                    .all(|s| caller.check(|p| policy::may_manage_site(p, &k.org, s)).is_ok())
+            })
+            .collect())
     }
 
     // --- reads used by several use cases ---------------------------------------------------

@@ -448,7 +448,7 @@ impl App {
                     .keys()
                     .api_keys
                     .verify(&[id.as_str().as_bytes(), secret.as_bytes()], &k.secret_hash);
-                (matches && k.revoked_at.is_none()).then_some(k)
+                (matches && k.revoked_at.is_none_or(|end| end > now)).then_some(k)
             }
             _ => None,
         };

@@ -797,13 +797,42 @@ backends!(api_keys_are_checked_and_revocable, |t: TestStore| async move {
         );
     }
     let key = custody_core::ApiKeyId::parse(id).unwrap();
-    let now = env.app.now();
-    env.app
-        .store()
-        .write(move |tx| async move { tx.revoke_api_key(&key, now).await }.boxed())
-        .await
-        .unwrap();
+    // Revoking takes a fresh second factor, and then works at once.
+    let admin = Env::as_person(&env.admin);
+    assert_eq!(env.app.revoke_api_key(&admin, &key).await.unwrap_err().code(), "step_up_required");
+    env.app.revoke_api_key(&env.stepped_up(&env.admin), &key).await.unwrap();
     assert!(env.app.authenticate_api_key(&env.carrier_token).await.is_err());
+});
+
+backends!(api_keys_rotate_with_an_overlap_and_show_their_last_use, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let admin = env.stepped_up(&env.admin);
+    let old_id =
+        custody_core::ApiKeyId::parse(env.carrier_token.split_once('.').unwrap().0).unwrap();
+    env.clock.advance(minutes(3));
+    assert!(env.app.authenticate_api_key(&env.carrier_token).await.is_ok());
+    let listed = env.app.api_keys(&admin, &env.carrier).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].last_used_at, Some(env.app.now()), "last use is shown");
+    // Rotation: a new key now, the old one for the overlap.
+    let too_long = env.app.rotate_api_key(&admin, &old_id, days(8)).await;
+    assert_eq!(too_long.unwrap_err().code(), "invalid_request");
+    let rotated = env.app.rotate_api_key(&admin, &old_id, hours(24)).await.unwrap();
+    assert_eq!(rotated.key.sites, vec![env.site.clone()]);
+    assert!(env.app.authenticate_api_key(&rotated.token).await.is_ok());
+    env.clock.advance(hours(23));
+    assert!(env.app.authenticate_api_key(&env.carrier_token).await.is_ok(), "still overlapping");
+    // A retiring key is not rotated again (its successor is).
+    let again = env.app.rotate_api_key(&env.stepped_up(&env.admin), &old_id, hours(24)).await;
+    assert_eq!(again.unwrap_err().code(), "key_retired");
+    env.clock.advance(hours(1));
+    assert!(env.app.authenticate_api_key(&env.carrier_token).await.is_err(), "overlap over");
+    assert!(env.app.authenticate_api_key(&rotated.token).await.is_ok());
+    let listed = env.app.api_keys(&env.stepped_up(&env.admin), &env.carrier).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().any(|k| k.id == old_id && k.revoked_at.is_some()));
+    // Residents and couriers see no keys.
+    assert!(env.app.api_keys(&Env::as_person(&env.ann), &env.carrier).await.unwrap().is_empty());
 });
 
 backends!(roles_grant_only_downwards, |t: TestStore| async move {

@@ -476,6 +476,32 @@ pub struct CreateApiKeyRequest {
     pub sites: Vec<String>,
 }
 
+/// A carrier API key as listed: never its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ApiKeyView {
+    /// Key id.
+    pub id: String,
+    /// What the issuer called it.
+    pub label: String,
+    /// Sites it may deliver to.
+    pub sites: Vec<String>,
+    /// Issued.
+    pub created_at: String,
+    /// Last authenticated use.
+    pub last_used_at: Option<String>,
+    /// When it stops (or stopped) working: revoked, or retiring after a rotation.
+    pub ends_at: Option<String>,
+}
+
+/// How long the old key keeps working beside its successor.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateApiKeyRequest {
+    /// Hours, 0–168 (default 24).
+    #[serde(default)]
+    pub overlap_hours: Option<u32>,
+}
+
 /// A freshly issued API key. The token is shown this once.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ApiKeyIssued {
@@ -483,6 +509,9 @@ pub struct ApiKeyIssued {
     pub id: String,
     /// `Authorization: Bearer <token>`.
     pub token: String,
+    /// For a rotation: when the key it replaces stops working.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces_until: Option<String>,
 }
 
 impl std::fmt::Debug for ApiKeyIssued {

@@ -596,8 +596,65 @@ pub async fn create_api_key(
     let issued = state.app.issue_api_key(staff.caller(), &carrier, &sites, &body.label).await?;
     Ok((
         StatusCode::CREATED,
-        Json(ApiKeyIssued { id: issued.key.id.to_string(), token: issued.token.to_string() }),
+        Json(ApiKeyIssued {
+            id: issued.key.id.to_string(),
+            token: issued.token.to_string(),
+            replaces_until: None,
+        }),
     ))
+}
+
+/// A carrier's keys, with their last use.
+pub async fn api_keys(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<Vec<custody_proto::api::ApiKeyView>> {
+    let carrier: CarrierId = parse_id(&id, "carrier")?;
+    let keys = state.app.api_keys(staff.caller(), &carrier).await?;
+    Ok(Json(
+        keys.iter()
+            .map(|k| custody_proto::api::ApiKeyView {
+                id: k.id.to_string(),
+                label: k.label.to_string(),
+                sites: k.sites.iter().map(ToString::to_string).collect(),
+                created_at: views::rfc3339(k.created_at),
+                last_used_at: k.last_used_at.map(views::rfc3339),
+                ends_at: k.revoked_at.map(views::rfc3339),
+            })
+            .collect(),
+    ))
+}
+
+/// Rotate a key: a new one now, the old one until the overlap ends.
+pub async fn rotate_api_key(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+    Json(body): Json<custody_proto::api::RotateApiKeyRequest>,
+) -> Result<(StatusCode, Json<ApiKeyIssued>), ApiError> {
+    let id: custody_core::ApiKeyId = parse_id(&id, "API key")?;
+    let overlap = custody_core::time::hours(u64::from(body.overlap_hours.unwrap_or(24)));
+    let issued = state.app.rotate_api_key(staff.caller(), &id, overlap).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(ApiKeyIssued {
+            id: issued.key.id.to_string(),
+            token: issued.token.to_string(),
+            replaces_until: Some(views::rfc3339(state.app.now().plus(overlap))),
+        }),
+    ))
+}
+
+/// Revoke a key at once.
+pub async fn revoke_api_key(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: custody_core::ApiKeyId = parse_id(&id, "API key")?;
+    state.app.revoke_api_key(staff.caller(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // --- devices --------------------------------------------------------------------------------

@@ -324,6 +324,29 @@ fn table() -> Routes<ServerState> {
             Doc::json("Issue an API key", 201, "ApiKeyIssued").taking("CreateApiKeyRequest"),
             api::create_api_key,
         )
+        .get(
+            "/api/v1/carriers/{id}/api-keys",
+            Staff,
+            Doc::list("A carrier's keys, with their last use (never their secrets)", "ApiKeyView"),
+            api::api_keys,
+        )
+        .post(
+            "/api/v1/api-keys/{id}/rotate",
+            Staff,
+            Doc::json(
+                "Rotate a key (needs a step-up): the old one works until the overlap ends",
+                201,
+                "ApiKeyIssued",
+            )
+            .taking("RotateApiKeyRequest"),
+            api::rotate_api_key,
+        )
+        .post(
+            "/api/v1/api-keys/{id}/revoke",
+            Staff,
+            Doc::plain("Revoke a key at once (needs a step-up)"),
+            api::revoke_api_key,
+        )
         .post(
             "/api/v1/devices/enrol",
             Public,

@@ -8,13 +8,14 @@ use std::sync::OnceLock;
 
 use axum::http::Method;
 use custody_proto::api::{
-    ApiKeyIssued, ApprovalView, BankView, CarrierView, CompartmentSpec, CompartmentView,
-    ConsistencyView, CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest,
+    ApiKeyIssued, ApiKeyView, ApprovalView, BankView, CarrierView, CompartmentSpec,
+    CompartmentView, ConsistencyView, CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest,
     CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest, CustodyEvent, CustodyView,
     DepositRequest, DepositView, EndedView, EnrolmentTokenView, ErrorBody, ErrorDetail, EventView,
     ExpectParcelRequest, FactorRequest, FactorsView, LoginRequest, OpeningView, ParcelHistory,
-    ParcelView, PersonView, ReasonRequest, RecoveryCodesView, RoleChangeRequest, SessionListItem,
-    SessionView, SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
+    ParcelView, PersonView, ReasonRequest, RecoveryCodesView, RoleChangeRequest,
+    RotateApiKeyRequest, SessionListItem, SessionView, SiteView, StatementView, TotpConfirmRequest,
+    TotpEnrolmentView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -67,6 +68,8 @@ use crate::routes::{Access, RouteInfo};
         CreatePersonRequest,
         RoleChangeRequest,
         ApprovalView,
+        ApiKeyView,
+        RotateApiKeyRequest,
         CreateCarrierRequest,
         CarrierView,
         CreateApiKeyRequest,

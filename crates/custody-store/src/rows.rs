@@ -166,7 +166,7 @@ pub struct ApiKeyRow {
     pub created_at: Timestamp,
     /// Last authenticated use.
     pub last_used_at: Option<Timestamp>,
-    /// Revoked.
+    /// When it stops (or stopped) working: revoked, or retired by a rotation.
     pub revoked_at: Option<Timestamp>,
 }
 

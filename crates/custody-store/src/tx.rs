@@ -1081,18 +1081,39 @@ impl Tx {
         .map(|_| ())
     }
 
-    /// Revokes a key; returns whether it was live.
-    pub async fn revoke_api_key(&mut self, id: &ApiKeyId, now: Timestamp) -> R<bool> {
+    /// Makes a key stop working at `at` (now, to revoke it; later, to let its successor take
+    /// over after a rotation). Returns whether it still worked until later than that, so a key
+    /// is never given a longer life.
+    pub async fn retire_api_key(&mut self, id: &ApiKeyId, at: Timestamp) -> R<bool> {
         let n = self
             .exec(
                 sqlx::query(
-                    "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                    "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 \
+                     AND (revoked_at IS NULL OR revoked_at > $1)",
                 )
-                .bind(now.as_millis())
+                .bind(at.as_millis())
                 .bind(id.as_str().to_owned()),
             )
             .await?;
         Ok(n == 1)
+    }
+
+    /// A carrier's keys, newest first.
+    pub async fn api_keys_of(&mut self, carrier: &CarrierId) -> R<Vec<ApiKeyRow>> {
+        let rows = self
+            .all(
+                sqlx::query(
+                    "SELECT id FROM api_keys WHERE carrier_id = $1 ORDER BY created_at DESC, id",
+                )
+                .bind(carrier.as_str().to_owned()),
+            )
+            .await?;
+        let mut keys = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id = parse(r, "id", |s| ApiKeyId::parse(s).ok())?;
+            keys.extend(self.api_key(&id).await?);
+        }
+        Ok(keys)
     }
 
     /// Stores a new session.
