@@ -176,6 +176,21 @@ impl App {
             }
         };
 
+        // The attempt succeeded: give back the failures it reserved.
+        self.store().write(move |tx| async move { budgets.refund(tx, now).await }.boxed()).await?;
+        self.start_session(person, client, "password").await
+    }
+
+    /// Starts a session for `person`, who just proved who they are by `how` (`password`,
+    /// `link`), and records the sign-in. Roles that need a second factor get a session that
+    /// reaches only the second-factor step; everyone else's browser gets a device cookie.
+    pub(crate) async fn start_session(
+        &self,
+        person: PersonRow,
+        client: &Client,
+        how: &str,
+    ) -> Result<NewSession, AppError> {
+        let now = self.now();
         let (token, session) = self.new_session_row(
             &person,
             SessionId::from_random(self.rng().bytes()?),
@@ -189,14 +204,12 @@ impl App {
             action: AuditAction::Login,
             target: Target { site: person.site.clone(), ..Target::default() },
             outcome: Outcome::Success,
-            reason: None,
+            reason: Some(how.to_owned()),
             personal: None,
         };
         self.store()
             .write(move |tx| {
                 async move {
-                    // The attempt succeeded: give back the failures it reserved.
-                    budgets.refund(tx, now).await?;
                     tx.insert_session(&session).await?;
                     tx.append_audit(&event)?;
                     Ok::<_, AppError>(())

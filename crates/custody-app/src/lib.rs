@@ -16,6 +16,7 @@ pub mod audit;
 pub mod auth;
 pub mod devices;
 pub mod factors;
+pub mod links;
 pub mod outbox;
 pub mod parcels;
 pub mod personal;
@@ -228,6 +229,7 @@ pub struct KeyRing {
     pub(crate) totp: Sealer,
     pub(crate) recovery: KeyedHasher,
     pub(crate) devices: KeyedHasher,
+    pub(crate) links: KeyedHasher,
     pub(crate) command: SigningKey,
     pub(crate) ca: CertificateAuthority,
     pub(crate) checkpoint: custody_audit::checkpoint::NoteSigner,
@@ -261,6 +263,7 @@ impl KeyRing {
             totp: Sealer::new(master, Purpose::TotpSeeds)?,
             recovery: master.hasher(Purpose::RecoveryCodes),
             devices: master.hasher(Purpose::DeviceCookies),
+            links: master.hasher(Purpose::MagicLinks),
             command,
             ca,
             checkpoint,

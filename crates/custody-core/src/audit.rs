@@ -96,6 +96,8 @@ named_enum!(
         FactorProve = "session.factor",
         /// A session ended by its owner from their list, or all their other sessions.
         SessionEnd = "session.end",
+        /// A sign-in link asked for (and, for a resident's address, sent).
+        SignInLink = "session.link",
         /// An authenticator app enrolled (begun, confirmed) or removed.
         TotpEnrol = "factor.totp",
         /// A new set of recovery codes issued.

@@ -69,6 +69,12 @@ pub const DEVICE_LOGIN: ThrottleRule =
 /// accounts and addresses. Browsers with a device cookie are not held by it.
 pub const GLOBAL_LOGIN: ThrottleRule =
     ThrottleRule { name: "global", max_failures: 1000, window: minutes(15) };
+/// Sign-in links asked for one address (whether it belongs to anyone or not): no mail bombing.
+pub const LINK_ACCOUNT: ThrottleRule =
+    ThrottleRule { name: "link_account", max_failures: 3, window: minutes(15) };
+/// Sign-in links asked for from one source address.
+pub const LINK_SOURCE: ThrottleRule =
+    ThrottleRule { name: "link_source", max_failures: 20, window: minutes(15) };
 /// Failed password logins from one source address.
 pub const SOURCE_LOGIN: ThrottleRule =
     ThrottleRule { name: "source", max_failures: 50, window: minutes(15) };

@@ -50,6 +50,8 @@ pub enum Purpose {
     RecoveryCodes,
     /// Device cookies: a browser that signed in to an account before.
     DeviceCookies,
+    /// Keyed hashes of e-mailed sign-in links and the browsers that asked for them.
+    MagicLinks,
 }
 
 impl Purpose {
@@ -65,6 +67,7 @@ impl Purpose {
             Self::TotpSeeds => b"custody/v1/totp-seeds",
             Self::RecoveryCodes => b"custody/v1/recovery-codes",
             Self::DeviceCookies => b"custody/v1/device-cookies",
+            Self::MagicLinks => b"custody/v1/magic-links",
         }
     }
 }

@@ -69,6 +69,28 @@ pub struct SessionView {
     pub recovery_codes: Option<Vec<String>>,
 }
 
+/// Ask for a sign-in link (residents).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    /// The resident's e-mail address.
+    pub email: String,
+}
+
+/// Sign in with an e-mailed link's token, from the browser that asked for it.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRedeemRequest {
+    /// The `token` of the link.
+    pub token: String,
+}
+
+impl std::fmt::Debug for LinkRedeemRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinkRedeemRequest(<redacted>)")
+    }
+}
+
 /// A second factor for the current session: exactly one of the fields.
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]

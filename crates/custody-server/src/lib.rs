@@ -21,6 +21,7 @@ pub mod outbox;
 pub mod portal;
 pub mod routes;
 pub mod ship;
+pub mod sign_in_links;
 mod views;
 
 use std::net::SocketAddr;
@@ -87,6 +88,27 @@ fn table() -> Routes<ServerState> {
             Doc::json("Sign in with a password; sets the session cookie", 200, "SessionView")
                 .taking("LoginRequest"),
             api::login,
+        )
+        .post(
+            "/api/v1/sessions/link",
+            Public,
+            Doc::plain(
+                "Ask for a sign-in link by e-mail (residents): 202 whoever asks; binds it to this \
+                 client by a cookie",
+            )
+            .taking("LinkRequest"),
+            sign_in_links::request,
+        )
+        .post(
+            "/api/v1/sessions/link/redeem",
+            Public,
+            Doc::json(
+                "Sign in with the link's token, from the client that asked",
+                200,
+                "SessionView",
+            )
+            .taking("LinkRedeemRequest"),
+            sign_in_links::redeem,
         )
         .delete("/api/v1/sessions/current", AnySession, Doc::plain("Sign out"), api::logout)
         .post(
@@ -380,6 +402,24 @@ fn table() -> Routes<ServerState> {
         .get("/static/custody.css", Public, Doc::plain("Style sheet"), portal::stylesheet)
         .get("/portal/login", Public, Doc::plain("Sign-in page"), portal::login_page)
         .post("/portal/login", Public, Doc::plain("Sign in"), portal::login_submit)
+        .post(
+            "/portal/login/link",
+            Public,
+            Doc::plain("E-mail a sign-in link"),
+            sign_in_links::request_page,
+        )
+        .get(
+            "/portal/login/link",
+            Public,
+            Doc::plain("The page an e-mailed sign-in link opens"),
+            sign_in_links::open_page,
+        )
+        .post(
+            "/portal/login/link/redeem",
+            Public,
+            Doc::plain("Sign in with the link"),
+            sign_in_links::redeem_page,
+        )
         .post("/portal/logout", AnySession, Doc::plain("Sign out"), portal::logout)
         .get(
             "/portal/second-factor",

@@ -12,10 +12,10 @@ use custody_proto::api::{
     CompartmentView, ConsistencyView, CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest,
     CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest, CustodyEvent, CustodyView,
     DepositRequest, DepositView, EndedView, EnrolmentTokenView, ErrorBody, ErrorDetail, EventView,
-    ExpectParcelRequest, FactorRequest, FactorsView, LoginRequest, OpeningView, ParcelHistory,
-    ParcelView, PersonView, ReasonRequest, RecoveryCodesView, RoleChangeRequest,
-    RotateApiKeyRequest, SessionListItem, SessionView, SiteView, StatementView, TotpConfirmRequest,
-    TotpEnrolmentView,
+    ExpectParcelRequest, FactorRequest, FactorsView, LinkRedeemRequest, LinkRequest, LoginRequest,
+    OpeningView, ParcelHistory, ParcelView, PersonView, ReasonRequest, RecoveryCodesView,
+    RoleChangeRequest, RotateApiKeyRequest, SessionListItem, SessionView, SiteView, StatementView,
+    TotpConfirmRequest, TotpEnrolmentView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -40,6 +40,8 @@ use crate::routes::{Access, RouteInfo};
         ErrorBody,
         ErrorDetail,
         LoginRequest,
+        LinkRequest,
+        LinkRedeemRequest,
         PersonView,
         SessionView,
         FactorRequest,

@@ -144,23 +144,36 @@ struct LoginPage {
     failed: Option<String>,
 }
 
-fn login_form(
+pub(crate) fn login_form(
     state: &ServerState,
     email: String,
     failed: Option<String>,
     status: StatusCode,
 ) -> Response {
-    let token = match state_rng_token(state) {
+    let (token, cookie) = match login_csrf(state) {
         Ok(t) => t,
         Err(e) => return error_page(&e, None),
     };
+    let mut response = render(&LoginPage { csrf: token, email, failed }, status);
+    response.headers_mut().append(header::SET_COOKIE, cookie);
+    response
+}
+
+/// Whether a sign-in form's CSRF field matches the login cookie (double submit).
+pub(crate) fn login_csrf_ok(parts: &Parts, presented: &str) -> bool {
+    let expected = cookie(parts, LOGIN_CSRF_COOKIE).unwrap_or("");
+    !expected.is_empty()
+        && custody_crypto::constant_time_eq(expected.as_bytes(), presented.as_bytes())
+}
+
+/// A fresh login CSRF token and the cookie that carries it.
+pub(crate) fn login_csrf(state: &ServerState) -> Result<(String, HeaderValue), AppError> {
+    let token = state_rng_token(state)?;
     let cookie = HeaderValue::from_str(&format!(
         "{LOGIN_CSRF_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict"
     ))
     .unwrap_or(HeaderValue::from_static(""));
-    let mut response = render(&LoginPage { csrf: token, email, failed }, status);
-    response.headers_mut().append(header::SET_COOKIE, cookie);
-    response
+    Ok((token, cookie))
 }
 
 fn state_rng_token(state: &ServerState) -> Result<String, AppError> {
@@ -193,10 +206,7 @@ pub async fn login_submit(
     parts: Parts,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let expected = cookie(&parts, LOGIN_CSRF_COOKIE).unwrap_or("");
-    if expected.is_empty()
-        || !custody_crypto::constant_time_eq(expected.as_bytes(), form.csrf.as_bytes())
-    {
+    if !login_csrf_ok(&parts, &form.csrf) {
         return login_form(
             &state,
             form.email,

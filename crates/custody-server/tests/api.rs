@@ -23,6 +23,8 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("GET", "/metrics", Access::Metrics),
     ("GET", "/api/v1/openapi.json", Access::Public),
     ("POST", "/api/v1/sessions", Access::Public),
+    ("POST", "/api/v1/sessions/link", Access::Public),
+    ("POST", "/api/v1/sessions/link/redeem", Access::Public),
     ("DELETE", "/api/v1/sessions/current", Access::AnySession),
     ("POST", "/api/v1/sessions/current/factor", Access::AnySession),
     ("GET", "/api/v1/sessions", Access::Person),
@@ -70,6 +72,9 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("GET", "/static/custody.css", Access::Public),
     ("GET", "/portal/login", Access::Public),
     ("POST", "/portal/login", Access::Public),
+    ("POST", "/portal/login/link", Access::Public),
+    ("GET", "/portal/login/link", Access::Public),
+    ("POST", "/portal/login/link/redeem", Access::Public),
     ("POST", "/portal/logout", Access::AnySession),
     ("GET", "/portal/second-factor", Access::AnySession),
     ("POST", "/portal/second-factor", Access::AnySession),
@@ -639,4 +644,53 @@ backends!(a_recipient_checks_custody_proofs_on_their_own, |t: TestStore| async m
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], code, "{bad}: {body}");
     }
+});
+
+backends!(residents_sign_in_by_link_in_the_browser_that_asked, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let (phone, laptop) = (server.client(), server.client());
+    let asked = phone
+        .post(server.url("/api/v1/sessions/link"))
+        .json(&json!({"email": "ann@harbour.example"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), StatusCode::ACCEPTED);
+    let stranger = laptop
+        .post(server.url("/api/v1/sessions/link"))
+        .json(&json!({"email": "nobody@harbour.example"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), StatusCode::ACCEPTED, "the same answer for any address");
+    let env = &server.env;
+    let mail = std::sync::Mutex::new(Vec::new());
+    custody_testkit::eventually("the link's e-mail", || async {
+        let rows = env.app.lease_messages(10).await.unwrap();
+        let mut mail = mail.lock().unwrap();
+        mail.extend(rows.iter().map(|r| env.app.open_message(r).unwrap()));
+        !mail.is_empty()
+    })
+    .await;
+    let mail = mail.into_inner().unwrap();
+    assert_eq!(mail.len(), 1, "only the resident gets mail");
+    let line = mail[0].body.lines().find(|l| l.starts_with("Sign in: ")).unwrap().to_owned();
+    let token = line.split_once("token=").unwrap().1.trim().to_owned();
+    // Another browser cannot use the link.
+    let redeem = |client: &reqwest::Client| {
+        client.post(server.url("/api/v1/sessions/link/redeem")).json(&json!({"token": token}))
+    };
+    assert_eq!(redeem(&laptop).send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let signed_in = redeem(&phone).send().await.unwrap();
+    assert_eq!(signed_in.status(), StatusCode::OK);
+    let cookies: Vec<String> = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(cookies.iter().any(|c| c.starts_with("__Host-custody-device=")), "{cookies:?}");
+    let me: Value = phone.get(server.url("/api/v1/me")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["email"], "ann@harbour.example");
+    assert_eq!(redeem(&phone).send().await.unwrap().status(), StatusCode::UNAUTHORIZED, "once");
 });

@@ -1,6 +1,7 @@
 //! The admin portal in headless Chromium (Debian `chromium` and `chromium-driver`), driven over
 //! WebDriver: sign in with an authenticator app's code, the site overview, a parcel's chain of
-//! custody, sign out; setting up an authenticator app, recovery codes, replayed codes.
+//! custody, sign out; setting up an authenticator app, recovery codes, replayed codes; a
+//! resident's e-mailed sign-in link.
 //!
 //! Without Chromium and ChromeDriver the test prints a notice and passes, unless
 //! `CUSTODY_REQUIRE_BROWSER=1` (as in CI), which makes their absence a failure.
@@ -327,5 +328,42 @@ async fn a_new_admin_sets_up_an_authenticator_app_and_signs_in_with_it() {
             assert!(error.text().await.unwrap().contains("not right"));
         }
     }
+    browser.clone().close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_resident_signs_in_with_an_emailed_link() {
+    let server = TestServer::start(custody_testkit::sqlite_store().await).await;
+    let Some(session) = browser(&server, "sign-in link").await else { return };
+    let browser = &session.client;
+    browser.goto(&server.url("/portal/login")).await.unwrap();
+    browser
+        .find(Locator::Id("link-email"))
+        .await
+        .unwrap()
+        .send_keys("ann@harbour.example")
+        .await
+        .unwrap();
+    browser.find(Locator::Id("send-link")).await.unwrap().click().await.unwrap();
+    let sent = browser.wait().for_element(Locator::Id("link-sent")).await.unwrap();
+    assert!(sent.text().await.unwrap().starts_with("If that address belongs to a resident"));
+    let env = &server.env;
+    let mail = std::sync::Mutex::new(Vec::new());
+    eventually("the link's e-mail", || async {
+        let rows = env.app.lease_messages(10).await.unwrap();
+        let mut mail = mail.lock().unwrap();
+        mail.extend(rows.iter().map(|r| env.app.open_message(r).unwrap()));
+        !mail.is_empty()
+    })
+    .await;
+    let body = mail.into_inner().unwrap().remove(0).body;
+    let link = body.lines().find_map(|l| l.strip_prefix("Sign in: ")).unwrap().trim().to_owned();
+    // The e-mail's link points at the configured public URL; the test server listens elsewhere.
+    let path = &link[link.find("/portal/login/link").unwrap()..];
+    browser.goto(&server.url(path)).await.unwrap();
+    browser.wait().for_element(Locator::Id("use-link")).await.unwrap().click().await.unwrap();
+    arrive_at(browser, "/portal").await;
+    let who = browser.find(Locator::Id("who")).await.unwrap().text().await.unwrap();
+    assert!(who.contains("Ann Resident"), "{who}");
     browser.clone().close().await.unwrap();
 }

@@ -49,6 +49,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0006_approvals.sql"),
         postgres: include_str!("../migrations/postgres/0006_approvals.sql"),
     },
+    Migration {
+        version: 7,
+        name: "magic_links",
+        sqlite: include_str!("../migrations/sqlite/0007_magic_links.sql"),
+        postgres: include_str!("../migrations/postgres/0007_magic_links.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
