@@ -70,20 +70,15 @@ impl App {
             }
         };
         let kind = ApprovalKind::GrantSuperAdmin;
-        let params = grant_params(&person);
         let now = self.now();
-        let row = ApprovalRow {
-            id: self.new_id(ApprovalId::from_random)?,
-            org: person.org.clone(),
+        let row = new_request(
+            self,
             kind,
-            subject: person.id.to_string(),
-            digest: digest(kind, person.id.as_str(), &params),
-            params,
-            requested_by: requester,
-            requested_at: now,
-            expires_at: now.plus(APPROVAL_TTL),
-            decision: None,
-        };
+            &person.org,
+            person.id.as_str(),
+            grant_params(&person),
+            requester,
+        )?;
         let event = AuditEvent {
             at: now,
             actor: caller.actor(),
@@ -118,25 +113,23 @@ impl App {
             .store()
             .read(move |tx| async move { tx.pending_approvals(&org, now).await }.boxed())
             .await?;
-        let org_wide = standing.scope.site.is_none();
         Ok(pending
             .into_iter()
-            .filter(|a| {
-                &a.requested_by == id || (org_wide && a.kind.approver_role() == standing.role)
-            })
+            .filter(|a| &a.requested_by == id || may_answer(caller, a).is_ok())
             .collect())
     }
 
     /// Answers a request. Approving runs it in the same unit of work: only a different person
-    /// than the one who asked, with the role the request needs in its organisation, stepped up,
+    /// than the one who asked, who may answer that kind of request in its scope, stepped up,
     /// while it waits; and only if what it would do still matches what was asked. The person
-    /// who asked may withdraw it (a rejection). Refusals are audited.
+    /// who asked may withdraw it (a rejection). Refusals are audited. A bulk open that runs
+    /// returns its open commands, for the bank's agent.
     pub async fn decide_approval(
         &self,
         caller: &Caller,
         id: &ApprovalId,
         outcome: ApprovalOutcome,
-    ) -> Result<ApprovalRow, AppError> {
+    ) -> Result<Decided, AppError> {
         let lookup = id.clone();
         let request = self
             .store()
@@ -144,9 +137,13 @@ impl App {
             .await?
             .ok_or(AppError::NotFound)?;
         let target = Target::default();
-        let decider = match holder(caller, request.kind.approver_role(), &request.org)
-            .and_then(|id| self.require_step_up(caller).map(|()| id.clone()))
-        {
+        let asker = caller.person() == Some(&request.requested_by);
+        let answerable = if asker && outcome == ApprovalOutcome::Rejected {
+            Ok(request.requested_by.clone())
+        } else {
+            may_answer(caller, &request)
+        };
+        let decider = match answerable.and_then(|id| self.require_step_up(caller).map(|()| id)) {
             Ok(id) => id,
             Err(d) => {
                 return Err(self.refuse(caller, AuditAction::ApprovalDecide, target, d).await);
@@ -166,35 +163,23 @@ impl App {
             return Err(AppError::Store(custody_store::StoreError::Corrupt("approvals.digest")));
         }
         let now = self.now();
-        let subject = PersonId::parse(&request.subject).map_err(|_| {
-            AppError::Store(custody_store::StoreError::Corrupt("approvals.subject"))
-        })?;
-        let lookup = subject.clone();
-        let person = self
-            .store()
-            .read(move |tx| async move { tx.person(&lookup).await }.boxed())
-            .await?
-            .ok_or(AppError::NotFound)?;
-        let still_asked = grant_params(&person) == request.params;
         let answered = AuditEvent {
             at: now,
             actor: caller.actor(),
             action: AuditAction::ApprovalDecide,
-            target: Target { site: person.site.clone(), ..Target::default() },
+            target,
             outcome: Outcome::Success,
             reason: Some(format!("{}:{}", request.id, outcome)),
             personal: None,
         };
-        let granted = AuditEvent {
-            action: AuditAction::PersonRoleChange,
-            reason: Some(format!(
-                "{}:{}>super_admin:requested_by:{}",
-                person.id, person.role, request.requested_by
-            )),
-            ..answered.clone()
+        let run = if outcome == ApprovalOutcome::Approved {
+            Some(self.prepare(&request, &answered).await?)
+        } else {
+            None
         };
-        let (id, by) = (request.id.clone(), decider);
-        self.store()
+        let (id, by, app) = (request.id.clone(), decider, self.clone());
+        let openings = self
+            .store()
             .write(move |tx| {
                 async move {
                     if !tx.decide_approval(&id, &by, now, outcome).await? {
@@ -204,26 +189,147 @@ impl App {
                         ));
                     }
                     tx.append_audit(&answered)?;
-                    if outcome == ApprovalOutcome::Approved {
-                        if !still_asked
-                            || !tx.set_role(&person, person.role, Role::SuperAdmin).await?
-                        {
-                            return Err(AppError::conflict(
-                                "approval_stale",
-                                "the person changed since the request was made; ask again",
-                            ));
-                        }
-                        tx.append_audit(&granted)?;
+                    match run {
+                        Some(run) => app.run_approved(tx, run, &answered.actor, now).await,
+                        None => Ok(Vec::new()),
                     }
-                    Ok(())
                 }
                 .boxed()
             })
             .await?;
         let lookup = request.id.clone();
-        self.store()
+        let request = self
+            .store()
             .read(move |tx| async move { tx.approval(&lookup).await }.boxed())
             .await?
-            .ok_or(AppError::NotFound)
+            .ok_or(AppError::NotFound)?;
+        Ok(Decided { request, openings })
     }
+
+    /// What an approved request will run, read before the unit that runs it.
+    async fn prepare(&self, request: &ApprovalRow, answered: &AuditEvent) -> Result<Run, AppError> {
+        match request.kind {
+            ApprovalKind::GrantSuperAdmin => {
+                let subject = PersonId::parse(&request.subject).map_err(|_| {
+                    AppError::Store(custody_store::StoreError::Corrupt("approvals.subject"))
+                })?;
+                let lookup = subject.clone();
+                let person = self
+                    .store()
+                    .read(move |tx| async move { tx.person(&lookup).await }.boxed())
+                    .await?
+                    .ok_or(AppError::NotFound)?;
+                let still_asked = grant_params(&person) == request.params;
+                let granted = AuditEvent {
+                    action: AuditAction::PersonRoleChange,
+                    target: Target { site: person.site.clone(), ..Target::default() },
+                    reason: Some(format!(
+                        "{}:{}>super_admin:requested_by:{}",
+                        person.id, person.role, request.requested_by
+                    )),
+                    ..answered.clone()
+                };
+                Ok(Run::Grant { person: Box::new(person), still_asked, granted: Box::new(granted) })
+            }
+            ApprovalKind::BulkOpen => {
+                let ask = crate::bulk::BulkAsk::from_params(&request.params)?;
+                let plan = self.bulk_plan(&ask.bank, &ask.numbers, ask.reason_sha256).await?;
+                if plan.params() != request.params {
+                    return Err(AppError::conflict(
+                        "approval_stale",
+                        "the bank changed since the request was made; ask again",
+                    ));
+                }
+                self.require_online(&plan.bank)?;
+                Ok(Run::BulkOpen {
+                    plan,
+                    requester: request.requested_by.clone(),
+                    request: request.id.clone(),
+                })
+            }
+        }
+    }
+
+    /// Runs an approved request inside the unit that records its approval.
+    async fn run_approved(
+        &self,
+        tx: &mut custody_store::Tx,
+        run: Run,
+        approver: &custody_core::audit::Actor,
+        now: custody_core::Timestamp,
+    ) -> Result<Vec<crate::parcels::Opening>, AppError> {
+        match run {
+            Run::Grant { person, still_asked, granted } => {
+                if !still_asked || !tx.set_role(&person, person.role, Role::SuperAdmin).await? {
+                    return Err(AppError::conflict(
+                        "approval_stale",
+                        "the person changed since the request was made; ask again",
+                    ));
+                }
+                tx.append_audit(&granted)?;
+                Ok(Vec::new())
+            }
+            Run::BulkOpen { plan, requester, request } => {
+                let why = format!("{request}:requested_by:{requester}");
+                self.run_bulk_open(tx, &plan, Some(&requester), approver, &why, now).await
+            }
+        }
+    }
+}
+
+/// An answered request, and the open commands an approved bulk open issued.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    /// The request as it now stands.
+    pub request: ApprovalRow,
+    /// For a bulk open that ran: the commands for the bank's agent.
+    pub openings: Vec<crate::parcels::Opening>,
+}
+
+/// What an approval runs.
+enum Run {
+    Grant { person: Box<PersonRow>, still_asked: bool, granted: Box<AuditEvent> },
+    BulkOpen { plan: crate::bulk::BulkPlan, requester: PersonId, request: ApprovalId },
+}
+
+/// Whether `caller` may answer `request`, as who: a super-admin of its organisation for a
+/// super-admin grant, staff of its site for a bulk open.
+fn may_answer(caller: &Caller, request: &ApprovalRow) -> Result<PersonId, Denied> {
+    match request.kind {
+        ApprovalKind::GrantSuperAdmin => holder(caller, Role::SuperAdmin, &request.org).cloned(),
+        ApprovalKind::BulkOpen => {
+            let site = crate::bulk::BulkPlan::site_of(&request.params).ok_or(Denied::Scope)?;
+            match caller {
+                Caller::Principal(p @ Principal::Person { id, .. }) => {
+                    custody_core::policy::may_manage_site(p, &request.org, &site)?;
+                    Ok(id.clone())
+                }
+                _ => Err(Denied::Role),
+            }
+        }
+    }
+}
+
+/// Stores a request for approval (the caller's own unit of work).
+pub(crate) fn new_request(
+    app: &App,
+    kind: ApprovalKind,
+    org: &custody_core::OrgId,
+    subject: &str,
+    params: String,
+    requester: PersonId,
+) -> Result<ApprovalRow, AppError> {
+    let now = app.now();
+    Ok(ApprovalRow {
+        id: app.new_id(ApprovalId::from_random)?,
+        org: org.clone(),
+        kind,
+        subject: subject.to_owned(),
+        digest: digest(kind, subject, &params),
+        params,
+        requested_by: requester,
+        requested_at: now,
+        expires_at: now.plus(APPROVAL_TTL),
+        decision: None,
+    })
 }

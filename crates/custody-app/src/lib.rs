@@ -14,6 +14,7 @@ pub mod admin;
 pub mod approvals;
 pub mod audit;
 pub mod auth;
+pub mod bulk;
 pub mod devices;
 pub mod factors;
 pub mod links;

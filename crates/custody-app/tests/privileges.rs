@@ -13,6 +13,7 @@ use custody_app::Caller;
 use custody_app::admin::NewPerson;
 use custody_app::approvals::RoleChange;
 use custody_app::auth::Client;
+use custody_app::bulk::BulkOpening;
 use custody_core::approval::ApprovalOutcome;
 use custody_core::audit::AuditAction;
 use custody_core::person::Role;
@@ -181,7 +182,7 @@ backends!(a_super_admin_grant_needs_a_second_super_admin, |t: TestStore| async m
     // The second super-admin approves: it runs, once.
     let done = decide(env.stepped_up(&second), ApprovalOutcome::Approved).await.unwrap();
     assert_eq!(
-        done.decision.map(|(by, _, o)| (by, o)),
+        done.request.decision.map(|(by, _, o)| (by, o)),
         Some((second.id.clone(), ApprovalOutcome::Approved))
     );
     let admin = env.app.store().read({
@@ -241,5 +242,91 @@ backends!(approvals_lapse_go_stale_and_can_be_withdrawn, |t: TestStore| async mo
     let root = env.stepped_up(&env.super_admin);
     let answer =
         env.app.decide_approval(&root, &withdrawn.id, ApprovalOutcome::Rejected).await.unwrap();
-    assert_eq!(answer.decision.map(|(_, _, o)| o), Some(ApprovalOutcome::Rejected));
+    assert_eq!(answer.request.decision.map(|(_, _, o)| o), Some(ApprovalOutcome::Rejected));
+});
+
+fn opened(result: BulkOpening) -> usize {
+    match result {
+        BulkOpening::Opened(openings) => openings.len(),
+        BulkOpening::Pending(_) => panic!("asked for approval instead of opening"),
+    }
+}
+
+backends!(a_small_bulk_open_runs_at_once_after_a_step_up, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let reason = "cleaning crew, ticket 4411";
+    let code = |r: Result<BulkOpening, custody_app::AppError>| r.map(|_| ()).unwrap_err().code();
+    assert_eq!(
+        code(env.app.bulk_open(&Env::as_person(&env.admin), &env.bank, &[1, 2, 3], reason).await),
+        "step_up_required"
+    );
+    assert_eq!(
+        code(env.app.bulk_open(&env.stepped_up(&env.auditor), &env.bank, &[1, 2, 3], reason).await),
+        "forbidden"
+    );
+    assert_eq!(
+        code(env.app.bulk_open(&env.stepped_up(&env.admin), &env.bank, &[2, 2], reason).await),
+        "invalid_request",
+        "one compartment is a remote open"
+    );
+    let admin = env.stepped_up(&env.admin);
+    assert_eq!(opened(env.app.bulk_open(&admin, &env.bank, &[3, 1, 2], reason).await.unwrap()), 3);
+    let log = env
+        .app
+        .store()
+        .read(|tx| Box::pin(async move { tx.audit_from(0, 100_000).await }))
+        .await
+        .unwrap();
+    let bulk: Vec<_> = log.iter().filter(|r| r.event.action == AuditAction::BulkOpen).collect();
+    assert_eq!(bulk.len(), 4, "two refusals, the request with its sealed reason, the run");
+    assert!(bulk[2].event.personal.is_some(), "the words are sealed");
+    assert_eq!(bulk[3].event.reason.as_deref(), Some("ran:alone:3"));
+});
+
+backends!(a_larger_bulk_open_waits_for_a_second_person, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let admin = env.stepped_up(&env.admin);
+    let request =
+        match env.app.bulk_open(&admin, &env.bank, &[1, 2, 3, 4, 5], "empty the bank").await {
+            Ok(BulkOpening::Pending(request)) => request,
+            other => panic!("{other:?}"),
+        };
+    let own = env.app.decide_approval(&admin, &request.id, ApprovalOutcome::Approved).await;
+    assert_eq!(own.unwrap_err().code(), "same_person");
+    // Staff of the site (here the org-wide super-admin), stepped up, approve it: it runs.
+    let root = env.stepped_up(&env.super_admin);
+    assert!(env.app.pending_approvals(&root).await.unwrap().iter().any(|a| a.id == request.id));
+    let decided =
+        env.app.decide_approval(&root, &request.id, ApprovalOutcome::Approved).await.unwrap();
+    assert_eq!(decided.openings.len(), 5);
+    assert_eq!(decided.openings[4].command.command.purpose, "bulk_open");
+    let again = env.app.decide_approval(&root, &request.id, ApprovalOutcome::Approved).await;
+    assert_eq!(again.unwrap_err().code(), "approval_closed");
+});
+
+backends!(bulk_opens_are_capped_per_person_whatever_the_approvals, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let admin = env.stepped_up(&env.admin);
+    // Twenty-four compartments an hour, three at a time.
+    for _ in 0..8 {
+        assert_eq!(
+            opened(env.app.bulk_open(&admin, &env.bank, &[4, 5, 6], "inspection").await.unwrap()),
+            3
+        );
+    }
+    let over = env.app.bulk_open(&admin, &env.bank, &[4, 5], "inspection").await;
+    assert_eq!(over.map(|_| ()).unwrap_err().code(), "bulk_open_cap");
+    // An approval does not lift the cap of the person who asked.
+    let request = match env.app.bulk_open(&admin, &env.bank, &[1, 2, 3, 4], "more").await {
+        Ok(BulkOpening::Pending(request)) => request,
+        other => panic!("{other:?}"),
+    };
+    let root = env.stepped_up(&env.super_admin);
+    let approved = env.app.decide_approval(&root, &request.id, ApprovalOutcome::Approved).await;
+    assert_eq!(approved.unwrap_err().code(), "bulk_open_cap");
+    // Another person is not held by the admin's cap, and an hour on the admin is free again.
+    assert_eq!(opened(env.app.bulk_open(&root, &env.bank, &[1, 2], "check").await.unwrap()), 2);
+    env.clock.advance(custody_core::time::hours(1));
+    let admin = env.stepped_up(&env.admin);
+    assert_eq!(opened(env.app.bulk_open(&admin, &env.bank, &[1, 2], "check").await.unwrap()), 2);
 });

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use crate::compartment::named_enum;
-use crate::person::Role;
 use crate::time::minutes;
 
 named_enum!(
@@ -12,6 +11,8 @@ named_enum!(
     ApprovalKind {
         /// Make a person super-admin.
         GrantSuperAdmin = "grant_super_admin",
+        /// Open more compartments of a bank at once than one person may alone.
+        BulkOpen = "bulk_open",
     }
 );
 
@@ -28,11 +29,8 @@ named_enum!(
 /// How long a request waits for its second person.
 pub const APPROVAL_TTL: Duration = minutes(15);
 
-impl ApprovalKind {
-    /// The role a person needs to ask for this, and to approve it.
-    pub const fn approver_role(self) -> Role {
-        match self {
-            Self::GrantSuperAdmin => Role::SuperAdmin,
-        }
-    }
-}
+/// A bulk open of more compartments than this needs a second person's approval.
+pub const BULK_OPEN_ALONE: usize = 3;
+
+/// The most compartments one bulk open may name.
+pub const BULK_OPEN_MAX: usize = 64;

@@ -124,6 +124,8 @@ named_enum!(
         Retrieve = "parcel.retrieve",
         /// Staff opened a compartment remotely, with a reason.
         RemoteOpen = "compartment.remote_open",
+        /// Several compartments of a bank opened at once by staff (asked, or run), or refused.
+        BulkOpen = "compartment.bulk_open",
         /// A signed open command was issued to an agent.
         OpenCommand = "compartment.open_command",
         /// An agent reported a door opening or closing.

@@ -69,6 +69,9 @@ pub const DEVICE_LOGIN: ThrottleRule =
 /// accounts and addresses. Browsers with a device cookie are not held by it.
 pub const GLOBAL_LOGIN: ThrottleRule =
     ThrottleRule { name: "global", max_failures: 1000, window: minutes(15) };
+/// Compartments one person opens by bulk opens, approved or not: a cap no approval lifts.
+pub const BULK_OPEN_PERSON: ThrottleRule =
+    ThrottleRule { name: "bulk_open", max_failures: 24, window: hours(1) };
 /// Sign-in links asked for one address (whether it belongs to anyone or not): no mail bombing.
 pub const LINK_ACCOUNT: ThrottleRule =
     ThrottleRule { name: "link_account", max_failures: 3, window: minutes(15) };

@@ -431,6 +431,16 @@ pub struct CreatePersonRequest {
     pub password: Option<String>,
 }
 
+/// Open several compartments of a bank at once.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkOpenRequest {
+    /// Compartment numbers (2 to 64).
+    pub compartments: Vec<u16>,
+    /// Why, in a few words; kept in the audit log, sealed.
+    pub reason: String,
+}
+
 /// A person's new role.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]

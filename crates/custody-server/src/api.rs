@@ -367,6 +367,33 @@ pub async fn remote_open(
     }))
 }
 
+/// Staff open several compartments of a bank at once, with a reason: at once up to three,
+/// beyond that a request another member of staff approves.
+pub async fn bulk_open(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+    Json(body): Json<custody_proto::api::BulkOpenRequest>,
+) -> Result<Response, ApiError> {
+    let bank: BankId = parse_id(&id, "bank")?;
+    match state.app.bulk_open(staff.caller(), &bank, &body.compartments, &body.reason).await? {
+        custody_app::bulk::BulkOpening::Opened(openings) => {
+            let views = openings
+                .iter()
+                .map(|o| OpeningView {
+                    compartment: views::compartment(&o.compartment),
+                    parcel: None,
+                    command_delivered: deliver(&state, &o.command),
+                })
+                .collect::<Vec<_>>();
+            Ok(Json(views).into_response())
+        }
+        custody_app::bulk::BulkOpening::Pending(request) => {
+            Ok((StatusCode::ACCEPTED, Json(views::approval(&request))).into_response())
+        }
+    }
+}
+
 // --- sites and setup ------------------------------------------------------------------------
 
 /// Sites the caller may see.
@@ -540,8 +567,12 @@ async fn decide(
     outcome: ApprovalOutcome,
 ) -> ApiResult<custody_proto::api::ApprovalView> {
     let id: custody_core::ApprovalId = parse_id(id, "approval")?;
-    let row = state.app.decide_approval(staff.caller(), &id, outcome).await?;
-    Ok(Json(views::approval(&row)))
+    let decided = state.app.decide_approval(staff.caller(), &id, outcome).await?;
+    // An approved bulk open ran: its commands go to the bank's agent now.
+    for opening in &decided.openings {
+        deliver(state, &opening.command);
+    }
+    Ok(Json(views::approval(&decided.request)))
 }
 
 /// Approve a request: it runs at once.

@@ -252,6 +252,17 @@ fn table() -> Routes<ServerState> {
                 .taking("ReasonRequest"),
             api::remote_open,
         )
+        .post(
+            "/api/v1/banks/{id}/bulk-open",
+            Staff,
+            Doc::list(
+                "Open several compartments at once (needs a step-up); more than three answer 202 \
+                 with a request another member of staff approves",
+                "OpeningView",
+            )
+            .taking("BulkOpenRequest"),
+            api::bulk_open,
+        )
         .get(
             "/api/v1/sites",
             StaffRead,

@@ -8,14 +8,14 @@ use std::sync::OnceLock;
 
 use axum::http::Method;
 use custody_proto::api::{
-    ApiKeyIssued, ApiKeyView, ApprovalView, BankView, CarrierView, CompartmentSpec,
-    CompartmentView, ConsistencyView, CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest,
-    CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest, CustodyEvent, CustodyView,
-    DepositRequest, DepositView, EndedView, EnrolmentTokenView, ErrorBody, ErrorDetail, EventView,
-    ExpectParcelRequest, FactorRequest, FactorsView, LinkRedeemRequest, LinkRequest, LoginRequest,
-    OpeningView, ParcelHistory, ParcelView, PersonView, ReasonRequest, RecoveryCodesView,
-    RoleChangeRequest, RotateApiKeyRequest, SessionListItem, SessionView, SiteView, StatementView,
-    TotpConfirmRequest, TotpEnrolmentView,
+    ApiKeyIssued, ApiKeyView, ApprovalView, BankView, BulkOpenRequest, CarrierView,
+    CompartmentSpec, CompartmentView, ConsistencyView, CreateApiKeyRequest, CreateBankRequest,
+    CreateCarrierRequest, CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest,
+    CustodyEvent, CustodyView, DepositRequest, DepositView, EndedView, EnrolmentTokenView,
+    ErrorBody, ErrorDetail, EventView, ExpectParcelRequest, FactorRequest, FactorsView,
+    LinkRedeemRequest, LinkRequest, LoginRequest, OpeningView, ParcelHistory, ParcelView,
+    PersonView, ReasonRequest, RecoveryCodesView, RoleChangeRequest, RotateApiKeyRequest,
+    SessionListItem, SessionView, SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -70,6 +70,7 @@ use crate::routes::{Access, RouteInfo};
         CreatePersonRequest,
         RoleChangeRequest,
         ApprovalView,
+        BulkOpenRequest,
         ApiKeyView,
         RotateApiKeyRequest,
         CreateCarrierRequest,

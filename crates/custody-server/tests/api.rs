@@ -46,6 +46,7 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/parcels/{id}/return", Access::Carrier),
     ("POST", "/api/v1/parcels/{id}/retrieve", Access::Staff),
     ("POST", "/api/v1/compartments/{id}/open", Access::Staff),
+    ("POST", "/api/v1/banks/{id}/bulk-open", Access::Staff),
     ("GET", "/api/v1/sites", Access::StaffRead),
     ("POST", "/api/v1/sites", Access::Staff),
     ("GET", "/api/v1/sites/{id}", Access::StaffRead),
