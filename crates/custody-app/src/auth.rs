@@ -148,7 +148,16 @@ impl App {
             Err(_) => None,
         };
         let budgets = self.login_budgets(&account, person.as_ref(), client);
-        self.spend_login_attempt(&budgets, now).await?;
+        let denied = AuditEvent {
+            at: now,
+            actor: Actor::anonymous(),
+            action: AuditAction::Login,
+            target: Target::default(),
+            outcome: Outcome::Denied,
+            reason: None,
+            personal: None,
+        };
+        self.spend_or_throttle(&budgets, denied).await?;
 
         let usable = person.as_ref().filter(|p| p.disabled_at.is_none());
         let stored = usable.and_then(|p| p.password_hash.clone());
@@ -271,36 +280,6 @@ impl App {
                 (GLOBAL_LOGIN, "all".to_owned()),
             ],
         )
-    }
-
-    /// Spends one attempt from `budgets`; `Throttled` (audited) when one is spent already.
-    async fn spend_login_attempt(&self, budgets: &Budgets, now: Timestamp) -> Result<(), AppError> {
-        let spend = budgets.clone();
-        let throttled = self
-            .store()
-            .write(move |tx| {
-                async move {
-                    let over = spend.spend(tx, now).await?;
-                    if let Some(name) = over {
-                        tx.append_audit(&AuditEvent {
-                            at: now,
-                            actor: Actor::anonymous(),
-                            action: AuditAction::Login,
-                            target: Target::default(),
-                            outcome: Outcome::Denied,
-                            reason: Some(format!("throttled:{name}")),
-                            personal: None,
-                        })?;
-                    }
-                    Ok::<_, AppError>(over)
-                }
-                .boxed()
-            })
-            .await?;
-        match throttled {
-            Some(_) => Err(AppError::Throttled),
-            None => Ok(()),
-        }
     }
 
     /// A device cookie for a browser that has just completed signing in to `person`'s account:

@@ -230,32 +230,14 @@ impl App {
     /// Spends one second-factor attempt from the person's budgets; refused unchecked (and
     /// audited) when they are spent. The budgets are returned for a refund on success.
     async fn spend_factor_attempt(&self, s: &SessionInfo) -> Result<Budgets, AppError> {
-        let now = self.now();
         let subject = s.person.id.to_string();
         let budgets = Budgets::new(
             "factor",
             [(ACCOUNT_SECOND_FACTOR, subject.clone()), (ACCOUNT_SECOND_FACTOR_DAY, subject)],
         );
-        let spend = budgets.clone();
         let denied = self.factor_event(s, AuditAction::FactorProve, Outcome::Denied, "");
-        let throttled = self
-            .store()
-            .write(move |tx| {
-                async move {
-                    let over = spend.spend(tx, now).await?;
-                    if let Some(name) = over {
-                        let reason = Some(format!("throttled:{name}"));
-                        tx.append_audit(&AuditEvent { reason, ..denied })?;
-                    }
-                    Ok::<_, AppError>(over)
-                }
-                .boxed()
-            })
-            .await?;
-        match throttled {
-            Some(_) => Err(AppError::Throttled),
-            None => Ok(budgets),
-        }
+        self.spend_or_throttle(&budgets, denied).await?;
+        Ok(budgets)
     }
 
     /// Records a refused code and answers as every refusal does.

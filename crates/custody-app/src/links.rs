@@ -57,23 +57,16 @@ impl App {
                 (LINK_SOURCE, client.address.clone()),
             ],
         );
-        let throttled = self
-            .store()
-            .write(move |tx| async move { budgets.spend(tx, now).await }.boxed())
-            .await?;
-        if let Some(name) = throttled {
-            let event = AuditEvent {
-                at: now,
-                actor: Actor::anonymous(),
-                action: AuditAction::SignInLink,
-                target: Target::default(),
-                outcome: Outcome::Denied,
-                reason: Some(format!("throttled:{name}")),
-                personal: None,
-            };
-            self.store().write(move |tx| async move { tx.append_audit(&event) }.boxed()).await?;
-            return Err(AppError::Throttled);
-        }
+        let denied = AuditEvent {
+            at: now,
+            actor: Actor::anonymous(),
+            action: AuditAction::SignInLink,
+            target: Target::default(),
+            outcome: Outcome::Denied,
+            reason: None,
+            personal: None,
+        };
+        self.spend_or_throttle(&budgets, denied).await?;
         let (app, email, binding) = (self.clone(), email.to_owned(), binding.to_owned());
         tokio::spawn(async move {
             if let Err(e) = app.send_sign_in_link(&email, &binding).await {

@@ -6,8 +6,12 @@
 //! attempts cannot slip past the limit together. A successful attempt refunds what it spent.
 
 use custody_core::Timestamp;
+use custody_core::audit::AuditEvent;
 use custody_core::throttle::ThrottleRule;
 use custody_store::{StoreError, Tx};
+use futures_util::FutureExt as _;
+
+use crate::{App, AppError};
 
 /// The budgets one attempt draws on.
 #[derive(Debug, Clone)]
@@ -50,5 +54,36 @@ impl Budgets {
             tx.refund_failure(key, rule.window_start(now)).await?;
         }
         Ok(())
+    }
+}
+
+impl App {
+    /// Spends one attempt from every budget in a unit of its own. When one was spent already,
+    /// records `denied` with `throttled:<budget>` as its reason (the spend and the record
+    /// commit either way) and answers `Throttled`.
+    pub(crate) async fn spend_or_throttle(
+        &self,
+        budgets: &Budgets,
+        denied: AuditEvent,
+    ) -> Result<(), AppError> {
+        let (spend, now) = (budgets.clone(), self.now());
+        let over = self
+            .store()
+            .write(move |tx| {
+                async move {
+                    let over = spend.spend(tx, now).await?;
+                    if let Some(name) = over {
+                        let reason = Some(format!("throttled:{name}"));
+                        tx.append_audit(&AuditEvent { reason, ..denied })?;
+                    }
+                    Ok::<_, AppError>(over)
+                }
+                .boxed()
+            })
+            .await?;
+        match over {
+            Some(_) => Err(AppError::Throttled),
+            None => Ok(()),
+        }
     }
 }

@@ -8,29 +8,20 @@ use custody_app::AppError;
 use custody_app::factors::{Proof, Proven};
 use custody_core::SessionId;
 use custody_proto::api::{
-    EndedView, FactorRequest, FactorsView, RecoveryCodesView, SessionListItem, SessionView,
-    TotpConfirmRequest, TotpEnrolmentView,
+    EndedView, FactorRequest, FactorsView, RecoveryCodesView, SessionListItem, TotpConfirmRequest,
+    TotpEnrolmentView,
 };
 use zeroize::Zeroizing;
 
-use crate::api::{Json, sign_in_cookies};
+use crate::api::{Json, signed_in};
 use crate::extract::{AnySession, PersonSession};
 use crate::{ApiError, RequestClient, ServerState, views};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-/// The answer to a proven factor: the rotated session's cookie and view.
-fn rotated(state: &ServerState, proven: Proven) -> Response {
-    let view = SessionView {
-        person: views::person(&proven.session.person),
-        csrf_token: state.app.csrf_token(&proven.session.token),
-        second_factor_required: proven.session.needs_second_factor,
-        recovery_codes: proven
-            .recovery_codes
-            .map(|codes| codes.iter().map(|c| c.as_str().to_owned()).collect()),
-    };
-    let cookies = sign_in_cookies(&proven.session, state.app.config().session_absolute);
-    (cookies, Json(view)).into_response()
+/// The answer to a proven factor: the rotated session's cookies and view.
+fn rotated(state: &ServerState, proven: &Proven) -> Response {
+    signed_in(state, &proven.session, proven.recovery_codes.as_deref())
 }
 
 /// Prove a second factor in the current session: sign-in's second step, or a step-up.
@@ -51,7 +42,7 @@ pub async fn prove_factor(
     };
     let proven =
         state.app.prove_second_factor(&session.token, &session.info, proof, &client).await?;
-    Ok(rotated(&state, proven))
+    Ok(rotated(&state, &proven))
 }
 
 /// The second factors the person holds.
@@ -89,7 +80,7 @@ pub async fn confirm_totp(
     Json(body): Json<TotpConfirmRequest>,
 ) -> Result<Response, ApiError> {
     let proven = state.app.confirm_totp(&session.token, &session.info, &body.code, &client).await?;
-    Ok(rotated(&state, proven))
+    Ok(rotated(&state, &proven))
 }
 
 /// Remove the authenticator app.

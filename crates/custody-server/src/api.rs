@@ -156,6 +156,23 @@ pub fn sign_in_cookies(
     axum::response::AppendHeaders(cookies)
 }
 
+/// The answer to a sign-in (or a proven factor): the session's cookies and its view, with
+/// new recovery codes when some were issued.
+pub(crate) fn signed_in(
+    state: &ServerState,
+    session: &custody_app::auth::NewSession,
+    recovery_codes: Option<&[Zeroizing<String>]>,
+) -> Response {
+    let view = SessionView {
+        person: views::person(&session.person),
+        csrf_token: state.app.csrf_token(&session.token),
+        second_factor_required: session.needs_second_factor,
+        recovery_codes: recovery_codes.map(|c| c.iter().map(|c| c.as_str().to_owned()).collect()),
+    };
+    let cookies = sign_in_cookies(session, state.app.config().session_absolute);
+    (cookies, Json(view)).into_response()
+}
+
 /// The `Set-Cookie` value that ends one.
 pub fn clear_session_cookie() -> HeaderValue {
     HeaderValue::from_static(
@@ -171,14 +188,7 @@ pub async fn login(
 ) -> Result<Response, ApiError> {
     let password = Zeroizing::new(body.password);
     let session = state.app.login(&body.email, password, &client).await?;
-    let view = SessionView {
-        person: views::person(&session.person),
-        csrf_token: state.app.csrf_token(&session.token),
-        second_factor_required: session.needs_second_factor,
-        recovery_codes: None,
-    };
-    let cookies = sign_in_cookies(&session, state.app.config().session_absolute);
-    Ok((cookies, Json(view)).into_response())
+    Ok(signed_in(&state, &session, None))
 }
 
 /// Sign out (also from a session still at the second-factor step).

@@ -10,13 +10,13 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use custody_app::AppError;
-use custody_proto::api::{LinkRedeemRequest, LinkRequest, SessionView};
+use custody_proto::api::{LinkRedeemRequest, LinkRequest};
 use serde::Deserialize;
 
-use crate::api::{Json, sign_in_cookies};
+use crate::api::{Json, sign_in_cookies, signed_in};
 use crate::extract::cookie;
 use crate::portal::{error_page, login_csrf, login_csrf_ok, login_form, render};
-use crate::{ApiError, RequestClient, ServerState, views};
+use crate::{ApiError, RequestClient, ServerState};
 
 /// The cookie that binds a requested link to the browser that asked.
 pub const LINK_COOKIE: &str = "__Host-custody-link";
@@ -55,14 +55,7 @@ pub async fn redeem(
 ) -> Result<Response, ApiError> {
     let binding = cookie(&parts, LINK_COOKIE).unwrap_or("");
     let session = state.app.sign_in_with_link(&body.token, binding, &client).await?;
-    let view = SessionView {
-        person: views::person(&session.person),
-        csrf_token: state.app.csrf_token(&session.token),
-        second_factor_required: session.needs_second_factor,
-        recovery_codes: None,
-    };
-    let cookies = sign_in_cookies(&session, state.app.config().session_absolute);
-    Ok((cookies, Json(view)).into_response())
+    Ok(signed_in(&state, &session, None))
 }
 
 #[derive(Template)]
