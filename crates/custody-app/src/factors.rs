@@ -1,5 +1,5 @@
-//! Second factors: authenticator apps (TOTP, RFC 6238) and recovery codes, and what proving
-//! one does to a session.
+//! Second factors: authenticator apps (TOTP, RFC 6238) and recovery codes, what proving one
+//! does to a session, and the person's view of their own sessions.
 //!
 //! A session of a role that needs a second factor starts password-only and reaches nothing
 //! but this module until a factor is proven in it (`SessionInfo::needs_second_factor`).
