@@ -60,12 +60,14 @@ pub struct Factors {
     pub totp_pending: bool,
     /// Unused recovery codes.
     pub recovery_codes_left: u32,
+    /// Registered passkeys.
+    pub passkeys: u32,
 }
 
 impl Factors {
     /// Whether the person can prove a second factor at all.
     pub fn any(self) -> bool {
-        self.totp || self.recovery_codes_left > 0
+        self.totp || self.passkeys > 0 || self.recovery_codes_left > 0
     }
 }
 
@@ -124,7 +126,7 @@ fn show_recovery_code(raw: &[u8]) -> Zeroizing<String> {
 }
 
 impl App {
-    fn factor_event(
+    pub(crate) fn factor_event(
         &self,
         s: &SessionInfo,
         action: AuditAction,
@@ -152,6 +154,8 @@ impl App {
                         totp: tx.totp(&person).await?.is_some(),
                         totp_pending: tx.totp_enrolment(&person).await?.is_some(),
                         recovery_codes_left: tx.recovery_codes_left(&person).await?,
+                        passkeys: u32::try_from(tx.passkeys_of(&person).await?.len())
+                            .unwrap_or(u32::MAX),
                     })
                 }
                 .boxed()
@@ -162,7 +166,7 @@ impl App {
     /// Changing factors needs a recent proof of who is asking (ASVS 7.5.1): a step-up when a
     /// factor is held, so that a stolen session or a password alone cannot swap in the
     /// attacker's authenticator; a password given within the step-up window when none is.
-    async fn may_change_factors(&self, s: &SessionInfo) -> Result<Factors, AppError> {
+    pub(crate) async fn may_change_factors(&self, s: &SessionInfo) -> Result<Factors, AppError> {
         let factors = self.factors(s).await?;
         let (now, window) = (self.now(), self.config().step_up_window);
         if factors.any() && !s.stepped_up(now, window) {
@@ -229,7 +233,7 @@ impl App {
 
     /// Spends one second-factor attempt from the person's budgets; refused unchecked (and
     /// audited) when they are spent. The budgets are returned for a refund on success.
-    async fn spend_factor_attempt(&self, s: &SessionInfo) -> Result<Budgets, AppError> {
+    pub(crate) async fn spend_factor_attempt(&self, s: &SessionInfo) -> Result<Budgets, AppError> {
         let subject = s.person.id.to_string();
         let budgets = Budgets::new(
             "factor",
@@ -241,7 +245,7 @@ impl App {
     }
 
     /// Records a refused code and answers as every refusal does.
-    async fn refuse_factor(&self, s: &SessionInfo, reason: &str) -> AppError {
+    pub(crate) async fn refuse_factor(&self, s: &SessionInfo, reason: &str) -> AppError {
         let event = self.factor_event(s, AuditAction::FactorProve, Outcome::Failure, reason);
         match self.store().write(move |tx| async move { tx.append_audit(&event) }.boxed()).await {
             Ok(()) => AppError::AuthenticationFailed,
@@ -360,7 +364,7 @@ impl App {
     /// (so the absolute timeout still runs from sign-in), the factor and the time recorded,
     /// the attempt refunded, and `recovery` codes stored when given.
     #[allow(clippy::too_many_arguments, reason = "one internal step with its whole context")]
-    async fn rotate_with_factor(
+    pub(crate) async fn rotate_with_factor(
         &self,
         token: &str,
         s: &SessionInfo,
@@ -488,7 +492,10 @@ impl App {
     }
 
     /// Ten new recovery codes for showing, with the keyed hashes to store.
-    fn new_recovery_codes(&self, person: &PersonId) -> Result<Vec<NewRecoveryCode>, AppError> {
+    pub(crate) fn new_recovery_codes(
+        &self,
+        person: &PersonId,
+    ) -> Result<Vec<NewRecoveryCode>, AppError> {
         (0..RECOVERY_CODES)
             .map(|_| {
                 let raw: Zeroizing<[u8; RECOVERY_CODE_BYTES]> = Zeroizing::new(self.rng().bytes()?);
@@ -505,7 +512,7 @@ impl App {
         s: &SessionInfo,
     ) -> Result<Vec<Zeroizing<String>>, AppError> {
         let factors = self.may_change_factors(s).await?;
-        if !factors.totp {
+        if !factors.totp && factors.passkeys == 0 {
             return Err(AppError::conflict(
                 "no_factor",
                 "set up an authenticator app or a passkey first; recovery codes back one up",
@@ -533,7 +540,7 @@ impl App {
     /// role needs a second factor and the app is the only one they hold.
     pub async fn remove_totp(&self, s: &SessionInfo) -> Result<(), AppError> {
         let factors = self.may_change_factors(s).await?;
-        if s.person.role.needs_second_factor() && factors.totp {
+        if s.person.role.needs_second_factor() && factors.totp && factors.passkeys == 0 {
             return Err(AppError::conflict(
                 "last_factor",
                 "your role needs a second factor: add a passkey before removing the app",

@@ -20,6 +20,7 @@ pub mod factors;
 pub mod links;
 pub mod outbox;
 pub mod parcels;
+pub mod passkeys;
 pub mod personal;
 pub mod setup;
 mod throttle;
@@ -287,6 +288,7 @@ struct Inner {
     keys: KeyRing,
     config: AppConfig,
     passwords: custody_crypto::password::PasswordHasher,
+    relying_party: custody_crypto::passkey::RelyingParty,
     hash_permits: Semaphore,
 }
 
@@ -310,6 +312,8 @@ impl App {
     ) -> Result<Self, AppError> {
         let rng = Rng::new();
         let passwords = custody_crypto::password::PasswordHasher::new(&rng)?;
+        let relying_party =
+            custody_crypto::passkey::RelyingParty::new(&config.public_url, "Custody")?;
         let permits = config.password_hash_concurrency.max(1);
         Ok(Self(Arc::new(Inner {
             presence: std::sync::OnceLock::new(),
@@ -319,6 +323,7 @@ impl App {
             keys,
             config,
             passwords,
+            relying_party,
             hash_permits: Semaphore::new(permits),
         })))
     }

@@ -102,6 +102,8 @@ named_enum!(
         TotpEnrol = "factor.totp",
         /// A new set of recovery codes issued.
         RecoveryCodesIssue = "factor.recovery_codes",
+        /// A passkey registered.
+        PasskeyRegister = "factor.passkey",
         /// A parcel was announced by a carrier.
         ParcelExpect = "parcel.expect",
         /// A compartment was reserved for a deposit.

@@ -109,6 +109,28 @@ impl std::fmt::Debug for FactorRequest {
     }
 }
 
+/// A passkey ceremony begun: send `options` to `navigator.credentials.create()` (registering)
+/// or `.get()` (proving), then the answer back with `ceremony`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PasskeyCeremonyView {
+    /// The ceremony's id.
+    pub ceremony: String,
+    /// The WebAuthn options (`publicKey` inside), as JSON.
+    #[schema(value_type = Object)]
+    pub options: serde_json::Value,
+}
+
+/// The browser's answer to a passkey ceremony.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyAnswerRequest {
+    /// The ceremony's id, as begun.
+    pub ceremony: String,
+    /// The `PublicKeyCredential`, as `toJSON()` gives it.
+    #[schema(value_type = Object)]
+    pub credential: serde_json::Value,
+}
+
 /// The first code of an authenticator app being set up.
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -132,6 +154,8 @@ pub struct FactorsView {
     pub totp_pending: bool,
     /// Unused recovery codes.
     pub recovery_codes_left: u32,
+    /// Registered passkeys.
+    pub passkeys: u32,
     /// Whether this session still needs a second factor before anything else.
     pub second_factor_required: bool,
 }

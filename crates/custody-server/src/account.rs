@@ -8,8 +8,8 @@ use custody_app::AppError;
 use custody_app::factors::{Proof, Proven};
 use custody_core::SessionId;
 use custody_proto::api::{
-    EndedView, FactorRequest, FactorsView, RecoveryCodesView, SessionListItem, TotpConfirmRequest,
-    TotpEnrolmentView,
+    EndedView, FactorRequest, FactorsView, PasskeyAnswerRequest, PasskeyCeremonyView,
+    RecoveryCodesView, SessionListItem, TotpConfirmRequest, TotpEnrolmentView,
 };
 use zeroize::Zeroizing;
 
@@ -55,6 +55,7 @@ pub async fn factors(
         totp: f.totp,
         totp_pending: f.totp_pending,
         recovery_codes_left: f.recovery_codes_left,
+        passkeys: f.passkeys,
         second_factor_required: session.info.needs_second_factor(),
     }))
 }
@@ -141,4 +142,56 @@ pub async fn end_other_sessions(
 ) -> ApiResult<EndedView> {
     let ended = state.app.end_other_sessions(&session.info, &session.token).await?;
     Ok(Json(EndedView { ended }))
+}
+
+fn ceremony_view(c: custody_app::passkeys::PasskeyCeremony) -> Result<Response, ApiError> {
+    let options = serde_json::from_str(&c.options)
+        .map_err(|e| AppError::Invalid(format!("passkey options: {e}")))?;
+    Ok(Json(PasskeyCeremonyView { ceremony: c.id, options }).into_response())
+}
+
+/// Begin registering a passkey (a step-up when a factor is held).
+pub async fn begin_passkey(
+    State(state): State<ServerState>,
+    AnySession(session): AnySession,
+) -> Result<Response, ApiError> {
+    ceremony_view(state.app.begin_passkey(&session.info).await?)
+}
+
+/// Finish registering it with the browser's answer; the session is rotated.
+pub async fn finish_passkey(
+    State(state): State<ServerState>,
+    RequestClient(client): RequestClient,
+    AnySession(session): AnySession,
+    Json(body): Json<PasskeyAnswerRequest>,
+) -> Result<Response, ApiError> {
+    let answer = body.credential.to_string();
+    let proven = state
+        .app
+        .finish_passkey(&session.token, &session.info, &body.ceremony, &answer, &client)
+        .await?;
+    Ok(rotated(&state, &proven))
+}
+
+/// Begin proving a passkey in the current session.
+pub async fn begin_passkey_proof(
+    State(state): State<ServerState>,
+    AnySession(session): AnySession,
+) -> Result<Response, ApiError> {
+    ceremony_view(state.app.begin_passkey_proof(&session.info).await?)
+}
+
+/// Prove it with the browser's answer: sign-in's second step, or a step-up.
+pub async fn prove_passkey(
+    State(state): State<ServerState>,
+    RequestClient(client): RequestClient,
+    AnySession(session): AnySession,
+    Json(body): Json<PasskeyAnswerRequest>,
+) -> Result<Response, ApiError> {
+    let answer = body.credential.to_string();
+    let proven = state
+        .app
+        .prove_passkey(&session.token, &session.info, &body.ceremony, &answer, &client)
+        .await?;
+    Ok(rotated(&state, &proven))
 }

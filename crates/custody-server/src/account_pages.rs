@@ -146,6 +146,7 @@ pub async fn second_factor_submit(
                 totp: false,
                 totp_pending: false,
                 recovery_codes_left: 0,
+                passkeys: 0,
             });
             let message = "Type the code from your authenticator app, or one recovery code.";
             return second_factor_page(

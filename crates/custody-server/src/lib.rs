@@ -122,6 +122,19 @@ fn table() -> Routes<ServerState> {
             .taking("FactorRequest"),
             account::prove_factor,
         )
+        .post(
+            "/api/v1/sessions/current/passkey/begin",
+            AnySession,
+            Doc::json("Begin proving a passkey in this session", 200, "PasskeyCeremonyView"),
+            account::begin_passkey_proof,
+        )
+        .post(
+            "/api/v1/sessions/current/passkey/finish",
+            AnySession,
+            Doc::json("Prove it with the browser's answer; rotates the cookie", 200, "SessionView")
+                .taking("PasskeyAnswerRequest"),
+            account::prove_passkey,
+        )
         .get(
             "/api/v1/sessions",
             Person,
@@ -167,6 +180,27 @@ fn table() -> Routes<ServerState> {
             )
             .taking("TotpConfirmRequest"),
             account::confirm_totp,
+        )
+        .post(
+            "/api/v1/me/passkeys/begin",
+            AnySession,
+            Doc::json(
+                "Begin registering a passkey (a step-up when a factor is held)",
+                200,
+                "PasskeyCeremonyView",
+            ),
+            account::begin_passkey,
+        )
+        .post(
+            "/api/v1/me/passkeys/finish",
+            AnySession,
+            Doc::json(
+                "Finish registering it; rotates the cookie, may issue recovery codes",
+                200,
+                "SessionView",
+            )
+            .taking("PasskeyAnswerRequest"),
+            account::finish_passkey,
         )
         .delete(
             "/api/v1/me/totp",

@@ -14,8 +14,9 @@ use custody_proto::api::{
     CustodyEvent, CustodyView, DepositRequest, DepositView, EndedView, EnrolmentTokenView,
     ErrorBody, ErrorDetail, EventView, ExpectParcelRequest, FactorRequest, FactorsView,
     LinkRedeemRequest, LinkRequest, LoginRequest, OpeningView, ParcelHistory, ParcelView,
-    PersonView, ReasonRequest, RecoveryCodesView, RoleChangeRequest, RotateApiKeyRequest,
-    SessionListItem, SessionView, SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
+    PasskeyAnswerRequest, PasskeyCeremonyView, PersonView, ReasonRequest, RecoveryCodesView,
+    RoleChangeRequest, RotateApiKeyRequest, SessionListItem, SessionView, SiteView, StatementView,
+    TotpConfirmRequest, TotpEnrolmentView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -46,6 +47,8 @@ use crate::routes::{Access, RouteInfo};
         SessionView,
         FactorRequest,
         FactorsView,
+        PasskeyCeremonyView,
+        PasskeyAnswerRequest,
         TotpEnrolmentView,
         TotpConfirmRequest,
         RecoveryCodesView,

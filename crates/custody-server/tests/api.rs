@@ -27,12 +27,16 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/sessions/link/redeem", Access::Public),
     ("DELETE", "/api/v1/sessions/current", Access::AnySession),
     ("POST", "/api/v1/sessions/current/factor", Access::AnySession),
+    ("POST", "/api/v1/sessions/current/passkey/begin", Access::AnySession),
+    ("POST", "/api/v1/sessions/current/passkey/finish", Access::AnySession),
     ("GET", "/api/v1/sessions", Access::Person),
     ("DELETE", "/api/v1/sessions/{id}", Access::Person),
     ("POST", "/api/v1/sessions/end-others", Access::Person),
     ("GET", "/api/v1/me", Access::Person),
     ("GET", "/api/v1/me/factors", Access::AnySession),
     ("POST", "/api/v1/me/totp", Access::AnySession),
+    ("POST", "/api/v1/me/passkeys/begin", Access::AnySession),
+    ("POST", "/api/v1/me/passkeys/finish", Access::AnySession),
     ("POST", "/api/v1/me/totp/confirm", Access::AnySession),
     ("DELETE", "/api/v1/me/totp", Access::Person),
     ("POST", "/api/v1/me/recovery-codes", Access::Person),
@@ -694,4 +698,51 @@ backends!(residents_sign_in_by_link_in_the_browser_that_asked, |t: TestStore| as
     let me: Value = phone.get(server.url("/api/v1/me")).send().await.unwrap().json().await.unwrap();
     assert_eq!(me["email"], "ann@harbour.example");
     assert_eq!(redeem(&phone).send().await.unwrap().status(), StatusCode::UNAUTHORIZED, "once");
+});
+
+backends!(an_admin_registers_a_passkey_and_signs_in_with_it, |t: TestStore| async move {
+    use webauthn_authenticator_rs::WebauthnAuthenticator as _;
+    let server = TestServer::start(t).await;
+    // The relying party is the configured public URL, whatever port the test listens on.
+    let origin = webauthn_rs::prelude::Url::parse(&server.env.app.config().public_url).unwrap();
+    let mut phone = webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true);
+    let SignedIn { client, csrf } = server.sign_in(&server.env.admin).await;
+    let post = |path: &str, csrf: &str, body: Value| {
+        client.post(server.url(path)).header("x-csrf-token", csrf).json(&body)
+    };
+    let begun: Value = post("/api/v1/me/passkeys/begin", &csrf, json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let options = serde_json::from_value(begun["options"].clone()).unwrap();
+    let credential = phone.do_registration(origin.clone(), options).unwrap();
+    let body = json!({"ceremony": begun["ceremony"], "credential": credential});
+    let registered = post("/api/v1/me/passkeys/finish", &csrf, body).send().await.unwrap();
+    assert_eq!(registered.status(), StatusCode::OK);
+    // Next time: the password, then the passkey instead of a code.
+    let (SignedIn { client, csrf }, pending) =
+        server.sign_in_with_password(&server.env.admin).await;
+    assert!(pending);
+    let post = |path: &str, csrf: &str, body: Value| {
+        client.post(server.url(path)).header("x-csrf-token", csrf).json(&body)
+    };
+    let begun: Value = post("/api/v1/sessions/current/passkey/begin", &csrf, json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let options = serde_json::from_value(begun["options"].clone()).unwrap();
+    let assertion = phone.do_authentication(origin, options).unwrap();
+    let body = json!({"ceremony": begun["ceremony"], "credential": assertion});
+    let proven = post("/api/v1/sessions/current/passkey/finish", &csrf, body).send().await.unwrap();
+    assert_eq!(proven.status(), StatusCode::OK);
+    let view: Value = proven.json().await.unwrap();
+    assert_eq!(view["second_factor_required"], false);
+    let sites = client.get(server.url("/api/v1/sites")).send().await.unwrap();
+    assert_eq!(sites.status(), StatusCode::OK, "the session now reaches an admin's routes");
 });

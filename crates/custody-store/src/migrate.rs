@@ -55,6 +55,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0007_magic_links.sql"),
         postgres: include_str!("../migrations/postgres/0007_magic_links.sql"),
     },
+    Migration {
+        version: 8,
+        name: "passkeys",
+        sqlite: include_str!("../migrations/sqlite/0008_passkeys.sql"),
+        postgres: include_str!("../migrations/postgres/0008_passkeys.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

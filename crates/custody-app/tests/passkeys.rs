@@ -1,0 +1,135 @@
+//! Passkeys as a second factor, against the real use cases, on both backends, with a software
+//! authenticator (`webauthn-authenticator-rs`) speaking real WebAuthn.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test fails loudly at the first unexpected value"
+)]
+
+use custody_app::auth::{Client, SessionInfo};
+use custody_core::person::Factor;
+use custody_core::time::minutes;
+use custody_testkit::env::PASSWORD;
+use custody_testkit::{Env, TestStore, backends};
+use webauthn_authenticator_rs::WebauthnAuthenticator as _;
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
+use zeroize::Zeroizing;
+
+fn client() -> Client {
+    Client::new("192.0.2.77", "passkey-test")
+}
+
+/// The portal's origin in the test configuration.
+fn portal() -> Url {
+    Url::parse("https://localhost:8443").unwrap()
+}
+
+/// Registers a passkey of `authenticator` for the admin; returns the signed-in token.
+async fn register(env: &Env, authenticator: &mut SoftPasskey) -> (Zeroizing<String>, SessionInfo) {
+    let token = env.sign_in(&env.admin).await;
+    let info = env.app.session(&token).await.unwrap();
+    let ceremony = env.app.begin_passkey(&info).await.unwrap();
+    let options: CreationChallengeResponse = serde_json::from_str(&ceremony.options).unwrap();
+    let answer = authenticator.do_registration(portal(), options).unwrap();
+    let answer = serde_json::to_string(&answer).unwrap();
+    let proven =
+        env.app.finish_passkey(&token, &info, &ceremony.id, &answer, &client()).await.unwrap();
+    let info = env.app.session(&proven.session.token).await.unwrap();
+    assert_eq!(info.factor.map(|(f, _)| f), Some(Factor::Passkey));
+    (proven.session.token, info)
+}
+
+/// A password-only session of the admin, and the passkey ceremony begun in it.
+async fn ask_for_passkey(
+    env: &Env,
+) -> (Zeroizing<String>, SessionInfo, String, RequestChallengeResponse) {
+    let session = env
+        .app
+        .login(env.admin.email.as_str(), Zeroizing::new(PASSWORD.into()), &client())
+        .await
+        .unwrap();
+    let info = env.app.session(&session.token).await.unwrap();
+    let ceremony = env.app.begin_passkey_proof(&info).await.unwrap();
+    let options = serde_json::from_str(&ceremony.options).unwrap();
+    (session.token, info, ceremony.id, options)
+}
+
+backends!(a_passkey_signs_an_admin_in_and_its_challenge_works_once, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let mut phone = SoftPasskey::new(true);
+    register(&env, &mut phone).await;
+    let (token, info, ceremony, options) = ask_for_passkey(&env).await;
+    assert!(info.needs_second_factor());
+    let answer =
+        serde_json::to_string(&phone.do_authentication(portal(), options).unwrap()).unwrap();
+    let proven = env.app.prove_passkey(&token, &info, &ceremony, &answer, &client()).await.unwrap();
+    let after = env.app.session(&proven.session.token).await.unwrap();
+    assert_eq!(after.factor.map(|(f, _)| f), Some(Factor::Passkey));
+    assert!(env.app.session(&token).await.is_err(), "rotated");
+    // The same answer again, in another password-only session: the challenge is spent.
+    let (token2, info2, _, _) = ask_for_passkey(&env).await;
+    let replay = env.app.prove_passkey(&token2, &info2, &ceremony, &answer, &client()).await;
+    assert_eq!(replay.unwrap_err().code(), "authentication_failed");
+    let factors = env.app.factors(&after).await.unwrap();
+    assert_eq!(factors.passkeys, 1);
+});
+
+backends!(a_passkey_answer_for_another_origin_is_refused, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let mut phone = SoftPasskey::new(true);
+    register(&env, &mut phone).await;
+    let (token, info, ceremony, options) = ask_for_passkey(&env).await;
+    // A phishing site relays the challenge: the authenticator will not sign for a site that
+    // is not the passkey's…
+    let elsewhere = Url::parse("https://lockers-login.example").unwrap();
+    assert!(phone.do_authentication(elsewhere, options.clone()).is_err());
+    // …and an answer whose client data names another origin is refused by the server.
+    let signed = phone.do_authentication(portal(), options).unwrap();
+    let mut answer = serde_json::to_value(signed).unwrap();
+    let data = answer["response"]["clientDataJSON"].as_str().unwrap().to_owned();
+    let b64 = data_encoding::BASE64URL_NOPAD;
+    let mut client_data: serde_json::Value =
+        serde_json::from_slice(&b64.decode(data.as_bytes()).unwrap()).unwrap();
+    client_data["origin"] = "https://lockers-login.example".into();
+    answer["response"]["clientDataJSON"] =
+        b64.encode(&serde_json::to_vec(&client_data).unwrap()).into();
+    let answer = answer.to_string();
+    let refused = env.app.prove_passkey(&token, &info, &ceremony, &answer, &client()).await;
+    assert_eq!(refused.unwrap_err().code(), "authentication_failed");
+    assert!(env.app.session(&token).await.unwrap().needs_second_factor());
+});
+
+backends!(another_authenticator_or_a_lapsed_ceremony_is_refused, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let mut phone = SoftPasskey::new(true);
+    register(&env, &mut phone).await;
+    // Another person's passkey, answering that person's own challenge, proves nothing for the
+    // admin.
+    let mut anns_phone = SoftPasskey::new(true);
+    let ann_token = env.sign_in(&env.ann).await;
+    let ann = env.app.session(&ann_token).await.unwrap();
+    let setup = env.app.begin_passkey(&ann).await.unwrap();
+    let options: CreationChallengeResponse = serde_json::from_str(&setup.options).unwrap();
+    let created =
+        serde_json::to_string(&anns_phone.do_registration(portal(), options).unwrap()).unwrap();
+    let proven =
+        env.app.finish_passkey(&ann_token, &ann, &setup.id, &created, &client()).await.unwrap();
+    let ann = env.app.session(&proven.session.token).await.unwrap();
+    let challenge = env.app.begin_passkey_proof(&ann).await.unwrap();
+    let options: RequestChallengeResponse = serde_json::from_str(&challenge.options).unwrap();
+    let anns_answer =
+        serde_json::to_string(&anns_phone.do_authentication(portal(), options).unwrap()).unwrap();
+    let (token, info, ceremony, _) = ask_for_passkey(&env).await;
+    let refused = env.app.prove_passkey(&token, &info, &ceremony, &anns_answer, &client()).await;
+    assert_eq!(refused.unwrap_err().code(), "authentication_failed");
+    // Five minutes without an answer: the ceremony lapses.
+    let (token, info, ceremony, options) = ask_for_passkey(&env).await;
+    let answer =
+        serde_json::to_string(&phone.do_authentication(portal(), options).unwrap()).unwrap();
+    env.clock.advance(minutes(5));
+    let late = env.app.prove_passkey(&token, &info, &ceremony, &answer, &client()).await;
+    assert_eq!(late.unwrap_err().code(), "authentication_failed");
+});
