@@ -9,10 +9,11 @@ pub(crate) fn secure<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Rou
     let headers: [(HeaderName, &'static str); 9] = [
         // Browsers use HTTPS only for a year, subdomains included (ASVS 3.4.1).
         (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000; includeSubDomains"),
-        // Pages load nothing from elsewhere and run no inline script; no framing (ASVS 3.4.3, 3.4.6).
+        // Pages load nothing from elsewhere and run no inline script (only the passkey script
+        // served from here, which calls back only here); no framing (ASVS 3.4.3, 3.4.6).
         (
             header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
         // Declared content types are final; no sniffing a JSON error into HTML.
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),

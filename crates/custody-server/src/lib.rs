@@ -445,6 +445,7 @@ fn table() -> Routes<ServerState> {
         )
         .get("/", Public, Doc::plain("Redirect to the portal"), portal::root)
         .get("/static/custody.css", Public, Doc::plain("Style sheet"), portal::stylesheet)
+        .get("/static/passkey.js", Public, Doc::plain("The passkey script"), portal::passkey_script)
         .get("/portal/login", Public, Doc::plain("Sign-in page"), portal::login_page)
         .post("/portal/login", Public, Doc::plain("Sign in"), portal::login_submit)
         .post(

@@ -1,4 +1,5 @@
-//! The admin portal: server-rendered pages (askama, auto-escaped), no scripts.
+//! The admin portal: server-rendered pages (askama, auto-escaped). One script, served from
+//! here, runs passkey ceremonies; every other page works without it.
 //!
 //! Every form carries a CSRF token (ASVS 3.5.1): the sign-in form a random one mirrored in a
 //! `__Host-` cookie (double submit), forms of a session the token derived from that session.
@@ -122,6 +123,18 @@ pub(crate) fn error_page(e: &AppError, nav: Option<Nav>) -> Response {
 /// `/` → the portal.
 pub async fn root() -> Redirect {
     Redirect::to("/portal")
+}
+
+/// The passkey script (the portal's only script).
+pub async fn passkey_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../static/passkey.js"),
+    )
+        .into_response()
 }
 
 /// The style sheet.

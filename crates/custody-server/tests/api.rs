@@ -75,6 +75,7 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/devices/enrol", Access::Public),
     ("GET", "/", Access::Public),
     ("GET", "/static/custody.css", Access::Public),
+    ("GET", "/static/passkey.js", Access::Public),
     ("GET", "/portal/login", Access::Public),
     ("POST", "/portal/login", Access::Public),
     ("POST", "/portal/login/link", Access::Public),

@@ -1,7 +1,8 @@
 //! The admin portal in headless Chromium (Debian `chromium` and `chromium-driver`), driven over
 //! WebDriver: sign in with an authenticator app's code, the site overview, a parcel's chain of
 //! custody, sign out; setting up an authenticator app, recovery codes, replayed codes; a
-//! resident's e-mailed sign-in link.
+//! resident's e-mailed sign-in link; a passkey added and used, through the WebDriver virtual
+//! authenticator.
 //!
 //! Without Chromium and ChromeDriver the test prints a notice and passes, unless
 //! `CUSTODY_REQUIRE_BROWSER=1` (as in CI), which makes their absence a failure.
@@ -365,5 +366,72 @@ async fn a_resident_signs_in_with_an_emailed_link() {
     arrive_at(browser, "/portal").await;
     let who = browser.find(Locator::Id("who")).await.unwrap().text().await.unwrap();
     assert!(who.contains("Ann Resident"), "{who}");
+    browser.clone().close().await.unwrap();
+}
+
+/// WebDriver's virtual authenticator (W3C WebAuthn §11.3): a platform passkey that verifies
+/// its user, so the browser's real WebAuthn code runs without a person.
+#[derive(Debug)]
+struct AddVirtualAuthenticator;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for AddVirtualAuthenticator {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/webauthn/authenticator", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let options = json!({
+            "protocol": "ctap2",
+            "transport": "internal",
+            "hasResidentKey": true,
+            "hasUserVerification": true,
+            "isUserVerified": true,
+            "automaticPresenceSimulation": true,
+        });
+        (http::Method::POST, Some(options.to_string()))
+    }
+}
+
+#[tokio::test]
+async fn an_admin_adds_a_passkey_and_signs_in_with_it() {
+    let server = TestServer::start_at_own_origin(custody_testkit::sqlite_store().await).await;
+    let Some(session) = browser(&server, "passkeys").await else { return };
+    let browser = &session.client;
+    browser.issue_cmd(AddVirtualAuthenticator).await.expect("a virtual authenticator");
+    let env = &server.env;
+
+    // Signed in with the authenticator app, Ada adds a passkey on her account page.
+    sign_in_with_password(browser, &server, env.admin.email.as_str()).await;
+    let code = env.totp_code(&env.admin);
+    browser.wait().for_element(Locator::Id("totp")).await.unwrap().send_keys(&code).await.unwrap();
+    browser.find(Locator::Id("prove-totp")).await.unwrap().click().await.unwrap();
+    arrive_at(browser, "/portal").await;
+    browser.goto(&server.url("/portal/account")).await.unwrap();
+    browser.wait().for_element(Locator::Id("add-passkey")).await.unwrap().click().await.unwrap();
+    let status = || async {
+        match browser.find(Locator::Id("passkey-status")).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    };
+    eventually("the passkey ceremony to end", || async {
+        !status().await.is_empty() || browser.source().await.unwrap().contains("Passkeys: 1.")
+    })
+    .await;
+    let page = browser.source().await.unwrap();
+    assert!(page.contains("Passkeys: 1."), "not registered: {:?}", status().await);
+
+    // Next time: the password, then the passkey.
+    browser.find(Locator::Id("sign-out")).await.unwrap().click().await.unwrap();
+    browser.wait().for_element(Locator::Id("sign-in")).await.unwrap();
+    sign_in_with_password(browser, &server, env.admin.email.as_str()).await;
+    browser.wait().for_element(Locator::Id("use-passkey")).await.unwrap().click().await.unwrap();
+    arrive_at(browser, "/portal").await;
+    let who = browser.find(Locator::Id("who")).await.unwrap().text().await.unwrap();
+    assert!(who.contains("Ada Admin"), "{who}");
     browser.clone().close().await.unwrap();
 }

@@ -77,12 +77,18 @@ fn seeding_client() -> Client {
 impl Env {
     /// Seeds a site on `store`.
     pub async fn new(store: TestStore) -> Self {
+        Self::with_public_url(store, AppConfig::default().public_url).await
+    }
+
+    /// Seeds a site on `store` for a server whose portal is at `public_url`.
+    pub async fn with_public_url(store: TestStore, public_url: String) -> Self {
         let clock = crate::clock();
         let keys_dir = tempfile::tempdir().expect("key directory");
         let data = DataDir::new(keys_dir.path());
         data.init(&["localhost".into()], None, &clock, &Rng::new()).expect("init keys");
         let keys = data.load_keys().expect("load keys");
-        let config = AppConfig { notification_channel: "file".into(), ..AppConfig::default() };
+        let config =
+            AppConfig { notification_channel: "file".into(), public_url, ..AppConfig::default() };
         let app =
             App::new(store.store.clone(), Arc::new(clock.clone()), keys, config).expect("app");
         let op = Caller::Operator;

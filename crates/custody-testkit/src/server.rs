@@ -55,11 +55,25 @@ impl TestServer {
     /// Seeds a site on `store` and starts a server for it (no background workers; tests drive
     /// the outbox and the sweeper themselves).
     pub async fn start(store: TestStore) -> Self {
-        let env = Env::new(store).await;
+        Self::start_on(Env::new(store).await, 0).await
+    }
+
+    /// A server whose public URL is its own address, as a browser sees it: for what binds to
+    /// the origin (passkeys). The port is picked free first, then bound again by the server.
+    pub async fn start_at_own_origin(store: TestStore) -> Self {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let env = Env::with_public_url(store, format!("https://localhost:{port}")).await;
+        Self::start_on(env, port).await
+    }
+
+    async fn start_on(env: Env, public_port: u16) -> Self {
         let (cert_pem, key_pem) = env.data.server_tls().expect("server tls");
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let listen = Listen {
-            public: loopback,
+            public: SocketAddr::from(([127, 0, 0, 1], public_port)),
             gateway: loopback,
             cert_pem,
             key_pem,
