@@ -552,3 +552,60 @@ impl crate::App {
         Ok(())
     }
 }
+
+impl crate::App {
+    /// Exports one site's audit entries over the API, like [`crate::App::export_audit`], for
+    /// someone who may see the site (auditors and staff in scope) with a fresh step-up and a
+    /// reason. The export is itself an audit entry, its reason sealed to the person who gave
+    /// it. Entries that belong to no site (sign-ins, the installation's own events) leave the
+    /// server only through `custody audit export`, on the server itself.
+    pub async fn export_site_audit(
+        &self,
+        caller: &crate::Caller,
+        filter: &custody_store::AuditFilter,
+        reason: &str,
+        write: impl FnMut(&custody_audit::export::Line) -> std::io::Result<()>,
+    ) -> Result<ExportSummary, crate::AppError> {
+        use custody_core::audit::{AuditAction, AuditEvent, Outcome, Target};
+        let reason = custody_core::text::Reason::parse(reason).map_err(crate::AppError::invalid)?;
+        let Some(site) = filter.site.clone() else {
+            return Err(crate::AppError::Invalid("name the site whose entries to export".into()));
+        };
+        let site = self
+            .store()
+            .read(move |tx| async move { tx.site(&site).await }.boxed())
+            .await?
+            .ok_or(crate::AppError::NotFound)?;
+        let target = Target { site: Some(site.id.clone()), ..Target::default() };
+        if let Err(d) = caller
+            .check(|p| custody_core::policy::may_view_site(p, &site.org, &site.id))
+            .and_then(|()| self.require_step_up(caller))
+        {
+            return Err(self.refuse(caller, AuditAction::AuditExport, target, d).await);
+        }
+        let (app, now, actor) = (self.clone(), self.now(), caller.actor());
+        let subject = caller.person().cloned();
+        self.store()
+            .write(move |tx| {
+                async move {
+                    let mut e = AuditEvent {
+                        at: now,
+                        actor,
+                        action: AuditAction::AuditExport,
+                        target,
+                        outcome: Outcome::Success,
+                        reason: None,
+                        personal: None,
+                    };
+                    if let Some(subject) = subject {
+                        e.personal = app.seal_personal(tx, &subject, reason.as_str()).await?;
+                    }
+                    tx.append_audit(&e)?;
+                    Ok::<_, crate::AppError>(())
+                }
+                .boxed()
+            })
+            .await?;
+        self.export_audit(filter, write).await
+    }
+}

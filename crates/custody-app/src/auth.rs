@@ -187,24 +187,27 @@ impl App {
 
         // The attempt succeeded: give back the failures it reserved.
         self.store().write(move |tx| async move { budgets.refund(tx, now).await }.boxed()).await?;
-        self.start_session(person, client, "password").await
+        self.start_session(person, client, "password", None).await
     }
 
     /// Starts a session for `person`, who just proved who they are by `how` (`password`,
-    /// `link`), and records the sign-in. Roles that need a second factor get a session that
-    /// reaches only the second-factor step; everyone else's browser gets a device cookie.
+    /// `link`, `passkey`), and records the sign-in. `factor` is the second factor that proof
+    /// was as well (a passkey is). Roles that need a second factor and have not shown one get
+    /// a session that reaches only the second-factor step; everyone else's browser gets a
+    /// device cookie.
     pub(crate) async fn start_session(
         &self,
         person: PersonRow,
         client: &Client,
         how: &str,
+        factor: Option<Factor>,
     ) -> Result<NewSession, AppError> {
         let now = self.now();
         let (token, session) = self.new_session_row(
             &person,
             SessionId::from_random(self.rng().bytes()?),
             now,
-            None,
+            factor.map(|f| (f, now)),
             client,
         )?;
         let event = AuditEvent {
@@ -226,7 +229,7 @@ impl App {
                 .boxed()
             })
             .await?;
-        let needs_second_factor = person.role.needs_second_factor();
+        let needs_second_factor = person.role.needs_second_factor() && factor.is_none();
         let device_cookie =
             if needs_second_factor { None } else { Some(self.device_cookie(&person.id)?) };
         Ok(NewSession { token, person, needs_second_factor, device_cookie })

@@ -190,6 +190,6 @@ impl App {
             self.store().write(move |tx| async move { tx.append_audit(&event) }.boxed()).await?;
             return Err(AppError::AuthenticationFailed);
         };
-        self.start_session(person, client, "link").await
+        self.start_session(person, client, "link", None).await
     }
 }

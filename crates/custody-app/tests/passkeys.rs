@@ -29,17 +29,60 @@ fn portal() -> Url {
 
 /// Registers a passkey of `authenticator` for the admin; returns the signed-in token.
 async fn register(env: &Env, authenticator: &mut SoftPasskey) -> (Zeroizing<String>, SessionInfo) {
-    let token = env.sign_in(&env.admin).await;
+    register_for(env, &env.admin, authenticator).await.0
+}
+
+/// Registers a passkey of `authenticator` for `person`; returns the signed-in session and the
+/// passkey's credential id.
+async fn register_for(
+    env: &Env,
+    person: &custody_store::PersonRow,
+    authenticator: &mut SoftPasskey,
+) -> ((Zeroizing<String>, SessionInfo), String) {
+    let token = env.sign_in(person).await;
     let info = env.app.session(&token).await.unwrap();
     let ceremony = env.app.begin_passkey(&info).await.unwrap();
     let options: CreationChallengeResponse = serde_json::from_str(&ceremony.options).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&ceremony.options).unwrap()["publicKey"]["authenticatorSelection"]
+            ["residentKey"],
+        "preferred",
+        "asks for a passkey that can sign in on its own"
+    );
     let answer = authenticator.do_registration(portal(), options).unwrap();
+    let credential = answer.id.clone();
     let answer = serde_json::to_string(&answer).unwrap();
     let proven =
         env.app.finish_passkey(&token, &info, &ceremony.id, &answer, &client()).await.unwrap();
     let info = env.app.session(&proven.session.token).await.unwrap();
     assert_eq!(info.factor.map(|(f, _)| f), Some(Factor::Passkey));
-    (proven.session.token, info)
+    ((proven.session.token, info), credential)
+}
+
+/// The user handle Custody gives `person`'s passkeys.
+fn handle_of(person: &custody_store::PersonRow) -> Vec<u8> {
+    custody_crypto::sha256(person.id.as_str().as_bytes())[..16].to_vec()
+}
+
+/// A discoverable authenticator's answer to a passkey sign-in: the software authenticator
+/// keeps no discoverable credentials, so the test names the credential it holds (as the
+/// authenticator would pick it) and adds the user handle the authenticator stored with it.
+fn sign_in_answer(
+    phone: &mut SoftPasskey,
+    options: &str,
+    credential: &str,
+    handle: &[u8],
+) -> String {
+    let mut options: serde_json::Value = serde_json::from_str(options).unwrap();
+    assert_eq!(options["publicKey"]["allowCredentials"], serde_json::json!([]), "names nobody");
+    assert!(options.get("mediation").is_none(), "the browser's usual prompt");
+    options["publicKey"]["allowCredentials"] =
+        serde_json::json!([{"type": "public-key", "id": credential}]);
+    let options: RequestChallengeResponse = serde_json::from_value(options).unwrap();
+    let mut answer =
+        serde_json::to_value(phone.do_authentication(portal(), options).unwrap()).unwrap();
+    answer["response"]["userHandle"] = data_encoding::BASE64URL_NOPAD.encode(handle).into();
+    answer.to_string()
 }
 
 /// A password-only session of the admin, and the passkey ceremony begun in it.
@@ -132,4 +175,86 @@ backends!(another_authenticator_or_a_lapsed_ceremony_is_refused, |t: TestStore| 
     env.clock.advance(minutes(5));
     let late = env.app.prove_passkey(&token, &info, &ceremony, &answer, &client()).await;
     assert_eq!(late.unwrap_err().code(), "authentication_failed");
+});
+
+backends!(a_resident_signs_in_with_a_passkey_alone_once_per_challenge, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let mut phone = SoftPasskey::new(true);
+    let (_, credential) = register_for(&env, &env.ann, &mut phone).await;
+    let ceremony = env.app.begin_passkey_sign_in(&client()).await.unwrap();
+    let answer = sign_in_answer(&mut phone, &ceremony.options, &credential, &handle_of(&env.ann));
+    let session = env.app.sign_in_with_passkey(&ceremony.id, &answer, &client()).await.unwrap();
+    assert_eq!(session.person.id, env.ann.id);
+    assert!(!session.needs_second_factor);
+    let info = env.app.session(&session.token).await.unwrap();
+    assert_eq!(info.factor.map(|(f, _)| f), Some(Factor::Passkey));
+    // The same answer again: the ceremony is spent.
+    let replay = env.app.sign_in_with_passkey(&ceremony.id, &answer, &client()).await;
+    assert_eq!(replay.unwrap_err().code(), "authentication_failed");
+    // So is a lapsed one.
+    let late = env.app.begin_passkey_sign_in(&client()).await.unwrap();
+    let answer = sign_in_answer(&mut phone, &late.options, &credential, &handle_of(&env.ann));
+    env.clock.advance(minutes(5));
+    let refused = env.app.sign_in_with_passkey(&late.id, &answer, &client()).await;
+    assert_eq!(refused.unwrap_err().code(), "authentication_failed");
+});
+
+backends!(an_admin_passkey_sign_in_is_complete_without_another_step, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let mut key = SoftPasskey::new(true);
+    let (_, credential) = register_for(&env, &env.admin, &mut key).await;
+    let ceremony = env.app.begin_passkey_sign_in(&client()).await.unwrap();
+    let answer = sign_in_answer(&mut key, &ceremony.options, &credential, &handle_of(&env.admin));
+    let session = env.app.sign_in_with_passkey(&ceremony.id, &answer, &client()).await.unwrap();
+    assert!(!session.needs_second_factor, "a user-verified passkey is both factors");
+    let info = env.app.session(&session.token).await.unwrap();
+    assert!(info.stepped_up(custody_core::Clock::now(&env.clock), minutes(5)));
+});
+
+backends!(a_passkey_sign_in_claiming_someone_else_is_refused, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let mut phone = SoftPasskey::new(true);
+    let (_, credential) = register_for(&env, &env.ann, &mut phone).await;
+    // Ann's passkey, presented with the admin's user handle: signed correctly, claims wrongly.
+    let ceremony = env.app.begin_passkey_sign_in(&client()).await.unwrap();
+    let answer = sign_in_answer(&mut phone, &ceremony.options, &credential, &handle_of(&env.admin));
+    let refused = env.app.sign_in_with_passkey(&ceremony.id, &answer, &client()).await;
+    assert_eq!(refused.unwrap_err().code(), "authentication_failed");
+    // A passkey nobody registered.
+    let mut stranger = SoftPasskey::new(true);
+    let unregistered = {
+        let token = env.sign_in(&env.bob).await;
+        let info = env.app.session(&token).await.unwrap();
+        let begun = env.app.begin_passkey(&info).await.unwrap();
+        let options: CreationChallengeResponse = serde_json::from_str(&begun.options).unwrap();
+        stranger.do_registration(portal(), options).unwrap().id
+    };
+    let ceremony = env.app.begin_passkey_sign_in(&client()).await.unwrap();
+    let answer =
+        sign_in_answer(&mut stranger, &ceremony.options, &unregistered, &handle_of(&env.bob));
+    let refused = env.app.sign_in_with_passkey(&ceremony.id, &answer, &client()).await;
+    assert_eq!(refused.unwrap_err().code(), "authentication_failed");
+    // A disabled resident's own passkey.
+    env.app.disable_person(&env.stepped_up(&env.admin), &env.ann.id).await.unwrap();
+    let ceremony = env.app.begin_passkey_sign_in(&client()).await.unwrap();
+    let answer = sign_in_answer(&mut phone, &ceremony.options, &credential, &handle_of(&env.ann));
+    let refused = env.app.sign_in_with_passkey(&ceremony.id, &answer, &client()).await;
+    assert_eq!(refused.unwrap_err().code(), "authentication_failed");
+    // Garbage is the same failure, not a different error.
+    let ceremony = env.app.begin_passkey_sign_in(&client()).await.unwrap();
+    let refused = env.app.sign_in_with_passkey(&ceremony.id, "{\"id\":1}", &client()).await;
+    assert_eq!(refused.unwrap_err().code(), "authentication_failed");
+});
+
+backends!(passkey_sign_ins_are_throttled_by_source, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let limit = custody_core::throttle::SOURCE_LOGIN.max_failures;
+    for _ in 0..limit {
+        env.app.begin_passkey_sign_in(&client()).await.unwrap();
+    }
+    let refused = env.app.begin_passkey_sign_in(&client()).await;
+    assert_eq!(refused.unwrap_err().code(), "throttled");
+    // Another address is not held up by this one.
+    let elsewhere = Client::new("198.51.100.9", "passkey-test");
+    env.app.begin_passkey_sign_in(&elsewhere).await.unwrap();
 });

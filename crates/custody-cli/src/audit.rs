@@ -78,6 +78,7 @@ async fn export(data: &Path, url: Option<&str>, command: Command) -> anyhow::Res
             .map(str::parse)
             .transpose()
             .map_err(|e| anyhow::anyhow!("--compartment: {e}"))?,
+        site: None,
         actor: person,
         since: since.as_deref().map(|s| time(s, "since")).transpose()?,
         until: until.as_deref().map(|s| time(s, "until")).transpose()?,

@@ -104,6 +104,8 @@ named_enum!(
         RecoveryCodesIssue = "factor.recovery_codes",
         /// A passkey registered.
         PasskeyRegister = "factor.passkey",
+        /// Audit entries exported over the API, with the reason given, or an export refused.
+        AuditExport = "audit.export",
         /// A parcel was announced by a carrier.
         ParcelExpect = "parcel.expect",
         /// A compartment was reserved for a deposit.

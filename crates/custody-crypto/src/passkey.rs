@@ -7,10 +7,16 @@
 //! User verification is required (a passkey is a second factor by itself: something held and
 //! something known or been). Each ceremony's challenge is 256 random bits; the caller keeps
 //! the state server-side and uses it once (ASVS 6.7.2).
+//!
+//! Passkeys are registered as discoverable credentials where the authenticator can, so that
+//! a person can also sign in with one alone: the authenticator names the credential and its
+//! user handle, the server finds the passkey by its id and checks that the handle is its
+//! owner's.
 
 use webauthn_rs::prelude::{
-    CreationChallengeResponse, Passkey, PasskeyAuthentication, PasskeyRegistration,
-    PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Url, Uuid,
+    CreationChallengeResponse, DiscoverableAuthentication, Passkey, PasskeyAuthentication,
+    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
+    RequestChallengeResponse, Url, Uuid,
 };
 use webauthn_rs::{Webauthn, WebauthnBuilder};
 
@@ -87,6 +93,16 @@ impl RelyingParty {
             .0
             .start_passkey_registration(Uuid::from_bytes(user), name, display_name, Some(exclude))
             .map_err(refused)?;
+        // Ask for a discoverable credential, so the passkey can sign in on its own; an
+        // authenticator that cannot keep one still registers (the server checks nothing here).
+        let mut options = serde_json::to_value(&options).map_err(refused)?;
+        if let Some(selection) = options
+            .get_mut("publicKey")
+            .and_then(|k| k.get_mut("authenticatorSelection"))
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            selection.insert("residentKey".into(), "preferred".into());
+        }
         Ok(Ceremony { options: json(&options)?, state: json(&state)? })
     }
 
@@ -112,6 +128,46 @@ impl RelyingParty {
         let (options, state): (RequestChallengeResponse, PasskeyAuthentication) =
             self.0.start_passkey_authentication(&keys).map_err(refused)?;
         Ok(Ceremony { options: json(&options)?, state: json(&state)? })
+    }
+
+    /// Begins a sign-in with a passkey alone: no credential is named, the authenticator
+    /// offers the ones it holds for this relying party. The browser shows its usual prompt
+    /// (the options ask for no conditional mediation).
+    pub fn begin_sign_in(&self) -> Result<Ceremony, CryptoError> {
+        let (mut options, state): (RequestChallengeResponse, DiscoverableAuthentication) =
+            self.0.start_discoverable_authentication().map_err(refused)?;
+        options.mediation = None;
+        Ok(Ceremony { options: json(&options)?, state: json(&state)? })
+    }
+
+    /// Which passkey a sign-in answer claims to be, and for whom: the credential id
+    /// (base64url) and the 16-byte user handle. Nothing is verified yet.
+    pub fn sign_in_claim(&self, answer: &str) -> Result<(String, [u8; 16]), CryptoError> {
+        let answer: PublicKeyCredential = parse(answer)?;
+        let (user, id) = self.0.identify_discoverable_authentication(&answer).map_err(refused)?;
+        Ok((credential_id(id), *user.as_bytes()))
+    }
+
+    /// Checks a sign-in answer against the kept state and the passkey it claims to be: that
+    /// passkey, updated (its signature counter) when it changed.
+    pub fn finish_sign_in(
+        &self,
+        answer: &str,
+        state: &str,
+        claimed: &StoredPasskey,
+    ) -> Result<StoredPasskey, CryptoError> {
+        let answer: PublicKeyCredential = parse(answer)?;
+        let state: DiscoverableAuthentication = parse(state)?;
+        let mut passkey: Passkey = parse(&claimed.json)?;
+        let result = self
+            .0
+            .finish_discoverable_authentication_v2(&answer, state, &passkey)
+            .map_err(refused)?;
+        if credential_id(result.cred_id()) != claimed.id {
+            return Err(CryptoError::Verification);
+        }
+        passkey.update_credential(&result);
+        Ok(StoredPasskey { id: claimed.id.clone(), json: json(&passkey)? })
     }
 
     /// Checks the browser's answer to an authentication: the passkey used, updated (its

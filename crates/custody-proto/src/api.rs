@@ -382,6 +382,31 @@ pub struct ReasonRequest {
     pub reason: String,
 }
 
+/// Which of a site's audit entries to export, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditExportRequest {
+    /// The site whose entries to export.
+    pub site: String,
+    /// Why, in a few words; recorded in the audit log.
+    pub reason: String,
+    /// Only entries about this parcel.
+    #[serde(default)]
+    pub parcel: Option<String>,
+    /// Only entries about this compartment.
+    #[serde(default)]
+    pub compartment: Option<String>,
+    /// Only entries by (or sealed to) this person, key or device.
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Only entries at or after this time (RFC 3339).
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Only entries before this time (RFC 3339).
+    #[serde(default)]
+    pub until: Option<String>,
+}
+
 /// A compartment being opened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OpeningView {

@@ -173,6 +173,25 @@ pub async fn finish_passkey(
     Ok(rotated(&state, &proven))
 }
 
+/// Begin signing in with a passkey alone.
+pub async fn begin_passkey_sign_in(
+    State(state): State<ServerState>,
+    RequestClient(client): RequestClient,
+) -> Result<Response, ApiError> {
+    ceremony_view(state.app.begin_passkey_sign_in(&client).await?)
+}
+
+/// Sign in with the browser's answer: a full session for the passkey's owner.
+pub async fn passkey_sign_in(
+    State(state): State<ServerState>,
+    RequestClient(client): RequestClient,
+    Json(body): Json<PasskeyAnswerRequest>,
+) -> Result<Response, ApiError> {
+    let answer = body.credential.to_string();
+    let session = state.app.sign_in_with_passkey(&body.ceremony, &answer, &client).await?;
+    Ok(signed_in(&state, &session, None))
+}
+
 /// Begin proving a passkey in the current session.
 pub async fn begin_passkey_proof(
     State(state): State<ServerState>,

@@ -110,6 +110,23 @@ fn table() -> Routes<ServerState> {
             .taking("LinkRedeemRequest"),
             sign_in_links::redeem,
         )
+        .post(
+            "/api/v1/sessions/passkey/begin",
+            Public,
+            Doc::json("Begin signing in with a passkey alone", 200, "PasskeyCeremonyView"),
+            account::begin_passkey_sign_in,
+        )
+        .post(
+            "/api/v1/sessions/passkey/finish",
+            Public,
+            Doc::json(
+                "Sign in with the browser's answer; sets the session cookie",
+                200,
+                "SessionView",
+            )
+            .taking("PasskeyAnswerRequest"),
+            account::passkey_sign_in,
+        )
         .delete("/api/v1/sessions/current", AnySession, Doc::plain("Sign out"), api::logout)
         .post(
             "/api/v1/sessions/current/factor",
@@ -442,6 +459,16 @@ fn table() -> Routes<ServerState> {
                 "ConsistencyView",
             ),
             api::audit_consistency,
+        )
+        .post(
+            "/api/v1/audit/export",
+            StaffRead,
+            Doc::plain(
+                "Export a site's audit entries with proofs (JSON lines, as `custody audit \
+                 export`); needs a step-up and a reason",
+            )
+            .taking("AuditExportRequest"),
+            api::audit_export,
         )
         .get("/", Public, Doc::plain("Redirect to the portal"), portal::root)
         .get("/static/custody.css", Public, Doc::plain("Style sheet"), portal::stylesheet)

@@ -8,15 +8,15 @@ use std::sync::OnceLock;
 
 use axum::http::Method;
 use custody_proto::api::{
-    ApiKeyIssued, ApiKeyView, ApprovalView, BankView, BulkOpenRequest, CarrierView,
-    CompartmentSpec, CompartmentView, ConsistencyView, CreateApiKeyRequest, CreateBankRequest,
-    CreateCarrierRequest, CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest,
-    CustodyEvent, CustodyView, DepositRequest, DepositView, EndedView, EnrolmentTokenView,
-    ErrorBody, ErrorDetail, EventView, ExpectParcelRequest, FactorRequest, FactorsView,
-    LinkRedeemRequest, LinkRequest, LoginRequest, OpeningView, ParcelHistory, ParcelView,
-    PasskeyAnswerRequest, PasskeyCeremonyView, PersonView, ReasonRequest, RecoveryCodesView,
-    RoleChangeRequest, RotateApiKeyRequest, SessionListItem, SessionView, SiteView, StatementView,
-    TotpConfirmRequest, TotpEnrolmentView,
+    ApiKeyIssued, ApiKeyView, ApprovalView, AuditExportRequest, BankView, BulkOpenRequest,
+    CarrierView, CompartmentSpec, CompartmentView, ConsistencyView, CreateApiKeyRequest,
+    CreateBankRequest, CreateCarrierRequest, CreateCompartmentsRequest, CreatePersonRequest,
+    CreateSiteRequest, CustodyEvent, CustodyView, DepositRequest, DepositView, EndedView,
+    EnrolmentTokenView, ErrorBody, ErrorDetail, EventView, ExpectParcelRequest, FactorRequest,
+    FactorsView, LinkRedeemRequest, LinkRequest, LoginRequest, OpeningView, ParcelHistory,
+    ParcelView, PasskeyAnswerRequest, PasskeyCeremonyView, PersonView, ReasonRequest,
+    RecoveryCodesView, RoleChangeRequest, RotateApiKeyRequest, SessionListItem, SessionView,
+    SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -65,6 +65,7 @@ use crate::routes::{Access, RouteInfo};
         DepositRequest,
         DepositView,
         ReasonRequest,
+        AuditExportRequest,
         OpeningView,
         CreateSiteRequest,
         CreateBankRequest,

@@ -1,17 +1,14 @@
 // Passkeys in the portal: the one script Custody serves. It turns the server's WebAuthn
-// options into a browser ceremony and sends the answer back; everything it does needs the
-// session's CSRF token, which the button carries. No inline script, no other origin.
+// options into a browser ceremony and sends the answer back. In a session everything it does
+// needs the session's CSRF token, which the button carries; signing in has no session yet.
+// No inline script, no other origin.
 "use strict";
 
 async function ceremony(button, begin, finish, run) {
-  const csrf = button.dataset.csrf;
+  const headers = { "content-type": "application/json" };
+  if (button.dataset.csrf) { headers["x-csrf-token"] = button.dataset.csrf; }
   const post = (path, body) =>
-    fetch(path, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "content-type": "application/json", "x-csrf-token": csrf },
-      body: JSON.stringify(body),
-    });
+    fetch(path, { method: "POST", credentials: "same-origin", headers, body: JSON.stringify(body) });
   const status = document.getElementById("passkey-status");
   const say = (text) => { if (status) { status.textContent = text; } };
   button.disabled = true;
@@ -24,6 +21,7 @@ async function ceremony(button, begin, finish, run) {
         return;
       }
     }
+    if (begun.status === 429) { say("Too many attempts. Wait a few minutes and try again."); return; }
     if (!begun.ok) { say("The passkey could not be started. Try again."); return; }
     const { ceremony: id, options } = await begun.json();
     const credential = await run(options.publicKey);
@@ -68,6 +66,15 @@ const use = document.getElementById("use-passkey");
 if (use) {
   use.addEventListener("click", () =>
     ceremony(use, "/api/v1/sessions/current/passkey/begin", "/api/v1/sessions/current/passkey/finish", (options) =>
+      navigator.credentials.get({
+        publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(options),
+      })));
+}
+
+const signIn = document.getElementById("sign-in-passkey");
+if (signIn) {
+  signIn.addEventListener("click", () =>
+    ceremony(signIn, "/api/v1/sessions/passkey/begin", "/api/v1/sessions/passkey/finish", (options) =>
       navigator.credentials.get({
         publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(options),
       })));

@@ -1,8 +1,8 @@
 //! The admin portal in headless Chromium (Debian `chromium` and `chromium-driver`), driven over
 //! WebDriver: sign in with an authenticator app's code, the site overview, a parcel's chain of
 //! custody, sign out; setting up an authenticator app, recovery codes, replayed codes; a
-//! resident's e-mailed sign-in link; a passkey added and used, through the WebDriver virtual
-//! authenticator.
+//! resident's e-mailed sign-in link; a passkey added and used as a second factor, and a
+//! resident's passkey signing her in alone, through the WebDriver virtual authenticator.
 //!
 //! Without Chromium and ChromeDriver the test prints a notice and passes, unless
 //! `CUSTODY_REQUIRE_BROWSER=1` (as in CI), which makes their absence a failure.
@@ -396,6 +396,30 @@ impl fantoccini::wd::WebDriverCompatibleCommand for AddVirtualAuthenticator {
     }
 }
 
+/// Adds a passkey of the virtual authenticator on the account page of whoever is signed in.
+async fn add_passkey_on_the_account_page(browser: &fantoccini::Client, server: &TestServer) {
+    browser.goto(&server.url("/portal/account")).await.unwrap();
+    browser.wait().for_element(Locator::Id("add-passkey")).await.unwrap().click().await.unwrap();
+    let status = || async {
+        match browser.find(Locator::Id("passkey-status")).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    };
+    eventually("the passkey ceremony to end", || async {
+        !status().await.is_empty() || browser.source().await.unwrap().contains("Passkeys: 1.")
+    })
+    .await;
+    // A first factor comes with recovery codes, shown once before going on.
+    if let Ok(done) = browser.find(Locator::Id("done")).await {
+        assert_eq!(browser.find_all(Locator::Css("#recovery-codes li")).await.unwrap().len(), 10);
+        done.click().await.unwrap();
+        arrive_at(browser, "/portal/account").await;
+    }
+    let page = browser.source().await.unwrap();
+    assert!(page.contains("Passkeys: 1."), "not registered: {:?}", status().await);
+}
+
 #[tokio::test]
 async fn an_admin_adds_a_passkey_and_signs_in_with_it() {
     let server = TestServer::start_at_own_origin(custody_testkit::sqlite_store().await).await;
@@ -410,20 +434,7 @@ async fn an_admin_adds_a_passkey_and_signs_in_with_it() {
     browser.wait().for_element(Locator::Id("totp")).await.unwrap().send_keys(&code).await.unwrap();
     browser.find(Locator::Id("prove-totp")).await.unwrap().click().await.unwrap();
     arrive_at(browser, "/portal").await;
-    browser.goto(&server.url("/portal/account")).await.unwrap();
-    browser.wait().for_element(Locator::Id("add-passkey")).await.unwrap().click().await.unwrap();
-    let status = || async {
-        match browser.find(Locator::Id("passkey-status")).await {
-            Ok(e) => e.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
-    };
-    eventually("the passkey ceremony to end", || async {
-        !status().await.is_empty() || browser.source().await.unwrap().contains("Passkeys: 1.")
-    })
-    .await;
-    let page = browser.source().await.unwrap();
-    assert!(page.contains("Passkeys: 1."), "not registered: {:?}", status().await);
+    add_passkey_on_the_account_page(browser, &server).await;
 
     // Next time: the password, then the passkey.
     browser.find(Locator::Id("sign-out")).await.unwrap().click().await.unwrap();
@@ -433,5 +444,38 @@ async fn an_admin_adds_a_passkey_and_signs_in_with_it() {
     arrive_at(browser, "/portal").await;
     let who = browser.find(Locator::Id("who")).await.unwrap().text().await.unwrap();
     assert!(who.contains("Ada Admin"), "{who}");
+    browser.clone().close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_resident_signs_in_with_her_passkey_alone() {
+    let server = TestServer::start_at_own_origin(custody_testkit::sqlite_store().await).await;
+    let Some(session) = browser(&server, "passkey sign-in").await else { return };
+    let browser = &session.client;
+    browser.issue_cmd(AddVirtualAuthenticator).await.expect("a virtual authenticator");
+    let env = &server.env;
+
+    // Ann signs in with her password once and adds a passkey (her phone's Face ID).
+    sign_in_with_password(browser, &server, env.ann.email.as_str()).await;
+    arrive_at(browser, "/portal").await;
+    add_passkey_on_the_account_page(browser, &server).await;
+    browser.find(Locator::Id("sign-out")).await.unwrap().click().await.unwrap();
+
+    // From then on: no e-mail, no password.
+    browser
+        .wait()
+        .for_element(Locator::Id("sign-in-passkey"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    arrive_at(browser, "/portal").await;
+    let who = browser.find(Locator::Id("who")).await.unwrap().text().await.unwrap();
+    assert!(who.contains("Ann Resident"), "{who}");
+    browser.goto(&server.url("/portal/account")).await.unwrap();
+    let sessions = browser.wait().for_element(Locator::Id("sessions")).await.unwrap();
+    let listed = sessions.text().await.unwrap();
+    assert!(listed.contains("passkey"), "the session shows how it was proven: {listed}");
     browser.clone().close().await.unwrap();
 }

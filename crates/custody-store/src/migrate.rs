@@ -61,6 +61,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0008_passkeys.sql"),
         postgres: include_str!("../migrations/postgres/0008_passkeys.sql"),
     },
+    Migration {
+        version: 9,
+        name: "passkey_sign_in",
+        sqlite: include_str!("../migrations/sqlite/0009_passkey_sign_in.sql"),
+        postgres: include_str!("../migrations/postgres/0009_passkey_sign_in.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

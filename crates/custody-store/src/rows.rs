@@ -414,6 +414,8 @@ pub struct AuditFilter {
     pub parcel: Option<ParcelId>,
     /// About this compartment.
     pub compartment: Option<CompartmentId>,
+    /// At this site.
+    pub site: Option<SiteId>,
     /// By this actor (a person's, key's or device's id).
     pub actor: Option<String>,
     /// At or after.

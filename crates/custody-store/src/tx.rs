@@ -1271,22 +1271,44 @@ impl Tx {
         Ok(n == 1)
     }
 
-    /// Keeps the state of a WebAuthn ceremony begun by `person`.
+    /// The passkey with this credential id, and whose it is (people who are disabled
+    /// included: the caller decides).
+    pub async fn passkey(&mut self, credential_id: &str) -> R<Option<(PersonId, String)>> {
+        let row = self
+            .one(
+                sqlx::query("SELECT person_id, passkey FROM passkeys WHERE credential_id = $1")
+                    .bind(credential_id.to_owned()),
+            )
+            .await?;
+        row.map(|r| {
+            Ok((parse(&r, "person_id", |s| PersonId::parse(s).ok())?, text(&r, "passkey")?))
+        })
+        .transpose()
+    }
+
+    /// Keeps the state of a WebAuthn ceremony begun by `person` (none when it is a sign-in,
+    /// begun before anyone is known), and forgets ceremonies that lapsed unanswered.
     pub async fn insert_ceremony(
         &mut self,
         id: &str,
-        person: &PersonId,
+        person: Option<&PersonId>,
         kind: &str,
         state: &str,
+        now: Timestamp,
         expires_at: Timestamp,
     ) -> R<()> {
+        self.exec(
+            sqlx::query("DELETE FROM webauthn_ceremonies WHERE expires_at <= $1")
+                .bind(now.as_millis()),
+        )
+        .await?;
         self.exec(
             sqlx::query(
                 "INSERT INTO webauthn_ceremonies (id, person_id, kind, state, expires_at) \
                  VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(id.to_owned())
-            .bind(person.as_str().to_owned())
+            .bind(person.map(|p| p.as_str().to_owned()))
             .bind(kind.to_owned())
             .bind(state.to_owned())
             .bind(expires_at.as_millis()),
@@ -1295,23 +1317,24 @@ impl Tx {
         .map(|_| ())
     }
 
-    /// Takes (deletes) ceremony `id` of `person` and `kind`: its state, if it was there and
-    /// had not lapsed at `now`. A ceremony is answered once.
+    /// Takes (deletes) ceremony `id` of `person` (none for a sign-in) and `kind`: its state,
+    /// if it was there and had not lapsed at `now`. A ceremony is answered once.
     pub async fn take_ceremony(
         &mut self,
         id: &str,
-        person: &PersonId,
+        person: Option<&PersonId>,
         kind: &str,
         now: Timestamp,
     ) -> R<Option<String>> {
         let row = self
             .fetch_write(
                 sqlx::query(
-                    "DELETE FROM webauthn_ceremonies WHERE id = $1 AND person_id = $2 \
-                     AND kind = $3 RETURNING state, expires_at",
+                    "DELETE FROM webauthn_ceremonies WHERE id = $1 AND kind = $3 \
+                     AND (person_id = $2 OR (person_id IS NULL AND $2 IS NULL)) \
+                     RETURNING state, expires_at",
                 )
                 .bind(id.to_owned())
-                .bind(person.as_str().to_owned())
+                .bind(person.map(|p| p.as_str().to_owned()))
                 .bind(kind.to_owned()),
             )
             .await?;
@@ -2220,7 +2243,7 @@ impl Tx {
                     ", evidence, leaf_hash FROM audit_entries WHERE seq >= $1 AND seq < $2 \
                      AND ($3 IS NULL OR parcel_id = $3) AND ($4 IS NULL OR compartment_id = $4) \
                      AND ($5 IS NULL OR actor_id = $5 OR sealed_subject = $5) AND ($6 IS NULL OR at >= $6) AND ($7 IS NULL OR at < $7) \
-                     ORDER BY seq LIMIT $8"
+                     AND ($9 IS NULL OR site_id = $9) ORDER BY seq LIMIT $8"
                 ))
                 .bind(i64::try_from(from).map_err(|_| StoreError::Corrupt("seq"))?)
                 .bind(i64::try_from(before).map_err(|_| StoreError::Corrupt("seq"))?)
@@ -2229,7 +2252,8 @@ impl Tx {
                 .bind(filter.actor.clone())
                 .bind(filter.since.map(Timestamp::as_millis))
                 .bind(filter.until.map(Timestamp::as_millis))
-                .bind(i64::from(limit)),
+                .bind(i64::from(limit))
+                .bind(filter.site.as_ref().map(|v| v.as_str().to_owned())),
             )
             .await?;
         rows.iter()
