@@ -347,3 +347,85 @@ backends!(the_self_check_rejects_a_checkpoint_it_did_not_sign, |t: TestStore| as
     let finding = env.app.self_check(Some(shipped.path())).await.unwrap().expect("caught");
     assert!(finding.contains("shipped checkpoint"), "{finding}");
 });
+
+/// Exports `site`'s entries as `caller`, for `reason`: the lines, or the error's code.
+async fn export_site(
+    env: &Env,
+    caller: &custody_app::Caller,
+    site: &custody_core::SiteId,
+    reason: &str,
+) -> Result<Vec<String>, &'static str> {
+    let filter = custody_store::AuditFilter {
+        site: Some(site.clone()),
+        ..custody_store::AuditFilter::default()
+    };
+    let mut lines = Vec::new();
+    env.app
+        .export_site_audit(caller, &filter, reason, |line| {
+            lines.push(serde_json::to_string(line).unwrap());
+            Ok(())
+        })
+        .await
+        .map(|_| lines)
+        .map_err(|e| e.code())
+}
+
+/// The last audit entry: its action, outcome and reason code.
+async fn last_entry(env: &Env) -> (String, String) {
+    let size = env.app.current_checkpoint().await.unwrap().0.size;
+    let filter = custody_store::AuditFilter::default();
+    let rows = env
+        .app
+        .store()
+        .read(move |tx| async move { tx.audit_select(&filter, size - 1, size, 1).await }.boxed())
+        .await
+        .unwrap();
+    let row = &rows[0].row;
+    (row.event.action.as_str().to_owned(), row.event.outcome.as_str().to_owned())
+}
+
+backends!(
+    a_site_export_needs_a_step_up_a_reason_and_the_site_in_scope,
+    |t: TestStore| async move {
+        let env = Env::new(t).await;
+        // An auditor without a fresh second factor: refused, and the refusal is in the log.
+        let auditor = Env::as_person(&env.auditor);
+        assert_eq!(
+            export_site(&env, &auditor, &env.site, "quarterly review").await,
+            Err("step_up_required")
+        );
+        assert_eq!(last_entry(&env).await, ("audit.export".into(), "denied".into()));
+        // Stepped up, but no reason.
+        let auditor = env.stepped_up(&env.auditor);
+        assert_eq!(export_site(&env, &auditor, &env.site, "  ").await, Err("invalid_request"));
+        // Residents and couriers export nothing, even of their own site.
+        for person in [&env.ann, &env.courier] {
+            assert_eq!(
+                export_site(&env, &env.stepped_up(person), &env.site, "curious").await,
+                Err("forbidden")
+            );
+        }
+        // A site admin, of another site: as for anything out of scope, it is not there.
+        let root = env.stepped_up(&env.super_admin);
+        let elsewhere =
+            env.app.create_site(&root, &env.org, "North Lobby", "UTC", None).await.unwrap();
+        assert_eq!(
+            export_site(&env, &env.stepped_up(&env.admin), &elsewhere.id, "curious").await,
+            Err("not_found")
+        );
+
+        // The auditor, stepped up, with a reason: the site's entries, verifiable offline.
+        let lines = export_site(&env, &auditor, &env.site, "quarterly review").await.unwrap();
+        let verifier =
+            custody_audit::checkpoint::NoteVerifier::parse(&env.app.checkpoint_verifier_key())
+                .unwrap();
+        let verified = custody_audit::export::verify_export(&lines.join("\n"), &verifier).unwrap();
+        assert!(verified.entries > 0);
+        for line in &lines[1..] {
+            let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(entry["site"], env.site.as_str(), "only the site asked for: {line}");
+        }
+        // The export is on the record, with its reason sealed to the auditor.
+        assert_eq!(last_entry(&env).await, ("audit.export".into(), "success".into()));
+    }
+);

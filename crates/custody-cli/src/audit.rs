@@ -42,6 +42,9 @@ pub(crate) enum Command {
         /// Only entries about this compartment.
         #[arg(long)]
         compartment: Option<String>,
+        /// Only entries at this site.
+        #[arg(long)]
+        site: Option<String>,
         /// Only entries by this actor (a person's, API key's or device's id, or `operator`).
         #[arg(long)]
         person: Option<String>,
@@ -63,7 +66,8 @@ fn time(s: &str, flag: &str) -> anyhow::Result<custody_core::Timestamp> {
 }
 
 async fn export(data: &Path, url: Option<&str>, command: Command) -> anyhow::Result<ExitCode> {
-    let Command::Export { out, format, parcel, compartment, person, since, until } = command else {
+    let Command::Export { out, format, parcel, compartment, site, person, since, until } = command
+    else {
         return Ok(ExitCode::FAILURE);
     };
     anyhow::ensure!(format == "jsonl" || format == "csv", "--format must be jsonl or csv");
@@ -78,7 +82,11 @@ async fn export(data: &Path, url: Option<&str>, command: Command) -> anyhow::Res
             .map(str::parse)
             .transpose()
             .map_err(|e| anyhow::anyhow!("--compartment: {e}"))?,
-        site: None,
+        site: site
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--site: {e}"))?,
         actor: person,
         since: since.as_deref().map(|s| time(s, "since")).transpose()?,
         until: until.as_deref().map(|s| time(s, "until")).transpose()?,

@@ -25,6 +25,8 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/sessions", Access::Public),
     ("POST", "/api/v1/sessions/link", Access::Public),
     ("POST", "/api/v1/sessions/link/redeem", Access::Public),
+    ("POST", "/api/v1/sessions/passkey/begin", Access::Public),
+    ("POST", "/api/v1/sessions/passkey/finish", Access::Public),
     ("DELETE", "/api/v1/sessions/current", Access::AnySession),
     ("POST", "/api/v1/sessions/current/factor", Access::AnySession),
     ("POST", "/api/v1/sessions/current/passkey/begin", Access::AnySession),
@@ -72,6 +74,7 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/audit/key", Access::Public),
     ("GET", "/api/v1/audit/checkpoint", Access::StaffRead),
     ("GET", "/api/v1/audit/consistency", Access::StaffRead),
+    ("POST", "/api/v1/audit/export", Access::StaffRead),
     ("POST", "/api/v1/devices/enrol", Access::Public),
     ("GET", "/", Access::Public),
     ("GET", "/static/custody.css", Access::Public),
@@ -317,6 +320,11 @@ fn sensitive(server: &TestServer, n: usize) -> Vec<(&'static str, String, Value)
             "issuing a carrier key",
             format!("/api/v1/carriers/{}/api-keys", env.carrier),
             json!({"label": format!("Depot {n}"), "sites": [env.site.to_string()]}),
+        ),
+        (
+            "exporting audit entries",
+            "/api/v1/audit/export".into(),
+            json!({"site": env.site.to_string(), "reason": format!("review {n}")}),
         ),
     ]
 }
