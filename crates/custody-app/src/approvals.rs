@@ -1,7 +1,6 @@
 //! Second approvers: the most dangerous requests run only when a different person, with the
 //! right role and scope and themselves stepped up, approves exactly what was asked
-//! (ASVS 2.3.5). Granting super-admin is the first such request; bulk opens and lifting a
-//! lockdown will follow the same path.
+//! (ASVS 2.3.5): granting super-admin, bulk opens beyond the limit, lifting a lockdown.
 
 use custody_core::approval::{APPROVAL_TTL, ApprovalKind, ApprovalOutcome};
 use custody_core::audit::{AuditAction, AuditEvent, Outcome, Target};
@@ -11,6 +10,7 @@ use custody_core::{ApprovalId, PersonId};
 use custody_store::{ApprovalRow, PersonRow};
 use futures_util::FutureExt as _;
 
+use crate::lockdown::LiftAsk;
 use crate::{App, AppError, Caller};
 
 /// What a request to change a role came to.
@@ -247,6 +247,22 @@ impl App {
                     request: request.id.clone(),
                 })
             }
+            ApprovalKind::LiftLockdown => {
+                let (ask, _) = LiftAsk::from_params(&request.params).ok_or(AppError::Store(
+                    custody_store::StoreError::Corrupt("approvals.params"),
+                ))?;
+                let lifted = AuditEvent {
+                    action: AuditAction::LockdownLift,
+                    target: Target {
+                        site: Some(ask.site.clone()),
+                        bank: Some(ask.bank.clone()),
+                        ..Target::default()
+                    },
+                    reason: Some(format!("{}:requested_by:{}", request.id, request.requested_by)),
+                    ..answered.clone()
+                };
+                Ok(Run::Lift { ask, lifted: Box::new(lifted) })
+            }
         }
     }
 
@@ -273,6 +289,10 @@ impl App {
                 let why = format!("{request}:requested_by:{requester}");
                 self.run_bulk_open(tx, &plan, Some(&requester), approver, &why, now).await
             }
+            Run::Lift { ask, lifted } => {
+                crate::lockdown::lift(tx, &ask, *lifted).await?;
+                Ok(Vec::new())
+            }
         }
     }
 }
@@ -290,15 +310,20 @@ pub struct Decided {
 enum Run {
     Grant { person: Box<PersonRow>, still_asked: bool, granted: Box<AuditEvent> },
     BulkOpen { plan: crate::bulk::BulkPlan, requester: PersonId, request: ApprovalId },
+    Lift { ask: LiftAsk, lifted: Box<AuditEvent> },
 }
 
 /// Whether `caller` may answer `request`, as who: a super-admin of its organisation for a
-/// super-admin grant, staff of its site for a bulk open.
+/// super-admin grant, staff of its site for a bulk open or a lockdown lift.
 fn may_answer(caller: &Caller, request: &ApprovalRow) -> Result<PersonId, Denied> {
     match request.kind {
         ApprovalKind::GrantSuperAdmin => holder(caller, Role::SuperAdmin, &request.org).cloned(),
-        ApprovalKind::BulkOpen => {
-            let site = crate::bulk::BulkPlan::site_of(&request.params).ok_or(Denied::Scope)?;
+        ApprovalKind::BulkOpen | ApprovalKind::LiftLockdown => {
+            let site = match request.kind {
+                ApprovalKind::BulkOpen => crate::bulk::BulkPlan::site_of(&request.params),
+                _ => LiftAsk::from_params(&request.params).map(|(ask, _)| ask.site),
+            }
+            .ok_or(Denied::Scope)?;
             match caller {
                 Caller::Principal(p @ Principal::Person { id, .. }) => {
                     custody_core::policy::may_manage_site(p, &request.org, &site)?;

@@ -143,6 +143,7 @@ impl App {
         {
             return Err(self.refuse(caller, AuditAction::BulkOpen, target, d).await);
         }
+        self.refuse_if_locked_down(&caller.actor(), AuditAction::BulkOpen, &target).await?;
         let now = self.now();
         let (actor, person, app) = (caller.actor(), caller.person().cloned(), self.clone());
         if let (Some(requester), true) = (&person, numbers.len() > BULK_OPEN_ALONE) {

@@ -18,6 +18,7 @@ pub mod bulk;
 pub mod devices;
 pub mod factors;
 pub mod links;
+pub mod lockdown;
 pub mod outbox;
 pub mod parcels;
 pub mod passkeys;
@@ -198,6 +199,9 @@ pub struct AppConfig {
     pub notification_channel: String,
     /// Concurrent password hashes at most (each takes about 19 MiB and tens of milliseconds).
     pub password_hash_concurrency: usize,
+    /// Whether lifting a lockdown needs a second person's approval (on unless a site turns
+    /// it off: a lockdown follows an attack, and one stolen account must not end it).
+    pub lockdown_lift_needs_approval: bool,
 }
 
 impl Default for AppConfig {
@@ -215,6 +219,7 @@ impl Default for AppConfig {
             device_cert_lifetime: days(30),
             notification_channel: "email".into(),
             password_hash_concurrency: 4,
+            lockdown_lift_needs_approval: true,
         }
     }
 }
@@ -431,6 +436,11 @@ impl App {
         what: OpenFor<'_>,
     ) -> Result<SignedOpenCommand, AppError> {
         let OpenFor { site, compartment, parcel, purpose } = what;
+        // Invariant 9: while the bank is locked down nothing opens, whoever asks. Use cases
+        // check (and audit) first; this is the guarantee, inside the unit that would open.
+        if tx.lockdown(&compartment.bank).await?.is_some() {
+            return Err(lockdown::locked_down());
+        }
         let device = tx
             .devices_of_bank(&compartment.bank)
             .await?

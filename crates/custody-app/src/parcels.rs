@@ -349,6 +349,8 @@ impl App {
                 .refuse(caller, AuditAction::DepositReserve, parcel_target(&p), d)
                 .await);
         }
+        let into = Target { bank: Some(bank.clone()), ..parcel_target(&p) };
+        self.refuse_if_locked_down(&caller.actor(), AuditAction::DepositReserve, &into).await?;
         let (now, actor, app, bank) = (self.now(), caller.actor(), self.clone(), bank.clone());
         let until = now.plus(self.config().reservation_ttl);
         self.store()
@@ -663,6 +665,11 @@ impl App {
                         tx.append_audit(&attempt(Outcome::Denied, &reason, target.clone()))?;
                         return Ok(PickupOutcome::Refused);
                     }
+                    // Locked down: the kiosk shows the same refusal as for any other failure.
+                    if tx.lockdown(&bank).await?.is_some() {
+                        tx.append_audit(&attempt(Outcome::Denied, "locked_down", target.clone()))?;
+                        return Ok(PickupOutcome::Refused);
+                    }
                     let Some(hash) = hash else {
                         tx.append_audit(&attempt(
                             Outcome::Failure,
@@ -822,6 +829,7 @@ impl App {
         purpose: &'static str,
         statement: Option<String>,
     ) -> Result<(ParcelRow, Opening), AppError> {
+        self.refuse_if_locked_down(&caller.actor(), action, &parcel_target(&p)).await?;
         let (now, actor, app) = (self.now(), caller.actor(), self.clone());
         self.store()
             .write(move |tx| {
@@ -890,6 +898,7 @@ impl App {
         {
             return Err(self.refuse(caller, AuditAction::RemoteOpen, target, d).await);
         }
+        self.refuse_if_locked_down(&caller.actor(), AuditAction::RemoteOpen, &target).await?;
         self.require_online(&c.bank)?;
         let (now, actor, app) = (self.now(), caller.actor(), self.clone());
         let actor_person = caller.person().cloned();

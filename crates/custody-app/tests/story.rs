@@ -45,35 +45,6 @@ fn verify(env: &Env, command: &SignedOpenCommand) {
         .expect("command signed by the command key");
 }
 
-/// Deposits a parcel for `email` (carrier announces, reserves, door opens and closes, confirm,
-/// notify) and returns it with the code from the recipient's message.
-async fn delivered(env: &Env, email: &str) -> (ParcelId, String) {
-    let carrier = env.carrier().await;
-    let parcel = env.app.expect_parcel(&carrier, spec(env, email, SizeClass::Small)).await.unwrap();
-    let deposit = env.app.start_deposit(&carrier, &parcel.id, &env.bank).await.unwrap();
-    let n = deposit.compartment.number.get();
-    env.app.door_report(&env.device, n, DoorReading::Open).await.unwrap();
-    env.app.door_report(&env.device, n, DoorReading::Closed).await.unwrap();
-    env.app.confirm_deposit(&carrier, &parcel.id).await.unwrap();
-    env.app.notify(&parcel.id).await.unwrap();
-    let code = code_sent_for(env, &parcel.id).await;
-    (parcel.id, code)
-}
-
-/// The pickup code in the message queued for a parcel (as the recipient would read it).
-async fn code_sent_for(env: &Env, parcel: &ParcelId) -> String {
-    let id = parcel.clone();
-    let rows = env
-        .app
-        .store()
-        .read(move |tx| async move { tx.messages_for_parcel(&id).await }.boxed())
-        .await
-        .unwrap();
-    let message = env.app.open_message(rows.last().unwrap()).unwrap();
-    let line = message.body.lines().find(|l| l.starts_with("Your pickup code: ")).unwrap();
-    line.trim_start_matches("Your pickup code: ").to_owned()
-}
-
 async fn history(env: &Env, parcel: &ParcelId) -> Vec<AuditRow> {
     env.app
         .parcel_history(&Caller::Operator, parcel)
@@ -119,7 +90,7 @@ backends!(deposit_notify_and_pickup, |t: TestStore| async move {
 
     let notified = env.app.notify(&parcel.id).await.unwrap();
     assert_eq!(notified.state, ParcelState::Notified);
-    let code = code_sent_for(&env, &parcel.id).await;
+    let code = env.code_sent_for(&parcel.id).await;
     assert_eq!(code.len(), 9, "8 digits, grouped: {code}");
 
     for wrong in ["0000 0000", "12", "not a code"] {
@@ -177,7 +148,7 @@ backends!(deposit_notify_and_pickup, |t: TestStore| async move {
 
 backends!(failed_attempts_are_audited_with_their_reason, |t: TestStore| async move {
     let env = Env::new(t).await;
-    let (_parcel, code) = delivered(&env, "ann@harbour.example").await;
+    let (_parcel, code) = env.delivered("ann@harbour.example").await;
     env.app.redeem_code(&env.device, "1234 5678").await.unwrap();
     env.app.redeem_code(&env.device, "abc").await.unwrap();
     env.app.redeem_code(&env.device, &code).await.unwrap();
@@ -206,7 +177,7 @@ backends!(failed_attempts_are_audited_with_their_reason, |t: TestStore| async mo
 
 backends!(a_code_only_works_at_its_own_bank, |t: TestStore| async move {
     let env = Env::new(t).await;
-    let (_parcel, code) = delivered(&env, "ann@harbour.example").await;
+    let (_parcel, code) = env.delivered("ann@harbour.example").await;
     let other_bank = env.app.create_bank(&Caller::Operator, &env.site, "Back door").await.unwrap();
     env.app
         .add_compartments(
@@ -234,7 +205,7 @@ backends!(a_code_only_works_at_its_own_bank, |t: TestStore| async move {
 
 backends!(kiosk_throttle_holds_even_for_the_right_code, |t: TestStore| async move {
     let env = Env::new(t).await;
-    let (parcel, code) = delivered(&env, "ann@harbour.example").await;
+    let (parcel, code) = env.delivered("ann@harbour.example").await;
     for _ in 0..5 {
         env.app.redeem_code(&env.device, "0000 0000").await.unwrap();
     }
@@ -270,7 +241,7 @@ backends!(kiosk_throttle_holds_even_for_the_right_code, |t: TestStore| async mov
 
 backends!(bank_throttle_spans_kiosks, |t: TestStore| async move {
     let env = Env::new(t).await;
-    let (_parcel, code) = delivered(&env, "ann@harbour.example").await;
+    let (_parcel, code) = env.delivered("ann@harbour.example").await;
     // Twenty failures an hour across the bank, five per kiosk per five minutes: an attacker who
     // waits out the kiosk window still meets the bank budget.
     for round in 0..4 {
@@ -301,7 +272,7 @@ backends!(bank_throttle_spans_kiosks, |t: TestStore| async move {
 
 backends!(fifty_concurrent_pickups_open_once, |t: TestStore| async move {
     let env = Env::new(t).await;
-    let (_parcel, code) = delivered(&env, "ann@harbour.example").await;
+    let (_parcel, code) = env.delivered("ann@harbour.example").await;
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let (app, device, code) = (env.app.clone(), env.device.clone(), code.clone());
@@ -319,7 +290,7 @@ backends!(fifty_concurrent_pickups_open_once, |t: TestStore| async move {
 
 backends!(expiry_then_return_to_carrier, |t: TestStore| async move {
     let env = Env::new(t).await;
-    let (parcel, code) = delivered(&env, "ann@harbour.example").await;
+    let (parcel, code) = env.delivered("ann@harbour.example").await;
     env.clock.advance(minutes(7 * 24 * 60 - 1));
     assert_eq!(env.app.expire_due().await.unwrap(), 0, "not yet");
     env.clock.advance(minutes(1));
@@ -354,7 +325,7 @@ backends!(expiry_then_return_to_carrier, |t: TestStore| async move {
 
 backends!(staff_retrieval_needs_scope_and_reason, |t: TestStore| async move {
     let env = Env::new(t).await;
-    let (parcel, code) = delivered(&env, "ann@harbour.example").await;
+    let (parcel, code) = env.delivered("ann@harbour.example").await;
     let other_site = env
         .app
         .create_site(&Caller::Operator, &env.org, "Elm Court", "Europe/Berlin", None)
@@ -415,7 +386,7 @@ backends!(staff_retrieval_needs_scope_and_reason, |t: TestStore| async move {
 
 backends!(statements_are_sealed_per_subject_and_erasure_keeps_the_log, |t: TestStore| async move {
     let env = Env::new(t).await;
-    let (parcel, _) = delivered(&env, "ann@harbour.example").await;
+    let (parcel, _) = env.delivered("ann@harbour.example").await;
     let admin = Env::as_person(&env.admin);
     let words = "Ann Example called: lost her phone, held at front desk";
     env.app.retrieve(&admin, &parcel, words).await.unwrap();
@@ -461,7 +432,7 @@ backends!(statements_are_sealed_per_subject_and_erasure_keeps_the_log, |t: TestS
         other @ Verdict::Tampered(_) => panic!("erasure broke the log: {other:?}"),
     }
     // Nothing new about Ann is sealed: the words of a later action are not kept.
-    let (parcel2, _) = delivered(&env, "ann@harbour.example").await;
+    let (parcel2, _) = env.delivered("ann@harbour.example").await;
     env.app.retrieve(&admin, &parcel2, "Ann again").await.unwrap();
     let (_, h) = env.app.parcel_history(&admin, &parcel2).await.unwrap();
     let (row, said) = h.iter().find(|(r, _)| r.event.action == AuditAction::Retrieve).unwrap();
@@ -531,8 +502,8 @@ backends!(remote_open_is_audited_with_its_reason, |t: TestStore| async move {
 
 backends!(everyone_sees_only_their_own_parcels, |t: TestStore| async move {
     let env = Env::new(t).await;
-    let (ann_parcel, _) = delivered(&env, "ann@harbour.example").await;
-    let (bob_parcel, _) = delivered(&env, "bob@harbour.example").await;
+    let (ann_parcel, _) = env.delivered("ann@harbour.example").await;
+    let (bob_parcel, _) = env.delivered("bob@harbour.example").await;
     let ann = Env::as_person(&env.ann);
     let mine = env.app.visible_parcels(&ann, None, 50).await.unwrap();
     assert_eq!(mine.iter().map(|p| p.id.clone()).collect::<Vec<_>>(), vec![ann_parcel.clone()]);

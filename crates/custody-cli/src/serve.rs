@@ -34,6 +34,7 @@ pub(crate) async fn app_for(
         public_url: config.server.public_url.clone(),
         gateway_address: config.server.gateway_address.clone(),
         notification_channel: config.notifications.channel.clone(),
+        lockdown_lift_needs_approval: config.security.lockdown_lift_approval,
         ..AppConfig::default()
     };
     Ok((App::new(store, clock, keys, app_config)?, config, dir))

@@ -13,6 +13,8 @@ named_enum!(
         GrantSuperAdmin = "grant_super_admin",
         /// Open more compartments of a bank at once than one person may alone.
         BulkOpen = "bulk_open",
+        /// Lift a bank's lockdown.
+        LiftLockdown = "lift_lockdown",
     }
 );
 

@@ -104,6 +104,11 @@ named_enum!(
         RecoveryCodesIssue = "factor.recovery_codes",
         /// A passkey registered.
         PasskeyRegister = "factor.passkey",
+        /// A bank locked down (every compartment refuses every credential and command), or an
+        /// attempt to open one of its compartments refused because of it.
+        LockdownEngage = "lockdown.engage",
+        /// A lockdown lifted (at once, or by the approval of a second person).
+        LockdownLift = "lockdown.lift",
         /// Audit entries exported over the API, with the reason given, or an export refused.
         AuditExport = "audit.export",
         /// A parcel was announced by a carrier.

@@ -207,6 +207,19 @@ pub struct SessionListItem {
     pub current: bool,
 }
 
+/// A bank's lockdown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LockdownView {
+    /// The bank.
+    pub bank: String,
+    /// Whether it is locked down: while it is, none of its compartments opens.
+    pub locked_down: bool,
+    /// Since when (RFC 3339), if it is.
+    pub engaged_at: Option<String>,
+    /// Who engaged it (an id), if it is.
+    pub engaged_by: Option<String>,
+}
+
 /// How many sessions were ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EndedView {

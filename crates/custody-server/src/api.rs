@@ -18,9 +18,9 @@ use custody_core::{BankId, CarrierId, CompartmentId, ParcelId, SiteId};
 use custody_proto::api::{
     ApiKeyIssued, BankView, CarrierView, CreateApiKeyRequest, CreateBankRequest,
     CreateCarrierRequest, CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest,
-    DepositRequest, DepositView, EnrolmentTokenView, ExpectParcelRequest, LoginRequest,
-    OpeningView, ParcelHistory, ParcelView, PersonView, ReasonRequest, RoleChangeRequest,
-    SessionView, SiteView,
+    DepositRequest, DepositView, EnrolmentTokenView, ExpectParcelRequest, LockdownView,
+    LoginRequest, OpeningView, ParcelHistory, ParcelView, PersonView, ReasonRequest,
+    RoleChangeRequest, SessionView, SiteView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse, SignedOpenCommand};
 use serde::Deserialize;
@@ -399,6 +399,57 @@ pub async fn bulk_open(
             Ok(Json(views).into_response())
         }
         custody_app::bulk::BulkOpening::Pending(request) => {
+            Ok((StatusCode::ACCEPTED, Json(views::approval(&request))).into_response())
+        }
+    }
+}
+
+fn lockdown_view(
+    bank: &BankId,
+    lockdown: Option<&custody_app::lockdown::Lockdown>,
+) -> LockdownView {
+    LockdownView {
+        bank: bank.to_string(),
+        locked_down: lockdown.is_some(),
+        engaged_at: lockdown.map(|l| views::rfc3339(l.engaged_at)),
+        engaged_by: lockdown.map(|l| l.engaged_by.clone()),
+    }
+}
+
+/// Whether a bank is locked down.
+pub async fn lockdown(
+    State(state): State<ServerState>,
+    StaffRead(reader): StaffRead,
+    Path(id): Path<String>,
+) -> ApiResult<LockdownView> {
+    let bank: BankId = parse_id(&id, "bank")?;
+    let lockdown = state.app.lockdown(reader.caller(), &bank).await?;
+    Ok(Json(lockdown_view(&bank, lockdown.as_ref())))
+}
+
+/// Lock a bank down, with a reason.
+pub async fn engage_lockdown(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+    Json(body): Json<ReasonRequest>,
+) -> ApiResult<LockdownView> {
+    let bank: BankId = parse_id(&id, "bank")?;
+    let lockdown = state.app.engage_lockdown(staff.caller(), &bank, &body.reason).await?;
+    Ok(Json(lockdown_view(&bank, Some(&lockdown))))
+}
+
+/// Lift a bank's lockdown: at once, or a request another member of staff approves (202).
+pub async fn lift_lockdown(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+    Json(body): Json<ReasonRequest>,
+) -> Result<Response, ApiError> {
+    let bank: BankId = parse_id(&id, "bank")?;
+    match state.app.lift_lockdown(staff.caller(), &bank, &body.reason).await? {
+        custody_app::lockdown::Lift::Lifted => Ok(Json(lockdown_view(&bank, None)).into_response()),
+        custody_app::lockdown::Lift::Pending(request) => {
             Ok((StatusCode::ACCEPTED, Json(views::approval(&request))).into_response())
         }
     }

@@ -52,6 +52,22 @@ pub struct Config {
     pub smtp: Option<SmtpSection>,
     /// Where signed audit checkpoints are shipped, besides `DATA_DIR/checkpoints`.
     pub audit: AuditSection,
+    /// Rules a site may tune.
+    pub security: SecuritySection,
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySection {
+    /// Whether lifting a lockdown needs a second person's approval (on by default).
+    pub lockdown_lift_approval: bool,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        Self { lockdown_lift_approval: true }
+    }
 }
 
 /// `[audit]`.

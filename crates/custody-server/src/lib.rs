@@ -315,6 +315,31 @@ fn table() -> Routes<ServerState> {
             api::bulk_open,
         )
         .get(
+            "/api/v1/banks/{id}/lockdown",
+            StaffRead,
+            Doc::json("Whether the bank is locked down", 200, "LockdownView"),
+            api::lockdown,
+        )
+        .post(
+            "/api/v1/banks/{id}/lockdown",
+            Staff,
+            Doc::json("Lock the bank down at once, with a reason", 200, "LockdownView")
+                .taking("ReasonRequest"),
+            api::engage_lockdown,
+        )
+        .post(
+            "/api/v1/banks/{id}/lockdown/lift",
+            Staff,
+            Doc::json(
+                "Lift the lockdown (needs a step-up and a reason); 202 with a request another \
+                 member of staff approves, unless approvals are off",
+                200,
+                "LockdownView",
+            )
+            .taking("ReasonRequest"),
+            api::lift_lockdown,
+        )
+        .get(
             "/api/v1/sites",
             StaffRead,
             Doc::list("Sites in the caller's scope", "SiteView"),

@@ -13,10 +13,10 @@ use custody_proto::api::{
     CreateBankRequest, CreateCarrierRequest, CreateCompartmentsRequest, CreatePersonRequest,
     CreateSiteRequest, CustodyEvent, CustodyView, DepositRequest, DepositView, EndedView,
     EnrolmentTokenView, ErrorBody, ErrorDetail, EventView, ExpectParcelRequest, FactorRequest,
-    FactorsView, LinkRedeemRequest, LinkRequest, LoginRequest, OpeningView, ParcelHistory,
-    ParcelView, PasskeyAnswerRequest, PasskeyCeremonyView, PersonView, ReasonRequest,
-    RecoveryCodesView, RoleChangeRequest, RotateApiKeyRequest, SessionListItem, SessionView,
-    SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
+    FactorsView, LinkRedeemRequest, LinkRequest, LockdownView, LoginRequest, OpeningView,
+    ParcelHistory, ParcelView, PasskeyAnswerRequest, PasskeyCeremonyView, PersonView,
+    ReasonRequest, RecoveryCodesView, RoleChangeRequest, RotateApiKeyRequest, SessionListItem,
+    SessionView, SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -54,6 +54,7 @@ use crate::routes::{Access, RouteInfo};
         RecoveryCodesView,
         SessionListItem,
         EndedView,
+        LockdownView,
         CompartmentView,
         BankView,
         SiteView,

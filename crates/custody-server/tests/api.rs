@@ -53,6 +53,9 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/parcels/{id}/retrieve", Access::Staff),
     ("POST", "/api/v1/compartments/{id}/open", Access::Staff),
     ("POST", "/api/v1/banks/{id}/bulk-open", Access::Staff),
+    ("GET", "/api/v1/banks/{id}/lockdown", Access::StaffRead),
+    ("POST", "/api/v1/banks/{id}/lockdown", Access::Staff),
+    ("POST", "/api/v1/banks/{id}/lockdown/lift", Access::Staff),
     ("GET", "/api/v1/sites", Access::StaffRead),
     ("POST", "/api/v1/sites", Access::Staff),
     ("GET", "/api/v1/sites/{id}", Access::StaffRead),
@@ -755,3 +758,50 @@ backends!(an_admin_registers_a_passkey_and_signs_in_with_it, |t: TestStore| asyn
     let sites = client.get(server.url("/api/v1/sites")).send().await.unwrap();
     assert_eq!(sites.status(), StatusCode::OK, "the session now reaches an admin's routes");
 });
+
+backends!(
+    a_lockdown_over_the_api_refuses_opens_until_two_people_lift_it,
+    |t: TestStore| async move {
+        let server = TestServer::start(t).await;
+        let _agent = server.agent().await;
+        let env = &server.env;
+        let admin = server.sign_in(&env.admin).await;
+        let post = |who: &SignedIn, path: String, body: Value| {
+            who.client.post(server.url(&path)).header("x-csrf-token", &who.csrf).json(&body).send()
+        };
+        let lockdown = format!("/api/v1/banks/{}/lockdown", env.bank);
+        let engaged =
+            post(&admin, lockdown.clone(), json!({"reason": "pry alarm at 03:12"})).await.unwrap();
+        assert_eq!(engaged.status(), StatusCode::OK);
+        let state: Value =
+            admin.client.get(server.url(&lockdown)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(state["locked_down"], true);
+        assert_eq!(state["engaged_by"], env.admin.id.as_str());
+
+        let open = format!("/api/v1/compartments/{}/open", env.compartments[2].id);
+        let refused = post(&admin, open.clone(), json!({"reason": "inspection"})).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::CONFLICT);
+        assert_eq!(refused.json::<Value>().await.unwrap()["error"]["code"], "locked_down");
+
+        // Lifting: a step-up first (the factor is six minutes old), then a request for a second
+        // person.
+        env.clock.advance(custody_core::time::minutes(6));
+        let lift = format!("{lockdown}/lift");
+        let stale = post(&admin, lift.clone(), json!({"reason": "checked on site"})).await.unwrap();
+        assert_eq!(stale.status(), StatusCode::FORBIDDEN);
+        assert_eq!(stale.json::<Value>().await.unwrap()["error"]["code"], "step_up_required");
+        let admin = server.sign_in(&env.admin).await;
+        let asked = post(&admin, lift, json!({"reason": "checked on site"})).await.unwrap();
+        assert_eq!(asked.status(), StatusCode::ACCEPTED);
+        let request: Value = asked.json().await.unwrap();
+        let approve = format!("/api/v1/approvals/{}/approve", request["id"].as_str().unwrap());
+        let root = server.sign_in(&env.super_admin).await;
+        let approved = post(&root, approve, json!({})).await.unwrap();
+        assert!(approved.status().is_success(), "{}", approved.status());
+        let state: Value =
+            admin.client.get(server.url(&lockdown)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(state["locked_down"], false);
+        let opened = post(&admin, open, json!({"reason": "inspection"})).await.unwrap();
+        assert_eq!(opened.status(), StatusCode::OK);
+    }
+);

@@ -67,6 +67,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0009_passkey_sign_in.sql"),
         postgres: include_str!("../migrations/postgres/0009_passkey_sign_in.sql"),
     },
+    Migration {
+        version: 10,
+        name: "lockdowns",
+        sqlite: include_str!("../migrations/sqlite/0010_lockdowns.sql"),
+        postgres: include_str!("../migrations/postgres/0010_lockdowns.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

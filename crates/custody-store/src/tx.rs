@@ -1345,6 +1345,48 @@ impl Tx {
         )
     }
 
+    // --- lockdowns ----------------------------------------------------------------------------
+
+    /// When bank `bank` was locked down and by whom (an actor id), if it is.
+    pub async fn lockdown(&mut self, bank: &BankId) -> R<Option<(Timestamp, String)>> {
+        let row = self
+            .one(
+                sqlx::query("SELECT engaged_at, engaged_by FROM lockdowns WHERE bank_id = $1")
+                    .bind(bank.as_str().to_owned()),
+            )
+            .await?;
+        row.map(|r| Ok((time(&r, "engaged_at")?, text(&r, "engaged_by")?))).transpose()
+    }
+
+    /// Locks bank `bank` down; false when it was already.
+    pub async fn engage_lockdown(&mut self, bank: &BankId, by: &str, now: Timestamp) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query(
+                    "INSERT INTO lockdowns (bank_id, engaged_at, engaged_by) VALUES ($1, $2, $3) \
+                     ON CONFLICT (bank_id) DO NOTHING",
+                )
+                .bind(bank.as_str().to_owned())
+                .bind(now.as_millis())
+                .bind(by.to_owned()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Lifts the lockdown of bank `bank` engaged at `engaged_at`; false when there was none,
+    /// or it is another one than the caller read.
+    pub async fn lift_lockdown(&mut self, bank: &BankId, engaged_at: Timestamp) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query("DELETE FROM lockdowns WHERE bank_id = $1 AND engaged_at = $2")
+                    .bind(bank.as_str().to_owned())
+                    .bind(engaged_at.as_millis()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     // --- sign-in links -----------------------------------------------------------------------
 
     /// Stores a sign-in link for `person`.

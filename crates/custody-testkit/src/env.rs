@@ -8,16 +8,19 @@ use std::sync::{Arc, Mutex};
 use custody_app::admin::{CompartmentSpec, NewPerson};
 use custody_app::auth::{Client, principal_of};
 use custody_app::factors::Proof;
+use custody_app::parcels::ParcelSpec;
 use custody_app::setup::DataDir;
 use custody_app::{App, AppConfig, Caller};
 use custody_core::compartment::SizeClass;
 use custody_core::person::Role;
-use custody_core::{BankId, CarrierId, Clock as _, ManualClock, OrgId, PersonId, SiteId};
+use custody_core::{BankId, CarrierId, Clock as _, ManualClock, OrgId, ParcelId, PersonId, SiteId};
 use custody_crypto::Rng;
 use custody_crypto::pki::{DeviceKey, certificate_info};
 use custody_crypto::tls::first_cert_der;
 use custody_crypto::totp::{STEP_SECONDS, TotpSeed, step_at};
+use custody_proto::device::DoorReading;
 use custody_store::{CompartmentRow, PersonRow};
+use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
 
 use crate::TestStore;
@@ -82,13 +85,18 @@ impl Env {
 
     /// Seeds a site on `store` for a server whose portal is at `public_url`.
     pub async fn with_public_url(store: TestStore, public_url: String) -> Self {
+        Self::with_config(store, AppConfig { public_url, ..AppConfig::default() }).await
+    }
+
+    /// Seeds a site on `store` for an application configured as `config` (notifications go
+    /// to files whatever it says).
+    pub async fn with_config(store: TestStore, config: AppConfig) -> Self {
         let clock = crate::clock();
         let keys_dir = tempfile::tempdir().expect("key directory");
         let data = DataDir::new(keys_dir.path());
         data.init(&["localhost".into()], None, &clock, &Rng::new()).expect("init keys");
         let keys = data.load_keys().expect("load keys");
-        let config =
-            AppConfig { notification_channel: "file".into(), public_url, ..AppConfig::default() };
+        let config = AppConfig { notification_channel: "file".into(), ..config };
         let app =
             App::new(store.store.clone(), Arc::new(clock.clone()), keys, config).expect("app");
         let op = Caller::Operator;
@@ -201,6 +209,47 @@ impl Env {
         let proof = Proof::Totp(self.totp_code(person));
         let proven = self.app.prove_second_factor(&session.token, &info, proof, &client).await;
         proven.expect("second factor").session.token
+    }
+
+    /// Delivers a small parcel for `email` (the carrier announces it, reserves, the door
+    /// opens and closes, confirm, notify) and returns it with the code from the recipient's
+    /// message.
+    pub async fn delivered(&self, email: &str) -> (ParcelId, String) {
+        let carrier = self.carrier().await;
+        let spec = ParcelSpec {
+            site: self.site.clone(),
+            carrier: self.carrier.clone(),
+            recipient_email: email.into(),
+            tracking_ref: "1Z999AA10123456784".into(),
+            size: SizeClass::Small,
+            accessible: false,
+            refrigerated: false,
+        };
+        let parcel = self.app.expect_parcel(&carrier, spec).await.expect("announced");
+        let deposit =
+            self.app.start_deposit(&carrier, &parcel.id, &self.bank).await.expect("reserved");
+        let n = deposit.compartment.number.get();
+        self.app.door_report(&self.device, n, DoorReading::Open).await.expect("door opened");
+        self.app.door_report(&self.device, n, DoorReading::Closed).await.expect("door closed");
+        self.app.confirm_deposit(&carrier, &parcel.id).await.expect("deposited");
+        self.app.notify(&parcel.id).await.expect("notified");
+        let code = self.code_sent_for(&parcel.id).await;
+        (parcel.id, code)
+    }
+
+    /// The pickup code in the last message queued for a parcel (as the recipient reads it).
+    pub async fn code_sent_for(&self, parcel: &ParcelId) -> String {
+        let id = parcel.clone();
+        let rows = self
+            .app
+            .store()
+            .read(move |tx| async move { tx.messages_for_parcel(&id).await }.boxed())
+            .await
+            .expect("messages");
+        let message = self.app.open_message(rows.last().expect("a message")).expect("readable");
+        let line =
+            message.body.lines().find(|l| l.starts_with("Your pickup code: ")).expect("a code");
+        line.trim_start_matches("Your pickup code: ").to_owned()
     }
 
     /// The carrier, calling with its API key.
