@@ -15,8 +15,8 @@ use custody_core::Timestamp;
 use custody_core::compartment::CompartmentNumber;
 use custody_crypto::sign::PublicKey;
 use custody_proto::device::{
-    AgentMessage, CommandOutcome, DoorReading, OPEN_COMMAND_DOMAIN, PROTOCOL_VERSION, PickupAnswer,
-    ServerMessage, SignedOpenCommand,
+    AgentMessage, CommandOutcome, CourierAction, CourierAnswer, DoorReading, KioskParcel,
+    OPEN_COMMAND_DOMAIN, PROTOCOL_VERSION, PickupAnswer, ServerMessage, SignedOpenCommand,
 };
 use data_encoding::BASE64;
 
@@ -42,6 +42,13 @@ pub enum Event {
     Server(ServerMessage),
     /// Someone typed a code at the kiosk.
     CodeEntered(String),
+    /// A courier typed their code at the kiosk and chose what to do.
+    Courier {
+        /// Their code.
+        code: String,
+        /// What they chose.
+        action: CourierAction,
+    },
     /// A door sensor changed.
     Door {
         /// Compartment.
@@ -69,6 +76,15 @@ pub enum Screen {
     NotAccepted,
     /// The link to the server is down; codes cannot be checked.
     Offline,
+    /// A courier's work here: parcels to deposit and to take back.
+    CourierWork {
+        /// To deposit.
+        deposits: Vec<KioskParcel>,
+        /// To take back.
+        returns: Vec<KioskParcel>,
+    },
+    /// A courier's deposit is recorded.
+    Thanks,
 }
 
 /// Something to do.
@@ -183,16 +199,10 @@ impl AgentCore {
             }
             Event::Server(message) => self.server(now, message),
             Event::CodeEntered(code) => {
-                if !self.ready() {
-                    return vec![Action::Show(Screen::Offline)];
-                }
-                let request_id = self.next_request;
-                self.next_request += 1;
-                self.waiting.insert(request_id);
-                vec![
-                    Action::Show(Screen::Checking),
-                    Action::Send(AgentMessage::PickupAttempt { request_id, code }),
-                ]
+                self.ask(|request_id| AgentMessage::PickupAttempt { request_id, code })
+            }
+            Event::Courier { code, action } => {
+                self.ask(|request_id| AgentMessage::Courier { request_id, code, action })
             }
             Event::Door { compartment, reading } => {
                 self.counter += 1;
@@ -210,6 +220,17 @@ impl AgentCore {
                 vec![Action::Send(AgentMessage::CommandResult { nonce, outcome })]
             }
         }
+    }
+
+    /// Sends the kiosk's question under a new request id, or says the kiosk is offline.
+    fn ask(&mut self, message: impl FnOnce(u64) -> AgentMessage) -> Vec<Action> {
+        if !self.ready() {
+            return vec![Action::Show(Screen::Offline)];
+        }
+        let request_id = self.next_request;
+        self.next_request += 1;
+        self.waiting.insert(request_id);
+        vec![Action::Show(Screen::Checking), Action::Send(message(request_id))]
     }
 
     fn server(&mut self, now: Timestamp, message: ServerMessage) -> Vec<Action> {
@@ -237,6 +258,20 @@ impl AgentCore {
                     }
                     PickupAnswer::Refused => vec![Action::Show(Screen::NotAccepted)],
                 }
+            }
+            ServerMessage::Courier { request_id, answer } => {
+                if !self.waiting.remove(&request_id) {
+                    return Vec::new();
+                }
+                let screen = match answer {
+                    CourierAnswer::Work { deposits, returns } => {
+                        Screen::CourierWork { deposits, returns }
+                    }
+                    CourierAnswer::Opening { compartment } => Screen::Open(compartment),
+                    CourierAnswer::Done => Screen::Thanks,
+                    CourierAnswer::Refused => Screen::NotAccepted,
+                };
+                vec![Action::Show(screen)]
             }
             ServerMessage::Open(signed) => match self.check(now, &signed) {
                 Ok(compartment) => {
@@ -486,6 +521,38 @@ mod tests {
             f.core.handle(NOW, Event::CodeEntered("1".into())),
             vec![Action::Show(Screen::Offline)]
         );
+    }
+
+    #[test]
+    fn a_courier_asks_the_server_and_the_kiosk_shows_the_answer() {
+        let mut f = fixture();
+        let event = Event::Courier { code: "1234 5678 9012".into(), action: CourierAction::Visit };
+        let actions = f.core.handle(NOW, event.clone());
+        let Some(Action::Send(AgentMessage::Courier { request_id, action, .. })) =
+            actions.get(1).cloned()
+        else {
+            panic!("{actions:?}")
+        };
+        assert_eq!(action, CourierAction::Visit);
+        let parcel =
+            KioskParcel { id: "prc_a".into(), tracking_ref: "1Z".into(), size: "small".into() };
+        let work = CourierAnswer::Work { deposits: vec![parcel.clone()], returns: Vec::new() };
+        let shown =
+            f.core.handle(NOW, Event::Server(ServerMessage::Courier { request_id, answer: work }));
+        assert_eq!(
+            shown,
+            vec![Action::Show(Screen::CourierWork { deposits: vec![parcel], returns: Vec::new() })]
+        );
+        // Answered once: a second answer to the same request is dropped, and an opening
+        // announced in it shows nothing (only a signed command opens a door).
+        let again = CourierAnswer::Opening { compartment: 1 };
+        assert!(
+            f.core
+                .handle(NOW, Event::Server(ServerMessage::Courier { request_id, answer: again }))
+                .is_empty()
+        );
+        f.core.handle(NOW, Event::Disconnected);
+        assert_eq!(f.core.handle(NOW, event), vec![Action::Show(Screen::Offline)]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use custody_core::Clock;
-use custody_proto::device::{AgentMessage, ServerMessage};
+use custody_proto::device::{AgentMessage, CourierAction, ServerMessage};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -30,7 +30,7 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 /// A running agent.
 #[derive(Debug)]
 pub struct AgentHandle {
-    kiosk: mpsc::Sender<String>,
+    kiosk: mpsc::Sender<Event>,
     screen: watch::Receiver<Option<Screen>>,
     ready: watch::Receiver<bool>,
     task: JoinHandle<()>,
@@ -39,14 +39,23 @@ pub struct AgentHandle {
 impl AgentHandle {
     /// Types a code on the kiosk keypad.
     pub async fn enter_code(&self, code: &str) {
-        let _ = self.kiosk.send(code.to_owned()).await;
+        let _ = self.kiosk.send(Event::CodeEntered(code.to_owned())).await;
     }
 
     /// Types `code` and returns what the kiosk shows in answer (anything but "checking").
     pub async fn try_code(&self, code: &str) -> Option<Screen> {
+        self.answer_to(Event::CodeEntered(code.to_owned())).await
+    }
+
+    /// A courier types their `code` and chooses `action`; returns what the kiosk shows.
+    pub async fn courier(&self, code: &str, action: CourierAction) -> Option<Screen> {
+        self.answer_to(Event::Courier { code: code.to_owned(), action }).await
+    }
+
+    async fn answer_to(&self, input: Event) -> Option<Screen> {
         let mut screen = self.screen.clone();
         screen.borrow_and_update();
-        self.enter_code(code).await;
+        let _ = self.kiosk.send(input).await;
         loop {
             screen.changed().await.ok()?;
             let shown = screen.borrow_and_update().clone();
@@ -113,7 +122,7 @@ struct Daemon {
 
 /// A local event, from the kiosk, a sensor or the lock board.
 enum Local {
-    Code(String),
+    Kiosk(Event),
     Sensor(SensorEvent),
     Unlocked(String, Result<(), String>),
 }
@@ -121,7 +130,7 @@ enum Local {
 impl Daemon {
     async fn run(
         mut self,
-        mut kiosk: mpsc::Receiver<String>,
+        mut kiosk: mpsc::Receiver<Event>,
         mut sensors: mpsc::UnboundedReceiver<SensorEvent>,
     ) {
         let (unlocked_tx, mut unlocked) = mpsc::unbounded_channel::<(String, Result<(), String>)>();
@@ -166,7 +175,7 @@ impl Daemon {
     async fn session(
         &mut self,
         link: &mut Link,
-        kiosk: &mut mpsc::Receiver<String>,
+        kiosk: &mut mpsc::Receiver<Event>,
         sensors: &mut mpsc::UnboundedReceiver<SensorEvent>,
         unlocked: &mut mpsc::UnboundedReceiver<(String, Result<(), String>)>,
         unlocked_tx: &mpsc::UnboundedSender<(String, Result<(), String>)>,
@@ -207,7 +216,7 @@ impl Daemon {
         unlocked_tx: &mpsc::UnboundedSender<(String, Result<(), String>)>,
     ) {
         let event = match local {
-            Local::Code(code) => Event::CodeEntered(code),
+            Local::Kiosk(input) => input,
             Local::Sensor((compartment, reading)) => Event::Door { compartment, reading },
             Local::Unlocked(nonce, result) => Event::Unlocked { nonce, result },
         };
@@ -258,12 +267,12 @@ impl Daemon {
 }
 
 async fn next_local(
-    kiosk: &mut mpsc::Receiver<String>,
+    kiosk: &mut mpsc::Receiver<Event>,
     sensors: &mut mpsc::UnboundedReceiver<SensorEvent>,
     unlocked: &mut mpsc::UnboundedReceiver<(String, Result<(), String>)>,
 ) -> Option<Local> {
     tokio::select! {
-        Some(code) = kiosk.recv() => Some(Local::Code(code)),
+        Some(input) = kiosk.recv() => Some(Local::Kiosk(input)),
         Some(event) = sensors.recv() => Some(Local::Sensor(event)),
         Some((nonce, result)) = unlocked.recv() => Some(Local::Unlocked(nonce, result)),
         else => None,

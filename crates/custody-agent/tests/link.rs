@@ -11,7 +11,7 @@
 use custody_agent::core::Screen;
 use custody_core::audit::AuditAction;
 use custody_core::compartment::DoorState;
-use custody_proto::device::ServerMessage;
+use custody_proto::device::{CourierAction, KioskParcel, ServerMessage};
 use custody_server::outbox::{Transport, deliver_due};
 use custody_testkit::{TestServer, TestStore, backends, eventually};
 use serde_json::{Value, json};
@@ -211,3 +211,64 @@ async fn the_gateway_refuses_clients_without_a_certificate() {
     };
     assert!(custody_agent::link::connect(&config).await.is_err());
 }
+
+backends!(a_courier_works_the_kiosk_with_todays_code, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let mut agent = server.agent().await;
+    let (handle, bank) = (&mut agent.handle, agent.bank.clone());
+    let env = &server.env;
+    let parcel = env
+        .app
+        .expect_parcel(
+            &env.carrier().await,
+            custody_app::parcels::ParcelSpec {
+                site: env.site.clone(),
+                carrier: env.carrier.clone(),
+                recipient_email: "ann@harbour.example".into(),
+                tracking_ref: "1Z-KIOSK".into(),
+                size: custody_core::compartment::SizeClass::Small,
+                accessible: false,
+                refrigerated: false,
+            },
+        )
+        .await
+        .unwrap();
+
+    // Carl signs in to the app and reads today's code.
+    let carl = server.sign_in(&env.courier).await;
+    let answer: Value = carl
+        .client
+        .get(server.url("/api/v1/me/courier-code"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let code = answer["code"].as_str().unwrap().to_owned();
+
+    // At the kiosk: his work, then the deposit, the door, and "done".
+    assert_eq!(
+        handle.courier("0000 0000 0000", CourierAction::Visit).await,
+        Some(Screen::NotAccepted)
+    );
+    let work = handle.courier(&code, CourierAction::Visit).await;
+    let expected = KioskParcel {
+        id: parcel.id.to_string(),
+        tracking_ref: "1Z-KIOSK".into(),
+        size: "small".into(),
+    };
+    assert_eq!(work, Some(Screen::CourierWork { deposits: vec![expected], returns: Vec::new() }));
+    let deposit = CourierAction::Deposit { parcel: parcel.id.to_string() };
+    let Some(Screen::Open(n)) = handle.courier(&code, deposit).await else { panic!("opens") };
+    eventually("the latch opens for the courier", || async { bank.is_unlatched(n) }).await;
+    bank.open_door(n).unwrap();
+    bank.close_door(n).unwrap();
+    eventually("the server hears the door close", || door_is(&server, n, DoorState::Closed)).await;
+    let confirm = CourierAction::Confirm { parcel: parcel.id.to_string() };
+    assert_eq!(handle.courier(&code, confirm).await, Some(Screen::Thanks));
+    // The parcel is Ann's now: Carl's code does not open it.
+    let take = CourierAction::Return { parcel: parcel.id.to_string() };
+    assert_eq!(handle.courier(&code, take).await, Some(Screen::NotAccepted));
+    assert_eq!(bank.unlocks(n), 1, "only the deposit opened it");
+});

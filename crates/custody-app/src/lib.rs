@@ -15,6 +15,7 @@ pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod bulk;
+pub mod couriers;
 pub mod devices;
 pub mod factors;
 pub mod links;
@@ -237,6 +238,7 @@ pub struct KeyRing {
     pub(crate) recovery: KeyedHasher,
     pub(crate) devices: KeyedHasher,
     pub(crate) links: KeyedHasher,
+    pub(crate) courier_codes: KeyedHasher,
     pub(crate) command: SigningKey,
     pub(crate) ca: CertificateAuthority,
     pub(crate) checkpoint: custody_audit::checkpoint::NoteSigner,
@@ -271,6 +273,7 @@ impl KeyRing {
             recovery: master.hasher(Purpose::RecoveryCodes),
             devices: master.hasher(Purpose::DeviceCookies),
             links: master.hasher(Purpose::MagicLinks),
+            courier_codes: master.hasher(Purpose::CourierCodes),
             command,
             ca,
             checkpoint,

@@ -10,6 +10,7 @@ use custody_agent::core::Screen;
 use custody_agent::enrol::{EnrolTarget, enrol, load};
 use custody_agent::hardware::SimulatedBank;
 use custody_crypto::SystemClock;
+use custody_proto::device::CourierAction;
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {
@@ -106,7 +107,9 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Arc::new(SystemClock),
             );
             println!(
-                "Agent running. Type a pickup code, or `open N` / `close N` for a simulated door."
+                "Agent running. Type a pickup code; a courier types `courier CODE` and then \
+                 `courier CODE deposit|confirm|return PARCEL`; `open N` / `close N` move a \
+                 simulated door."
             );
             let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(8);
             std::thread::spawn(move || {
@@ -136,6 +139,14 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                             |()| format!("door {n} closed")
                         )
                     );
+                } else if let Some(rest) = line.strip_prefix("courier ") {
+                    match courier_command(rest) {
+                        Some((code, action)) => {
+                            let shown = handle.courier(&code, action).await;
+                            println!("{}", describe(shown.as_ref()));
+                        }
+                        None => println!("Usage: courier CODE [deposit|confirm|return PARCEL]"),
+                    }
                 } else if !line.is_empty() {
                     let shown = handle.try_code(line).await;
                     println!("{}", describe(shown.as_ref()));
@@ -146,9 +157,33 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `CODE [deposit|confirm|return PARCEL]`: the code may be typed in groups.
+fn courier_command(text: &str) -> Option<(String, CourierAction)> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let split = words.iter().position(|w| !w.bytes().all(|b| b.is_ascii_digit()));
+    let (code, rest) = words.split_at(split.unwrap_or(words.len()));
+    let action = match rest {
+        [] => CourierAction::Visit,
+        ["deposit", parcel] => CourierAction::Deposit { parcel: (*parcel).to_owned() },
+        ["confirm", parcel] => CourierAction::Confirm { parcel: (*parcel).to_owned() },
+        ["return", parcel] => CourierAction::Return { parcel: (*parcel).to_owned() },
+        _ => return None,
+    };
+    (!code.is_empty()).then(|| (code.join(" "), action))
+}
+
 /// What the kiosk screen says.
 pub(crate) fn describe(screen: Option<&Screen>) -> String {
     match screen {
+        Some(Screen::CourierWork { deposits, returns }) => {
+            let list = |title: &str, parcels: &[custody_proto::device::KioskParcel]| {
+                let lines =
+                    parcels.iter().map(|p| format!("\n  {} {} ({})", p.id, p.tracking_ref, p.size));
+                format!("{title}: {}{}", parcels.len(), lines.collect::<String>())
+            };
+            format!("{}\n{}", list("To deposit", deposits), list("To take back", returns))
+        }
+        Some(Screen::Thanks) => "Thank you: the deposit is recorded.".into(),
         Some(Screen::Open(n)) => {
             format!("Compartment {n} is open. Please close the door when you are done.")
         }
@@ -157,5 +192,25 @@ pub(crate) fn describe(screen: Option<&Screen>) -> String {
             "The locker cannot check codes right now. Please try again later.".into()
         }
         Some(Screen::Checking) | None => "…".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn courier_lines_name_the_code_and_what_to_do() {
+        assert_eq!(
+            courier_command("1234 5678 9012"),
+            Some(("1234 5678 9012".into(), CourierAction::Visit))
+        );
+        assert_eq!(
+            courier_command("123456789012 deposit prc_a"),
+            Some(("123456789012".into(), CourierAction::Deposit { parcel: "prc_a".into() }))
+        );
+        assert_eq!(courier_command("1234 open prc_a"), None);
+        assert_eq!(courier_command("deposit prc_a"), None);
+        assert_eq!(courier_command("1234 return"), None);
     }
 }

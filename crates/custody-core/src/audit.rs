@@ -111,6 +111,8 @@ named_enum!(
         LockdownLift = "lockdown.lift",
         /// Audit entries exported over the API, with the reason given, or an export refused.
         AuditExport = "audit.export",
+        /// A courier's code typed at a kiosk: whose it was, or why it did not work.
+        CourierCode = "courier.code",
         /// A parcel was announced by a carrier.
         ParcelExpect = "parcel.expect",
         /// A compartment was reserved for a deposit.

@@ -52,6 +52,9 @@ pub enum Purpose {
     DeviceCookies,
     /// Keyed hashes of e-mailed sign-in links and the browsers that asked for them.
     MagicLinks,
+    /// Couriers' daily kiosk codes: derived from the courier and the day, and their keyed
+    /// hashes.
+    CourierCodes,
 }
 
 impl Purpose {
@@ -68,6 +71,7 @@ impl Purpose {
             Self::RecoveryCodes => b"custody/v1/recovery-codes",
             Self::DeviceCookies => b"custody/v1/device-cookies",
             Self::MagicLinks => b"custody/v1/magic-links",
+            Self::CourierCodes => b"custody/v1/courier-codes",
         }
     }
 }

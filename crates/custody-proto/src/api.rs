@@ -207,6 +207,15 @@ pub struct SessionListItem {
     pub current: bool,
 }
 
+/// A courier's kiosk code for today.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CourierCodeView {
+    /// Twelve digits in groups of four, to type at a kiosk.
+    pub code: String,
+    /// When it stops working (RFC 3339; the end of its UTC day).
+    pub valid_until: String,
+}
+
 /// A bank's lockdown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LockdownView {

@@ -117,6 +117,15 @@ pub enum AgentMessage {
         /// logged on either side.
         code: String,
     },
+    /// A courier typed their code at the kiosk, to see their work or do one part of it.
+    Courier {
+        /// Chosen by the agent; echoed in the answer.
+        request_id: u64,
+        /// The courier's code, as typed. Like a pickup code, never logged.
+        code: String,
+        /// What they chose.
+        action: CourierAction,
+    },
     /// A door sensor changed.
     DoorReport {
         /// Compartment number.
@@ -149,6 +158,63 @@ pub enum PickupAnswer {
     Refused,
 }
 
+/// What a courier does at the kiosk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action", deny_unknown_fields)]
+pub enum CourierAction {
+    /// Show what they may deposit here and take back.
+    Visit,
+    /// Deposit this parcel: a compartment of its size opens.
+    Deposit {
+        /// The parcel's id.
+        parcel: String,
+    },
+    /// The parcel is in and the door shut.
+    Confirm {
+        /// The parcel's id.
+        parcel: String,
+    },
+    /// Take this expired parcel back: its compartment opens.
+    Return {
+        /// The parcel's id.
+        parcel: String,
+    },
+}
+
+/// A parcel as the kiosk shows it to a courier: nothing about its recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KioskParcel {
+    /// The parcel's id.
+    pub id: String,
+    /// The carrier's tracking reference.
+    pub tracking_ref: String,
+    /// Its size class.
+    pub size: String,
+}
+
+/// The answer to a courier at the kiosk. One refusal for every kind of failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result", deny_unknown_fields)]
+pub enum CourierAnswer {
+    /// Their work here.
+    Work {
+        /// Parcels to deposit.
+        deposits: Vec<KioskParcel>,
+        /// Parcels to take back.
+        returns: Vec<KioskParcel>,
+    },
+    /// This compartment will open (an open command follows).
+    Opening {
+        /// The compartment.
+        compartment: u16,
+    },
+    /// Done (a deposit confirmed).
+    Done,
+    /// Not accepted.
+    Refused,
+}
+
 /// Messages from the server to the agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "type", deny_unknown_fields)]
@@ -174,6 +240,13 @@ pub enum ServerMessage {
         request_id: u64,
         /// The outcome.
         answer: PickupAnswer,
+    },
+    /// Answer to a courier.
+    Courier {
+        /// The request's id.
+        request_id: u64,
+        /// The outcome.
+        answer: CourierAnswer,
     },
     /// The server refuses to talk to this agent (revoked, unknown, wrong protocol) and closes.
     Goodbye {

@@ -200,6 +200,19 @@ pub async fn logout(
     Ok(([(header::SET_COOKIE, clear_session_cookie())], StatusCode::NO_CONTENT).into_response())
 }
 
+/// Today's kiosk code of the signed-in courier.
+pub async fn courier_code(
+    State(state): State<ServerState>,
+    session: PersonSession,
+) -> Result<Response, ApiError> {
+    let code = state.app.courier_code(session.caller()).await?;
+    let view = custody_proto::api::CourierCodeView {
+        code: code.code.as_str().to_owned(),
+        valid_until: views::rfc3339(code.valid_until),
+    };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(view)).into_response())
+}
+
 /// Who am I.
 pub async fn me(session: PersonSession) -> ApiResult<PersonView> {
     Ok(Json(views::person(session.person())))

@@ -17,7 +17,8 @@ use custody_app::parcels::PickupOutcome;
 use custody_core::policy::Principal;
 use custody_core::{BankId, DeviceId};
 use custody_proto::device::{
-    AgentMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, PickupAnswer, ServerMessage,
+    AgentMessage, CourierAction, CourierAnswer, KioskParcel, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    PickupAnswer, ServerMessage, SignedOpenCommand,
 };
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::mpsc;
@@ -208,6 +209,17 @@ async fn handle(
                 None => true,
             }
         }
+        AgentMessage::Courier { request_id, code, action } => {
+            let code = zeroize::Zeroizing::new(code);
+            let (answer, command) = courier(state, caller, &code, action).await;
+            if sender.send(ServerMessage::Courier { request_id, answer }).await.is_err() {
+                return false;
+            }
+            match command {
+                Some(c) => sender.send(ServerMessage::Open(c)).await.is_ok(),
+                None => true,
+            }
+        }
         AgentMessage::DoorReport { compartment, door, counter } => {
             if let Err(e) = state.app.door_report(caller, compartment, door).await {
                 tracing::warn!(error = %e, compartment, counter, "door report not recorded");
@@ -219,6 +231,70 @@ async fn handle(
                 tracing::warn!(error = %e, "command result not recorded");
             }
             true
+        }
+    }
+}
+
+fn kiosk_parcel(p: &custody_store::ParcelRow) -> KioskParcel {
+    KioskParcel {
+        id: p.id.to_string(),
+        tracking_ref: p.tracking_ref.as_str().to_owned(),
+        size: p.size.as_str().to_owned(),
+    }
+}
+
+/// A courier at the kiosk: the answer, and the open command to send after it. Every failure,
+/// whatever it was, is the one refusal (the reason is in the audit log).
+async fn courier(
+    state: &ServerState,
+    caller: &Caller,
+    code: &str,
+    action: CourierAction,
+) -> (CourierAnswer, Option<SignedOpenCommand>) {
+    let parcel = |id: &str| id.parse::<custody_core::ParcelId>().ok();
+    let app = &state.app;
+    let outcome = match action {
+        CourierAction::Visit => app.courier_visit(caller, code).await.map(|v| {
+            v.map(|v| {
+                let answer = CourierAnswer::Work {
+                    deposits: v.deposits.iter().map(kiosk_parcel).collect(),
+                    returns: v.returns.iter().map(kiosk_parcel).collect(),
+                };
+                (answer, None)
+            })
+        }),
+        CourierAction::Deposit { parcel: id } => match parcel(&id) {
+            Some(id) => app.courier_deposit(caller, code, &id).await.map(|d| {
+                d.map(|d| {
+                    let compartment = d.compartment.number.get();
+                    (CourierAnswer::Opening { compartment }, Some(d.command))
+                })
+            }),
+            None => Ok(None),
+        },
+        CourierAction::Confirm { parcel: id } => match parcel(&id) {
+            Some(id) => app
+                .courier_confirm(caller, code, &id)
+                .await
+                .map(|p| p.map(|_| (CourierAnswer::Done, None))),
+            None => Ok(None),
+        },
+        CourierAction::Return { parcel: id } => match parcel(&id) {
+            Some(id) => app.courier_return(caller, code, &id).await.map(|r| {
+                r.map(|(_, o)| {
+                    let compartment = o.compartment.number.get();
+                    (CourierAnswer::Opening { compartment }, Some(o.command))
+                })
+            }),
+            None => Ok(None),
+        },
+    };
+    match outcome {
+        Ok(Some(answer)) => answer,
+        Ok(None) => (CourierAnswer::Refused, None),
+        Err(e) => {
+            tracing::info!(code = e.code(), "courier request refused");
+            (CourierAnswer::Refused, None)
         }
     }
 }

@@ -172,6 +172,12 @@ fn table() -> Routes<ServerState> {
         )
         .get("/api/v1/me", Person, Doc::json("The signed-in person", 200, "PersonView"), api::me)
         .get(
+            "/api/v1/me/courier-code",
+            Person,
+            Doc::json("A courier's kiosk code for today (couriers only)", 200, "CourierCodeView"),
+            api::courier_code,
+        )
+        .get(
             "/api/v1/me/factors",
             AnySession,
             Doc::json("The second factors the signed-in person holds", 200, "FactorsView"),

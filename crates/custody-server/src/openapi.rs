@@ -9,12 +9,12 @@ use std::sync::OnceLock;
 use axum::http::Method;
 use custody_proto::api::{
     ApiKeyIssued, ApiKeyView, ApprovalView, AuditExportRequest, BankView, BulkOpenRequest,
-    CarrierView, CompartmentSpec, CompartmentView, ConsistencyView, CreateApiKeyRequest,
-    CreateBankRequest, CreateCarrierRequest, CreateCompartmentsRequest, CreatePersonRequest,
-    CreateSiteRequest, CustodyEvent, CustodyView, DepositRequest, DepositView, EndedView,
-    EnrolmentTokenView, ErrorBody, ErrorDetail, EventView, ExpectParcelRequest, FactorRequest,
-    FactorsView, LinkRedeemRequest, LinkRequest, LockdownView, LoginRequest, OpeningView,
-    ParcelHistory, ParcelView, PasskeyAnswerRequest, PasskeyCeremonyView, PersonView,
+    CarrierView, CompartmentSpec, CompartmentView, ConsistencyView, CourierCodeView,
+    CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest, CreateCompartmentsRequest,
+    CreatePersonRequest, CreateSiteRequest, CustodyEvent, CustodyView, DepositRequest, DepositView,
+    EndedView, EnrolmentTokenView, ErrorBody, ErrorDetail, EventView, ExpectParcelRequest,
+    FactorRequest, FactorsView, LinkRedeemRequest, LinkRequest, LockdownView, LoginRequest,
+    OpeningView, ParcelHistory, ParcelView, PasskeyAnswerRequest, PasskeyCeremonyView, PersonView,
     ReasonRequest, RecoveryCodesView, RoleChangeRequest, RotateApiKeyRequest, SessionListItem,
     SessionView, SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
 };
@@ -55,6 +55,7 @@ use crate::routes::{Access, RouteInfo};
         SessionListItem,
         EndedView,
         LockdownView,
+        CourierCodeView,
         CompartmentView,
         BankView,
         SiteView,

@@ -73,6 +73,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0010_lockdowns.sql"),
         postgres: include_str!("../migrations/postgres/0010_lockdowns.sql"),
     },
+    Migration {
+        version: 11,
+        name: "courier_codes",
+        sqlite: include_str!("../migrations/sqlite/0011_courier_codes.sql"),
+        postgres: include_str!("../migrations/postgres/0011_courier_codes.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
