@@ -6,7 +6,7 @@
 //! all cost one Argon2id verification and give [`AppError::AuthenticationFailed`].
 
 use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Target};
-use custody_core::person::{Factor, Scope, Standing};
+use custody_core::person::{Factor, Role, Scope, Standing};
 use custody_core::policy::Principal;
 use custody_core::text::Email;
 use custody_core::throttle::{
@@ -97,15 +97,28 @@ pub struct SessionInfo {
 
 impl SessionInfo {
     /// Whether the session reaches only the second-factor step: the person's role needs a
-    /// second factor and none was proven in this session (ASVS 6.3.3).
+    /// second factor and none that counts for it was proven in this session (ASVS 6.3.3; a
+    /// super-admin's must be a passkey).
     pub fn needs_second_factor(&self) -> bool {
-        self.person.role.needs_second_factor() && self.factor.is_none()
+        self.person.role.needs_second_factor() && self.counted_factor_at().is_none()
     }
 
-    /// Whether a second factor was proven within `window` of `now` (a step-up).
+    /// When the session's second factor was proven, if it counts for the person's role: what
+    /// the access policy sees as their step-up.
+    pub fn counted_factor_at(&self) -> Option<Timestamp> {
+        counted_factor_at(self.person.role, self.factor)
+    }
+
+    /// Whether any second factor was proven within `window` of `now`: enough to change
+    /// factors, which is how a super-admin who proved an authenticator code adds a passkey.
     pub fn stepped_up(&self, now: Timestamp, window: std::time::Duration) -> bool {
         self.factor.is_some_and(|(_, at)| at.plus(window) > now && at <= now)
     }
+}
+
+/// When `factor` was proven, if it counts as a second factor for `role`.
+fn counted_factor_at(role: Role, factor: Option<(Factor, Timestamp)>) -> Option<Timestamp> {
+    factor.filter(|(f, _)| role.accepts_second_factor(*f)).map(|(_, at)| at)
 }
 
 /// A person's standing as the policy sees it.
@@ -229,7 +242,8 @@ impl App {
                 .boxed()
             })
             .await?;
-        let needs_second_factor = person.role.needs_second_factor() && factor.is_none();
+        let needs_second_factor = person.role.needs_second_factor()
+            && !factor.is_some_and(|f| person.role.accepts_second_factor(f));
         let device_cookie =
             if needs_second_factor { None } else { Some(self.device_cookie(&person.id)?) };
         Ok(NewSession { token, person, needs_second_factor, device_cookie })
@@ -311,9 +325,9 @@ impl App {
     }
 
     /// How long a session of `role` lives without a request.
-    pub(crate) fn session_idle(&self, role: custody_core::person::Role) -> std::time::Duration {
+    pub(crate) fn session_idle(&self, role: Role) -> std::time::Duration {
         let idle = self.config().session_idle;
-        if role == custody_core::person::Role::SuperAdmin {
+        if role == Role::SuperAdmin {
             idle.min(self.config().session_idle_super_admin)
         } else {
             idle
@@ -375,7 +389,8 @@ impl App {
                 .write(move |tx| async move { tx.touch_session(&hash, now).await }.boxed())
                 .await?;
         }
-        let caller = Caller::Principal(principal_of(&person, session.factor.map(|(_, at)| at)));
+        let counted = counted_factor_at(person.role, session.factor);
+        let caller = Caller::Principal(principal_of(&person, counted));
         Ok(SessionInfo {
             person,
             caller,

@@ -96,7 +96,7 @@ impl App {
             return Err(AppError::Forbidden);
         };
         if standing.role != Role::Courier {
-            return Err(AppError::Forbidden);
+            return Err(AppError::conflict("not_a_courier", "only couriers have kiosk codes"));
         }
         let now = self.now();
         let day = now.as_millis().div_euclid(DAY_MS);

@@ -418,7 +418,9 @@ impl App {
             session: NewSession {
                 token: new_token,
                 person: s.person.clone(),
-                needs_second_factor: false,
+                // A super-admin who proved an authenticator code still owes a passkey.
+                needs_second_factor: s.person.role.needs_second_factor()
+                    && !s.person.role.accepts_second_factor(factor),
                 device_cookie: Some(self.device_cookie(&s.person.id)?),
             },
             recovery_codes: recovery.map(|codes| codes.into_iter().map(|(c, _)| c).collect()),

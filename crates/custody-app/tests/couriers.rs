@@ -115,7 +115,7 @@ backends!(a_courier_code_changes_every_day_and_stops_with_its_courier, |t: TestS
     // Only couriers have codes.
     for person in [&env.ann, &env.admin] {
         let refused = env.app.courier_code(&env.stepped_up(person)).await;
-        assert!(matches!(refused, Err(AppError::Forbidden)), "{}", person.email.as_str());
+        assert_eq!(refused.unwrap_err().code(), "not_a_courier", "{}", person.email.as_str());
     }
     assert!(matches!(env.app.courier_code(&env.device).await, Err(AppError::Forbidden)));
 });

@@ -258,3 +258,76 @@ backends!(passkey_sign_ins_are_throttled_by_source, |t: TestStore| async move {
     let elsewhere = Client::new("198.51.100.9", "passkey-test");
     env.app.begin_passkey_sign_in(&elsewhere).await.unwrap();
 });
+
+backends!(a_super_admin_needs_a_passkey_and_adds_one_with_the_app, |t: TestStore| async move {
+    use custody_app::factors::Proof;
+    use custody_crypto::totp::{TotpSeed, step_at};
+    let env = Env::new(t).await;
+    let new = custody_app::admin::NewPerson {
+        org: env.org.clone(),
+        email: "sue@acme.example".into(),
+        name: "Sue Super".into(),
+        role: custody_core::person::Role::SuperAdmin,
+        site: None,
+        carrier: None,
+        password: Some(Zeroizing::new(PASSWORD.into())),
+    };
+    let sue = env.app.create_person(&custody_app::Caller::Operator, new).await.unwrap();
+    // Her first factor is an authenticator app: it proves who she is, and no more.
+    let session = env
+        .app
+        .login(sue.email.as_str(), Zeroizing::new(PASSWORD.into()), &client())
+        .await
+        .unwrap();
+    let info = env.app.session(&session.token).await.unwrap();
+    let enrolment = env.app.begin_totp(&info).await.unwrap();
+    let seed = TotpSeed::from_bytes(
+        &data_encoding::BASE32_NOPAD.decode(enrolment.secret.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let now = || custody_core::Clock::now(&env.clock).as_millis();
+    let proven = env
+        .app
+        .confirm_totp(&session.token, &info, &seed.code_at(step_at(now())), &client())
+        .await
+        .unwrap();
+    assert!(proven.session.needs_second_factor, "a super-admin's code is not enough");
+    let info = env.app.session(&proven.session.token).await.unwrap();
+    assert!(info.needs_second_factor());
+    let custody_app::Caller::Principal(custody_core::policy::Principal::Person {
+        second_factor_at,
+        ..
+    }) = &info.caller
+    else {
+        panic!("a person")
+    };
+    assert_eq!(*second_factor_at, None, "no step-up from a code either");
+    // …but enough to add a passkey, which completes the sign-in.
+    let mut key = SoftPasskey::new(true);
+    let ceremony = env.app.begin_passkey(&info).await.unwrap();
+    let options: CreationChallengeResponse = serde_json::from_str(&ceremony.options).unwrap();
+    let answer = serde_json::to_string(&key.do_registration(portal(), options).unwrap()).unwrap();
+    let done = env
+        .app
+        .finish_passkey(&proven.session.token, &info, &ceremony.id, &answer, &client())
+        .await
+        .unwrap();
+    assert!(!done.session.needs_second_factor);
+    assert!(!env.app.session(&done.session.token).await.unwrap().needs_second_factor());
+    // Next time an authenticator code or a recovery code leaves her at the step again.
+    env.clock.advance(minutes(1));
+    let session = env
+        .app
+        .login(sue.email.as_str(), Zeroizing::new(PASSWORD.into()), &client())
+        .await
+        .unwrap();
+    assert!(session.needs_second_factor);
+    let info = env.app.session(&session.token).await.unwrap();
+    let code = seed.code_at(step_at(now()));
+    let proven =
+        env.app.prove_second_factor(&session.token, &info, Proof::Totp(code), &client()).await;
+    assert!(proven.unwrap().session.needs_second_factor);
+    // An admin is not held to it: the seeded admin's code completes their sign-in.
+    let admin = env.sign_in(&env.admin).await;
+    assert!(!env.app.session(&admin).await.unwrap().needs_second_factor());
+});

@@ -321,6 +321,7 @@ pub(crate) async fn run(data: &Path, url: Option<&str>, args: Args) -> anyhow::R
     for (email, seed, _) in &demo.authenticators {
         println!("               {email}: {}", seed.base32().as_str());
     }
+    println!("               root@ is a super-admin: after the code, the portal asks for a passkey");
     println!("  carrier key: {}", demo.carrier_token.as_str());
     println!("  e-mails:     {}", demo.outbox.display());
     println!("  database:    {}", demo.app.store().backend().as_str());

@@ -43,6 +43,13 @@ impl Role {
         self.is_staff()
     }
 
+    /// Whether a second factor of kind `factor` counts for this role. A super-admin holds
+    /// every key, so only a phishing-resistant passkey does (ASVS 6.3.3 at level 3); an
+    /// authenticator code or recovery code proves who they are well enough to add one.
+    pub const fn accepts_second_factor(self, factor: Factor) -> bool {
+        !matches!(self, Self::SuperAdmin) || matches!(factor, Factor::Passkey)
+    }
+
     /// Whether someone holding `self` may give another person `granted`.
     pub fn may_grant(self, granted: Role) -> bool {
         self.is_staff() && granted.rank() < self.rank()

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use custody_app::AppError;
 use custody_app::factors::{Factors, Proof, Proven, TotpEnrolment};
 use custody_core::SessionId;
+use custody_core::person::Role;
 use custody_core::text::percent_encode_component;
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -61,6 +62,10 @@ struct SecondFactorPage {
     factors: Factors,
     /// Signing in (true) or confirming for a sensitive action (false).
     signing_in: bool,
+    /// Only a passkey counts (a super-admin).
+    passkey_only: bool,
+    /// A factor was proven in this session already (one that may not count).
+    proven: bool,
     next: String,
     failed: Option<String>,
 }
@@ -83,6 +88,8 @@ fn second_factor_page(
         nav: nav(&state.app, s),
         factors,
         signing_in: s.info.needs_second_factor(),
+        passkey_only: s.info.person.role == Role::SuperAdmin,
+        proven: s.info.factor.is_some(),
         next: next.to_owned(),
         failed,
     };
@@ -160,6 +167,10 @@ pub async fn second_factor_submit(
         }
     };
     match state.app.prove_second_factor(&s.token, &s.info, proof, &client).await {
+        Ok(proven) if proven.session.needs_second_factor => {
+            // A super-admin's code proves who they are; a passkey is still to come.
+            with_cookie(&state, &proven, step_up(&next))
+        }
         Ok(proven) => with_cookie(&state, &proven, Redirect::to(&next).into_response()),
         Err(e @ (AppError::AuthenticationFailed | AppError::Throttled)) => {
             let (message, status) = if matches!(e, AppError::Throttled) {

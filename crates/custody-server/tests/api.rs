@@ -350,14 +350,12 @@ backends!(sensitive_routes_need_a_step_up, |t: TestStore| async move {
         let error: Value = response.json().await.unwrap();
         assert_eq!(error["error"]["code"], "step_up_required", "{what}: {error}");
     }
-    let code = server.env.totp_code(&server.env.super_admin);
-    let response = post("/api/v1/sessions/current/factor", &csrf, &json!({"totp": code.as_str()}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let fresh: Value = response.json().await.unwrap();
-    let csrf = fresh["csrf_token"].as_str().unwrap().to_owned();
+    // The super-admin's factor is a passkey: proving it again is the step-up.
+    let SignedIn { client, csrf } =
+        server.prove_factor(&server.env.super_admin, SignedIn { client, csrf }).await;
+    let post = |path: &str, csrf: &str, body: &Value| {
+        client.post(server.url(path)).header("x-csrf-token", csrf).json(body)
+    };
     for (what, path, body) in sensitive(&server, 2) {
         let response = post(&path, &csrf, &body).send().await.unwrap();
         assert!(response.status().is_success(), "{what}: {}", response.status());

@@ -21,6 +21,9 @@ use custody_crypto::totp::{STEP_SECONDS, TotpSeed, step_at};
 use custody_proto::device::DoorReading;
 use custody_store::{CompartmentRow, PersonRow};
 use futures_util::FutureExt as _;
+use webauthn_authenticator_rs::WebauthnAuthenticator as _;
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
 use zeroize::Zeroizing;
 
 use crate::TestStore;
@@ -69,6 +72,8 @@ pub struct Env {
     /// Authenticator apps of the seeded staff whose role needs a second factor, with the last
     /// step each one's code was used for.
     totp: HashMap<PersonId, (TotpSeed, Mutex<u64>)>,
+    /// Passkeys (software authenticators) of the seeded super-admin.
+    passkeys: HashMap<PersonId, Authenticator>,
     _keys: tempfile::TempDir,
 }
 
@@ -151,10 +156,19 @@ impl Env {
         let bob =
             add("bob@harbour.example", "Bob Resident", Role::Resident, Some(&site), None).await;
         let device = enrol_device(&app, &bank).await;
-        let mut totp = HashMap::new();
+        let (mut totp, mut passkeys) = (HashMap::new(), HashMap::new());
         for person in [&super_admin, &admin] {
-            let (seed, step) = enrol_totp(&app, &clock, person).await;
+            let (seed, step, token) = enrol_totp(&app, &clock, person).await;
             totp.insert(person.id.clone(), (seed, Mutex::new(step)));
+            if person.role == Role::SuperAdmin {
+                // A super-admin signs in with a passkey; their app proves it is them to add one.
+                passkeys.insert(
+                    person.id.clone(),
+                    Authenticator(Mutex::new(enrol_passkey(&app, &token).await)),
+                );
+            } else {
+                app.logout(&token).await.expect("sign out");
+            }
         }
         Self {
             app,
@@ -175,6 +189,7 @@ impl Env {
             store,
             data,
             totp,
+            passkeys,
             _keys: keys_dir,
         }
     }
@@ -206,9 +221,38 @@ impl Env {
             return session.token;
         }
         let info = self.app.session(&session.token).await.expect("session");
+        if self.has_passkey(person) {
+            let ceremony = self.app.begin_passkey_proof(&info).await.expect("passkey ceremony");
+            let answer =
+                self.passkey_answer(person, &ceremony.options, &self.app.config().public_url);
+            let proven =
+                self.app.prove_passkey(&session.token, &info, &ceremony.id, &answer, &client).await;
+            return proven.expect("passkey").session.token;
+        }
         let proof = Proof::Totp(self.totp_code(person));
         let proven = self.app.prove_second_factor(&session.token, &info, proof, &client).await;
         proven.expect("second factor").session.token
+    }
+
+    /// Whether the seeded `person` holds a (software) passkey: the super-admin does.
+    pub fn has_passkey(&self, person: &PersonRow) -> bool {
+        self.passkeys.contains_key(&person.id)
+    }
+
+    /// `person`'s passkey answering a ceremony's request `options` (JSON) for the portal at
+    /// `origin`: the answer as JSON.
+    pub fn passkey_answer(&self, person: &PersonRow, options: &str, origin: &str) -> String {
+        let authenticator = self.passkeys.get(&person.id).expect("a seeded person with a passkey");
+        let options: RequestChallengeResponse =
+            serde_json::from_str(options).expect("request options");
+        let origin = Url::parse(origin).expect("origin");
+        let answer = authenticator
+            .0
+            .lock()
+            .expect("lock")
+            .do_authentication(origin, options)
+            .expect("passkey answer");
+        serde_json::to_string(&answer).expect("answer")
     }
 
     /// Delivers a small parcel for `email` (the carrier announces it, reserves, the door
@@ -293,7 +337,11 @@ async fn add_person(
 /// Sets up an authenticator app for `person` the way they would: sign in with the password,
 /// begin, read the key off the page, confirm with the app's code. Returns the seed and the step
 /// its code was used for.
-async fn enrol_totp(app: &App, clock: &ManualClock, person: &PersonRow) -> (TotpSeed, u64) {
+async fn enrol_totp(
+    app: &App,
+    clock: &ManualClock,
+    person: &PersonRow,
+) -> (TotpSeed, u64, Zeroizing<String>) {
     let client = seeding_client();
     let session = app
         .login(person.email.as_str(), Zeroizing::new(PASSWORD.into()), &client)
@@ -308,8 +356,35 @@ async fn enrol_totp(app: &App, clock: &ManualClock, person: &PersonRow) -> (Totp
         .confirm_totp(&session.token, &info, &seed.code_at(step), &client)
         .await
         .expect("confirm");
+    (seed, step, proven.session.token)
+}
+
+/// A software passkey authenticator, shared by a test's tasks.
+struct Authenticator(Mutex<SoftPasskey>);
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authenticator")
+    }
+}
+
+/// Registers a software passkey for `person` in the session `token`, in which they just proved
+/// a factor, the way they would at the portal.
+async fn enrol_passkey(app: &App, token: &str) -> SoftPasskey {
+    let mut authenticator = SoftPasskey::new(true);
+    let info = app.session(token).await.expect("session");
+    let ceremony = app.begin_passkey(&info).await.expect("begin passkey");
+    let options: CreationChallengeResponse =
+        serde_json::from_str(&ceremony.options).expect("creation options");
+    let origin = Url::parse(&app.config().public_url).expect("public URL");
+    let answer = authenticator.do_registration(origin, options).expect("registration");
+    let answer = serde_json::to_string(&answer).expect("answer");
+    let proven = app
+        .finish_passkey(token, &info, &ceremony.id, &answer, &seeding_client())
+        .await
+        .expect("finish passkey");
     app.logout(&proven.session.token).await.expect("sign out");
-    (seed, step)
+    authenticator
 }
 
 /// Enrols a device for `bank` through the real enrolment path and returns it as a caller.

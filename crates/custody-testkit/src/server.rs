@@ -164,15 +164,39 @@ impl TestServer {
         if !signed_in.1 {
             return signed_in.0;
         }
-        let SignedIn { client, csrf } = signed_in.0;
-        let code = self.env.totp_code(person);
-        let response = client
-            .post(self.url("/api/v1/sessions/current/factor"))
-            .header("x-csrf-token", csrf)
-            .json(&serde_json::json!({"totp": code.as_str()}))
-            .send()
+        self.prove_factor(person, signed_in.0).await
+    }
+
+    /// Proves `person`'s second factor in their session (the second step of signing in, or a
+    /// step-up): their passkey when they hold one, else their authenticator app's code.
+    pub async fn prove_factor(&self, person: &PersonRow, session: SignedIn) -> SignedIn {
+        let SignedIn { client, csrf } = session;
+        let post = |path: &str, body: serde_json::Value| {
+            client.post(self.url(path)).header("x-csrf-token", &csrf).json(&body).send()
+        };
+        let response = if self.env.has_passkey(person) {
+            let begun: serde_json::Value =
+                post("/api/v1/sessions/current/passkey/begin", serde_json::json!({}))
+                    .await
+                    .expect("passkey ceremony")
+                    .json()
+                    .await
+                    .expect("ceremony body");
+            let origin = self.env.app.config().public_url.clone();
+            let answer = self.env.passkey_answer(person, &begun["options"].to_string(), &origin);
+            let credential: serde_json::Value = serde_json::from_str(&answer).expect("answer");
+            post(
+                "/api/v1/sessions/current/passkey/finish",
+                serde_json::json!({"ceremony": begun["ceremony"], "credential": credential}),
+            )
             .await
-            .expect("second factor");
+            .expect("passkey")
+        } else {
+            let code = self.env.totp_code(person);
+            post("/api/v1/sessions/current/factor", serde_json::json!({"totp": code.as_str()}))
+                .await
+                .expect("second factor")
+        };
         assert_eq!(response.status(), 200, "second factor of {}", person.email);
         let body: serde_json::Value = response.json().await.expect("session body");
         let csrf = body["csrf_token"].as_str().expect("csrf token").to_owned();
