@@ -8,7 +8,7 @@ use custody_core::compartment::{CompartmentNumber, SizeClass};
 use custody_core::person::{Role, check_new_password};
 use custody_core::policy::{self, Denied, Principal};
 use custody_core::site::{PickupWindow, TimeZoneName};
-use custody_core::text::{Email, Name};
+use custody_core::text::{Email, Name, Reason};
 use custody_core::{ApiKeyId, BankId, CarrierId, CompartmentId, OrgId, PersonId, SiteId};
 use custody_store::{
     ApiKeyRow, BankRow, CarrierRow, CompartmentRow, NewCompartment, OrgRow, PersonRow, SiteRow,
@@ -41,6 +41,9 @@ pub struct NewPerson {
     pub carrier: Option<CarrierId>,
     /// Initial password, if they sign in with one.
     pub password: Option<Zeroizing<String>>,
+    /// Why, when the role has power (auditor and up) and a person gives it: a role grant
+    /// needs a reason as well as a step-up.
+    pub reason: Option<String>,
 }
 
 /// A new compartment's details.
@@ -337,12 +340,21 @@ impl App {
             }
             Principal::CarrierKey { .. } | Principal::Device { .. } => Err(Denied::Role),
         });
-        // Giving someone a role with power (auditor and up) is a role grant: it needs a step-up.
-        let allowed = allowed
-            .and_then(|()| if new.role.rank() > 0 { self.require_step_up(caller) } else { Ok(()) });
+        // Giving someone a role with power (auditor and up) is a role grant: it needs a step-up
+        // and, from a person, a reason.
+        let grant = new.role.rank() > 0;
+        let allowed =
+            allowed.and_then(|()| if grant { self.require_step_up(caller) } else { Ok(()) });
         if let Err(d) = allowed {
             return Err(self.refuse(caller, AuditAction::PersonCreate, target, d).await);
         }
+        let reason = match (&new.reason, grant && caller.person().is_some()) {
+            (Some(words), _) => Some(Reason::parse(words).map_err(AppError::invalid)?),
+            (None, true) => {
+                return Err(AppError::Invalid("say why this role is given (a reason)".into()));
+            }
+            (None, false) => None,
+        };
         let password_hash = match &new.password {
             Some(pw) => {
                 check_new_password(pw).map_err(AppError::invalid)?;
@@ -362,8 +374,8 @@ impl App {
             disabled_at: None,
             created_at: self.now(),
         };
-        let event = created(caller, AuditAction::PersonCreate, target, person.created_at);
-        let row = person.clone();
+        let mut event = created(caller, AuditAction::PersonCreate, target, person.created_at);
+        let (row, app) = (person.clone(), self.clone());
         self.store()
             .write(move |tx| {
                 async move {
@@ -387,6 +399,10 @@ impl App {
                         ),
                         other => other.into(),
                     })?;
+                    if let Some(reason) = &reason {
+                        // The words are about the person given the role.
+                        event.personal = app.seal_personal(tx, &row.id, reason.as_str()).await?;
+                    }
                     tx.append_audit(&event)?;
                     Ok::<_, AppError>(())
                 }
@@ -433,13 +449,15 @@ impl App {
         caller: &Caller,
         id: &PersonId,
         role: Role,
+        reason: &str,
     ) -> Result<RoleChange, AppError> {
+        let reason = Reason::parse(reason).map_err(AppError::invalid)?;
         let person = self.person_to_change(caller, id, AuditAction::PersonRoleChange).await?;
         if role == Role::SuperAdmin
             && person.role != Role::SuperAdmin
             && *caller != Caller::Operator
         {
-            return self.request_super_admin_grant(caller, person).await;
+            return self.request_super_admin_grant(caller, person, reason).await;
         }
         let target = Target { site: person.site.clone(), ..Target::default() };
         let allowed = caller
@@ -459,7 +477,7 @@ impl App {
         if role == Role::Resident && person.site.is_none() {
             return Err(AppError::Invalid("a resident needs a site".into()));
         }
-        let event = AuditEvent {
+        let mut event = AuditEvent {
             at: self.now(),
             actor: caller.actor(),
             action: AuditAction::PersonRoleChange,
@@ -468,10 +486,12 @@ impl App {
             reason: Some(format!("{}:{}>{}", person.id, person.role, role)),
             personal: None,
         };
-        let (row, from) = (person.clone(), person.role);
+        let (row, from, app) = (person.clone(), person.role, self.clone());
         self.store()
             .write(move |tx| {
                 async move {
+                    // The words are about the person whose role changes.
+                    event.personal = app.seal_personal(tx, &row.id, reason.as_str()).await?;
                     if !tx.set_role(&row, from, role).await? {
                         return Err(AppError::conflict(
                             "last_super_admin",
@@ -528,8 +548,10 @@ impl App {
         carrier: &CarrierId,
         sites: &[SiteId],
         label: &str,
+        reason: &str,
     ) -> Result<IssuedApiKey, AppError> {
         let label = Name::parse(label).map_err(AppError::invalid)?;
+        let reason = Reason::parse(reason).map_err(AppError::invalid)?;
         if sites.is_empty() {
             return Err(AppError::Invalid("an API key needs at least one site".into()));
         }
@@ -542,7 +564,8 @@ impl App {
             .await?;
         self.may_handle_keys_for(caller, &carrier_row.org, sites, AuditAction::ApiKeyCreate)
             .await?;
-        self.new_api_key(caller, &carrier_row.id, &carrier_row.org, sites, label, None).await
+        let key = NewKey { carrier: &carrier_row.id, org: &carrier_row.org, sites, label, reason };
+        self.new_api_key(caller, key, None).await
     }
 
     /// Staff of every one of `sites` (in the carrier's organisation), stepped up: who may
@@ -570,16 +593,15 @@ impl App {
         Ok(())
     }
 
-    /// Stores a new key (and retires `replaces` at its time, in the same unit).
+    /// Stores a new key (and retires `replaces` at its time, in the same unit). The reason
+    /// given is sealed to the person who gave it.
     async fn new_api_key(
         &self,
         caller: &Caller,
-        carrier: &CarrierId,
-        org: &OrgId,
-        sites: &[SiteId],
-        label: Name,
+        new: NewKey<'_>,
         replaces: Option<(ApiKeyId, custody_core::Timestamp)>,
     ) -> Result<IssuedApiKey, AppError> {
+        let NewKey { carrier, org, sites, label, reason } = new;
         let id = self.new_id(ApiKeyId::from_random)?;
         let secret: [u8; 32] = self.rng().bytes()?;
         let secret_text = Zeroizing::new(BASE32_NOPAD.encode(&secret).to_lowercase());
@@ -608,10 +630,13 @@ impl App {
                 ..created.clone()
             }
         });
-        let row = key.clone();
+        let (row, app, person) = (key.clone(), self.clone(), caller.person().cloned());
         self.store()
             .write(move |tx| {
                 async move {
+                    if let Some(person) = &person {
+                        created.personal = app.seal_personal(tx, person, reason.as_str()).await?;
+                    }
                     if let Some((old, at)) = &replaces
                         && !tx.retire_api_key(old, *at).await?
                     {
@@ -650,22 +675,23 @@ impl App {
         caller: &Caller,
         id: &ApiKeyId,
         overlap: Duration,
+        reason: &str,
     ) -> Result<IssuedApiKey, AppError> {
+        let reason = Reason::parse(reason).map_err(AppError::invalid)?;
         if overlap > MAX_KEY_OVERLAP {
             return Err(AppError::Invalid("the overlap is at most a week (168 hours)".into()));
         }
         let old = self.api_key_to_change(id).await?;
         self.may_handle_keys_for(caller, &old.org, &old.sites, AuditAction::ApiKeyCreate).await?;
         let retire_at = self.now().plus(overlap);
-        self.new_api_key(
-            caller,
-            &old.carrier,
-            &old.org,
-            &old.sites,
-            old.label.clone(),
-            Some((old.id, retire_at)),
-        )
-        .await
+        let key = NewKey {
+            carrier: &old.carrier,
+            org: &old.org,
+            sites: &old.sites,
+            label: old.label.clone(),
+            reason,
+        };
+        self.new_api_key(caller, key, Some((old.id.clone(), retire_at))).await
     }
 
     /// Revokes a key at once. Needs a step-up.
@@ -822,4 +848,13 @@ impl App {
         let bytes: [u8; 32] = self.rng().bytes()?;
         Ok(data_encoding::BASE64URL_NOPAD.encode(&bytes))
     }
+}
+
+/// A key about to be issued.
+struct NewKey<'a> {
+    carrier: &'a CarrierId,
+    org: &'a OrgId,
+    sites: &'a [SiteId],
+    label: Name,
+    reason: Reason,
 }

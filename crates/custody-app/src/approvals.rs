@@ -59,6 +59,7 @@ impl App {
         &self,
         caller: &Caller,
         person: PersonRow,
+        reason: custody_core::text::Reason,
     ) -> Result<RoleChange, AppError> {
         let target = Target { site: person.site.clone(), ..Target::default() };
         let requester = match holder(caller, Role::SuperAdmin, &person.org)
@@ -79,7 +80,7 @@ impl App {
             grant_params(&person),
             requester,
         )?;
-        let event = AuditEvent {
+        let mut event = AuditEvent {
             at: now,
             actor: caller.actor(),
             action: AuditAction::ApprovalRequest,
@@ -88,10 +89,11 @@ impl App {
             reason: Some(format!("{}:{}:{}", row.id, kind, person.id)),
             personal: None,
         };
-        let stored = row.clone();
+        let (stored, app, subject) = (row.clone(), self.clone(), person.id.clone());
         self.store()
             .write(move |tx| {
                 async move {
+                    event.personal = app.seal_personal(tx, &subject, reason.as_str()).await?;
                     tx.insert_approval(&stored).await?;
                     tx.append_audit(&event)?;
                     Ok::<_, AppError>(())

@@ -48,6 +48,7 @@ async fn courier_named(
         site: site.cloned(),
         carrier: Some(carrier.clone()),
         password: None,
+        reason: None,
     };
     env.app.create_person(&Caller::Operator, new).await.unwrap()
 }

@@ -271,6 +271,7 @@ backends!(a_super_admin_needs_a_passkey_and_adds_one_with_the_app, |t: TestStore
         site: None,
         carrier: None,
         password: Some(Zeroizing::new(PASSWORD.into())),
+        reason: None,
     };
     let sue = env.app.create_person(&custody_app::Caller::Operator, new).await.unwrap();
     // Her first factor is an authenticator app: it proves who she is, and no more.

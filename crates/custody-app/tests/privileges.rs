@@ -32,6 +32,7 @@ async fn add(env: &Env, email: &str, role: Role, org_wide: bool) -> PersonRow {
         site: (!org_wide).then(|| env.site.clone()),
         carrier: None,
         password: Some(Zeroizing::new(PASSWORD.into())),
+        reason: None,
     };
     env.app.create_person(&Caller::Operator, new).await.unwrap()
 }
@@ -42,21 +43,27 @@ backends!(grants_go_down_and_nobody_changes_themselves, |t: TestStore| async mov
     let root = env.stepped_up(&env.super_admin);
     let code = |r: Result<RoleChange, custody_app::AppError>| r.map(|_| ()).unwrap_err().code();
     // Upwards or sideways: refused.
-    assert_eq!(code(env.app.change_role(&admin, &env.ann.id, Role::Admin).await), "forbidden");
     assert_eq!(
-        code(env.app.change_role(&admin, &env.super_admin.id, Role::Resident).await),
+        code(env.app.change_role(&admin, &env.ann.id, Role::Admin, "duty rota").await),
+        "forbidden"
+    );
+    assert_eq!(
+        code(env.app.change_role(&admin, &env.super_admin.id, Role::Resident, "duty rota").await),
         "forbidden",
         "an admin cannot touch a super-admin"
     );
     assert!(
         matches!(
-            env.app.change_role(&root, &env.admin.id, Role::SuperAdmin).await,
+            env.app.change_role(&root, &env.admin.id, Role::SuperAdmin, "duty rota").await,
             Ok(RoleChange::Pending(_))
         ),
         "a super-admin only asks for another super-admin"
     );
     // Themselves: refused, whatever the direction.
-    assert_eq!(code(env.app.change_role(&admin, &env.admin.id, Role::Auditor).await), "forbidden");
+    assert_eq!(
+        code(env.app.change_role(&admin, &env.admin.id, Role::Auditor, "duty rota").await),
+        "forbidden"
+    );
     assert_eq!(
         env.app.disable_person(&admin, &env.admin.id).await.unwrap_err().code(),
         "forbidden"
@@ -64,7 +71,8 @@ backends!(grants_go_down_and_nobody_changes_themselves, |t: TestStore| async mov
     // Downwards, within scope, stepped up: fine, and it takes effect on the next request.
     let token = env.sign_in(&env.admin).await;
     assert!(env.app.sites_for(&env.app.session(&token).await.unwrap().caller).await.is_ok());
-    let demoted = env.app.change_role(&root, &env.admin.id, Role::Auditor).await.unwrap();
+    let demoted =
+        env.app.change_role(&root, &env.admin.id, Role::Auditor, "duty rota").await.unwrap();
     assert!(matches!(demoted, RoleChange::Changed(p) if p.role == Role::Auditor));
     let info = env.app.session(&token).await.unwrap();
     assert_eq!(info.person.role, Role::Auditor);
@@ -82,7 +90,7 @@ backends!(role_changes_need_a_step_up_and_respect_scope, |t: TestStore| async mo
     // Without a fresh factor, a role change is refused and audited.
     assert_eq!(
         env.app
-            .change_role(&Env::as_person(&env.admin), &site_auditor.id, Role::Resident)
+            .change_role(&Env::as_person(&env.admin), &site_auditor.id, Role::Resident, "moved out")
             .await
             .unwrap_err()
             .code(),
@@ -91,12 +99,19 @@ backends!(role_changes_need_a_step_up_and_respect_scope, |t: TestStore| async mo
     let admin = env.stepped_up(&env.admin);
     // A site admin reaches people of their site, not org-wide ones.
     assert_eq!(
-        env.app.change_role(&admin, &org_auditor.id, Role::Resident).await.unwrap_err().code(),
+        env.app
+            .change_role(&admin, &org_auditor.id, Role::Resident, "duty rota")
+            .await
+            .unwrap_err()
+            .code(),
         "not_found"
     );
-    assert!(env.app.change_role(&admin, &site_auditor.id, Role::Resident).await.is_ok());
+    assert!(
+        env.app.change_role(&admin, &site_auditor.id, Role::Resident, "duty rota").await.is_ok()
+    );
     // Couriers keep their carrier; turning someone into one is refused with a reason.
-    let err = env.app.change_role(&admin, &env.ann.id, Role::Courier).await.unwrap_err();
+    let err =
+        env.app.change_role(&admin, &env.ann.id, Role::Courier, "duty rota").await.unwrap_err();
     assert_eq!(err.code(), "invalid_request");
 });
 
@@ -104,13 +119,13 @@ backends!(the_last_super_admin_stays, |t: TestStore| async move {
     let env = Env::new(t).await;
     let op = Caller::Operator;
     let root = &env.super_admin;
-    let last = env.app.change_role(&op, &root.id, Role::Admin).await.unwrap_err();
+    let last = env.app.change_role(&op, &root.id, Role::Admin, "duty rota").await.unwrap_err();
     assert_eq!(last.code(), "last_super_admin");
     assert_eq!(env.app.disable_person(&op, &root.id).await.unwrap_err().code(), "last_super_admin");
     // With a second one, either may go, but never both, however the requests race.
     let second = add(&env, "second-root@acme.example", Role::SuperAdmin, true).await;
     let (a, b) = tokio::join!(
-        env.app.change_role(&op, &root.id, Role::Admin),
+        env.app.change_role(&op, &root.id, Role::Admin, "duty rota"),
         env.app.disable_person(&op, &second.id),
     );
     assert!(a.is_ok() != b.is_ok(), "exactly one of the two wins: {a:?} {b:?}");
@@ -153,7 +168,12 @@ backends!(a_super_admin_grant_needs_a_second_super_admin, |t: TestStore| async m
     let second = add(&env, "second-root@acme.example", Role::SuperAdmin, true).await;
     let root = env.stepped_up(&env.super_admin);
     let ask = || async {
-        match env.app.change_role(&root, &env.admin.id, Role::SuperAdmin).await.unwrap() {
+        match env
+            .app
+            .change_role(&root, &env.admin.id, Role::SuperAdmin, "duty rota")
+            .await
+            .unwrap()
+        {
             RoleChange::Pending(request) => request,
             RoleChange::Changed(_) => panic!("granted without a second person"),
         }
@@ -219,7 +239,7 @@ backends!(approvals_lapse_go_stale_and_can_be_withdrawn, |t: TestStore| async mo
     let target = add(&env, "org-admin@acme.example", Role::Admin, true).await;
     let ask = || async {
         let root = env.stepped_up(&env.super_admin);
-        match env.app.change_role(&root, &target.id, Role::SuperAdmin).await.unwrap() {
+        match env.app.change_role(&root, &target.id, Role::SuperAdmin, "duty rota").await.unwrap() {
             RoleChange::Pending(request) => request,
             RoleChange::Changed(_) => panic!("granted without a second person"),
         }
@@ -232,12 +252,12 @@ backends!(approvals_lapse_go_stale_and_can_be_withdrawn, |t: TestStore| async mo
     assert_eq!(late.unwrap_err().code(), "approval_closed");
     // If the person changes meanwhile, what was asked no longer holds.
     let stale = ask().await;
-    env.app.change_role(&Caller::Operator, &target.id, Role::Auditor).await.unwrap();
+    env.app.change_role(&Caller::Operator, &target.id, Role::Auditor, "duty rota").await.unwrap();
     let approver = env.stepped_up(&second);
     let approve = env.app.decide_approval(&approver, &stale.id, ApprovalOutcome::Approved).await;
     assert_eq!(approve.unwrap_err().code(), "approval_stale");
     // The one who asked may withdraw.
-    env.app.change_role(&Caller::Operator, &target.id, Role::Admin).await.unwrap();
+    env.app.change_role(&Caller::Operator, &target.id, Role::Admin, "duty rota").await.unwrap();
     let withdrawn = ask().await;
     let root = env.stepped_up(&env.super_admin);
     let answer =

@@ -343,6 +343,7 @@ backends!(staff_retrieval_needs_scope_and_reason, |t: TestStore| async move {
                 site: Some(other_site.id),
                 carrier: None,
                 password: None,
+                reason: None,
             },
         )
         .await
@@ -513,7 +514,13 @@ backends!(everyone_sees_only_their_own_parcels, |t: TestStore| async move {
     let rival = env.app.create_carrier(&Caller::Operator, &env.org, "Rival Express").await.unwrap();
     let rival_key = env
         .app
-        .issue_api_key(&Caller::Operator, &rival.id, std::slice::from_ref(&env.site), "rival")
+        .issue_api_key(
+            &Caller::Operator,
+            &rival.id,
+            std::slice::from_ref(&env.site),
+            "rival",
+            "new carrier",
+        )
         .await
         .unwrap();
     let rival = env.app.authenticate_api_key(&rival_key.token).await.unwrap();
@@ -786,15 +793,16 @@ backends!(api_keys_rotate_with_an_overlap_and_show_their_last_use, |t: TestStore
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].last_used_at, Some(env.app.now()), "last use is shown");
     // Rotation: a new key now, the old one for the overlap.
-    let too_long = env.app.rotate_api_key(&admin, &old_id, days(8)).await;
+    let too_long = env.app.rotate_api_key(&admin, &old_id, days(8), "depot move").await;
     assert_eq!(too_long.unwrap_err().code(), "invalid_request");
-    let rotated = env.app.rotate_api_key(&admin, &old_id, hours(24)).await.unwrap();
+    let rotated = env.app.rotate_api_key(&admin, &old_id, hours(24), "depot move").await.unwrap();
     assert_eq!(rotated.key.sites, vec![env.site.clone()]);
     assert!(env.app.authenticate_api_key(&rotated.token).await.is_ok());
     env.clock.advance(hours(23));
     assert!(env.app.authenticate_api_key(&env.carrier_token).await.is_ok(), "still overlapping");
     // A retiring key is not rotated again (its successor is).
-    let again = env.app.rotate_api_key(&env.stepped_up(&env.admin), &old_id, hours(24)).await;
+    let again =
+        env.app.rotate_api_key(&env.stepped_up(&env.admin), &old_id, hours(24), "depot move").await;
     assert_eq!(again.unwrap_err().code(), "key_retired");
     env.clock.advance(hours(1));
     assert!(env.app.authenticate_api_key(&env.carrier_token).await.is_err(), "overlap over");
@@ -817,6 +825,7 @@ backends!(roles_grant_only_downwards, |t: TestStore| async move {
         site,
         carrier: None,
         password: None,
+        reason: None,
     };
     assert!(
         env.app.create_person(&admin, new(Role::Resident, Some(env.site.clone()))).await.is_ok()
@@ -860,15 +869,25 @@ backends!(roles_grant_only_downwards, |t: TestStore| async move {
             .await
             .is_ok()
     );
-    assert!(
+    // …and a reason.
+    let root = env.stepped_up(&env.super_admin);
+    assert_eq!(
         env.app
-            .create_person(
-                &env.stepped_up(&env.super_admin),
-                new(Role::Admin, Some(env.site.clone()))
-            )
+            .create_person(&root, new(Role::Admin, Some(env.site.clone())))
             .await
-            .is_ok()
+            .unwrap_err()
+            .code(),
+        "invalid_request"
     );
+    let with_reason = custody_app::admin::NewPerson {
+        reason: Some("night manager from December".into()),
+        ..new(Role::Admin, Some(env.site.clone()))
+    };
+    assert!(env.app.create_person(&root, with_reason).await.is_ok());
+    // Changing a role needs one too.
+    let admin = env.stepped_up(&env.admin);
+    let no_reason = env.app.change_role(&admin, &env.auditor.id, Role::Auditor, "").await;
+    assert_eq!(no_reason.unwrap_err().code(), "invalid_request");
 });
 
 #[tokio::test]

@@ -169,6 +169,7 @@ async fn sign_in_takes_as_long_for_unknown_accounts_as_for_real_ones() {
             site: Some(env.site.clone()),
             carrier: None,
             password: Some(Zeroizing::new(PASSWORD.into())),
+            reason: None,
         };
         real.push(env.app.create_person(&custody_app::Caller::Operator, new).await.unwrap());
     }

@@ -82,6 +82,9 @@ pub(crate) enum Command {
         /// What to call it.
         #[arg(long, default_value = "API key")]
         label: String,
+        /// Why (people must say; the operator may).
+        #[arg(long, default_value = "issued by the operator")]
+        reason: String,
     },
     /// Add a person. The password is read from standard input with --password-stdin.
     AddPerson {
@@ -166,13 +169,13 @@ pub(crate) async fn run(
         Command::CreateCarrier { org, name } => {
             println!("{}", app.create_carrier(&op, &id::<OrgId>(&org, "org")?, &name).await?.id);
         }
-        Command::IssueApiKey { carrier, sites, label } => {
+        Command::IssueApiKey { carrier, sites, label, reason } => {
             let sites = sites
                 .iter()
                 .map(|s| id::<SiteId>(s, "site"))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let issued = app
-                .issue_api_key(&op, &id::<CarrierId>(&carrier, "carrier")?, &sites, &label)
+                .issue_api_key(&op, &id::<CarrierId>(&carrier, "carrier")?, &sites, &label, &reason)
                 .await?;
             println!("{}", issued.token.as_str());
             eprintln!("Shown once: give it to the carrier; it is stored only as a keyed hash.");
@@ -195,6 +198,7 @@ pub(crate) async fn run(
                 site: site.as_deref().map(|s| id(s, "site")).transpose()?,
                 carrier: carrier.as_deref().map(|c| id(c, "carrier")).transpose()?,
                 password,
+                reason: None,
             };
             println!("{}", app.create_person(&op, new).await?.id);
         }

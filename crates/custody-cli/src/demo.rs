@@ -196,6 +196,7 @@ async fn add_people(
             site,
             carrier,
             password: Some(Zeroizing::new(DEMO_PASSWORD.into())),
+            reason: None,
         };
         app.create_person(&Caller::Operator, new).await?;
     }
@@ -242,7 +243,7 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
     let site = app.create_site(&op, &org, "Harbour House", "Europe/Berlin", None).await?.id;
     let carrier = app.create_carrier(&op, &org, "Parcelco").await?.id;
     let carrier_token = app
-        .issue_api_key(&op, &carrier, std::slice::from_ref(&site), "Parcelco depot")
+        .issue_api_key(&op, &carrier, std::slice::from_ref(&site), "Parcelco depot", "the demo")
         .await?
         .token;
     add_people(&app, &org, &site, &carrier).await?;
@@ -321,7 +322,9 @@ pub(crate) async fn run(data: &Path, url: Option<&str>, args: Args) -> anyhow::R
     for (email, seed, _) in &demo.authenticators {
         println!("               {email}: {}", seed.base32().as_str());
     }
-    println!("               root@ is a super-admin: after the code, the portal asks for a passkey");
+    println!(
+        "               root@ is a super-admin: after the code, the portal asks for a passkey"
+    );
     println!("  carrier key: {}", demo.carrier_token.as_str());
     println!("  e-mails:     {}", demo.outbox.display());
     println!("  database:    {}", demo.app.store().backend().as_str());

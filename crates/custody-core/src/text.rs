@@ -108,7 +108,8 @@ impl Name {
 }
 
 text_type!(
-    /// Why a person did something sensitive (remote open, staff retrieval): 3–500 characters.
+    /// Why a person did something sensitive (an opening, a role grant, a key, a lockdown, an
+    /// export): 3–500 characters.
     ///
     /// Reasons are recorded in the audit log, so the auditor later reads why a door opened.
     Reason);

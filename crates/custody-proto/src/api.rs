@@ -500,6 +500,9 @@ pub struct CreatePersonRequest {
     pub carrier: Option<String>,
     /// Initial password (at least 12 characters), if they sign in with one.
     pub password: Option<String>,
+    /// Why: required when the role has power (auditor and up).
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 /// Open several compartments of a bank at once.
@@ -518,6 +521,8 @@ pub struct BulkOpenRequest {
 pub struct RoleChangeRequest {
     /// `resident`, `auditor`, `admin` or `super_admin` (couriers keep theirs).
     pub role: String,
+    /// Why; recorded in the audit log.
+    pub reason: String,
 }
 
 /// A request that waits for a second person's approval.
@@ -577,6 +582,8 @@ pub struct CreateApiKeyRequest {
     pub label: String,
     /// Sites it may deliver to.
     pub sites: Vec<String>,
+    /// Why; recorded in the audit log.
+    pub reason: String,
 }
 
 /// A carrier API key as listed: never its secret.
@@ -603,6 +610,8 @@ pub struct RotateApiKeyRequest {
     /// Hours, 0–168 (default 24).
     #[serde(default)]
     pub overlap_hours: Option<u32>,
+    /// Why; recorded in the audit log.
+    pub reason: String,
 }
 
 /// A freshly issued API key. The token is shown this once.

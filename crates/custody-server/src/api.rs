@@ -595,6 +595,7 @@ pub async fn create_person(
         site: body.site.as_deref().map(|s| parse_id(s, "site")).transpose()?,
         carrier: body.carrier.as_deref().map(|s| parse_id(s, "carrier")).transpose()?,
         password: body.password.map(Zeroizing::new),
+        reason: body.reason,
     };
     let p = state.app.create_person(staff.caller(), new).await?;
     Ok((StatusCode::CREATED, Json(views::person(&p))))
@@ -619,7 +620,7 @@ pub async fn change_role(
 ) -> Result<Response, ApiError> {
     let id: custody_core::PersonId = parse_id(&id, "person")?;
     let role = parse_role(&body.role)?;
-    Ok(match state.app.change_role(staff.caller(), &id, role).await? {
+    Ok(match state.app.change_role(staff.caller(), &id, role, &body.reason).await? {
         RoleChange::Changed(p) => Json(views::person(&p)).into_response(),
         RoleChange::Pending(a) => (StatusCode::ACCEPTED, Json(views::approval(&a))).into_response(),
     })
@@ -698,7 +699,10 @@ pub async fn create_api_key(
     let carrier: CarrierId = parse_id(&id, "carrier")?;
     let sites =
         body.sites.iter().map(|s| parse_id(s, "site")).collect::<Result<Vec<SiteId>, _>>()?;
-    let issued = state.app.issue_api_key(staff.caller(), &carrier, &sites, &body.label).await?;
+    let issued = state
+        .app
+        .issue_api_key(staff.caller(), &carrier, &sites, &body.label, &body.reason)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(ApiKeyIssued {
@@ -740,7 +744,7 @@ pub async fn rotate_api_key(
 ) -> Result<(StatusCode, Json<ApiKeyIssued>), ApiError> {
     let id: custody_core::ApiKeyId = parse_id(&id, "API key")?;
     let overlap = custody_core::time::hours(u64::from(body.overlap_hours.unwrap_or(24)));
-    let issued = state.app.rotate_api_key(staff.caller(), &id, overlap).await?;
+    let issued = state.app.rotate_api_key(staff.caller(), &id, overlap, &body.reason).await?;
     Ok((
         StatusCode::CREATED,
         Json(ApiKeyIssued {

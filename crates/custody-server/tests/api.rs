@@ -318,12 +318,12 @@ fn sensitive(server: &TestServer, n: usize) -> Vec<(&'static str, String, Value)
         (
             "granting a role with power",
             "/api/v1/people".into(),
-            json!({"email": format!("auditor{n}@acme.example"), "name": "New Auditor", "role": "auditor"}),
+            json!({"email": format!("auditor{n}@acme.example"), "name": "New Auditor", "role": "auditor", "reason": "quarterly audit"}),
         ),
         (
             "issuing a carrier key",
             format!("/api/v1/carriers/{}/api-keys", env.carrier),
-            json!({"label": format!("Depot {n}"), "sites": [env.site.to_string()]}),
+            json!({"label": format!("Depot {n}"), "sites": [env.site.to_string()], "reason": "new depot"}),
         ),
         (
             "exporting audit entries",

@@ -254,6 +254,7 @@ async fn a_new_admin_sets_up_an_authenticator_app_and_signs_in_with_it() {
                 site: Some(env.site.clone()),
                 carrier: None,
                 password: Some(zeroize::Zeroizing::new(custody_testkit::env::PASSWORD.into())),
+                reason: None,
             },
         )
         .await
@@ -497,6 +498,7 @@ async fn a_super_admin_adds_a_passkey_after_the_authenticator_app() {
         site: None,
         carrier: None,
         password: Some(zeroize::Zeroizing::new(custody_testkit::env::PASSWORD.into())),
+        reason: None,
     };
     let sue = env.app.create_person(&custody_app::Caller::Operator, new).await.unwrap();
     let client = custody_app::auth::Client::new("192.0.2.9", "setup");

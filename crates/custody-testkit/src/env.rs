@@ -135,7 +135,7 @@ impl Env {
             .expect("compartments");
         let carrier = app.create_carrier(&op, &org, "Parcelco").await.expect("carrier").id;
         let carrier_token = app
-            .issue_api_key(&op, &carrier, std::slice::from_ref(&site), "Parcelco depot")
+            .issue_api_key(&op, &carrier, std::slice::from_ref(&site), "Parcelco depot", "seeding")
             .await
             .expect("key")
             .token;
@@ -330,6 +330,7 @@ async fn add_person(
         site,
         carrier,
         password: Some(Zeroizing::new(PASSWORD.into())),
+        reason: None,
     };
     app.create_person(&Caller::Operator, new).await.expect("seed person")
 }
