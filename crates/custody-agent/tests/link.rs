@@ -218,21 +218,8 @@ backends!(a_courier_works_the_kiosk_with_todays_code, |t: TestStore| async move 
     let (handle, bank) = (&mut agent.handle, agent.bank.clone());
     let env = &server.env;
     let parcel = env
-        .app
-        .expect_parcel(
-            &env.carrier().await,
-            custody_app::parcels::ParcelSpec {
-                site: env.site.clone(),
-                carrier: env.carrier.clone(),
-                recipient_email: "ann@harbour.example".into(),
-                tracking_ref: "1Z-KIOSK".into(),
-                size: custody_core::compartment::SizeClass::Small,
-                accessible: false,
-                refrigerated: false,
-            },
-        )
-        .await
-        .unwrap();
+        .announce("ann@harbour.example", "1Z-KIOSK", custody_core::compartment::SizeClass::Small)
+        .await;
 
     // Carl signs in to the app and reads today's code.
     let carl = server.sign_in(&env.courier).await;

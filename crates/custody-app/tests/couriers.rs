@@ -9,9 +9,8 @@
 )]
 
 use custody_app::admin::NewPerson;
-use custody_app::parcels::{ParcelSpec, PickupOutcome};
+use custody_app::parcels::PickupOutcome;
 use custody_app::{AppError, Caller};
-use custody_core::ParcelId;
 use custody_core::compartment::SizeClass;
 use custody_core::parcel::ParcelState;
 use custody_core::person::Role;
@@ -20,19 +19,6 @@ use custody_proto::device::DoorReading;
 use custody_store::PersonRow;
 use custody_testkit::env::enrol_device;
 use custody_testkit::{Env, TestStore, backends};
-
-async fn announce(env: &Env, tracking: &str) -> ParcelId {
-    let spec = ParcelSpec {
-        site: env.site.clone(),
-        carrier: env.carrier.clone(),
-        recipient_email: "ann@harbour.example".into(),
-        tracking_ref: tracking.into(),
-        size: SizeClass::Small,
-        accessible: false,
-        refrigerated: false,
-    };
-    env.app.expect_parcel(&env.carrier().await, spec).await.unwrap().id
-}
 
 async fn courier_named(
     env: &Env,
@@ -62,7 +48,7 @@ backends!(a_courier_deposits_and_takes_back_with_todays_code, |t: TestStore| asy
     assert_eq!(env.app.courier_code(&carl).await.unwrap().code, code.code, "one code a day");
 
     // At the kiosk: the parcels announced for this site, then a deposit as Carl's own.
-    let parcel = announce(&env, "CARL-1").await;
+    let parcel = env.announce("ann@harbour.example", "CARL-1", SizeClass::Small).await.id;
     let visit = env.app.courier_visit(&env.device, &code.code).await.unwrap().unwrap();
     assert_eq!(visit.courier.id, env.courier.id);
     assert_eq!(
@@ -131,7 +117,7 @@ backends!(a_courier_code_opens_nothing_but_the_couriers_own_work, |t: TestStore|
     let ritas = env.app.courier_code(&Env::as_person(&rita)).await.unwrap();
     let visit = env.app.courier_visit(&env.device, &ritas.code).await.unwrap().unwrap();
     assert!(visit.deposits.is_empty() && visit.returns.is_empty(), "nothing of Rita's here");
-    let announced = announce(&env, "CARL-2").await;
+    let announced = env.announce("ann@harbour.example", "CARL-2", SizeClass::Small).await.id;
     // Rita can neither deposit Carl's carrier's parcel nor take anything out.
     let refused = env.app.courier_deposit(&env.device, &ritas.code, &announced).await;
     assert!(matches!(refused, Err(AppError::NotFound | AppError::Forbidden)), "{refused:?}");

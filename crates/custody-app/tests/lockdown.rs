@@ -69,21 +69,8 @@ backends!(a_locked_down_bank_opens_for_nobody, |t: TestStore| async move {
     assert_eq!(code(env.app.retrieve(&admin, &other, "recalled").await), "locked_down");
     let carrier = env.carrier().await;
     let announced = env
-        .app
-        .expect_parcel(
-            &carrier,
-            custody_app::parcels::ParcelSpec {
-                site: env.site.clone(),
-                carrier: env.carrier.clone(),
-                recipient_email: "ann@harbour.example".into(),
-                tracking_ref: "LOCKED-1".into(),
-                size: custody_core::compartment::SizeClass::Medium,
-                accessible: false,
-                refrigerated: false,
-            },
-        )
-        .await
-        .unwrap();
+        .announce("ann@harbour.example", "LOCKED-1", custody_core::compartment::SizeClass::Medium)
+        .await;
     assert_eq!(
         code(env.app.start_deposit(&carrier, &announced.id, &env.bank).await),
         "locked_down"

@@ -261,40 +261,15 @@ backends!(passkey_sign_ins_are_throttled_by_source, |t: TestStore| async move {
 
 backends!(a_super_admin_needs_a_passkey_and_adds_one_with_the_app, |t: TestStore| async move {
     use custody_app::factors::Proof;
-    use custody_crypto::totp::{TotpSeed, step_at};
+    use custody_crypto::totp::step_at;
     let env = Env::new(t).await;
-    let new = custody_app::admin::NewPerson {
-        org: env.org.clone(),
-        email: "sue@acme.example".into(),
-        name: "Sue Super".into(),
-        role: custody_core::person::Role::SuperAdmin,
-        site: None,
-        carrier: None,
-        password: Some(Zeroizing::new(PASSWORD.into())),
-        reason: None,
-    };
-    let sue = env.app.create_person(&custody_app::Caller::Operator, new).await.unwrap();
     // Her first factor is an authenticator app: it proves who she is, and no more.
-    let session = env
-        .app
-        .login(sue.email.as_str(), Zeroizing::new(PASSWORD.into()), &client())
-        .await
-        .unwrap();
-    let info = env.app.session(&session.token).await.unwrap();
-    let enrolment = env.app.begin_totp(&info).await.unwrap();
-    let seed = TotpSeed::from_bytes(
-        &data_encoding::BASE32_NOPAD.decode(enrolment.secret.as_bytes()).unwrap(),
-    )
-    .unwrap();
+    let (sue, seed, token) = env
+        .person_with_app("sue@acme.example", "Sue Super", custody_core::person::Role::SuperAdmin)
+        .await;
     let now = || custody_core::Clock::now(&env.clock).as_millis();
-    let proven = env
-        .app
-        .confirm_totp(&session.token, &info, &seed.code_at(step_at(now())), &client())
-        .await
-        .unwrap();
-    assert!(proven.session.needs_second_factor, "a super-admin's code is not enough");
-    let info = env.app.session(&proven.session.token).await.unwrap();
-    assert!(info.needs_second_factor());
+    let info = env.app.session(&token).await.unwrap();
+    assert!(info.needs_second_factor(), "a super-admin's code is not enough");
     let custody_app::Caller::Principal(custody_core::policy::Principal::Person {
         second_factor_at,
         ..
@@ -308,11 +283,8 @@ backends!(a_super_admin_needs_a_passkey_and_adds_one_with_the_app, |t: TestStore
     let ceremony = env.app.begin_passkey(&info).await.unwrap();
     let options: CreationChallengeResponse = serde_json::from_str(&ceremony.options).unwrap();
     let answer = serde_json::to_string(&key.do_registration(portal(), options).unwrap()).unwrap();
-    let done = env
-        .app
-        .finish_passkey(&proven.session.token, &info, &ceremony.id, &answer, &client())
-        .await
-        .unwrap();
+    let done =
+        env.app.finish_passkey(&token, &info, &ceremony.id, &answer, &client()).await.unwrap();
     assert!(!done.session.needs_second_factor);
     assert!(!env.app.session(&done.session.token).await.unwrap().needs_second_factor());
     // Next time an authenticator code or a recovery code leaves her at the step again.

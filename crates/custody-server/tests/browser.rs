@@ -483,36 +483,16 @@ async fn a_resident_signs_in_with_her_passkey_alone() {
 
 #[tokio::test]
 async fn a_super_admin_adds_a_passkey_after_the_authenticator_app() {
-    use custody_crypto::totp::{TotpSeed, step_at};
+    use custody_crypto::totp::step_at;
     let server = TestServer::start_at_own_origin(custody_testkit::sqlite_store().await).await;
     let Some(session) = browser(&server, "super-admin passkey").await else { return };
     let browser = &session.client;
     browser.issue_cmd(AddVirtualAuthenticator).await.expect("a virtual authenticator");
     let env = &server.env;
     // Sue is a new super-admin whose only factor is an authenticator app.
-    let new = custody_app::admin::NewPerson {
-        org: env.org.clone(),
-        email: "sue@acme.example".into(),
-        name: "Sue Super".into(),
-        role: custody_core::person::Role::SuperAdmin,
-        site: None,
-        carrier: None,
-        password: Some(zeroize::Zeroizing::new(custody_testkit::env::PASSWORD.into())),
-        reason: None,
-    };
-    let sue = env.app.create_person(&custody_app::Caller::Operator, new).await.unwrap();
-    let client = custody_app::auth::Client::new("192.0.2.9", "setup");
-    let password = zeroize::Zeroizing::new(custody_testkit::env::PASSWORD.to_owned());
-    let started = env.app.login(sue.email.as_str(), password, &client).await.unwrap();
-    let info = env.app.session(&started.token).await.unwrap();
-    let enrolment = env.app.begin_totp(&info).await.unwrap();
-    let secret = data_encoding::BASE32_NOPAD.decode(enrolment.secret.as_bytes()).unwrap();
-    let seed = TotpSeed::from_bytes(&secret).unwrap();
+    let role = custody_core::person::Role::SuperAdmin;
+    let (sue, seed, _) = env.person_with_app("sue@acme.example", "Sue Super", role).await;
     let now = || custody_core::Clock::now(&env.clock).as_millis();
-    env.app
-        .confirm_totp(&started.token, &info, &seed.code_at(step_at(now())), &client)
-        .await
-        .unwrap();
     env.clock.advance(std::time::Duration::from_secs(30));
 
     // Password, then the app's code: the portal asks for a passkey and she adds one.

@@ -260,16 +260,7 @@ impl Env {
     /// message.
     pub async fn delivered(&self, email: &str) -> (ParcelId, String) {
         let carrier = self.carrier().await;
-        let spec = ParcelSpec {
-            site: self.site.clone(),
-            carrier: self.carrier.clone(),
-            recipient_email: email.into(),
-            tracking_ref: "1Z999AA10123456784".into(),
-            size: SizeClass::Small,
-            accessible: false,
-            refrigerated: false,
-        };
-        let parcel = self.app.expect_parcel(&carrier, spec).await.expect("announced");
+        let parcel = self.announce(email, "1Z999AA10123456784", SizeClass::Small).await;
         let deposit =
             self.app.start_deposit(&carrier, &parcel.id, &self.bank).await.expect("reserved");
         let n = deposit.compartment.number.get();
@@ -279,6 +270,39 @@ impl Env {
         self.app.notify(&parcel.id).await.expect("notified");
         let code = self.code_sent_for(&parcel.id).await;
         (parcel.id, code)
+    }
+
+    /// Adds an organisation-wide person with the test password who sets up an authenticator
+    /// app the way they would; returns them, the app's seed, and the session token in which
+    /// they confirmed it (the clock's current step is used).
+    pub async fn person_with_app(
+        &self,
+        email: &str,
+        name: &str,
+        role: Role,
+    ) -> (PersonRow, TotpSeed, Zeroizing<String>) {
+        let person = add_person(&self.app, &self.org, email, name, role, None, None).await;
+        let (seed, _, token) = enrol_totp(&self.app, &self.clock, &person).await;
+        (person, seed, token)
+    }
+
+    /// The carrier announces a parcel of `size` for `email` at the site.
+    pub async fn announce(
+        &self,
+        email: &str,
+        tracking_ref: &str,
+        size: SizeClass,
+    ) -> custody_store::ParcelRow {
+        let spec = ParcelSpec {
+            site: self.site.clone(),
+            carrier: self.carrier.clone(),
+            recipient_email: email.into(),
+            tracking_ref: tracking_ref.into(),
+            size,
+            accessible: false,
+            refrigerated: false,
+        };
+        self.app.expect_parcel(&self.carrier().await, spec).await.expect("announced")
     }
 
     /// The pickup code in the last message queued for a parcel (as the recipient reads it).
