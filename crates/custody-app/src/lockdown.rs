@@ -224,24 +224,19 @@ impl App {
         target: &Target,
     ) -> Result<(), AppError> {
         let Some(bank) = target.bank.clone() else { return Ok(()) };
-        let (now, actor, target) = (self.now(), actor.clone(), target.clone());
-        let refused = self
+        let locked = self
             .store()
-            .write(move |tx| {
-                async move {
-                    if tx.lockdown(&bank).await?.is_none() {
-                        return Ok::<_, AppError>(false);
-                    }
-                    let mut e = event(&actor, action, target, now);
-                    e.outcome = Outcome::Denied;
-                    e.reason = Some("locked_down".into());
-                    tx.append_audit(&e)?;
-                    Ok(true)
-                }
-                .boxed()
-            })
-            .await?;
-        if refused { Err(locked_down()) } else { Ok(()) }
+            .read(move |tx| async move { tx.lockdown(&bank).await }.boxed())
+            .await?
+            .is_some();
+        if !locked {
+            return Ok(());
+        }
+        let mut e = event(actor, action, target.clone(), self.now());
+        e.outcome = Outcome::Denied;
+        e.reason = Some("locked_down".into());
+        self.store().write(move |tx| async move { tx.append_audit(&e) }.boxed()).await?;
+        Err(locked_down())
     }
 }
 
