@@ -11,7 +11,7 @@ use custody_core::parcel::{ParcelEvent, ParcelState};
 use custody_core::person::Role;
 use custody_core::policy::{self, Denied, ParcelFacts, Principal};
 use custody_core::text::{Email, Reason, TrackingRef};
-use custody_core::throttle::{BANK_PICKUP, KIOSK_PICKUP};
+use custody_core::throttle::{BANK_PICKUP, KIOSK_PICKUP, RESEND_PARCEL, RESEND_RECIPIENT};
 use custody_core::{BankId, CarrierId, CodeId, CompartmentId, ParcelId, SiteId, Timestamp};
 use custody_proto::device::{CommandOutcome as C, DoorReading, SignedOpenCommand};
 use custody_store::{
@@ -572,6 +572,78 @@ impl App {
     }
 
     /// Draws a code unique among the bank's codes and stores only its keyed hash.
+    /// Sends the recipient a new pickup code for a parcel waiting in its compartment, and
+    /// retires the old one: for a message lost or deleted. Asked by the recipient or by staff
+    /// of the site; the code goes only to the recipient's own address. At most 3 a day per
+    /// parcel and 10 a day per recipient, whoever asks, so nobody's mailbox can be flooded.
+    pub async fn resend_code(&self, caller: &Caller, parcel: &ParcelId) -> Result<(), AppError> {
+        let p = self.parcel(caller, parcel).await?;
+        // Anyone else who may see the parcel (its carrier, an auditor) is not its owner: to
+        // them, as to strangers, there is no code to send.
+        let allowed = caller.check(|pr| match pr {
+            Principal::Person { id, .. } if id == &p.recipient => Ok(()),
+            other => policy::may_manage_site(other, &p.org, &p.site).map_err(|_| Denied::NotOwner),
+        });
+        if let Err(d) = allowed {
+            return Err(self.refuse(caller, AuditAction::Notify, parcel_target(&p), d).await);
+        }
+        if p.state != ParcelState::Notified {
+            return Err(AppError::conflict(
+                "parcel_state",
+                "only a parcel waiting for pickup has a code to send again",
+            ));
+        }
+        let budgets = Budgets::new(
+            "resend",
+            [(RESEND_PARCEL, p.id.to_string()), (RESEND_RECIPIENT, p.recipient.to_string())],
+        );
+        let mut denied =
+            event(&caller.actor(), AuditAction::Notify, parcel_target(&p), self.now(), None);
+        denied.outcome = Outcome::Denied;
+        self.spend_or_throttle(&budgets, denied).await?;
+        let (now, app, actor, id) = (self.now(), self.clone(), caller.actor(), p.id.clone());
+        self.store()
+            .write(move |tx| {
+                async move {
+                    let p = tx.parcel(&id).await?.ok_or(AppError::NotFound)?;
+                    let (Some(bank), Some(cid), Some(expires_at), ParcelState::Notified) =
+                        (p.bank.clone(), p.compartment.clone(), p.expires_at, p.state)
+                    else {
+                        return Err(AppError::conflict(
+                            "parcel_state",
+                            "only a parcel waiting for pickup has a code to send again",
+                        ));
+                    };
+                    tx.revoke_pickup_codes(&p.id, now).await?;
+                    let recipient = tx.person(&p.recipient).await?.ok_or(AppError::NotFound)?;
+                    let compartment = tx.compartment(&cid).await?.ok_or(AppError::NotFound)?;
+                    let (bank_row, site) = crate::bank_site(tx, &bank).await?;
+                    let code = app.new_pickup_code(tx, &p, &bank, &cid, expires_at, now).await?;
+                    let message = pickup_message(
+                        &app,
+                        &recipient,
+                        &site,
+                        &bank_row,
+                        &compartment,
+                        &code,
+                        expires_at,
+                    );
+                    app.enqueue(tx, &message, Some(&p.id), now).await?;
+                    let resent = Some("resent".to_owned());
+                    tx.append_audit(&event(
+                        &actor,
+                        AuditAction::Notify,
+                        parcel_target(&p),
+                        now,
+                        resent,
+                    ))?;
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await
+    }
+
     async fn new_pickup_code(
         &self,
         tx: &mut Tx,

@@ -78,6 +78,13 @@ pub const LINK_ACCOUNT: ThrottleRule =
 /// Sign-in links asked for from one source address.
 pub const LINK_SOURCE: ThrottleRule =
     ThrottleRule { name: "link_source", max_failures: 20, window: minutes(15) };
+/// Pickup codes re-sent for one parcel: a lost message is found again, a mailbox is not
+/// flooded.
+pub const RESEND_PARCEL: ThrottleRule =
+    ThrottleRule { name: "resend_parcel", max_failures: 3, window: hours(24) };
+/// … and for one recipient, whatever the parcel.
+pub const RESEND_RECIPIENT: ThrottleRule =
+    ThrottleRule { name: "resend_recipient", max_failures: 10, window: hours(24) };
 /// Failed password logins from one source address.
 pub const SOURCE_LOGIN: ThrottleRule =
     ThrottleRule { name: "source", max_failures: 50, window: minutes(15) };

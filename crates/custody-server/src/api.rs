@@ -875,6 +875,17 @@ pub async fn audit_export(
         .into_response())
 }
 
+/// Send the recipient a new pickup code.
+pub async fn resend_code(
+    State(state): State<ServerState>,
+    session: PersonSession,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: ParcelId = parse_id(&id, "parcel")?;
+    state.app.resend_code(session.caller(), &id).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
 /// A parcel's chain of custody with inclusion proofs against the latest checkpoint.
 pub async fn parcel_custody(
     State(state): State<ServerState>,

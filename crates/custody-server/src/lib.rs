@@ -267,6 +267,15 @@ fn table() -> Routes<ServerState> {
             api::parcel_custody,
         )
         .post(
+            "/api/v1/parcels/{id}/resend-code",
+            Person,
+            Doc::plain(
+                "Send the recipient a new pickup code, retiring the old one (the recipient or \
+                 staff; 3 a day per parcel, 10 per recipient): 202",
+            ),
+            api::resend_code,
+        )
+        .post(
             "/api/v1/parcels/{id}/deposit",
             Carrier,
             Doc::json("Reserve a compartment and open it", 200, "DepositView")

@@ -1,0 +1,89 @@
+//! Pickup codes sent again: only to the recipient, the old code retired, within caps that keep
+//! anyone from flooding a mailbox. On both backends.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test fails loudly at the first unexpected value"
+)]
+
+use custody_app::parcels::PickupOutcome;
+use custody_core::ParcelId;
+use custody_core::time::{hours, minutes};
+use custody_testkit::{Env, TestStore, backends};
+use futures_util::FutureExt as _;
+
+/// Who the last message about `parcel` went to.
+async fn last_recipient(env: &Env, parcel: &ParcelId) -> String {
+    let id = parcel.clone();
+    let rows = env
+        .app
+        .store()
+        .read(move |tx| async move { tx.messages_for_parcel(&id).await }.boxed())
+        .await
+        .unwrap();
+    env.app.open_message(rows.last().unwrap()).unwrap().to
+}
+
+backends!(
+    a_resent_code_replaces_the_old_one_and_goes_to_the_recipient,
+    |t: TestStore| async move {
+        let env = Env::new(t).await;
+        let (parcel, first) = env.delivered("ann@harbour.example").await;
+        // Ann lost the message and asks again: a new code; the old one no longer opens.
+        env.clock.advance(minutes(1));
+        env.app.resend_code(&Env::as_person(&env.ann), &parcel).await.unwrap();
+        let second = env.code_sent_for(&parcel).await;
+        assert_ne!(first, second);
+        assert!(matches!(
+            env.app.redeem_code(&env.device, &first).await.unwrap(),
+            PickupOutcome::Refused
+        ));
+        // The admin asks on her behalf: the code still goes to Ann, never to the admin.
+        env.clock.advance(minutes(1));
+        env.app.resend_code(&env.stepped_up(&env.admin), &parcel).await.unwrap();
+        assert_eq!(last_recipient(&env, &parcel).await, "ann@harbour.example");
+        let third = env.code_sent_for(&parcel).await;
+        // Bob, the carrier and the auditor cannot have it sent again.
+        let bob = env.app.resend_code(&Env::as_person(&env.bob), &parcel).await;
+        assert_eq!(bob.unwrap_err().code(), "not_found");
+        let carrier = env.app.resend_code(&env.carrier().await, &parcel).await;
+        assert_eq!(carrier.unwrap_err().code(), "not_found");
+        let auditor = env.app.resend_code(&env.stepped_up(&env.auditor), &parcel).await;
+        assert_eq!(auditor.unwrap_err().code(), "not_found");
+        assert!(matches!(
+            env.app.redeem_code(&env.device, &third).await.unwrap(),
+            PickupOutcome::Accepted { .. }
+        ));
+        // Collected: no code left to send.
+        let after = env.app.resend_code(&Env::as_person(&env.ann), &parcel).await;
+        assert_eq!(after.unwrap_err().code(), "parcel_state");
+    }
+);
+
+backends!(resends_are_capped_per_parcel_and_per_recipient, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let ann = Env::as_person(&env.ann);
+    let mut parcels = Vec::new();
+    for _ in 0..4 {
+        parcels.push(env.delivered("ann@harbour.example").await.0);
+    }
+    // Three a day for one parcel, whoever asks…
+    for _ in 0..3 {
+        env.app.resend_code(&ann, &parcels[0]).await.unwrap();
+    }
+    let fourth = env.app.resend_code(&env.stepped_up(&env.admin), &parcels[0]).await;
+    assert_eq!(fourth.unwrap_err().code(), "throttled");
+    // …and ten a day for one recipient, whatever the parcel (the refused fourth counted too).
+    for parcel in &parcels[1..3] {
+        for _ in 0..3 {
+            env.app.resend_code(&ann, parcel).await.unwrap();
+        }
+    }
+    let over = env.app.resend_code(&ann, &parcels[3]).await;
+    assert_eq!(over.unwrap_err().code(), "throttled", "ten for Ann today");
+    // A day later she may ask again.
+    env.clock.advance(hours(24));
+    env.app.resend_code(&ann, &parcels[3]).await.unwrap();
+});
