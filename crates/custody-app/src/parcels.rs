@@ -5,7 +5,7 @@
 //! and the audit entries commit together or not at all.
 
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
-use custody_core::code::PickupCode;
+use custody_core::code::{GRACE_REOPEN, PickupCode};
 use custody_core::compartment::{CompartmentNumber, CompartmentState, DoorState, SizeClass};
 use custody_core::parcel::{ParcelEvent, ParcelState};
 use custody_core::person::Role;
@@ -15,7 +15,8 @@ use custody_core::throttle::{BANK_PICKUP, KIOSK_PICKUP, RESEND_PARCEL, RESEND_RE
 use custody_core::{BankId, CarrierId, CodeId, CompartmentId, ParcelId, SiteId, Timestamp};
 use custody_proto::device::{CommandOutcome as C, DoorReading, SignedOpenCommand};
 use custody_store::{
-    AuditRow, CompartmentNeeds, CompartmentRow, NewPickupCode, ParcelRow, StoreError, Tx,
+    AuditRow, CodeRefusal, CodeRefused, CompartmentNeeds, CompartmentRow, NewPickupCode, ParcelRow,
+    RedeemedCode, StoreError, Tx,
 };
 use futures_util::FutureExt as _;
 
@@ -572,6 +573,17 @@ impl App {
     }
 
     /// Draws a code unique among the bank's codes and stores only its keyed hash.
+    /// Whether a used code may re-open its compartment: it was used within
+    /// [`GRACE_REOPEN`] (checked by the conditional update) and the compartment is still empty.
+    /// A compartment that took another parcel meanwhile never opens for the old code.
+    async fn may_reopen(&self, tx: &mut Tx, used: &RedeemedCode) -> Result<bool, AppError> {
+        let Some(c) = tx.compartment(&used.compartment).await? else { return Ok(false) };
+        let Some(p) = tx.parcel(&used.parcel).await? else { return Ok(false) };
+        Ok(p.state == ParcelState::PickedUp
+            && c.state == CompartmentState::Free
+            && c.parcel.is_none())
+    }
+
     /// Sends the recipient a new pickup code for a parcel waiting in its compartment, and
     /// retires the old one: for a message lost or deleted. Asked by the recipient or by staff
     /// of the site; the code goes only to the recipient's own address. At most 3 a day per
@@ -752,6 +764,60 @@ impl App {
                     };
                     let redeemed = match tx.redeem_pickup_code(&bank, &hash, now).await? {
                         Ok(r) => r,
+                        Err(CodeRefused { reason: CodeRefusal::Used, code: Some(used) })
+                            if app.may_reopen(tx, &used).await? =>
+                        {
+                            if tx
+                                .reopen_pickup_code(&bank, &hash, now.minus(GRACE_REOPEN), now)
+                                .await?
+                            {
+                                budgets.refund(tx, now).await?;
+                                let p = tx.parcel(&used.parcel).await?.ok_or(AppError::NotFound)?;
+                                let compartment = tx
+                                    .compartment(&used.compartment)
+                                    .await?
+                                    .ok_or(AppError::NotFound)?;
+                                let target = parcel_target(&p);
+                                let target =
+                                    Target { compartment: Some(compartment.id.clone()), ..target };
+                                tx.append_audit(&attempt(
+                                    Outcome::Success,
+                                    "code_reopen",
+                                    target.clone(),
+                                ))?;
+                                tx.append_audit(&event(
+                                    &actor,
+                                    AuditAction::PickupReopen,
+                                    target,
+                                    now,
+                                    None,
+                                ))?;
+                                let command = app
+                                    .issue_open(
+                                        tx,
+                                        &actor,
+                                        now,
+                                        OpenFor {
+                                            site: &site,
+                                            compartment: &compartment,
+                                            parcel: Some(&p.id),
+                                            purpose: "reopen",
+                                        },
+                                    )
+                                    .await?;
+                                return Ok(PickupOutcome::Accepted {
+                                    compartment: compartment.number,
+                                    command,
+                                });
+                            }
+                            let target = Target {
+                                compartment: Some(used.compartment.clone()),
+                                parcel: Some(used.parcel.clone()),
+                                ..target.clone()
+                            };
+                            tx.append_audit(&attempt(Outcome::Failure, "used", target))?;
+                            return Ok(PickupOutcome::Refused);
+                        }
                         Err(refused) => {
                             // A code that exists names its parcel, so the parcel's chain of
                             // custody shows every attempt on it.

@@ -87,3 +87,66 @@ backends!(resends_are_capped_per_parcel_and_per_recipient, |t: TestStore| async 
     env.clock.advance(hours(24));
     env.app.resend_code(&ann, &parcels[3]).await.unwrap();
 });
+
+/// The compartment a code opened.
+fn opened(outcome: PickupOutcome) -> u16 {
+    match outcome {
+        PickupOutcome::Accepted { compartment, .. } => compartment.get(),
+        PickupOutcome::Refused => panic!("refused"),
+    }
+}
+
+backends!(
+    a_code_reopens_its_emptied_compartment_once_just_after_pickup,
+    |t: TestStore| async move {
+        let env = Env::new(t).await;
+        let (parcel, code) = env.delivered("ann@harbour.example").await;
+        let n = opened(env.app.redeem_code(&env.device, &code).await.unwrap());
+        // Ann forgot her umbrella: the same code, a minute later, opens the same door once more.
+        env.clock.advance(minutes(1));
+        assert_eq!(opened(env.app.redeem_code(&env.device, &code).await.unwrap()), n);
+        let history =
+            env.app.parcel_history(&custody_app::Caller::Operator, &parcel).await.unwrap().1;
+        let reopened = history
+            .iter()
+            .filter(|e| e.0.event.action == custody_core::audit::AuditAction::PickupReopen)
+            .count();
+        assert_eq!(reopened, 1, "its own audited event");
+        // Once only.
+        assert!(matches!(
+            env.app.redeem_code(&env.device, &code).await.unwrap(),
+            PickupOutcome::Refused
+        ));
+
+        // Too late: two minutes after pickup the code opens nothing.
+        let (_, late) = env.delivered("ann@harbour.example").await;
+        opened(env.app.redeem_code(&env.device, &late).await.unwrap());
+        env.clock.advance(minutes(2));
+        assert!(matches!(
+            env.app.redeem_code(&env.device, &late).await.unwrap(),
+            PickupOutcome::Refused
+        ));
+
+        // The compartment took Bob's parcel meanwhile: Ann's code never opens it again.
+        let (_, anns) = env.delivered("ann@harbour.example").await;
+        let freed = opened(env.app.redeem_code(&env.device, &anns).await.unwrap());
+        let mut filled = None;
+        for _ in 0..6 {
+            let (bobs, _) = env.delivered("bob@harbour.example").await;
+            let p = env.app.parcel(&custody_app::Caller::Operator, &bobs).await.unwrap();
+            let c = env.app.store().read({
+                let id = p.compartment.clone().unwrap();
+                move |tx| async move { tx.compartment(&id).await }.boxed()
+            });
+            if c.await.unwrap().unwrap().number.get() == freed {
+                filled = Some(bobs);
+                break;
+            }
+        }
+        assert!(filled.is_some(), "a later deposit took the freed compartment");
+        assert!(matches!(
+            env.app.redeem_code(&env.device, &anns).await.unwrap(),
+            PickupOutcome::Refused
+        ));
+    }
+);

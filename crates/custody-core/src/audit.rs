@@ -127,6 +127,8 @@ named_enum!(
         PickupAttempt = "parcel.pickup.attempt",
         /// The recipient took the parcel.
         PickUp = "parcel.pick_up",
+        /// The recipient's code opened the emptied compartment once more, just after pickup.
+        PickupReopen = "parcel.pick_up.reopen",
         /// The pickup window passed.
         Expire = "parcel.expire",
         /// The carrier took the parcel back.

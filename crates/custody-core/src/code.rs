@@ -11,6 +11,9 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// Digits in a pickup code.
 pub const PICKUP_CODE_DIGITS: usize = 8;
+/// How long after a pickup the same code opens the emptied compartment once more (a bag left
+/// behind).
+pub const GRACE_REOPEN: std::time::Duration = std::time::Duration::from_secs(120);
 /// Number of distinct pickup codes: 10^8.
 pub const PICKUP_CODE_SPACE: u32 = 100_000_000;
 

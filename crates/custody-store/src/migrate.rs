@@ -79,6 +79,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0011_courier_codes.sql"),
         postgres: include_str!("../migrations/postgres/0011_courier_codes.sql"),
     },
+    Migration {
+        version: 12,
+        name: "pickup_reopen",
+        sqlite: include_str!("../migrations/sqlite/0012_pickup_reopen.sql"),
+        postgres: include_str!("../migrations/postgres/0012_pickup_reopen.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -2023,6 +2023,30 @@ impl Tx {
         Ok(Err(CodeRefused { reason, code: Some(code) }))
     }
 
+    /// Marks the code with this hash at `bank` as re-opened, if it was used after
+    /// `used_after` and has not been re-opened before; true when it was. Once per code.
+    pub async fn reopen_pickup_code(
+        &mut self,
+        bank: &BankId,
+        code_hash: &[u8],
+        used_after: Timestamp,
+        now: Timestamp,
+    ) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE pickup_codes SET reopened_at = $1 WHERE bank_id = $2 AND code_hash = $3 \
+                     AND used_at IS NOT NULL AND used_at > $4 AND reopened_at IS NULL",
+                )
+                .bind(now.as_millis())
+                .bind(bank.as_str().to_owned())
+                .bind(code_hash.to_vec())
+                .bind(used_after.as_millis()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     /// Revokes a parcel's unused codes; returns how many.
     pub async fn revoke_pickup_codes(&mut self, parcel: &ParcelId, now: Timestamp) -> R<u64> {
         self.exec(
