@@ -13,7 +13,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 pub const PICKUP_CODE_DIGITS: usize = 8;
 /// How long after a pickup the same code opens the emptied compartment once more (a bag left
 /// behind).
-pub const GRACE_REOPEN: std::time::Duration = std::time::Duration::from_secs(120);
+pub const GRACE_REOPEN: std::time::Duration = crate::time::minutes(2);
 /// Number of distinct pickup codes: 10^8.
 pub const PICKUP_CODE_SPACE: u32 = 100_000_000;
 
