@@ -15,7 +15,7 @@ use custody_core::throttle::{BANK_PICKUP, KIOSK_PICKUP, RESEND_PARCEL, RESEND_RE
 use custody_core::{BankId, CarrierId, CodeId, CompartmentId, ParcelId, SiteId, Timestamp};
 use custody_proto::device::{CommandOutcome as C, DoorReading, SignedOpenCommand};
 use custody_store::{
-    AuditRow, CodeRefusal, CodeRefused, CompartmentNeeds, CompartmentRow, NewPickupCode, ParcelRow,
+    AuditRow, CodeRefusal, CompartmentNeeds, CompartmentRow, NewPickupCode, ParcelRow,
     RedeemedCode, StoreError, Tx,
 };
 use futures_util::FutureExt as _;
@@ -133,6 +133,14 @@ async fn vacate(tx: &mut Tx, p: &ParcelRow, now: Timestamp) -> Result<Compartmen
         ));
     }
     Ok(c)
+}
+
+/// Where and when a code was typed.
+struct AtKiosk<'a> {
+    bank: &'a BankId,
+    site: &'a SiteId,
+    actor: &'a Actor,
+    now: Timestamp,
 }
 
 fn event(
@@ -573,15 +581,42 @@ impl App {
     }
 
     /// Draws a code unique among the bank's codes and stores only its keyed hash.
-    /// Whether a used code may re-open its compartment: it was used within
-    /// [`GRACE_REOPEN`] (checked by the conditional update) and the compartment is still empty.
-    /// A compartment that took another parcel meanwhile never opens for the old code.
-    async fn may_reopen(&self, tx: &mut Tx, used: &RedeemedCode) -> Result<bool, AppError> {
-        let Some(c) = tx.compartment(&used.compartment).await? else { return Ok(false) };
-        let Some(p) = tx.parcel(&used.parcel).await? else { return Ok(false) };
-        Ok(p.state == ParcelState::PickedUp
-            && c.state == CompartmentState::Free
-            && c.parcel.is_none())
+    /// The grace re-open: a code used within [`GRACE_REOPEN`] opens its compartment once
+    /// more, if the compartment is still empty and its door was shut again since the pickup
+    /// (so a code typed twice in a row, or by fifty hands at once, still opens once). A
+    /// compartment that took another parcel meanwhile never opens for the old code. `None`
+    /// when it may not (the caller refuses).
+    async fn grace_reopen(
+        &self,
+        tx: &mut Tx,
+        at: &AtKiosk<'_>,
+        hash: &[u8],
+        used: &RedeemedCode,
+    ) -> Result<Option<PickupOutcome>, AppError> {
+        let Some(c) = tx.compartment(&used.compartment).await? else { return Ok(None) };
+        let Some(p) = tx.parcel(&used.parcel).await? else { return Ok(None) };
+        let empty =
+            c.state == CompartmentState::Free && c.parcel.is_none() && c.door == DoorState::Closed;
+        if p.state != ParcelState::PickedUp
+            || !empty
+            || !tx.reopen_pickup_code(at.bank, hash, at.now.minus(GRACE_REOPEN), at.now).await?
+        {
+            return Ok(None);
+        }
+        let target = Target { compartment: Some(c.id.clone()), ..parcel_target(&p) };
+        let accepted = Some("code_reopen".to_owned());
+        tx.append_audit(&event(
+            at.actor,
+            AuditAction::PickupAttempt,
+            target.clone(),
+            at.now,
+            accepted,
+        ))?;
+        tx.append_audit(&event(at.actor, AuditAction::PickupReopen, target, at.now, None))?;
+        let open =
+            OpenFor { site: at.site, compartment: &c, parcel: Some(&p.id), purpose: "reopen" };
+        let command = self.issue_open(tx, at.actor, at.now, open).await?;
+        Ok(Some(PickupOutcome::Accepted { compartment: c.number, command }))
     }
 
     /// Sends the recipient a new pickup code for a parcel waiting in its compartment, and
@@ -764,61 +799,17 @@ impl App {
                     };
                     let redeemed = match tx.redeem_pickup_code(&bank, &hash, now).await? {
                         Ok(r) => r,
-                        Err(CodeRefused { reason: CodeRefusal::Used, code: Some(used) })
-                            if app.may_reopen(tx, &used).await? =>
-                        {
-                            if tx
-                                .reopen_pickup_code(&bank, &hash, now.minus(GRACE_REOPEN), now)
-                                .await?
-                            {
-                                budgets.refund(tx, now).await?;
-                                let p = tx.parcel(&used.parcel).await?.ok_or(AppError::NotFound)?;
-                                let compartment = tx
-                                    .compartment(&used.compartment)
-                                    .await?
-                                    .ok_or(AppError::NotFound)?;
-                                let target = parcel_target(&p);
-                                let target =
-                                    Target { compartment: Some(compartment.id.clone()), ..target };
-                                tx.append_audit(&attempt(
-                                    Outcome::Success,
-                                    "code_reopen",
-                                    target.clone(),
-                                ))?;
-                                tx.append_audit(&event(
-                                    &actor,
-                                    AuditAction::PickupReopen,
-                                    target,
-                                    now,
-                                    None,
-                                ))?;
-                                let command = app
-                                    .issue_open(
-                                        tx,
-                                        &actor,
-                                        now,
-                                        OpenFor {
-                                            site: &site,
-                                            compartment: &compartment,
-                                            parcel: Some(&p.id),
-                                            purpose: "reopen",
-                                        },
-                                    )
-                                    .await?;
-                                return Ok(PickupOutcome::Accepted {
-                                    compartment: compartment.number,
-                                    command,
-                                });
-                            }
-                            let target = Target {
-                                compartment: Some(used.compartment.clone()),
-                                parcel: Some(used.parcel.clone()),
-                                ..target.clone()
-                            };
-                            tx.append_audit(&attempt(Outcome::Failure, "used", target))?;
-                            return Ok(PickupOutcome::Refused);
-                        }
                         Err(refused) => {
+                            if let (CodeRefusal::Used, Some(used)) = (refused.reason, &refused.code)
+                            {
+                                let at = AtKiosk { bank: &bank, site: &site, actor: &actor, now };
+                                if let Some(reopened) =
+                                    app.grace_reopen(tx, &at, &hash, used).await?
+                                {
+                                    budgets.refund(tx, now).await?;
+                                    return Ok(reopened);
+                                }
+                            }
                             // A code that exists names its parcel, so the parcel's chain of
                             // custody shows every attempt on it.
                             let target = Target {

@@ -11,6 +11,7 @@
 use custody_app::parcels::PickupOutcome;
 use custody_core::ParcelId;
 use custody_core::time::{hours, minutes};
+use custody_proto::device::DoorReading;
 use custody_testkit::{Env, TestStore, backends};
 use futures_util::FutureExt as _;
 
@@ -88,9 +89,15 @@ backends!(resends_are_capped_per_parcel_and_per_recipient, |t: TestStore| async 
     env.app.resend_code(&ann, &parcels[3]).await.unwrap();
 });
 
+/// The recipient opens door `n`, takes the parcel and shuts it.
+async fn take_out(env: &Env, n: u16) {
+    env.app.door_report(&env.device, n, DoorReading::Open).await.unwrap();
+    env.app.door_report(&env.device, n, DoorReading::Closed).await.unwrap();
+}
+
 /// The compartment a code opened.
-fn opened(outcome: PickupOutcome) -> u16 {
-    match outcome {
+fn opened(outcome: &PickupOutcome) -> u16 {
+    match *outcome {
         PickupOutcome::Accepted { compartment, .. } => compartment.get(),
         PickupOutcome::Refused => panic!("refused"),
     }
@@ -101,10 +108,15 @@ backends!(
     |t: TestStore| async move {
         let env = Env::new(t).await;
         let (parcel, code) = env.delivered("ann@harbour.example").await;
-        let n = opened(env.app.redeem_code(&env.device, &code).await.unwrap());
+        let n = opened(&env.app.redeem_code(&env.device, &code).await.unwrap());
+        // Typed again at once, before the door has shut: refused, so a code opens once however
+        // many times it is typed.
+        let again = env.app.redeem_code(&env.device, &code).await.unwrap();
+        assert!(matches!(again, PickupOutcome::Refused));
+        take_out(&env, n).await;
         // Ann forgot her umbrella: the same code, a minute later, opens the same door once more.
         env.clock.advance(minutes(1));
-        assert_eq!(opened(env.app.redeem_code(&env.device, &code).await.unwrap()), n);
+        assert_eq!(opened(&env.app.redeem_code(&env.device, &code).await.unwrap()), n);
         let history =
             env.app.parcel_history(&custody_app::Caller::Operator, &parcel).await.unwrap().1;
         let reopened = history
@@ -120,7 +132,7 @@ backends!(
 
         // Too late: two minutes after pickup the code opens nothing.
         let (_, late) = env.delivered("ann@harbour.example").await;
-        opened(env.app.redeem_code(&env.device, &late).await.unwrap());
+        take_out(&env, opened(&env.app.redeem_code(&env.device, &late).await.unwrap())).await;
         env.clock.advance(minutes(2));
         assert!(matches!(
             env.app.redeem_code(&env.device, &late).await.unwrap(),
@@ -129,7 +141,8 @@ backends!(
 
         // The compartment took Bob's parcel meanwhile: Ann's code never opens it again.
         let (_, anns) = env.delivered("ann@harbour.example").await;
-        let freed = opened(env.app.redeem_code(&env.device, &anns).await.unwrap());
+        let freed = opened(&env.app.redeem_code(&env.device, &anns).await.unwrap());
+        take_out(&env, freed).await;
         let mut filled = None;
         for _ in 0..6 {
             let (bobs, _) = env.delivered("bob@harbour.example").await;
