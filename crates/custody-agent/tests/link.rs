@@ -96,7 +96,15 @@ backends!(deposit_and_pickup_through_the_device_link, |t: TestStore| async move 
     bank.open_door(n).unwrap();
     bank.close_door(n).unwrap();
     assert_eq!(bank.unlocks(n), 2, "one unlock for the deposit, one for the pickup");
-    assert_eq!(handle.try_code(&code).await, Some(Screen::NotAccepted), "single use");
+    // Once the door is shut, the code re-opens the emptied compartment once (a bag left
+    // behind), and then never again.
+    eventually("the server hears the door shut", || door_is(&server, n, DoorState::Closed)).await;
+    assert_eq!(handle.try_code(&code).await, Some(Screen::Open(n)), "the grace re-open");
+    eventually("the latch opens again", || async { bank.unlocks(n) == 3 }).await;
+    bank.open_door(n).unwrap();
+    bank.close_door(n).unwrap();
+    eventually("the server hears the door shut", || door_is(&server, n, DoorState::Closed)).await;
+    assert_eq!(handle.try_code(&code).await, Some(Screen::NotAccepted), "used up");
 
     let history: Value = client
         .get(server.url(&format!("/api/v1/parcels/{id}/history")))

@@ -16,7 +16,6 @@ use custody_core::audit::{AuditAction, AuditEvent, Outcome, Target};
 use custody_core::parcel::ParcelState;
 use custody_core::person::Role;
 use custody_core::policy::Principal;
-use custody_core::throttle::{BANK_PICKUP, KIOSK_PICKUP};
 use custody_core::{ParcelId, PersonId, Timestamp};
 use custody_store::{ParcelRow, PersonRow};
 use futures_util::FutureExt as _;
@@ -137,10 +136,7 @@ impl App {
             return Err(AppError::Forbidden);
         };
         let now = self.now();
-        let budgets = Budgets::new(
-            "pickup",
-            [(KIOSK_PICKUP, id.to_string()), (BANK_PICKUP, bank.to_string())],
-        );
+        let budgets = Budgets::kiosk(id, bank);
         let target =
             Target { site: Some(site.clone()), bank: Some(bank.clone()), ..Target::default() };
         let attempt = |outcome, reason: &str| AuditEvent {

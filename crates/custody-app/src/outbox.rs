@@ -65,17 +65,18 @@ pub(crate) fn pickup_message(
         subject: format!("Your parcel is ready at {}", site.name),
         body: format!(
             "Hello {name},\n\n\
-             a parcel for you is waiting in locker bank \"{bank}\" at {site}, compartment {number}.\n\n\
+             a parcel for you is waiting in locker bank \"{bank}\" at {site}, locker {number}.\n\n\
              Your pickup code: {code}\n\n\
-             Type it on the locker's screen to open the compartment. The code works once, only at\n\
-             this locker, until {until}. After that the parcel goes back to the carrier.\n\n\
+             Type all of it on the locker's screen: first your locker's number ({number}), then the\n\
+             ten digits. The code works once, only for this locker, until {until}. After that the\n\
+             parcel goes back to the carrier.\n\n\
              Nobody from {site} will ever ask you for this code.\n\n\
              Your parcels: {url}\n",
             name = recipient.name,
             bank = bank.name,
             site = site.name,
             number = compartment.number,
-            code = code.grouped(),
+            code = code.entry(compartment.number),
             until = utc(expires_at),
             url = app.config().public_url,
         ),

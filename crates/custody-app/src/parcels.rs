@@ -5,13 +5,13 @@
 //! and the audit entries commit together or not at all.
 
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
-use custody_core::code::{GRACE_REOPEN, PickupCode};
+use custody_core::code::{GRACE_REOPEN, PickupCode, PickupEntry};
 use custody_core::compartment::{CompartmentNumber, CompartmentState, DoorState, SizeClass};
 use custody_core::parcel::{ParcelEvent, ParcelState};
 use custody_core::person::Role;
 use custody_core::policy::{self, Denied, ParcelFacts, Principal};
 use custody_core::text::{Email, Reason, TrackingRef};
-use custody_core::throttle::{BANK_PICKUP, KIOSK_PICKUP, RESEND_PARCEL, RESEND_RECIPIENT};
+use custody_core::throttle::{RESEND_PARCEL, RESEND_RECIPIENT};
 use custody_core::{BankId, CarrierId, CodeId, CompartmentId, ParcelId, SiteId, Timestamp};
 use custody_proto::device::{CommandOutcome as C, DoorReading, SignedOpenCommand};
 use custody_store::{
@@ -554,7 +554,7 @@ impl App {
                     let recipient = tx.person(&p.recipient).await?.ok_or(AppError::NotFound)?;
                     let compartment = tx.compartment(&cid).await?.ok_or(AppError::NotFound)?;
                     let (bank_row, site) = crate::bank_site(tx, &bank).await?;
-                    let code = app.new_pickup_code(tx, &p, &bank, &cid, expires_at, now).await?;
+                    let code = app.new_pickup_code(tx, &p, &compartment, expires_at, now).await?;
                     let message = pickup_message(
                         &app,
                         &recipient,
@@ -665,7 +665,7 @@ impl App {
                     let recipient = tx.person(&p.recipient).await?.ok_or(AppError::NotFound)?;
                     let compartment = tx.compartment(&cid).await?.ok_or(AppError::NotFound)?;
                     let (bank_row, site) = crate::bank_site(tx, &bank).await?;
-                    let code = app.new_pickup_code(tx, &p, &bank, &cid, expires_at, now).await?;
+                    let code = app.new_pickup_code(tx, &p, &compartment, expires_at, now).await?;
                     let message = pickup_message(
                         &app,
                         &recipient,
@@ -695,8 +695,7 @@ impl App {
         &self,
         tx: &mut Tx,
         p: &ParcelRow,
-        bank: &BankId,
-        compartment: &CompartmentId,
+        compartment: &CompartmentRow,
         expires_at: Timestamp,
         now: Timestamp,
     ) -> Result<PickupCode, AppError> {
@@ -705,9 +704,11 @@ impl App {
             let record = NewPickupCode {
                 id: CodeId::from_random(self.rng().bytes()?),
                 parcel: p.id.clone(),
-                bank: bank.clone(),
-                compartment: compartment.clone(),
-                code_hash: self.code_hash(bank, &code).to_vec(),
+                bank: compartment.bank.clone(),
+                compartment: compartment.id.clone(),
+                code_hash: self
+                    .code_hash(&compartment.bank, Some(compartment.number), &code)
+                    .to_vec(),
                 created_at: now,
                 expires_at,
             };
@@ -721,8 +722,19 @@ impl App {
         Err(AppError::conflict("code_space_exhausted", "could not draw an unused pickup code"))
     }
 
-    fn code_hash(&self, bank: &BankId, code: &PickupCode) -> [u8; 32] {
-        self.keys().codes.hash(&[bank.as_str().as_bytes(), code.expose().as_bytes()])
+    /// The keyed hash a code is stored and found under: of bank, locker number and code (a
+    /// code of the first format has no locker number).
+    fn code_hash(
+        &self,
+        bank: &BankId,
+        locker: Option<CompartmentNumber>,
+        code: &PickupCode,
+    ) -> [u8; 32] {
+        let (bank, code) = (bank.as_str().as_bytes(), code.expose().as_bytes());
+        match locker {
+            Some(n) => self.keys().codes.hash(&[bank, b"locker", &n.get().to_be_bytes(), code]),
+            None => self.keys().codes.hash(&[bank, code]),
+        }
     }
 
     /// Sends notifications for deposited parcels whose notification did not go out (retry).
@@ -756,8 +768,10 @@ impl App {
         };
         let (now, actor, app) = (self.now(), caller.actor(), self.clone());
         let (device, bank, site) = (device.clone(), bank.clone(), site.clone());
-        let parsed = PickupCode::parse(typed).ok();
-        let hash = parsed.as_ref().map(|c| self.code_hash(&bank, c));
+        let hash = PickupEntry::parse(typed).ok().map(|entry| match entry {
+            PickupEntry::Current { locker, code } => self.code_hash(&bank, Some(locker), &code),
+            PickupEntry::Legacy(code) => self.code_hash(&bank, None, &code),
+        });
         self.store()
             .write(move |tx| {
                 async move {
@@ -775,10 +789,7 @@ impl App {
                         reason: Some(reason.to_owned()),
                         personal: None,
                     };
-                    let budgets = Budgets::new(
-                        "pickup",
-                        [(KIOSK_PICKUP, device.to_string()), (BANK_PICKUP, bank.to_string())],
-                    );
+                    let budgets = Budgets::kiosk(&device, &bank);
                     if let Some(name) = budgets.spend(tx, now).await? {
                         let reason = format!("throttled:{name}");
                         tx.append_audit(&attempt(Outcome::Denied, &reason, target.clone()))?;

@@ -18,6 +18,20 @@ use crate::{App, AppError};
 pub(crate) struct Budgets(Vec<(ThrottleRule, String)>);
 
 impl Budgets {
+    /// The budgets a code typed at `device`'s kiosk of `bank` draws on, pickup or courier
+    /// code alike: the kiosk's, the bank's hourly and the bank's daily.
+    pub(crate) fn kiosk(device: &custody_core::DeviceId, bank: &custody_core::BankId) -> Self {
+        use custody_core::throttle::{BANK_PICKUP, BANK_PICKUP_DAY, KIOSK_PICKUP};
+        Self::new(
+            "pickup",
+            [
+                (KIOSK_PICKUP, device.to_string()),
+                (BANK_PICKUP, bank.to_string()),
+                (BANK_PICKUP_DAY, bank.to_string()),
+            ],
+        )
+    }
+
     /// Budgets for `(rule, subject)` pairs; the store key is `<scope>:<rule name>:<subject>`.
     pub(crate) fn new(
         scope: &str,

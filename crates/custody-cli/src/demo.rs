@@ -27,7 +27,7 @@ use custody_app::admin::{CompartmentSpec, NewPerson};
 use custody_app::auth::Client;
 use custody_app::setup::DataDir;
 use custody_app::{App, AppConfig, Caller};
-use custody_core::compartment::SizeClass;
+use custody_core::compartment::{DoorState, SizeClass};
 use custody_core::person::Role;
 use custody_core::time::{days, duration_millis, minutes};
 use custody_core::{BankId, CarrierId, Clock, OrgId, SiteId, Timestamp};
@@ -547,6 +547,18 @@ impl Poll {
     }
 }
 
+/// Waits until the server has heard that the door of compartment `n` is shut.
+async fn door_shut(app: &App, bank: &BankId, n: u16) -> anyhow::Result<()> {
+    let mut poll = Poll::new(&format!("the server to hear door {n} shut"));
+    loop {
+        let rows = app.bank_overview(bank).await?;
+        if rows.iter().any(|c| c.number.get() == n && c.door == DoorState::Closed) {
+            return Ok(());
+        }
+        poll.next().await?;
+    }
+}
+
 /// Waits until the latch of compartment `n` has been released by the agent.
 async fn unlatched(doors: &SimulatedBank, n: u16) -> anyhow::Result<()> {
     let mut poll = Poll::new(&format!("compartment {n} to unlock"));
@@ -611,8 +623,15 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     t.ok(&format!(
         "Ann types her code: compartment {ann_slot} opens, she takes the parcel and closes the door"
     ));
+    door_shut(&demo.app, &demo.banks[lobby].id, ann_slot).await?;
+    screen_is(lobby_agent.try_code(&code).await.as_ref(), &Screen::Open(ann_slot), "a re-open")?;
+    unlatched(&doors, ann_slot).await?;
+    doors.open_door(ann_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    doors.close_door(ann_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    t.ok("She forgot her umbrella: within two minutes her code opens the emptied compartment once more");
+    door_shut(&demo.app, &demo.banks[lobby].id, ann_slot).await?;
     screen_is(lobby_agent.try_code(&code).await.as_ref(), &Screen::NotAccepted, "a used code")?;
-    t.ok("Her code does not work a second time");
+    t.ok("After that her code does not work again");
 
     // 2. Expiry and return to the carrier.
     let (bob_parcel, bob_slot) = t.deliver("bob@harbour.example", garage, "medium").await?;

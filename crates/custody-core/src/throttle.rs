@@ -51,9 +51,15 @@ impl ThrottleRule {
 /// Failed pickup-code entries at one kiosk.
 pub const KIOSK_PICKUP: ThrottleRule =
     ThrottleRule { name: "kiosk", max_failures: 5, window: minutes(5) };
-/// Failed pickup-code entries across a whole bank, whatever the channel.
+/// Failed code entries (pickup and courier codes) across a whole bank, whatever the channel.
 pub const BANK_PICKUP: ThrottleRule =
-    ThrottleRule { name: "bank", max_failures: 20, window: minutes(60) };
+    ThrottleRule { name: "bank", max_failures: 10, window: minutes(60) };
+/// … and over a day. This one sets the guessing bound: at most `24 × 365 = 8,760` failed
+/// guesses a year at a bank, each opening something with probability at most `10^-10` (a
+/// locker number and ten digits), so at most `8.8e-7` a year (DESIGN.md §4 invariant 6;
+/// `docs/SECURITY.md`).
+pub const BANK_PICKUP_DAY: ThrottleRule =
+    ThrottleRule { name: "bank_day", max_failures: 24, window: hours(24) };
 /// Failed password logins for one account.
 pub const ACCOUNT_LOGIN: ThrottleRule =
     ThrottleRule { name: "account", max_failures: 10, window: minutes(15) };
