@@ -543,28 +543,7 @@ impl App {
                     if p.state != ParcelState::Deposited {
                         return Err(state_conflict(&p, ParcelEvent::Notify));
                     }
-                    let (Some(bank), Some(cid), Some(expires_at)) =
-                        (p.bank.clone(), p.compartment.clone(), p.expires_at)
-                    else {
-                        return Err(AppError::conflict(
-                            "parcel_state",
-                            "deposited parcel without compartment",
-                        ));
-                    };
-                    let recipient = tx.person(&p.recipient).await?.ok_or(AppError::NotFound)?;
-                    let compartment = tx.compartment(&cid).await?.ok_or(AppError::NotFound)?;
-                    let (bank_row, site) = crate::bank_site(tx, &bank).await?;
-                    let code = app.new_pickup_code(tx, &p, &compartment, expires_at, now).await?;
-                    let message = pickup_message(
-                        &app,
-                        &recipient,
-                        &site,
-                        &bank_row,
-                        &compartment,
-                        &code,
-                        expires_at,
-                    );
-                    app.enqueue(tx, &message, Some(&p.id), now).await?;
+                    app.send_new_code(tx, &p, now).await?;
                     advance(tx, &p, ParcelEvent::Notify, now, None).await?;
                     tx.append_audit(&event(
                         &Actor::system(),
@@ -653,29 +632,14 @@ impl App {
             .write(move |tx| {
                 async move {
                     let p = tx.parcel(&id).await?.ok_or(AppError::NotFound)?;
-                    let (Some(bank), Some(cid), Some(expires_at), ParcelState::Notified) =
-                        (p.bank.clone(), p.compartment.clone(), p.expires_at, p.state)
-                    else {
+                    if p.state != ParcelState::Notified {
                         return Err(AppError::conflict(
                             "parcel_state",
                             "only a parcel waiting for pickup has a code to send again",
                         ));
-                    };
+                    }
                     tx.revoke_pickup_codes(&p.id, now).await?;
-                    let recipient = tx.person(&p.recipient).await?.ok_or(AppError::NotFound)?;
-                    let compartment = tx.compartment(&cid).await?.ok_or(AppError::NotFound)?;
-                    let (bank_row, site) = crate::bank_site(tx, &bank).await?;
-                    let code = app.new_pickup_code(tx, &p, &compartment, expires_at, now).await?;
-                    let message = pickup_message(
-                        &app,
-                        &recipient,
-                        &site,
-                        &bank_row,
-                        &compartment,
-                        &code,
-                        expires_at,
-                    );
-                    app.enqueue(tx, &message, Some(&p.id), now).await?;
+                    app.send_new_code(tx, &p, now).await?;
                     let resent = Some("resent".to_owned());
                     tx.append_audit(&event(
                         &actor,
@@ -689,6 +653,29 @@ impl App {
                 .boxed()
             })
             .await
+    }
+
+    /// Draws a new pickup code for a parcel in its compartment and queues the message that
+    /// carries it to the recipient, in the caller's unit of work.
+    async fn send_new_code(
+        &self,
+        tx: &mut Tx,
+        p: &ParcelRow,
+        now: Timestamp,
+    ) -> Result<(), AppError> {
+        let (Some(bank), Some(cid), Some(expires_at)) =
+            (p.bank.clone(), p.compartment.clone(), p.expires_at)
+        else {
+            return Err(AppError::conflict("parcel_state", "parcel without a compartment"));
+        };
+        let recipient = tx.person(&p.recipient).await?.ok_or(AppError::NotFound)?;
+        let compartment = tx.compartment(&cid).await?.ok_or(AppError::NotFound)?;
+        let (bank_row, site) = crate::bank_site(tx, &bank).await?;
+        let code = self.new_pickup_code(tx, p, &compartment, expires_at, now).await?;
+        let message =
+            pickup_message(self, &recipient, &site, &bank_row, &compartment, &code, expires_at);
+        self.enqueue(tx, &message, Some(&p.id), now).await?;
+        Ok(())
     }
 
     async fn new_pickup_code(

@@ -45,6 +45,18 @@ fn verify(env: &Env, command: &SignedOpenCommand) {
         .expect("command signed by the command key");
 }
 
+/// The reason of the site's latest audit entry.
+async fn last_site_reason(env: &Env) -> Option<String> {
+    let site = env.site.clone();
+    let log = env
+        .app
+        .store()
+        .read(move |tx| async move { tx.audit_for_site(&site, 1).await }.boxed())
+        .await
+        .unwrap();
+    log[0].event.reason.clone()
+}
+
 async fn history(env: &Env, parcel: &ParcelId) -> Vec<AuditRow> {
     env.app
         .parcel_history(&Caller::Operator, parcel)
@@ -257,14 +269,7 @@ backends!(bank_throttle_spans_kiosks, |t: TestStore| async move {
         env.app.redeem_code(&env.device, &code).await.unwrap(),
         PickupOutcome::Refused
     ));
-    let site = env.site.clone();
-    let log = env
-        .app
-        .store()
-        .read(move |tx| async move { tx.audit_for_site(&site, 1).await }.boxed())
-        .await
-        .unwrap();
-    assert_eq!(log[0].event.reason.as_deref(), Some("throttled:bank"));
+    assert_eq!(last_site_reason(&env).await.as_deref(), Some("throttled:bank"));
     env.clock.advance(hours(1));
     assert!(matches!(
         env.app.redeem_code(&env.device, &code).await.unwrap(),
@@ -292,14 +297,7 @@ backends!(the_daily_bank_budget_bounds_a_years_guessing, |t: TestStore| async mo
         env.app.redeem_code(&env.device, &code).await.unwrap(),
         PickupOutcome::Refused
     ));
-    let site = env.site.clone();
-    let log = env
-        .app
-        .store()
-        .read(move |tx| async move { tx.audit_for_site(&site, 1).await }.boxed())
-        .await
-        .unwrap();
-    assert_eq!(log[0].event.reason.as_deref(), Some("throttled:bank_day"));
+    assert_eq!(last_site_reason(&env).await.as_deref(), Some("throttled:bank_day"));
     env.clock.advance(hours(24));
     assert!(matches!(
         env.app.redeem_code(&env.device, &code).await.unwrap(),
