@@ -8,11 +8,16 @@
 //! its signature verifies under the command key received at enrolment; it names this device and
 //! this bank; its compartment is one of the bank's (and never 0, which some boards read as "open
 //! all"); it has not expired; and its nonce has not been executed before.
+//!
+//! A QR pickup token is checked here too, offline, before the server is asked: the command
+//! key's signature under the token domain, this bank, one of its compartments, not expired, and
+//! not already used at this kiosk. The server checks it again and redeems it once.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use custody_core::Timestamp;
 use custody_core::compartment::CompartmentNumber;
+use custody_core::token::{PickupToken, QR_TOKEN_DOMAIN, QR_TOKEN_TEXT_LEN, ScannedToken};
 use custody_crypto::sign::PublicKey;
 use custody_proto::device::{
     AgentMessage, CommandOutcome, CourierAction, CourierAnswer, DoorReading, KioskParcel,
@@ -42,6 +47,8 @@ pub enum Event {
     Server(ServerMessage),
     /// Someone typed a code at the kiosk.
     CodeEntered(String),
+    /// The kiosk's scanner read a QR code.
+    QrScanned(String),
     /// A courier typed their code at the kiosk and chose what to do.
     Courier {
         /// Their code.
@@ -122,6 +129,23 @@ pub enum Refusal {
     NotReady,
 }
 
+/// Why a scanned QR token was refused at the kiosk, before or without asking the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// Not a token.
+    Malformed,
+    /// The signature does not verify under the command key.
+    BadSignature,
+    /// For another bank.
+    OtherBank,
+    /// For a compartment this bank does not have.
+    UnknownCompartment,
+    /// Past its expiry.
+    Expired,
+    /// Already used at this kiosk.
+    Replay,
+}
+
 impl Refusal {
     /// Stable name for the server's audit log.
     pub const fn as_str(self) -> &'static str {
@@ -149,6 +173,10 @@ pub struct AgentCore {
     executed: BTreeMap<String, i64>,
     next_request: u64,
     waiting: BTreeSet<u64>,
+    /// QR tokens being asked about, by request: their code record and expiry (ms).
+    scanning: BTreeMap<u64, (String, i64)>,
+    /// Code records of QR tokens that opened here, until they expire: a token is used once.
+    used_tokens: BTreeMap<String, i64>,
     counter: u64,
 }
 
@@ -163,6 +191,8 @@ impl AgentCore {
             executed: BTreeMap::new(),
             next_request: 1,
             waiting: BTreeSet::new(),
+            scanning: BTreeMap::new(),
+            used_tokens: BTreeMap::new(),
             counter: 0,
         }
     }
@@ -180,6 +210,7 @@ impl AgentCore {
     /// Handles one event at time `now`.
     pub fn handle(&mut self, now: Timestamp, event: Event) -> Vec<Action> {
         self.executed.retain(|_, expires| *expires > now.as_millis());
+        self.used_tokens.retain(|_, expires| *expires > now.as_millis());
         match event {
             Event::Connected => {
                 self.connected = true;
@@ -195,12 +226,14 @@ impl AgentCore {
                 // Pickups in flight will get no answer; the people waiting are told.
                 let waited = !self.waiting.is_empty();
                 self.waiting.clear();
+                self.scanning.clear();
                 if waited { vec![Action::Show(Screen::Offline)] } else { Vec::new() }
             }
             Event::Server(message) => self.server(now, message),
             Event::CodeEntered(code) => {
                 self.ask(|request_id| AgentMessage::PickupAttempt { request_id, code })
             }
+            Event::QrScanned(text) => self.scanned(now, &text),
             Event::Courier { code, action } => {
                 self.ask(|request_id| AgentMessage::Courier { request_id, code, action })
             }
@@ -233,6 +266,58 @@ impl AgentCore {
         vec![Action::Show(Screen::Checking), Action::Send(message(request_id))]
     }
 
+    /// A QR code at the scanner: checked here first. A token that fails is refused at once,
+    /// and still reported (under a request id nobody waits for) so the server audits the scan.
+    fn scanned(&mut self, now: Timestamp, text: &str) -> Vec<Action> {
+        // Anything longer than a token is cut to one character past it: still malformed,
+        // never a large message.
+        let token: String = text.chars().take(QR_TOKEN_TEXT_LEN + 1).collect();
+        match self.check_token(now, &token) {
+            Ok(checked) => {
+                let remembered = (checked.code.to_string(), checked.expires_at.as_millis());
+                let actions = self
+                    .ask(|request_id| AgentMessage::QrPickup { request_id, token: token.clone() });
+                if self.ready() {
+                    self.scanning.insert(self.next_request - 1, remembered);
+                }
+                actions
+            }
+            Err(_) if !self.ready() => vec![Action::Show(Screen::NotAccepted)],
+            Err(_) => {
+                let request_id = self.next_request;
+                self.next_request += 1;
+                vec![
+                    Action::Show(Screen::NotAccepted),
+                    Action::Send(AgentMessage::QrPickup { request_id, token }),
+                ]
+            }
+        }
+    }
+
+    /// Checks a scanned QR token offline: signature, bank, compartment, expiry, and that it
+    /// has not opened here before.
+    pub fn check_token(&self, now: Timestamp, text: &str) -> Result<PickupToken, TokenRefusal> {
+        let scanned = ScannedToken::decode(text).map_err(|_| TokenRefusal::Malformed)?;
+        self.identity
+            .command_key
+            .verify(QR_TOKEN_DOMAIN, scanned.signed_bytes(), scanned.signature())
+            .map_err(|_| TokenRefusal::BadSignature)?;
+        let token = scanned.token;
+        if token.bank.as_str() != self.identity.bank {
+            return Err(TokenRefusal::OtherBank);
+        }
+        if self.welcomed && !self.compartments.contains(&token.compartment.get()) {
+            return Err(TokenRefusal::UnknownCompartment);
+        }
+        if now >= token.expires_at {
+            return Err(TokenRefusal::Expired);
+        }
+        if self.used_tokens.contains_key(token.code.as_str()) {
+            return Err(TokenRefusal::Replay);
+        }
+        Ok(token)
+    }
+
     fn server(&mut self, now: Timestamp, message: ServerMessage) -> Vec<Action> {
         match message {
             ServerMessage::Welcome { device, bank, compartments, .. } => {
@@ -249,11 +334,15 @@ impl AgentCore {
                 Vec::new()
             }
             ServerMessage::Pickup { request_id, answer } => {
+                let scanned = self.scanning.remove(&request_id);
                 if !self.waiting.remove(&request_id) {
                     return Vec::new();
                 }
                 match answer {
                     PickupAnswer::Accepted { compartment } => {
+                        if let Some((code, expires)) = scanned {
+                            self.used_tokens.insert(code, expires);
+                        }
                         vec![Action::Show(Screen::Open(compartment))]
                     }
                     PickupAnswer::Refused => vec![Action::Show(Screen::NotAccepted)],
@@ -582,6 +671,167 @@ mod tests {
             refused(&open(&mut f.core, later, sign(&f.key, command(1, "n")))).as_deref(),
             Some("replay")
         );
+    }
+
+    mod qr {
+        use super::*;
+        use custody_core::token::PickupToken;
+        use custody_core::{BankId, CodeId, ParcelId};
+
+        fn bank() -> BankId {
+            BankId::from_random([1; 16])
+        }
+
+        /// A welcomed core of a bank with a real id (tokens carry ids in binary).
+        fn kiosk(key: &SigningKey, connected: bool) -> AgentCore {
+            let identity = Identity {
+                device: "dev_a".into(),
+                bank: bank().to_string(),
+                command_key: key.public_key(),
+            };
+            let mut core = AgentCore::new(identity);
+            if connected {
+                core.handle(NOW, Event::Connected);
+                core.handle(
+                    NOW,
+                    Event::Server(ServerMessage::Welcome {
+                        protocol: 1,
+                        device: "dev_a".into(),
+                        bank: bank().to_string(),
+                        compartments: vec![1, 2, 3],
+                        server_time_ms: NOW.as_millis(),
+                    }),
+                );
+            }
+            core
+        }
+
+        fn token(compartment: u16) -> PickupToken {
+            PickupToken {
+                bank: bank(),
+                compartment: CompartmentNumber::new(compartment).unwrap(),
+                parcel: ParcelId::from_random([2; 16]),
+                code: CodeId::from_random([3; 16]),
+                expires_at: NOW.plus(std::time::Duration::from_mins(10)),
+            }
+        }
+
+        fn signed(key: &SigningKey, t: &PickupToken) -> String {
+            t.encode(&key.sign(QR_TOKEN_DOMAIN, &t.signed_bytes()))
+        }
+
+        #[test]
+        fn a_token_is_checked_offline() {
+            let (key, _) = SigningKey::generate(&Rng::new()).unwrap();
+            let (stranger, _) = SigningKey::generate(&Rng::new()).unwrap();
+            let core = kiosk(&key, false);
+            let good = token(2);
+            let other_bank = PickupToken { bank: BankId::from_random([9; 16]), ..token(2) };
+            // An open command's signature over the same bytes, under its own domain.
+            let wrong_domain = good.encode(&key.sign(OPEN_COMMAND_DOMAIN, &good.signed_bytes()));
+            let mut flipped = signed(&key, &good).into_bytes();
+            let last = flipped.len() - 2;
+            flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+            let flipped = String::from_utf8(flipped).unwrap();
+            let cases = [
+                (signed(&key, &good), NOW, Ok(())),
+                (signed(&key, &good), good.expires_at, Err(TokenRefusal::Expired)),
+                (signed(&stranger, &good), NOW, Err(TokenRefusal::BadSignature)),
+                (wrong_domain, NOW, Err(TokenRefusal::BadSignature)),
+                (flipped, NOW, Err(TokenRefusal::BadSignature)),
+                (signed(&key, &other_bank), NOW, Err(TokenRefusal::OtherBank)),
+                ("CQ1:HELLO".into(), NOW, Err(TokenRefusal::Malformed)),
+                (String::new(), NOW, Err(TokenRefusal::Malformed)),
+            ];
+            for (text, at, want) in cases {
+                assert_eq!(core.check_token(at, &text).map(|_| ()), want, "{text}");
+            }
+            // Once welcomed the kiosk knows its compartments.
+            let core = kiosk(&key, true);
+            assert_eq!(
+                core.check_token(NOW, &signed(&key, &token(7))).map(|_| ()),
+                Err(TokenRefusal::UnknownCompartment)
+            );
+        }
+
+        #[test]
+        fn a_good_token_asks_the_server_and_then_works_no_more() {
+            let (key, _) = SigningKey::generate(&Rng::new()).unwrap();
+            let mut core = kiosk(&key, true);
+            let text = signed(&key, &token(2));
+            let asked = core.handle(NOW, Event::QrScanned(text.clone()));
+            let Some(Action::Send(AgentMessage::QrPickup { request_id, token })) = asked.get(1)
+            else {
+                panic!("{asked:?}")
+            };
+            assert_eq!((asked[0].clone(), token), (Action::Show(Screen::Checking), &text));
+            let answer = PickupAnswer::Accepted { compartment: 2 };
+            let shown = core.handle(
+                NOW,
+                Event::Server(ServerMessage::Pickup { request_id: *request_id, answer }),
+            );
+            assert_eq!(shown, vec![Action::Show(Screen::Open(2))]);
+            // The same token again is refused here, and still reported for the audit log.
+            let again = core.handle(NOW, Event::QrScanned(text.clone()));
+            assert_eq!(again[0], Action::Show(Screen::NotAccepted));
+            let Some(Action::Send(AgentMessage::QrPickup { request_id, .. })) = again.get(1) else {
+                panic!("{again:?}")
+            };
+            assert_eq!(core.check_token(NOW, &text).map(|_| ()), Err(TokenRefusal::Replay));
+            // The server's refusal of the report changes nothing on the screen.
+            let answer = PickupAnswer::Refused;
+            let late = core.handle(
+                NOW,
+                Event::Server(ServerMessage::Pickup { request_id: *request_id, answer }),
+            );
+            assert!(late.is_empty());
+        }
+
+        #[test]
+        fn a_refused_token_can_be_scanned_again() {
+            // The server said no (a lockdown, say): the kiosk keeps no mark, so the same token
+            // works once the reason is gone.
+            let (key, _) = SigningKey::generate(&Rng::new()).unwrap();
+            let mut core = kiosk(&key, true);
+            let text = signed(&key, &token(2));
+            let asked = core.handle(NOW, Event::QrScanned(text.clone()));
+            let Some(Action::Send(AgentMessage::QrPickup { request_id, .. })) = asked.get(1) else {
+                panic!("{asked:?}")
+            };
+            let answer = PickupAnswer::Refused;
+            core.handle(
+                NOW,
+                Event::Server(ServerMessage::Pickup { request_id: *request_id, answer }),
+            );
+            assert!(core.check_token(NOW, &text).is_ok());
+        }
+
+        #[test]
+        fn offline_a_good_token_waits_and_a_bad_one_is_refused() {
+            let (key, _) = SigningKey::generate(&Rng::new()).unwrap();
+            let mut core = kiosk(&key, false);
+            let good = core.handle(NOW, Event::QrScanned(signed(&key, &token(2))));
+            assert_eq!(good, vec![Action::Show(Screen::Offline)]);
+            let bad = core.handle(NOW, Event::QrScanned("CQ1:FORGED".into()));
+            assert_eq!(bad, vec![Action::Show(Screen::NotAccepted)]);
+        }
+
+        proptest! {
+            /// Whatever the scanner reads, the kiosk asks the server about it only if it is a
+            /// token signed for this bank; nothing else is ever awaited.
+            #[test]
+            fn only_genuine_tokens_are_awaited(text in ".{0,300}") {
+                let (key, _) = SigningKey::generate(&Rng::new()).unwrap();
+                let mut core = kiosk(&key, true);
+                let actions = core.handle(NOW, Event::QrScanned(text));
+                prop_assert_eq!(&actions[0], &Action::Show(Screen::NotAccepted));
+                for action in &actions {
+                    if let Action::Send(AgentMessage::QrPickup { token, .. }) = action {
+                        prop_assert!(token.chars().count() <= QR_TOKEN_TEXT_LEN + 1);
+                    }
+                }
+            }
+        }
     }
 
     proptest! {

@@ -47,6 +47,11 @@ impl AgentHandle {
         self.answer_to(Event::CodeEntered(code.to_owned())).await
     }
 
+    /// Holds a QR code with `text` to the kiosk's scanner; returns what the kiosk shows.
+    pub async fn scan(&self, text: &str) -> Option<Screen> {
+        self.answer_to(Event::QrScanned(text.to_owned())).await
+    }
+
     /// A courier types their `code` and chooses `action`; returns what the kiosk shows.
     pub async fn courier(&self, code: &str, action: CourierAction) -> Option<Screen> {
         self.answer_to(Event::Courier { code: code.to_owned(), action }).await
@@ -237,10 +242,15 @@ impl Daemon {
                         Some(l) => send(l, &message).await.is_ok(),
                         None => false,
                     };
+                    // A kiosk question is never kept for later: its answer would come when
+                    // nobody is standing there, and a door would open for no one.
                     if !sent
                         && !matches!(
                             message,
-                            AgentMessage::Hello { .. } | AgentMessage::PickupAttempt { .. }
+                            AgentMessage::Hello { .. }
+                                | AgentMessage::PickupAttempt { .. }
+                                | AgentMessage::QrPickup { .. }
+                                | AgentMessage::Courier { .. }
                         )
                     {
                         if self.backlog.len() == BACKLOG {

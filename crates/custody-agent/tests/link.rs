@@ -267,3 +267,64 @@ backends!(a_courier_works_the_kiosk_with_todays_code, |t: TestStore| async move 
     assert_eq!(handle.courier(&code, take).await, Some(Screen::NotAccepted));
     assert_eq!(bank.unlocks(n), 1, "only the deposit opened it");
 });
+
+backends!(
+    a_resident_scans_the_qr_code_from_her_email_then_from_the_app,
+    |t: TestStore| async move {
+        let server = TestServer::start(t).await;
+        let agent = server.agent().await;
+        let (handle, bank) = (&agent.handle, agent.bank.clone());
+        let env = &server.env;
+
+        // The e-mail as her phone shows it: the QR code is an image, read from its pixels.
+        let (parcel, _) = env.delivered("ann@harbour.example").await;
+        let queued = env.qr_sent_for(&parcel).await;
+        let mail = tempfile::tempdir().unwrap();
+        deliver_due(&env.app, &Transport::File(mail.path().to_owned())).await.unwrap();
+        let eml = std::fs::read_dir(mail.path()).unwrap().next().unwrap().unwrap().path();
+        let qr = custody_testkit::mail::qr_in_email(&std::fs::read_to_string(eml).unwrap());
+        assert_eq!(qr, queued);
+
+        let Some(Screen::Open(n)) = handle.scan(&qr).await else { panic!("the QR code opens") };
+        eventually("the latch opens for the QR code", || async { bank.is_unlatched(n) }).await;
+        bank.open_door(n).unwrap();
+        bank.close_door(n).unwrap();
+        eventually("the server hears the door shut", || door_is(&server, n, DoorState::Closed))
+            .await;
+        // Scanned again (a photo of her screen, say): refused at the kiosk itself.
+        assert_eq!(handle.scan(&qr).await, Some(Screen::NotAccepted));
+        assert_eq!(bank.unlocks(n), 1, "the QR code opened it once");
+
+        // The next parcel: Ann opens the app, which shows a fresh token, and holds it up.
+        let (second, _) = env.delivered("ann@harbour.example").await;
+        let ann = server.sign_in(&env.ann).await;
+        let shown = ann
+            .client
+            .get(server.url(&format!("/api/v1/parcels/{second}/pickup-qr")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(shown.status(), 200);
+        assert_eq!(shown.headers()["cache-control"], "no-store");
+        let shown: Value = shown.json().await.unwrap();
+        let token = shown["token"].as_str().unwrap();
+        let Some(Screen::Open(m)) = handle.scan(token).await else {
+            panic!("the app's code opens")
+        };
+        let opened = if m == n { 2 } else { 1 };
+        eventually("the latch opens for the app's code", || async { bank.unlocks(m) == opened })
+            .await;
+
+        // Bob's app has nothing to show for Ann's parcel.
+        let (third, _) = env.delivered("ann@harbour.example").await;
+        let bob = server.sign_in(&env.bob).await;
+        let status = bob
+            .client
+            .get(server.url(&format!("/api/v1/parcels/{third}/pickup-qr")))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 404);
+    }
+);

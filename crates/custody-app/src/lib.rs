@@ -24,6 +24,7 @@ pub mod outbox;
 pub mod parcels;
 pub mod passkeys;
 pub mod personal;
+pub mod qr;
 pub mod setup;
 mod throttle;
 

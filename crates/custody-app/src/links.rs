@@ -118,6 +118,7 @@ impl App {
                 url = self.config().public_url,
                 token = token.as_str(),
             ),
+            qr: None,
         };
         let event = AuditEvent {
             at: now,

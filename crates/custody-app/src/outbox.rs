@@ -25,6 +25,9 @@ pub struct Message {
     pub subject: String,
     /// Plain-text body.
     pub body: String,
+    /// A pickup token to show as a QR image beside the body (the server's mailer renders it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr: Option<String>,
 }
 
 impl std::fmt::Debug for Message {
@@ -57,9 +60,10 @@ pub(crate) fn pickup_message(
     site: &SiteRow,
     bank: &BankRow,
     compartment: &CompartmentRow,
-    code: &PickupCode,
+    credentials: Credentials<'_>,
     expires_at: Timestamp,
 ) -> Message {
+    let Credentials { code, qr } = credentials;
     Message {
         to: recipient.email.as_str().to_owned(),
         subject: format!("Your parcel is ready at {}", site.name),
@@ -68,8 +72,9 @@ pub(crate) fn pickup_message(
              a parcel for you is waiting in locker bank \"{bank}\" at {site}, locker {number}.\n\n\
              Your pickup code: {code}\n\n\
              Type all of it on the locker's screen: first your locker's number ({number}), then the\n\
-             ten digits. The code works once, only for this locker, until {until}. After that the\n\
-             parcel goes back to the carrier.\n\n\
+             ten digits. Or hold the QR code in this message to the locker's scanner. Either works\n\
+             once, only for this locker, until {until}. After that the parcel goes back to the\n\
+             carrier.\n\n\
              Nobody from {site} will ever ask you for this code.\n\n\
              Your parcels: {url}\n",
             name = recipient.name,
@@ -80,7 +85,17 @@ pub(crate) fn pickup_message(
             until = utc(expires_at),
             url = app.config().public_url,
         ),
+        qr: Some(qr.to_owned()),
     }
+}
+
+/// What opens a parcel's compartment, for the message that carries them.
+#[derive(Clone, Copy)]
+pub(crate) struct Credentials<'a> {
+    /// The code to type.
+    pub(crate) code: &'a PickupCode,
+    /// The signed token to scan.
+    pub(crate) qr: &'a str,
 }
 
 impl App {

@@ -12,15 +12,16 @@ use custody_core::person::Role;
 use custody_core::policy::{self, Denied, ParcelFacts, Principal};
 use custody_core::text::{Email, Reason, TrackingRef};
 use custody_core::throttle::{RESEND_PARCEL, RESEND_RECIPIENT};
+use custody_core::token::PickupToken;
 use custody_core::{BankId, CarrierId, CodeId, CompartmentId, ParcelId, SiteId, Timestamp};
 use custody_proto::device::{CommandOutcome as C, DoorReading, SignedOpenCommand};
 use custody_store::{
-    AuditRow, CodeRefusal, CompartmentNeeds, CompartmentRow, NewPickupCode, ParcelRow,
+    AuditRow, CodeRefusal, CodeRefused, CompartmentNeeds, CompartmentRow, NewPickupCode, ParcelRow,
     RedeemedCode, StoreError, Tx,
 };
 use futures_util::FutureExt as _;
 
-use crate::outbox::pickup_message;
+use crate::outbox::{Credentials, pickup_message};
 use crate::personal::Statement;
 use crate::throttle::Budgets;
 use crate::{App, AppError, Caller, OpenFor};
@@ -136,11 +137,49 @@ async fn vacate(tx: &mut Tx, p: &ParcelRow, now: Timestamp) -> Result<Compartmen
 }
 
 /// Where and when a code was typed.
-struct AtKiosk<'a> {
-    bank: &'a BankId,
-    site: &'a SiteId,
-    actor: &'a Actor,
-    now: Timestamp,
+pub(crate) struct AtKiosk<'a> {
+    pub(crate) bank: &'a BankId,
+    pub(crate) site: &'a SiteId,
+    pub(crate) actor: &'a Actor,
+    pub(crate) now: Timestamp,
+}
+
+impl AtKiosk<'_> {
+    /// The bank and site, for attempts that name no parcel.
+    pub(crate) fn target(&self) -> Target {
+        Target { site: Some(self.site.clone()), bank: Some(self.bank.clone()), ..Target::default() }
+    }
+
+    /// A pickup attempt at this kiosk, with its outcome and reason.
+    pub(crate) fn attempt(&self, outcome: Outcome, reason: &str, target: Target) -> AuditEvent {
+        AuditEvent {
+            at: self.now,
+            actor: self.actor.clone(),
+            action: AuditAction::PickupAttempt,
+            target,
+            outcome,
+            reason: Some(reason.to_owned()),
+            personal: None,
+        }
+    }
+
+    /// Audits a credential the store refused, with the reason after its `method` (`code` or
+    /// `qr`). A code that exists names its parcel, so the parcel's
+    /// chain of custody shows every attempt on it.
+    pub(crate) fn refused(
+        &self,
+        tx: &mut Tx,
+        method: &str,
+        refused: &CodeRefused,
+    ) -> Result<(), StoreError> {
+        let target = Target {
+            compartment: refused.code.as_ref().map(|c| c.compartment.clone()),
+            parcel: refused.code.as_ref().map(|c| c.parcel.clone()),
+            ..self.target()
+        };
+        let reason = format!("{method}_{}", refused.reason.as_str());
+        tx.append_audit(&self.attempt(Outcome::Failure, &reason, target))
+    }
 }
 
 fn event(
@@ -559,7 +598,6 @@ impl App {
             .await
     }
 
-    /// Draws a code unique among the bank's codes and stores only its keyed hash.
     /// The grace re-open: a code used within [`GRACE_REOPEN`] opens its compartment once
     /// more, if the compartment is still empty and its door was shut again since the pickup
     /// (so a code typed twice in a row, or by fifty hands at once, still opens once). A
@@ -583,14 +621,7 @@ impl App {
             return Ok(None);
         }
         let target = Target { compartment: Some(c.id.clone()), ..parcel_target(&p) };
-        let accepted = Some("code_reopen".to_owned());
-        tx.append_audit(&event(
-            at.actor,
-            AuditAction::PickupAttempt,
-            target.clone(),
-            at.now,
-            accepted,
-        ))?;
+        tx.append_audit(&at.attempt(Outcome::Success, "code_reopen", target.clone()))?;
         tx.append_audit(&event(at.actor, AuditAction::PickupReopen, target, at.now, None))?;
         let open =
             OpenFor { site: at.site, compartment: &c, parcel: Some(&p.id), purpose: "reopen" };
@@ -671,9 +702,24 @@ impl App {
         let recipient = tx.person(&p.recipient).await?.ok_or(AppError::NotFound)?;
         let compartment = tx.compartment(&cid).await?.ok_or(AppError::NotFound)?;
         let (bank_row, site) = crate::bank_site(tx, &bank).await?;
-        let code = self.new_pickup_code(tx, p, &compartment, expires_at, now).await?;
-        let message =
-            pickup_message(self, &recipient, &site, &bank_row, &compartment, &code, expires_at);
+        let (code, record) = self.new_pickup_code(tx, p, &compartment, expires_at, now).await?;
+        let token = PickupToken {
+            bank: bank.clone(),
+            compartment: compartment.number,
+            parcel: p.id.clone(),
+            code: record,
+            expires_at,
+        };
+        let qr = self.sign_pickup_token(&token);
+        let message = pickup_message(
+            self,
+            &recipient,
+            &site,
+            &bank_row,
+            &compartment,
+            Credentials { code: &code, qr: &qr },
+            expires_at,
+        );
         self.enqueue(tx, &message, Some(&p.id), now).await?;
         Ok(())
     }
@@ -685,11 +731,12 @@ impl App {
         compartment: &CompartmentRow,
         expires_at: Timestamp,
         now: Timestamp,
-    ) -> Result<PickupCode, AppError> {
+    ) -> Result<(PickupCode, CodeId), AppError> {
         for _ in 0..8 {
             let code = self.rng().pickup_code()?;
+            let id = CodeId::from_random(self.rng().bytes()?);
             let record = NewPickupCode {
-                id: CodeId::from_random(self.rng().bytes()?),
+                id: id.clone(),
                 parcel: p.id.clone(),
                 bank: compartment.bank.clone(),
                 compartment: compartment.id.clone(),
@@ -700,7 +747,7 @@ impl App {
                 expires_at,
             };
             match tx.insert_pickup_code(&record).await {
-                Ok(()) => return Ok(code),
+                Ok(()) => return Ok((code, id)),
                 // The bank already has this code: draw again.
                 Err(StoreError::Conflict) => {}
                 Err(e) => return Err(e.into()),
@@ -762,36 +809,23 @@ impl App {
         self.store()
             .write(move |tx| {
                 async move {
-                    let target = Target {
-                        site: Some(site.clone()),
-                        bank: Some(bank.clone()),
-                        ..Target::default()
-                    };
-                    let attempt = |outcome, reason: &str, target: Target| AuditEvent {
-                        at: now,
-                        actor: actor.clone(),
-                        action: AuditAction::PickupAttempt,
-                        target,
-                        outcome,
-                        reason: Some(reason.to_owned()),
-                        personal: None,
-                    };
+                    let at = AtKiosk { bank: &bank, site: &site, actor: &actor, now };
                     let budgets = Budgets::kiosk(&device, &bank);
                     if let Some(name) = budgets.spend(tx, now).await? {
                         let reason = format!("throttled:{name}");
-                        tx.append_audit(&attempt(Outcome::Denied, &reason, target.clone()))?;
+                        tx.append_audit(&at.attempt(Outcome::Denied, &reason, at.target()))?;
                         return Ok(PickupOutcome::Refused);
                     }
                     // Locked down: the kiosk shows the same refusal as for any other failure.
                     if tx.lockdown(&bank).await?.is_some() {
-                        tx.append_audit(&attempt(Outcome::Denied, "locked_down", target.clone()))?;
+                        tx.append_audit(&at.attempt(Outcome::Denied, "locked_down", at.target()))?;
                         return Ok(PickupOutcome::Refused);
                     }
                     let Some(hash) = hash else {
-                        tx.append_audit(&attempt(
+                        tx.append_audit(&at.attempt(
                             Outcome::Failure,
                             "code_malformed",
-                            target.clone(),
+                            at.target(),
                         ))?;
                         return Ok(PickupOutcome::Refused);
                     };
@@ -799,55 +833,48 @@ impl App {
                         Ok(r) => r,
                         Err(refused) => {
                             if let (CodeRefusal::Used, Some(used)) = (refused.reason, &refused.code)
-                            {
-                                let at = AtKiosk { bank: &bank, site: &site, actor: &actor, now };
-                                if let Some(reopened) =
+                                && let Some(reopened) =
                                     app.grace_reopen(tx, &at, &hash, used).await?
-                                {
-                                    budgets.refund(tx, now).await?;
-                                    return Ok(reopened);
-                                }
+                            {
+                                budgets.refund(tx, now).await?;
+                                return Ok(reopened);
                             }
-                            // A code that exists names its parcel, so the parcel's chain of
-                            // custody shows every attempt on it.
-                            let target = Target {
-                                compartment: refused.code.as_ref().map(|c| c.compartment.clone()),
-                                parcel: refused.code.map(|c| c.parcel),
-                                ..target.clone()
-                            };
-                            tx.append_audit(&attempt(
-                                Outcome::Failure,
-                                refused.reason.as_str(),
-                                target,
-                            ))?;
+                            at.refused(tx, "code", &refused)?;
                             return Ok(PickupOutcome::Refused);
                         }
                     };
                     budgets.refund(tx, now).await?;
-                    let p = tx.parcel(&redeemed.parcel).await?.ok_or(AppError::NotFound)?;
-                    let compartment = vacate(tx, &p, now).await?;
-                    advance(tx, &p, ParcelEvent::PickUp, now, None).await?;
-                    let target = parcel_target(&p);
-                    tx.append_audit(&attempt(Outcome::Success, "code_accepted", target.clone()))?;
-                    tx.append_audit(&event(&actor, AuditAction::PickUp, target, now, None))?;
-                    let command = app
-                        .issue_open(
-                            tx,
-                            &actor,
-                            now,
-                            OpenFor {
-                                site: &site,
-                                compartment: &compartment,
-                                parcel: Some(&p.id),
-                                purpose: "pickup",
-                            },
-                        )
-                        .await?;
-                    Ok(PickupOutcome::Accepted { compartment: compartment.number, command })
+                    app.hand_over(tx, &at, &redeemed, "code_accepted").await
                 }
                 .boxed()
             })
             .await
+    }
+
+    /// Hands a parcel over at the kiosk once its pickup credential (`accepted`: which one) is
+    /// redeemed: the compartment is vacated, the parcel picked up, both audited, and the open
+    /// command issued, all in the caller's unit of work.
+    pub(crate) async fn hand_over(
+        &self,
+        tx: &mut Tx,
+        at: &AtKiosk<'_>,
+        redeemed: &RedeemedCode,
+        accepted: &str,
+    ) -> Result<PickupOutcome, AppError> {
+        let p = tx.parcel(&redeemed.parcel).await?.ok_or(AppError::NotFound)?;
+        let compartment = vacate(tx, &p, at.now).await?;
+        advance(tx, &p, ParcelEvent::PickUp, at.now, None).await?;
+        let target = parcel_target(&p);
+        tx.append_audit(&at.attempt(Outcome::Success, accepted, target.clone()))?;
+        tx.append_audit(&event(at.actor, AuditAction::PickUp, target, at.now, None))?;
+        let open = OpenFor {
+            site: at.site,
+            compartment: &compartment,
+            parcel: Some(&p.id),
+            purpose: "pickup",
+        };
+        let command = self.issue_open(tx, at.actor, at.now, open).await?;
+        Ok(PickupOutcome::Accepted { compartment: compartment.number, command })
     }
 
     /// Expires parcels whose pickup window has passed; their codes stop working. Returns how

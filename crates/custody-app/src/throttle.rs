@@ -32,6 +32,12 @@ impl Budgets {
         )
     }
 
+    /// A scanned QR token spends only the kiosk's budget, which typed codes share: a token is
+    /// not guessable, so scans do not draw on the bank's budget for typed codes.
+    pub(crate) fn kiosk_scan(device: &custody_core::DeviceId) -> Self {
+        Self::new("pickup", [(custody_core::throttle::KIOSK_PICKUP, device.to_string())])
+    }
+
     /// Budgets for `(rule, subject)` pairs; the store key is `<scope>:<rule name>:<subject>`.
     pub(crate) fn new(
         scope: &str,

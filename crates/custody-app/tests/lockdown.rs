@@ -58,6 +58,8 @@ backends!(a_locked_down_bank_opens_for_nobody, |t: TestStore| async move {
         env.app.redeem_code(&env.device, &pickup).await.unwrap(),
         PickupOutcome::Refused
     ));
+    let qr = env.qr_sent_for(&other).await;
+    assert!(matches!(env.app.redeem_qr(&env.device, &qr).await.unwrap(), PickupOutcome::Refused));
     assert_eq!(
         code(env.app.remote_open(&admin, &env.compartments[2].id, "inspection").await),
         "locked_down"
@@ -87,7 +89,9 @@ backends!(a_locked_down_bank_opens_for_nobody, |t: TestStore| async move {
             .into_iter()
             .filter(|(o, r)| *o == Outcome::Denied && r.as_deref() == Some("locked_down"))
             .count();
-        assert_eq!(refused, 1, "{action} refused and recorded");
+        // The pickup attempts are a typed code and a scanned QR code.
+        let tried = if action == AuditAction::PickupAttempt { 2 } else { 1 };
+        assert_eq!(refused, tried, "{action} refused and recorded");
     }
     // The pickup code was not spent: it works once the lockdown is lifted.
     let lifted = env.app.lift_lockdown(&admin, &env.bank, "false alarm, checked on site").await;

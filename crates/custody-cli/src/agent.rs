@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use custody_agent::core::Screen;
 use custody_agent::enrol::{EnrolTarget, enrol, load};
 use custody_agent::hardware::SimulatedBank;
+use custody_core::token::QR_TOKEN_PREFIX;
 use custody_crypto::SystemClock;
 use custody_proto::device::CourierAction;
 
@@ -107,7 +108,8 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Arc::new(SystemClock),
             );
             println!(
-                "Agent running. Type a pickup code; a courier types `courier CODE` and then \
+                "Agent running. Type a pickup code, or paste a QR token (`CQ1:…`, as a \
+                 scanner types it); a courier types `courier CODE` and then \
                  `courier CODE deposit|confirm|return PARCEL`; `open N` / `close N` move a \
                  simulated door."
             );
@@ -147,6 +149,10 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                         }
                         None => println!("Usage: courier CODE [deposit|confirm|return PARCEL]"),
                     }
+                } else if line.starts_with(QR_TOKEN_PREFIX) {
+                    // A QR scanner on the kiosk types what it reads, like a keyboard.
+                    let shown = handle.scan(line).await;
+                    println!("{}", describe(shown.as_ref()));
                 } else if !line.is_empty() {
                     let shown = handle.try_code(line).await;
                     println!("{}", describe(shown.as_ref()));

@@ -17,6 +17,7 @@ pub mod site;
 pub mod text;
 pub mod throttle;
 pub mod time;
+pub mod token;
 
 pub use id::{
     ApiKeyId, ApprovalId, BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId, OrgId,

@@ -396,6 +396,22 @@ pub struct DepositView {
     pub command_delivered: bool,
 }
 
+/// A QR pickup token for the resident's app: shown as a QR code, held to the locker's scanner.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PickupQrView {
+    /// The token's text (`CQ1:…`, 201 characters of the QR alphanumeric set). Opens the
+    /// compartment once; never log it.
+    pub token: String,
+    /// When it stops working (RFC 3339); ask for a fresh one before then.
+    pub expires_at: String,
+}
+
+impl std::fmt::Debug for PickupQrView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PickupQrView").field("expires_at", &self.expires_at).finish_non_exhaustive()
+    }
+}
+
 /// A reason for a sensitive action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -117,6 +117,15 @@ pub enum AgentMessage {
         /// logged on either side.
         code: String,
     },
+    /// Someone held a QR pickup token to the kiosk's scanner. The agent has checked the
+    /// token's signature, bank and expiry offline; a token that failed is still sent (under a
+    /// request id the agent does not wait for), so every scan is audited.
+    QrPickup {
+        /// Chosen by the agent; echoed in the answer.
+        request_id: u64,
+        /// The token's text as scanned. A bearer credential until used: never logged.
+        token: String,
+    },
     /// A courier typed their code at the kiosk, to see their work or do one part of it.
     Courier {
         /// Chosen by the agent; echoed in the answer.

@@ -205,19 +205,6 @@ impl std::fmt::Debug for TotpSetupPage {
     }
 }
 
-/// The QR code of `uri` as an inline SVG element.
-fn qr_svg(uri: &str) -> Result<String, AppError> {
-    let code = qrcode::QrCode::new(uri.as_bytes())
-        .map_err(|e| AppError::Invalid(format!("QR code: {e}")))?;
-    let svg = code
-        .render::<qrcode::render::svg::Color<'_>>()
-        .min_dimensions(240, 240)
-        .quiet_zone(true)
-        .build();
-    // The renderer writes a standalone document; inline, only the element is wanted.
-    Ok(svg.find("<svg").map_or(svg.clone(), |at| svg[at..].to_owned()))
-}
-
 /// Begin setting up an authenticator app: the seed as a QR code and as text, once.
 pub async fn totp_begin(
     State(state): State<ServerState>,
@@ -240,7 +227,7 @@ fn totp_setup_page(
     failed: Option<String>,
     status: StatusCode,
 ) -> Response {
-    let qr = match qr_svg(&enrolment.uri) {
+    let qr = match crate::qr::svg(&enrolment.uri).map_err(AppError::Invalid) {
         Ok(svg) => svg,
         Err(e) => return error_page(&e, Some(nav(&state.app, s))),
     };

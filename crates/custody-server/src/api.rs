@@ -19,7 +19,7 @@ use custody_proto::api::{
     ApiKeyIssued, BankView, CarrierView, CreateApiKeyRequest, CreateBankRequest,
     CreateCarrierRequest, CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest,
     DepositRequest, DepositView, EnrolmentTokenView, ExpectParcelRequest, LockdownView,
-    LoginRequest, OpeningView, ParcelHistory, ParcelView, PersonView, ReasonRequest,
+    LoginRequest, OpeningView, ParcelHistory, ParcelView, PersonView, PickupQrView, ReasonRequest,
     RoleChangeRequest, SessionView, SiteView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse, SignedOpenCommand};
@@ -884,6 +884,18 @@ pub async fn resend_code(
     let id: ParcelId = parse_id(&id, "parcel")?;
     state.app.resend_code(session.caller(), &id).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// A fresh QR pickup token for the recipient's own parcel.
+pub async fn pickup_qr(
+    State(state): State<ServerState>,
+    session: PersonSession,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id: ParcelId = parse_id(&id, "parcel")?;
+    let shown = state.app.pickup_qr(session.caller(), &id).await?;
+    let view = PickupQrView { token: shown.text, expires_at: views::rfc3339(shown.expires_at) };
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(view)).into_response())
 }
 
 /// A parcel's chain of custody with inclusion proofs against the latest checkpoint.

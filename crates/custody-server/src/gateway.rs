@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
-use custody_app::Caller;
 use custody_app::parcels::PickupOutcome;
+use custody_app::{AppError, Caller};
 use custody_core::policy::Principal;
 use custody_core::{BankId, DeviceId};
 use custody_proto::device::{
@@ -191,23 +191,13 @@ async fn handle(
         }
         AgentMessage::PickupAttempt { request_id, code } => {
             let code = zeroize::Zeroizing::new(code);
-            let (answer, command) = match state.app.redeem_code(caller, &code).await {
-                Ok(PickupOutcome::Accepted { compartment, command }) => {
-                    (PickupAnswer::Accepted { compartment: compartment.get() }, Some(command))
-                }
-                Ok(PickupOutcome::Refused) => (PickupAnswer::Refused, None),
-                Err(e) => {
-                    tracing::error!(error = %e, "pickup attempt failed");
-                    (PickupAnswer::Refused, None)
-                }
-            };
-            if sender.send(ServerMessage::Pickup { request_id, answer }).await.is_err() {
-                return false;
-            }
-            match command {
-                Some(c) => sender.send(ServerMessage::Open(c)).await.is_ok(),
-                None => true,
-            }
+            let outcome = state.app.redeem_code(caller, &code).await;
+            answer_pickup(sender, request_id, outcome).await
+        }
+        AgentMessage::QrPickup { request_id, token } => {
+            let token = zeroize::Zeroizing::new(token);
+            let outcome = state.app.redeem_qr(caller, &token).await;
+            answer_pickup(sender, request_id, outcome).await
         }
         AgentMessage::Courier { request_id, code, action } => {
             let code = zeroize::Zeroizing::new(code);
@@ -232,6 +222,32 @@ async fn handle(
             }
             true
         }
+    }
+}
+
+/// Answers a pickup at the kiosk, then sends the open command if there is one. Every failure,
+/// whatever it was, is the one refusal (the reason is in the audit log).
+async fn answer_pickup(
+    sender: &mpsc::Sender<ServerMessage>,
+    request_id: u64,
+    outcome: Result<PickupOutcome, AppError>,
+) -> bool {
+    let (answer, command) = match outcome {
+        Ok(PickupOutcome::Accepted { compartment, command }) => {
+            (PickupAnswer::Accepted { compartment: compartment.get() }, Some(command))
+        }
+        Ok(PickupOutcome::Refused) => (PickupAnswer::Refused, None),
+        Err(e) => {
+            tracing::error!(error = %e, "pickup attempt failed");
+            (PickupAnswer::Refused, None)
+        }
+    };
+    if sender.send(ServerMessage::Pickup { request_id, answer }).await.is_err() {
+        return false;
+    }
+    match command {
+        Some(c) => sender.send(ServerMessage::Open(c)).await.is_ok(),
+        None => true,
     }
 }
 

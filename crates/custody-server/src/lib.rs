@@ -19,6 +19,7 @@ pub mod listen;
 pub mod openapi;
 pub mod outbox;
 pub mod portal;
+mod qr;
 pub mod routes;
 pub mod ship;
 pub mod sign_in_links;
@@ -274,6 +275,17 @@ fn table() -> Routes<ServerState> {
                  staff; 3 a day per parcel, 10 per recipient): 202",
             ),
             api::resend_code,
+        )
+        .get(
+            "/api/v1/parcels/{id}/pickup-qr",
+            Person,
+            Doc::json(
+                "A QR pickup token for the recipient's own parcel, valid for 10 minutes (the \
+                 recipient only)",
+                200,
+                "PickupQrView",
+            ),
+            api::pickup_qr,
         )
         .post(
             "/api/v1/parcels/{id}/deposit",

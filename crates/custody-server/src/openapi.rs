@@ -15,8 +15,8 @@ use custody_proto::api::{
     EndedView, EnrolmentTokenView, ErrorBody, ErrorDetail, EventView, ExpectParcelRequest,
     FactorRequest, FactorsView, LinkRedeemRequest, LinkRequest, LockdownView, LoginRequest,
     OpeningView, ParcelHistory, ParcelView, PasskeyAnswerRequest, PasskeyCeremonyView, PersonView,
-    ReasonRequest, RecoveryCodesView, RoleChangeRequest, RotateApiKeyRequest, SessionListItem,
-    SessionView, SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
+    PickupQrView, ReasonRequest, RecoveryCodesView, RoleChangeRequest, RotateApiKeyRequest,
+    SessionListItem, SessionView, SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -66,6 +66,7 @@ use crate::routes::{Access, RouteInfo};
         ExpectParcelRequest,
         DepositRequest,
         DepositView,
+        PickupQrView,
         ReasonRequest,
         AuditExportRequest,
         OpeningView,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use custody_app::App;
 use custody_app::outbox::Message;
-use lettre::message::Mailbox;
+use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters, TlsVersion};
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
 use tokio::task::JoinHandle;
@@ -92,13 +92,53 @@ fn build_email(from: &str, message: &Message) -> Result<lettre::Message, Deliver
         .to
         .parse()
         .map_err(|e: lettre::address::AddressError| DeliveryError::Message(e.to_string()))?;
-    lettre::Message::builder()
-        .from(from)
-        .to(to)
-        .subject(message.subject.clone())
-        .header(lettre::message::header::ContentType::TEXT_PLAIN)
-        .body(message.body.clone())
-        .map_err(|e| DeliveryError::Message(e.to_string()))
+    let builder = lettre::Message::builder().from(from).to(to).subject(message.subject.clone());
+    let built = match &message.qr {
+        None => builder
+            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            .body(message.body.clone()),
+        Some(qr) => builder.multipart(with_qr(&message.body, qr)?),
+    };
+    built.map_err(|e| DeliveryError::Message(e.to_string()))
+}
+
+/// Content id of the QR image inside the e-mail.
+const QR_CONTENT_ID: &str = "pickup-qr";
+
+/// The body as plain text, and as HTML with the QR code as an inline PNG image: readers that
+/// show only text still have the typed code.
+fn with_qr(body: &str, qr: &str) -> Result<MultiPart, DeliveryError> {
+    let png = crate::qr::png(qr).map_err(DeliveryError::Message)?;
+    let html = format!(
+        "<!doctype html><html><body>\
+         <pre style=\"font-family: sans-serif; white-space: pre-wrap\">{}</pre>\
+         <p><img src=\"cid:{QR_CONTENT_ID}\" width=\"260\" height=\"260\" \
+         alt=\"QR code that opens your locker once\"></p></body></html>",
+        escape_html(body)
+    );
+    let image = lettre::message::Attachment::new_inline(QR_CONTENT_ID.to_owned()).body(
+        png,
+        lettre::message::header::ContentType::parse("image/png")
+            .map_err(|e| DeliveryError::Message(e.to_string()))?,
+    );
+    Ok(MultiPart::alternative()
+        .singlepart(SinglePart::plain(body.to_owned()))
+        .multipart(MultiPart::related().singlepart(SinglePart::html(html)).singlepart(image)))
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 async fn write_file(

@@ -11,6 +11,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use custody_app::AppError;
+use custody_core::parcel::ParcelState;
 use custody_core::person::Role;
 use custody_core::{ParcelId, SiteId};
 use custody_store::{BankRow, CompartmentRow, ParcelRow, PersonRow, SiteRow};
@@ -402,6 +403,14 @@ struct ParcelPage {
     carrier: String,
     events: Vec<EventLine>,
     checkpoint_size: String,
+    /// The pickup QR code as inline SVG, for the recipient of a parcel waiting for pickup.
+    pickup_qr: Option<PickupQr>,
+}
+
+/// A pickup QR code on the recipient's parcel page.
+struct PickupQr {
+    svg: String,
+    expires_at: String,
 }
 
 /// A parcel and its chain of custody.
@@ -443,6 +452,17 @@ pub async fn parcel(
         Ok(names) => names,
         Err(e) => return error_page(&e, Some(n)),
     };
+    // Only the recipient is given a token, and only while the parcel waits for them.
+    let pickup_qr = if p.state == ParcelState::Notified && s.person().id == p.recipient {
+        match state.app.pickup_qr(s.caller(), &p.id).await {
+            Ok(shown) => crate::qr::svg(&shown.text)
+                .ok()
+                .map(|svg| PickupQr { svg, expires_at: views::rfc3339(shown.expires_at) }),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
     let page = ParcelPage {
         nav: n,
         recipient,
@@ -450,6 +470,7 @@ pub async fn parcel(
         parcel: line(&p, &compartments),
         events,
         checkpoint_size,
+        pickup_qr,
     };
     render(&page, StatusCode::OK)
 }

@@ -302,6 +302,19 @@ pub struct RedeemedCode {
     pub compartment: CompartmentId,
 }
 
+/// A pickup code that still works, without the code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveCode {
+    /// Record id (what a QR token names).
+    pub id: CodeId,
+    /// Bank it works at.
+    pub bank: BankId,
+    /// Compartment it opens.
+    pub compartment: CompartmentId,
+    /// When it stops working.
+    pub expires_at: Timestamp,
+}
+
 /// A code that was not redeemed, and why. For the audit log only: the kiosk shows one message
 /// for every reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -326,13 +339,14 @@ pub enum CodeRefusal {
 }
 
 impl CodeRefusal {
-    /// Stable reason for the audit log.
+    /// Stable reason for the audit log, after the credential's method (`code_used`,
+    /// `qr_used`).
     pub const fn as_str(self) -> &'static str {
         match self {
-            Self::Unknown => "code_unknown",
-            Self::Used => "code_used",
-            Self::Expired => "code_expired",
-            Self::Revoked => "code_revoked",
+            Self::Unknown => "unknown",
+            Self::Used => "used",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
         }
     }
 }

@@ -13,16 +13,16 @@ use custody_core::site::PickupWindow;
 use custody_core::text::{Email, Name, TrackingRef};
 use custody_core::time::duration_millis;
 use custody_core::{
-    ApiKeyId, ApprovalId, BankId, CarrierId, CompartmentId, DeviceId, MessageId, OrgId, ParcelId,
-    PersonId, SessionId, SiteId, Timestamp,
+    ApiKeyId, ApprovalId, BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId, OrgId,
+    ParcelId, PersonId, SessionId, SiteId, Timestamp,
 };
 use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Row as _, Transaction};
 
 use crate::rows::{
-    ApiKeyRow, ApprovalRow, AuditFilter, AuditRow, BankRow, CarrierRow, CodeRefusal, CodeRefused,
-    CompartmentNeeds, CompartmentRow, DeviceRow, MalformedAuditRow, NewCompartment,
+    ActiveCode, ApiKeyRow, ApprovalRow, AuditFilter, AuditRow, BankRow, CarrierRow, CodeRefusal,
+    CodeRefused, CompartmentNeeds, CompartmentRow, DeviceRow, MalformedAuditRow, NewCompartment,
     NewEnrolmentToken, NewPickupCode, OrgRow, OutboxRow, ParcelRow, PersonRow, RedeemedCode,
     RowRef, SessionRow, SiteRow, StoredEntry, TotpRow,
 };
@@ -2021,6 +2021,61 @@ impl Tx {
             compartment: parse(&r, "compartment_id", |s| CompartmentId::parse(s).ok())?,
         };
         Ok(Err(CodeRefused { reason, code: Some(code) }))
+    }
+
+    /// The pickup code record `id` at `bank`: its keyed hash, to redeem it by
+    /// [`Tx::redeem_pickup_code`] (a QR token names its code record, not the code), with its
+    /// parcel and compartment.
+    pub async fn pickup_code_hash(
+        &mut self,
+        bank: &BankId,
+        id: &CodeId,
+    ) -> R<Option<(Vec<u8>, RedeemedCode)>> {
+        let row = self
+            .one(
+                sqlx::query(
+                    "SELECT code_hash, parcel_id, compartment_id FROM pickup_codes WHERE id = $1 AND bank_id = $2",
+                )
+                .bind(id.as_str().to_owned())
+                .bind(bank.as_str().to_owned()),
+            )
+            .await?;
+        row.map(|r| {
+            let code = RedeemedCode {
+                parcel: parse(&r, "parcel_id", |s| ParcelId::parse(s).ok())?,
+                compartment: parse(&r, "compartment_id", |s| CompartmentId::parse(s).ok())?,
+            };
+            Ok((blob(&r, "code_hash")?, code))
+        })
+        .transpose()
+    }
+
+    /// A parcel's code that still works (unused, unrevoked, unexpired), if any.
+    pub async fn active_pickup_code(
+        &mut self,
+        parcel: &ParcelId,
+        now: Timestamp,
+    ) -> R<Option<ActiveCode>> {
+        let row = self
+            .one(
+                sqlx::query(
+                    "SELECT id, bank_id, compartment_id, expires_at FROM pickup_codes \
+                     WHERE parcel_id = $1 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $2 \
+                     ORDER BY created_at DESC LIMIT 1",
+                )
+                .bind(parcel.as_str().to_owned())
+                .bind(now.as_millis()),
+            )
+            .await?;
+        row.map(|r| {
+            Ok(ActiveCode {
+                id: parse(&r, "id", |s| CodeId::parse(s).ok())?,
+                bank: parse(&r, "bank_id", |s| BankId::parse(s).ok())?,
+                compartment: parse(&r, "compartment_id", |s| CompartmentId::parse(s).ok())?,
+                expires_at: Timestamp::from_millis(int(&r, "expires_at")?),
+            })
+        })
+        .transpose()
     }
 
     /// Marks the code with this hash at `bank` as re-opened, if it was used after

@@ -320,6 +320,20 @@ impl Env {
         line.trim_start_matches("Your pickup code: ").to_owned()
     }
 
+    /// The QR pickup token in the last message queued for a parcel (the text its image
+    /// carries).
+    pub async fn qr_sent_for(&self, parcel: &ParcelId) -> String {
+        let id = parcel.clone();
+        let rows = self
+            .app
+            .store()
+            .read(move |tx| async move { tx.messages_for_parcel(&id).await }.boxed())
+            .await
+            .expect("messages");
+        let message = self.app.open_message(rows.last().expect("a message")).expect("readable");
+        message.qr.expect("a QR token")
+    }
+
     /// The carrier, calling with its API key.
     pub async fn carrier(&self) -> Caller {
         self.app.authenticate_api_key(&self.carrier_token).await.expect("carrier key")

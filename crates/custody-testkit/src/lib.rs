@@ -17,6 +17,7 @@
 
 pub mod attacker;
 pub mod env;
+pub mod mail;
 pub mod server;
 pub mod smtp;
 pub mod store;
