@@ -367,6 +367,20 @@ async fn a_resident_signs_in_with_an_emailed_link() {
     arrive_at(browser, "/portal").await;
     let who = browser.find(Locator::Id("who")).await.unwrap().text().await.unwrap();
     assert!(who.contains("Ann Resident"), "{who}");
+
+    // Her parcel's page shows the QR code that opens her locker: what the browser drew, read
+    // back from its pixels, is a token the kiosk accepts.
+    let parcel = notified_parcel(env).await;
+    browser.goto(&server.url(&format!("/portal/parcels/{}", parcel.id))).await.unwrap();
+    let figure = browser.wait().for_element(Locator::Css("#pickup-qr figure")).await.unwrap();
+    let shot = figure.screenshot().await.unwrap();
+    let token = custody_testkit::mail::qr_in_png(&shot);
+    let opened = env.app.redeem_qr(&env.device, &token).await.unwrap();
+    assert!(matches!(opened, custody_app::parcels::PickupOutcome::Accepted { .. }));
+    // Picked up: the page no longer offers a code.
+    browser.refresh().await.unwrap();
+    browser.wait().for_element(Locator::Id("history")).await.unwrap();
+    assert!(browser.find(Locator::Id("pickup-qr")).await.is_err());
     browser.clone().close().await.unwrap();
 }
 

@@ -15,17 +15,21 @@ pub fn qr_in_email(raw: &str) -> String {
     qr_in_png(&png)
 }
 
-/// The text of the one QR code in a PNG image.
+/// The text of the one QR code in a PNG image: the e-mail's own, or a browser's screenshot.
 pub fn qr_in_png(png: &[u8]) -> String {
-    let mut reader = png::Decoder::new(std::io::Cursor::new(png)).read_info().expect("a PNG image");
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(png));
+    // Every layout as 8-bit samples: palettes and 1-bit grey expanded, 16-bit cut.
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().expect("a PNG image");
     let mut pixels = vec![0; reader.output_buffer_size().expect("image size")];
     let info = reader.next_frame(&mut pixels).expect("a frame");
     let (width, height, row) = (info.width as usize, info.height as usize, info.line_size);
-    let bits = info.bit_depth as usize;
-    assert_eq!((info.color_type, bits), (png::ColorType::Grayscale, 1), "a black-and-white image");
+    let channels = info.color_type.samples();
     let mut image = rqrr::PreparedImage::prepare_from_greyscale(width, height, |x, y| {
-        let byte = pixels.get(y * row + x / 8).copied().unwrap_or(0);
-        if byte & (0x80 >> (x % 8)) == 0 { 0 } else { 255 }
+        let at = y * row + x * channels;
+        let sample = |i: usize| u32::from(pixels.get(at + i).copied().unwrap_or(0));
+        let grey = if channels >= 3 { (sample(0) + sample(1) + sample(2)) / 3 } else { sample(0) };
+        grey as u8
     });
     let grids = image.detect_grids();
     assert_eq!(grids.len(), 1, "one QR code in the image");
