@@ -633,7 +633,33 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     screen_is(lobby_agent.try_code(&code).await.as_ref(), &Screen::NotAccepted, "a used code")?;
     t.ok("After that her code does not work again");
 
-    // 2. Expiry and return to the carrier.
+    // 2. The QR code in the app.
+    let (qr_parcel, qr_slot) = t.deliver("ann@harbour.example", lobby, "small").await?;
+    let _ = t.mail_code("ann@harbour.example").await?;
+    let ann = t.sign_in("ann@harbour.example").await?;
+    let (status, body) = t
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/parcels/{qr_parcel}/pickup-qr"),
+            Auth::Session(&ann),
+            None,
+        )
+        .await?;
+    let token = body["token"].as_str().filter(|_| status == 200);
+    let token = token.with_context(|| format!("Ann's QR code: {status} {body}"))?.to_owned();
+    screen_is(lobby_agent.scan(&token).await.as_ref(), &Screen::Open(qr_slot), "Ann's QR code")?;
+    unlatched(&doors, qr_slot).await?;
+    doors.open_door(qr_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    doors.close_door(qr_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    t.ok(&format!(
+        "Another parcel for Ann: she holds the QR code her app shows to the scanner, and \
+         compartment {qr_slot} opens (the kiosk checked the signature itself first)"
+    ));
+    door_shut(&demo.app, &demo.banks[lobby].id, qr_slot).await?;
+    screen_is(lobby_agent.scan(&token).await.as_ref(), &Screen::NotAccepted, "a used QR code")?;
+    t.ok("A photo of her screen is worth nothing now: the kiosk refuses the used token");
+
+    // 3. Expiry and return to the carrier.
     let (bob_parcel, bob_slot) = t.deliver("bob@harbour.example", garage, "medium").await?;
     let bob_code = t.mail_code("bob@harbour.example").await?;
     demo.clock.advance(days(7) + minutes(1));
@@ -665,7 +691,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     ensure!(t.parcel_state(&bob_parcel).await? == "returned", "Bob's parcel should be returned");
     t.ok(&format!("The courier takes it back from compartment {bob_slot}: returned to Parcelco"));
 
-    // 3. Staff retrieval and remote open, with reasons.
+    // 4. Staff retrieval and remote open, with reasons.
     let (third, third_slot) = t.deliver("ann@harbour.example", mailroom, "large").await?;
     let _ = t.mail_code("ann@harbour.example").await?;
     let admin = t.sign_in("admin@harbour.example").await?;
@@ -715,7 +741,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     ensure!(status == 403, "a resident must not open compartments remotely: {status}");
     t.ok("Ann cannot open a compartment remotely (403)");
 
-    // 4. The chain of custody of each parcel.
+    // 5. The chain of custody of each parcel.
     for (id, who, expect) in [
         (&ann_parcel, "Ann", "parcel.pick_up"),
         (&bob_parcel, "Bob", "parcel.return"),
@@ -752,7 +778,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     }
     t.ok("Every parcel's chain of custody shows each hand-off, in order");
 
-    // 5. The audit log of the whole story, against a checkpoint that left the database.
+    // 6. The audit log of the whole story, against a checkpoint that left the database.
     let head =
         demo.app.store().read(|tx| async move { tx.tree_head().await }.boxed()).await?.size();
     let verifier =
