@@ -21,7 +21,8 @@ use custody_core::token::{PickupToken, QR_TOKEN_DOMAIN, QR_TOKEN_TEXT_LEN, Scann
 use custody_crypto::sign::PublicKey;
 use custody_proto::device::{
     AgentMessage, CommandOutcome, CourierAction, CourierAnswer, DoorReading, KioskParcel,
-    OPEN_COMMAND_DOMAIN, PROTOCOL_VERSION, PickupAnswer, ServerMessage, SignedOpenCommand,
+    OPEN_COMMAND_DOMAIN, PROTOCOL_VERSION, PickupAnswer, PresenceKey, ServerMessage,
+    SignedOpenCommand,
 };
 use data_encoding::BASE64;
 
@@ -108,6 +109,9 @@ pub enum Action {
     },
     /// Show something on the kiosk.
     Show(Screen),
+    /// Show the bank's presence code from this key beside everything else (a resident types
+    /// it into the app to open from the phone), or, with `None`, show none.
+    Presence(Option<PresenceKey>),
 }
 
 /// Why an open command was refused. Reported to the server and never executed.
@@ -227,7 +231,12 @@ impl AgentCore {
                 let waited = !self.waiting.is_empty();
                 self.waiting.clear();
                 self.scanning.clear();
-                if waited { vec![Action::Show(Screen::Offline)] } else { Vec::new() }
+                // Offline, nothing can be opened from the app: the kiosk stops showing a code.
+                let mut actions = vec![Action::Presence(None)];
+                if waited {
+                    actions.push(Action::Show(Screen::Offline));
+                }
+                actions
             }
             Event::Server(message) => self.server(now, message),
             Event::CodeEntered(code) => {
@@ -320,18 +329,18 @@ impl AgentCore {
 
     fn server(&mut self, now: Timestamp, message: ServerMessage) -> Vec<Action> {
         match message {
-            ServerMessage::Welcome { device, bank, compartments, .. } => {
+            ServerMessage::Welcome { device, bank, compartments, presence_key, .. } => {
                 if device != self.identity.device || bank != self.identity.bank {
                     // The server names another device or bank: trust nothing it says.
                     self.welcomed = false;
-                    return Vec::new();
+                    return vec![Action::Presence(None)];
                 }
                 self.compartments = compartments
                     .into_iter()
                     .filter(|n| CompartmentNumber::new(*n).is_ok())
                     .collect();
                 self.welcomed = true;
-                Vec::new()
+                vec![Action::Presence(Some(presence_key))]
             }
             ServerMessage::Pickup { request_id, answer } => {
                 let scanned = self.scanning.remove(&request_id);
@@ -375,7 +384,7 @@ impl AgentCore {
             },
             ServerMessage::Goodbye { .. } => {
                 self.welcomed = false;
-                Vec::new()
+                vec![Action::Presence(None)]
             }
         }
     }
@@ -455,6 +464,7 @@ mod tests {
                 bank: "bnk_a".into(),
                 compartments: vec![1, 2, 3],
                 server_time_ms: NOW.as_millis(),
+                presence_key: PresenceKey("a2V5".into()),
             }),
         );
         core
@@ -565,7 +575,7 @@ mod tests {
         let mut f = fixture();
         f.core.handle(NOW, Event::Disconnected);
         f.core.handle(NOW, Event::Connected);
-        f.core.handle(
+        let shown = f.core.handle(
             NOW,
             Event::Server(ServerMessage::Welcome {
                 protocol: 1,
@@ -573,9 +583,35 @@ mod tests {
                 bank: "bnk_a".into(),
                 compartments: vec![1],
                 server_time_ms: 0,
+                presence_key: PresenceKey("a2V5".into()),
             }),
         );
         assert!(!f.core.ready());
+        assert_eq!(shown, vec![Action::Presence(None)], "no presence code from a stranger");
+    }
+
+    #[test]
+    fn the_presence_code_is_shown_only_while_welcomed() {
+        let (key, _) = SigningKey::generate(&Rng::new()).unwrap();
+        let mut core = AgentCore::new(Identity {
+            device: "dev_a".into(),
+            bank: "bnk_a".into(),
+            command_key: key.public_key(),
+        });
+        core.handle(NOW, Event::Connected);
+        let welcome = ServerMessage::Welcome {
+            protocol: 1,
+            device: "dev_a".into(),
+            bank: "bnk_a".into(),
+            compartments: vec![1],
+            server_time_ms: 0,
+            presence_key: PresenceKey("a2V5".into()),
+        };
+        let shown = core.handle(NOW, Event::Server(welcome));
+        assert_eq!(shown, vec![Action::Presence(Some(PresenceKey("a2V5".into())))]);
+        assert_eq!(core.handle(NOW, Event::Disconnected), vec![Action::Presence(None)]);
+        let goodbye = ServerMessage::Goodbye { reason: "revoked".into() };
+        assert_eq!(core.handle(NOW, Event::Server(goodbye)), vec![Action::Presence(None)]);
     }
 
     #[test]
@@ -700,6 +736,7 @@ mod tests {
                         bank: bank().to_string(),
                         compartments: vec![1, 2, 3],
                         server_time_ms: NOW.as_millis(),
+                        presence_key: PresenceKey("a2V5".into()),
                     }),
                 );
             }

@@ -10,11 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use custody_core::Clock;
+use custody_crypto::totp::{TotpSeed, step_at};
 use custody_proto::device::{AgentMessage, CourierAction, ServerMessage};
+use data_encoding::BASE64;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
+use zeroize::Zeroizing;
 
 use crate::core::{Action, AgentCore, Event, Screen};
 use crate::enrol::AgentSetup;
@@ -32,6 +35,8 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 pub struct AgentHandle {
     kiosk: mpsc::Sender<Event>,
     screen: watch::Receiver<Option<Screen>>,
+    presence: watch::Receiver<Option<Arc<TotpSeed>>>,
+    clock: Arc<dyn Clock>,
     ready: watch::Receiver<bool>,
     task: JoinHandle<()>,
 }
@@ -70,6 +75,13 @@ impl AgentHandle {
         }
     }
 
+    /// The presence code the kiosk shows now: six digits, new every 30 seconds, while the
+    /// agent is connected and welcomed.
+    pub fn presence_code(&self) -> Option<Zeroizing<String>> {
+        let seed = self.presence.borrow().clone()?;
+        Some(seed.code_at(step_at(self.clock.now().as_millis())))
+    }
+
     /// Waits until the agent is connected and welcomed.
     pub async fn wait_ready(&mut self) {
         let _ = self.ready.wait_for(|r| *r).await;
@@ -102,17 +114,19 @@ pub fn spawn(
     let (kiosk, kiosk_rx) = mpsc::channel(16);
     let (screen_tx, screen) = watch::channel(None);
     let (ready_tx, ready) = watch::channel(false);
+    let (presence_tx, presence) = watch::channel(None);
     let daemon = Daemon {
         core: AgentCore::new(setup.identity.clone()),
         setup,
         board,
-        clock,
+        clock: clock.clone(),
         screen: screen_tx,
+        presence: presence_tx,
         ready: ready_tx,
         backlog: VecDeque::new(),
     };
     let task = tokio::spawn(daemon.run(kiosk_rx, sensors));
-    AgentHandle { kiosk, screen, ready, task }
+    AgentHandle { kiosk, screen, presence, clock, ready, task }
 }
 
 struct Daemon {
@@ -121,6 +135,7 @@ struct Daemon {
     board: Arc<dyn LockBoard>,
     clock: Arc<dyn Clock>,
     screen: watch::Sender<Option<Screen>>,
+    presence: watch::Sender<Option<Arc<TotpSeed>>>,
     ready: watch::Sender<bool>,
     backlog: VecDeque<AgentMessage>,
 }
@@ -270,6 +285,13 @@ impl Daemon {
                 }
                 Action::Show(screen) => {
                     let _ = self.screen.send(Some(screen));
+                }
+                Action::Presence(key) => {
+                    let seed = key.and_then(|k| {
+                        let bytes = BASE64.decode(k.0.as_bytes()).ok()?;
+                        TotpSeed::from_bytes(&bytes).ok().map(Arc::new)
+                    });
+                    self.presence.send_replace(seed);
                 }
             }
         }

@@ -328,3 +328,32 @@ backends!(
         assert_eq!(status, 404);
     }
 );
+
+backends!(a_resident_opens_from_the_app_with_the_code_on_the_kiosk, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let agent = server.agent().await;
+    let (handle, bank) = (&agent.handle, agent.bank.clone());
+    let env = &server.env;
+    let (parcel, _) = env.delivered("ann@harbour.example").await;
+    let ann = server.sign_in(&env.ann).await;
+    let open = |code: String| {
+        let request = ann
+            .client
+            .post(server.url(&format!("/api/v1/parcels/{parcel}/open")))
+            .header("x-csrf-token", ann.csrf.as_str())
+            .json(&json!({ "presence_code": code }));
+        async move { request.send().await.unwrap() }
+    };
+
+    // The kiosk shows the code its agent computes from the key in the welcome.
+    let shown = handle.presence_code().expect("a welcomed kiosk shows a presence code");
+    assert_eq!(shown.as_str(), env.presence_code(&env.bank));
+    let wrong = format!("{:06}", (shown.parse::<u32>().unwrap() + 1) % 1_000_000);
+    let refused = open(wrong).await;
+    assert_eq!(refused.status(), 409);
+    let opened: Value = open(shown.to_string()).await.json().await.unwrap();
+    assert_eq!(opened["command_delivered"], true, "{opened}");
+    let n = u16::try_from(opened["compartment"].as_u64().unwrap()).unwrap();
+    eventually("the latch opens for the app", || async { bank.is_unlatched(n) }).await;
+    assert_eq!(bank.unlocks(n), 1);
+});

@@ -24,6 +24,7 @@ pub mod outbox;
 pub mod parcels;
 pub mod passkeys;
 pub mod personal;
+pub mod presence;
 pub mod qr;
 pub mod setup;
 mod throttle;
@@ -240,6 +241,7 @@ pub struct KeyRing {
     pub(crate) devices: KeyedHasher,
     pub(crate) links: KeyedHasher,
     pub(crate) courier_codes: KeyedHasher,
+    pub(crate) presence: KeyedHasher,
     pub(crate) command: SigningKey,
     pub(crate) ca: CertificateAuthority,
     pub(crate) checkpoint: custody_audit::checkpoint::NoteSigner,
@@ -275,6 +277,7 @@ impl KeyRing {
             devices: master.hasher(Purpose::DeviceCookies),
             links: master.hasher(Purpose::MagicLinks),
             courier_codes: master.hasher(Purpose::CourierCodes),
+            presence: master.hasher(Purpose::PresenceCodes),
             command,
             ca,
             checkpoint,

@@ -79,6 +79,13 @@ pub enum PickupOutcome {
     Refused,
 }
 
+impl PickupOutcome {
+    /// Accepted: this compartment opens with this command.
+    pub(crate) fn accepted((compartment, command): (CompartmentNumber, SignedOpenCommand)) -> Self {
+        Self::Accepted { compartment, command }
+    }
+}
+
 fn facts(p: &ParcelRow) -> ParcelFacts<'_> {
     ParcelFacts { org: &p.org, site: &p.site, carrier: &p.carrier, recipient: &p.recipient }
 }
@@ -844,7 +851,9 @@ impl App {
                         }
                     };
                     budgets.refund(tx, now).await?;
-                    app.hand_over(tx, &at, &redeemed, "code_accepted").await
+                    app.hand_over(tx, &at, &redeemed, "code_accepted")
+                        .await
+                        .map(PickupOutcome::accepted)
                 }
                 .boxed()
             })
@@ -860,7 +869,7 @@ impl App {
         at: &AtKiosk<'_>,
         redeemed: &RedeemedCode,
         accepted: &str,
-    ) -> Result<PickupOutcome, AppError> {
+    ) -> Result<(CompartmentNumber, SignedOpenCommand), AppError> {
         let p = tx.parcel(&redeemed.parcel).await?.ok_or(AppError::NotFound)?;
         let compartment = vacate(tx, &p, at.now).await?;
         advance(tx, &p, ParcelEvent::PickUp, at.now, None).await?;
@@ -874,7 +883,7 @@ impl App {
             purpose: "pickup",
         };
         let command = self.issue_open(tx, at.actor, at.now, open).await?;
-        Ok(PickupOutcome::Accepted { compartment: compartment.number, command })
+        Ok((compartment.number, command))
     }
 
     /// Expires parcels whose pickup window has passed; their codes stop working. Returns how

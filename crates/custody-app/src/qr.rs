@@ -184,7 +184,9 @@ impl App {
                         }
                     };
                     budgets.refund(tx, now).await?;
-                    app.hand_over(tx, &at, &redeemed, "qr_accepted").await
+                    app.hand_over(tx, &at, &redeemed, "qr_accepted")
+                        .await
+                        .map(PickupOutcome::accepted)
                 }
                 .boxed()
             })

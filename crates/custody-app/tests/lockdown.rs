@@ -60,6 +60,9 @@ backends!(a_locked_down_bank_opens_for_nobody, |t: TestStore| async move {
     ));
     let qr = env.qr_sent_for(&other).await;
     assert!(matches!(env.app.redeem_qr(&env.device, &qr).await.unwrap(), PickupOutcome::Refused));
+    let presence = env.presence_code(&env.bank);
+    let bob = Env::as_person(&env.bob);
+    assert_eq!(code(env.app.open_from_app(&bob, &other, &presence).await), "locked_down");
     assert_eq!(
         code(env.app.remote_open(&admin, &env.compartments[2].id, "inspection").await),
         "locked_down"
@@ -89,8 +92,8 @@ backends!(a_locked_down_bank_opens_for_nobody, |t: TestStore| async move {
             .into_iter()
             .filter(|(o, r)| *o == Outcome::Denied && r.as_deref() == Some("locked_down"))
             .count();
-        // The pickup attempts are a typed code and a scanned QR code.
-        let tried = if action == AuditAction::PickupAttempt { 2 } else { 1 };
+        // The pickup attempts are a typed code, a scanned QR code and an open from the app.
+        let tried = if action == AuditAction::PickupAttempt { 3 } else { 1 };
         assert_eq!(refused, tried, "{action} refused and recorded");
     }
     // The pickup code was not spent: it works once the lockdown is lifted.

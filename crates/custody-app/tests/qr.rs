@@ -120,6 +120,8 @@ backends!(a_token_dies_with_its_code, |t: TestStore| async move {
     // Sent again: the old code and its token are retired together.
     let (parcel, code) = env.delivered("ann@harbour.example").await;
     let first = env.qr_sent_for(&parcel).await;
+    // Messages are told apart by when they were queued.
+    env.clock.advance(minutes(1));
     env.app.resend_code(&ann, &parcel).await.unwrap();
     assert!(refused(&env.app.redeem_qr(&env.device, &first).await.unwrap()));
     assert_eq!(last_attempt(&env).await, "qr_revoked");

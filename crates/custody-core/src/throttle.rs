@@ -91,6 +91,12 @@ pub const RESEND_PARCEL: ThrottleRule =
 /// … and for one recipient, whatever the parcel.
 pub const RESEND_RECIPIENT: ThrottleRule =
     ThrottleRule { name: "resend_recipient", max_failures: 10, window: hours(24) };
+/// Wrong presence codes sent from the app by one person (opening from the phone).
+pub const APP_OPEN: ThrottleRule =
+    ThrottleRule { name: "app_open", max_failures: 5, window: minutes(15) };
+/// … and over a day.
+pub const APP_OPEN_DAY: ThrottleRule =
+    ThrottleRule { name: "app_open_day", max_failures: 20, window: hours(24) };
 /// Failed password logins from one source address.
 pub const SOURCE_LOGIN: ThrottleRule =
     ThrottleRule { name: "source", max_failures: 50, window: minutes(15) };

@@ -55,6 +55,9 @@ pub enum Purpose {
     /// Couriers' daily kiosk codes: derived from the courier and the day, and their keyed
     /// hashes.
     CourierCodes,
+    /// Each bank's presence key: the kiosk shows a code from it that the resident's app
+    /// sends to open from the phone.
+    PresenceCodes,
 }
 
 impl Purpose {
@@ -72,6 +75,7 @@ impl Purpose {
             Self::DeviceCookies => b"custody/v1/device-cookies",
             Self::MagicLinks => b"custody/v1/magic-links",
             Self::CourierCodes => b"custody/v1/courier-codes",
+            Self::PresenceCodes => b"custody/v1/presence-codes",
         }
     }
 }

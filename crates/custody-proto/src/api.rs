@@ -412,6 +412,29 @@ impl std::fmt::Debug for PickupQrView {
     }
 }
 
+/// Open one's own compartment from the app, standing at the bank.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppOpenRequest {
+    /// The six digits the bank's kiosk shows now (they change every 30 seconds).
+    pub presence_code: String,
+}
+
+impl std::fmt::Debug for AppOpenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppOpenRequest(<redacted>)")
+    }
+}
+
+/// A compartment opening for its recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AppOpenView {
+    /// The compartment number, on its door.
+    pub compartment: u16,
+    /// Whether the open command reached the bank's agent.
+    pub command_delivered: bool,
+}
+
 /// A reason for a sensitive action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -58,6 +58,17 @@ impl OpenCommand {
     }
 }
 
+/// A bank's presence key, base64. A secret: its `Debug` prints nothing.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PresenceKey(pub String);
+
+impl std::fmt::Debug for PresenceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PresenceKey(<redacted>)")
+    }
+}
+
 /// An open command with the server's signature (base64).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -240,6 +251,9 @@ pub enum ServerMessage {
         compartments: Vec<u16>,
         /// Server time (ms since the epoch), for the agent's information only.
         server_time_ms: i64,
+        /// The bank's presence key: the kiosk shows the six-digit code it gives every 30
+        /// seconds (RFC 6238), which a resident types into the app to open from the phone.
+        presence_key: PresenceKey,
     },
     /// Unlock a compartment.
     Open(SignedOpenCommand),

@@ -16,11 +16,11 @@ use custody_core::person::Role;
 use custody_core::policy::Principal;
 use custody_core::{BankId, CarrierId, CompartmentId, ParcelId, SiteId};
 use custody_proto::api::{
-    ApiKeyIssued, BankView, CarrierView, CreateApiKeyRequest, CreateBankRequest,
-    CreateCarrierRequest, CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest,
-    DepositRequest, DepositView, EnrolmentTokenView, ExpectParcelRequest, LockdownView,
-    LoginRequest, OpeningView, ParcelHistory, ParcelView, PersonView, PickupQrView, ReasonRequest,
-    RoleChangeRequest, SessionView, SiteView,
+    ApiKeyIssued, AppOpenRequest, AppOpenView, BankView, CarrierView, CreateApiKeyRequest,
+    CreateBankRequest, CreateCarrierRequest, CreateCompartmentsRequest, CreatePersonRequest,
+    CreateSiteRequest, DepositRequest, DepositView, EnrolmentTokenView, ExpectParcelRequest,
+    LockdownView, LoginRequest, OpeningView, ParcelHistory, ParcelView, PersonView, PickupQrView,
+    ReasonRequest, RoleChangeRequest, SessionView, SiteView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse, SignedOpenCommand};
 use serde::Deserialize;
@@ -896,6 +896,22 @@ pub async fn pickup_qr(
     let shown = state.app.pickup_qr(session.caller(), &id).await?;
     let view = PickupQrView { token: shown.text, expires_at: views::rfc3339(shown.expires_at) };
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(view)).into_response())
+}
+
+/// The recipient opens their compartment from the app with the code the kiosk shows.
+pub async fn open_from_app(
+    State(state): State<ServerState>,
+    session: PersonSession,
+    Path(id): Path<String>,
+    Json(body): Json<AppOpenRequest>,
+) -> ApiResult<AppOpenView> {
+    let id: ParcelId = parse_id(&id, "parcel")?;
+    let presence = Zeroizing::new(body.presence_code);
+    let opening = state.app.open_from_app(session.caller(), &id, &presence).await?;
+    Ok(Json(AppOpenView {
+        compartment: opening.compartment.get(),
+        command_delivered: deliver(&state, &opening.command),
+    }))
 }
 
 /// A parcel's chain of custody with inclusion proofs against the latest checkpoint.

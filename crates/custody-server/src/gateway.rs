@@ -179,6 +179,13 @@ async fn handle(
                 }
             };
             let Caller::Principal(Principal::Device { device, .. }) = caller else { return false };
+            let presence_key = match state.app.presence_key(bank) {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot derive a bank's presence key");
+                    return false;
+                }
+            };
             tracing::info!(%device, agent_version = %agent_version.chars().take(32).collect::<String>(), "hello");
             let welcome = ServerMessage::Welcome {
                 protocol: PROTOCOL_VERSION,
@@ -186,6 +193,7 @@ async fn handle(
                 bank: bank.to_string(),
                 compartments,
                 server_time_ms: state.app.now().as_millis(),
+                presence_key,
             };
             sender.send(welcome).await.is_ok()
         }

@@ -288,6 +288,18 @@ fn table() -> Routes<ServerState> {
             api::pickup_qr,
         )
         .post(
+            "/api/v1/parcels/{id}/open",
+            Person,
+            Doc::json(
+                "Open one's own compartment from the app, standing at the bank: with the code its \
+                 kiosk shows now (the recipient only; wrong codes throttled per person)",
+                200,
+                "AppOpenView",
+            )
+            .taking("AppOpenRequest"),
+            api::open_from_app,
+        )
+        .post(
             "/api/v1/parcels/{id}/deposit",
             Carrier,
             Doc::json("Reserve a compartment and open it", 200, "DepositView")

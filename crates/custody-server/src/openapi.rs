@@ -8,15 +8,16 @@ use std::sync::OnceLock;
 
 use axum::http::Method;
 use custody_proto::api::{
-    ApiKeyIssued, ApiKeyView, ApprovalView, AuditExportRequest, BankView, BulkOpenRequest,
-    CarrierView, CompartmentSpec, CompartmentView, ConsistencyView, CourierCodeView,
-    CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest, CreateCompartmentsRequest,
-    CreatePersonRequest, CreateSiteRequest, CustodyEvent, CustodyView, DepositRequest, DepositView,
-    EndedView, EnrolmentTokenView, ErrorBody, ErrorDetail, EventView, ExpectParcelRequest,
-    FactorRequest, FactorsView, LinkRedeemRequest, LinkRequest, LockdownView, LoginRequest,
-    OpeningView, ParcelHistory, ParcelView, PasskeyAnswerRequest, PasskeyCeremonyView, PersonView,
-    PickupQrView, ReasonRequest, RecoveryCodesView, RoleChangeRequest, RotateApiKeyRequest,
-    SessionListItem, SessionView, SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
+    ApiKeyIssued, ApiKeyView, AppOpenRequest, AppOpenView, ApprovalView, AuditExportRequest,
+    BankView, BulkOpenRequest, CarrierView, CompartmentSpec, CompartmentView, ConsistencyView,
+    CourierCodeView, CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest,
+    CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest, CustodyEvent, CustodyView,
+    DepositRequest, DepositView, EndedView, EnrolmentTokenView, ErrorBody, ErrorDetail, EventView,
+    ExpectParcelRequest, FactorRequest, FactorsView, LinkRedeemRequest, LinkRequest, LockdownView,
+    LoginRequest, OpeningView, ParcelHistory, ParcelView, PasskeyAnswerRequest,
+    PasskeyCeremonyView, PersonView, PickupQrView, ReasonRequest, RecoveryCodesView,
+    RoleChangeRequest, RotateApiKeyRequest, SessionListItem, SessionView, SiteView, StatementView,
+    TotpConfirmRequest, TotpEnrolmentView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -67,6 +68,8 @@ use crate::routes::{Access, RouteInfo};
         DepositRequest,
         DepositView,
         PickupQrView,
+        AppOpenRequest,
+        AppOpenView,
         ReasonRequest,
         AuditExportRequest,
         OpeningView,

@@ -54,6 +54,8 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/compartments/{id}/open", Access::Staff),
     ("POST", "/api/v1/banks/{id}/bulk-open", Access::Staff),
     ("POST", "/api/v1/parcels/{id}/resend-code", Access::Person),
+    ("GET", "/api/v1/parcels/{id}/pickup-qr", Access::Person),
+    ("POST", "/api/v1/parcels/{id}/open", Access::Person),
     ("GET", "/api/v1/me/courier-code", Access::Person),
     ("GET", "/api/v1/banks/{id}/lockdown", Access::StaffRead),
     ("POST", "/api/v1/banks/{id}/lockdown", Access::Staff),

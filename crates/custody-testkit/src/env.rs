@@ -334,6 +334,15 @@ impl Env {
         message.qr.expect("a QR token")
     }
 
+    /// The presence code `bank`'s kiosk shows now, as its agent computes it from the key in
+    /// the welcome.
+    pub fn presence_code(&self, bank: &BankId) -> String {
+        let key = self.app.presence_key(bank).expect("presence key");
+        let seed = data_encoding::BASE64.decode(key.0.as_bytes()).expect("base64");
+        let seed = custody_crypto::totp::TotpSeed::from_bytes(&seed).expect("seed");
+        seed.code_at(custody_crypto::totp::step_at(self.clock.now().as_millis())).to_string()
+    }
+
     /// The carrier, calling with its API key.
     pub async fn carrier(&self) -> Caller {
         self.app.authenticate_api_key(&self.carrier_token).await.expect("carrier key")
