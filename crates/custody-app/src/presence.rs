@@ -79,6 +79,8 @@ impl App {
                 "only a parcel waiting for pickup can be opened from the app",
             ));
         };
+        // A door that cannot hear the command must not be recorded as opened.
+        self.require_online(&bank)?;
         let Some(person) = caller.person().cloned() else { return Err(AppError::Forbidden) };
         let budgets = Budgets::new(
             "app_open",

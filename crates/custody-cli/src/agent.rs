@@ -109,7 +109,8 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             println!(
                 "Agent running. Type a pickup code, or paste a QR token (`CQ1:…`, as a \
-                 scanner types it); a courier types `courier CODE` and then \
+                 scanner types it); `presence` shows the code a resident types into the app \
+                 to open from the phone; a courier types `courier CODE` and then \
                  `courier CODE deposit|confirm|return PARCEL`; `open N` / `close N` move a \
                  simulated door."
             );
@@ -148,6 +149,11 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                             println!("{}", describe(shown.as_ref()));
                         }
                         None => println!("Usage: courier CODE [deposit|confirm|return PARCEL]"),
+                    }
+                } else if line == "presence" {
+                    match handle.presence_code() {
+                        Some(code) => println!("On the screen: {}", code.as_str()),
+                        None => println!("No presence code: the agent is not connected"),
                     }
                 } else if line.starts_with(QR_TOKEN_PREFIX) {
                     // A QR scanner on the kiosk types what it reads, like a keyboard.

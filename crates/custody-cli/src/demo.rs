@@ -633,7 +633,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     screen_is(lobby_agent.try_code(&code).await.as_ref(), &Screen::NotAccepted, "a used code")?;
     t.ok("After that her code does not work again");
 
-    // 2. The QR code in the app.
+    // 2. The QR code, and opening from the app at the bank.
     let (qr_parcel, qr_slot) = t.deliver("ann@harbour.example", lobby, "small").await?;
     let _ = t.mail_code("ann@harbour.example").await?;
     let ann = t.sign_in("ann@harbour.example").await?;
@@ -658,6 +658,39 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     door_shut(&demo.app, &demo.banks[lobby].id, qr_slot).await?;
     screen_is(lobby_agent.scan(&token).await.as_ref(), &Screen::NotAccepted, "a used QR code")?;
     t.ok("A photo of her screen is worth nothing now: the kiosk refuses the used token");
+    let (app_parcel, _) = t.deliver("ann@harbour.example", lobby, "small").await?;
+    let _ = t.mail_code("ann@harbour.example").await?;
+    let path = format!("/api/v1/parcels/{app_parcel}/open");
+    let shown = lobby_agent.presence_code().context("the Lobby kiosk shows a presence code")?;
+    let guess = format!("{:06}", (shown.parse::<u32>()? + 1) % 1_000_000);
+    let (status, body) = t
+        .call(
+            reqwest::Method::POST,
+            &path,
+            Auth::Session(&ann),
+            Some(json!({"presence_code": guess})),
+        )
+        .await?;
+    ensure!(status == 409, "a code not read from the kiosk: {status} {body}");
+    t.ok("From her sofa, Ann cannot open her next parcel from the app: it needs the code on the kiosk's screen");
+    let (status, body) = t
+        .call(
+            reqwest::Method::POST,
+            &path,
+            Auth::Session(&ann),
+            Some(json!({"presence_code": shown.as_str()})),
+        )
+        .await?;
+    let slot = body["compartment"].as_u64().filter(|_| status == 200);
+    let slot =
+        u16::try_from(slot.with_context(|| format!("opening from the app: {status} {body}"))?)?;
+    unlatched(&doors, slot).await?;
+    doors.open_door(slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    doors.close_door(slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    door_shut(&demo.app, &demo.banks[lobby].id, slot).await?;
+    t.ok(&format!(
+        "At the Lobby she types the six digits the kiosk shows into the app: compartment {slot} opens"
+    ));
 
     // 3. Expiry and return to the carrier.
     let (bob_parcel, bob_slot) = t.deliver("bob@harbour.example", garage, "medium").await?;
@@ -709,7 +742,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
         "staff retrieval: {status} {body}"
     );
     t.ok(&format!(
-        "Ada Admin retrieves Ann's third parcel from compartment {third_slot}, giving a reason"
+        "Ada Admin retrieves Ann's parcel from compartment {third_slot} of the Mail room, giving a reason"
     ));
     let compartment = demo
         .app

@@ -76,7 +76,8 @@ fn size(s: &str) -> Result<SizeClass, ApiError> {
 }
 
 /// Delivers a command to its bank's agent; whether it arrived goes into the answer.
-fn deliver(state: &ServerState, command: &SignedOpenCommand) -> bool {
+/// Sends an open command to its bank's agent; whether it reached the link.
+pub(crate) fn deliver(state: &ServerState, command: &SignedOpenCommand) -> bool {
     let Ok(bank) = BankId::parse(&command.command.bank) else { return false };
     state.hub.send(&bank, custody_proto::device::ServerMessage::Open(command.clone()))
 }

@@ -615,6 +615,12 @@ fn table() -> Routes<ServerState> {
             Doc::plain("A parcel and its chain of custody"),
             portal::parcel,
         )
+        .post(
+            "/portal/parcels/{id}/open",
+            Person,
+            Doc::plain("Open one's own compartment with the code the kiosk shows (form)"),
+            portal::open_parcel,
+        )
 }
 
 /// Every route of the public server with its access class.

@@ -405,6 +405,8 @@ struct ParcelPage {
     checkpoint_size: String,
     /// The pickup QR code as inline SVG, for the recipient of a parcel waiting for pickup.
     pickup_qr: Option<PickupQr>,
+    /// What came of opening from here, if she just tried.
+    notice: Option<String>,
 }
 
 /// A pickup QR code on the recipient's parcel page.
@@ -419,8 +421,63 @@ pub async fn parcel(
     PortalUser(s): PortalUser,
     Path(id): Path<String>,
 ) -> Response {
-    let n = nav(&state.app, &s);
-    let Ok(id) = ParcelId::parse(&id) else { return error_page(&AppError::NotFound, Some(n)) };
+    parcel_page(&state, &s, &id, None).await
+}
+
+/// The recipient's "open my locker" form: the code on the kiosk's screen.
+#[derive(Deserialize)]
+pub struct OpenForm {
+    csrf: String,
+    presence_code: String,
+}
+
+impl std::fmt::Debug for OpenForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OpenForm(<redacted>)")
+    }
+}
+
+/// The recipient opens her compartment from the parcel's page, standing at the bank.
+pub async fn open_parcel(
+    State(state): State<ServerState>,
+    PortalUser(s): PortalUser,
+    Path(id): Path<String>,
+    Form(form): Form<OpenForm>,
+) -> Response {
+    if !state.app.csrf_ok(&s.token, &form.csrf) {
+        return error_page(&AppError::Forbidden, Some(nav(&state.app, &s)));
+    }
+    let Ok(parcel) = ParcelId::parse(&id) else {
+        return error_page(&AppError::NotFound, Some(nav(&state.app, &s)));
+    };
+    let presence = Zeroizing::new(form.presence_code);
+    let notice = match state.app.open_from_app(s.caller(), &parcel, &presence).await {
+        Ok(opening) if api::deliver(&state, &opening.command) => {
+            format!("Locker {} is opening.", opening.compartment)
+        }
+        Ok(opening) => format!(
+            "Locker {} did not receive the command: please ask staff to open it for you.",
+            opening.compartment
+        ),
+        Err(e @ (AppError::NotFound | AppError::Forbidden)) => {
+            return error_page(&e, Some(nav(&state.app, &s)));
+        }
+        Err(AppError::Throttled) => "Too many wrong codes: try again in a quarter of an hour, \
+                                     or scan the QR code instead."
+            .to_owned(),
+        Err(e) => e.to_string(),
+    };
+    parcel_page(&state, &s, &id, Some(notice)).await
+}
+
+async fn parcel_page(
+    state: &ServerState,
+    s: &PersonSession,
+    id: &str,
+    notice: Option<String>,
+) -> Response {
+    let n = nav(&state.app, s);
+    let Ok(id) = ParcelId::parse(id) else { return error_page(&AppError::NotFound, Some(n)) };
     let (p, note, proven) = match state.app.parcel_custody(s.caller(), &id).await {
         Ok(v) => v,
         Err(e) => return error_page(&e, Some(n)),
@@ -471,6 +528,7 @@ pub async fn parcel(
         events,
         checkpoint_size,
         pickup_qr,
+        notice,
     };
     render(&page, StatusCode::OK)
 }

@@ -104,6 +104,7 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("GET", "/portal", Access::Person),
     ("GET", "/portal/sites/{id}", Access::StaffRead),
     ("GET", "/portal/parcels/{id}", Access::Person),
+    ("POST", "/portal/parcels/{id}/open", Access::Person),
 ];
 
 #[test]

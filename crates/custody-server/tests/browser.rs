@@ -381,6 +381,21 @@ async fn a_resident_signs_in_with_an_emailed_link() {
     browser.refresh().await.unwrap();
     browser.wait().for_element(Locator::Id("history")).await.unwrap();
     assert!(browser.find(Locator::Id("pickup-qr")).await.is_err());
+
+    // The next parcel she opens from the page, with the code on the kiosk's screen.
+    let agent = server.agent().await;
+    let next = notified_parcel(env).await;
+    browser.goto(&server.url(&format!("/portal/parcels/{}", next.id))).await.unwrap();
+    let field = browser.wait().for_element(Locator::Id("presence-code")).await.unwrap();
+    field.send_keys(&env.presence_code(&env.bank)).await.unwrap();
+    browser.find(Locator::Id("open-now")).await.unwrap().click().await.unwrap();
+    let notice = browser.wait().for_element(Locator::Id("notice")).await.unwrap();
+    let text = notice.text().await.unwrap();
+    assert!(text.starts_with("Locker ") && text.ends_with(" is opening."), "{text}");
+    let n: u16 = text.split(' ').nth(1).unwrap().parse().unwrap();
+    eventually("the latch opens", || async { agent.bank.is_unlatched(n) }).await;
+    let p = env.app.parcel(&custody_app::Caller::Operator, &next.id).await.unwrap();
+    assert_eq!(p.state, custody_core::parcel::ParcelState::PickedUp);
     browser.clone().close().await.unwrap();
 }
 

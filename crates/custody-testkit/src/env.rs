@@ -339,8 +339,8 @@ impl Env {
     pub fn presence_code(&self, bank: &BankId) -> String {
         let key = self.app.presence_key(bank).expect("presence key");
         let seed = data_encoding::BASE64.decode(key.0.as_bytes()).expect("base64");
-        let seed = custody_crypto::totp::TotpSeed::from_bytes(&seed).expect("seed");
-        seed.code_at(custody_crypto::totp::step_at(self.clock.now().as_millis())).to_string()
+        let seed = TotpSeed::from_bytes(&seed).expect("seed");
+        seed.code_at(step_at(self.clock.now().as_millis())).to_string()
     }
 
     /// The carrier, calling with its API key.
