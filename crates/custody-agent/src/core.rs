@@ -84,6 +84,9 @@ pub enum Screen {
     NotAccepted,
     /// The link to the server is down; codes cannot be checked.
     Offline,
+    /// Too many wrong codes at this bank: typed codes are paused for now; a QR code or the
+    /// app still opens.
+    CodesPaused,
     /// A courier's work here: parcels to deposit and to take back.
     CourierWork {
         /// To deposit.
@@ -355,6 +358,7 @@ impl AgentCore {
                         vec![Action::Show(Screen::Open(compartment))]
                     }
                     PickupAnswer::Refused => vec![Action::Show(Screen::NotAccepted)],
+                    PickupAnswer::Paused => vec![Action::Show(Screen::CodesPaused)],
                 }
             }
             ServerMessage::Courier { request_id, answer } => {
@@ -588,6 +592,22 @@ mod tests {
         );
         assert!(!f.core.ready());
         assert_eq!(shown, vec![Action::Presence(None)], "no presence code from a stranger");
+    }
+
+    #[test]
+    fn the_kiosk_says_when_typed_codes_are_paused() {
+        let mut f = fixture();
+        let actions = f.core.handle(NOW, Event::CodeEntered("1 00000 00000".into()));
+        let Some(Action::Send(AgentMessage::PickupAttempt { request_id, .. })) =
+            actions.get(1).cloned()
+        else {
+            panic!("{actions:?}")
+        };
+        let paused = ServerMessage::Pickup { request_id, answer: PickupAnswer::Paused };
+        assert_eq!(
+            f.core.handle(NOW, Event::Server(paused)),
+            vec![Action::Show(Screen::CodesPaused)]
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use custody_core::parcel::{ParcelEvent, ParcelState};
 use custody_core::person::Role;
 use custody_core::policy::{self, Denied, ParcelFacts, Principal};
 use custody_core::text::{Email, Reason, TrackingRef};
-use custody_core::throttle::{RESEND_PARCEL, RESEND_RECIPIENT};
+use custody_core::throttle::{BANK_PICKUP, BANK_PICKUP_DAY, RESEND_PARCEL, RESEND_RECIPIENT};
 use custody_core::token::PickupToken;
 use custody_core::{BankId, CarrierId, CodeId, CompartmentId, ParcelId, SiteId, Timestamp};
 use custody_proto::device::{CommandOutcome as C, DoorReading, SignedOpenCommand};
@@ -77,6 +77,9 @@ pub enum PickupOutcome {
     },
     /// The code did not work (the reason is in the audit log only).
     Refused,
+    /// The bank's budget for typed codes is spent: typed codes are paused there until it
+    /// renews. Says nothing about the code.
+    Paused,
 }
 
 impl PickupOutcome {
@@ -821,7 +824,14 @@ impl App {
                     if let Some(name) = budgets.spend(tx, now).await? {
                         let reason = format!("throttled:{name}");
                         tx.append_audit(&at.attempt(Outcome::Denied, &reason, at.target()))?;
-                        return Ok(PickupOutcome::Refused);
+                        // The bank's budget spent: typed codes pause here, and the kiosk says
+                        // so (it says nothing about any code). QR codes still work.
+                        let bank_wide = [BANK_PICKUP.name, BANK_PICKUP_DAY.name].contains(&name);
+                        return Ok(if bank_wide {
+                            PickupOutcome::Paused
+                        } else {
+                            PickupOutcome::Refused
+                        });
                     }
                     // Locked down: the kiosk shows the same refusal as for any other failure.
                     if tx.lockdown(&bank).await?.is_some() {

@@ -99,7 +99,7 @@ async fn take_out(env: &Env, n: u16) {
 fn opened(outcome: &PickupOutcome) -> u16 {
     match *outcome {
         PickupOutcome::Accepted { compartment, .. } => compartment.get(),
-        PickupOutcome::Refused => panic!("refused"),
+        PickupOutcome::Refused | PickupOutcome::Paused => panic!("refused"),
     }
 }
 

@@ -22,7 +22,7 @@ use futures_util::FutureExt as _;
 fn opened(outcome: &PickupOutcome) -> u16 {
     match *outcome {
         PickupOutcome::Accepted { compartment, .. } => compartment.get(),
-        PickupOutcome::Refused => panic!("refused"),
+        PickupOutcome::Refused | PickupOutcome::Paused => panic!("refused"),
     }
 }
 
@@ -205,4 +205,23 @@ backends!(bad_scans_spend_the_kiosk_budget_not_the_banks, |t: TestStore| async m
         .await
         .unwrap();
     assert_eq!(spent, 0, "scans spend nothing of the bank's budget");
+});
+
+backends!(a_qr_code_opens_while_typed_codes_are_paused, |t: TestStore| async move {
+    // Someone spends the bank's hourly budget for typed codes, from kiosk to kiosk.
+    let env = Env::new(t).await;
+    let (parcel, code) = env.delivered("ann@harbour.example").await;
+    for _ in 0..2 {
+        for _ in 0..5 {
+            env.app.redeem_code(&env.device, "1 00000 00000").await.unwrap();
+        }
+        env.clock.advance(minutes(5));
+    }
+    // Ann's typed code meets "paused"; her QR code opens.
+    assert!(matches!(
+        env.app.redeem_code(&env.device, &code).await.unwrap(),
+        PickupOutcome::Paused
+    ));
+    let qr = env.qr_sent_for(&parcel).await;
+    opened(&env.app.redeem_qr(&env.device, &qr).await.unwrap());
 });

@@ -265,9 +265,10 @@ backends!(bank_throttle_spans_kiosks, |t: TestStore| async move {
         }
         env.clock.advance(minutes(5));
     }
+    // The kiosk says typed codes are paused, which says nothing about the code.
     assert!(matches!(
         env.app.redeem_code(&env.device, &code).await.unwrap(),
-        PickupOutcome::Refused
+        PickupOutcome::Paused
     ));
     assert_eq!(last_site_reason(&env).await.as_deref(), Some("throttled:bank"));
     env.clock.advance(hours(1));
@@ -295,7 +296,7 @@ backends!(the_daily_bank_budget_bounds_a_years_guessing, |t: TestStore| async mo
     assert_eq!(env.app.now().as_millis() / 86_400_000, day_start, "still the same day");
     assert!(matches!(
         env.app.redeem_code(&env.device, &code).await.unwrap(),
-        PickupOutcome::Refused
+        PickupOutcome::Paused
     ));
     assert_eq!(last_site_reason(&env).await.as_deref(), Some("throttled:bank_day"));
     env.clock.advance(hours(24));

@@ -176,6 +176,9 @@ pub enum PickupAnswer {
     },
     /// The code did not work.
     Refused,
+    /// Too many wrong codes at this bank: typed codes are paused for now. Not a statement
+    /// about the code that was typed.
+    Paused,
 }
 
 /// What a courier does at the kiosk.

@@ -245,6 +245,7 @@ async fn answer_pickup(
             (PickupAnswer::Accepted { compartment: compartment.get() }, Some(command))
         }
         Ok(PickupOutcome::Refused) => (PickupAnswer::Refused, None),
+        Ok(PickupOutcome::Paused) => (PickupAnswer::Paused, None),
         Err(e) => {
             tracing::error!(error = %e, "pickup attempt failed");
             (PickupAnswer::Refused, None)
