@@ -146,15 +146,16 @@ async fn vacate(tx: &mut Tx, p: &ParcelRow, now: Timestamp) -> Result<Compartmen
     Ok(c)
 }
 
-/// Where and when a code was typed.
-pub(crate) struct AtKiosk<'a> {
+/// Where, when and by whom a pickup credential is used: a code typed or a QR code scanned at
+/// the kiosk, or the code on its screen sent from the app.
+pub(crate) struct AtBank<'a> {
     pub(crate) bank: &'a BankId,
     pub(crate) site: &'a SiteId,
     pub(crate) actor: &'a Actor,
     pub(crate) now: Timestamp,
 }
 
-impl AtKiosk<'_> {
+impl AtBank<'_> {
     /// The bank and site, for attempts that name no parcel.
     pub(crate) fn target(&self) -> Target {
         Target { site: Some(self.site.clone()), bank: Some(self.bank.clone()), ..Target::default() }
@@ -616,7 +617,7 @@ impl App {
     async fn grace_reopen(
         &self,
         tx: &mut Tx,
-        at: &AtKiosk<'_>,
+        at: &AtBank<'_>,
         hash: &[u8],
         used: &RedeemedCode,
     ) -> Result<Option<PickupOutcome>, AppError> {
@@ -819,7 +820,7 @@ impl App {
         self.store()
             .write(move |tx| {
                 async move {
-                    let at = AtKiosk { bank: &bank, site: &site, actor: &actor, now };
+                    let at = AtBank { bank: &bank, site: &site, actor: &actor, now };
                     let budgets = Budgets::kiosk(&device, &bank);
                     if let Some(name) = budgets.spend(tx, now).await? {
                         let reason = format!("throttled:{name}");
@@ -876,7 +877,7 @@ impl App {
     pub(crate) async fn hand_over(
         &self,
         tx: &mut Tx,
-        at: &AtKiosk<'_>,
+        at: &AtBank<'_>,
         redeemed: &RedeemedCode,
         accepted: &str,
     ) -> Result<(CompartmentNumber, SignedOpenCommand), AppError> {

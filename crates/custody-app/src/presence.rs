@@ -20,7 +20,7 @@ use data_encoding::BASE64;
 use futures_util::FutureExt as _;
 
 use crate::lockdown::locked_down;
-use crate::parcels::AtKiosk;
+use crate::parcels::AtBank;
 use crate::throttle::Budgets;
 use crate::{App, AppError, Caller};
 
@@ -87,14 +87,14 @@ impl App {
             [(APP_OPEN, person.to_string()), (APP_OPEN_DAY, person.to_string())],
         );
         let (now, actor) = (self.now(), caller.actor());
-        let at = AtKiosk { bank: &bank, site: &p.site, actor: &actor, now };
+        let at = AtBank { bank: &bank, site: &p.site, actor: &actor, now };
         self.spend_or_throttle(&budgets, at.attempt(Outcome::Denied, "throttled", target)).await?;
         let present = self.presence_seed(&bank)?.accept(presence, now.as_millis(), None).is_some();
         let (app, site, id) = (self.clone(), p.site.clone(), p.id.clone());
         self.store()
             .write(move |tx| {
                 async move {
-                    let at = AtKiosk { bank: &bank, site: &site, actor: &actor, now };
+                    let at = AtBank { bank: &bank, site: &site, actor: &actor, now };
                     let target = Target { parcel: Some(id.clone()), ..at.target() };
                     if tx.lockdown(&bank).await?.is_some() {
                         tx.append_audit(&at.attempt(Outcome::Denied, "locked_down", target))?;

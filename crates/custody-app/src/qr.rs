@@ -17,7 +17,7 @@ use custody_core::{BankId, ParcelId, Timestamp};
 use custody_store::{CodeRefusal, CodeRefused};
 use futures_util::FutureExt as _;
 
-use crate::parcels::{AtKiosk, PickupOutcome};
+use crate::parcels::{AtBank, PickupOutcome};
 use crate::throttle::Budgets;
 use crate::{App, AppError, Caller};
 
@@ -142,7 +142,7 @@ impl App {
         self.store()
             .write(move |tx| {
                 async move {
-                    let at = AtKiosk { bank: &bank, site: &site, actor: &actor, now };
+                    let at = AtBank { bank: &bank, site: &site, actor: &actor, now };
                     let budgets = Budgets::kiosk_scan(&device);
                     if let Some(name) = budgets.spend(tx, now).await? {
                         let reason = format!("throttled:{name}");
