@@ -84,8 +84,8 @@ pub enum Screen {
     NotAccepted,
     /// The link to the server is down; codes cannot be checked.
     Offline,
-    /// Too many wrong codes at this bank: typed codes are paused for now; a QR code or the
-    /// app still opens.
+    /// Too many wrong codes at this bank: typed codes are paused until its budget renews; a
+    /// QR code or the app still opens.
     CodesPaused,
     /// A courier's work here: parcels to deposit and to take back.
     CourierWork {

@@ -200,9 +200,11 @@ pub(crate) fn describe(screen: Option<&Screen>) -> String {
             format!("Compartment {n} is open. Please close the door when you are done.")
         }
         Some(Screen::NotAccepted) => "Code not accepted.".into(),
-        Some(Screen::CodesPaused) => "Too many wrong codes here: typed codes are paused for now. \
+        Some(Screen::CodesPaused) => {
+            "Too many wrong codes here: typed codes are paused for a while. \
                                       Scan the QR code from your message, or open from the app."
-            .into(),
+                .into()
+        }
         Some(Screen::Offline) => {
             "The locker cannot check codes right now. Please try again later.".into()
         }

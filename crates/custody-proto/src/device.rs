@@ -176,8 +176,8 @@ pub enum PickupAnswer {
     },
     /// The code did not work.
     Refused,
-    /// Too many wrong codes at this bank: typed codes are paused for now. Not a statement
-    /// about the code that was typed.
+    /// Too many wrong codes at this bank: typed codes are paused until its budget renews. Not a
+    /// statement about the code that was typed.
     Paused,
 }
 

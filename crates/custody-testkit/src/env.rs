@@ -307,14 +307,7 @@ impl Env {
 
     /// The pickup code in the last message queued for a parcel (as the recipient reads it).
     pub async fn code_sent_for(&self, parcel: &ParcelId) -> String {
-        let id = parcel.clone();
-        let rows = self
-            .app
-            .store()
-            .read(move |tx| async move { tx.messages_for_parcel(&id).await }.boxed())
-            .await
-            .expect("messages");
-        let message = self.app.open_message(rows.last().expect("a message")).expect("readable");
+        let message = self.last_message(parcel).await;
         let line =
             message.body.lines().find(|l| l.starts_with("Your pickup code: ")).expect("a code");
         line.trim_start_matches("Your pickup code: ").to_owned()
@@ -323,6 +316,10 @@ impl Env {
     /// The QR pickup token in the last message queued for a parcel (the text its image
     /// carries).
     pub async fn qr_sent_for(&self, parcel: &ParcelId) -> String {
+        self.last_message(parcel).await.qr.expect("a QR token")
+    }
+
+    async fn last_message(&self, parcel: &ParcelId) -> custody_app::outbox::Message {
         let id = parcel.clone();
         let rows = self
             .app
@@ -330,8 +327,7 @@ impl Env {
             .read(move |tx| async move { tx.messages_for_parcel(&id).await }.boxed())
             .await
             .expect("messages");
-        let message = self.app.open_message(rows.last().expect("a message")).expect("readable");
-        message.qr.expect("a QR token")
+        self.app.open_message(rows.last().expect("a message")).expect("readable")
     }
 
     /// The presence code `bank`'s kiosk shows now, as its agent computes it from the key in
