@@ -529,12 +529,26 @@ async fn a_super_admin_adds_a_passkey_after_the_authenticator_app() {
     let code = seed.code_at(step_at(now()));
     browser.wait().for_element(Locator::Id("totp")).await.unwrap().send_keys(&code).await.unwrap();
     browser.find(Locator::Id("prove-totp")).await.unwrap().click().await.unwrap();
-    let says = browser.wait().for_element(Locator::Id("passkey-only")).await.unwrap();
-    assert!(says.text().await.unwrap().contains("passkey"));
+    // The step before says "passkey" too: wait for the page that asks her to add one.
+    eventually("the portal asks for a passkey", || async {
+        match browser.find(Locator::Css("h1")).await {
+            Ok(h1) => h1.text().await.is_ok_and(|t| t == "Add your passkey"),
+            Err(_) => false,
+        }
+    })
+    .await;
+    let says = browser.find(Locator::Id("passkey-only")).await.unwrap();
+    assert!(says.text().await.unwrap().contains("add a passkey"));
     browser.find(Locator::Id("add-passkey")).await.unwrap().click().await.unwrap();
+    // The passkey step may itself be at `/portal`, so the address alone cannot tell that the
+    // overview has replaced it: wait for the step's own text to go.
+    eventually("the passkey step gives way to the overview", || async {
+        browser.find(Locator::Id("passkey-only")).await.is_err()
+    })
+    .await;
     arrive_at(browser, "/portal").await;
-    let who = browser.find(Locator::Id("who")).await.unwrap().text().await.unwrap();
-    assert!(who.contains("Sue Super"), "{who}");
+    let who = browser.wait().for_element(Locator::Id("who")).await.unwrap();
+    assert!(who.text().await.unwrap().contains("Sue Super"));
 
     // Next time: password, then the passkey, and no code box at all.
     browser.find(Locator::Id("sign-out")).await.unwrap().click().await.unwrap();
