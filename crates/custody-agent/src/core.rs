@@ -20,8 +20,8 @@ use custody_core::compartment::CompartmentNumber;
 use custody_core::token::{PickupToken, QR_TOKEN_DOMAIN, QR_TOKEN_TEXT_LEN, ScannedToken};
 use custody_crypto::sign::PublicKey;
 use custody_proto::device::{
-    AgentMessage, CommandOutcome, CourierAction, CourierAnswer, DoorReading, KioskParcel,
-    OPEN_COMMAND_DOMAIN, PROTOCOL_VERSION, PickupAnswer, PresenceKey, ServerMessage,
+    AgentMessage, CommandOutcome, CourierAction, CourierAnswer, DoorReading, FreeCompartments,
+    KioskParcel, OPEN_COMMAND_DOMAIN, PROTOCOL_VERSION, PickupAnswer, PresenceKey, ServerMessage,
     SignedOpenCommand,
 };
 use data_encoding::BASE64;
@@ -87,12 +87,15 @@ pub enum Screen {
     /// Too many wrong codes at this bank: typed codes are paused until its budget renews; a
     /// QR code or the app still opens.
     CodesPaused,
-    /// A courier's work here: parcels to deposit and to take back.
+    /// A courier's work here: parcels to deposit and to take back, and the free compartments
+    /// by size (to choose a larger one for a parcel that does not fit).
     CourierWork {
         /// To deposit.
         deposits: Vec<KioskParcel>,
         /// To take back.
         returns: Vec<KioskParcel>,
+        /// Free compartments by size.
+        free: Vec<FreeCompartments>,
     },
     /// A courier's deposit is recorded.
     Thanks,
@@ -366,8 +369,8 @@ impl AgentCore {
                     return Vec::new();
                 }
                 let screen = match answer {
-                    CourierAnswer::Work { deposits, returns } => {
-                        Screen::CourierWork { deposits, returns }
+                    CourierAnswer::Work { deposits, returns, free } => {
+                        Screen::CourierWork { deposits, returns, free }
                     }
                     CourierAnswer::Opening { compartment } => Screen::Open(compartment),
                     CourierAnswer::Done => Screen::Thanks,
@@ -681,12 +684,21 @@ mod tests {
         assert_eq!(action, CourierAction::Visit);
         let parcel =
             KioskParcel { id: "prc_a".into(), tracking_ref: "1Z".into(), size: "small".into() };
-        let work = CourierAnswer::Work { deposits: vec![parcel.clone()], returns: Vec::new() };
+        let free = vec![FreeCompartments { size: "small".into(), count: 2 }];
+        let work = CourierAnswer::Work {
+            deposits: vec![parcel.clone()],
+            returns: Vec::new(),
+            free: free.clone(),
+        };
         let shown =
             f.core.handle(NOW, Event::Server(ServerMessage::Courier { request_id, answer: work }));
         assert_eq!(
             shown,
-            vec![Action::Show(Screen::CourierWork { deposits: vec![parcel], returns: Vec::new() })]
+            vec![Action::Show(Screen::CourierWork {
+                deposits: vec![parcel],
+                returns: Vec::new(),
+                free
+            })]
         );
         // Answered once: a second answer to the same request is dropped, and an opening
         // announced in it shows nothing (only a signed command opens a door).

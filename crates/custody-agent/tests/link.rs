@@ -253,9 +253,14 @@ backends!(a_courier_works_the_kiosk_with_todays_code, |t: TestStore| async move 
         tracking_ref: "1Z-KIOSK".into(),
         size: "small".into(),
     };
-    assert_eq!(work, Some(Screen::CourierWork { deposits: vec![expected], returns: Vec::new() }));
-    let deposit = CourierAction::Deposit { parcel: parcel.id.to_string() };
+    let Some(Screen::CourierWork { deposits, returns, free }) = work else { panic!("{work:?}") };
+    assert_eq!((deposits, returns), (vec![expected], Vec::new()));
+    assert!(free.iter().any(|f| f.size == "small" && f.count > 0), "{free:?}");
+    // It does not fit a small one: Carl asks for a medium compartment.
+    let deposit =
+        CourierAction::Deposit { parcel: parcel.id.to_string(), size: Some("medium".into()) };
     let Some(Screen::Open(n)) = handle.courier(&code, deposit).await else { panic!("opens") };
+    assert!((3..=4).contains(&n), "a medium compartment, not small 1 or 2: {n}");
     eventually("the latch opens for the courier", || async { bank.is_unlatched(n) }).await;
     bank.open_door(n).unwrap();
     bank.close_door(n).unwrap();

@@ -13,6 +13,7 @@
 //! day, and at once when its courier is disabled or is a courier no more.
 
 use custody_core::audit::{AuditAction, AuditEvent, Outcome, Target};
+use custody_core::compartment::{CompartmentState, SizeClass};
 use custody_core::parcel::ParcelState;
 use custody_core::person::Role;
 use custody_core::policy::Principal;
@@ -56,6 +57,8 @@ pub struct CourierVisit {
     pub deposits: Vec<ParcelRow>,
     /// Their carrier's expired parcels in this bank, waiting to be taken back.
     pub returns: Vec<ParcelRow>,
+    /// Free compartments of the bank by size, smallest first; sizes with none are left out.
+    pub free: Vec<(SizeClass, u32)>,
 }
 
 /// The typed code without spaces, if it has the code's shape.
@@ -222,15 +225,24 @@ impl App {
             .into_iter()
             .filter(|p| p.bank.as_ref() == Some(bank) && p.state == ParcelState::Expired)
             .collect();
-        Ok(Some(CourierVisit { courier, deposits, returns }))
+        let mut free = std::collections::BTreeMap::<SizeClass, u32>::new();
+        for c in self.bank_overview(bank).await? {
+            if c.state == CompartmentState::Free {
+                *free.entry(c.size).or_default() += 1;
+            }
+        }
+        let free = free.into_iter().collect();
+        Ok(Some(CourierVisit { courier, deposits, returns, free }))
     }
 
-    /// A courier deposits `parcel` at the kiosk's bank: as their own deposit, under its rules.
+    /// A courier deposits `parcel` at the kiosk's bank: as their own deposit, under its rules,
+    /// in a compartment of at least `size` if they chose a larger one at the kiosk.
     pub async fn courier_deposit(
         &self,
         device: &Caller,
         typed: &str,
         parcel: &ParcelId,
+        size: Option<SizeClass>,
     ) -> Result<Option<Deposit>, AppError> {
         let Caller::Principal(Principal::Device { bank, .. }) = device else {
             return Err(AppError::Forbidden);
@@ -238,7 +250,7 @@ impl App {
         let Some((_, courier)) = self.courier_at_kiosk(device, typed).await? else {
             return Ok(None);
         };
-        self.start_deposit(&courier, parcel, bank).await.map(Some)
+        self.start_deposit_sized(&courier, parcel, bank, size).await.map(Some)
     }
 
     /// A courier confirms a deposit at the kiosk (the door is shut on the parcel).

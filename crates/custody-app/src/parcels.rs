@@ -402,6 +402,20 @@ impl App {
         parcel: &ParcelId,
         bank: &BankId,
     ) -> Result<Deposit, AppError> {
+        self.start_deposit_sized(caller, parcel, bank, None).await
+    }
+
+    /// [`App::start_deposit`] into a compartment of at least `at_least`, for a parcel that does not
+    /// fit its announced size. Only ever larger: a smaller size is ignored. The parcel's other
+    /// needs (an accessible or refrigerated compartment) stand, and a compartment that is not
+    /// free, whoever's parcel it holds, is never chosen. A larger choice is audited.
+    pub async fn start_deposit_sized(
+        &self,
+        caller: &Caller,
+        parcel: &ParcelId,
+        bank: &BankId,
+        at_least: Option<SizeClass>,
+    ) -> Result<Deposit, AppError> {
         let p = self.parcel(caller, parcel).await?;
         if let Err(d) = caller.check(|pr| policy::may_deposit(pr, &p.org, &p.site, &p.carrier)) {
             return Err(self
@@ -428,8 +442,9 @@ impl App {
                             "that bank is not at the parcel's site".into(),
                         ));
                     }
+                    let fits = at_least.map_or(p.size, |s| s.max(p.size));
                     let needs = CompartmentNeeds {
-                        size: p.size,
+                        size: fits,
                         accessible: p.needs_accessible,
                         refrigerated: p.needs_refrigerated,
                     };
@@ -444,12 +459,13 @@ impl App {
                         })?;
                     tx.assign_compartment(&p.id, &bank, Some(&compartment.id), now).await?;
                     let p = tx.parcel(&p.id).await?.ok_or(AppError::NotFound)?;
+                    let larger = (fits != p.size).then(|| format!("larger:{}", fits.as_str()));
                     tx.append_audit(&event(
                         &actor,
                         AuditAction::DepositReserve,
                         parcel_target(&p),
                         now,
-                        None,
+                        larger,
                     ))?;
                     let command = app
                         .issue_open(

@@ -56,7 +56,8 @@ backends!(a_courier_deposits_and_takes_back_with_todays_code, |t: TestStore| asy
         vec![parcel.clone()]
     );
     assert!(visit.returns.is_empty());
-    let deposit = env.app.courier_deposit(&env.device, &code.code, &parcel).await.unwrap().unwrap();
+    let deposit =
+        env.app.courier_deposit(&env.device, &code.code, &parcel, None).await.unwrap().unwrap();
     let n = deposit.compartment.number.get();
     env.app.door_report(&env.device, n, DoorReading::Open).await.unwrap();
     env.app.door_report(&env.device, n, DoorReading::Closed).await.unwrap();
@@ -119,7 +120,7 @@ backends!(a_courier_code_opens_nothing_but_the_couriers_own_work, |t: TestStore|
     assert!(visit.deposits.is_empty() && visit.returns.is_empty(), "nothing of Rita's here");
     let announced = env.announce("ann@harbour.example", "CARL-2", SizeClass::Small).await.id;
     // Rita can neither deposit Carl's carrier's parcel nor take anything out.
-    let refused = env.app.courier_deposit(&env.device, &ritas.code, &announced).await;
+    let refused = env.app.courier_deposit(&env.device, &ritas.code, &announced, None).await;
     assert!(matches!(refused, Err(AppError::NotFound | AppError::Forbidden)), "{refused:?}");
     let refused = env.app.courier_return(&env.device, &ritas.code, &anns).await;
     assert!(matches!(refused, Err(AppError::NotFound | AppError::Forbidden)), "{refused:?}");
@@ -158,4 +159,65 @@ backends!(courier_code_guesses_spend_the_kiosk_budget, |t: TestStore| async move
     for _ in 0..10 {
         assert!(env.app.courier_visit(&env.device, &code.code).await.unwrap().is_some());
     }
+});
+
+backends!(a_courier_chooses_a_larger_compartment_at_the_kiosk, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let carl = env.app.courier_code(&Env::as_person(&env.courier)).await.unwrap();
+    // The kiosk shows what is free, by size.
+    let visit = env.app.courier_visit(&env.device, &carl.code).await.unwrap().unwrap();
+    let free: Vec<(SizeClass, u32)> = visit.free;
+    assert_eq!(
+        free,
+        vec![
+            (SizeClass::Small, 2),
+            (SizeClass::Medium, 2),
+            (SizeClass::Large, 1),
+            (SizeClass::ExtraLarge, 1)
+        ]
+    );
+
+    // Announced small, but it does not fit: Carl asks for a large compartment.
+    let bulky = env.announce("ann@harbour.example", "BULKY-1", SizeClass::Small).await.id;
+    let deposit = env
+        .app
+        .courier_deposit(&env.device, &carl.code, &bulky, Some(SizeClass::Large))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(deposit.compartment.size, SizeClass::Large);
+    let history = env.app.parcel_history(&Caller::Operator, &bulky).await.unwrap().1;
+    let reserved = history
+        .iter()
+        .find(|e| e.0.event.action == custody_core::audit::AuditAction::DepositReserve)
+        .unwrap();
+    assert_eq!(reserved.0.event.reason.as_deref(), Some("larger:large"), "the choice is audited");
+
+    // Only ever larger: a medium parcel asked into a small compartment gets a medium one.
+    let medium = env.announce("bob@harbour.example", "MEDIUM-1", SizeClass::Medium).await.id;
+    let deposit = env
+        .app
+        .courier_deposit(&env.device, &carl.code, &medium, Some(SizeClass::Small))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(deposit.compartment.size, SizeClass::Medium);
+
+    // "At least large": with the large one taken, the extra-large one; after that, nothing.
+    let more = env.announce("ann@harbour.example", "BULKY-2", SizeClass::Small).await.id;
+    let deposit = env
+        .app
+        .courier_deposit(&env.device, &carl.code, &more, Some(SizeClass::Large))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(deposit.compartment.size, SizeClass::ExtraLarge);
+    let last = env.announce("ann@harbour.example", "BULKY-3", SizeClass::Small).await.id;
+    let full =
+        env.app.courier_deposit(&env.device, &carl.code, &last, Some(SizeClass::Large)).await;
+    let Err(AppError::Conflict { code, .. }) = full else { panic!("{full:?}") };
+    assert_eq!(code, "no_free_compartment");
+    // What is left free is what the kiosk lists; nothing taken is offered.
+    let visit = env.app.courier_visit(&env.device, &carl.code).await.unwrap().unwrap();
+    assert_eq!(visit.free, vec![(SizeClass::Small, 2), (SizeClass::Medium, 1)]);
 });

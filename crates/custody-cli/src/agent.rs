@@ -111,7 +111,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 "Agent running. Type a pickup code, or paste a QR token (`CQ1:…`, as a \
                  scanner types it); `presence` shows the code a resident types into the app \
                  to open from the phone; a courier types `courier CODE` and then \
-                 `courier CODE deposit|confirm|return PARCEL`; `open N` / `close N` move a \
+                 `courier CODE deposit PARCEL [SIZE]`, `courier CODE confirm|return PARCEL`; `open N` / `close N` move a \
                  simulated door."
             );
             let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(8);
@@ -148,7 +148,9 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                             let shown = handle.courier(&code, action).await;
                             println!("{}", describe(shown.as_ref()));
                         }
-                        None => println!("Usage: courier CODE [deposit|confirm|return PARCEL]"),
+                        None => println!(
+                            "Usage: courier CODE [deposit PARCEL [SIZE] | confirm PARCEL | return PARCEL]"
+                        ),
                     }
                 } else if line == "presence" {
                     match handle.presence_code() {
@@ -169,14 +171,18 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `CODE [deposit|confirm|return PARCEL]`: the code may be typed in groups.
+/// `CODE [deposit PARCEL [SIZE]|confirm PARCEL|return PARCEL]`: the code may be typed in
+/// groups; a size after a deposit asks for a larger compartment.
 fn courier_command(text: &str) -> Option<(String, CourierAction)> {
     let words: Vec<&str> = text.split_whitespace().collect();
     let split = words.iter().position(|w| !w.bytes().all(|b| b.is_ascii_digit()));
     let (code, rest) = words.split_at(split.unwrap_or(words.len()));
     let action = match rest {
         [] => CourierAction::Visit,
-        ["deposit", parcel] => CourierAction::Deposit { parcel: (*parcel).to_owned() },
+        ["deposit", parcel] => CourierAction::Deposit { parcel: (*parcel).to_owned(), size: None },
+        ["deposit", parcel, size] => {
+            CourierAction::Deposit { parcel: (*parcel).to_owned(), size: Some((*size).to_owned()) }
+        }
         ["confirm", parcel] => CourierAction::Confirm { parcel: (*parcel).to_owned() },
         ["return", parcel] => CourierAction::Return { parcel: (*parcel).to_owned() },
         _ => return None,
@@ -187,13 +193,20 @@ fn courier_command(text: &str) -> Option<(String, CourierAction)> {
 /// What the kiosk screen says.
 pub(crate) fn describe(screen: Option<&Screen>) -> String {
     match screen {
-        Some(Screen::CourierWork { deposits, returns }) => {
+        Some(Screen::CourierWork { deposits, returns, free }) => {
             let list = |title: &str, parcels: &[custody_proto::device::KioskParcel]| {
                 let lines =
                     parcels.iter().map(|p| format!("\n  {} {} ({})", p.id, p.tracking_ref, p.size));
                 format!("{title}: {}{}", parcels.len(), lines.collect::<String>())
             };
-            format!("{}\n{}", list("To deposit", deposits), list("To take back", returns))
+            let sizes: Vec<String> =
+                free.iter().map(|f| format!("{} {}", f.count, f.size)).collect();
+            let free = if sizes.is_empty() { "none".to_owned() } else { sizes.join(", ") };
+            format!(
+                "{}\n{}\nFree compartments: {free}",
+                list("To deposit", deposits),
+                list("To take back", returns)
+            )
         }
         Some(Screen::Thanks) => "Thank you: the deposit is recorded.".into(),
         Some(Screen::Open(n)) => {
@@ -201,8 +214,8 @@ pub(crate) fn describe(screen: Option<&Screen>) -> String {
         }
         Some(Screen::NotAccepted) => "Code not accepted.".into(),
         Some(Screen::CodesPaused) => {
-            "Too many wrong codes here: typed codes are paused for a while. \
-                                      Scan the QR code from your message, or open from the app."
+            "Too many wrong codes here: typed codes are paused for a while. Scan the QR code \
+             from your message, or open from the app."
                 .into()
         }
         Some(Screen::Offline) => {
@@ -224,7 +237,17 @@ mod tests {
         );
         assert_eq!(
             courier_command("123456789012 deposit prc_a"),
-            Some(("123456789012".into(), CourierAction::Deposit { parcel: "prc_a".into() }))
+            Some((
+                "123456789012".into(),
+                CourierAction::Deposit { parcel: "prc_a".into(), size: None }
+            ))
+        );
+        assert_eq!(
+            courier_command("1234 deposit prc_a large"),
+            Some((
+                "1234".into(),
+                CourierAction::Deposit { parcel: "prc_a".into(), size: Some("large".into()) }
+            ))
         );
         assert_eq!(courier_command("1234 open prc_a"), None);
         assert_eq!(courier_command("deposit prc_a"), None);

@@ -383,6 +383,10 @@ pub struct ExpectParcelRequest {
 pub struct DepositRequest {
     /// The bank the courier stands at.
     pub bank: String,
+    /// A larger compartment than the announced size, for a parcel that does not fit one
+    /// (`small`, `medium`, `large`, `extra_large`); a smaller size is ignored.
+    #[serde(default)]
+    pub size: Option<String>,
 }
 
 /// A deposit under way.

@@ -187,10 +187,14 @@ pub enum PickupAnswer {
 pub enum CourierAction {
     /// Show what they may deposit here and take back.
     Visit,
-    /// Deposit this parcel: a compartment of its size opens.
+    /// Deposit this parcel: a compartment of its size opens, or of the larger size the
+    /// courier chose because it does not fit (`small`, `medium`, `large`, `extra_large`).
     Deposit {
         /// The parcel's id.
         parcel: String,
+        /// A larger size than announced; a smaller one is ignored.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<String>,
     },
     /// The parcel is in and the door shut.
     Confirm {
@@ -202,6 +206,16 @@ pub enum CourierAction {
         /// The parcel's id.
         parcel: String,
     },
+}
+
+/// How many compartments of one size are free at the bank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreeCompartments {
+    /// The size (`small`, `medium`, `large`, `extra_large`).
+    pub size: String,
+    /// How many are free.
+    pub count: u32,
 }
 
 /// A parcel as the kiosk shows it to a courier: nothing about its recipient.
@@ -226,6 +240,8 @@ pub enum CourierAnswer {
         deposits: Vec<KioskParcel>,
         /// Parcels to take back.
         returns: Vec<KioskParcel>,
+        /// Free compartments here by size, smallest first (sizes with none left out).
+        free: Vec<FreeCompartments>,
     },
     /// This compartment will open (an open command follows).
     Opening {

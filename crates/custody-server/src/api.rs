@@ -303,7 +303,8 @@ pub async fn start_deposit(
 ) -> ApiResult<DepositView> {
     let id: ParcelId = parse_id(&id, "parcel")?;
     let bank: BankId = parse_id(&body.bank, "bank")?;
-    let d = state.app.start_deposit(&caller, &id, &bank).await?;
+    let size = body.size.as_deref().map(size).transpose()?;
+    let d = state.app.start_deposit_sized(&caller, &id, &bank, size).await?;
     let command_delivered = deliver(&state, &d.command);
     Ok(Json(DepositView {
         parcel: views::parcel(&d.parcel),

@@ -17,8 +17,8 @@ use custody_app::{AppError, Caller};
 use custody_core::policy::Principal;
 use custody_core::{BankId, DeviceId};
 use custody_proto::device::{
-    AgentMessage, CourierAction, CourierAnswer, KioskParcel, MAX_FRAME_BYTES, PROTOCOL_VERSION,
-    PickupAnswer, ServerMessage, SignedOpenCommand,
+    AgentMessage, CourierAction, CourierAnswer, FreeCompartments, KioskParcel, MAX_FRAME_BYTES,
+    PROTOCOL_VERSION, PickupAnswer, ServerMessage, SignedOpenCommand,
 };
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::mpsc;
@@ -277,6 +277,11 @@ async fn courier(
     action: CourierAction,
 ) -> (CourierAnswer, Option<SignedOpenCommand>) {
     let parcel = |id: &str| id.parse::<custody_core::ParcelId>().ok();
+    // A size the kiosk sent that is none of ours refuses the request.
+    let sized = |size: Option<String>| match size {
+        Some(s) => custody_core::compartment::SizeClass::parse(&s).map(Some).ok_or(()),
+        None => Ok(None),
+    };
     let app = &state.app;
     let outcome = match action {
         CourierAction::Visit => app.courier_visit(caller, code).await.map(|v| {
@@ -284,18 +289,26 @@ async fn courier(
                 let answer = CourierAnswer::Work {
                     deposits: v.deposits.iter().map(kiosk_parcel).collect(),
                     returns: v.returns.iter().map(kiosk_parcel).collect(),
+                    free: v
+                        .free
+                        .iter()
+                        .map(|(size, count)| FreeCompartments {
+                            size: size.as_str().to_owned(),
+                            count: *count,
+                        })
+                        .collect(),
                 };
                 (answer, None)
             })
         }),
-        CourierAction::Deposit { parcel: id } => match parcel(&id) {
-            Some(id) => app.courier_deposit(caller, code, &id).await.map(|d| {
+        CourierAction::Deposit { parcel: id, size } => match (parcel(&id), sized(size)) {
+            (Some(id), Ok(size)) => app.courier_deposit(caller, code, &id, size).await.map(|d| {
                 d.map(|d| {
                     let compartment = d.compartment.number.get();
                     (CourierAnswer::Opening { compartment }, Some(d.command))
                 })
             }),
-            None => Ok(None),
+            _ => Ok(None),
         },
         CourierAction::Confirm { parcel: id } => match parcel(&id) {
             Some(id) => app
