@@ -13,17 +13,10 @@ use custody_app::{AppError, Caller};
 use custody_core::audit::{AuditAction, Outcome};
 use custody_core::throttle::APP_OPEN;
 use custody_testkit::{Env, TestStore, backends};
-use futures_util::FutureExt as _;
 
 /// Outcome and reason of the site's latest pickup attempt.
 async fn last_attempt(env: &Env) -> (Outcome, String) {
-    let site = env.site.clone();
-    let log = env
-        .app
-        .store()
-        .read(move |tx| async move { tx.audit_for_site(&site, 50).await }.boxed())
-        .await
-        .unwrap();
+    let log = env.site_log(50).await;
     let row = log.iter().find(|r| r.event.action == AuditAction::PickupAttempt).unwrap();
     (row.event.outcome, row.event.reason.clone().unwrap_or_default())
 }

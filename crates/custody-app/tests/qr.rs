@@ -32,14 +32,9 @@ fn refused(outcome: &PickupOutcome) -> bool {
 
 /// Outcome and reason of the site's pickup attempts, oldest first.
 async fn attempts(env: &Env) -> Vec<(Outcome, String)> {
-    let site = env.site.clone();
-    let log = env
-        .app
-        .store()
-        .read(move |tx| async move { tx.audit_for_site(&site, 500).await }.boxed())
+    let mut out: Vec<_> = env
+        .site_log(500)
         .await
-        .unwrap();
-    let mut out: Vec<_> = log
         .iter()
         .filter(|r| r.event.action == AuditAction::PickupAttempt)
         .map(|r| (r.event.outcome, r.event.reason.clone().unwrap_or_default()))
@@ -211,12 +206,7 @@ backends!(a_qr_code_opens_while_typed_codes_are_paused, |t: TestStore| async mov
     // Someone spends the bank's hourly budget for typed codes, from kiosk to kiosk.
     let env = Env::new(t).await;
     let (parcel, code) = env.delivered("ann@harbour.example").await;
-    for _ in 0..2 {
-        for _ in 0..5 {
-            env.app.redeem_code(&env.device, "1 00000 00000").await.unwrap();
-        }
-        env.clock.advance(minutes(5));
-    }
+    env.spend_bank_hour().await;
     // Ann's typed code meets "paused"; her QR code opens.
     assert!(matches!(
         env.app.redeem_code(&env.device, &code).await.unwrap(),

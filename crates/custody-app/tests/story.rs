@@ -47,14 +47,7 @@ fn verify(env: &Env, command: &SignedOpenCommand) {
 
 /// The reason of the site's latest audit entry.
 async fn last_site_reason(env: &Env) -> Option<String> {
-    let site = env.site.clone();
-    let log = env
-        .app
-        .store()
-        .read(move |tx| async move { tx.audit_for_site(&site, 1).await }.boxed())
-        .await
-        .unwrap();
-    log[0].event.reason.clone()
+    env.site_log(1).await[0].event.reason.clone()
 }
 
 async fn history(env: &Env, parcel: &ParcelId) -> Vec<AuditRow> {
@@ -168,13 +161,7 @@ backends!(failed_attempts_are_audited_with_their_reason, |t: TestStore| async mo
     env.app.redeem_code(&env.device, "abc").await.unwrap();
     env.app.redeem_code(&env.device, &code).await.unwrap();
     env.app.redeem_code(&env.device, &code).await.unwrap();
-    let site = env.site.clone();
-    let log = env
-        .app
-        .store()
-        .read(move |tx| async move { tx.audit_for_site(&site, 100).await }.boxed())
-        .await
-        .unwrap();
+    let log = env.site_log(100).await;
     let reasons: Vec<_> = log
         .iter()
         .rev()
@@ -229,13 +216,7 @@ backends!(kiosk_throttle_holds_even_for_the_right_code, |t: TestStore| async mov
         env.app.redeem_code(&env.device, &code).await.unwrap(),
         PickupOutcome::Refused
     ));
-    let site = env.site.clone();
-    let log = env
-        .app
-        .store()
-        .read(move |tx| async move { tx.audit_for_site(&site, 1).await }.boxed())
-        .await
-        .unwrap();
+    let log = env.site_log(1).await;
     assert_eq!(
         (log[0].event.outcome, log[0].event.reason.as_deref()),
         (Outcome::Denied, Some("throttled:kiosk"))
@@ -259,12 +240,7 @@ backends!(bank_throttle_spans_kiosks, |t: TestStore| async move {
     let (_parcel, code) = env.delivered("ann@harbour.example").await;
     // Ten failures an hour across the bank, five per kiosk per five minutes: an attacker who
     // waits out the kiosk window still meets the bank budget.
-    for _ in 0..2 {
-        for _ in 0..5 {
-            env.app.redeem_code(&env.device, "1 00000 00000").await.unwrap();
-        }
-        env.clock.advance(minutes(5));
-    }
+    env.spend_bank_hour().await;
     // The kiosk says typed codes are paused, which says nothing about the code.
     assert!(matches!(
         env.app.redeem_code(&env.device, &code).await.unwrap(),
@@ -520,13 +496,7 @@ backends!(remote_open_is_audited_with_its_reason, |t: TestStore| async move {
         (opening.command.command.compartment, opening.command.command.purpose.as_str()),
         (5, "remote_open")
     );
-    let site = env.site.clone();
-    let log = env
-        .app
-        .store()
-        .read(move |tx| async move { tx.audit_for_site(&site, 10).await }.boxed())
-        .await
-        .unwrap();
+    let log = env.site_log(10).await;
     let remote: Vec<_> = log.iter().filter(|r| r.event.action == AuditAction::RemoteOpen).collect();
     assert_eq!(remote.len(), 4, "one success, three refusals");
     assert_eq!(remote[1].event.reason.as_deref(), Some("denied_step_up"));

@@ -339,6 +339,28 @@ impl Env {
         seed.code_at(step_at(self.clock.now().as_millis())).to_string()
     }
 
+    /// The site's latest `limit` audit entries, newest first.
+    pub async fn site_log(&self, limit: u32) -> Vec<custody_store::AuditRow> {
+        let site = self.site.clone();
+        self.app
+            .store()
+            .read(move |tx| async move { tx.audit_for_site(&site, limit).await }.boxed())
+            .await
+            .expect("the site's audit log")
+    }
+
+    /// Spends the bank's hourly budget for typed codes with wrong codes, waiting out the
+    /// kiosk's five-minute windows as a patient attacker would.
+    pub async fn spend_bank_hour(&self) {
+        use custody_core::throttle::{BANK_PICKUP, KIOSK_PICKUP};
+        for _ in 0..BANK_PICKUP.max_failures / KIOSK_PICKUP.max_failures {
+            for _ in 0..KIOSK_PICKUP.max_failures {
+                self.app.redeem_code(&self.device, "1 00000 00000").await.expect("an attempt");
+            }
+            self.clock.advance(KIOSK_PICKUP.window);
+        }
+    }
+
     /// The carrier, calling with its API key.
     pub async fn carrier(&self) -> Caller {
         self.app.authenticate_api_key(&self.carrier_token).await.expect("carrier key")
