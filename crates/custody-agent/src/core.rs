@@ -12,17 +12,23 @@
 //! A QR pickup token is checked here too, offline, before the server is asked: the command
 //! key's signature under the token domain, this bank, one of its compartments, not expired, and
 //! not already used at this kiosk. The server checks it again and redeems it once.
+//!
+//! So is a badge read: a badge number, from a reader trusted now (OSDP without Secure Channel
+//! only in the commissioning window), whose keyed hash is in the site's badge list as last
+//! synced. A revoked badge is refused here from the sync after its revocation.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use custody_core::Timestamp;
+use custody_core::badge::{BadgeNumber, ReaderKind};
 use custody_core::compartment::CompartmentNumber;
 use custody_core::token::{PickupToken, QR_TOKEN_DOMAIN, QR_TOKEN_TEXT_LEN, ScannedToken};
+use custody_crypto::secret::badge_verifier;
 use custody_crypto::sign::PublicKey;
 use custody_proto::device::{
-    AgentMessage, CommandOutcome, CourierAction, CourierAnswer, DoorReading, FreeCompartments,
-    KioskParcel, OPEN_COMMAND_DOMAIN, PROTOCOL_VERSION, PickupAnswer, PresenceKey, ServerMessage,
-    SignedOpenCommand,
+    AgentMessage, BadgeList, BadgeRead, CommandOutcome, CourierAction, CourierAnswer,
+    CourierCredential, DoorReading, FreeCompartments, KioskParcel, OPEN_COMMAND_DOMAIN,
+    PROTOCOL_VERSION, PickupAnswer, PresenceKey, ServerMessage, SignedOpenCommand,
 };
 use data_encoding::BASE64;
 
@@ -50,10 +56,17 @@ pub enum Event {
     CodeEntered(String),
     /// The kiosk's scanner read a QR code.
     QrScanned(String),
-    /// A courier typed their code at the kiosk and chose what to do.
+    /// A reader at the kiosk read a badge (hexadecimal, as the reader reported it).
+    BadgeRead {
+        /// The number.
+        number: String,
+        /// The reader it came from.
+        reader: ReaderKind,
+    },
+    /// A courier typed their code, or held their badge, at the kiosk and chose what to do.
     Courier {
-        /// Their code.
-        code: String,
+        /// Who they are.
+        credential: CourierCredential,
         /// What they chose.
         action: CourierAction,
     },
@@ -139,6 +152,19 @@ pub enum Refusal {
     NotReady,
 }
 
+/// Why a badge read was refused at the kiosk, before the server was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadgeRefusal {
+    /// Not a badge number (too short, not hexadecimal).
+    Malformed,
+    /// Read over OSDP without Secure Channel after the reader's commissioning window.
+    InsecureReader,
+    /// No badge list from the server yet: no badge is known.
+    NoList,
+    /// Not in the site's list: unknown or revoked.
+    Unknown,
+}
+
 /// Why a scanned QR token was refused at the kiosk, before or without asking the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenRefusal {
@@ -187,6 +213,10 @@ pub struct AgentCore {
     scanning: BTreeMap<u64, (String, i64)>,
     /// Code records of QR tokens that opened here, until they expire: a token is used once.
     used_tokens: BTreeMap<String, i64>,
+    /// The site's badge key and the keyed hashes of its badges, as last synced.
+    badges: Option<([u8; 32], BTreeSet<[u8; 32]>)>,
+    /// Until when an OSDP reader may be read without Secure Channel (installation).
+    commissioning_until: Option<Timestamp>,
     counter: u64,
 }
 
@@ -203,8 +233,19 @@ impl AgentCore {
             waiting: BTreeSet::new(),
             scanning: BTreeMap::new(),
             used_tokens: BTreeMap::new(),
+            badges: None,
+            commissioning_until: None,
             counter: 0,
         }
+    }
+
+    /// Lets an OSDP reader be read without Secure Channel until `until` (the installer's
+    /// commissioning window, from the agent's configuration); reads in the clear are refused
+    /// outside it.
+    #[must_use]
+    pub const fn commissioning_until(mut self, until: Option<Timestamp>) -> Self {
+        self.commissioning_until = until;
+        self
     }
 
     /// Whether the link is up and the server has welcomed the agent.
@@ -249,8 +290,15 @@ impl AgentCore {
                 self.ask(|request_id| AgentMessage::PickupAttempt { request_id, code })
             }
             Event::QrScanned(text) => self.scanned(now, &text),
-            Event::Courier { code, action } => {
-                self.ask(|request_id| AgentMessage::Courier { request_id, code, action })
+            Event::BadgeRead { number, reader } => self.badge(now, &number, reader),
+            Event::Courier { credential, action } => {
+                if let CourierCredential::Badge { badge } = &credential
+                    && let Some(reader) = ReaderKind::parse(&badge.reader)
+                    && self.check_badge(now, &badge.number, reader).is_err()
+                {
+                    return vec![Action::Show(Screen::NotAccepted)];
+                }
+                self.ask(|request_id| AgentMessage::Courier { request_id, credential, action })
             }
             Event::Door { compartment, reading } => {
                 self.counter += 1;
@@ -309,6 +357,59 @@ impl AgentCore {
         }
     }
 
+    /// A badge at the reader: checked here first against the site's list. A read that fails is
+    /// refused at once and still reported (under a request id nobody waits for), so the server
+    /// audits it and counts it against the kiosk's budget.
+    fn badge(&mut self, now: Timestamp, number: &str, reader: ReaderKind) -> Vec<Action> {
+        // A read longer than any badge is cut: still refused, never a large message.
+        let number: String = number.chars().take(200).collect();
+        let read = |number: String| BadgeRead { number, reader: reader.as_str().to_owned() };
+        match self.check_badge(now, &number, reader) {
+            Ok(_) => {
+                self.ask(|request_id| AgentMessage::BadgeRead { request_id, badge: read(number) })
+            }
+            Err(_) if !self.ready() => vec![Action::Show(Screen::NotAccepted)],
+            Err(_) => {
+                let request_id = self.next_request;
+                self.next_request += 1;
+                vec![
+                    Action::Show(Screen::NotAccepted),
+                    Action::Send(AgentMessage::BadgeRead { request_id, badge: read(number) }),
+                ]
+            }
+        }
+    }
+
+    /// Checks a badge read offline: a badge number, from a reader trusted now, in the site's
+    /// list as last synced.
+    pub fn check_badge(
+        &self,
+        now: Timestamp,
+        number: &str,
+        reader: ReaderKind,
+    ) -> Result<BadgeNumber, BadgeRefusal> {
+        let number = BadgeNumber::parse(number).map_err(|_| BadgeRefusal::Malformed)?;
+        if reader == ReaderKind::OsdpClear && self.commissioning_until.is_none_or(|u| now >= u) {
+            return Err(BadgeRefusal::InsecureReader);
+        }
+        let (key, verifiers) = self.badges.as_ref().ok_or(BadgeRefusal::NoList)?;
+        if !verifiers.contains(&badge_verifier(key, number.as_bytes())) {
+            return Err(BadgeRefusal::Unknown);
+        }
+        Ok(number)
+    }
+
+    /// Takes the site's badge list as synced; a list that cannot be read leaves no badge known
+    /// (fail closed).
+    fn take_badges(&mut self, list: &BadgeList) {
+        let decode32 =
+            |s: &str| -> Option<[u8; 32]> { BASE64.decode(s.as_bytes()).ok()?.try_into().ok() };
+        self.badges = decode32(&list.key).and_then(|key| {
+            let verifiers = list.verifiers.iter().map(|v| decode32(v)).collect::<Option<_>>()?;
+            Some((key, verifiers))
+        });
+    }
+
     /// Checks a scanned QR token offline: signature, bank, compartment, expiry, and that it
     /// has not opened here before.
     pub fn check_token(&self, now: Timestamp, text: &str) -> Result<PickupToken, TokenRefusal> {
@@ -335,6 +436,10 @@ impl AgentCore {
 
     fn server(&mut self, now: Timestamp, message: ServerMessage) -> Vec<Action> {
         match message {
+            ServerMessage::Badges(list) => {
+                self.take_badges(&list);
+                Vec::new()
+            }
             ServerMessage::Welcome { device, bank, compartments, presence_key, .. } => {
                 if device != self.identity.device || bank != self.identity.bank {
                     // The server names another device or bank: trust nothing it says.
@@ -391,6 +496,7 @@ impl AgentCore {
             },
             ServerMessage::Goodbye { .. } => {
                 self.welcomed = false;
+                self.badges = None;
                 vec![Action::Presence(None)]
             }
         }
@@ -674,7 +780,8 @@ mod tests {
     #[test]
     fn a_courier_asks_the_server_and_the_kiosk_shows_the_answer() {
         let mut f = fixture();
-        let event = Event::Courier { code: "1234 5678 9012".into(), action: CourierAction::Visit };
+        let credential = CourierCredential::Code { code: "1234 5678 9012".into() };
+        let event = Event::Courier { credential, action: CourierAction::Visit };
         let actions = f.core.handle(NOW, event.clone());
         let Some(Action::Send(AgentMessage::Courier { request_id, action, .. })) =
             actions.get(1).cloned()
@@ -921,6 +1028,137 @@ mod tests {
                     prop_assert!(!forge && device == "dev_a" && bank == "bnk_a" && dt > 0);
                     prop_assert!((1..=3).contains(&c.get()));
                 }
+            }
+        }
+    }
+
+    mod badges {
+        use super::*;
+
+        const ANNS: &str = "04A2B3C4D5E6F7";
+        const KEY: [u8; 32] = [9; 32];
+
+        fn synced(core: &mut AgentCore, numbers: &[&str]) {
+            let verifiers = numbers
+                .iter()
+                .map(|n| {
+                    let n = BadgeNumber::parse(n).unwrap();
+                    BASE64.encode(&badge_verifier(&KEY, n.as_bytes()))
+                })
+                .collect();
+            let list = BadgeList { key: BASE64.encode(&KEY), verifiers };
+            assert!(core.handle(NOW, Event::Server(ServerMessage::Badges(list))).is_empty());
+        }
+
+        fn read(core: &mut AgentCore, at: Timestamp, reader: ReaderKind) -> Vec<Action> {
+            core.handle(at, Event::BadgeRead { number: ANNS.into(), reader })
+        }
+
+        #[test]
+        fn a_read_is_checked_against_the_synced_list() {
+            let mut f = fixture();
+            let check =
+                |core: &AgentCore, number: &str, reader| core.check_badge(NOW, number, reader);
+            assert_eq!(check(&f.core, ANNS, ReaderKind::OsdpSecure), Err(BadgeRefusal::NoList));
+            synced(&mut f.core, &[ANNS]);
+            assert!(check(&f.core, ANNS, ReaderKind::OsdpSecure).is_ok());
+            assert!(check(&f.core, "04:a2:b3:c4:d5:e6:f7", ReaderKind::Keyboard).is_ok());
+            assert!(check(&f.core, ANNS, ReaderKind::Wiegand).is_ok());
+            assert_eq!(
+                check(&f.core, "04A2B3C4D5E6F8", ReaderKind::OsdpSecure),
+                Err(BadgeRefusal::Unknown)
+            );
+            assert_eq!(
+                check(&f.core, "04A2B3", ReaderKind::OsdpSecure),
+                Err(BadgeRefusal::Malformed)
+            );
+            assert_eq!(
+                check(&f.core, ANNS, ReaderKind::OsdpClear),
+                Err(BadgeRefusal::InsecureReader),
+                "no commissioning window: OSDP in the clear is refused"
+            );
+            // A revocation reaches the kiosk with the next list.
+            synced(&mut f.core, &["04A2B3C4D5E6F8"]);
+            assert_eq!(check(&f.core, ANNS, ReaderKind::OsdpSecure), Err(BadgeRefusal::Unknown));
+            // A list that cannot be read leaves no badge known.
+            let garbled = BadgeList { key: "not base64".into(), verifiers: Vec::new() };
+            f.core.handle(NOW, Event::Server(ServerMessage::Badges(garbled)));
+            assert_eq!(
+                check(&f.core, "04A2B3C4D5E6F8", ReaderKind::OsdpSecure),
+                Err(BadgeRefusal::NoList)
+            );
+        }
+
+        #[test]
+        fn osdp_in_the_clear_only_while_commissioning() {
+            let (key, _) = SigningKey::generate(&Rng::new()).unwrap();
+            let until = NOW.plus(std::time::Duration::from_secs(3600));
+            let mut core = welcomed(&key).commissioning_until(Some(until));
+            synced(&mut core, &[ANNS]);
+            assert!(core.check_badge(NOW, ANNS, ReaderKind::OsdpClear).is_ok());
+            assert_eq!(
+                core.check_badge(until, ANNS, ReaderKind::OsdpClear),
+                Err(BadgeRefusal::InsecureReader)
+            );
+            assert!(core.check_badge(until, ANNS, ReaderKind::OsdpSecure).is_ok());
+        }
+
+        #[test]
+        fn a_known_badge_asks_the_server_and_any_other_is_refused_but_reported() {
+            let mut f = fixture();
+            synced(&mut f.core, &[ANNS]);
+            let asked = read(&mut f.core, NOW, ReaderKind::OsdpSecure);
+            let [
+                Action::Show(Screen::Checking),
+                Action::Send(AgentMessage::BadgeRead { request_id, badge }),
+            ] = asked.as_slice()
+            else {
+                panic!("{asked:?}")
+            };
+            assert_eq!((badge.number.as_str(), badge.reader.as_str()), (ANNS, "osdp_secure"));
+            let answer = PickupAnswer::Accepted { compartment: 2 };
+            let shown = f.core.handle(
+                NOW,
+                Event::Server(ServerMessage::Pickup { request_id: *request_id, answer }),
+            );
+            assert_eq!(shown, vec![Action::Show(Screen::Open(2))]);
+
+            // Refused here at once, and still sent so the server audits and counts it.
+            let refused = read(&mut f.core, NOW, ReaderKind::OsdpClear);
+            assert!(matches!(
+                refused.as_slice(),
+                [Action::Show(Screen::NotAccepted), Action::Send(AgentMessage::BadgeRead { .. })]
+            ));
+            // A courier's badge that fails here is not sent as a courier's question.
+            let credential = CourierCredential::Badge {
+                badge: BadgeRead { number: "04A2B3C4D5E6F8".into(), reader: "osdp_secure".into() },
+            };
+            assert_eq!(
+                f.core.handle(NOW, Event::Courier { credential, action: CourierAction::Visit }),
+                vec![Action::Show(Screen::NotAccepted)]
+            );
+            // A revoked device forgets the list; offline, nothing is asked.
+            f.core.handle(NOW, Event::Server(ServerMessage::Goodbye { reason: "revoked".into() }));
+            assert_eq!(
+                f.core.check_badge(NOW, ANNS, ReaderKind::OsdpSecure),
+                Err(BadgeRefusal::NoList)
+            );
+            assert_eq!(
+                read(&mut f.core, NOW, ReaderKind::OsdpSecure),
+                vec![Action::Show(Screen::NotAccepted)]
+            );
+        }
+
+        proptest! {
+            #[test]
+            fn reads_of_any_shape_are_never_asked_about_unless_listed(number in ".{0,300}", kind in 0usize..4) {
+                let mut f = fixture();
+                synced(&mut f.core, &[ANNS]);
+                let reader = ReaderKind::ALL[kind];
+                let actions = f.core.handle(NOW, Event::BadgeRead { number: number.clone(), reader });
+                let asked = actions.iter().any(|a| matches!(a, Action::Show(Screen::Checking)));
+                let listed = BadgeNumber::parse(&number).is_ok_and(|n| n.to_hex() == ANNS);
+                prop_assert_eq!(asked, listed && reader != ReaderKind::OsdpClear);
             }
         }
     }

@@ -10,8 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use custody_core::Clock;
+use custody_core::badge::ReaderKind;
 use custody_crypto::totp::{TotpSeed, step_at};
-use custody_proto::device::{AgentMessage, CourierAction, ServerMessage};
+use custody_proto::device::{
+    AgentMessage, BadgeRead, CourierAction, CourierCredential, ServerMessage,
+};
 use data_encoding::BASE64;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::{mpsc, watch};
@@ -59,7 +62,31 @@ impl AgentHandle {
 
     /// A courier types their `code` and chooses `action`; returns what the kiosk shows.
     pub async fn courier(&self, code: &str, action: CourierAction) -> Option<Screen> {
-        self.answer_to(Event::Courier { code: code.to_owned(), action }).await
+        let credential = CourierCredential::Code { code: code.to_owned() };
+        self.answer_to(Event::Courier { credential, action }).await
+    }
+
+    /// A courier holds their badge to a reader of this `reader` kind and chooses `action`;
+    /// returns what the kiosk shows.
+    pub async fn courier_badge(
+        &self,
+        number: &str,
+        reader: ReaderKind,
+        action: CourierAction,
+    ) -> Option<Screen> {
+        let badge = BadgeRead { number: number.to_owned(), reader: reader.as_str().to_owned() };
+        self.answer_to(Event::Courier { credential: CourierCredential::Badge { badge }, action })
+            .await
+    }
+
+    /// A badge held to a reader of this `reader` kind; returns what the kiosk shows.
+    pub async fn badge(&self, number: &str, reader: ReaderKind) -> Option<Screen> {
+        self.answer_to(Event::BadgeRead { number: number.to_owned(), reader }).await
+    }
+
+    /// Where a badge reader's driver (on a thread of its own) sends what it reads.
+    pub fn badge_reader(&self) -> BadgeReader {
+        BadgeReader(self.kiosk.clone())
     }
 
     async fn answer_to(&self, input: Event) -> Option<Screen> {
@@ -98,6 +125,17 @@ impl AgentHandle {
     }
 }
 
+/// A reader driver's way into the agent: each read becomes an [`Event::BadgeRead`].
+#[derive(Debug, Clone)]
+pub struct BadgeReader(mpsc::Sender<Event>);
+
+impl BadgeReader {
+    /// A badge was read (from a thread outside the runtime); `false` once the agent stopped.
+    pub fn blocking_read(&self, number: String, reader: ReaderKind) -> bool {
+        self.0.blocking_send(Event::BadgeRead { number, reader }).is_ok()
+    }
+}
+
 impl Drop for AgentHandle {
     fn drop(&mut self) {
         self.task.abort();
@@ -116,7 +154,7 @@ pub fn spawn(
     let (ready_tx, ready) = watch::channel(false);
     let (presence_tx, presence) = watch::channel(None);
     let daemon = Daemon {
-        core: AgentCore::new(setup.identity.clone()),
+        core: AgentCore::new(setup.identity.clone()).commissioning_until(setup.commissioning_until),
         setup,
         board,
         clock: clock.clone(),
@@ -265,6 +303,7 @@ impl Daemon {
                             AgentMessage::Hello { .. }
                                 | AgentMessage::PickupAttempt { .. }
                                 | AgentMessage::QrPickup { .. }
+                                | AgentMessage::BadgeRead { .. }
                                 | AgentMessage::Courier { .. }
                         )
                     {

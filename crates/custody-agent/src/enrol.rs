@@ -110,6 +110,10 @@ pub struct AgentSetup {
     pub identity: Identity,
     /// How it reaches the gateway.
     pub link: LinkConfig,
+    /// Until when the bank's OSDP reader may be read without Secure Channel, while an
+    /// installer commissions it (from `custody agent run --commissioning-until`); never by
+    /// default.
+    pub commissioning_until: Option<custody_core::Timestamp>,
 }
 
 /// Where to enrol and what to trust.
@@ -247,5 +251,6 @@ pub fn load(
             server_name: file.server_name,
             tls: Arc::new(tls),
         },
+        commissioning_until: None,
     })
 }

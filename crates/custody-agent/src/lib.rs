@@ -13,3 +13,4 @@ pub mod daemon;
 pub mod enrol;
 pub mod hardware;
 pub mod link;
+pub mod osdp;

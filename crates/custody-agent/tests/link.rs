@@ -362,3 +362,109 @@ backends!(a_resident_opens_from_the_app_with_the_code_on_the_kiosk, |t: TestStor
     eventually("the latch opens for the app", || async { bank.is_unlatched(n) }).await;
     assert_eq!(bank.unlocks(n), 1);
 });
+
+// A reader on OSDP: libosdp's PD (the simulated reader) and the agent's CP talk in-process
+// over a memory line, with Secure Channel; a badge registered through the API reaches the
+// kiosk's list, opens its holder's compartment, and stops at the kiosk once revoked.
+backends!(a_badge_at_an_osdp_reader_opens_through_the_agent, |t: TestStore| async move {
+    use custody_agent::osdp::{MemoryBus, OsdpConfig, OsdpReader, SimulatedReader};
+    use custody_core::badge::{BadgeNumber, ReaderKind};
+
+    let server = TestServer::start(t).await;
+    let agent = server.agent().await;
+    let (handle, bank) = (&agent.handle, agent.bank.clone());
+    let env = &server.env;
+    let key = [0x5Au8; 16];
+    let bus = MemoryBus::default();
+    let reader = SimulatedReader::start(Box::new(bus.reader()), 1, Some(key)).unwrap();
+    let config = OsdpConfig {
+        address: 1,
+        baud_rate: 9600,
+        scbk: zeroize::Zeroizing::new(key),
+        commissioning_until: None,
+    };
+    let panel =
+        OsdpReader::start(Box::new(bus.panel()), &config, env.app.clock(), handle.badge_reader())
+            .unwrap();
+    eventually("the reader comes up over Secure Channel", || async {
+        panel.status().secure && reader.is_secure()
+    })
+    .await;
+
+    // The admin registers Ann's badge; the site's kiosks are sent the list at once.
+    let admin = server.sign_in(&env.admin).await;
+    let registered = admin
+        .client
+        .post(server.url(&format!("/api/v1/sites/{}/badges", env.site)))
+        .header("x-csrf-token", admin.csrf.as_str())
+        .json(&json!({"email": "ann@harbour.example", "badge": "04A2B3C4D5E6F7"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let badge: Value = registered.json().await.unwrap();
+    assert_eq!(badge["hint"], "E6F7");
+    assert!(badge.get("number").is_none() && badge.get("verifier").is_none());
+
+    let (parcel, _) = env.delivered("ann@harbour.example").await;
+    let row = env.app.parcel(&custody_app::Caller::Operator, &parcel).await.unwrap();
+    let n = env.compartments.iter().find(|c| Some(&c.id) == row.compartment.as_ref()).unwrap();
+    let n = n.number.get();
+    let card = BadgeNumber::parse("04A2B3C4D5E6F7").unwrap();
+    reader.present(&card);
+    eventually("Ann's badge, read over OSDP, opens her compartment", || async {
+        bank.is_unlatched(n)
+    })
+    .await;
+    assert_eq!(bank.unlocks(n), 1);
+    let log = env.site_log(30).await;
+    assert!(
+        log.iter().any(|r| r.event.reason.as_deref() == Some("badge_accepted:osdp_secure")),
+        "the read came over Secure Channel"
+    );
+
+    // Revoked through the API: the server sends the list again, and the kiosk refuses it.
+    let id = badge["id"].as_str().unwrap();
+    let revoked = admin
+        .client
+        .post(server.url(&format!("/api/v1/badges/{id}/revoke")))
+        .header("x-csrf-token", admin.csrf.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let _ = env.delivered("ann@harbour.example").await;
+    assert_eq!(
+        handle.badge("04A2B3C4D5E6F7", ReaderKind::OsdpSecure).await,
+        Some(Screen::NotAccepted)
+    );
+});
+
+// A factory-fresh reader, in install mode, is given its key during the commissioning window,
+// and its reads then come over Secure Channel.
+backends!(a_new_reader_is_given_its_key_while_commissioning, |t: TestStore| async move {
+    use custody_agent::osdp::{MemoryBus, OsdpConfig, OsdpReader, SimulatedReader};
+
+    let server = TestServer::start(t).await;
+    let agent = server.agent().await;
+    let env = &server.env;
+    let bus = MemoryBus::default();
+    let reader = SimulatedReader::start(Box::new(bus.reader()), 0, None).unwrap();
+    let config = OsdpConfig {
+        address: 0,
+        baud_rate: 9600,
+        scbk: zeroize::Zeroizing::new([0x3Cu8; 16]),
+        commissioning_until: Some(env.app.now().plus(custody_core::time::hours(1))),
+    };
+    let panel = OsdpReader::start(
+        Box::new(bus.panel()),
+        &config,
+        env.app.clock(),
+        agent.handle.badge_reader(),
+    )
+    .unwrap();
+    eventually("the reader takes the key and comes up secure", || async {
+        panel.status().secure && reader.is_secure()
+    })
+    .await;
+});

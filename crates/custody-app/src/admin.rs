@@ -750,6 +750,12 @@ impl App {
             .await
     }
 
+    /// The banks of a site (to reach their agents).
+    pub async fn site_banks(&self, site: &SiteId) -> Result<Vec<BankRow>, AppError> {
+        let site = site.clone();
+        Ok(self.store().read(move |tx| async move { tx.banks(&site).await }.boxed()).await?)
+    }
+
     /// A bank and its site, or `NotFound`.
     pub async fn bank_and_site(&self, id: &BankId) -> Result<(BankRow, SiteRow), AppError> {
         let id = id.clone();

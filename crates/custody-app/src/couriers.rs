@@ -5,7 +5,9 @@
 //! site) and the returns waiting (their carrier's expired parcels in that bank), and again
 //! with each deposit, confirmation or return. Each of those runs the same use case, under the
 //! same access policy, as the courier's own signed-in request: a courier code opens nothing
-//! the courier could not open anyway, and never a resident's parcel.
+//! the courier could not open anyway, and never a resident's parcel. A courier may hold their
+//! badge to the reader instead of typing the code, if the reader has OSDP Secure Channel
+//! (`badges`).
 //!
 //! A typed code spends the kiosk's and the bank's budgets, the ones pickup codes spend, so
 //! every code guessed at a kiosk counts against one limit; a code that works gives its
@@ -59,6 +61,38 @@ pub struct CourierVisit {
     pub returns: Vec<ParcelRow>,
     /// Free compartments of the bank by size, smallest first; sizes with none are left out.
     pub free: Vec<(SizeClass, u32)>,
+}
+
+/// How a courier says who they are at the kiosk.
+#[derive(Debug, Clone, Copy)]
+pub enum CourierAt<'a> {
+    /// Today's code, as typed.
+    Code(&'a str),
+    /// Their badge: its number, in hexadecimal, and the kind of reader that read it.
+    Badge {
+        /// The number.
+        number: &'a str,
+        /// The reader (`osdp_secure`, …).
+        reader: &'a str,
+    },
+}
+
+impl<'a> From<&'a str> for CourierAt<'a> {
+    fn from(code: &'a str) -> Self {
+        Self::Code(code)
+    }
+}
+
+impl<'a> From<&'a String> for CourierAt<'a> {
+    fn from(code: &'a String) -> Self {
+        Self::Code(code)
+    }
+}
+
+impl<'a> From<&'a Zeroizing<String>> for CourierAt<'a> {
+    fn from(code: &'a Zeroizing<String>) -> Self {
+        Self::Code(code)
+    }
 }
 
 /// The typed code without spaces, if it has the code's shape.
@@ -127,13 +161,14 @@ impl App {
         Ok(CourierCode { code, valid_until })
     }
 
-    /// The courier whose code was typed at the calling device's kiosk, as a caller of their
-    /// own; `None` (audited) when the code is malformed, unknown, lapsed, throttled, or its
-    /// courier disabled, no longer a courier or out of this site's scope.
+    /// The courier whose code was typed, or badge read, at the calling device's kiosk, as a
+    /// caller of their own; `None` (audited) when the code or badge is malformed, unknown,
+    /// lapsed or throttled, a badge was read by a reader without Secure Channel, or the courier
+    /// is disabled, no longer a courier or out of this site's scope.
     async fn courier_at_kiosk(
         &self,
         device: &Caller,
-        typed: &str,
+        who: CourierAt<'_>,
     ) -> Result<Option<(PersonRow, Caller)>, AppError> {
         let Caller::Principal(Principal::Device { device: id, bank, site, org }) = device else {
             return Err(AppError::Forbidden);
@@ -152,20 +187,30 @@ impl App {
             personal: None,
         };
         self.spend_or_throttle(&budgets, attempt(Outcome::Denied, "")).await?;
-        let hash = digits_of(typed).map(|d| self.courier_code_hash(&d));
-        let found = match hash {
-            Some(hash) => {
-                self.store()
-                    .read(move |tx| {
-                        async move {
-                            match tx.courier_by_code(&hash, now).await? {
-                                Some(id) => Ok::<_, AppError>(tx.person(&id).await?),
-                                None => Ok(None),
-                            }
-                        }
-                        .boxed()
-                    })
-                    .await?
+        let (holder, unknown, known) = match who {
+            CourierAt::Code(typed) => {
+                let holder = match digits_of(typed).map(|d| self.courier_code_hash(&d)) {
+                    Some(hash) => {
+                        self.store()
+                            .read(move |tx| {
+                                async move { tx.courier_by_code(&hash, now).await }.boxed()
+                            })
+                            .await?
+                    }
+                    None => None,
+                };
+                (holder, "bad_code", "courier")
+            }
+            CourierAt::Badge { number, reader } => {
+                match self.courier_by_badge(site, number, reader).await? {
+                    Ok(person) => (Some(person), "badge_unknown", "courier_badge"),
+                    Err(reason) => (None, reason, "courier_badge"),
+                }
+            }
+        };
+        let found = match holder {
+            Some(id) => {
+                self.store().read(move |tx| async move { tx.person(&id).await }.boxed()).await?
             }
             None => None,
         };
@@ -176,11 +221,11 @@ impl App {
                 && crate::auth::standing_of(p).scope.covers(org, site)
         });
         let Some(courier) = courier else {
-            let failed = attempt(Outcome::Failure, "bad_code");
+            let failed = attempt(Outcome::Failure, unknown);
             self.store().write(move |tx| async move { tx.append_audit(&failed) }.boxed()).await?;
             return Ok(None);
         };
-        let mut known = attempt(Outcome::Success, "courier");
+        let mut known = attempt(Outcome::Success, known);
         known.actor = custody_core::audit::Actor {
             kind: custody_core::audit::ActorKind::Person,
             id: Some(courier.id.to_string()),
@@ -200,12 +245,12 @@ impl App {
     }
 
     /// A courier's code typed at the kiosk: what they may deposit here and take back.
-    pub async fn courier_visit(
+    pub async fn courier_visit<'a>(
         &self,
         device: &Caller,
-        typed: &str,
+        who: impl Into<CourierAt<'a>>,
     ) -> Result<Option<CourierVisit>, AppError> {
-        let Some((courier, _)) = self.courier_at_kiosk(device, typed).await? else {
+        let Some((courier, _)) = self.courier_at_kiosk(device, who.into()).await? else {
             return Ok(None);
         };
         let Caller::Principal(Principal::Device { bank, site, .. }) = device else {
@@ -237,43 +282,43 @@ impl App {
 
     /// A courier deposits `parcel` at the kiosk's bank: as their own deposit, under its rules,
     /// in a compartment of at least `size` if they chose a larger one at the kiosk.
-    pub async fn courier_deposit(
+    pub async fn courier_deposit<'a>(
         &self,
         device: &Caller,
-        typed: &str,
+        who: impl Into<CourierAt<'a>>,
         parcel: &ParcelId,
         size: Option<SizeClass>,
     ) -> Result<Option<Deposit>, AppError> {
         let Caller::Principal(Principal::Device { bank, .. }) = device else {
             return Err(AppError::Forbidden);
         };
-        let Some((_, courier)) = self.courier_at_kiosk(device, typed).await? else {
+        let Some((_, courier)) = self.courier_at_kiosk(device, who.into()).await? else {
             return Ok(None);
         };
         self.start_deposit_sized(&courier, parcel, bank, size).await.map(Some)
     }
 
     /// A courier confirms a deposit at the kiosk (the door is shut on the parcel).
-    pub async fn courier_confirm(
+    pub async fn courier_confirm<'a>(
         &self,
         device: &Caller,
-        typed: &str,
+        who: impl Into<CourierAt<'a>>,
         parcel: &ParcelId,
     ) -> Result<Option<ParcelRow>, AppError> {
-        let Some((_, courier)) = self.courier_at_kiosk(device, typed).await? else {
+        let Some((_, courier)) = self.courier_at_kiosk(device, who.into()).await? else {
             return Ok(None);
         };
         self.confirm_deposit(&courier, parcel).await.map(Some)
     }
 
     /// A courier takes one of their carrier's expired parcels back at the kiosk.
-    pub async fn courier_return(
+    pub async fn courier_return<'a>(
         &self,
         device: &Caller,
-        typed: &str,
+        who: impl Into<CourierAt<'a>>,
         parcel: &ParcelId,
     ) -> Result<Option<(ParcelRow, Opening)>, AppError> {
-        let Some((_, courier)) = self.courier_at_kiosk(device, typed).await? else {
+        let Some((_, courier)) = self.courier_at_kiosk(device, who.into()).await? else {
             return Ok(None);
         };
         let p = self.return_to_carrier(&courier, parcel).await?;

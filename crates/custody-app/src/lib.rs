@@ -14,6 +14,7 @@ pub mod admin;
 pub mod approvals;
 pub mod audit;
 pub mod auth;
+pub mod badges;
 pub mod bulk;
 pub mod couriers;
 pub mod devices;
@@ -242,6 +243,7 @@ pub struct KeyRing {
     pub(crate) links: KeyedHasher,
     pub(crate) courier_codes: KeyedHasher,
     pub(crate) presence: KeyedHasher,
+    pub(crate) badges: KeyedHasher,
     pub(crate) command: SigningKey,
     pub(crate) ca: CertificateAuthority,
     pub(crate) checkpoint: custody_audit::checkpoint::NoteSigner,
@@ -278,6 +280,7 @@ impl KeyRing {
             links: master.hasher(Purpose::MagicLinks),
             courier_codes: master.hasher(Purpose::CourierCodes),
             presence: master.hasher(Purpose::PresenceCodes),
+            badges: master.hasher(Purpose::Badges),
             command,
             ca,
             checkpoint,

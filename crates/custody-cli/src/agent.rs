@@ -9,6 +9,8 @@ use anyhow::Context as _;
 use custody_agent::core::Screen;
 use custody_agent::enrol::{EnrolTarget, enrol, load};
 use custody_agent::hardware::SimulatedBank;
+use custody_agent::osdp::{OsdpConfig, OsdpReader, SerialChannel, parse_key};
+use custody_core::badge::ReaderKind;
 use custody_core::token::QR_TOKEN_PREFIX;
 use custody_crypto::SystemClock;
 use custody_proto::device::CourierAction;
@@ -52,6 +54,20 @@ pub(crate) struct RunArgs {
     /// Compartment numbers of the simulated bank, such as `1-12`.
     #[arg(long, default_value = "1-12")]
     compartments: String,
+    /// The serial line (RS-485 adapter) of the kiosk's OSDP badge reader, such as
+    /// `/dev/ttyUSB0`, set to the reader's speed beforehand (`stty -F PORT 9600 raw -echo`).
+    #[arg(long, requires = "osdp_key_file")]
+    osdp_port: Option<PathBuf>,
+    /// The reader's OSDP address.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=126))]
+    osdp_address: i32,
+    /// A file (mode 0600) holding the reader's Secure Channel key as 32 hex digits.
+    #[arg(long)]
+    osdp_key_file: Option<PathBuf>,
+    /// Until when (RFC 3339) the reader may be talked to without Secure Channel while it is
+    /// installed, and given its key if it is factory-fresh. Never, unless set.
+    #[arg(long)]
+    commissioning_until: Option<String>,
 }
 
 /// Parses `1-12` or `1,2,5-8`.
@@ -99,7 +115,12 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
-            let setup = load(&args.agent_dir, args.gateway.as_deref(), Arc::new(SystemClock))?;
+            let mut setup = load(&args.agent_dir, args.gateway.as_deref(), Arc::new(SystemClock))?;
+            setup.commissioning_until = args
+                .commissioning_until
+                .as_deref()
+                .map(|t| crate::audit::time(t, "commissioning-until"))
+                .transpose()?;
             let (bank, sensors) = SimulatedBank::new(parse_numbers(&args.compartments)?);
             let handle = custody_agent::daemon::spawn(
                 setup,
@@ -107,11 +128,16 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 sensors,
                 Arc::new(SystemClock),
             );
+            let _reader = match &args.osdp_port {
+                Some(port) => Some(osdp_reader(&args, port, setup_clock(), handle.badge_reader())?),
+                None => None,
+            };
             println!(
                 "Agent running. Type a pickup code, or paste a QR token (`CQ1:…`, as a \
-                 scanner types it); `presence` shows the code a resident types into the app \
-                 to open from the phone; a courier types `courier CODE` and then \
-                 `courier CODE deposit PARCEL [SIZE]`, `courier CODE confirm|return PARCEL`; `open N` / `close N` move a \
+                 scanner types it); `badge HEX` is a badge from a keyboard-wedge reader; \
+                 `presence` shows the code a resident types into the app to open from the \
+                 phone; a courier types `courier CODE` and then `courier CODE deposit PARCEL \
+                 [SIZE]`, `courier CODE confirm|return PARCEL`; `open N` / `close N` move a \
                  simulated door."
             );
             let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(8);
@@ -152,6 +178,11 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                             "Usage: courier CODE [deposit PARCEL [SIZE] | confirm PARCEL | return PARCEL]"
                         ),
                     }
+                } else if let Some(number) = line.strip_prefix("badge ") {
+                    // A keyboard-wedge reader types the number after a prefix it is set up
+                    // with; anything that types can pose as one, so it is the lowest trust.
+                    let shown = handle.badge(number.trim(), ReaderKind::Keyboard).await;
+                    println!("{}", describe(shown.as_ref()));
                 } else if line == "presence" {
                     match handle.presence_code() {
                         Some(code) => println!("On the screen: {}", code.as_str()),
@@ -169,6 +200,37 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn setup_clock() -> Arc<dyn custody_core::Clock> {
+    Arc::new(SystemClock)
+}
+
+/// Starts the OSDP reader driver on `port` with the key from `--osdp-key-file`.
+fn osdp_reader(
+    args: &RunArgs,
+    port: &std::path::Path,
+    clock: Arc<dyn custody_core::Clock>,
+    sink: custody_agent::daemon::BadgeReader,
+) -> anyhow::Result<OsdpReader> {
+    let key_file = args.osdp_key_file.as_deref().context("--osdp-key-file is required")?;
+    let key = zeroize::Zeroizing::new(
+        std::fs::read_to_string(key_file)
+            .with_context(|| format!("reading the OSDP key file {}", key_file.display()))?,
+    );
+    let config = OsdpConfig {
+        address: args.osdp_address,
+        baud_rate: 9600,
+        scbk: parse_key(&key)?,
+        commissioning_until: args
+            .commissioning_until
+            .as_deref()
+            .map(|t| crate::audit::time(t, "commissioning-until"))
+            .transpose()?,
+    };
+    let channel = SerialChannel::open(port)
+        .with_context(|| format!("opening the OSDP reader's serial line {}", port.display()))?;
+    Ok(OsdpReader::start(Box::new(channel), &config, clock, sink)?)
 }
 
 /// `CODE [deposit PARCEL [SIZE]|confirm PARCEL|return PARCEL]`: the code may be typed in

@@ -57,7 +57,7 @@ pub(crate) enum Command {
     },
 }
 
-fn time(s: &str, flag: &str) -> anyhow::Result<custody_core::Timestamp> {
+pub(crate) fn time(s: &str, flag: &str) -> anyhow::Result<custody_core::Timestamp> {
     let t = ::time::OffsetDateTime::parse(s, &::time::format_description::well_known::Rfc3339)
         .map_err(|_| {
             anyhow::anyhow!("--{flag}: expected RFC 3339, such as 2026-11-21T08:00:00Z")

@@ -111,8 +111,13 @@ named_enum!(
         LockdownLift = "lockdown.lift",
         /// Audit entries exported over the API, with the reason given, or an export refused.
         AuditExport = "audit.export",
-        /// A courier's code typed at a kiosk: whose it was, or why it did not work.
+        /// A courier's code typed, or badge held, at a kiosk: whose it was, or why it did not
+        /// work.
         CourierCode = "courier.code",
+        /// A badge registered to a person (one, or a CSV import), or a registration refused.
+        BadgeRegister = "badge.register",
+        /// A badge revoked, or a revocation refused.
+        BadgeRevoke = "badge.revoke",
         /// A parcel was announced by a carrier.
         ParcelExpect = "parcel.expect",
         /// A compartment was reserved for a deposit.

@@ -173,6 +173,9 @@ opaque_id!(
 opaque_id!(
     /// A request waiting for a second person's approval.
     ApprovalId, "apr");
+opaque_id!(
+    /// A badge registered to a person (never its number).
+    BadgeId, "bdg");
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod badge;
 pub mod code;
 pub mod compartment;
 pub mod id;
@@ -20,8 +21,8 @@ pub mod time;
 pub mod token;
 
 pub use id::{
-    ApiKeyId, ApprovalId, BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId, OrgId,
-    ParcelId, PersonId, SessionId, SiteId, TokenId,
+    ApiKeyId, ApprovalId, BadgeId, BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId,
+    OrgId, ParcelId, PersonId, SessionId, SiteId, TokenId,
 };
 pub use time::{Clock, ManualClock, Timestamp};
 

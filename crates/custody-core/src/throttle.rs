@@ -149,4 +149,17 @@ mod tests {
         assert!(p <= 1e-6, "{guesses} guesses a year over {space} codes: {p}");
         assert!(p > 8.7e-7 && p < 8.8e-7, "docs/SECURITY.md says 8.8e-7: {p}");
     }
+
+    /// Badges share the kiosk's and the bank's budgets with typed codes, so a guess is one kind
+    /// or the other: a guessed badge number must open no more often than a guessed code.
+    #[test]
+    fn a_guessed_badge_opens_no_more_often_than_a_guessed_code() {
+        use crate::badge::{MAX_SITE_BADGES, MIN_BADGE_BITS};
+        #[allow(clippy::cast_precision_loss, reason = "probabilities, to two figures")]
+        let (badge, code) = (
+            MAX_SITE_BADGES as f64 / 2f64.powi(i32::try_from(MIN_BADGE_BITS).unwrap_or(0)),
+            1.0 / crate::code::PICKUP_CODE_SPACE as f64,
+        );
+        assert!(badge <= code, "a badge guess opens with {badge}, a code guess with {code}");
+    }
 }

@@ -58,6 +58,9 @@ pub enum Purpose {
     /// Each bank's presence key: the kiosk shows a code from it that the resident's app
     /// sends to open from the phone.
     PresenceCodes,
+    /// Each site's badge key: the keyed hashes of its badge numbers, which its agents check a
+    /// read against.
+    Badges,
 }
 
 impl Purpose {
@@ -76,6 +79,7 @@ impl Purpose {
             Self::MagicLinks => b"custody/v1/magic-links",
             Self::CourierCodes => b"custody/v1/courier-codes",
             Self::PresenceCodes => b"custody/v1/presence-codes",
+            Self::Badges => b"custody/v1/badges",
         }
     }
 }
@@ -171,6 +175,15 @@ impl KeyedHasher {
     pub fn verify(&self, parts: &[&[u8]], expected: &[u8]) -> bool {
         constant_time_eq(&self.hash(parts), expected)
     }
+}
+
+/// The keyed hash of a badge number under its site's badge key: what the store keeps and the
+/// site's agents are sent. The server derives the site key from the master key
+/// ([`Purpose::Badges`]); an agent receives it, so both compute the same verifier.
+pub fn badge_verifier(site_key: &[u8; 32], number: &[u8]) -> [u8; 32] {
+    let hasher =
+        KeyedHasher { key: hmac::Key::new(hmac::HMAC_SHA256, site_key), purpose: Purpose::Badges };
+    hasher.hash(&[b"badge", number])
 }
 
 /// Compares two byte strings in time that depends only on their lengths (ASVS 11.2.4).

@@ -229,6 +229,44 @@ pub struct LockdownView {
     pub engaged_by: Option<String>,
 }
 
+/// A badge registered to a person. Its number is never shown again, only its last four hex
+/// digits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BadgeView {
+    /// The badge's id.
+    pub id: String,
+    /// The site it works at.
+    pub site: String,
+    /// Whose it is (a person's id).
+    pub person: String,
+    /// The number's last four hex digits.
+    pub hint: String,
+    /// When it was registered (RFC 3339).
+    pub created_at: String,
+    /// When it was revoked (RFC 3339), if it was.
+    pub revoked_at: Option<String>,
+}
+
+/// A badge to register to a person of the site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBadgeRequest {
+    /// The holder's e-mail address, as registered at the site.
+    pub email: String,
+    /// The badge's number as the reader reports it, in hexadecimal (at least 48 bits: 12
+    /// digits; `:`, `-` and spaces between digits are allowed).
+    pub badge: String,
+}
+
+/// An export from an access-control system, to register every badge in it or none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportBadgesRequest {
+    /// CSV text with a header naming an `email` column and a `badge` column (or `card`,
+    /// `card_number`, `uid`); other columns are ignored. At most 5,000 rows.
+    pub csv: String,
+}
+
 /// How many sessions were ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EndedView {

@@ -137,12 +137,22 @@ pub enum AgentMessage {
         /// The token's text as scanned. A bearer credential until used: never logged.
         token: String,
     },
-    /// A courier typed their code at the kiosk, to see their work or do one part of it.
+    /// Someone held a badge to the kiosk's reader, to pick up their parcels. The agent has
+    /// checked the number against its bank's badge list; an unknown one is still sent (under a
+    /// request id the agent does not wait for), so every read is audited and spends the budget.
+    BadgeRead {
+        /// Chosen by the agent; echoed in the answer.
+        request_id: u64,
+        /// The badge as read.
+        badge: BadgeRead,
+    },
+    /// A courier typed their code, or held their badge, at the kiosk, to see their work or do
+    /// one part of it.
     Courier {
         /// Chosen by the agent; echoed in the answer.
         request_id: u64,
-        /// The courier's code, as typed. Like a pickup code, never logged.
-        code: String,
+        /// Who they are.
+        credential: CourierCredential,
         /// What they chose.
         action: CourierAction,
     },
@@ -179,6 +189,58 @@ pub enum PickupAnswer {
     /// Too many wrong codes at this bank: typed codes are paused until its budget renews. Not a
     /// statement about the code that was typed.
     Paused,
+}
+
+/// A badge as a reader at the kiosk reported it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BadgeRead {
+    /// The number, in hexadecimal (at least 48 bits).
+    pub number: String,
+    /// The reader it came from: `osdp_secure` (Secure Channel), `osdp_clear` (commissioning
+    /// only), `wiegand` or `keyboard`.
+    pub reader: String,
+}
+
+impl std::fmt::Debug for BadgeRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A person's identifier: logs see the reader only.
+        f.debug_struct("BadgeRead").field("reader", &self.reader).finish_non_exhaustive()
+    }
+}
+
+/// How a courier says who they are at the kiosk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum CourierCredential {
+    /// Today's courier code, as typed. Like a pickup code, never logged.
+    Code {
+        /// The code.
+        code: String,
+    },
+    /// Their badge, read by a reader with Secure Channel (other readers are not enough).
+    Badge {
+        /// The badge.
+        badge: BadgeRead,
+    },
+}
+
+/// The site's badges as the kiosk checks a read: the site's badge key and the keyed hash of
+/// every badge number not revoked. Sent after the welcome and again whenever the site's badges
+/// change, so a revoked badge is refused at the kiosk from the next sync on.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BadgeList {
+    /// The site's badge key, base64 (32 bytes). A secret: never logged.
+    pub key: String,
+    /// Keyed hashes of the numbers, base64.
+    pub verifiers: Vec<String>,
+}
+
+impl std::fmt::Debug for BadgeList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BadgeList").field("badges", &self.verifiers.len()).finish_non_exhaustive()
+    }
 }
 
 /// What a courier does at the kiosk.
@@ -283,6 +345,8 @@ pub enum ServerMessage {
         /// The outcome.
         answer: PickupAnswer,
     },
+    /// The site's badges, for checking reads at the kiosk.
+    Badges(BadgeList),
     /// Answer to a courier.
     Courier {
         /// The request's id.

@@ -12,19 +12,24 @@ use std::sync::{Arc, Mutex, PoisonError};
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
+use custody_app::couriers::CourierAt;
 use custody_app::parcels::PickupOutcome;
 use custody_app::{AppError, Caller};
 use custody_core::policy::Principal;
 use custody_core::{BankId, DeviceId};
 use custody_proto::device::{
-    AgentMessage, CourierAction, CourierAnswer, FreeCompartments, KioskParcel, MAX_FRAME_BYTES,
-    PROTOCOL_VERSION, PickupAnswer, ServerMessage, SignedOpenCommand,
+    AgentMessage, CourierAction, CourierAnswer, CourierCredential, FreeCompartments, KioskParcel,
+    MAX_FRAME_BYTES, PROTOCOL_VERSION, PickupAnswer, ServerMessage, SignedOpenCommand,
 };
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::mpsc;
 
 use crate::ServerState;
 use crate::extract::DeviceCaller;
+
+/// How often a connected agent is sent its site's badge list again, besides at once after
+/// every change through the API: the deadline for a revocation made anywhere else.
+pub const BADGE_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Messages queued for one agent before the server stops waiting for it.
 const OUTBOX_DEPTH: usize = 64;
@@ -127,7 +132,21 @@ async fn run(state: ServerState, caller: Caller, socket: WebSocket) {
         let _ = sink.close().await;
     });
     tracing::info!(%device, %bank, "device connected");
-    while let Some(frame) = stream.next().await {
+    let mut resync =
+        tokio::time::interval_at(tokio::time::Instant::now() + BADGE_SYNC_EVERY, BADGE_SYNC_EVERY);
+    loop {
+        let frame = tokio::select! {
+            frame = stream.next() => frame,
+            _ = resync.tick() => {
+                // Changes made elsewhere (the `custody` command, another server) reach the
+                // kiosk within this period at the latest.
+                if !send_badges(&state, &caller, &sender).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some(frame) = frame else { break };
         let text = match frame {
             Ok(Message::Text(t)) => t,
             Ok(Message::Close(_)) | Err(_) => break,
@@ -195,7 +214,14 @@ async fn handle(
                 server_time_ms: state.app.now().as_millis(),
                 presence_key,
             };
-            sender.send(welcome).await.is_ok()
+            if sender.send(welcome).await.is_err() {
+                return false;
+            }
+            send_badges(state, caller, sender).await
+        }
+        AgentMessage::BadgeRead { request_id, badge } => {
+            let outcome = state.app.redeem_badge(caller, &badge.number, &badge.reader).await;
+            answer_pickup(sender, request_id, outcome).await
         }
         AgentMessage::PickupAttempt { request_id, code } => {
             let code = zeroize::Zeroizing::new(code);
@@ -207,9 +233,8 @@ async fn handle(
             let outcome = state.app.redeem_qr(caller, &token).await;
             answer_pickup(sender, request_id, outcome).await
         }
-        AgentMessage::Courier { request_id, code, action } => {
-            let code = zeroize::Zeroizing::new(code);
-            let (answer, command) = courier(state, caller, &code, action).await;
+        AgentMessage::Courier { request_id, credential, action } => {
+            let (answer, command) = courier(state, caller, &credential, action).await;
             if sender.send(ServerMessage::Courier { request_id, answer }).await.is_err() {
                 return false;
             }
@@ -230,6 +255,50 @@ async fn handle(
             }
             true
         }
+    }
+}
+
+/// Sends the site's badge list to a newly welcomed agent; `false` ends the link.
+async fn send_badges(
+    state: &ServerState,
+    caller: &Caller,
+    sender: &mpsc::Sender<ServerMessage>,
+) -> bool {
+    let Caller::Principal(Principal::Device { site, .. }) = caller else { return false };
+    match state.app.badge_list(site).await {
+        Ok(list) => sender.send(ServerMessage::Badges(list)).await.is_ok(),
+        Err(e) => {
+            // Without its list the kiosk refuses every badge: it fails closed, and the next
+            // change to the site's badges sends the list again.
+            tracing::error!(error = %e, "cannot list a site's badges for a device");
+            true
+        }
+    }
+}
+
+/// Sends the site's badge list to every connected agent of the site: called once a change to
+/// its badges commits, so a revoked badge stops working at the kiosks within a round trip.
+pub async fn sync_badges(state: &ServerState, site: &custody_core::SiteId) {
+    let list = match state.app.badge_list(site).await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list a site's badges to sync its agents");
+            return;
+        }
+    };
+    match state.app.site_banks(site).await {
+        Ok(banks) => {
+            for bank in banks {
+                if state.hub.is_online(&bank.id)
+                    && !state.hub.send(&bank.id, ServerMessage::Badges(list.clone()))
+                {
+                    // The server still checks every read; the kiosk catches up at its next
+                    // change or reconnection.
+                    tracing::warn!(bank = %bank.id, "an agent missed a badge sync");
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot list a site's banks to sync its agents"),
     }
 }
 
@@ -273,9 +342,15 @@ fn kiosk_parcel(p: &custody_store::ParcelRow) -> KioskParcel {
 async fn courier(
     state: &ServerState,
     caller: &Caller,
-    code: &str,
+    credential: &CourierCredential,
     action: CourierAction,
 ) -> (CourierAnswer, Option<SignedOpenCommand>) {
+    let code = match credential {
+        CourierCredential::Code { code } => CourierAt::Code(code),
+        CourierCredential::Badge { badge } => {
+            CourierAt::Badge { number: &badge.number, reader: &badge.reader }
+        }
+    };
     let parcel = |id: &str| id.parse::<custody_core::ParcelId>().ok();
     // A size the kiosk sent that is none of ours refuses the request.
     let sized = |size: Option<String>| match size {

@@ -402,6 +402,41 @@ fn table() -> Routes<ServerState> {
             Doc::json("Create a bank", 201, "BankView").taking("CreateBankRequest"),
             api::create_bank,
         )
+        .get(
+            "/api/v1/sites/{id}/badges",
+            StaffRead,
+            Doc::list("The site's badges, revoked ones too (numbers never shown)", "BadgeView"),
+            api::badges,
+        )
+        .post(
+            "/api/v1/sites/{id}/badges",
+            Staff,
+            Doc::json("Register a badge to a person of the site", 201, "BadgeView")
+                .taking("RegisterBadgeRequest"),
+            api::register_badge,
+        )
+        .post(
+            "/api/v1/sites/{id}/badges/import",
+            Staff,
+            Doc::list(
+                "Register every badge of an access-control export (CSV), or none: 422 lists \
+                 the lines at fault",
+                "BadgeView",
+            )
+            .answering(201)
+            .taking("ImportBadgesRequest"),
+            api::import_badges,
+        )
+        .post(
+            "/api/v1/badges/{id}/revoke",
+            Staff,
+            Doc::json(
+                "Revoke a badge; the site's kiosks refuse it from the next sync",
+                200,
+                "BadgeView",
+            ),
+            api::revoke_badge,
+        )
         .post(
             "/api/v1/banks/{id}/compartments",
             Staff,

@@ -9,15 +9,15 @@ use std::sync::OnceLock;
 use axum::http::Method;
 use custody_proto::api::{
     ApiKeyIssued, ApiKeyView, AppOpenRequest, AppOpenView, ApprovalView, AuditExportRequest,
-    BankView, BulkOpenRequest, CarrierView, CompartmentSpec, CompartmentView, ConsistencyView,
-    CourierCodeView, CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest,
+    BadgeView, BankView, BulkOpenRequest, CarrierView, CompartmentSpec, CompartmentView,
+    ConsistencyView, CourierCodeView, CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest,
     CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest, CustodyEvent, CustodyView,
     DepositRequest, DepositView, EndedView, EnrolmentTokenView, ErrorBody, ErrorDetail, EventView,
-    ExpectParcelRequest, FactorRequest, FactorsView, LinkRedeemRequest, LinkRequest, LockdownView,
-    LoginRequest, OpeningView, ParcelHistory, ParcelView, PasskeyAnswerRequest,
-    PasskeyCeremonyView, PersonView, PickupQrView, ReasonRequest, RecoveryCodesView,
-    RoleChangeRequest, RotateApiKeyRequest, SessionListItem, SessionView, SiteView, StatementView,
-    TotpConfirmRequest, TotpEnrolmentView,
+    ExpectParcelRequest, FactorRequest, FactorsView, ImportBadgesRequest, LinkRedeemRequest,
+    LinkRequest, LockdownView, LoginRequest, OpeningView, ParcelHistory, ParcelView,
+    PasskeyAnswerRequest, PasskeyCeremonyView, PersonView, PickupQrView, ReasonRequest,
+    RecoveryCodesView, RegisterBadgeRequest, RoleChangeRequest, RotateApiKeyRequest,
+    SessionListItem, SessionView, SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -56,6 +56,9 @@ use crate::routes::{Access, RouteInfo};
         SessionListItem,
         EndedView,
         LockdownView,
+        BadgeView,
+        RegisterBadgeRequest,
+        ImportBadgesRequest,
         CourierCodeView,
         CompartmentView,
         BankView,

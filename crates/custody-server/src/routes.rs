@@ -57,6 +57,13 @@ impl Doc {
         Self { summary, request: None, status: 200, response: Some((response, true)) }
     }
 
+    /// The same, answering `status` (201 for a list created).
+    #[must_use]
+    pub const fn answering(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
     /// The same, taking a `request` body.
     #[must_use]
     pub const fn taking(mut self, request: &'static str) -> Self {

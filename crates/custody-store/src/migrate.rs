@@ -85,6 +85,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0012_pickup_reopen.sql"),
         postgres: include_str!("../migrations/postgres/0012_pickup_reopen.sql"),
     },
+    Migration {
+        version: 13,
+        name: "badges",
+        sqlite: include_str!("../migrations/sqlite/0013_badges.sql"),
+        postgres: include_str!("../migrations/postgres/0013_badges.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -9,8 +9,8 @@ use custody_core::person::{Factor, Role};
 use custody_core::site::PickupWindow;
 use custody_core::text::{Email, Name, TrackingRef};
 use custody_core::{
-    ApiKeyId, ApprovalId, BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId, OrgId,
-    ParcelId, PersonId, SessionId, SiteId, Timestamp, TokenId,
+    ApiKeyId, ApprovalId, BadgeId, BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId,
+    OrgId, ParcelId, PersonId, SessionId, SiteId, Timestamp, TokenId,
 };
 
 /// An organisation.
@@ -300,6 +300,42 @@ pub struct RedeemedCode {
     pub parcel: ParcelId,
     /// The compartment it opens.
     pub compartment: CompartmentId,
+}
+
+/// A badge registered to a person, without its number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadgeRow {
+    /// Id.
+    pub id: BadgeId,
+    /// The site it works at.
+    pub site: SiteId,
+    /// Whose it is.
+    pub person: PersonId,
+    /// The number's keyed hash.
+    pub verifier: Vec<u8>,
+    /// The number's last four hex digits.
+    pub hint: String,
+    /// Registered.
+    pub created_at: Timestamp,
+    /// Revoked, if it is.
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// A badge to register.
+#[derive(Debug, Clone)]
+pub struct NewBadge {
+    /// Id.
+    pub id: BadgeId,
+    /// The site.
+    pub site: SiteId,
+    /// Whose.
+    pub person: PersonId,
+    /// The number's keyed hash.
+    pub verifier: Vec<u8>,
+    /// The number's last four hex digits.
+    pub hint: String,
+    /// When.
+    pub created_at: Timestamp,
 }
 
 /// A pickup code that still works, without the code.
