@@ -1092,7 +1092,7 @@ mod tests {
         #[test]
         fn osdp_in_the_clear_only_while_commissioning() {
             let (key, _) = SigningKey::generate(&Rng::new()).unwrap();
-            let until = NOW.plus(std::time::Duration::from_secs(3600));
+            let until = NOW.plus(custody_core::time::hours(1));
             let mut core = welcomed(&key).commissioning_until(Some(until));
             synced(&mut core, &[ANNS]);
             assert!(core.check_badge(NOW, ANNS, ReaderKind::OsdpClear).is_ok());

@@ -18,6 +18,7 @@
 use std::collections::VecDeque;
 use std::io::{Read as _, Write as _};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -80,7 +81,8 @@ pub struct ReaderStatus {
 /// A running reader driver: a thread of its own, stopped on drop.
 #[derive(Debug)]
 pub struct OsdpReader {
-    stop: Arc<AtomicBool>,
+    /// Dropping it stops the thread, which waits on it between refreshes.
+    stop: Option<std::sync::mpsc::Sender<()>>,
     status: Arc<Mutex<ReaderStatus>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -106,9 +108,9 @@ impl OsdpReader {
             .add_channel(channel, vec![pd])
             .build()
             .map_err(|e| OsdpError::Setup(e.to_string()))?;
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let status = Arc::new(Mutex::new(ReaderStatus::default()));
-        let (until, running, shared) = (config.commissioning_until, stop.clone(), status.clone());
+        let (until, shared) = (config.commissioning_until, status.clone());
         let thread = std::thread::Builder::new()
             .name("osdp-reader".into())
             .spawn(move || {
@@ -120,7 +122,8 @@ impl OsdpReader {
                     0
                 });
                 let mut enforcing = enforce;
-                while !running.load(Ordering::Relaxed) {
+                // Paced by the stop channel: a refresh every REFRESH until the driver is dropped.
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(REFRESH) {
                     cp.refresh();
                     if !enforcing && until.is_none_or(|u| clock.now() >= u) {
                         tracing::info!("OSDP commissioning window closed: Secure Channel required");
@@ -136,11 +139,10 @@ impl OsdpReader {
                             return;
                         }
                     }
-                    std::thread::sleep(REFRESH);
                 }
             })
             .map_err(|e| OsdpError::Setup(e.to_string()))?;
-        Ok(Self { stop, status, thread: Some(thread) })
+        Ok(Self { stop: Some(stop), status, thread: Some(thread) })
     }
 
     /// Whether the reader answers, and over Secure Channel.
@@ -151,7 +153,7 @@ impl OsdpReader {
 
 impl Drop for OsdpReader {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -161,8 +163,16 @@ impl Drop for OsdpReader {
 /// A card read as hexadecimal: its valid bits, raw or Wiegand-formatted alike. A read too
 /// short to be a badge is passed on as it came, for the core to refuse and the server to audit.
 pub fn number_of(read: &OsdpEventCardRead) -> String {
-    BadgeNumber::from_bits(read.nr_bits, &read.data)
-        .map_or_else(|_| read.data.iter().map(|b| format!("{b:02X}")).collect(), |n| n.to_hex())
+    BadgeNumber::from_bits(read.nr_bits, &read.data).map_or_else(
+        |_| {
+            use std::fmt::Write as _;
+            read.data.iter().fold(String::new(), |mut s, b| {
+                let _ = write!(s, "{b:02X}");
+                s
+            })
+        },
+        |n| n.to_hex(),
+    )
 }
 
 /// Parses a key file: the reader's SCBK as 32 hex digits.
@@ -323,11 +333,15 @@ impl SimulatedReader {
                 while !running.load(Ordering::Relaxed) {
                     pd.refresh();
                     sc.store(pd.is_sc_active(), Ordering::Relaxed);
-                    while let Ok(card) = queue.try_recv() {
-                        let _ =
-                            pd.notify_event(OsdpEvent::CardRead(OsdpEventCardRead::new_raw(card)));
+                    // Paced by the card queue: a card, or a refresh every REFRESH / 2.
+                    match queue.recv_timeout(REFRESH / 2) {
+                        Ok(card) => {
+                            let read = OsdpEventCardRead::new_raw(card);
+                            let _ = pd.notify_event(OsdpEvent::CardRead(read));
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => return,
                     }
-                    std::thread::sleep(REFRESH / 2);
                 }
             })
             .map_err(|e| OsdpError::Setup(e.to_string()))?;

@@ -240,7 +240,7 @@ impl App {
                         ));
                     }
                     tx.append_audit(&event)?;
-                    Ok(tx.badge(&id).await?.ok_or(AppError::NotFound)?)
+                    tx.badge(&id).await?.ok_or(AppError::NotFound)
                 }
                 .boxed()
             })

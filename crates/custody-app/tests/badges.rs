@@ -59,7 +59,7 @@ backends!(a_badge_picks_up_its_holders_parcels_one_a_tap, |t: TestStore| async m
     assert_eq!(badge.hint, "E6F7", "only the last four digits are kept in clear");
     assert_eq!(badge.person, env.ann.id);
     let (first, first_code) = env.delivered("ann@harbour.example").await;
-    env.clock.advance(std::time::Duration::from_secs(60));
+    env.clock.advance(custody_core::time::minutes(1));
     let (second, _) = env.delivered("ann@harbour.example").await;
     let compartment_of = |id| {
         let app = env.app.clone();
@@ -128,7 +128,7 @@ backends!(badge_reads_spend_the_kiosk_and_bank_budgets, |t: TestStore| async mov
     env.spend_bank_hour().await;
     assert!(matches!(tap(&env, ANNS, "osdp_secure").await, PickupOutcome::Paused));
     // Once it renews, Ann's badge works and gives its attempt back.
-    env.clock.advance(std::time::Duration::from_secs(3600));
+    env.clock.advance(custody_core::time::hours(1));
     assert!(opened(&tap(&env, ANNS, "osdp_secure").await).is_some());
 });
 

@@ -114,92 +114,86 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(args) => {
-            let mut setup = load(&args.agent_dir, args.gateway.as_deref(), Arc::new(SystemClock))?;
-            setup.commissioning_until = args
-                .commissioning_until
-                .as_deref()
-                .map(|t| crate::audit::time(t, "commissioning-until"))
-                .transpose()?;
-            let (bank, sensors) = SimulatedBank::new(parse_numbers(&args.compartments)?);
-            let handle = custody_agent::daemon::spawn(
-                setup,
-                Arc::new(bank.clone()),
-                sensors,
-                Arc::new(SystemClock),
-            );
-            let _reader = match &args.osdp_port {
-                Some(port) => Some(osdp_reader(&args, port, setup_clock(), handle.badge_reader())?),
-                None => None,
-            };
-            println!(
-                "Agent running. Type a pickup code, or paste a QR token (`CQ1:…`, as a \
-                 scanner types it); `badge HEX` is a badge from a keyboard-wedge reader; \
-                 `presence` shows the code a resident types into the app to open from the \
-                 phone; a courier types `courier CODE` and then `courier CODE deposit PARCEL \
-                 [SIZE]`, `courier CODE confirm|return PARCEL`; `open N` / `close N` move a \
-                 simulated door."
-            );
-            let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(8);
-            std::thread::spawn(move || {
-                for line in std::io::stdin().lock().lines().map_while(Result::ok) {
-                    if lines_tx.blocking_send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-            while let Some(line) = lines.recv().await {
-                let line = line.trim();
-                let door =
-                    |verb: &str| line.strip_prefix(verb).and_then(|n| n.trim().parse::<u16>().ok());
-                if let Some(n) = door("open ") {
-                    println!(
-                        "{}",
-                        bank.open_door(n).map_or_else(
-                            |e| format!("door {n}: {e}"),
-                            |()| format!("door {n} open")
-                        )
-                    );
-                } else if let Some(n) = door("close ") {
-                    println!(
-                        "{}",
-                        bank.close_door(n).map_or_else(
-                            |e| format!("door {n}: {e}"),
-                            |()| format!("door {n} closed")
-                        )
-                    );
-                } else if let Some(rest) = line.strip_prefix("courier ") {
-                    match courier_command(rest) {
-                        Some((code, action)) => {
-                            let shown = handle.courier(&code, action).await;
-                            println!("{}", describe(shown.as_ref()));
-                        }
-                        None => println!(
-                            "Usage: courier CODE [deposit PARCEL [SIZE] | confirm PARCEL | return PARCEL]"
-                        ),
-                    }
-                } else if let Some(number) = line.strip_prefix("badge ") {
-                    // A keyboard-wedge reader types the number after a prefix it is set up
-                    // with; anything that types can pose as one, so it is the lowest trust.
-                    let shown = handle.badge(number.trim(), ReaderKind::Keyboard).await;
-                    println!("{}", describe(shown.as_ref()));
-                } else if line == "presence" {
-                    match handle.presence_code() {
-                        Some(code) => println!("On the screen: {}", code.as_str()),
-                        None => println!("No presence code: the agent is not connected"),
-                    }
-                } else if line.starts_with(QR_TOKEN_PREFIX) {
-                    // A QR scanner on the kiosk types what it reads, like a keyboard.
-                    let shown = handle.scan(line).await;
-                    println!("{}", describe(shown.as_ref()));
-                } else if !line.is_empty() {
-                    let shown = handle.try_code(line).await;
-                    println!("{}", describe(shown.as_ref()));
-                }
+        Command::Run(args) => run_agent(args).await,
+    }
+}
+
+/// `custody agent run`: the terminal is the kiosk, doors are simulated.
+async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut setup = load(&args.agent_dir, args.gateway.as_deref(), Arc::new(SystemClock))?;
+    setup.commissioning_until = args
+        .commissioning_until
+        .as_deref()
+        .map(|t| crate::audit::time(t, "commissioning-until"))
+        .transpose()?;
+    let (bank, sensors) = SimulatedBank::new(parse_numbers(&args.compartments)?);
+    let handle =
+        custody_agent::daemon::spawn(setup, Arc::new(bank.clone()), sensors, Arc::new(SystemClock));
+    let _reader = match &args.osdp_port {
+        Some(port) => Some(osdp_reader(&args, port, setup_clock(), handle.badge_reader())?),
+        None => None,
+    };
+    println!(
+        "Agent running. Type a pickup code, or paste a QR token (`CQ1:…`, as a \
+         scanner types it); `badge HEX` is a badge from a keyboard-wedge reader; \
+         `presence` shows the code a resident types into the app to open from the \
+         phone; a courier types `courier CODE` and then `courier CODE deposit PARCEL \
+         [SIZE]`, `courier CODE confirm|return PARCEL`; `open N` / `close N` move a \
+         simulated door."
+    );
+    let (lines_tx, mut lines) = tokio::sync::mpsc::channel::<String>(8);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if lines_tx.blocking_send(line).is_err() {
+                break;
             }
-            Ok(ExitCode::SUCCESS)
+        }
+    });
+    while let Some(line) = lines.recv().await {
+        let line = line.trim();
+        let door = |verb: &str| line.strip_prefix(verb).and_then(|n| n.trim().parse::<u16>().ok());
+        if let Some(n) = door("open ") {
+            println!(
+                "{}",
+                bank.open_door(n)
+                    .map_or_else(|e| format!("door {n}: {e}"), |()| format!("door {n} open"))
+            );
+        } else if let Some(n) = door("close ") {
+            println!(
+                "{}",
+                bank.close_door(n)
+                    .map_or_else(|e| format!("door {n}: {e}"), |()| format!("door {n} closed"))
+            );
+        } else if let Some(rest) = line.strip_prefix("courier ") {
+            match courier_command(rest) {
+                Some((code, action)) => {
+                    let shown = handle.courier(&code, action).await;
+                    println!("{}", describe(shown.as_ref()));
+                }
+                None => println!(
+                    "Usage: courier CODE [deposit PARCEL [SIZE] | confirm PARCEL | return PARCEL]"
+                ),
+            }
+        } else if let Some(number) = line.strip_prefix("badge ") {
+            // A keyboard-wedge reader types the number after a prefix it is set up
+            // with; anything that types can pose as one, so it is the lowest trust.
+            let shown = handle.badge(number.trim(), ReaderKind::Keyboard).await;
+            println!("{}", describe(shown.as_ref()));
+        } else if line == "presence" {
+            match handle.presence_code() {
+                Some(code) => println!("On the screen: {}", code.as_str()),
+                None => println!("No presence code: the agent is not connected"),
+            }
+        } else if line.starts_with(QR_TOKEN_PREFIX) {
+            // A QR scanner on the kiosk types what it reads, like a keyboard.
+            let shown = handle.scan(line).await;
+            println!("{}", describe(shown.as_ref()));
+        } else if !line.is_empty() {
+            let shown = handle.try_code(line).await;
+            println!("{}", describe(shown.as_ref()));
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn setup_clock() -> Arc<dyn custody_core::Clock> {

@@ -225,7 +225,9 @@ pub(crate) async fn run(
 ) -> anyhow::Result<ExitCode> {
     let (file, checkpoint, key, quiet) = match command {
         Command::Verify { file, checkpoint, key, quiet } => (file, checkpoint, key, quiet),
-        export_command @ Command::Export { .. } => return export(data, url, export_command).await,
+        export_command @ Command::Export { .. } => {
+            return Box::pin(export(data, url, export_command)).await;
+        }
     };
     if let Some(file) = file {
         return verify_file(&file, key.as_deref());

@@ -23,10 +23,12 @@ use custody_agent::core::Screen;
 use custody_agent::daemon::AgentHandle;
 use custody_agent::enrol::EnrolTarget;
 use custody_agent::hardware::SimulatedBank;
+use custody_agent::osdp::{MemoryBus, OsdpConfig, OsdpReader, SimulatedReader};
 use custody_app::admin::{CompartmentSpec, NewPerson};
 use custody_app::auth::Client;
 use custody_app::setup::DataDir;
 use custody_app::{App, AppConfig, Caller};
+use custody_core::badge::{BadgeNumber, ReaderKind};
 use custody_core::compartment::{DoorState, SizeClass};
 use custody_core::person::Role;
 use custody_core::time::{days, duration_millis, minutes};
@@ -58,7 +60,8 @@ pub(crate) struct Args {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Scenario {
-    /// Deposit, notify, wrong codes, pickup, expiry, return, staff retrieval, remote open.
+    /// Deposit, notify, wrong codes, pickup, QR code, app open, badges, expiry, return, staff
+    /// retrieval, remote open.
     Tour,
 }
 
@@ -93,6 +96,9 @@ struct Bank {
     name: &'static str,
     doors: SimulatedBank,
     agent: AgentHandle,
+    /// The bank's badge reader on OSDP (the Lobby's): the agent's driver and a simulated
+    /// reader, talking libosdp over an in-memory line with Secure Channel.
+    reader: Option<(OsdpReader, SimulatedReader)>,
 }
 
 struct Demo {
@@ -288,7 +294,9 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
         tokio::time::timeout(Duration::from_secs(20), agent.wait_ready())
             .await
             .with_context(|| format!("the agent of {name} did not connect"))?;
-        banks.push(Bank { id: bank, name, doors, agent });
+        let reader =
+            if name == "Lobby" { Some(osdp_reader(&agent, clock.clone()).await?) } else { None };
+        banks.push(Bank { id: bank, name, doors, agent, reader });
     }
     Ok(Demo {
         app,
@@ -548,6 +556,29 @@ impl Poll {
 }
 
 /// Waits until the server has heard that the door of compartment `n` is shut.
+/// A badge reader for `agent`: the agent's OSDP driver and a simulated reader sharing a fresh
+/// Secure Channel key; returns once they talk over Secure Channel.
+async fn osdp_reader(
+    agent: &AgentHandle,
+    clock: Arc<DemoClock>,
+) -> anyhow::Result<(OsdpReader, SimulatedReader)> {
+    let key: [u8; 16] = Rng::new().bytes()?;
+    let bus = MemoryBus::default();
+    let reader = SimulatedReader::start(Box::new(bus.reader()), 0, Some(key))?;
+    let config = OsdpConfig {
+        address: 0,
+        baud_rate: 9600,
+        scbk: Zeroizing::new(key),
+        commissioning_until: None,
+    };
+    let panel = OsdpReader::start(Box::new(bus.panel()), &config, clock, agent.badge_reader())?;
+    let mut poll = Poll::new("the Lobby's badge reader to come up over Secure Channel");
+    while !(panel.status().secure && reader.is_secure()) {
+        poll.next().await?;
+    }
+    Ok((panel, reader))
+}
+
 async fn door_shut(app: &App, bank: &BankId, n: u16) -> anyhow::Result<()> {
     let mut poll = Poll::new(&format!("the server to hear door {n} shut"));
     loop {
@@ -692,7 +723,56 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
         "At the Lobby she types the six digits the kiosk shows into the app: compartment {slot} opens"
     ));
 
-    // 3. Expiry and return to the carrier.
+    // 3. Badges from the site's access-control system.
+    let admin = t.sign_in("admin@harbour.example").await?;
+    let csv = "Name,Card,Email\nAnn Resident,04A2B3C4D5E6F7,ann@harbour.example\n\
+               Bob Resident,04A2B3C4D5E6F8,bob@harbour.example\n";
+    let (status, body) = t
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/sites/{}/badges/import", demo.site),
+            Auth::Session(&admin),
+            Some(json!({ "csv": csv })),
+        )
+        .await?;
+    ensure!(status == 201, "importing badges: {status} {body}");
+    t.ok("The admin imports Ann's and Bob's badges from the access-control system's CSV export");
+    let (badge_parcel, badge_slot) = t.deliver("ann@harbour.example", lobby, "small").await?;
+    let _ = t.mail_code("ann@harbour.example").await?;
+    let (_, reader) = demo.banks[lobby].reader.as_ref().context("the Lobby has a badge reader")?;
+    reader.present(&BadgeNumber::parse("04A2B3C4D5E6F7")?);
+    unlatched(&doors, badge_slot).await?;
+    doors.open_door(badge_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    doors.close_door(badge_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    door_shut(&demo.app, &demo.banks[lobby].id, badge_slot).await?;
+    ensure!(t.parcel_state(&badge_parcel).await? == "picked_up", "Ann's badge pickup");
+    t.ok(&format!(
+        "Ann holds her badge to the Lobby's reader (OSDP, Secure Channel): compartment \
+         {badge_slot} opens"
+    ));
+    let bobs = body
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["hint"] == "E6F8"))
+        .and_then(|r| r["id"].as_str())
+        .context("Bob's badge in the import")?
+        .to_owned();
+    let (status, body) = t
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/badges/{bobs}/revoke"),
+            Auth::Session(&admin),
+            None,
+        )
+        .await?;
+    ensure!(status == 200, "revoking a badge: {status} {body}");
+    screen_is(
+        lobby_agent.badge("04A2B3C4D5E6F8", ReaderKind::OsdpSecure).await.as_ref(),
+        &Screen::NotAccepted,
+        "a revoked badge",
+    )?;
+    t.ok("Bob loses his badge; the admin revokes it and the kiosk refuses it from the sync that follows");
+
+    // 4. Expiry and return to the carrier.
     let (bob_parcel, bob_slot) = t.deliver("bob@harbour.example", garage, "medium").await?;
     let bob_code = t.mail_code("bob@harbour.example").await?;
     demo.clock.advance(days(7) + minutes(1));
@@ -724,7 +804,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     ensure!(t.parcel_state(&bob_parcel).await? == "returned", "Bob's parcel should be returned");
     t.ok(&format!("The courier takes it back from compartment {bob_slot}: returned to Parcelco"));
 
-    // 4. Staff retrieval and remote open, with reasons.
+    // 5. Staff retrieval and remote open, with reasons.
     let (third, third_slot) = t.deliver("ann@harbour.example", mailroom, "large").await?;
     let _ = t.mail_code("ann@harbour.example").await?;
     let admin = t.sign_in("admin@harbour.example").await?;
@@ -774,7 +854,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     ensure!(status == 403, "a resident must not open compartments remotely: {status}");
     t.ok("Ann cannot open a compartment remotely (403)");
 
-    // 5. The chain of custody of each parcel.
+    // 6. The chain of custody of each parcel.
     for (id, who, expect) in [
         (&ann_parcel, "Ann", "parcel.pick_up"),
         (&bob_parcel, "Bob", "parcel.return"),
@@ -811,7 +891,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     }
     t.ok("Every parcel's chain of custody shows each hand-off, in order");
 
-    // 6. The audit log of the whole story, against a checkpoint that left the database.
+    // 7. The audit log of the whole story, against a checkpoint that left the database.
     let head =
         demo.app.store().read(|tx| async move { tx.tree_head().await }.boxed()).await?.size();
     let verifier =

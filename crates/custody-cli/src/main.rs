@@ -112,11 +112,11 @@ fn main() -> ExitCode {
         let (data, url) = (cli.data_dir.as_path(), cli.database_url.as_deref());
         match cli.command {
             Command::Init(args) => init::run(data, &args),
-            Command::Serve => serve::run(data, url).await,
+            Command::Serve => Box::pin(serve::run(data, url)).await,
             Command::Agent(cmd) => agent::run(cmd).await,
             Command::Admin(cmd) => admin::run(data, url, cmd).await,
             Command::Demo(args) => demo::run(data, url, args).await,
-            Command::Audit(cmd) => audit::run(data, url, cmd).await,
+            Command::Audit(cmd) => Box::pin(audit::run(data, url, cmd)).await,
             Command::Bench(cmd) => bench::run(cmd).await,
         }
     });

@@ -51,14 +51,14 @@ impl BadgeNumber {
     pub fn parse(text: &str) -> Result<Self, BadgeNumberError> {
         let digits: Vec<u8> =
             text.trim().bytes().filter(|b| !matches!(b, b' ' | b':' | b'-')).collect();
-        if digits.is_empty() || digits.len() % 2 != 0 {
+        if digits.is_empty() || !digits.len().is_multiple_of(2) {
             return Err(BadgeNumberError::NotHex);
         }
         let mut bytes = Vec::with_capacity(digits.len() / 2);
         for pair in digits.chunks_exact(2) {
-            let hi = hex_value(pair[0]).ok_or(BadgeNumberError::NotHex)?;
-            let lo = hex_value(pair[1]).ok_or(BadgeNumberError::NotHex)?;
-            bytes.push(hi << 4 | lo);
+            let [hi, lo] = [pair.first(), pair.get(1)]
+                .map(|d| d.copied().and_then(hex_value).ok_or(BadgeNumberError::NotHex));
+            bytes.push(hi? << 4 | lo?);
         }
         Self::from_bytes(bytes)
     }
@@ -73,7 +73,7 @@ impl BadgeNumber {
         }
         let mut bytes = data.get(..len).ok_or(BadgeNumberError::TooShort)?.to_vec();
         if let Some(last) = bytes.last_mut()
-            && bits % 8 != 0
+            && !bits.is_multiple_of(8)
         {
             *last &= 0xFFu8 << (8 - bits % 8);
         }
@@ -229,6 +229,6 @@ mod tests {
     }
 
     fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        BadgeNumber(bytes.to_vec()).to_hex().to_lowercase()
     }
 }

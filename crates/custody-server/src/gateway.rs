@@ -29,7 +29,7 @@ use crate::extract::DeviceCaller;
 
 /// How often a connected agent is sent its site's badge list again, besides at once after
 /// every change through the API: the deadline for a revocation made anywhere else.
-pub const BADGE_SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+pub const BADGE_SYNC_EVERY: std::time::Duration = std::time::Duration::from_mins(5);
 
 /// Messages queued for one agent before the server stops waiting for it.
 const OUTBOX_DEPTH: usize = 64;

@@ -60,6 +60,10 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/banks/{id}/lockdown", Access::StaffRead),
     ("POST", "/api/v1/banks/{id}/lockdown", Access::Staff),
     ("POST", "/api/v1/banks/{id}/lockdown/lift", Access::Staff),
+    ("GET", "/api/v1/sites/{id}/badges", Access::StaffRead),
+    ("POST", "/api/v1/sites/{id}/badges", Access::Staff),
+    ("POST", "/api/v1/sites/{id}/badges/import", Access::Staff),
+    ("POST", "/api/v1/badges/{id}/revoke", Access::Staff),
     ("GET", "/api/v1/sites", Access::StaffRead),
     ("POST", "/api/v1/sites", Access::Staff),
     ("GET", "/api/v1/sites/{id}", Access::StaffRead),
@@ -808,3 +812,58 @@ backends!(
         assert_eq!(opened.status(), StatusCode::OK);
     }
 );
+
+backends!(badges_are_imported_listed_and_revoked_over_the_api, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let env = &server.env;
+    let admin = server.sign_in(&env.admin).await;
+    let post = |who: &SignedIn, path: String, body: Value| {
+        who.client.post(server.url(&path)).header("x-csrf-token", &who.csrf).json(&body).send()
+    };
+    let import = format!("/api/v1/sites/{}/badges/import", env.site);
+
+    // One bad line stops the import and the answer names it; nothing is registered.
+    let csv = "email,badge\nann@harbour.example,04A2B3C4D5E6F7\nbob@harbour.example,1234\n";
+    let refused = post(&admin, import.clone(), json!({ "csv": csv })).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "badge_import");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("line 3") && message.contains("48 bits"), "{message}");
+
+    let csv =
+        "email,badge\nann@harbour.example,04A2B3C4D5E6F7\nbob@harbour.example,04A2B3C4D5E6F8\n";
+    let imported = post(&admin, import.clone(), json!({ "csv": csv })).await.unwrap();
+    assert_eq!(imported.status(), StatusCode::CREATED);
+    let rows: Vec<Value> = imported.json().await.unwrap();
+    assert_eq!(rows.len(), 2);
+    let listed: Vec<Value> = admin
+        .client
+        .get(server.url(&format!("/api/v1/sites/{}/badges", env.site)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2);
+    // The numbers never come back: only their last four digits.
+    let text = serde_json::to_string(&listed).unwrap();
+    assert!(!text.contains("04A2B3C4D5E6F7") && text.contains("\"E6F7\""), "{text}");
+
+    let revoke = format!("/api/v1/badges/{}/revoke", rows[0]["id"].as_str().unwrap());
+    let revoked = post(&admin, revoke.clone(), json!({})).await.unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    assert!(revoked.json::<Value>().await.unwrap()["revoked_at"].is_string());
+    let again = post(&admin, revoke, json!({})).await.unwrap();
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+
+    // Residents do not manage badges; ids are checked before anything else.
+    let ann = server.sign_in(&env.ann).await;
+    let one = json!({"email": "ann@harbour.example", "badge": "04A2B3C4D5E6F9"});
+    let path = format!("/api/v1/sites/{}/badges", env.site);
+    let forbidden = post(&ann, path, one.clone()).await.unwrap();
+    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    let bad_id = post(&admin, "/api/v1/badges/nonsense/revoke".into(), json!({})).await.unwrap();
+    assert_eq!(bad_id.status(), StatusCode::BAD_REQUEST);
+});
