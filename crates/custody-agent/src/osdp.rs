@@ -67,6 +67,14 @@ pub enum OsdpError {
     /// The key file is not 32 hex digits.
     #[error("the OSDP key file must hold the reader's 16-byte key as 32 hex digits")]
     Key,
+    /// The key file cannot be read, or others may read it.
+    #[error("OSDP key file {path}: {message}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// What is wrong, and what to do.
+        message: String,
+    },
 }
 
 /// What the driver knows of its reader now.
@@ -173,6 +181,21 @@ pub fn number_of(read: &OsdpEventCardRead) -> String {
         },
         |n| n.to_hex(),
     )
+}
+
+/// Reads the reader's key from `path`, which only its owner may read (mode 0600).
+pub fn read_key_file(path: &std::path::Path) -> Result<Zeroizing<[u8; 16]>, OsdpError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let failed = |message: String| OsdpError::KeyFile { path: path.display().to_string(), message };
+    let mode = std::fs::metadata(path).map_err(|e| failed(e.to_string()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(failed(format!(
+            "others may read it (mode {:o}); run `chmod 600` on it",
+            mode & 0o777
+        )));
+    }
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?);
+    parse_key(&text)
 }
 
 /// Parses a key file: the reader's SCBK as 32 hex digits.
@@ -380,6 +403,20 @@ mod tests {
         assert_eq!(number_of(&wiegand), "FFFFFFC0", "too short: passed on for refusal");
         let wide = OsdpEventCardRead::new_wiegand(50, vec![0xFF; 7]).unwrap();
         assert_eq!(number_of(&wide), "FFFFFFFFFFFFC0", "only the valid bits");
+    }
+
+    #[test]
+    fn key_files_are_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reader.key");
+        std::fs::write(&path, "00112233445566778899aabbccddeeff\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let refused = read_key_file(&path).unwrap_err().to_string();
+        assert!(refused.contains("chmod 600"), "{refused}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_key_file(&path).unwrap()[0], 0x00);
+        assert!(read_key_file(&dir.path().join("missing")).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use custody_agent::core::Screen;
 use custody_agent::enrol::{EnrolTarget, enrol, load};
 use custody_agent::hardware::SimulatedBank;
-use custody_agent::osdp::{OsdpConfig, OsdpReader, SerialChannel, parse_key};
+use custody_agent::osdp::{OsdpConfig, OsdpReader, SerialChannel, read_key_file};
 use custody_core::badge::ReaderKind;
 use custody_core::token::QR_TOKEN_PREFIX;
 use custody_crypto::SystemClock;
@@ -121,16 +121,17 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
 /// `custody agent run`: the terminal is the kiosk, doors are simulated.
 async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut setup = load(&args.agent_dir, args.gateway.as_deref(), Arc::new(SystemClock))?;
-    setup.commissioning_until = args
+    let commissioning_until = args
         .commissioning_until
         .as_deref()
         .map(|t| crate::audit::time(t, "commissioning-until"))
         .transpose()?;
+    setup.commissioning_until = commissioning_until;
     let (bank, sensors) = SimulatedBank::new(parse_numbers(&args.compartments)?);
     let handle =
         custody_agent::daemon::spawn(setup, Arc::new(bank.clone()), sensors, Arc::new(SystemClock));
     let _reader = match &args.osdp_port {
-        Some(port) => Some(osdp_reader(&args, port, setup_clock(), handle.badge_reader())?),
+        Some(port) => Some(osdp_reader(&args, port, commissioning_until, handle.badge_reader())?),
         None => None,
     };
     println!(
@@ -196,35 +197,23 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn setup_clock() -> Arc<dyn custody_core::Clock> {
-    Arc::new(SystemClock)
-}
-
 /// Starts the OSDP reader driver on `port` with the key from `--osdp-key-file`.
 fn osdp_reader(
     args: &RunArgs,
     port: &std::path::Path,
-    clock: Arc<dyn custody_core::Clock>,
+    commissioning_until: Option<custody_core::Timestamp>,
     sink: custody_agent::daemon::BadgeReader,
 ) -> anyhow::Result<OsdpReader> {
     let key_file = args.osdp_key_file.as_deref().context("--osdp-key-file is required")?;
-    let key = zeroize::Zeroizing::new(
-        std::fs::read_to_string(key_file)
-            .with_context(|| format!("reading the OSDP key file {}", key_file.display()))?,
-    );
     let config = OsdpConfig {
         address: args.osdp_address,
         baud_rate: 9600,
-        scbk: parse_key(&key)?,
-        commissioning_until: args
-            .commissioning_until
-            .as_deref()
-            .map(|t| crate::audit::time(t, "commissioning-until"))
-            .transpose()?,
+        scbk: read_key_file(key_file)?,
+        commissioning_until,
     };
     let channel = SerialChannel::open(port)
         .with_context(|| format!("opening the OSDP reader's serial line {}", port.display()))?;
-    Ok(OsdpReader::start(Box::new(channel), &config, clock, sink)?)
+    Ok(OsdpReader::start(Box::new(channel), &config, Arc::new(SystemClock), sink)?)
 }
 
 /// `CODE [deposit PARCEL [SIZE]|confirm PARCEL|return PARCEL]`: the code may be typed in

@@ -50,6 +50,18 @@ async fn help_reads_well() {
 }
 
 #[tokio::test]
+async fn an_osdp_reader_needs_its_key_file_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = custody(dir.path(), &["agent", "run", "--osdp-port", "/dev/null"]).await;
+    assert!(!out.status.success());
+    assert!(text(&out).contains("--osdp-key-file"), "{}", text(&out));
+    let help = text(&custody(dir.path(), &["agent", "run", "--help"]).await);
+    for flag in ["--osdp-port", "--osdp-key-file", "--osdp-address", "--commissioning-until"] {
+        assert!(help.contains(flag), "agent run --help lacks {flag}:\n{help}");
+    }
+}
+
+#[tokio::test]
 async fn init_then_administer_a_site() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
