@@ -829,10 +829,19 @@ impl App {
         };
         let (now, actor, app) = (self.now(), caller.actor(), self.clone());
         let (device, bank, site) = (device.clone(), bank.clone(), site.clone());
-        let hash = PickupEntry::parse(typed).ok().map(|entry| match entry {
-            PickupEntry::Current { locker, code } => self.code_hash(&bank, Some(locker), &code),
-            PickupEntry::Legacy(code) => self.code_hash(&bank, None, &code),
-        });
+        // A malformed entry is hashed and looked up like any other, as a ten-digit code without
+        // a locker, which no record can have: every failure does the same work, so none is
+        // answered sooner (DESIGN.md §4 invariant 5; `custody bench kiosk` measures it).
+        let (hash, malformed) = match PickupEntry::parse(typed) {
+            Ok(PickupEntry::Current { locker, code }) => {
+                (self.code_hash(&bank, Some(locker), &code), false)
+            }
+            Ok(PickupEntry::Legacy(code)) => (self.code_hash(&bank, None, &code), false),
+            Err(_) => {
+                let nothing = PickupCode::from_index(0).ok_or(AppError::Invalid("code".into()))?;
+                (self.code_hash(&bank, None, &nothing), true)
+            }
+        };
         self.store()
             .write(move |tx| {
                 async move {
@@ -855,16 +864,17 @@ impl App {
                         tx.append_audit(&at.attempt(Outcome::Denied, "locked_down", at.target()))?;
                         return Ok(PickupOutcome::Refused);
                     }
-                    let Some(hash) = hash else {
-                        tx.append_audit(&at.attempt(
-                            Outcome::Failure,
-                            "code_malformed",
-                            at.target(),
-                        ))?;
-                        return Ok(PickupOutcome::Refused);
-                    };
                     let redeemed = match tx.redeem_pickup_code(&bank, &hash, now).await? {
                         Ok(r) => r,
+                        Err(_) if malformed => {
+                            let target = at.target();
+                            tx.append_audit(&at.attempt(
+                                Outcome::Failure,
+                                "code_malformed",
+                                target,
+                            ))?;
+                            return Ok(PickupOutcome::Refused);
+                        }
                         Err(refused) => {
                             if let (CodeRefusal::Used, Some(used)) = (refused.reason, &refused.code)
                                 && let Some(reopened) =

@@ -117,7 +117,7 @@ fn main() -> ExitCode {
             Command::Admin(cmd) => admin::run(data, url, cmd).await,
             Command::Demo(args) => demo::run(data, url, args).await,
             Command::Audit(cmd) => Box::pin(audit::run(data, url, cmd)).await,
-            Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Bench(cmd) => Box::pin(bench::run(cmd)).await,
         }
     });
     match result {

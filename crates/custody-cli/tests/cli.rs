@@ -349,3 +349,24 @@ async fn bench_audit_reports_every_figure() {
     // 300 entries: the middle one's proof climbs a tree of depth 9.
     assert!(figures["proof_hashes"].as_u64().is_some_and(|n| (8..=9).contains(&n)), "{figures}");
 }
+
+/// The kiosk benchmark runs every kind of failed entry through the real use case and checks,
+/// on its first round, that each is audited as the kind it stands for; this checks that it
+/// reports every figure. Its timings are for `docs/BENCHMARKS.md`, never asserted here.
+#[tokio::test]
+async fn bench_kiosk_times_every_kind_of_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = custody(dir.path(), &["bench", "kiosk", "--json", "--attempts", "12"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let figures: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(figures["attempts_per_kind"], 12);
+    for kind in ["malformed", "unknown", "used", "revoked", "expired"] {
+        assert!(figures["kinds"][kind]["p50_ms"].as_f64().is_some_and(|v| v > 0.0), "{figures}");
+    }
+    for key in ["ks_worst_pair", "ks_critical_1pct", "raw_durable_commit_p50_ms", "answer_floor_ms"]
+    {
+        assert!(figures[key].as_f64().is_some(), "{key}: {figures}");
+    }
+    assert!(figures["attempts_over_floor"].as_u64().is_some());
+}
