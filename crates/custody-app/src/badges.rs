@@ -115,9 +115,9 @@ impl App {
     /// The site's badges, revoked ones too, for its admins and auditors.
     pub async fn badges(&self, caller: &Caller, site: &SiteId) -> Result<Vec<BadgeRow>, AppError> {
         let s = self.site(site).await?;
-        let target = Target { site: Some(site.clone()), ..Target::default() };
-        if let Err(d) = caller.check(|p| policy::may_view_site(p, &s.org, &s.id)) {
-            return Err(self.refuse(caller, AuditAction::BadgeRegister, target, d).await);
+        // A read: outside the caller's reach the site is not there, as for other reads.
+        if caller.check(|p| policy::may_view_site(p, &s.org, &s.id)).is_err() {
+            return Err(AppError::NotFound);
         }
         let site = site.clone();
         Ok(self
@@ -273,8 +273,7 @@ impl App {
                     let at = AtBank { bank: &bank, site: &site, actor: &actor, now };
                     let budgets = Budgets::kiosk(&device, &bank);
                     if let Some(name) = budgets.spend(tx, now).await? {
-                        let reason = format!("throttled:{name}");
-                        tx.append_audit(&at.attempt(Outcome::Denied, &reason, at.target()))?;
+                        at.throttled(tx, "badge", name)?;
                         let bank_wide = [BANK_PICKUP.name, BANK_PICKUP_DAY.name].contains(&name);
                         return Ok(if bank_wide {
                             PickupOutcome::Paused
@@ -283,7 +282,7 @@ impl App {
                         });
                     }
                     if tx.lockdown(&bank).await?.is_some() {
-                        tx.append_audit(&at.attempt(Outcome::Denied, "locked_down", at.target()))?;
+                        at.locked_down(tx, "badge", at.target())?;
                         return Ok(PickupOutcome::Refused);
                     }
                     let fail = |tx: &mut Tx, reason: &str| {

@@ -186,7 +186,11 @@ impl App {
             reason: Some(reason.to_owned()),
             personal: None,
         };
-        self.spend_or_throttle(&budgets, attempt(Outcome::Denied, "")).await?;
+        let method = match who {
+            CourierAt::Code(_) => "code",
+            CourierAt::Badge { .. } => "badge",
+        };
+        self.spend_or_throttle(&budgets, attempt(Outcome::Denied, method)).await?;
         let (holder, unknown, known) = match who {
             CourierAt::Code(typed) => {
                 let holder = match digits_of(typed).map(|d| self.courier_code_hash(&d)) {

@@ -174,6 +174,30 @@ impl AtBank<'_> {
         }
     }
 
+    /// Audits an attempt with `method` (`code`, `qr`, `badge`) refused unchecked because the
+    /// budget `name` is spent: `<method>_throttled:<name>`.
+    pub(crate) fn throttled(
+        &self,
+        tx: &mut Tx,
+        method: &str,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        let reason = format!("{method}_throttled:{name}");
+        tx.append_audit(&self.attempt(Outcome::Denied, &reason, self.target()))
+    }
+
+    /// Audits an attempt with `method` refused because the bank is locked down:
+    /// `<method>_locked_down`.
+    pub(crate) fn locked_down(
+        &self,
+        tx: &mut Tx,
+        method: &str,
+        target: Target,
+    ) -> Result<(), StoreError> {
+        let reason = format!("{method}_locked_down");
+        tx.append_audit(&self.attempt(Outcome::Denied, &reason, target))
+    }
+
     /// Audits a credential the store refused, with the reason after its `method` (`code` or
     /// `qr`). A code that exists names its parcel, so the parcel's
     /// chain of custody shows every attempt on it.
@@ -848,8 +872,7 @@ impl App {
                     let at = AtBank { bank: &bank, site: &site, actor: &actor, now };
                     let budgets = Budgets::kiosk(&device, &bank);
                     if let Some(name) = budgets.spend(tx, now).await? {
-                        let reason = format!("throttled:{name}");
-                        tx.append_audit(&at.attempt(Outcome::Denied, &reason, at.target()))?;
+                        at.throttled(tx, "code", name)?;
                         // The bank's budget spent: typed codes pause here, and the kiosk says
                         // so (it says nothing about any code). QR codes still work.
                         let bank_wide = [BANK_PICKUP.name, BANK_PICKUP_DAY.name].contains(&name);
@@ -861,7 +884,7 @@ impl App {
                     }
                     // Locked down: the kiosk shows the same refusal as for any other failure.
                     if tx.lockdown(&bank).await?.is_some() {
-                        tx.append_audit(&at.attempt(Outcome::Denied, "locked_down", at.target()))?;
+                        at.locked_down(tx, "code", at.target())?;
                         return Ok(PickupOutcome::Refused);
                     }
                     let redeemed = match tx.redeem_pickup_code(&bank, &hash, now).await? {

@@ -88,7 +88,7 @@ impl App {
         );
         let (now, actor) = (self.now(), caller.actor());
         let at = AtBank { bank: &bank, site: &p.site, actor: &actor, now };
-        self.spend_or_throttle(&budgets, at.attempt(Outcome::Denied, "throttled", target)).await?;
+        self.spend_or_throttle(&budgets, at.attempt(Outcome::Denied, "app", target)).await?;
         let present = self.presence_seed(&bank)?.accept(presence, now.as_millis(), None).is_some();
         let (app, site, id) = (self.clone(), p.site.clone(), p.id.clone());
         self.store()
@@ -97,7 +97,7 @@ impl App {
                     let at = AtBank { bank: &bank, site: &site, actor: &actor, now };
                     let target = Target { parcel: Some(id.clone()), ..at.target() };
                     if tx.lockdown(&bank).await?.is_some() {
-                        tx.append_audit(&at.attempt(Outcome::Denied, "locked_down", target))?;
+                        at.locked_down(tx, "app", target)?;
                         return Ok(Err(locked_down()));
                     }
                     if !present {

@@ -145,12 +145,11 @@ impl App {
                     let at = AtBank { bank: &bank, site: &site, actor: &actor, now };
                     let budgets = Budgets::kiosk_scan(&device);
                     if let Some(name) = budgets.spend(tx, now).await? {
-                        let reason = format!("throttled:{name}");
-                        tx.append_audit(&at.attempt(Outcome::Denied, &reason, at.target()))?;
+                        at.throttled(tx, "qr", name)?;
                         return Ok(PickupOutcome::Refused);
                     }
                     if tx.lockdown(&bank).await?.is_some() {
-                        tx.append_audit(&at.attempt(Outcome::Denied, "locked_down", at.target()))?;
+                        at.locked_down(tx, "qr", at.target())?;
                         return Ok(PickupOutcome::Refused);
                     }
                     let token = match checked {

@@ -79,7 +79,8 @@ impl Budgets {
 
 impl App {
     /// Spends one attempt from every budget in a unit of its own. When one was spent already,
-    /// records `denied` with `throttled:<budget>` as its reason (the spend and the record
+    /// records `denied` with `throttled:<budget>` as its reason, after the method `denied`'s
+    /// reason names if any (`code_throttled:kiosk`; the spend and the record
     /// commit either way) and answers `Throttled`.
     pub(crate) async fn spend_or_throttle(
         &self,
@@ -93,7 +94,13 @@ impl App {
                 async move {
                     let over = spend.spend(tx, now).await?;
                     if let Some(name) = over {
-                        let reason = Some(format!("throttled:{name}"));
+                        // A method in `denied`'s reason (`code`, `badge`, `app`) names it.
+                        let reason = Some(match denied.reason.as_deref() {
+                            Some(method) if !method.is_empty() => {
+                                format!("{method}_throttled:{name}")
+                            }
+                            _ => format!("throttled:{name}"),
+                        });
                         tx.append_audit(&AuditEvent { reason, ..denied })?;
                     }
                     Ok::<_, AppError>(over)

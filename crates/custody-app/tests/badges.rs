@@ -122,7 +122,7 @@ backends!(badge_reads_spend_the_kiosk_and_bank_budgets, |t: TestStore| async mov
         assert!(matches!(tap(&env, &guess, "osdp_secure").await, PickupOutcome::Refused));
     }
     assert!(matches!(tap(&env, ANNS, "osdp_secure").await, PickupOutcome::Refused));
-    assert_eq!(reasons(&env, 1).await, vec!["throttled:kiosk".to_owned()]);
+    assert_eq!(reasons(&env, 1).await, vec!["badge_throttled:kiosk".to_owned()]);
     // Typed codes and badges draw on one budget: a spent bank pauses badges too.
     env.clock.advance(KIOSK_PICKUP.window);
     env.spend_bank_hour().await;
@@ -257,7 +257,7 @@ backends!(a_locked_down_bank_refuses_badges, |t: TestStore| async move {
         .await
         .unwrap();
     assert!(matches!(tap(&env, ANNS, "osdp_secure").await, PickupOutcome::Refused));
-    assert_eq!(reasons(&env, 1).await, vec!["locked_down".to_owned()]);
+    assert_eq!(reasons(&env, 1).await, vec!["badge_locked_down".to_owned()]);
     let p = env.app.parcel(&Caller::Operator, &parcel).await.unwrap();
     assert_eq!(p.state, custody_core::parcel::ParcelState::Notified);
 });

@@ -107,7 +107,7 @@ backends!(wrong_presence_codes_are_throttled_per_person, |t: TestStore| async mo
     let right = env.presence_code(&env.bank);
     let err = env.app.open_from_app(&ann, &parcel, &right).await.unwrap_err();
     assert!(matches!(err, AppError::Throttled), "{err:?}");
-    assert_eq!(last_attempt(&env).await, (Outcome::Denied, "throttled:app_open".into()));
+    assert_eq!(last_attempt(&env).await, (Outcome::Denied, "app_throttled:app_open".into()));
     env.clock.advance(APP_OPEN.window);
     env.app.open_from_app(&ann, &parcel, &env.presence_code(&env.bank)).await.unwrap();
 });

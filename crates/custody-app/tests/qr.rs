@@ -185,7 +185,7 @@ backends!(bad_scans_spend_the_kiosk_budget_not_the_banks, |t: TestStore| async m
     }
     // The kiosk is paused for every credential, a genuine token included...
     assert!(refused(&env.app.redeem_qr(&env.device, &qr).await.unwrap()));
-    assert_eq!(last_attempt(&env).await, "throttled:kiosk");
+    assert_eq!(last_attempt(&env).await, "qr_throttled:kiosk");
     // ...but the bank's budget for typed codes was not touched: another kiosk of the bank
     // takes the code at once.
     let second_kiosk = enrol_device(&env.app, &env.bank).await;

@@ -219,7 +219,7 @@ backends!(kiosk_throttle_holds_even_for_the_right_code, |t: TestStore| async mov
     let log = env.site_log(1).await;
     assert_eq!(
         (log[0].event.outcome, log[0].event.reason.as_deref()),
-        (Outcome::Denied, Some("throttled:kiosk"))
+        (Outcome::Denied, Some("code_throttled:kiosk"))
     );
     env.clock.advance(minutes(5));
     assert!(
@@ -246,7 +246,7 @@ backends!(bank_throttle_spans_kiosks, |t: TestStore| async move {
         env.app.redeem_code(&env.device, &code).await.unwrap(),
         PickupOutcome::Paused
     ));
-    assert_eq!(last_site_reason(&env).await.as_deref(), Some("throttled:bank"));
+    assert_eq!(last_site_reason(&env).await.as_deref(), Some("code_throttled:bank"));
     env.clock.advance(hours(1));
     assert!(matches!(
         env.app.redeem_code(&env.device, &code).await.unwrap(),
@@ -274,7 +274,7 @@ backends!(the_daily_bank_budget_bounds_a_years_guessing, |t: TestStore| async mo
         env.app.redeem_code(&env.device, &code).await.unwrap(),
         PickupOutcome::Paused
     ));
-    assert_eq!(last_site_reason(&env).await.as_deref(), Some("throttled:bank_day"));
+    assert_eq!(last_site_reason(&env).await.as_deref(), Some("code_throttled:bank_day"));
     env.clock.advance(hours(24));
     assert!(matches!(
         env.app.redeem_code(&env.device, &code).await.unwrap(),
