@@ -480,3 +480,39 @@ async fn oldest_waiting(
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn an_export_is_read_in_any_column_order_with_quotes() {
+        let csv = "\"Card\",\"Name\",\"E-Mail\"\n\"04 A2 B3 C4 D5 E6\",\"Ann, Resident\",ann@harbour.example\n";
+        let specs = parse_badge_csv(csv).unwrap();
+        assert_eq!(specs.len(), 1);
+        let (line, spec) = &specs[0];
+        assert_eq!(
+            (*line, spec.email.as_str(), spec.number.as_str()),
+            (2, "ann@harbour.example", "04 A2 B3 C4 D5 E6")
+        );
+        let ragged = parse_badge_csv("email,badge\nann@harbour.example\n").unwrap_err();
+        assert_eq!(ragged[0].line, 2, "{ragged:?}");
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_read_or_refused_by_line(csv in "(.|\n){0,400}") {
+            match parse_badge_csv(&csv) {
+                Ok(specs) => {
+                    for (line, _) in specs {
+                        prop_assert!(line >= 2);
+                    }
+                }
+                Err(problems) => {
+                    prop_assert!(!problems.is_empty() && problems.iter().all(|p| p.line >= 1));
+                }
+            }
+        }
+    }
+}
