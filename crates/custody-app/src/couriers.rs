@@ -302,7 +302,8 @@ impl App {
         self.start_deposit_sized(&courier, parcel, bank, size).await.map(Some)
     }
 
-    /// A courier confirms a deposit at the kiosk (the door is shut on the parcel).
+    /// A courier confirms a deposit at the kiosk (the door is shut on the parcel); the
+    /// recipient is notified at once.
     pub async fn courier_confirm<'a>(
         &self,
         device: &Caller,
@@ -312,7 +313,7 @@ impl App {
         let Some((_, courier)) = self.courier_at_kiosk(device, who.into()).await? else {
             return Ok(None);
         };
-        self.confirm_deposit(&courier, parcel).await.map(Some)
+        self.confirm_and_notify(&courier, parcel).await.map(Some)
     }
 
     /// A courier takes one of their carrier's expired parcels back at the kiosk.

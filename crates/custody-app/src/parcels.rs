@@ -577,6 +577,24 @@ impl App {
             .await
     }
 
+    /// Confirms a deposit and notifies the recipient at once, wherever the courier confirms
+    /// (the API or the kiosk). The notification is its own unit: if it cannot be queued now,
+    /// the sweeper retries it.
+    pub async fn confirm_and_notify(
+        &self,
+        caller: &Caller,
+        parcel: &ParcelId,
+    ) -> Result<ParcelRow, AppError> {
+        self.confirm_deposit(caller, parcel).await?;
+        match self.notify(parcel).await {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                tracing::warn!(%parcel, error = %e, "notification deferred");
+                self.parcel(caller, parcel).await
+            }
+        }
+    }
+
     /// Abandons a deposit under way and frees its compartment.
     pub async fn cancel_deposit(
         &self,

@@ -62,7 +62,8 @@ backends!(a_courier_deposits_and_takes_back_with_todays_code, |t: TestStore| asy
     env.app.door_report(&env.device, n, DoorReading::Open).await.unwrap();
     env.app.door_report(&env.device, n, DoorReading::Closed).await.unwrap();
     let placed = env.app.courier_confirm(&env.device, &code.code, &parcel).await.unwrap().unwrap();
-    assert_eq!(placed.state, ParcelState::Deposited);
+    assert_eq!(placed.state, ParcelState::Notified, "Ann is told at once, as from the API");
+    assert!(env.code_sent_for(&parcel).await.len() > 10, "her code is in her message");
     let history = env.app.parcel_history(&Caller::Operator, &parcel).await.unwrap().1;
     assert!(
         history.iter().any(|e| e.0.event.actor.id.as_deref() == Some(env.courier.id.as_str())),
@@ -70,7 +71,6 @@ backends!(a_courier_deposits_and_takes_back_with_todays_code, |t: TestStore| asy
     );
 
     // Uncollected for a week it expires, and Carl takes it back.
-    env.app.notify(&parcel).await.unwrap();
     env.clock.advance(days(7) + hours(1));
     assert_eq!(env.app.expire_due().await.unwrap(), 1);
     let code = env.app.courier_code(&carl).await.unwrap();

@@ -35,6 +35,7 @@ use custody_core::time::{days, duration_millis, minutes};
 use custody_core::{BankId, CarrierId, Clock, OrgId, SiteId, Timestamp};
 use custody_crypto::totp::{TotpSeed, step_at};
 use custody_crypto::{Rng, SystemClock};
+use custody_proto::device::CourierAction;
 use custody_server::outbox::{Transport, Workers};
 use custody_server::{Listen, Running};
 use data_encoding::BASE32_NOPAD;
@@ -556,6 +557,63 @@ impl Poll {
 }
 
 /// Waits until the server has heard that the door of compartment `n` is shut.
+/// Carl, Parcelco's courier, works the `bank`'s kiosk with today's code: his work list, a
+/// deposit, the confirmation. Then his badge shows his work at the `badged` bank's reader over
+/// Secure Channel, and is refused from a keyboard wedge.
+async fn courier_at_the_kiosk(t: &mut Tour<'_>, bank: usize, badged: usize) -> anyhow::Result<()> {
+    let demo = t.demo;
+    // Five minutes on: the Lobby kiosk's budget for failed attempts, spent on the wrong codes
+    // and used tokens above, has renewed.
+    demo.clock.advance(minutes(5));
+    let carl = t.sign_in("carl@parcelco.example").await?;
+    let (status, body) =
+        t.call(reqwest::Method::GET, "/api/v1/me/courier-code", Auth::Session(&carl), None).await?;
+    let code = body["code"].as_str().filter(|_| status == 200);
+    let code = code.with_context(|| format!("Carl's courier code: {status} {body}"))?.to_owned();
+    let (status, parcel) = t
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/parcels",
+            Auth::Carrier,
+            Some(json!({"site": demo.site.to_string(), "recipient_email": "bob@harbour.example", "tracking_ref": "PC-KIOSK-1", "size": "small"})),
+        )
+        .await?;
+    ensure!(status == 201, "announcing Carl's parcel: {status} {parcel}");
+    let id = parcel["id"].as_str().context("parcel id")?.to_owned();
+    let kiosk = &demo.banks[bank];
+    let work = kiosk.agent.courier(&code, CourierAction::Visit).await;
+    let listed = matches!(&work, Some(Screen::CourierWork { deposits, .. }) if deposits.iter().any(|p| p.id == id));
+    ensure!(listed, "Carl's work at the {}: {work:?}", kiosk.name);
+    t.ok(&format!(
+        "Carl, Parcelco's courier, types today's code at the {} kiosk: it lists the parcel he brings",
+        kiosk.name
+    ));
+    let deposit = CourierAction::Deposit { parcel: id.clone(), size: None };
+    let opened = kiosk.agent.courier(&code, deposit).await;
+    let Some(Screen::Open(slot)) = opened else { bail!("Carl's deposit: {opened:?}") };
+    unlatched(&kiosk.doors, slot).await?;
+    kiosk.doors.open_door(slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    kiosk.doors.close_door(slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    door_shut(&demo.app, &kiosk.id, slot).await?;
+    let done = kiosk.agent.courier(&code, CourierAction::Confirm { parcel: id }).await;
+    screen_is(done.as_ref(), &Screen::Thanks, "Carl's confirmation")?;
+    let _ = t.mail_code("bob@harbour.example").await?;
+    t.ok(&format!(
+        "He deposits it in compartment {slot}, shuts the door and confirms at the kiosk; Bob is notified"
+    ));
+    let reader = &demo.banks[badged].agent;
+    let badge = "04A2B3C4D5E6FA";
+    let work = reader.courier_badge(badge, ReaderKind::OsdpSecure, CourierAction::Visit).await;
+    ensure!(matches!(work, Some(Screen::CourierWork { .. })), "Carl's badge: {work:?}");
+    let typed = reader.courier_badge(badge, ReaderKind::Keyboard, CourierAction::Visit).await;
+    screen_is(typed.as_ref(), &Screen::NotAccepted, "a courier badge from a keyboard wedge")?;
+    t.ok(&format!(
+        "At the {} his badge, read over Secure Channel, opens his work list; the same number typed by a keyboard wedge does not",
+        demo.banks[badged].name
+    ));
+    Ok(())
+}
+
 /// A badge reader for `agent`: the agent's OSDP driver and a simulated reader sharing a fresh
 /// Secure Channel key; returns once they talk over Secure Channel.
 async fn osdp_reader(
@@ -726,7 +784,8 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     // 3. Badges from the site's access-control system.
     let admin = t.sign_in("admin@harbour.example").await?;
     let csv = "Name,Card,Email\nAnn Resident,04A2B3C4D5E6F7,ann@harbour.example\n\
-               Bob Resident,04A2B3C4D5E6F8,bob@harbour.example\n";
+               Bob Resident,04A2B3C4D5E6F8,bob@harbour.example\n\
+               Carl Courier,04A2B3C4D5E6FA,carl@parcelco.example\n";
     let (status, body) = t
         .call(
             reqwest::Method::POST,
@@ -736,7 +795,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
         )
         .await?;
     ensure!(status == 201, "importing badges: {status} {body}");
-    t.ok("The admin imports Ann's and Bob's badges from the access-control system's CSV export");
+    t.ok("The admin imports Ann's, Bob's and Carl's badges from the access-control system's CSV export");
     let (badge_parcel, badge_slot) = t.deliver("ann@harbour.example", lobby, "small").await?;
     let _ = t.mail_code("ann@harbour.example").await?;
     let (_, reader) = demo.banks[lobby].reader.as_ref().context("the Lobby has a badge reader")?;
@@ -772,7 +831,10 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     )?;
     t.ok("Bob loses his badge; the admin revokes it and the kiosk refuses it from the sync that follows");
 
-    // 4. Expiry and return to the carrier.
+    // 4. The courier at the kiosk: today's code, and his badge over Secure Channel.
+    courier_at_the_kiosk(&mut t, garage, lobby).await?;
+
+    // 5. Expiry and return to the carrier.
     let (bob_parcel, bob_slot) = t.deliver("bob@harbour.example", garage, "medium").await?;
     let bob_code = t.mail_code("bob@harbour.example").await?;
     demo.clock.advance(days(7) + minutes(1));
@@ -804,7 +866,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     ensure!(t.parcel_state(&bob_parcel).await? == "returned", "Bob's parcel should be returned");
     t.ok(&format!("The courier takes it back from compartment {bob_slot}: returned to Parcelco"));
 
-    // 5. Staff retrieval and remote open, with reasons.
+    // 6. Staff retrieval and remote open, with reasons.
     let (third, third_slot) = t.deliver("ann@harbour.example", mailroom, "large").await?;
     let _ = t.mail_code("ann@harbour.example").await?;
     let admin = t.sign_in("admin@harbour.example").await?;
@@ -854,7 +916,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     ensure!(status == 403, "a resident must not open compartments remotely: {status}");
     t.ok("Ann cannot open a compartment remotely (403)");
 
-    // 6. The chain of custody of each parcel.
+    // 7. The chain of custody of each parcel.
     for (id, who, expect) in [
         (&ann_parcel, "Ann", "parcel.pick_up"),
         (&bob_parcel, "Bob", "parcel.return"),
@@ -891,7 +953,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     }
     t.ok("Every parcel's chain of custody shows each hand-off, in order");
 
-    // 7. The audit log of the whole story, against a checkpoint that left the database.
+    // 8. The audit log of the whole story, against a checkpoint that left the database.
     let head =
         demo.app.store().read(|tx| async move { tx.tree_head().await }.boxed()).await?.size();
     let verifier =

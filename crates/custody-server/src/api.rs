@@ -321,15 +321,7 @@ pub async fn confirm_deposit(
     Path(id): Path<String>,
 ) -> ApiResult<ParcelView> {
     let id: ParcelId = parse_id(&id, "parcel")?;
-    state.app.confirm_deposit(&caller, &id).await?;
-    // The notification is its own unit: if it cannot be queued now, the sweeper retries it.
-    let p = match state.app.notify(&id).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(parcel = %id, error = %e, "notification deferred");
-            state.app.parcel(&caller, &id).await?
-        }
-    };
+    let p = state.app.confirm_and_notify(&caller, &id).await?;
     Ok(Json(views::parcel(&p)))
 }
 
