@@ -18,7 +18,6 @@ use custody_core::audit::{AuditAction, AuditEvent, Outcome, Target};
 use custody_core::badge::{BadgeNumber, MAX_SITE_BADGES, ReaderKind};
 use custody_core::policy::{self, Principal};
 use custody_core::text::Email;
-use custody_core::throttle::{BANK_PICKUP, BANK_PICKUP_DAY};
 use custody_core::{BadgeId, PersonId, SiteId};
 use custody_crypto::secret::badge_verifier;
 use custody_proto::device::BadgeList;
@@ -272,18 +271,8 @@ impl App {
                 async move {
                     let at = AtBank { bank: &bank, site: &site, actor: &actor, now };
                     let budgets = Budgets::kiosk(&device, &bank);
-                    if let Some(name) = budgets.spend(tx, now).await? {
-                        at.throttled(tx, "badge", name)?;
-                        let bank_wide = [BANK_PICKUP.name, BANK_PICKUP_DAY.name].contains(&name);
-                        return Ok(if bank_wide {
-                            PickupOutcome::Paused
-                        } else {
-                            PickupOutcome::Refused
-                        });
-                    }
-                    if tx.lockdown(&bank).await?.is_some() {
-                        at.locked_down(tx, "badge", at.target())?;
-                        return Ok(PickupOutcome::Refused);
+                    if let Some(answer) = at.admit(tx, &budgets, "badge").await? {
+                        return Ok(answer);
                     }
                     let fail = |tx: &mut Tx, reason: &str| {
                         tx.append_audit(&at.attempt(Outcome::Failure, reason, at.target()))

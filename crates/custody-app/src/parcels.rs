@@ -174,6 +174,33 @@ impl AtBank<'_> {
         }
     }
 
+    /// What every credential at the kiosk passes first, in the caller's unit: the budgets are
+    /// spent, then a locked-down bank refuses. `Some(answer)`, audited with `method`, when the
+    /// attempt stops here: `Paused` when the bank's budget for typed credentials is spent (the
+    /// kiosk says so; it says nothing about the credential), else `Refused`.
+    pub(crate) async fn admit(
+        &self,
+        tx: &mut Tx,
+        budgets: &Budgets,
+        method: &str,
+    ) -> Result<Option<PickupOutcome>, AppError> {
+        if let Some(name) = budgets.spend(tx, self.now).await? {
+            self.throttled(tx, method, name)?;
+            let bank_wide = [BANK_PICKUP.name, BANK_PICKUP_DAY.name].contains(&name);
+            return Ok(Some(if bank_wide {
+                PickupOutcome::Paused
+            } else {
+                PickupOutcome::Refused
+            }));
+        }
+        // Locked down: the kiosk shows the same refusal as for any other failure.
+        if tx.lockdown(self.bank).await?.is_some() {
+            self.locked_down(tx, method, self.target())?;
+            return Ok(Some(PickupOutcome::Refused));
+        }
+        Ok(None)
+    }
+
     /// Audits an attempt with `method` (`code`, `qr`, `badge`) refused unchecked because the
     /// budget `name` is spent: `<method>_throttled:<name>`.
     pub(crate) fn throttled(
@@ -889,21 +916,9 @@ impl App {
                 async move {
                     let at = AtBank { bank: &bank, site: &site, actor: &actor, now };
                     let budgets = Budgets::kiosk(&device, &bank);
-                    if let Some(name) = budgets.spend(tx, now).await? {
-                        at.throttled(tx, "code", name)?;
-                        // The bank's budget spent: typed codes pause here, and the kiosk says
-                        // so (it says nothing about any code). QR codes still work.
-                        let bank_wide = [BANK_PICKUP.name, BANK_PICKUP_DAY.name].contains(&name);
-                        return Ok(if bank_wide {
-                            PickupOutcome::Paused
-                        } else {
-                            PickupOutcome::Refused
-                        });
-                    }
-                    // Locked down: the kiosk shows the same refusal as for any other failure.
-                    if tx.lockdown(&bank).await?.is_some() {
-                        at.locked_down(tx, "code", at.target())?;
-                        return Ok(PickupOutcome::Refused);
+                    // A spent bank budget pauses typed codes (QR codes still work).
+                    if let Some(answer) = at.admit(tx, &budgets, "code").await? {
+                        return Ok(answer);
                     }
                     let redeemed = match tx.redeem_pickup_code(&bank, &hash, now).await? {
                         Ok(r) => r,

@@ -144,13 +144,9 @@ impl App {
                 async move {
                     let at = AtBank { bank: &bank, site: &site, actor: &actor, now };
                     let budgets = Budgets::kiosk_scan(&device);
-                    if let Some(name) = budgets.spend(tx, now).await? {
-                        at.throttled(tx, "qr", name)?;
-                        return Ok(PickupOutcome::Refused);
-                    }
-                    if tx.lockdown(&bank).await?.is_some() {
-                        at.locked_down(tx, "qr", at.target())?;
-                        return Ok(PickupOutcome::Refused);
+                    // Scans spend only the kiosk's budget, so they are refused, never paused.
+                    if let Some(answer) = at.admit(tx, &budgets, "qr").await? {
+                        return Ok(answer);
                     }
                     let token = match checked {
                         Ok(token) => token,
