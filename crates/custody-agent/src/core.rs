@@ -329,6 +329,17 @@ impl AgentCore {
         vec![Action::Show(Screen::Checking), Action::Send(message(request_id))]
     }
 
+    /// Refuses at once and still reports the attempt, under a request id nobody waits for, so
+    /// the server audits it and counts it against the kiosk's budget; offline, only refuses.
+    fn refuse_and_report(&mut self, message: impl FnOnce(u64) -> AgentMessage) -> Vec<Action> {
+        if !self.ready() {
+            return vec![Action::Show(Screen::NotAccepted)];
+        }
+        let request_id = self.next_request;
+        self.next_request += 1;
+        vec![Action::Show(Screen::NotAccepted), Action::Send(message(request_id))]
+    }
+
     /// A QR code at the scanner: checked here first. A token that fails is refused at once,
     /// and still reported (under a request id nobody waits for) so the server audits the scan.
     fn scanned(&mut self, now: Timestamp, text: &str) -> Vec<Action> {
@@ -345,14 +356,8 @@ impl AgentCore {
                 }
                 actions
             }
-            Err(_) if !self.ready() => vec![Action::Show(Screen::NotAccepted)],
             Err(_) => {
-                let request_id = self.next_request;
-                self.next_request += 1;
-                vec![
-                    Action::Show(Screen::NotAccepted),
-                    Action::Send(AgentMessage::QrPickup { request_id, token }),
-                ]
+                self.refuse_and_report(|request_id| AgentMessage::QrPickup { request_id, token })
             }
         }
     }
@@ -368,15 +373,10 @@ impl AgentCore {
             Ok(_) => {
                 self.ask(|request_id| AgentMessage::BadgeRead { request_id, badge: read(number) })
             }
-            Err(_) if !self.ready() => vec![Action::Show(Screen::NotAccepted)],
-            Err(_) => {
-                let request_id = self.next_request;
-                self.next_request += 1;
-                vec![
-                    Action::Show(Screen::NotAccepted),
-                    Action::Send(AgentMessage::BadgeRead { request_id, badge: read(number) }),
-                ]
-            }
+            Err(_) => self.refuse_and_report(|request_id| AgentMessage::BadgeRead {
+                request_id,
+                badge: read(number),
+            }),
         }
     }
 
