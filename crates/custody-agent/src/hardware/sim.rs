@@ -1,12 +1,8 @@
-//! Hardware behind traits: lock boards and door sensors.
+//! A simulated bank: doors whose latches open on command and which a simulated person opens
+//! and closes, with fault injection.
 //!
-//! A lock board releases one compartment's latch per call and is never asked twice for the same
-//! command: the daemon does not retry unlocks (a retried unlock can open a door twice). Door
-//! sensors report changes on a channel. What a board was told is not what a sensor saw; only
-//! sensor readings are reported as door state.
-//!
-//! [`SimulatedBank`] implements the same trait the real drivers will, for tests and demos: a
-//! bank of doors whose latches open on command and which a simulated person opens and closes.
+//! It is a [`LockBoard`] of its own (in-process, for fast tests), and it is the doors behind the
+//! board emulator (`super::emulator`), which the real drivers talk to over a serial line.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,28 +12,7 @@ use custody_proto::device::DoorReading;
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
-/// A hardware failure.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HardwareError {
-    /// The board has no such channel.
-    #[error("no such compartment on this board")]
-    NoSuchCompartment,
-    /// The board did not confirm in time; the latch state is unknown.
-    #[error("lock board did not answer")]
-    NoAnswer,
-    /// The board reported a fault.
-    #[error("lock board fault: {0}")]
-    Fault(String),
-}
-
-/// A board that releases compartment latches.
-pub trait LockBoard: Send + Sync {
-    /// Releases the latch of `compartment` once.
-    fn unlock(&self, compartment: CompartmentNumber) -> BoxFuture<'_, Result<(), HardwareError>>;
-}
-
-/// A door sensor reading.
-pub type SensorEvent = (u16, DoorReading);
+use super::{HardwareError, LockBoard, SensorEvent};
 
 #[derive(Debug, Default)]
 struct SimDoor {
@@ -118,6 +93,11 @@ impl SimulatedBank {
     /// Whether the latch of `n` is released.
     pub fn is_unlatched(&self, n: u16) -> bool {
         self.state().doors.get(&n).is_some_and(|d| !d.latched)
+    }
+
+    /// Whether the door of `n` is open.
+    pub fn is_open(&self, n: u16) -> bool {
+        self.state().doors.get(&n).is_some_and(|d| d.open)
     }
 
     /// How many unlocks `n` has received.

@@ -1,0 +1,596 @@
+//! The common RS-485 lock-control board: 9600 baud, 8N1, frames closed by an XOR of the bytes
+//! before it. Several boards share one line, each at its own address.
+//!
+//! | frame | bytes |
+//! |---|---|
+//! | unlock a channel | `8A board channel 11 xor` |
+//! | its reply | `8A board channel status xor`: status `11` the latch released, `00` it did not |
+//! | query all doors | `80 board 00 33 xor` |
+//! | its reply | `80 board s₁…sₙ 33 xor`: n = ⌈channels / 8⌉ status bytes, highest channels first; bit k of the last byte is channel k + 1; a set bit is an open door |
+//!
+//! Channel 0 in an unlock frame opens every lock on most of these boards; the frame is built
+//! only from a [`Channel`], which cannot be 0. Every reply is validated (header, board, channel,
+//! status, trailer, checksum, length) and bytes that do not make one are skipped, so noise or a
+//! late reply to an earlier question is never taken for an answer. When a board stays silent
+//! past the reply timeout the line is drained until it is quiet, and the unlock is reported as
+//! unanswered: it is never sent again on the driver's own initiative.
+//!
+//! Door states come from polling every board; a board that misses several polls in a row has
+//! its doors reported as unknown until it answers again.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use custody_core::compartment::CompartmentNumber;
+use custody_proto::device::DoorReading;
+use futures_util::future::BoxFuture;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{BoardSpec, Channel, HardwareError, Layout, LockBoard, SensorEvent, open_serial};
+
+/// The line speed.
+pub const BAUD: u32 = 9600;
+const UNLOCK: u8 = 0x8A;
+const QUERY: u8 = 0x80;
+const UNLOCK_FUNCTION: u8 = 0x11;
+const QUERY_FUNCTION: u8 = 0x33;
+const RELEASED: u8 = 0x11;
+const HELD: u8 = 0x00;
+/// Bytes kept while looking for a reply; a line that sends more without one is noise.
+const BUFFER_LIMIT: usize = 256;
+
+fn xor(bytes: &[u8]) -> u8 {
+    bytes.iter().fold(0, |a, b| a ^ b)
+}
+
+/// The frame that releases `channel` of the board at `board`.
+pub fn unlock_frame(board: u8, channel: Channel) -> [u8; 5] {
+    let body = [UNLOCK, board, channel.get(), UNLOCK_FUNCTION];
+    let [a, b, c, d] = body;
+    [a, b, c, d, xor(&body)]
+}
+
+/// The frame that asks the board at `board` for every door.
+pub fn query_frame(board: u8) -> [u8; 5] {
+    let body = [QUERY, board, 0, QUERY_FUNCTION];
+    let [a, b, c, d] = body;
+    [a, b, c, d, xor(&body)]
+}
+
+/// How many status bytes a board with `channels` channels sends.
+pub fn status_bytes(channels: u8) -> usize {
+    usize::from(channels.div_ceil(8))
+}
+
+/// Doors as a bit set: bit `k` is channel `k + 1`, set when the door is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DoorBits(pub u64);
+
+impl DoorBits {
+    /// Whether the door on `channel` is open.
+    pub fn is_open(self, channel: Channel) -> bool {
+        self.0 >> (channel.get() - 1) & 1 == 1
+    }
+}
+
+/// The reply the agent waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// To an unlock of this channel.
+    Unlock {
+        /// The board.
+        board: u8,
+        /// The channel.
+        channel: Channel,
+    },
+    /// To a query of every door.
+    Doors {
+        /// The board.
+        board: BoardSpec,
+    },
+}
+
+/// A valid reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Whether the latch released.
+    Unlock {
+        /// `true` when it did.
+        released: bool,
+    },
+    /// The doors of the board.
+    Doors(DoorBits),
+}
+
+impl Expect {
+    const fn header(self) -> u8 {
+        match self {
+            Self::Unlock { .. } => UNLOCK,
+            Self::Doors { .. } => QUERY,
+        }
+    }
+
+    fn len(self) -> usize {
+        match self {
+            Self::Unlock { .. } => 5,
+            Self::Doors { board } => 4 + status_bytes(board.channels),
+        }
+    }
+
+    /// The reply in `frame` (exactly [`Self::len`] bytes), if it is a valid one.
+    fn parse(self, frame: &[u8]) -> Option<Reply> {
+        let (&check, body) = frame.split_last()?;
+        if xor(body) != check {
+            return None;
+        }
+        match (self, body) {
+            (Self::Unlock { board, channel }, &[UNLOCK, b, c, status])
+                if b == board && c == channel.get() =>
+            {
+                match status {
+                    RELEASED => Some(Reply::Unlock { released: true }),
+                    HELD => Some(Reply::Unlock { released: false }),
+                    _ => None,
+                }
+            }
+            (Self::Doors { board }, [QUERY, b, status @ .., QUERY_FUNCTION])
+                if *b == board.address && status.len() == status_bytes(board.channels) =>
+            {
+                let bits = status.iter().fold(0_u64, |acc, s| acc << 8 | u64::from(*s));
+                let mask = (1_u64 << board.channels) - 1;
+                Some(Reply::Doors(DoorBits(bits & mask)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Takes the first valid reply to `expect` out of `buf`, dropping every byte before it that
+/// cannot begin one. `None` while more bytes are needed.
+pub fn take_reply(buf: &mut Vec<u8>, expect: Expect) -> Option<Reply> {
+    loop {
+        let Some(start) = buf.iter().position(|b| *b == expect.header()) else {
+            buf.clear();
+            return None;
+        };
+        buf.drain(..start);
+        let frame = buf.get(..expect.len())?;
+        if let Some(reply) = expect.parse(frame) {
+            buf.drain(..expect.len());
+            return Some(reply);
+        }
+        buf.drain(..1);
+    }
+}
+
+/// A request as a board reads it (the board emulator's side of the protocol).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Release a channel; `0` is "every channel" on a real board.
+    Unlock {
+        /// The board addressed.
+        board: u8,
+        /// The channel, as sent.
+        channel: u8,
+    },
+    /// Report every door.
+    Query {
+        /// The board addressed.
+        board: u8,
+    },
+}
+
+/// Takes the first valid request out of `buf`, dropping bytes that cannot begin one.
+pub fn take_request(buf: &mut Vec<u8>) -> Option<Request> {
+    loop {
+        let Some(start) = buf.iter().position(|b| *b == UNLOCK || *b == QUERY) else {
+            buf.clear();
+            return None;
+        };
+        buf.drain(..start);
+        let request = match *buf.get(..5)? {
+            [UNLOCK, board, channel, UNLOCK_FUNCTION, x] if xor(buf.get(..4)?) == x => {
+                Some(Request::Unlock { board, channel })
+            }
+            [QUERY, board, 0, QUERY_FUNCTION, x] if xor(buf.get(..4)?) == x => {
+                Some(Request::Query { board })
+            }
+            _ => None,
+        };
+        match request {
+            Some(r) => {
+                buf.drain(..5);
+                return Some(r);
+            }
+            None => {
+                buf.drain(..1);
+            }
+        }
+    }
+}
+
+/// A board's reply to an unlock of `channel` (as sent, 0 included).
+pub fn unlock_reply(board: u8, channel: u8, released: bool) -> [u8; 5] {
+    let body = [UNLOCK, board, channel, if released { RELEASED } else { HELD }];
+    let [a, b, c, d] = body;
+    [a, b, c, d, xor(&body)]
+}
+
+/// A board's reply to a query: its doors.
+pub fn doors_reply(board: BoardSpec, doors: DoorBits) -> Vec<u8> {
+    let n = status_bytes(board.channels);
+    let mut frame = vec![QUERY, board.address];
+    frame.extend((0..n).rev().map(|i| (doors.0 >> (8 * i)) as u8));
+    frame.push(QUERY_FUNCTION);
+    frame.push(xor(&frame));
+    frame
+}
+
+/// How long the driver waits, and how often it polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// For a reply (a board answers within a few tens of milliseconds).
+    pub reply: Duration,
+    /// Of silence that ends a drain.
+    pub quiet: Duration,
+    /// At most, draining.
+    pub drain: Duration,
+    /// Between polls of every board's doors.
+    pub poll: Duration,
+    /// Missed polls in a row after which a board's doors are reported unknown.
+    pub unknown_after: u32,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            reply: Duration::from_millis(500),
+            quiet: Duration::from_millis(50),
+            drain: Duration::from_secs(1),
+            poll: Duration::from_millis(250),
+            unknown_after: 3,
+        }
+    }
+}
+
+/// What was last reported for each door, and how many polls each board has missed: decides
+/// which readings to report (changes only; unknown after too many misses).
+#[derive(Debug, Default)]
+pub struct DoorTracker {
+    reported: BTreeMap<u16, DoorReading>,
+    misses: BTreeMap<u8, u32>,
+}
+
+impl DoorTracker {
+    /// A board answered with `doors`: the readings that changed.
+    pub fn answered(
+        &mut self,
+        layout: &Layout,
+        board: BoardSpec,
+        doors: DoorBits,
+    ) -> Vec<SensorEvent> {
+        self.misses.insert(board.address, 0);
+        self.report(layout, board, |channel| {
+            if doors.is_open(channel) { DoorReading::Open } else { DoorReading::Closed }
+        })
+    }
+
+    /// A board missed a poll: after `unknown_after` in a row, its doors become unknown.
+    pub fn missed(
+        &mut self,
+        layout: &Layout,
+        board: BoardSpec,
+        unknown_after: u32,
+    ) -> Vec<SensorEvent> {
+        let misses = self.misses.entry(board.address).or_insert(0);
+        *misses = misses.saturating_add(1);
+        if *misses < unknown_after {
+            return Vec::new();
+        }
+        self.report(layout, board, |_| DoorReading::Unknown)
+    }
+
+    fn report(
+        &mut self,
+        layout: &Layout,
+        board: BoardSpec,
+        reading: impl Fn(Channel) -> DoorReading,
+    ) -> Vec<SensorEvent> {
+        (1..=board.channels)
+            .filter_map(Channel::new)
+            .filter_map(|channel| {
+                let n = layout.compartment(board.address, channel)?;
+                let now = reading(channel);
+                (self.reported.insert(n, now) != Some(now)).then_some((n, now))
+            })
+            .collect()
+    }
+}
+
+type UnlockRequest = (CompartmentNumber, oneshot::Sender<Result<(), HardwareError>>);
+
+/// The driver: one task owns the line, takes unlocks first and polls the doors between them.
+#[derive(Debug, Clone)]
+pub struct Rs485Board {
+    requests: mpsc::Sender<UnlockRequest>,
+}
+
+impl Rs485Board {
+    /// Opens the serial line at `path` and starts the driver.
+    pub fn open(
+        path: &Path,
+        layout: Layout,
+        timing: Timing,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<SensorEvent>), HardwareError> {
+        Ok(Self::start(open_serial(path, BAUD)?, layout, timing))
+    }
+
+    /// Starts the driver on a line already open.
+    pub fn start<P>(
+        port: P,
+        layout: Layout,
+        timing: Timing,
+    ) -> (Self, mpsc::UnboundedReceiver<SensorEvent>)
+    where
+        P: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let (requests, inbox) = mpsc::channel(16);
+        let (sensors, events) = mpsc::unbounded_channel();
+        let line = Line { port, buf: Vec::new(), timing };
+        tokio::spawn(drive(line, layout, inbox, sensors));
+        (Self { requests }, events)
+    }
+}
+
+impl LockBoard for Rs485Board {
+    fn unlock(&self, compartment: CompartmentNumber) -> BoxFuture<'_, Result<(), HardwareError>> {
+        Box::pin(async move {
+            let stopped = || HardwareError::Line("the lock-board driver has stopped".into());
+            let (tx, rx) = oneshot::channel();
+            self.requests.send((compartment, tx)).await.map_err(|_| stopped())?;
+            rx.await.map_err(|_| stopped())?
+        })
+    }
+}
+
+async fn drive<P: AsyncRead + AsyncWrite + Unpin>(
+    mut line: Line<P>,
+    layout: Layout,
+    mut requests: mpsc::Receiver<UnlockRequest>,
+    sensors: mpsc::UnboundedSender<SensorEvent>,
+) {
+    let mut doors = DoorTracker::default();
+    let mut poll = tokio::time::interval(line.timing.poll);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            request = requests.recv() => {
+                let Some((compartment, answer)) = request else { return };
+                let result = match layout.locate(compartment) {
+                    Some((board, channel)) => line.unlock(board.address, channel).await,
+                    None => Err(HardwareError::NoSuchCompartment),
+                };
+                let _ = answer.send(result);
+            }
+            _ = poll.tick() => {
+                for &board in layout.boards() {
+                    let changes = match line.exchange(&query_frame(board.address), Expect::Doors { board }).await {
+                        Ok(Reply::Doors(bits)) => doors.answered(&layout, board, bits),
+                        Ok(Reply::Unlock { .. }) | Err(_) => {
+                            doors.missed(&layout, board, line.timing.unknown_after)
+                        }
+                    };
+                    for change in changes {
+                        let _ = sensors.send(change);
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Line<P> {
+    port: P,
+    buf: Vec<u8>,
+    timing: Timing,
+}
+
+impl<P: AsyncRead + AsyncWrite + Unpin> Line<P> {
+    /// Sends one unlock frame and reads the answer. Never sent twice.
+    async fn unlock(&mut self, board: u8, channel: Channel) -> Result<(), HardwareError> {
+        match self
+            .exchange(&unlock_frame(board, channel), Expect::Unlock { board, channel })
+            .await?
+        {
+            Reply::Unlock { released: true } => Ok(()),
+            Reply::Unlock { released: false } | Reply::Doors(_) => {
+                Err(HardwareError::Fault("the latch did not release".into()))
+            }
+        }
+    }
+
+    /// Sends `frame` and waits for a valid reply to it; on silence, drains the line.
+    async fn exchange(&mut self, frame: &[u8], expect: Expect) -> Result<Reply, HardwareError> {
+        self.buf.clear();
+        let io = |e: std::io::Error| HardwareError::Line(format!("lock-board line: {e}"));
+        self.port.write_all(frame).await.map_err(io)?;
+        self.port.flush().await.map_err(io)?;
+        let (port, buf) = (&mut self.port, &mut self.buf);
+        let read = async {
+            let mut chunk = [0_u8; 64];
+            loop {
+                if let Some(reply) = take_reply(buf, expect) {
+                    return Ok(reply);
+                }
+                match port.read(&mut chunk).await {
+                    Ok(0) => return Err(HardwareError::Line("lock-board line closed".into())),
+                    Ok(n) => {
+                        buf.extend(chunk.get(..n).unwrap_or_default());
+                        if buf.len() > BUFFER_LIMIT {
+                            buf.drain(..buf.len() - BUFFER_LIMIT);
+                        }
+                    }
+                    Err(e) => return Err(io(e)),
+                }
+            }
+        };
+        if let Ok(answer) = tokio::time::timeout(self.timing.reply, read).await {
+            answer
+        } else {
+            self.drain().await;
+            Err(HardwareError::NoAnswer)
+        }
+    }
+
+    /// Reads and discards until the line has been quiet for a while, so that a late reply is
+    /// not read as the answer to the next question.
+    async fn drain(&mut self) {
+        let (port, quiet) = (&mut self.port, self.timing.quiet);
+        let discard = async {
+            let mut chunk = [0_u8; 64];
+            while let Ok(Ok(n)) = tokio::time::timeout(quiet, port.read(&mut chunk)).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.timing.drain, discard).await;
+        self.buf.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn board(address: u8, channels: u8) -> BoardSpec {
+        BoardSpec { address, channels }
+    }
+
+    fn ch(n: u8) -> Channel {
+        Channel::new(n).unwrap()
+    }
+
+    #[test]
+    fn frames_match_the_board_documentation() {
+        assert_eq!(unlock_frame(1, ch(1)), [0x8A, 0x01, 0x01, 0x11, 0x9B]);
+        assert_eq!(query_frame(1), [0x80, 0x01, 0x00, 0x33, 0xB2]);
+        assert_eq!(doors_reply(board(1, 24), DoorBits(0)), [0x80, 0x01, 0, 0, 0, 0x33, 0xB2]);
+        assert_eq!(
+            doors_reply(board(1, 24), DoorBits(1 | 1 << 23)),
+            [0x80, 0x01, 0x80, 0x00, 0x01, 0x33, 0x33]
+        );
+    }
+
+    #[test]
+    fn replies_are_validated() {
+        let unlock = Expect::Unlock { board: 1, channel: ch(3) };
+        let take = |bytes: &[u8], expect| take_reply(&mut bytes.to_vec(), expect);
+        assert_eq!(take(&unlock_reply(1, 3, true), unlock), Some(Reply::Unlock { released: true }));
+        assert_eq!(
+            take(&unlock_reply(1, 3, false), unlock),
+            Some(Reply::Unlock { released: false })
+        );
+        assert_eq!(take(&unlock_reply(1, 4, true), unlock), None, "another channel");
+        assert_eq!(take(&unlock_reply(2, 3, true), unlock), None, "another board");
+        let mut bad = unlock_reply(1, 3, true);
+        bad[4] ^= 1;
+        assert_eq!(take(&bad, unlock), None, "bad checksum");
+        let odd = [0x8A, 1, 3, 0x22, 0x8A ^ 1 ^ 3 ^ 0x22];
+        assert_eq!(take(&odd, unlock), None, "unknown status");
+        let doors = Expect::Doors { board: board(1, 12) };
+        assert_eq!(take(&doors_reply(board(1, 24), DoorBits(1)), doors), None, "wrong length");
+        assert_eq!(
+            take(&doors_reply(board(1, 12), DoorBits(0b1000_0000_0001)), doors),
+            Some(Reply::Doors(DoorBits(0b1000_0000_0001)))
+        );
+    }
+
+    #[test]
+    fn noise_and_stale_replies_are_skipped() {
+        let expect = Expect::Unlock { board: 1, channel: ch(2) };
+        let mut buf = vec![0x00, 0x8A, 0xFF];
+        buf.extend(unlock_reply(1, 1, true)); // a late reply to an earlier unlock
+        buf.extend(doors_reply(board(1, 8), DoorBits(3)));
+        buf.extend(unlock_reply(1, 2, true));
+        buf.extend([0x8A, 0x01]);
+        assert_eq!(take_reply(&mut buf, expect), Some(Reply::Unlock { released: true }));
+        assert_eq!(buf, [0x8A, 0x01], "the start of the next frame is kept");
+        assert_eq!(take_reply(&mut buf, expect), None);
+    }
+
+    #[test]
+    fn requests_are_read_as_a_board_reads_them() {
+        let mut buf = vec![0x55];
+        buf.extend(unlock_frame(7, ch(12)));
+        buf.extend(query_frame(7));
+        buf.extend([0x8A, 7, 0, 0x11, 0x8A ^ 7 ^ 0x11]);
+        assert_eq!(take_request(&mut buf), Some(Request::Unlock { board: 7, channel: 12 }));
+        assert_eq!(take_request(&mut buf), Some(Request::Query { board: 7 }));
+        assert_eq!(take_request(&mut buf), Some(Request::Unlock { board: 7, channel: 0 }));
+        assert_eq!(take_request(&mut buf), None);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn doors_are_reported_on_change_and_unknown_after_missed_polls() {
+        let layout = Layout::parse("4:2,5:2").unwrap();
+        let (first, second) = (board(4, 2), board(5, 2));
+        let mut t = DoorTracker::default();
+        assert_eq!(
+            t.answered(&layout, second, DoorBits(0b01)),
+            [(3, DoorReading::Open), (4, DoorReading::Closed)]
+        );
+        assert_eq!(t.answered(&layout, second, DoorBits(0b01)), [], "no change, no report");
+        assert_eq!(t.answered(&layout, second, DoorBits(0b11)), [(4, DoorReading::Open)]);
+        assert_eq!(t.missed(&layout, first, 2), [], "one miss is not enough");
+        assert_eq!(
+            t.missed(&layout, first, 2),
+            [(1, DoorReading::Unknown), (2, DoorReading::Unknown)]
+        );
+        assert_eq!(t.missed(&layout, first, 2), [], "reported once");
+        assert_eq!(t.missed(&layout, second, 2), []);
+        assert_eq!(t.answered(&layout, second, DoorBits(0b11)), [], "a miss in between resets");
+        assert_eq!(
+            t.answered(&layout, first, DoorBits(0)),
+            [(1, DoorReading::Closed), (2, DoorReading::Closed)]
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_read_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300), channels in 1_u8..=48, address in 1_u8..=247, c in 1_u8..=48) {
+            let _ = take_reply(&mut bytes.clone(), Expect::Doors { board: board(address, channels) });
+            let _ = take_reply(&mut bytes.clone(), Expect::Unlock { board: address, channel: ch(c) });
+            let mut buf = bytes;
+            while take_request(&mut buf).is_some() {}
+        }
+
+        #[test]
+        fn a_reply_survives_noise_around_it(noise in proptest::collection::vec(any::<u8>(), 0..40), channels in 1_u8..=48, bits in any::<u64>()) {
+            let b = board(9, channels);
+            let doors = DoorBits(bits & ((1 << channels) - 1));
+            // Noise without the header byte cannot hide a frame.
+            let mut buf: Vec<u8> = noise.iter().copied().filter(|x| *x != QUERY).collect();
+            buf.extend(doors_reply(b, doors));
+            prop_assert_eq!(take_reply(&mut buf, Expect::Doors { board: b }), Some(Reply::Doors(doors)));
+        }
+
+        #[test]
+        fn every_single_bit_flip_is_refused(channels in 1_u8..=48, bits in any::<u64>(), at in any::<prop::sample::Index>(), bit in 0_u32..8) {
+            let b = board(9, channels);
+            let mut frame = doors_reply(b, DoorBits(bits & ((1 << channels) - 1)));
+            let i = at.index(frame.len());
+            frame[i] ^= 1 << bit;
+            prop_assert_eq!(Expect::Doors { board: b }.parse(&frame), None);
+            let mut unlock = unlock_reply(9, 5, true);
+            let i = at.index(5);
+            unlock[i] ^= 1 << bit;
+            prop_assert_eq!(Expect::Unlock { board: 9, channel: ch(5) }.parse(&unlock), None);
+        }
+    }
+}
