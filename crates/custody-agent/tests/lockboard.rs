@@ -1,5 +1,6 @@
-//! The RS-485 lock-board driver against the board emulator, over a pseudo-terminal pair made by
-//! `socat`: the real framing at 9600 8N1, faults injected at the board.
+//! The lock-board drivers (RS-485 lock boards, Modbus RTU relay boards) against the board
+//! emulators, over a pseudo-terminal pair made by `socat`: the real framing at 9600 8N1, faults
+//! injected at the board.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,11 +12,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use custody_agent::hardware::emulator::{PtyPair, Rs485Emulator};
-use custody_agent::hardware::rs485::{Rs485Board, Timing};
+use custody_agent::hardware::emulator::{ModbusEmulator, PtyPair, Rs485Emulator};
 use custody_agent::hardware::{
-    HardwareError, Layout, LockBoard as _, SensorEvent, SimulatedBank, open_serial,
+    BoardDriver, HardwareError, Layout, LockBoard as _, SensorEvent, SimulatedBank, Timing,
+    open_serial,
 };
+use custody_agent::hardware::{modbus, rs485};
 use custody_core::compartment::CompartmentNumber;
 use custody_proto::device::DoorReading;
 use custody_testkit::eventually;
@@ -26,7 +28,7 @@ struct Rig {
     pty: PtyPair,
     doors: SimulatedBank,
     emulator: Rs485Emulator,
-    board: Rs485Board,
+    board: BoardDriver,
     sensors: Sensors,
     _dir: tempfile::TempDir,
 }
@@ -39,12 +41,7 @@ async fn rig() -> Rig {
     let layout = Layout::parse(LAYOUT).unwrap();
     let (doors, _) = SimulatedBank::new(layout.compartments());
     let emulator = Rs485Emulator::open(&pty.board, doors.clone(), layout.clone()).unwrap();
-    let timing = Timing {
-        reply: Duration::from_millis(300),
-        poll: Duration::from_millis(50),
-        ..Timing::default()
-    };
-    let (board, sensors) = Rs485Board::open(&pty.agent, layout, timing).unwrap();
+    let (board, sensors) = rs485::open(&pty.agent, layout, timing()).unwrap();
     Rig {
         pty,
         doors,
@@ -52,6 +49,16 @@ async fn rig() -> Rig {
         board,
         sensors: Sensors { events: sensors, last: BTreeMap::new() },
         _dir: dir,
+    }
+}
+
+/// Short waits, so that tests of silent boards end soon.
+fn timing() -> Timing {
+    Timing {
+        reply: Duration::from_millis(300),
+        poll: Duration::from_millis(50),
+        pulse: Duration::from_millis(50),
+        ..Timing::default()
     }
 }
 
@@ -172,7 +179,7 @@ async fn the_emulated_board_obeys_channel_zero_as_a_real_one_would() {
 
 #[tokio::test]
 async fn a_missing_serial_line_says_what_to_check() {
-    let err = Rs485Board::open(
+    let err = rs485::open(
         std::path::Path::new("/dev/ttyUSB-custody-none"),
         Layout::parse("1:8").unwrap(),
         Timing::default(),
@@ -180,4 +187,69 @@ async fn a_missing_serial_line_says_what_to_check() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("is the RS-485 adapter plugged in"), "{err}");
+}
+
+struct RelayRig {
+    doors: SimulatedBank,
+    emulator: ModbusEmulator,
+    board: BoardDriver,
+    sensors: Sensors,
+    _pty: PtyPair,
+    _dir: tempfile::TempDir,
+}
+
+/// Relay boards that powered up with every relay on.
+async fn relay_rig() -> RelayRig {
+    let dir = tempfile::tempdir().unwrap();
+    let pty = PtyPair::spawn(dir.path()).await.unwrap();
+    let layout = Layout::parse("5:4,6:4").unwrap();
+    let (doors, _) = SimulatedBank::new(layout.compartments());
+    let emulator = ModbusEmulator::open(&pty.board, doors.clone(), layout.clone()).unwrap();
+    emulator.relays_on_at_power_up(layout.compartments());
+    let (board, sensors) = modbus::open(&pty.agent, modbus::BAUD, layout, timing()).unwrap();
+    RelayRig {
+        doors,
+        emulator,
+        board,
+        sensors: Sensors { events: sensors, last: BTreeMap::new() },
+        _pty: pty,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn relays_are_switched_off_at_start_and_pulse_once_per_unlock() {
+    let mut r = relay_rig().await;
+    assert_eq!(r.emulator.relays_on(), 8);
+    reported(&mut r.sensors, 8, DoorReading::Closed).await;
+    assert_eq!(r.emulator.relays_on(), 0, "every relay off before the first poll");
+
+    r.board.unlock(n(6)).await.unwrap();
+    assert!(r.doors.is_unlatched(6), "board 6, relay 1");
+    assert_eq!(r.emulator.on_writes(), 1);
+    assert_eq!(r.emulator.relays_on(), 0, "off again after the pulse");
+    r.doors.open_door(6).unwrap();
+    reported(&mut r.sensors, 6, DoorReading::Open).await;
+    r.doors.close_door(6).unwrap();
+    reported(&mut r.sensors, 6, DoorReading::Closed).await;
+    assert_eq!(r.emulator.broadcasts(), 0, "address 0 is never used");
+}
+
+#[tokio::test]
+async fn an_unanswered_relay_is_switched_off_and_never_switched_on_again() {
+    let mut r = relay_rig().await;
+    reported(&mut r.sensors, 1, DoorReading::Closed).await;
+    r.emulator.silence_next_on();
+    assert_eq!(r.board.unlock(n(2)).await, Err(HardwareError::NoAnswer));
+    assert_eq!(r.emulator.on_writes(), 1, "not resent");
+    assert_eq!(r.emulator.relays_on(), 0, "switched off all the same");
+    r.board.unlock(n(3)).await.unwrap();
+    assert_eq!(r.emulator.on_writes(), 2);
+
+    r.emulator.unplug(true);
+    reported(&mut r.sensors, 5, DoorReading::Unknown).await;
+    assert_eq!(r.board.unlock(n(5)).await, Err(HardwareError::NoAnswer));
+    assert!(!r.doors.is_unlatched(5));
+    r.emulator.unplug(false);
+    reported(&mut r.sensors, 5, DoorReading::Closed).await;
 }

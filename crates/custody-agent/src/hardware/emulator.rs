@@ -2,13 +2,19 @@
 //! line, so the real drivers run against them in tests and the demo. [`PtyPair`] makes the line:
 //! two pseudo-terminals joined by `socat`, one for the driver and one for the emulator.
 //!
+//! [`ModbusEmulator`] is relay boards served by `tokio-modbus`'s RTU server: a relay switched on
+//! releases its latch, the door switches read closed while a door is shut, relays can be left on
+//! at power-up (to show the driver switches them off), and broadcasts are obeyed and counted.
+//!
 //! [`Rs485Emulator`] answers as the boards of a [`Layout`] would, with faults to inject into
 //! the next unlock's reply (none, a corrupt checksum, noise before it, held back until the next
 //! question) and an unplugged line that answers nothing. It counts the unlock frames it receives, so tests can show that
 //! nothing was sent twice, and it obeys channel 0 as a real board would (every latch of the
 //! board released), so tests can show the driver never sends it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -16,8 +22,13 @@ use custody_core::compartment::CompartmentNumber;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::task::JoinHandle;
 
-use super::rs485::{self, DoorBits, Request};
-use super::{Channel, HardwareError, Layout, LockBoard as _, SimulatedBank, open_serial};
+use tokio_modbus::prelude::{ExceptionCode, Request as ModbusRequest, Response, SlaveRequest};
+
+use super::rs485::{self, Request};
+use super::{
+    BoardSpec, Channel, DoorBits, HardwareError, Layout, LockBoard as _, SimulatedBank, modbus,
+    open_serial,
+};
 
 #[derive(Debug, Default)]
 struct Faults {
@@ -212,6 +223,183 @@ async fn reply_to(
             Some(stale)
         }
         None => Some(reply),
+    }
+}
+
+#[derive(Debug, Default)]
+struct RelayState {
+    /// Relays switched on, by compartment.
+    on: BTreeMap<u16, bool>,
+    unplugged: bool,
+    silent_next_on: bool,
+    on_writes: u32,
+    broadcasts: u32,
+}
+
+/// Modbus RTU relay boards on one line, answering for a simulated bank's doors.
+#[derive(Debug)]
+pub struct ModbusEmulator {
+    state: Arc<Mutex<RelayState>>,
+    task: JoinHandle<()>,
+}
+
+impl ModbusEmulator {
+    /// Opens the serial line at `path` and answers on it.
+    pub fn open(path: &Path, bank: SimulatedBank, layout: Layout) -> Result<Self, HardwareError> {
+        let port = open_serial(path, modbus::BAUD)?;
+        let state = Arc::new(Mutex::new(RelayState::default()));
+        let boards = RelayBoards { bank, layout, state: state.clone() };
+        let task = tokio::spawn(async move {
+            if let Err(e) = tokio_modbus::server::rtu::Server::new(port).serve_forever(boards).await
+            {
+                tracing::debug!(error = %e, "the emulated relay boards stopped");
+            }
+        });
+        Ok(Self { state, task })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, RelayState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Powers up with every relay on, as a board that lost power mid-pulse might.
+    pub fn relays_on_at_power_up(&self, compartments: impl IntoIterator<Item = u16>) {
+        self.state().on.extend(compartments.into_iter().map(|n| (n, true)));
+    }
+
+    /// How many relays are on now.
+    pub fn relays_on(&self) -> usize {
+        self.state().on.values().filter(|on| **on).count()
+    }
+
+    /// How many times a relay was switched on.
+    pub fn on_writes(&self) -> u32 {
+        self.state().on_writes
+    }
+
+    /// Requests to the broadcast address, which every board obeys.
+    pub fn broadcasts(&self) -> u32 {
+        self.state().broadcasts
+    }
+
+    /// The next relay switched on answers nothing (its latch still releases).
+    pub fn silence_next_on(&self) {
+        self.state().silent_next_on = true;
+    }
+
+    /// Unplugs the boards (nothing answers) or plugs them back.
+    pub fn unplug(&self, unplugged: bool) {
+        self.state().unplugged = unplugged;
+    }
+}
+
+impl Drop for ModbusEmulator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Debug, Clone)]
+struct RelayBoards {
+    bank: SimulatedBank,
+    layout: Layout,
+    state: Arc<Mutex<RelayState>>,
+}
+
+type Answer = Result<Option<Response>, ExceptionCode>;
+
+impl tokio_modbus::server::Service for RelayBoards {
+    type Request = SlaveRequest<'static>;
+    type Response = Option<Response>;
+    type Exception = ExceptionCode;
+    type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
+
+    fn call(&self, request: Self::Request) -> Self::Future {
+        let boards = self.clone();
+        Box::pin(async move { boards.answer(request).await })
+    }
+}
+
+impl RelayBoards {
+    fn state(&self) -> std::sync::MutexGuard<'_, RelayState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn compartment(&self, board: BoardSpec, coil: u16) -> Result<u16, ExceptionCode> {
+        u8::try_from(coil + 1)
+            .ok()
+            .and_then(Channel::new)
+            .and_then(|c| self.layout.compartment(board.address, c))
+            .ok_or(ExceptionCode::IllegalDataAddress)
+    }
+
+    /// Switches the relay of `n`; on releases its latch. `false` when the board fails it.
+    async fn switch(&self, n: u16, on: bool) -> bool {
+        if on {
+            self.state().on_writes += 1;
+            let Ok(compartment) = CompartmentNumber::new(n) else {
+                return false;
+            };
+            if self.bank.unlock(compartment).await.is_err() {
+                return false;
+            }
+        }
+        self.state().on.insert(n, on);
+        true
+    }
+
+    async fn answer(&self, request: SlaveRequest<'static>) -> Answer {
+        if self.state().unplugged {
+            return Ok(None);
+        }
+        let boards: Vec<BoardSpec> = if request.slave == 0 {
+            self.state().broadcasts += 1;
+            self.layout.boards().to_vec()
+        } else {
+            self.layout.boards().iter().copied().filter(|b| b.address == request.slave).collect()
+        };
+        let mut response = None;
+        for board in boards {
+            response = Some(self.act(board, &request.request).await?);
+        }
+        // A broadcast is obeyed and never answered.
+        Ok(response.filter(|_| request.slave != 0).flatten())
+    }
+
+    async fn act(&self, board: BoardSpec, request: &ModbusRequest<'static>) -> Answer {
+        match request {
+            ModbusRequest::WriteSingleCoil(coil, on) => {
+                let n = self.compartment(board, *coil)?;
+                let silent = *on && std::mem::take(&mut self.state().silent_next_on);
+                let switched = self.switch(n, *on).await;
+                Ok((switched && !silent).then_some(Response::WriteSingleCoil(*coil, *on)))
+            }
+            ModbusRequest::WriteMultipleCoils(first, values) => {
+                for (coil, on) in (*first..).zip(values.iter()) {
+                    let n = self.compartment(board, coil)?;
+                    self.switch(n, *on).await;
+                }
+                let count =
+                    u16::try_from(values.len()).map_err(|_| ExceptionCode::IllegalDataValue)?;
+                Ok(Some(Response::WriteMultipleCoils(*first, count)))
+            }
+            ModbusRequest::ReadDiscreteInputs(first, count) => {
+                let shut = (*first..first.saturating_add(*count))
+                    .map(|coil| self.compartment(board, coil).map(|n| !self.bank.is_open(n)))
+                    .collect::<Result<Vec<bool>, _>>()?;
+                Ok(Some(Response::ReadDiscreteInputs(shut)))
+            }
+            ModbusRequest::ReadCoils(first, count) => {
+                let on = (*first..first.saturating_add(*count))
+                    .map(|coil| {
+                        self.compartment(board, coil)
+                            .map(|n| self.state().on.get(&n) == Some(&true))
+                    })
+                    .collect::<Result<Vec<bool>, _>>()?;
+                Ok(Some(Response::ReadCoils(on)))
+            }
+            _ => Err(ExceptionCode::IllegalFunction),
+        }
     }
 }
 

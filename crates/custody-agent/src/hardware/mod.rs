@@ -6,13 +6,16 @@
 //! saw; only sensor readings are reported as door state, and a sensor that cannot be read is
 //! reported as [`DoorReading::Unknown`], never guessed.
 //!
-//! Drivers: [`rs485`] (the common RS-485 lock-control board), over a serial line opened by
+//! Drivers: [`rs485`] (the common RS-485 lock-control board) and [`modbus`] (Modbus RTU relay
+//! boards), each a [`driver::Bus`] run by a [`BoardDriver`] over a serial line opened by
 //! [`open_serial`]. [`SimulatedBank`] is the doors
 //! themselves, for tests and demos: in-process as a [`LockBoard`] of its own, or behind the
 //! board emulators in [`emulator`], which speak the drivers' protocols over a pseudo-terminal
 //! pair so that tests and the demo run the real framing.
 
+pub mod driver;
 pub mod emulator;
+pub mod modbus;
 pub mod rs485;
 mod sim;
 
@@ -24,6 +27,7 @@ use custody_core::compartment::CompartmentNumber;
 use custody_proto::device::DoorReading;
 use futures_util::future::BoxFuture;
 
+pub use driver::{BoardDriver, DoorBits, Timing};
 pub use sim::{SimError, SimulatedBank};
 
 /// A hardware failure.

@@ -18,17 +18,13 @@
 //! Door states come from polling every board; a board that misses several polls in a row has
 //! its doors reported as unknown until it answers again.
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
-use custody_core::compartment::CompartmentNumber;
-use custody_proto::device::DoorReading;
-use futures_util::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::{BoardSpec, Channel, HardwareError, Layout, LockBoard, SensorEvent, open_serial};
+use super::driver::{BoardDriver, Bus, DoorBits, Timing, drain};
+use super::{BoardSpec, Channel, HardwareError, Layout, SensorEvent, open_serial};
 
 /// The line speed.
 pub const BAUD: u32 = 9600;
@@ -62,17 +58,6 @@ pub fn query_frame(board: u8) -> [u8; 5] {
 /// How many status bytes a board with `channels` channels sends.
 pub fn status_bytes(channels: u8) -> usize {
     usize::from(channels.div_ceil(8))
-}
-
-/// Doors as a bit set: bit `k` is channel `k + 1`, set when the door is open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DoorBits(pub u64);
-
-impl DoorBits {
-    /// Whether the door on `channel` is open.
-    pub fn is_open(self, channel: Channel) -> bool {
-        self.0 >> (channel.get() - 1) & 1 == 1
-    }
 }
 
 /// The reply the agent waits for.
@@ -228,179 +213,44 @@ pub fn doors_reply(board: BoardSpec, doors: DoorBits) -> Vec<u8> {
     frame
 }
 
-/// How long the driver waits, and how often it polls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
-    /// For a reply (a board answers within a few tens of milliseconds).
-    pub reply: Duration,
-    /// Of silence that ends a drain.
-    pub quiet: Duration,
-    /// At most, draining.
-    pub drain: Duration,
-    /// Between polls of every board's doors.
-    pub poll: Duration,
-    /// Missed polls in a row after which a board's doors are reported unknown.
-    pub unknown_after: u32,
-}
-
-impl Default for Timing {
-    fn default() -> Self {
-        Self {
-            reply: Duration::from_millis(500),
-            quiet: Duration::from_millis(50),
-            drain: Duration::from_secs(1),
-            poll: Duration::from_millis(250),
-            unknown_after: 3,
-        }
-    }
-}
-
-/// What was last reported for each door, and how many polls each board has missed: decides
-/// which readings to report (changes only; unknown after too many misses).
-#[derive(Debug, Default)]
-pub struct DoorTracker {
-    reported: BTreeMap<u16, DoorReading>,
-    misses: BTreeMap<u8, u32>,
-}
-
-impl DoorTracker {
-    /// A board answered with `doors`: the readings that changed.
-    pub fn answered(
-        &mut self,
-        layout: &Layout,
-        board: BoardSpec,
-        doors: DoorBits,
-    ) -> Vec<SensorEvent> {
-        self.misses.insert(board.address, 0);
-        self.report(layout, board, |channel| {
-            if doors.is_open(channel) { DoorReading::Open } else { DoorReading::Closed }
-        })
-    }
-
-    /// A board missed a poll: after `unknown_after` in a row, its doors become unknown.
-    pub fn missed(
-        &mut self,
-        layout: &Layout,
-        board: BoardSpec,
-        unknown_after: u32,
-    ) -> Vec<SensorEvent> {
-        let misses = self.misses.entry(board.address).or_insert(0);
-        *misses = misses.saturating_add(1);
-        if *misses < unknown_after {
-            return Vec::new();
-        }
-        self.report(layout, board, |_| DoorReading::Unknown)
-    }
-
-    fn report(
-        &mut self,
-        layout: &Layout,
-        board: BoardSpec,
-        reading: impl Fn(Channel) -> DoorReading,
-    ) -> Vec<SensorEvent> {
-        (1..=board.channels)
-            .filter_map(Channel::new)
-            .filter_map(|channel| {
-                let n = layout.compartment(board.address, channel)?;
-                let now = reading(channel);
-                (self.reported.insert(n, now) != Some(now)).then_some((n, now))
-            })
-            .collect()
-    }
-}
-
-type UnlockRequest = (CompartmentNumber, oneshot::Sender<Result<(), HardwareError>>);
-
-/// The driver: one task owns the line, takes unlocks first and polls the doors between them.
-#[derive(Debug, Clone)]
-pub struct Rs485Board {
-    requests: mpsc::Sender<UnlockRequest>,
-}
-
-impl Rs485Board {
-    /// Opens the serial line at `path` and starts the driver.
-    pub fn open(
-        path: &Path,
-        layout: Layout,
-        timing: Timing,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<SensorEvent>), HardwareError> {
-        Ok(Self::start(open_serial(path, BAUD)?, layout, timing))
-    }
-
-    /// Starts the driver on a line already open.
-    pub fn start<P>(
-        port: P,
-        layout: Layout,
-        timing: Timing,
-    ) -> (Self, mpsc::UnboundedReceiver<SensorEvent>)
-    where
-        P: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
-        let (requests, inbox) = mpsc::channel(16);
-        let (sensors, events) = mpsc::unbounded_channel();
-        let line = Line { port, buf: Vec::new(), timing };
-        tokio::spawn(drive(line, layout, inbox, sensors));
-        (Self { requests }, events)
-    }
-}
-
-impl LockBoard for Rs485Board {
-    fn unlock(&self, compartment: CompartmentNumber) -> BoxFuture<'_, Result<(), HardwareError>> {
-        Box::pin(async move {
-            let stopped = || HardwareError::Line("the lock-board driver has stopped".into());
-            let (tx, rx) = oneshot::channel();
-            self.requests.send((compartment, tx)).await.map_err(|_| stopped())?;
-            rx.await.map_err(|_| stopped())?
-        })
-    }
-}
-
-async fn drive<P: AsyncRead + AsyncWrite + Unpin>(
-    mut line: Line<P>,
-    layout: Layout,
-    mut requests: mpsc::Receiver<UnlockRequest>,
-    sensors: mpsc::UnboundedSender<SensorEvent>,
-) {
-    let mut doors = DoorTracker::default();
-    let mut poll = tokio::time::interval(line.timing.poll);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            request = requests.recv() => {
-                let Some((compartment, answer)) = request else { return };
-                let result = match layout.locate(compartment) {
-                    Some((board, channel)) => line.unlock(board.address, channel).await,
-                    None => Err(HardwareError::NoSuchCompartment),
-                };
-                let _ = answer.send(result);
-            }
-            _ = poll.tick() => {
-                for &board in layout.boards() {
-                    let changes = match line.exchange(&query_frame(board.address), Expect::Doors { board }).await {
-                        Ok(Reply::Doors(bits)) => doors.answered(&layout, board, bits),
-                        Ok(Reply::Unlock { .. }) | Err(_) => {
-                            doors.missed(&layout, board, line.timing.unknown_after)
-                        }
-                    };
-                    for change in changes {
-                        let _ = sensors.send(change);
-                    }
-                }
-            }
-        }
-    }
-}
-
-struct Line<P> {
+/// The RS-485 lock-board protocol on a line.
+#[derive(Debug)]
+pub struct Rs485Bus<P> {
     port: P,
     buf: Vec<u8>,
     timing: Timing,
 }
 
-impl<P: AsyncRead + AsyncWrite + Unpin> Line<P> {
+/// Opens the serial line at `path` and starts driving the boards of `layout` on it.
+pub fn open(
+    path: &Path,
+    layout: Layout,
+    timing: Timing,
+) -> Result<(BoardDriver, mpsc::UnboundedReceiver<SensorEvent>), HardwareError> {
+    Ok(start(open_serial(path, BAUD)?, layout, timing))
+}
+
+/// Starts driving the boards of `layout` on a line already open.
+pub fn start<P>(
+    port: P,
+    layout: Layout,
+    timing: Timing,
+) -> (BoardDriver, mpsc::UnboundedReceiver<SensorEvent>)
+where
+    P: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    BoardDriver::start(Rs485Bus { port, buf: Vec::new(), timing }, layout, timing)
+}
+
+impl<P: AsyncRead + AsyncWrite + Send + Unpin + 'static> Bus for Rs485Bus<P> {
+    /// Nothing to do: a lock board times each latch pulse itself and holds no output on.
+    async fn reset(&mut self, _board: BoardSpec) -> Result<(), HardwareError> {
+        Ok(())
+    }
+
     /// Sends one unlock frame and reads the answer. Never sent twice.
-    async fn unlock(&mut self, board: u8, channel: Channel) -> Result<(), HardwareError> {
+    async fn unlock(&mut self, board: BoardSpec, channel: Channel) -> Result<(), HardwareError> {
+        let board = board.address;
         match self
             .exchange(&unlock_frame(board, channel), Expect::Unlock { board, channel })
             .await?
@@ -412,6 +262,15 @@ impl<P: AsyncRead + AsyncWrite + Unpin> Line<P> {
         }
     }
 
+    async fn doors(&mut self, board: BoardSpec) -> Result<DoorBits, HardwareError> {
+        match self.exchange(&query_frame(board.address), Expect::Doors { board }).await? {
+            Reply::Doors(bits) => Ok(bits),
+            Reply::Unlock { .. } => Err(HardwareError::NoAnswer),
+        }
+    }
+}
+
+impl<P: AsyncRead + AsyncWrite + Unpin> Rs485Bus<P> {
     /// Sends `frame` and waits for a valid reply to it; on silence, drains the line.
     async fn exchange(&mut self, frame: &[u8], expect: Expect) -> Result<Reply, HardwareError> {
         self.buf.clear();
@@ -440,25 +299,10 @@ impl<P: AsyncRead + AsyncWrite + Unpin> Line<P> {
         if let Ok(answer) = tokio::time::timeout(self.timing.reply, read).await {
             answer
         } else {
-            self.drain().await;
+            drain(&mut self.port, self.timing.quiet, self.timing.drain).await;
+            self.buf.clear();
             Err(HardwareError::NoAnswer)
         }
-    }
-
-    /// Reads and discards until the line has been quiet for a while, so that a late reply is
-    /// not read as the answer to the next question.
-    async fn drain(&mut self) {
-        let (port, quiet) = (&mut self.port, self.timing.quiet);
-        let discard = async {
-            let mut chunk = [0_u8; 64];
-            while let Ok(Ok(n)) = tokio::time::timeout(quiet, port.read(&mut chunk)).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(self.timing.drain, discard).await;
-        self.buf.clear();
     }
 }
 
@@ -534,31 +378,6 @@ mod tests {
         assert_eq!(take_request(&mut buf), Some(Request::Unlock { board: 7, channel: 0 }));
         assert_eq!(take_request(&mut buf), None);
         assert!(buf.is_empty());
-    }
-
-    #[test]
-    fn doors_are_reported_on_change_and_unknown_after_missed_polls() {
-        let layout = Layout::parse("4:2,5:2").unwrap();
-        let (first, second) = (board(4, 2), board(5, 2));
-        let mut t = DoorTracker::default();
-        assert_eq!(
-            t.answered(&layout, second, DoorBits(0b01)),
-            [(3, DoorReading::Open), (4, DoorReading::Closed)]
-        );
-        assert_eq!(t.answered(&layout, second, DoorBits(0b01)), [], "no change, no report");
-        assert_eq!(t.answered(&layout, second, DoorBits(0b11)), [(4, DoorReading::Open)]);
-        assert_eq!(t.missed(&layout, first, 2), [], "one miss is not enough");
-        assert_eq!(
-            t.missed(&layout, first, 2),
-            [(1, DoorReading::Unknown), (2, DoorReading::Unknown)]
-        );
-        assert_eq!(t.missed(&layout, first, 2), [], "reported once");
-        assert_eq!(t.missed(&layout, second, 2), []);
-        assert_eq!(t.answered(&layout, second, DoorBits(0b11)), [], "a miss in between resets");
-        assert_eq!(
-            t.answered(&layout, first, DoorBits(0)),
-            [(1, DoorReading::Closed), (2, DoorReading::Closed)]
-        );
     }
 
     proptest! {
