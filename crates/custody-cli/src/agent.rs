@@ -8,7 +8,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use custody_agent::core::Screen;
 use custody_agent::enrol::{EnrolTarget, enrol, load};
-use custody_agent::hardware::SimulatedBank;
+use custody_agent::hardware::{
+    Layout, LockBoard, SensorEvent, SimulatedBank, Timing, modbus, rs485,
+};
 use custody_agent::osdp::{OsdpConfig, OsdpReader, SerialChannel, read_key_file};
 use custody_core::badge::ReaderKind;
 use custody_core::token::QR_TOKEN_PREFIX;
@@ -19,8 +21,8 @@ use custody_proto::device::CourierAction;
 pub(crate) enum Command {
     /// Enrol this device with a single-use token from `custody admin enrolment-token`.
     Enrol(EnrolArgs),
-    /// Run the agent. Until real lock-board drivers land, doors are simulated and the terminal
-    /// is the kiosk: type a code, or `open N` / `close N` to move a simulated door.
+    /// Run the agent: drive the bank's lock boards (or simulated doors), keep the device link
+    /// to the server, and use the terminal as the kiosk.
     Run(RunArgs),
 }
 
@@ -51,7 +53,21 @@ pub(crate) struct RunArgs {
     /// Connect here instead of the gateway address received at enrolment (`host:port`).
     #[arg(long)]
     gateway: Option<String>,
-    /// Compartment numbers of the simulated bank, such as `1-12`.
+    /// What drives the latches: simulated doors (moved with `open N` / `close N` on the
+    /// terminal), RS-485 lock-control boards, or Modbus RTU relay boards.
+    #[arg(long, value_enum, default_value_t = BoardKind::Simulated)]
+    lock_board: BoardKind,
+    /// The lock boards' serial line (RS-485 adapter), such as `/dev/ttyUSB0`.
+    #[arg(long)]
+    board_port: Option<PathBuf>,
+    /// The boards on that line in order, as ADDRESS:CHANNELS, such as `1:24,2:24`: compartment 1
+    /// is the first board's channel 1, and the numbers count on through each board.
+    #[arg(long, default_value = "1:12")]
+    boards: String,
+    /// The line speed of Modbus relay boards (RS-485 lock boards always use 9600).
+    #[arg(long, default_value_t = modbus::BAUD)]
+    baud: u32,
+    /// Compartment numbers of simulated doors, such as `1-12`.
     #[arg(long, default_value = "1-12")]
     compartments: String,
     /// The serial line (RS-485 adapter) of the kiosk's OSDP badge reader, such as
@@ -68,6 +84,17 @@ pub(crate) struct RunArgs {
     /// installed, and given its key if it is factory-fresh. Never, unless set.
     #[arg(long)]
     commissioning_until: Option<String>,
+}
+
+/// What drives the latches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BoardKind {
+    /// Simulated doors.
+    Simulated,
+    /// RS-485 lock-control boards (`8A board channel 11 xor`).
+    Rs485,
+    /// Modbus RTU relay boards.
+    Modbus,
 }
 
 /// Parses `1-12` or `1,2,5-8`.
@@ -118,7 +145,31 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `custody agent run`: the terminal is the kiosk, doors are simulated.
+type Doors =
+    (Option<SimulatedBank>, Arc<dyn LockBoard>, tokio::sync::mpsc::UnboundedReceiver<SensorEvent>);
+
+/// Starts what drives the latches, or says what is wrong with its settings.
+fn lock_boards(args: &RunArgs) -> anyhow::Result<Doors> {
+    if args.lock_board == BoardKind::Simulated {
+        let (bank, sensors) = SimulatedBank::new(parse_numbers(&args.compartments)?);
+        return Ok((Some(bank.clone()), Arc::new(bank), sensors));
+    }
+    let port = args.board_port.as_deref().context(
+        "--board-port is required with real lock boards: the serial line of the RS-485 adapter, \
+         such as /dev/ttyUSB0",
+    )?;
+    let layout = Layout::parse(&args.boards).context("--boards")?;
+    let (driver, sensors) = match args.lock_board {
+        BoardKind::Rs485 => rs485::open(port, layout.clone(), Timing::default())?,
+        BoardKind::Modbus | BoardKind::Simulated => {
+            modbus::open(port, args.baud, layout.clone(), Timing::default())?
+        }
+    };
+    tracing::info!(port = %port.display(), boards = %layout, "lock boards opened");
+    Ok((None, Arc::new(driver), sensors))
+}
+
+/// `custody agent run`: the terminal is the kiosk.
 async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut setup = load(&args.agent_dir, args.gateway.as_deref(), Arc::new(SystemClock))?;
     let commissioning_until = args
@@ -127,9 +178,8 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
         .map(|t| crate::audit::time(t, "commissioning-until"))
         .transpose()?;
     setup.commissioning_until = commissioning_until;
-    let (bank, sensors) = SimulatedBank::new(parse_numbers(&args.compartments)?);
-    let handle =
-        custody_agent::daemon::spawn(setup, Arc::new(bank.clone()), sensors, Arc::new(SystemClock));
+    let (simulated, board, sensors) = lock_boards(&args)?;
+    let handle = custody_agent::daemon::spawn(setup, board, sensors, Arc::new(SystemClock));
     let _reader = match &args.osdp_port {
         Some(port) => Some(osdp_reader(&args, port, commissioning_until, handle.badge_reader())?),
         None => None,
@@ -156,14 +206,22 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
         if let Some(n) = door("open ") {
             println!(
                 "{}",
-                bank.open_door(n)
-                    .map_or_else(|e| format!("door {n}: {e}"), |()| format!("door {n} open"))
+                match &simulated {
+                    Some(bank) => bank
+                        .open_door(n)
+                        .map_or_else(|e| format!("door {n}: {e}"), |()| format!("door {n} open")),
+                    None => "The doors are real: open them by hand.".into(),
+                }
             );
         } else if let Some(n) = door("close ") {
             println!(
                 "{}",
-                bank.close_door(n)
-                    .map_or_else(|e| format!("door {n}: {e}"), |()| format!("door {n} closed"))
+                match &simulated {
+                    Some(bank) => bank
+                        .close_door(n)
+                        .map_or_else(|e| format!("door {n}: {e}"), |()| format!("door {n} closed")),
+                    None => "The doors are real: close them by hand.".into(),
+                }
             );
         } else if let Some(rest) = line.strip_prefix("courier ") {
             match courier_command(rest) {

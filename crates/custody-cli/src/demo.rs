@@ -22,7 +22,8 @@ use anyhow::{Context as _, bail, ensure};
 use custody_agent::core::Screen;
 use custody_agent::daemon::AgentHandle;
 use custody_agent::enrol::EnrolTarget;
-use custody_agent::hardware::SimulatedBank;
+use custody_agent::hardware::emulator::{ModbusEmulator, PtyPair, Rs485Emulator};
+use custody_agent::hardware::{self, BoardDriver, Layout, SensorEvent, SimulatedBank, Timing};
 use custody_agent::osdp::{MemoryBus, OsdpConfig, OsdpReader, SimulatedReader};
 use custody_app::admin::{CompartmentSpec, NewPerson};
 use custody_app::auth::Client;
@@ -95,11 +96,82 @@ fn free_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
 struct Bank {
     id: BankId,
     name: &'static str,
+    /// The doors, behind emulated lock boards that the agent's real driver talks to over a
+    /// pseudo-terminal pair.
     doors: SimulatedBank,
+    boards: EmulatedBoards,
     agent: AgentHandle,
     /// The bank's badge reader on OSDP (the Lobby's): the agent's driver and a simulated
     /// reader, talking libosdp over an in-memory line with Secure Channel.
     reader: Option<(OsdpReader, SimulatedReader)>,
+}
+
+/// A bank's emulated boards (one kind or the other) and their line; dropping them ends both.
+struct EmulatedBoards {
+    line: PtyPair,
+    rs485: Option<Rs485Emulator>,
+    modbus: Option<ModbusEmulator>,
+}
+
+impl EmulatedBoards {
+    /// The boards of an 8-compartment bank on a line of their own, and the agent's driver for
+    /// them: RS-485 lock boards, or Modbus relay boards with `modbus`.
+    async fn start(
+        dir: &Path,
+        doors: &SimulatedBank,
+        modbus: bool,
+    ) -> anyhow::Result<(Self, BoardDriver, tokio::sync::mpsc::UnboundedReceiver<SensorEvent>)>
+    {
+        std::fs::create_dir_all(dir)?;
+        let line = PtyPair::spawn(dir).await?;
+        let layout = Layout::parse("1:8")?;
+        if modbus {
+            let emulator = ModbusEmulator::open(&line.board, doors.clone(), layout.clone())?;
+            let (driver, sensors) = hardware::modbus::open(
+                &line.agent,
+                hardware::modbus::BAUD,
+                layout,
+                Timing::default(),
+            )?;
+            Ok((Self { line, rs485: None, modbus: Some(emulator) }, driver, sensors))
+        } else {
+            let emulator = Rs485Emulator::open(&line.board, doors.clone(), layout.clone())?;
+            let (driver, sensors) = hardware::rs485::open(&line.agent, layout, Timing::default())?;
+            Ok((Self { line, rs485: Some(emulator), modbus: None }, driver, sensors))
+        }
+    }
+
+    /// What the agent drives, and where.
+    fn describe(&self) -> String {
+        let kind = match (&self.rs485, &self.modbus) {
+            (Some(_), _) => "an RS-485 lock board",
+            (None, Some(_)) => "a Modbus RTU relay board",
+            (None, None) => "no board",
+        };
+        format!("{kind} (emulated) on {}", self.line.agent.display())
+    }
+}
+
+impl Bank {
+    /// Someone opens the door of `n` (its latch released), the boards report it, and they close
+    /// it again: waits until the server has heard both, as the door sensors are polled.
+    async fn use_door(&self, app: &App, n: u16) -> anyhow::Result<()> {
+        self.doors
+            .open_door(n)
+            .map_err(|e| anyhow::anyhow!("door {n} at the {}: {e}", self.name))?;
+        let mut poll = Poll::new(&format!("the server to hear door {n} open"));
+        loop {
+            let rows = app.bank_overview(&self.id).await?;
+            if rows.iter().any(|c| c.number.get() == n && c.door == DoorState::Open) {
+                break;
+            }
+            poll.next().await?;
+        }
+        self.doors
+            .close_door(n)
+            .map_err(|e| anyhow::anyhow!("door {n} at the {}: {e}", self.name))?;
+        door_shut(app, &self.id, n).await
+    }
 }
 
 struct Demo {
@@ -289,15 +361,17 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
             .await
             .with_context(|| format!("enrolling the agent of {name}"))?;
         let setup = custody_agent::enrol::load(&dir, None, clock.clone())?;
-        let (doors, sensors) = SimulatedBank::new(1..=8);
+        let (doors, _) = SimulatedBank::new(1..=8);
+        let (boards, driver, sensors) =
+            EmulatedBoards::start(&dir.join("line"), &doors, name == "Mail room").await?;
         let mut agent =
-            custody_agent::daemon::spawn(setup, Arc::new(doors.clone()), sensors, clock.clone());
+            custody_agent::daemon::spawn(setup, Arc::new(driver), sensors, clock.clone());
         tokio::time::timeout(Duration::from_secs(20), agent.wait_ready())
             .await
             .with_context(|| format!("the agent of {name} did not connect"))?;
         let reader =
             if name == "Lobby" { Some(osdp_reader(&agent, clock.clone()).await?) } else { None };
-        banks.push(Bank { id: bank, name, doors, agent, reader });
+        banks.push(Bank { id: bank, name, doors, boards, agent, reader });
     }
     Ok(Demo {
         app,
@@ -319,6 +393,9 @@ pub(crate) async fn run(data: &Path, url: Option<&str>, args: Args) -> anyhow::R
     println!(
         "Custody demo: site \"Harbour House\" with banks Lobby, Garage and Mail room (8 compartments each)."
     );
+    for bank in &demo.banks {
+        println!("  {:<12} its agent drives {}", format!("{}:", bank.name), bank.boards.describe());
+    }
     println!(
         "  portal:      {base}/portal   (certificate from the demo's own CA: {})",
         demo.data.root().join("tls/server-ca.pem").display()
@@ -498,8 +575,7 @@ impl Tour<'_> {
         unlatched(&b.doors, n).await?;
         self.ok(&format!("The courier starts the deposit at {}: compartment {n} unlocks", b.name));
 
-        b.doors.open_door(n).map_err(|e| anyhow::anyhow!("door {n}: {e}"))?;
-        b.doors.close_door(n).map_err(|e| anyhow::anyhow!("door {n}: {e}"))?;
+        b.use_door(&self.demo.app, n).await?;
         let path = format!("/api/v1/parcels/{id}/deposit/confirm");
         let mut poll = Poll::new("the door-closed report to arrive");
         let confirmed = loop {
@@ -592,8 +668,7 @@ async fn courier_at_the_kiosk(t: &mut Tour<'_>, bank: usize, badged: usize) -> a
     let opened = kiosk.agent.courier(&code, deposit).await;
     let Some(Screen::Open(slot)) = opened else { bail!("Carl's deposit: {opened:?}") };
     unlatched(&kiosk.doors, slot).await?;
-    kiosk.doors.open_door(slot).map_err(|e| anyhow::anyhow!("{e}"))?;
-    kiosk.doors.close_door(slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    kiosk.use_door(&demo.app, slot).await?;
     door_shut(&demo.app, &kiosk.id, slot).await?;
     let done = kiosk.agent.courier(&code, CourierAction::Confirm { parcel: id }).await;
     screen_is(done.as_ref(), &Screen::Thanks, "Carl's confirmation")?;
@@ -706,8 +781,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     screen_is(lobby_agent.try_code(&code).await.as_ref(), &Screen::Open(ann_slot), "Ann's code")?;
     let doors = demo.banks[lobby].doors.clone();
     unlatched(&doors, ann_slot).await?;
-    doors.open_door(ann_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
-    doors.close_door(ann_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    demo.banks[lobby].use_door(&demo.app, ann_slot).await?;
     ensure!(t.parcel_state(&ann_parcel).await? == "picked_up", "Ann's parcel should be picked up");
     t.ok(&format!(
         "Ann types her code: compartment {ann_slot} opens, she takes the parcel and closes the door"
@@ -715,8 +789,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     door_shut(&demo.app, &demo.banks[lobby].id, ann_slot).await?;
     screen_is(lobby_agent.try_code(&code).await.as_ref(), &Screen::Open(ann_slot), "a re-open")?;
     unlatched(&doors, ann_slot).await?;
-    doors.open_door(ann_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
-    doors.close_door(ann_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    demo.banks[lobby].use_door(&demo.app, ann_slot).await?;
     t.ok("She forgot her umbrella: within two minutes her code opens the emptied compartment once more");
     door_shut(&demo.app, &demo.banks[lobby].id, ann_slot).await?;
     screen_is(lobby_agent.try_code(&code).await.as_ref(), &Screen::NotAccepted, "a used code")?;
@@ -738,8 +811,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     let token = token.with_context(|| format!("Ann's QR code: {status} {body}"))?.to_owned();
     screen_is(lobby_agent.scan(&token).await.as_ref(), &Screen::Open(qr_slot), "Ann's QR code")?;
     unlatched(&doors, qr_slot).await?;
-    doors.open_door(qr_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
-    doors.close_door(qr_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    demo.banks[lobby].use_door(&demo.app, qr_slot).await?;
     t.ok(&format!(
         "Another parcel for Ann: she holds the QR code her app shows to the scanner, and \
          compartment {qr_slot} opens (the kiosk checked the signature itself first)"
@@ -774,8 +846,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     let slot =
         u16::try_from(slot.with_context(|| format!("opening from the app: {status} {body}"))?)?;
     unlatched(&doors, slot).await?;
-    doors.open_door(slot).map_err(|e| anyhow::anyhow!("{e}"))?;
-    doors.close_door(slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    demo.banks[lobby].use_door(&demo.app, slot).await?;
     door_shut(&demo.app, &demo.banks[lobby].id, slot).await?;
     t.ok(&format!(
         "At the Lobby she types the six digits the kiosk shows into the app: compartment {slot} opens"
@@ -801,8 +872,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     let (_, reader) = demo.banks[lobby].reader.as_ref().context("the Lobby has a badge reader")?;
     reader.present(&BadgeNumber::parse("04A2B3C4D5E6F7")?);
     unlatched(&doors, badge_slot).await?;
-    doors.open_door(badge_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
-    doors.close_door(badge_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    demo.banks[lobby].use_door(&demo.app, badge_slot).await?;
     door_shut(&demo.app, &demo.banks[lobby].id, badge_slot).await?;
     ensure!(t.parcel_state(&badge_parcel).await? == "picked_up", "Ann's badge pickup");
     t.ok(&format!(
@@ -861,8 +931,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     );
     let gdoors = demo.banks[garage].doors.clone();
     unlatched(&gdoors, bob_slot).await?;
-    gdoors.open_door(bob_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
-    gdoors.close_door(bob_slot).map_err(|e| anyhow::anyhow!("{e}"))?;
+    demo.banks[garage].use_door(&demo.app, bob_slot).await?;
     ensure!(t.parcel_state(&bob_parcel).await? == "returned", "Bob's parcel should be returned");
     t.ok(&format!("The courier takes it back from compartment {bob_slot}: returned to Parcelco"));
 
