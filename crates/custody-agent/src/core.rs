@@ -16,9 +16,18 @@
 //! So is a badge read: a badge number, from a reader trusted now (OSDP without Secure Channel
 //! only in the commissioning window), whose keyed hash is in the site's badge list as last
 //! synced. A revoked badge is refused here from the sync after its revocation.
+//!
+//! What must survive a power cut is journaled ([`Action::Record`], numbered by the core's
+//! monotonic counter) before anything acts on it: an open command's nonce before its unlock,
+//! each board answer, each door reading, each lockdown change. A core restored from the journal
+//! ([`AgentCore::restore`]) refuses every nonce it began to execute, and stays locked down if
+//! it was. While the bank is locked down, or once the journal cannot be written, the core
+//! refuses every open command and keeps the hardware interlock engaged ([`Action::Interlock`]),
+//! which the drivers check again at the moment of actuation.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::journal::{Entry, Record, Restored};
 use custody_core::Timestamp;
 use custody_core::badge::{BadgeNumber, ReaderKind};
 use custody_core::compartment::CompartmentNumber;
@@ -84,6 +93,9 @@ pub enum Event {
         /// Whether the board confirmed it.
         result: Result<(), String>,
     },
+    /// A journal record could not be written (a full disk, a failing card): nothing may open
+    /// from now on, since nothing could be accounted for.
+    JournalFailed,
 }
 
 /// What the kiosk screen should say.
@@ -131,6 +143,11 @@ pub enum Action {
     /// Show the bank's presence code from this key beside everything else (a resident types
     /// it into the app to open from the phone), or, with `None`, show none.
     Presence(Option<PresenceKey>),
+    /// Append this record to the journal, durably, before carrying out any action after it;
+    /// if that fails, engage the interlock and report [`Event::JournalFailed`].
+    Record(Record),
+    /// Engage (`true`) or release the hardware interlock: while engaged, no latch moves.
+    Interlock(bool),
 }
 
 /// Why an open command was refused. Reported to the server and never executed.
@@ -150,6 +167,10 @@ pub enum Refusal {
     Replay,
     /// Not yet connected and welcomed: the compartment list is unknown.
     NotReady,
+    /// The bank is locked down.
+    LockedDown,
+    /// The journal cannot be written: nothing opens that could not be accounted for.
+    JournalFailed,
 }
 
 /// Why a badge read was refused at the kiosk, before the server was asked.
@@ -193,6 +214,8 @@ impl Refusal {
             Self::Expired => "expired",
             Self::Replay => "replay",
             Self::NotReady => "not_ready",
+            Self::LockedDown => "locked_down",
+            Self::JournalFailed => "journal_failed",
         }
     }
 }
@@ -217,7 +240,12 @@ pub struct AgentCore {
     badges: Option<([u8; 32], BTreeSet<[u8; 32]>)>,
     /// Until when an OSDP reader may be read without Secure Channel (installation).
     commissioning_until: Option<Timestamp>,
+    /// The journal's counter: the last record's number.
     counter: u64,
+    /// Whether the server said the bank is locked down (kept across restarts).
+    locked_down: bool,
+    /// Whether a journal record could not be written.
+    journal_failed: bool,
 }
 
 impl AgentCore {
@@ -236,7 +264,39 @@ impl AgentCore {
             badges: None,
             commissioning_until: None,
             counter: 0,
+            locked_down: false,
+            journal_failed: false,
         }
+    }
+
+    /// Takes up what the journal recorded before a restart: the nonces of commands begun (never
+    /// executed again), the lockdown, the counter.
+    #[must_use]
+    pub fn restore(mut self, restored: Restored) -> Self {
+        self.counter = restored.counter;
+        self.executed = restored.executed;
+        self.locked_down = restored.locked_down;
+        self
+    }
+
+    /// Whether the interlock must be engaged: locked down, or the journal failed.
+    pub const fn interlocked(&self) -> bool {
+        self.locked_down || self.journal_failed
+    }
+
+    /// The next journal record.
+    fn record(&mut self, now: Timestamp, entry: Entry) -> Action {
+        self.counter += 1;
+        Action::Record(Record { counter: self.counter, at_ms: now.as_millis(), entry })
+    }
+
+    /// Takes the server's word on the lockdown: journaled when it changes.
+    fn lockdown(&mut self, now: Timestamp, on: bool) -> Vec<Action> {
+        if on == self.locked_down {
+            return Vec::new();
+        }
+        self.locked_down = on;
+        vec![self.record(now, Entry::Lockdown { on }), Action::Interlock(self.interlocked())]
     }
 
     /// Lets an OSDP reader be read without Secure Channel until `until` (the installer's
@@ -301,19 +361,30 @@ impl AgentCore {
                 self.ask(|request_id| AgentMessage::Courier { request_id, credential, action })
             }
             Event::Door { compartment, reading } => {
-                self.counter += 1;
-                vec![Action::Send(AgentMessage::DoorReport {
-                    compartment,
-                    door: reading,
-                    counter: self.counter,
-                })]
+                let record = self.record(now, Entry::Door { compartment, reading });
+                vec![
+                    record,
+                    Action::Send(AgentMessage::DoorReport {
+                        compartment,
+                        door: reading,
+                        counter: self.counter,
+                    }),
+                ]
             }
             Event::Unlocked { nonce, result } => {
+                let record = self.record(
+                    now,
+                    Entry::Unlocked { nonce: nonce.clone(), failure: result.clone().err() },
+                );
                 let outcome = match result {
                     Ok(()) => CommandOutcome::Unlocked,
                     Err(reason) => CommandOutcome::Failed { reason },
                 };
-                vec![Action::Send(AgentMessage::CommandResult { nonce, outcome })]
+                vec![record, Action::Send(AgentMessage::CommandResult { nonce, outcome })]
+            }
+            Event::JournalFailed => {
+                self.journal_failed = true;
+                vec![Action::Interlock(true)]
             }
         }
     }
@@ -440,7 +511,14 @@ impl AgentCore {
                 self.take_badges(&list);
                 Vec::new()
             }
-            ServerMessage::Welcome { device, bank, compartments, presence_key, .. } => {
+            ServerMessage::Welcome {
+                device,
+                bank,
+                compartments,
+                presence_key,
+                locked_down,
+                ..
+            } => {
                 if device != self.identity.device || bank != self.identity.bank {
                     // The server names another device or bank: trust nothing it says.
                     self.welcomed = false;
@@ -451,7 +529,16 @@ impl AgentCore {
                     .filter(|n| CompartmentNumber::new(*n).is_ok())
                     .collect();
                 self.welcomed = true;
-                vec![Action::Presence(Some(presence_key))]
+                let mut actions = self.lockdown(now, locked_down);
+                actions.push(Action::Presence(Some(presence_key)));
+                actions
+            }
+            ServerMessage::Lockdown { on } => {
+                if self.welcomed {
+                    self.lockdown(now, on)
+                } else {
+                    Vec::new()
+                }
             }
             ServerMessage::Pickup { request_id, answer } => {
                 let scanned = self.scanning.remove(&request_id);
@@ -486,8 +573,19 @@ impl AgentCore {
             ServerMessage::Open(signed) => match self.check(now, &signed) {
                 Ok(compartment) => {
                     let nonce = signed.command.nonce;
-                    self.executed.insert(nonce.clone(), signed.command.expires_at_ms);
-                    vec![Action::Unlock { compartment, nonce }]
+                    let expires_at_ms = signed.command.expires_at_ms;
+                    self.executed.insert(nonce.clone(), expires_at_ms);
+                    // Journaled first: after a power cut the nonce is still known, and the
+                    // command is never executed twice.
+                    let record = self.record(
+                        now,
+                        Entry::Unlock {
+                            nonce: nonce.clone(),
+                            compartment: compartment.get(),
+                            expires_at_ms,
+                        },
+                    );
+                    vec![record, Action::Unlock { compartment, nonce }]
                 }
                 Err(refusal) => vec![Action::Send(AgentMessage::CommandResult {
                     nonce: signed.command.nonce.chars().take(64).collect(),
@@ -535,6 +633,12 @@ impl AgentCore {
         if self.executed.contains_key(&command.nonce) {
             return Err(Refusal::Replay);
         }
+        if self.journal_failed {
+            return Err(Refusal::JournalFailed);
+        }
+        if self.locked_down {
+            return Err(Refusal::LockedDown);
+        }
         Ok(compartment)
     }
 }
@@ -578,6 +682,7 @@ mod tests {
                 compartments: vec![1, 2, 3],
                 server_time_ms: NOW.as_millis(),
                 presence_key: PresenceKey("a2V5".into()),
+                locked_down: false,
             }),
         );
         core
@@ -623,10 +728,22 @@ mod tests {
         let actions = open(&mut f.core, NOW, signed.clone());
         assert_eq!(
             actions,
-            vec![Action::Unlock {
-                compartment: CompartmentNumber::new(2).unwrap(),
-                nonce: "n1".into()
-            }]
+            vec![
+                Action::Record(Record {
+                    counter: 1,
+                    at_ms: NOW.as_millis(),
+                    entry: Entry::Unlock {
+                        nonce: "n1".into(),
+                        compartment: 2,
+                        expires_at_ms: NOW.as_millis() + 30_000
+                    }
+                }),
+                Action::Unlock {
+                    compartment: CompartmentNumber::new(2).unwrap(),
+                    nonce: "n1".into()
+                }
+            ],
+            "journaled before the board is told"
         );
         assert_eq!(refused(&open(&mut f.core, NOW, signed)).as_deref(), Some("replay"));
     }
@@ -697,6 +814,7 @@ mod tests {
                 compartments: vec![1],
                 server_time_ms: 0,
                 presence_key: PresenceKey("a2V5".into()),
+                locked_down: false,
             }),
         );
         assert!(!f.core.ready());
@@ -735,6 +853,7 @@ mod tests {
             compartments: vec![1],
             server_time_ms: 0,
             presence_key: PresenceKey("a2V5".into()),
+            locked_down: false,
         };
         let shown = core.handle(NOW, Event::Server(welcome));
         assert_eq!(shown, vec![Action::Presence(Some(PresenceKey("a2V5".into())))]);
@@ -829,12 +948,188 @@ mod tests {
                     .handle(NOW, Event::Door { compartment: 1, reading: DoorReading::Open })
                     .as_slice()
                 {
-                    [Action::Send(AgentMessage::DoorReport { counter, .. })] => *counter,
+                    [
+                        Action::Record(Record {
+                            counter: journaled,
+                            entry: Entry::Door { .. },
+                            ..
+                        }),
+                        Action::Send(AgentMessage::DoorReport { counter, .. }),
+                    ] if journaled == counter => *counter,
                     other => panic!("{other:?}"),
                 }
             })
             .collect();
         assert_eq!(counters, vec![1, 2, 3]);
+    }
+
+    fn welcome(locked_down: bool) -> Event {
+        Event::Server(ServerMessage::Welcome {
+            protocol: 1,
+            device: "dev_a".into(),
+            bank: "bnk_a".into(),
+            compartments: vec![1, 2, 3],
+            server_time_ms: NOW.as_millis(),
+            presence_key: PresenceKey("a2V5".into()),
+            locked_down,
+        })
+    }
+
+    fn lockdown_records(actions: &[Action]) -> Vec<bool> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Record(Record { entry: Entry::Lockdown { on }, .. }) => Some(*on),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_locked_down_bank_opens_nothing_until_the_lockdown_is_lifted() {
+        let mut f = fixture();
+        f.core.handle(NOW, Event::Disconnected);
+        f.core.handle(NOW, Event::Connected);
+        let actions = f.core.handle(NOW, welcome(true));
+        assert_eq!(lockdown_records(&actions), [true], "journaled");
+        assert!(actions.contains(&Action::Interlock(true)));
+        assert!(f.core.interlocked());
+        assert_eq!(
+            refused(&open(&mut f.core, NOW, sign(&f.key, command(1, "a")))).as_deref(),
+            Some("locked_down")
+        );
+        assert_eq!(
+            f.core.handle(NOW, Event::Server(ServerMessage::Lockdown { on: true })),
+            [],
+            "no change, nothing journaled"
+        );
+        let lifted = f.core.handle(NOW, Event::Server(ServerMessage::Lockdown { on: false }));
+        assert_eq!(lockdown_records(&lifted), [false]);
+        assert!(lifted.contains(&Action::Interlock(false)));
+        assert!(matches!(
+            open(&mut f.core, NOW, sign(&f.key, command(1, "b"))).as_slice(),
+            [Action::Record(_), Action::Unlock { .. }]
+        ));
+        // Engaged after the welcome too.
+        let engaged = f.core.handle(NOW, Event::Server(ServerMessage::Lockdown { on: true }));
+        assert!(engaged.contains(&Action::Interlock(true)));
+        assert_eq!(
+            refused(&open(&mut f.core, NOW, sign(&f.key, command(2, "c")))).as_deref(),
+            Some("locked_down")
+        );
+    }
+
+    #[test]
+    fn a_restarted_core_never_executes_a_begun_command_again_and_stays_locked_down() {
+        let (key, _) = SigningKey::generate(&Rng::new()).unwrap();
+        let identity = Identity {
+            device: "dev_a".into(),
+            bank: "bnk_a".into(),
+            command_key: key.public_key(),
+        };
+        let restored = Restored {
+            counter: 41,
+            executed: [("n1".to_owned(), NOW.as_millis() + 30_000)].into(),
+            locked_down: true,
+        };
+        let mut core = AgentCore::new(identity).restore(restored);
+        assert!(core.interlocked(), "locked down before the server says anything");
+        core.handle(NOW, Event::Connected);
+        core.handle(NOW, welcome(true));
+        assert_eq!(
+            refused(&open(&mut core, NOW, sign(&key, command(1, "n2")))).as_deref(),
+            Some("locked_down")
+        );
+        let lifted = core.handle(NOW, Event::Server(ServerMessage::Lockdown { on: false }));
+        assert!(matches!(lifted.first(), Some(Action::Record(Record { counter: 42, .. }))));
+        assert_eq!(
+            refused(&open(&mut core, NOW, sign(&key, command(1, "n1")))).as_deref(),
+            Some("replay"),
+            "begun before the power cut: never again"
+        );
+    }
+
+    #[test]
+    fn once_the_journal_fails_nothing_opens() {
+        let mut f = fixture();
+        assert_eq!(f.core.handle(NOW, Event::JournalFailed), [Action::Interlock(true)]);
+        assert_eq!(
+            refused(&open(&mut f.core, NOW, sign(&f.key, command(1, "a")))).as_deref(),
+            Some("journal_failed")
+        );
+        f.core.handle(NOW, Event::Server(ServerMessage::Lockdown { on: true }));
+        let lifted = f.core.handle(NOW, Event::Server(ServerMessage::Lockdown { on: false }));
+        assert!(lifted.contains(&Action::Interlock(true)), "a lift does not undo a failed journal");
+    }
+
+    /// What can happen to the agent, in any order.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Command { compartment: u16, nonce: u8, late: bool },
+        Lockdown(bool),
+        Reconnect { locked_down: bool },
+        Door(u16),
+        JournalFailed,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0_u16..5, 0_u8..6, any::<bool>())
+                .prop_map(|(compartment, nonce, late)| Step::Command { compartment, nonce, late }),
+            any::<bool>().prop_map(Step::Lockdown),
+            any::<bool>().prop_map(|locked_down| Step::Reconnect { locked_down }),
+            (1_u16..4).prop_map(Step::Door),
+            Just(Step::JournalFailed),
+        ]
+    }
+
+    proptest! {
+        /// Whatever happens: every unlock follows the journal record of its own command; no
+        /// nonce is unlocked twice; nothing unlocks while locked down or after the journal
+        /// failed; journal counters go up by one.
+        #[test]
+        fn every_unlock_is_journaled_first_and_none_while_interlocked(steps in proptest::collection::vec(step(), 1..40)) {
+            let mut f = fixture();
+            let mut unlocked = BTreeSet::new();
+            let mut counter = 0;
+            let mut interlocked = false;
+            for s in steps {
+                let at = NOW;
+                let actions = match s {
+                    Step::Command { compartment, nonce, late } => {
+                        let at = if late { NOW.plus(std::time::Duration::from_secs(31)) } else { NOW };
+                        open(&mut f.core, at, sign(&f.key, command(compartment, &format!("n{nonce}"))))
+                    }
+                    Step::Lockdown(on) => f.core.handle(at, Event::Server(ServerMessage::Lockdown { on })),
+                    Step::Reconnect { locked_down } => {
+                        f.core.handle(at, Event::Disconnected);
+                        f.core.handle(at, Event::Connected);
+                        f.core.handle(at, welcome(locked_down))
+                    }
+                    Step::Door(n) => f.core.handle(at, Event::Door { compartment: n, reading: DoorReading::Closed }),
+                    Step::JournalFailed => f.core.handle(at, Event::JournalFailed),
+                };
+                let mut last_record = None;
+                for action in &actions {
+                    match action {
+                        Action::Record(r) => {
+                            prop_assert_eq!(r.counter, counter + 1);
+                            counter = r.counter;
+                            last_record = Some(r.entry.clone());
+                        }
+                        Action::Interlock(on) => interlocked = *on,
+                        Action::Unlock { compartment, nonce } => {
+                            prop_assert!(!interlocked && !f.core.interlocked());
+                            let journaled = matches!(&last_record, Some(Entry::Unlock { nonce: n, compartment: c, .. }) if n == nonce && *c == compartment.get());
+                            prop_assert!(journaled, "{:?}", actions);
+                            prop_assert!(unlocked.insert(nonce.clone()), "{} twice", nonce);
+                        }
+                        _ => {}
+                    }
+                }
+                prop_assert_eq!(interlocked, f.core.interlocked());
+            }
+        }
     }
 
     #[test]
@@ -876,6 +1171,7 @@ mod tests {
                         compartments: vec![1, 2, 3],
                         server_time_ms: NOW.as_millis(),
                         presence_key: PresenceKey("a2V5".into()),
+                        locked_down: false,
                     }),
                 );
             }

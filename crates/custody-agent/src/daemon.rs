@@ -24,7 +24,8 @@ use zeroize::Zeroizing;
 
 use crate::core::{Action, AgentCore, Event, Screen};
 use crate::enrol::AgentSetup;
-use crate::hardware::{LockBoard, SensorEvent};
+use crate::hardware::{Interlock, LockBoard, SensorEvent};
+use crate::journal::{Journal, JournalError, Restored};
 use crate::link::{self, Link};
 
 /// Messages kept for the server while offline; beyond this the oldest are dropped (and logged).
@@ -41,6 +42,7 @@ pub struct AgentHandle {
     presence: watch::Receiver<Option<Arc<TotpSeed>>>,
     clock: Arc<dyn Clock>,
     ready: watch::Receiver<bool>,
+    interlock: Interlock,
     task: JoinHandle<()>,
 }
 
@@ -119,6 +121,11 @@ impl AgentHandle {
         *self.ready.borrow()
     }
 
+    /// Whether the hardware interlock is engaged (locked down, or the journal failed).
+    pub fn is_interlocked(&self) -> bool {
+        self.interlock.is_engaged()
+    }
+
     /// Stops the agent.
     pub fn stop(&self) {
         self.task.abort();
@@ -142,9 +149,22 @@ impl Drop for AgentHandle {
     }
 }
 
-/// Starts the agent.
-pub fn spawn(
+/// Starts the agent on the journal of its setup, taking up the state it records.
+pub async fn spawn(
     setup: AgentSetup,
+    board: Arc<dyn LockBoard>,
+    sensors: mpsc::UnboundedReceiver<SensorEvent>,
+    clock: Arc<dyn Clock>,
+) -> Result<AgentHandle, JournalError> {
+    let (journal, restored) = Journal::open(&setup.journal).await?;
+    Ok(spawn_on(setup, journal, restored, board, sensors, clock))
+}
+
+/// Starts the agent on a journal already open, with the state it restored.
+pub fn spawn_on(
+    setup: AgentSetup,
+    journal: Journal,
+    mut restored: Restored,
     board: Arc<dyn LockBoard>,
     sensors: mpsc::UnboundedReceiver<SensorEvent>,
     clock: Arc<dyn Clock>,
@@ -153,8 +173,16 @@ pub fn spawn(
     let (screen_tx, screen) = watch::channel(None);
     let (ready_tx, ready) = watch::channel(false);
     let (presence_tx, presence) = watch::channel(None);
+    restored.forget_expired(clock.now());
+    let core = AgentCore::new(setup.identity.clone())
+        .commissioning_until(setup.commissioning_until)
+        .restore(restored);
+    let interlock = Interlock::default();
+    interlock.set(core.interlocked());
     let daemon = Daemon {
-        core: AgentCore::new(setup.identity.clone()).commissioning_until(setup.commissioning_until),
+        core,
+        journal,
+        interlock: interlock.clone(),
         setup,
         board,
         clock: clock.clone(),
@@ -164,11 +192,13 @@ pub fn spawn(
         backlog: VecDeque::new(),
     };
     let task = tokio::spawn(daemon.run(kiosk_rx, sensors));
-    AgentHandle { kiosk, screen, presence, clock, ready, task }
+    AgentHandle { kiosk, screen, presence, clock, ready, interlock, task }
 }
 
 struct Daemon {
     core: AgentCore,
+    journal: Journal,
+    interlock: Interlock,
     setup: AgentSetup,
     board: Arc<dyn LockBoard>,
     clock: Arc<dyn Clock>,
@@ -288,8 +318,19 @@ impl Daemon {
         mut link: Option<&mut Link>,
         unlocked_tx: &mpsc::UnboundedSender<(String, Result<(), String>)>,
     ) {
-        for action in actions {
+        let mut actions = VecDeque::from(actions);
+        while let Some(action) = actions.pop_front() {
             match action {
+                Action::Record(record) => {
+                    if let Err(e) = self.journal.append(&record).await {
+                        // Nothing after this may act as if it were recorded: the interlock
+                        // stops every unlock before the core has even heard.
+                        self.interlock.set(true);
+                        tracing::error!(error = %e, "journal write failed; no door opens until it is fixed");
+                        actions.extend(self.core.handle(self.clock.now(), Event::JournalFailed));
+                    }
+                }
+                Action::Interlock(engaged) => self.interlock.set(engaged),
                 Action::Send(message) => {
                     let sent = match link.as_deref_mut() {
                         Some(l) => send(l, &message).await.is_ok(),
@@ -317,8 +358,10 @@ impl Daemon {
                 Action::Unlock { compartment, nonce } => {
                     // One unlock per command, never retried: the result goes back to the core.
                     let (board, tx) = (self.board.clone(), unlocked_tx.clone());
+                    let interlock = self.interlock.clone();
                     tokio::spawn(async move {
-                        let result = board.unlock(compartment).await.map_err(|e| e.to_string());
+                        let result =
+                            board.unlock(compartment, interlock).await.map_err(|e| e.to_string());
                         let _ = tx.send((nonce, result));
                     });
                 }

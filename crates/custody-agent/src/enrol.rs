@@ -7,6 +7,7 @@
 //!   device.pem        its certificate, issued by the platform's internal CA
 //!   server-ca.pem     the CA that issued the server's certificate
 //!   command.pub       the server's command verification key (Ed25519, base64)
+//!   journal.log       what the agent did and saw, hash-chained (`crate::journal`)     (0600)
 //! ```
 
 use std::io::Write as _;
@@ -114,6 +115,8 @@ pub struct AgentSetup {
     /// installer commissions it (from `custody agent run --commissioning-until`); never by
     /// default.
     pub commissioning_until: Option<custody_core::Timestamp>,
+    /// The journal file (`AGENT_DIR/journal.log`).
+    pub journal: PathBuf,
 }
 
 /// Where to enrol and what to trust.
@@ -252,5 +255,6 @@ pub fn load(
             tls: Arc::new(tls),
         },
         commissioning_until: None,
+        journal: dir.join("journal.log"),
     })
 }

@@ -12,5 +12,6 @@ pub mod core;
 pub mod daemon;
 pub mod enrol;
 pub mod hardware;
+pub mod journal;
 pub mod link;
 pub mod osdp;

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use custody_agent::hardware::emulator::{ModbusEmulator, PtyPair, Rs485Emulator};
 use custody_agent::hardware::{
-    BoardDriver, HardwareError, Layout, LockBoard as _, SensorEvent, SimulatedBank, Timing,
-    open_serial,
+    BoardDriver, HardwareError, Interlock, Layout, LockBoard as _, SensorEvent, SimulatedBank,
+    Timing, open_serial,
 };
 use custody_agent::hardware::{modbus, rs485};
 use custody_core::compartment::CompartmentNumber;
@@ -91,7 +91,7 @@ async fn an_unlock_crosses_the_line_once_and_the_doors_are_polled() {
     // At boot every door is read from the boards, on both boards.
     reported(&mut r.sensors, 16, DoorReading::Closed).await;
 
-    r.board.unlock(n(11)).await.unwrap();
+    r.board.unlock(n(11), Interlock::default()).await.unwrap();
     assert!(r.doors.is_unlatched(11), "board 2, channel 3");
     assert_eq!(r.emulator.unlock_frames(), 1);
     r.doors.open_door(11).unwrap();
@@ -99,23 +99,39 @@ async fn an_unlock_crosses_the_line_once_and_the_doors_are_polled() {
     r.doors.close_door(11).unwrap();
     reported(&mut r.sensors, 11, DoorReading::Closed).await;
 
-    assert_eq!(r.board.unlock(n(17)).await, Err(HardwareError::NoSuchCompartment));
+    assert_eq!(
+        r.board.unlock(n(17), Interlock::default()).await,
+        Err(HardwareError::NoSuchCompartment)
+    );
     assert_eq!(r.emulator.unlock_frames(), 1, "nothing sent for a compartment no board has");
     assert_eq!(r.emulator.open_all_frames(), 0);
+}
+
+#[tokio::test]
+async fn nothing_is_sent_while_the_interlock_is_engaged() {
+    let r = rig().await;
+    let interlock = Interlock::default();
+    interlock.set(true);
+    assert_eq!(r.board.unlock(n(1), interlock.clone()).await, Err(HardwareError::Interlocked));
+    assert_eq!(r.emulator.unlock_frames(), 0, "checked before the frame, in the driver");
+    assert!(!r.doors.is_unlatched(1));
+    interlock.set(false);
+    r.board.unlock(n(1), interlock).await.unwrap();
+    assert_eq!(r.emulator.unlock_frames(), 1);
 }
 
 #[tokio::test]
 async fn a_silent_board_is_not_asked_again_and_the_next_unlock_works() {
     let r = rig().await;
     r.doors.fail_next_unlock();
-    assert_eq!(r.board.unlock(n(2)).await, Err(HardwareError::NoAnswer));
+    assert_eq!(r.board.unlock(n(2), Interlock::default()).await, Err(HardwareError::NoAnswer));
     assert_eq!(r.emulator.unlock_frames(), 1, "an unanswered unlock is never resent");
     assert!(!r.doors.is_unlatched(2));
     // Released but unconfirmed: still reported as unanswered, still not resent.
     r.emulator.silence_next();
-    assert_eq!(r.board.unlock(n(1)).await, Err(HardwareError::NoAnswer));
+    assert_eq!(r.board.unlock(n(1), Interlock::default()).await, Err(HardwareError::NoAnswer));
     assert!(r.doors.is_unlatched(1));
-    r.board.unlock(n(2)).await.unwrap();
+    r.board.unlock(n(2), Interlock::default()).await.unwrap();
     assert_eq!(r.emulator.unlock_frames(), 3, "the person's second try is a new unlock");
     assert!(r.doors.is_unlatched(2));
 }
@@ -125,19 +141,19 @@ async fn corrupt_noisy_and_late_replies_are_never_taken_for_an_answer() {
     let r = rig().await;
     // A corrupt reply: the latch did release, but the driver cannot know that, and says so.
     r.emulator.corrupt_next();
-    assert_eq!(r.board.unlock(n(3)).await, Err(HardwareError::NoAnswer));
+    assert_eq!(r.board.unlock(n(3), Interlock::default()).await, Err(HardwareError::NoAnswer));
     assert_eq!(r.emulator.unlock_frames(), 1, "not resent");
 
     // Noise before a good reply: read through.
     r.emulator.noise_next();
-    r.board.unlock(n(4)).await.unwrap();
+    r.board.unlock(n(4), Interlock::default()).await.unwrap();
 
     // A reply held back and sent before the next one (a board that answered too late): the
     // stale bytes are skipped and every later answer is the right one.
     r.emulator.delay_next();
-    assert_eq!(r.board.unlock(n(5)).await, Err(HardwareError::NoAnswer));
-    r.board.unlock(n(6)).await.unwrap();
-    r.board.unlock(n(7)).await.unwrap();
+    assert_eq!(r.board.unlock(n(5), Interlock::default()).await, Err(HardwareError::NoAnswer));
+    r.board.unlock(n(6), Interlock::default()).await.unwrap();
+    r.board.unlock(n(7), Interlock::default()).await.unwrap();
     assert!(r.doors.is_unlatched(6) && r.doors.is_unlatched(7));
     assert_eq!(r.emulator.open_all_frames(), 0);
 }
@@ -149,14 +165,14 @@ async fn doors_become_unknown_when_the_boards_stop_answering() {
     r.emulator.unplug(true);
     reported(&mut r.sensors, 1, DoorReading::Unknown).await;
     reported(&mut r.sensors, 16, DoorReading::Unknown).await;
-    assert_eq!(r.board.unlock(n(1)).await, Err(HardwareError::NoAnswer));
+    assert_eq!(r.board.unlock(n(1), Interlock::default()).await, Err(HardwareError::NoAnswer));
     r.emulator.unplug(false);
     reported(&mut r.sensors, 16, DoorReading::Closed).await;
 
     // A pulled cable: the same.
     r.pty.cut().await;
     reported(&mut r.sensors, 9, DoorReading::Unknown).await;
-    assert!(r.board.unlock(n(9)).await.is_err());
+    assert!(r.board.unlock(n(9), Interlock::default()).await.is_err());
     assert!(!r.doors.is_unlatched(9));
 }
 
@@ -224,7 +240,7 @@ async fn relays_are_switched_off_at_start_and_pulse_once_per_unlock() {
     reported(&mut r.sensors, 8, DoorReading::Closed).await;
     assert_eq!(r.emulator.relays_on(), 0, "every relay off before the first poll");
 
-    r.board.unlock(n(6)).await.unwrap();
+    r.board.unlock(n(6), Interlock::default()).await.unwrap();
     assert!(r.doors.is_unlatched(6), "board 6, relay 1");
     assert_eq!(r.emulator.on_writes(), 1);
     assert_eq!(r.emulator.relays_on(), 0, "off again after the pulse");
@@ -240,15 +256,15 @@ async fn an_unanswered_relay_is_switched_off_and_never_switched_on_again() {
     let mut r = relay_rig().await;
     reported(&mut r.sensors, 1, DoorReading::Closed).await;
     r.emulator.silence_next_on();
-    assert_eq!(r.board.unlock(n(2)).await, Err(HardwareError::NoAnswer));
+    assert_eq!(r.board.unlock(n(2), Interlock::default()).await, Err(HardwareError::NoAnswer));
     assert_eq!(r.emulator.on_writes(), 1, "not resent");
     assert_eq!(r.emulator.relays_on(), 0, "switched off all the same");
-    r.board.unlock(n(3)).await.unwrap();
+    r.board.unlock(n(3), Interlock::default()).await.unwrap();
     assert_eq!(r.emulator.on_writes(), 2);
 
     r.emulator.unplug(true);
     reported(&mut r.sensors, 5, DoorReading::Unknown).await;
-    assert_eq!(r.board.unlock(n(5)).await, Err(HardwareError::NoAnswer));
+    assert_eq!(r.board.unlock(n(5), Interlock::default()).await, Err(HardwareError::NoAnswer));
     assert!(!r.doors.is_unlatched(5));
     r.emulator.unplug(false);
     reported(&mut r.sensors, 5, DoorReading::Closed).await;

@@ -104,6 +104,15 @@ impl App {
         }))
     }
 
+    /// Whether `bank` is locked down: what its own agent is told (the device link has proved
+    /// who is asking, so no caller is checked).
+    pub async fn is_locked_down(&self, bank: &BankId) -> Result<bool, AppError> {
+        let lookup = bank.clone();
+        let row =
+            self.store().read(move |tx| async move { tx.lockdown(&lookup).await }.boxed()).await?;
+        Ok(row.is_some())
+    }
+
     /// Locks a bank down, saying why: from now on none of its compartments opens, whatever
     /// the credential or the caller. Staff in scope; no step-up, because locking down is what
     /// someone does in a hurry and only ever closes doors. Engaging it twice changes nothing.

@@ -179,7 +179,7 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
         .transpose()?;
     setup.commissioning_until = commissioning_until;
     let (simulated, board, sensors) = lock_boards(&args)?;
-    let handle = custody_agent::daemon::spawn(setup, board, sensors, Arc::new(SystemClock));
+    let handle = custody_agent::daemon::spawn(setup, board, sensors, Arc::new(SystemClock)).await?;
     let _reader = match &args.osdp_port {
         Some(port) => Some(osdp_reader(&args, port, commissioning_until, handle.badge_reader())?),
         None => None,

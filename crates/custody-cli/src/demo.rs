@@ -365,7 +365,7 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
         let (boards, driver, sensors) =
             EmulatedBoards::start(&dir.join("line"), &doors, name == "Mail room").await?;
         let mut agent =
-            custody_agent::daemon::spawn(setup, Arc::new(driver), sensors, clock.clone());
+            custody_agent::daemon::spawn(setup, Arc::new(driver), sensors, clock.clone()).await?;
         tokio::time::timeout(Duration::from_secs(20), agent.wait_ready())
             .await
             .with_context(|| format!("the agent of {name} did not connect"))?;

@@ -335,6 +335,14 @@ pub enum ServerMessage {
         /// The bank's presence key: the kiosk shows the six-digit code it gives every 30
         /// seconds (RFC 6238), which a resident types into the app to open from the phone.
         presence_key: PresenceKey,
+        /// Whether the bank is locked down: the agent opens nothing while it is, and remembers
+        /// it across restarts.
+        locked_down: bool,
+    },
+    /// The bank was locked down (`on`) or its lockdown lifted, after the welcome.
+    Lockdown {
+        /// Whether it is locked down now.
+        on: bool,
     },
     /// Unlock a compartment.
     Open(SignedOpenCommand),

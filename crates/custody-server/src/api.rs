@@ -444,6 +444,7 @@ pub async fn engage_lockdown(
 ) -> ApiResult<LockdownView> {
     let bank: BankId = parse_id(&id, "bank")?;
     let lockdown = state.app.engage_lockdown(staff.caller(), &bank, &body.reason).await?;
+    crate::gateway::sync_lockdown(&state, &bank).await;
     Ok(Json(lockdown_view(&bank, Some(&lockdown))))
 }
 
@@ -456,7 +457,10 @@ pub async fn lift_lockdown(
 ) -> Result<Response, ApiError> {
     let bank: BankId = parse_id(&id, "bank")?;
     match state.app.lift_lockdown(staff.caller(), &bank, &body.reason).await? {
-        custody_app::lockdown::Lift::Lifted => Ok(Json(lockdown_view(&bank, None)).into_response()),
+        custody_app::lockdown::Lift::Lifted => {
+            crate::gateway::sync_lockdown(&state, &bank).await;
+            Ok(Json(lockdown_view(&bank, None)).into_response())
+        }
         custody_app::lockdown::Lift::Pending(request) => {
             Ok((StatusCode::ACCEPTED, Json(views::approval(&request))).into_response())
         }
@@ -724,6 +728,12 @@ async fn decide(
     // An approved bulk open ran: its commands go to the bank's agent now.
     for opening in &decided.openings {
         deliver(state, &opening.command);
+    }
+    // An approved lift: the bank's agent releases its interlock now.
+    if decided.request.kind == custody_core::approval::ApprovalKind::LiftLockdown
+        && let Ok(bank) = decided.request.subject.parse::<BankId>()
+    {
+        crate::gateway::sync_lockdown(state, &bank).await;
     }
     Ok(Json(views::approval(&decided.request)))
 }

@@ -147,7 +147,7 @@ async fn run(state: ServerState, caller: Caller, socket: WebSocket) {
             _ = resync.tick() => {
                 // Changes made elsewhere (the `custody` command, another server) reach the
                 // kiosk within this period at the latest.
-                if !send_badges(&state, &caller, &sender).await {
+                if !send_badges(&state, &caller, &sender).await || !send_lockdown(&state, &bank, &sender).await {
                     break;
                 }
                 continue;
@@ -214,6 +214,13 @@ async fn handle(
                     return false;
                 }
             };
+            let locked_down = match state.app.is_locked_down(bank).await {
+                Ok(on) => on,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read a bank's lockdown for its device");
+                    return false;
+                }
+            };
             tracing::info!(%device, agent_version = %agent_version.chars().take(32).collect::<String>(), "hello");
             let welcome = ServerMessage::Welcome {
                 protocol: PROTOCOL_VERSION,
@@ -222,6 +229,7 @@ async fn handle(
                 compartments,
                 server_time_ms: state.app.now().as_millis(),
                 presence_key,
+                locked_down,
             };
             if sender.send(welcome).await.is_err() {
                 return false;
@@ -283,6 +291,34 @@ async fn send_badges(
             tracing::error!(error = %e, "cannot list a site's badges for a device");
             true
         }
+    }
+}
+
+/// Tells an agent whether its bank is locked down; `false` ends the link.
+async fn send_lockdown(
+    state: &ServerState,
+    bank: &BankId,
+    sender: &mpsc::Sender<ServerMessage>,
+) -> bool {
+    match state.app.is_locked_down(bank).await {
+        Ok(on) => sender.send(ServerMessage::Lockdown { on }).await.is_ok(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a bank's lockdown for its device");
+            true
+        }
+    }
+}
+
+/// Tells the bank's agent, if it is connected, whether the bank is locked down: called once a
+/// lockdown or its lifting commits. The agent also hears it at every welcome and resync.
+pub async fn sync_lockdown(state: &ServerState, bank: &BankId) {
+    match state.app.is_locked_down(bank).await {
+        Ok(on) => {
+            if state.hub.is_online(bank) && !state.hub.send(bank, ServerMessage::Lockdown { on }) {
+                tracing::warn!(%bank, "an agent missed a lockdown change; it hears it at the next resync");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot read a bank's lockdown to tell its agent"),
     }
 }
 

@@ -151,7 +151,9 @@ impl TestServer {
             Arc::new(bank.clone()),
             sensors,
             self.env.app.clock(),
-        );
+        )
+        .await
+        .expect("the agent's journal");
         tokio::time::timeout(std::time::Duration::from_secs(20), handle.wait_ready())
             .await
             .expect("agent connected");

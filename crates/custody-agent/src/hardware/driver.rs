@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{BoardSpec, Channel, HardwareError, Layout, LockBoard, SensorEvent};
+use super::{BoardSpec, Channel, HardwareError, Interlock, Layout, LockBoard, SensorEvent};
 
 /// A protocol on a serial line.
 pub trait Bus: Send + 'static {
@@ -130,7 +130,7 @@ impl DoorTracker {
     }
 }
 
-type UnlockRequest = (CompartmentNumber, oneshot::Sender<Result<(), HardwareError>>);
+type UnlockRequest = (CompartmentNumber, Interlock, oneshot::Sender<Result<(), HardwareError>>);
 
 /// A running driver, as the daemon sees it: a [`LockBoard`].
 #[derive(Debug, Clone)]
@@ -153,11 +153,15 @@ impl BoardDriver {
 }
 
 impl LockBoard for BoardDriver {
-    fn unlock(&self, compartment: CompartmentNumber) -> BoxFuture<'_, Result<(), HardwareError>> {
+    fn unlock(
+        &self,
+        compartment: CompartmentNumber,
+        interlock: Interlock,
+    ) -> BoxFuture<'_, Result<(), HardwareError>> {
         Box::pin(async move {
             let stopped = || HardwareError::Line("the lock-board driver has stopped".into());
             let (tx, rx) = oneshot::channel();
-            self.requests.send((compartment, tx)).await.map_err(|_| stopped())?;
+            self.requests.send((compartment, interlock, tx)).await.map_err(|_| stopped())?;
             rx.await.map_err(|_| stopped())?
         })
     }
@@ -182,8 +186,10 @@ async fn drive<B: Bus>(
         tokio::select! {
             biased;
             request = requests.recv() => {
-                let Some((compartment, answer)) = request else { return };
+                let Some((compartment, interlock, answer)) = request else { return };
                 let result = match layout.locate(compartment) {
+                    // The last check before the frame goes out: the request may have waited.
+                    Some(_) if interlock.is_engaged() => Err(HardwareError::Interlocked),
                     Some((board, channel)) => bus.unlock(board, channel).await,
                     None => Err(HardwareError::NoSuchCompartment),
                 };

@@ -26,8 +26,7 @@ use tokio_modbus::prelude::{ExceptionCode, Request as ModbusRequest, Response, S
 
 use super::rs485::{self, Request};
 use super::{
-    BoardSpec, Channel, DoorBits, HardwareError, Layout, LockBoard as _, SimulatedBank, modbus,
-    open_serial,
+    BoardSpec, Channel, DoorBits, HardwareError, Layout, SimulatedBank, modbus, open_serial,
 };
 
 #[derive(Debug, Default)]
@@ -128,7 +127,7 @@ async fn answer<P: AsyncRead + AsyncWrite + Unpin>(
             Ok(n) => buf.extend(chunk.get(..n).unwrap_or_default()),
         }
         while let Some(request) = rs485::take_request(&mut buf) {
-            let Some(reply) = reply_to(request, &bank, &layout, &faults).await else { continue };
+            let Some(reply) = reply_to(request, &bank, &layout, &faults) else { continue };
             if port.write_all(&reply).await.is_err() || port.flush().await.is_err() {
                 return;
             }
@@ -137,7 +136,7 @@ async fn answer<P: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// What the boards send in answer to `request`, faults applied.
-async fn reply_to(
+fn reply_to(
     request: Request,
     bank: &SimulatedBank,
     layout: &Layout,
@@ -167,7 +166,7 @@ async fn reply_to(
                 if let Some(n) =
                     layout.compartment(address, c).and_then(|n| CompartmentNumber::new(n).ok())
                 {
-                    let _ = bank.unlock(n).await;
+                    let _ = bank.release(n);
                 }
             }
             rs485::unlock_reply(address, 0, true).to_vec()
@@ -177,7 +176,7 @@ async fn reply_to(
                 .and_then(|c| layout.compartment(address, c))
                 .and_then(|n| CompartmentNumber::new(n).ok());
             let released = match compartment {
-                Some(n) => match bank.unlock(n).await {
+                Some(n) => match bank.release(n) {
                     Ok(()) => true,
                     // The simulated board was told to fail this one: it stays silent.
                     Err(HardwareError::NoAnswer) => return None,
@@ -315,8 +314,8 @@ impl tokio_modbus::server::Service for RelayBoards {
     type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
     fn call(&self, request: Self::Request) -> Self::Future {
-        let boards = self.clone();
-        Box::pin(async move { boards.answer(request).await })
+        let answer = self.answer(&request);
+        Box::pin(async move { answer })
     }
 }
 
@@ -334,13 +333,13 @@ impl RelayBoards {
     }
 
     /// Switches the relay of `n`; on releases its latch. `false` when the board fails it.
-    async fn switch(&self, n: u16, on: bool) -> bool {
+    fn switch(&self, n: u16, on: bool) -> bool {
         if on {
             self.state().on_writes += 1;
             let Ok(compartment) = CompartmentNumber::new(n) else {
                 return false;
             };
-            if self.bank.unlock(compartment).await.is_err() {
+            if self.bank.release(compartment).is_err() {
                 return false;
             }
         }
@@ -348,7 +347,7 @@ impl RelayBoards {
         true
     }
 
-    async fn answer(&self, request: SlaveRequest<'static>) -> Answer {
+    fn answer(&self, request: &SlaveRequest<'static>) -> Answer {
         if self.state().unplugged {
             return Ok(None);
         }
@@ -360,24 +359,24 @@ impl RelayBoards {
         };
         let mut response = None;
         for board in boards {
-            response = Some(self.act(board, &request.request).await?);
+            response = Some(self.act(board, &request.request)?);
         }
         // A broadcast is obeyed and never answered.
         Ok(response.filter(|_| request.slave != 0).flatten())
     }
 
-    async fn act(&self, board: BoardSpec, request: &ModbusRequest<'static>) -> Answer {
+    fn act(&self, board: BoardSpec, request: &ModbusRequest<'static>) -> Answer {
         match request {
             ModbusRequest::WriteSingleCoil(coil, on) => {
                 let n = self.compartment(board, *coil)?;
                 let silent = *on && std::mem::take(&mut self.state().silent_next_on);
-                let switched = self.switch(n, *on).await;
+                let switched = self.switch(n, *on);
                 Ok((switched && !silent).then_some(Response::WriteSingleCoil(*coil, *on)))
             }
             ModbusRequest::WriteMultipleCoils(first, values) => {
                 for (coil, on) in (*first..).zip(values.iter()) {
                     let n = self.compartment(board, coil)?;
-                    self.switch(n, *on).await;
+                    self.switch(n, *on);
                 }
                 let count =
                     u16::try_from(values.len()).map_err(|_| ExceptionCode::IllegalDataValue)?;

@@ -22,6 +22,8 @@ mod sim;
 use std::fmt;
 use std::num::NonZeroU8;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use custody_core::compartment::CompartmentNumber;
 use custody_proto::device::DoorReading;
@@ -45,12 +47,39 @@ pub enum HardwareError {
     /// The serial line cannot be opened or used; the message says what to check.
     #[error("{0}")]
     Line(String),
+    /// The interlock was engaged (lockdown, or a journal that cannot be written) when the
+    /// latch was about to be released: nothing was sent.
+    #[error("interlocked: the bank is locked down or its journal cannot be written")]
+    Interlocked,
 }
 
 /// A board that releases compartment latches.
 pub trait LockBoard: Send + Sync {
-    /// Releases the latch of `compartment` once.
-    fn unlock(&self, compartment: CompartmentNumber) -> BoxFuture<'_, Result<(), HardwareError>>;
+    /// Releases the latch of `compartment` once, unless `interlock` is engaged at the moment
+    /// the board would be told (checked there, after any wait for the line).
+    fn unlock(
+        &self,
+        compartment: CompartmentNumber,
+        interlock: Interlock,
+    ) -> BoxFuture<'_, Result<(), HardwareError>>;
+}
+
+/// The last word before a latch moves: while engaged, no board releases anything. The agent
+/// engages it for a lockdown and when its journal cannot be written; the drivers check it
+/// immediately before sending an unlock, so an unlock that waited for the line is stopped too.
+#[derive(Debug, Clone, Default)]
+pub struct Interlock(Arc<AtomicBool>);
+
+impl Interlock {
+    /// Engages or releases it.
+    pub fn set(&self, engaged: bool) {
+        self.0.store(engaged, Ordering::SeqCst);
+    }
+
+    /// Whether it is engaged.
+    pub fn is_engaged(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// A door sensor reading.

@@ -12,7 +12,7 @@ use custody_proto::device::DoorReading;
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use super::{HardwareError, LockBoard, SensorEvent};
+use super::{HardwareError, Interlock, LockBoard, SensorEvent};
 
 #[derive(Debug, Default)]
 struct SimDoor {
@@ -109,24 +109,30 @@ impl SimulatedBank {
     pub fn fail_next_unlock(&self) {
         self.state().fail_next_unlock = true;
     }
+
+    /// The hardware itself releases the latch of `compartment` (what a board does when told).
+    pub fn release(&self, compartment: CompartmentNumber) -> Result<(), HardwareError> {
+        let mut s = self.state();
+        if std::mem::take(&mut s.fail_next_unlock) {
+            return Err(HardwareError::NoAnswer);
+        }
+        let door = s.doors.get_mut(&compartment.get()).ok_or(HardwareError::NoSuchCompartment)?;
+        door.latched = false;
+        door.unlocks += 1;
+        Ok(())
+    }
 }
 
 impl LockBoard for SimulatedBank {
-    fn unlock(&self, compartment: CompartmentNumber) -> BoxFuture<'_, Result<(), HardwareError>> {
-        let result = {
-            let mut s = self.state();
-            if std::mem::take(&mut s.fail_next_unlock) {
-                Err(HardwareError::NoAnswer)
-            } else {
-                match s.doors.get_mut(&compartment.get()) {
-                    Some(door) => {
-                        door.latched = false;
-                        door.unlocks += 1;
-                        Ok(())
-                    }
-                    None => Err(HardwareError::NoSuchCompartment),
-                }
-            }
+    fn unlock(
+        &self,
+        compartment: CompartmentNumber,
+        interlock: Interlock,
+    ) -> BoxFuture<'_, Result<(), HardwareError>> {
+        let result = if interlock.is_engaged() {
+            Err(HardwareError::Interlocked)
+        } else {
+            self.release(compartment)
         };
         Box::pin(async move { result })
     }
@@ -140,20 +146,27 @@ mod tests {
     async fn doors_open_only_after_an_unlock_and_relatch_on_close() {
         let (bank, mut sensors) = SimulatedBank::new([1, 2]);
         assert_eq!(bank.open_door(1), Err(SimError::Locked));
-        bank.unlock(CompartmentNumber::new(1).unwrap()).await.unwrap();
+        bank.unlock(CompartmentNumber::new(1).unwrap(), Interlock::default()).await.unwrap();
         bank.open_door(1).unwrap();
         bank.close_door(1).unwrap();
         assert_eq!(bank.open_door(1), Err(SimError::Locked), "latched again");
         assert_eq!(sensors.recv().await, Some((1, DoorReading::Open)));
         assert_eq!(sensors.recv().await, Some((1, DoorReading::Closed)));
         assert_eq!(
-            bank.unlock(CompartmentNumber::new(9).unwrap()).await,
+            bank.unlock(CompartmentNumber::new(9).unwrap(), Interlock::default()).await,
             Err(HardwareError::NoSuchCompartment)
         );
         bank.fail_next_unlock();
         assert_eq!(
-            bank.unlock(CompartmentNumber::new(2).unwrap()).await,
+            bank.unlock(CompartmentNumber::new(2).unwrap(), Interlock::default()).await,
             Err(HardwareError::NoAnswer)
+        );
+        assert!(!bank.is_unlatched(2));
+        let interlock = Interlock::default();
+        interlock.set(true);
+        assert_eq!(
+            bank.unlock(CompartmentNumber::new(2).unwrap(), interlock).await,
+            Err(HardwareError::Interlocked)
         );
         assert!(!bank.is_unlatched(2));
     }
