@@ -468,3 +468,112 @@ backends!(a_new_reader_is_given_its_key_while_commissioning, |t: TestStore| asyn
     })
     .await;
 });
+
+/// Engages the lockdown of the seeded bank as its admin, and tells the agent, as the API does.
+async fn lock_down(server: &TestServer) {
+    let admin = server.env.stepped_up(&server.env.admin);
+    server
+        .env
+        .app
+        .engage_lockdown(&admin, &server.env.bank, "pry marks on the door")
+        .await
+        .unwrap();
+    custody_server::gateway::sync_lockdown(&server.running.state, &server.env.bank).await;
+}
+
+backends!(a_lockdown_holds_at_the_agent_across_a_power_cut, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let mut agent = server.agent().await;
+    let admin = server.env.stepped_up(&server.env.admin);
+    let slot = server.env.compartments[1].clone();
+    // A command signed before the lockdown, held back by someone on the network.
+    let held = server.env.app.remote_open(&admin, &slot.id, "check the hinge").await.unwrap();
+    lock_down(&server).await;
+    eventually("the agent engages its interlock", || async { agent.handle.is_interlocked() }).await;
+
+    server.restart_agent(&mut agent, None).await;
+    assert!(agent.handle.is_interlocked(), "locked down from its journal, before any link");
+    agent.handle.wait_ready().await;
+    assert!(server.running.state.hub.send(&server.env.bank, ServerMessage::Open(held.command)));
+    eventually("the refusal reaches the audit log", || {
+        let app = server.env.app.clone();
+        let site = server.env.site.clone();
+        async move {
+            let log = app
+                .store()
+                .read(move |tx| Box::pin(async move { tx.audit_for_site(&site, 50).await }))
+                .await
+                .unwrap();
+            log.iter().any(|r| {
+                r.event
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("agent_refused:locked_down"))
+            })
+        }
+    })
+    .await;
+    assert_eq!(agent.bank.unlocks(2), 0);
+});
+
+backends!(a_command_begun_before_a_power_cut_is_never_executed_again, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let mut agent = server.agent().await;
+    let admin = server.env.stepped_up(&server.env.admin);
+    let slot = server.env.compartments[2].clone();
+    let opening = server.env.app.remote_open(&admin, &slot.id, "check the hinge").await.unwrap();
+    let hub = &server.running.state.hub;
+    assert!(hub.send(&server.env.bank, ServerMessage::Open(opening.command.clone())));
+    eventually("the latch releases", || async { agent.bank.unlocks(3) == 1 }).await;
+
+    // The power goes; the agent comes back and the same command arrives again.
+    server.restart_agent(&mut agent, None).await;
+    agent.handle.wait_ready().await;
+    assert!(hub.send(&server.env.bank, ServerMessage::Open(opening.command.clone())));
+    eventually("the replay is refused", || {
+        let app = server.env.app.clone();
+        let site = server.env.site.clone();
+        async move {
+            let log = app
+                .store()
+                .read(move |tx| Box::pin(async move { tx.audit_for_site(&site, 50).await }))
+                .await
+                .unwrap();
+            log.iter().any(|r| {
+                r.event.reason.as_deref().is_some_and(|r| r.starts_with("agent_refused:replay"))
+            })
+        }
+    })
+    .await;
+    assert_eq!(agent.bank.unlocks(3), 1, "not executed twice");
+});
+
+backends!(a_journal_that_cannot_be_written_stops_every_open, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let mut agent = server.agent().await;
+    let full = std::path::Path::new("/dev/full");
+    let file = tokio::fs::OpenOptions::new().write(true).open(full).await.unwrap();
+    server
+        .restart_agent(&mut agent, Some(custody_agent::journal::Journal::on_file(full, file)))
+        .await;
+    agent.handle.wait_ready().await;
+    let admin = server.env.stepped_up(&server.env.admin);
+    let slot = server.env.compartments[0].clone();
+    let opening = server.env.app.remote_open(&admin, &slot.id, "check the hinge").await.unwrap();
+    assert!(server.running.state.hub.send(&server.env.bank, ServerMessage::Open(opening.command)));
+    eventually("the interlock engages", || async { agent.handle.is_interlocked() }).await;
+    eventually("the failure reaches the audit log", || {
+        let app = server.env.app.clone();
+        let site = server.env.site.clone();
+        async move {
+            let log = app
+                .store()
+                .read(move |tx| Box::pin(async move { tx.audit_for_site(&site, 50).await }))
+                .await
+                .unwrap();
+            log.iter().any(|r| r.event.reason.as_deref().is_some_and(|r| r.contains("interlocked")))
+        }
+    })
+    .await;
+    assert_eq!(agent.bank.unlocks(1), 0, "nothing opens that the journal could not record");
+});

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use custody_server::routes::{Access, RouteInfo};
 use custody_testkit::server::{METRICS_TOKEN, SignedIn};
-use custody_testkit::{TestServer, TestStore, backends};
+use custody_testkit::{TestServer, TestStore, backends, eventually};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -689,7 +689,7 @@ backends!(residents_sign_in_by_link_in_the_browser_that_asked, |t: TestStore| as
     assert_eq!(stranger.status(), StatusCode::ACCEPTED, "the same answer for any address");
     let env = &server.env;
     let mail = std::sync::Mutex::new(Vec::new());
-    custody_testkit::eventually("the link's e-mail", || async {
+    eventually("the link's e-mail", || async {
         let rows = env.app.lease_messages(10).await.unwrap();
         let mut mail = mail.lock().unwrap();
         mail.extend(rows.iter().map(|r| env.app.open_message(r).unwrap()));
@@ -770,7 +770,7 @@ backends!(
     a_lockdown_over_the_api_refuses_opens_until_two_people_lift_it,
     |t: TestStore| async move {
         let server = TestServer::start(t).await;
-        let _agent = server.agent().await;
+        let agent = server.agent().await;
         let env = &server.env;
         let admin = server.sign_in(&env.admin).await;
         let post = |who: &SignedIn, path: String, body: Value| {
@@ -784,6 +784,8 @@ backends!(
             admin.client.get(server.url(&lockdown)).send().await.unwrap().json().await.unwrap();
         assert_eq!(state["locked_down"], true);
         assert_eq!(state["engaged_by"], env.admin.id.as_str());
+        eventually("the agent engages its interlock", || async { agent.handle.is_interlocked() })
+            .await;
 
         let open = format!("/api/v1/compartments/{}/open", env.compartments[2].id);
         let refused = post(&admin, open.clone(), json!({"reason": "inspection"})).await.unwrap();
@@ -808,6 +810,8 @@ backends!(
         let state: Value =
             admin.client.get(server.url(&lockdown)).send().await.unwrap().json().await.unwrap();
         assert_eq!(state["locked_down"], false);
+        eventually("the agent releases its interlock", || async { !agent.handle.is_interlocked() })
+            .await;
         let opened = post(&admin, open, json!({"reason": "inspection"})).await.unwrap();
         assert_eq!(opened.status(), StatusCode::OK);
     }

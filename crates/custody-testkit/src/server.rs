@@ -160,6 +160,36 @@ impl TestServer {
         TestAgent { handle, bank, identity, dir }
     }
 
+    /// Stops `agent` as a power cut would and starts it again from its directory, on the same
+    /// doors: on its own journal, or on `journal` when given (one that cannot be written, say).
+    /// Does not wait for the link.
+    pub async fn restart_agent(
+        &self,
+        agent: &mut TestAgent,
+        journal: Option<custody_agent::journal::Journal>,
+    ) {
+        agent.handle.stop();
+        let gateway = format!("localhost:{}", self.running.gateway.port());
+        let setup = custody_agent::enrol::load(agent.dir(), Some(&gateway), self.env.app.clock())
+            .expect("load agent");
+        // The doors stay as they were; their sensors are not watched after a restart.
+        let (_, sensors) = tokio::sync::mpsc::unbounded_channel();
+        let (board, clock) = (Arc::new(agent.bank.clone()), self.env.app.clock());
+        agent.handle = match journal {
+            Some(journal) => custody_agent::daemon::spawn_on(
+                setup,
+                journal,
+                custody_agent::journal::Restored::default(),
+                board,
+                sensors,
+                clock,
+            ),
+            None => custody_agent::daemon::spawn(setup, board, sensors, clock)
+                .await
+                .expect("the agent's journal"),
+        };
+    }
+
     /// Signs `person` in through the API.
     pub async fn sign_in(&self, person: &PersonRow) -> SignedIn {
         let signed_in = self.sign_in_with_password(person).await;
