@@ -253,6 +253,7 @@ pub fn load(
             gateway: gateway_override.map_or(file.gateway, str::to_owned),
             server_name: file.server_name,
             tls: Arc::new(tls),
+            local_address: None,
         },
         commissioning_until: None,
         journal: dir.join("journal.log"),

@@ -19,6 +19,8 @@ pub struct LinkConfig {
     pub server_name: String,
     /// TLS 1.3, client certificate, pinned server key.
     pub tls: Arc<rustls::ClientConfig>,
+    /// The local address to connect from (a device with several networks), or any.
+    pub local_address: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for LinkConfig {
@@ -26,6 +28,7 @@ impl std::fmt::Debug for LinkConfig {
         f.debug_struct("LinkConfig")
             .field("gateway", &self.gateway)
             .field("server_name", &self.server_name)
+            .field("local_address", &self.local_address)
             .finish_non_exhaustive()
     }
 }
@@ -49,7 +52,24 @@ pub enum LinkError {
 
 /// Connects and upgrades to the device link.
 pub async fn connect(config: &LinkConfig) -> Result<Link, LinkError> {
-    let tcp = TcpStream::connect(&config.gateway).await?;
+    let tcp = match config.local_address {
+        None => TcpStream::connect(&config.gateway).await?,
+        Some(local) => {
+            let remote = tokio::net::lookup_host(&config.gateway)
+                .await?
+                .find(|a| a.is_ipv4() == local.is_ipv4())
+                .ok_or_else(|| {
+                    std::io::Error::other("no gateway address of the local address's family")
+                })?;
+            let socket = if local.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.bind(std::net::SocketAddr::new(local, 0))?;
+            socket.connect(remote).await?
+        }
+    };
     let name =
         ServerName::try_from(config.server_name.clone()).map_err(|_| LinkError::ServerName)?;
     let tls = TlsConnector::from(config.tls.clone()).connect(name, tcp).await?;

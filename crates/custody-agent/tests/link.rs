@@ -202,24 +202,6 @@ backends!(a_revoked_device_cannot_connect, |t: TestStore| async move {
     assert!(second.handle.is_ready(), "a newly enrolled device connects");
 });
 
-#[tokio::test]
-async fn the_gateway_refuses_clients_without_a_certificate() {
-    let server = TestServer::start(custody_testkit::sqlite_store().await).await;
-    let trust = custody_crypto::tls::ServerTrust {
-        ca_pem: server.env.data.server_ca_pem().unwrap(),
-        pins: vec![],
-    };
-    let tls =
-        custody_crypto::tls::client_config(&trust, None, &[b"http/1.1"], server.env.app.clock())
-            .unwrap();
-    let config = custody_agent::link::LinkConfig {
-        gateway: format!("localhost:{}", server.running.gateway.port()),
-        server_name: "localhost".into(),
-        tls: std::sync::Arc::new(tls),
-    };
-    assert!(custody_agent::link::connect(&config).await.is_err());
-}
-
 backends!(a_courier_works_the_kiosk_with_todays_code, |t: TestStore| async move {
     let server = TestServer::start(t).await;
     let mut agent = server.agent().await;
@@ -576,4 +558,88 @@ backends!(a_journal_that_cannot_be_written_stops_every_open, |t: TestStore| asyn
     })
     .await;
     assert_eq!(agent.bank.unlocks(1), 0, "nothing opens that the journal could not record");
+});
+
+/// Whether the audit log of the seeded site has an entry of `action` whose reason starts with
+/// `reason`.
+async fn audited(server: &TestServer, action: AuditAction, reason: &str) -> bool {
+    let (app, site) = (server.env.app.clone(), server.env.site.clone());
+    let log = app
+        .store()
+        .read(move |tx| Box::pin(async move { tx.audit_for_site(&site, 100).await }))
+        .await
+        .unwrap();
+    log.iter().any(|r| {
+        r.event.action == action && r.event.reason.as_deref().is_some_and(|r| r.starts_with(reason))
+    })
+}
+
+backends!(revoking_a_device_ends_its_link_and_refuses_its_handshake, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let agent = server.agent().await;
+    let device = agent.identity.device.clone();
+    let admin = server.sign_in(&server.env.admin).await;
+    let revoked = admin
+        .client
+        .post(server.url(&format!("/api/v1/devices/{device}/revoke")))
+        .header("x-csrf-token", &admin.csrf)
+        .json(&json!({"reason": "the controller was stolen from the Lobby"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let view: Value = revoked.json().await.unwrap();
+    assert!(view["revoked_at"].is_string(), "{view}");
+    eventually("the live link ends", || async { !agent.handle.is_ready() }).await;
+    assert!(audited(&server, AuditAction::DeviceRevoke, &device).await);
+
+    let gateway = format!("localhost:{}", server.running.gateway.port());
+    let setup =
+        custody_agent::enrol::load(agent.dir(), Some(&gateway), server.env.app.clock()).unwrap();
+    let err = custody_agent::link::connect(&setup.link).await.unwrap_err();
+    assert!(err.to_string().contains("CertificateRevoked"), "refused at the handshake: {err}");
+    let listed: Vec<Value> = admin
+        .client
+        .get(server.url(&format!("/api/v1/banks/{}/devices", server.env.bank)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["connected"], false, "{listed:?}");
+});
+
+backends!(re_enrolment_gives_a_new_identity_and_ends_the_old_one, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let old = server.agent().await;
+    let new = server.agent().await;
+    assert_ne!(old.identity.device, new.identity.device);
+    eventually("the old link ends", || async { !old.handle.is_ready() }).await;
+    assert!(new.handle.is_ready());
+    let gateway = format!("localhost:{}", server.running.gateway.port());
+    let setup =
+        custody_agent::enrol::load(old.dir(), Some(&gateway), server.env.app.clock()).unwrap();
+    let err = custody_agent::link::connect(&setup.link).await.unwrap_err();
+    assert!(err.to_string().contains("CertificateRevoked"), "{err}");
+});
+
+backends!(one_identity_connected_from_two_places_is_audited, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let agent = server.agent().await;
+    assert!(!audited(&server, AuditAction::DeviceConflict, "").await);
+    // A copy of its key and certificate, used from another address while it is connected.
+    let gateway = format!("localhost:{}", server.running.gateway.port());
+    let mut setup =
+        custody_agent::enrol::load(agent.dir(), Some(&gateway), server.env.app.clock()).unwrap();
+    setup.link.local_address = Some("127.0.0.2".parse().unwrap());
+    let _copy = custody_agent::link::connect(&setup.link).await.unwrap();
+    eventually("the conflict is audited", || {
+        audited(
+            &server,
+            AuditAction::DeviceConflict,
+            "connected_from_two_places:127.0.0.1:127.0.0.2",
+        )
+    })
+    .await;
 });

@@ -41,7 +41,12 @@ fn config(server: &TestServer, identity: Option<(&str, &str)>) -> LinkConfig {
         pins: vec![custody_crypto::pki::spki_pin_of_pem(&cert).unwrap()],
     };
     let tls = client_config(&trust, identity, &[b"http/1.1"], server.env.app.clock()).unwrap();
-    LinkConfig { gateway: gateway(server), server_name: "localhost".into(), tls: Arc::new(tls) }
+    LinkConfig {
+        gateway: gateway(server),
+        server_name: "localhost".into(),
+        tls: Arc::new(tls),
+        local_address: None,
+    }
 }
 
 /// The enrolled agent's own certificate and key, read from its directory.

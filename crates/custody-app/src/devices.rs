@@ -167,3 +167,121 @@ impl App {
             .await
     }
 }
+
+impl App {
+    /// The devices of a bank, newest first, revoked ones included. Staff who may see its site.
+    pub async fn devices(
+        &self,
+        caller: &Caller,
+        bank: &BankId,
+    ) -> Result<Vec<DeviceRow>, AppError> {
+        let (bank_row, site) = self.bank_and_site(bank).await?;
+        if caller.check(|p| policy::may_view_site(p, &site.org, &site.id)).is_err() {
+            return Err(AppError::NotFound);
+        }
+        let id = bank_row.id;
+        self.store().read(move |tx| async move { Ok(tx.devices_of_bank(&id).await?) }.boxed()).await
+    }
+
+    /// Revokes a device's identity, saying why: its certificate is refused at the next
+    /// handshake, and the caller ends its live link. Staff in scope, stepped up. The bank
+    /// enrols again with a new token, under a new identity.
+    pub async fn revoke_device(
+        &self,
+        caller: &Caller,
+        id: &DeviceId,
+        reason: &str,
+    ) -> Result<DeviceRow, AppError> {
+        let reason = custody_core::text::Reason::parse(reason).map_err(AppError::invalid)?;
+        let lookup = id.clone();
+        let device = self
+            .store()
+            .read(move |tx| async move { Ok::<_, AppError>(tx.device(&lookup).await?) }.boxed())
+            .await?
+            .ok_or(AppError::NotFound)?;
+        let (_, site) = self.bank_and_site(&device.bank).await?;
+        let target = Target {
+            site: Some(site.id.clone()),
+            bank: Some(device.bank.clone()),
+            ..Target::default()
+        };
+        if caller.check(|p| policy::may_view_site(p, &site.org, &site.id)).is_err() {
+            return Err(AppError::NotFound);
+        }
+        if let Err(d) = caller
+            .check(|p| policy::may_manage_site(p, &site.org, &site.id))
+            .and_then(|()| self.require_step_up(caller))
+        {
+            return Err(self.refuse(caller, AuditAction::DeviceRevoke, target, d).await);
+        }
+        let (now, actor, app, person) =
+            (self.now(), caller.actor(), self.clone(), caller.person().cloned());
+        let device_id = device.id.clone();
+        self.store()
+            .write(move |tx| {
+                async move {
+                    if tx.revoke_device(&device_id, now).await? {
+                        let mut e = AuditEvent {
+                            at: now,
+                            actor,
+                            action: AuditAction::DeviceRevoke,
+                            target,
+                            outcome: Outcome::Success,
+                            reason: Some(device_id.to_string()),
+                            personal: None,
+                        };
+                        if let Some(person) = person {
+                            e.personal = app.seal_personal(tx, &person, reason.as_str()).await?;
+                        }
+                        tx.append_audit(&e)?;
+                    }
+                    Ok::<_, AppError>(())
+                }
+                .boxed()
+            })
+            .await?;
+        let lookup = id.clone();
+        self.store()
+            .read(move |tx| async move { Ok::<_, AppError>(tx.device(&lookup).await?) }.boxed())
+            .await?
+            .ok_or(AppError::NotFound)
+    }
+
+    /// Serial numbers of revoked device certificates not yet expired: what the gateway refuses
+    /// at the handshake.
+    pub async fn revoked_device_serials(&self) -> Result<Vec<String>, AppError> {
+        let now = self.now();
+        self.store()
+            .read(move |tx| async move { Ok(tx.revoked_device_serials(now).await?) }.boxed())
+            .await
+    }
+
+    /// Records that the calling device's identity is in use from two places at once (`first`
+    /// and `second`, the two addresses): an anomaly, since one agent keeps one link.
+    pub async fn device_conflict(
+        &self,
+        caller: &Caller,
+        first: &str,
+        second: &str,
+    ) -> Result<(), AppError> {
+        let Caller::Principal(policy::Principal::Device { bank, site, .. }) = caller else {
+            return Err(AppError::Forbidden);
+        };
+        let event = AuditEvent {
+            at: self.now(),
+            actor: caller.actor(),
+            action: AuditAction::DeviceConflict,
+            target: Target {
+                site: Some(site.clone()),
+                bank: Some(bank.clone()),
+                ..Target::default()
+            },
+            outcome: Outcome::Failure,
+            reason: Some(format!("connected_from_two_places:{first}:{second}")),
+            personal: None,
+        };
+        self.store()
+            .write(move |tx| async move { Ok::<_, AppError>(tx.append_audit(&event)?) }.boxed())
+            .await
+    }
+}

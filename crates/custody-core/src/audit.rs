@@ -152,6 +152,10 @@ named_enum!(
         DeviceEnrol = "device.enrol",
         /// A device connected over the device link.
         DeviceConnect = "device.connect",
+        /// A device's identity was revoked: its certificate is refused and its link ended.
+        DeviceRevoke = "device.revoke",
+        /// One device identity was connected from two places at once.
+        DeviceConflict = "device.conflict",
         /// An enrolment token was issued for a bank.
         EnrolmentTokenCreate = "device.enrolment_token.create",
         /// A notification was handed to its channel or gave up.

@@ -11,6 +11,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use custody_core::Clock;
@@ -76,11 +77,84 @@ fn roots(ca_pem: &str) -> Result<Arc<RootCertStore>, CryptoError> {
 pub enum ClientAuth {
     /// Browsers and API clients: no client certificate.
     None,
-    /// The device gateway: a certificate issued by this CA is required at the handshake.
+    /// The device gateway: a certificate issued by this CA, and not revoked, is required at the
+    /// handshake.
     Required {
         /// The internal CA, PEM.
         ca_pem: String,
+        /// Serial numbers of revoked certificates, refused at the handshake.
+        revoked: Revoked,
     },
+}
+
+/// The serial numbers (lowercase hex, as [`certificate_info`] gives them) of revoked client
+/// certificates, shared between the handshake and whoever revokes: a change applies to the next
+/// handshake.
+#[derive(Debug, Clone, Default)]
+pub struct Revoked(Arc<std::sync::RwLock<std::collections::HashSet<String>>>);
+
+impl Revoked {
+    /// Replaces the set.
+    pub fn replace(&self, serials: impl IntoIterator<Item = String>) {
+        let mut set = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *set = serials.into_iter().collect();
+    }
+
+    /// Whether `serial` is revoked.
+    pub fn contains(&self, serial: &str) -> bool {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).contains(serial)
+    }
+}
+
+/// The CA's chain check, then the revocation check.
+#[derive(Debug)]
+struct RevocationVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    revoked: Revoked,
+}
+
+impl ClientCertVerifier for RevocationVerifier {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        let info = certificate_info(end_entity).map_err(|_| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding)
+        })?;
+        if self.revoked.contains(&info.serial_hex) {
+            return Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// A TLS 1.3 server configuration.
@@ -97,11 +171,14 @@ pub fn server_config(
         .map_err(tls_err)?;
     let builder = match client_auth {
         ClientAuth::None => builder.with_no_client_auth(),
-        ClientAuth::Required { ca_pem } => {
-            let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider)
+        ClientAuth::Required { ca_pem, revoked } => {
+            let inner = WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider)
                 .build()
                 .map_err(tls_err)?;
-            builder.with_client_cert_verifier(verifier)
+            builder.with_client_cert_verifier(Arc::new(RevocationVerifier {
+                inner,
+                revoked: revoked.clone(),
+            }))
         }
     };
     let mut config = builder

@@ -15,7 +15,7 @@ use custody_crypto::Rng;
 use custody_crypto::pki::{
     CertificateAuthority, CertifiedKey, DeviceKey, generate_ca, spki_pin_of_pem,
 };
-use custody_crypto::tls::{ClientAuth, ServerTrust, client_config, server_config};
+use custody_crypto::tls::{ClientAuth, Revoked, ServerTrust, client_config, server_config};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -93,7 +93,7 @@ async fn mutual_tls_with_matching_pin_succeeds_and_names_the_device() {
     let server = server_config(
         &p.server.cert_pem,
         &p.server.key_pem,
-        &ClientAuth::Required { ca_pem: p.ca_pem.clone() },
+        &ClientAuth::Required { ca_pem: p.ca_pem.clone(), revoked: Revoked::default() },
         &[],
         clock(),
     )
@@ -133,7 +133,7 @@ async fn device_gateway_refuses_a_client_without_certificate() {
     let server = server_config(
         &p.server.cert_pem,
         &p.server.key_pem,
-        &ClientAuth::Required { ca_pem: p.ca_pem.clone() },
+        &ClientAuth::Required { ca_pem: p.ca_pem.clone(), revoked: Revoked::default() },
         &[],
         clock(),
     )
@@ -152,7 +152,7 @@ async fn device_gateway_refuses_a_certificate_from_a_foreign_ca() {
     let server = server_config(
         &p.server.cert_pem,
         &p.server.key_pem,
-        &ClientAuth::Required { ca_pem: p.ca_pem.clone() },
+        &ClientAuth::Required { ca_pem: p.ca_pem.clone(), revoked: Revoked::default() },
         &[],
         clock(),
     )
@@ -195,7 +195,7 @@ async fn expired_device_certificate_is_refused() {
     let server = server_config(
         &p.server.cert_pem,
         &p.server.key_pem,
-        &ClientAuth::Required { ca_pem: p.ca_pem.clone() },
+        &ClientAuth::Required { ca_pem: p.ca_pem.clone(), revoked: Revoked::default() },
         &[],
         later.clone(),
     )

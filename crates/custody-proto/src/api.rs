@@ -229,6 +229,27 @@ pub struct LockdownView {
     pub engaged_by: Option<String>,
 }
 
+/// An agent's identity (its certificate) at a bank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceView {
+    /// The device's id.
+    pub id: String,
+    /// Its bank.
+    pub bank: String,
+    /// Its certificate's serial number, hex.
+    pub cert_serial: String,
+    /// When it enrolled (RFC 3339).
+    pub enrolled_at: String,
+    /// When its certificate expires (RFC 3339).
+    pub cert_expires_at: String,
+    /// When it was revoked (RFC 3339), if it was.
+    pub revoked_at: Option<String>,
+    /// When it last connected (RFC 3339), if ever.
+    pub last_seen_at: Option<String>,
+    /// Whether it is connected now.
+    pub connected: bool,
+}
+
 /// A badge registered to a person. Its number is never shown again, only its last four hex
 /// digits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -435,6 +435,47 @@ pub async fn lockdown(
     Ok(Json(lockdown_view(&bank, lockdown.as_ref())))
 }
 
+fn device_view(
+    state: &ServerState,
+    d: &custody_store::DeviceRow,
+) -> custody_proto::api::DeviceView {
+    let connected = d.revoked_at.is_none() && state.hub.is_connected(&d.bank, &d.id);
+    custody_proto::api::DeviceView {
+        id: d.id.to_string(),
+        bank: d.bank.to_string(),
+        cert_serial: d.cert_serial.clone(),
+        enrolled_at: views::rfc3339(d.enrolled_at),
+        cert_expires_at: views::rfc3339(d.cert_expires_at),
+        revoked_at: d.revoked_at.map(views::rfc3339),
+        last_seen_at: d.last_seen_at.map(views::rfc3339),
+        connected,
+    }
+}
+
+/// The bank's agent identities, newest first.
+pub async fn bank_devices(
+    State(state): State<ServerState>,
+    StaffRead(reader): StaffRead,
+    Path(id): Path<String>,
+) -> ApiResult<Vec<custody_proto::api::DeviceView>> {
+    let bank: BankId = parse_id(&id, "bank")?;
+    let devices = state.app.devices(reader.caller(), &bank).await?;
+    Ok(Json(devices.iter().map(|d| device_view(&state, d)).collect()))
+}
+
+/// Revoke an agent's identity, with a reason: refused at its next handshake, its link ended now.
+pub async fn revoke_device(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+    Json(body): Json<ReasonRequest>,
+) -> ApiResult<custody_proto::api::DeviceView> {
+    let device: custody_core::DeviceId = parse_id(&id, "device")?;
+    let row = state.app.revoke_device(staff.caller(), &device, &body.reason).await?;
+    state.hub.refresh_revocations(&state.app).await;
+    Ok(Json(device_view(&state, &row)))
+}
+
 /// Lock a bank down, with a reason.
 pub async fn engage_lockdown(
     State(state): State<ServerState>,
@@ -862,6 +903,8 @@ pub async fn enrol(
     Json(body): Json<EnrolRequest>,
 ) -> Result<(StatusCode, Json<EnrolResponse>), ApiError> {
     let e = state.app.enrol(&body.token, &body.csr_pem).await?;
+    // The bank's older identity was revoked with this enrolment: its handshake and live link end.
+    state.hub.refresh_revocations(&state.app).await;
     Ok((
         StatusCode::CREATED,
         Json(EnrolResponse {

@@ -2,13 +2,16 @@
 //!
 //! The TLS accept loop (see [`crate::listen`]) has already required a client certificate issued
 //! by the internal CA; [`DeviceCaller`] then checks that the device is enrolled, unrevoked and
-//! presents the key it enrolled with. One connection per bank is kept: a newer connection of the
-//! bank replaces an older one.
+//! presents the key it enrolled with; a revoked certificate is refused at the handshake
+//! already ([`DeviceHub::revoked`]). One connection per bank is kept: a newer connection of the
+//! bank ends the older one, and the same identity connected from two addresses at once is
+//! audited as a conflict. Revoking a certificate ends its live link.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
@@ -17,15 +20,17 @@ use custody_app::parcels::PickupOutcome;
 use custody_app::{AppError, Caller};
 use custody_core::policy::Principal;
 use custody_core::{BankId, DeviceId};
+use custody_crypto::tls::Revoked;
 use custody_proto::device::{
     AgentMessage, CourierAction, CourierAnswer, CourierCredential, FreeCompartments, KioskParcel,
     MAX_FRAME_BYTES, PROTOCOL_VERSION, PickupAnswer, ServerMessage, SignedOpenCommand,
 };
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::ServerState;
-use crate::extract::DeviceCaller;
+use crate::extract::{DeviceCaller, PeerCertificate};
+use crate::listen::Peer;
 
 /// How often a connected agent is sent its site's badge list again, besides at once after
 /// every change through the API: the deadline for a revocation made anywhere else.
@@ -44,14 +49,21 @@ const OUTBOX_DEPTH: usize = 64;
 struct Link {
     id: u64,
     device: DeviceId,
+    /// Its certificate's serial, to end the link when the certificate is revoked.
+    serial: String,
+    /// Where it connected from.
+    peer: std::net::IpAddr,
     sender: mpsc::Sender<ServerMessage>,
+    /// Ends the link (revocation, or a newer link of the bank).
+    close: Arc<Notify>,
 }
 
-/// The connected agents, by bank.
+/// The connected agents, by bank, and the certificates the gateway refuses.
 #[derive(Clone, Default)]
 pub struct DeviceHub {
     links: Arc<Mutex<HashMap<BankId, Link>>>,
     next: Arc<AtomicU64>,
+    revoked: Revoked,
 }
 
 impl std::fmt::Debug for DeviceHub {
@@ -72,6 +84,11 @@ impl DeviceHub {
         self.links().get(bank).is_some_and(|l| !l.sender.is_closed())
     }
 
+    /// Whether `device` is the bank's connected agent.
+    pub fn is_connected(&self, bank: &BankId, device: &DeviceId) -> bool {
+        self.links().get(bank).is_some_and(|l| l.device == *device && !l.sender.is_closed())
+    }
+
     /// Queues a message for the bank's agent; `false` when it is not connected or not keeping up.
     pub fn send(&self, bank: &BankId, message: ServerMessage) -> bool {
         self.links().get(bank).is_some_and(|l| l.sender.try_send(message).is_ok())
@@ -82,17 +99,41 @@ impl DeviceHub {
         self.links().values().filter(|l| !l.sender.is_closed()).count()
     }
 
-    fn register(
-        &self,
-        bank: BankId,
-        device: &DeviceId,
-        sender: mpsc::Sender<ServerMessage>,
-    ) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        if let Some(old) = self.links().insert(bank, Link { id, device: device.clone(), sender }) {
-            tracing::info!(old = %old.device, new = %device, "bank reconnected; the older link is closed");
+    /// The revoked certificates, shared with the gateway's handshake.
+    pub fn revoked(&self) -> Revoked {
+        self.revoked.clone()
+    }
+
+    /// Reads the revoked certificates again and ends every link whose certificate is among
+    /// them: called after a revocation or an enrolment (which revokes the bank's older
+    /// identity), and every minute for changes made elsewhere.
+    pub async fn refresh_revocations(&self, app: &custody_app::App) {
+        match app.revoked_device_serials().await {
+            Ok(serials) => {
+                self.revoked.replace(serials);
+                for link in self.links().values() {
+                    if self.revoked.contains(&link.serial) {
+                        tracing::info!(device = %link.device, "certificate revoked; its link is ended");
+                        link.close.notify_one();
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read revoked device certificates"),
         }
-        id
+    }
+
+    /// Registers a new link of `bank`, ending the older one. Returns its id, and the address of
+    /// the older link when it was still open with the same identity from another address.
+    fn register(&self, bank: BankId, link: Link) -> (u64, Option<std::net::IpAddr>) {
+        let id = link.id;
+        let (device, peer) = (link.device.clone(), link.peer);
+        let old = self.links().insert(bank, link);
+        let conflict = old.and_then(|old| {
+            old.close.notify_one();
+            tracing::info!(old = %old.device, new = %device, "bank reconnected; the older link is closed");
+            (old.device == device && old.peer != peer && !old.sender.is_closed()).then_some(old.peer)
+        });
+        (id, conflict)
     }
 
     fn unregister(&self, bank: &BankId, id: u64) {
@@ -113,21 +154,49 @@ impl custody_app::Presence for DeviceHub {
 pub async fn link(
     State(state): State<ServerState>,
     DeviceCaller(caller): DeviceCaller,
+    Extension(Peer(peer)): Extension<Peer>,
+    Extension(PeerCertificate(certificate)): Extension<PeerCertificate>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let serial = certificate.serial_hex;
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| run(state, caller, socket))
+        .on_upgrade(move |socket| run(state, caller, peer.ip(), serial, socket))
 }
 
-async fn run(state: ServerState, caller: Caller, socket: WebSocket) {
+async fn run(
+    state: ServerState,
+    caller: Caller,
+    peer: std::net::IpAddr,
+    serial: String,
+    socket: WebSocket,
+) {
     let Caller::Principal(Principal::Device { device, bank, .. }) = caller.clone() else { return };
     if let Err(e) = state.app.device_connected(&caller).await {
         tracing::error!(error = %e, %device, "could not record device connection");
         return;
     }
     let (sender, mut queue) = mpsc::channel(OUTBOX_DEPTH);
-    let link_id = state.hub.register(bank.clone(), &device, sender.clone());
+    let close = Arc::new(Notify::new());
+    let link = Link {
+        id: state.hub.next.fetch_add(1, Ordering::Relaxed),
+        device: device.clone(),
+        serial,
+        peer,
+        sender: sender.clone(),
+        close: close.clone(),
+    };
+    let (link_id, conflict) = state.hub.register(bank.clone(), link);
+    if let Some(first) = conflict {
+        // One agent keeps one link: the same identity from two addresses at once is a copied
+        // key or certificate. The newer link is kept; both ends keep being audited.
+        tracing::error!(%device, %first, second = %peer, "one device identity connected from two places");
+        if let Err(e) =
+            state.app.device_conflict(&caller, &first.to_string(), &peer.to_string()).await
+        {
+            tracing::error!(error = %e, "could not record a device conflict");
+        }
+    }
     let (mut sink, mut stream) = socket.split();
     let writer = tokio::spawn(async move {
         while let Some(message) = queue.recv().await {
@@ -144,6 +213,11 @@ async fn run(state: ServerState, caller: Caller, socket: WebSocket) {
     loop {
         let frame = tokio::select! {
             frame = stream.next() => frame,
+            () = close.notified() => {
+                let goodbye = ServerMessage::Goodbye { reason: "link ended by the server".into() };
+                let _ = sender.send(goodbye).await;
+                break;
+            }
             _ = resync.tick() => {
                 // Changes made elsewhere (the `custody` command, another server) reach the
                 // kiosk within this period at the latest.

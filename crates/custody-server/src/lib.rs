@@ -379,6 +379,24 @@ fn table() -> Routes<ServerState> {
             api::lift_lockdown,
         )
         .get(
+            "/api/v1/banks/{id}/devices",
+            StaffRead,
+            Doc::list("The bank's agent identities, newest first", "DeviceView"),
+            api::bank_devices,
+        )
+        .post(
+            "/api/v1/devices/{id}/revoke",
+            Staff,
+            Doc::json(
+                "Revoke an agent's identity (needs a step-up and a reason): its certificate is \
+                 refused at the handshake and its live link ends",
+                200,
+                "DeviceView",
+            )
+            .taking("ReasonRequest"),
+            api::revoke_device,
+        )
+        .get(
             "/api/v1/sites",
             StaffRead,
             Doc::list("Sites in the caller's scope", "SiteView"),
@@ -804,7 +822,7 @@ pub async fn start(
     let gateway_tls = server_config(
         &listen.cert_pem,
         &listen.key_pem,
-        &ClientAuth::Required { ca_pem: app.ca_pem().to_owned() },
+        &ClientAuth::Required { ca_pem: app.ca_pem().to_owned(), revoked: state.hub.revoked() },
         &[b"http/1.1"],
         app.clock(),
     )
@@ -812,14 +830,28 @@ pub async fn start(
     let public_listener = TcpListener::bind(listen.public).await?;
     let gateway_listener = TcpListener::bind(listen.gateway).await?;
     let (public, gateway) = (public_listener.local_addr()?, gateway_listener.local_addr()?);
+    state.hub.refresh_revocations(&app).await;
+    let refresher = state.clone();
     let mut tasks = vec![
         listen::serve(public_listener, public_tls, router(state.clone()), false),
         listen::serve(gateway_listener, gateway_tls, gateway_router(state.clone()), true),
+        // Revocations made elsewhere (the `custody` command, another server) reach this
+        // server's handshake and live links within a minute.
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(REVOCATIONS_EVERY);
+            loop {
+                every.tick().await;
+                refresher.hub.refresh_revocations(&refresher.app).await;
+            }
+        }),
     ];
     tasks.extend(workers.spawn(app));
     tracing::info!(%public, %gateway, "serving");
     Ok(Running { public, gateway, state, tasks })
 }
+
+/// How often the revoked device certificates are read again.
+pub const REVOCATIONS_EVERY: Duration = Duration::from_mins(1);
 
 /// How often the sweeper expires parcels, releases stale reservations and retries
 /// notifications.

@@ -60,6 +60,8 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/banks/{id}/lockdown", Access::StaffRead),
     ("POST", "/api/v1/banks/{id}/lockdown", Access::Staff),
     ("POST", "/api/v1/banks/{id}/lockdown/lift", Access::Staff),
+    ("GET", "/api/v1/banks/{id}/devices", Access::StaffRead),
+    ("POST", "/api/v1/devices/{id}/revoke", Access::Staff),
     ("GET", "/api/v1/sites/{id}/badges", Access::StaffRead),
     ("POST", "/api/v1/sites/{id}/badges", Access::Staff),
     ("POST", "/api/v1/sites/{id}/badges/import", Access::Staff),

@@ -2923,6 +2923,20 @@ impl Tx {
         Ok(n == 1)
     }
 
+    /// Serial numbers of revoked certificates still within their validity: what the gateway
+    /// refuses at the handshake (an expired one is refused anyway).
+    pub async fn revoked_device_serials(&mut self, now: Timestamp) -> R<Vec<String>> {
+        let rows = self
+            .all(
+                sqlx::query(
+                    "SELECT cert_serial FROM devices WHERE revoked_at IS NOT NULL AND cert_expires_at > $1",
+                )
+                .bind(now.as_millis()),
+            )
+            .await?;
+        rows.iter().map(|r| text(r, "cert_serial")).collect()
+    }
+
     /// Notes that a device connected.
     pub async fn touch_device(&mut self, id: &DeviceId, now: Timestamp) -> R<()> {
         self.exec(
