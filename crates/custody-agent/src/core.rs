@@ -511,6 +511,8 @@ impl AgentCore {
                 self.take_badges(&list);
                 Vec::new()
             }
+            // The daemon stores a renewed certificate; it decides nothing about doors.
+            ServerMessage::Renewed { .. } => Vec::new(),
             ServerMessage::Welcome {
                 device,
                 bank,

@@ -23,10 +23,11 @@ use tokio_tungstenite::tungstenite::Message;
 use zeroize::Zeroizing;
 
 use crate::core::{Action, AgentCore, Event, Screen};
-use crate::enrol::AgentSetup;
+use crate::enrol::{AgentSetup, begin_renewal, finish_renewal, renewal_due};
 use crate::hardware::{Interlock, LockBoard, SensorEvent};
 use crate::journal::{Journal, JournalError, Restored};
 use crate::link::{self, Link};
+use custody_crypto::pki::DeviceKey;
 
 /// Messages kept for the server while offline; beyond this the oldest are dropped (and logged).
 const BACKLOG: usize = 1024;
@@ -183,6 +184,7 @@ pub fn spawn_on(
         core,
         journal,
         interlock: interlock.clone(),
+        renewal: None,
         setup,
         board,
         clock: clock.clone(),
@@ -199,6 +201,8 @@ struct Daemon {
     core: AgentCore,
     journal: Journal,
     interlock: Interlock,
+    /// The key made for a certificate renewal, until its certificate arrives.
+    renewal: Option<DeviceKey>,
     setup: AgentSetup,
     board: Arc<dyn LockBoard>,
     clock: Arc<dyn Clock>,
@@ -288,12 +292,57 @@ impl Daemon {
                         tracing::warn!("unreadable message from the server");
                         continue;
                     };
+                    if let ServerMessage::Renewed { certificate_pem } = &message {
+                        self.renewed(certificate_pem);
+                    }
                     let actions = self.core.handle(self.clock.now(), Event::Server(message));
                     self.perform(actions, Some(link), unlocked_tx).await;
                     let _ = self.ready.send(self.core.ready());
+                    if self.core.ready() && self.renewal.is_none()
+                        && renewal_due(self.clock.now(), &self.setup.certificate)
+                        && !self.renew(link).await
+                    {
+                        return;
+                    }
                 }
                 Some(local) = next_local(kiosk, sensors, unlocked) => self.local(local, Some(link), unlocked_tx).await,
             }
+        }
+    }
+
+    /// Asks for a new certificate, for a key made now; `false` when the link failed.
+    async fn renew(&mut self, link: &mut Link) -> bool {
+        match begin_renewal() {
+            Ok((key, csr_pem)) => {
+                self.renewal = Some(key);
+                tracing::info!(
+                    expires_ms = self.setup.certificate.not_after.as_millis(),
+                    "renewing the device certificate"
+                );
+                send(link, &AgentMessage::Renew { csr_pem }).await.is_ok()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot make a key to renew the device certificate");
+                true
+            }
+        }
+    }
+
+    /// Stores a renewed certificate; the next connection uses it.
+    fn renewed(&mut self, certificate_pem: &str) {
+        let Some(key) = self.renewal.take() else {
+            tracing::warn!("a certificate arrived that was not asked for; ignored");
+            return;
+        };
+        match finish_renewal(&self.setup, &key, certificate_pem, self.clock.clone()) {
+            Ok(setup) => {
+                tracing::info!(
+                    expires_ms = setup.certificate.not_after.as_millis(),
+                    "device certificate renewed"
+                );
+                self.setup = setup;
+            }
+            Err(e) => tracing::error!(error = %e, "the renewed certificate was not stored"),
         }
     }
 

@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use custody_core::Clock;
-use custody_crypto::pki::DeviceKey;
+use custody_core::Timestamp;
+use custody_crypto::pki::{CertificateInfo, DeviceKey, certificate_info};
 use custody_crypto::sign::PublicKey;
+use custody_crypto::tls::first_cert_der;
 use custody_crypto::tls::{ServerTrust, client_config};
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use data_encoding::HEXLOWER;
@@ -114,9 +116,13 @@ pub struct AgentSetup {
     /// Until when the bank's OSDP reader may be read without Secure Channel, while an
     /// installer commissions it (from `custody agent run --commissioning-until`); never by
     /// default.
-    pub commissioning_until: Option<custody_core::Timestamp>,
+    pub commissioning_until: Option<Timestamp>,
     /// The journal file (`AGENT_DIR/journal.log`).
     pub journal: PathBuf,
+    /// The agent's directory.
+    pub dir: PathBuf,
+    /// The device certificate in use.
+    pub certificate: CertificateInfo,
 }
 
 /// Where to enrol and what to trust.
@@ -226,6 +232,7 @@ pub fn load(
     if pins.is_empty() {
         return Err(EnrolError::BadPin);
     }
+    promote_renewal(dir)?;
     let key_path = dir.join("device.key");
     #[cfg(unix)]
     {
@@ -245,6 +252,9 @@ pub fn load(
     let tls = client_config(&trust, Some((&cert, &key)), &[b"http/1.1"], clock).map_err(|e| {
         EnrolError::Invalid { what: "device certificate or key", message: e.to_string() }
     })?;
+    let certificate = first_cert_der(&cert)
+        .and_then(|der| certificate_info(&der))
+        .map_err(|e| EnrolError::Invalid { what: "device.pem", message: e.to_string() })?;
     let command_key = PublicKey::from_base64(&read(&dir.join("command.pub"))?)
         .map_err(|e| EnrolError::Invalid { what: "command.pub", message: e.to_string() })?;
     Ok(AgentSetup {
@@ -257,5 +267,177 @@ pub fn load(
         },
         commissioning_until: None,
         journal: dir.join("journal.log"),
+        dir: dir.to_owned(),
+        certificate,
     })
+}
+
+/// Whether the certificate should be renewed at `now`: once two thirds of its lifetime have
+/// passed, leaving a third (ten days of the default thirty) for the server to be reachable.
+pub fn renewal_due(now: Timestamp, certificate: &CertificateInfo) -> bool {
+    let (from, to) = (certificate.not_before.as_millis(), certificate.not_after.as_millis());
+    now.as_millis() >= from + (to - from) / 3 * 2
+}
+
+/// A new key, made here, and the request for its certificate.
+pub fn begin_renewal() -> Result<(DeviceKey, String), EnrolError> {
+    let key = DeviceKey::generate()
+        .map_err(|e| EnrolError::Invalid { what: "device key", message: e.to_string() })?;
+    let csr = key
+        .csr("custody-agent")
+        .map_err(|e| EnrolError::Invalid { what: "csr", message: e.to_string() })?;
+    Ok((key, csr))
+}
+
+/// Stores the renewed certificate with its new key and loads the identity again. The pair is
+/// written beside the old one and then moved into place; a power cut in between is completed
+/// at the next start (`promote_renewal`).
+pub fn finish_renewal(
+    setup: &AgentSetup,
+    key: &DeviceKey,
+    certificate_pem: &str,
+    clock: Arc<dyn Clock>,
+) -> Result<AgentSetup, EnrolError> {
+    let info = first_cert_der(certificate_pem)
+        .and_then(|der| certificate_info(&der))
+        .map_err(|e| EnrolError::Invalid { what: "renewed certificate", message: e.to_string() })?;
+    if info.spki_sha256 != key.spki_sha256() || info.common_name != setup.identity.device {
+        return Err(EnrolError::Invalid {
+            what: "renewed certificate",
+            message: "not for this device's new key".into(),
+        });
+    }
+    let dir = &setup.dir;
+    let (key_new, cert_new) = (dir.join("device.key.new"), dir.join("device.pem.new"));
+    write(&key_new, key.to_pem().as_bytes(), true)?;
+    write(&cert_new, certificate_pem.as_bytes(), false)?;
+    promote_renewal(dir)?;
+    let mut renewed = load(dir, Some(&setup.link.gateway), clock)?;
+    renewed.commissioning_until = setup.commissioning_until;
+    renewed.journal.clone_from(&setup.journal);
+    Ok(renewed)
+}
+
+/// Moves a renewed key and certificate written beside the old ones into place, completing a
+/// renewal a power cut interrupted; a half-written renewal is dropped.
+fn promote_renewal(dir: &Path) -> Result<(), EnrolError> {
+    let (key, cert) = (dir.join("device.key"), dir.join("device.pem"));
+    let (key_new, cert_new) = (dir.join("device.key.new"), dir.join("device.pem.new"));
+    let spki_of_key = |path: &Path| -> Option<[u8; 32]> {
+        DeviceKey::from_pem(&read(path).ok()?).ok().map(|k| k.spki_sha256())
+    };
+    let remove = |path: &Path| -> Result<(), EnrolError> {
+        if path.exists() { std::fs::remove_file(path).map_err(io(path)) } else { Ok(()) }
+    };
+    let cert_spki =
+        read(&cert_new).ok().and_then(|pem| custody_crypto::pki::spki_pin_of_pem(&pem).ok());
+    match (cert_spki, key_new.exists()) {
+        // Both written whole: move the key, then the certificate.
+        (Some(spki), true) if spki_of_key(&key_new) == Some(spki) => {
+            std::fs::rename(&key_new, &key).map_err(io(&key))?;
+            std::fs::rename(&cert_new, &cert).map_err(io(&cert))?;
+        }
+        // The key was moved already: the certificate follows.
+        (Some(spki), false) if spki_of_key(&key) == Some(spki) => {
+            std::fs::rename(&cert_new, &cert).map_err(io(&cert))?;
+        }
+        // Nothing, or a half-written renewal: the old pair stays.
+        _ => {
+            remove(&key_new)?;
+            remove(&cert_new)?;
+        }
+    }
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use custody_crypto::pki::{CertificateAuthority, generate_ca};
+
+    const NOW: Timestamp = Timestamp::from_millis(1_893_456_000_000);
+
+    fn certified(ca: &CertificateAuthority, serial: u8) -> (DeviceKey, String) {
+        let key = DeviceKey::generate().unwrap();
+        let csr = key.csr("custody-agent").unwrap();
+        let cert = ca
+            .sign_device_csr(&csr, "dev_a", [serial; 16], NOW, custody_core::time::days(30))
+            .unwrap();
+        (key, cert)
+    }
+
+    /// The agent's directory holding the old pair, plus what a renewal left behind.
+    fn dir_with(
+        ca: &CertificateAuthority,
+        leftovers: impl FnOnce(&Path, &DeviceKey, &str),
+    ) -> (tempfile::TempDir, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let (old_key, old_cert) = certified(ca, 1);
+        std::fs::write(dir.path().join("device.key"), old_key.to_pem().as_bytes()).unwrap();
+        std::fs::write(dir.path().join("device.pem"), &old_cert).unwrap();
+        let (new_key, new_cert) = certified(ca, 2);
+        leftovers(dir.path(), &new_key, &new_cert);
+        (dir, old_cert, new_cert)
+    }
+
+    fn pem_in(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join("device.pem")).unwrap()
+    }
+
+    /// Wherever a power cut interrupts a renewal, the next start has a matching pair: the new
+    /// one when it was written whole, the old one otherwise.
+    #[test]
+    fn an_interrupted_renewal_leaves_a_matching_pair() {
+        let ca = generate_ca("test", [9; 16], NOW, custody_core::time::days(365)).unwrap();
+        let ca = CertificateAuthority::load(&ca.cert_pem, &ca.key_pem).unwrap();
+        let write_key = |d: &Path, k: &DeviceKey| {
+            std::fs::write(d.join("device.key.new"), k.to_pem().as_bytes()).unwrap();
+        };
+        // Both written, neither moved.
+        let (dir, _, new) = dir_with(&ca, |d, k, c| {
+            write_key(d, k);
+            std::fs::write(d.join("device.pem.new"), c).unwrap();
+        });
+        promote_renewal(dir.path()).unwrap();
+        assert_eq!(pem_in(dir.path()), new);
+        // The key moved, the certificate not yet.
+        let (dir, _, new) = dir_with(&ca, |d, k, c| {
+            std::fs::write(d.join("device.key"), k.to_pem().as_bytes()).unwrap();
+            std::fs::write(d.join("device.pem.new"), c).unwrap();
+        });
+        promote_renewal(dir.path()).unwrap();
+        assert_eq!(pem_in(dir.path()), new);
+        // Only the key written: dropped.
+        let (dir, old, _) = dir_with(&ca, |d, k, _| write_key(d, k));
+        promote_renewal(dir.path()).unwrap();
+        assert_eq!(pem_in(dir.path()), old);
+        assert!(!dir.path().join("device.key.new").exists());
+        // The certificate cut short: dropped, with its key.
+        let (dir, old, _) = dir_with(&ca, |d, k, c| {
+            write_key(d, k);
+            std::fs::write(d.join("device.pem.new"), c.get(..c.len() / 2).unwrap()).unwrap();
+        });
+        promote_renewal(dir.path()).unwrap();
+        assert_eq!(pem_in(dir.path()), old);
+        assert!(!dir.path().join("device.pem.new").exists());
+        let key = std::fs::read_to_string(dir.path().join("device.key")).unwrap();
+        let cert = custody_crypto::pki::spki_pin_of_pem(&pem_in(dir.path())).unwrap();
+        assert_eq!(DeviceKey::from_pem(&key).unwrap().spki_sha256(), cert, "a matching pair");
+    }
+
+    #[test]
+    fn renewal_is_due_after_two_thirds_of_the_lifetime() {
+        let certificate = CertificateInfo {
+            common_name: "dev_a".into(),
+            serial_hex: "01".into(),
+            spki_sha256: [0; 32],
+            not_before: NOW,
+            not_after: NOW.plus(custody_core::time::days(30)),
+        };
+        assert!(!renewal_due(NOW.plus(custody_core::time::days(19)), &certificate));
+        assert!(renewal_due(NOW.plus(custody_core::time::days(20)), &certificate));
+    }
 }

@@ -643,3 +643,32 @@ backends!(one_identity_connected_from_two_places_is_audited, |t: TestStore| asyn
     })
     .await;
 });
+
+backends!(a_certificate_is_renewed_for_a_new_key_before_it_expires, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let mut agent = server.agent().await;
+    let old_cert = std::fs::read_to_string(agent.dir().join("device.pem")).unwrap();
+    let gateway = format!("localhost:{}", server.running.gateway.port());
+    let old =
+        custody_agent::enrol::load(agent.dir(), Some(&gateway), server.env.app.clock()).unwrap();
+
+    // Twenty days into thirty: the next message from the server finds the renewal due.
+    server.env.clock.advance(custody_core::time::days(20));
+    custody_server::gateway::sync_lockdown(&server.running.state, &server.env.bank).await;
+    eventually("the certificate is renewed", || async {
+        std::fs::read_to_string(agent.dir().join("device.pem")).unwrap() != old_cert
+    })
+    .await;
+    assert!(audited(&server, AuditAction::DeviceRenew, "").await);
+    let renewed =
+        custody_agent::enrol::load(agent.dir(), Some(&gateway), server.env.app.clock()).unwrap();
+    assert_eq!(renewed.identity.device, old.identity.device, "the same identity");
+    assert_ne!(renewed.certificate.spki_sha256, old.certificate.spki_sha256, "a new key");
+    assert!(renewed.certificate.not_after > old.certificate.not_after);
+
+    // The old certificate and key are refused from now on; the new ones connect.
+    let err = custody_agent::link::connect(&old.link).await.unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    server.restart_agent(&mut agent, None).await;
+    agent.handle.wait_ready().await;
+});

@@ -285,3 +285,60 @@ impl App {
             .await
     }
 }
+
+impl App {
+    /// Signs a new certificate for the calling device, for the key in `csr_pem` (made on the
+    /// device, never sent): the device's record takes the new key and serial, so the old
+    /// certificate is refused from then on. Audited.
+    pub async fn renew_device(&self, caller: &Caller, csr_pem: &str) -> Result<String, AppError> {
+        let Caller::Principal(policy::Principal::Device { device, bank, site, .. }) = caller else {
+            return Err(AppError::Forbidden);
+        };
+        let now = self.now();
+        let certificate_pem = self
+            .keys()
+            .ca
+            .sign_device_csr(
+                csr_pem,
+                device.as_str(),
+                self.rng().bytes()?,
+                now,
+                self.config().device_cert_lifetime,
+            )
+            .map_err(|e| AppError::Invalid(format!("certificate signing request refused: {e}")))?;
+        let info = certificate_info(&first_cert_der(&certificate_pem)?)?;
+        let event = AuditEvent {
+            at: now,
+            actor: caller.actor(),
+            action: AuditAction::DeviceRenew,
+            target: Target {
+                site: Some(site.clone()),
+                bank: Some(bank.clone()),
+                ..Target::default()
+            },
+            outcome: Outcome::Success,
+            reason: Some(info.serial_hex.clone()),
+            personal: None,
+        };
+        let device = device.clone();
+        let renewed = self
+            .store()
+            .write(move |tx| {
+                async move {
+                    let live = tx
+                        .renew_device(&device, &info.serial_hex, &info.spki_sha256, info.not_after)
+                        .await?;
+                    if live {
+                        tx.append_audit(&event)?;
+                    }
+                    Ok::<_, AppError>(live)
+                }
+                .boxed()
+            })
+            .await?;
+        if !renewed {
+            return Err(AppError::AuthenticationFailed);
+        }
+        Ok(certificate_pem)
+    }
+}

@@ -152,6 +152,8 @@ named_enum!(
         DeviceEnrol = "device.enrol",
         /// A device connected over the device link.
         DeviceConnect = "device.connect",
+        /// A device's certificate was renewed for a new key it made.
+        DeviceRenew = "device.renew",
         /// A device's identity was revoked: its certificate is refused and its link ended.
         DeviceRevoke = "device.revoke",
         /// One device identity was connected from two places at once.

@@ -185,6 +185,11 @@ impl DeviceKey {
         Zeroizing::new(self.0.serialize_pem())
     }
 
+    /// SHA-256 of its public key info: what a certificate for it carries.
+    pub fn spki_sha256(&self) -> [u8; 32] {
+        sha256(&rcgen::PublicKeyData::subject_public_key_info(&self.0))
+    }
+
     /// A certificate signing request, PEM.
     pub fn csr(&self, common_name: &str) -> Result<String, CryptoError> {
         let mut params = CertificateParams::default();
@@ -204,6 +209,8 @@ pub struct CertificateInfo {
     pub serial_hex: String,
     /// SHA-256 of the subject public key info.
     pub spki_sha256: [u8; 32],
+    /// Start of validity.
+    pub not_before: Timestamp,
     /// End of validity.
     pub not_after: Timestamp,
 }
@@ -222,6 +229,9 @@ pub fn certificate_info(der: &[u8]) -> Result<CertificateInfo, CryptoError> {
         common_name,
         serial_hex: cert.raw_serial_as_string().replace(':', ""),
         spki_sha256: sha256(cert.public_key().raw),
+        not_before: Timestamp::from_millis(
+            cert.validity().not_before.timestamp().saturating_mul(1000),
+        ),
         not_after: Timestamp::from_millis(
             cert.validity().not_after.timestamp().saturating_mul(1000),
         ),

@@ -172,6 +172,12 @@ pub enum AgentMessage {
         /// What happened.
         outcome: CommandOutcome,
     },
+    /// A new certificate, for a key the agent has just made: sent when two thirds of the
+    /// current certificate's lifetime has passed.
+    Renew {
+        /// The certificate signing request, PEM.
+        csr_pem: String,
+    },
 }
 
 /// The kiosk's answer to a pickup attempt. One refusal for every kind of failure: the kiosk
@@ -338,6 +344,11 @@ pub enum ServerMessage {
         /// Whether the bank is locked down: the agent opens nothing while it is, and remembers
         /// it across restarts.
         locked_down: bool,
+    },
+    /// The agent's new certificate, answering its `Renew`.
+    Renewed {
+        /// The certificate, PEM.
+        certificate_pem: String,
     },
     /// The bank was locked down (`on`) or its lockdown lifted, after the welcome.
     Lockdown {

@@ -341,6 +341,15 @@ async fn handle(
             }
             true
         }
+        AgentMessage::Renew { csr_pem } => match state.app.renew_device(caller, &csr_pem).await {
+            Ok(certificate_pem) => {
+                sender.send(ServerMessage::Renewed { certificate_pem }).await.is_ok()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a device's certificate was not renewed");
+                true
+            }
+        },
         AgentMessage::CommandResult { nonce, outcome } => {
             if let Err(e) = state.app.command_result(caller, &nonce, &outcome).await {
                 tracing::warn!(error = %e, "command result not recorded");

@@ -2923,6 +2923,29 @@ impl Tx {
         Ok(n == 1)
     }
 
+    /// Replaces a live device's certificate (serial, key, expiry); returns whether it was live.
+    pub async fn renew_device(
+        &mut self,
+        id: &DeviceId,
+        serial: &str,
+        spki_sha256: &[u8],
+        expires_at: Timestamp,
+    ) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE devices SET cert_serial = $1, spki_sha256 = $2, cert_expires_at = $3 \
+                     WHERE id = $4 AND revoked_at IS NULL",
+                )
+                .bind(serial.to_owned())
+                .bind(spki_sha256.to_vec())
+                .bind(expires_at.as_millis())
+                .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     /// Serial numbers of revoked certificates still within their validity: what the gateway
     /// refuses at the handshake (an expired one is refused anyway).
     pub async fn revoked_device_serials(&mut self, now: Timestamp) -> R<Vec<String>> {
