@@ -675,18 +675,7 @@ mod tests {
         };
         let mut core = AgentCore::new(identity);
         core.handle(NOW, Event::Connected);
-        core.handle(
-            NOW,
-            Event::Server(ServerMessage::Welcome {
-                protocol: 1,
-                device: "dev_a".into(),
-                bank: "bnk_a".into(),
-                compartments: vec![1, 2, 3],
-                server_time_ms: NOW.as_millis(),
-                presence_key: PresenceKey("a2V5".into()),
-                locked_down: false,
-            }),
-        );
+        core.handle(NOW, welcome(false));
         core
     }
 

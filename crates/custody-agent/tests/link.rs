@@ -478,21 +478,7 @@ backends!(a_lockdown_holds_at_the_agent_across_a_power_cut, |t: TestStore| async
     agent.handle.wait_ready().await;
     assert!(server.running.state.hub.send(&server.env.bank, ServerMessage::Open(held.command)));
     eventually("the refusal reaches the audit log", || {
-        let app = server.env.app.clone();
-        let site = server.env.site.clone();
-        async move {
-            let log = app
-                .store()
-                .read(move |tx| Box::pin(async move { tx.audit_for_site(&site, 50).await }))
-                .await
-                .unwrap();
-            log.iter().any(|r| {
-                r.event
-                    .reason
-                    .as_deref()
-                    .is_some_and(|r| r.starts_with("agent_refused:locked_down"))
-            })
-        }
+        audited(&server, AuditAction::OpenCommand, "agent_refused:locked_down")
     })
     .await;
     assert_eq!(agent.bank.unlocks(2), 0);
@@ -513,18 +499,7 @@ backends!(a_command_begun_before_a_power_cut_is_never_executed_again, |t: TestSt
     agent.handle.wait_ready().await;
     assert!(hub.send(&server.env.bank, ServerMessage::Open(opening.command.clone())));
     eventually("the replay is refused", || {
-        let app = server.env.app.clone();
-        let site = server.env.site.clone();
-        async move {
-            let log = app
-                .store()
-                .read(move |tx| Box::pin(async move { tx.audit_for_site(&site, 50).await }))
-                .await
-                .unwrap();
-            log.iter().any(|r| {
-                r.event.reason.as_deref().is_some_and(|r| r.starts_with("agent_refused:replay"))
-            })
-        }
+        audited(&server, AuditAction::OpenCommand, "agent_refused:replay")
     })
     .await;
     assert_eq!(agent.bank.unlocks(3), 1, "not executed twice");
@@ -545,16 +520,7 @@ backends!(a_journal_that_cannot_be_written_stops_every_open, |t: TestStore| asyn
     assert!(server.running.state.hub.send(&server.env.bank, ServerMessage::Open(opening.command)));
     eventually("the interlock engages", || async { agent.handle.is_interlocked() }).await;
     eventually("the failure reaches the audit log", || {
-        let app = server.env.app.clone();
-        let site = server.env.site.clone();
-        async move {
-            let log = app
-                .store()
-                .read(move |tx| Box::pin(async move { tx.audit_for_site(&site, 50).await }))
-                .await
-                .unwrap();
-            log.iter().any(|r| r.event.reason.as_deref().is_some_and(|r| r.contains("interlocked")))
-        }
+        audited(&server, AuditAction::OpenCommand, "agent_failed:interlocked")
     })
     .await;
     assert_eq!(agent.bank.unlocks(1), 0, "nothing opens that the journal could not record");
