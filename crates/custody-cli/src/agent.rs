@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use custody_agent::core::Screen;
+use custody_agent::daemon::AgentHandle;
 use custody_agent::enrol::{EnrolTarget, enrol, load};
-use custody_agent::hardware::{
-    Layout, LockBoard, SensorEvent, SimulatedBank, Timing, modbus, rs485,
-};
+use custody_agent::hardware::{LockBoard, SensorEvent, SimulatedBank, modbus, rs485};
+
+use crate::agent_config;
 use custody_agent::osdp::{OsdpConfig, OsdpReader, SerialChannel, read_key_file};
 use custody_core::badge::ReaderKind;
 use custody_core::token::QR_TOKEN_PREFIX;
@@ -47,43 +48,49 @@ pub(crate) struct EnrolArgs {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct RunArgs {
-    /// The enrolled agent's directory.
-    #[arg(long, env = "CUSTODY_AGENT_DIR", default_value = "custody-agent")]
-    agent_dir: PathBuf,
+    /// A TOML file with the settings below (keys in the README's "Run a site"); a flag given
+    /// here wins over the file.
+    #[arg(long, env = "CUSTODY_AGENT_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// The enrolled agent's directory [default: custody-agent].
+    #[arg(long, env = "CUSTODY_AGENT_DIR")]
+    pub(crate) agent_dir: Option<PathBuf>,
     /// Connect here instead of the gateway address received at enrolment (`host:port`).
     #[arg(long)]
-    gateway: Option<String>,
+    pub(crate) gateway: Option<String>,
     /// What drives the latches: simulated doors (moved with `open N` / `close N` on the
-    /// terminal), RS-485 lock-control boards, or Modbus RTU relay boards.
-    #[arg(long, value_enum, default_value_t = BoardKind::Simulated)]
-    lock_board: BoardKind,
+    /// terminal), RS-485 lock-control boards, or Modbus RTU relay boards [default: simulated].
+    #[arg(long, value_enum)]
+    pub(crate) lock_board: Option<BoardKind>,
     /// The lock boards' serial line (RS-485 adapter), such as `/dev/ttyUSB0`.
     #[arg(long)]
-    board_port: Option<PathBuf>,
+    pub(crate) board_port: Option<PathBuf>,
     /// The boards on that line in order, as ADDRESS:CHANNELS, such as `1:24,2:24`: compartment 1
-    /// is the first board's channel 1, and the numbers count on through each board.
-    #[arg(long, default_value = "1:12")]
-    boards: String,
-    /// The line speed of Modbus relay boards (RS-485 lock boards always use 9600).
-    #[arg(long, default_value_t = modbus::BAUD)]
-    baud: u32,
-    /// Compartment numbers of simulated doors, such as `1-12`.
-    #[arg(long, default_value = "1-12")]
-    compartments: String,
+    /// is the first board's channel 1, and the numbers count on through each board
+    /// [default: 1:12].
+    #[arg(long)]
+    pub(crate) boards: Option<String>,
+    /// The line speed of Modbus relay boards (RS-485 lock boards always use 9600)
+    /// [default: 9600].
+    #[arg(long)]
+    pub(crate) baud: Option<u32>,
+    /// Compartment numbers of simulated doors, such as `1-12` [default: 1-12].
+    #[arg(long)]
+    pub(crate) compartments: Option<String>,
     /// The serial line (RS-485 adapter) of the kiosk's OSDP badge reader, such as
     /// `/dev/ttyUSB0`, set to the reader's speed beforehand (`stty -F PORT 9600 raw -echo`).
-    #[arg(long, requires = "osdp_key_file")]
-    osdp_port: Option<PathBuf>,
-    /// The reader's OSDP address.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=126))]
-    osdp_address: i32,
+    #[arg(long)]
+    pub(crate) osdp_port: Option<PathBuf>,
+    /// The reader's OSDP address [default: 0].
+    #[arg(long, value_parser = clap::value_parser!(i32).range(0..=126))]
+    pub(crate) osdp_address: Option<i32>,
     /// A file (mode 0600) holding the reader's Secure Channel key as 32 hex digits.
     #[arg(long)]
-    osdp_key_file: Option<PathBuf>,
+    pub(crate) osdp_key_file: Option<PathBuf>,
     /// Until when (RFC 3339) the reader may be talked to without Secure Channel while it is
     /// installed, and given its key if it is factory-fresh. Never, unless set.
     #[arg(long)]
-    commissioning_until: Option<String>,
+    pub(crate) commissioning_until: Option<String>,
 }
 
 /// What drives the latches.
@@ -148,40 +155,39 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
 type Doors =
     (Option<SimulatedBank>, Arc<dyn LockBoard>, tokio::sync::mpsc::UnboundedReceiver<SensorEvent>);
 
-/// Starts what drives the latches, or says what is wrong with its settings.
-fn lock_boards(args: &RunArgs) -> anyhow::Result<Doors> {
-    if args.lock_board == BoardKind::Simulated {
-        let (bank, sensors) = SimulatedBank::new(parse_numbers(&args.compartments)?);
-        return Ok((Some(bank.clone()), Arc::new(bank), sensors));
-    }
-    let port = args.board_port.as_deref().context(
-        "--board-port is required with real lock boards: the serial line of the RS-485 adapter, \
-         such as /dev/ttyUSB0",
-    )?;
-    let layout = Layout::parse(&args.boards).context("--boards")?;
-    let (driver, sensors) = match args.lock_board {
-        BoardKind::Rs485 => rs485::open(port, layout.clone(), Timing::default())?,
-        BoardKind::Modbus | BoardKind::Simulated => {
-            modbus::open(port, args.baud, layout.clone(), Timing::default())?
+/// Starts what drives the latches.
+fn lock_boards(doors: &agent_config::Doors) -> anyhow::Result<Doors> {
+    let (driver, sensors) = match doors {
+        agent_config::Doors::Simulated(numbers) => {
+            let (bank, sensors) = SimulatedBank::new(numbers.iter().copied());
+            return Ok((Some(bank.clone()), Arc::new(bank), sensors));
+        }
+        agent_config::Doors::Boards { kind: BoardKind::Rs485, port, layout, timing, .. } => {
+            rs485::open(port, layout.clone(), *timing)?
+        }
+        agent_config::Doors::Boards { port, baud, layout, timing, .. } => {
+            modbus::open(port, *baud, layout.clone(), *timing)?
         }
     };
-    tracing::info!(port = %port.display(), boards = %layout, "lock boards opened");
     Ok((None, Arc::new(driver), sensors))
 }
 
 /// `custody agent run`: the terminal is the kiosk.
 async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let mut setup = load(&args.agent_dir, args.gateway.as_deref(), Arc::new(SystemClock))?;
-    let commissioning_until = args
-        .commissioning_until
-        .as_deref()
-        .map(|t| crate::audit::time(t, "commissioning-until"))
-        .transpose()?;
-    setup.commissioning_until = commissioning_until;
-    let (simulated, board, sensors) = lock_boards(&args)?;
+    let file = match &args.config {
+        Some(path) => agent_config::read(path)?,
+        None => agent_config::File::default(),
+    };
+    let settings = agent_config::settings(&args, file)?;
+    let mut setup = load(&settings.agent_dir, settings.gateway.as_deref(), Arc::new(SystemClock))?;
+    setup.commissioning_until = settings.commissioning_until;
+    let (simulated, board, sensors) = lock_boards(&settings.doors)?;
+    tracing::info!(doors = ?settings.doors, "lock boards opened");
     let handle = custody_agent::daemon::spawn(setup, board, sensors, Arc::new(SystemClock)).await?;
-    let _reader = match &args.osdp_port {
-        Some(port) => Some(osdp_reader(&args, port, commissioning_until, handle.badge_reader())?),
+    let _reader = match &settings.reader {
+        Some(reader) => {
+            Some(osdp_reader(reader, settings.commissioning_until, handle.badge_reader())?)
+        }
         None => None,
     };
     println!(
@@ -200,75 +206,115 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     });
-    while let Some(line) = lines.recv().await {
-        let line = line.trim();
-        let door = |verb: &str| line.strip_prefix(verb).and_then(|n| n.trim().parse::<u16>().ok());
-        if let Some(n) = door("open ") {
-            println!(
-                "{}",
-                match &simulated {
-                    Some(bank) => bank
-                        .open_door(n)
-                        .map_or_else(|e| format!("door {n}: {e}"), |()| format!("door {n} open")),
-                    None => "The doors are real: open them by hand.".into(),
+    // Under systemd there is no terminal: once standard input closes, the agent runs on until
+    // it is stopped.
+    let mut terminal = true;
+    let stop = stopped();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            line = lines.recv(), if terminal => {
+                if let Some(line) = line {
+                    kiosk_line(line.trim(), &handle, simulated.as_ref()).await;
+                } else {
+                    terminal = false;
+                    tracing::info!("no terminal: the agent runs until it is stopped");
                 }
-            );
-        } else if let Some(n) = door("close ") {
-            println!(
-                "{}",
-                match &simulated {
-                    Some(bank) => bank
-                        .close_door(n)
-                        .map_or_else(|e| format!("door {n}: {e}"), |()| format!("door {n} closed")),
-                    None => "The doors are real: close them by hand.".into(),
-                }
-            );
-        } else if let Some(rest) = line.strip_prefix("courier ") {
-            match courier_command(rest) {
-                Some((code, action)) => {
-                    let shown = handle.courier(&code, action).await;
-                    println!("{}", describe(shown.as_ref()));
-                }
-                None => println!(
-                    "Usage: courier CODE [deposit PARCEL [SIZE] | confirm PARCEL | return PARCEL]"
-                ),
             }
-        } else if let Some(number) = line.strip_prefix("badge ") {
-            // A keyboard-wedge reader types the number after a prefix it is set up
-            // with; anything that types can pose as one, so it is the lowest trust.
-            let shown = handle.badge(number.trim(), ReaderKind::Keyboard).await;
-            println!("{}", describe(shown.as_ref()));
-        } else if line == "presence" {
-            match handle.presence_code() {
-                Some(code) => println!("On the screen: {}", code.as_str()),
-                None => println!("No presence code: the agent is not connected"),
-            }
-        } else if line.starts_with(QR_TOKEN_PREFIX) {
-            // A QR scanner on the kiosk types what it reads, like a keyboard.
-            let shown = handle.scan(line).await;
-            println!("{}", describe(shown.as_ref()));
-        } else if !line.is_empty() {
-            let shown = handle.try_code(line).await;
-            println!("{}", describe(shown.as_ref()));
+            () = &mut stop => break,
         }
     }
+    tracing::info!("agent stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// One line typed (or scanned) at the terminal that stands in for the kiosk.
+async fn kiosk_line(line: &str, handle: &AgentHandle, simulated: Option<&SimulatedBank>) {
+    let door = |verb: &str| line.strip_prefix(verb).and_then(|n| n.trim().parse::<u16>().ok());
+    if let Some(n) = door("open ") {
+        println!(
+            "{}",
+            match simulated {
+                Some(bank) => bank
+                    .open_door(n)
+                    .map_or_else(|e| format!("door {n}: {e}"), |()| format!("door {n} open")),
+                None => "The doors are real: open them by hand.".into(),
+            }
+        );
+    } else if let Some(n) = door("close ") {
+        println!(
+            "{}",
+            match simulated {
+                Some(bank) => bank
+                    .close_door(n)
+                    .map_or_else(|e| format!("door {n}: {e}"), |()| format!("door {n} closed")),
+                None => "The doors are real: close them by hand.".into(),
+            }
+        );
+    } else if let Some(rest) = line.strip_prefix("courier ") {
+        match courier_command(rest) {
+            Some((code, action)) => {
+                let shown = handle.courier(&code, action).await;
+                println!("{}", describe(shown.as_ref()));
+            }
+            None => println!(
+                "Usage: courier CODE [deposit PARCEL [SIZE] | confirm PARCEL | return PARCEL]"
+            ),
+        }
+    } else if let Some(number) = line.strip_prefix("badge ") {
+        // A keyboard-wedge reader types the number after a prefix it is set up
+        // with; anything that types can pose as one, so it is the lowest trust.
+        let shown = handle.badge(number.trim(), ReaderKind::Keyboard).await;
+        println!("{}", describe(shown.as_ref()));
+    } else if line == "presence" {
+        match handle.presence_code() {
+            Some(code) => println!("On the screen: {}", code.as_str()),
+            None => println!("No presence code: the agent is not connected"),
+        }
+    } else if line.starts_with(QR_TOKEN_PREFIX) {
+        // A QR scanner on the kiosk types what it reads, like a keyboard.
+        let shown = handle.scan(line).await;
+        println!("{}", describe(shown.as_ref()));
+    } else if !line.is_empty() {
+        let shown = handle.try_code(line).await;
+        println!("{}", describe(shown.as_ref()));
+    }
 }
 
 /// Starts the OSDP reader driver on `port` with the key from `--osdp-key-file`.
 fn osdp_reader(
-    args: &RunArgs,
-    port: &std::path::Path,
+    reader: &agent_config::Reader,
     commissioning_until: Option<custody_core::Timestamp>,
     sink: custody_agent::daemon::BadgeReader,
 ) -> anyhow::Result<OsdpReader> {
-    let key_file = args.osdp_key_file.as_deref().context("--osdp-key-file is required")?;
     let config = OsdpConfig {
-        address: args.osdp_address,
+        address: reader.address,
         baud_rate: 9600,
-        scbk: read_key_file(key_file)?,
+        scbk: read_key_file(&reader.key_file)?,
         commissioning_until,
     };
+    let port = &reader.port;
     let channel = SerialChannel::open(port)
         .with_context(|| format!("opening the OSDP reader's serial line {}", port.display()))?;
     Ok(OsdpReader::start(Box::new(channel), &config, Arc::new(SystemClock), sink)?)

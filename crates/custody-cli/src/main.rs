@@ -11,6 +11,7 @@
 
 mod admin;
 mod agent;
+mod agent_config;
 mod audit;
 mod bench;
 mod demo;

@@ -62,6 +62,38 @@ async fn an_osdp_reader_needs_its_key_file_and_says_so() {
 }
 
 #[tokio::test]
+async fn the_agent_refuses_a_configuration_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    for (toml, says) in [
+        ("[lock_board]\nbaords = \"1:8\"\n", "unknown field `baords`"),
+        ("[lock_board]\nkind = \"rs485\"\n", "--board-port (lock_board.port)"),
+        ("[osdp]\nport = \"/dev/ttyUSB1\"\n", "--osdp-key-file (osdp.key_file)"),
+    ] {
+        std::fs::write(&config, toml).unwrap();
+        let args = ["agent", "run", "--agent-dir", ".", "--config", config.to_str().unwrap()];
+        let out = custody(dir.path(), &args).await;
+        assert!(!out.status.success(), "{toml}");
+        assert!(text(&out).contains(says), "{toml}: {}", text(&out));
+    }
+}
+
+/// The systemd unit in `dist/` runs the agent with flags it has.
+#[tokio::test]
+async fn the_systemd_unit_runs_the_agent_with_flags_it_has() {
+    let unit = include_str!("../../../dist/custody-agent.service");
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
+    let words: Vec<&str> = exec.split_whitespace().collect();
+    assert_eq!(words.get(1..3), Some(&["agent", "run"][..]), "{exec}");
+    let dir = tempfile::tempdir().unwrap();
+    let help = text(&custody(dir.path(), &["agent", "run", "--help"]).await);
+    for flag in words.iter().filter(|w| w.starts_with("--")) {
+        assert!(help.contains(flag), "agent run has no {flag}:\n{help}");
+    }
+    assert!(unit.contains("StandardInput=null"), "no terminal under systemd");
+}
+
+#[tokio::test]
 async fn init_then_administer_a_site() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
