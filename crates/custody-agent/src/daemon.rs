@@ -13,7 +13,8 @@ use custody_core::Clock;
 use custody_core::badge::ReaderKind;
 use custody_crypto::totp::{TotpSeed, step_at};
 use custody_proto::device::{
-    AgentMessage, BadgeRead, CourierAction, CourierCredential, ServerMessage,
+    AgentMessage, BadgeRead, BoardHealth, CourierAction, CourierCredential, HealthReport,
+    ServerMessage,
 };
 use data_encoding::BASE64;
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -29,6 +30,8 @@ use crate::journal::{Journal, JournalError, Restored};
 use crate::link::{self, Link};
 use custody_crypto::pki::DeviceKey;
 
+/// How often the agent reports its health (and times the link's round trip).
+const HEALTH_EVERY: Duration = Duration::from_mins(1);
 /// Messages kept for the server while offline; beyond this the oldest are dropped (and logged).
 const BACKLOG: usize = 1024;
 /// First and longest wait between connection attempts.
@@ -185,6 +188,8 @@ pub fn spawn_on(
         journal,
         interlock: interlock.clone(),
         renewal: None,
+        sessions: 0,
+        round_trip_ms: None,
         setup,
         board,
         clock: clock.clone(),
@@ -203,6 +208,10 @@ struct Daemon {
     interlock: Interlock,
     /// The key made for a certificate renewal, until its certificate arrives.
     renewal: Option<DeviceKey>,
+    /// Links established since start.
+    sessions: u32,
+    /// The link's last measured round trip.
+    round_trip_ms: Option<u32>,
     setup: AgentSetup,
     board: Arc<dyn LockBoard>,
     clock: Arc<dyn Clock>,
@@ -280,11 +289,22 @@ impl Daemon {
                 return;
             }
         }
+        self.sessions += 1;
+        let mut health = tokio::time::interval(HEALTH_EVERY);
         loop {
             tokio::select! {
+                _ = health.tick() => {
+                    if !self.report_health(link).await {
+                        return;
+                    }
+                }
                 frame = link.next() => {
                     let text = match frame {
                         Some(Ok(Message::Text(t))) => t,
+                        Some(Ok(Message::Pong(sent))) => {
+                            self.pong(&sent);
+                            continue;
+                        }
                         Some(Ok(Message::Close(_)) | Err(_)) | None => return,
                         Some(Ok(_)) => continue,
                     };
@@ -307,6 +327,33 @@ impl Daemon {
                 }
                 Some(local) = next_local(kiosk, sensors, unlocked) => self.local(local, Some(link), unlocked_tx).await,
             }
+        }
+    }
+
+    /// Sends a health report and a ping to time the next one's round trip; `false` when the
+    /// link failed.
+    async fn report_health(&mut self, link: &mut Link) -> bool {
+        let report = HealthReport {
+            boards: self
+                .board
+                .boards()
+                .into_iter()
+                .map(|b| BoardHealth { address: b.address, answering: b.answering })
+                .collect(),
+            round_trip_ms: self.round_trip_ms,
+            reconnects: self.sessions.saturating_sub(1),
+            interlocked: self.interlock.is_engaged(),
+        };
+        let sent_at = self.clock.now().as_millis().to_be_bytes().to_vec();
+        send(link, &AgentMessage::Health(report)).await.is_ok()
+            && link.send(Message::Ping(sent_at.into())).await.is_ok()
+    }
+
+    /// A pong to one of the health pings: the link's round trip.
+    fn pong(&mut self, sent: &[u8]) {
+        if let Ok(bytes) = <[u8; 8]>::try_from(sent) {
+            let elapsed = self.clock.now().as_millis() - i64::from_be_bytes(bytes);
+            self.round_trip_ms = u32::try_from(elapsed).ok();
         }
     }
 

@@ -573,7 +573,8 @@ backends!(revoking_a_device_ends_its_link_and_refuses_its_handshake, |t: TestSto
         .json()
         .await
         .unwrap();
-    assert_eq!(listed[0]["connected"], false, "{listed:?}");
+    let this = listed.iter().find(|d| d["id"] == device.as_str()).expect("listed");
+    assert_eq!(this["connected"], false, "{listed:?}");
 });
 
 backends!(re_enrolment_gives_a_new_identity_and_ends_the_old_one, |t: TestStore| async move {
@@ -637,4 +638,34 @@ backends!(a_certificate_is_renewed_for_a_new_key_before_it_expires, |t: TestStor
     assert!(err.to_string().contains("401"), "{err}");
     server.restart_agent(&mut agent, None).await;
     agent.handle.wait_ready().await;
+});
+
+backends!(the_agent_reports_its_health, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let mut agent = server.agent().await;
+    let admin = server.sign_in(&server.env.admin).await;
+    let devices = server.url(&format!("/api/v1/banks/{}/devices", server.env.bank));
+    let device = agent.identity.device.clone();
+    let health = || async {
+        let listed: Vec<Value> =
+            admin.client.get(&devices).send().await.unwrap().json().await.unwrap();
+        let this = listed.iter().find(|d| d["id"] == device.as_str()).expect("listed");
+        this["health"].clone()
+    };
+    eventually("a health report arrives", || async { health().await.is_object() }).await;
+    let report = health().await;
+    assert_eq!(
+        (report["reconnects"].as_u64(), report["interlocked"].as_bool()),
+        (Some(0), Some(false))
+    );
+    assert_eq!(report["boards"], json!([]), "simulated doors have no boards");
+
+    // Locked down and restarted: its first report says the interlock is engaged.
+    lock_down(&server).await;
+    eventually("the interlock engages", || async { agent.handle.is_interlocked() }).await;
+    server.restart_agent(&mut agent, None).await;
+    eventually("the restarted agent reports", || async {
+        health().await["interlocked"] == json!(true)
+    })
+    .await;
 });

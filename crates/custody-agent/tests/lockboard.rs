@@ -121,6 +121,17 @@ async fn nothing_is_sent_while_the_interlock_is_engaged() {
 }
 
 #[tokio::test]
+async fn the_driver_says_which_boards_answer() {
+    let r = rig().await;
+    let answering = |r: &Rig| r.board.boards().iter().filter(|b| b.answering).count();
+    eventually("both boards answer", || async { answering(&r) == 2 }).await;
+    r.emulator.unplug(true);
+    eventually("neither answers", || async { answering(&r) == 0 }).await;
+    let addresses: Vec<u8> = r.board.boards().iter().map(|b| b.address).collect();
+    assert_eq!(addresses, [1, 2]);
+}
+
+#[tokio::test]
 async fn a_silent_board_is_not_asked_again_and_the_next_unlock_works() {
     let r = rig().await;
     r.doors.fail_next_unlock();

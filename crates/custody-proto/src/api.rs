@@ -248,6 +248,32 @@ pub struct DeviceView {
     pub last_seen_at: Option<String>,
     /// Whether it is connected now.
     pub connected: bool,
+    /// Its last health report while connected.
+    pub health: Option<DeviceHealthView>,
+}
+
+/// What a connected agent last reported about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeviceHealthView {
+    /// When the report came (RFC 3339).
+    pub at: String,
+    /// Its lock boards: address, and whether each answered its last poll.
+    pub boards: Vec<BoardHealthView>,
+    /// The link's last round trip in milliseconds, once measured.
+    pub round_trip_ms: Option<u32>,
+    /// Links re-established since the agent started.
+    pub reconnects: u32,
+    /// Whether its interlock is engaged (locked down, or its journal failed).
+    pub interlocked: bool,
+}
+
+/// One lock board in a health report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BoardHealthView {
+    /// Its bus address.
+    pub address: u8,
+    /// Whether it answered its last poll.
+    pub answering: bool,
 }
 
 /// A badge registered to a person. Its number is never shown again, only its last four hex

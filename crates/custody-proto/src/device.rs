@@ -172,6 +172,8 @@ pub enum AgentMessage {
         /// What happened.
         outcome: CommandOutcome,
     },
+    /// How the agent is doing: sent after the welcome and every minute.
+    Health(HealthReport),
     /// A new certificate, for a key the agent has just made: sent when two thirds of the
     /// current certificate's lifetime has passed.
     Renew {
@@ -320,6 +322,30 @@ pub enum CourierAnswer {
     Done,
     /// Not accepted.
     Refused,
+}
+
+/// One lock board, as the agent last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardHealth {
+    /// Its bus address.
+    pub address: u8,
+    /// Whether it answered its last poll.
+    pub answering: bool,
+}
+
+/// How an agent is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthReport {
+    /// Its lock boards (none for simulated doors).
+    pub boards: Vec<BoardHealth>,
+    /// The last round trip of the link (a WebSocket ping), in milliseconds, once measured.
+    pub round_trip_ms: Option<u32>,
+    /// How many times the link has been re-established since the agent started.
+    pub reconnects: u32,
+    /// Whether the interlock is engaged (locked down, or the journal failed).
+    pub interlocked: bool,
 }
 
 /// Messages from the server to the agent.

@@ -440,6 +440,22 @@ fn device_view(
     d: &custody_store::DeviceRow,
 ) -> custody_proto::api::DeviceView {
     let connected = d.revoked_at.is_none() && state.hub.is_connected(&d.bank, &d.id);
+    let health = state.hub.health(&d.bank, &d.id).filter(|_| connected).map(|(at, report)| {
+        custody_proto::api::DeviceHealthView {
+            at: views::rfc3339(at),
+            boards: report
+                .boards
+                .iter()
+                .map(|b| custody_proto::api::BoardHealthView {
+                    address: b.address,
+                    answering: b.answering,
+                })
+                .collect(),
+            round_trip_ms: report.round_trip_ms,
+            reconnects: report.reconnects,
+            interlocked: report.interlocked,
+        }
+    });
     custody_proto::api::DeviceView {
         id: d.id.to_string(),
         bank: d.bank.to_string(),
@@ -449,6 +465,7 @@ fn device_view(
         revoked_at: d.revoked_at.map(views::rfc3339),
         last_seen_at: d.last_seen_at.map(views::rfc3339),
         connected,
+        health,
     }
 }
 

@@ -22,8 +22,8 @@ use custody_core::policy::Principal;
 use custody_core::{BankId, DeviceId};
 use custody_crypto::tls::Revoked;
 use custody_proto::device::{
-    AgentMessage, CourierAction, CourierAnswer, CourierCredential, FreeCompartments, KioskParcel,
-    MAX_FRAME_BYTES, PROTOCOL_VERSION, PickupAnswer, ServerMessage, SignedOpenCommand,
+    AgentMessage, CourierAction, CourierAnswer, CourierCredential, FreeCompartments, HealthReport,
+    KioskParcel, MAX_FRAME_BYTES, PROTOCOL_VERSION, PickupAnswer, ServerMessage, SignedOpenCommand,
 };
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::{Notify, mpsc};
@@ -56,6 +56,8 @@ struct Link {
     sender: mpsc::Sender<ServerMessage>,
     /// Ends the link (revocation, or a newer link of the bank).
     close: Arc<Notify>,
+    /// The agent's last health report, and when it came.
+    health: Option<(custody_core::Timestamp, HealthReport)>,
 }
 
 /// The connected agents, by bank, and the certificates the gateway refuses.
@@ -82,6 +84,27 @@ impl DeviceHub {
     /// Whether the bank's agent is connected.
     pub fn is_online(&self, bank: &BankId) -> bool {
         self.links().get(bank).is_some_and(|l| !l.sender.is_closed())
+    }
+
+    /// The last health report of `device`, the bank's connected agent, and when it came.
+    pub fn health(
+        &self,
+        bank: &BankId,
+        device: &DeviceId,
+    ) -> Option<(custody_core::Timestamp, HealthReport)> {
+        self.links().get(bank).filter(|l| l.device == *device).and_then(|l| l.health.clone())
+    }
+
+    fn set_health(
+        &self,
+        bank: &BankId,
+        id: u64,
+        at: custody_core::Timestamp,
+        report: HealthReport,
+    ) {
+        if let Some(link) = self.links().get_mut(bank).filter(|l| l.id == id) {
+            link.health = Some((at, report));
+        }
     }
 
     /// Whether `device` is the bank's connected agent.
@@ -185,6 +208,7 @@ async fn run(
         peer,
         sender: sender.clone(),
         close: close.clone(),
+        health: None,
     };
     let (link_id, conflict) = state.hub.register(bank.clone(), link);
     if let Some(first) = conflict {
@@ -241,6 +265,13 @@ async fn run(
                 continue;
             }
         };
+        if let AgentMessage::Health(report) = message {
+            if report.boards.iter().any(|b| !b.answering) || report.interlocked {
+                tracing::warn!(%device, ?report, "agent reports trouble");
+            }
+            state.hub.set_health(&bank, link_id, state.app.now(), report);
+            continue;
+        }
         if !handle(&state, &caller, &bank, &sender, message).await {
             break;
         }
@@ -341,6 +372,8 @@ async fn handle(
             }
             true
         }
+        // Kept by the link loop, which knows which link it came over.
+        AgentMessage::Health(_) => true,
         AgentMessage::Renew { csr_pem } => match state.app.renew_device(caller, &csr_pem).await {
             Ok(certificate_pem) => {
                 sender.send(ServerMessage::Renewed { certificate_pem }).await.is_ok()

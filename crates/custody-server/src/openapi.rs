@@ -9,15 +9,16 @@ use std::sync::OnceLock;
 use axum::http::Method;
 use custody_proto::api::{
     ApiKeyIssued, ApiKeyView, AppOpenRequest, AppOpenView, ApprovalView, AuditExportRequest,
-    BadgeView, BankView, BulkOpenRequest, CarrierView, CompartmentSpec, CompartmentView,
-    ConsistencyView, CourierCodeView, CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest,
-    CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest, CustodyEvent, CustodyView,
-    DepositRequest, DepositView, DeviceView, EndedView, EnrolmentTokenView, ErrorBody, ErrorDetail,
-    EventView, ExpectParcelRequest, FactorRequest, FactorsView, ImportBadgesRequest,
-    LinkRedeemRequest, LinkRequest, LockdownView, LoginRequest, OpeningView, ParcelHistory,
-    ParcelView, PasskeyAnswerRequest, PasskeyCeremonyView, PersonView, PickupQrView, ReasonRequest,
-    RecoveryCodesView, RegisterBadgeRequest, RoleChangeRequest, RotateApiKeyRequest,
-    SessionListItem, SessionView, SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
+    BadgeView, BankView, BoardHealthView, BulkOpenRequest, CarrierView, CompartmentSpec,
+    CompartmentView, ConsistencyView, CourierCodeView, CreateApiKeyRequest, CreateBankRequest,
+    CreateCarrierRequest, CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest,
+    CustodyEvent, CustodyView, DepositRequest, DepositView, DeviceHealthView, DeviceView,
+    EndedView, EnrolmentTokenView, ErrorBody, ErrorDetail, EventView, ExpectParcelRequest,
+    FactorRequest, FactorsView, ImportBadgesRequest, LinkRedeemRequest, LinkRequest, LockdownView,
+    LoginRequest, OpeningView, ParcelHistory, ParcelView, PasskeyAnswerRequest,
+    PasskeyCeremonyView, PersonView, PickupQrView, ReasonRequest, RecoveryCodesView,
+    RegisterBadgeRequest, RoleChangeRequest, RotateApiKeyRequest, SessionListItem, SessionView,
+    SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -57,6 +58,8 @@ use crate::routes::{Access, RouteInfo};
         EndedView,
         LockdownView,
         DeviceView,
+        DeviceHealthView,
+        BoardHealthView,
         BadgeView,
         RegisterBadgeRequest,
         ImportBadgesRequest,

@@ -10,9 +10,11 @@ use custody_core::compartment::CompartmentNumber;
 use custody_proto::device::DoorReading;
 use futures_util::future::BoxFuture;
 use tokio::io::{AsyncRead, AsyncReadExt as _};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{BoardSpec, Channel, HardwareError, Interlock, Layout, LockBoard, SensorEvent};
+use super::{
+    BoardSpec, BoardStatus, Channel, HardwareError, Interlock, Layout, LockBoard, SensorEvent,
+};
 
 /// A protocol on a serial line.
 pub trait Bus: Send + 'static {
@@ -136,6 +138,7 @@ type UnlockRequest = (CompartmentNumber, Interlock, oneshot::Sender<Result<(), H
 #[derive(Debug, Clone)]
 pub struct BoardDriver {
     requests: mpsc::Sender<UnlockRequest>,
+    status: watch::Receiver<Vec<BoardStatus>>,
 }
 
 impl BoardDriver {
@@ -147,12 +150,24 @@ impl BoardDriver {
     ) -> (Self, mpsc::UnboundedReceiver<SensorEvent>) {
         let (requests, inbox) = mpsc::channel(16);
         let (sensors, events) = mpsc::unbounded_channel();
-        tokio::spawn(drive(bus, layout, timing, inbox, sensors));
-        (Self { requests }, events)
+        // Not answering until the first poll says otherwise.
+        let (status_tx, status) = watch::channel(
+            layout
+                .boards()
+                .iter()
+                .map(|b| BoardStatus { address: b.address, answering: false })
+                .collect(),
+        );
+        tokio::spawn(drive(bus, layout, timing, inbox, sensors, status_tx));
+        (Self { requests, status }, events)
     }
 }
 
 impl LockBoard for BoardDriver {
+    fn boards(&self) -> Vec<BoardStatus> {
+        self.status.borrow().clone()
+    }
+
     fn unlock(
         &self,
         compartment: CompartmentNumber,
@@ -173,6 +188,7 @@ async fn drive<B: Bus>(
     timing: Timing,
     mut requests: mpsc::Receiver<UnlockRequest>,
     sensors: mpsc::UnboundedSender<SensorEvent>,
+    status: watch::Sender<Vec<BoardStatus>>,
 ) {
     for &board in layout.boards() {
         if let Err(e) = bus.reset(board).await {
@@ -196,8 +212,11 @@ async fn drive<B: Bus>(
                 let _ = answer.send(result);
             }
             _ = poll.tick() => {
+                let mut seen = Vec::with_capacity(layout.boards().len());
                 for &board in layout.boards() {
-                    let changes = match bus.doors(board).await {
+                    let polled = bus.doors(board).await;
+                    seen.push(BoardStatus { address: board.address, answering: polled.is_ok() });
+                    let changes = match polled {
                         Ok(bits) => doors.answered(&layout, board, bits),
                         Err(_) => doors.missed(&layout, board, timing.unknown_after),
                     };
@@ -205,6 +224,7 @@ async fn drive<B: Bus>(
                         let _ = sensors.send(change);
                     }
                 }
+                status.send_replace(seen);
             }
         }
     }

@@ -53,8 +53,22 @@ pub enum HardwareError {
     Interlocked,
 }
 
+/// Whether a board answered its last poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoardStatus {
+    /// Its bus address.
+    pub address: u8,
+    /// Whether it answered.
+    pub answering: bool,
+}
+
 /// A board that releases compartment latches.
 pub trait LockBoard: Send + Sync {
+    /// The boards behind it and whether each answered its last poll (none for simulated doors).
+    fn boards(&self) -> Vec<BoardStatus> {
+        Vec::new()
+    }
+
     /// Releases the latch of `compartment` once, unless `interlock` is engaged at the moment
     /// the board would be told (checked there, after any wait for the line).
     fn unlock(
