@@ -126,6 +126,28 @@ pub enum Screen {
     Thanks,
 }
 
+impl Screen {
+    /// What the kiosk says, in one sentence (a courier's work list is shown as a list, and
+    /// this is its heading).
+    pub fn message(&self) -> String {
+        match self {
+            Self::Checking => "Checking…".into(),
+            Self::Open(n) => {
+                format!("Compartment {n} is open. Please close the door when you are done.")
+            }
+            Self::NotAccepted => "Code not accepted.".into(),
+            Self::Offline => {
+                "The locker cannot check codes right now. Please try again later.".into()
+            }
+            Self::CodesPaused => "Too many wrong codes here: typed codes are paused for a while. \
+                                  Scan the QR code from your message, or open from the app."
+                .into(),
+            Self::CourierWork { .. } => "Your work at this locker.".into(),
+            Self::Thanks => "Thank you: the deposit is recorded.".into(),
+        }
+    }
+}
+
 /// Something to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {

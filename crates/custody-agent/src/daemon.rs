@@ -116,8 +116,9 @@ impl AgentHandle {
     }
 
     /// Waits until the agent is connected and welcomed.
-    pub async fn wait_ready(&mut self) {
-        let _ = self.ready.wait_for(|r| *r).await;
+    pub async fn wait_ready(&self) {
+        let mut ready = self.ready.clone();
+        let _ = ready.wait_for(|r| *r).await;
     }
 
     /// Whether the agent is connected and welcomed now.

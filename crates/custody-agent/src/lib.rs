@@ -13,5 +13,6 @@ pub mod daemon;
 pub mod enrol;
 pub mod hardware;
 pub mod journal;
+pub mod kiosk;
 pub mod link;
 pub mod osdp;

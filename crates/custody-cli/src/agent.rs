@@ -91,6 +91,10 @@ pub(crate) struct RunArgs {
     /// installed, and given its key if it is factory-fresh. Never, unless set.
     #[arg(long)]
     pub(crate) commissioning_until: Option<String>,
+    /// Serve the touch screen's kiosk page here, a loopback address such as `127.0.0.1:8080`
+    /// (the screen's browser runs on the controller). Not served unless set.
+    #[arg(long)]
+    pub(crate) kiosk_listen: Option<std::net::SocketAddr>,
 }
 
 /// What drives the latches.
@@ -183,7 +187,16 @@ async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
     setup.commissioning_until = settings.commissioning_until;
     let (simulated, board, sensors) = lock_boards(&settings.doors)?;
     tracing::info!(doors = ?settings.doors, "lock boards opened");
-    let handle = custody_agent::daemon::spawn(setup, board, sensors, Arc::new(SystemClock)).await?;
+    let handle =
+        Arc::new(custody_agent::daemon::spawn(setup, board, sensors, Arc::new(SystemClock)).await?);
+    let _kiosk = match settings.kiosk {
+        Some(address) => {
+            let page = custody_agent::kiosk::serve(handle.clone(), address).await?;
+            println!("Kiosk page: http://{}/", page.address);
+            Some(page)
+        }
+        None => None,
+    };
     let _reader = match &settings.reader {
         Some(reader) => {
             Some(osdp_reader(reader, settings.commissioning_until, handle.badge_reader())?)
@@ -357,20 +370,8 @@ pub(crate) fn describe(screen: Option<&Screen>) -> String {
                 list("To take back", returns)
             )
         }
-        Some(Screen::Thanks) => "Thank you: the deposit is recorded.".into(),
-        Some(Screen::Open(n)) => {
-            format!("Compartment {n} is open. Please close the door when you are done.")
-        }
-        Some(Screen::NotAccepted) => "Code not accepted.".into(),
-        Some(Screen::CodesPaused) => {
-            "Too many wrong codes here: typed codes are paused for a while. Scan the QR code \
-             from your message, or open from the app."
-                .into()
-        }
-        Some(Screen::Offline) => {
-            "The locker cannot check codes right now. Please try again later.".into()
-        }
-        Some(Screen::Checking) | None => "…".into(),
+        Some(screen) => screen.message(),
+        None => "…".into(),
     }
 }
 

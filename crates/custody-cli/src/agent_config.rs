@@ -15,6 +15,9 @@
 //! reply_timeout_ms = 500
 //! poll_interval_ms = 250
 //!
+//! [kiosk]
+//! listen = "127.0.0.1:8080"                # the touch screen's page
+//!
 //! [osdp]
 //! port = "/dev/serial/by-id/usb-…"
 //! address = 0
@@ -41,6 +44,14 @@ pub(crate) struct File {
     lock_board: BoardSection,
     #[serde(default)]
     osdp: OsdpSection,
+    #[serde(default)]
+    kiosk: KioskSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KioskSection {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +120,8 @@ pub(crate) struct Settings {
     pub(crate) doors: Doors,
     pub(crate) reader: Option<Reader>,
     pub(crate) commissioning_until: Option<Timestamp>,
+    /// Where the kiosk page is served, if it is.
+    pub(crate) kiosk: Option<std::net::SocketAddr>,
 }
 
 /// The speeds serial adapters and boards agree on.
@@ -198,7 +211,23 @@ pub(crate) fn settings(args: &RunArgs, file: File) -> anyhow::Result<Settings> {
         .or(osdp.commissioning_until)
         .map(|t| crate::audit::time(&t, "commissioning-until (osdp.commissioning_until)"))
         .transpose()?;
+    let kiosk = match (args.kiosk_listen, file.kiosk.listen) {
+        (Some(address), _) => Some(address),
+        (None, Some(text)) => Some(text.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "kiosk.listen = {text:?} is not an address: use one such as 127.0.0.1:8080"
+            )
+        })?),
+        (None, None) => None,
+    };
+    if let Some(address) = kiosk.filter(|a| !a.ip().is_loopback()) {
+        bail!(
+            "--kiosk-listen (kiosk.listen) {address}: the kiosk page is served on loopback only, \
+             such as 127.0.0.1:8080"
+        );
+    }
     Ok(Settings {
+        kiosk,
         agent_dir: args
             .agent_dir
             .clone()
@@ -294,6 +323,8 @@ mod tests {
             ("[osdp]\nport = \"/dev/x\"", "--osdp-key-file (osdp.key_file)"),
             ("[osdp]\nport = \"/dev/x\"\nkey_file = \"k\"\naddress = 127", "0 to 126"),
             ("[osdp]\ncommissioning_until = \"soon\"", "commissioning-until"),
+            ("[kiosk]\nlisten = \"0.0.0.0:8080\"", "loopback only"),
+            ("[kiosk]\nlisten = \"the screen\"", "not an address"),
         ] {
             let got = error(&[], toml);
             assert!(got.contains(says), "{toml:?}: {got}");

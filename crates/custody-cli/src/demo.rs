@@ -364,7 +364,7 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
         let (doors, _) = SimulatedBank::new(1..=8);
         let (boards, driver, sensors) =
             EmulatedBoards::start(&dir.join("line"), &doors, name == "Mail room").await?;
-        let mut agent =
+        let agent =
             custody_agent::daemon::spawn(setup, Arc::new(driver), sensors, clock.clone()).await?;
         tokio::time::timeout(Duration::from_secs(20), agent.wait_ready())
             .await

@@ -14,45 +14,14 @@
     reason = "a test fails loudly at the first unexpected value"
 )]
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-
 use custody_app::parcels::ParcelSpec;
 use custody_core::Clock as _;
 use custody_core::compartment::SizeClass;
 use custody_crypto::totp::{TotpSeed, step_at};
 use custody_proto::device::DoorReading;
 use custody_testkit::{TestServer, eventually};
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::Locator;
 use serde_json::json;
-
-fn find(candidates: &[&str]) -> Option<PathBuf> {
-    candidates.iter().map(PathBuf::from).find(|p| p.exists())
-}
-
-struct Driver(tokio::process::Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.start_kill();
-    }
-}
-
-async fn chromedriver(path: &Path) -> (Driver, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = tokio::process::Command::new(path)
-        .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start chromedriver");
-    eventually("chromedriver to listen", || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
-    })
-    .await;
-    (Driver(child), port)
-}
 
 /// A parcel for Ann, deposited and notified.
 async fn notified_parcel(env: &custody_testkit::Env) -> custody_store::ParcelRow {
@@ -78,54 +47,16 @@ async fn notified_parcel(env: &custody_testkit::Env) -> custody_store::ParcelRow
     parcel
 }
 
-/// A headless Chromium on its own profile, driven through ChromeDriver, trusting exactly the
-/// test server's key. `None` (with a notice) when Chromium is not installed and
-/// `CUSTODY_REQUIRE_BROWSER` is not `1`.
-struct Browser {
-    client: fantoccini::Client,
-    _driver: Driver,
-    _profile: tempfile::TempDir,
-}
-
-async fn browser(server: &TestServer, test: &str) -> Option<Browser> {
-    let (Some(chromium), Some(driver)) = (
-        find(&["/usr/lib/chromium/chromium", "/usr/bin/chromium"]),
-        find(&["/usr/bin/chromedriver"]),
-    ) else {
-        assert!(
-            std::env::var("CUSTODY_REQUIRE_BROWSER").as_deref() != Ok("1"),
-            "CUSTODY_REQUIRE_BROWSER=1 but chromium or chromedriver is missing"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED (browser): {test} — install Debian chromium and chromium-driver"
-        );
-        return None;
-    };
-    let (driver, port) = chromedriver(&driver).await;
-    let profile = tempfile::tempdir().unwrap();
+/// A headless Chromium trusting exactly the test server's key (its certificate is dated by the
+/// test clock).
+async fn browser(server: &TestServer, test: &str) -> Option<custody_testkit::browser::Browser> {
     let (cert, _) = server.env.data.server_tls().unwrap();
     let spki = data_encoding::BASE64.encode(&custody_crypto::pki::spki_pin_of_pem(&cert).unwrap());
-    let capabilities = json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            "binary": chromium,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                format!("--user-data-dir={}", profile.path().display()),
-                // Trust exactly this server's key (its certificate is dated by the test clock).
-                format!("--ignore-certificate-errors-spki-list={spki}"),
-            ]
-        }
-    });
-    let client = ClientBuilder::rustls()
-        .unwrap()
-        .capabilities(capabilities.as_object().unwrap().clone())
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a browser session");
-    Some(Browser { client, _driver: driver, _profile: profile })
+    custody_testkit::browser::start(
+        test,
+        &[format!("--ignore-certificate-errors-spki-list={spki}")],
+    )
+    .await
 }
 
 /// Waits until the browser has navigated to `path` on the same server (every page shows the

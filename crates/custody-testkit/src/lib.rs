@@ -16,6 +16,7 @@
 )]
 
 pub mod attacker;
+pub mod browser;
 pub mod env;
 pub mod mail;
 pub mod server;

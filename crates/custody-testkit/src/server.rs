@@ -26,8 +26,9 @@ pub struct TestServer {
 /// simulated bank.
 #[derive(Debug)]
 pub struct TestAgent {
-    /// The running agent (kiosk input, screen, readiness).
-    pub handle: custody_agent::daemon::AgentHandle,
+    /// The running agent (kiosk input, screen, readiness), shared with a kiosk page if a test
+    /// serves one.
+    pub handle: Arc<custody_agent::daemon::AgentHandle>,
     /// The simulated doors.
     pub bank: custody_agent::hardware::SimulatedBank,
     /// Its enrolled identity.
@@ -146,7 +147,7 @@ impl TestServer {
             .expect("load agent");
         let numbers: Vec<u16> = self.env.compartments.iter().map(|c| c.number.get()).collect();
         let (bank, sensors) = custody_agent::hardware::SimulatedBank::new(numbers);
-        let mut handle = custody_agent::daemon::spawn(
+        let handle = custody_agent::daemon::spawn(
             setup,
             Arc::new(bank.clone()),
             sensors,
@@ -157,7 +158,7 @@ impl TestServer {
         tokio::time::timeout(std::time::Duration::from_secs(20), handle.wait_ready())
             .await
             .expect("agent connected");
-        TestAgent { handle, bank, identity, dir }
+        TestAgent { handle: Arc::new(handle), bank, identity, dir }
     }
 
     /// Stops `agent` as a power cut would and starts it again from its directory, on the same
@@ -175,7 +176,7 @@ impl TestServer {
         // The doors stay as they were; their sensors are not watched after a restart.
         let (_, sensors) = tokio::sync::mpsc::unbounded_channel();
         let (board, clock) = (Arc::new(agent.bank.clone()), self.env.app.clock());
-        agent.handle = match journal {
+        agent.handle = Arc::new(match journal {
             Some(journal) => custody_agent::daemon::spawn_on(
                 setup,
                 journal,
@@ -187,7 +188,7 @@ impl TestServer {
             None => custody_agent::daemon::spawn(setup, board, sensors, clock)
                 .await
                 .expect("the agent's journal"),
-        };
+        });
     }
 
     /// Signs `person` in through the API.
