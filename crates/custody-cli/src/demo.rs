@@ -100,7 +100,9 @@ struct Bank {
     /// pseudo-terminal pair.
     doors: SimulatedBank,
     boards: EmulatedBoards,
-    agent: AgentHandle,
+    agent: Arc<AgentHandle>,
+    /// The page its touch screen shows, served by the agent.
+    kiosk: custody_agent::kiosk::Kiosk,
     /// The bank's badge reader on OSDP (the Lobby's): the agent's driver and a simulated
     /// reader, talking libosdp over an in-memory line with Secure Channel.
     reader: Option<(OsdpReader, SimulatedReader)>,
@@ -371,7 +373,9 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
             .with_context(|| format!("the agent of {name} did not connect"))?;
         let reader =
             if name == "Lobby" { Some(osdp_reader(&agent, clock.clone()).await?) } else { None };
-        banks.push(Bank { id: bank, name, doors, boards, agent, reader });
+        let agent = Arc::new(agent);
+        let kiosk = custody_agent::kiosk::serve(agent.clone(), "127.0.0.1:0".parse()?).await?;
+        banks.push(Bank { id: bank, name, doors, boards, agent, kiosk, reader });
     }
     Ok(Demo {
         app,
@@ -394,7 +398,12 @@ pub(crate) async fn run(data: &Path, url: Option<&str>, args: Args) -> anyhow::R
         "Custody demo: site \"Harbour House\" with banks Lobby, Garage and Mail room (8 compartments each)."
     );
     for bank in &demo.banks {
-        println!("  {:<12} its agent drives {}", format!("{}:", bank.name), bank.boards.describe());
+        println!(
+            "  {:<12} its agent drives {}; kiosk page http://{}/",
+            format!("{}:", bank.name),
+            bank.boards.describe(),
+            bank.kiosk.address
+        );
     }
     println!(
         "  portal:      {base}/portal   (certificate from the demo's own CA: {})",
