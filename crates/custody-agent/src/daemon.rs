@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use custody_core::Clock;
 use custody_core::badge::ReaderKind;
+use custody_crypto::pki::DeviceKey;
 use custody_crypto::totp::{TotpSeed, step_at};
 use custody_proto::device::{
     AgentMessage, BadgeRead, BoardHealth, CourierAction, CourierCredential, HealthReport,
@@ -28,7 +29,6 @@ use crate::enrol::{AgentSetup, begin_renewal, finish_renewal, renewal_due};
 use crate::hardware::{Interlock, LockBoard, SensorEvent};
 use crate::journal::{Journal, JournalError, Restored};
 use crate::link::{self, Link};
-use custody_crypto::pki::DeviceKey;
 
 /// How often the agent reports its health (and times the link's round trip).
 const HEALTH_EVERY: Duration = Duration::from_mins(1);
@@ -291,6 +291,8 @@ impl Daemon {
             }
         }
         self.sessions += 1;
+        // A renewal asked for over an earlier link got no answer: this link may ask again.
+        self.renewal = None;
         let mut health = tokio::time::interval(HEALTH_EVERY);
         loop {
             tokio::select! {
