@@ -84,19 +84,10 @@ async fn the_kiosk_page_opens_for_codes_and_couriers_and_says_when_it_is_offline
 
     // Carl the courier: his code, his work, a deposit that needs a larger compartment.
     env.announce("bob@harbour.example", "1Z-COURIER", SizeClass::Small).await;
-    let carl = server.sign_in(&env.courier).await;
-    let today: Value = carl
-        .client
-        .get(server.url("/api/v1/me/courier-code"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let code_today = server.courier_code().await;
     browser.find(Locator::Id("courier-start")).await.unwrap().click().await.unwrap();
     let courier_code = browser.find(Locator::Id("courier-code")).await.unwrap();
-    courier_code.send_keys(today["code"].as_str().unwrap()).await.unwrap();
+    courier_code.send_keys(&code_today).await.unwrap();
     courier_code.send_keys("\n").await.unwrap();
     let larger = browser
         .wait()

@@ -212,17 +212,7 @@ backends!(a_courier_works_the_kiosk_with_todays_code, |t: TestStore| async move 
         .await;
 
     // Carl signs in to the app and reads today's code.
-    let carl = server.sign_in(&env.courier).await;
-    let answer: Value = carl
-        .client
-        .get(server.url("/api/v1/me/courier-code"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let code = answer["code"].as_str().unwrap().to_owned();
+    let code = server.courier_code().await;
 
     // At the kiosk: his work, then the deposit, the door, and "done".
     assert_eq!(

@@ -191,6 +191,21 @@ impl TestServer {
         });
     }
 
+    /// Today's kiosk code of the seeded courier, as the app reads it after signing in.
+    pub async fn courier_code(&self) -> String {
+        let courier = self.sign_in(&self.env.courier).await;
+        let answer: serde_json::Value = courier
+            .client
+            .get(self.url("/api/v1/me/courier-code"))
+            .send()
+            .await
+            .expect("courier code")
+            .json()
+            .await
+            .expect("courier code body");
+        answer["code"].as_str().expect("a code").to_owned()
+    }
+
     /// Signs `person` in through the API.
     pub async fn sign_in(&self, person: &PersonRow) -> SignedIn {
         let signed_in = self.sign_in_with_password(person).await;
