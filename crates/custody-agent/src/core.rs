@@ -17,6 +17,13 @@
 //! only in the commissioning window), whose keyed hash is in the site's badge list as last
 //! synced. A revoked badge is refused here from the sync after its revocation.
 //!
+//! While the server is unreachable, a typed code is checked against the bank's list of code
+//! verifiers as last synced ([`ServerMessage::OfflineList`]), and a scanned token's code must be
+//! in that list: each opens once, journaled before the door moves ([`Entry::Offline`]), and is
+//! reported after every welcome until the server acknowledges it. Past the list's sync deadline
+//! nothing opens offline. Wrong credentials offline spend a small daily budget of the agent's
+//! own ([`OFFLINE_PICKUP_DAY`]), counted from the journal across restarts.
+//!
 //! What must survive a power cut is journaled ([`Action::Record`], numbered by the core's
 //! monotonic counter) before anything acts on it: an open command's nonce before its unlock,
 //! each board answer, each door reading, each lockdown change. A core restored from the journal
@@ -30,15 +37,23 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::journal::{Entry, Record, Restored};
 use custody_core::Timestamp;
 use custody_core::badge::{BadgeNumber, ReaderKind};
+use custody_core::code::PickupEntry;
 use custody_core::compartment::CompartmentNumber;
+use custody_core::throttle::OFFLINE_PICKUP_DAY;
 use custody_core::token::{PickupToken, QR_TOKEN_DOMAIN, QR_TOKEN_TEXT_LEN, ScannedToken};
 use custody_crypto::secret::badge_verifier;
+use custody_crypto::secret::{constant_time_eq, offline_code_verifier};
 use custody_crypto::sign::PublicKey;
 use custody_proto::device::{
     AgentMessage, BadgeList, BadgeRead, CommandOutcome, CourierAction, CourierAnswer,
     CourierCredential, DoorReading, FreeCompartments, KioskParcel, OPEN_COMMAND_DOMAIN,
-    PROTOCOL_VERSION, PickupAnswer, PresenceKey, ServerMessage, SignedOpenCommand,
+    OfflineList, OfflineUse, OfflineWhat, PROTOCOL_VERSION, PickupAnswer, PresenceKey,
+    ServerMessage, SignedOpenCommand,
 };
+
+/// How the nonce of an unlock the agent decided offline begins: no server nonce does (those
+/// are hexadecimal).
+const OFFLINE_NONCE: &str = "offline-";
 use data_encoding::BASE64;
 
 /// What the agent knows about itself from enrolment.
@@ -268,6 +283,53 @@ pub struct AgentCore {
     locked_down: bool,
     /// Whether a journal record could not be written.
     journal_failed: bool,
+    /// The bank's codes as last synced, for checking them offline.
+    offline: Option<HeldCodes>,
+    /// Offline uses not yet acknowledged by the server, by id.
+    pending: BTreeMap<String, OfflineUse>,
+    /// Code records that opened offline here: never again, whatever a list says.
+    spent: BTreeSet<String>,
+    /// When offline refusals happened (ms), for the offline budget.
+    refusals: Vec<i64>,
+}
+
+/// The bank's codes as last synced: its offline key, the verifiers, and until when they may
+/// be trusted.
+#[derive(Debug)]
+struct HeldCodes {
+    key: [u8; 32],
+    valid_until_ms: i64,
+    codes: Vec<HeldCode>,
+}
+
+#[derive(Debug)]
+struct HeldCode {
+    id: String,
+    compartment: u16,
+    verifier: [u8; 32],
+    expires_at_ms: i64,
+}
+
+impl HeldCodes {
+    /// The list as synced; `None` for one that cannot be read (fail closed: nothing opens
+    /// offline).
+    fn take(list: &OfflineList) -> Option<Self> {
+        let decode32 =
+            |s: &str| -> Option<[u8; 32]> { BASE64.decode(s.as_bytes()).ok()?.try_into().ok() };
+        let codes = list
+            .codes
+            .iter()
+            .map(|c| {
+                Some(HeldCode {
+                    id: c.id.clone(),
+                    compartment: c.compartment,
+                    verifier: decode32(&c.verifier)?,
+                    expires_at_ms: c.expires_at_ms,
+                })
+            })
+            .collect::<Option<_>>()?;
+        Some(Self { key: decode32(&list.key)?, valid_until_ms: list.valid_until_ms, codes })
+    }
 }
 
 impl AgentCore {
@@ -288,6 +350,10 @@ impl AgentCore {
             counter: 0,
             locked_down: false,
             journal_failed: false,
+            offline: None,
+            pending: BTreeMap::new(),
+            spent: BTreeSet::new(),
+            refusals: Vec::new(),
         }
     }
 
@@ -298,6 +364,9 @@ impl AgentCore {
         self.counter = restored.counter;
         self.executed = restored.executed;
         self.locked_down = restored.locked_down;
+        self.pending = restored.pending;
+        self.spent = restored.spent;
+        self.refusals = restored.refusals;
         self
     }
 
@@ -368,6 +437,7 @@ impl AgentCore {
                 actions
             }
             Event::Server(message) => self.server(now, message),
+            Event::CodeEntered(code) if !self.ready() => self.offline_code(now, &code),
             Event::CodeEntered(code) => {
                 self.ask(|request_id| AgentMessage::PickupAttempt { request_id, code })
             }
@@ -398,6 +468,10 @@ impl AgentCore {
                     now,
                     Entry::Unlocked { nonce: nonce.clone(), failure: result.clone().err() },
                 );
+                // An offline open answers to nobody now; its use is reported on reconnect.
+                if nonce.starts_with(OFFLINE_NONCE) {
+                    return vec![record];
+                }
                 let outcome = match result {
                     Ok(()) => CommandOutcome::Unlocked,
                     Err(reason) => CommandOutcome::Failed { reason },
@@ -433,13 +507,133 @@ impl AgentCore {
         vec![Action::Show(Screen::NotAccepted), Action::Send(message(request_id))]
     }
 
+    /// The list of codes, while it may be trusted: synced, and its deadline not passed.
+    fn held(&self, now: Timestamp) -> Option<&HeldCodes> {
+        self.offline.as_ref().filter(|h| now.as_millis() < h.valid_until_ms)
+    }
+
+    /// Whether the offline budget for wrong codes has room at `now`.
+    fn offline_budget_left(&self, now: Timestamp) -> bool {
+        let start = OFFLINE_PICKUP_DAY.window_start(now).as_millis();
+        let end = OFFLINE_PICKUP_DAY.window_end(now).as_millis();
+        let spent = self.refusals.iter().filter(|at| (start..end).contains(*at)).count();
+        OFFLINE_PICKUP_DAY.allows(u32::try_from(spent).unwrap_or(u32::MAX))
+    }
+
+    /// A code typed while the server is unreachable: checked against the list as last synced.
+    fn offline_code(&mut self, now: Timestamp, typed: &str) -> Vec<Action> {
+        if self.interlocked() {
+            return vec![Action::Show(Screen::NotAccepted)];
+        }
+        let Some(held) = self.held(now) else { return vec![Action::Show(Screen::Offline)] };
+        if !self.offline_budget_left(now) {
+            return vec![Action::Show(Screen::CodesPaused)];
+        }
+        // Codes of the first format (no locker number) are checked by the server only.
+        let found = match PickupEntry::parse(typed) {
+            Ok(PickupEntry::Current { locker, code }) => {
+                let verifier =
+                    offline_code_verifier(&held.key, locker.get(), code.expose().as_bytes());
+                held.codes
+                    .iter()
+                    .find(|c| {
+                        c.compartment == locker.get() && constant_time_eq(&c.verifier, &verifier)
+                    })
+                    .map(|c| (c.id.clone(), c.compartment, c.expires_at_ms))
+            }
+            _ => None,
+        };
+        match found {
+            Some((id, n, expires)) if self.may_open_offline(now, &id, n, expires) => {
+                self.open_offline(now, id, n, "code")
+            }
+            _ => self.refuse_offline(now, "code"),
+        }
+    }
+
+    /// A scanned token while the server is unreachable: checked as ever, and its code must be
+    /// in the list as last synced (so a code revoked since does not open).
+    fn offline_token(
+        &mut self,
+        now: Timestamp,
+        checked: Result<PickupToken, TokenRefusal>,
+    ) -> Vec<Action> {
+        // Locked down, no list, or the budget spent: refused without a record (a token cannot
+        // be guessed, so such a refusal is not worth one). A genuine token with no list to
+        // check it against waits for the server, as a typed code does.
+        let held = self.held(now);
+        let Some(held) = held.filter(|_| !self.interlocked() && self.offline_budget_left(now))
+        else {
+            let wait = checked.is_ok() && held.is_none() && !self.interlocked();
+            return vec![Action::Show(if wait { Screen::Offline } else { Screen::NotAccepted })];
+        };
+        let found = checked.ok().and_then(|token| {
+            held.codes
+                .iter()
+                .find(|c| c.id == token.code.as_str() && c.compartment == token.compartment.get())
+                .map(|c| (c.id.clone(), c.compartment, c.expires_at_ms))
+        });
+        match found {
+            Some((id, n, expires)) if self.may_open_offline(now, &id, n, expires) => {
+                self.open_offline(now, id, n, "qr")
+            }
+            _ => self.refuse_offline(now, "qr"),
+        }
+    }
+
+    /// Whether a held code may open its compartment offline now: not expired, not spent here
+    /// already, a compartment of the bank.
+    fn may_open_offline(&self, now: Timestamp, id: &str, compartment: u16, expires: i64) -> bool {
+        now.as_millis() < expires
+            && !self.spent.contains(id)
+            && self.compartments.contains(&compartment)
+    }
+
+    /// Opens a compartment for a code from the list: the use is journaled first (it is what
+    /// the server is told on reconnect), the code is spent here, then the door is released.
+    fn open_offline(&mut self, now: Timestamp, code: String, n: u16, method: &str) -> Vec<Action> {
+        let Ok(compartment) = CompartmentNumber::new(n) else {
+            return self.refuse_offline(now, method);
+        };
+        self.spent.insert(code.clone());
+        let what = OfflineWhat::Opened { code, compartment: n, method: method.to_owned() };
+        let (record, id) = self.offline_use(now, what);
+        vec![
+            record,
+            Action::Unlock { compartment, nonce: format!("{OFFLINE_NONCE}{id}") },
+            Action::Show(Screen::Open(n)),
+        ]
+    }
+
+    /// Refuses a credential offline: journaled and reported like an open, and it spends the
+    /// offline budget.
+    fn refuse_offline(&mut self, now: Timestamp, method: &str) -> Vec<Action> {
+        self.refusals.push(now.as_millis());
+        let (record, _) = self.offline_use(now, OfflineWhat::Refused { method: method.to_owned() });
+        vec![record, Action::Show(Screen::NotAccepted)]
+    }
+
+    /// Journals an offline use under an id no other use of this agent has (the record's counter
+    /// and time: a journal started afresh counts from 1 again, at another time), and keeps it
+    /// until the server acknowledges it.
+    fn offline_use(&mut self, now: Timestamp, what: OfflineWhat) -> (Action, String) {
+        let id = format!("{}-{}", self.counter + 1, now.as_millis());
+        let used = OfflineUse { id: id.clone(), at_ms: now.as_millis(), what };
+        self.pending.insert(id.clone(), used.clone());
+        (self.record(now, Entry::Offline { used }), id)
+    }
+
     /// A QR code at the scanner: checked here first. A token that fails is refused at once,
     /// and still reported (under a request id nobody waits for) so the server audits the scan.
     fn scanned(&mut self, now: Timestamp, text: &str) -> Vec<Action> {
         // Anything longer than a token is cut to one character past it: still malformed,
         // never a large message.
         let token: String = text.chars().take(QR_TOKEN_TEXT_LEN + 1).collect();
-        match self.check_token(now, &token) {
+        let checked = self.check_token(now, &token);
+        if !self.ready() {
+            return self.offline_token(now, checked);
+        }
+        match checked {
             Ok(checked) => {
                 let remembered = (checked.code.to_string(), checked.expires_at.as_millis());
                 let actions = self
@@ -533,6 +727,19 @@ impl AgentCore {
                 self.take_badges(&list);
                 Vec::new()
             }
+            ServerMessage::OfflineList(list) => {
+                if self.welcomed {
+                    self.offline = HeldCodes::take(&list);
+                }
+                Vec::new()
+            }
+            ServerMessage::OfflineAck { id } => {
+                if self.pending.remove(&id).is_some() {
+                    vec![self.record(now, Entry::Acknowledged { id })]
+                } else {
+                    Vec::new()
+                }
+            }
             // The daemon stores a renewed certificate; it decides nothing about doors.
             ServerMessage::Renewed { .. } => Vec::new(),
             ServerMessage::Welcome {
@@ -555,6 +762,10 @@ impl AgentCore {
                 self.welcomed = true;
                 let mut actions = self.lockdown(now, locked_down);
                 actions.push(Action::Presence(Some(presence_key)));
+                // What the kiosk did offline, until the server says it has it.
+                actions.extend(
+                    self.pending.values().map(|u| Action::Send(AgentMessage::Offline(u.clone()))),
+                );
                 actions
             }
             ServerMessage::Lockdown { on } => {
@@ -564,22 +775,7 @@ impl AgentCore {
                     Vec::new()
                 }
             }
-            ServerMessage::Pickup { request_id, answer } => {
-                let scanned = self.scanning.remove(&request_id);
-                if !self.waiting.remove(&request_id) {
-                    return Vec::new();
-                }
-                match answer {
-                    PickupAnswer::Accepted { compartment } => {
-                        if let Some((code, expires)) = scanned {
-                            self.used_tokens.insert(code, expires);
-                        }
-                        vec![Action::Show(Screen::Open(compartment))]
-                    }
-                    PickupAnswer::Refused => vec![Action::Show(Screen::NotAccepted)],
-                    PickupAnswer::Paused => vec![Action::Show(Screen::CodesPaused)],
-                }
-            }
+            ServerMessage::Pickup { request_id, answer } => self.answered(request_id, &answer),
             ServerMessage::Courier { request_id, answer } => {
                 if !self.waiting.remove(&request_id) {
                     return Vec::new();
@@ -599,6 +795,11 @@ impl AgentCore {
                     let nonce = signed.command.nonce;
                     let expires_at_ms = signed.command.expires_at_ms;
                     self.executed.insert(nonce.clone(), expires_at_ms);
+                    // Whatever was in the compartment is being taken out or put in: none of
+                    // its codes may open it offline again before the next list says so.
+                    if let Some(held) = &mut self.offline {
+                        held.codes.retain(|c| c.compartment != compartment.get());
+                    }
                     // Journaled first: after a power cut the nonce is still known, and the
                     // command is never executed twice.
                     let record = self.record(
@@ -617,10 +818,30 @@ impl AgentCore {
                 })],
             },
             ServerMessage::Goodbye { .. } => {
+                // Refused by the server (revoked, re-enrolled): trust nothing it sent.
                 self.welcomed = false;
                 self.badges = None;
+                self.offline = None;
                 vec![Action::Presence(None)]
             }
+        }
+    }
+
+    /// The server's answer to a pickup the kiosk asked about.
+    fn answered(&mut self, request_id: u64, answer: &PickupAnswer) -> Vec<Action> {
+        let scanned = self.scanning.remove(&request_id);
+        if !self.waiting.remove(&request_id) {
+            return Vec::new();
+        }
+        match answer {
+            PickupAnswer::Accepted { compartment } => {
+                if let Some((code, expires)) = scanned {
+                    self.used_tokens.insert(code, expires);
+                }
+                vec![Action::Show(Screen::Open(*compartment))]
+            }
+            PickupAnswer::Refused => vec![Action::Show(Screen::NotAccepted)],
+            PickupAnswer::Paused => vec![Action::Show(Screen::CodesPaused)],
         }
     }
 
@@ -672,7 +893,7 @@ mod tests {
     use super::*;
     use custody_crypto::Rng;
     use custody_crypto::sign::SigningKey;
-    use custody_proto::device::OpenCommand;
+    use custody_proto::device::{OfflineCode, OpenCommand};
     use proptest::prelude::*;
 
     const NOW: Timestamp = Timestamp::from_millis(1_893_456_000_000);
@@ -1044,6 +1265,7 @@ mod tests {
             counter: 41,
             executed: [("n1".to_owned(), NOW.as_millis() + 30_000)].into(),
             locked_down: true,
+            ..Restored::default()
         };
         let mut core = AgentCore::new(identity).restore(restored);
         assert!(core.interlocked(), "locked down before the server says anything");
@@ -1078,15 +1300,57 @@ mod tests {
     /// What can happen to the agent, in any order.
     #[derive(Debug, Clone)]
     enum Step {
-        Command { compartment: u16, nonce: u8, late: bool },
+        Command {
+            compartment: u16,
+            nonce: u8,
+            late: bool,
+        },
         Lockdown(bool),
-        Reconnect { locked_down: bool },
+        Reconnect {
+            locked_down: bool,
+        },
         Door(u16),
         JournalFailed,
+        /// The link drops.
+        Cut,
+        /// The server sends a list with a code for each of compartments 1 to 3.
+        List,
+        /// Compartment `n`'s code is typed (or a wrong one).
+        Typed {
+            compartment: u16,
+            right: bool,
+        },
+    }
+
+    /// The list of [`Step::List`]: compartment `n`'s code is `n` repeated ten times.
+    fn offline_list() -> Event {
+        let key = [5; 32];
+        let codes = (1..=3_u16)
+            .map(|n| OfflineCode {
+                id: format!("cod_{n}"),
+                compartment: n,
+                verifier: BASE64.encode(&offline_code_verifier(
+                    &key,
+                    n,
+                    n.to_string().repeat(10).as_bytes(),
+                )),
+                expires_at_ms: NOW.as_millis() + 86_400_000,
+            })
+            .collect();
+        Event::Server(ServerMessage::OfflineList(OfflineList {
+            key: BASE64.encode(&key),
+            issued_at_ms: NOW.as_millis(),
+            valid_until_ms: NOW.as_millis() + 86_400_000,
+            codes,
+        }))
     }
 
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
+            Just(Step::Cut),
+            Just(Step::List),
+            (1_u16..4, any::<bool>())
+                .prop_map(|(compartment, right)| Step::Typed { compartment, right }),
             (0_u16..5, 0_u8..6, any::<bool>())
                 .prop_map(|(compartment, nonce, late)| Step::Command { compartment, nonce, late }),
             any::<bool>().prop_map(Step::Lockdown),
@@ -1099,11 +1363,13 @@ mod tests {
     proptest! {
         /// Whatever happens: every unlock follows the journal record of its own command; no
         /// nonce is unlocked twice; nothing unlocks while locked down or after the journal
-        /// failed; journal counters go up by one.
+        /// failed; journal counters go up by one. Offline, every unlock follows the record of
+        /// its own use, and no code opens twice.
         #[test]
         fn every_unlock_is_journaled_first_and_none_while_interlocked(steps in proptest::collection::vec(step(), 1..40)) {
             let mut f = fixture();
             let mut unlocked = BTreeSet::new();
+            let mut codes_opened = BTreeSet::new();
             let mut counter = 0;
             let mut interlocked = false;
             for s in steps {
@@ -1121,6 +1387,12 @@ mod tests {
                     }
                     Step::Door(n) => f.core.handle(at, Event::Door { compartment: n, reading: DoorReading::Closed }),
                     Step::JournalFailed => f.core.handle(at, Event::JournalFailed),
+                    Step::Cut => f.core.handle(at, Event::Disconnected),
+                    Step::List => f.core.handle(at, offline_list()),
+                    Step::Typed { compartment, right } => {
+                        let digits = if right { compartment.to_string().repeat(10) } else { "0".repeat(10) };
+                        f.core.handle(at, Event::CodeEntered(format!("{compartment} {digits}")))
+                    }
                 };
                 let mut last_record = None;
                 for action in &actions {
@@ -1133,7 +1405,14 @@ mod tests {
                         Action::Interlock(on) => interlocked = *on,
                         Action::Unlock { compartment, nonce } => {
                             prop_assert!(!interlocked && !f.core.interlocked());
-                            let journaled = matches!(&last_record, Some(Entry::Unlock { nonce: n, compartment: c, .. }) if n == nonce && *c == compartment.get());
+                            let journaled = match &last_record {
+                                Some(Entry::Unlock { nonce: n, compartment: c, .. }) => n == nonce && *c == compartment.get(),
+                                Some(Entry::Offline { used: OfflineUse { id, what: OfflineWhat::Opened { code, compartment: c, .. }, .. } }) => {
+                                    prop_assert!(codes_opened.insert(code.clone()), "{} opened twice", code);
+                                    *nonce == format!("{OFFLINE_NONCE}{id}") && *c == compartment.get()
+                                }
+                                _ => false,
+                            };
                             prop_assert!(journaled, "{:?}", actions);
                             prop_assert!(unlocked.insert(nonce.clone()), "{} twice", nonce);
                         }
@@ -1154,6 +1433,261 @@ mod tests {
             refused(&open(&mut f.core, later, sign(&f.key, command(1, "n")))).as_deref(),
             Some("replay")
         );
+    }
+
+    mod offline {
+        use super::*;
+        const KEY: [u8; 32] = [5; 32];
+        /// Compartment 2's code.
+        const TYPED: &str = "2 01234 56789";
+        const DAY_MS: i64 = 86_400_000;
+
+        fn listed(id: &str, compartment: u16, digits: &str, expires_at_ms: i64) -> OfflineCode {
+            OfflineCode {
+                id: id.into(),
+                compartment,
+                verifier: BASE64.encode(&offline_code_verifier(
+                    &KEY,
+                    compartment,
+                    digits.as_bytes(),
+                )),
+                expires_at_ms,
+            }
+        }
+
+        fn list(codes: Vec<OfflineCode>) -> Event {
+            Event::Server(ServerMessage::OfflineList(OfflineList {
+                key: BASE64.encode(&KEY),
+                issued_at_ms: NOW.as_millis(),
+                valid_until_ms: NOW.as_millis() + 2 * DAY_MS,
+                codes,
+            }))
+        }
+
+        /// A welcomed core holding compartment 2's code (and 3's, expiring in a minute), with a
+        /// list good for two days, then cut off from the server.
+        fn cut_off(f: &mut Fixture) {
+            let code_id = custody_core::CodeId::from_random([3; 16]);
+            f.core.handle(
+                NOW,
+                list(vec![
+                    listed(code_id.as_str(), 2, "0123456789", NOW.as_millis() + 2 * DAY_MS),
+                    listed("cod_soon", 3, "1111111111", NOW.as_millis() + 60_000),
+                ]),
+            );
+            f.core.handle(NOW, Event::Disconnected);
+        }
+
+        fn typed(f: &mut Fixture, at: Timestamp, code: &str) -> Vec<Action> {
+            f.core.handle(at, Event::CodeEntered(code.into()))
+        }
+
+        fn shown(actions: &[Action]) -> Option<&Screen> {
+            actions.iter().find_map(|a| match a {
+                Action::Show(s) => Some(s),
+                _ => None,
+            })
+        }
+
+        fn uses(actions: &[Action]) -> Vec<OfflineUse> {
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Send(AgentMessage::Offline(u)) => Some(u.clone()),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        #[test]
+        fn a_listed_code_opens_once_offline_and_is_reported_until_acknowledged() {
+            let mut f = fixture();
+            cut_off(&mut f);
+            let opened = typed(&mut f, NOW, TYPED);
+            let [
+                Action::Record(Record { entry: Entry::Offline { used }, .. }),
+                Action::Unlock { compartment, nonce },
+                Action::Show(Screen::Open(2)),
+            ] = opened.as_slice()
+            else {
+                panic!("journaled, then unlocked, then shown: {opened:?}")
+            };
+            assert_eq!(compartment.get(), 2);
+            assert_eq!(nonce, &format!("offline-{}", used.id));
+            assert!(
+                matches!(&used.what, OfflineWhat::Opened { compartment: 2, method, .. } if method == "code")
+            );
+            // The board's answer is journaled and goes nowhere else.
+            let answered =
+                f.core.handle(NOW, Event::Unlocked { nonce: nonce.clone(), result: Ok(()) });
+            assert!(matches!(answered.as_slice(), [Action::Record(_)]), "{answered:?}");
+            // The same code again: refused, and that is journaled too.
+            let again = typed(&mut f, NOW, TYPED);
+            assert_eq!(shown(&again), Some(&Screen::NotAccepted));
+            assert!(matches!(
+                &again[0],
+                Action::Record(Record {
+                    entry: Entry::Offline {
+                        used: OfflineUse { what: OfflineWhat::Refused { .. }, .. }
+                    },
+                    ..
+                })
+            ));
+            // Back online: both are reported, after every welcome until acknowledged.
+            f.core.handle(NOW, Event::Connected);
+            let reported = uses(&f.core.handle(NOW, welcome(false)));
+            assert_eq!(reported.len(), 2);
+            assert_eq!(reported[0], used.clone());
+            let acked = f
+                .core
+                .handle(NOW, Event::Server(ServerMessage::OfflineAck { id: used.id.clone() }));
+            assert!(matches!(
+                acked.as_slice(),
+                [Action::Record(Record { entry: Entry::Acknowledged { .. }, .. })]
+            ));
+            let twice = f
+                .core
+                .handle(NOW, Event::Server(ServerMessage::OfflineAck { id: used.id.clone() }));
+            assert!(twice.is_empty(), "an acknowledgement is journaled once");
+            f.core.handle(NOW, Event::Disconnected);
+            f.core.handle(NOW, Event::Connected);
+            let left = uses(&f.core.handle(NOW, welcome(false)));
+            assert_eq!(left.len(), 1);
+            assert!(matches!(left[0].what, OfflineWhat::Refused { .. }));
+        }
+
+        /// Something that happens to a core before a code is typed offline.
+        type Before = fn(&mut Fixture);
+
+        fn nothing(_: &mut Fixture) {}
+
+        /// Back online for `step`, then cut off again.
+        fn online(f: &mut Fixture, step: impl FnOnce(&mut Fixture)) {
+            f.core.handle(NOW, Event::Connected);
+            f.core.handle(NOW, welcome(false));
+            step(f);
+            f.core.handle(NOW, Event::Disconnected);
+        }
+
+        fn locked_down(f: &mut Fixture) {
+            online(f, |f| {
+                f.core.handle(NOW, Event::Server(ServerMessage::Lockdown { on: true }));
+            });
+        }
+
+        fn journal_failed(f: &mut Fixture) {
+            f.core.handle(NOW, Event::JournalFailed);
+        }
+
+        fn opened_online(f: &mut Fixture) {
+            online(f, |f| {
+                let signed = sign(&f.key, command(2, "n1"));
+                f.core.handle(NOW, Event::Server(ServerMessage::Open(signed)));
+            });
+        }
+
+        fn revoked(f: &mut Fixture) {
+            online(f, |f| {
+                f.core.handle(NOW, list(Vec::new()));
+            });
+        }
+
+        fn unreadable_list(f: &mut Fixture) {
+            online(f, |f| {
+                let list = OfflineList {
+                    key: "short".into(),
+                    issued_at_ms: NOW.as_millis(),
+                    valid_until_ms: NOW.as_millis() + DAY_MS,
+                    codes: Vec::new(),
+                };
+                f.core.handle(NOW, Event::Server(ServerMessage::OfflineList(list)));
+            });
+        }
+
+        /// Everything that keeps a code from opening offline, and what the kiosk says.
+        #[test]
+        fn what_offline_refuses() {
+            let later = |ms: i64| Timestamp::from_millis(NOW.as_millis() + ms);
+            let cases: [(&str, Before, &str, Timestamp, Screen); 11] = [
+                ("a wrong code", nothing, "2 01234 56788", NOW, Screen::NotAccepted),
+                ("another locker's", nothing, "1 01234 56789", NOW, Screen::NotAccepted),
+                ("the first format", nothing, "01234567", NOW, Screen::NotAccepted),
+                ("not a code", nothing, "hello", NOW, Screen::NotAccepted),
+                ("expired", nothing, "3 11111 11111", later(60_000), Screen::NotAccepted),
+                ("past the deadline", nothing, TYPED, later(2 * DAY_MS), Screen::Offline),
+                ("locked down", locked_down, TYPED, NOW, Screen::NotAccepted),
+                ("the journal failed", journal_failed, TYPED, NOW, Screen::NotAccepted),
+                ("opened online since", opened_online, TYPED, NOW, Screen::NotAccepted),
+                ("revoked since", revoked, TYPED, NOW, Screen::NotAccepted),
+                ("an unreadable list", unreadable_list, TYPED, NOW, Screen::Offline),
+            ];
+            for (name, before, code, at, want) in cases {
+                let mut f = fixture();
+                cut_off(&mut f);
+                before(&mut f);
+                let actions = typed(&mut f, at, code);
+                assert_eq!(shown(&actions), Some(&want), "{name}: {actions:?}");
+                assert!(!actions.iter().any(|a| matches!(a, Action::Unlock { .. })), "{name}");
+            }
+            // And the one that opens, for contrast.
+            let mut f = fixture();
+            cut_off(&mut f);
+            assert_eq!(shown(&typed(&mut f, NOW, TYPED)), Some(&Screen::Open(2)));
+        }
+
+        #[test]
+        fn with_no_list_the_kiosk_says_it_cannot_check() {
+            let mut f = fixture();
+            f.core.handle(NOW, Event::Disconnected);
+            assert_eq!(typed(&mut f, NOW, TYPED), vec![Action::Show(Screen::Offline)]);
+        }
+
+        #[test]
+        fn wrong_codes_offline_spend_a_daily_budget_kept_across_restarts() {
+            let mut f = fixture();
+            cut_off(&mut f);
+            let mut journal = Vec::new();
+            for _ in 0..OFFLINE_PICKUP_DAY.max_failures {
+                let actions = typed(&mut f, NOW, "2 99999 99999");
+                assert_eq!(shown(&actions), Some(&Screen::NotAccepted));
+                journal.extend(actions.into_iter().filter_map(|a| match a {
+                    Action::Record(r) => Some(r),
+                    _ => None,
+                }));
+            }
+            // Spent: even the right code is not checked today.
+            assert_eq!(typed(&mut f, NOW, TYPED), vec![Action::Show(Screen::CodesPaused)]);
+            // A restart does not refill it: the journal holds the refusals.
+            let mut restored = Restored::default();
+            for r in &journal {
+                restored.apply(r);
+            }
+            let mut g = fixture();
+            g.core = welcomed(&g.key).restore(restored);
+            cut_off(&mut g);
+            assert_eq!(typed(&mut g, NOW, TYPED), vec![Action::Show(Screen::CodesPaused)]);
+            // The next day's budget is fresh.
+            let tomorrow = OFFLINE_PICKUP_DAY.window_end(NOW);
+            assert_eq!(shown(&typed(&mut g, tomorrow, TYPED)), Some(&Screen::Open(2)));
+        }
+
+        #[test]
+        fn a_code_spent_offline_stays_spent_across_a_restart_and_a_stale_list() {
+            let mut f = fixture();
+            cut_off(&mut f);
+            let opened = typed(&mut f, NOW, TYPED);
+            let Action::Record(record) = &opened[0] else { panic!("{opened:?}") };
+            let mut restored = Restored::default();
+            restored.apply(record);
+            let mut g = fixture();
+            g.core = welcomed(&g.key).restore(restored);
+            // The server's list still has it (the use not reconciled yet).
+            cut_off(&mut g);
+            assert_eq!(shown(&typed(&mut g, NOW, TYPED)), Some(&Screen::NotAccepted));
+            // And the use is still to be reported.
+            g.core.handle(NOW, Event::Connected);
+            assert_eq!(uses(&g.core.handle(NOW, welcome(false))).len(), 2);
+        }
     }
 
     mod qr {
@@ -1299,6 +1833,44 @@ mod tests {
             assert_eq!(good, vec![Action::Show(Screen::Offline)]);
             let bad = core.handle(NOW, Event::QrScanned("CQ1:FORGED".into()));
             assert_eq!(bad, vec![Action::Show(Screen::NotAccepted)]);
+        }
+
+        #[test]
+        fn offline_a_token_opens_only_if_its_code_is_listed() {
+            let (key, _) = SigningKey::generate(&Rng::new()).unwrap();
+            let mut core = kiosk(&key, true);
+            let listed = token(2);
+            let day = 86_400_000;
+            let list = OfflineList {
+                key: BASE64.encode(&[5; 32]),
+                issued_at_ms: NOW.as_millis(),
+                valid_until_ms: NOW.as_millis() + day,
+                codes: vec![OfflineCode {
+                    id: listed.code.as_str().into(),
+                    compartment: 2,
+                    verifier: BASE64.encode(&[0; 32]),
+                    expires_at_ms: NOW.as_millis() + day,
+                }],
+            };
+            core.handle(NOW, Event::Server(ServerMessage::OfflineList(list)));
+            core.handle(NOW, Event::Disconnected);
+            let unlisted = PickupToken { code: CodeId::from_random([4; 16]), ..token(2) };
+            let refused = core.handle(NOW, Event::QrScanned(signed(&key, &unlisted)));
+            assert_eq!(refused.last(), Some(&Action::Show(Screen::NotAccepted)));
+            let opened = core.handle(NOW, Event::QrScanned(signed(&key, &listed)));
+            assert!(
+                matches!(
+                    opened.as_slice(),
+                    [
+                        Action::Record(Record { entry: Entry::Offline { used: OfflineUse { what: OfflineWhat::Opened { method, compartment: 2, .. }, .. } }, .. }),
+                        Action::Unlock { .. },
+                        Action::Show(Screen::Open(2)),
+                    ] if method == "qr"
+                ),
+                "{opened:?}"
+            );
+            let again = core.handle(NOW, Event::QrScanned(signed(&key, &listed)));
+            assert_eq!(again.last(), Some(&Action::Show(Screen::NotAccepted)));
         }
 
         proptest! {

@@ -37,6 +37,8 @@ const BACKLOG: usize = 1024;
 /// First and longest wait between connection attempts.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Liveness pings per allowed silence ([`crate::link::LinkConfig::silent_after`]).
+const SILENT_TICKS: u32 = 3;
 
 /// A running agent.
 #[derive(Debug)]
@@ -294,6 +296,10 @@ impl Daemon {
         // A renewal asked for over an earlier link got no answer: this link may ask again.
         self.renewal = None;
         let mut health = tokio::time::interval(HEALTH_EVERY);
+        // A ping every third of the allowed silence; three ticks without a frame from the
+        // server and the link is taken for dead (a cut beyond the building closes nothing).
+        let mut liveness = tokio::time::interval(self.setup.link.silent_after / SILENT_TICKS);
+        let mut silent_ticks = 0;
         loop {
             tokio::select! {
                 _ = health.tick() => {
@@ -301,7 +307,19 @@ impl Daemon {
                         return;
                     }
                 }
+                _ = liveness.tick() => {
+                    silent_ticks += 1;
+                    if silent_ticks > SILENT_TICKS {
+                        tracing::warn!(silent_s = self.setup.link.silent_after.as_secs(), "the server went silent; working offline");
+                        return;
+                    }
+                    let sent_at = self.clock.now().as_millis().to_be_bytes().to_vec();
+                    if link.send(Message::Ping(sent_at.into())).await.is_err() {
+                        return;
+                    }
+                }
                 frame = link.next() => {
+                    silent_ticks = 0;
                     let text = match frame {
                         Some(Ok(Message::Text(t))) => t,
                         Some(Ok(Message::Pong(sent))) => {
@@ -333,8 +351,8 @@ impl Daemon {
         }
     }
 
-    /// Sends a health report and a ping to time the next one's round trip; `false` when the
-    /// link failed.
+    /// Sends a health report (its round trip timed by the last liveness ping); `false` when
+    /// the link failed.
     async fn report_health(&mut self, link: &mut Link) -> bool {
         let report = HealthReport {
             boards: self
@@ -347,12 +365,10 @@ impl Daemon {
             reconnects: self.sessions.saturating_sub(1),
             interlocked: self.interlock.is_engaged(),
         };
-        let sent_at = self.clock.now().as_millis().to_be_bytes().to_vec();
         send(link, &AgentMessage::Health(report)).await.is_ok()
-            && link.send(Message::Ping(sent_at.into())).await.is_ok()
     }
 
-    /// A pong to one of the health pings: the link's round trip.
+    /// A pong to one of the liveness pings: the link's round trip.
     fn pong(&mut self, sent: &[u8]) {
         if let Ok(bytes) = <[u8; 8]>::try_from(sent) {
             let elapsed = self.clock.now().as_millis() - i64::from_be_bytes(bytes);
@@ -445,6 +461,8 @@ impl Daemon {
                                 | AgentMessage::QrPickup { .. }
                                 | AgentMessage::BadgeRead { .. }
                                 | AgentMessage::Courier { .. }
+                                // Sent again by the core after every welcome until acknowledged.
+                                | AgentMessage::Offline(_)
                         )
                     {
                         if self.backlog.len() == BACKLOG {

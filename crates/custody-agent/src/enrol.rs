@@ -264,6 +264,7 @@ pub fn load(
             server_name: file.server_name,
             tls: Arc::new(tls),
             local_address: None,
+            silent_after: crate::link::SILENT_AFTER,
         },
         commissioning_until: None,
         journal: dir.join("journal.log"),

@@ -10,18 +10,20 @@
 //!
 //! What the agent must remember across a power cut is read back from it at start
 //! ([`Restored`]): the nonces of commands it began to execute, so that no command is executed
-//! twice whatever is sent again; whether the bank is locked down; and the counter. An unlock is
+//! twice whatever is sent again; whether the bank is locked down; the offline uses the server
+//! has not acknowledged, the codes they spent and the refusals that spent the offline budget;
+//! and the counter. An unlock is
 //! journaled (and synced to disk) before the board is told; if that fails, the board is not told.
 //!
 //! A last line cut short by a power cut was never synced, so nothing acted on it: it is dropped.
 //! Any other damage stops the agent, with the line named, rather than guessing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use custody_core::Timestamp;
 use custody_crypto::sha256;
-use custody_proto::device::DoorReading;
+use custody_proto::device::{DoorReading, OfflineUse, OfflineWhat};
 use data_encoding::HEXLOWER;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt as _;
@@ -60,6 +62,17 @@ pub enum Entry {
         /// Whether it is locked down now.
         on: bool,
     },
+    /// Something the kiosk did while the server was unreachable: written before the door is
+    /// released, and reported after every welcome until the server acknowledges it.
+    Offline {
+        /// The use, as it is reported.
+        used: OfflineUse,
+    },
+    /// The server recorded an offline use.
+    Acknowledged {
+        /// The use's id.
+        id: String,
+    },
 }
 
 /// A numbered, timed entry.
@@ -92,16 +105,35 @@ pub struct Restored {
     pub executed: BTreeMap<String, i64>,
     /// Whether the bank is locked down.
     pub locked_down: bool,
+    /// Offline uses the server has not acknowledged yet, by id.
+    pub pending: BTreeMap<String, OfflineUse>,
+    /// Code records that opened offline: never again here, whatever a list says.
+    pub spent: BTreeSet<String>,
+    /// When offline refusals happened (ms): they spend the offline budget.
+    pub refusals: Vec<i64>,
 }
 
 impl Restored {
-    fn apply(&mut self, record: &Record) {
+    /// Takes one record into account, as reading the journal does.
+    pub fn apply(&mut self, record: &Record) {
         self.counter = record.counter;
         match &record.entry {
             Entry::Unlock { nonce, expires_at_ms, .. } => {
                 self.executed.insert(nonce.clone(), *expires_at_ms);
             }
             Entry::Lockdown { on } => self.locked_down = *on,
+            Entry::Offline { used } => {
+                match &used.what {
+                    OfflineWhat::Opened { code, .. } => {
+                        self.spent.insert(code.clone());
+                    }
+                    OfflineWhat::Refused { .. } => self.refusals.push(used.at_ms),
+                }
+                self.pending.insert(used.id.clone(), used.clone());
+            }
+            Entry::Acknowledged { id } => {
+                self.pending.remove(id);
+            }
             Entry::Unlocked { .. } | Entry::Door { .. } => {}
         }
     }

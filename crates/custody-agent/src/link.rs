@@ -21,7 +21,15 @@ pub struct LinkConfig {
     pub tls: Arc<rustls::ClientConfig>,
     /// The local address to connect from (a device with several networks), or any.
     pub local_address: Option<std::net::IpAddr>,
+    /// How long the server may stay silent before the link is taken for dead: a cable cut
+    /// beyond the building closes nothing, so the agent pings and counts the silence itself
+    /// ([`SILENT_AFTER`] unless a test shortens it). Connecting gives up after it too.
+    pub silent_after: std::time::Duration,
 }
+
+/// How long the server may stay silent before the agent takes the link for dead and works
+/// offline: three pings, ten seconds apart, unanswered.
+pub const SILENT_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl std::fmt::Debug for LinkConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -29,6 +37,7 @@ impl std::fmt::Debug for LinkConfig {
             .field("gateway", &self.gateway)
             .field("server_name", &self.server_name)
             .field("local_address", &self.local_address)
+            .field("silent_after", &self.silent_after)
             .finish_non_exhaustive()
     }
 }
@@ -50,8 +59,17 @@ pub enum LinkError {
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
 }
 
-/// Connects and upgrades to the device link.
+/// Connects and upgrades to the device link, giving up after `config.silent_after`.
 pub async fn connect(config: &LinkConfig) -> Result<Link, LinkError> {
+    tokio::time::timeout(config.silent_after, connect_now(config)).await.map_err(|_| {
+        LinkError::Connect(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no answer from the gateway",
+        ))
+    })?
+}
+
+async fn connect_now(config: &LinkConfig) -> Result<Link, LinkError> {
     let tcp = match config.local_address {
         None => TcpStream::connect(&config.gateway).await?,
         Some(local) => {

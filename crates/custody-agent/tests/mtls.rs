@@ -46,6 +46,7 @@ fn config(server: &TestServer, identity: Option<(&str, &str)>) -> LinkConfig {
         server_name: "localhost".into(),
         tls: Arc::new(tls),
         local_address: None,
+        silent_after: link::SILENT_AFTER,
     }
 }
 

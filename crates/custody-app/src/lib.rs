@@ -21,6 +21,7 @@ pub mod devices;
 pub mod factors;
 pub mod links;
 pub mod lockdown;
+pub mod offline;
 pub mod outbox;
 pub mod parcels;
 pub mod passkeys;
@@ -206,6 +207,9 @@ pub struct AppConfig {
     /// Whether lifting a lockdown needs a second person's approval (on unless a site turns
     /// it off: a lockdown follows an attack, and one stolen account must not end it).
     pub lockdown_lift_needs_approval: bool,
+    /// How long a bank's agent may trust the list of codes it checks offline: past this it
+    /// opens nothing offline, so a revoked code stops working by then at the latest.
+    pub offline_list_ttl: Duration,
 }
 
 impl Default for AppConfig {
@@ -224,6 +228,7 @@ impl Default for AppConfig {
             notification_channel: "email".into(),
             password_hash_concurrency: 4,
             lockdown_lift_needs_approval: true,
+            offline_list_ttl: hours(24),
         }
     }
 }
@@ -244,6 +249,7 @@ pub struct KeyRing {
     pub(crate) courier_codes: KeyedHasher,
     pub(crate) presence: KeyedHasher,
     pub(crate) badges: KeyedHasher,
+    pub(crate) offline: KeyedHasher,
     pub(crate) command: SigningKey,
     pub(crate) ca: CertificateAuthority,
     pub(crate) checkpoint: custody_audit::checkpoint::NoteSigner,
@@ -281,6 +287,7 @@ impl KeyRing {
             courier_codes: master.hasher(Purpose::CourierCodes),
             presence: master.hasher(Purpose::PresenceCodes),
             badges: master.hasher(Purpose::Badges),
+            offline: master.hasher(Purpose::OfflineCodes),
             command,
             ca,
             checkpoint,
@@ -293,6 +300,10 @@ impl KeyRing {
 pub trait Presence: Send + Sync {
     /// Whether `bank`'s agent is connected.
     fn is_online(&self, bank: &BankId) -> bool;
+
+    /// `bank`'s pickup codes changed (one drawn or retired): its agent's offline list is due
+    /// again.
+    fn codes_changed(&self, _bank: &BankId) {}
 }
 
 struct Inner {
@@ -346,6 +357,14 @@ impl App {
     /// Connects the source of truth for which banks are online (once; later calls are ignored).
     pub fn set_presence(&self, presence: Arc<dyn Presence>) {
         let _ = self.0.presence.set(presence);
+    }
+
+    /// Tells the source of truth for which banks are online that `bank`'s codes changed, so
+    /// its agent's offline list follows at once rather than at the next minute's sync.
+    pub(crate) fn codes_changed(&self, bank: &BankId) {
+        if let Some(p) = self.0.presence.get() {
+            p.codes_changed(bank);
+        }
     }
 
     /// Refuses commands to a bank whose agent is not connected: a door command that cannot be

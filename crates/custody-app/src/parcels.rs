@@ -146,6 +146,23 @@ async fn vacate(tx: &mut Tx, p: &ParcelRow, now: Timestamp) -> Result<Compartmen
     Ok(c)
 }
 
+/// Records parcel `p` picked up from its compartment at the kiosk with the credential
+/// `accepted` names: the compartment vacated, the parcel moved on, both audited, in the caller's
+/// unit of work. The door is opened by the caller (or already was, offline).
+pub(crate) async fn picked_up(
+    tx: &mut Tx,
+    at: &AtBank<'_>,
+    p: &ParcelRow,
+    accepted: &str,
+) -> Result<CompartmentRow, AppError> {
+    let compartment = vacate(tx, p, at.now).await?;
+    advance(tx, p, ParcelEvent::PickUp, at.now, None).await?;
+    let target = parcel_target(p);
+    tx.append_audit(&at.attempt(Outcome::Success, accepted, target.clone()))?;
+    tx.append_audit(&event(at.actor, AuditAction::PickUp, target, at.now, None))?;
+    Ok(compartment)
+}
+
 /// Where, when and by whom a pickup credential is used: a code typed or a QR code scanned at
 /// the kiosk, or the code on its screen sent from the app.
 pub(crate) struct AtBank<'a> {
@@ -692,6 +709,11 @@ impl App {
                 .boxed()
             })
             .await
+            .inspect(|p| {
+                if let Some(bank) = &p.bank {
+                    self.codes_changed(bank);
+                }
+            })
     }
 
     /// The grace re-open: a code used within [`GRACE_REOPEN`] opens its compartment once
@@ -779,7 +801,11 @@ impl App {
                 }
                 .boxed()
             })
-            .await
+            .await?;
+        if let Some(bank) = &p.bank {
+            self.codes_changed(bank);
+        }
+        Ok(())
     }
 
     /// Draws a new pickup code for a parcel in its compartment and queues the message that
@@ -838,6 +864,9 @@ impl App {
                 compartment: compartment.id.clone(),
                 code_hash: self
                     .code_hash(&compartment.bank, Some(compartment.number), &code)
+                    .to_vec(),
+                offline_verifier: self
+                    .offline_verifier(&compartment.bank, compartment.number, &code)
                     .to_vec(),
                 created_at: now,
                 expires_at,
@@ -964,11 +993,7 @@ impl App {
         accepted: &str,
     ) -> Result<(CompartmentNumber, SignedOpenCommand), AppError> {
         let p = tx.parcel(&redeemed.parcel).await?.ok_or(AppError::NotFound)?;
-        let compartment = vacate(tx, &p, at.now).await?;
-        advance(tx, &p, ParcelEvent::PickUp, at.now, None).await?;
-        let target = parcel_target(&p);
-        tx.append_audit(&at.attempt(Outcome::Success, accepted, target.clone()))?;
-        tx.append_audit(&event(at.actor, AuditAction::PickUp, target, at.now, None))?;
+        let compartment = picked_up(tx, at, &p, accepted).await?;
         let open = OpenFor {
             site: at.site,
             compartment: &compartment,

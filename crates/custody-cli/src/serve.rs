@@ -29,7 +29,8 @@ pub(crate) async fn app_for(
     let config = Config::load(&dir.config_path())?;
     config.validate()?;
     let keys = dir.load_keys()?;
-    let store = crate::open_store(data, url).await?;
+    // Boxed: opening a store is a large future, and every command awaits this one.
+    let store = Box::pin(crate::open_store(data, url)).await?;
     let app_config = AppConfig {
         public_url: config.server.public_url.clone(),
         gateway_address: config.server.gateway_address.clone(),

@@ -132,6 +132,9 @@ named_enum!(
         PickupAttempt = "parcel.pickup.attempt",
         /// The recipient took the parcel.
         PickUp = "parcel.pick_up",
+        /// A code opened a compartment while its bank was offline, and the record, when the
+        /// agent reported it, disagreed (the code used, revoked or unknown by then).
+        PickupOfflineConflict = "parcel.pickup.offline_conflict",
         /// The recipient's code opened the emptied compartment once more, just after pickup.
         PickupReopen = "parcel.pick_up.reopen",
         /// The pickup window passed.

@@ -61,6 +61,9 @@ pub enum Purpose {
     /// Each site's badge key: the keyed hashes of its badge numbers, which its agents check a
     /// read against.
     Badges,
+    /// Each bank's offline key: the keyed hashes of its pickup codes that its agent checks a
+    /// typed code against while the server is unreachable.
+    OfflineCodes,
 }
 
 impl Purpose {
@@ -80,6 +83,7 @@ impl Purpose {
             Self::CourierCodes => b"custody/v1/courier-codes",
             Self::PresenceCodes => b"custody/v1/presence-codes",
             Self::Badges => b"custody/v1/badges",
+            Self::OfflineCodes => b"custody/v1/offline-codes",
         }
     }
 }
@@ -184,6 +188,18 @@ pub fn badge_verifier(site_key: &[u8; 32], number: &[u8]) -> [u8; 32] {
     let hasher =
         KeyedHasher { key: hmac::Key::new(hmac::HMAC_SHA256, site_key), purpose: Purpose::Badges };
     hasher.hash(&[b"badge", number])
+}
+
+/// The keyed hash of a pickup code for locker `locker` under its bank's offline key: what the
+/// server computes when it draws the code, stores beside the code's own hash, and sends the
+/// bank's agent, which computes the same for a code typed while the server is unreachable. The
+/// server derives the bank key from the master key ([`Purpose::OfflineCodes`]) and the bank.
+pub fn offline_code_verifier(bank_key: &[u8; 32], locker: u16, code: &[u8]) -> [u8; 32] {
+    let hasher = KeyedHasher {
+        key: hmac::Key::new(hmac::HMAC_SHA256, bank_key),
+        purpose: Purpose::OfflineCodes,
+    };
+    hasher.hash(&[b"offline-code", &locker.to_be_bytes(), code])
 }
 
 /// Compares two byte strings in time that depends only on their lengths (ASVS 11.2.4).

@@ -180,6 +180,83 @@ pub enum AgentMessage {
         /// The certificate signing request, PEM.
         csr_pem: String,
     },
+    /// Something the kiosk did while the server was unreachable, sent after the next welcome
+    /// and again after every welcome until the server acknowledges it.
+    Offline(OfflineUse),
+}
+
+/// What a bank's kiosk may open while its agent cannot reach the server: a verifier for each
+/// pickup code that works, and how long the list may be trusted. Sent after the welcome and
+/// every minute.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineList {
+    /// The bank's offline key, base64 (32 bytes): a typed code's verifier is computed under it.
+    /// A secret: never logged.
+    pub key: String,
+    /// When the server made the list (ms since the epoch).
+    pub issued_at_ms: i64,
+    /// The sync deadline: after this the agent opens nothing offline, so a revoked code stops
+    /// working by then even if the agent never hears of it (ms since the epoch).
+    pub valid_until_ms: i64,
+    /// The codes.
+    pub codes: Vec<OfflineCode>,
+}
+
+impl std::fmt::Debug for OfflineList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OfflineList")
+            .field("codes", &self.codes.len())
+            .field("valid_until_ms", &self.valid_until_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One pickup code that works at the bank, as its agent may check it offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineCode {
+    /// The code record's id (the one a QR token names). Not a secret.
+    pub id: String,
+    /// The compartment it opens.
+    pub compartment: u16,
+    /// The keyed hash of locker number and code under the bank's offline key, base64.
+    pub verifier: String,
+    /// When it stops working (ms since the epoch).
+    pub expires_at_ms: i64,
+}
+
+/// Something the kiosk did offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineUse {
+    /// Unique at this agent; the server records each id once, so a use reported twice is
+    /// consumed once.
+    pub id: String,
+    /// When it happened, by the agent's clock (ms since the epoch).
+    pub at_ms: i64,
+    /// What happened.
+    pub what: OfflineWhat,
+}
+
+/// What the kiosk did offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", deny_unknown_fields)]
+pub enum OfflineWhat {
+    /// A pickup code or a QR token from the list opened its compartment.
+    Opened {
+        /// The code record's id.
+        code: String,
+        /// The compartment.
+        compartment: u16,
+        /// How it was presented: `code` or `qr`.
+        method: String,
+    },
+    /// A credential was refused.
+    Refused {
+        /// How it was presented: `code` or `qr`.
+        method: String,
+    },
 }
 
 /// The kiosk's answer to a pickup attempt. One refusal for every kind of failure: the kiosk
@@ -392,6 +469,13 @@ pub enum ServerMessage {
     },
     /// The site's badges, for checking reads at the kiosk.
     Badges(BadgeList),
+    /// The bank's pickup codes, for checking them while the server is unreachable.
+    OfflineList(OfflineList),
+    /// The server has recorded this offline use: the agent need not send it again.
+    OfflineAck {
+        /// The use's id.
+        id: String,
+    },
     /// Answer to a courier.
     Courier {
         /// The request's id.

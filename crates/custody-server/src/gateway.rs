@@ -36,6 +36,10 @@ use crate::listen::Peer;
 /// every change through the API: the deadline for a revocation made anywhere else.
 pub const BADGE_SYNC_EVERY: std::time::Duration = std::time::Duration::from_mins(5);
 
+/// How often a connected agent is sent its bank's offline list (and at once when a code is
+/// drawn or retired), so its deadline stays a day away while the bank is online.
+pub const OFFLINE_SYNC_EVERY: std::time::Duration = std::time::Duration::from_mins(1);
+
 /// No answer to a kiosk's question (a code, a QR token, a badge, a courier) leaves the server
 /// sooner than this after the question arrived. Every kind of failure does the same work
 /// already, but not to the microsecond (`custody bench kiosk` measures it, and a used code's
@@ -56,6 +60,8 @@ struct Link {
     sender: mpsc::Sender<ServerMessage>,
     /// Ends the link (revocation, or a newer link of the bank).
     close: Arc<Notify>,
+    /// The bank's codes changed: send the offline list again.
+    codes: Arc<Notify>,
     /// The agent's last health report, and when it came.
     health: Option<(custody_core::Timestamp, HealthReport)>,
 }
@@ -171,6 +177,12 @@ impl custody_app::Presence for DeviceHub {
     fn is_online(&self, bank: &BankId) -> bool {
         DeviceHub::is_online(self, bank)
     }
+
+    fn codes_changed(&self, bank: &BankId) {
+        if let Some(link) = self.links().get(bank) {
+            link.codes.notify_one();
+        }
+    }
 }
 
 /// `GET /v1/link`: upgrade to the device link.
@@ -201,6 +213,7 @@ async fn run(
     }
     let (sender, mut queue) = mpsc::channel(OUTBOX_DEPTH);
     let close = Arc::new(Notify::new());
+    let codes = Arc::new(Notify::new());
     let link = Link {
         id: state.hub.next.fetch_add(1, Ordering::Relaxed),
         device: device.clone(),
@@ -208,6 +221,7 @@ async fn run(
         peer,
         sender: sender.clone(),
         close: close.clone(),
+        codes: codes.clone(),
         health: None,
     };
     let (link_id, conflict) = state.hub.register(bank.clone(), link);
@@ -234,6 +248,10 @@ async fn run(
     tracing::info!(%device, %bank, "device connected");
     let mut resync =
         tokio::time::interval_at(tokio::time::Instant::now() + BADGE_SYNC_EVERY, BADGE_SYNC_EVERY);
+    let mut offline_sync = tokio::time::interval_at(
+        tokio::time::Instant::now() + OFFLINE_SYNC_EVERY,
+        OFFLINE_SYNC_EVERY,
+    );
     loop {
         let frame = tokio::select! {
             frame = stream.next() => frame,
@@ -246,6 +264,14 @@ async fn run(
                 // Changes made elsewhere (the `custody` command, another server) reach the
                 // kiosk within this period at the latest.
                 if !send_badges(&state, &caller, &sender).await || !send_lockdown(&state, &bank, &sender).await {
+                    break;
+                }
+                continue;
+            }
+            // The list's sync deadline moves on with every sync, and codes that expired or
+            // were used elsewhere leave it.
+            () = offline_due(&codes, &mut offline_sync) => {
+                if !send_offline_list(&state, &bank, &sender).await {
                     break;
                 }
                 continue;
@@ -294,52 +320,18 @@ async fn handle(
     let received = tokio::time::Instant::now();
     match message {
         AgentMessage::Hello { protocol, agent_version } => {
-            if protocol != PROTOCOL_VERSION {
-                let _ = sender
-                    .send(ServerMessage::Goodbye {
-                        reason: format!(
-                            "protocol {protocol} not supported; server speaks {PROTOCOL_VERSION}"
-                        ),
-                    })
-                    .await;
-                return false;
+            welcome(state, caller, bank, sender, protocol, &agent_version).await
+        }
+        AgentMessage::Offline(used) => {
+            let id = used.id.clone();
+            match state.app.reconcile_offline(caller, used).await {
+                Ok(()) => sender.send(ServerMessage::OfflineAck { id }).await.is_ok(),
+                Err(e) => {
+                    // Not acknowledged: the agent sends it again after its next welcome.
+                    tracing::error!(error = %e, "an offline use was not recorded");
+                    true
+                }
             }
-            let compartments = match state.app.bank_compartment_numbers(bank).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot list compartments for a device");
-                    return false;
-                }
-            };
-            let Caller::Principal(Principal::Device { device, .. }) = caller else { return false };
-            let presence_key = match state.app.presence_key(bank) {
-                Ok(k) => k,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot derive a bank's presence key");
-                    return false;
-                }
-            };
-            let locked_down = match state.app.is_locked_down(bank).await {
-                Ok(on) => on,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read a bank's lockdown for its device");
-                    return false;
-                }
-            };
-            tracing::info!(%device, agent_version = %agent_version.chars().take(32).collect::<String>(), "hello");
-            let welcome = ServerMessage::Welcome {
-                protocol: PROTOCOL_VERSION,
-                device: device.to_string(),
-                bank: bank.to_string(),
-                compartments,
-                server_time_ms: state.app.now().as_millis(),
-                presence_key,
-                locked_down,
-            };
-            if sender.send(welcome).await.is_err() {
-                return false;
-            }
-            send_badges(state, caller, sender).await
         }
         AgentMessage::BadgeRead { request_id, badge } => {
             let outcome = state.app.redeem_badge(caller, &badge.number, &badge.reader).await;
@@ -392,6 +384,64 @@ async fn handle(
     }
 }
 
+/// Answers an agent's hello: its welcome, then its site's badges and its bank's offline list;
+/// `false` ends the link.
+async fn welcome(
+    state: &ServerState,
+    caller: &Caller,
+    bank: &BankId,
+    sender: &mpsc::Sender<ServerMessage>,
+    protocol: u32,
+    agent_version: &str,
+) -> bool {
+    if protocol != PROTOCOL_VERSION {
+        let _ = sender
+            .send(ServerMessage::Goodbye {
+                reason: format!(
+                    "protocol {protocol} not supported; server speaks {PROTOCOL_VERSION}"
+                ),
+            })
+            .await;
+        return false;
+    }
+    let compartments = match state.app.bank_compartment_numbers(bank).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list compartments for a device");
+            return false;
+        }
+    };
+    let Caller::Principal(Principal::Device { device, .. }) = caller else { return false };
+    let presence_key = match state.app.presence_key(bank) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot derive a bank's presence key");
+            return false;
+        }
+    };
+    let locked_down = match state.app.is_locked_down(bank).await {
+        Ok(on) => on,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a bank's lockdown for its device");
+            return false;
+        }
+    };
+    tracing::info!(%device, agent_version = %agent_version.chars().take(32).collect::<String>(), "hello");
+    let welcome = ServerMessage::Welcome {
+        protocol: PROTOCOL_VERSION,
+        device: device.to_string(),
+        bank: bank.to_string(),
+        compartments,
+        server_time_ms: state.app.now().as_millis(),
+        presence_key,
+        locked_down,
+    };
+    if sender.send(welcome).await.is_err() {
+        return false;
+    }
+    send_badges(state, caller, sender).await && send_offline_list(state, bank, sender).await
+}
+
 /// Sends the site's badge list to a newly welcomed agent; `false` ends the link.
 async fn send_badges(
     state: &ServerState,
@@ -405,6 +455,31 @@ async fn send_badges(
             // Without its list the kiosk refuses every badge: it fails closed, and the next
             // change to the site's badges sends the list again.
             tracing::error!(error = %e, "cannot list a site's badges for a device");
+            true
+        }
+    }
+}
+
+/// Resolves when the bank's offline list is due: its codes changed, or a minute passed.
+async fn offline_due(codes: &Notify, every: &mut tokio::time::Interval) {
+    tokio::select! {
+        () = codes.notified() => {}
+        _ = every.tick() => {}
+    }
+}
+
+/// Sends the bank's offline list to its agent; `false` ends the link.
+async fn send_offline_list(
+    state: &ServerState,
+    bank: &BankId,
+    sender: &mpsc::Sender<ServerMessage>,
+) -> bool {
+    match state.app.offline_list(bank).await {
+        Ok(list) => sender.send(ServerMessage::OfflineList(list)).await.is_ok(),
+        Err(e) => {
+            // The agent keeps its last list until that list's deadline, then opens nothing
+            // offline: it fails closed.
+            tracing::error!(error = %e, "cannot list a bank's codes for its device");
             true
         }
     }

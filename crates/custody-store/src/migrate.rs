@@ -91,6 +91,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0013_badges.sql"),
         postgres: include_str!("../migrations/postgres/0013_badges.sql"),
     },
+    Migration {
+        version: 14,
+        name: "offline_codes",
+        sqlite: include_str!("../migrations/sqlite/0014_offline_codes.sql"),
+        postgres: include_str!("../migrations/postgres/0014_offline_codes.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

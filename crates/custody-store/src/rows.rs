@@ -287,8 +287,23 @@ pub struct NewPickupCode {
     pub compartment: CompartmentId,
     /// Keyed hash of (bank, code).
     pub code_hash: Vec<u8>,
+    /// Keyed hash of (locker, code) under the bank's offline key, for its agent.
+    pub offline_verifier: Vec<u8>,
     /// Issued.
     pub created_at: Timestamp,
+    /// Expires.
+    pub expires_at: Timestamp,
+}
+
+/// A pickup code that works, as its bank's agent may check it offline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineCodeRow {
+    /// Record id.
+    pub id: CodeId,
+    /// The compartment's number.
+    pub compartment: CompartmentNumber,
+    /// Keyed hash under the bank's offline key.
+    pub verifier: Vec<u8>,
     /// Expires.
     pub expires_at: Timestamp,
 }

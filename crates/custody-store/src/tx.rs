@@ -23,8 +23,8 @@ use sqlx::{Any, AnyConnection, Row as _, Transaction};
 use crate::rows::{
     ActiveCode, ApiKeyRow, ApprovalRow, AuditFilter, AuditRow, BadgeRow, BankRow, CarrierRow,
     CodeRefusal, CodeRefused, CompartmentNeeds, CompartmentRow, DeviceRow, MalformedAuditRow,
-    NewBadge, NewCompartment, NewEnrolmentToken, NewPickupCode, OrgRow, OutboxRow, ParcelRow,
-    PersonRow, RedeemedCode, RowRef, SessionRow, SiteRow, StoredEntry, TotpRow,
+    NewBadge, NewCompartment, NewEnrolmentToken, NewPickupCode, OfflineCodeRow, OrgRow, OutboxRow,
+    ParcelRow, PersonRow, RedeemedCode, RowRef, SessionRow, SiteRow, StoredEntry, TotpRow,
 };
 use crate::{Backend, StoreError};
 
@@ -2069,14 +2069,15 @@ impl Tx {
     pub async fn insert_pickup_code(&mut self, c: &NewPickupCode) -> R<()> {
         self.exec(
             sqlx::query(
-                "INSERT INTO pickup_codes (id, parcel_id, bank_id, compartment_id, code_hash, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO pickup_codes (id, parcel_id, bank_id, compartment_id, code_hash, offline_verifier, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(c.id.as_str().to_owned())
             .bind(c.parcel.as_str().to_owned())
             .bind(c.bank.as_str().to_owned())
             .bind(c.compartment.as_str().to_owned())
             .bind(c.code_hash.clone())
+            .bind(c.offline_verifier.clone())
             .bind(c.created_at.as_millis())
             .bind(c.expires_at.as_millis()),
         )
@@ -2159,6 +2160,58 @@ impl Tx {
             Ok((blob(&r, "code_hash")?, code))
         })
         .transpose()
+    }
+
+    /// The codes that work at `bank` at `now` (unused, unrevoked, unexpired) and have an
+    /// offline verifier, with their compartment numbers: what its agent is sent.
+    pub async fn offline_codes(&mut self, bank: &BankId, now: Timestamp) -> R<Vec<OfflineCodeRow>> {
+        let rows = self
+            .all(
+                sqlx::query(
+                    "SELECT p.id, c.number, p.offline_verifier, p.expires_at FROM pickup_codes p \
+                     JOIN compartments c ON c.id = p.compartment_id \
+                     WHERE p.bank_id = $1 AND p.used_at IS NULL AND p.revoked_at IS NULL \
+                     AND p.expires_at > $2 AND p.offline_verifier IS NOT NULL ORDER BY p.id",
+                )
+                .bind(bank.as_str().to_owned())
+                .bind(now.as_millis()),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let number =
+                    u16::try_from(int(r, "number")?).map_err(|_| StoreError::Corrupt("number"))?;
+                Ok(OfflineCodeRow {
+                    id: parse(r, "id", |s| CodeId::parse(s).ok())?,
+                    compartment: CompartmentNumber::new(number)
+                        .map_err(|_| StoreError::Corrupt("number"))?,
+                    verifier: blob(r, "offline_verifier")?,
+                    expires_at: Timestamp::from_millis(int(r, "expires_at")?),
+                })
+            })
+            .collect()
+    }
+
+    /// Records that `device` reported the offline use `use_id`; false when it had already,
+    /// so a report sent twice is consumed once.
+    pub async fn record_offline_use(
+        &mut self,
+        device: &DeviceId,
+        use_id: &str,
+        now: Timestamp,
+    ) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query(
+                    "INSERT INTO offline_uses (device_id, use_id, received_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (device_id, use_id) DO NOTHING",
+                )
+                .bind(device.as_str().to_owned())
+                .bind(use_id.to_owned())
+                .bind(now.as_millis()),
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     /// A parcel's code that still works (unused, unrevoked, unexpired), if any.

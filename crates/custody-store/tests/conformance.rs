@@ -19,8 +19,8 @@ use custody_core::site::PickupWindow;
 use custody_core::text::{Email, Name, TrackingRef};
 use custody_core::time::{days, minutes};
 use custody_core::{
-    BankId, CarrierId, CodeId, CompartmentId, MessageId, OrgId, ParcelId, PersonId, SiteId,
-    Timestamp, TokenId,
+    BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId, OrgId, ParcelId, PersonId,
+    SiteId, Timestamp, TokenId,
 };
 use custody_store::*;
 use custody_testkit::{TEST_EPOCH, TestStore, backends};
@@ -316,6 +316,7 @@ async fn issue_code(
         bank: w.bank.clone(),
         compartment: comp,
         code_hash: hash.to_vec(),
+        offline_verifier: [hash, b"offline"].concat(),
         created_at: NOW,
         expires_at,
     };
@@ -364,6 +365,73 @@ backends!(pickup_codes_are_single_use_and_expire, |t: TestStore| async move {
         Err(CodeRefusal::Unknown),
         "codes are bound to their bank"
     );
+});
+
+backends!(a_bank_s_offline_list_holds_the_codes_that_work, |t: TestStore| async move {
+    let w = world(&t.store).await;
+    issue_code(&t.store, &w, 1, &[1; 32], NOW.plus(days(7))).await;
+    issue_code(&t.store, &w, 2, &[2; 32], NOW.plus(days(1))).await;
+    let revoked = issue_code(&t.store, &w, 3, &[3; 32], NOW.plus(days(7))).await;
+    redeem(&t.store, &w.bank, &[1; 32], NOW).await.unwrap();
+    let bank = w.bank.clone();
+    let listed = t
+        .store
+        .write(move |tx| {
+            async move {
+                tx.revoke_pickup_codes(&revoked, NOW).await?;
+                tx.offline_codes(&bank, NOW).await
+            }
+            .boxed()
+        })
+        .await
+        .unwrap();
+    let got: Vec<_> = listed.iter().map(|c| (c.compartment.get(), c.verifier.clone())).collect();
+    assert_eq!(got, vec![(2, [&[2u8; 32][..], b"offline"].concat())], "used and revoked left out");
+    let bank = w.bank.clone();
+    let later = t
+        .store
+        .read(move |tx| async move { tx.offline_codes(&bank, NOW.plus(days(1))).await }.boxed())
+        .await
+        .unwrap();
+    assert!(later.is_empty(), "expired left out");
+    let other = rid(BankId::from_random);
+    let none = t
+        .store
+        .read(move |tx| async move { tx.offline_codes(&other, NOW).await }.boxed())
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "another bank's list is its own");
+});
+
+backends!(an_offline_use_is_recorded_once, |t: TestStore| async move {
+    let w = world(&t.store).await;
+    let device = DeviceRow {
+        id: rid(DeviceId::from_random),
+        bank: w.bank.clone(),
+        cert_serial: "01".into(),
+        spki_sha256: vec![7; 32],
+        enrolled_at: NOW,
+        cert_expires_at: NOW.plus(days(30)),
+        revoked_at: None,
+        last_seen_at: None,
+    };
+    let id = device.id.clone();
+    let results = t
+        .store
+        .write(move |tx| {
+            async move {
+                tx.insert_device(&device).await?;
+                Ok::<_, StoreError>([
+                    tx.record_offline_use(&id, "5-1000", NOW).await?,
+                    tx.record_offline_use(&id, "5-1000", NOW).await?,
+                    tx.record_offline_use(&id, "6-1000", NOW).await?,
+                ])
+            }
+            .boxed()
+        })
+        .await
+        .unwrap();
+    assert_eq!(results, [true, false, true]);
 });
 
 backends!(fifty_concurrent_redemptions_yield_exactly_one, |t: TestStore| async move {

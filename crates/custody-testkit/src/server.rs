@@ -33,6 +33,9 @@ pub struct TestAgent {
     pub bank: custody_agent::hardware::SimulatedBank,
     /// Its enrolled identity.
     pub identity: custody_agent::enrol::AgentFile,
+    /// Where it connects (the gateway, or a relay in front of it) and how long it bears the
+    /// server's silence, kept across restarts.
+    link: (String, std::time::Duration),
     dir: tempfile::TempDir,
 }
 
@@ -124,6 +127,20 @@ impl TestServer {
     /// Enrols an agent for the seeded bank over HTTPS (token, CA, pin) and starts it against the
     /// gateway, with simulated doors 1–6. Waits until the server has welcomed it.
     pub async fn agent(&self) -> TestAgent {
+        self.agent_with(|_| {}).await
+    }
+
+    /// The gateway's address, for a relay in front of it.
+    pub fn gateway(&self) -> SocketAddr {
+        self.running.gateway
+    }
+
+    /// As [`TestServer::agent`], with its setup changed by `configure` before it starts (to
+    /// connect through a relay, say).
+    pub async fn agent_with(
+        &self,
+        configure: impl FnOnce(&mut custody_agent::enrol::AgentSetup),
+    ) -> TestAgent {
         let token = self
             .env
             .app
@@ -143,8 +160,11 @@ impl TestServer {
                 .await
                 .expect("enrol");
         let gateway = format!("localhost:{}", self.running.gateway.port());
-        let setup = custody_agent::enrol::load(dir.path(), Some(&gateway), self.env.app.clock())
-            .expect("load agent");
+        let mut setup =
+            custody_agent::enrol::load(dir.path(), Some(&gateway), self.env.app.clock())
+                .expect("load agent");
+        configure(&mut setup);
+        let link = (setup.link.gateway.clone(), setup.link.silent_after);
         let numbers: Vec<u16> = self.env.compartments.iter().map(|c| c.number.get()).collect();
         let (bank, sensors) = custody_agent::hardware::SimulatedBank::new(numbers);
         let handle = custody_agent::daemon::spawn(
@@ -158,7 +178,7 @@ impl TestServer {
         tokio::time::timeout(std::time::Duration::from_secs(20), handle.wait_ready())
             .await
             .expect("agent connected");
-        TestAgent { handle: Arc::new(handle), bank, identity, dir }
+        TestAgent { handle: Arc::new(handle), bank, identity, link, dir }
     }
 
     /// Stops `agent` as a power cut would and starts it again from its directory, on the same
@@ -170,9 +190,10 @@ impl TestServer {
         journal: Option<custody_agent::journal::Journal>,
     ) {
         agent.handle.stop();
-        let gateway = format!("localhost:{}", self.running.gateway.port());
-        let setup = custody_agent::enrol::load(agent.dir(), Some(&gateway), self.env.app.clock())
-            .expect("load agent");
+        let mut setup =
+            custody_agent::enrol::load(agent.dir(), Some(&agent.link.0), self.env.app.clock())
+                .expect("load agent");
+        setup.link.silent_after = agent.link.1;
         // The doors stay as they were; their sensors are not watched after a restart.
         let (_, sensors) = tokio::sync::mpsc::unbounded_channel();
         let (board, clock) = (Arc::new(agent.bank.clone()), self.env.app.clock());

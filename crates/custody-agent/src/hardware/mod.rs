@@ -13,6 +13,7 @@
 //! board emulators in [`emulator`], which speak the drivers' protocols over a pseudo-terminal
 //! pair so that tests and the demo run the real framing.
 
+pub mod cable;
 pub mod driver;
 pub mod emulator;
 pub mod modbus;
