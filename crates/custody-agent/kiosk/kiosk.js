@@ -116,7 +116,11 @@ function courierMode(on) {
 async function refresh() {
   try {
     const state = await (await fetch("/api/state")).json();
-    $("link").textContent = state.online ? "Online" : "Offline: codes cannot be checked just now";
+    $("link").textContent = state.online
+      ? "Online"
+      : state.checks_offline
+        ? "Offline: pickup codes and QR codes still work here"
+        : "Offline: codes cannot be checked just now";
     $("link").className = state.online ? "link" : "link offline";
     $("presence").hidden = !state.presence;
     $("presence-code").textContent = state.presence || "";

@@ -54,6 +54,10 @@ use custody_proto::device::{
 /// How the nonce of an unlock the agent decided offline begins: no server nonce does (those
 /// are hexadecimal).
 const OFFLINE_NONCE: &str = "offline-";
+
+/// How far a list's deadline may move on before the list is saved again though its codes
+/// did not change (ms): an hour.
+const SAVE_EVERY_MS: i64 = 3_600_000;
 use data_encoding::BASE64;
 
 /// What the agent knows about itself from enrolment.
@@ -185,6 +189,10 @@ pub enum Action {
     Record(Record),
     /// Engage (`true`) or release the hardware interlock: while engaged, no latch moves.
     Interlock(bool),
+    /// Keep this list of codes on disk, replacing the last, so that a restart while the server
+    /// is unreachable still checks codes ([`AgentCore::saved_list`]); with `None`, keep none.
+    /// Not a journal record: losing it only means the kiosk waits for the server.
+    Save(Option<OfflineList>),
 }
 
 /// Why an open command was refused. Reported to the server and never executed.
@@ -291,18 +299,23 @@ pub struct AgentCore {
     spent: BTreeSet<String>,
     /// When offline refusals happened (ms), for the offline budget.
     refusals: Vec<i64>,
+    /// The deadline of the list last saved to disk ([`Action::Save`]).
+    saved_until_ms: i64,
+    /// The latest time handled: the clock is never taken back (a clock set back must not
+    /// revive a command whose nonce was forgotten once it expired).
+    latest: Timestamp,
 }
 
 /// The bank's codes as last synced: its offline key, the verifiers, and until when they may
 /// be trusted.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct HeldCodes {
     key: [u8; 32],
     valid_until_ms: i64,
     codes: Vec<HeldCode>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 struct HeldCode {
     id: String,
     compartment: u16,
@@ -354,7 +367,23 @@ impl AgentCore {
             pending: BTreeMap::new(),
             spent: BTreeSet::new(),
             refusals: Vec::new(),
+            saved_until_ms: i64::MIN,
+            latest: Timestamp::from_millis(0),
         }
+    }
+
+    /// Takes up the list saved before a restart ([`Action::Save`]), so the kiosk still checks
+    /// codes if the server is unreachable when it starts. Its deadline holds as it was.
+    #[must_use]
+    pub fn saved_list(mut self, list: &OfflineList) -> Self {
+        self.offline = HeldCodes::take(list);
+        self.saved_until_ms = list.valid_until_ms;
+        self
+    }
+
+    /// How many codes the kiosk can check offline now, or `None` without a list it may trust.
+    pub fn offline_codes(&self, now: Timestamp) -> Option<usize> {
+        self.held(now).map(|h| h.codes.len())
     }
 
     /// Takes up what the journal recorded before a restart: the nonces of commands begun (never
@@ -411,6 +440,8 @@ impl AgentCore {
 
     /// Handles one event at time `now`.
     pub fn handle(&mut self, now: Timestamp, event: Event) -> Vec<Action> {
+        self.latest = self.latest.max(now);
+        let now = self.latest;
         self.executed.retain(|_, expires| *expires > now.as_millis());
         self.used_tokens.retain(|_, expires| *expires > now.as_millis());
         match event {
@@ -544,7 +575,7 @@ impl AgentCore {
             _ => None,
         };
         match found {
-            Some((id, n, expires)) if self.may_open_offline(now, &id, n, expires) => {
+            Some((id, n, expires)) if self.may_open_offline(now, &id, expires) => {
                 self.open_offline(now, id, n, "code")
             }
             _ => self.refuse_offline(now, "code"),
@@ -574,19 +605,18 @@ impl AgentCore {
                 .map(|c| (c.id.clone(), c.compartment, c.expires_at_ms))
         });
         match found {
-            Some((id, n, expires)) if self.may_open_offline(now, &id, n, expires) => {
+            Some((id, n, expires)) if self.may_open_offline(now, &id, expires) => {
                 self.open_offline(now, id, n, "qr")
             }
             _ => self.refuse_offline(now, "qr"),
         }
     }
 
-    /// Whether a held code may open its compartment offline now: not expired, not spent here
-    /// already, a compartment of the bank.
-    fn may_open_offline(&self, now: Timestamp, id: &str, compartment: u16, expires: i64) -> bool {
-        now.as_millis() < expires
-            && !self.spent.contains(id)
-            && self.compartments.contains(&compartment)
+    /// Whether a held code may open its compartment offline now: not expired, and not spent
+    /// here already. (Its compartment is the server's word, as the welcome's list is, and
+    /// holds after a restart that has had no welcome yet.)
+    fn may_open_offline(&self, now: Timestamp, id: &str, expires: i64) -> bool {
+        now.as_millis() < expires && !self.spent.contains(id)
     }
 
     /// Opens a compartment for a code from the list: the use is journaled first (it is what
@@ -727,12 +757,7 @@ impl AgentCore {
                 self.take_badges(&list);
                 Vec::new()
             }
-            ServerMessage::OfflineList(list) => {
-                if self.welcomed {
-                    self.offline = HeldCodes::take(&list);
-                }
-                Vec::new()
-            }
+            ServerMessage::OfflineList(list) => self.take_list(list),
             ServerMessage::OfflineAck { id } => {
                 if self.pending.remove(&id).is_some() {
                     vec![self.record(now, Entry::Acknowledged { id })]
@@ -822,9 +847,32 @@ impl AgentCore {
                 self.welcomed = false;
                 self.badges = None;
                 self.offline = None;
-                vec![Action::Presence(None)]
+                vec![Action::Presence(None), Action::Save(None)]
             }
         }
+    }
+
+    /// Takes the server's list of codes (once welcomed): kept on disk when its codes change,
+    /// and hourly for its deadline.
+    fn take_list(&mut self, list: OfflineList) -> Vec<Action> {
+        if !self.welcomed {
+            return Vec::new();
+        }
+        let held = HeldCodes::take(&list);
+        // Saved when the codes change, and hourly for the deadline: a restart while
+        // the server is unreachable finds a list at most an hour shorter.
+        let same = |h: &HeldCodes, o: &HeldCodes| h.key == o.key && h.codes == o.codes;
+        let changed = match (&held, &self.offline) {
+            (Some(new), Some(old)) => !same(new, old),
+            (new, _) => new.is_some(),
+        };
+        self.offline = held;
+        let due = list.valid_until_ms.saturating_sub(self.saved_until_ms) >= SAVE_EVERY_MS;
+        if self.offline.is_some() && (changed || due) {
+            self.saved_until_ms = list.valid_until_ms;
+            return vec![Action::Save(Some(list))];
+        }
+        Vec::new()
     }
 
     /// The server's answer to a pickup the kiosk asked about.
@@ -1093,7 +1141,10 @@ mod tests {
         assert_eq!(shown, vec![Action::Presence(Some(PresenceKey("a2V5".into())))]);
         assert_eq!(core.handle(NOW, Event::Disconnected), vec![Action::Presence(None)]);
         let goodbye = ServerMessage::Goodbye { reason: "revoked".into() };
-        assert_eq!(core.handle(NOW, Event::Server(goodbye)), vec![Action::Presence(None)]);
+        assert_eq!(
+            core.handle(NOW, Event::Server(goodbye)),
+            vec![Action::Presence(None), Action::Save(None)]
+        );
     }
 
     #[test]
@@ -1424,6 +1475,18 @@ mod tests {
         }
     }
 
+    /// Found by the property test: a nonce is forgotten once its command has expired, so a
+    /// clock set back afterwards must not make the command valid again.
+    #[test]
+    fn a_clock_set_back_does_not_revive_a_forgotten_command() {
+        let mut f = fixture();
+        let signed = sign(&f.key, command(1, "n"));
+        assert_eq!(open(&mut f.core, NOW, signed.clone()).len(), 2);
+        let later = NOW.plus(std::time::Duration::from_secs(31));
+        f.core.handle(later, Event::Door { compartment: 1, reading: DoorReading::Closed });
+        assert_eq!(refused(&open(&mut f.core, NOW, signed)).as_deref(), Some("expired"));
+    }
+
     #[test]
     fn nonces_are_forgotten_only_after_their_command_expired() {
         let mut f = fixture();
@@ -1633,6 +1696,41 @@ mod tests {
             let mut f = fixture();
             cut_off(&mut f);
             assert_eq!(shown(&typed(&mut f, NOW, TYPED)), Some(&Screen::Open(2)));
+        }
+
+        #[test]
+        fn the_list_is_saved_when_it_changes_and_hourly_and_taken_up_after_a_restart() {
+            let mut f = fixture();
+            let code = listed("cod_a", 2, "0123456789", NOW.as_millis() + 2 * DAY_MS);
+            let sync = |f: &mut Fixture, codes: Vec<OfflineCode>, until: i64| {
+                let list = OfflineList {
+                    key: BASE64.encode(&KEY),
+                    issued_at_ms: NOW.as_millis(),
+                    valid_until_ms: until,
+                    codes,
+                };
+                f.core.handle(NOW, Event::Server(ServerMessage::OfflineList(list)))
+            };
+            let day = NOW.as_millis() + DAY_MS;
+            let first = sync(&mut f, vec![code.clone()], day);
+            let [Action::Save(Some(saved))] = first.as_slice() else { panic!("{first:?}") };
+            let saved = saved.clone();
+            assert!(sync(&mut f, vec![code.clone()], day + 60_000).is_empty(), "a minute on");
+            assert_eq!(sync(&mut f, vec![code.clone()], day + SAVE_EVERY_MS).len(), 1, "an hour");
+            assert_eq!(sync(&mut f, Vec::new(), day + SAVE_EVERY_MS).len(), 1, "codes changed");
+            // Refused by the server: nothing is kept.
+            let bye = ServerMessage::Goodbye { reason: "revoked".into() };
+            assert!(f.core.handle(NOW, Event::Server(bye)).contains(&Action::Save(None)));
+
+            // A restart while the server is unreachable takes up the saved list.
+            let g = fixture();
+            let identity = g.core.identity.clone();
+            let mut restarted = AgentCore::new(identity).saved_list(&saved);
+            assert_eq!(restarted.offline_codes(NOW), Some(1));
+            let opened = restarted.handle(NOW, Event::CodeEntered(TYPED.into()));
+            assert!(opened.contains(&Action::Show(Screen::Open(2))), "{opened:?}");
+            let deadline = Timestamp::from_millis(day);
+            assert_eq!(restarted.offline_codes(deadline), None, "past its deadline");
         }
 
         #[test]

@@ -15,7 +15,7 @@ use custody_crypto::pki::DeviceKey;
 use custody_crypto::totp::{TotpSeed, step_at};
 use custody_proto::device::{
     AgentMessage, BadgeRead, BoardHealth, CourierAction, CourierCredential, HealthReport,
-    ServerMessage,
+    OfflineList, ServerMessage,
 };
 use data_encoding::BASE64;
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -48,6 +48,7 @@ pub struct AgentHandle {
     presence: watch::Receiver<Option<Arc<TotpSeed>>>,
     clock: Arc<dyn Clock>,
     ready: watch::Receiver<bool>,
+    offline: watch::Receiver<Option<usize>>,
     interlock: Interlock,
     task: JoinHandle<()>,
 }
@@ -128,6 +129,12 @@ impl AgentHandle {
         *self.ready.borrow()
     }
 
+    /// How many pickup codes the kiosk can check while the server is unreachable, or `None`
+    /// without a list it may trust (never synced, or past its deadline).
+    pub fn offline_codes(&self) -> Option<usize> {
+        *self.offline.borrow()
+    }
+
     /// Whether the hardware interlock is engaged (locked down, or the journal failed).
     pub fn is_interlocked(&self) -> bool {
         self.interlock.is_engaged()
@@ -181,9 +188,18 @@ pub fn spawn_on(
     let (ready_tx, ready) = watch::channel(false);
     let (presence_tx, presence) = watch::channel(None);
     restored.forget_expired(clock.now());
-    let core = AgentCore::new(setup.identity.clone())
+    let mut core = AgentCore::new(setup.identity.clone())
         .commissioning_until(setup.commissioning_until)
         .restore(restored);
+    match load_list(&setup.dir) {
+        Ok(Some(list)) => core = core.saved_list(&list),
+        Ok(None) => {}
+        // The kiosk waits for the server's next list; nothing opens that should not.
+        Err(e) => {
+            tracing::warn!(error = %e, "the saved list of codes cannot be read; it is ignored");
+        }
+    }
+    let (offline_tx, offline) = watch::channel(core.offline_codes(clock.now()));
     let interlock = Interlock::default();
     interlock.set(core.interlocked());
     let daemon = Daemon {
@@ -199,10 +215,11 @@ pub fn spawn_on(
         screen: screen_tx,
         presence: presence_tx,
         ready: ready_tx,
+        offline: offline_tx,
         backlog: VecDeque::new(),
     };
     let task = tokio::spawn(daemon.run(kiosk_rx, sensors));
-    AgentHandle { kiosk, screen, presence, clock, ready, interlock, task }
+    AgentHandle { kiosk, screen, presence, clock, ready, offline, interlock, task }
 }
 
 struct Daemon {
@@ -221,6 +238,7 @@ struct Daemon {
     screen: watch::Sender<Option<Screen>>,
     presence: watch::Sender<Option<Arc<TotpSeed>>>,
     ready: watch::Sender<bool>,
+    offline: watch::Sender<Option<usize>>,
     backlog: VecDeque<AgentMessage>,
 }
 
@@ -254,9 +272,9 @@ impl Daemon {
                     retry = RETRY_FIRST;
                     self.session(&mut link, &mut kiosk, &mut sensors, &mut unlocked, &unlocked_tx)
                         .await;
+                    let _ = self.ready.send(false);
                     let actions = self.core.handle(self.clock.now(), Event::Disconnected);
                     self.perform(actions, None, &unlocked_tx).await;
-                    let _ = self.ready.send(false);
                     tracing::warn!("device link lost; reconnecting");
                 }
                 Err(e) => {
@@ -492,9 +510,51 @@ impl Daemon {
                     });
                     self.presence.send_replace(seed);
                 }
+                Action::Save(list) => {
+                    if let Err(e) = save_list(&self.setup.dir, list.as_ref()).await {
+                        tracing::warn!(error = %e, "the list of codes could not be saved");
+                    }
+                }
             }
         }
+        self.offline.send_replace(self.core.offline_codes(self.clock.now()));
     }
+}
+
+/// Where the last list of codes is kept across restarts.
+const SAVED_LIST: &str = "offline.json";
+
+/// The list saved before a restart, if there is one.
+fn load_list(dir: &std::path::Path) -> std::io::Result<Option<OfflineList>> {
+    match std::fs::read(dir.join(SAVED_LIST)) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(std::io::Error::other),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces the saved list, readable by the agent alone, so a power cut leaves the old list
+/// or the new one, never half of either; with `None`, removes it.
+async fn save_list(dir: &std::path::Path, list: Option<&OfflineList>) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let (path, fresh) = (dir.join(SAVED_LIST), dir.join("offline.json.new"));
+    let Some(list) = list else {
+        return match tokio::fs::remove_file(&path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    };
+    let json = serde_json::to_vec(list).map_err(std::io::Error::other)?;
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&fresh)
+        .await?;
+    file.write_all(&json).await?;
+    file.sync_all().await?;
+    tokio::fs::rename(&fresh, &path).await
 }
 
 async fn next_local(

@@ -179,6 +179,8 @@ fn view(screen: Option<Screen>) -> Json<ScreenView> {
 #[derive(Debug, Serialize)]
 struct StateView {
     online: bool,
+    /// Whether pickup codes can be checked here while the server is unreachable.
+    checks_offline: bool,
     /// The code a resident types into the app to open from the phone.
     presence: Option<String>,
 }
@@ -186,6 +188,7 @@ struct StateView {
 async fn state(State(agent): State<Arc<AgentHandle>>) -> Json<StateView> {
     Json(StateView {
         online: agent.is_ready(),
+        checks_offline: agent.offline_codes().is_some(),
         presence: agent.presence_code().map(|c| c.as_str().to_owned()),
     })
 }

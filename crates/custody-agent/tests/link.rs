@@ -9,8 +9,10 @@
 )]
 
 use custody_agent::core::Screen;
+use custody_agent::hardware::cable::NetworkCable;
 use custody_core::audit::AuditAction;
 use custody_core::compartment::DoorState;
+use custody_core::parcel::ParcelState;
 use custody_proto::device::{CourierAction, KioskParcel, ServerMessage};
 use custody_server::outbox::{Transport, deliver_due};
 use custody_testkit::{TestServer, TestStore, backends, eventually};
@@ -659,3 +661,151 @@ backends!(the_agent_reports_its_health, |t: TestStore| async move {
     })
     .await;
 });
+
+/// How the kiosk answers `code` now.
+async fn typed(agent: &custody_testkit::server::TestAgent, code: &str) -> Option<Screen> {
+    agent.handle.try_code(code).await
+}
+
+/// An agent that reaches the server through `cable` and takes three seconds of silence (three
+/// pings unanswered) for a dead link.
+async fn agent_behind(
+    server: &TestServer,
+    cable: &NetworkCable,
+) -> custody_testkit::server::TestAgent {
+    let via = format!("localhost:{}", cable.address().port());
+    server
+        .agent_with(|setup| {
+            setup.link.gateway = via;
+            setup.link.silent_after = std::time::Duration::from_secs(3);
+        })
+        .await
+}
+
+async fn state_of(server: &TestServer, parcel: &custody_core::ParcelId) -> ParcelState {
+    server.env.app.parcel(&custody_app::Caller::Operator, parcel).await.unwrap().state
+}
+
+/// How many entries of `action` with exactly `reason` the site's log holds.
+async fn count(server: &TestServer, action: AuditAction, reason: &str) -> usize {
+    server
+        .env
+        .site_log(500)
+        .await
+        .iter()
+        .filter(|r| r.event.action == action && r.event.reason.as_deref() == Some(reason))
+        .count()
+}
+
+// The network goes in the middle of the bank's day: first silently (a cable cut beyond the
+// building, which closes nothing), then for good. The kiosk keeps serving pickups from its
+// list of verifiers; once the link is back, each offline use is taken into the record once,
+// a code revoked meanwhile is audited as a conflict, and the doors' readings catch up.
+backends!(the_bank_serves_pickups_offline_and_reconciles_on_reconnect, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let cable = NetworkCable::lay(server.gateway()).await.unwrap();
+    let agent = agent_behind(&server, &cable).await;
+    let (env, bank) = (&server.env, agent.bank.clone());
+    let (first, first_code) = env.delivered("ann@harbour.example").await;
+    let (second, second_code) = env.delivered("bob@harbour.example").await;
+    let (third, old_code) = env.delivered("ann@harbour.example").await;
+    eventually("the agent holds the three codes", || async {
+        agent.handle.offline_codes() == Some(3)
+    })
+    .await;
+
+    // Online, as ever.
+    let Some(Screen::Open(a)) = typed(&agent, &first_code).await else { panic!("online pickup") };
+    eventually("the latch releases", || async { bank.is_unlatched(a) }).await;
+    bank.open_door(a).unwrap();
+    bank.close_door(a).unwrap();
+    eventually("the server hears the door shut", || door_is(&server, a, DoorState::Closed)).await;
+
+    // The network goes silent while Bob types his code: nobody answers, the agent notices,
+    // and tells him to try again; it works the second time, from the list.
+    cable.silence();
+    assert_eq!(typed(&agent, &second_code).await, Some(Screen::Offline));
+    assert!(!agent.handle.is_ready());
+    let Some(Screen::Open(b)) = typed(&agent, &second_code).await else { panic!("offline pickup") };
+    eventually("the latch releases offline", || async { bank.is_unlatched(b) }).await;
+    bank.open_door(b).unwrap();
+    bank.close_door(b).unwrap();
+
+    // Meanwhile Ann asks for her third parcel's code again: the server revokes the old one,
+    // but the agent cannot hear it, and her old code still opens (it was valid at the last
+    // sync, and the sync deadline is a day away).
+    server.env.clock.advance(std::time::Duration::from_mins(1));
+    env.app.resend_code(&custody_testkit::Env::as_person(&env.ann), &third).await.unwrap();
+    let Some(Screen::Open(c)) = typed(&agent, &old_code).await else { panic!("old code offline") };
+    eventually("the latch releases offline", || async { bank.is_unlatched(c) }).await;
+    bank.open_door(c).unwrap();
+    bank.close_door(c).unwrap();
+
+    // What may not open offline: a wrong code, a code used online before the cut, a code used
+    // offline already.
+    assert_eq!(typed(&agent, "2 11111 11111").await, Some(Screen::NotAccepted));
+    assert_eq!(typed(&agent, &first_code).await, Some(Screen::NotAccepted));
+    assert_eq!(typed(&agent, &second_code).await, Some(Screen::NotAccepted));
+
+    // The cable is pulled and plugged in again: the agent reconnects and reports.
+    cable.pull();
+    cable.plug();
+    tokio::time::timeout(std::time::Duration::from_mins(1), agent.handle.wait_ready())
+        .await
+        .expect("the agent reconnects");
+    eventually("the offline pickups are in the record", || async {
+        state_of(&server, &second).await == ParcelState::PickedUp
+            && state_of(&server, &third).await == ParcelState::PickedUp
+    })
+    .await;
+    eventually("the conflict and the refusal are audited", || async {
+        audited(&server, AuditAction::PickupOfflineConflict, "revoked").await
+            && audited(&server, AuditAction::PickupAttempt, "code_refused_offline").await
+    })
+    .await;
+    eventually("the doors' readings catch up", || async {
+        door_is(&server, b, DoorState::Closed).await && door_is(&server, c, DoorState::Closed).await
+    })
+    .await;
+    assert_eq!(state_of(&server, &first).await, ParcelState::PickedUp);
+    assert_eq!(count(&server, AuditAction::PickupAttempt, "code_accepted_offline").await, 2);
+    assert_eq!(count(&server, AuditAction::PickupAttempt, "code_refused_offline").await, 3);
+    assert_eq!((bank.unlocks(a), bank.unlocks(b), bank.unlocks(c)), (1, 1, 1));
+    // Acknowledged: a later reconnection reports nothing again.
+    cable.pull();
+    cable.plug();
+    eventually("the agent notices", || async { !agent.handle.is_ready() }).await;
+    tokio::time::timeout(std::time::Duration::from_mins(1), agent.handle.wait_ready())
+        .await
+        .expect("the agent reconnects");
+    assert_eq!(count(&server, AuditAction::PickupAttempt, "code_accepted_offline").await, 2);
+});
+
+// A power cut with the network down: the agent comes back with the list it saved and its
+// journal, serves the pickup, and reports it once the network is back.
+backends!(
+    a_restart_while_offline_still_checks_codes_from_the_saved_list,
+    |t: TestStore| async move {
+        let server = TestServer::start(t).await;
+        let cable = NetworkCable::lay(server.gateway()).await.unwrap();
+        let mut agent = agent_behind(&server, &cable).await;
+        let (parcel, code) = server.env.delivered("bob@harbour.example").await;
+        eventually("the agent holds the code", || async {
+            agent.handle.offline_codes() == Some(1)
+        })
+        .await;
+        cable.pull();
+        server.restart_agent(&mut agent, None).await;
+        assert_eq!(agent.handle.offline_codes(), Some(1), "the saved list, before any link");
+        let Some(Screen::Open(n)) = typed(&agent, &code).await else { panic!("offline pickup") };
+        eventually("the latch releases", || async { agent.bank.is_unlatched(n) }).await;
+        cable.plug();
+        tokio::time::timeout(std::time::Duration::from_mins(1), agent.handle.wait_ready())
+            .await
+            .expect("the agent reconnects");
+        eventually("the pickup is in the record", || async {
+            state_of(&server, &parcel).await == ParcelState::PickedUp
+        })
+        .await;
+    }
+);

@@ -1,8 +1,9 @@
 //! `custody demo`: a complete site on this machine.
 //!
 //! A fresh data directory (keys, CA, certificates), a server on loopback with real TLS, three
-//! locker banks whose agents enrol over HTTPS with single-use tokens and connect over mutual TLS,
-//! simulated doors, and e-mails written to the data directory's `outbox/`.
+//! locker banks whose agents enrol over HTTPS with single-use tokens and connect over mutual TLS
+//! (each through a network cable the tour can pull), simulated doors behind emulated lock
+//! boards, and e-mails written to the data directory's `outbox/`.
 //! `--scenario tour` then tells the whole story through the real API and device link and exits
 //! non-zero at the first step that misbehaves.
 
@@ -22,6 +23,7 @@ use anyhow::{Context as _, bail, ensure};
 use custody_agent::core::Screen;
 use custody_agent::daemon::AgentHandle;
 use custody_agent::enrol::EnrolTarget;
+use custody_agent::hardware::cable::NetworkCable;
 use custody_agent::hardware::emulator::{ModbusEmulator, PtyPair, Rs485Emulator};
 use custody_agent::hardware::{self, BoardDriver, Layout, SensorEvent, SimulatedBank, Timing};
 use custody_agent::osdp::{MemoryBus, OsdpConfig, OsdpReader, SimulatedReader};
@@ -62,8 +64,8 @@ pub(crate) struct Args {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Scenario {
-    /// Deposit, notify, wrong codes, pickup, QR code, app open, badges, expiry, return, staff
-    /// retrieval, remote open.
+    /// Deposit, notify, wrong codes, pickup, QR code, app open, badges, courier, expiry,
+    /// return, a bank offline and back, staff retrieval, remote open, the audit log.
     Tour,
 }
 
@@ -103,6 +105,8 @@ struct Bank {
     agent: Arc<AgentHandle>,
     /// The page its touch screen shows, served by the agent.
     kiosk: custody_agent::kiosk::Kiosk,
+    /// Its network cable: the agent reaches the gateway through it, and the tour pulls it.
+    cable: NetworkCable,
     /// The bank's badge reader on OSDP (the Lobby's): the agent's driver and a simulated
     /// reader, talking libosdp over an in-memory line with Secure Channel.
     reader: Option<(OsdpReader, SimulatedReader)>,
@@ -355,27 +359,7 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
     };
     let mut banks = Vec::new();
     for name in ["Lobby", "Garage", "Mail room"] {
-        let bank = app.create_bank(&op, &site, name).await?.id;
-        app.add_compartments(&op, &bank, &compartments()).await?;
-        let token = app.create_enrolment_token(&op, &bank).await?;
-        let dir = temp.path().join(format!("agent-{}", name.to_lowercase().replace(' ', "-")));
-        custody_agent::enrol::enrol(&dir, &target, &token, clock.clone())
-            .await
-            .with_context(|| format!("enrolling the agent of {name}"))?;
-        let setup = custody_agent::enrol::load(&dir, None, clock.clone())?;
-        let (doors, _) = SimulatedBank::new(1..=8);
-        let (boards, driver, sensors) =
-            EmulatedBoards::start(&dir.join("line"), &doors, name == "Mail room").await?;
-        let agent =
-            custody_agent::daemon::spawn(setup, Arc::new(driver), sensors, clock.clone()).await?;
-        tokio::time::timeout(Duration::from_secs(20), agent.wait_ready())
-            .await
-            .with_context(|| format!("the agent of {name} did not connect"))?;
-        let reader =
-            if name == "Lobby" { Some(osdp_reader(&agent, clock.clone()).await?) } else { None };
-        let agent = Arc::new(agent);
-        let kiosk = custody_agent::kiosk::serve(agent.clone(), "127.0.0.1:0".parse()?).await?;
-        banks.push(Bank { id: bank, name, doors, boards, agent, kiosk, reader });
+        banks.push(start_bank(&app, &site, name, &target, gateway, temp.path(), &clock).await?);
     }
     Ok(Demo {
         app,
@@ -389,6 +373,43 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
         data,
         _temp: Some(temp),
     })
+}
+
+/// Starts one bank of the demo site: its compartments, its agent (enrolled, on emulated lock
+/// boards, behind a network cable), its kiosk page, and for the Lobby a badge reader.
+async fn start_bank(
+    app: &App,
+    site: &SiteId,
+    name: &'static str,
+    target: &EnrolTarget,
+    gateway: SocketAddr,
+    root: &Path,
+    clock: &Arc<DemoClock>,
+) -> anyhow::Result<Bank> {
+    let op = Caller::Operator;
+    let bank = app.create_bank(&op, site, name).await?.id;
+    app.add_compartments(&op, &bank, &compartments()).await?;
+    let token = app.create_enrolment_token(&op, &bank).await?;
+    let dir = root.join(format!("agent-{}", name.to_lowercase().replace(' ', "-")));
+    custody_agent::enrol::enrol(&dir, target, &token, clock.clone())
+        .await
+        .with_context(|| format!("enrolling the agent of {name}"))?;
+    let cable = NetworkCable::lay(SocketAddr::from(([127, 0, 0, 1], gateway.port()))).await?;
+    let via = format!("localhost:{}", cable.address().port());
+    let setup = custody_agent::enrol::load(&dir, Some(&via), clock.clone())?;
+    let (doors, _) = SimulatedBank::new(1..=8);
+    let (boards, driver, sensors) =
+        EmulatedBoards::start(&dir.join("line"), &doors, name == "Mail room").await?;
+    let agent =
+        custody_agent::daemon::spawn(setup, Arc::new(driver), sensors, clock.clone()).await?;
+    tokio::time::timeout(Duration::from_secs(20), agent.wait_ready())
+        .await
+        .with_context(|| format!("the agent of {name} did not connect"))?;
+    let reader =
+        if name == "Lobby" { Some(osdp_reader(&agent, clock.clone()).await?) } else { None };
+    let agent = Arc::new(agent);
+    let kiosk = custody_agent::kiosk::serve(agent.clone(), "127.0.0.1:0".parse()?).await?;
+    Ok(Bank { id: bank, name, doors, boards, agent, kiosk, cable, reader })
 }
 
 pub(crate) async fn run(data: &Path, url: Option<&str>, args: Args) -> anyhow::Result<ExitCode> {
@@ -645,6 +666,48 @@ impl Poll {
 /// Carl, Parcelco's courier, works the `bank`'s kiosk with today's code: his work list, a
 /// deposit, the confirmation. Then his badge shows his work at the `badged` bank's reader over
 /// Secure Channel, and is refused from a keyboard wedge.
+/// A bank loses its network: its kiosk keeps serving pickups from the verifiers it holds, and
+/// once the network is back the server takes the pickup into the record, once.
+async fn offline_and_back(t: &mut Tour<'_>, at: usize) -> anyhow::Result<()> {
+    let demo = t.demo;
+    let bank = &demo.banks[at];
+    let (parcel, slot) = t.deliver("bob@harbour.example", at, "small").await?;
+    let code = t.mail_code("bob@harbour.example").await?;
+    let mut poll = Poll::new("the Garage's agent to hold Bob's new code");
+    while bank.agent.offline_codes().is_none_or(|n| n == 0) {
+        poll.next().await?;
+    }
+    bank.cable.pull();
+    let mut poll = Poll::new("the Garage's agent to notice");
+    while bank.agent.is_ready() {
+        poll.next().await?;
+    }
+    t.ok("The Garage's network cable is pulled: its kiosk says so, and still holds a verifier \
+         (a keyed hash, never the code) of each code waiting there, good for a day");
+    screen_is(bank.agent.try_code(&code).await.as_ref(), &Screen::Open(slot), "an offline code")?;
+    unlatched(&bank.doors, slot).await?;
+    bank.doors.open_door(slot).map_err(|e| anyhow::anyhow!("door {slot}: {e}"))?;
+    bank.doors.close_door(slot).map_err(|e| anyhow::anyhow!("door {slot}: {e}"))?;
+    t.ok(&format!(
+        "Bob types his code: the kiosk checks it itself, journals the use, and compartment \
+         {slot} opens"
+    ));
+    screen_is(bank.agent.try_code(&code).await.as_ref(), &Screen::NotAccepted, "a spent code")?;
+    t.ok("The same code again: refused, offline as online");
+    bank.cable.plug();
+    tokio::time::timeout(Duration::from_mins(1), bank.agent.wait_ready())
+        .await
+        .context("the Garage's agent did not reconnect")?;
+    let mut poll = Poll::new("the offline pickup to reach the record");
+    while t.parcel_state(&parcel).await? != "picked_up" {
+        poll.next().await?;
+    }
+    door_shut(&demo.app, &bank.id, slot).await?;
+    t.ok("The cable is back: the agent reports the pickup and the door readings it journaled; \
+         the server records the pickup once and acknowledges it");
+    Ok(())
+}
+
 async fn courier_at_the_kiosk(t: &mut Tour<'_>, bank: usize, badged: usize) -> anyhow::Result<()> {
     let demo = t.demo;
     // Five minutes on: the Lobby kiosk's budget for failed attempts, spent on the wrong codes
@@ -944,7 +1007,10 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     ensure!(t.parcel_state(&bob_parcel).await? == "returned", "Bob's parcel should be returned");
     t.ok(&format!("The courier takes it back from compartment {bob_slot}: returned to Parcelco"));
 
-    // 6. Staff retrieval and remote open, with reasons.
+    // 6. The Garage's network goes, and comes back.
+    offline_and_back(&mut t, garage).await?;
+
+    // 7. Staff retrieval and remote open, with reasons.
     let (third, third_slot) = t.deliver("ann@harbour.example", mailroom, "large").await?;
     let _ = t.mail_code("ann@harbour.example").await?;
     let admin = t.sign_in("admin@harbour.example").await?;
@@ -994,7 +1060,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     ensure!(status == 403, "a resident must not open compartments remotely: {status}");
     t.ok("Ann cannot open a compartment remotely (403)");
 
-    // 7. The chain of custody of each parcel.
+    // 8. The chain of custody of each parcel.
     for (id, who, expect) in [
         (&ann_parcel, "Ann", "parcel.pick_up"),
         (&bob_parcel, "Bob", "parcel.return"),
@@ -1031,7 +1097,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     }
     t.ok("Every parcel's chain of custody shows each hand-off, in order");
 
-    // 8. The audit log of the whole story, against a checkpoint that left the database.
+    // 9. The audit log of the whole story, against a checkpoint that left the database.
     let head =
         demo.app.store().read(|tx| async move { tx.tree_head().await }.boxed()).await?.size();
     let verifier =

@@ -26,11 +26,15 @@ pub enum CableState {
     Silent,
 }
 
+/// What the cable does, and how many times it has been pulled: a connection relayed before a
+/// pull is dead even if the cable is plugged in again at once.
+type Wire = (CableState, u64);
+
 /// A relay from a local port to the gateway.
 #[derive(Debug)]
 pub struct NetworkCable {
     address: SocketAddr,
-    state: watch::Sender<CableState>,
+    state: watch::Sender<Wire>,
     task: JoinHandle<()>,
 }
 
@@ -39,11 +43,12 @@ impl NetworkCable {
     pub async fn lay(gateway: SocketAddr) -> std::io::Result<Self> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let address = listener.local_addr()?;
-        let (state, watched) = watch::channel(CableState::Plugged);
+        let (state, watched) = watch::channel((CableState::Plugged, 0));
         let task = tokio::spawn(async move {
             while let Ok((agent, _)) = listener.accept().await {
-                if *watched.borrow() == CableState::Plugged {
-                    tokio::spawn(relay(agent, gateway, watched.clone()));
+                let (cable, pulls) = *watched.borrow();
+                if cable == CableState::Plugged {
+                    tokio::spawn(relay(agent, gateway, watched.clone(), pulls));
                 }
                 // Otherwise the connection is dropped at once: nothing reaches the server.
             }
@@ -58,50 +63,57 @@ impl NetworkCable {
 
     /// Closes every relayed connection and refuses new ones.
     pub fn pull(&self) {
-        self.state.send_replace(CableState::Pulled);
+        self.state.send_modify(|(cable, pulls)| {
+            *cable = CableState::Pulled;
+            *pulls += 1;
+        });
     }
 
     /// Keeps the connections open and lets nothing through.
     pub fn silence(&self) {
-        self.state.send_replace(CableState::Silent);
+        self.state.send_modify(|(cable, _)| *cable = CableState::Silent);
     }
 
     /// Lets new connections through again. Connections cut or silenced earlier stay dead.
     pub fn plug(&self) {
-        self.state.send_replace(CableState::Plugged);
+        self.state.send_modify(|(cable, _)| *cable = CableState::Plugged);
     }
 
     /// What the cable does now.
     pub fn state(&self) -> CableState {
-        *self.state.borrow()
+        self.state.borrow().0
     }
 }
 
 impl Drop for NetworkCable {
     fn drop(&mut self) {
         self.task.abort();
-        self.state.send_replace(CableState::Pulled);
+        self.pull();
     }
 }
 
-/// Relays one connection until either end closes or the cable is pulled. Once silenced, it
-/// holds both ends open and reads nothing, until the cable is pulled or dropped.
-async fn relay(mut agent: TcpStream, gateway: SocketAddr, mut state: watch::Receiver<CableState>) {
+/// Relays one connection until either end closes or the cable is pulled (its pull count moves
+/// on from `pulls`). Once silenced, it holds both ends open and reads nothing, until then.
+async fn relay(
+    mut agent: TcpStream,
+    gateway: SocketAddr,
+    mut state: watch::Receiver<Wire>,
+    pulls: u64,
+) {
     let Ok(mut server) = TcpStream::connect(gateway).await else { return };
     let (mut a, mut s) = ([0u8; 4096], [0u8; 4096]);
     loop {
-        let cable = *state.borrow_and_update();
-        match cable {
-            CableState::Pulled => return,
-            CableState::Silent => {
-                while state.changed().await.is_ok() {
-                    if *state.borrow() == CableState::Pulled {
-                        return;
-                    }
+        let (cable, now) = *state.borrow_and_update();
+        if now != pulls {
+            return;
+        }
+        if cable == CableState::Silent {
+            while state.changed().await.is_ok() {
+                if state.borrow().1 != pulls {
+                    return;
                 }
-                return;
             }
-            CableState::Plugged => {}
+            return;
         }
         tokio::select! {
             changed = state.changed() => {
