@@ -96,7 +96,12 @@ impl Env {
     /// Seeds a site on `store` for an application configured as `config` (notifications go
     /// to files whatever it says).
     pub async fn with_config(store: TestStore, config: AppConfig) -> Self {
-        let clock = crate::clock();
+        Self::with_clock(store, config, crate::clock()).await
+    }
+
+    /// As [`Env::with_config`], on `clock`: one set to the wall clock's time, for a test that
+    /// runs the `custody` binary, whose agent reads the system clock.
+    pub async fn with_clock(store: TestStore, config: AppConfig, clock: ManualClock) -> Self {
         let keys_dir = tempfile::tempdir().expect("key directory");
         let data = DataDir::new(keys_dir.path());
         data.init(&["localhost".into()], None, &clock, &Rng::new()).expect("init keys");

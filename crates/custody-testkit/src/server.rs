@@ -73,6 +73,11 @@ impl TestServer {
         Self::start_on(env, port).await
     }
 
+    /// Starts a server for a site seeded already.
+    pub async fn on(env: Env) -> Self {
+        Self::start_on(env, 0).await
+    }
+
     async fn start_on(env: Env, public_port: u16) -> Self {
         let (cert_pem, key_pem) = env.data.server_tls().expect("server tls");
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -130,6 +135,27 @@ impl TestServer {
         self.agent_with(|_| {}).await
     }
 
+    /// Enrols an agent for the seeded bank over HTTPS (token, CA, pin) into `dir`, as
+    /// `custody agent enrol` does.
+    pub async fn enrol_agent(&self, dir: &std::path::Path) -> custody_agent::enrol::AgentFile {
+        let token = self
+            .env
+            .app
+            .create_enrolment_token(&custody_app::Caller::Operator, &self.env.bank)
+            .await
+            .expect("token");
+        let (cert, _) = self.env.data.server_tls().expect("server tls");
+        let pin = custody_crypto::pki::spki_pin_of_pem(&cert).expect("pin");
+        let target = custody_agent::enrol::EnrolTarget {
+            server_url: self.base(),
+            server_ca_pem: self.env.data.server_ca_pem().expect("ca"),
+            server_pin: data_encoding::HEXLOWER.encode(&pin),
+        };
+        custody_agent::enrol::enrol(dir, &target, &token, self.env.app.clock())
+            .await
+            .expect("enrol")
+    }
+
     /// The gateway's address, for a relay in front of it.
     pub fn gateway(&self) -> SocketAddr {
         self.running.gateway
@@ -141,24 +167,8 @@ impl TestServer {
         &self,
         configure: impl FnOnce(&mut custody_agent::enrol::AgentSetup),
     ) -> TestAgent {
-        let token = self
-            .env
-            .app
-            .create_enrolment_token(&custody_app::Caller::Operator, &self.env.bank)
-            .await
-            .expect("token");
         let dir = tempfile::tempdir().expect("agent dir");
-        let (cert, _) = self.env.data.server_tls().expect("server tls");
-        let pin = custody_crypto::pki::spki_pin_of_pem(&cert).expect("pin");
-        let target = custody_agent::enrol::EnrolTarget {
-            server_url: self.base(),
-            server_ca_pem: self.env.data.server_ca_pem().expect("ca"),
-            server_pin: data_encoding::HEXLOWER.encode(&pin),
-        };
-        let identity =
-            custody_agent::enrol::enrol(dir.path(), &target, &token, self.env.app.clock())
-                .await
-                .expect("enrol");
+        let identity = self.enrol_agent(dir.path()).await;
         let gateway = format!("localhost:{}", self.running.gateway.port());
         let mut setup =
             custody_agent::enrol::load(dir.path(), Some(&gateway), self.env.app.clock())
