@@ -376,6 +376,13 @@ impl App {
         }
     }
 
+    /// How many passwords have been checked since start, each with one Argon2 verification
+    /// (a sign-in for an unknown account checks a decoy): for the metrics, and for the test
+    /// that every sign-in does the same work.
+    pub fn password_checks(&self) -> u64 {
+        self.0.passwords.checks()
+    }
+
     /// The store, for health checks and read-only listings.
     pub fn store(&self) -> &Store {
         &self.0.store
