@@ -682,6 +682,14 @@ async fn agent_behind(
         .await
 }
 
+/// Waits, a minute at most, until the agent is back online: it retries with a growing pause
+/// after the link is lost.
+async fn reconnected(agent: &custody_testkit::server::TestAgent) {
+    tokio::time::timeout(std::time::Duration::from_mins(1), agent.handle.wait_ready())
+        .await
+        .expect("the agent reconnects");
+}
+
 async fn state_of(server: &TestServer, parcel: &custody_core::ParcelId) -> ParcelState {
     server.env.app.parcel(&custody_app::Caller::Operator, parcel).await.unwrap().state
 }
@@ -750,9 +758,7 @@ backends!(the_bank_serves_pickups_offline_and_reconciles_on_reconnect, |t: TestS
     // The cable is pulled and plugged in again: the agent reconnects and reports.
     cable.pull();
     cable.plug();
-    tokio::time::timeout(std::time::Duration::from_mins(1), agent.handle.wait_ready())
-        .await
-        .expect("the agent reconnects");
+    reconnected(&agent).await;
     eventually("the offline pickups are in the record", || async {
         state_of(&server, &second).await == ParcelState::PickedUp
             && state_of(&server, &third).await == ParcelState::PickedUp
@@ -775,9 +781,7 @@ backends!(the_bank_serves_pickups_offline_and_reconciles_on_reconnect, |t: TestS
     cable.pull();
     cable.plug();
     eventually("the agent notices", || async { !agent.handle.is_ready() }).await;
-    tokio::time::timeout(std::time::Duration::from_mins(1), agent.handle.wait_ready())
-        .await
-        .expect("the agent reconnects");
+    reconnected(&agent).await;
     assert_eq!(count(&server, AuditAction::PickupAttempt, "code_accepted_offline").await, 2);
 });
 
@@ -800,9 +804,7 @@ backends!(
         let Some(Screen::Open(n)) = typed(&agent, &code).await else { panic!("offline pickup") };
         eventually("the latch releases", || async { agent.bank.is_unlatched(n) }).await;
         cable.plug();
-        tokio::time::timeout(std::time::Duration::from_mins(1), agent.handle.wait_ready())
-            .await
-            .expect("the agent reconnects");
+        reconnected(&agent).await;
         eventually("the pickup is in the record", || async {
             state_of(&server, &parcel).await == ParcelState::PickedUp
         })

@@ -23,7 +23,7 @@
 
 use custody_core::audit::{AuditAction, AuditEvent, Outcome, Target};
 use custody_core::code::PickupCode;
-use custody_core::compartment::CompartmentNumber;
+use custody_core::compartment::{CompartmentNumber, CompartmentState};
 use custody_core::parcel::ParcelState;
 use custody_core::policy::Principal;
 use custody_core::{BankId, CodeId, Timestamp};
@@ -154,9 +154,12 @@ async fn opened(
     if compartment.number.get() != number {
         return conflict(tx, at, target, "other_compartment").map_err(Into::into);
     }
-    // Still waiting in that compartment: the door opened on it, so that is where it went.
-    let waiting =
-        p.state == ParcelState::Notified && p.compartment.as_ref() == Some(&found.compartment);
+    // Still waiting in that compartment: the door opened on it, so that is where it went. (A
+    // compartment taken out of service meanwhile is left to staff: the use is a conflict, not
+    // an error, which would leave it unacknowledged and reported at every welcome for ever.)
+    let waiting = p.state == ParcelState::Notified
+        && p.compartment.as_ref() == Some(&found.compartment)
+        && compartment.state == CompartmentState::Occupied;
     let accepted = format!("{method}_accepted_offline");
     match tx.redeem_pickup_code(at.bank, &hash, at.now).await? {
         Ok(_) if waiting => {

@@ -590,19 +590,21 @@ async fn raw_commits(dir: &std::path::Path) -> anyhow::Result<Vec<Duration>> {
 /// `custody bench kiosk`: every kind of failed entry, interleaved in random order so that
 /// drift in the machine falls on all alike, each timed from the kiosk's question to the use
 /// case's answer (the state read, the budgets spent, the audit entry durable).
-async fn kiosk(args: &KioskArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.attempts >= 10, "need --attempts of at least 10");
+/// A throw-away data directory and an application on it, on a clock the bench moves on itself
+/// (to skip throttle windows), starting at the wall clock's time.
+async fn app_on_manual_clock(rng: &Rng) -> anyhow::Result<(tempfile::TempDir, App, ManualClock)> {
     let tmp = tempfile::Builder::new().prefix("custody-bench-").tempdir()?;
     let data = tmp.path().join("data");
-    let rng = Rng::new();
-    custody_app::setup::DataDir::new(&data).init(
-        &["localhost".into()],
-        None,
-        &SystemClock,
-        &rng,
-    )?;
+    custody_app::setup::DataDir::new(&data).init(&["localhost".into()], None, &SystemClock, rng)?;
     let clock = ManualClock::new(custody_core::Clock::now(&SystemClock));
     let (app, _, _) = crate::serve::app_for(&data, None, Arc::new(clock.clone())).await?;
+    Ok((tmp, app, clock))
+}
+
+async fn kiosk(args: &KioskArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.attempts >= 10, "need --attempts of at least 10");
+    let rng = Rng::new();
+    let (tmp, app, clock) = app_on_manual_clock(&rng).await?;
     let (device, site, entries) = kiosk_site(&app, &clock).await?;
 
     let times = kiosk_attempts(&app, &clock, &device, &site, &entries, args, &rng).await?;
@@ -747,17 +749,8 @@ async fn sign_in_attempts(
 
 async fn sign_in(args: &SignInArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.attempts >= 10, "need --attempts of at least 10");
-    let tmp = tempfile::Builder::new().prefix("custody-bench-").tempdir()?;
-    let data = tmp.path().join("data");
     let rng = Rng::new();
-    custody_app::setup::DataDir::new(&data).init(
-        &["localhost".into()],
-        None,
-        &SystemClock,
-        &rng,
-    )?;
-    let clock = ManualClock::new(custody_core::Clock::now(&SystemClock));
-    let (app, _, _) = crate::serve::app_for(&data, None, Arc::new(clock.clone())).await?;
+    let (_tmp, app, clock) = app_on_manual_clock(&rng).await?;
     let [known, unknown] = sign_in_attempts(&app, &clock, args, &rng).await?;
 
     // The raw limit: Argon2 alone, as many times, on a blocking thread as the use case runs it.
