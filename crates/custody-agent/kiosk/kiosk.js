@@ -119,7 +119,7 @@ async function refresh() {
     $("link").textContent = state.online
       ? "Online"
       : state.checks_offline
-        ? "Offline: pickup codes and QR codes still work here"
+        ? "Offline: pickup codes, QR codes and courier codes still work here"
         : "Offline: codes cannot be checked just now";
     $("link").className = state.online ? "link" : "link offline";
     $("presence").hidden = !state.presence;

@@ -24,6 +24,12 @@
 //! nothing opens offline. Wrong credentials offline spend a small daily budget of the agent's
 //! own ([`OFFLINE_PICKUP_DAY`]), counted from the journal across restarts.
 //!
+//! A courier's code is checked offline against the list's Argon2id verifiers of today's codes.
+//! The courier sees their carrier's parcels announced for the site and the free compartments;
+//! a deposit opens the smallest free compartment that fits, journaled first like any offline
+//! open, and is confirmed once the door is reported shut. Returns, badges and opening from the
+//! app need the server.
+//!
 //! What must survive a power cut is journaled ([`Action::Record`], numbered by the core's
 //! monotonic counter) before anything acts on it: an open command's nonce before its unlock,
 //! each board answer, each door reading, each lockdown change. A core restored from the journal
@@ -34,21 +40,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::journal::{Entry, Record, Restored};
+use crate::journal::{Entry, OfflineDeposit, Record, Restored};
 use custody_core::Timestamp;
 use custody_core::badge::{BadgeNumber, ReaderKind};
 use custody_core::code::PickupEntry;
-use custody_core::compartment::CompartmentNumber;
+use custody_core::compartment::{CompartmentNumber, SizeClass};
 use custody_core::throttle::OFFLINE_PICKUP_DAY;
 use custody_core::token::{PickupToken, QR_TOKEN_DOMAIN, QR_TOKEN_TEXT_LEN, ScannedToken};
 use custody_crypto::secret::badge_verifier;
-use custody_crypto::secret::{constant_time_eq, offline_code_verifier};
+use custody_crypto::secret::{constant_time_eq, offline_code_verifier, offline_courier_verifier};
 use custody_crypto::sign::PublicKey;
 use custody_proto::device::{
     AgentMessage, BadgeList, BadgeRead, CommandOutcome, CourierAction, CourierAnswer,
     CourierCredential, DoorReading, FreeCompartments, KioskParcel, OPEN_COMMAND_DOMAIN,
-    OfflineList, OfflineUse, OfflineWhat, PROTOCOL_VERSION, PickupAnswer, PresenceKey,
-    ServerMessage, SignedOpenCommand,
+    OfflineCompartment, OfflineCourier, OfflineList, OfflineParcel, OfflineUse, OfflineWhat,
+    PROTOCOL_VERSION, PickupAnswer, PresenceKey, ServerMessage, SignedOpenCommand,
 };
 
 /// How the nonce of an unlock the agent decided offline begins: no server nonce does (those
@@ -58,6 +64,13 @@ const OFFLINE_NONCE: &str = "offline-";
 /// How far a list's deadline may move on before the list is saved again though its codes
 /// did not change (ms): an hour.
 const SAVE_EVERY_MS: i64 = 3_600_000;
+
+/// A UTC day (ms): a courier's code changes with it.
+const DAY_MS: i64 = 86_400_000;
+
+/// How long after its compartment opened an offline deposit may be confirmed (ms): the
+/// server's default reservation, ten minutes.
+const CONFIRM_WITHIN_MS: i64 = 600_000;
 use data_encoding::BASE64;
 
 /// What the agent knows about itself from enrolment.
@@ -299,6 +312,11 @@ pub struct AgentCore {
     spent: BTreeSet<String>,
     /// When offline refusals happened (ms), for the offline budget.
     refusals: Vec<i64>,
+    /// Deposits couriers made offline, by parcel, until the server has them and a list has
+    /// followed.
+    deposits: BTreeMap<String, OfflineDeposit>,
+    /// The last reading of each door since the agent started.
+    doors: BTreeMap<u16, DoorReading>,
     /// The deadline of the list last saved to disk ([`Action::Save`]).
     saved_until_ms: i64,
     /// The latest time handled: the clock is never taken back (a clock set back must not
@@ -306,13 +324,24 @@ pub struct AgentCore {
     latest: Timestamp,
 }
 
-/// The bank's codes as last synced: its offline key, the verifiers, and until when they may
-/// be trusted.
+/// The bank's codes as last synced: its offline key, the verifiers, what couriers may
+/// deposit, and until when they may be trusted.
 #[derive(Debug, PartialEq, Eq)]
 struct HeldCodes {
     key: [u8; 32],
     valid_until_ms: i64,
     codes: Vec<HeldCode>,
+    couriers: Vec<HeldCourier>,
+    expected: Vec<OfflineParcel>,
+    free: Vec<OfflineCompartment>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct HeldCourier {
+    id: String,
+    carrier: String,
+    day: i64,
+    verifier: [u8; 32],
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -341,7 +370,26 @@ impl HeldCodes {
                 })
             })
             .collect::<Option<_>>()?;
-        Some(Self { key: decode32(&list.key)?, valid_until_ms: list.valid_until_ms, codes })
+        let couriers = list
+            .couriers
+            .iter()
+            .map(|c: &OfflineCourier| {
+                Some(HeldCourier {
+                    id: c.courier.clone(),
+                    carrier: c.carrier.clone(),
+                    day: c.day,
+                    verifier: decode32(&c.verifier)?,
+                })
+            })
+            .collect::<Option<_>>()?;
+        Some(Self {
+            key: decode32(&list.key)?,
+            valid_until_ms: list.valid_until_ms,
+            codes,
+            couriers,
+            expected: list.expected.clone(),
+            free: list.free.clone(),
+        })
     }
 }
 
@@ -367,6 +415,8 @@ impl AgentCore {
             pending: BTreeMap::new(),
             spent: BTreeSet::new(),
             refusals: Vec::new(),
+            deposits: BTreeMap::new(),
+            doors: BTreeMap::new(),
             saved_until_ms: i64::MIN,
             latest: Timestamp::from_millis(0),
         }
@@ -396,6 +446,7 @@ impl AgentCore {
         self.pending = restored.pending;
         self.spent = restored.spent;
         self.refusals = restored.refusals;
+        self.deposits = restored.deposits;
         self
     }
 
@@ -474,6 +525,9 @@ impl AgentCore {
             }
             Event::QrScanned(text) => self.scanned(now, &text),
             Event::BadgeRead { number, reader } => self.badge(now, &number, reader),
+            Event::Courier { credential, action } if !self.ready() => {
+                self.offline_courier(now, &credential, action)
+            }
             Event::Courier { credential, action } => {
                 if let CourierCredential::Badge { badge } = &credential
                     && let Some(reader) = ReaderKind::parse(&badge.reader)
@@ -484,6 +538,7 @@ impl AgentCore {
                 self.ask(|request_id| AgentMessage::Courier { request_id, credential, action })
             }
             Event::Door { compartment, reading } => {
+                self.doors.insert(compartment, reading);
                 let record = self.record(now, Entry::Door { compartment, reading });
                 vec![
                     record,
@@ -653,6 +708,161 @@ impl AgentCore {
         (self.record(now, Entry::Offline { used }), id)
     }
 
+    /// A courier at the kiosk while the server is unreachable: their code is checked against
+    /// the list's verifiers of today's courier codes, then what they chose is done from the
+    /// list. A badge, or taking a parcel back, needs the server.
+    fn offline_courier(
+        &mut self,
+        now: Timestamp,
+        credential: &CourierCredential,
+        action: CourierAction,
+    ) -> Vec<Action> {
+        if self.interlocked() {
+            return vec![Action::Show(Screen::NotAccepted)];
+        }
+        let CourierCredential::Code { code } = credential else {
+            return vec![Action::Show(Screen::Offline)];
+        };
+        let Some(held) = self.held(now) else { return vec![Action::Show(Screen::Offline)] };
+        if !self.offline_budget_left(now) {
+            return vec![Action::Show(Screen::CodesPaused)];
+        }
+        let day = now.as_millis().div_euclid(DAY_MS);
+        let digits: String = code.chars().filter(|c| *c != ' ').collect();
+        let shaped = digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_digit());
+        let verifier = shaped
+            .then(|| offline_courier_verifier(&held.key, day, digits.as_bytes()).ok())
+            .flatten();
+        let found = verifier.and_then(|v| {
+            held.couriers
+                .iter()
+                .find(|c| c.day == day && constant_time_eq(&c.verifier, &v))
+                .map(|c| (c.id.clone(), c.carrier.clone()))
+        });
+        let Some((courier, carrier)) = found else {
+            return self.refuse_offline(now, "courier");
+        };
+        match action {
+            CourierAction::Visit => vec![Action::Show(Screen::CourierWork {
+                deposits: self.to_deposit(&carrier).map(|p| p.parcel.clone()).collect(),
+                returns: Vec::new(),
+                free: self.free_by_size(),
+            })],
+            CourierAction::Deposit { parcel, size } => {
+                self.deposit_offline(now, &courier, &carrier, &parcel, size.as_deref())
+            }
+            CourierAction::Confirm { parcel } => self.confirm_offline(now, &courier, &parcel),
+            CourierAction::Return { .. } => vec![Action::Show(Screen::Offline)],
+        }
+    }
+
+    /// The carrier's parcels announced for the site and not deposited here offline.
+    fn to_deposit<'a>(&'a self, carrier: &'a str) -> impl Iterator<Item = &'a OfflineParcel> {
+        let expected = self.offline.as_ref().map_or(&[][..], |h| &h.expected[..]);
+        expected
+            .iter()
+            .filter(move |p| p.carrier == carrier && !self.deposits.contains_key(&p.parcel.id))
+    }
+
+    /// The free compartments as last synced, less those deposits went into offline.
+    fn free(&self) -> impl Iterator<Item = &OfflineCompartment> {
+        let free = self.offline.as_ref().map_or(&[][..], |h| &h.free[..]);
+        free.iter().filter(|c| !self.deposits.values().any(|d| d.compartment == c.compartment))
+    }
+
+    /// How many compartments of each size are free, smallest first; sizes with none left out.
+    fn free_by_size(&self) -> Vec<FreeCompartments> {
+        let mut by_size = BTreeMap::<SizeClass, u32>::new();
+        for c in self.free() {
+            if let Some(size) = SizeClass::parse(&c.size) {
+                *by_size.entry(size).or_default() += 1;
+            }
+        }
+        by_size
+            .into_iter()
+            .map(|(size, count)| FreeCompartments { size: size.as_str().to_owned(), count })
+            .collect()
+    }
+
+    /// A courier deposits `parcel` offline: the smallest free compartment that fits it (or the
+    /// larger size they chose, and its other needs) opens, journaled first.
+    fn deposit_offline(
+        &mut self,
+        now: Timestamp,
+        courier: &str,
+        carrier: &str,
+        parcel: &str,
+        size: Option<&str>,
+    ) -> Vec<Action> {
+        let Some(p) = self.to_deposit(carrier).find(|p| p.parcel.id == parcel) else {
+            return vec![Action::Show(Screen::NotAccepted)];
+        };
+        let Some(announced) = SizeClass::parse(&p.parcel.size) else {
+            return vec![Action::Show(Screen::NotAccepted)];
+        };
+        let fits = size.and_then(SizeClass::parse).map_or(announced, |s| s.max(announced));
+        let (accessible, refrigerated) = (p.accessible, p.refrigerated);
+        // As the server chooses: the smallest that fits, then the fewest features, then the
+        // lowest number.
+        let chosen = self
+            .free()
+            .filter_map(|c| {
+                Some((SizeClass::parse(&c.size)?, c.accessible, c.refrigerated, c.compartment))
+            })
+            .filter(|(s, a, r, _)| *s >= fits && (*a || !accessible) && (*r || !refrigerated))
+            .min()
+            .and_then(|(.., n)| CompartmentNumber::new(n).ok());
+        let Some(compartment) = chosen else {
+            return vec![Action::Show(Screen::NotAccepted)];
+        };
+        let n = compartment.get();
+        let what = OfflineWhat::Deposited {
+            courier: courier.to_owned(),
+            parcel: parcel.to_owned(),
+            compartment: n,
+        };
+        let (record, id) = self.offline_use(now, what);
+        self.deposits.insert(
+            parcel.to_owned(),
+            OfflineDeposit {
+                courier: courier.to_owned(),
+                compartment: n,
+                at_ms: now.as_millis(),
+                confirmed: false,
+                uses: vec![id.clone()],
+            },
+        );
+        // The latch is released: the door counts as open until its sensor says it is shut.
+        self.doors.insert(n, DoorReading::Open);
+        vec![
+            record,
+            Action::Unlock { compartment, nonce: format!("{OFFLINE_NONCE}{id}") },
+            Action::Show(Screen::Open(n)),
+        ]
+    }
+
+    /// A courier confirms offline that a parcel they deposited here offline is in: only once,
+    /// in time, and with its door reported shut.
+    fn confirm_offline(&mut self, now: Timestamp, courier: &str, parcel: &str) -> Vec<Action> {
+        let open = self.deposits.get(parcel).filter(|d| {
+            d.courier == courier
+                && !d.confirmed
+                && now.as_millis() < d.at_ms + CONFIRM_WITHIN_MS
+                && self.doors.get(&d.compartment) == Some(&DoorReading::Closed)
+        });
+        if open.is_none() {
+            return vec![Action::Show(Screen::NotAccepted)];
+        }
+        let what =
+            OfflineWhat::Confirmed { courier: courier.to_owned(), parcel: parcel.to_owned() };
+        let (record, id) = self.offline_use(now, what);
+        if let Some(d) = self.deposits.get_mut(parcel) {
+            d.confirmed = true;
+            d.uses.push(id);
+        }
+        vec![record, Action::Show(Screen::Thanks)]
+    }
+
     /// A QR code at the scanner: checked here first. A token that fails is refused at once,
     /// and still reported (under a request id nobody waits for) so the server audits the scan.
     fn scanned(&mut self, now: Timestamp, text: &str) -> Vec<Action> {
@@ -757,7 +967,7 @@ impl AgentCore {
                 self.take_badges(&list);
                 Vec::new()
             }
-            ServerMessage::OfflineList(list) => self.take_list(list),
+            ServerMessage::OfflineList(list) => self.take_list(now, list),
             ServerMessage::OfflineAck { id } => {
                 if self.pending.remove(&id).is_some() {
                     vec![self.record(now, Entry::Acknowledged { id })]
@@ -787,9 +997,12 @@ impl AgentCore {
                 self.welcomed = true;
                 let mut actions = self.lockdown(now, locked_down);
                 actions.push(Action::Presence(Some(presence_key)));
-                // What the kiosk did offline, until the server says it has it.
+                // What the kiosk did offline, until the server says it has it, in the order it
+                // happened (a deposit before its confirmation).
+                let mut pending: Vec<&OfflineUse> = self.pending.values().collect();
+                pending.sort_by_key(|u| use_order(u));
                 actions.extend(
-                    self.pending.values().map(|u| Action::Send(AgentMessage::Offline(u.clone()))),
+                    pending.into_iter().map(|u| Action::Send(AgentMessage::Offline(u.clone()))),
                 );
                 actions
             }
@@ -824,6 +1037,7 @@ impl AgentCore {
                     // its codes may open it offline again before the next list says so.
                     if let Some(held) = &mut self.offline {
                         held.codes.retain(|c| c.compartment != compartment.get());
+                        held.free.retain(|c| c.compartment != compartment.get());
                     }
                     // Journaled first: after a power cut the nonce is still known, and the
                     // command is never executed twice.
@@ -854,14 +1068,28 @@ impl AgentCore {
 
     /// Takes the server's list of codes (once welcomed): kept on disk when its codes change,
     /// and hourly for its deadline.
-    fn take_list(&mut self, list: OfflineList) -> Vec<Action> {
+    fn take_list(&mut self, now: Timestamp, list: OfflineList) -> Vec<Action> {
         if !self.welcomed {
             return Vec::new();
         }
         let held = HeldCodes::take(&list);
+        // A deposit the server has taken in shows in this list (its compartment no longer
+        // free, its parcel no longer expected), unless it is still to be confirmed here.
+        let pending = &self.pending;
+        self.deposits.retain(|_, d| {
+            let settled = d.uses.iter().all(|id| !pending.contains_key(id));
+            let done = d.confirmed || now.as_millis() >= d.at_ms + CONFIRM_WITHIN_MS;
+            !(settled && done)
+        });
         // Saved when the codes change, and hourly for the deadline: a restart while
         // the server is unreachable finds a list at most an hour shorter.
-        let same = |h: &HeldCodes, o: &HeldCodes| h.key == o.key && h.codes == o.codes;
+        let same = |h: &HeldCodes, o: &HeldCodes| {
+            h.key == o.key
+                && h.codes == o.codes
+                && h.couriers == o.couriers
+                && h.expected == o.expected
+                && h.free == o.free
+        };
         let changed = match (&held, &self.offline) {
             (Some(new), Some(old)) => !same(new, old),
             (new, _) => new.is_some(),
@@ -934,6 +1162,13 @@ impl AgentCore {
         }
         Ok(compartment)
     }
+}
+
+/// Where an offline use falls in the order they happened: by time, then by journal counter
+/// (its id begins with it).
+fn use_order(used: &OfflineUse) -> (i64, u64) {
+    let counter = used.id.split('-').next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    (used.at_ms, counter)
 }
 
 #[cfg(test)]
@@ -1389,6 +1624,9 @@ mod tests {
             })
             .collect();
         Event::Server(ServerMessage::OfflineList(OfflineList {
+            couriers: Vec::new(),
+            expected: Vec::new(),
+            free: Vec::new(),
             key: BASE64.encode(&key),
             issued_at_ms: NOW.as_millis(),
             valid_until_ms: NOW.as_millis() + 86_400_000,
@@ -1520,6 +1758,9 @@ mod tests {
 
         fn list(codes: Vec<OfflineCode>) -> Event {
             Event::Server(ServerMessage::OfflineList(OfflineList {
+                couriers: Vec::new(),
+                expected: Vec::new(),
+                free: Vec::new(),
                 key: BASE64.encode(&KEY),
                 issued_at_ms: NOW.as_millis(),
                 valid_until_ms: NOW.as_millis() + 2 * DAY_MS,
@@ -1658,6 +1899,9 @@ mod tests {
         fn unreadable_list(f: &mut Fixture) {
             online(f, |f| {
                 let list = OfflineList {
+                    couriers: Vec::new(),
+                    expected: Vec::new(),
+                    free: Vec::new(),
                     key: "short".into(),
                     issued_at_ms: NOW.as_millis(),
                     valid_until_ms: NOW.as_millis() + DAY_MS,
@@ -1704,6 +1948,9 @@ mod tests {
             let code = listed("cod_a", 2, "0123456789", NOW.as_millis() + 2 * DAY_MS);
             let sync = |f: &mut Fixture, codes: Vec<OfflineCode>, until: i64| {
                 let list = OfflineList {
+                    couriers: Vec::new(),
+                    expected: Vec::new(),
+                    free: Vec::new(),
                     key: BASE64.encode(&KEY),
                     issued_at_ms: NOW.as_millis(),
                     valid_until_ms: until,
@@ -1785,6 +2032,307 @@ mod tests {
             // And the use is still to be reported.
             g.core.handle(NOW, Event::Connected);
             assert_eq!(uses(&g.core.handle(NOW, welcome(false))).len(), 2);
+        }
+
+        mod courier {
+            use super::*;
+
+            /// Today's code of the courier in the list.
+            const TODAY: &str = "1234 5678 9012";
+            /// Tomorrow's.
+            const TOMORROW: &str = "2109 8765 4321";
+
+            fn verifier(day: i64, typed: &str) -> String {
+                let digits = typed.replace(' ', "");
+                BASE64.encode(&offline_courier_verifier(&KEY, day, digits.as_bytes()).unwrap())
+            }
+
+            fn parcel(id: &str, size: &str, accessible: bool) -> OfflineParcel {
+                OfflineParcel {
+                    parcel: KioskParcel {
+                        id: id.into(),
+                        tracking_ref: format!("1Z-{id}"),
+                        size: size.into(),
+                    },
+                    carrier: "car_a".into(),
+                    accessible,
+                    refrigerated: false,
+                }
+            }
+
+            fn free(compartment: u16, size: &str, accessible: bool) -> OfflineCompartment {
+                OfflineCompartment {
+                    compartment,
+                    size: size.into(),
+                    accessible,
+                    refrigerated: false,
+                }
+            }
+
+            /// A welcomed core holding a list with one courier of carrier `car_a` (today's and
+            /// tomorrow's codes), three of its parcels and one of another carrier's, and four
+            /// free compartments; then cut off from the server.
+            fn cut_off(f: &mut Fixture) {
+                let today = NOW.as_millis().div_euclid(DAY_MS);
+                let courier = |day, typed| OfflineCourier {
+                    courier: "per_courier".into(),
+                    carrier: "car_a".into(),
+                    day,
+                    verifier: verifier(day, typed),
+                };
+                let mut other = parcel("prc_other", "small", false);
+                other.carrier = "car_b".into();
+                f.core.handle(
+                    NOW,
+                    Event::Server(ServerMessage::OfflineList(OfflineList {
+                        key: BASE64.encode(&KEY),
+                        issued_at_ms: NOW.as_millis(),
+                        valid_until_ms: NOW.as_millis() + 2 * DAY_MS,
+                        codes: Vec::new(),
+                        couriers: vec![courier(today, TODAY), courier(today + 1, TOMORROW)],
+                        expected: vec![
+                            parcel("prc_small", "small", false),
+                            parcel("prc_medium", "medium", false),
+                            parcel("prc_access", "small", true),
+                            other,
+                        ],
+                        free: vec![
+                            free(4, "large", false),
+                            free(2, "medium", false),
+                            free(3, "small", true),
+                            free(1, "small", false),
+                        ],
+                    })),
+                );
+                f.core.handle(NOW, Event::Disconnected);
+            }
+
+            fn courier(
+                f: &mut Fixture,
+                at: Timestamp,
+                code: &str,
+                action: CourierAction,
+            ) -> Vec<Action> {
+                let credential = CourierCredential::Code { code: code.into() };
+                f.core.handle(at, Event::Courier { credential, action })
+            }
+
+            fn deposit(f: &mut Fixture, parcel: &str, size: Option<&str>) -> Vec<Action> {
+                let action =
+                    CourierAction::Deposit { parcel: parcel.into(), size: size.map(Into::into) };
+                courier(f, NOW, TODAY, action)
+            }
+
+            fn confirm(f: &mut Fixture, at: Timestamp, parcel: &str) -> Vec<Action> {
+                courier(f, at, TODAY, CourierAction::Confirm { parcel: parcel.into() })
+            }
+
+            fn opened(actions: &[Action]) -> Option<u16> {
+                actions.iter().find_map(|a| match a {
+                    Action::Unlock { compartment, .. } => Some(compartment.get()),
+                    _ => None,
+                })
+            }
+
+            fn shut(f: &mut Fixture, compartment: u16) {
+                f.core.handle(NOW, Event::Door { compartment, reading: DoorReading::Closed });
+            }
+
+            #[test]
+            fn a_courier_s_code_shows_their_work_from_the_list() {
+                let mut f = fixture();
+                cut_off(&mut f);
+                let shown_now = courier(&mut f, NOW, TODAY, CourierAction::Visit);
+                let [Action::Show(Screen::CourierWork { deposits, returns, free })] =
+                    shown_now.as_slice()
+                else {
+                    panic!("{shown_now:?}")
+                };
+                let ids: Vec<&str> = deposits.iter().map(|p| p.id.as_str()).collect();
+                assert_eq!(ids, ["prc_small", "prc_medium", "prc_access"], "only their carrier's");
+                assert!(returns.is_empty(), "taking parcels back needs the server");
+                let sizes: Vec<(&str, u32)> =
+                    free.iter().map(|c| (c.size.as_str(), c.count)).collect();
+                assert_eq!(sizes, [("small", 2), ("medium", 1), ("large", 1)]);
+                // Tomorrow's code is tomorrow's only.
+                let early = courier(&mut f, NOW, TOMORROW, CourierAction::Visit);
+                assert_eq!(shown(&early), Some(&Screen::NotAccepted));
+                let tomorrow = NOW.plus(std::time::Duration::from_hours(24));
+                let next_day = courier(&mut f, tomorrow, TOMORROW, CourierAction::Visit);
+                assert!(matches!(shown(&next_day), Some(Screen::CourierWork { .. })));
+            }
+
+            #[test]
+            fn a_deposit_opens_the_smallest_free_compartment_that_fits_once() {
+                let mut f = fixture();
+                cut_off(&mut f);
+                let small = deposit(&mut f, "prc_small", None);
+                let [
+                    Action::Record(Record { entry: Entry::Offline { used }, .. }),
+                    Action::Unlock { compartment, nonce },
+                    Action::Show(Screen::Open(1)),
+                ] = small.as_slice()
+                else {
+                    panic!("journaled, then unlocked, then shown: {small:?}")
+                };
+                assert_eq!(compartment.get(), 1, "small, and not the accessible one");
+                assert_eq!(nonce, &format!("offline-{}", used.id));
+                assert_eq!(
+                    used.what,
+                    OfflineWhat::Deposited {
+                        courier: "per_courier".into(),
+                        parcel: "prc_small".into(),
+                        compartment: 1,
+                    }
+                );
+                // Neither the parcel nor its compartment is offered again.
+                assert_eq!(shown(&deposit(&mut f, "prc_small", None)), Some(&Screen::NotAccepted));
+                // The accessible parcel takes the accessible compartment; a larger size chosen
+                // takes a larger one; another carrier's parcel is not theirs to deposit.
+                assert_eq!(opened(&deposit(&mut f, "prc_access", None)), Some(3));
+                assert_eq!(opened(&deposit(&mut f, "prc_medium", Some("large"))), Some(4));
+                assert_eq!(shown(&deposit(&mut f, "prc_other", None)), Some(&Screen::NotAccepted));
+                let work = courier(&mut f, NOW, TODAY, CourierAction::Visit);
+                let Some(Screen::CourierWork { deposits, free, .. }) = shown(&work) else {
+                    panic!("{work:?}")
+                };
+                assert!(deposits.is_empty());
+                assert_eq!(free, &[FreeCompartments { size: "medium".into(), count: 1 }]);
+            }
+
+            #[test]
+            fn nothing_fits_nothing_opens() {
+                let mut f = fixture();
+                cut_off(&mut f);
+                assert_eq!(opened(&deposit(&mut f, "prc_medium", Some("extra_large"))), None);
+                // A smaller size than announced is no help.
+                assert_eq!(opened(&deposit(&mut f, "prc_medium", Some("small"))), Some(2));
+            }
+
+            #[test]
+            fn a_deposit_is_confirmed_once_its_door_is_shut_and_reported_in_order() {
+                let mut f = fixture();
+                cut_off(&mut f);
+                let opening = deposit(&mut f, "prc_small", None);
+                assert_eq!(opened(&opening), Some(1));
+                assert_eq!(shown(&confirm(&mut f, NOW, "prc_small")), Some(&Screen::NotAccepted));
+                shut(&mut f, 1);
+                let later = NOW.plus(std::time::Duration::from_mins(2));
+                let done = confirm(&mut f, later, "prc_small");
+                let [
+                    Action::Record(Record { entry: Entry::Offline { used }, .. }),
+                    Action::Show(Screen::Thanks),
+                ] = done.as_slice()
+                else {
+                    panic!("{done:?}")
+                };
+                assert!(
+                    matches!(&used.what, OfflineWhat::Confirmed { parcel, .. } if parcel == "prc_small")
+                );
+                assert_eq!(shown(&confirm(&mut f, later, "prc_small")), Some(&Screen::NotAccepted));
+                // Back online: the deposit is reported before its confirmation.
+                f.core.handle(later, Event::Connected);
+                let reported = uses(&f.core.handle(later, welcome(false)));
+                let kinds: Vec<bool> = reported
+                    .iter()
+                    .map(|u| matches!(u.what, OfflineWhat::Deposited { .. }))
+                    .collect();
+                assert_eq!(kinds, [true, false]);
+            }
+
+            #[test]
+            fn a_confirmation_comes_in_time_from_the_courier_who_deposited() {
+                let mut f = fixture();
+                cut_off(&mut f);
+                deposit(&mut f, "prc_small", None);
+                shut(&mut f, 1);
+                let late = NOW.plus(std::time::Duration::from_mins(10));
+                assert_eq!(shown(&confirm(&mut f, late, "prc_small")), Some(&Screen::NotAccepted));
+                assert_eq!(shown(&confirm(&mut f, NOW, "prc_medium")), Some(&Screen::NotAccepted));
+            }
+
+            #[test]
+            fn what_a_courier_cannot_do_offline() {
+                let mut f = fixture();
+                cut_off(&mut f);
+                let back = CourierAction::Return { parcel: "prc_small".into() };
+                assert_eq!(shown(&courier(&mut f, NOW, TODAY, back)), Some(&Screen::Offline));
+                let badge = CourierCredential::Badge {
+                    badge: BadgeRead { number: "00ff00ff".into(), reader: "osdp_secure".into() },
+                };
+                let read = f.core.handle(
+                    NOW,
+                    Event::Courier { credential: badge, action: CourierAction::Visit },
+                );
+                assert_eq!(shown(&read), Some(&Screen::Offline));
+                // A wrong code is refused, journaled, and spends the offline budget that wrong
+                // pickup codes spend.
+                for _ in 0..OFFLINE_PICKUP_DAY.max_failures {
+                    let wrong = courier(&mut f, NOW, "0000 0000 0000", CourierAction::Visit);
+                    assert_eq!(shown(&wrong), Some(&Screen::NotAccepted));
+                    assert!(matches!(
+                        &wrong[0],
+                        Action::Record(Record { entry: Entry::Offline { used: OfflineUse { what: OfflineWhat::Refused { method }, .. } }, .. }) if method == "courier"
+                    ));
+                }
+                let paused = courier(&mut f, NOW, TODAY, CourierAction::Visit);
+                assert_eq!(shown(&paused), Some(&Screen::CodesPaused));
+                // Locked down, nothing opens.
+                let mut g = fixture();
+                cut_off(&mut g);
+                g.core.handle(NOW, Event::Connected);
+                g.core.handle(NOW, welcome(true));
+                g.core.handle(NOW, Event::Disconnected);
+                assert_eq!(shown(&deposit(&mut g, "prc_small", None)), Some(&Screen::NotAccepted));
+                assert_eq!(opened(&deposit(&mut g, "prc_small", None)), None);
+            }
+
+            #[test]
+            fn a_compartment_opened_online_is_not_offered_offline() {
+                let mut f = fixture();
+                cut_off(&mut f);
+                online(&mut f, |f| {
+                    let signed = sign(&f.key, command(1, "n1"));
+                    open(&mut f.core, NOW, signed);
+                });
+                assert_eq!(opened(&deposit(&mut f, "prc_small", None)), Some(3), "1 went online");
+            }
+
+            #[test]
+            fn offline_deposits_survive_a_restart_until_the_server_has_them() {
+                let mut f = fixture();
+                cut_off(&mut f);
+                let mut restored = Restored::default();
+                for action in deposit(&mut f, "prc_small", None) {
+                    if let Action::Record(record) = action {
+                        restored.apply(&record);
+                    }
+                }
+                let mut g = fixture();
+                g.core = welcomed(&g.key).restore(restored);
+                // The server's list, not reconciled yet, still offers both.
+                cut_off(&mut g);
+                assert_eq!(opened(&deposit(&mut g, "prc_small", None)), None);
+                assert_eq!(opened(&deposit(&mut g, "prc_access", None)), Some(3));
+                // Once the server has the first and a list follows, it is the list's to say.
+                g.core.handle(NOW, Event::Connected);
+                let reported = uses(&g.core.handle(NOW, welcome(false)));
+                for used in reported {
+                    g.core.handle(NOW, Event::Server(ServerMessage::OfflineAck { id: used.id }));
+                }
+                let later = NOW.plus(std::time::Duration::from_mins(10));
+                let relisted = Event::Server(ServerMessage::OfflineList(OfflineList {
+                    key: BASE64.encode(&KEY),
+                    issued_at_ms: later.as_millis(),
+                    valid_until_ms: later.as_millis() + DAY_MS,
+                    codes: Vec::new(),
+                    couriers: Vec::new(),
+                    expected: Vec::new(),
+                    free: vec![free(1, "small", false)],
+                }));
+                g.core.handle(later, relisted);
+                assert!(g.core.deposits.is_empty(), "{:?}", g.core.deposits);
+            }
         }
     }
 
@@ -1940,6 +2488,9 @@ mod tests {
             let listed = token(2);
             let day = 86_400_000;
             let list = OfflineList {
+                couriers: Vec::new(),
+                expected: Vec::new(),
+                free: Vec::new(),
                 key: BASE64.encode(&[5; 32]),
                 issued_at_ms: NOW.as_millis(),
                 valid_until_ms: NOW.as_millis() + day,

@@ -111,6 +111,24 @@ pub struct Restored {
     pub spent: BTreeSet<String>,
     /// When offline refusals happened (ms): they spend the offline budget.
     pub refusals: Vec<i64>,
+    /// Deposits couriers made offline, by parcel id.
+    pub deposits: BTreeMap<String, OfflineDeposit>,
+}
+
+/// A deposit a courier made while the server was unreachable. Its compartment is not offered
+/// again, nor its parcel, until the server has taken it in and sent a list since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineDeposit {
+    /// The courier's person id.
+    pub courier: String,
+    /// The compartment it went into.
+    pub compartment: u16,
+    /// When its compartment opened (ms).
+    pub at_ms: i64,
+    /// Whether the courier confirmed it (the door shut on the parcel).
+    pub confirmed: bool,
+    /// The ids of its offline uses: the deposit, and the confirmation once made.
+    pub uses: Vec<String>,
 }
 
 impl Restored {
@@ -128,6 +146,22 @@ impl Restored {
                         self.spent.insert(code.clone());
                     }
                     OfflineWhat::Refused { .. } => self.refusals.push(used.at_ms),
+                    OfflineWhat::Deposited { courier, parcel, compartment } => {
+                        let deposit = OfflineDeposit {
+                            courier: courier.clone(),
+                            compartment: *compartment,
+                            at_ms: used.at_ms,
+                            confirmed: false,
+                            uses: vec![used.id.clone()],
+                        };
+                        self.deposits.insert(parcel.clone(), deposit);
+                    }
+                    OfflineWhat::Confirmed { parcel, .. } => {
+                        if let Some(d) = self.deposits.get_mut(parcel) {
+                            d.confirmed = true;
+                            d.uses.push(used.id.clone());
+                        }
+                    }
                 }
                 self.pending.insert(used.id.clone(), used.clone());
             }

@@ -1,6 +1,6 @@
 //! The kiosk page the agent serves to the bank's touch screen, in headless Chromium: a resident
 //! types her code on the keypad, a scanner types a QR token, a courier deposits by size, and
-//! with the server gone the page still loads and says so.
+//! with the server gone the page still loads, says so, and still serves codes and couriers.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -37,6 +37,47 @@ async fn tap(browser: &Client, code: &str) {
         browser.find(Locator::Css(&key)).await.unwrap().click().await.unwrap();
     }
     browser.find(Locator::Id("open")).await.unwrap().click().await.unwrap();
+}
+
+/// Taps "Courier" and types `code`.
+async fn courier_types(browser: &Client, code: &str) {
+    browser.find(Locator::Id("courier-start")).await.unwrap().click().await.unwrap();
+    let field = browser.find(Locator::Id("courier-code")).await.unwrap();
+    field.send_keys(code).await.unwrap();
+    field.send_keys("\n").await.unwrap();
+}
+
+/// Carl deposits at the kiosk page while the network is gone: his work from the agent's
+/// list, a compartment that opens, and the confirmation once the door is shut.
+async fn carl_deposits_offline(
+    browser: &Client,
+    agent: &custody_testkit::server::TestAgent,
+    code: &str,
+) {
+    clear_message(browser).await;
+    courier_types(browser, code).await;
+    let deposit = browser
+        .wait()
+        .for_element(Locator::XPath("//button[. = 'Deposit 1Z-OFFLINE']"))
+        .await
+        .unwrap();
+    clear_message(browser).await;
+    deposit.click().await.unwrap();
+    let opened = answer(browser).await;
+    assert!(opened.starts_with("Compartment ") && opened.contains(" is open"), "{opened}");
+    let slot: u16 = opened.split_whitespace().nth(1).unwrap().parse().unwrap();
+    eventually("the latch releases offline", || async { agent.bank.is_unlatched(slot) }).await;
+    agent.bank.open_door(slot).unwrap();
+    agent.bank.close_door(slot).unwrap();
+    // Confirmed once the agent has the door shut (before, the kiosk refuses and Carl taps
+    // again).
+    eventually("the deposit is confirmed offline", || async {
+        clear_message(browser).await;
+        let confirm = "//button[. = 'Confirm 1Z-OFFLINE']";
+        browser.find(Locator::XPath(confirm)).await.unwrap().click().await.unwrap();
+        answer(browser).await == "Thank you: the deposit is recorded."
+    })
+    .await;
 }
 
 async fn clear_message(browser: &Client) {
@@ -88,10 +129,7 @@ async fn the_kiosk_page_opens_for_codes_and_couriers_and_says_when_it_is_offline
     // Carl the courier: his code, his work, a deposit that needs a larger compartment.
     env.announce("bob@harbour.example", "1Z-COURIER", SizeClass::Small).await;
     let code_today = server.courier_code().await;
-    browser.find(Locator::Id("courier-start")).await.unwrap().click().await.unwrap();
-    let courier_code = browser.find(Locator::Id("courier-code")).await.unwrap();
-    courier_code.send_keys(&code_today).await.unwrap();
-    courier_code.send_keys("\n").await.unwrap();
+    courier_types(browser, &code_today).await;
     let larger = browser
         .wait()
         .for_element(Locator::XPath("//button[starts-with(., 'Needs ')]"))
@@ -120,7 +158,8 @@ async fn the_kiosk_page_opens_for_codes_and_couriers_and_says_when_it_is_offline
     assert_eq!(answer(browser).await, "Thank you: the deposit is recorded.");
 
     // The network goes: the page still loads from the agent, says so, and codes still work
-    // from the agent's list, once each.
+    // from the agent's list, once each; so does Carl's, for a parcel announced before.
+    env.announce("ann@harbour.example", "1Z-OFFLINE", SizeClass::Small).await;
     let (_, bobs) = env.delivered("bob@harbour.example").await;
     eventually("the agent holds the bank's codes", || async {
         let codes = env.app.offline_list(&env.bank).await.unwrap().codes.len();
@@ -133,7 +172,7 @@ async fn the_kiosk_page_opens_for_codes_and_couriers_and_says_when_it_is_offline
     browser.goto(&url).await.unwrap();
     eventually("the page says it is offline", || async {
         browser.find(Locator::Id("link")).await.unwrap().text().await.unwrap()
-            == "Offline: pickup codes and QR codes still work here"
+            == "Offline: pickup codes, QR codes and courier codes still work here"
     })
     .await;
     clear_message(browser).await;
@@ -143,6 +182,8 @@ async fn the_kiosk_page_opens_for_codes_and_couriers_and_says_when_it_is_offline
     clear_message(browser).await;
     tap(browser, &code).await;
     assert_eq!(answer(browser).await, "Code not accepted.", "Ann's code was used online");
+
+    carl_deposits_offline(browser, &agent, &code_today).await;
 }
 
 /// Only loopback: the listener, and the name a request gives, so a web page elsewhere cannot

@@ -785,6 +785,72 @@ backends!(the_bank_serves_pickups_offline_and_reconciles_on_reconnect, |t: TestS
     assert_eq!(count(&server, AuditAction::PickupAttempt, "code_accepted_offline").await, 2);
 });
 
+// The network goes while Carl is on his round: his code still works at the kiosk, from the
+// agent's list; he deposits and confirms. Once the link is back the parcel is deposited in the
+// record and Ann is told, and her code opens the compartment Carl used.
+backends!(
+    a_courier_deposits_offline_and_the_recipient_is_told_on_reconnect,
+    |t: TestStore| async move {
+        let server = TestServer::start(t).await;
+        let env = &server.env;
+        let parcel = env
+            .announce(
+                "ann@harbour.example",
+                "1Z-OFFLINE",
+                custody_core::compartment::SizeClass::Small,
+            )
+            .await;
+        let cable = NetworkCable::lay(server.gateway()).await.unwrap();
+        let agent = agent_behind(&server, &cable).await;
+        let bank = agent.bank.clone();
+        let code = server.courier_code().await;
+        eventually("the agent holds the bank's list", || async {
+            agent.handle.offline_codes().is_some()
+        })
+        .await;
+
+        cable.pull();
+        eventually("the agent notices", || async { !agent.handle.is_ready() }).await;
+        let work = agent.handle.courier(&code, CourierAction::Visit).await;
+        let Some(Screen::CourierWork { deposits, returns, .. }) = work else { panic!("{work:?}") };
+        assert_eq!(
+            deposits.iter().map(|p| p.tracking_ref.as_str()).collect::<Vec<_>>(),
+            ["1Z-OFFLINE"]
+        );
+        assert!(returns.is_empty());
+        let deposit = CourierAction::Deposit { parcel: parcel.id.to_string(), size: None };
+        let Some(Screen::Open(n)) = agent.handle.courier(&code, deposit).await else {
+            panic!("a compartment opens offline")
+        };
+        eventually("the latch releases offline", || async { bank.is_unlatched(n) }).await;
+        bank.open_door(n).unwrap();
+        bank.close_door(n).unwrap();
+        let confirm = CourierAction::Confirm { parcel: parcel.id.to_string() };
+        eventually("the kiosk takes the confirmation once the door is shut", || async {
+            agent.handle.courier(&code, confirm.clone()).await == Some(Screen::Thanks)
+        })
+        .await;
+        assert_eq!(
+            state_of(&server, &parcel.id).await,
+            ParcelState::Expected,
+            "not yet in the record"
+        );
+
+        cable.plug();
+        reconnected(&agent).await;
+        eventually("the deposit is in the record and Ann is told", || async {
+            state_of(&server, &parcel.id).await == ParcelState::Notified
+        })
+        .await;
+        assert_eq!(count(&server, AuditAction::DepositReserve, "courier_code_offline").await, 1);
+        assert_eq!(count(&server, AuditAction::Deposit, "courier_code_offline").await, 1);
+        let anns = env.code_sent_for(&parcel.id).await;
+        let Some(Screen::Open(m)) = typed(&agent, &anns).await else { panic!("Ann's code opens") };
+        assert_eq!(m, n, "where Carl put it");
+        eventually("the latch releases for Ann", || async { bank.unlocks(n) == 2 }).await;
+    }
+);
+
 // A power cut with the network down: the agent comes back with the list it saved and its
 // journal, serves the pickup, and reports it once the network is back.
 backends!(

@@ -31,7 +31,8 @@ use crate::{App, AppError, Caller};
 /// Digits in a courier code.
 pub const COURIER_CODE_DIGITS: usize = 12;
 
-const DAY_MS: i64 = 86_400_000;
+/// A UTC day (ms): a courier's code changes with it.
+pub(crate) const DAY_MS: i64 = 86_400_000;
 
 /// Today's code of a courier.
 #[derive(Clone)]
@@ -103,7 +104,8 @@ fn digits_of(typed: &str) -> Option<Zeroizing<String>> {
 }
 
 impl App {
-    fn courier_code_on(&self, person: &PersonId, day: i64) -> Zeroizing<String> {
+    /// A courier's code on UTC day `day` (days since the epoch), in groups of four digits.
+    pub(crate) fn courier_code_on(&self, person: &PersonId, day: i64) -> Zeroizing<String> {
         let mac = self.keys().courier_codes.hash(&[
             b"code",
             person.as_str().as_bytes(),

@@ -38,7 +38,7 @@ use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Ta
 use custody_core::compartment::DoorState;
 use custody_core::policy::{Denied, Principal};
 use custody_core::time::{days, hours, minutes};
-use custody_core::{BankId, Clock, Timestamp};
+use custody_core::{BankId, Clock, PersonId, Timestamp};
 use custody_crypto::pki::CertificateAuthority;
 use custody_crypto::seal::Sealer;
 use custody_crypto::sign::{PublicKey, SigningKey};
@@ -157,7 +157,7 @@ impl Caller {
     }
 
     /// The signed-in person calling, if it is one.
-    pub fn person(&self) -> Option<&custody_core::PersonId> {
+    pub fn person(&self) -> Option<&PersonId> {
         match self {
             Self::Principal(Principal::Person { id, .. }) => Some(id),
             _ => None,
@@ -316,6 +316,10 @@ struct Inner {
     passwords: custody_crypto::password::PasswordHasher,
     relying_party: custody_crypto::passkey::RelyingParty,
     hash_permits: Semaphore,
+    /// Offline verifiers of couriers' codes worked out so far, by bank, courier and day: each
+    /// is an Argon2id hash, so it is worked out once, not at every sync ([`offline`]).
+    courier_verifiers:
+        std::sync::Mutex<std::collections::HashMap<(BankId, PersonId, i64), [u8; 32]>>,
 }
 
 /// The application: every use case is a method. Cheap to clone.
@@ -351,6 +355,7 @@ impl App {
             passwords,
             relying_party,
             hash_permits: Semaphore::new(permits),
+            courier_verifiers: std::sync::Mutex::default(),
         })))
     }
 

@@ -113,7 +113,7 @@ fn state_conflict(p: &ParcelRow, event: ParcelEvent) -> AppError {
 }
 
 /// Moves a parcel by `event` from the state it was read in, or fails if it changed meanwhile.
-async fn advance(
+pub(crate) async fn advance(
     tx: &mut Tx,
     p: &ParcelRow,
     event: ParcelEvent,

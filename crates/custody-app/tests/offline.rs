@@ -12,12 +12,13 @@
 
 use custody_app::parcels::PickupOutcome;
 use custody_app::{AppError, Caller};
+use custody_core::ParcelId;
 use custody_core::audit::{AuditAction, Outcome};
 use custody_core::code::PickupEntry;
+use custody_core::compartment::{CompartmentState, SizeClass};
 use custody_core::parcel::ParcelState;
 use custody_core::time::minutes;
-use custody_core::{BankId, ParcelId};
-use custody_crypto::secret::offline_code_verifier;
+use custody_crypto::secret::{offline_code_verifier, offline_courier_verifier};
 use custody_proto::device::{OfflineList, OfflineUse, OfflineWhat};
 use custody_testkit::{Env, TestStore, backends};
 use data_encoding::BASE64;
@@ -77,7 +78,8 @@ backends!(
         assert!(!format!("{list:?}").contains(&list.key), "the key is not logged");
 
         // Another bank's list is its own, under its own key.
-        let other = env.app.offline_list(&BankId::from_random([9; 16])).await.unwrap();
+        let garage = env.app.create_bank(&Caller::Operator, &env.site, "Garage").await.unwrap();
+        let other = env.app.offline_list(&garage.id).await.unwrap();
         assert!(other.codes.is_empty());
         assert_ne!(other.key, list.key);
 
@@ -187,3 +189,169 @@ backends!(only_a_device_reconciles_and_only_sane_ids, |t: TestStore| async move 
         Err(AppError::Invalid(_))
     ));
 });
+
+/// Today's UTC day at `env`'s clock, and the courier's code typed on it, without spaces.
+async fn todays_courier_code(env: &Env) -> (i64, String) {
+    let code = env.app.courier_code(&Env::as_person(&env.courier)).await.unwrap();
+    let day = env.app.now().as_millis().div_euclid(86_400_000);
+    (day, code.code.replace(' ', ""))
+}
+
+fn deposited(
+    id: &str,
+    courier: &str,
+    parcel: &ParcelId,
+    compartment: u16,
+    at_ms: i64,
+) -> OfflineUse {
+    OfflineUse {
+        id: id.into(),
+        at_ms,
+        what: OfflineWhat::Deposited {
+            courier: courier.into(),
+            parcel: parcel.to_string(),
+            compartment,
+        },
+    }
+}
+
+fn confirmed(id: &str, courier: &str, parcel: &ParcelId, at_ms: i64) -> OfflineUse {
+    OfflineUse {
+        id: id.into(),
+        at_ms,
+        what: OfflineWhat::Confirmed { courier: courier.into(), parcel: parcel.to_string() },
+    }
+}
+
+async fn compartment(env: &Env, n: u16) -> custody_store::CompartmentRow {
+    let all = env.app.bank_overview(&env.bank).await.unwrap();
+    all.into_iter().find(|c| c.number.get() == n).unwrap()
+}
+
+backends!(the_list_lets_couriers_deposit_offline, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let list = env.app.offline_list(&env.bank).await.unwrap();
+    assert!(list.couriers.is_empty(), "no parcel announced, no courier needed");
+    assert_eq!(list.free.len(), 6);
+
+    let parcel = env.announce("ann@harbour.example", "1Z-OFFLINE", SizeClass::Medium).await;
+    let list = env.app.offline_list(&env.bank).await.unwrap();
+    let (day, digits) = todays_courier_code(&env).await;
+    let key: [u8; 32] = BASE64.decode(list.key.as_bytes()).unwrap().try_into().unwrap();
+    let verifier = BASE64.encode(&offline_courier_verifier(&key, day, digits.as_bytes()).unwrap());
+    let days: Vec<i64> = list.couriers.iter().map(|c| c.day).collect();
+    assert_eq!(days, [day, day + 1], "today's and tomorrow's codes");
+    let today = &list.couriers[0];
+    assert_eq!(today.courier, env.courier.id.to_string());
+    assert_eq!(today.carrier, env.carrier.to_string());
+    assert_eq!(today.verifier, verifier, "Argon2id of today's code under the bank's key");
+    assert_ne!(list.couriers[1].verifier, verifier, "tomorrow's is another");
+    let json = serde_json::to_string(&list).unwrap();
+    assert!(!json.contains(&digits), "no courier code in clear");
+    let expected: Vec<&str> = list.expected.iter().map(|p| p.parcel.id.as_str()).collect();
+    assert_eq!(expected, [parcel.id.as_str()]);
+    assert_eq!(list.expected[0].parcel.size, "medium");
+    assert_eq!(list.expected[0].carrier, env.carrier.to_string());
+
+    // Another bank's verifiers are its own, and its compartments.
+    let garage = env.app.create_bank(&Caller::Operator, &env.site, "Garage").await.unwrap();
+    let other = env.app.offline_list(&garage.id).await.unwrap();
+    assert_eq!(other.expected, list.expected, "the same site's parcels");
+    assert!(other.free.is_empty());
+    assert!(other.couriers.iter().all(|c| c.verifier != verifier));
+
+    // A courier disabled is in no list.
+    env.app.disable_person(&Caller::Operator, &env.courier.id).await.unwrap();
+    assert!(env.app.offline_list(&env.bank).await.unwrap().couriers.is_empty());
+});
+
+backends!(
+    an_offline_deposit_is_reserved_then_confirmed_and_notified_once,
+    |t: TestStore| async move {
+        let env = Env::new(t).await;
+        let parcel = env.announce("ann@harbour.example", "1Z-OFFLINE", SizeClass::Small).await.id;
+        let courier = env.courier.id.to_string();
+        let at = env.app.now().as_millis();
+        let deposit = deposited("3-1", &courier, &parcel, 2, at);
+        env.app.reconcile_offline(&env.device, deposit.clone()).await.unwrap();
+        env.app.reconcile_offline(&env.device, deposit).await.unwrap();
+        let reserved = compartment(&env, 2).await;
+        assert_eq!(reserved.state, CompartmentState::Reserved);
+        assert_eq!(reserved.parcel.as_ref(), Some(&parcel));
+        assert_eq!(state(&env, &parcel).await, ParcelState::Expected);
+        let reserves = reasons(&env, AuditAction::DepositReserve).await;
+        assert_eq!(reserves, [(Outcome::Success, "courier_code_offline".to_owned())], "once");
+
+        // Reported when the bank is back, five minutes on.
+        env.clock.advance(minutes(5));
+        let confirmation = confirmed("4-2", &courier, &parcel, at + 60_000);
+        env.app.reconcile_offline(&env.device, confirmation).await.unwrap();
+        assert_eq!(state(&env, &parcel).await, ParcelState::Notified, "Ann is told at once");
+        assert!(env.code_sent_for(&parcel).await.len() > 10);
+        assert_eq!(compartment(&env, 2).await.state, CompartmentState::Occupied);
+        let history = env.app.parcel_history(&Caller::Operator, &parcel).await.unwrap().1;
+        let deposit = history.iter().find(|e| e.0.event.action == AuditAction::Deposit).unwrap();
+        assert_eq!(deposit.0.event.actor.id.as_deref(), Some(courier.as_str()), "the courier's");
+        assert_eq!(deposit.0.event.at.as_millis(), at + 60_000, "at the time it happened");
+        assert!(reasons(&env, AuditAction::DepositOfflineConflict).await.is_empty());
+
+        // Opened, never confirmed: the reservation lapses as one begun online does.
+        let other = env.announce("bob@harbour.example", "1Z-LAPSED", SizeClass::Small).await.id;
+        env.app
+            .reconcile_offline(&env.device, deposited("5-3", &courier, &other, 3, at))
+            .await
+            .unwrap();
+        assert_eq!(compartment(&env, 3).await.state, CompartmentState::Reserved);
+        env.clock.advance(minutes(10));
+        assert_eq!(env.app.release_stale_reservations().await.unwrap(), 1);
+        assert_eq!(compartment(&env, 3).await.state, CompartmentState::Free);
+        assert_eq!(state(&env, &other).await, ParcelState::Expected);
+    }
+);
+
+backends!(
+    offline_deposits_the_record_disagrees_with_change_nothing_but_the_log,
+    |t: TestStore| async move {
+        let env = Env::new(t).await;
+        let courier = env.courier.id.to_string();
+        let (held, _) = env.delivered("ann@harbour.example").await;
+        let waiting = env.announce("bob@harbour.example", "1Z-WAITING", SizeClass::Small).await.id;
+        let at = env.app.now().as_millis();
+        let uses = [
+            // Compartment 1 holds Ann's parcel.
+            deposited("1-1", &courier, &waiting, 1, at),
+            // Ann's parcel is not waiting for a deposit.
+            deposited("2-1", &courier, &held, 2, at),
+            // Ann is no courier.
+            deposited("3-1", env.ann.id.as_str(), &waiting, 2, at),
+            deposited("4-1", &courier, &ParcelId::from_random([7; 16]), 2, at),
+            deposited("5-1", &courier, &waiting, 99, at),
+            confirmed("6-1", &courier, &waiting, at),
+        ];
+        for used in uses {
+            env.app.reconcile_offline(&env.device, used).await.unwrap();
+        }
+        let conflicts: Vec<String> = reasons(&env, AuditAction::DepositOfflineConflict)
+            .await
+            .into_iter()
+            .map(|(outcome, reason)| {
+                assert_eq!(outcome, Outcome::Failure);
+                reason
+            })
+            .collect();
+        assert_eq!(
+            conflicts,
+            [
+                "compartment_not_free",
+                "parcel_not_expected",
+                "courier_not_allowed",
+                "unknown_parcel",
+                "unknown_compartment",
+                "no_deposit_under_way"
+            ]
+        );
+        assert_eq!(state(&env, &waiting).await, ParcelState::Expected);
+        assert_eq!(compartment(&env, 2).await.state, CompartmentState::Free);
+        assert_eq!(compartment(&env, 1).await.parcel.as_ref(), Some(&held));
+    }
+);

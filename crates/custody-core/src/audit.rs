@@ -126,6 +126,10 @@ named_enum!(
         Deposit = "parcel.deposit",
         /// A reserved deposit was abandoned.
         DepositCancel = "parcel.deposit.cancel",
+        /// A courier's code opened a compartment to deposit while its bank was offline, and the
+        /// record, when the agent reported it, disagreed (the parcel deposited elsewhere, the
+        /// compartment taken, the courier no longer one): nothing changes but this entry.
+        DepositOfflineConflict = "parcel.deposit.offline_conflict",
         /// The recipient was sent a pickup code.
         Notify = "parcel.notify",
         /// A pickup code was entered; success or the reason it failed.

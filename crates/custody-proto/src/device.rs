@@ -186,8 +186,9 @@ pub enum AgentMessage {
 }
 
 /// What a bank's kiosk may open while its agent cannot reach the server: a verifier for each
-/// pickup code that works, and how long the list may be trusted. Sent after the welcome and
-/// every minute.
+/// pickup code that works, the couriers who may deposit there with the parcels they may
+/// deposit and the free compartments, and how long the list may be trusted. Sent after the
+/// welcome, every minute, and at once when a code is drawn.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OfflineList {
@@ -201,6 +202,59 @@ pub struct OfflineList {
     pub valid_until_ms: i64,
     /// The codes.
     pub codes: Vec<OfflineCode>,
+    /// The couriers who may deposit here: those whose carrier has parcels announced for the
+    /// bank's site.
+    #[serde(default)]
+    pub couriers: Vec<OfflineCourier>,
+    /// The parcels announced for the bank's site, waiting to be deposited.
+    #[serde(default)]
+    pub expected: Vec<OfflineParcel>,
+    /// The bank's free compartments.
+    #[serde(default)]
+    pub free: Vec<OfflineCompartment>,
+}
+
+/// A courier's code for one UTC day, as the agent may check it offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineCourier {
+    /// The courier's person id.
+    pub courier: String,
+    /// Their carrier's id.
+    pub carrier: String,
+    /// The UTC day (days since the epoch) the code works on.
+    pub day: i64,
+    /// The Argon2id verifier of the code's twelve digits under the bank's offline key and the
+    /// day, base64.
+    pub verifier: String,
+}
+
+/// A parcel announced for the bank's site, as the kiosk shows it to its carrier's courier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineParcel {
+    /// The parcel as the kiosk shows it.
+    pub parcel: KioskParcel,
+    /// Its carrier's id.
+    pub carrier: String,
+    /// Whether it needs an accessible compartment.
+    pub accessible: bool,
+    /// Whether it needs a refrigerated compartment.
+    pub refrigerated: bool,
+}
+
+/// A free compartment of the bank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineCompartment {
+    /// Its number.
+    pub compartment: u16,
+    /// Its size (`small`, `medium`, `large`, `extra_large`).
+    pub size: String,
+    /// Whether it is accessible.
+    pub accessible: bool,
+    /// Whether it is refrigerated.
+    pub refrigerated: bool,
 }
 
 impl std::fmt::Debug for OfflineList {
@@ -254,8 +308,24 @@ pub enum OfflineWhat {
     },
     /// A credential was refused.
     Refused {
-        /// How it was presented: `code` or `qr`.
+        /// How it was presented: `code`, `qr` or `courier`.
         method: String,
+    },
+    /// A courier's code from the list opened a free compartment to deposit a parcel.
+    Deposited {
+        /// The courier's person id.
+        courier: String,
+        /// The parcel's id.
+        parcel: String,
+        /// The compartment.
+        compartment: u16,
+    },
+    /// The courier confirmed the deposit: the parcel is in and the door shut.
+    Confirmed {
+        /// The courier's person id.
+        courier: String,
+        /// The parcel's id.
+        parcel: String,
     },
 }
 

@@ -793,6 +793,30 @@ impl Tx {
         Ok(None)
     }
 
+    /// Reserves this compartment for `parcel` until `until`, only if it is free. Returns whether
+    /// it was.
+    pub async fn reserve_this_compartment(
+        &mut self,
+        id: &CompartmentId,
+        parcel: &ParcelId,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE compartments SET state = 'reserved', parcel_id = $1, reserved_until = $2, \
+                     updated_at = $3 WHERE id = $4 AND state = 'free'",
+                )
+                .bind(parcel.as_str().to_owned())
+                .bind(until.as_millis())
+                .bind(now.as_millis())
+                .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     /// Moves a compartment from `from` to `to` (and sets its parcel) only if it is still in
     /// `from`. Returns whether it moved.
     pub async fn move_compartment(
