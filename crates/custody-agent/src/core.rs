@@ -832,8 +832,6 @@ impl AgentCore {
                 uses: vec![id.clone()],
             },
         );
-        // The latch is released: the door counts as open until its sensor says it is shut.
-        self.doors.insert(n, DoorReading::Open);
         vec![
             record,
             Action::Unlock { compartment, nonce: format!("{OFFLINE_NONCE}{id}") },
@@ -842,7 +840,7 @@ impl AgentCore {
     }
 
     /// A courier confirms offline that a parcel they deposited here offline is in: only once,
-    /// in time, and with its door reported shut.
+    /// in time, and with its door's last reading shut (as the server requires online).
     fn confirm_offline(&mut self, now: Timestamp, courier: &str, parcel: &str) -> Vec<Action> {
         let open = self.deposits.get(parcel).filter(|d| {
             d.courier == courier
@@ -2215,6 +2213,10 @@ mod tests {
                 cut_off(&mut f);
                 let opening = deposit(&mut f, "prc_small", None);
                 assert_eq!(opened(&opening), Some(1));
+                // No reading of that door yet, then the door open: not yet.
+                assert_eq!(shown(&confirm(&mut f, NOW, "prc_small")), Some(&Screen::NotAccepted));
+                let door = Event::Door { compartment: 1, reading: DoorReading::Open };
+                f.core.handle(NOW, door);
                 assert_eq!(shown(&confirm(&mut f, NOW, "prc_small")), Some(&Screen::NotAccepted));
                 shut(&mut f, 1);
                 let later = NOW.plus(std::time::Duration::from_mins(2));

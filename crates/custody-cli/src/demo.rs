@@ -568,6 +568,35 @@ impl Tour<'_> {
         }
     }
 
+    /// Parcelco announces a parcel of `size` for `email` at the site; returns its id.
+    async fn announce(
+        &self,
+        email: &str,
+        tracking_ref: &str,
+        size: &str,
+    ) -> anyhow::Result<String> {
+        let (status, parcel) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/parcels",
+                Auth::Carrier,
+                Some(json!({"site": self.demo.site.to_string(), "recipient_email": email, "tracking_ref": tracking_ref, "size": size})),
+            )
+            .await?;
+        ensure!(status == 201, "announcing a parcel for {email}: {status} {parcel}");
+        Ok(parcel["id"].as_str().context("parcel id")?.to_owned())
+    }
+
+    /// Carl signs in to the app and reads today's courier code.
+    async fn carls_code(&self) -> anyhow::Result<String> {
+        let carl = self.sign_in("carl@parcelco.example").await?;
+        let (status, body) = self
+            .call(reqwest::Method::GET, "/api/v1/me/courier-code", Auth::Session(&carl), None)
+            .await?;
+        let code = body["code"].as_str().filter(|_| status == 200);
+        Ok(code.with_context(|| format!("Carl's courier code: {status} {body}"))?.to_owned())
+    }
+
     /// Announces, deposits and confirms a parcel for `email` at `bank`; returns its id and
     /// compartment number.
     async fn deliver(
@@ -577,16 +606,7 @@ impl Tour<'_> {
         size: &str,
     ) -> anyhow::Result<(String, u16)> {
         let b = self.demo.banks.get(bank).context("bank")?;
-        let (status, parcel) = self
-            .call(
-                reqwest::Method::POST,
-                "/api/v1/parcels",
-                Auth::Carrier,
-                Some(json!({"site": self.demo.site.to_string(), "recipient_email": email, "tracking_ref": format!("PC{}", 1000 + self.step), "size": size})),
-            )
-            .await?;
-        ensure!(status == 201, "announcing a parcel for {email}: {status} {parcel}");
-        let id = parcel["id"].as_str().context("parcel id")?.to_owned();
+        let id = self.announce(email, &format!("PC{}", 1000 + self.step), size).await?;
         self.ok(&format!("Parcelco announces a {size} parcel for {email} ({id})"));
 
         let (status, deposit) = self
@@ -662,15 +682,15 @@ impl Poll {
     }
 }
 
-/// Waits until the server has heard that the door of compartment `n` is shut.
-/// Carl, Parcelco's courier, works the `bank`'s kiosk with today's code: his work list, a
-/// deposit, the confirmation. Then his badge shows his work at the `badged` bank's reader over
-/// Secure Channel, and is refused from a keyboard wedge.
-/// A bank loses its network: its kiosk keeps serving pickups from the verifiers it holds, and
-/// once the network is back the server takes the pickup into the record, once.
+/// A bank loses its network: its kiosk keeps serving pickups and Carl's deposit from the
+/// verifiers it holds, and once the network is back the server takes both into the record,
+/// once.
 async fn offline_and_back(t: &mut Tour<'_>, at: usize) -> anyhow::Result<()> {
     let demo = t.demo;
     let bank = &demo.banks[at];
+    // Announced before Bob's code is drawn, so the list his code brings the agent holds it.
+    let carls = t.announce("ann@harbour.example", "PC-GARAGE-1", "small").await?;
+    let carl = t.carls_code().await?;
     let (parcel, slot) = t.deliver("bob@harbour.example", at, "small").await?;
     let code = t.mail_code("bob@harbour.example").await?;
     let mut poll = Poll::new("the Garage's agent to hold Bob's new code");
@@ -694,6 +714,11 @@ async fn offline_and_back(t: &mut Tour<'_>, at: usize) -> anyhow::Result<()> {
     ));
     screen_is(bank.agent.try_code(&code).await.as_ref(), &Screen::NotAccepted, "a spent code")?;
     t.ok("The same code again: refused, offline as online");
+    let n = deposit_offline(bank, &carl, &carls).await?;
+    t.ok(&format!(
+        "Carl brings a parcel for Ann: the kiosk checks his code against a slow hash of today's, \
+         compartment {n} opens, and he confirms once the door is shut"
+    ));
     bank.cable.plug();
     tokio::time::timeout(Duration::from_mins(1), bank.agent.wait_ready())
         .await
@@ -705,29 +730,43 @@ async fn offline_and_back(t: &mut Tour<'_>, at: usize) -> anyhow::Result<()> {
     door_shut(&demo.app, &bank.id, slot).await?;
     t.ok("The cable is back: the agent reports the pickup and the door readings it journaled; \
          the server records the pickup once and acknowledges it");
+    let mut poll = Poll::new("Carl's offline deposit to reach the record");
+    while t.parcel_state(&carls).await? != "notified" {
+        poll.next().await?;
+    }
+    let _ = t.mail_code("ann@harbour.example").await?;
+    t.ok("Carl's deposit is taken in as he made it, and Ann is sent her code");
     Ok(())
 }
 
+/// Carl deposits `parcel` with `code` at `bank` while it is offline, shuts the door and
+/// confirms; returns the compartment.
+async fn deposit_offline(bank: &Bank, code: &str, parcel: &str) -> anyhow::Result<u16> {
+    let deposit = CourierAction::Deposit { parcel: parcel.to_owned(), size: None };
+    let opened = bank.agent.courier(code, deposit).await;
+    let Some(Screen::Open(n)) = opened else { bail!("Carl's offline deposit: {opened:?}") };
+    unlatched(&bank.doors, n).await?;
+    bank.doors.open_door(n).map_err(|e| anyhow::anyhow!("door {n}: {e}"))?;
+    bank.doors.close_door(n).map_err(|e| anyhow::anyhow!("door {n}: {e}"))?;
+    // The kiosk takes the confirmation once the agent has read the door shut.
+    let mut poll = Poll::new("the kiosk to take Carl's confirmation");
+    let confirm = CourierAction::Confirm { parcel: parcel.to_owned() };
+    while bank.agent.courier(code, confirm.clone()).await != Some(Screen::Thanks) {
+        poll.next().await?;
+    }
+    Ok(n)
+}
+
+/// Carl, Parcelco's courier, works the `bank`'s kiosk with today's code: his work list, a
+/// deposit, the confirmation. Then his badge shows his work at the `badged` bank's reader over
+/// Secure Channel, and is refused from a keyboard wedge.
 async fn courier_at_the_kiosk(t: &mut Tour<'_>, bank: usize, badged: usize) -> anyhow::Result<()> {
     let demo = t.demo;
     // Five minutes on: the Lobby kiosk's budget for failed attempts, spent on the wrong codes
     // and used tokens above, has renewed.
     demo.clock.advance(minutes(5));
-    let carl = t.sign_in("carl@parcelco.example").await?;
-    let (status, body) =
-        t.call(reqwest::Method::GET, "/api/v1/me/courier-code", Auth::Session(&carl), None).await?;
-    let code = body["code"].as_str().filter(|_| status == 200);
-    let code = code.with_context(|| format!("Carl's courier code: {status} {body}"))?.to_owned();
-    let (status, parcel) = t
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/parcels",
-            Auth::Carrier,
-            Some(json!({"site": demo.site.to_string(), "recipient_email": "bob@harbour.example", "tracking_ref": "PC-KIOSK-1", "size": "small"})),
-        )
-        .await?;
-    ensure!(status == 201, "announcing Carl's parcel: {status} {parcel}");
-    let id = parcel["id"].as_str().context("parcel id")?.to_owned();
+    let code = t.carls_code().await?;
+    let id = t.announce("bob@harbour.example", "PC-KIOSK-1", "small").await?;
     let kiosk = &demo.banks[bank];
     let work = kiosk.agent.courier(&code, CourierAction::Visit).await;
     let listed = matches!(&work, Some(Screen::CourierWork { deposits, .. }) if deposits.iter().any(|p| p.id == id));
@@ -784,6 +823,7 @@ async fn osdp_reader(
     Ok((panel, reader))
 }
 
+/// Waits until the server has heard that the door of compartment `n` is shut.
 async fn door_shut(app: &App, bank: &BankId, n: u16) -> anyhow::Result<()> {
     let mut poll = Poll::new(&format!("the server to hear door {n} shut"));
     loop {
