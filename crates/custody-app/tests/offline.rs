@@ -22,6 +22,7 @@ use custody_crypto::secret::{offline_code_verifier, offline_courier_verifier};
 use custody_proto::device::{OfflineList, OfflineUse, OfflineWhat};
 use custody_testkit::{Env, TestStore, backends};
 use data_encoding::BASE64;
+use futures_util::FutureExt as _;
 
 /// The code record a parcel's code has in `list`, and its compartment.
 fn listed(list: &OfflineList, code: &str) -> Option<(String, u16)> {
@@ -153,9 +154,31 @@ backends!(what_the_record_disagrees_with_is_audited_as_a_conflict, |t: TestStore
     env.app.reconcile_offline(&env.device, opened("3-1", "cod_nothing", 1, at)).await.unwrap();
     env.app.reconcile_offline(&env.device, opened("4-1", &used_id, m + 1, at)).await.unwrap();
 
+    // Its compartment taken out of service since the agent's last sync (the record is moved
+    // here directly): the code was good, but the door opened on a compartment the record no
+    // longer holds the parcel in, so only staff can say what happened.
+    let (gone, code) = env.delivered("ann@harbour.example").await;
+    let (gone_id, k) = listed(&env.app.offline_list(&env.bank).await.unwrap(), &code).unwrap();
+    let held_in = env.app.parcel(&Caller::Operator, &gone).await.unwrap().compartment.unwrap();
+    let now = env.app.now();
+    let out = CompartmentState::OutOfService;
+    let moved = env
+        .app
+        .store()
+        .write(move |tx| {
+            async move {
+                tx.move_compartment(&held_in, CompartmentState::Occupied, out, None, now).await
+            }
+            .boxed()
+        })
+        .await;
+    assert!(moved.unwrap());
+    env.app.reconcile_offline(&env.device, opened("5-1", &gone_id, k, at)).await.unwrap();
+    assert_eq!(state(&env, &gone).await, ParcelState::Notified, "left for staff");
+
     let conflicts = reasons(&env, AuditAction::PickupOfflineConflict).await;
     let why: Vec<&str> = conflicts.iter().map(|(_, r)| r.as_str()).collect();
-    assert_eq!(why, ["revoked", "used", "unknown_code", "other_compartment"]);
+    assert_eq!(why, ["revoked", "used", "unknown_code", "other_compartment", "parcel_not_waiting"]);
     assert!(conflicts.iter().all(|(o, _)| *o == Outcome::Failure));
 });
 
