@@ -11,6 +11,7 @@
 //! caller gets an error.
 
 pub mod admin;
+pub mod alerts;
 pub mod approvals;
 pub mod audit;
 pub mod auth;

@@ -104,6 +104,16 @@ named_enum!(
         RecoveryCodesIssue = "factor.recovery_codes",
         /// A passkey registered.
         PasskeyRegister = "factor.passkey",
+        /// An alert raised by a device's sensor or by the server, or a reading joining a live
+        /// one (`<alert>:<kind>:raised|reading`).
+        AlertRaise = "alert.raise",
+        /// An alert acknowledged: its owner took it.
+        AlertAcknowledge = "alert.acknowledge",
+        /// A note added to an alert's timeline.
+        AlertNote = "alert.note",
+        /// An alert resolved, with what it was (sealed as personal data of the person who
+        /// resolved it).
+        AlertResolve = "alert.resolve",
         /// A bank locked down (every compartment refuses every credential and command), or an
         /// attempt to open one of its compartments refused because of it.
         LockdownEngage = "lockdown.engage",

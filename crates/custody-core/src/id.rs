@@ -176,6 +176,9 @@ opaque_id!(
 opaque_id!(
     /// A badge registered to a person (never its number).
     BadgeId, "bdg");
+opaque_id!(
+    /// An alert: a tamper reading, or something the server noticed.
+    AlertId, "alr");
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@
 //! database, web or TLS crate (the tidy test in `custody-cli/tests/tidy.rs` checks this), so every
 //! rule here is tested exhaustively with plain values.
 
+pub mod alert;
 pub mod approval;
 pub mod audit;
 pub mod badge;
@@ -21,8 +22,8 @@ pub mod time;
 pub mod token;
 
 pub use id::{
-    ApiKeyId, ApprovalId, BadgeId, BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId,
-    OrgId, ParcelId, PersonId, SessionId, SiteId, TokenId,
+    AlertId, ApiKeyId, ApprovalId, BadgeId, BankId, CarrierId, CodeId, CompartmentId, DeviceId,
+    MessageId, OrgId, ParcelId, PersonId, SessionId, SiteId, TokenId,
 };
 pub use time::{Clock, ManualClock, Timestamp};
 

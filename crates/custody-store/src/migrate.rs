@@ -97,6 +97,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0014_offline_codes.sql"),
         postgres: include_str!("../migrations/postgres/0014_offline_codes.sql"),
     },
+    Migration {
+        version: 15,
+        name: "alerts",
+        sqlite: include_str!("../migrations/sqlite/0015_alerts.sql"),
+        postgres: include_str!("../migrations/postgres/0015_alerts.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

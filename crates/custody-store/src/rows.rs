@@ -1,6 +1,7 @@
 //! What the store holds, as domain-typed records. Every value read back is parsed again, so a
 //! corrupted or hand-edited row is an error, not a wrong door.
 
+use custody_core::alert::{AlertKind, AlertState, Severity};
 use custody_core::approval::{ApprovalKind, ApprovalOutcome};
 use custody_core::audit::AuditEvent;
 use custody_core::compartment::{CompartmentNumber, CompartmentState, DoorState, SizeClass};
@@ -9,8 +10,8 @@ use custody_core::person::{Factor, Role};
 use custody_core::site::PickupWindow;
 use custody_core::text::{Email, Name, TrackingRef};
 use custody_core::{
-    ApiKeyId, ApprovalId, BadgeId, BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId,
-    OrgId, ParcelId, PersonId, SessionId, SiteId, Timestamp, TokenId,
+    AlertId, ApiKeyId, ApprovalId, BadgeId, BankId, CarrierId, CodeId, CompartmentId, DeviceId,
+    MessageId, OrgId, ParcelId, PersonId, SessionId, SiteId, Timestamp, TokenId,
 };
 
 /// An organisation.
@@ -548,4 +549,80 @@ pub struct DeviceRow {
     pub revoked_at: Option<Timestamp>,
     /// Last connection.
     pub last_seen_at: Option<Timestamp>,
+}
+
+/// An alert as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRow {
+    /// Id.
+    pub id: AlertId,
+    /// Organisation.
+    pub org: OrgId,
+    /// Site.
+    pub site: SiteId,
+    /// Bank, unless it concerns the site as a whole.
+    pub bank: Option<BankId>,
+    /// Compartment number, unless it concerns the bank as a whole.
+    pub compartment: Option<u16>,
+    /// What it is about.
+    pub kind: AlertKind,
+    /// How serious.
+    pub severity: Severity,
+    /// Where it stands.
+    pub state: AlertState,
+    /// Who acknowledged it.
+    pub owner: Option<PersonId>,
+    /// Readings that raised it or joined it.
+    pub readings: u64,
+    /// Raised.
+    pub raised_at: Timestamp,
+    /// Last changed.
+    pub updated_at: Timestamp,
+}
+
+/// An alert to raise, or to join if one is live for the same thing.
+#[derive(Debug, Clone)]
+pub struct NewAlert {
+    /// Id, if it is new.
+    pub id: AlertId,
+    /// Organisation.
+    pub org: OrgId,
+    /// Site.
+    pub site: SiteId,
+    /// Bank.
+    pub bank: Option<BankId>,
+    /// Compartment number.
+    pub compartment: Option<u16>,
+    /// Kind.
+    pub kind: AlertKind,
+    /// Severity.
+    pub severity: Severity,
+}
+
+impl NewAlert {
+    /// What makes two readings the same thing going on.
+    pub fn live_key(&self) -> String {
+        format!(
+            "{}|{}|{}|{}",
+            self.site,
+            self.bank.as_ref().map_or("", BankId::as_str),
+            self.compartment.map(|c| c.to_string()).unwrap_or_default(),
+            self.kind.as_str()
+        )
+    }
+}
+
+/// One entry of an alert's timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertEventRow {
+    /// Its place in the timeline, from 1.
+    pub seq: u64,
+    /// When.
+    pub at: Timestamp,
+    /// Who (an actor id: a person, a device, `system`).
+    pub actor: String,
+    /// What: `raised`, `reading`, `acknowledged`, `note`, `resolved`.
+    pub what: String,
+    /// The note or reason given, if any.
+    pub note: Option<String>,
 }

@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use custody_core::alert::{AlertKind, AlertState, Severity};
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::compartment::{CompartmentNumber, CompartmentState, DoorState, SizeClass};
 use custody_core::parcel::ParcelState;
@@ -19,8 +20,8 @@ use custody_core::site::PickupWindow;
 use custody_core::text::{Email, Name, TrackingRef};
 use custody_core::time::{days, minutes};
 use custody_core::{
-    BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId, OrgId, ParcelId, PersonId,
-    SiteId, Timestamp, TokenId,
+    AlertId, BankId, CarrierId, CodeId, CompartmentId, DeviceId, MessageId, OrgId, ParcelId,
+    PersonId, SiteId, Timestamp, TokenId,
 };
 use custody_store::*;
 use custody_testkit::{TEST_EPOCH, TestStore, backends};
@@ -401,6 +402,94 @@ backends!(a_bank_s_offline_list_holds_the_codes_that_work, |t: TestStore| async 
         .await
         .unwrap();
     assert!(none.is_empty(), "another bank's list is its own");
+});
+
+// Readings of one thing going on make one alert, even arriving at once; once it is resolved,
+// the next reading raises a new one. Its timeline keeps its order.
+backends!(readings_of_one_thing_make_one_live_alert, |t: TestStore| async move {
+    let w = world(&t.store).await;
+    let pry = |n: u8| NewAlert {
+        id: AlertId::from_random([n; 16]),
+        org: w.org.clone(),
+        site: w.site.clone(),
+        bank: Some(w.bank.clone()),
+        compartment: Some(3),
+        kind: AlertKind::Pry,
+        severity: Severity::Critical,
+    };
+    let raised: Vec<(AlertId, bool)> = futures_util::future::join_all((1..=4).map(|n| {
+        let alert = pry(n);
+        t.store.write(move |tx| async move { tx.raise_alert(&alert, NOW).await }.boxed())
+    }))
+    .await
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    assert_eq!(raised.iter().filter(|(_, new)| *new).count(), 1, "{raised:?}");
+    let id = raised[0].0.clone();
+    assert!(raised.iter().all(|(a, _)| *a == id), "one alert");
+    let (first, site) = (id.clone(), w.site.clone());
+    let (alert, live) = t
+        .store
+        .write(move |tx| {
+            async move {
+                tx.add_alert_event(&first, NOW, "dev_x", "raised", None).await?;
+                tx.add_alert_event(&first, NOW, "per_x", "note", Some("on my way")).await?;
+                assert!(
+                    !tx.move_alert(
+                        &first,
+                        AlertState::Acknowledged,
+                        AlertState::Resolved,
+                        None,
+                        NOW
+                    )
+                    .await?
+                );
+                assert!(
+                    tx.move_alert(&first, AlertState::Open, AlertState::Resolved, None, NOW)
+                        .await?
+                );
+                Ok::<_, StoreError>((
+                    tx.alert(&first).await?,
+                    tx.alerts_of_site(&site, true, 10).await?,
+                ))
+            }
+            .boxed()
+        })
+        .await
+        .unwrap();
+    let alert = alert.unwrap();
+    assert_eq!(
+        (alert.state, alert.readings, alert.kind),
+        (AlertState::Resolved, 4, AlertKind::Pry)
+    );
+    assert_eq!(alert.compartment, Some(3));
+    assert!(live.is_empty(), "resolved is not live");
+    let again = pry(9);
+    let (second, new) = t
+        .store
+        .write(move |tx| async move { tx.raise_alert(&again, NOW).await }.boxed())
+        .await
+        .unwrap();
+    assert!(new && second != id, "a new alert once the last was resolved");
+    let (first, site) = (id.clone(), w.site.clone());
+    let (events, all) = t
+        .store
+        .read(move |tx| {
+            async move {
+                Ok::<_, StoreError>((
+                    tx.alert_events(&first).await?,
+                    tx.alerts_of_site(&site, false, 10).await?,
+                ))
+            }
+            .boxed()
+        })
+        .await
+        .unwrap();
+    let timeline: Vec<(u64, &str, Option<&str>)> =
+        events.iter().map(|e| (e.seq, e.what.as_str(), e.note.as_deref())).collect();
+    assert_eq!(timeline, [(1, "raised", None), (2, "note", Some("on my way"))]);
+    assert_eq!(all.len(), 2);
 });
 
 backends!(an_offline_use_is_recorded_once, |t: TestStore| async move {

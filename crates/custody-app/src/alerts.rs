@@ -1,0 +1,306 @@
+//! Alerts (`docs/design/0007-incidents.md`): raised by a bank's agent from its sensors, or by
+//! the server from what it sees itself. A reading of something already live (open or
+//! acknowledged, same bank, compartment and kind) joins that alert instead of raising another.
+//! Staff in scope see them; admins in scope acknowledge (and so own), note and resolve them.
+//! Every step is on the alert's timeline and in the audit log, in the same unit of work.
+
+use custody_core::alert::{AlertKind, AlertStep};
+use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
+use custody_core::compartment::CompartmentNumber;
+use custody_core::policy::{self, Principal};
+use custody_core::text::Reason;
+use custody_core::{AlertId, BankId, SiteId, Timestamp};
+use custody_store::{AlertEventRow, AlertRow, NewAlert, Tx};
+use futures_util::FutureExt as _;
+
+use crate::{App, AppError, Caller};
+
+/// How many alerts a list shows at most.
+const LIST_LIMIT: u32 = 200;
+
+/// An alert with its timeline.
+#[derive(Debug, Clone)]
+pub struct Alert {
+    /// The alert.
+    pub alert: AlertRow,
+    /// What happened to it, in order.
+    pub timeline: Vec<AlertEventRow>,
+}
+
+/// Where an alert is raised.
+#[derive(Debug, Clone)]
+pub struct AlertAt {
+    /// The site.
+    pub site: SiteId,
+    /// The bank, unless it concerns the site as a whole.
+    pub bank: Option<BankId>,
+    /// The compartment's number, unless it concerns the bank as a whole.
+    pub compartment: Option<CompartmentNumber>,
+}
+
+impl App {
+    /// A reading the calling device's sensors made at `at` (its clock, never later than now):
+    /// raises an alert of `kind` for its bank, or joins the live one. Only sensor kinds, and
+    /// only compartments of its own bank.
+    pub async fn sensor_reading(
+        &self,
+        caller: &Caller,
+        kind: AlertKind,
+        compartment: Option<u16>,
+        at: Timestamp,
+    ) -> Result<AlertId, AppError> {
+        let Caller::Principal(Principal::Device { bank, site, .. }) = caller else {
+            return Err(AppError::Forbidden);
+        };
+        if !kind.from_sensor() {
+            return Err(AppError::Invalid(format!("a device does not report {kind}")));
+        }
+        let compartment = match compartment {
+            Some(n) => {
+                let n = CompartmentNumber::new(n).map_err(|e| AppError::Invalid(e.to_string()))?;
+                if !self.bank_compartment_numbers(bank).await?.contains(&n.get()) {
+                    return Err(AppError::Invalid(format!("bank has no compartment {n}")));
+                }
+                Some(n)
+            }
+            None => None,
+        };
+        let place = AlertAt { site: site.clone(), bank: Some(bank.clone()), compartment };
+        let at = Timestamp::from_millis(at.as_millis().min(self.now().as_millis()));
+        self.raise(&caller.actor(), kind, place, at).await
+    }
+
+    /// Raises an alert the server noticed itself (`device_offline`, `brute_force`, …), or joins
+    /// the live one.
+    pub async fn raise_alert(&self, kind: AlertKind, place: AlertAt) -> Result<AlertId, AppError> {
+        self.raise(&Actor::system(), kind, place, self.now()).await
+    }
+
+    async fn raise(
+        &self,
+        actor: &Actor,
+        kind: AlertKind,
+        place: AlertAt,
+        at: Timestamp,
+    ) -> Result<AlertId, AppError> {
+        let id = self.new_id(AlertId::from_random)?;
+        let now = self.now();
+        let actor = actor.clone();
+        self.store()
+            .write(move |tx| {
+                async move {
+                    let site = tx.site(&place.site).await?.ok_or(AppError::NotFound)?;
+                    let alert = NewAlert {
+                        id,
+                        org: site.org.clone(),
+                        site: site.id.clone(),
+                        bank: place.bank.clone(),
+                        compartment: place.compartment.map(CompartmentNumber::get),
+                        kind,
+                        severity: kind.default_severity(),
+                    };
+                    let (id, new) = tx.raise_alert(&alert, now).await?;
+                    let what = if new { "raised" } else { "reading" };
+                    let who = actor.id.clone().unwrap_or_else(|| "system".to_owned());
+                    tx.add_alert_event(&id, at, &who, what, None).await?;
+                    let target = target_of(tx, &place).await?;
+                    tx.append_audit(&AuditEvent {
+                        at,
+                        actor,
+                        action: AuditAction::AlertRaise,
+                        target,
+                        outcome: Outcome::Success,
+                        reason: Some(format!("{id}:{kind}:{what}")),
+                        personal: None,
+                    })?;
+                    Ok(id)
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// A site's alerts, newest first; with `live_only`, those not resolved. Staff and auditors
+    /// in scope.
+    pub async fn alerts(
+        &self,
+        caller: &Caller,
+        site: &SiteId,
+        live_only: bool,
+    ) -> Result<Vec<AlertRow>, AppError> {
+        let org = self.site(site).await?.org;
+        let target = Target { site: Some(site.clone()), ..Target::default() };
+        if let Err(d) = caller.check(|p| policy::may_view_site(p, &org, site)) {
+            return Err(self.refuse(caller, AuditAction::AccessDenied, target, d).await);
+        }
+        let site = site.clone();
+        self.store()
+            .read(move |tx| {
+                async move { tx.alerts_of_site(&site, live_only, LIST_LIMIT).await }.boxed()
+            })
+            .await
+            .map_err(Into::into)
+    }
+
+    /// One alert with its timeline. Staff and auditors in scope; out of scope it does not exist.
+    pub async fn alert(&self, caller: &Caller, id: &AlertId) -> Result<Alert, AppError> {
+        let lookup = id.clone();
+        let found = self
+            .store()
+            .read(move |tx| {
+                async move {
+                    let Some(alert) = tx.alert(&lookup).await? else { return Ok(None) };
+                    let timeline = tx.alert_events(&lookup).await?;
+                    Ok::<_, AppError>(Some(Alert { alert, timeline }))
+                }
+                .boxed()
+            })
+            .await?
+            .ok_or(AppError::NotFound)?;
+        let (org, site) = (&found.alert.org, &found.alert.site);
+        if let Err(d) = caller.check(|p| policy::may_view_site(p, org, site)) {
+            let target = Target { site: Some(site.clone()), ..Target::default() };
+            let d = if d == policy::Denied::Role { policy::Denied::Scope } else { d };
+            return Err(self.refuse(caller, AuditAction::AccessDenied, target, d).await);
+        }
+        Ok(found)
+    }
+
+    /// An admin in scope takes an alert: it is theirs from now on.
+    pub async fn acknowledge_alert(
+        &self,
+        caller: &Caller,
+        id: &AlertId,
+    ) -> Result<AlertRow, AppError> {
+        self.step(caller, id, AlertStep::Acknowledge, None).await
+    }
+
+    /// An admin in scope closes an alert, saying what it was.
+    pub async fn resolve_alert(
+        &self,
+        caller: &Caller,
+        id: &AlertId,
+        reason: &str,
+    ) -> Result<AlertRow, AppError> {
+        let reason = Reason::parse(reason).map_err(AppError::invalid)?;
+        self.step(caller, id, AlertStep::Resolve, Some(reason)).await
+    }
+
+    /// An admin in scope adds a note to an alert's timeline, resolved or not.
+    pub async fn note_alert(
+        &self,
+        caller: &Caller,
+        id: &AlertId,
+        note: &str,
+    ) -> Result<AlertRow, AppError> {
+        let note = Reason::parse(note).map_err(AppError::invalid)?;
+        let found = self.manageable(caller, id, AuditAction::AlertNote).await?;
+        let (now, actor, id) = (self.now(), caller.actor(), id.clone());
+        self.store()
+            .write(move |tx| {
+                async move {
+                    let who = actor.id.clone().unwrap_or_default();
+                    tx.add_alert_event(&id, now, &who, "note", Some(note.as_str())).await?;
+                    tx.append_audit(&alert_event(&found, &actor, AuditAction::AlertNote, now))?;
+                    tx.alert(&id).await?.ok_or(AppError::NotFound)
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// The alert, if the caller may act on it (an admin in scope); a refusal is audited.
+    async fn manageable(
+        &self,
+        caller: &Caller,
+        id: &AlertId,
+        action: AuditAction,
+    ) -> Result<AlertRow, AppError> {
+        let found = self.alert(caller, id).await?.alert;
+        if let Err(d) = caller.check(|p| policy::may_manage_site(p, &found.org, &found.site)) {
+            let target = Target { site: Some(found.site.clone()), ..Target::default() };
+            return Err(self.refuse(caller, action, target, d).await);
+        }
+        Ok(found)
+    }
+
+    async fn step(
+        &self,
+        caller: &Caller,
+        id: &AlertId,
+        step: AlertStep,
+        reason: Option<Reason>,
+    ) -> Result<AlertRow, AppError> {
+        let action = match step {
+            AlertStep::Acknowledge => AuditAction::AlertAcknowledge,
+            AlertStep::Resolve => AuditAction::AlertResolve,
+        };
+        let found = self.manageable(caller, id, action).await?;
+        let to = found
+            .state
+            .apply(step)
+            .map_err(|e| AppError::conflict("alert_state", e.to_string()))?;
+        let (now, actor, id, person) =
+            (self.now(), caller.actor(), id.clone(), caller.person().cloned());
+        let app = self.clone();
+        self.store()
+            .write(move |tx| {
+                async move {
+                    let owner =
+                        (step == AlertStep::Acknowledge).then_some(person.as_ref()).flatten();
+                    if !tx.move_alert(&id, found.state, to, owner, now).await? {
+                        return Err(AppError::conflict(
+                            "alert_state",
+                            "the alert changed meanwhile; look again",
+                        ));
+                    }
+                    let what = match step {
+                        AlertStep::Acknowledge => "acknowledged",
+                        AlertStep::Resolve => "resolved",
+                    };
+                    let who = actor.id.clone().unwrap_or_default();
+                    let note = reason.as_ref().map(Reason::as_str);
+                    tx.add_alert_event(&id, now, &who, what, note).await?;
+                    let mut e = alert_event(&found, &actor, action, now);
+                    if let (Some(person), Some(reason)) = (&person, &reason) {
+                        e.personal = app.seal_personal(tx, person, reason.as_str()).await?;
+                    }
+                    tx.append_audit(&e)?;
+                    tx.alert(&id).await?.ok_or(AppError::NotFound)
+                }
+                .boxed()
+            })
+            .await
+    }
+}
+
+/// The audit entry of a step on `alert` by `actor`.
+fn alert_event(alert: &AlertRow, actor: &Actor, action: AuditAction, at: Timestamp) -> AuditEvent {
+    AuditEvent {
+        at,
+        actor: actor.clone(),
+        action,
+        target: Target {
+            site: Some(alert.site.clone()),
+            bank: alert.bank.clone(),
+            ..Target::default()
+        },
+        outcome: Outcome::Success,
+        reason: Some(format!("{}:{}", alert.id, alert.kind)),
+        personal: None,
+    }
+}
+
+/// The audit target of an alert raised at `place`: its site, bank and compartment.
+async fn target_of(tx: &mut Tx, place: &AlertAt) -> Result<Target, AppError> {
+    let compartment = match (&place.bank, place.compartment) {
+        (Some(bank), Some(n)) => tx.compartment_by_number(bank, n).await?.map(|c| c.id),
+        _ => None,
+    };
+    Ok(Target {
+        site: Some(place.site.clone()),
+        bank: place.bank.clone(),
+        compartment,
+        ..Target::default()
+    })
+}

@@ -1,0 +1,126 @@
+//! Alerts: a bank's sensors raise them through its agent, readings of one thing join one
+//! alert, and admins in scope acknowledge, note and resolve them, every step audited. On both
+//! backends.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test fails loudly at the first unexpected value"
+)]
+
+use custody_app::alerts::AlertAt;
+use custody_app::{AppError, Caller};
+use custody_core::alert::{AlertKind, AlertState, Severity};
+use custody_core::audit::AuditAction;
+use custody_testkit::{Env, TestStore, backends};
+
+backends!(readings_of_one_thing_raise_one_alert, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let now = env.app.now();
+    let first = env.app.sensor_reading(&env.device, AlertKind::Pry, Some(3), now).await.unwrap();
+    let again = env.app.sensor_reading(&env.device, AlertKind::Pry, Some(3), now).await.unwrap();
+    assert_eq!(first, again, "the same pry, read twice");
+    let other = env.app.sensor_reading(&env.device, AlertKind::Pry, Some(4), now).await.unwrap();
+    assert_ne!(first, other, "another compartment is another alert");
+    let whole = env.app.sensor_reading(&env.device, AlertKind::PowerLoss, None, now).await.unwrap();
+
+    let admin = Env::as_person(&env.admin);
+    let shown = env.app.alert(&admin, &first).await.unwrap();
+    assert_eq!(shown.alert.readings, 2);
+    assert_eq!(shown.alert.severity, Severity::Critical);
+    assert_eq!(shown.alert.compartment, Some(3));
+    assert_eq!(shown.alert.bank.as_ref(), Some(&env.bank));
+    let whats: Vec<&str> = shown.timeline.iter().map(|e| e.what.as_str()).collect();
+    assert_eq!(whats, ["raised", "reading"]);
+    assert_eq!(env.app.alert(&admin, &whole).await.unwrap().alert.severity, Severity::Medium);
+    let live = env.app.alerts(&admin, &env.site, true).await.unwrap();
+    assert_eq!(live.len(), 3);
+
+    // Each reading is in the audit log, with the compartment it came from.
+    let raised: Vec<_> = env
+        .site_log(100)
+        .await
+        .into_iter()
+        .filter(|r| r.event.action == AuditAction::AlertRaise)
+        .collect();
+    assert_eq!(raised.len(), 4);
+    assert!(
+        raised.iter().any(|r| r.event.target.compartment.as_ref() == Some(&env.compartments[2].id))
+    );
+
+    // The server's own alerts come from the server only.
+    let refused = env.app.sensor_reading(&env.device, AlertKind::AuditIntegrity, None, now).await;
+    assert!(matches!(refused, Err(AppError::Invalid(_))), "{refused:?}");
+    let nowhere = env.app.sensor_reading(&env.device, AlertKind::Drill, Some(99), now).await;
+    assert!(matches!(nowhere, Err(AppError::Invalid(_))), "{nowhere:?}");
+    let person = env.app.sensor_reading(&admin, AlertKind::Drill, Some(1), now).await;
+    assert!(matches!(person, Err(AppError::Forbidden)), "{person:?}");
+    let place = AlertAt { site: env.site.clone(), bank: Some(env.bank.clone()), compartment: None };
+    let server = env.app.raise_alert(AlertKind::DeviceOffline, place).await.unwrap();
+    let shown = env.app.alert(&admin, &server).await.unwrap();
+    assert_eq!(shown.timeline[0].actor, "system");
+});
+
+backends!(admins_acknowledge_note_and_resolve, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let now = env.app.now();
+    let id = env.app.sensor_reading(&env.device, AlertKind::Drill, Some(1), now).await.unwrap();
+    let (admin, auditor, ann) =
+        (Env::as_person(&env.admin), Env::as_person(&env.auditor), Env::as_person(&env.ann));
+
+    // An auditor sees it and changes nothing; a resident does not see it at all.
+    assert_eq!(env.app.alerts(&auditor, &env.site, true).await.unwrap().len(), 1);
+    assert!(matches!(env.app.acknowledge_alert(&auditor, &id).await, Err(AppError::Forbidden)));
+    assert!(matches!(env.app.alerts(&ann, &env.site, false).await, Err(AppError::Forbidden)));
+    assert!(matches!(env.app.alert(&ann, &id).await, Err(AppError::NotFound)));
+
+    let taken = env.app.acknowledge_alert(&admin, &id).await.unwrap();
+    assert_eq!(taken.state, AlertState::Acknowledged);
+    assert_eq!(taken.owner.as_ref(), Some(&env.admin.id));
+    let twice = env.app.acknowledge_alert(&admin, &id).await;
+    assert!(matches!(twice, Err(AppError::Conflict { .. })), "{twice:?}");
+    env.app.note_alert(&admin, &id, "camera 2 shows a man with a drill").await.unwrap();
+    assert!(matches!(env.app.resolve_alert(&admin, &id, "").await, Err(AppError::Invalid(_))));
+    let done = env.app.resolve_alert(&admin, &id, "police called, door replaced").await.unwrap();
+    assert_eq!(done.state, AlertState::Resolved);
+    let shown = env.app.alert(&admin, &id).await.unwrap();
+    let steps: Vec<(&str, Option<&str>)> =
+        shown.timeline.iter().map(|e| (e.what.as_str(), e.note.as_deref())).collect();
+    assert_eq!(
+        steps,
+        [
+            ("raised", None),
+            ("acknowledged", None),
+            ("note", Some("camera 2 shows a man with a drill")),
+            ("resolved", Some("police called, door replaced"))
+        ]
+    );
+    assert!(shown.timeline[1..].iter().all(|e| e.actor == env.admin.id.as_str()));
+    let audited: Vec<AuditAction> = env
+        .site_log(100)
+        .await
+        .into_iter()
+        .map(|r| r.event.action)
+        .filter(|a| a.as_str().starts_with("alert."))
+        .collect();
+    assert_eq!(
+        audited.iter().filter(|a| **a != AuditAction::AlertRaise).count(),
+        3 + 1,
+        "acknowledge, note, resolve, and the auditor's refused attempt: {audited:?}"
+    );
+    assert!(
+        env.site_log(100)
+            .await
+            .iter()
+            .any(|r| r.event.action == AuditAction::AlertResolve && r.event.personal.is_some()),
+        "the reason sealed"
+    );
+
+    // Resolved stays resolved; the next reading is a new alert.
+    assert!(env.app.alerts(&admin, &env.site, true).await.unwrap().is_empty());
+    let next = env.app.sensor_reading(&env.device, AlertKind::Drill, Some(1), now).await.unwrap();
+    assert_ne!(next, id);
+    let caller = Caller::Operator;
+    assert!(env.app.alert(&caller, &next).await.is_ok());
+});
