@@ -42,6 +42,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::journal::{Entry, OfflineDeposit, Record, Restored};
 use custody_core::Timestamp;
+use custody_core::alert::{AlertKind, Debounce, Debouncer};
 use custody_core::badge::{BadgeNumber, ReaderKind};
 use custody_core::code::PickupEntry;
 use custody_core::compartment::{CompartmentNumber, SizeClass};
@@ -71,6 +72,10 @@ const DAY_MS: i64 = 86_400_000;
 /// How long after its compartment opened an offline deposit may be confirmed (ms): the
 /// server's default reservation, ten minutes.
 const CONFIRM_WITHIN_MS: i64 = 600_000;
+
+/// How long after an unlock its door may open, once, without being taken for forced (ms):
+/// ten minutes, as long as a deposit's reservation.
+const FORCED_AFTER_MS: i64 = 600_000;
 use data_encoding::BASE64;
 
 /// What the agent knows about itself from enrolment.
@@ -128,6 +133,13 @@ pub enum Event {
     /// A journal record could not be written (a full disk, a failing card): nothing may open
     /// from now on, since nothing could be accounted for.
     JournalFailed,
+    /// A tamper sensor read something (a kind that comes from sensors; others are ignored).
+    Sensor {
+        /// What it read.
+        kind: AlertKind,
+        /// The compartment, unless it concerns the bank as a whole.
+        compartment: Option<u16>,
+    },
 }
 
 /// What the kiosk screen should say.
@@ -317,6 +329,10 @@ pub struct AgentCore {
     deposits: BTreeMap<String, OfflineDeposit>,
     /// The last reading of each door since the agent started.
     doors: BTreeMap<u16, DoorReading>,
+    /// When the core last released each compartment's latch (ms).
+    unlocked_at: BTreeMap<u16, i64>,
+    /// Turns tamper readings into the ones that count.
+    debouncer: Debouncer,
     /// The deadline of the list last saved to disk ([`Action::Save`]).
     saved_until_ms: i64,
     /// The latest time handled: the clock is never taken back (a clock set back must not
@@ -417,6 +433,8 @@ impl AgentCore {
             refusals: Vec::new(),
             deposits: BTreeMap::new(),
             doors: BTreeMap::new(),
+            unlocked_at: BTreeMap::new(),
+            debouncer: Debouncer::default(),
             saved_until_ms: i64::MIN,
             latest: Timestamp::from_millis(0),
         }
@@ -447,6 +465,7 @@ impl AgentCore {
         self.spent = restored.spent;
         self.refusals = restored.refusals;
         self.deposits = restored.deposits;
+        self.doors = restored.doors;
         self
     }
 
@@ -537,18 +556,8 @@ impl AgentCore {
                 }
                 self.ask(|request_id| AgentMessage::Courier { request_id, credential, action })
             }
-            Event::Door { compartment, reading } => {
-                self.doors.insert(compartment, reading);
-                let record = self.record(now, Entry::Door { compartment, reading });
-                vec![
-                    record,
-                    Action::Send(AgentMessage::DoorReport {
-                        compartment,
-                        door: reading,
-                        counter: self.counter,
-                    }),
-                ]
-            }
+            Event::Door { compartment, reading } => self.door(now, compartment, reading),
+            Event::Sensor { kind, compartment } => self.sensor(now, kind, compartment),
             Event::Unlocked { nonce, result } => {
                 let record = self.record(
                     now,
@@ -569,6 +578,58 @@ impl AgentCore {
                 vec![Action::Interlock(true)]
             }
         }
+    }
+
+    /// A door reading: journaled and reported. A shut door that opens with no unlock shortly
+    /// before was forced (or opened with the override key, which reads the same); each unlock
+    /// allows one opening. A door never read before counts as shut (the journal gives the
+    /// last reading before a restart, so a door opened while the agent was down is caught); an
+    /// unknown reading says nothing either way.
+    fn door(&mut self, now: Timestamp, compartment: u16, reading: DoorReading) -> Vec<Action> {
+        let before = self.doors.insert(compartment, reading);
+        let record = self.record(now, Entry::Door { compartment, reading });
+        let mut actions = vec![
+            record,
+            Action::Send(AgentMessage::DoorReport {
+                compartment,
+                door: reading,
+                counter: self.counter,
+            }),
+        ];
+        if reading != DoorReading::Open
+            || before.unwrap_or(DoorReading::Closed) != DoorReading::Closed
+        {
+            return actions;
+        }
+        let unlocked = self
+            .unlocked_at
+            .remove(&compartment)
+            .is_some_and(|at| now.as_millis().saturating_sub(at) < FORCED_AFTER_MS);
+        if !unlocked {
+            actions.extend(self.sensor(now, AlertKind::DoorForced, Some(compartment)));
+        }
+        actions
+    }
+
+    /// A tamper reading: if it counts under its kind's rule, journaled, then reported (kept in
+    /// the daemon's backlog while the link is down).
+    fn sensor(&mut self, now: Timestamp, kind: AlertKind, compartment: Option<u16>) -> Vec<Action> {
+        if !kind.from_sensor()
+            || !self.debouncer.reading(Debounce::default_for(kind), kind, compartment, now)
+        {
+            return Vec::new();
+        }
+        let alert = kind.as_str().to_owned();
+        let record = self.record(now, Entry::Sensor { alert: alert.clone(), compartment });
+        vec![
+            record,
+            Action::Send(AgentMessage::Sensor {
+                kind: alert,
+                compartment,
+                at_ms: now.as_millis(),
+                counter: self.counter,
+            }),
+        ]
     }
 
     /// Sends the kiosk's question under a new request id, or says the kiosk is offline.
@@ -683,6 +744,7 @@ impl AgentCore {
         self.spent.insert(code.clone());
         let what = OfflineWhat::Opened { code, compartment: n, method: method.to_owned() };
         let (record, id) = self.offline_use(now, what);
+        self.unlocked_at.insert(n, now.as_millis());
         vec![
             record,
             Action::Unlock { compartment, nonce: format!("{OFFLINE_NONCE}{id}") },
@@ -832,6 +894,7 @@ impl AgentCore {
                 uses: vec![id.clone()],
             },
         );
+        self.unlocked_at.insert(n, now.as_millis());
         vec![
             record,
             Action::Unlock { compartment, nonce: format!("{OFFLINE_NONCE}{id}") },
@@ -1047,6 +1110,7 @@ impl AgentCore {
                             expires_at_ms,
                         },
                     );
+                    self.unlocked_at.insert(compartment.get(), now.as_millis());
                     vec![record, Action::Unlock { compartment, nonce }]
                 }
                 Err(refusal) => vec![Action::Send(AgentMessage::CommandResult {
@@ -1463,7 +1527,7 @@ mod tests {
             .map(|_| {
                 match f
                     .core
-                    .handle(NOW, Event::Door { compartment: 1, reading: DoorReading::Open })
+                    .handle(NOW, Event::Door { compartment: 1, reading: DoorReading::Closed })
                     .as_slice()
                 {
                     [
@@ -1479,6 +1543,110 @@ mod tests {
             })
             .collect();
         assert_eq!(counters, vec![1, 2, 3]);
+    }
+
+    mod sensors {
+        use super::*;
+
+        fn reported(actions: &[Action]) -> Vec<(String, Option<u16>)> {
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Send(AgentMessage::Sensor { kind, compartment, .. }) => {
+                        Some((kind.clone(), *compartment))
+                    }
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn door(f: &mut Fixture, at: Timestamp, n: u16, reading: DoorReading) -> Vec<Action> {
+            f.core.handle(at, Event::Door { compartment: n, reading })
+        }
+
+        #[test]
+        fn a_reading_that_counts_is_journaled_then_reported_and_others_are_not() {
+            let mut f = fixture();
+            let pry = Event::Sensor { kind: AlertKind::Pry, compartment: Some(2) };
+            let first = f.core.handle(NOW, pry.clone());
+            let [
+                Action::Record(Record {
+                    counter, entry: Entry::Sensor { alert, compartment }, ..
+                }),
+                Action::Send(AgentMessage::Sensor { counter: sent, at_ms, .. }),
+            ] = first.as_slice()
+            else {
+                panic!("{first:?}")
+            };
+            assert_eq!(
+                (alert.as_str(), *compartment, counter, *at_ms),
+                ("pry", Some(2), sent, NOW.as_millis())
+            );
+            assert!(f.core.handle(NOW, pry).is_empty(), "debounced");
+            // One impact is a slammed door; three in ten seconds are a blow.
+            let impact = Event::Sensor { kind: AlertKind::Impact, compartment: None };
+            assert!(f.core.handle(NOW, impact.clone()).is_empty());
+            assert!(f.core.handle(NOW, impact.clone()).is_empty());
+            assert_eq!(reported(&f.core.handle(NOW, impact)), [("impact".to_owned(), None)]);
+            // The server's own kinds never come from here.
+            let claimed = Event::Sensor { kind: AlertKind::AuditIntegrity, compartment: None };
+            assert!(f.core.handle(NOW, claimed).is_empty());
+            // Offline too: the daemon keeps the report in its backlog.
+            f.core.handle(NOW, Event::Disconnected);
+            let drill = Event::Sensor { kind: AlertKind::Drill, compartment: Some(1) };
+            assert_eq!(reported(&f.core.handle(NOW, drill)), [("drill".to_owned(), Some(1))]);
+        }
+
+        #[test]
+        fn a_door_that_opens_without_an_unlock_was_forced() {
+            let mut f = fixture();
+            let forced = vec![("door_forced".to_owned(), Some(1))];
+            // Shut, then open with no unlock: forced. A door never read counts as shut.
+            assert!(reported(&door(&mut f, NOW, 1, DoorReading::Closed)).is_empty());
+            assert_eq!(reported(&door(&mut f, NOW, 1, DoorReading::Open)), forced);
+            assert_eq!(
+                reported(&door(&mut f, NOW, 3, DoorReading::Open)),
+                [("door_forced".to_owned(), Some(3))]
+            );
+            // Opened after its unlock: fine, once.
+            open(&mut f.core, NOW, sign(&f.key, command(2, "n-door")));
+            assert!(reported(&door(&mut f, NOW, 2, DoorReading::Open)).is_empty());
+            door(&mut f, NOW, 2, DoorReading::Closed);
+            let again = NOW.plus(std::time::Duration::from_mins(2));
+            let twice = reported(&door(&mut f, again, 2, DoorReading::Open));
+            assert_eq!(twice, [("door_forced".to_owned(), Some(2))]);
+            // An unlock long ago allows nothing now; an unknown reading says nothing.
+            open(&mut f.core, NOW, sign(&f.key, command(4, "n-late")));
+            let stale = NOW.plus(std::time::Duration::from_mins(11));
+            let late = reported(&door(&mut f, stale, 4, DoorReading::Open));
+            assert_eq!(late, [("door_forced".to_owned(), Some(4))]);
+            door(&mut f, stale, 5, DoorReading::Unknown);
+            assert!(reported(&door(&mut f, stale, 5, DoorReading::Open)).is_empty());
+        }
+
+        #[test]
+        fn a_door_opened_while_the_agent_was_down_is_caught_at_restart() {
+            let mut f = fixture();
+            let mut restored = Restored::default();
+            for action in door(&mut f, NOW, 1, DoorReading::Closed)
+                .into_iter()
+                .chain(door(&mut f, NOW, 2, DoorReading::Closed))
+                .chain(open(&mut f.core, NOW, sign(&f.key, command(2, "n-r"))))
+                .chain(door(&mut f, NOW, 2, DoorReading::Open))
+            {
+                if let Action::Record(record) = action {
+                    restored.apply(&record);
+                }
+            }
+            let mut g = fixture();
+            g.core = welcomed(&g.key).restore(restored);
+            let later = NOW.plus(std::time::Duration::from_mins(1));
+            assert_eq!(
+                reported(&door(&mut g, later, 1, DoorReading::Open)),
+                [("door_forced".to_owned(), Some(1))]
+            );
+            assert!(reported(&door(&mut g, later, 2, DoorReading::Open)).is_empty(), "open before");
+        }
     }
 
     fn welcome(locked_down: bool) -> Event {

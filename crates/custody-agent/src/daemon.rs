@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use custody_core::Clock;
+use custody_core::alert::AlertKind;
 use custody_core::badge::ReaderKind;
 use custody_crypto::pki::DeviceKey;
 use custody_crypto::totp::{TotpSeed, step_at};
@@ -91,6 +92,12 @@ impl AgentHandle {
     /// A badge held to a reader of this `reader` kind; returns what the kiosk shows.
     pub async fn badge(&self, number: &str, reader: ReaderKind) -> Option<Screen> {
         self.answer_to(Event::BadgeRead { number: number.to_owned(), reader }).await
+    }
+
+    /// A tamper sensor's reading, from its input (or a simulator's): the core decides whether
+    /// it counts, and journals and reports it if it does.
+    pub async fn sensor(&self, kind: AlertKind, compartment: Option<u16>) {
+        let _ = self.kiosk.send(Event::Sensor { kind, compartment }).await;
     }
 
     /// Where a badge reader's driver (on a thread of its own) sends what it reads.

@@ -73,6 +73,13 @@ pub enum Entry {
         /// The use's id.
         id: String,
     },
+    /// A tamper sensor's reading that counts, as reported.
+    Sensor {
+        /// The kind of alert it raises.
+        alert: String,
+        /// The compartment, unless it concerns the bank as a whole.
+        compartment: Option<u16>,
+    },
 }
 
 /// A numbered, timed entry.
@@ -113,6 +120,8 @@ pub struct Restored {
     pub refusals: Vec<i64>,
     /// Deposits couriers made offline, by parcel id.
     pub deposits: BTreeMap<String, OfflineDeposit>,
+    /// The last reading of each door.
+    pub doors: BTreeMap<u16, DoorReading>,
 }
 
 /// A deposit a courier made while the server was unreachable. Its compartment is not offered
@@ -168,7 +177,10 @@ impl Restored {
             Entry::Acknowledged { id } => {
                 self.pending.remove(id);
             }
-            Entry::Unlocked { .. } | Entry::Door { .. } => {}
+            Entry::Door { compartment, reading } => {
+                self.doors.insert(*compartment, *reading);
+            }
+            Entry::Unlocked { .. } | Entry::Sensor { .. } => {}
         }
     }
 

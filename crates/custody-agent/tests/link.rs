@@ -10,6 +10,7 @@
 
 use custody_agent::core::Screen;
 use custody_agent::hardware::cable::NetworkCable;
+use custody_core::alert::AlertKind;
 use custody_core::audit::AuditAction;
 use custody_core::compartment::DoorState;
 use custody_core::parcel::ParcelState;
@@ -849,6 +850,47 @@ backends!(
         eventually("the latch releases for Ann", || async { bank.unlocks(n) == 2 }).await;
     }
 );
+
+/// The live alerts of the test site's, by kind and compartment.
+async fn live_alerts(server: &TestServer) -> Vec<(AlertKind, Option<u16>, u64)> {
+    let env = &server.env;
+    let alerts = env.app.alerts(&custody_app::Caller::Operator, &env.site, true).await.unwrap();
+    alerts.into_iter().map(|a| (a.kind, a.compartment, a.readings)).collect()
+}
+
+// Tamper readings reach the server as alerts: a pry, a door forced with no unlock before it,
+// and a drill read while the network is down, reported once it is back.
+backends!(tamper_readings_raise_alerts_even_across_an_outage, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let cable = NetworkCable::lay(server.gateway()).await.unwrap();
+    let agent = agent_behind(&server, &cable).await;
+    let bank = agent.bank.clone();
+    agent.handle.sensor(AlertKind::Pry, Some(2)).await;
+    // The same pry again at once counts once: one alert, one reading.
+    agent.handle.sensor(AlertKind::Pry, Some(2)).await;
+    eventually("the pry is an alert", || async {
+        live_alerts(&server).await == [(AlertKind::Pry, Some(2), 1)]
+    })
+    .await;
+
+    // A door forced open, with no unlock before it, is an alert.
+    bank.force_door(4).unwrap();
+    eventually("the forced door is an alert", || async {
+        live_alerts(&server).await.contains(&(AlertKind::DoorForced, Some(4), 1))
+    })
+    .await;
+
+    cable.pull();
+    eventually("the agent notices", || async { !agent.handle.is_ready() }).await;
+    agent.handle.sensor(AlertKind::Drill, Some(1)).await;
+    cable.plug();
+    reconnected(&agent).await;
+    eventually("the drill read offline is an alert", || async {
+        live_alerts(&server).await.contains(&(AlertKind::Drill, Some(1), 1))
+    })
+    .await;
+    assert_eq!(live_alerts(&server).await.len(), 3);
+});
 
 // A power cut with the network down: the agent comes back with the list it saved and its
 // journal, serves the pickup, and reports it once the network is back.

@@ -183,6 +183,20 @@ pub enum AgentMessage {
     /// Something the kiosk did while the server was unreachable, sent after the next welcome
     /// and again after every welcome until the server acknowledges it.
     Offline(OfflineUse),
+    /// A tamper sensor's reading that counts (debounced at the agent): `impact`, `pry`,
+    /// `drill`, `door_forced`, `door_left_open`, `override_key`, `reader_tamper`,
+    /// `enclosure_open` or `power_loss`. Kept in the backlog while the link is down.
+    Sensor {
+        /// The kind of alert it raises.
+        kind: String,
+        /// The compartment, unless it concerns the bank as a whole.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        compartment: Option<u16>,
+        /// When, by the agent's clock (ms since the epoch).
+        at_ms: i64,
+        /// The agent's monotonic event counter.
+        counter: u64,
+    },
 }
 
 /// What a bank's kiosk may open while its agent cannot reach the server: a verifier for each

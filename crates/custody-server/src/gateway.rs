@@ -18,8 +18,9 @@ use axum::response::Response;
 use custody_app::couriers::CourierAt;
 use custody_app::parcels::PickupOutcome;
 use custody_app::{AppError, Caller};
+use custody_core::alert::AlertKind;
 use custody_core::policy::Principal;
-use custody_core::{BankId, DeviceId};
+use custody_core::{BankId, DeviceId, Timestamp};
 use custody_crypto::tls::Revoked;
 use custody_proto::device::{
     AgentMessage, CourierAction, CourierAnswer, CourierCredential, FreeCompartments, HealthReport,
@@ -63,7 +64,7 @@ struct Link {
     /// The bank's codes changed: send the offline list again.
     codes: Arc<Notify>,
     /// The agent's last health report, and when it came.
-    health: Option<(custody_core::Timestamp, HealthReport)>,
+    health: Option<(Timestamp, HealthReport)>,
 }
 
 /// The connected agents, by bank, and the certificates the gateway refuses.
@@ -93,21 +94,11 @@ impl DeviceHub {
     }
 
     /// The last health report of `device`, the bank's connected agent, and when it came.
-    pub fn health(
-        &self,
-        bank: &BankId,
-        device: &DeviceId,
-    ) -> Option<(custody_core::Timestamp, HealthReport)> {
+    pub fn health(&self, bank: &BankId, device: &DeviceId) -> Option<(Timestamp, HealthReport)> {
         self.links().get(bank).filter(|l| l.device == *device).and_then(|l| l.health.clone())
     }
 
-    fn set_health(
-        &self,
-        bank: &BankId,
-        id: u64,
-        at: custody_core::Timestamp,
-        report: HealthReport,
-    ) {
+    fn set_health(&self, bank: &BankId, id: u64, at: Timestamp, report: HealthReport) {
         if let Some(link) = self.links().get_mut(bank).filter(|l| l.id == id) {
             link.health = Some((at, report));
         }
@@ -361,6 +352,22 @@ async fn handle(
         AgentMessage::DoorReport { compartment, door, counter } => {
             if let Err(e) = state.app.door_report(caller, compartment, door).await {
                 tracing::warn!(error = %e, compartment, counter, "door report not recorded");
+            }
+            true
+        }
+        AgentMessage::Sensor { kind, compartment, at_ms, counter } => {
+            let raised = match AlertKind::parse(&kind) {
+                Some(kind) => {
+                    let at = Timestamp::from_millis(at_ms);
+                    state.app.sensor_reading(caller, kind, compartment, at).await
+                }
+                None => Err(AppError::Invalid("unknown alert kind".into())),
+            };
+            if let Err(e) = raised {
+                // A reading that cannot be recorded is an operator's business: it may be the
+                // one that mattered.
+                let kind: String = kind.chars().take(32).collect();
+                tracing::error!(error = %e, %kind, counter, "a sensor reading was not recorded");
             }
             true
         }
