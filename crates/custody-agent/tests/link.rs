@@ -584,25 +584,33 @@ backends!(re_enrolment_gives_a_new_identity_and_ends_the_old_one, |t: TestStore|
     assert!(err.to_string().contains("CertificateRevoked"), "{err}");
 });
 
-backends!(one_identity_connected_from_two_places_is_audited, |t: TestStore| async move {
-    let server = TestServer::start(t).await;
-    let agent = server.agent().await;
-    assert!(!audited(&server, AuditAction::DeviceConflict, "").await);
-    // A copy of its key and certificate, used from another address while it is connected.
-    let gateway = format!("localhost:{}", server.running.gateway.port());
-    let mut setup =
-        custody_agent::enrol::load(agent.dir(), Some(&gateway), server.env.app.clock()).unwrap();
-    setup.link.local_address = Some("127.0.0.2".parse().unwrap());
-    let _copy = custody_agent::link::connect(&setup.link).await.unwrap();
-    eventually("the conflict is audited", || {
-        audited(
-            &server,
-            AuditAction::DeviceConflict,
-            "connected_from_two_places:127.0.0.1:127.0.0.2",
-        )
-    })
-    .await;
-});
+backends!(
+    one_identity_connected_from_two_places_is_audited_and_raised,
+    |t: TestStore| async move {
+        let server = TestServer::start(t).await;
+        let agent = server.agent().await;
+        assert!(!audited(&server, AuditAction::DeviceConflict, "").await);
+        // A copy of its key and certificate, used from another address while it is connected.
+        let gateway = format!("localhost:{}", server.running.gateway.port());
+        let mut setup =
+            custody_agent::enrol::load(agent.dir(), Some(&gateway), server.env.app.clock())
+                .unwrap();
+        setup.link.local_address = Some("127.0.0.2".parse().unwrap());
+        let _copy = custody_agent::link::connect(&setup.link).await.unwrap();
+        eventually("the conflict is audited", || {
+            audited(
+                &server,
+                AuditAction::DeviceConflict,
+                "connected_from_two_places:127.0.0.1:127.0.0.2",
+            )
+        })
+        .await;
+        eventually("and raised as an alert", || async {
+            live_alerts(&server).await == [(AlertKind::IdentityInTwoPlaces, None, 1)]
+        })
+        .await;
+    }
+);
 
 backends!(a_certificate_is_renewed_for_a_new_key_before_it_expires, |t: TestStore| async move {
     let server = TestServer::start(t).await;

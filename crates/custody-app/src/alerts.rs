@@ -76,6 +76,16 @@ impl App {
         self.raise(&Actor::system(), kind, place, self.now()).await
     }
 
+    /// A bank's budget for typed credentials is spent: someone is guessing there. Raised (or
+    /// joined) after the refusal is on the record; a failure to raise it is logged, never
+    /// turned into another answer at the kiosk.
+    pub(crate) async fn budget_spent(&self, site: &SiteId, bank: &BankId) {
+        let place = AlertAt { site: site.clone(), bank: Some(bank.clone()), compartment: None };
+        if let Err(e) = self.raise_alert(AlertKind::BruteForce, place).await {
+            tracing::error!(error = %e, %bank, "could not raise a brute-force alert");
+        }
+    }
+
     async fn raise(
         &self,
         actor: &Actor,

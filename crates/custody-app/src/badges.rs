@@ -266,7 +266,9 @@ impl App {
         let verifier = BadgeNumber::parse(number)
             .ok()
             .map(|n| badge_verifier(&self.badge_key(&site), n.as_bytes()));
-        self.store()
+        let place = (site.clone(), bank.clone());
+        let outcome = self
+            .store()
             .write(move |tx| {
                 async move {
                     let at = AtBank { bank: &bank, site: &site, actor: &actor, now };
@@ -307,7 +309,11 @@ impl App {
                 }
                 .boxed()
             })
-            .await
+            .await?;
+        if matches!(outcome, PickupOutcome::Paused) {
+            self.budget_spent(&place.0, &place.1).await;
+        }
+        Ok(outcome)
     }
 
     /// The courier whose badge was read at the calling device's site: only from a reader with

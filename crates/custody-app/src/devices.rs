@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use custody_core::alert::AlertKind;
 use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::policy;
 use custody_core::{BankId, DeviceId, TokenId};
@@ -13,6 +14,7 @@ use data_encoding::BASE32_NOPAD;
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
 
+use crate::alerts::AlertAt;
 use crate::{App, AppError, Caller};
 
 /// What a device gets at enrolment.
@@ -257,7 +259,8 @@ impl App {
     }
 
     /// Records that the calling device's identity is in use from two places at once (`first`
-    /// and `second`, the two addresses): an anomaly, since one agent keeps one link.
+    /// and `second`, the two addresses): an anomaly, since one agent keeps one link. Audited,
+    /// and raised as an `identity_in_two_places` alert.
     pub async fn device_conflict(
         &self,
         caller: &Caller,
@@ -282,7 +285,9 @@ impl App {
         };
         self.store()
             .write(move |tx| async move { Ok::<_, AppError>(tx.append_audit(&event)?) }.boxed())
-            .await
+            .await?;
+        let place = AlertAt { site: site.clone(), bank: Some(bank.clone()), compartment: None };
+        self.raise_alert(AlertKind::IdentityInTwoPlaces, place).await.map(|_| ())
     }
 }
 

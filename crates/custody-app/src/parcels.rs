@@ -927,6 +927,7 @@ impl App {
         };
         let (now, actor, app) = (self.now(), caller.actor(), self.clone());
         let (device, bank, site) = (device.clone(), bank.clone(), site.clone());
+        let place = (site.clone(), bank.clone());
         // A malformed entry is hashed and looked up like any other, as a ten-digit code without
         // a locker, which no record can have: every failure does the same work, so none is
         // answered sooner (DESIGN.md §4 invariant 5; `custody bench kiosk` measures it).
@@ -940,7 +941,8 @@ impl App {
                 (self.code_hash(&bank, None, &nothing), true)
             }
         };
-        self.store()
+        let outcome = self
+            .store()
             .write(move |tx| {
                 async move {
                     let at = AtBank { bank: &bank, site: &site, actor: &actor, now };
@@ -979,7 +981,11 @@ impl App {
                 }
                 .boxed()
             })
-            .await
+            .await?;
+        if matches!(outcome, PickupOutcome::Paused) {
+            self.budget_spent(&place.0, &place.1).await;
+        }
+        Ok(outcome)
     }
 
     /// Hands a parcel over at the kiosk once its pickup credential (`accepted`: which one) is

@@ -10,6 +10,7 @@
 )]
 
 use custody_app::alerts::AlertAt;
+use custody_app::parcels::PickupOutcome;
 use custody_app::{AppError, Caller};
 use custody_core::alert::{AlertKind, AlertState, Severity};
 use custody_core::audit::AuditAction;
@@ -123,4 +124,19 @@ backends!(admins_acknowledge_note_and_resolve, |t: TestStore| async move {
     assert_ne!(next, id);
     let caller = Caller::Operator;
     assert!(env.app.alert(&caller, &next).await.is_ok());
+});
+
+backends!(a_bank_whose_budget_is_spent_raises_one_brute_force_alert, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let admin = Env::as_person(&env.admin);
+    env.spend_bank_hour().await;
+    assert!(env.app.alerts(&admin, &env.site, true).await.unwrap().is_empty(), "not yet");
+    for _ in 0..3 {
+        let paused = env.app.redeem_code(&env.device, "1 00000 00000").await.unwrap();
+        assert!(matches!(paused, PickupOutcome::Paused), "{paused:?}");
+    }
+    let live = env.app.alerts(&admin, &env.site, true).await.unwrap();
+    let kinds: Vec<(AlertKind, u64)> = live.iter().map(|a| (a.kind, a.readings)).collect();
+    assert_eq!(kinds, [(AlertKind::BruteForce, 3)], "one alert, a reading per paused attempt");
+    assert_eq!(live[0].severity, Severity::High);
 });

@@ -13,6 +13,7 @@ use custody_app::parcels::{ParcelSpec, PickupOutcome};
 use custody_app::personal::Statement;
 use custody_app::{AppError, Caller};
 use custody_core::ParcelId;
+use custody_core::alert::AlertKind;
 use custody_core::audit::{AuditAction, Outcome};
 use custody_core::compartment::{CompartmentState, DoorState, SizeClass};
 use custody_core::parcel::ParcelState;
@@ -46,8 +47,11 @@ fn verify(env: &Env, command: &SignedOpenCommand) {
 }
 
 /// The reason of the site's latest audit entry.
-async fn last_site_reason(env: &Env) -> Option<String> {
-    env.site_log(1).await[0].event.reason.clone()
+/// The reason of the site's last pickup attempt in the audit log.
+async fn last_attempt_reason(env: &Env) -> Option<String> {
+    let log = env.site_log(20).await;
+    let attempt = log.iter().find(|r| r.event.action == AuditAction::PickupAttempt)?;
+    attempt.event.reason.clone()
 }
 
 async fn history(env: &Env, parcel: &ParcelId) -> Vec<AuditRow> {
@@ -246,7 +250,10 @@ backends!(bank_throttle_spans_kiosks, |t: TestStore| async move {
         env.app.redeem_code(&env.device, &code).await.unwrap(),
         PickupOutcome::Paused
     ));
-    assert_eq!(last_site_reason(&env).await.as_deref(), Some("code_throttled:bank"));
+    assert_eq!(last_attempt_reason(&env).await.as_deref(), Some("code_throttled:bank"));
+    // Someone is guessing there: an alert says so.
+    let live = env.app.alerts(&Caller::Operator, &env.site, true).await.unwrap();
+    assert_eq!(live.iter().map(|a| a.kind).collect::<Vec<_>>(), [AlertKind::BruteForce]);
     env.clock.advance(hours(1));
     assert!(matches!(
         env.app.redeem_code(&env.device, &code).await.unwrap(),
@@ -274,7 +281,7 @@ backends!(the_daily_bank_budget_bounds_a_years_guessing, |t: TestStore| async mo
         env.app.redeem_code(&env.device, &code).await.unwrap(),
         PickupOutcome::Paused
     ));
-    assert_eq!(last_site_reason(&env).await.as_deref(), Some("code_throttled:bank_day"));
+    assert_eq!(last_attempt_reason(&env).await.as_deref(), Some("code_throttled:bank_day"));
     env.clock.advance(hours(24));
     assert!(matches!(
         env.app.redeem_code(&env.device, &code).await.unwrap(),
