@@ -229,6 +229,65 @@ pub struct LockdownView {
     pub engaged_by: Option<String>,
 }
 
+/// An alert: a tamper reading, or something the server noticed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AlertView {
+    /// Its id.
+    pub id: String,
+    /// The site.
+    pub site: String,
+    /// The bank, unless it concerns the site as a whole.
+    pub bank: Option<String>,
+    /// The compartment's number, unless it concerns the bank as a whole.
+    pub compartment: Option<u16>,
+    /// What it is about (`pry`, `door_forced`, `brute_force`, …).
+    pub kind: String,
+    /// `low`, `medium`, `high` or `critical`.
+    pub severity: String,
+    /// `open`, `acknowledged` or `resolved`.
+    pub state: String,
+    /// Who acknowledged it (a person's id), if anyone has.
+    pub owner: Option<String>,
+    /// Readings that raised or joined it.
+    pub readings: u64,
+    /// When it was raised (RFC 3339).
+    pub raised_at: String,
+    /// When it last changed (RFC 3339).
+    pub updated_at: String,
+}
+
+/// One entry of an alert's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AlertEventView {
+    /// Its place in the timeline, from 1.
+    pub seq: u64,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who: a person's or device's id, or `system`.
+    pub actor: String,
+    /// `raised`, `reading`, `acknowledged`, `note` or `resolved`.
+    pub what: String,
+    /// The note or reason given.
+    pub note: Option<String>,
+}
+
+/// An alert with its timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AlertDetailView {
+    /// The alert.
+    pub alert: AlertView,
+    /// What happened to it, in order.
+    pub timeline: Vec<AlertEventView>,
+}
+
+/// A note for an alert's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoteRequest {
+    /// The note, in a few words.
+    pub note: String,
+}
+
 /// An agent's identity (its certificate) at a bank.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DeviceView {

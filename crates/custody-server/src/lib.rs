@@ -379,6 +379,40 @@ fn table() -> Routes<ServerState> {
             api::lift_lockdown,
         )
         .get(
+            "/api/v1/sites/{id}/alerts",
+            StaffRead,
+            Doc::list(
+                "The site's alerts, newest first (`?live=true`: only those not resolved)",
+                "AlertView",
+            ),
+            api::site_alerts,
+        )
+        .get(
+            "/api/v1/alerts/{id}",
+            StaffRead,
+            Doc::json("An alert with its timeline", 200, "AlertDetailView"),
+            api::alert,
+        )
+        .post(
+            "/api/v1/alerts/{id}/acknowledge",
+            Staff,
+            Doc::json("Take an alert: it is yours from now on", 200, "AlertView"),
+            api::acknowledge_alert,
+        )
+        .post(
+            "/api/v1/alerts/{id}/notes",
+            Staff,
+            Doc::json("Add a note to an alert's timeline", 200, "AlertView").taking("NoteRequest"),
+            api::note_alert,
+        )
+        .post(
+            "/api/v1/alerts/{id}/resolve",
+            Staff,
+            Doc::json("Resolve an alert, saying what it was", 200, "AlertView")
+                .taking("ReasonRequest"),
+            api::resolve_alert,
+        )
+        .get(
             "/api/v1/banks/{id}/devices",
             StaffRead,
             Doc::list("The bank's agent identities, newest first", "DeviceView"),

@@ -8,17 +8,18 @@ use std::sync::OnceLock;
 
 use axum::http::Method;
 use custody_proto::api::{
-    ApiKeyIssued, ApiKeyView, AppOpenRequest, AppOpenView, ApprovalView, AuditExportRequest,
-    BadgeView, BankView, BoardHealthView, BulkOpenRequest, CarrierView, CompartmentSpec,
-    CompartmentView, ConsistencyView, CourierCodeView, CreateApiKeyRequest, CreateBankRequest,
-    CreateCarrierRequest, CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest,
-    CustodyEvent, CustodyView, DepositRequest, DepositView, DeviceHealthView, DeviceView,
-    EndedView, EnrolmentTokenView, ErrorBody, ErrorDetail, EventView, ExpectParcelRequest,
-    FactorRequest, FactorsView, ImportBadgesRequest, LinkRedeemRequest, LinkRequest, LockdownView,
-    LoginRequest, OpeningView, ParcelHistory, ParcelView, PasskeyAnswerRequest,
-    PasskeyCeremonyView, PersonView, PickupQrView, ReasonRequest, RecoveryCodesView,
-    RegisterBadgeRequest, RoleChangeRequest, RotateApiKeyRequest, SessionListItem, SessionView,
-    SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
+    AlertDetailView, AlertEventView, AlertView, ApiKeyIssued, ApiKeyView, AppOpenRequest,
+    AppOpenView, ApprovalView, AuditExportRequest, BadgeView, BankView, BoardHealthView,
+    BulkOpenRequest, CarrierView, CompartmentSpec, CompartmentView, ConsistencyView,
+    CourierCodeView, CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest,
+    CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest, CustodyEvent, CustodyView,
+    DepositRequest, DepositView, DeviceHealthView, DeviceView, EndedView, EnrolmentTokenView,
+    ErrorBody, ErrorDetail, EventView, ExpectParcelRequest, FactorRequest, FactorsView,
+    ImportBadgesRequest, LinkRedeemRequest, LinkRequest, LockdownView, LoginRequest, NoteRequest,
+    OpeningView, ParcelHistory, ParcelView, PasskeyAnswerRequest, PasskeyCeremonyView, PersonView,
+    PickupQrView, ReasonRequest, RecoveryCodesView, RegisterBadgeRequest, RoleChangeRequest,
+    RotateApiKeyRequest, SessionListItem, SessionView, SiteView, StatementView, TotpConfirmRequest,
+    TotpEnrolmentView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -57,6 +58,10 @@ use crate::routes::{Access, RouteInfo};
         SessionListItem,
         EndedView,
         LockdownView,
+        AlertView,
+        AlertEventView,
+        AlertDetailView,
+        NoteRequest,
         DeviceView,
         DeviceHealthView,
         BoardHealthView,

@@ -60,6 +60,11 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/banks/{id}/lockdown", Access::StaffRead),
     ("POST", "/api/v1/banks/{id}/lockdown", Access::Staff),
     ("POST", "/api/v1/banks/{id}/lockdown/lift", Access::Staff),
+    ("GET", "/api/v1/sites/{id}/alerts", Access::StaffRead),
+    ("GET", "/api/v1/alerts/{id}", Access::StaffRead),
+    ("POST", "/api/v1/alerts/{id}/acknowledge", Access::Staff),
+    ("POST", "/api/v1/alerts/{id}/notes", Access::Staff),
+    ("POST", "/api/v1/alerts/{id}/resolve", Access::Staff),
     ("GET", "/api/v1/banks/{id}/devices", Access::StaffRead),
     ("POST", "/api/v1/devices/{id}/revoke", Access::Staff),
     ("GET", "/api/v1/sites/{id}/badges", Access::StaffRead),
@@ -818,6 +823,57 @@ backends!(
         assert_eq!(opened.status(), StatusCode::OK);
     }
 );
+
+backends!(an_alert_is_taken_noted_and_resolved_over_the_api, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let agent = server.agent().await;
+    let env = &server.env;
+    agent.handle.sensor(custody_core::alert::AlertKind::Pry, Some(3)).await;
+    let admin = server.sign_in(&env.admin).await;
+    let list = format!("/api/v1/sites/{}/alerts?live=true", env.site);
+    let get = |path: String| {
+        let request = admin.client.get(server.url(&path));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    eventually("the pry is listed", || async {
+        get(list.clone()).await.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let alerts = get(list.clone()).await;
+    let id = alerts[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(alerts[0]["kind"], "pry");
+    assert_eq!(alerts[0]["severity"], "critical");
+    assert_eq!(alerts[0]["compartment"], 3);
+    let post = |path: String, body: Value| {
+        admin.client.post(server.url(&path)).header("x-csrf-token", &admin.csrf).json(&body).send()
+    };
+    let taken = post(format!("/api/v1/alerts/{id}/acknowledge"), json!({})).await.unwrap();
+    assert_eq!(taken.status(), StatusCode::OK);
+    assert_eq!(taken.json::<Value>().await.unwrap()["owner"], env.admin.id.as_str());
+    let noted = post(format!("/api/v1/alerts/{id}/notes"), json!({"note": "guard sent"})).await;
+    assert_eq!(noted.unwrap().status(), StatusCode::OK);
+    let empty = post(format!("/api/v1/alerts/{id}/resolve"), json!({"reason": ""})).await;
+    assert_eq!(empty.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let done =
+        post(format!("/api/v1/alerts/{id}/resolve"), json!({"reason": "a bird on the sensor"}));
+    assert_eq!(done.await.unwrap().json::<Value>().await.unwrap()["state"], "resolved");
+    let detail = get(format!("/api/v1/alerts/{id}")).await;
+    let steps: Vec<&str> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["raised", "acknowledged", "note", "resolved"]);
+    assert_eq!(get(list).await, json!([]));
+
+    // A resident reaches none of it; a made-up id is a clear error.
+    let ann = server.sign_in(&env.ann).await;
+    let theirs = ann.client.get(server.url(&format!("/api/v1/alerts/{id}"))).send().await;
+    assert_eq!(theirs.unwrap().status(), StatusCode::FORBIDDEN);
+    let bad = admin.client.get(server.url("/api/v1/alerts/prc_x")).send().await.unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+});
 
 backends!(badges_are_imported_listed_and_revoked_over_the_api, |t: TestStore| async move {
     let server = TestServer::start(t).await;
