@@ -327,9 +327,9 @@ pub struct AgentCore {
     /// Deposits couriers made offline, by parcel, until the server has them and a list has
     /// followed.
     deposits: BTreeMap<String, OfflineDeposit>,
-    /// The last reading of each door since the agent started.
+    /// The last reading of each door (restored from the journal after a restart).
     doors: BTreeMap<u16, DoorReading>,
-    /// When the core last released each compartment's latch (ms).
+    /// When the core last released each compartment's latch (ms), until its door opened.
     unlocked_at: BTreeMap<u16, i64>,
     /// Turns tamper readings into the ones that count.
     debouncer: Debouncer,
@@ -466,6 +466,7 @@ impl AgentCore {
         self.refusals = restored.refusals;
         self.deposits = restored.deposits;
         self.doors = restored.doors;
+        self.unlocked_at = restored.unlocked_at;
         self
     }
 
@@ -1646,6 +1647,25 @@ mod tests {
                 [("door_forced".to_owned(), Some(1))]
             );
             assert!(reported(&door(&mut g, later, 2, DoorReading::Open)).is_empty(), "open before");
+        }
+
+        #[test]
+        fn an_unlock_cut_short_by_a_restart_still_allows_its_opening() {
+            let mut f = fixture();
+            let mut restored = Restored::default();
+            for action in door(&mut f, NOW, 2, DoorReading::Closed).into_iter().chain(open(
+                &mut f.core,
+                NOW,
+                sign(&f.key, command(2, "n-cut")),
+            )) {
+                if let Action::Record(record) = action {
+                    restored.apply(&record);
+                }
+            }
+            let mut g = fixture();
+            g.core = welcomed(&g.key).restore(restored);
+            let later = NOW.plus(std::time::Duration::from_mins(1));
+            assert!(reported(&door(&mut g, later, 2, DoorReading::Open)).is_empty());
         }
     }
 

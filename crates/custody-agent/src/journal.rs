@@ -122,6 +122,9 @@ pub struct Restored {
     pub deposits: BTreeMap<String, OfflineDeposit>,
     /// The last reading of each door.
     pub doors: BTreeMap<u16, DoorReading>,
+    /// When each compartment was last unlocked (ms), until its door opened: an unlock cut
+    /// short by a power cut still allows its one opening.
+    pub unlocked_at: BTreeMap<u16, i64>,
 }
 
 /// A deposit a courier made while the server was unreachable. Its compartment is not offered
@@ -145,14 +148,16 @@ impl Restored {
     pub fn apply(&mut self, record: &Record) {
         self.counter = record.counter;
         match &record.entry {
-            Entry::Unlock { nonce, expires_at_ms, .. } => {
+            Entry::Unlock { nonce, expires_at_ms, compartment } => {
                 self.executed.insert(nonce.clone(), *expires_at_ms);
+                self.unlocked_at.insert(*compartment, record.at_ms);
             }
             Entry::Lockdown { on } => self.locked_down = *on,
             Entry::Offline { used } => {
                 match &used.what {
-                    OfflineWhat::Opened { code, .. } => {
+                    OfflineWhat::Opened { code, compartment, .. } => {
                         self.spent.insert(code.clone());
+                        self.unlocked_at.insert(*compartment, used.at_ms);
                     }
                     OfflineWhat::Refused { .. } => self.refusals.push(used.at_ms),
                     OfflineWhat::Deposited { courier, parcel, compartment } => {
@@ -164,6 +169,7 @@ impl Restored {
                             uses: vec![used.id.clone()],
                         };
                         self.deposits.insert(parcel.clone(), deposit);
+                        self.unlocked_at.insert(*compartment, used.at_ms);
                     }
                     OfflineWhat::Confirmed { parcel, .. } => {
                         if let Some(d) = self.deposits.get_mut(parcel) {
@@ -179,6 +185,9 @@ impl Restored {
             }
             Entry::Door { compartment, reading } => {
                 self.doors.insert(*compartment, *reading);
+                if *reading == DoorReading::Open {
+                    self.unlocked_at.remove(compartment);
+                }
             }
             Entry::Unlocked { .. } | Entry::Sensor { .. } => {}
         }
