@@ -3,8 +3,12 @@
 //! acknowledged, same bank, compartment and kind) joins that alert instead of raising another.
 //! Staff in scope see them; admins in scope acknowledge (and so own), note and resolve them.
 //! Every step is on the alert's timeline and in the audit log, in the same unit of work.
+//!
+//! A site's lockdown rules ([`App::set_lockdown_rule`]) say which new alerts lock down their
+//! bank, or the whole site, in the unit of work that raises them; the agents are told at once.
+//! Lifting is as ever: an admin with a step-up and a reason, and a second person's approval.
 
-use custody_core::alert::{AlertKind, AlertStep};
+use custody_core::alert::{AlertKind, AlertStep, LockdownScope};
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::compartment::CompartmentNumber;
 use custody_core::policy::{self, Principal};
@@ -96,7 +100,8 @@ impl App {
         let id = self.new_id(AlertId::from_random)?;
         let now = self.now();
         let actor = actor.clone();
-        self.store()
+        let (id, locked) = self
+            .store()
             .write(move |tx| {
                 async move {
                     let site = tx.site(&place.site).await?.ok_or(AppError::NotFound)?;
@@ -123,11 +128,17 @@ impl App {
                         reason: Some(format!("{id}:{kind}:{what}")),
                         personal: None,
                     })?;
-                    Ok(id)
+                    let locked =
+                        if new { lock_by_rule(tx, &alert, &id, now).await? } else { Vec::new() };
+                    Ok::<_, AppError>((id, locked))
                 }
                 .boxed()
             })
-            .await
+            .await?;
+        for bank in &locked {
+            self.lockdown_changed(bank, true);
+        }
+        Ok(id)
     }
 
     /// A site's alerts, newest first; with `live_only`, those not resolved. Staff and auditors
@@ -282,6 +293,50 @@ impl App {
             })
             .await
     }
+}
+
+/// Locks down what the site's rules say a new `alert` locks down, in the unit that raises it:
+/// its bank, or every bank of its site. Each lockdown engaged is audited and on the alert's
+/// timeline; returns the banks locked down by it (not those locked down already).
+async fn lock_by_rule(
+    tx: &mut Tx,
+    alert: &NewAlert,
+    id: &AlertId,
+    now: Timestamp,
+) -> Result<Vec<BankId>, AppError> {
+    let rules = tx.lockdown_rules(&alert.site).await?;
+    let scope =
+        rules.iter().filter(|r| r.matches(alert.kind, alert.severity)).map(|r| r.scope).max();
+    let banks = match scope {
+        None => return Ok(Vec::new()),
+        Some(LockdownScope::Site) => {
+            tx.banks(&alert.site).await?.into_iter().map(|b| b.id).collect()
+        }
+        Some(LockdownScope::Bank) => alert.bank.iter().cloned().collect::<Vec<_>>(),
+    };
+    let by = format!("alert:{id}");
+    let mut locked = Vec::new();
+    for bank in banks {
+        if !tx.engage_lockdown(&bank, &by, now).await? {
+            continue;
+        }
+        tx.add_alert_event(id, now, "system", "locked_down", Some(bank.as_str())).await?;
+        tx.append_audit(&AuditEvent {
+            at: now,
+            actor: Actor::system(),
+            action: AuditAction::LockdownEngage,
+            target: Target {
+                site: Some(alert.site.clone()),
+                bank: Some(bank.clone()),
+                ..Target::default()
+            },
+            outcome: Outcome::Success,
+            reason: Some(format!("{by}:{}", alert.kind)),
+            personal: None,
+        })?;
+        locked.push(bank);
+    }
+    Ok(locked)
 }
 
 /// The audit entry of a step on `alert` by `actor`.

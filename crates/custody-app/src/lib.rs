@@ -305,6 +305,10 @@ pub trait Presence: Send + Sync {
     /// `bank`'s pickup codes changed (one drawn or retired): its agent's offline list is due
     /// again.
     fn codes_changed(&self, _bank: &BankId) {}
+
+    /// `bank` was locked down (`on`) or its lockdown lifted other than through the API (by a
+    /// lockdown rule, as an alert was raised): its agent is due the news.
+    fn lockdown_changed(&self, _bank: &BankId, _on: bool) {}
 }
 
 struct Inner {
@@ -370,6 +374,14 @@ impl App {
     pub(crate) fn codes_changed(&self, bank: &BankId) {
         if let Some(p) = self.0.presence.get() {
             p.codes_changed(bank);
+        }
+    }
+
+    /// Tells the source of truth for which banks are online that `bank`'s lockdown changed, so
+    /// its agent hears it at once.
+    pub(crate) fn lockdown_changed(&self, bank: &BankId, on: bool) {
+        if let Some(p) = self.0.presence.get() {
+            p.lockdown_changed(bank, on);
         }
     }
 

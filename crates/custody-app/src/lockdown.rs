@@ -5,6 +5,7 @@
 //! person's approval. While a bank is locked down the server issues no open command for it;
 //! every refused attempt is audited.
 
+use custody_core::alert::{AlertKind, LockdownRule};
 use custody_core::approval::ApprovalKind;
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::text::Reason;
@@ -149,6 +150,99 @@ impl App {
             })
             .await?;
         self.lockdown(caller, bank).await?.ok_or(AppError::NotFound)
+    }
+
+    /// A site's lockdown rules: which alerts lock its banks down as they are raised. Staff and
+    /// auditors in scope.
+    pub async fn lockdown_rules(
+        &self,
+        caller: &Caller,
+        site: &SiteId,
+    ) -> Result<Vec<LockdownRule>, AppError> {
+        let org = self.site(site).await?.org;
+        if let Err(d) = caller.check(|p| policy::may_view_site(p, &org, site)) {
+            let target = Target { site: Some(site.clone()), ..Target::default() };
+            return Err(self.refuse(caller, AuditAction::AccessDenied, target, d).await);
+        }
+        let site = site.clone();
+        let rules =
+            self.store().read(move |tx| async move { tx.lockdown_rules(&site).await }.boxed());
+        Ok(rules.await?)
+    }
+
+    /// Sets the site's rule for its kind (or any kind), replacing the one it had. Admins in
+    /// scope, without a step-up: a rule only ever closes doors. Audited.
+    pub async fn set_lockdown_rule(
+        &self,
+        caller: &Caller,
+        site: &SiteId,
+        rule: LockdownRule,
+    ) -> Result<Vec<LockdownRule>, AppError> {
+        let kind = rule.kind.map_or("any", AlertKind::as_str);
+        let what = format!("set:{kind}:{}:{}", rule.min_severity, rule.scope);
+        self.change_rules(caller, site, what, false, move |tx, site, now| {
+            async move { tx.put_lockdown_rule(site, &rule, now).await.map(|()| true) }.boxed()
+        })
+        .await
+    }
+
+    /// Removes the site's rule for `kind` (`None`: the one for any kind). Admins in scope with
+    /// a step-up, since it lets doors stay open that would have closed. Audited.
+    pub async fn remove_lockdown_rule(
+        &self,
+        caller: &Caller,
+        site: &SiteId,
+        kind: Option<AlertKind>,
+    ) -> Result<Vec<LockdownRule>, AppError> {
+        let what = format!("removed:{}", kind.map_or("any", AlertKind::as_str));
+        self.change_rules(caller, site, what, true, move |tx, site, _| {
+            async move { tx.delete_lockdown_rule(site, kind).await }.boxed()
+        })
+        .await
+    }
+
+    async fn change_rules<F>(
+        &self,
+        caller: &Caller,
+        site: &SiteId,
+        what: String,
+        step_up: bool,
+        change: F,
+    ) -> Result<Vec<LockdownRule>, AppError>
+    where
+        F: for<'t> FnOnce(
+                &'t mut custody_store::Tx,
+                &'t SiteId,
+                Timestamp,
+            ) -> futures_util::future::BoxFuture<
+                't,
+                Result<bool, custody_store::StoreError>,
+            > + Send
+            + 'static,
+    {
+        let org = self.site(site).await?.org;
+        let target = Target { site: Some(site.clone()), ..Target::default() };
+        if let Err(d) = caller
+            .check(|p| policy::may_manage_site(p, &org, site))
+            .and_then(|()| if step_up { self.require_step_up(caller) } else { Ok(()) })
+        {
+            return Err(self.refuse(caller, AuditAction::LockdownRule, target, d).await);
+        }
+        let (now, actor, site) = (self.now(), caller.actor(), site.clone());
+        self.store()
+            .write(move |tx| {
+                async move {
+                    if !change(tx, &site, now).await? {
+                        return Err(AppError::NotFound);
+                    }
+                    let mut e = event(&actor, AuditAction::LockdownRule, target, now);
+                    e.reason = Some(what);
+                    tx.append_audit(&e)?;
+                    Ok(tx.lockdown_rules(&site).await?)
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// Asks to lift a bank's lockdown, saying why: staff in scope, stepped up. With

@@ -12,7 +12,8 @@
 use custody_app::alerts::AlertAt;
 use custody_app::parcels::PickupOutcome;
 use custody_app::{AppError, Caller};
-use custody_core::alert::{AlertKind, AlertState, Severity};
+use custody_core::BankId;
+use custody_core::alert::{AlertKind, AlertState, LockdownRule, LockdownScope, Severity};
 use custody_core::audit::AuditAction;
 use custody_testkit::{Env, TestStore, backends};
 
@@ -139,4 +140,73 @@ backends!(a_bank_whose_budget_is_spent_raises_one_brute_force_alert, |t: TestSto
     let kinds: Vec<(AlertKind, u64)> = live.iter().map(|a| (a.kind, a.readings)).collect();
     assert_eq!(kinds, [(AlertKind::BruteForce, 3)], "one alert, a reading per paused attempt");
     assert_eq!(live[0].severity, Severity::High);
+});
+
+backends!(a_rule_locks_down_as_a_matching_alert_is_raised, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let now = env.app.now();
+    let (admin, auditor) = (Env::as_person(&env.admin), Env::as_person(&env.auditor));
+    let locked = |bank: BankId| {
+        let app = env.app.clone();
+        async move { app.is_locked_down(&bank).await.unwrap() }
+    };
+
+    // No rule: an alert locks nothing down.
+    env.app.sensor_reading(&env.device, AlertKind::Pry, Some(1), now).await.unwrap();
+    assert!(!locked(env.bank.clone()).await);
+
+    let pry = LockdownRule {
+        kind: Some(AlertKind::Pry),
+        min_severity: Severity::High,
+        scope: LockdownScope::Bank,
+    };
+    assert!(matches!(
+        env.app.set_lockdown_rule(&auditor, &env.site, pry).await,
+        Err(AppError::Forbidden)
+    ));
+    let rules = env.app.set_lockdown_rule(&admin, &env.site, pry).await.unwrap();
+    assert_eq!(rules, [pry]);
+    assert_eq!(env.app.lockdown_rules(&auditor, &env.site).await.unwrap(), [pry]);
+
+    // Another reading of the live pry changes nothing; a power cut is not a pry.
+    env.app.sensor_reading(&env.device, AlertKind::Pry, Some(1), now).await.unwrap();
+    env.app.sensor_reading(&env.device, AlertKind::PowerLoss, None, now).await.unwrap();
+    assert!(!locked(env.bank.clone()).await);
+
+    // A new pry: the bank is locked down in the same unit, on the record and the timeline.
+    let id = env.app.sensor_reading(&env.device, AlertKind::Pry, Some(2), now).await.unwrap();
+    assert!(locked(env.bank.clone()).await);
+    let lockdown = env.app.lockdown(&admin, &env.bank).await.unwrap().unwrap();
+    assert_eq!(lockdown.engaged_by, format!("alert:{id}"));
+    let timeline = env.app.alert(&admin, &id).await.unwrap().timeline;
+    let steps: Vec<(&str, Option<&str>)> =
+        timeline.iter().map(|e| (e.what.as_str(), e.note.as_deref())).collect();
+    assert_eq!(steps, [("raised", None), ("locked_down", Some(env.bank.as_str()))]);
+    assert!(env.site_log(50).await.iter().any(|r| {
+        r.event.action == AuditAction::LockdownEngage
+            && r.event.reason.as_deref() == Some(&format!("alert:{id}:pry"))
+    }));
+
+    // A rule for the whole site locks every bank of it.
+    let garage = env.app.create_bank(&Caller::Operator, &env.site, "Garage").await.unwrap();
+    let any =
+        LockdownRule { kind: None, min_severity: Severity::Critical, scope: LockdownScope::Site };
+    env.app.set_lockdown_rule(&admin, &env.site, any).await.unwrap();
+    assert!(!locked(garage.id.clone()).await);
+    env.app.sensor_reading(&env.device, AlertKind::Drill, Some(3), now).await.unwrap();
+    assert!(locked(garage.id.clone()).await);
+
+    // Removing a rule lets doors stay open that would have closed: it needs a step-up.
+    let plain = env.app.remove_lockdown_rule(&admin, &env.site, None).await;
+    assert!(matches!(plain, Err(AppError::StepUpRequired)), "{plain:?}");
+    let left = env.app.remove_lockdown_rule(&env.stepped_up(&env.admin), &env.site, None).await;
+    assert_eq!(left.unwrap(), [pry]);
+    let rules: Vec<Option<String>> = env
+        .site_log(100)
+        .await
+        .into_iter()
+        .filter(|r| r.event.action == AuditAction::LockdownRule)
+        .map(|r| r.event.reason)
+        .collect();
+    assert_eq!(rules.len(), 5, "set twice, refused once, removed refused once, removed: {rules:?}");
 });

@@ -73,6 +73,35 @@ named_enum!(
     }
 );
 
+named_enum!(
+    /// What a lockdown rule locks down when it matches.
+    LockdownScope {
+        /// The bank the alert is about.
+        Bank = "bank",
+        /// Every bank of the site.
+        Site = "site",
+    }
+);
+
+/// A site's rule: an alert of `kind` (any kind, with `None`) at `min_severity` or above locks
+/// down `scope` the moment it is raised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockdownRule {
+    /// The kind it is for; `None` for every kind.
+    pub kind: Option<AlertKind>,
+    /// The least severity that triggers it.
+    pub min_severity: Severity,
+    /// What it locks down.
+    pub scope: LockdownScope,
+}
+
+impl LockdownRule {
+    /// Whether an alert of `kind` and `severity` triggers this rule.
+    pub fn matches(&self, kind: AlertKind, severity: Severity) -> bool {
+        self.kind.is_none_or(|k| k == kind) && severity >= self.min_severity
+    }
+}
+
 /// What staff do with an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AlertStep {
@@ -273,6 +302,22 @@ mod tests {
             ["pry", "drill", "door_forced", "identity_in_two_places", "audit_integrity"]
         );
         assert!(Severity::Low < Severity::Medium && Severity::High < Severity::Critical);
+    }
+
+    #[test]
+    fn a_rule_matches_its_kind_at_its_severity_or_above() {
+        let pry = LockdownRule {
+            kind: Some(AlertKind::Pry),
+            min_severity: Severity::High,
+            scope: LockdownScope::Bank,
+        };
+        assert!(pry.matches(AlertKind::Pry, Severity::Critical));
+        assert!(pry.matches(AlertKind::Pry, Severity::High));
+        assert!(!pry.matches(AlertKind::Pry, Severity::Medium));
+        assert!(!pry.matches(AlertKind::Drill, Severity::Critical));
+        let any = LockdownRule { kind: None, ..pry };
+        assert!(any.matches(AlertKind::Drill, Severity::Critical));
+        assert!(!any.matches(AlertKind::PowerLoss, Severity::Medium));
     }
 
     #[test]

@@ -117,6 +117,9 @@ named_enum!(
         /// A bank locked down (every compartment refuses every credential and command), or an
         /// attempt to open one of its compartments refused because of it.
         LockdownEngage = "lockdown.engage",
+        /// A site's lockdown rule set or removed (`set:<kind>:<severity>:<scope>`,
+        /// `removed:<kind>`).
+        LockdownRule = "lockdown.rule",
         /// A lockdown lifted (at once, or by the approval of a second person).
         LockdownLift = "lockdown.lift",
         /// Audit entries exported over the API, with the reason given, or an export refused.

@@ -280,6 +280,19 @@ pub struct AlertDetailView {
     pub timeline: Vec<AlertEventView>,
 }
 
+/// A site's lockdown rule: an alert of `kind` at `min_severity` or above locks down `scope`
+/// as it is raised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LockdownRuleView {
+    /// An alert kind (`pry`, `drill`, …), or `any`.
+    pub kind: String,
+    /// `low`, `medium`, `high` or `critical`.
+    pub min_severity: String,
+    /// `bank` (the alert's bank) or `site` (every bank of the site).
+    pub scope: String,
+}
+
 /// A note for an alert's timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -10,6 +10,7 @@ use custody_app::Caller;
 use custody_app::admin::{CompartmentSpec, NewPerson};
 use custody_app::approvals::RoleChange;
 use custody_app::parcels::ParcelSpec;
+use custody_core::alert::{AlertKind, LockdownRule, LockdownScope, Severity};
 use custody_core::approval::ApprovalOutcome;
 use custody_core::compartment::SizeClass;
 use custody_core::person::Role;
@@ -19,9 +20,9 @@ use custody_proto::api::{
     AlertDetailView, AlertEventView, AlertView, ApiKeyIssued, AppOpenRequest, AppOpenView,
     BadgeView, BankView, CarrierView, CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest,
     CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest, DepositRequest, DepositView,
-    EnrolmentTokenView, ExpectParcelRequest, ImportBadgesRequest, LockdownView, LoginRequest,
-    NoteRequest, OpeningView, ParcelHistory, ParcelView, PersonView, PickupQrView, ReasonRequest,
-    RegisterBadgeRequest, RoleChangeRequest, SessionView, SiteView,
+    EnrolmentTokenView, ExpectParcelRequest, ImportBadgesRequest, LockdownRuleView, LockdownView,
+    LoginRequest, NoteRequest, OpeningView, ParcelHistory, ParcelView, PersonView, PickupQrView,
+    ReasonRequest, RegisterBadgeRequest, RoleChangeRequest, SessionView, SiteView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse, SignedOpenCommand};
 use serde::Deserialize;
@@ -617,6 +618,65 @@ pub async fn resolve_alert(
 ) -> ApiResult<AlertView> {
     let id: AlertId = parse_id(&id, "alert")?;
     Ok(Json(alert_view(&state.app.resolve_alert(staff.caller(), &id, &body.reason).await?)))
+}
+
+fn rule_view(r: LockdownRule) -> LockdownRuleView {
+    LockdownRuleView {
+        kind: r.kind.map_or("any", AlertKind::as_str).to_owned(),
+        min_severity: r.min_severity.as_str().to_owned(),
+        scope: r.scope.as_str().to_owned(),
+    }
+}
+
+/// `any`, or an alert kind.
+fn rule_kind(kind: &str) -> Result<Option<AlertKind>, ApiError> {
+    if kind == "any" {
+        return Ok(None);
+    }
+    AlertKind::parse(kind).map(Some).ok_or_else(|| {
+        ApiError::from(custody_app::AppError::Invalid(format!("no alert kind {kind:?}")))
+    })
+}
+
+/// A site's lockdown rules.
+pub async fn lockdown_rules(
+    State(state): State<ServerState>,
+    StaffRead(reader): StaffRead,
+    Path(id): Path<String>,
+) -> ApiResult<Vec<LockdownRuleView>> {
+    let site: SiteId = parse_id(&id, "site")?;
+    let rules = state.app.lockdown_rules(reader.caller(), &site).await?;
+    Ok(Json(rules.into_iter().map(rule_view).collect()))
+}
+
+/// Set a site's lockdown rule for a kind.
+pub async fn set_lockdown_rule(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+    Json(body): Json<LockdownRuleView>,
+) -> ApiResult<Vec<LockdownRuleView>> {
+    let site: SiteId = parse_id(&id, "site")?;
+    let invalid = |what: &str| ApiError::from(custody_app::AppError::Invalid(what.to_owned()));
+    let rule = LockdownRule {
+        kind: rule_kind(&body.kind)?,
+        min_severity: Severity::parse(&body.min_severity)
+            .ok_or_else(|| invalid("min_severity: low, medium, high or critical"))?,
+        scope: LockdownScope::parse(&body.scope).ok_or_else(|| invalid("scope: bank or site"))?,
+    };
+    let rules = state.app.set_lockdown_rule(staff.caller(), &site, rule).await?;
+    Ok(Json(rules.into_iter().map(rule_view).collect()))
+}
+
+/// Remove a site's lockdown rule for a kind.
+pub async fn remove_lockdown_rule(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path((id, kind)): Path<(String, String)>,
+) -> ApiResult<Vec<LockdownRuleView>> {
+    let site: SiteId = parse_id(&id, "site")?;
+    let rules = state.app.remove_lockdown_rule(staff.caller(), &site, rule_kind(&kind)?).await?;
+    Ok(Json(rules.into_iter().map(rule_view).collect()))
 }
 
 // --- badges ---------------------------------------------------------------------------------

@@ -174,6 +174,12 @@ impl custody_app::Presence for DeviceHub {
             link.codes.notify_one();
         }
     }
+
+    fn lockdown_changed(&self, bank: &BankId, on: bool) {
+        if self.is_online(bank) && !self.send(bank, ServerMessage::Lockdown { on }) {
+            tracing::warn!(%bank, "an agent missed a lockdown change; it hears it at the next resync");
+        }
+    }
 }
 
 /// `GET /v1/link`: upgrade to the device link.

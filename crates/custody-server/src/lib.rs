@@ -379,6 +379,31 @@ fn table() -> Routes<ServerState> {
             api::lift_lockdown,
         )
         .get(
+            "/api/v1/sites/{id}/lockdown-rules",
+            StaffRead,
+            Doc::list(
+                "The site's lockdown rules: which new alerts lock down their bank or the site",
+                "LockdownRuleView",
+            ),
+            api::lockdown_rules,
+        )
+        .post(
+            "/api/v1/sites/{id}/lockdown-rules",
+            Staff,
+            Doc::list(
+                "Set the site's rule for a kind (or `any`), replacing it",
+                "LockdownRuleView",
+            )
+            .taking("LockdownRuleView"),
+            api::set_lockdown_rule,
+        )
+        .delete(
+            "/api/v1/sites/{id}/lockdown-rules/{kind}",
+            Staff,
+            Doc::list("Remove the site's rule for a kind (needs a step-up)", "LockdownRuleView"),
+            api::remove_lockdown_rule,
+        )
+        .get(
             "/api/v1/sites/{id}/alerts",
             StaffRead,
             Doc::list(

@@ -15,11 +15,11 @@ use custody_proto::api::{
     CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest, CustodyEvent, CustodyView,
     DepositRequest, DepositView, DeviceHealthView, DeviceView, EndedView, EnrolmentTokenView,
     ErrorBody, ErrorDetail, EventView, ExpectParcelRequest, FactorRequest, FactorsView,
-    ImportBadgesRequest, LinkRedeemRequest, LinkRequest, LockdownView, LoginRequest, NoteRequest,
-    OpeningView, ParcelHistory, ParcelView, PasskeyAnswerRequest, PasskeyCeremonyView, PersonView,
-    PickupQrView, ReasonRequest, RecoveryCodesView, RegisterBadgeRequest, RoleChangeRequest,
-    RotateApiKeyRequest, SessionListItem, SessionView, SiteView, StatementView, TotpConfirmRequest,
-    TotpEnrolmentView,
+    ImportBadgesRequest, LinkRedeemRequest, LinkRequest, LockdownRuleView, LockdownView,
+    LoginRequest, NoteRequest, OpeningView, ParcelHistory, ParcelView, PasskeyAnswerRequest,
+    PasskeyCeremonyView, PersonView, PickupQrView, ReasonRequest, RecoveryCodesView,
+    RegisterBadgeRequest, RoleChangeRequest, RotateApiKeyRequest, SessionListItem, SessionView,
+    SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -62,6 +62,7 @@ use crate::routes::{Access, RouteInfo};
         AlertEventView,
         AlertDetailView,
         NoteRequest,
+        LockdownRuleView,
         DeviceView,
         DeviceHealthView,
         BoardHealthView,

@@ -60,6 +60,9 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/banks/{id}/lockdown", Access::StaffRead),
     ("POST", "/api/v1/banks/{id}/lockdown", Access::Staff),
     ("POST", "/api/v1/banks/{id}/lockdown/lift", Access::Staff),
+    ("GET", "/api/v1/sites/{id}/lockdown-rules", Access::StaffRead),
+    ("POST", "/api/v1/sites/{id}/lockdown-rules", Access::Staff),
+    ("DELETE", "/api/v1/sites/{id}/lockdown-rules/{kind}", Access::Staff),
     ("GET", "/api/v1/sites/{id}/alerts", Access::StaffRead),
     ("GET", "/api/v1/alerts/{id}", Access::StaffRead),
     ("POST", "/api/v1/alerts/{id}/acknowledge", Access::Staff),
@@ -873,6 +876,48 @@ backends!(an_alert_is_taken_noted_and_resolved_over_the_api, |t: TestStore| asyn
     assert_eq!(theirs.unwrap().status(), StatusCode::FORBIDDEN);
     let bad = admin.client.get(server.url("/api/v1/alerts/prc_x")).send().await.unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+});
+
+// A rule set over the API: the agent's next pry locks its bank down, and the agent engages its
+// interlock at once.
+backends!(a_rule_locks_the_bank_down_when_its_agent_reads_a_pry, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let agent = server.agent().await;
+    let env = &server.env;
+    let admin = server.sign_in(&env.admin).await;
+    let rules = format!("/api/v1/sites/{}/lockdown-rules", env.site);
+    let set = |body: Value| {
+        admin.client.post(server.url(&rules)).header("x-csrf-token", &admin.csrf).json(&body).send()
+    };
+    let wrong = set(json!({"kind": "pry", "min_severity": "dire", "scope": "bank"})).await;
+    assert_eq!(wrong.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let unknown = set(json!({"kind": "ghost", "min_severity": "high", "scope": "bank"})).await;
+    assert_eq!(unknown.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let set = set(json!({"kind": "pry", "min_severity": "high", "scope": "bank"})).await.unwrap();
+    assert_eq!(set.status(), StatusCode::OK);
+    let listed: Value =
+        admin.client.get(server.url(&rules)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(listed, json!([{"kind": "pry", "min_severity": "high", "scope": "bank"}]));
+
+    assert!(!agent.handle.is_interlocked());
+    agent.handle.sensor(custody_core::alert::AlertKind::Pry, Some(2)).await;
+    eventually("the agent locks down", || async { agent.handle.is_interlocked() }).await;
+    let lockdown = format!("/api/v1/banks/{}/lockdown", env.bank);
+    let state: Value =
+        admin.client.get(server.url(&lockdown)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(state["locked_down"], true);
+    assert!(state["engaged_by"].as_str().unwrap().starts_with("alert:alr_"), "{state}");
+
+    // Removing the rule needs a step-up: the session's factor is old by now.
+    env.clock.advance(custody_core::time::minutes(6));
+    let remove = admin
+        .client
+        .delete(server.url(&format!("{rules}/pry")))
+        .header("x-csrf-token", &admin.csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(remove.status(), StatusCode::FORBIDDEN);
 });
 
 backends!(badges_are_imported_listed_and_revoked_over_the_api, |t: TestStore| async move {

@@ -103,6 +103,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0015_alerts.sql"),
         postgres: include_str!("../migrations/postgres/0015_alerts.sql"),
     },
+    Migration {
+        version: 16,
+        name: "lockdown_rules",
+        sqlite: include_str!("../migrations/sqlite/0016_lockdown_rules.sql"),
+        postgres: include_str!("../migrations/postgres/0016_lockdown_rules.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

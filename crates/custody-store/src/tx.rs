@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use custody_audit::entry::{Entry, Sealed};
 use custody_audit::merkle::{self as audit_merkle, Frontier};
-use custody_core::alert::{AlertKind, AlertState, Severity};
+use custody_core::alert::{AlertKind, AlertState, LockdownRule, LockdownScope, Severity};
 use custody_core::approval::{ApprovalKind, ApprovalOutcome};
 use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, SealedText, Target};
 use custody_core::compartment::{CompartmentNumber, CompartmentState, DoorState, SizeClass};
@@ -1729,6 +1729,73 @@ impl Tx {
             )
             .await?;
         Ok(n == 1)
+    }
+
+    /// Sets the site's lockdown rule for its kind (or for any kind), replacing the one it had.
+    pub async fn put_lockdown_rule(
+        &mut self,
+        site: &SiteId,
+        rule: &LockdownRule,
+        now: Timestamp,
+    ) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO lockdown_rules (site_id, kind, min_severity, scope, set_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (site_id, kind) DO UPDATE SET \
+                 min_severity = excluded.min_severity, scope = excluded.scope, set_at = excluded.set_at",
+            )
+            .bind(site.as_str().to_owned())
+            .bind(rule.kind.map_or("any", AlertKind::as_str))
+            .bind(rule.min_severity.as_str())
+            .bind(rule.scope.as_str())
+            .bind(now.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Removes the site's lockdown rule for `kind` (`None`: the one for any kind); false when
+    /// it had none.
+    pub async fn delete_lockdown_rule(
+        &mut self,
+        site: &SiteId,
+        kind: Option<AlertKind>,
+    ) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query("DELETE FROM lockdown_rules WHERE site_id = $1 AND kind = $2")
+                    .bind(site.as_str().to_owned())
+                    .bind(kind.map_or("any", AlertKind::as_str)),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// The site's lockdown rules.
+    pub async fn lockdown_rules(&mut self, site: &SiteId) -> R<Vec<LockdownRule>> {
+        let rows = self
+            .all(
+                sqlx::query(
+                    "SELECT kind, min_severity, scope FROM lockdown_rules WHERE site_id = $1 \
+                     ORDER BY kind",
+                )
+                .bind(site.as_str().to_owned()),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let kind = text(r, "kind")?;
+                Ok(LockdownRule {
+                    kind: if kind == "any" {
+                        None
+                    } else {
+                        Some(AlertKind::parse(&kind).ok_or(StoreError::Corrupt("kind"))?)
+                    },
+                    min_severity: parse(r, "min_severity", Severity::parse)?,
+                    scope: parse(r, "scope", LockdownScope::parse)?,
+                })
+            })
+            .collect()
     }
 
     /// Lifts the lockdown of bank `bank` engaged at `engaged_at`; false when there was none,
