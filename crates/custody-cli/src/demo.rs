@@ -31,6 +31,7 @@ use custody_app::admin::{CompartmentSpec, NewPerson};
 use custody_app::auth::Client;
 use custody_app::setup::DataDir;
 use custody_app::{App, AppConfig, Caller};
+use custody_core::alert::AlertKind;
 use custody_core::badge::{BadgeNumber, ReaderKind};
 use custody_core::compartment::{DoorState, SizeClass};
 use custody_core::person::Role;
@@ -195,7 +196,8 @@ struct Demo {
 }
 
 /// The demo's staff whose role needs a second factor.
-const STAFF_WITH_AUTHENTICATORS: [&str; 2] = ["admin@harbour.example", "root@harbour.example"];
+const STAFF_WITH_AUTHENTICATORS: [&str; 3] =
+    ["admin@harbour.example", "ops@harbour.example", "root@harbour.example"];
 
 /// Sets up an authenticator app for each of the demo's admins the way a person would:
 /// password, begin, read the key, confirm with the app's first code.
@@ -267,6 +269,7 @@ async fn add_people(
     let people = [
         ("root@harbour.example", "Sam Super", Role::SuperAdmin, None, None),
         ("admin@harbour.example", "Ada Admin", Role::Admin, Some(site.clone()), None),
+        ("ops@harbour.example", "Olly Ops", Role::Admin, Some(site.clone()), None),
         ("audit@harbour.example", "Abe Auditor", Role::Auditor, None, None),
         ("carl@parcelco.example", "Carl Courier", Role::Courier, None, Some(carrier.clone())),
         ("ann@harbour.example", "Ann Resident", Role::Resident, Some(site.clone()), None),
@@ -431,10 +434,11 @@ pub(crate) async fn run(data: &Path, url: Option<&str>, args: Args) -> anyhow::R
         demo.data.root().join("tls/server-ca.pem").display()
     );
     println!("  API:         {base}/api/v1   (OpenAPI at {base}/api/v1/openapi.json)");
-    println!("  sign in as:  admin@harbour.example, root@harbour.example, audit@harbour.example,");
-    println!("               ann@harbour.example, bob@harbour.example, carl@parcelco.example");
+    println!("  sign in as:  admin@harbour.example, ops@harbour.example, root@harbour.example,");
+    println!("               audit@harbour.example, ann@harbour.example, bob@harbour.example,");
+    println!("               carl@parcelco.example");
     println!("  password:    {DEMO_PASSWORD}");
-    println!("  second factor for admin@ and root@ (add the key to an authenticator app):");
+    println!("  second factor for admin@, ops@ and root@ (add the key to an authenticator app):");
     for (email, seed, _) in &demo.authenticators {
         println!("               {email}: {}", seed.base32().as_str());
     }
@@ -755,6 +759,73 @@ async fn deposit_offline(bank: &Bank, code: &str, parcel: &str) -> anyhow::Resul
         poll.next().await?;
     }
     Ok(n)
+}
+
+/// Ada sets the site's rule that a pry locks its bank down; a pry at `at` raises a critical
+/// alert and the bank's agent locks itself down at once; Ada resolves the alert and asks to
+/// lift the lockdown, and Olly approves.
+async fn pry_at_night(t: &mut Tour<'_>, at: usize) -> anyhow::Result<()> {
+    let demo = t.demo;
+    let bank = &demo.banks[at];
+    // A fresh sign-in for each admin (a new authenticator step, a fresh factor for the lift).
+    demo.clock.advance(minutes(1));
+    let ada = t.sign_in("admin@harbour.example").await?;
+    let rules = format!("/api/v1/sites/{}/lockdown-rules", demo.site);
+    let rule = json!({"kind": "pry", "min_severity": "high", "scope": "bank"});
+    let (status, body) =
+        t.call(reqwest::Method::POST, &rules, Auth::Session(&ada), Some(rule)).await?;
+    ensure!(status == 200, "setting the lockdown rule: {status} {body}");
+    t.ok("Ada sets the site's rule: a pry locks its bank down");
+
+    bank.agent.sensor(AlertKind::Pry, Some(2)).await;
+    let mut poll = Poll::new(&format!("the {} to lock itself down", bank.name));
+    while !bank.agent.is_interlocked() {
+        poll.next().await?;
+    }
+    let alerts = format!("/api/v1/sites/{}/alerts?live=true", demo.site);
+    let (status, live) = t.call(reqwest::Method::GET, &alerts, Auth::Session(&ada), None).await?;
+    let pry = live.as_array().and_then(|a| a.iter().find(|x| x["kind"] == "pry")).cloned();
+    let pry = pry.with_context(|| format!("the pry alert: {status} {live}"))?;
+    ensure!(pry["severity"] == "critical", "the pry's severity: {pry}");
+    t.ok(&format!(
+        "A pry at the {} compartment 2: a critical alert, and the bank locks itself down at once",
+        bank.name
+    ));
+
+    let id = pry["id"].as_str().context("alert id")?;
+    for (step, body) in [
+        ("acknowledge", json!({})),
+        ("notes", json!({"note": "camera 1 shows a man with a crowbar, gone at 03:14"})),
+        ("resolve", json!({"reason": "door checked, lock intact, police report filed"})),
+    ] {
+        let path = format!("/api/v1/alerts/{id}/{step}");
+        let (status, body) =
+            t.call(reqwest::Method::POST, &path, Auth::Session(&ada), Some(body)).await?;
+        ensure!(status == 200, "{step} the alert: {status} {body}");
+    }
+    t.ok("Ada takes the alert, notes what the camera shows, and resolves it");
+
+    let lift = format!("/api/v1/banks/{}/lockdown/lift", bank.id);
+    let reason = json!({"reason": "lock checked on site after the pry alarm"});
+    let (status, asked) =
+        t.call(reqwest::Method::POST, &lift, Auth::Session(&ada), Some(reason)).await?;
+    ensure!(status == 202, "asking to lift: {status} {asked}");
+    let request = asked["id"].as_str().context("request id")?;
+    let olly = t.sign_in("ops@harbour.example").await?;
+    let approve = format!("/api/v1/approvals/{request}/approve");
+    let (status, body) =
+        t.call(reqwest::Method::POST, &approve, Auth::Session(&olly), Some(json!({}))).await?;
+    ensure!((200..300).contains(&status), "approving the lift: {status} {body}");
+    let mut poll = Poll::new(&format!("the {} to open again", bank.name));
+    while bank.agent.is_interlocked() {
+        poll.next().await?;
+    }
+    t.ok(&format!(
+        "Lifting takes two: Ada asks with a fresh second factor and a reason, Olly approves, and \
+         the {} opens again",
+        bank.name
+    ));
+    Ok(())
 }
 
 /// Carl, Parcelco's courier, works the `bank`'s kiosk with today's code: his work list, a
@@ -1100,7 +1171,10 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     ensure!(status == 403, "a resident must not open compartments remotely: {status}");
     t.ok("Ann cannot open a compartment remotely (403)");
 
-    // 8. The chain of custody of each parcel.
+    // 8. A pry at night: the rule locks the bank down, and lifting it takes two people.
+    pry_at_night(&mut t, lobby).await?;
+
+    // 9. The chain of custody of each parcel.
     for (id, who, expect) in [
         (&ann_parcel, "Ann", "parcel.pick_up"),
         (&bob_parcel, "Bob", "parcel.return"),
@@ -1137,7 +1211,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     }
     t.ok("Every parcel's chain of custody shows each hand-off, in order");
 
-    // 9. The audit log of the whole story, against a checkpoint that left the database.
+    // 10. The audit log of the whole story, against a checkpoint that left the database.
     let head =
         demo.app.store().read(|tx| async move { tx.tree_head().await }.boxed()).await?.size();
     let verifier =
