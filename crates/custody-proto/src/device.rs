@@ -275,6 +275,9 @@ impl std::fmt::Debug for OfflineList {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OfflineList")
             .field("codes", &self.codes.len())
+            .field("couriers", &self.couriers.len())
+            .field("expected", &self.expected.len())
+            .field("free", &self.free.len())
             .field("valid_until_ms", &self.valid_until_ms)
             .finish_non_exhaustive()
     }
