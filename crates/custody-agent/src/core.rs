@@ -44,7 +44,7 @@ use crate::journal::{Entry, OfflineDeposit, Record, Restored};
 use custody_core::Timestamp;
 use custody_core::alert::{AlertKind, Debounce, Debouncer};
 use custody_core::badge::{BadgeNumber, ReaderKind};
-use custody_core::code::PickupEntry;
+use custody_core::code::{PickupEntry, courier_digits};
 use custody_core::compartment::{CompartmentNumber, SizeClass};
 use custody_core::throttle::OFFLINE_PICKUP_DAY;
 use custody_core::token::{PickupToken, QR_TOKEN_DOMAIN, QR_TOKEN_TEXT_LEN, ScannedToken};
@@ -65,9 +65,6 @@ const OFFLINE_NONCE: &str = "offline-";
 /// How far a list's deadline may move on before the list is saved again though its codes
 /// did not change (ms): an hour.
 const SAVE_EVERY_MS: i64 = 3_600_000;
-
-/// A UTC day (ms): a courier's code changes with it.
-const DAY_MS: i64 = 86_400_000;
 
 /// How long after its compartment opened an offline deposit may be confirmed (ms): the
 /// server's default reservation, ten minutes.
@@ -790,12 +787,9 @@ impl AgentCore {
         if !self.offline_budget_left(now) {
             return vec![Action::Show(Screen::CodesPaused)];
         }
-        let day = now.as_millis().div_euclid(DAY_MS);
-        let digits: String = code.chars().filter(|c| *c != ' ').collect();
-        let shaped = digits.len() == 12 && digits.bytes().all(|b| b.is_ascii_digit());
-        let verifier = shaped
-            .then(|| offline_courier_verifier(&held.key, day, digits.as_bytes()).ok())
-            .flatten();
+        let day = now.utc_day();
+        let verifier = courier_digits(code)
+            .and_then(|digits| offline_courier_verifier(&held.key, day, digits.as_bytes()).ok());
         let found = verifier.and_then(|v| {
             held.couriers
                 .iter()

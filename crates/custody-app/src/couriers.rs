@@ -15,6 +15,7 @@
 //! day, and at once when its courier is disabled or is a courier no more.
 
 use custody_core::audit::{AuditAction, AuditEvent, Outcome, Target};
+use custody_core::code::courier_digits;
 use custody_core::compartment::{CompartmentState, SizeClass};
 use custody_core::parcel::ParcelState;
 use custody_core::person::Role;
@@ -27,12 +28,6 @@ use zeroize::Zeroizing;
 use crate::parcels::{Deposit, Opening};
 use crate::throttle::Budgets;
 use crate::{App, AppError, Caller};
-
-/// Digits in a courier code.
-pub const COURIER_CODE_DIGITS: usize = 12;
-
-/// A UTC day (ms): a courier's code changes with it.
-pub(crate) const DAY_MS: i64 = 86_400_000;
 
 /// Today's code of a courier.
 #[derive(Clone)]
@@ -96,13 +91,6 @@ impl<'a> From<&'a Zeroizing<String>> for CourierAt<'a> {
     }
 }
 
-/// The typed code without spaces, if it has the code's shape.
-fn digits_of(typed: &str) -> Option<Zeroizing<String>> {
-    let digits: Zeroizing<String> = Zeroizing::new(typed.chars().filter(|c| *c != ' ').collect());
-    (digits.len() == COURIER_CODE_DIGITS && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then_some(digits)
-}
-
 impl App {
     /// A courier's code on UTC day `day` (days since the epoch), in groups of four digits.
     pub(crate) fn courier_code_on(&self, person: &PersonId, day: i64) -> Zeroizing<String> {
@@ -137,8 +125,8 @@ impl App {
             return Err(AppError::conflict("not_a_courier", "only couriers have kiosk codes"));
         }
         let now = self.now();
-        let day = now.as_millis().div_euclid(DAY_MS);
-        let valid_until = Timestamp::from_millis((day + 1) * DAY_MS);
+        let day = now.utc_day();
+        let valid_until = Timestamp::utc_day_start(day + 1);
         let code = self.courier_code_on(id, day);
         let hash = self.courier_code_hash(&code.replace(' ', ""));
         let person = id.clone();
@@ -195,7 +183,7 @@ impl App {
         self.spend_or_throttle(&budgets, attempt(Outcome::Denied, method)).await?;
         let (holder, unknown, known) = match who {
             CourierAt::Code(typed) => {
-                let holder = match digits_of(typed).map(|d| self.courier_code_hash(&d)) {
+                let holder = match courier_digits(typed).map(|d| self.courier_code_hash(&d)) {
                     Some(hash) => {
                         self.store()
                             .read(move |tx| {

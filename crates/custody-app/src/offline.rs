@@ -52,7 +52,6 @@ use data_encoding::BASE64;
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
 
-use crate::couriers::DAY_MS;
 use crate::parcels::{AtBank, advance, picked_up};
 use crate::{App, AppError, Caller};
 
@@ -160,7 +159,7 @@ impl App {
         couriers: &[PersonRow],
         now: Timestamp,
     ) -> Result<Vec<OfflineCourier>, AppError> {
-        let today = now.as_millis().div_euclid(DAY_MS);
+        let today = now.utc_day();
         let key = self.offline_key(bank);
         let mut out = Vec::new();
         for courier in couriers {

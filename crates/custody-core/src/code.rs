@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::compartment::CompartmentNumber;
 
@@ -26,6 +26,17 @@ pub const LEGACY_PICKUP_CODE_DIGITS: usize = 8;
 /// How long after a pickup the same code opens the emptied compartment once more (a bag left
 /// behind).
 pub const GRACE_REOPEN: std::time::Duration = crate::time::minutes(2);
+
+/// Digits in a courier's daily code.
+pub const COURIER_CODE_DIGITS: usize = 12;
+
+/// A typed courier code without its spaces, if it has the code's shape (twelve digits): what
+/// the server hashes to look it up, and an agent offline to check it.
+pub fn courier_digits(typed: &str) -> Option<Zeroizing<String>> {
+    let digits: Zeroizing<String> = Zeroizing::new(typed.chars().filter(|c| *c != ' ').collect());
+    (digits.len() == COURIER_CODE_DIGITS && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(digits)
+}
 
 /// A pickup code in clear. Exists only between generation and the outgoing message, and between
 /// the kiosk keypad and the check.
@@ -121,6 +132,19 @@ mod tests {
 
     fn locker(n: u16) -> CompartmentNumber {
         CompartmentNumber::new(n).unwrap()
+    }
+
+    #[test]
+    fn a_courier_code_is_twelve_digits_spaces_aside() {
+        assert_eq!(
+            courier_digits("1234 5678 9012").as_deref().map(String::as_str),
+            Some("123456789012")
+        );
+        assert!(courier_digits("1234 5678 901").is_none());
+        assert!(courier_digits("1234 5678 901x").is_none());
+        assert!(courier_digits("1234-5678-9012").is_none());
+        assert_eq!(crate::Timestamp::from_millis(-1).utc_day(), -1);
+        assert_eq!(crate::Timestamp::utc_day_start(2).as_millis(), 2 * 86_400_000);
     }
 
     #[test]

@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 #[serde(transparent)]
 pub struct Timestamp(i64);
 
+/// Milliseconds in a UTC day.
+const DAY_MS: i64 = 86_400_000;
+
 impl Timestamp {
     /// The Unix epoch.
     pub const EPOCH: Self = Self(0);
@@ -30,6 +33,16 @@ impl Timestamp {
     /// Milliseconds since the epoch.
     pub const fn as_millis(self) -> i64 {
         self.0
+    }
+
+    /// The UTC day it falls on, in days since the epoch: what a courier's code changes with.
+    pub const fn utc_day(self) -> i64 {
+        self.0.div_euclid(DAY_MS)
+    }
+
+    /// The start of UTC day `day` (days since the epoch).
+    pub const fn utc_day_start(day: i64) -> Self {
+        Self(day.saturating_mul(DAY_MS))
     }
 
     /// Whole seconds since the epoch (rounded down).
