@@ -37,12 +37,20 @@
 //! it was. While the bank is locked down, or once the journal cannot be written, the core
 //! refuses every open command and keeps the hardware interlock engaged ([`Action::Interlock`]),
 //! which the drivers check again at the moment of actuation.
+//!
+//! Tamper readings are debounced by the bank's sensor settings, journaled, and reported after
+//! every welcome until the server acknowledges them ([`ServerMessage::SensorAck`]). The core
+//! applies the site's lockdown rules ([`ServerMessage::Policy`], kept across restarts) to its own
+//! readings: a reading a rule matches locks the bank down at once, even offline, and holds
+//! until the server has the reading; from then the server's word on the lockdown holds, as the
+//! server applies the same rules as it takes the reading. A door open past the bank's time is
+//! `door_left_open`, checked on every [`Event::Tick`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::journal::{Entry, OfflineDeposit, Record, Restored};
+use crate::journal::{Entry, OfflineDeposit, Reading, Record, Restored};
 use custody_core::Timestamp;
-use custody_core::alert::{AlertKind, Debounce, Debouncer};
+use custody_core::alert::{AlertKind, Debouncer, LockdownRule, SensorSettings};
 use custody_core::badge::{BadgeNumber, ReaderKind};
 use custody_core::code::{PickupEntry, courier_digits};
 use custody_core::compartment::{CompartmentNumber, SizeClass};
@@ -52,7 +60,7 @@ use custody_crypto::secret::badge_verifier;
 use custody_crypto::secret::{constant_time_eq, offline_code_verifier, offline_courier_verifier};
 use custody_crypto::sign::PublicKey;
 use custody_proto::device::{
-    AgentMessage, BadgeList, BadgeRead, CommandOutcome, CourierAction, CourierAnswer,
+    AgentMessage, BadgeList, BadgeRead, BankPolicy, CommandOutcome, CourierAction, CourierAnswer,
     CourierCredential, DoorReading, FreeCompartments, KioskParcel, OPEN_COMMAND_DOMAIN,
     OfflineCompartment, OfflineCourier, OfflineList, OfflineParcel, OfflineUse, OfflineWhat,
     PROTOCOL_VERSION, PickupAnswer, PresenceKey, ServerMessage, SignedOpenCommand,
@@ -137,6 +145,8 @@ pub enum Event {
         /// The compartment, unless it concerns the bank as a whole.
         compartment: Option<u16>,
     },
+    /// Time passed: doors open too long are reported.
+    Tick,
 }
 
 /// What the kiosk screen should say.
@@ -330,6 +340,14 @@ pub struct AgentCore {
     unlocked_at: BTreeMap<u16, i64>,
     /// Turns tamper readings into the ones that count.
     debouncer: Debouncer,
+    /// The bank's sensor settings, as the server last sent them.
+    sensors: SensorSettings,
+    /// The site's lockdown rules, as the server last sent them.
+    rules: Vec<LockdownRule>,
+    /// Readings reported and not yet acknowledged, by journal counter.
+    readings: BTreeMap<u64, Reading>,
+    /// Doors read open: since when (ms), and whether `door_left_open` was raised for it.
+    open_since: BTreeMap<u16, (i64, bool)>,
     /// The deadline of the list last saved to disk ([`Action::Save`]).
     saved_until_ms: i64,
     /// The latest time handled: the clock is never taken back (a clock set back must not
@@ -432,6 +450,10 @@ impl AgentCore {
             doors: BTreeMap::new(),
             unlocked_at: BTreeMap::new(),
             debouncer: Debouncer::default(),
+            sensors: SensorSettings::default(),
+            rules: Vec::new(),
+            readings: BTreeMap::new(),
+            open_since: BTreeMap::new(),
             saved_until_ms: i64::MIN,
             latest: Timestamp::from_millis(0),
         }
@@ -464,12 +486,24 @@ impl AgentCore {
         self.deposits = restored.deposits;
         self.doors = restored.doors;
         self.unlocked_at = restored.unlocked_at;
+        self.readings = restored.readings;
+        self.open_since = restored.open_since;
+        if let Some((sensors, rules)) = restored.policy.as_ref().and_then(|p| policy(p).ok()) {
+            self.sensors = sensors;
+            self.rules = rules;
+        }
         self
     }
 
+    /// Whether the bank is locked down: the server says so, or a reading the server does not
+    /// have yet matched one of the site's rules.
+    fn locked(&self) -> bool {
+        self.locked_down || self.readings.values().any(|r| r.locks)
+    }
+
     /// Whether the interlock must be engaged: locked down, or the journal failed.
-    pub const fn interlocked(&self) -> bool {
-        self.locked_down || self.journal_failed
+    pub fn interlocked(&self) -> bool {
+        self.locked() || self.journal_failed
     }
 
     /// The next journal record.
@@ -485,6 +519,83 @@ impl AgentCore {
         }
         self.locked_down = on;
         vec![self.record(now, Entry::Lockdown { on }), Action::Interlock(self.interlocked())]
+    }
+
+    /// The server's welcome: the bank as the server knows it, its lockdown, and the presence
+    /// key; then everything the server does not have yet goes again.
+    fn welcome(
+        &mut self,
+        now: Timestamp,
+        device: &str,
+        bank: &str,
+        compartments: Vec<u16>,
+        presence_key: PresenceKey,
+        locked_down: bool,
+    ) -> Vec<Action> {
+        if device != self.identity.device || bank != self.identity.bank {
+            // The server names another device or bank: trust nothing it says.
+            self.welcomed = false;
+            return vec![Action::Presence(None)];
+        }
+        self.compartments =
+            compartments.into_iter().filter(|n| CompartmentNumber::new(*n).is_ok()).collect();
+        self.welcomed = true;
+        let mut actions = self.lockdown(now, locked_down);
+        actions.push(Action::Presence(Some(presence_key)));
+        // Readings the server does not have yet, in the order they were made.
+        actions.extend(self.readings.iter().map(|(c, r)| Action::Send(r.message(*c))));
+        // What the kiosk did offline, until the server says it has it, in the order it
+        // happened (a deposit before its confirmation).
+        let mut pending: Vec<&OfflineUse> = self.pending.values().collect();
+        pending.sort_by_key(|u| use_order(u));
+        actions.extend(pending.into_iter().map(|u| Action::Send(AgentMessage::Offline(u.clone()))));
+        actions
+    }
+
+    /// Takes the bank's policy as sent: journaled when it changed. One that cannot be read
+    /// leaves the last one in force.
+    fn take_policy(&mut self, now: Timestamp, sent: BankPolicy) -> Vec<Action> {
+        let Ok((sensors, rules)) = policy(&sent) else { return Vec::new() };
+        if sensors == self.sensors && rules == self.rules {
+            return Vec::new();
+        }
+        self.sensors = sensors;
+        self.rules = rules;
+        vec![self.record(now, Entry::Policy { policy: sent })]
+    }
+
+    /// The server has a reading: it need not be sent again, and a lockdown it engaged here is
+    /// the server's to keep or lift from now on.
+    fn reading_acknowledged(&mut self, now: Timestamp, counter: u64) -> Vec<Action> {
+        let was = self.interlocked();
+        if self.readings.remove(&counter).is_none() {
+            return Vec::new();
+        }
+        let mut actions = vec![self.record(now, Entry::SensorAck { counter })];
+        if self.interlocked() != was {
+            actions.push(Action::Interlock(self.interlocked()));
+        }
+        actions
+    }
+
+    /// Doors open longer than the bank allows, each once per opening.
+    fn doors_left_open(&mut self, now: Timestamp) -> Vec<Action> {
+        let after =
+            i64::try_from(self.sensors.door_left_open_after.as_millis()).unwrap_or(i64::MAX);
+        let due: Vec<u16> = self
+            .open_since
+            .iter()
+            .filter(|(_, (since, told))| !told && now.as_millis().saturating_sub(*since) >= after)
+            .map(|(c, _)| *c)
+            .collect();
+        let mut actions = Vec::new();
+        for compartment in due {
+            if let Some(open) = self.open_since.get_mut(&compartment) {
+                open.1 = true;
+            }
+            actions.extend(self.sensor(now, AlertKind::DoorLeftOpen, Some(compartment)));
+        }
+        actions
     }
 
     /// Lets an OSDP reader be read without Secure Channel until `until` (the installer's
@@ -556,6 +667,7 @@ impl AgentCore {
             }
             Event::Door { compartment, reading } => self.door(now, compartment, reading),
             Event::Sensor { kind, compartment } => self.sensor(now, kind, compartment),
+            Event::Tick => self.doors_left_open(now),
             Event::Unlocked { nonce, result } => {
                 let record = self.record(
                     now,
@@ -585,6 +697,15 @@ impl AgentCore {
     /// unknown reading says nothing either way.
     fn door(&mut self, now: Timestamp, compartment: u16, reading: DoorReading) -> Vec<Action> {
         let before = self.doors.insert(compartment, reading);
+        match reading {
+            DoorReading::Open if before != Some(DoorReading::Open) => {
+                self.open_since.insert(compartment, (now.as_millis(), false));
+            }
+            DoorReading::Closed => {
+                self.open_since.remove(&compartment);
+            }
+            DoorReading::Open | DoorReading::Unknown => {}
+        }
         let record = self.record(now, Entry::Door { compartment, reading });
         let mut actions = vec![
             record,
@@ -609,25 +730,28 @@ impl AgentCore {
         actions
     }
 
-    /// A tamper reading: if it counts under its kind's rule, journaled, then reported (kept in
-    /// the daemon's backlog while the link is down).
+    /// A tamper reading: if it counts under the bank's rule for its kind, journaled, then
+    /// reported (and again after every welcome until acknowledged). A reading one of the site's
+    /// lockdown rules matches locks the bank down here at once.
     fn sensor(&mut self, now: Timestamp, kind: AlertKind, compartment: Option<u16>) -> Vec<Action> {
         if !kind.from_sensor()
-            || !self.debouncer.reading(Debounce::default_for(kind), kind, compartment, now)
+            || !self.debouncer.reading(self.sensors.debounce_for(kind), kind, compartment, now)
         {
             return Vec::new();
         }
+        let was = self.interlocked();
+        let locks = self.rules.iter().any(|r| r.matches(kind, kind.default_severity()));
         let alert = kind.as_str().to_owned();
-        let record = self.record(now, Entry::Sensor { alert: alert.clone(), compartment });
-        vec![
-            record,
-            Action::Send(AgentMessage::Sensor {
-                kind: alert,
-                compartment,
-                at_ms: now.as_millis(),
-                counter: self.counter,
-            }),
-        ]
+        let record = self.record(now, Entry::Sensor { alert: alert.clone(), compartment, locks });
+        let reading = Reading { alert, compartment, at_ms: now.as_millis(), locks };
+        let message = reading.message(self.counter);
+        self.readings.insert(self.counter, reading);
+        let mut actions = vec![record];
+        if self.interlocked() != was {
+            actions.push(Action::Interlock(true));
+        }
+        actions.push(Action::Send(message));
+        actions
     }
 
     /// Sends the kiosk's question under a new request id, or says the kiosk is offline.
@@ -1031,6 +1155,14 @@ impl AgentCore {
                     Vec::new()
                 }
             }
+            ServerMessage::SensorAck { counter } => self.reading_acknowledged(now, counter),
+            ServerMessage::Policy(sent) => {
+                if self.welcomed {
+                    self.take_policy(now, sent)
+                } else {
+                    Vec::new()
+                }
+            }
             // The daemon stores a renewed certificate; it decides nothing about doors.
             ServerMessage::Renewed { .. } => Vec::new(),
             ServerMessage::Welcome {
@@ -1040,28 +1172,7 @@ impl AgentCore {
                 presence_key,
                 locked_down,
                 ..
-            } => {
-                if device != self.identity.device || bank != self.identity.bank {
-                    // The server names another device or bank: trust nothing it says.
-                    self.welcomed = false;
-                    return vec![Action::Presence(None)];
-                }
-                self.compartments = compartments
-                    .into_iter()
-                    .filter(|n| CompartmentNumber::new(*n).is_ok())
-                    .collect();
-                self.welcomed = true;
-                let mut actions = self.lockdown(now, locked_down);
-                actions.push(Action::Presence(Some(presence_key)));
-                // What the kiosk did offline, until the server says it has it, in the order it
-                // happened (a deposit before its confirmation).
-                let mut pending: Vec<&OfflineUse> = self.pending.values().collect();
-                pending.sort_by_key(|u| use_order(u));
-                actions.extend(
-                    pending.into_iter().map(|u| Action::Send(AgentMessage::Offline(u.clone()))),
-                );
-                actions
-            }
+            } => self.welcome(now, &device, &bank, compartments, presence_key, locked_down),
             ServerMessage::Lockdown { on } => {
                 if self.welcomed {
                     self.lockdown(now, on)
@@ -1214,11 +1325,25 @@ impl AgentCore {
         if self.journal_failed {
             return Err(Refusal::JournalFailed);
         }
-        if self.locked_down {
+        if self.locked() {
             return Err(Refusal::LockedDown);
         }
         Ok(compartment)
     }
+}
+
+/// The sensor settings and lockdown rules of a policy as sent; an error for one that cannot be
+/// read whole.
+fn policy(sent: &BankPolicy) -> Result<(SensorSettings, Vec<LockdownRule>), String> {
+    let rules =
+        sent.sensors.rules.iter().map(|r| (r.kind.clone(), r.threshold, r.window_ms, r.quiet_ms));
+    let sensors = SensorSettings::from_wire(rules, sent.sensors.door_left_open_after_secs)?;
+    let lockdown = sent
+        .lockdown
+        .iter()
+        .map(|r| LockdownRule::parse(&r.kind, &r.min_severity, &r.scope))
+        .collect::<Result<_, _>>()?;
+    Ok((sensors, lockdown))
 }
 
 /// Where an offline use falls in the order they happened: by time, then by journal counter
@@ -1566,7 +1691,9 @@ mod tests {
             let first = f.core.handle(NOW, pry.clone());
             let [
                 Action::Record(Record {
-                    counter, entry: Entry::Sensor { alert, compartment }, ..
+                    counter,
+                    entry: Entry::Sensor { alert, compartment, locks: false },
+                    ..
                 }),
                 Action::Send(AgentMessage::Sensor { counter: sent, at_ms, .. }),
             ] = first.as_slice()
@@ -1586,10 +1713,198 @@ mod tests {
             // The server's own kinds never come from here.
             let claimed = Event::Sensor { kind: AlertKind::AuditIntegrity, compartment: None };
             assert!(f.core.handle(NOW, claimed).is_empty());
-            // Offline too: the daemon keeps the report in its backlog.
+            // Offline too: it is sent after the next welcome.
             f.core.handle(NOW, Event::Disconnected);
             let drill = Event::Sensor { kind: AlertKind::Drill, compartment: Some(1) };
             assert_eq!(reported(&f.core.handle(NOW, drill)), [("drill".to_owned(), Some(1))]);
+        }
+
+        /// A policy with the site's rule for pry (bank scope) and a bank that counts every
+        /// impact and allows doors a minute open.
+        fn pry_locks() -> BankPolicy {
+            BankPolicy {
+                sensors: custody_proto::api::SensorSettingsView {
+                    rules: vec![custody_proto::api::SensorRuleView {
+                        kind: "impact".into(),
+                        threshold: 1,
+                        window_ms: 1_000,
+                        quiet_ms: 1_000,
+                    }],
+                    door_left_open_after_secs: 60,
+                },
+                lockdown: vec![custody_proto::api::LockdownRuleView {
+                    kind: "pry".into(),
+                    min_severity: "high".into(),
+                    scope: "bank".into(),
+                }],
+            }
+        }
+
+        fn counters(actions: &[Action]) -> Vec<u64> {
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Send(AgentMessage::Sensor { counter, .. }) => Some(*counter),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        fn policy_records(actions: &[Action]) -> usize {
+            actions
+                .iter()
+                .filter(|a| matches!(a, Action::Record(Record { entry: Entry::Policy { .. }, .. })))
+                .count()
+        }
+
+        #[test]
+        fn the_banks_policy_is_journaled_when_it_changes_and_a_bad_one_changes_nothing() {
+            let mut f = fixture();
+            let sent = Event::Server(ServerMessage::Policy(pry_locks()));
+            assert_eq!(policy_records(&f.core.handle(NOW, sent.clone())), 1);
+            assert_eq!(policy_records(&f.core.handle(NOW, sent)), 0, "the same again");
+            // The bank's own rule: one impact counts here.
+            let impact = Event::Sensor { kind: AlertKind::Impact, compartment: None };
+            assert_eq!(reported(&f.core.handle(NOW, impact)), [("impact".to_owned(), None)]);
+            // A policy that cannot be read whole leaves the last one in force.
+            let mut bad = pry_locks();
+            bad.lockdown[0].scope = "world".into();
+            bad.sensors.rules.clear();
+            let later = NOW.plus(std::time::Duration::from_secs(2));
+            assert!(f.core.handle(later, Event::Server(ServerMessage::Policy(bad))).is_empty());
+            let impact = Event::Sensor { kind: AlertKind::Impact, compartment: Some(1) };
+            assert_eq!(reported(&f.core.handle(later, impact)), [("impact".to_owned(), Some(1))]);
+            // Before a welcome, nothing the link says is taken.
+            let mut g = fixture();
+            g.core.handle(NOW, Event::Disconnected);
+            g.core.handle(NOW, Event::Connected);
+            let early = g.core.handle(NOW, Event::Server(ServerMessage::Policy(pry_locks())));
+            assert!(early.is_empty());
+        }
+
+        #[test]
+        fn a_reading_a_rule_matches_locks_the_bank_down_until_the_server_has_it() {
+            let mut f = fixture();
+            f.core.handle(NOW, Event::Server(ServerMessage::Policy(pry_locks())));
+            f.core.handle(NOW, Event::Disconnected);
+            // Offline: a drill is not the rule's kind; a pry is, and locks at once.
+            let drill =
+                f.core.handle(NOW, Event::Sensor { kind: AlertKind::Drill, compartment: None });
+            assert!(!drill.contains(&Action::Interlock(true)) && !f.core.interlocked());
+            let pry =
+                f.core.handle(NOW, Event::Sensor { kind: AlertKind::Pry, compartment: Some(2) });
+            assert!(matches!(
+                pry.as_slice(),
+                [
+                    Action::Record(Record { entry: Entry::Sensor { locks: true, .. }, .. }),
+                    Action::Interlock(true),
+                    Action::Send(AgentMessage::Sensor { .. })
+                ]
+            ));
+            let pry_counter = counters(&pry)[0];
+            assert!(matches!(
+                f.core.handle(NOW, Event::CodeEntered("2 12345 67890".into())).as_slice(),
+                [Action::Show(Screen::NotAccepted)]
+            ));
+            // Back online, the server's "not locked down" does not lift it: it has not seen
+            // the pry yet. Both readings go again, in the order they were made.
+            f.core.handle(NOW, Event::Connected);
+            let back = f.core.handle(NOW, welcome(false));
+            assert_eq!(counters(&back), [pry_counter - 1, pry_counter]);
+            assert!(!back.contains(&Action::Interlock(false)) && f.core.interlocked());
+            assert_eq!(
+                refused(&open(&mut f.core, NOW, sign(&f.key, command(1, "n-pry")))).as_deref(),
+                Some("locked_down")
+            );
+            // The drill acknowledged changes nothing; the server locks down by the same rule,
+            // then acknowledges the pry: still locked, now by the server's word.
+            let ack = |counter| Event::Server(ServerMessage::SensorAck { counter });
+            assert!(!f.core.handle(NOW, ack(pry_counter - 1)).contains(&Action::Interlock(false)));
+            f.core.handle(NOW, Event::Server(ServerMessage::Lockdown { on: true }));
+            let taken = f.core.handle(NOW, ack(pry_counter));
+            assert!(matches!(
+                taken.as_slice(),
+                [Action::Record(Record { entry: Entry::SensorAck { .. }, .. })]
+            ));
+            assert!(f.core.interlocked());
+            assert!(f.core.handle(NOW, ack(pry_counter)).is_empty(), "acknowledged once");
+            // An admin lifts it: the server's word holds.
+            let lifted = f.core.handle(NOW, Event::Server(ServerMessage::Lockdown { on: false }));
+            assert!(lifted.contains(&Action::Interlock(false)) && !f.core.interlocked());
+            // Acknowledged readings are not sent again.
+            f.core.handle(NOW, Event::Disconnected);
+            f.core.handle(NOW, Event::Connected);
+            assert!(counters(&f.core.handle(NOW, welcome(false))).is_empty());
+        }
+
+        #[test]
+        fn a_lockdown_the_agent_engaged_holds_across_a_restart() {
+            let mut f = fixture();
+            let mut restored = Restored::default();
+            let pry = Event::Sensor { kind: AlertKind::Pry, compartment: None };
+            for action in f
+                .core
+                .handle(NOW, Event::Server(ServerMessage::Policy(pry_locks())))
+                .into_iter()
+                .chain(f.core.handle(NOW, pry))
+            {
+                if let Action::Record(record) = action {
+                    restored.apply(&record);
+                }
+            }
+            let mut g = fixture();
+            g.core = welcomed(&g.key).restore(restored);
+            assert!(g.core.interlocked(), "locked before the server says anything");
+            let back = g.core.handle(NOW, welcome(false));
+            assert_eq!(reported(&back), [("pry".to_owned(), None)], "sent again");
+            // The restored policy holds: one impact counts, as the bank's rule says.
+            let later = NOW.plus(std::time::Duration::from_mins(5));
+            let impact = Event::Sensor { kind: AlertKind::Impact, compartment: None };
+            assert_eq!(reported(&g.core.handle(later, impact)).len(), 1);
+            let counter = counters(&back)[0];
+            let acked = g.core.handle(NOW, Event::Server(ServerMessage::SensorAck { counter }));
+            assert!(acked.contains(&Action::Interlock(false)) && !g.core.interlocked());
+        }
+
+        #[test]
+        fn a_door_open_past_the_banks_time_is_reported_once_per_opening() {
+            let mut f = fixture();
+            let left = vec![("door_left_open".to_owned(), Some(2))];
+            let at = |secs| NOW.plus(std::time::Duration::from_secs(secs));
+            open(&mut f.core, NOW, sign(&f.key, command(2, "n-left")));
+            door(&mut f, NOW, 2, DoorReading::Open);
+            // The default: three minutes.
+            assert!(reported(&f.core.handle(at(179), Event::Tick)).is_empty());
+            assert_eq!(reported(&f.core.handle(at(180), Event::Tick)), left);
+            assert!(reported(&f.core.handle(at(900), Event::Tick)).is_empty(), "once");
+            // Shut and opened again (forced, this time): a new opening, a new report.
+            door(&mut f, at(901), 2, DoorReading::Closed);
+            door(&mut f, at(902), 2, DoorReading::Open);
+            assert_eq!(reported(&f.core.handle(at(1082), Event::Tick)), left);
+            // The bank's own time, and an unknown reading changes nothing.
+            f.core.handle(at(1083), Event::Server(ServerMessage::Policy(pry_locks())));
+            door(&mut f, at(1083), 3, DoorReading::Open);
+            door(&mut f, at(1100), 3, DoorReading::Unknown);
+            let three = f.core.handle(at(1143), Event::Tick);
+            assert_eq!(reported(&three), [("door_left_open".to_owned(), Some(3))]);
+            // Across a restart: the opening's time and its report come from the journal.
+            let mut restored = Restored::default();
+            let mut g = fixture();
+            for action in door(&mut g, NOW, 1, DoorReading::Open)
+                .into_iter()
+                .chain(door(&mut g, NOW, 3, DoorReading::Open))
+                .chain(g.core.handle(at(180), Event::Tick))
+            {
+                if let Action::Record(record) = action {
+                    restored.apply(&record);
+                }
+            }
+            let mut h = fixture();
+            h.core = welcomed(&h.key).restore(restored);
+            assert!(reported(&h.core.handle(at(400), Event::Tick)).is_empty(), "reported before");
+            door(&mut h, at(401), 1, DoorReading::Closed);
+            door(&mut h, at(402), 3, DoorReading::Closed);
+            assert!(reported(&h.core.handle(at(900), Event::Tick)).is_empty(), "all shut");
         }
 
         #[test]

@@ -38,6 +38,8 @@ const BACKLOG: usize = 1024;
 /// First and longest wait between connection attempts.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How often the core is told that time passed ([`Event::Tick`]).
+pub const TICK_EVERY: Duration = Duration::from_secs(5);
 /// Liveness pings per allowed silence ([`crate::link::LinkConfig::silent_after`]).
 const SILENT_TICKS: u32 = 3;
 
@@ -98,6 +100,12 @@ impl AgentHandle {
     /// it counts, and journals and reports it if it does.
     pub async fn sensor(&self, kind: AlertKind, compartment: Option<u16>) {
         let _ = self.kiosk.send(Event::Sensor { kind, compartment }).await;
+    }
+
+    /// Lets time pass for the core now, as the daemon's own tick does every
+    /// [`TICK_EVERY`]: a door open past the bank's time is reported.
+    pub async fn tick(&self) {
+        let _ = self.kiosk.send(Event::Tick).await;
     }
 
     /// Where a badge reader's driver (on a thread of its own) sends what it reads.
@@ -249,20 +257,43 @@ struct Daemon {
     backlog: VecDeque<AgentMessage>,
 }
 
-/// A local event, from the kiosk, a sensor or the lock board.
+/// A local event, from the kiosk, a sensor, the lock board or the clock.
 enum Local {
     Kiosk(Event),
     Sensor(SensorEvent),
     Unlocked(String, Result<(), String>),
+    Tick,
+}
+
+/// Where local events come from.
+struct Inputs {
+    kiosk: mpsc::Receiver<Event>,
+    sensors: mpsc::UnboundedReceiver<SensorEvent>,
+    unlocked: mpsc::UnboundedReceiver<(String, Result<(), String>)>,
+    ticks: tokio::time::Interval,
+}
+
+impl Inputs {
+    async fn next(&mut self) -> Option<Local> {
+        tokio::select! {
+            Some(input) = self.kiosk.recv() => Some(Local::Kiosk(input)),
+            Some(event) = self.sensors.recv() => Some(Local::Sensor(event)),
+            Some((nonce, result)) = self.unlocked.recv() => Some(Local::Unlocked(nonce, result)),
+            _ = self.ticks.tick() => Some(Local::Tick),
+        }
+    }
 }
 
 impl Daemon {
     async fn run(
         mut self,
-        mut kiosk: mpsc::Receiver<Event>,
-        mut sensors: mpsc::UnboundedReceiver<SensorEvent>,
+        kiosk: mpsc::Receiver<Event>,
+        sensors: mpsc::UnboundedReceiver<SensorEvent>,
     ) {
-        let (unlocked_tx, mut unlocked) = mpsc::unbounded_channel::<(String, Result<(), String>)>();
+        let (unlocked_tx, unlocked) = mpsc::unbounded_channel::<(String, Result<(), String>)>();
+        let mut ticks = tokio::time::interval(TICK_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut inputs = Inputs { kiosk, sensors, unlocked, ticks };
         let mut retry = RETRY_FIRST;
         loop {
             let config = self.setup.link.clone();
@@ -271,14 +302,13 @@ impl Daemon {
             let link = loop {
                 tokio::select! {
                     result = &mut connecting => break result,
-                    Some(local) = next_local(&mut kiosk, &mut sensors, &mut unlocked) => self.local(local, None, &unlocked_tx).await,
+                    Some(local) = inputs.next() => self.local(local, None, &unlocked_tx).await,
                 }
             };
             match link {
                 Ok(mut link) => {
                     retry = RETRY_FIRST;
-                    self.session(&mut link, &mut kiosk, &mut sensors, &mut unlocked, &unlocked_tx)
-                        .await;
+                    self.session(&mut link, &mut inputs, &unlocked_tx).await;
                     let _ = self.ready.send(false);
                     let actions = self.core.handle(self.clock.now(), Event::Disconnected);
                     self.perform(actions, None, &unlocked_tx).await;
@@ -294,7 +324,7 @@ impl Daemon {
             loop {
                 tokio::select! {
                     _ = wait.tick() => break,
-                    Some(local) = next_local(&mut kiosk, &mut sensors, &mut unlocked) => self.local(local, None, &unlocked_tx).await,
+                    Some(local) = inputs.next() => self.local(local, None, &unlocked_tx).await,
                 }
             }
             retry = (retry * 2).min(RETRY_MAX);
@@ -304,9 +334,7 @@ impl Daemon {
     async fn session(
         &mut self,
         link: &mut Link,
-        kiosk: &mut mpsc::Receiver<Event>,
-        sensors: &mut mpsc::UnboundedReceiver<SensorEvent>,
-        unlocked: &mut mpsc::UnboundedReceiver<(String, Result<(), String>)>,
+        inputs: &mut Inputs,
         unlocked_tx: &mpsc::UnboundedSender<(String, Result<(), String>)>,
     ) {
         let hello = self.core.handle(self.clock.now(), Event::Connected);
@@ -371,7 +399,7 @@ impl Daemon {
                         return;
                     }
                 }
-                Some(local) = next_local(kiosk, sensors, unlocked) => self.local(local, Some(link), unlocked_tx).await,
+                Some(local) = inputs.next() => self.local(local, Some(link), unlocked_tx).await,
             }
         }
     }
@@ -447,6 +475,7 @@ impl Daemon {
             Local::Kiosk(input) => input,
             Local::Sensor((compartment, reading)) => Event::Door { compartment, reading },
             Local::Unlocked(nonce, result) => Event::Unlocked { nonce, result },
+            Local::Tick => Event::Tick,
         };
         let actions = self.core.handle(self.clock.now(), event);
         self.perform(actions, link, unlocked_tx).await;
@@ -488,6 +517,7 @@ impl Daemon {
                                 | AgentMessage::Courier { .. }
                                 // Sent again by the core after every welcome until acknowledged.
                                 | AgentMessage::Offline(_)
+                                | AgentMessage::Sensor { .. }
                         )
                     {
                         if self.backlog.len() == BACKLOG {
@@ -562,19 +592,6 @@ async fn save_list(dir: &std::path::Path, list: Option<&OfflineList>) -> std::io
     file.write_all(&json).await?;
     file.sync_all().await?;
     tokio::fs::rename(&fresh, &path).await
-}
-
-async fn next_local(
-    kiosk: &mut mpsc::Receiver<Event>,
-    sensors: &mut mpsc::UnboundedReceiver<SensorEvent>,
-    unlocked: &mut mpsc::UnboundedReceiver<(String, Result<(), String>)>,
-) -> Option<Local> {
-    tokio::select! {
-        Some(input) = kiosk.recv() => Some(Local::Kiosk(input)),
-        Some(event) = sensors.recv() => Some(Local::Sensor(event)),
-        Some((nonce, result)) = unlocked.recv() => Some(Local::Unlocked(nonce, result)),
-        else => None,
-    }
 }
 
 async fn send(link: &mut Link, message: &AgentMessage) -> Result<(), ()> {

@@ -12,7 +12,7 @@
 //! ([`Restored`]): the nonces of commands it began to execute, so that no command is executed
 //! twice whatever is sent again; whether the bank is locked down; the offline uses the server
 //! has not acknowledged, the codes they spent and the refusals that spent the offline budget;
-//! and the counter. An unlock is
+//! the sensor readings not yet acknowledged and the policy that judged them; and the counter. An unlock is
 //! journaled (and synced to disk) before the board is told; if that fails, the board is not told.
 //!
 //! A last line cut short by a power cut was never synced, so nothing acted on it: it is dropped.
@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use custody_core::Timestamp;
 use custody_crypto::sha256;
-use custody_proto::device::{DoorReading, OfflineUse, OfflineWhat};
+use custody_proto::device::{AgentMessage, BankPolicy, DoorReading, OfflineUse, OfflineWhat};
 use data_encoding::HEXLOWER;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt as _;
@@ -73,12 +73,27 @@ pub enum Entry {
         /// The use's id.
         id: String,
     },
-    /// A tamper sensor's reading that counts, as reported.
+    /// A tamper sensor's reading that counts: reported after every welcome until the server
+    /// acknowledges it.
     Sensor {
         /// The kind of alert it raises.
         alert: String,
         /// The compartment, unless it concerns the bank as a whole.
         compartment: Option<u16>,
+        /// Whether one of the site's lockdown rules matched it: the bank stays locked down at
+        /// least until the server has it.
+        #[serde(default)]
+        locks: bool,
+    },
+    /// The server recorded the sensor reading journaled under `counter`.
+    SensorAck {
+        /// The reading's counter.
+        counter: u64,
+    },
+    /// The bank's sensor settings and its site's lockdown rules, as the server sent them.
+    Policy {
+        /// What was sent.
+        policy: BankPolicy,
     },
 }
 
@@ -125,7 +140,41 @@ pub struct Restored {
     /// When each compartment was last unlocked (ms), until its door opened: an unlock cut
     /// short by a power cut still allows its one opening.
     pub unlocked_at: BTreeMap<u16, i64>,
+    /// Sensor readings the server has not acknowledged yet, by counter.
+    pub readings: BTreeMap<u64, Reading>,
+    /// The last policy the server sent.
+    pub policy: Option<BankPolicy>,
+    /// Doors read open: since when (ms), and whether `door_left_open` was raised for it.
+    pub open_since: BTreeMap<u16, (i64, bool)>,
 }
+
+/// A sensor reading that counted, until the server acknowledges it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reading {
+    /// The kind of alert it raises.
+    pub alert: String,
+    /// The compartment, unless it concerns the bank as a whole.
+    pub compartment: Option<u16>,
+    /// When (ms, the agent's clock).
+    pub at_ms: i64,
+    /// Whether it locked the bank down by one of the site's rules.
+    pub locks: bool,
+}
+
+impl Reading {
+    /// The reading as reported, under its journal counter.
+    pub fn message(&self, counter: u64) -> AgentMessage {
+        AgentMessage::Sensor {
+            kind: self.alert.clone(),
+            compartment: self.compartment,
+            at_ms: self.at_ms,
+            counter,
+        }
+    }
+}
+
+/// The kind of alert a door left open raises (`custody_core::alert::AlertKind::DoorLeftOpen`).
+const DOOR_LEFT_OPEN: &str = "door_left_open";
 
 /// A deposit a courier made while the server was unreachable. Its compartment is not offered
 /// again, nor its parcel, until the server has taken it in and sent a list since.
@@ -184,12 +233,39 @@ impl Restored {
                 self.pending.remove(id);
             }
             Entry::Door { compartment, reading } => {
-                self.doors.insert(*compartment, *reading);
-                if *reading == DoorReading::Open {
-                    self.unlocked_at.remove(compartment);
+                let before = self.doors.insert(*compartment, *reading);
+                match reading {
+                    DoorReading::Open => {
+                        self.unlocked_at.remove(compartment);
+                        if before != Some(DoorReading::Open) {
+                            self.open_since.insert(*compartment, (record.at_ms, false));
+                        }
+                    }
+                    DoorReading::Closed => {
+                        self.open_since.remove(compartment);
+                    }
+                    DoorReading::Unknown => {}
                 }
             }
-            Entry::Unlocked { .. } | Entry::Sensor { .. } => {}
+            Entry::Sensor { alert, compartment, locks } => {
+                if alert == DOOR_LEFT_OPEN
+                    && let Some(open) = compartment.and_then(|c| self.open_since.get_mut(&c))
+                {
+                    open.1 = true;
+                }
+                let reading = Reading {
+                    alert: alert.clone(),
+                    compartment: *compartment,
+                    at_ms: record.at_ms,
+                    locks: *locks,
+                };
+                self.readings.insert(record.counter, reading);
+            }
+            Entry::SensorAck { counter } => {
+                self.readings.remove(counter);
+            }
+            Entry::Policy { policy } => self.policy = Some(policy.clone()),
+            Entry::Unlocked { .. } => {}
         }
     }
 
@@ -393,6 +469,36 @@ mod tests {
         let mut r = restored;
         r.forget_expired(Timestamp::from_millis(500));
         assert!(r.executed.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_journal_restores_readings_until_acknowledged_and_the_last_policy() {
+        let sensor = |counter, alert: &str, locks| Record {
+            counter,
+            at_ms: 20,
+            entry: Entry::Sensor { alert: alert.into(), compartment: Some(1), locks },
+        };
+        let policy = BankPolicy { sensors: settings(), lockdown: Vec::new() };
+        let records = [
+            Record { counter: 1, at_ms: 10, entry: Entry::Policy { policy: policy.clone() } },
+            sensor(2, "pry", true),
+            sensor(3, "drill", false),
+            Record { counter: 4, at_ms: 21, entry: Entry::SensorAck { counter: 2 } },
+        ];
+        let (_dir, path) = written(&records).await;
+        let (_, restored) = Journal::open(&path).await.unwrap();
+        assert_eq!(restored.policy, Some(policy));
+        let left: Vec<(u64, &str, bool)> =
+            restored.readings.iter().map(|(c, r)| (*c, r.alert.as_str(), r.locks)).collect();
+        assert_eq!(left, [(3, "drill", false)]);
+        // A reading journaled before readings could lock anything reads as one that did not.
+        let old = r#"{"kind":"sensor","alert":"pry","compartment":null}"#;
+        let entry: Entry = serde_json::from_str(old).unwrap();
+        assert_eq!(entry, Entry::Sensor { alert: "pry".into(), compartment: None, locks: false });
+    }
+
+    fn settings() -> custody_proto::api::SensorSettingsView {
+        custody_proto::api::SensorSettingsView { rules: Vec::new(), door_left_open_after_secs: 60 }
     }
 
     #[tokio::test]

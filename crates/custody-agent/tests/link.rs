@@ -444,7 +444,7 @@ backends!(a_new_reader_is_given_its_key_while_commissioning, |t: TestStore| asyn
     .await;
 });
 
-/// Engages the lockdown of the seeded bank as its admin, and tells the agent, as the API does.
+/// Engages the lockdown of the seeded bank as its admin; its agent is told at once.
 async fn lock_down(server: &TestServer) {
     let admin = server.env.stepped_up(&server.env.admin);
     server
@@ -453,7 +453,6 @@ async fn lock_down(server: &TestServer) {
         .engage_lockdown(&admin, &server.env.bank, "pry marks on the door")
         .await
         .unwrap();
-    custody_server::gateway::sync_lockdown(&server.running.state, &server.env.bank).await;
 }
 
 backends!(a_lockdown_holds_at_the_agent_across_a_power_cut, |t: TestStore| async move {
@@ -622,7 +621,7 @@ backends!(a_certificate_is_renewed_for_a_new_key_before_it_expires, |t: TestStor
 
     // Twenty days into thirty: the next message from the server finds the renewal due.
     server.env.clock.advance(custody_core::time::days(20));
-    custody_server::gateway::sync_lockdown(&server.running.state, &server.env.bank).await;
+    server.running.state.hub.send(&server.env.bank, ServerMessage::Lockdown { on: false });
     eventually("the certificate is renewed", || async {
         std::fs::read_to_string(agent.dir().join("device.pem")).unwrap() != old_cert
     })
@@ -898,6 +897,91 @@ backends!(tamper_readings_raise_alerts_even_across_an_outage, |t: TestStore| asy
     })
     .await;
     assert_eq!(live_alerts(&server).await.len(), 3);
+});
+
+// The site's rule travels to the agent, which applies it to its own pry with the cable pulled:
+// the bank locks itself down at once, stays so when the server (not yet knowing) says
+// otherwise, and the server, once it has the reading, locks the bank down by the same rule.
+// From then the server's word holds: the lift frees the doors.
+backends!(a_pry_locks_the_bank_down_at_the_agent_even_offline, |t: TestStore| async move {
+    use custody_core::alert::{LockdownRule, LockdownScope, Severity};
+    let server = TestServer::start(t).await;
+    let cable = NetworkCable::lay(server.gateway()).await.unwrap();
+    let agent = agent_behind(&server, &cable).await;
+    let env = &server.env;
+    let (parcel, code) = env.delivered("bob@harbour.example").await;
+    let pry = LockdownRule {
+        kind: Some(AlertKind::Pry),
+        min_severity: Severity::High,
+        scope: LockdownScope::Bank,
+    };
+    env.app.set_lockdown_rule(&custody_app::Caller::Operator, &env.site, pry).await.unwrap();
+    // The rule reaches the agent at once, and is journaled there.
+    eventually("the agent has the rule", || async {
+        let journal = std::fs::read_to_string(agent.dir().join("journal.log")).unwrap_or_default();
+        journal.contains("\"kind\":\"policy\"") && journal.contains("\"pry\"")
+    })
+    .await;
+
+    cable.pull();
+    eventually("the agent notices", || async { !agent.handle.is_ready() }).await;
+    agent.handle.sensor(AlertKind::Pry, Some(3)).await;
+    eventually("locked down at once, offline", || async { agent.handle.is_interlocked() }).await;
+    assert!(!env.app.is_locked_down(&env.bank).await.unwrap(), "the server has not heard yet");
+
+    cable.plug();
+    reconnected(&agent).await;
+    eventually("the server has the pry and locks down by its rule", || async {
+        env.app.is_locked_down(&env.bank).await.unwrap()
+    })
+    .await;
+    assert!(agent.handle.is_interlocked(), "never let go in between");
+    assert_eq!(typed(&agent, &code).await, Some(Screen::NotAccepted));
+
+    let admin = env.stepped_up(&env.admin);
+    let lifted = env.app.lift_lockdown(&admin, &env.bank, "pry was the cleaner's trolley").await;
+    let custody_app::lockdown::Lift::Pending(ask) = lifted.unwrap() else { panic!("approval") };
+    let approved = custody_core::approval::ApprovalOutcome::Approved;
+    let root = env.stepped_up(&env.super_admin);
+    env.app.decide_approval(&root, &ask.id, approved).await.unwrap();
+    eventually("the lift frees the doors", || async { !agent.handle.is_interlocked() }).await;
+    let Some(Screen::Open(_)) = typed(&agent, &code).await else { panic!("opens after the lift") };
+    eventually("the pickup is in the record", || async {
+        state_of(&server, &parcel).await == ParcelState::PickedUp
+    })
+    .await;
+});
+
+// A bank's sensor settings reach its agent at once: one impact counts once an admin says so,
+// and a door left open past the bank's time is an alert.
+backends!(a_banks_sensor_settings_reach_its_agent, |t: TestStore| async move {
+    use custody_core::alert::SensorSettings;
+    let server = TestServer::start(t).await;
+    let agent = server.agent().await;
+    let env = &server.env;
+    agent.handle.sensor(AlertKind::Impact, None).await;
+    let settings = SensorSettings::from_wire([("impact".to_owned(), 1, 1_000, 1_000)], 60).unwrap();
+    let admin = env.stepped_up(&env.admin);
+    env.app.set_sensor_settings(&admin, &env.bank, settings).await.unwrap();
+    eventually("one impact counts", || async {
+        agent.handle.sensor(AlertKind::Impact, None).await;
+        live_alerts(&server).await.iter().any(|(k, _, _)| *k == AlertKind::Impact)
+    })
+    .await;
+
+    agent.bank.force_door(2).unwrap();
+    eventually("the forced door is an alert", || async {
+        live_alerts(&server).await.iter().any(|(k, _, _)| *k == AlertKind::DoorForced)
+    })
+    .await;
+    agent.handle.tick().await;
+    assert!(!live_alerts(&server).await.iter().any(|(k, _, _)| *k == AlertKind::DoorLeftOpen));
+    env.clock.advance(std::time::Duration::from_secs(61));
+    eventually("left open past a minute", || async {
+        agent.handle.tick().await;
+        live_alerts(&server).await.contains(&(AlertKind::DoorLeftOpen, Some(2), 1))
+    })
+    .await;
 });
 
 // A power cut with the network down: the agent comes back with the list it saved and its

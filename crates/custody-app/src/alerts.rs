@@ -13,7 +13,7 @@ use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::compartment::CompartmentNumber;
 use custody_core::policy::{self, Principal};
 use custody_core::text::Reason;
-use custody_core::{AlertId, BankId, SiteId, Timestamp};
+use custody_core::{AlertId, BankId, DeviceId, SiteId, Timestamp};
 use custody_store::{AlertEventRow, AlertRow, NewAlert, Tx};
 use futures_util::FutureExt as _;
 
@@ -43,19 +43,23 @@ pub struct AlertAt {
 }
 
 impl App {
-    /// A reading the calling device's sensors made at `at` (its clock, never later than now):
-    /// raises an alert of `kind` for its bank, or joins the live one. Only sensor kinds, and
-    /// only compartments of its own bank.
+    /// A reading the calling device's sensors made at `at` (its clock, never later than now),
+    /// journaled there under `counter`: raises an alert of `kind` for its bank, or joins the
+    /// live one. Only sensor kinds, and only compartments of its own bank. A reading sent again
+    /// (its acknowledgement was lost) is taken once: `None` the second time.
     pub async fn sensor_reading(
         &self,
         caller: &Caller,
         kind: AlertKind,
         compartment: Option<u16>,
         at: Timestamp,
-    ) -> Result<AlertId, AppError> {
-        let Caller::Principal(Principal::Device { bank, site, .. }) = caller else {
+        counter: u64,
+    ) -> Result<Option<AlertId>, AppError> {
+        let Caller::Principal(Principal::Device { device, bank, site, .. }) = caller else {
             return Err(AppError::Forbidden);
         };
+        let counter = i64::try_from(counter)
+            .map_err(|_| AppError::Invalid("a journal counter out of range".into()))?;
         if !kind.from_sensor() {
             return Err(AppError::Invalid(format!("a device does not report {kind}")));
         }
@@ -71,13 +75,16 @@ impl App {
         };
         let place = AlertAt { site: site.clone(), bank: Some(bank.clone()), compartment };
         let at = Timestamp::from_millis(at.as_millis().min(self.now().as_millis()));
-        self.raise(&caller.actor(), kind, place, at).await
+        self.raise(&caller.actor(), kind, place, at, Some((device.clone(), counter))).await
     }
 
     /// Raises an alert the server noticed itself (`device_offline`, `brute_force`, …), or joins
     /// the live one.
     pub async fn raise_alert(&self, kind: AlertKind, place: AlertAt) -> Result<AlertId, AppError> {
-        self.raise(&Actor::system(), kind, place, self.now()).await
+        let raised = self.raise(&Actor::system(), kind, place, self.now(), None).await?;
+        raised.ok_or_else(|| {
+            AppError::Invalid("an alert the server raises is never taken twice".into())
+        })
     }
 
     /// A bank's budget for typed credentials is spent: someone is guessing there. Raised (or
@@ -96,14 +103,20 @@ impl App {
         kind: AlertKind,
         place: AlertAt,
         at: Timestamp,
-    ) -> Result<AlertId, AppError> {
+        reading: Option<(DeviceId, i64)>,
+    ) -> Result<Option<AlertId>, AppError> {
         let id = self.new_id(AlertId::from_random)?;
         let now = self.now();
         let actor = actor.clone();
-        let (id, locked) = self
+        let raised = self
             .store()
             .write(move |tx| {
                 async move {
+                    if let Some((device, counter)) = &reading
+                        && !tx.note_sensor_reading(device, *counter, now).await?
+                    {
+                        return Ok(None);
+                    }
                     let site = tx.site(&place.site).await?.ok_or(AppError::NotFound)?;
                     let alert = NewAlert {
                         id,
@@ -130,15 +143,16 @@ impl App {
                     })?;
                     let locked =
                         if new { lock_by_rule(tx, &alert, &id, now).await? } else { Vec::new() };
-                    Ok::<_, AppError>((id, locked))
+                    Ok::<_, AppError>(Some((id, locked)))
                 }
                 .boxed()
             })
             .await?;
+        let Some((id, locked)) = raised else { return Ok(None) };
         for bank in &locked {
             self.lockdown_changed(bank, true);
         }
-        Ok(id)
+        Ok(Some(id))
     }
 
     /// A site's alerts, newest first; with `live_only`, those not resolved. Staff and auditors

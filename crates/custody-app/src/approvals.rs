@@ -199,6 +199,13 @@ impl App {
                 .boxed()
             })
             .await?;
+        // An approved lift: the bank's agent releases its interlock now.
+        if outcome == ApprovalOutcome::Approved
+            && request.kind == ApprovalKind::LiftLockdown
+            && let Ok(bank) = request.subject.parse::<custody_core::BankId>()
+        {
+            self.lockdown_changed(&bank, false);
+        }
         let lookup = request.id.clone();
         let request = self
             .store()

@@ -29,6 +29,7 @@ pub mod passkeys;
 pub mod personal;
 pub mod presence;
 pub mod qr;
+pub mod sensors;
 pub mod setup;
 mod throttle;
 
@@ -306,9 +307,13 @@ pub trait Presence: Send + Sync {
     /// again.
     fn codes_changed(&self, _bank: &BankId) {}
 
-    /// `bank` was locked down (`on`) or its lockdown lifted other than through the API (by a
-    /// lockdown rule, as an alert was raised): its agent is due the news.
+    /// `bank` was locked down (`on`) or its lockdown lifted, and that is committed: its agent
+    /// is due the news.
     fn lockdown_changed(&self, _bank: &BankId, _on: bool) {}
+
+    /// `bank`'s sensor settings or its site's lockdown rules changed: its agent is due its
+    /// policy again.
+    fn policy_changed(&self, _bank: &BankId) {}
 }
 
 struct Inner {
@@ -382,6 +387,14 @@ impl App {
     pub(crate) fn lockdown_changed(&self, bank: &BankId, on: bool) {
         if let Some(p) = self.0.presence.get() {
             p.lockdown_changed(bank, on);
+        }
+    }
+
+    /// Tells the source of truth for which banks are online that `bank`'s policy changed, so
+    /// its agent applies the new one at once.
+    pub(crate) fn policy_changed(&self, bank: &BankId) {
+        if let Some(p) = self.0.presence.get() {
+            p.policy_changed(bank);
         }
     }
 

@@ -5,7 +5,7 @@
 //! person's approval. While a bank is locked down the server issues no open command for it;
 //! every refused attempt is audited.
 
-use custody_core::alert::{AlertKind, LockdownRule};
+use custody_core::alert::{ANY_KIND, AlertKind, LockdownRule};
 use custody_core::approval::ApprovalKind;
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::text::Reason;
@@ -76,7 +76,7 @@ impl LiftAsk {
 }
 
 impl App {
-    async fn bank_place(&self, bank: &BankId) -> Result<(OrgId, SiteId), AppError> {
+    pub(crate) async fn bank_place(&self, bank: &BankId) -> Result<(OrgId, SiteId), AppError> {
         let bank = bank.clone();
         let (_, site) = self
             .store()
@@ -149,6 +149,7 @@ impl App {
                 .boxed()
             })
             .await?;
+        self.lockdown_changed(bank, true);
         self.lockdown(caller, bank).await?.ok_or(AppError::NotFound)
     }
 
@@ -178,7 +179,7 @@ impl App {
         site: &SiteId,
         rule: LockdownRule,
     ) -> Result<Vec<LockdownRule>, AppError> {
-        let kind = rule.kind.map_or("any", AlertKind::as_str);
+        let kind = rule.kind_str();
         let what = format!("set:{kind}:{}:{}", rule.min_severity, rule.scope);
         self.change_rules(caller, site, what, false, move |tx, site, now| {
             async move { tx.put_lockdown_rule(site, &rule, now).await.map(|()| true) }.boxed()
@@ -194,7 +195,7 @@ impl App {
         site: &SiteId,
         kind: Option<AlertKind>,
     ) -> Result<Vec<LockdownRule>, AppError> {
-        let what = format!("removed:{}", kind.map_or("any", AlertKind::as_str));
+        let what = format!("removed:{}", kind.map_or(ANY_KIND, AlertKind::as_str));
         self.change_rules(caller, site, what, true, move |tx, site, _| {
             async move { tx.delete_lockdown_rule(site, kind).await }.boxed()
         })
@@ -229,7 +230,8 @@ impl App {
             return Err(self.refuse(caller, AuditAction::LockdownRule, target, d).await);
         }
         let (now, actor, site) = (self.now(), caller.actor(), site.clone());
-        self.store()
+        let (rules, banks) = self
+            .store()
             .write(move |tx| {
                 async move {
                     if !change(tx, &site, now).await? {
@@ -238,11 +240,17 @@ impl App {
                     let mut e = event(&actor, AuditAction::LockdownRule, target, now);
                     e.reason = Some(what);
                     tx.append_audit(&e)?;
-                    Ok(tx.lockdown_rules(&site).await?)
+                    let banks = tx.banks(&site).await?;
+                    Ok((tx.lockdown_rules(&site).await?, banks))
                 }
                 .boxed()
             })
-            .await
+            .await?;
+        // Each agent applies the rules to its own readings, offline too.
+        for bank in &banks {
+            self.policy_changed(&bank.id);
+        }
+        Ok(rules)
     }
 
     /// Asks to lift a bank's lockdown, saying why: staff in scope, stepped up. With
@@ -314,6 +322,7 @@ impl App {
                 .boxed()
             })
             .await?;
+        self.lockdown_changed(bank, false);
         Ok(Lift::Lifted)
     }
 

@@ -100,7 +100,33 @@ impl LockdownRule {
     pub fn matches(&self, kind: AlertKind, severity: Severity) -> bool {
         self.kind.is_none_or(|k| k == kind) && severity >= self.min_severity
     }
+
+    /// A rule from its stable names: `kind` is an alert kind or `any`.
+    pub fn parse(kind: &str, min_severity: &str, scope: &str) -> Result<Self, String> {
+        Ok(Self {
+            kind: Self::parse_kind(kind)?,
+            min_severity: Severity::parse(min_severity)
+                .ok_or("min_severity: low, medium, high or critical")?,
+            scope: LockdownScope::parse(scope).ok_or("scope: bank or site")?,
+        })
+    }
+
+    /// `any` (`None`), or an alert kind.
+    pub fn parse_kind(kind: &str) -> Result<Option<AlertKind>, String> {
+        if kind == ANY_KIND {
+            return Ok(None);
+        }
+        AlertKind::parse(kind).map(Some).ok_or_else(|| format!("no alert kind {kind:?}"))
+    }
+
+    /// The stable name of the rule's kind: the alert kind, or `any`.
+    pub fn kind_str(&self) -> &'static str {
+        self.kind.map_or(ANY_KIND, AlertKind::as_str)
+    }
 }
+
+/// The name of a lockdown rule for every kind.
+pub const ANY_KIND: &str = "any";
 
 /// What staff do with an alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +221,92 @@ impl Debounce {
     pub const fn default_for(kind: AlertKind) -> Self {
         let threshold = if matches!(kind, AlertKind::Impact) { 3 } else { 1 };
         Self { threshold, window: Duration::from_secs(10), quiet: Duration::from_mins(1) }
+    }
+}
+
+/// How long a door may stand open before it is `door_left_open`, unless a bank says otherwise.
+pub const DOOR_LEFT_OPEN_AFTER: Duration = Duration::from_mins(3);
+
+/// A bank's sensor settings: the debounce rules that differ from each kind's default
+/// ([`Debounce::default_for`]), and how long a door may stand open. Set by an admin; the bank's
+/// agent applies them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SensorSettings {
+    /// Rules by kind, where the bank differs from the default.
+    pub debounce: BTreeMap<AlertKind, Debounce>,
+    /// A door open for longer is `door_left_open`.
+    pub door_left_open_after: Duration,
+}
+
+impl Default for SensorSettings {
+    fn default() -> Self {
+        Self { debounce: BTreeMap::new(), door_left_open_after: DOOR_LEFT_OPEN_AFTER }
+    }
+}
+
+/// The most readings a rule may want before one counts: more, and a real attack could go
+/// unreported.
+pub const MAX_THRESHOLD: u32 = 20;
+/// The longest window and quiet period a rule may have.
+pub const MAX_DEBOUNCE: Duration = Duration::from_hours(1);
+/// The shortest quiet period: less, and a chattering sensor floods the link.
+pub const MIN_QUIET: Duration = Duration::from_secs(1);
+/// The bounds on how long a door may stand open.
+pub const DOOR_LEFT_OPEN_RANGE: (Duration, Duration) =
+    (Duration::from_secs(30), Duration::from_hours(24));
+
+impl SensorSettings {
+    /// Settings as they travel (the API's and the device link's form): `(kind, threshold,
+    /// window in ms, quiet in ms)` for each kind that differs, and the door's time in seconds.
+    pub fn from_wire(
+        rules: impl IntoIterator<Item = (String, u32, u64, u64)>,
+        door_left_open_after_secs: u64,
+    ) -> Result<Self, String> {
+        let rules = rules.into_iter().map(|(kind, threshold, window_ms, quiet_ms)| {
+            let window = Duration::from_millis(window_ms);
+            (kind, Debounce { threshold, window, quiet: Duration::from_millis(quiet_ms) })
+        });
+        Self::new(rules, Duration::from_secs(door_left_open_after_secs))
+    }
+
+    /// The rule for `kind` at this bank.
+    pub fn debounce_for(&self, kind: AlertKind) -> Debounce {
+        self.debounce.get(&kind).copied().unwrap_or_else(|| Debounce::default_for(kind))
+    }
+
+    /// Settings from their parts: `(kind, threshold, window, quiet)` for each kind that
+    /// differs from its default, and how long a door may stand open. Every kind must come from
+    /// a sensor and appear once; every figure must be within bounds.
+    pub fn new(
+        rules: impl IntoIterator<Item = (String, Debounce)>,
+        door_left_open_after: Duration,
+    ) -> Result<Self, String> {
+        let mut debounce = BTreeMap::new();
+        for (name, rule) in rules {
+            let kind = AlertKind::parse(&name)
+                .filter(|k| k.from_sensor())
+                .ok_or_else(|| format!("{name:?} is not a kind a sensor reads"))?;
+            if !(1..=MAX_THRESHOLD).contains(&rule.threshold) {
+                return Err(format!("{kind}: threshold must be 1 to {MAX_THRESHOLD}"));
+            }
+            if rule.window > MAX_DEBOUNCE || rule.quiet > MAX_DEBOUNCE {
+                return Err(format!("{kind}: window and quiet must be at most an hour"));
+            }
+            if rule.threshold > 1 && rule.window.is_zero() {
+                return Err(format!("{kind}: a threshold above 1 needs a window"));
+            }
+            if rule.quiet < MIN_QUIET {
+                return Err(format!("{kind}: quiet must be at least a second"));
+            }
+            if debounce.insert(kind, rule).is_some() {
+                return Err(format!("{kind}: given twice"));
+            }
+        }
+        let (least, most) = DOOR_LEFT_OPEN_RANGE;
+        if !(least..=most).contains(&door_left_open_after) {
+            return Err("door_left_open_after: 30 seconds to 24 hours".into());
+        }
+        Ok(Self { debounce, door_left_open_after })
     }
 }
 
@@ -341,6 +453,55 @@ mod tests {
         assert!(!hit(&mut d, 10_500));
         assert!(hit(&mut d, 12_000));
         assert!(!hit(&mut d, 13_000), "quiet");
+    }
+
+    #[test]
+    fn sensor_settings_take_sensor_kinds_within_bounds_only() {
+        let rule = |threshold, window_s, quiet_s| Debounce {
+            threshold,
+            window: Duration::from_secs(window_s),
+            quiet: Duration::from_secs(quiet_s),
+        };
+        let door = DOOR_LEFT_OPEN_AFTER;
+        let set = SensorSettings::new([("impact".to_owned(), rule(5, 20, 120))], door).unwrap();
+        assert_eq!(set.debounce_for(AlertKind::Impact), rule(5, 20, 120));
+        assert_eq!(set.debounce_for(AlertKind::Pry), Debounce::default_for(AlertKind::Pry));
+        assert_eq!(SensorSettings::new([], door).unwrap(), SensorSettings::default());
+        let refused = [
+            (vec![("brute_force".to_owned(), rule(1, 10, 60))], door, "not a kind a sensor"),
+            (vec![("nothing".to_owned(), rule(1, 10, 60))], door, "not a kind a sensor"),
+            (vec![("pry".to_owned(), rule(0, 10, 60))], door, "threshold"),
+            (vec![("pry".to_owned(), rule(21, 10, 60))], door, "threshold"),
+            (vec![("pry".to_owned(), rule(2, 0, 60))], door, "needs a window"),
+            (vec![("pry".to_owned(), rule(1, 3601, 60))], door, "at most an hour"),
+            (vec![("pry".to_owned(), rule(1, 10, 0))], door, "at least a second"),
+            (
+                vec![("pry".to_owned(), rule(1, 10, 60)), ("pry".to_owned(), rule(2, 10, 60))],
+                door,
+                "twice",
+            ),
+            (vec![], Duration::from_secs(29), "door_left_open_after"),
+            (vec![], Duration::from_hours(25), "door_left_open_after"),
+        ];
+        for (rules, door, says) in refused {
+            let err = SensorSettings::new(rules.clone(), door).unwrap_err();
+            assert!(err.contains(says), "{rules:?} {door:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn lockdown_rules_parse_from_their_names() {
+        let rule = LockdownRule::parse("any", "high", "site").unwrap();
+        assert_eq!(rule.kind_str(), "any");
+        assert!(rule.matches(AlertKind::Impact, Severity::High));
+        assert!(!rule.matches(AlertKind::PowerLoss, Severity::Medium));
+        let pry = LockdownRule::parse("pry", "low", "bank").unwrap();
+        assert_eq!((pry.kind, pry.scope), (Some(AlertKind::Pry), LockdownScope::Bank));
+        assert!(
+            LockdownRule::parse("prying", "low", "bank").unwrap_err().contains("no alert kind")
+        );
+        assert!(LockdownRule::parse("pry", "dire", "bank").unwrap_err().contains("min_severity"));
+        assert!(LockdownRule::parse("pry", "low", "world").unwrap_err().contains("scope"));
     }
 
     proptest! {

@@ -120,6 +120,9 @@ named_enum!(
         /// A site's lockdown rule set or removed (`set:<kind>:<severity>:<scope>`,
         /// `removed:<kind>`).
         LockdownRule = "lockdown.rule",
+        /// A bank's sensor settings changed (its debounce rules and door time), or a change
+        /// refused.
+        SensorSettings = "bank.sensors",
         /// A lockdown lifted (at once, or by the approval of a second person).
         LockdownLift = "lockdown.lift",
         /// Audit entries exported over the API, with the reason given, or an export refused.

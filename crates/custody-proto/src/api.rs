@@ -293,6 +293,35 @@ pub struct LockdownRuleView {
     pub scope: String,
 }
 
+/// When one kind of sensor reading counts at a bank: `threshold` readings within `window_ms`,
+/// and then none again for `quiet_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SensorRuleView {
+    /// A kind a sensor reads: `impact`, `pry`, `drill`, `door_forced`, `door_left_open`,
+    /// `override_key`, `reader_tamper`, `enclosure_open` or `power_loss`.
+    pub kind: String,
+    /// Readings needed within the window, 1 to 20.
+    pub threshold: u32,
+    /// The window, in milliseconds (at most an hour).
+    pub window_ms: u64,
+    /// After a reading counts, how long the next are not counted (1 s to an hour).
+    pub quiet_ms: u64,
+}
+
+/// A bank's sensor settings: the kinds whose rules differ from the defaults, and how long a
+/// door may stand open before it is `door_left_open`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SensorSettingsView {
+    /// Rules that differ from each kind's default (three impacts within ten seconds; any
+    /// other kind at once; a minute's quiet after each).
+    #[serde(default)]
+    pub rules: Vec<SensorRuleView>,
+    /// Seconds a door may stand open (30 to 86 400; 180 unless set).
+    pub door_left_open_after_secs: u64,
+}
+
 /// A note for an alert's timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -185,7 +185,8 @@ pub enum AgentMessage {
     Offline(OfflineUse),
     /// A tamper sensor's reading that counts (debounced at the agent): `impact`, `pry`,
     /// `drill`, `door_forced`, `door_left_open`, `override_key`, `reader_tamper`,
-    /// `enclosure_open` or `power_loss`. Kept in the backlog while the link is down.
+    /// `enclosure_open` or `power_loss`. Sent again after every welcome until the server
+    /// acknowledges it ([`ServerMessage::SensorAck`]).
     Sensor {
         /// The kind of alert it raises.
         kind: String,
@@ -570,11 +571,31 @@ pub enum ServerMessage {
         /// The outcome.
         answer: CourierAnswer,
     },
+    /// The bank's sensor settings and its site's lockdown rules: sent after the welcome and
+    /// whenever they change. The agent keeps them across restarts and applies the rules to
+    /// its own readings, so a pry locks the bank down even while the server is unreachable.
+    Policy(BankPolicy),
+    /// The server has recorded the sensor reading journaled under `counter`: the agent need
+    /// not send it again, and the server's word on the lockdown holds from now on.
+    SensorAck {
+        /// The reading's journal counter.
+        counter: u64,
+    },
     /// The server refuses to talk to this agent (revoked, unknown, wrong protocol) and closes.
     Goodbye {
         /// Why.
         reason: String,
     },
+}
+
+/// What a bank's agent applies to its own sensor readings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BankPolicy {
+    /// The bank's debounce rules and door time.
+    pub sensors: crate::api::SensorSettingsView,
+    /// The site's lockdown rules.
+    pub lockdown: Vec<crate::api::LockdownRuleView>,
 }
 
 /// Enrolment request: sent once, over the public HTTPS port, with a single-use token.

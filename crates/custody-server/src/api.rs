@@ -10,7 +10,7 @@ use custody_app::Caller;
 use custody_app::admin::{CompartmentSpec, NewPerson};
 use custody_app::approvals::RoleChange;
 use custody_app::parcels::ParcelSpec;
-use custody_core::alert::{AlertKind, LockdownRule, LockdownScope, Severity};
+use custody_core::alert::{LockdownRule, SensorSettings};
 use custody_core::approval::ApprovalOutcome;
 use custody_core::compartment::SizeClass;
 use custody_core::person::Role;
@@ -22,7 +22,8 @@ use custody_proto::api::{
     CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest, DepositRequest, DepositView,
     EnrolmentTokenView, ExpectParcelRequest, ImportBadgesRequest, LockdownRuleView, LockdownView,
     LoginRequest, NoteRequest, OpeningView, ParcelHistory, ParcelView, PersonView, PickupQrView,
-    ReasonRequest, RegisterBadgeRequest, RoleChangeRequest, SessionView, SiteView,
+    ReasonRequest, RegisterBadgeRequest, RoleChangeRequest, SensorSettingsView, SessionView,
+    SiteView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse, SignedOpenCommand};
 use serde::Deserialize;
@@ -503,7 +504,6 @@ pub async fn engage_lockdown(
 ) -> ApiResult<LockdownView> {
     let bank: BankId = parse_id(&id, "bank")?;
     let lockdown = state.app.engage_lockdown(staff.caller(), &bank, &body.reason).await?;
-    crate::gateway::sync_lockdown(&state, &bank).await;
     Ok(Json(lockdown_view(&bank, Some(&lockdown))))
 }
 
@@ -516,10 +516,7 @@ pub async fn lift_lockdown(
 ) -> Result<Response, ApiError> {
     let bank: BankId = parse_id(&id, "bank")?;
     match state.app.lift_lockdown(staff.caller(), &bank, &body.reason).await? {
-        custody_app::lockdown::Lift::Lifted => {
-            crate::gateway::sync_lockdown(&state, &bank).await;
-            Ok(Json(lockdown_view(&bank, None)).into_response())
-        }
+        custody_app::lockdown::Lift::Lifted => Ok(Json(lockdown_view(&bank, None)).into_response()),
         custody_app::lockdown::Lift::Pending(request) => {
             Ok((StatusCode::ACCEPTED, Json(views::approval(&request))).into_response())
         }
@@ -620,24 +617,6 @@ pub async fn resolve_alert(
     Ok(Json(alert_view(&state.app.resolve_alert(staff.caller(), &id, &body.reason).await?)))
 }
 
-fn rule_view(r: LockdownRule) -> LockdownRuleView {
-    LockdownRuleView {
-        kind: r.kind.map_or("any", AlertKind::as_str).to_owned(),
-        min_severity: r.min_severity.as_str().to_owned(),
-        scope: r.scope.as_str().to_owned(),
-    }
-}
-
-/// `any`, or an alert kind.
-fn rule_kind(kind: &str) -> Result<Option<AlertKind>, ApiError> {
-    if kind == "any" {
-        return Ok(None);
-    }
-    AlertKind::parse(kind).map(Some).ok_or_else(|| {
-        ApiError::from(custody_app::AppError::Invalid(format!("no alert kind {kind:?}")))
-    })
-}
-
 /// A site's lockdown rules.
 pub async fn lockdown_rules(
     State(state): State<ServerState>,
@@ -646,7 +625,7 @@ pub async fn lockdown_rules(
 ) -> ApiResult<Vec<LockdownRuleView>> {
     let site: SiteId = parse_id(&id, "site")?;
     let rules = state.app.lockdown_rules(reader.caller(), &site).await?;
-    Ok(Json(rules.into_iter().map(rule_view).collect()))
+    Ok(Json(rules.into_iter().map(views::lockdown_rule).collect()))
 }
 
 /// Set a site's lockdown rule for a kind.
@@ -657,15 +636,10 @@ pub async fn set_lockdown_rule(
     Json(body): Json<LockdownRuleView>,
 ) -> ApiResult<Vec<LockdownRuleView>> {
     let site: SiteId = parse_id(&id, "site")?;
-    let invalid = |what: &str| ApiError::from(custody_app::AppError::Invalid(what.to_owned()));
-    let rule = LockdownRule {
-        kind: rule_kind(&body.kind)?,
-        min_severity: Severity::parse(&body.min_severity)
-            .ok_or_else(|| invalid("min_severity: low, medium, high or critical"))?,
-        scope: LockdownScope::parse(&body.scope).ok_or_else(|| invalid("scope: bank or site"))?,
-    };
+    let rule = LockdownRule::parse(&body.kind, &body.min_severity, &body.scope)
+        .map_err(custody_app::AppError::Invalid)?;
     let rules = state.app.set_lockdown_rule(staff.caller(), &site, rule).await?;
-    Ok(Json(rules.into_iter().map(rule_view).collect()))
+    Ok(Json(rules.into_iter().map(views::lockdown_rule).collect()))
 }
 
 /// Remove a site's lockdown rule for a kind.
@@ -675,8 +649,40 @@ pub async fn remove_lockdown_rule(
     Path((id, kind)): Path<(String, String)>,
 ) -> ApiResult<Vec<LockdownRuleView>> {
     let site: SiteId = parse_id(&id, "site")?;
-    let rules = state.app.remove_lockdown_rule(staff.caller(), &site, rule_kind(&kind)?).await?;
-    Ok(Json(rules.into_iter().map(rule_view).collect()))
+    let rules = state
+        .app
+        .remove_lockdown_rule(
+            staff.caller(),
+            &site,
+            LockdownRule::parse_kind(&kind).map_err(custody_app::AppError::Invalid)?,
+        )
+        .await?;
+    Ok(Json(rules.into_iter().map(views::lockdown_rule).collect()))
+}
+
+/// A bank's sensor settings.
+pub async fn sensor_settings(
+    State(state): State<ServerState>,
+    StaffRead(reader): StaffRead,
+    Path(id): Path<String>,
+) -> ApiResult<SensorSettingsView> {
+    let bank: BankId = parse_id(&id, "bank")?;
+    Ok(Json(views::sensor_settings(&state.app.sensor_settings(reader.caller(), &bank).await?)))
+}
+
+/// Replace a bank's sensor settings.
+pub async fn set_sensor_settings(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+    Json(body): Json<SensorSettingsView>,
+) -> ApiResult<SensorSettingsView> {
+    let bank: BankId = parse_id(&id, "bank")?;
+    let rules = body.rules.into_iter().map(|r| (r.kind, r.threshold, r.window_ms, r.quiet_ms));
+    let settings = SensorSettings::from_wire(rules, body.door_left_open_after_secs)
+        .map_err(custody_app::AppError::Invalid)?;
+    let stored = state.app.set_sensor_settings(staff.caller(), &bank, settings).await?;
+    Ok(Json(views::sensor_settings(&stored)))
 }
 
 // --- badges ---------------------------------------------------------------------------------
@@ -940,12 +946,6 @@ async fn decide(
     // An approved bulk open ran: its commands go to the bank's agent now.
     for opening in &decided.openings {
         deliver(state, &opening.command);
-    }
-    // An approved lift: the bank's agent releases its interlock now.
-    if decided.request.kind == custody_core::approval::ApprovalKind::LiftLockdown
-        && let Ok(bank) = decided.request.subject.parse::<BankId>()
-    {
-        crate::gateway::sync_lockdown(state, &bank).await;
     }
     Ok(Json(views::approval(&decided.request)))
 }

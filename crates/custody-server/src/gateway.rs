@@ -63,6 +63,8 @@ struct Link {
     close: Arc<Notify>,
     /// The bank's codes changed: send the offline list again.
     codes: Arc<Notify>,
+    /// The bank's sensor settings or its site's lockdown rules changed: send its policy again.
+    policy: Arc<Notify>,
     /// The agent's last health report, and when it came.
     health: Option<(Timestamp, HealthReport)>,
 }
@@ -175,6 +177,12 @@ impl custody_app::Presence for DeviceHub {
         }
     }
 
+    fn policy_changed(&self, bank: &BankId) {
+        if let Some(link) = self.links().get(bank) {
+            link.policy.notify_one();
+        }
+    }
+
     fn lockdown_changed(&self, bank: &BankId, on: bool) {
         if self.is_online(bank) && !self.send(bank, ServerMessage::Lockdown { on }) {
             tracing::warn!(%bank, "an agent missed a lockdown change; it hears it at the next resync");
@@ -211,6 +219,7 @@ async fn run(
     let (sender, mut queue) = mpsc::channel(OUTBOX_DEPTH);
     let close = Arc::new(Notify::new());
     let codes = Arc::new(Notify::new());
+    let policy = Arc::new(Notify::new());
     let link = Link {
         id: state.hub.next.fetch_add(1, Ordering::Relaxed),
         device: device.clone(),
@@ -219,18 +228,12 @@ async fn run(
         sender: sender.clone(),
         close: close.clone(),
         codes: codes.clone(),
+        policy: policy.clone(),
         health: None,
     };
     let (link_id, conflict) = state.hub.register(bank.clone(), link);
     if let Some(first) = conflict {
-        // One agent keeps one link: the same identity from two addresses at once is a copied
-        // key or certificate. The newer link is kept; both ends keep being audited.
-        tracing::error!(%device, %first, second = %peer, "one device identity connected from two places");
-        if let Err(e) =
-            state.app.device_conflict(&caller, &first.to_string(), &peer.to_string()).await
-        {
-            tracing::error!(error = %e, "could not record a device conflict");
-        }
+        in_two_places(&state, &caller, &device, first, peer).await;
     }
     let (mut sink, mut stream) = socket.split();
     let writer = tokio::spawn(async move {
@@ -260,7 +263,13 @@ async fn run(
             _ = resync.tick() => {
                 // Changes made elsewhere (the `custody` command, another server) reach the
                 // kiosk within this period at the latest.
-                if !send_badges(&state, &caller, &sender).await || !send_lockdown(&state, &bank, &sender).await {
+                if !resync_all(&state, &caller, &bank, &sender).await {
+                    break;
+                }
+                continue;
+            }
+            () = policy.notified() => {
+                if !send_policy(&state, &bank, &sender).await {
                     break;
                 }
                 continue;
@@ -303,6 +312,22 @@ async fn run(
     drop(sender);
     writer.abort();
     tracing::info!(%device, %bank, "device disconnected");
+}
+
+/// One agent keeps one link: the same identity from two addresses at once is a copied key or
+/// certificate. The newer link is kept; both ends keep being audited.
+async fn in_two_places(
+    state: &ServerState,
+    caller: &Caller,
+    device: &DeviceId,
+    first: std::net::IpAddr,
+    second: std::net::IpAddr,
+) {
+    tracing::error!(%device, %first, %second, "one device identity connected from two places");
+    if let Err(e) = state.app.device_conflict(caller, &first.to_string(), &second.to_string()).await
+    {
+        tracing::error!(error = %e, "could not record a device conflict");
+    }
 }
 
 /// Handles one agent message; `false` ends the link.
@@ -365,17 +390,25 @@ async fn handle(
             let raised = match AlertKind::parse(&kind) {
                 Some(kind) => {
                     let at = Timestamp::from_millis(at_ms);
-                    state.app.sensor_reading(caller, kind, compartment, at).await
+                    state.app.sensor_reading(caller, kind, compartment, at, counter).await
                 }
                 None => Err(AppError::Invalid("unknown alert kind".into())),
             };
-            if let Err(e) = raised {
-                // A reading that cannot be recorded is an operator's business: it may be the
-                // one that mattered.
-                let kind: String = kind.chars().take(32).collect();
-                tracing::error!(error = %e, %kind, counter, "a sensor reading was not recorded");
-            }
-            true
+            let taken = match raised {
+                Ok(_) => true,
+                Err(e) => {
+                    // A reading that cannot be recorded is an operator's business: it may be
+                    // the one that mattered.
+                    let kind: String = kind.chars().take(32).collect();
+                    tracing::error!(error = %e, %kind, counter, "a sensor reading was not recorded");
+                    // One the server will never take (a kind or compartment it does not know)
+                    // is acknowledged all the same: sent again it would be refused again.
+                    matches!(e, AppError::Invalid(_) | AppError::Forbidden)
+                }
+            };
+            // Any lockdown the reading engaged was queued before this, so the agent hears it
+            // before it lets go of its own.
+            !taken || sender.send(ServerMessage::SensorAck { counter }).await.is_ok()
         }
         // Kept by the link loop, which knows which link it came over.
         AgentMessage::Health(_) => true,
@@ -397,8 +430,8 @@ async fn handle(
     }
 }
 
-/// Answers an agent's hello: its welcome, then its site's badges and its bank's offline list;
-/// `false` ends the link.
+/// Answers an agent's hello: its welcome, then its site's badges, its bank's offline list and
+/// its policy; `false` ends the link.
 async fn welcome(
     state: &ServerState,
     caller: &Caller,
@@ -452,7 +485,29 @@ async fn welcome(
     if sender.send(welcome).await.is_err() {
         return false;
     }
-    send_badges(state, caller, sender).await && send_offline_list(state, bank, sender).await
+    send_badges(state, caller, sender).await
+        && send_offline_list(state, bank, sender).await
+        && send_policy(state, bank, sender).await
+}
+
+/// Sends the bank's policy (its sensor settings and its site's lockdown rules) to its agent;
+/// `false` ends the link.
+async fn send_policy(
+    state: &ServerState,
+    bank: &BankId,
+    sender: &mpsc::Sender<ServerMessage>,
+) -> bool {
+    match state.app.bank_policy(bank).await {
+        Ok(policy) => {
+            sender.send(ServerMessage::Policy(crate::views::bank_policy(&policy))).await.is_ok()
+        }
+        Err(e) => {
+            // The agent keeps the last policy it had, and the server applies the rules to
+            // every reading it receives.
+            tracing::error!(error = %e, "cannot read a bank's policy for its device");
+            true
+        }
+    }
 }
 
 /// Sends the site's badge list to a newly welcomed agent; `false` ends the link.
@@ -471,6 +526,18 @@ async fn send_badges(
             true
         }
     }
+}
+
+/// Sends the site's badges, the bank's lockdown and its policy again; `false` ends the link.
+async fn resync_all(
+    state: &ServerState,
+    caller: &Caller,
+    bank: &BankId,
+    sender: &mpsc::Sender<ServerMessage>,
+) -> bool {
+    send_badges(state, caller, sender).await
+        && send_lockdown(state, bank, sender).await
+        && send_policy(state, bank, sender).await
 }
 
 /// Resolves when the bank's offline list is due: its codes changed, or a minute passed.
@@ -510,19 +577,6 @@ async fn send_lockdown(
             tracing::error!(error = %e, "cannot read a bank's lockdown for its device");
             true
         }
-    }
-}
-
-/// Tells the bank's agent, if it is connected, whether the bank is locked down: called once a
-/// lockdown or its lifting commits. The agent also hears it at every welcome and resync.
-pub async fn sync_lockdown(state: &ServerState, bank: &BankId) {
-    match state.app.is_locked_down(bank).await {
-        Ok(on) => {
-            if state.hub.is_online(bank) && !state.hub.send(bank, ServerMessage::Lockdown { on }) {
-                tracing::warn!(%bank, "an agent missed a lockdown change; it hears it at the next resync");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "cannot read a bank's lockdown to tell its agent"),
     }
 }
 

@@ -379,6 +379,27 @@ fn table() -> Routes<ServerState> {
             api::lift_lockdown,
         )
         .get(
+            "/api/v1/banks/{id}/sensors",
+            StaffRead,
+            Doc::json(
+                "The bank's sensor settings: debounce rules and how long a door may stand open",
+                200,
+                "SensorSettingsView",
+            ),
+            api::sensor_settings,
+        )
+        .post(
+            "/api/v1/banks/{id}/sensors",
+            Staff,
+            Doc::json(
+                "Replace the bank's sensor settings (needs a step-up); its agent applies them at once",
+                200,
+                "SensorSettingsView",
+            )
+            .taking("SensorSettingsView"),
+            api::set_sensor_settings,
+        )
+        .get(
             "/api/v1/sites/{id}/lockdown-rules",
             StaffRead,
             Doc::list(

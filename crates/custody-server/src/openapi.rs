@@ -18,8 +18,9 @@ use custody_proto::api::{
     ImportBadgesRequest, LinkRedeemRequest, LinkRequest, LockdownRuleView, LockdownView,
     LoginRequest, NoteRequest, OpeningView, ParcelHistory, ParcelView, PasskeyAnswerRequest,
     PasskeyCeremonyView, PersonView, PickupQrView, ReasonRequest, RecoveryCodesView,
-    RegisterBadgeRequest, RoleChangeRequest, RotateApiKeyRequest, SessionListItem, SessionView,
-    SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
+    RegisterBadgeRequest, RoleChangeRequest, RotateApiKeyRequest, SensorRuleView,
+    SensorSettingsView, SessionListItem, SessionView, SiteView, StatementView, TotpConfirmRequest,
+    TotpEnrolmentView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -63,6 +64,8 @@ use crate::routes::{Access, RouteInfo};
         AlertDetailView,
         NoteRequest,
         LockdownRuleView,
+        SensorRuleView,
+        SensorSettingsView,
         DeviceView,
         DeviceHealthView,
         BoardHealthView,

@@ -120,3 +120,44 @@ pub(crate) fn approval(a: &custody_store::ApprovalRow) -> custody_proto::api::Ap
         decided_by: a.decision.as_ref().map(|(by, _, _)| by.to_string()),
     }
 }
+
+/// A lockdown rule.
+pub(crate) fn lockdown_rule(
+    r: custody_core::alert::LockdownRule,
+) -> custody_proto::api::LockdownRuleView {
+    custody_proto::api::LockdownRuleView {
+        kind: r.kind_str().to_owned(),
+        min_severity: r.min_severity.as_str().to_owned(),
+        scope: r.scope.as_str().to_owned(),
+    }
+}
+
+/// A bank's sensor settings.
+pub(crate) fn sensor_settings(
+    s: &custody_core::alert::SensorSettings,
+) -> custody_proto::api::SensorSettingsView {
+    let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    custody_proto::api::SensorSettingsView {
+        rules: s
+            .debounce
+            .iter()
+            .map(|(kind, rule)| custody_proto::api::SensorRuleView {
+                kind: kind.as_str().to_owned(),
+                threshold: rule.threshold,
+                window_ms: millis(rule.window),
+                quiet_ms: millis(rule.quiet),
+            })
+            .collect(),
+        door_left_open_after_secs: s.door_left_open_after.as_secs(),
+    }
+}
+
+/// A bank's policy, for its agent.
+pub(crate) fn bank_policy(
+    p: &custody_app::sensors::BankPolicy,
+) -> custody_proto::device::BankPolicy {
+    custody_proto::device::BankPolicy {
+        sensors: sensor_settings(&p.sensors),
+        lockdown: p.lockdown.iter().copied().map(lockdown_rule).collect(),
+    }
+}

@@ -109,6 +109,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0016_lockdown_rules.sql"),
         postgres: include_str!("../migrations/postgres/0016_lockdown_rules.sql"),
     },
+    Migration {
+        version: 17,
+        name: "sensor_settings",
+        sqlite: include_str!("../migrations/sqlite/0017_sensor_settings.sql"),
+        postgres: include_str!("../migrations/postgres/0017_sensor_settings.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
