@@ -60,6 +60,8 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("GET", "/api/v1/banks/{id}/lockdown", Access::StaffRead),
     ("POST", "/api/v1/banks/{id}/lockdown", Access::Staff),
     ("POST", "/api/v1/banks/{id}/lockdown/lift", Access::Staff),
+    ("GET", "/api/v1/banks/{id}/sensors", Access::StaffRead),
+    ("POST", "/api/v1/banks/{id}/sensors", Access::Staff),
     ("GET", "/api/v1/sites/{id}/lockdown-rules", Access::StaffRead),
     ("POST", "/api/v1/sites/{id}/lockdown-rules", Access::Staff),
     ("DELETE", "/api/v1/sites/{id}/lockdown-rules/{kind}", Access::Staff),
@@ -878,8 +880,8 @@ backends!(an_alert_is_taken_noted_and_resolved_over_the_api, |t: TestStore| asyn
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 });
 
-// A rule set over the API: the agent's next pry locks its bank down, and the agent engages its
-// interlock at once.
+// A rule set over the API: the agent's next pry locks its bank down, at the agent at once and
+// at the server as the reading arrives.
 backends!(a_rule_locks_the_bank_down_when_its_agent_reads_a_pry, |t: TestStore| async move {
     let server = TestServer::start(t).await;
     let agent = server.agent().await;
@@ -903,9 +905,15 @@ backends!(a_rule_locks_the_bank_down_when_its_agent_reads_a_pry, |t: TestStore| 
     agent.handle.sensor(custody_core::alert::AlertKind::Pry, Some(2)).await;
     eventually("the agent locks down", || async { agent.handle.is_interlocked() }).await;
     let lockdown = format!("/api/v1/banks/{}/lockdown", env.bank);
-    let state: Value =
-        admin.client.get(server.url(&lockdown)).send().await.unwrap().json().await.unwrap();
-    assert_eq!(state["locked_down"], true);
+    let read = || async {
+        let answer = admin.client.get(server.url(&lockdown)).send().await.unwrap();
+        answer.json::<Value>().await.unwrap()
+    };
+    eventually("the server locks down by the same rule", || async {
+        read().await["locked_down"] == true
+    })
+    .await;
+    let state = read().await;
     assert!(state["engaged_by"].as_str().unwrap().starts_with("alert:alr_"), "{state}");
 
     // Removing the rule needs a step-up: the session's factor is old by now.
@@ -918,6 +926,48 @@ backends!(a_rule_locks_the_bank_down_when_its_agent_reads_a_pry, |t: TestStore| 
         .await
         .unwrap();
     assert_eq!(remove.status(), StatusCode::FORBIDDEN);
+});
+
+// A bank's sensor settings over the API: bad figures are refused with what to change, good
+// ones are stored and read back, and a change needs a fresh second factor.
+backends!(a_banks_sensor_settings_are_set_over_the_api, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let env = &server.env;
+    let admin = server.sign_in(&env.admin).await;
+    let path = format!("/api/v1/banks/{}/sensors", env.bank);
+    let set = |body: Value| {
+        admin.client.post(server.url(&path)).header("x-csrf-token", &admin.csrf).json(&body).send()
+    };
+    let get = || async {
+        let answer = admin.client.get(server.url(&path)).send().await.unwrap();
+        answer.json::<Value>().await.unwrap()
+    };
+    assert_eq!(get().await, json!({"rules": [], "door_left_open_after_secs": 180}));
+    let rule = |kind: &str, threshold: u32| json!({"kind": kind, "threshold": threshold, "window_ms": 20000, "quiet_ms": 60000});
+    for (body, says) in [
+        (json!({"rules": [rule("impact", 0)], "door_left_open_after_secs": 180}), "threshold"),
+        (json!({"rules": [rule("brute_force", 1)], "door_left_open_after_secs": 180}), "sensor"),
+        (json!({"rules": [], "door_left_open_after_secs": 5}), "door_left_open_after"),
+    ] {
+        let refused = set(body).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let text = refused.text().await.unwrap();
+        assert!(text.contains(says), "{text}");
+    }
+    let wanted = json!({"rules": [rule("impact", 5)], "door_left_open_after_secs": 600});
+    let stored = set(wanted.clone()).await.unwrap();
+    assert_eq!(stored.status(), StatusCode::OK);
+    assert_eq!(stored.json::<Value>().await.unwrap(), wanted);
+    assert_eq!(get().await, wanted);
+
+    // A resident sees none of it; an old second factor changes nothing.
+    let ann = server.sign_in(&env.ann).await;
+    let theirs = ann.client.get(server.url(&path)).send().await.unwrap();
+    assert_eq!(theirs.status(), StatusCode::FORBIDDEN);
+    env.clock.advance(custody_core::time::minutes(6));
+    let stale = set(json!({"rules": [], "door_left_open_after_secs": 180})).await.unwrap();
+    assert_eq!(stale.status(), StatusCode::FORBIDDEN);
+    assert_eq!(get().await, wanted);
 });
 
 backends!(badges_are_imported_listed_and_revoked_over_the_api, |t: TestStore| async move {
