@@ -984,6 +984,44 @@ backends!(a_banks_sensor_settings_reach_its_agent, |t: TestStore| async move {
     .await;
 });
 
+// An agent that goes quiet: once three heartbeats are missed its link is ended, and its bank
+// raises `device_offline`, once for the outage. When it is back the alert's timeline says so.
+backends!(an_agent_gone_quiet_raises_device_offline, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let cable = NetworkCable::lay(server.gateway()).await.unwrap();
+    let agent = agent_behind(&server, &cable).await;
+    let (env, hub) = (&server.env, &server.running.state.hub);
+    hub.watch_heartbeats(&env.app).await;
+    assert!(live_alerts(&server).await.is_empty(), "heard just now");
+
+    // Silent: nothing closes, and nothing is heard.
+    cable.silence();
+    env.clock.advance(std::time::Duration::from_mins(2));
+    hub.watch_heartbeats(&env.app).await;
+    assert!(live_alerts(&server).await.is_empty(), "two heartbeats missed is not yet an outage");
+    assert!(hub.is_online(&env.bank));
+    env.clock.advance(std::time::Duration::from_mins(2));
+    hub.watch_heartbeats(&env.app).await;
+    assert!(!hub.is_online(&env.bank), "the silent link is ended");
+    assert_eq!(live_alerts(&server).await, [(AlertKind::DeviceOffline, None, 1)]);
+    env.clock.advance(std::time::Duration::from_mins(10));
+    hub.watch_heartbeats(&env.app).await;
+    assert_eq!(live_alerts(&server).await, [(AlertKind::DeviceOffline, None, 1)], "once");
+
+    cable.pull();
+    cable.plug();
+    reconnected(&agent).await;
+    let admin = custody_testkit::Env::as_person(&env.admin);
+    let id = env.app.alerts(&admin, &env.site, true).await.unwrap()[0].id.clone();
+    eventually("the timeline says the agent is back", || async {
+        let alert = env.app.alert(&admin, &id).await.unwrap();
+        alert.timeline.iter().any(|e| e.what == "back_online")
+    })
+    .await;
+    hub.watch_heartbeats(&env.app).await;
+    assert_eq!(live_alerts(&server).await.len(), 1, "nothing new while it is connected");
+});
+
 // A power cut with the network down: the agent comes back with the list it saved and its
 // journal, serves the pickup, and reports it once the network is back.
 backends!(

@@ -97,6 +97,50 @@ impl App {
         }
     }
 
+    /// Banks with an enrolled device, with their sites: whose agents should be connected.
+    pub async fn enrolled_banks(&self) -> Result<Vec<(BankId, SiteId)>, AppError> {
+        let banks = self.store().read(|tx| async move { tx.enrolled_banks().await }.boxed());
+        Ok(banks.await?)
+    }
+
+    /// A bank's agent is connected again after an outage long enough to raise
+    /// `device_offline`: the live alert says so on its timeline (and in the audit log), for
+    /// whoever is looking into it. The alert stays for them to resolve.
+    pub async fn device_back(&self, site: &SiteId, bank: &BankId) -> Result<(), AppError> {
+        let key = custody_store::live_key(site, Some(bank), None, AlertKind::DeviceOffline);
+        let now = self.now();
+        let target =
+            Target { site: Some(site.clone()), bank: Some(bank.clone()), ..Target::default() };
+        self.store()
+            .write(move |tx| {
+                async move {
+                    let Some(id) = tx.live_alert(&key).await? else { return Ok(()) };
+                    tx.add_alert_event(&id, now, "system", "back_online", None).await?;
+                    tx.append_audit(&AuditEvent {
+                        at: now,
+                        actor: Actor::system(),
+                        action: AuditAction::AlertNote,
+                        target,
+                        outcome: Outcome::Success,
+                        reason: Some(format!("{id}:back_online")),
+                        personal: None,
+                    })?;
+                    Ok::<_, AppError>(())
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// Someone tried to open more compartments by bulk opens than one person may in an hour:
+    /// raised (or joined) after the refusal; a failure to raise it is logged.
+    pub(crate) async fn bulk_cap_hit(&self, site: &SiteId, bank: &BankId) {
+        let place = AlertAt { site: site.clone(), bank: Some(bank.clone()), compartment: None };
+        if let Err(e) = self.raise_alert(AlertKind::BulkOpen, place).await {
+            tracing::error!(error = %e, %bank, "could not raise a bulk-open alert");
+        }
+    }
+
     async fn raise(
         &self,
         actor: &Actor,

@@ -179,7 +179,11 @@ impl App {
         } else {
             None
         };
-        let (id, by, app) = (request.id.clone(), decider, self.clone());
+        let bulk = match &run {
+            Some(Run::BulkOpen { plan, .. }) => Some(plan.clone()),
+            _ => None,
+        };
+        let (id, by, app, actor) = (request.id.clone(), decider, self.clone(), caller.actor());
         let openings = self
             .store()
             .write(move |tx| {
@@ -198,7 +202,11 @@ impl App {
                 }
                 .boxed()
             })
-            .await?;
+            .await;
+        if let (Err(e), Some(plan)) = (&openings, &bulk) {
+            self.if_over_cap(e, &actor, plan).await;
+        }
+        let openings = openings?;
         // An approved lift: the bank's agent releases its interlock now.
         if outcome == ApprovalOutcome::Approved
             && request.kind == ApprovalKind::LiftLockdown

@@ -525,8 +525,8 @@ impl crate::App {
         })
     }
 
-    /// Records an audit-integrity alert in the log (where the alerting pipeline picks it up),
-    /// and in the server's own log.
+    /// Records an audit-integrity failure in the log and the server's own log, and raises an
+    /// `audit_integrity` alert at every site: the log is the whole installation's.
     pub async fn raise_integrity_alert(&self, problem: &str) -> Result<(), crate::AppError> {
         use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
         tracing::error!(problem, "audit log integrity check failed");
@@ -549,6 +549,24 @@ impl crate::App {
                 .boxed()
             })
             .await?;
+        // The log is the installation's, not one site's: every site's staff hear of it.
+        let sites = self
+            .store()
+            .read(|tx| {
+                async move {
+                    let mut sites = Vec::new();
+                    for org in tx.orgs().await? {
+                        sites.extend(tx.sites(&org.id).await?.into_iter().map(|s| s.id));
+                    }
+                    Ok::<_, StoreError>(sites)
+                }
+                .boxed()
+            })
+            .await?;
+        for site in sites {
+            let place = crate::alerts::AlertAt { site, bank: None, compartment: None };
+            self.raise_alert(custody_core::alert::AlertKind::AuditIntegrity, place).await?;
+        }
         Ok(())
     }
 }

@@ -172,6 +172,7 @@ impl App {
             return Ok(BulkOpening::Pending(request));
         }
         self.require_online(&plan.bank)?;
+        let (over, place) = (actor.clone(), plan.clone());
         let openings = self
             .store()
             .write(move |tx| {
@@ -185,8 +186,34 @@ impl App {
                 }
                 .boxed()
             })
-            .await?;
-        Ok(BulkOpening::Opened(openings))
+            .await;
+        if let Err(e) = &openings {
+            self.if_over_cap(e, &over, &place).await;
+        }
+        Ok(BulkOpening::Opened(openings?))
+    }
+
+    /// A bulk open refused because its opener's hourly cap is spent (the unit that would
+    /// have opened was undone): the refusal goes on the record, and the site gets a
+    /// `bulk_open` alert, since someone is emptying a bank.
+    pub(crate) async fn if_over_cap(&self, error: &AppError, actor: &Actor, plan: &BulkPlan) {
+        if !matches!(error, AppError::Conflict { code: OVER_CAP, .. }) {
+            return;
+        }
+        let target = Target {
+            site: Some(plan.site.clone()),
+            bank: Some(plan.bank.clone()),
+            ..Target::default()
+        };
+        let mut e =
+            bulk_event(actor, target, self.now(), format!("over_cap:{}", plan.compartments.len()));
+        e.outcome = Outcome::Denied;
+        let written =
+            self.store().write(move |tx| async move { tx.append_audit(&e) }.boxed()).await;
+        if let Err(e) = written {
+            tracing::error!(error = %e, "a bulk open over the cap was not audited");
+        }
+        self.bulk_cap_hit(&plan.site, &plan.bank).await;
     }
 
     /// Opens every compartment of `plan` inside the caller's unit of work, charging them to
@@ -210,7 +237,7 @@ impl App {
             }
             if charged > BULK_OPEN_PERSON.max_failures {
                 return Err(AppError::conflict(
-                    "bulk_open_cap",
+                    OVER_CAP,
                     format!(
                         "one person opens at most {} compartments an hour by bulk opens; \
                          ask someone else or wait",
@@ -246,6 +273,9 @@ impl App {
         Ok(openings)
     }
 }
+
+/// The conflict a bulk open over its opener's hourly cap answers.
+const OVER_CAP: &str = "bulk_open_cap";
 
 fn bulk_event(actor: &Actor, target: Target, at: Timestamp, reason: String) -> AuditEvent {
     AuditEvent {

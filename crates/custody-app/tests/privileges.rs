@@ -15,7 +15,7 @@ use custody_app::approvals::RoleChange;
 use custody_app::auth::Client;
 use custody_app::bulk::BulkOpening;
 use custody_core::approval::ApprovalOutcome;
-use custody_core::audit::AuditAction;
+use custody_core::audit::{AuditAction, Outcome};
 use custody_core::person::Role;
 use custody_core::time::minutes;
 use custody_store::PersonRow;
@@ -344,6 +344,18 @@ backends!(bulk_opens_are_capped_per_person_whatever_the_approvals, |t: TestStore
     let root = env.stepped_up(&env.super_admin);
     let approved = env.app.decide_approval(&root, &request.id, ApprovalOutcome::Approved).await;
     assert_eq!(approved.unwrap_err().code(), "bulk_open_cap");
+    // Both refusals are on the record, and someone emptying a bank is an alert for its site.
+    let refused = env
+        .site_log(100)
+        .await
+        .into_iter()
+        .filter(|r| r.event.action == AuditAction::BulkOpen && r.event.outcome == Outcome::Denied)
+        .filter(|r| r.event.reason.as_deref().is_some_and(|r| r.starts_with("over_cap:")))
+        .count();
+    assert_eq!(refused, 2);
+    let alerts = env.app.alerts(&admin, &env.site, true).await.unwrap();
+    let kinds: Vec<_> = alerts.iter().map(|a| (a.kind, a.readings)).collect();
+    assert_eq!(kinds, [(custody_core::alert::AlertKind::BulkOpen, 2)]);
     // Another person is not held by the admin's cap, and an hour on the admin is free again.
     assert_eq!(opened(env.app.bulk_open(&root, &env.bank, &[1, 2], "check").await.unwrap()), 2);
     env.clock.advance(custody_core::time::hours(1));

@@ -15,6 +15,7 @@ use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
+use custody_app::alerts::AlertAt;
 use custody_app::couriers::CourierAt;
 use custody_app::parcels::PickupOutcome;
 use custody_app::{AppError, Caller};
@@ -67,12 +68,32 @@ struct Link {
     policy: Arc<Notify>,
     /// The agent's last health report, and when it came.
     health: Option<(Timestamp, HealthReport)>,
+    /// When the last frame came from the agent.
+    last_heard: Timestamp,
 }
+
+/// A bank whose agent should be connected and is not.
+#[derive(Debug, Clone, Copy)]
+struct Gone {
+    /// Since when (the last frame heard, or when the hub first missed it).
+    since: Timestamp,
+    /// Whether `device_offline` was raised for this outage.
+    raised: bool,
+}
+
+/// How long an agent may go unheard before its link is taken for dead and its bank raises
+/// `device_offline`: three of its one-minute health reports missed.
+pub const SILENT_AFTER: std::time::Duration = std::time::Duration::from_mins(3);
+
+/// How often the hub looks for agents gone quiet ([`DeviceHub::watch_heartbeats`]).
+pub const HEARTBEATS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The connected agents, by bank, and the certificates the gateway refuses.
 #[derive(Clone, Default)]
 pub struct DeviceHub {
     links: Arc<Mutex<HashMap<BankId, Link>>>,
+    /// Banks whose agents are missing. Locked after `links` when both are.
+    gone: Arc<Mutex<HashMap<BankId, Gone>>>,
     next: Arc<AtomicU64>,
     revoked: Revoked,
 }
@@ -88,6 +109,10 @@ impl DeviceHub {
         // A panic while holding this lock cannot leave the map half-updated (each operation is
         // one insert or remove), so a poisoned lock is still consistent.
         self.links.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn gone(&self) -> std::sync::MutexGuard<'_, HashMap<BankId, Gone>> {
+        self.gone.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether the bank's agent is connected.
@@ -158,10 +183,80 @@ impl DeviceHub {
         (id, conflict)
     }
 
-    fn unregister(&self, bank: &BankId, id: u64) {
+    fn unregister(&self, bank: &BankId, id: u64, now: Timestamp) {
         let mut links = self.links();
         if links.get(bank).is_some_and(|l| l.id == id) {
             links.remove(bank);
+            self.gone().insert(bank.clone(), Gone { since: now, raised: false });
+        }
+    }
+
+    /// The bank's agent is connected: whether `device_offline` was raised while it was gone.
+    fn arrived(&self, bank: &BankId) -> bool {
+        self.gone().remove(bank).is_some_and(|g| g.raised)
+    }
+
+    fn heard(&self, bank: &BankId, id: u64, now: Timestamp) {
+        if let Some(link) = self.links().get_mut(bank).filter(|l| l.id == id) {
+            link.last_heard = now;
+        }
+    }
+
+    /// Looks for agents gone quiet: a link unheard for [`SILENT_AFTER`] is ended (a cable cut
+    /// beyond the building closes nothing), and a bank with an enrolled device whose agent has
+    /// been missing that long raises `device_offline`, once per outage. Run every
+    /// [`HEARTBEATS_EVERY`]; a bank already missing when the server started counts from the
+    /// first look.
+    pub async fn watch_heartbeats(&self, app: &custody_app::App) {
+        let now = app.now();
+        {
+            let mut links = self.links();
+            let silent: Vec<BankId> = links
+                .iter()
+                .filter(|(_, l)| now.since(l.last_heard) >= SILENT_AFTER)
+                .map(|(bank, _)| bank.clone())
+                .collect();
+            for bank in silent {
+                if let Some(link) = links.remove(&bank) {
+                    tracing::warn!(device = %link.device, %bank, "agent silent; its link is ended");
+                    link.close.notify_one();
+                    self.gone().insert(bank, Gone { since: link.last_heard, raised: false });
+                }
+            }
+        }
+        let banks = match app.enrolled_banks().await {
+            Ok(banks) => banks,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list the banks whose agents should be connected");
+                return;
+            }
+        };
+        let mut due = Vec::new();
+        {
+            let links = self.links();
+            let mut gone = self.gone();
+            gone.retain(|bank, _| banks.iter().any(|(b, _)| b == bank));
+            for (bank, site) in &banks {
+                if links.contains_key(bank) {
+                    continue;
+                }
+                let missing =
+                    gone.entry(bank.clone()).or_insert(Gone { since: now, raised: false });
+                if !missing.raised && now.since(missing.since) >= SILENT_AFTER {
+                    missing.raised = true;
+                    due.push((bank.clone(), site.clone()));
+                }
+            }
+        }
+        for (bank, site) in due {
+            tracing::warn!(%bank, "agent missing; raising device_offline");
+            let place = AlertAt { site, bank: Some(bank.clone()), compartment: None };
+            if let Err(e) = app.raise_alert(AlertKind::DeviceOffline, place).await {
+                tracing::error!(error = %e, %bank, "could not raise device_offline; trying again");
+                if let Some(missing) = self.gone().get_mut(&bank) {
+                    missing.raised = false;
+                }
+            }
         }
     }
 }
@@ -230,11 +325,10 @@ async fn run(
         codes: codes.clone(),
         policy: policy.clone(),
         health: None,
+        last_heard: state.app.now(),
     };
     let (link_id, conflict) = state.hub.register(bank.clone(), link);
-    if let Some(first) = conflict {
-        in_two_places(&state, &caller, &device, first, peer).await;
-    }
+    arrived(&state, &caller, conflict, peer).await;
     let (mut sink, mut stream) = socket.split();
     let writer = tokio::spawn(async move {
         while let Some(message) = queue.recv().await {
@@ -284,6 +378,7 @@ async fn run(
             }
         };
         let Some(frame) = frame else { break };
+        state.hub.heard(&bank, link_id, state.app.now());
         let text = match frame {
             Ok(Message::Text(t)) => t,
             Ok(Message::Close(_)) | Err(_) => break,
@@ -308,25 +403,34 @@ async fn run(
             break;
         }
     }
-    state.hub.unregister(&bank, link_id);
+    state.hub.unregister(&bank, link_id, state.app.now());
     drop(sender);
     writer.abort();
     tracing::info!(%device, %bank, "device disconnected");
 }
 
-/// One agent keeps one link: the same identity from two addresses at once is a copied key or
-/// certificate. The newer link is kept; both ends keep being audited.
-async fn in_two_places(
+/// A link registered: the same identity still connected from another address is a copied key
+/// or certificate (the newer link is kept; both ends keep being audited), and an agent back
+/// from an outage that raised `device_offline` says so on the alert.
+async fn arrived(
     state: &ServerState,
     caller: &Caller,
-    device: &DeviceId,
-    first: std::net::IpAddr,
+    conflict: Option<std::net::IpAddr>,
     second: std::net::IpAddr,
 ) {
-    tracing::error!(%device, %first, %second, "one device identity connected from two places");
-    if let Err(e) = state.app.device_conflict(caller, &first.to_string(), &second.to_string()).await
+    let Caller::Principal(Principal::Device { device, bank, site, .. }) = caller else { return };
+    if let Some(first) = conflict {
+        tracing::error!(%device, %first, %second, "one device identity connected from two places");
+        if let Err(e) =
+            state.app.device_conflict(caller, &first.to_string(), &second.to_string()).await
+        {
+            tracing::error!(error = %e, "could not record a device conflict");
+        }
+    }
+    if state.hub.arrived(bank)
+        && let Err(e) = state.app.device_back(site, bank).await
     {
-        tracing::error!(error = %e, "could not record a device conflict");
+        tracing::error!(error = %e, %bank, "could not note an agent back online");
     }
 }
 

@@ -925,7 +925,7 @@ pub async fn start(
             }
         }),
     ];
-    tasks.extend(workers.spawn(app));
+    tasks.extend(workers.spawn(app, &state.hub));
     tracing::info!(%public, %gateway, "serving");
     Ok(Running { public, gateway, state, tasks })
 }

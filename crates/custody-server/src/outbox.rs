@@ -1,4 +1,5 @@
-//! Background workers: delivering queued notifications, and the housekeeping sweep.
+//! Background workers: delivering queued notifications, the housekeeping sweep, the audit
+//! log's checkpoints and self-check, and the watch on the agents' heartbeats.
 //!
 //! Notifications are delivered from the durable outbox with retries and backoff (see
 //! `custody_app::outbox`). Two transports exist: SMTP (TLS 1.3 by STARTTLS or implicit TLS,
@@ -312,12 +313,25 @@ pub struct Workers {
     pub checkpoints: Option<PathBuf>,
     /// Also send each new checkpoint to these sinks.
     pub sinks: Vec<crate::ship::Sink>,
+    /// Watch the agents' heartbeats: end silent links, and raise `device_offline` for banks
+    /// whose agents stay away ([`crate::gateway::DeviceHub::watch_heartbeats`]).
+    pub heartbeats: bool,
 }
 
 impl Workers {
     /// Spawns the configured workers.
-    pub fn spawn(self, app: App) -> Vec<JoinHandle<()>> {
+    pub fn spawn(self, app: App, hub: &crate::gateway::DeviceHub) -> Vec<JoinHandle<()>> {
         let mut tasks = Vec::new();
+        if self.heartbeats {
+            let (app, hub) = (app.clone(), hub.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut every = tokio::time::interval(crate::gateway::HEARTBEATS_EVERY);
+                loop {
+                    every.tick().await;
+                    hub.watch_heartbeats(&app).await;
+                }
+            }));
+        }
         if let Some(transport) = self.transport {
             if let Transport::Smtp(SmtpSettings {
                 security: SmtpSecurity::DangerPlaintext,

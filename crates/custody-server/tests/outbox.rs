@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 
 use custody_app::parcels::ParcelSpec;
 use custody_core::ParcelId;
+use custody_core::alert::AlertKind;
 use custody_core::audit::{AuditAction, Outcome};
 use custody_core::compartment::SizeClass;
 use custody_core::time::minutes;
@@ -243,9 +244,18 @@ async fn the_self_check_raises_one_alert_per_finding() {
     let finding = self_check_once(&env.app, dir.path(), &mut last).await.unwrap().expect("found");
     assert!(finding.contains("shipped checkpoint"), "{finding}");
     assert_eq!(alerts().await, vec![(Outcome::Failure, finding.clone())]);
+    let raised = env.app.alerts(&custody_app::Caller::Operator, &env.site, true).await.unwrap();
+    let kinds: Vec<_> = raised.iter().map(|a| (a.kind, a.severity, a.bank.clone())).collect();
+    assert_eq!(
+        kinds,
+        [(AlertKind::AuditIntegrity, custody_core::alert::Severity::Critical, None)],
+        "an alert at every site"
+    );
     // Found again at the next check: not raised again.
     self_check_once(&env.app, dir.path(), &mut last).await.unwrap();
     assert_eq!(alerts().await.len(), 1, "one alert per finding");
+    let raised = env.app.alerts(&custody_app::Caller::Operator, &env.site, true).await.unwrap();
+    assert_eq!(raised[0].readings, 1);
 }
 
 /// A webhook receiver on `listener` that records each body, answering `status`.

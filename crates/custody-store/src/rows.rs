@@ -602,14 +602,23 @@ pub struct NewAlert {
 impl NewAlert {
     /// What makes two readings the same thing going on.
     pub fn live_key(&self) -> String {
-        format!(
-            "{}|{}|{}|{}",
-            self.site,
-            self.bank.as_ref().map_or("", BankId::as_str),
-            self.compartment.map(|c| c.to_string()).unwrap_or_default(),
-            self.kind.as_str()
-        )
+        live_key(&self.site, self.bank.as_ref(), self.compartment, self.kind)
     }
+}
+
+/// The key a live alert of `kind` about this place holds: one live alert per place and kind.
+pub fn live_key(
+    site: &SiteId,
+    bank: Option<&BankId>,
+    compartment: Option<u16>,
+    kind: AlertKind,
+) -> String {
+    format!(
+        "{site}|{}|{}|{}",
+        bank.map_or("", BankId::as_str),
+        compartment.map(|c| c.to_string()).unwrap_or_default(),
+        kind.as_str()
+    )
 }
 
 /// One entry of an alert's timeline.

@@ -950,6 +950,33 @@ impl Tx {
         Ok((parse(&row, "id", |s| AlertId::parse(s).ok())?, false))
     }
 
+    /// The live alert holding `key` ([`crate::rows::live_key`]), if there is one.
+    pub async fn live_alert(&mut self, key: &str) -> R<Option<AlertId>> {
+        let row = self
+            .one(sqlx::query("SELECT id FROM alerts WHERE live_key = $1").bind(key.to_owned()))
+            .await?;
+        row.map(|r| parse(&r, "id", |s| AlertId::parse(s).ok())).transpose()
+    }
+
+    /// Banks with an enrolled, unrevoked device, with their sites: whose agents should be
+    /// connected.
+    pub async fn enrolled_banks(&mut self) -> R<Vec<(BankId, SiteId)>> {
+        let rows = self
+            .all(sqlx::query(
+                "SELECT DISTINCT d.bank_id, b.site_id FROM devices d JOIN banks b ON b.id = d.bank_id \
+                 WHERE d.revoked_at IS NULL ORDER BY d.bank_id",
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    parse(r, "bank_id", |s| BankId::parse(s).ok())?,
+                    parse(r, "site_id", |s| SiteId::parse(s).ok())?,
+                ))
+            })
+            .collect()
+    }
+
     /// Moves an alert from `from` to `to` only if it is still in `from`, with its owner if
     /// `owner` names one; a resolved alert gives up its live key. Returns whether it moved.
     pub async fn move_alert(
