@@ -74,6 +74,20 @@ named_enum!(
 );
 
 named_enum!(
+    /// How an alert reaches people and systems.
+    Channel {
+        /// E-mail to a member of staff who agreed to it.
+        Email = "email",
+        /// A text message to a member of staff who agreed to it.
+        Sms = "sms",
+        /// An HTTPS `POST` signed per Standard Webhooks, to a site's endpoint.
+        Webhook = "webhook",
+        /// RFC 5424 over TLS with a CEF payload, to a site's SIEM.
+        Syslog = "syslog",
+    }
+);
+
+named_enum!(
     /// What a lockdown rule locks down when it matches.
     LockdownScope {
         /// The bank the alert is about.

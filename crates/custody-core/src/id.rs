@@ -179,6 +179,12 @@ opaque_id!(
 opaque_id!(
     /// An alert: a tamper reading, or something the server noticed.
     AlertId, "alr");
+opaque_id!(
+    /// Where a site's alerts are sent besides its staff: a webhook or a syslog receiver.
+    EndpointId, "aep");
+opaque_id!(
+    /// One notification of an alert to one target, in the alerts' outbox.
+    DeliveryId, "dlv");
 
 #[cfg(test)]
 mod tests {

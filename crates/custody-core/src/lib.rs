@@ -22,8 +22,8 @@ pub mod time;
 pub mod token;
 
 pub use id::{
-    AlertId, ApiKeyId, ApprovalId, BadgeId, BankId, CarrierId, CodeId, CompartmentId, DeviceId,
-    MessageId, OrgId, ParcelId, PersonId, SessionId, SiteId, TokenId,
+    AlertId, ApiKeyId, ApprovalId, BadgeId, BankId, CarrierId, CodeId, CompartmentId, DeliveryId,
+    DeviceId, EndpointId, MessageId, OrgId, ParcelId, PersonId, SessionId, SiteId, TokenId,
 };
 pub use time::{Clock, ManualClock, Timestamp};
 

@@ -11,6 +11,7 @@ pub mod account;
 pub mod account_pages;
 pub mod api;
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod extract;
 pub mod gateway;
