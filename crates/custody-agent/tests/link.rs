@@ -1000,7 +1000,9 @@ backends!(an_agent_gone_quiet_raises_device_offline, |t: TestStore| async move {
     hub.watch_heartbeats(&env.app).await;
     assert!(live_alerts(&server).await.is_empty(), "two heartbeats missed is not yet an outage");
     assert!(hub.is_online(&env.bank));
-    env.clock.advance(std::time::Duration::from_mins(2));
+    // Four minutes more: whatever was still on its way when the cable went silent is over
+    // three minutes old.
+    env.clock.advance(std::time::Duration::from_mins(4));
     hub.watch_heartbeats(&env.app).await;
     assert!(!hub.is_online(&env.bank), "the silent link is ended");
     assert_eq!(live_alerts(&server).await, [(AlertKind::DeviceOffline, None, 1)]);

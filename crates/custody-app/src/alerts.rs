@@ -151,7 +151,7 @@ impl App {
     ) -> Result<Option<AlertId>, AppError> {
         let id = self.new_id(AlertId::from_random)?;
         let now = self.now();
-        let actor = actor.clone();
+        let (actor, app) = (actor.clone(), self.clone());
         let raised = self
             .store()
             .write(move |tx| {
@@ -185,8 +185,12 @@ impl App {
                         reason: Some(format!("{id}:{kind}:{what}")),
                         personal: None,
                     })?;
-                    let locked =
-                        if new { lock_by_rule(tx, &alert, &id, now).await? } else { Vec::new() };
+                    let locked = if new {
+                        app.queue_notifications(tx, &id, &alert.site, alert.severity, now).await?;
+                        lock_by_rule(tx, &alert, &id, now).await?
+                    } else {
+                        Vec::new()
+                    };
                     Ok::<_, AppError>(Some((id, locked)))
                 }
                 .boxed()

@@ -22,6 +22,7 @@ pub mod devices;
 pub mod factors;
 pub mod links;
 pub mod lockdown;
+pub mod notify;
 pub mod offline;
 pub mod outbox;
 pub mod parcels;
@@ -245,6 +246,7 @@ pub struct KeyRing {
     pub(crate) outbox: Sealer,
     pub(crate) subject_keys: Sealer,
     pub(crate) totp: Sealer,
+    pub(crate) webhooks: Sealer,
     pub(crate) recovery: KeyedHasher,
     pub(crate) devices: KeyedHasher,
     pub(crate) links: KeyedHasher,
@@ -283,6 +285,7 @@ impl KeyRing {
             outbox: Sealer::new(master, Purpose::Outbox)?,
             subject_keys: Sealer::new(master, Purpose::SubjectKeys)?,
             totp: Sealer::new(master, Purpose::TotpSeeds)?,
+            webhooks: Sealer::new(master, Purpose::WebhookSecrets)?,
             recovery: master.hasher(Purpose::RecoveryCodes),
             devices: master.hasher(Purpose::DeviceCookies),
             links: master.hasher(Purpose::MagicLinks),

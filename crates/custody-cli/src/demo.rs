@@ -348,6 +348,7 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
         // The tour moves its clock on by days; banks it takes offline on purpose are not
         // alerts.
         heartbeats: false,
+        alerts: None,
     };
     let running = custody_server::start(
         app.clone(),

@@ -115,7 +115,7 @@ fn main() -> ExitCode {
             Command::Init(args) => init::run(data, &args),
             Command::Serve => Box::pin(serve::run(data, url)).await,
             Command::Agent(cmd) => agent::run(cmd).await,
-            Command::Admin(cmd) => admin::run(data, url, cmd).await,
+            Command::Admin(cmd) => Box::pin(admin::run(data, url, cmd)).await,
             Command::Demo(args) => demo::run(data, url, args).await,
             Command::Audit(cmd) => Box::pin(audit::run(data, url, cmd)).await,
             Command::Bench(cmd) => Box::pin(bench::run(cmd)).await,

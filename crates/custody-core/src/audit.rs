@@ -114,6 +114,12 @@ named_enum!(
         /// An alert resolved, with what it was (sealed as personal data of the person who
         /// resolved it).
         AlertResolve = "alert.resolve",
+        /// A site's alert endpoint (webhook, syslog) added or removed, or a change refused
+        /// (`added:<id>:<channel>:<host>:<severity>`, `removed:<id>`).
+        AlertEndpoint = "alert.endpoint",
+        /// An alert's notification delivered, given up after its last try, or sent again from
+        /// the dead-letter list.
+        AlertNotify = "alert.notify",
         /// A bank locked down (every compartment refuses every credential and command), or an
         /// attempt to open one of its compartments refused because of it.
         LockdownEngage = "lockdown.engage",

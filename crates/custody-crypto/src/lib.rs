@@ -21,6 +21,7 @@ pub mod secret;
 pub mod sign;
 pub mod tls;
 pub mod totp;
+pub mod webhook;
 
 pub use clock::SystemClock;
 pub use rng::Rng;

@@ -64,6 +64,8 @@ pub enum Purpose {
     /// Each bank's offline key: the keyed hashes of its pickup codes that its agent checks a
     /// typed code against while the server is unreachable.
     OfflineCodes,
+    /// Sealing of the secrets that sign alert webhooks.
+    WebhookSecrets,
 }
 
 impl Purpose {
@@ -84,6 +86,7 @@ impl Purpose {
             Self::PresenceCodes => b"custody/v1/presence-codes",
             Self::Badges => b"custody/v1/badges",
             Self::OfflineCodes => b"custody/v1/offline-codes",
+            Self::WebhookSecrets => b"custody/v1/webhook-secrets",
         }
     }
 }

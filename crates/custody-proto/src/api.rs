@@ -322,6 +322,68 @@ pub struct SensorSettingsView {
     pub door_left_open_after_secs: u64,
 }
 
+/// Where a site's alerts are sent besides its staff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AlertEndpointView {
+    /// Id (`aep_…`).
+    pub id: String,
+    /// `webhook`.
+    pub channel: String,
+    /// The URL.
+    pub target: String,
+    /// The least severity it gets: `low`, `medium`, `high` or `critical`.
+    pub min_severity: String,
+    /// Added (RFC 3339).
+    pub created_at: String,
+}
+
+/// An endpoint to add for a site's alerts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAlertEndpointRequest {
+    /// `webhook`.
+    pub channel: String,
+    /// An `https://` URL on a public address (private ones only where the operator allows
+    /// the host).
+    pub target: String,
+    /// The least severity it gets: `low`, `medium`, `high` or `critical`.
+    pub min_severity: String,
+}
+
+/// An endpoint just added, with its signing secret: shown this once, kept sealed after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AlertEndpointCreatedView {
+    /// The endpoint.
+    pub endpoint: AlertEndpointView,
+    /// The Standard Webhooks secret (`whsec_…`) its requests are signed with.
+    pub secret: Option<String>,
+}
+
+/// One notification of an alert to one target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AlertDeliveryView {
+    /// Id (`dlv_…`): a webhook's `webhook-id`.
+    pub id: String,
+    /// The alert.
+    pub alert: String,
+    /// How it goes: `webhook`.
+    pub channel: String,
+    /// The endpoint it goes to.
+    pub endpoint: Option<String>,
+    /// What it says happened: `raised`.
+    pub event: String,
+    /// `pending`, `delivered` or `dead` (in the dead-letter list).
+    pub state: String,
+    /// Tries so far.
+    pub attempts: u32,
+    /// Why the last try failed.
+    pub last_error: Option<String>,
+    /// Queued (RFC 3339).
+    pub created_at: String,
+    /// The next try (RFC 3339), while pending.
+    pub next_attempt_at: Option<String>,
+}
+
 /// A note for an alert's timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

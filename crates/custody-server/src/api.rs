@@ -10,20 +10,23 @@ use custody_app::Caller;
 use custody_app::admin::{CompartmentSpec, NewPerson};
 use custody_app::approvals::RoleChange;
 use custody_app::parcels::ParcelSpec;
-use custody_core::alert::{LockdownRule, SensorSettings};
+use custody_core::alert::{Channel, LockdownRule, SensorSettings, Severity};
 use custody_core::approval::ApprovalOutcome;
 use custody_core::compartment::SizeClass;
 use custody_core::person::Role;
 use custody_core::policy::Principal;
-use custody_core::{AlertId, BankId, CarrierId, CompartmentId, ParcelId, SiteId};
+use custody_core::{
+    AlertId, BankId, CarrierId, CompartmentId, DeliveryId, EndpointId, ParcelId, SiteId,
+};
 use custody_proto::api::{
-    AlertDetailView, AlertEventView, AlertView, ApiKeyIssued, AppOpenRequest, AppOpenView,
-    BadgeView, BankView, CarrierView, CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest,
+    AlertDeliveryView, AlertDetailView, AlertEndpointCreatedView, AlertEndpointView,
+    AlertEventView, AlertView, ApiKeyIssued, AppOpenRequest, AppOpenView, BadgeView, BankView,
+    CarrierView, CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest,
     CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest, DepositRequest, DepositView,
     EnrolmentTokenView, ExpectParcelRequest, ImportBadgesRequest, LockdownRuleView, LockdownView,
-    LoginRequest, NoteRequest, OpeningView, ParcelHistory, ParcelView, PersonView, PickupQrView,
-    ReasonRequest, RegisterBadgeRequest, RoleChangeRequest, SensorSettingsView, SessionView,
-    SiteView,
+    LoginRequest, NewAlertEndpointRequest, NoteRequest, OpeningView, ParcelHistory, ParcelView,
+    PersonView, PickupQrView, ReasonRequest, RegisterBadgeRequest, RoleChangeRequest,
+    SensorSettingsView, SessionView, SiteView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse, SignedOpenCommand};
 use serde::Deserialize;
@@ -615,6 +618,117 @@ pub async fn resolve_alert(
 ) -> ApiResult<AlertView> {
     let id: AlertId = parse_id(&id, "alert")?;
     Ok(Json(alert_view(&state.app.resolve_alert(staff.caller(), &id, &body.reason).await?)))
+}
+
+fn endpoint_view(e: &custody_store::EndpointRow) -> AlertEndpointView {
+    AlertEndpointView {
+        id: e.id.to_string(),
+        channel: e.channel.as_str().to_owned(),
+        target: e.target.clone(),
+        min_severity: e.min_severity.as_str().to_owned(),
+        created_at: views::rfc3339(e.created_at),
+    }
+}
+
+fn delivery_view(d: &custody_store::DeliveryRow) -> AlertDeliveryView {
+    let state = match (d.delivered_at, d.dead_at) {
+        (Some(_), _) => "delivered",
+        (None, Some(_)) => "dead",
+        (None, None) => "pending",
+    };
+    AlertDeliveryView {
+        id: d.id.to_string(),
+        alert: d.alert.to_string(),
+        channel: d.channel.as_str().to_owned(),
+        endpoint: d.endpoint.as_ref().map(ToString::to_string),
+        event: d.event.clone(),
+        state: state.to_owned(),
+        attempts: d.attempts,
+        last_error: d.last_error.clone(),
+        created_at: views::rfc3339(d.created_at),
+        next_attempt_at: (state == "pending").then(|| views::rfc3339(d.next_attempt_at)),
+    }
+}
+
+/// A site's alert endpoints.
+pub async fn alert_endpoints(
+    State(state): State<ServerState>,
+    StaffRead(reader): StaffRead,
+    Path(id): Path<String>,
+) -> ApiResult<Vec<AlertEndpointView>> {
+    let site: SiteId = parse_id(&id, "site")?;
+    let rows = state.app.alert_endpoints(reader.caller(), &site).await?;
+    Ok(Json(rows.iter().map(endpoint_view).collect()))
+}
+
+/// Add an endpoint for a site's alerts: a webhook on a public address.
+pub async fn add_alert_endpoint(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+    Json(body): Json<NewAlertEndpointRequest>,
+) -> Result<(StatusCode, Json<AlertEndpointCreatedView>), ApiError> {
+    let site: SiteId = parse_id(&id, "site")?;
+    let invalid = |m: String| ApiError::from(custody_app::AppError::Invalid(m));
+    if body.channel != Channel::Webhook.as_str() {
+        return Err(invalid("channel: webhook".into()));
+    }
+    let min_severity = Severity::parse(&body.min_severity)
+        .ok_or_else(|| invalid("min_severity: low, medium, high or critical".into()))?;
+    crate::egress::check_url(&body.target, &state.allowed_hosts)
+        .map_err(|e| invalid(format!("target: {e}")))?;
+    let new = custody_app::notify::NewEndpoint {
+        channel: Channel::Webhook,
+        target: body.target,
+        min_severity,
+    };
+    let added = state.app.add_alert_endpoint(staff.caller(), &site, new).await?;
+    let view = AlertEndpointCreatedView {
+        endpoint: endpoint_view(&added.endpoint),
+        secret: added.secret.map(|s| s.to_string()),
+    };
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Remove an alert endpoint; the site's endpoints left.
+pub async fn remove_alert_endpoint(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<Vec<AlertEndpointView>> {
+    let id: EndpointId = parse_id(&id, "alert endpoint")?;
+    let rows = state.app.remove_alert_endpoint(staff.caller(), &id).await?;
+    Ok(Json(rows.iter().map(endpoint_view).collect()))
+}
+
+/// Which of a site's notifications to list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryQuery {
+    dead: Option<bool>,
+}
+
+/// A site's alert notifications, newest first (`?dead=true`: the dead-letter list).
+pub async fn alert_deliveries(
+    State(state): State<ServerState>,
+    StaffRead(reader): StaffRead,
+    Path(id): Path<String>,
+    query: Result<Query<DeliveryQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Vec<AlertDeliveryView>> {
+    let Query(q) = query?;
+    let site: SiteId = parse_id(&id, "site")?;
+    let rows = state.app.alert_deliveries(reader.caller(), &site, q.dead.unwrap_or(false)).await?;
+    Ok(Json(rows.iter().map(delivery_view).collect()))
+}
+
+/// Send a notification from the dead-letter list again.
+pub async fn retry_alert_delivery(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<AlertDeliveryView> {
+    let id: DeliveryId = parse_id(&id, "alert delivery")?;
+    Ok(Json(delivery_view(&state.app.retry_alert_delivery(staff.caller(), &id).await?)))
 }
 
 /// A site's lockdown rules.

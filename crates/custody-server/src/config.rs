@@ -54,6 +54,17 @@ pub struct Config {
     pub audit: AuditSection,
     /// Rules a site may tune.
     pub security: SecuritySection,
+    /// Where alerts may be sent.
+    pub alerts: AlertsSection,
+}
+
+/// `[alerts]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSection {
+    /// Hosts on private networks that site admins may point alert webhooks at (a SIEM on the
+    /// site's network, say). Every other private, loopback or link-local address is refused.
+    pub allow_hosts: Vec<String>,
 }
 
 /// `[security]`.
@@ -200,6 +211,12 @@ impl Config {
             sinks.push(crate::ship::Sink::webhook(spec).map_err(|m| invalid("audit.webhook", m))?);
         }
         Ok(sinks)
+    }
+
+    /// The client for alert webhooks, with the hosts the operator allows.
+    pub fn egress(&self) -> Result<crate::egress::Egress, ConfigError> {
+        let allowed = crate::egress::Allowed::hosts(self.alerts.allow_hosts.iter().cloned());
+        crate::egress::Egress::new(allowed, None).map_err(|m| invalid("alerts", m))
     }
 
     /// Checks every setting and explains what is wrong.

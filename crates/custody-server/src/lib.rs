@@ -14,6 +14,7 @@ pub mod config;
 pub mod egress;
 pub mod error;
 pub mod extract;
+pub mod fanout;
 pub mod gateway;
 mod headers;
 pub mod listen;
@@ -62,6 +63,8 @@ pub struct ServerState {
     pub metrics_token: Arc<str>,
     /// Proxies whose `X-Forwarded-For` entries are believed.
     pub trusted_proxies: Arc<[std::net::IpAddr]>,
+    /// Private hosts the operator lets site admins point alert webhooks at.
+    pub allowed_hosts: egress::Allowed,
 }
 
 impl std::fmt::Debug for ServerState {
@@ -399,6 +402,49 @@ fn table() -> Routes<ServerState> {
             )
             .taking("SensorSettingsView"),
             api::set_sensor_settings,
+        )
+        .get(
+            "/api/v1/sites/{id}/alert-endpoints",
+            StaffRead,
+            Doc::list("Where the site's alerts are sent besides its staff", "AlertEndpointView"),
+            api::alert_endpoints,
+        )
+        .post(
+            "/api/v1/sites/{id}/alert-endpoints",
+            Staff,
+            Doc::json(
+                "Add a webhook for the site's alerts (needs a step-up); 201 with its signing \
+                 secret, shown this once",
+                201,
+                "AlertEndpointCreatedView",
+            )
+            .taking("NewAlertEndpointRequest"),
+            api::add_alert_endpoint,
+        )
+        .delete(
+            "/api/v1/alert-endpoints/{id}",
+            Staff,
+            Doc::list("Remove an alert endpoint (needs a step-up)", "AlertEndpointView"),
+            api::remove_alert_endpoint,
+        )
+        .get(
+            "/api/v1/sites/{id}/alert-deliveries",
+            StaffRead,
+            Doc::list(
+                "The site's alert notifications, newest first (`?dead=true`: the dead-letter list)",
+                "AlertDeliveryView",
+            ),
+            api::alert_deliveries,
+        )
+        .post(
+            "/api/v1/alert-deliveries/{id}/retry",
+            Staff,
+            Doc::json(
+                "Send a notification from the dead-letter list again",
+                200,
+                "AlertDeliveryView",
+            ),
+            api::retry_alert_delivery,
         )
         .get(
             "/api/v1/sites/{id}/lockdown-rules",
@@ -890,6 +936,7 @@ pub async fn start(
         metrics: metrics_handle(),
         metrics_token,
         trusted_proxies: listen.trusted_proxies.clone().into(),
+        allowed_hosts: workers.alerts.as_ref().map(|e| e.allowed().clone()).unwrap_or_default(),
     };
     app.set_presence(Arc::new(state.hub.clone()));
     let public_tls = server_config(

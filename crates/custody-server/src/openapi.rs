@@ -8,19 +8,19 @@ use std::sync::OnceLock;
 
 use axum::http::Method;
 use custody_proto::api::{
-    AlertDetailView, AlertEventView, AlertView, ApiKeyIssued, ApiKeyView, AppOpenRequest,
-    AppOpenView, ApprovalView, AuditExportRequest, BadgeView, BankView, BoardHealthView,
-    BulkOpenRequest, CarrierView, CompartmentSpec, CompartmentView, ConsistencyView,
-    CourierCodeView, CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest,
-    CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest, CustodyEvent, CustodyView,
-    DepositRequest, DepositView, DeviceHealthView, DeviceView, EndedView, EnrolmentTokenView,
-    ErrorBody, ErrorDetail, EventView, ExpectParcelRequest, FactorRequest, FactorsView,
-    ImportBadgesRequest, LinkRedeemRequest, LinkRequest, LockdownRuleView, LockdownView,
-    LoginRequest, NoteRequest, OpeningView, ParcelHistory, ParcelView, PasskeyAnswerRequest,
-    PasskeyCeremonyView, PersonView, PickupQrView, ReasonRequest, RecoveryCodesView,
-    RegisterBadgeRequest, RoleChangeRequest, RotateApiKeyRequest, SensorRuleView,
-    SensorSettingsView, SessionListItem, SessionView, SiteView, StatementView, TotpConfirmRequest,
-    TotpEnrolmentView,
+    AlertDeliveryView, AlertDetailView, AlertEndpointCreatedView, AlertEndpointView,
+    AlertEventView, AlertView, ApiKeyIssued, ApiKeyView, AppOpenRequest, AppOpenView, ApprovalView,
+    AuditExportRequest, BadgeView, BankView, BoardHealthView, BulkOpenRequest, CarrierView,
+    CompartmentSpec, CompartmentView, ConsistencyView, CourierCodeView, CreateApiKeyRequest,
+    CreateBankRequest, CreateCarrierRequest, CreateCompartmentsRequest, CreatePersonRequest,
+    CreateSiteRequest, CustodyEvent, CustodyView, DepositRequest, DepositView, DeviceHealthView,
+    DeviceView, EndedView, EnrolmentTokenView, ErrorBody, ErrorDetail, EventView,
+    ExpectParcelRequest, FactorRequest, FactorsView, ImportBadgesRequest, LinkRedeemRequest,
+    LinkRequest, LockdownRuleView, LockdownView, LoginRequest, NewAlertEndpointRequest,
+    NoteRequest, OpeningView, ParcelHistory, ParcelView, PasskeyAnswerRequest, PasskeyCeremonyView,
+    PersonView, PickupQrView, ReasonRequest, RecoveryCodesView, RegisterBadgeRequest,
+    RoleChangeRequest, RotateApiKeyRequest, SensorRuleView, SensorSettingsView, SessionListItem,
+    SessionView, SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -64,6 +64,10 @@ use crate::routes::{Access, RouteInfo};
         AlertDetailView,
         NoteRequest,
         LockdownRuleView,
+        AlertEndpointView,
+        NewAlertEndpointRequest,
+        AlertEndpointCreatedView,
+        AlertDeliveryView,
         SensorRuleView,
         SensorSettingsView,
         DeviceView,

@@ -1,5 +1,6 @@
 //! Background workers: delivering queued notifications, the housekeeping sweep, the audit
-//! log's checkpoints and self-check, and the watch on the agents' heartbeats.
+//! log's checkpoints and self-check, alerts' notifications, and the watch on the agents'
+//! heartbeats.
 //!
 //! Notifications are delivered from the durable outbox with retries and backoff (see
 //! `custody_app::outbox`). Two transports exist: SMTP (TLS 1.3 by STARTTLS or implicit TLS,
@@ -300,6 +301,9 @@ pub async fn self_check_once(
     Ok(finding)
 }
 
+/// How often alerts' outbox is polled: a pry is news within seconds.
+pub const ALERTS_POLL: Duration = Duration::from_secs(1);
+
 /// Which background workers to run.
 #[derive(Debug, Clone, Default)]
 pub struct Workers {
@@ -313,6 +317,8 @@ pub struct Workers {
     pub checkpoints: Option<PathBuf>,
     /// Also send each new checkpoint to these sinks.
     pub sinks: Vec<crate::ship::Sink>,
+    /// Send alerts' notifications through this client.
+    pub alerts: Option<crate::egress::Egress>,
     /// Watch the agents' heartbeats: end silent links, and raise `device_offline` for banks
     /// whose agents stay away ([`crate::gateway::DeviceHub::watch_heartbeats`]).
     pub heartbeats: bool,
@@ -322,6 +328,18 @@ impl Workers {
     /// Spawns the configured workers.
     pub fn spawn(self, app: App, hub: &crate::gateway::DeviceHub) -> Vec<JoinHandle<()>> {
         let mut tasks = Vec::new();
+        if let Some(egress) = self.alerts {
+            let app = app.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(ALERTS_POLL);
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = crate::fanout::deliver_alerts(&app, &egress).await {
+                        tracing::error!(error = %e, "alert notification pass failed");
+                    }
+                }
+            }));
+        }
         if self.heartbeats {
             let (app, hub) = (app.clone(), hub.clone());
             tasks.push(tokio::spawn(async move {

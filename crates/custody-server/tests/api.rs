@@ -62,6 +62,11 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/banks/{id}/lockdown/lift", Access::Staff),
     ("GET", "/api/v1/banks/{id}/sensors", Access::StaffRead),
     ("POST", "/api/v1/banks/{id}/sensors", Access::Staff),
+    ("GET", "/api/v1/sites/{id}/alert-endpoints", Access::StaffRead),
+    ("POST", "/api/v1/sites/{id}/alert-endpoints", Access::Staff),
+    ("DELETE", "/api/v1/alert-endpoints/{id}", Access::Staff),
+    ("GET", "/api/v1/sites/{id}/alert-deliveries", Access::StaffRead),
+    ("POST", "/api/v1/alert-deliveries/{id}/retry", Access::Staff),
     ("GET", "/api/v1/sites/{id}/lockdown-rules", Access::StaffRead),
     ("POST", "/api/v1/sites/{id}/lockdown-rules", Access::Staff),
     ("DELETE", "/api/v1/sites/{id}/lockdown-rules/{kind}", Access::Staff),
@@ -969,6 +974,72 @@ backends!(a_banks_sensor_settings_are_set_over_the_api, |t: TestStore| async mov
     assert_eq!(stale.status(), StatusCode::FORBIDDEN);
     assert_eq!(get().await, wanted);
 });
+
+// Alert webhooks over the API: private addresses in every spelling are refused with what to
+// do, a public one is added with its secret shown once, listed without it, and removed with a
+// step-up.
+backends!(
+    alert_webhooks_are_added_over_the_api_never_to_private_addresses,
+    |t: TestStore| async move {
+        let server = TestServer::start(t).await;
+        let env = &server.env;
+        let admin = server.sign_in(&env.admin).await;
+        let path = format!("/api/v1/sites/{}/alert-endpoints", env.site);
+        let add = |target: &str| {
+            let body = json!({"channel": "webhook", "target": target, "min_severity": "high"});
+            admin
+                .client
+                .post(server.url(&path))
+                .header("x-csrf-token", &admin.csrf)
+                .json(&body)
+                .send()
+        };
+        for target in [
+            "https://127.0.0.1/hook",
+            "https://2130706433/hook",
+            "https://0x7f000001/hook",
+            "https://0177.0.0.1/hook",
+            "https://[::1]/hook",
+            "https://[::ffff:10.0.0.1]/hook",
+            "https://169.254.169.254/latest/meta-data",
+            "https://10.0.0.1/hook",
+            "https://192.168.0.10/hook",
+            "https://172.20.0.1/hook",
+            "http://hooks.example.org/hook",
+            "ftp://hooks.example.org/hook",
+        ] {
+            let refused = add(target).await.unwrap();
+            assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY, "{target}");
+        }
+        let added = add("https://hooks.example.org/custody").await.unwrap();
+        assert_eq!(added.status(), StatusCode::CREATED);
+        let added: Value = added.json().await.unwrap();
+        assert!(added["secret"].as_str().unwrap().starts_with("whsec_"));
+        let id = added["endpoint"]["id"].as_str().unwrap().to_owned();
+        let listed: Value =
+            admin.client.get(server.url(&path)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(listed[0]["target"], "https://hooks.example.org/custody");
+        assert!(!listed.to_string().contains("whsec_"), "the secret is shown once");
+
+        let deliveries = format!("/api/v1/sites/{}/alert-deliveries?dead=true", env.site);
+        let dead: Value =
+            admin.client.get(server.url(&deliveries)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(dead, json!([]));
+
+        env.clock.advance(custody_core::time::minutes(6));
+        let remove = |who: &SignedIn| {
+            who.client
+                .delete(server.url(&format!("/api/v1/alert-endpoints/{id}")))
+                .header("x-csrf-token", &who.csrf)
+                .send()
+        };
+        assert_eq!(remove(&admin).await.unwrap().status(), StatusCode::FORBIDDEN, "a stale factor");
+        let fresh = server.sign_in(&env.admin).await;
+        let removed = remove(&fresh).await.unwrap();
+        assert_eq!(removed.status(), StatusCode::OK);
+        assert_eq!(removed.json::<Value>().await.unwrap(), json!([]));
+    }
+);
 
 backends!(badges_are_imported_listed_and_revoked_over_the_api, |t: TestStore| async move {
     let server = TestServer::start(t).await;

@@ -115,6 +115,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0017_sensor_settings.sql"),
         postgres: include_str!("../migrations/postgres/0017_sensor_settings.sql"),
     },
+    Migration {
+        version: 18,
+        name: "alert_deliveries",
+        sqlite: include_str!("../migrations/sqlite/0018_alert_deliveries.sql"),
+        postgres: include_str!("../migrations/postgres/0018_alert_deliveries.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

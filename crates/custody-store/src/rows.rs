@@ -1,7 +1,7 @@
 //! What the store holds, as domain-typed records. Every value read back is parsed again, so a
 //! corrupted or hand-edited row is an error, not a wrong door.
 
-use custody_core::alert::{AlertKind, AlertState, Severity};
+use custody_core::alert::{AlertKind, AlertState, Channel, Severity};
 use custody_core::approval::{ApprovalKind, ApprovalOutcome};
 use custody_core::audit::AuditEvent;
 use custody_core::compartment::{CompartmentNumber, CompartmentState, DoorState, SizeClass};
@@ -10,8 +10,9 @@ use custody_core::person::{Factor, Role};
 use custody_core::site::PickupWindow;
 use custody_core::text::{Email, Name, TrackingRef};
 use custody_core::{
-    AlertId, ApiKeyId, ApprovalId, BadgeId, BankId, CarrierId, CodeId, CompartmentId, DeviceId,
-    MessageId, OrgId, ParcelId, PersonId, SessionId, SiteId, Timestamp, TokenId,
+    AlertId, ApiKeyId, ApprovalId, BadgeId, BankId, CarrierId, CodeId, CompartmentId, DeliveryId,
+    DeviceId, EndpointId, MessageId, OrgId, ParcelId, PersonId, SessionId, SiteId, Timestamp,
+    TokenId,
 };
 
 /// An organisation.
@@ -634,4 +635,54 @@ pub struct AlertEventRow {
     pub what: String,
     /// The note or reason given, if any.
     pub note: Option<String>,
+}
+
+/// Where a site's alerts are sent besides its staff: a webhook or a syslog receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointRow {
+    /// Id.
+    pub id: EndpointId,
+    /// The site whose alerts it gets.
+    pub site: SiteId,
+    /// `webhook` or `syslog`.
+    pub channel: Channel,
+    /// The URL, or `host:port`.
+    pub target: String,
+    /// The signing secret, sealed (webhooks).
+    pub secret: Option<Vec<u8>>,
+    /// The least severity it gets.
+    pub min_severity: Severity,
+    /// Added.
+    pub created_at: Timestamp,
+}
+
+/// One notification of an alert to one target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRow {
+    /// Id: the `webhook-id` of a webhook, the same on every try.
+    pub id: DeliveryId,
+    /// The alert.
+    pub alert: AlertId,
+    /// Its site.
+    pub site: SiteId,
+    /// How it goes.
+    pub channel: Channel,
+    /// The site's endpoint it goes to, for webhooks and syslog.
+    pub endpoint: Option<EndpointId>,
+    /// The person it goes to, for e-mail and text messages.
+    pub person: Option<PersonId>,
+    /// What it says happened (`raised`, `escalated`).
+    pub event: String,
+    /// Queued.
+    pub created_at: Timestamp,
+    /// Next try.
+    pub next_attempt_at: Timestamp,
+    /// Tries so far.
+    pub attempts: u32,
+    /// Why the last try failed.
+    pub last_error: Option<String>,
+    /// Delivered.
+    pub delivered_at: Option<Timestamp>,
+    /// Given up: in the dead-letter list.
+    pub dead_at: Option<Timestamp>,
 }

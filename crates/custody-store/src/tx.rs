@@ -5,7 +5,7 @@ use std::time::Duration;
 use custody_audit::entry::{Entry, Sealed};
 use custody_audit::merkle::{self as audit_merkle, Frontier};
 use custody_core::alert::{
-    AlertKind, AlertState, Debounce, LockdownRule, LockdownScope, SensorSettings, Severity,
+    AlertKind, AlertState, Channel, Debounce, LockdownRule, LockdownScope, SensorSettings, Severity,
 };
 use custody_core::approval::{ApprovalKind, ApprovalOutcome};
 use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, SealedText, Target};
@@ -16,8 +16,8 @@ use custody_core::site::PickupWindow;
 use custody_core::text::{Email, Name, TrackingRef};
 use custody_core::time::duration_millis;
 use custody_core::{
-    AlertId, ApiKeyId, ApprovalId, BadgeId, BankId, CarrierId, CodeId, CompartmentId, DeviceId,
-    MessageId, OrgId, ParcelId, PersonId, SessionId, SiteId, Timestamp,
+    AlertId, ApiKeyId, ApprovalId, BadgeId, BankId, CarrierId, CodeId, CompartmentId, DeliveryId,
+    DeviceId, EndpointId, MessageId, OrgId, ParcelId, PersonId, SessionId, SiteId, Timestamp,
 };
 use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
@@ -25,10 +25,10 @@ use sqlx::{Any, AnyConnection, Row as _, Transaction};
 
 use crate::rows::{
     ActiveCode, AlertEventRow, AlertRow, ApiKeyRow, ApprovalRow, AuditFilter, AuditRow, BadgeRow,
-    BankRow, CarrierRow, CodeRefusal, CodeRefused, CompartmentNeeds, CompartmentRow, DeviceRow,
-    MalformedAuditRow, NewAlert, NewBadge, NewCompartment, NewEnrolmentToken, NewPickupCode,
-    OfflineCodeRow, OrgRow, OutboxRow, ParcelRow, PersonRow, RedeemedCode, RowRef, SessionRow,
-    SiteRow, StoredEntry, TotpRow,
+    BankRow, CarrierRow, CodeRefusal, CodeRefused, CompartmentNeeds, CompartmentRow, DeliveryRow,
+    DeviceRow, EndpointRow, MalformedAuditRow, NewAlert, NewBadge, NewCompartment,
+    NewEnrolmentToken, NewPickupCode, OfflineCodeRow, OrgRow, OutboxRow, ParcelRow, PersonRow,
+    RedeemedCode, RowRef, SessionRow, SiteRow, StoredEntry, TotpRow,
 };
 use crate::{Backend, StoreError};
 
@@ -431,6 +431,42 @@ fn outbox_row(r: &AnyRow) -> R<OutboxRow> {
         delivered_at: opt_time(r, "delivered_at")?,
         dead_at: opt_time(r, "dead_at")?,
         last_error: opt_text(r, "last_error")?,
+    })
+}
+
+const ENDPOINT_COLS: &str = "id, site_id, channel, target, secret, min_severity, created_at";
+
+fn endpoint_row(r: &AnyRow) -> R<EndpointRow> {
+    Ok(EndpointRow {
+        id: parse(r, "id", |s| EndpointId::parse(s).ok())?,
+        site: parse(r, "site_id", |s| SiteId::parse(s).ok())?,
+        channel: parse(r, "channel", Channel::parse)?,
+        target: text(r, "target")?,
+        secret: opt_blob(r, "secret")?,
+        min_severity: parse(r, "min_severity", Severity::parse)?,
+        created_at: time(r, "created_at")?,
+    })
+}
+
+const DELIVERY_COLS: &str = "id, alert_id, site_id, channel, endpoint_id, person_id, event, \
+     created_at, next_attempt_at, attempts, last_error, delivered_at, dead_at";
+
+fn delivery_row(r: &AnyRow) -> R<DeliveryRow> {
+    Ok(DeliveryRow {
+        id: parse(r, "id", |s| DeliveryId::parse(s).ok())?,
+        alert: parse(r, "alert_id", |s| AlertId::parse(s).ok())?,
+        site: parse(r, "site_id", |s| SiteId::parse(s).ok())?,
+        channel: parse(r, "channel", Channel::parse)?,
+        endpoint: opt_parse(r, "endpoint_id", |s| EndpointId::parse(s).ok())?,
+        person: opt_parse(r, "person_id", |s| PersonId::parse(s).ok())?,
+        event: text(r, "event")?,
+        created_at: time(r, "created_at")?,
+        next_attempt_at: time(r, "next_attempt_at")?,
+        attempts: u32::try_from(int(r, "attempts")?)
+            .map_err(|_| StoreError::Corrupt("attempts"))?,
+        last_error: opt_text(r, "last_error")?,
+        delivered_at: opt_time(r, "delivered_at")?,
+        dead_at: opt_time(r, "dead_at")?,
     })
 }
 
@@ -3132,6 +3168,222 @@ impl Tx {
         )
         .await
         .map(|n| n > 0)
+    }
+
+    // --- alert fan-out -----------------------------------------------------------------------
+
+    /// Adds a site's alert endpoint.
+    pub async fn insert_alert_endpoint(&mut self, e: &EndpointRow) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO alert_endpoints (id, site_id, channel, target, secret, min_severity, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(e.id.as_str().to_owned())
+            .bind(e.site.as_str().to_owned())
+            .bind(e.channel.as_str())
+            .bind(e.target.clone())
+            .bind(e.secret.clone())
+            .bind(e.min_severity.as_str())
+            .bind(e.created_at.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// A site's alert endpoints (not removed), oldest first.
+    pub async fn alert_endpoints(&mut self, site: &SiteId) -> R<Vec<EndpointRow>> {
+        let rows = self
+            .all(
+                sqlx::query(sql!(
+                    "SELECT ",
+                    ENDPOINT_COLS,
+                    " FROM alert_endpoints WHERE site_id = $1 AND removed_at IS NULL ORDER BY created_at, id"
+                ))
+                .bind(site.as_str().to_owned()),
+            )
+            .await?;
+        rows.iter().map(endpoint_row).collect()
+    }
+
+    /// An alert endpoint, unless it was removed.
+    pub async fn alert_endpoint(&mut self, id: &EndpointId) -> R<Option<EndpointRow>> {
+        let row = self
+            .one(
+                sqlx::query(sql!(
+                    "SELECT ",
+                    ENDPOINT_COLS,
+                    " FROM alert_endpoints WHERE id = $1 AND removed_at IS NULL"
+                ))
+                .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        row.as_ref().map(endpoint_row).transpose()
+    }
+
+    /// Removes an endpoint (its deliveries stay on record); false when it was gone already.
+    pub async fn remove_alert_endpoint(&mut self, id: &EndpointId, now: Timestamp) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE alert_endpoints SET removed_at = $1, secret = NULL WHERE id = $2 AND removed_at IS NULL",
+                )
+                .bind(now.as_millis())
+                .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Queues one notification, due at once.
+    pub async fn enqueue_alert_delivery(&mut self, d: &DeliveryRow) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO alert_deliveries (id, alert_id, site_id, channel, endpoint_id, person_id, event, \
+                 created_at, next_attempt_at, attempts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0)",
+            )
+            .bind(d.id.as_str().to_owned())
+            .bind(d.alert.as_str().to_owned())
+            .bind(d.site.as_str().to_owned())
+            .bind(d.channel.as_str())
+            .bind(d.endpoint.as_ref().map(|e| e.as_str().to_owned()))
+            .bind(d.person.as_ref().map(|p| p.as_str().to_owned()))
+            .bind(d.event.clone())
+            .bind(d.created_at.as_millis())
+            .bind(d.next_attempt_at.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Takes up to `limit` due notifications, each leased until `lease_until` (a lapsed lease
+    /// makes it due again), most urgent first.
+    pub async fn lease_alert_deliveries(
+        &mut self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> R<Vec<DeliveryRow>> {
+        let candidates = self
+            .all(
+                sqlx::query(
+                    "SELECT id FROM alert_deliveries WHERE delivered_at IS NULL AND dead_at IS NULL \
+                     AND next_attempt_at <= $1 AND (lease_until IS NULL OR lease_until <= $1) \
+                     ORDER BY next_attempt_at, id LIMIT $2",
+                )
+                .bind(now.as_millis())
+                .bind(i64::from(limit)),
+            )
+            .await?;
+        let mut leased = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            let row = self
+                .fetch_write(
+                    sqlx::query(sql!(
+                        "UPDATE alert_deliveries SET lease_until = $1 WHERE id = $2 AND delivered_at IS NULL \
+                         AND dead_at IS NULL AND (lease_until IS NULL OR lease_until <= $3) RETURNING ",
+                        DELIVERY_COLS
+                    ))
+                    .bind(lease_until.as_millis())
+                    .bind(text(&c, "id")?)
+                    .bind(now.as_millis()),
+                )
+                .await?;
+            if let Some(r) = row {
+                leased.push(delivery_row(&r)?);
+            }
+        }
+        Ok(leased)
+    }
+
+    /// Records a delivery.
+    pub async fn alert_delivered(&mut self, id: &DeliveryId, now: Timestamp) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "UPDATE alert_deliveries SET delivered_at = $1, lease_until = NULL, attempts = attempts + 1, \
+                 last_error = NULL WHERE id = $2",
+            )
+            .bind(now.as_millis())
+            .bind(id.as_str().to_owned()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Records a failed try: again at `retry_at`, or into the dead-letter list when `None`.
+    pub async fn alert_delivery_failed(
+        &mut self,
+        id: &DeliveryId,
+        error: &str,
+        retry_at: Option<Timestamp>,
+        now: Timestamp,
+    ) -> R<()> {
+        let (next, dead) = match retry_at {
+            Some(at) => (Some(at.as_millis()), None),
+            None => (None, Some(now.as_millis())),
+        };
+        self.exec(
+            sqlx::query(
+                "UPDATE alert_deliveries SET attempts = attempts + 1, last_error = $1, \
+                 next_attempt_at = COALESCE($2, next_attempt_at), dead_at = $3, lease_until = NULL WHERE id = $4",
+            )
+            .bind(error.to_owned())
+            .bind(next)
+            .bind(dead)
+            .bind(id.as_str().to_owned()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Puts a notification from the dead-letter list back in the queue, due now, with its
+    /// tries counted afresh; false when it was not dead.
+    pub async fn retry_alert_delivery(&mut self, id: &DeliveryId, now: Timestamp) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE alert_deliveries SET dead_at = NULL, attempts = 0, next_attempt_at = $1, \
+                     lease_until = NULL WHERE id = $2 AND dead_at IS NOT NULL",
+                )
+                .bind(now.as_millis())
+                .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// One notification.
+    pub async fn alert_delivery(&mut self, id: &DeliveryId) -> R<Option<DeliveryRow>> {
+        let row = self
+            .one(
+                sqlx::query(sql!("SELECT ", DELIVERY_COLS, " FROM alert_deliveries WHERE id = $1"))
+                    .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        row.as_ref().map(delivery_row).transpose()
+    }
+
+    /// A site's notifications, newest first; with `dead_only`, the dead-letter list.
+    pub async fn alert_deliveries(
+        &mut self,
+        site: &SiteId,
+        dead_only: bool,
+        limit: u32,
+    ) -> R<Vec<DeliveryRow>> {
+        let rows = self
+            .all(
+                sqlx::query(sql!(
+                    "SELECT ",
+                    DELIVERY_COLS,
+                    " FROM alert_deliveries WHERE site_id = $1 AND ($2 = 0 OR dead_at IS NOT NULL) \
+                     ORDER BY created_at DESC, id DESC LIMIT $3"
+                ))
+                .bind(site.as_str().to_owned())
+                .bind(i64::from(dead_only))
+                .bind(i64::from(limit)),
+            )
+            .await?;
+        rows.iter().map(delivery_row).collect()
     }
 
     // --- outbox ----------------------------------------------------------------------------

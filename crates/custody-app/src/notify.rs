@@ -1,0 +1,434 @@
+//! Fan-out of alerts (`docs/design/0007-incidents.md`): each new alert queues one delivery per
+//! target in the unit of work that raises it, so none is lost to a crash, and the server's
+//! worker sends them with retries on a back-off. One that fails every try is left in the
+//! dead-letter list, where an admin sees why and sends it again.
+//!
+//! Targets so far are a site's endpoints: webhooks (signed per Standard Webhooks) and syslog
+//! receivers. Each takes alerts from a least severity. Admins in scope add and remove them
+//! with a step-up, since an endpoint receives what happens at the site; a webhook's signing
+//! secret is shown once, then kept sealed.
+
+use std::time::Duration;
+
+use custody_core::alert::{Channel, Severity};
+use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
+use custody_core::{AlertId, DeliveryId, EndpointId, SiteId, Timestamp, policy};
+use custody_crypto::webhook::WebhookSecret;
+use custody_store::{AlertRow, DeliveryRow, EndpointRow, Tx};
+use futures_util::FutureExt as _;
+use zeroize::Zeroizing;
+
+use crate::{App, AppError, Caller};
+
+/// Tries before a notification is left in the dead-letter list: about 45 minutes of trying.
+pub const ALERT_ATTEMPTS: u32 = 10;
+
+/// Wait before try `attempt + 1`: ten seconds, doubling, at most ten minutes. An alert is
+/// urgent, so the first tries come quickly.
+pub fn alert_backoff(attempt: u32) -> Duration {
+    let seconds = 10u64 << attempt.saturating_sub(1).min(6);
+    Duration::from_secs(seconds.min(600))
+}
+
+/// How many notifications a list shows at most.
+const LIST_LIMIT: u32 = 200;
+
+/// An endpoint to add.
+#[derive(Debug, Clone)]
+pub struct NewEndpoint {
+    /// `webhook` or `syslog`.
+    pub channel: Channel,
+    /// The URL (checked by the server's egress guard before it gets here), or `host:port`.
+    pub target: String,
+    /// The least severity it gets.
+    pub min_severity: Severity,
+}
+
+/// An endpoint just added, with its signing secret, shown this once.
+#[derive(Debug)]
+pub struct AddedEndpoint {
+    /// The endpoint.
+    pub endpoint: EndpointRow,
+    /// A webhook's secret (`whsec_…`).
+    pub secret: Option<Zeroizing<String>>,
+}
+
+/// A notification due now, with what it needs to go out.
+#[derive(Debug)]
+pub struct Due {
+    /// The notification.
+    pub delivery: DeliveryRow,
+    /// The alert, as it stands now.
+    pub alert: AlertRow,
+    /// The endpoint, unless it was removed meanwhile.
+    pub endpoint: Option<EndpointRow>,
+    /// A webhook's signing secret.
+    pub secret: Option<WebhookSecret>,
+}
+
+/// The host of an endpoint's target, for the audit log (a path or query may hold a token).
+fn host_of(target: &str) -> &str {
+    let rest = target.split_once("://").map_or(target, |(_, rest)| rest);
+    rest.split(['/', '?', '#']).next().unwrap_or_default()
+}
+
+impl App {
+    /// A site's alert endpoints. Staff and auditors in scope; secrets never leave.
+    pub async fn alert_endpoints(
+        &self,
+        caller: &Caller,
+        site: &SiteId,
+    ) -> Result<Vec<EndpointRow>, AppError> {
+        self.viewable_site(caller, site).await?;
+        let site = site.clone();
+        let rows =
+            self.store().read(move |tx| async move { tx.alert_endpoints(&site).await }.boxed());
+        Ok(rows.await?)
+    }
+
+    /// Adds an endpoint for a site's alerts. Admins in scope, stepped up; audited with the
+    /// target's host only.
+    pub async fn add_alert_endpoint(
+        &self,
+        caller: &Caller,
+        site: &SiteId,
+        new: NewEndpoint,
+    ) -> Result<AddedEndpoint, AppError> {
+        if !matches!(new.channel, Channel::Webhook | Channel::Syslog) {
+            return Err(AppError::Invalid("an endpoint is a webhook or a syslog receiver".into()));
+        }
+        if new.target.is_empty()
+            || new.target.len() > 2000
+            || new.target.chars().any(char::is_control)
+        {
+            return Err(AppError::Invalid(
+                "target: a URL or host:port of at most 2000 characters".into(),
+            ));
+        }
+        let target = self.manageable_site(caller, site, AuditAction::AlertEndpoint).await?;
+        let id = self.new_id(EndpointId::from_random)?;
+        let secret = match new.channel {
+            Channel::Webhook => Some(WebhookSecret::generate(self.rng())?),
+            _ => None,
+        };
+        let sealed = match &secret {
+            Some(s) => Some(self.keys().webhooks.seal(id.as_str().as_bytes(), s.expose_bytes())?),
+            None => None,
+        };
+        let now = self.now();
+        let endpoint = EndpointRow {
+            id,
+            site: site.clone(),
+            channel: new.channel,
+            target: new.target,
+            secret: sealed,
+            min_severity: new.min_severity,
+            created_at: now,
+        };
+        let (stored, actor) = (endpoint.clone(), caller.actor());
+        self.store()
+            .write(move |tx| {
+                async move {
+                    tx.insert_alert_endpoint(&stored).await?;
+                    let reason = format!(
+                        "added:{}:{}:{}:{}",
+                        stored.id,
+                        stored.channel,
+                        host_of(&stored.target),
+                        stored.min_severity
+                    );
+                    tx.append_audit(&audit(
+                        &actor,
+                        AuditAction::AlertEndpoint,
+                        target,
+                        now,
+                        reason,
+                    ))?;
+                    Ok::<_, AppError>(())
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(AddedEndpoint { endpoint, secret: secret.map(|s| s.to_text()) })
+    }
+
+    /// Removes an endpoint: nothing more goes to it. Admins in scope, stepped up; audited.
+    /// Returns the site's endpoints left.
+    pub async fn remove_alert_endpoint(
+        &self,
+        caller: &Caller,
+        id: &EndpointId,
+    ) -> Result<Vec<EndpointRow>, AppError> {
+        let lookup = id.clone();
+        let found = self
+            .store()
+            .read(move |tx| async move { tx.alert_endpoint(&lookup).await }.boxed())
+            .await?
+            .ok_or(AppError::NotFound)?;
+        let target = self.manageable_site(caller, &found.site, AuditAction::AlertEndpoint).await?;
+        let (now, actor, id) = (self.now(), caller.actor(), id.clone());
+        self.store()
+            .write(move |tx| {
+                async move {
+                    if !tx.remove_alert_endpoint(&id, now).await? {
+                        return Err(AppError::NotFound);
+                    }
+                    let reason = format!("removed:{id}");
+                    tx.append_audit(&audit(
+                        &actor,
+                        AuditAction::AlertEndpoint,
+                        target,
+                        now,
+                        reason,
+                    ))?;
+                    Ok(tx.alert_endpoints(&found.site).await?)
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// A site's notifications, newest first; with `dead_only`, the dead-letter list. Staff and
+    /// auditors in scope.
+    pub async fn alert_deliveries(
+        &self,
+        caller: &Caller,
+        site: &SiteId,
+        dead_only: bool,
+    ) -> Result<Vec<DeliveryRow>, AppError> {
+        self.viewable_site(caller, site).await?;
+        let site = site.clone();
+        let rows = self.store().read(move |tx| {
+            async move { tx.alert_deliveries(&site, dead_only, LIST_LIMIT).await }.boxed()
+        });
+        Ok(rows.await?)
+    }
+
+    /// Sends a notification from the dead-letter list again, with its tries counted afresh.
+    /// Admins in scope; audited.
+    pub async fn retry_alert_delivery(
+        &self,
+        caller: &Caller,
+        id: &DeliveryId,
+    ) -> Result<DeliveryRow, AppError> {
+        let lookup = id.clone();
+        let found = self
+            .store()
+            .read(move |tx| async move { tx.alert_delivery(&lookup).await }.boxed())
+            .await?
+            .ok_or(AppError::NotFound)?;
+        let target = self.manageable_site(caller, &found.site, AuditAction::AlertNotify).await?;
+        let (now, actor, id) = (self.now(), caller.actor(), id.clone());
+        self.store()
+            .write(move |tx| {
+                async move {
+                    if !tx.retry_alert_delivery(&id, now).await? {
+                        return Err(AppError::conflict(
+                            "delivery_state",
+                            "only a notification in the dead-letter list is sent again",
+                        ));
+                    }
+                    let reason = format!("{}:retry:{id}", found.alert);
+                    tx.append_audit(&audit(&actor, AuditAction::AlertNotify, target, now, reason))?;
+                    tx.alert_delivery(&id).await?.ok_or(AppError::NotFound)
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// Takes due notifications for the worker, each leased for two minutes, with the alert
+    /// and the endpoint they go to.
+    pub async fn lease_alert_deliveries(&self, limit: u32) -> Result<Vec<Due>, AppError> {
+        let now = self.now();
+        let until = now.plus(custody_core::time::minutes(2));
+        let leased = self
+            .store()
+            .write(move |tx| {
+                async move {
+                    let mut due = Vec::new();
+                    for delivery in tx.lease_alert_deliveries(now, until, limit).await? {
+                        let alert = tx.alert(&delivery.alert).await?.ok_or(AppError::NotFound)?;
+                        let endpoint = match &delivery.endpoint {
+                            Some(id) => tx.alert_endpoint(id).await?,
+                            None => None,
+                        };
+                        due.push((delivery, alert, endpoint));
+                    }
+                    Ok::<_, AppError>(due)
+                }
+                .boxed()
+            })
+            .await?;
+        leased
+            .into_iter()
+            .map(|(delivery, alert, endpoint)| {
+                let secret = match endpoint.as_ref().and_then(|e| e.secret.as_ref().map(|s| (e, s)))
+                {
+                    Some((e, sealed)) => Some(WebhookSecret::from_bytes(&Zeroizing::new(
+                        self.keys().webhooks.open(e.id.as_str().as_bytes(), sealed)?,
+                    ))),
+                    None => None,
+                };
+                Ok(Due { delivery, alert, endpoint, secret })
+            })
+            .collect()
+    }
+
+    /// Records a delivery: on the alert's timeline (`notified`) and in the audit log.
+    pub async fn alert_delivered(&self, due: &Due) -> Result<(), AppError> {
+        let (now, d) = (self.now(), due.delivery.clone());
+        let target = alert_target(&due.alert);
+        self.store()
+            .write(move |tx| {
+                async move {
+                    tx.alert_delivered(&d.id, now).await?;
+                    let to = d.channel.as_str();
+                    tx.add_alert_event(&d.alert, now, "system", "notified", Some(to)).await?;
+                    let reason = format!("{}:{}:delivered:{}", d.alert, d.channel, d.id);
+                    tx.append_audit(&audit(
+                        &Actor::system(),
+                        AuditAction::AlertNotify,
+                        target,
+                        now,
+                        reason,
+                    ))?;
+                    Ok::<_, AppError>(())
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// Records a failed try: again after [`alert_backoff`], or, after [`ALERT_ATTEMPTS`], into
+    /// the dead-letter list, on the alert's timeline and in the audit log.
+    pub async fn alert_delivery_failed(&self, due: &Due, error: &str) -> Result<(), AppError> {
+        let now = self.now();
+        let attempt = due.delivery.attempts + 1;
+        let retry_at = (attempt < ALERT_ATTEMPTS).then(|| now.plus(alert_backoff(attempt)));
+        let error: String = error.chars().filter(|c| !c.is_control()).take(300).collect();
+        let (d, target) = (due.delivery.clone(), alert_target(&due.alert));
+        self.store()
+            .write(move |tx| {
+                async move {
+                    tx.alert_delivery_failed(&d.id, &error, retry_at, now).await?;
+                    if retry_at.is_none() {
+                        let to = d.channel.as_str();
+                        tx.add_alert_event(&d.alert, now, "system", "notify_failed", Some(to))
+                            .await?;
+                        let reason =
+                            format!("{}:{}:dead_after:{attempt}:{}", d.alert, d.channel, d.id);
+                        let mut e =
+                            audit(&Actor::system(), AuditAction::AlertNotify, target, now, reason);
+                        e.outcome = Outcome::Failure;
+                        tx.append_audit(&e)?;
+                    }
+                    Ok::<_, AppError>(())
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// A site anyone in scope may see; out of scope it does not exist.
+    async fn viewable_site(&self, caller: &Caller, site: &SiteId) -> Result<(), AppError> {
+        let org = self.site(site).await?.org;
+        if let Err(d) = caller.check(|p| policy::may_view_site(p, &org, site)) {
+            let target = Target { site: Some(site.clone()), ..Target::default() };
+            return Err(self.refuse(caller, AuditAction::AccessDenied, target, d).await);
+        }
+        Ok(())
+    }
+
+    /// A site whose alerting the caller may change: an admin in scope, stepped up. A refusal
+    /// is audited as `action`. Returns the audit target.
+    async fn manageable_site(
+        &self,
+        caller: &Caller,
+        site: &SiteId,
+        action: AuditAction,
+    ) -> Result<Target, AppError> {
+        let org = self.site(site).await?.org;
+        let target = Target { site: Some(site.clone()), ..Target::default() };
+        if let Err(d) = caller
+            .check(|p| policy::may_manage_site(p, &org, site))
+            .and_then(|()| self.require_step_up(caller))
+        {
+            return Err(self.refuse(caller, action, target, d).await);
+        }
+        Ok(target)
+    }
+
+    /// Queues the notifications of a new alert in the unit that raises it: one for each of the
+    /// site's endpoints that takes its severity.
+    pub(crate) async fn queue_notifications(
+        &self,
+        tx: &mut Tx,
+        alert: &AlertId,
+        site: &SiteId,
+        severity: Severity,
+        now: Timestamp,
+    ) -> Result<(), AppError> {
+        for endpoint in tx.alert_endpoints(site).await? {
+            if severity < endpoint.min_severity {
+                continue;
+            }
+            tx.enqueue_alert_delivery(&DeliveryRow {
+                id: self.new_id(DeliveryId::from_random)?,
+                alert: alert.clone(),
+                site: site.clone(),
+                channel: endpoint.channel,
+                endpoint: Some(endpoint.id),
+                person: None,
+                event: "raised".into(),
+                created_at: now,
+                next_attempt_at: now,
+                attempts: 0,
+                last_error: None,
+                delivered_at: None,
+                dead_at: None,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn alert_target(alert: &AlertRow) -> Target {
+    Target { site: Some(alert.site.clone()), bank: alert.bank.clone(), ..Target::default() }
+}
+
+fn audit(
+    actor: &Actor,
+    action: AuditAction,
+    target: Target,
+    at: Timestamp,
+    reason: String,
+) -> AuditEvent {
+    AuditEvent {
+        at,
+        actor: actor.clone(),
+        action,
+        target,
+        outcome: Outcome::Success,
+        reason: Some(reason),
+        personal: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_come_quickly_then_settle_at_ten_minutes() {
+        let waits: Vec<u64> = (1..=ALERT_ATTEMPTS).map(|a| alert_backoff(a).as_secs()).collect();
+        assert_eq!(waits, [10, 20, 40, 80, 160, 320, 600, 600, 600, 600]);
+    }
+
+    #[test]
+    fn the_audit_log_gets_the_host_alone() {
+        assert_eq!(host_of("https://hooks.example.org/t/SECRET?k=1"), "hooks.example.org");
+        assert_eq!(host_of("siem.example.org:6514"), "siem.example.org:6514");
+    }
+}

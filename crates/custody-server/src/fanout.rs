@@ -1,0 +1,83 @@
+//! Sends alerts' notifications from their outbox (`custody_app::notify`): each due delivery is
+//! leased, sent, and recorded as delivered or failed (retried on a back-off, then left in the
+//! dead-letter list).
+//!
+//! A webhook is an HTTPS `POST` of the alert as JSON, signed per Standard Webhooks: the
+//! `webhook-id` header is the delivery's id (the same on every try, so a receiver can drop a
+//! repeat), `webhook-timestamp` the time of this try in Unix seconds, and `webhook-signature`
+//! `v1,<HMAC-SHA256 of id.timestamp.body>` under the endpoint's secret. It goes through the
+//! egress guard ([`crate::egress`]): no private addresses, no redirects.
+
+use custody_app::App;
+use custody_app::notify::Due;
+use custody_core::Timestamp;
+use custody_core::alert::Channel;
+use custody_store::AlertRow;
+
+use crate::egress::Egress;
+
+/// The body of an alert's webhook: `{"type", "timestamp", "data"}`, as Standard Webhooks
+/// suggests. `type` is `alert.<event>` (`alert.raised`); `data` is the alert as it stands.
+pub fn webhook_body(alert: &AlertRow, event: &str, public_url: &str, at: Timestamp) -> Vec<u8> {
+    let body = serde_json::json!({
+        "type": format!("alert.{event}"),
+        "timestamp": crate::views::rfc3339(at),
+        "data": {
+            "id": alert.id.as_str(),
+            "kind": alert.kind.as_str(),
+            "severity": alert.severity.as_str(),
+            "state": alert.state.as_str(),
+            "site": alert.site.as_str(),
+            "bank": alert.bank.as_ref().map(custody_core::BankId::as_str),
+            "compartment": alert.compartment,
+            "readings": alert.readings,
+            "raised_at": crate::views::rfc3339(alert.raised_at),
+            "url": format!("{}/portal/alerts/{}", public_url.trim_end_matches('/'), alert.id),
+        },
+    });
+    body.to_string().into_bytes()
+}
+
+/// Sends one notification.
+async fn send(app: &App, egress: &Egress, due: &Due) -> Result<(), String> {
+    match due.delivery.channel {
+        Channel::Webhook => {
+            let endpoint = due.endpoint.as_ref().ok_or("the endpoint was removed")?;
+            let secret = due.secret.as_ref().ok_or("the endpoint has no signing secret")?;
+            let now = app.now();
+            let body = webhook_body(&due.alert, &due.delivery.event, &app.config().public_url, now);
+            let id = due.delivery.id.as_str();
+            let timestamp = now.as_secs();
+            let headers = [
+                ("webhook-id", id.to_owned()),
+                ("webhook-timestamp", timestamp.to_string()),
+                ("webhook-signature", secret.sign(id, timestamp, &body)),
+            ];
+            egress.post(&endpoint.target, &headers, body).await
+        }
+        other => Err(format!("this server has no sender for {other}")),
+    }
+}
+
+/// Sends every due notification once; returns how many were delivered.
+pub async fn deliver_alerts(app: &App, egress: &Egress) -> Result<usize, custody_app::AppError> {
+    let mut delivered = 0;
+    loop {
+        let batch = app.lease_alert_deliveries(50).await?;
+        if batch.is_empty() {
+            return Ok(delivered);
+        }
+        for due in batch {
+            match send(app, egress, &due).await {
+                Ok(()) => {
+                    app.alert_delivered(&due).await?;
+                    delivered += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(delivery = %due.delivery.id, channel = %due.delivery.channel, attempt = due.delivery.attempts + 1, %error, "alert notification failed");
+                    app.alert_delivery_failed(&due, &error).await?;
+                }
+            }
+        }
+    }
+}
