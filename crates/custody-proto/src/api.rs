@@ -327,9 +327,9 @@ pub struct SensorSettingsView {
 pub struct AlertEndpointView {
     /// Id (`aep_…`).
     pub id: String,
-    /// `webhook`.
+    /// `webhook` or `syslog`.
     pub channel: String,
-    /// The URL.
+    /// The URL, or `host:port`.
     pub target: String,
     /// The least severity it gets: `low`, `medium`, `high` or `critical`.
     pub min_severity: String,
@@ -341,10 +341,10 @@ pub struct AlertEndpointView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAlertEndpointRequest {
-    /// `webhook`.
+    /// `webhook` or `syslog`.
     pub channel: String,
-    /// An `https://` URL on a public address (private ones only where the operator allows
-    /// the host).
+    /// A webhook's `https://` URL, or a syslog receiver's `host:port` (RFC 5425, TLS), on a
+    /// public address (private ones only where the operator allows the host).
     pub target: String,
     /// The least severity it gets: `low`, `medium`, `high` or `critical`.
     pub min_severity: String,
@@ -366,7 +366,7 @@ pub struct AlertDeliveryView {
     pub id: String,
     /// The alert.
     pub alert: String,
-    /// How it goes: `webhook`.
+    /// How it goes: `webhook` or `syslog`.
     pub channel: String,
     /// The endpoint it goes to.
     pub endpoint: Option<String>,

@@ -661,7 +661,7 @@ pub async fn alert_endpoints(
     Ok(Json(rows.iter().map(endpoint_view).collect()))
 }
 
-/// Add an endpoint for a site's alerts: a webhook on a public address.
+/// Add an endpoint for a site's alerts: a webhook or a syslog receiver on a public address.
 pub async fn add_alert_endpoint(
     State(state): State<ServerState>,
     Staff(staff): Staff,
@@ -670,18 +670,19 @@ pub async fn add_alert_endpoint(
 ) -> Result<(StatusCode, Json<AlertEndpointCreatedView>), ApiError> {
     let site: SiteId = parse_id(&id, "site")?;
     let invalid = |m: String| ApiError::from(custody_app::AppError::Invalid(m));
-    if body.channel != Channel::Webhook.as_str() {
-        return Err(invalid("channel: webhook".into()));
-    }
     let min_severity = Severity::parse(&body.min_severity)
         .ok_or_else(|| invalid("min_severity: low, medium, high or critical".into()))?;
-    crate::egress::check_url(&body.target, &state.allowed_hosts)
-        .map_err(|e| invalid(format!("target: {e}")))?;
-    let new = custody_app::notify::NewEndpoint {
-        channel: Channel::Webhook,
-        target: body.target,
-        min_severity,
+    let channel = Channel::parse(&body.channel)
+        .filter(|c| matches!(c, Channel::Webhook | Channel::Syslog))
+        .ok_or_else(|| invalid("channel: webhook or syslog".into()))?;
+    let checked = match channel {
+        Channel::Webhook => {
+            crate::egress::check_url(&body.target, &state.allowed_hosts).map(|_| ())
+        }
+        _ => crate::syslog::check_target(&body.target, &state.allowed_hosts),
     };
+    checked.map_err(|e| invalid(format!("target: {e}")))?;
+    let new = custody_app::notify::NewEndpoint { channel, target: body.target, min_severity };
     let added = state.app.add_alert_endpoint(staff.caller(), &site, new).await?;
     let view = AlertEndpointCreatedView {
         endpoint: endpoint_view(&added.endpoint),

@@ -65,6 +65,9 @@ pub struct AlertsSection {
     /// Hosts on private networks that site admins may point alert webhooks at (a SIEM on the
     /// site's network, say). Every other private, loopback or link-local address is refused.
     pub allow_hosts: Vec<String>,
+    /// CA certificates (PEM) to trust for webhooks and syslog receivers besides the system's,
+    /// for a SIEM with a private CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[security]`.
@@ -157,6 +160,9 @@ pub struct SmtpSection {
     pub password_file: Option<PathBuf>,
 }
 
+/// The system's CA bundle (Debian's `ca-certificates`).
+const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
 fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key, message: message.into() }
 }
@@ -213,10 +219,17 @@ impl Config {
         Ok(sinks)
     }
 
-    /// The client for alert webhooks, with the hosts the operator allows.
-    pub fn egress(&self) -> Result<crate::egress::Egress, ConfigError> {
+    /// How alerts leave the server: the hosts the operator allows, and the system's roots
+    /// with the operator's CA file.
+    pub fn alert_senders(&self) -> Result<crate::fanout::Senders, ConfigError> {
         let allowed = crate::egress::Allowed::hosts(self.alerts.allow_hosts.iter().cloned());
-        crate::egress::Egress::new(allowed, None).map_err(|m| invalid("alerts", m))
+        let mut ca_pem = std::fs::read_to_string(SYSTEM_ROOTS).unwrap_or_default();
+        if let Some(file) = &self.alerts.ca_file {
+            let extra = std::fs::read_to_string(file)
+                .map_err(|e| invalid("alerts.ca_file", format!("{}: {e}", file.display())))?;
+            ca_pem.push_str(&extra);
+        }
+        crate::fanout::Senders::new(&allowed, &ca_pem).map_err(|m| invalid("alerts", m))
     }
 
     /// Checks every setting and explains what is wrong.

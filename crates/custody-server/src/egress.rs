@@ -85,7 +85,7 @@ impl Allowed {
         Self(hosts.into_iter().map(|h| h.to_ascii_lowercase()).collect())
     }
 
-    fn contains(&self, host: &str) -> bool {
+    pub(crate) fn contains(&self, host: &str) -> bool {
         self.0.iter().any(|h| h.eq_ignore_ascii_case(host))
     }
 }

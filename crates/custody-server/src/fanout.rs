@@ -6,7 +6,8 @@
 //! `webhook-id` header is the delivery's id (the same on every try, so a receiver can drop a
 //! repeat), `webhook-timestamp` the time of this try in Unix seconds, and `webhook-signature`
 //! `v1,<HMAC-SHA256 of id.timestamp.body>` under the endpoint's secret. It goes through the
-//! egress guard ([`crate::egress`]): no private addresses, no redirects.
+//! egress guard ([`crate::egress`]): no private addresses, no redirects. A syslog receiver
+//! gets RFC 5424 over TLS with a CEF payload ([`crate::syslog`]).
 
 use custody_app::App;
 use custody_app::notify::Due;
@@ -14,7 +15,8 @@ use custody_core::Timestamp;
 use custody_core::alert::Channel;
 use custody_store::AlertRow;
 
-use crate::egress::Egress;
+use crate::egress::{Allowed, Egress};
+use crate::syslog::SyslogSender;
 
 /// The body of an alert's webhook: `{"type", "timestamp", "data"}`, as Standard Webhooks
 /// suggests. `type` is `alert.<event>` (`alert.raised`); `data` is the alert as it stands.
@@ -38,8 +40,29 @@ pub fn webhook_body(alert: &AlertRow, event: &str, public_url: &str, at: Timesta
     body.to_string().into_bytes()
 }
 
+/// How notifications leave the server.
+#[derive(Debug, Clone)]
+pub struct Senders {
+    /// Webhooks, through the egress guard.
+    pub webhooks: Egress,
+    /// Syslog receivers over TLS.
+    pub syslog: SyslogSender,
+}
+
+impl Senders {
+    /// Both senders, for the operator's `allowed` private hosts, trusting `ca_pem` (the
+    /// system's roots and the operator's CA file) besides.
+    pub fn new(allowed: &Allowed, ca_pem: &str) -> Result<Self, String> {
+        Ok(Self {
+            webhooks: Egress::new(allowed.clone(), Some(ca_pem))?,
+            syslog: SyslogSender::new(ca_pem, allowed.clone())?,
+        })
+    }
+}
+
 /// Sends one notification.
-async fn send(app: &App, egress: &Egress, due: &Due) -> Result<(), String> {
+async fn send(app: &App, senders: &Senders, due: &Due) -> Result<(), String> {
+    let egress = &senders.webhooks;
     match due.delivery.channel {
         Channel::Webhook => {
             let endpoint = due.endpoint.as_ref().ok_or("the endpoint was removed")?;
@@ -55,12 +78,19 @@ async fn send(app: &App, egress: &Egress, due: &Due) -> Result<(), String> {
             ];
             egress.post(&endpoint.target, &headers, body).await
         }
+        Channel::Syslog => {
+            let endpoint = due.endpoint.as_ref().ok_or("the endpoint was removed")?;
+            let public_url = &app.config().public_url;
+            let message =
+                crate::syslog::message(&due.alert, &due.delivery.event, public_url, app.now());
+            senders.syslog.send(&endpoint.target, &message).await
+        }
         other => Err(format!("this server has no sender for {other}")),
     }
 }
 
 /// Sends every due notification once; returns how many were delivered.
-pub async fn deliver_alerts(app: &App, egress: &Egress) -> Result<usize, custody_app::AppError> {
+pub async fn deliver_alerts(app: &App, senders: &Senders) -> Result<usize, custody_app::AppError> {
     let mut delivered = 0;
     loop {
         let batch = app.lease_alert_deliveries(50).await?;
@@ -68,7 +98,7 @@ pub async fn deliver_alerts(app: &App, egress: &Egress) -> Result<usize, custody
             return Ok(delivered);
         }
         for due in batch {
-            match send(app, egress, &due).await {
+            match send(app, senders, &due).await {
                 Ok(()) => {
                     app.alert_delivered(&due).await?;
                     delivered += 1;

@@ -25,6 +25,7 @@ mod qr;
 pub mod routes;
 pub mod ship;
 pub mod sign_in_links;
+pub mod syslog;
 mod views;
 
 use std::net::SocketAddr;
@@ -936,7 +937,11 @@ pub async fn start(
         metrics: metrics_handle(),
         metrics_token,
         trusted_proxies: listen.trusted_proxies.clone().into(),
-        allowed_hosts: workers.alerts.as_ref().map(|e| e.allowed().clone()).unwrap_or_default(),
+        allowed_hosts: workers
+            .alerts
+            .as_ref()
+            .map(|s| s.webhooks.allowed().clone())
+            .unwrap_or_default(),
     };
     app.set_presence(Arc::new(state.hub.clone()));
     let public_tls = server_config(

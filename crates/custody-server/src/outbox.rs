@@ -317,8 +317,8 @@ pub struct Workers {
     pub checkpoints: Option<PathBuf>,
     /// Also send each new checkpoint to these sinks.
     pub sinks: Vec<crate::ship::Sink>,
-    /// Send alerts' notifications through this client.
-    pub alerts: Option<crate::egress::Egress>,
+    /// Send alerts' notifications with these.
+    pub alerts: Option<crate::fanout::Senders>,
     /// Watch the agents' heartbeats: end silent links, and raise `device_offline` for banks
     /// whose agents stay away ([`crate::gateway::DeviceHub::watch_heartbeats`]).
     pub heartbeats: bool,
@@ -328,13 +328,13 @@ impl Workers {
     /// Spawns the configured workers.
     pub fn spawn(self, app: App, hub: &crate::gateway::DeviceHub) -> Vec<JoinHandle<()>> {
         let mut tasks = Vec::new();
-        if let Some(egress) = self.alerts {
+        if let Some(senders) = self.alerts {
             let app = app.clone();
             tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(ALERTS_POLL);
                 loop {
                     tick.tick().await;
-                    if let Err(e) = crate::fanout::deliver_alerts(&app, &egress).await {
+                    if let Err(e) = crate::fanout::deliver_alerts(&app, &senders).await {
                         tracing::error!(error = %e, "alert notification pass failed");
                     }
                 }

@@ -18,8 +18,8 @@ use axum::http::{HeaderMap, StatusCode};
 use custody_app::notify::{ALERT_ATTEMPTS, NewEndpoint, alert_backoff};
 use custody_core::alert::{AlertKind, Channel, Severity};
 use custody_core::audit::{AuditAction, Outcome};
-use custody_server::egress::{Allowed, Egress};
-use custody_server::fanout::deliver_alerts;
+use custody_server::egress::Allowed;
+use custody_server::fanout::{Senders, deliver_alerts};
 use custody_testkit::{Env, TestStore, backends};
 use data_encoding::BASE64;
 use hmac::{KeyInit as _, Mac as _};
@@ -59,9 +59,26 @@ async fn receiver(answer: Arc<AtomicU16>) -> (std::net::SocketAddr, Arc<Mutex<Ve
     (addr, got)
 }
 
-/// The client the worker uses, with loopback allowed as an operator would allow a SIEM's host.
-fn egress() -> Egress {
-    Egress::new(Allowed::hosts(["127.0.0.1".to_owned()]), None).unwrap()
+/// What the worker sends with, with loopback allowed as an operator would allow a SIEM's host.
+fn egress() -> Senders {
+    senders(&localhost_tls().0)
+}
+
+fn senders(ca_pem: &str) -> Senders {
+    Senders::new(&Allowed::hosts(["127.0.0.1".to_owned(), "localhost".to_owned()]), ca_pem).unwrap()
+}
+
+/// A certificate for `localhost` from a CA of its own: the CA, and the certificate and key.
+fn localhost_tls() -> (String, String, String) {
+    use custody_core::Clock as _;
+    let (rng, now) = (custody_crypto::Rng::new(), custody_crypto::SystemClock.now());
+    let day = custody_core::time::days(1);
+    let ca = custody_crypto::pki::generate_ca("SIEM CA", rng.bytes().unwrap(), now, day).unwrap();
+    let authority =
+        custody_crypto::pki::CertificateAuthority::load(&ca.cert_pem, &ca.key_pem).unwrap();
+    let cert =
+        authority.issue_server(&["localhost".into()], rng.bytes().unwrap(), now, day).unwrap();
+    (ca.cert_pem, cert.cert_pem, cert.key_pem.to_string())
 }
 
 /// Adds a webhook for the test site's alerts of `min` severity and up; returns its secret.
@@ -237,7 +254,10 @@ backends!(redirects_and_private_addresses_are_refused_at_delivery, |t: TestStore
     webhook(&env, format!("https://[::1]:{}/hooks", addr.port()), Severity::Low).await;
     let now = env.app.now();
     env.app.sensor_reading(&env.device, AlertKind::Pry, None, now, 1).await.unwrap();
-    assert_eq!(deliver_alerts(&env.app, &egress()).await.unwrap(), 0);
+    // The operator allows 127.0.0.1 (for the redirect's sake), not the name `localhost`.
+    let only_the_address =
+        Senders::new(&Allowed::hosts(["127.0.0.1".to_owned()]), &localhost_tls().0).unwrap();
+    assert_eq!(deliver_alerts(&env.app, &only_the_address).await.unwrap(), 0);
     assert!(
         got.lock().unwrap().is_empty(),
         "nothing reached the receiver, by redirect or otherwise"
@@ -259,4 +279,48 @@ backends!(redirects_and_private_addresses_are_refused_at_delivery, |t: TestStore
         2,
         "{errors:?}"
     );
+});
+
+backends!(a_new_alert_reaches_a_siem_over_syslog_tls_with_cef, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let (ca, cert, key) = localhost_tls();
+    let test = "a_new_alert_reaches_a_siem_over_syslog_tls_with_cef";
+    let Some(rsyslog) = custody_testkit::rsyslog::Rsyslog::start(test, &cert, &key).await else {
+        return;
+    };
+    let new = NewEndpoint {
+        channel: Channel::Syslog,
+        target: format!("localhost:{}", rsyslog.port()),
+        min_severity: Severity::Medium,
+    };
+    env.app.add_alert_endpoint(&env.stepped_up(&env.admin), &env.site, new).await.unwrap();
+    let now = env.app.now();
+    let pry = env.app.sensor_reading(&env.device, AlertKind::Pry, Some(2), now, 1).await;
+    let pry = pry.unwrap().unwrap();
+
+    // A server that does not trust the receiver's certificate sends nothing.
+    let (other_ca, _, _) = localhost_tls();
+    assert_eq!(deliver_alerts(&env.app, &senders(&other_ca)).await.unwrap(), 0);
+    let admin = Env::as_person(&env.admin);
+    let failed = env.app.alert_deliveries(&admin, &env.site, false).await.unwrap();
+    let error = failed[0].last_error.clone().unwrap();
+    assert!(error.contains("TLS"), "{error}");
+
+    env.clock.advance(alert_backoff(1));
+    assert_eq!(deliver_alerts(&env.app, &senders(&ca)).await.unwrap(), 1);
+    custody_testkit::eventually("rsyslog stores the alert", || async {
+        !rsyslog.received().is_empty()
+    })
+    .await;
+    let stored = rsyslog.received();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let line = &stored[0];
+    // Facility 13 (log audit), severity 2 (critical); then the CEF event.
+    assert!(line.starts_with("<106>1 "), "{line}");
+    assert!(line.contains(" custody - alert - CEF:0|Custody|Custody|"), "{line}");
+    assert!(line.contains("|pry|Custody alert raised: pry|10|"), "{line}");
+    assert!(line.contains(&format!("externalId={pry}")), "{line}");
+    assert!(line.contains("cs2Label=bank cs2=") && line.contains("cn1=2"), "{line}");
+    let timeline = env.app.alert(&admin, &pry).await.unwrap().timeline;
+    assert!(timeline.iter().any(|e| e.what == "notified" && e.note.as_deref() == Some("syslog")));
 });

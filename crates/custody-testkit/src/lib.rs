@@ -19,6 +19,7 @@ pub mod attacker;
 pub mod browser;
 pub mod env;
 pub mod mail;
+pub mod rsyslog;
 pub mod server;
 pub mod smtp;
 pub mod store;
