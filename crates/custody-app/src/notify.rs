@@ -3,18 +3,20 @@
 //! worker sends them with retries on a back-off. One that fails every try is left in the
 //! dead-letter list, where an admin sees why and sends it again.
 //!
-//! Targets so far are a site's endpoints: webhooks (signed per Standard Webhooks) and syslog
-//! receivers. Each takes alerts from a least severity. Admins in scope add and remove them
-//! with a step-up, since an endpoint receives what happens at the site; a webhook's signing
-//! secret is shown once, then kept sealed.
+//! Targets are a site's endpoints, webhooks (signed per Standard Webhooks) and syslog
+//! receivers, each taking alerts from a least severity: admins in scope add and remove them
+//! with a step-up, since an endpoint receives what happens at the site, and a webhook's signing
+//! secret is shown once, then kept sealed. And people: staff and auditors who agreed to hear of
+//! a site's alerts by e-mail or text message, each from a least severity of their own; a low
+//! alert is quiet (e-mail only), and a withdrawn consent stops what was queued.
 
 use std::time::Duration;
 
 use custody_core::alert::{Channel, Severity};
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
-use custody_core::{AlertId, DeliveryId, EndpointId, SiteId, Timestamp, policy};
+use custody_core::{AlertId, DeliveryId, EndpointId, PersonId, SiteId, Timestamp, policy};
 use custody_crypto::webhook::WebhookSecret;
-use custody_store::{AlertRow, DeliveryRow, EndpointRow, Tx};
+use custody_store::{AlertRow, DeliveryRow, EndpointRow, SubscriptionRow, Tx};
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
 
@@ -64,6 +66,28 @@ pub struct Due {
     pub endpoint: Option<EndpointRow>,
     /// A webhook's signing secret.
     pub secret: Option<WebhookSecret>,
+    /// A person's address for this channel (e-mail address, phone number), while they consent.
+    pub to: Option<String>,
+    /// What to tell a person: a subject, a body, and a text message's words.
+    pub words: Words,
+}
+
+/// An alert in words, for people.
+#[derive(Debug, Clone, Default)]
+pub struct Words {
+    /// E-mail subject.
+    pub subject: String,
+    /// E-mail body.
+    pub body: String,
+    /// A text message: one line, with the link.
+    pub short: String,
+}
+
+/// Whether `phone` is an E.164 number: `+`, then 8 to 15 digits.
+fn e164(phone: &str) -> bool {
+    phone
+        .strip_prefix('+')
+        .is_some_and(|d| (8..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The host of an endpoint's target, for the audit log (a path or query may hold a token).
@@ -253,16 +277,27 @@ impl App {
                             Some(id) => tx.alert_endpoint(id).await?,
                             None => None,
                         };
-                        due.push((delivery, alert, endpoint));
+                        let to = match &delivery.person {
+                            Some(person) => address(tx, person, &delivery).await?,
+                            None => None,
+                        };
+                        let site = tx.site(&alert.site).await?.map(|s| s.name.to_string());
+                        let bank = match &alert.bank {
+                            Some(b) => tx.bank(b).await?.map(|b| b.name.to_string()),
+                            None => None,
+                        };
+                        let place = Place { site: site.unwrap_or_default(), bank };
+                        due.push((delivery, alert, endpoint, to, place));
                     }
                     Ok::<_, AppError>(due)
                 }
                 .boxed()
             })
             .await?;
+        let public_url = self.config().public_url.clone();
         leased
             .into_iter()
-            .map(|(delivery, alert, endpoint)| {
+            .map(|(delivery, alert, endpoint, to, place)| {
                 let secret = match endpoint.as_ref().and_then(|e| e.secret.as_ref().map(|s| (e, s)))
                 {
                     Some((e, sealed)) => Some(WebhookSecret::from_bytes(&Zeroizing::new(
@@ -270,7 +305,8 @@ impl App {
                     ))),
                     None => None,
                 };
-                Ok(Due { delivery, alert, endpoint, secret })
+                let words = words(&alert, &delivery.event, &place, &public_url);
+                Ok(Due { delivery, alert, endpoint, secret, to, words })
             })
             .collect()
     }
@@ -305,7 +341,10 @@ impl App {
     pub async fn alert_delivery_failed(&self, due: &Due, error: &str) -> Result<(), AppError> {
         let now = self.now();
         let attempt = due.delivery.attempts + 1;
-        let retry_at = (attempt < ALERT_ATTEMPTS).then(|| now.plus(alert_backoff(attempt)));
+        // A person who withdrew their consent meanwhile is not tried again.
+        let withdrawn = due.delivery.person.is_some() && due.to.is_none();
+        let retry_at =
+            (attempt < ALERT_ATTEMPTS && !withdrawn).then(|| now.plus(alert_backoff(attempt)));
         let error: String = error.chars().filter(|c| !c.is_control()).take(300).collect();
         let (d, target) = (due.delivery.clone(), alert_target(&due.alert));
         self.store()
@@ -359,8 +398,105 @@ impl App {
         Ok(target)
     }
 
+    /// The caller's consents to hear of alerts.
+    pub async fn my_alert_subscriptions(
+        &self,
+        caller: &Caller,
+    ) -> Result<Vec<SubscriptionRow>, AppError> {
+        let person = caller.person().cloned().ok_or(AppError::Forbidden)?;
+        let rows = self.store().read(move |tx| {
+            async move { tx.alert_subscriptions(Some(&person), None).await }.boxed()
+        });
+        Ok(rows.await?)
+    }
+
+    /// The caller agrees to hear of a site's alerts on `channel` from `min_severity` up: e-mail
+    /// to their account's address, or text messages to `phone` (E.164). Staff and auditors who
+    /// may see the site; audited (the number is not). Text messages never carry low-severity
+    /// alerts, whatever the least severity chosen.
+    pub async fn subscribe_alerts(
+        &self,
+        caller: &Caller,
+        site: &SiteId,
+        channel: Channel,
+        phone: Option<&str>,
+        min_severity: Severity,
+    ) -> Result<SubscriptionRow, AppError> {
+        let person = caller.person().cloned().ok_or(AppError::Forbidden)?;
+        let phone = match (channel, phone) {
+            (Channel::Email, None) => None,
+            (Channel::Sms, Some(p)) if e164(p) => Some(p.to_owned()),
+            (Channel::Sms, _) => {
+                return Err(AppError::Invalid(
+                    "phone: the number in international form, such as +447700900123".into(),
+                ));
+            }
+            (Channel::Email, Some(_)) => {
+                return Err(AppError::Invalid(
+                    "e-mail goes to your account's address; give no phone".into(),
+                ));
+            }
+            _ => return Err(AppError::Invalid("channel: email or sms".into())),
+        };
+        self.viewable_site(caller, site).await?;
+        let row = SubscriptionRow {
+            person,
+            site: site.clone(),
+            channel,
+            phone,
+            min_severity,
+            consented_at: self.now(),
+        };
+        let (stored, actor) = (row.clone(), caller.actor());
+        let target = Target { site: Some(site.clone()), ..Target::default() };
+        self.store()
+            .write(move |tx| {
+                async move {
+                    tx.put_alert_subscription(&stored).await?;
+                    let reason = format!("agreed:{}:{}", stored.channel, stored.min_severity);
+                    let at = stored.consented_at;
+                    tx.append_audit(&audit(&actor, AuditAction::AlertConsent, target, at, reason))?;
+                    Ok::<_, AppError>(())
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(row)
+    }
+
+    /// The caller withdraws a consent: nothing more reaches them that way, queued or not.
+    pub async fn unsubscribe_alerts(
+        &self,
+        caller: &Caller,
+        site: &SiteId,
+        channel: Channel,
+    ) -> Result<(), AppError> {
+        let person = caller.person().cloned().ok_or(AppError::Forbidden)?;
+        let (now, actor, site) = (self.now(), caller.actor(), site.clone());
+        self.store()
+            .write(move |tx| {
+                async move {
+                    if !tx.delete_alert_subscription(&person, &site, channel).await? {
+                        return Err(AppError::NotFound);
+                    }
+                    let target = Target { site: Some(site.clone()), ..Target::default() };
+                    let reason = format!("withdrew:{channel}");
+                    tx.append_audit(&audit(
+                        &actor,
+                        AuditAction::AlertConsent,
+                        target,
+                        now,
+                        reason,
+                    ))?;
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await
+    }
+
     /// Queues the notifications of a new alert in the unit that raises it: one for each of the
-    /// site's endpoints that takes its severity.
+    /// site's endpoints, and each person who agreed, that takes its severity.
     pub(crate) async fn queue_notifications(
         &self,
         tx: &mut Tx,
@@ -369,17 +505,30 @@ impl App {
         severity: Severity,
         now: Timestamp,
     ) -> Result<(), AppError> {
-        for endpoint in tx.alert_endpoints(site).await? {
-            if severity < endpoint.min_severity {
-                continue;
-            }
+        let endpoints = tx.alert_endpoints(site).await?;
+        let people = tx.alert_subscriptions(None, Some(site)).await?;
+        let targets = endpoints
+            .into_iter()
+            .filter(|e| severity >= e.min_severity)
+            .map(|e| (e.channel, Some(e.id), None))
+            .chain(
+                people
+                    .into_iter()
+                    // Low severity is quiet: e-mail, never a text message.
+                    .filter(|s| {
+                        severity >= s.min_severity
+                            && !(s.channel == Channel::Sms && severity == Severity::Low)
+                    })
+                    .map(|s| (s.channel, None, Some(s.person))),
+            );
+        for (channel, endpoint, person) in targets {
             tx.enqueue_alert_delivery(&DeliveryRow {
                 id: self.new_id(DeliveryId::from_random)?,
                 alert: alert.clone(),
                 site: site.clone(),
-                channel: endpoint.channel,
-                endpoint: Some(endpoint.id),
-                person: None,
+                channel,
+                endpoint,
+                person,
                 event: "raised".into(),
                 created_at: now,
                 next_attempt_at: now,
@@ -391,6 +540,54 @@ impl App {
             .await?;
         }
         Ok(())
+    }
+}
+
+/// Where an alert is, by name.
+struct Place {
+    site: String,
+    bank: Option<String>,
+}
+
+/// The address a person's notification goes to, while they consent to it.
+async fn address(
+    tx: &mut Tx,
+    person: &PersonId,
+    d: &DeliveryRow,
+) -> Result<Option<String>, AppError> {
+    let consents = tx.alert_subscriptions(Some(person), Some(&d.site)).await?;
+    let Some(consent) = consents.into_iter().find(|s| s.channel == d.channel) else {
+        return Ok(None);
+    };
+    Ok(match d.channel {
+        Channel::Sms => consent.phone,
+        _ => tx.person(person).await?.map(|p| p.email.to_string()),
+    })
+}
+
+/// An alert in words for people: what, how serious, where, and the link to it.
+fn words(alert: &AlertRow, event: &str, place: &Place, public_url: &str) -> Words {
+    let severity = alert.severity.as_str().to_uppercase();
+    let kind = alert.kind.as_str().replace('_', " ");
+    let mut at = place.bank.clone().unwrap_or_default();
+    if let Some(n) = alert.compartment {
+        at = format!("{at}, locker {n}");
+    }
+    let place = if at.is_empty() { place.site.clone() } else { format!("{at} at {}", place.site) };
+    let link = format!("{}/portal/alerts/{}", public_url.trim_end_matches('/'), alert.id);
+    let what = if event == "raised" { String::new() } else { format!(" ({event})") };
+    Words {
+        subject: format!("[Custody] {severity}: {kind} at {place}{what}"),
+        body: format!(
+            "A {severity} alert{what}: {kind} at {place}.\n\n\
+             {readings} reading(s) so far; now {state}.\n\n\
+             Take it, note what you find and resolve it here:\n{link}\n\n\
+             You get this because you agreed to hear of this site's alerts by e-mail; you can \
+             stop that in your account.\n",
+            readings = alert.readings,
+            state = alert.state,
+        ),
+        short: format!("Custody {severity}: {kind} at {place}{what}. {link}"),
     }
 }
 

@@ -101,7 +101,7 @@ impl App {
 
     /// Erases everything personal the audit log holds about `person`: their key is destroyed,
     /// so what was sealed under it can never be read again, and nothing about them is sealed
-    /// from now on. The log itself does not change and still verifies. Org-wide admins only;
+    /// from now on. Their consents to hear of alerts, with any phone number, are deleted. The log itself does not change and still verifies. Org-wide admins only;
     /// the erasure is audited. Returns `false` if the person had been erased already.
     pub async fn erase_personal_data(
         &self,
@@ -124,6 +124,8 @@ impl App {
             .write(move |tx| {
                 async move {
                     let erased = tx.erase_subject_key(&person, now).await?;
+                    // The numbers they gave for alerts' text messages go too.
+                    tx.delete_alert_subscriptions_of(&person).await?;
                     tx.append_audit(&AuditEvent {
                         at: now,
                         actor,

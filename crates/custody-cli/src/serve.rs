@@ -50,7 +50,7 @@ pub(crate) async fn run(data: &Path, url: Option<&str>) -> anyhow::Result<ExitCo
         poll: None,
         checkpoints: Some(dir.checkpoint_dir()),
         sinks: config.checkpoint_sinks()?,
-        alerts: Some(config.alert_senders()?),
+        alerts: Some(config.alert_senders(data)?),
         heartbeats: true,
     };
     let listen = Listen {

@@ -211,7 +211,9 @@ impl AlertKind {
             | Self::EnclosureOpen
             | Self::BruteForce
             | Self::BulkOpen => Severity::High,
-            Self::DoorLeftOpen | Self::PowerLoss | Self::DeviceOffline => Severity::Medium,
+            Self::PowerLoss | Self::DeviceOffline => Severity::Medium,
+            // Often a courier still loading: worth a look, not a call.
+            Self::DoorLeftOpen => Severity::Low,
         }
     }
 }

@@ -120,6 +120,8 @@ named_enum!(
         /// An alert's notification delivered, given up after its last try, or sent again from
         /// the dead-letter list.
         AlertNotify = "alert.notify",
+        /// A person agreed to hear of a site's alerts on a channel (`email`, `sms`), or withdrew.
+        AlertConsent = "alert.consent",
         /// A bank locked down (every compartment refuses every credential and command), or an
         /// attempt to open one of its compartments refused because of it.
         LockdownEngage = "lockdown.engage",

@@ -384,6 +384,25 @@ pub struct AlertDeliveryView {
     pub next_attempt_at: Option<String>,
 }
 
+/// A person's consent to hear of a site's alerts on one channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSubscriptionView {
+    /// The site.
+    pub site: String,
+    /// `email` (to the account's address) or `sms`.
+    pub channel: String,
+    /// The number for text messages, in international form (`+447700900123`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// The least severity: `low`, `medium`, `high` or `critical`. Text messages never carry
+    /// low-severity alerts.
+    pub min_severity: String,
+    /// When consent was given (RFC 3339); ignored in a request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consented_at: Option<String>,
+}
+
 /// A note for an alert's timeline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

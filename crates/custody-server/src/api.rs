@@ -20,8 +20,8 @@ use custody_core::{
 };
 use custody_proto::api::{
     AlertDeliveryView, AlertDetailView, AlertEndpointCreatedView, AlertEndpointView,
-    AlertEventView, AlertView, ApiKeyIssued, AppOpenRequest, AppOpenView, BadgeView, BankView,
-    CarrierView, CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest,
+    AlertEventView, AlertSubscriptionView, AlertView, ApiKeyIssued, AppOpenRequest, AppOpenView,
+    BadgeView, BankView, CarrierView, CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest,
     CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest, DepositRequest, DepositView,
     EnrolmentTokenView, ExpectParcelRequest, ImportBadgesRequest, LockdownRuleView, LockdownView,
     LoginRequest, NewAlertEndpointRequest, NoteRequest, OpeningView, ParcelHistory, ParcelView,
@@ -730,6 +730,60 @@ pub async fn retry_alert_delivery(
 ) -> ApiResult<AlertDeliveryView> {
     let id: DeliveryId = parse_id(&id, "alert delivery")?;
     Ok(Json(delivery_view(&state.app.retry_alert_delivery(staff.caller(), &id).await?)))
+}
+
+fn subscription_view(s: &custody_store::SubscriptionRow) -> AlertSubscriptionView {
+    AlertSubscriptionView {
+        site: s.site.to_string(),
+        channel: s.channel.as_str().to_owned(),
+        phone: s.phone.clone(),
+        min_severity: s.min_severity.as_str().to_owned(),
+        consented_at: Some(views::rfc3339(s.consented_at)),
+    }
+}
+
+/// The signed-in person's consents to hear of alerts.
+pub async fn my_alert_subscriptions(
+    State(state): State<ServerState>,
+    session: PersonSession,
+) -> ApiResult<Vec<AlertSubscriptionView>> {
+    let rows = state.app.my_alert_subscriptions(session.caller()).await?;
+    Ok(Json(rows.iter().map(subscription_view).collect()))
+}
+
+/// Agree to hear of a site's alerts by e-mail or text message.
+pub async fn subscribe_alerts(
+    State(state): State<ServerState>,
+    session: PersonSession,
+    Json(body): Json<AlertSubscriptionView>,
+) -> ApiResult<AlertSubscriptionView> {
+    let site: SiteId = parse_id(&body.site, "site")?;
+    let invalid = |m: &str| ApiError::from(custody_app::AppError::Invalid(m.to_owned()));
+    let channel = Channel::parse(&body.channel)
+        .filter(|c| matches!(c, Channel::Email | Channel::Sms))
+        .ok_or_else(|| invalid("channel: email or sms"))?;
+    let min_severity = Severity::parse(&body.min_severity)
+        .ok_or_else(|| invalid("min_severity: low, medium, high or critical"))?;
+    let row = state
+        .app
+        .subscribe_alerts(session.caller(), &site, channel, body.phone.as_deref(), min_severity)
+        .await?;
+    Ok(Json(subscription_view(&row)))
+}
+
+/// Withdraw a consent to hear of a site's alerts on a channel.
+pub async fn unsubscribe_alerts(
+    State(state): State<ServerState>,
+    session: PersonSession,
+    Path((site, channel)): Path<(String, String)>,
+) -> ApiResult<Vec<AlertSubscriptionView>> {
+    let site: SiteId = parse_id(&site, "site")?;
+    let channel = Channel::parse(&channel).ok_or_else(|| {
+        ApiError::from(custody_app::AppError::Invalid("channel: email or sms".into()))
+    })?;
+    state.app.unsubscribe_alerts(session.caller(), &site, channel).await?;
+    let rows = state.app.my_alert_subscriptions(session.caller()).await?;
+    Ok(Json(rows.iter().map(subscription_view).collect()))
 }
 
 /// A site's lockdown rules.

@@ -56,6 +56,22 @@ pub struct Config {
     pub security: SecuritySection,
     /// Where alerts may be sent.
     pub alerts: AlertsSection,
+    /// The SMS provider, for staff who agreed to hear of alerts by text message.
+    pub sms: Option<SmsSection>,
+}
+
+/// `[sms]`: a Twilio-compatible API.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsSection {
+    /// The API's base URL (`https://api.twilio.com`).
+    pub base_url: String,
+    /// The account.
+    pub account_sid: String,
+    /// A file holding the account's auth token (readable by the server alone).
+    pub auth_token_file: PathBuf,
+    /// The sender's number (E.164) or name.
+    pub from: String,
 }
 
 /// `[alerts]`.
@@ -220,8 +236,9 @@ impl Config {
     }
 
     /// How alerts leave the server: the hosts the operator allows, and the system's roots
-    /// with the operator's CA file.
-    pub fn alert_senders(&self) -> Result<crate::fanout::Senders, ConfigError> {
+    /// with the operator's CA file; e-mail through the notification transport, and text
+    /// messages through `[sms]` when it is set.
+    pub fn alert_senders(&self, data_dir: &Path) -> Result<crate::fanout::Senders, ConfigError> {
         let allowed = crate::egress::Allowed::hosts(self.alerts.allow_hosts.iter().cloned());
         let mut ca_pem = std::fs::read_to_string(SYSTEM_ROOTS).unwrap_or_default();
         if let Some(file) = &self.alerts.ca_file {
@@ -229,7 +246,21 @@ impl Config {
                 .map_err(|e| invalid("alerts.ca_file", format!("{}: {e}", file.display())))?;
             ca_pem.push_str(&extra);
         }
-        crate::fanout::Senders::new(&allowed, &ca_pem).map_err(|m| invalid("alerts", m))
+        let mut senders =
+            crate::fanout::Senders::new(&allowed, &ca_pem).map_err(|m| invalid("alerts", m))?;
+        senders.email = Some(self.transport(data_dir)?);
+        if let Some(sms) = &self.sms {
+            let token = std::fs::read_to_string(&sms.auth_token_file).map_err(|source| {
+                ConfigError::Read { path: sms.auth_token_file.clone(), source }
+            })?;
+            senders.sms = Some(crate::sms::SmsSender {
+                base_url: sms.base_url.clone(),
+                account_sid: sms.account_sid.clone(),
+                auth_token: zeroize::Zeroizing::new(token.trim().to_owned()),
+                from: sms.from.clone(),
+            });
+        }
+        Ok(senders)
     }
 
     /// Checks every setting and explains what is wrong.

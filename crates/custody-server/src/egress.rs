@@ -203,15 +203,33 @@ impl Egress {
         for (name, value) in headers {
             request = request.header(*name, value);
         }
-        let response = request.send().await.map_err(|e| describe(&e))?;
-        let status = response.status();
-        if status.is_success() {
-            Ok(())
-        } else if status.is_redirection() {
-            Err(format!("answered {status}: redirects are not followed"))
-        } else {
-            Err(format!("answered {status}"))
-        }
+        answered(request).await
+    }
+
+    /// Posts a form to `url` as `user` with `password` (HTTP basic), checking the URL first,
+    /// as an SMS provider's API wants.
+    pub async fn post_form(
+        &self,
+        url: &str,
+        (user, password): (&str, &str),
+        form: &[(&str, &str)],
+    ) -> Result<(), String> {
+        let url = check_url(url, &self.allowed).map_err(|e| e.to_string())?;
+        answered(self.client.post(url).basic_auth(user, Some(password)).form(form)).await
+    }
+}
+
+/// Sends a request: any 2xx is delivery; anything else, a redirect included, is a failure
+/// that says what came back.
+async fn answered(request: reqwest::RequestBuilder) -> Result<(), String> {
+    let response = request.send().await.map_err(|e| describe(&e))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else if status.is_redirection() {
+        Err(format!("answered {status}: redirects are not followed"))
+    } else {
+        Err(format!("answered {status}"))
     }
 }
 

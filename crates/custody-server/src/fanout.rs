@@ -7,7 +7,8 @@
 //! repeat), `webhook-timestamp` the time of this try in Unix seconds, and `webhook-signature`
 //! `v1,<HMAC-SHA256 of id.timestamp.body>` under the endpoint's secret. It goes through the
 //! egress guard ([`crate::egress`]): no private addresses, no redirects. A syslog receiver
-//! gets RFC 5424 over TLS with a CEF payload ([`crate::syslog`]).
+//! gets RFC 5424 over TLS with a CEF payload ([`crate::syslog`]). People get e-mail through the
+//! server's transport and text messages through the SMS provider ([`crate::sms`]).
 
 use custody_app::App;
 use custody_app::notify::Due;
@@ -16,6 +17,8 @@ use custody_core::alert::Channel;
 use custody_store::AlertRow;
 
 use crate::egress::{Allowed, Egress};
+use crate::outbox::Transport;
+use crate::sms::SmsSender;
 use crate::syslog::SyslogSender;
 
 /// The body of an alert's webhook: `{"type", "timestamp", "data"}`, as Standard Webhooks
@@ -47,6 +50,10 @@ pub struct Senders {
     pub webhooks: Egress,
     /// Syslog receivers over TLS.
     pub syslog: SyslogSender,
+    /// E-mail to people, when the server sends e-mail.
+    pub email: Option<Transport>,
+    /// Text messages to people, when an SMS provider is configured.
+    pub sms: Option<SmsSender>,
 }
 
 impl Senders {
@@ -56,6 +63,8 @@ impl Senders {
         Ok(Self {
             webhooks: Egress::new(allowed.clone(), Some(ca_pem))?,
             syslog: SyslogSender::new(ca_pem, allowed.clone())?,
+            email: None,
+            sms: None,
         })
     }
 }
@@ -85,7 +94,23 @@ async fn send(app: &App, senders: &Senders, due: &Due) -> Result<(), String> {
                 crate::syslog::message(&due.alert, &due.delivery.event, public_url, app.now());
             senders.syslog.send(&endpoint.target, &message).await
         }
-        other => Err(format!("this server has no sender for {other}")),
+        Channel::Email => {
+            let transport = senders.email.as_ref().ok_or("this server sends no e-mail")?;
+            let to = due.to.clone().ok_or("the person withdrew their consent")?;
+            let words = &due.words;
+            let message = custody_app::outbox::Message {
+                to,
+                subject: words.subject.clone(),
+                body: words.body.clone(),
+                qr: None,
+            };
+            transport.send(due.delivery.id.as_str(), &message).await.map_err(|e| e.to_string())
+        }
+        Channel::Sms => {
+            let sms = senders.sms.as_ref().ok_or("this server has no SMS provider")?;
+            let to = due.to.as_deref().ok_or("the person withdrew their consent")?;
+            sms.send(egress, to, &due.words.short).await
+        }
     }
 }
 

@@ -25,6 +25,7 @@ mod qr;
 pub mod routes;
 pub mod ship;
 pub mod sign_in_links;
+pub mod sms;
 pub mod syslog;
 mod views;
 
@@ -177,6 +178,29 @@ fn table() -> Routes<ServerState> {
             account::end_other_sessions,
         )
         .get("/api/v1/me", Person, Doc::json("The signed-in person", 200, "PersonView"), api::me)
+        .get(
+            "/api/v1/me/alert-subscriptions",
+            Person,
+            Doc::list("Your consents to hear of sites' alerts", "AlertSubscriptionView"),
+            api::my_alert_subscriptions,
+        )
+        .post(
+            "/api/v1/me/alert-subscriptions",
+            Person,
+            Doc::json(
+                "Agree to hear of a site's alerts by e-mail or text message, from a severity up",
+                200,
+                "AlertSubscriptionView",
+            )
+            .taking("AlertSubscriptionView"),
+            api::subscribe_alerts,
+        )
+        .delete(
+            "/api/v1/me/alert-subscriptions/{site}/{channel}",
+            Person,
+            Doc::list("Withdraw a consent; the consents left", "AlertSubscriptionView"),
+            api::unsubscribe_alerts,
+        )
         .get(
             "/api/v1/me/courier-code",
             Person,

@@ -324,3 +324,110 @@ backends!(a_new_alert_reaches_a_siem_over_syslog_tls_with_cef, |t: TestStore| as
     let timeline = env.app.alert(&admin, &pry).await.unwrap().timeline;
     assert!(timeline.iter().any(|e| e.what == "notified" && e.note.as_deref() == Some("syslog")));
 });
+
+/// An SMS provider's API on loopback, Twilio's shape: records each message's form and who
+/// sent it.
+async fn sms_provider() -> (std::net::SocketAddr, Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>)
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let record = got.clone();
+    let app = axum::Router::new().route(
+        "/2010-04-01/Accounts/AC0123/Messages.json",
+        axum::routing::post(
+            move |headers: HeaderMap, axum::Form(form): axum::Form<Vec<(String, String)>>| {
+                let record = record.clone();
+                async move {
+                    let auth = headers.get("authorization").unwrap().to_str().unwrap().to_owned();
+                    record.lock().unwrap().push((auth, form));
+                    StatusCode::CREATED
+                }
+            },
+        ),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, got)
+}
+
+backends!(
+    staff_who_agreed_hear_by_email_and_text_and_low_alerts_stay_quiet,
+    |t: TestStore| async move {
+        let env = Env::new(t).await;
+        let (addr, texts) = sms_provider().await;
+        let mail = tempfile::tempdir().unwrap();
+        let mut senders = egress();
+        senders.email = Some(custody_server::outbox::Transport::File(mail.path().to_owned()));
+        senders.sms = Some(custody_server::sms::SmsSender {
+            base_url: format!("http://127.0.0.1:{}", addr.port()),
+            account_sid: "AC0123".into(),
+            auth_token: zeroize::Zeroizing::new("token-9".into()),
+            from: "+15005550006".into(),
+        });
+        let (ada, auditor, ann) =
+            (Env::as_person(&env.admin), Env::as_person(&env.auditor), Env::as_person(&env.ann));
+        // Consent, each to their own: a resident may not hear of a site's alerts; a text message
+        // needs a number in international form.
+        let sub = |who, channel, phone, min| {
+            env.app.subscribe_alerts(who, &env.site, channel, phone, min)
+        };
+        sub(&ada, Channel::Email, None, Severity::High).await.unwrap();
+        assert!(sub(&ada, Channel::Sms, Some("07700 900123"), Severity::Low).await.is_err());
+        sub(&ada, Channel::Sms, Some("+447700900123"), Severity::Low).await.unwrap();
+        sub(&auditor, Channel::Email, None, Severity::Low).await.unwrap();
+        assert!(sub(&ann, Channel::Email, None, Severity::Low).await.is_err());
+        assert_eq!(env.app.my_alert_subscriptions(&ada).await.unwrap().len(), 2);
+
+        // A pry: Ada by e-mail and text, the auditor by e-mail.
+        let now = env.app.now();
+        env.app.sensor_reading(&env.device, AlertKind::Pry, Some(2), now, 1).await.unwrap();
+        assert_eq!(deliver_alerts(&env.app, &senders).await.unwrap(), 3);
+        let texts_now = texts.lock().unwrap().clone();
+        assert_eq!(texts_now.len(), 1);
+        let (auth, form) = &texts_now[0];
+        assert_eq!(auth, &format!("Basic {}", BASE64.encode(b"AC0123:token-9")));
+        let field = |k: &str| form.iter().find(|(n, _)| n == k).unwrap().1.clone();
+        assert_eq!((field("To"), field("From")), ("+447700900123".into(), "+15005550006".into()));
+        assert!(field("Body").starts_with("Custody CRITICAL: pry at "), "{}", field("Body"));
+        assert!(field("Body").contains("/portal/alerts/alr_"));
+        let mails: Vec<String> = std::fs::read_dir(mail.path())
+            .unwrap()
+            .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+            .collect();
+        assert_eq!(mails.len(), 2);
+        assert!(mails.iter().any(|m| m.contains(env.admin.email.as_str())));
+        assert!(mails.iter().all(|m| m.contains("Subject: [Custody] CRITICAL: pry at")));
+
+        // A door left open is low: quiet, so e-mail to whoever wants low alerts, and no text.
+        env.app
+            .sensor_reading(&env.device, AlertKind::DoorLeftOpen, Some(4), now, 2)
+            .await
+            .unwrap();
+        assert_eq!(deliver_alerts(&env.app, &senders).await.unwrap(), 1);
+        assert_eq!(texts.lock().unwrap().len(), 1, "no text for a low alert");
+
+        // Ada withdraws her number before the next alert's text goes: it is not sent, nor tried again.
+        env.app.sensor_reading(&env.device, AlertKind::Drill, Some(1), now, 3).await.unwrap();
+        env.app.unsubscribe_alerts(&ada, &env.site, Channel::Sms).await.unwrap();
+        assert_eq!(deliver_alerts(&env.app, &senders).await.unwrap(), 2, "the two e-mails");
+        assert_eq!(texts.lock().unwrap().len(), 1);
+        let dead = env.app.alert_deliveries(&ada, &env.site, true).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].attempts, 1, "given up at once");
+        let consents = env
+            .site_log(200)
+            .await
+            .into_iter()
+            .filter(|e| e.event.action == AuditAction::AlertConsent)
+            .count();
+        assert_eq!(consents, 4, "three agreed and one withdrawn");
+        assert!(
+            env.site_log(200).await.iter().any(|e| e.event.action == AuditAction::AccessDenied),
+            "the resident's attempt is refused on the record"
+        );
+        // Erasing a person's data deletes their consents and the numbers in them.
+        let root = custody_app::Caller::Operator;
+        assert!(env.app.erase_personal_data(&root, &env.admin.id).await.unwrap());
+        assert!(env.app.my_alert_subscriptions(&ada).await.unwrap().is_empty());
+    }
+);

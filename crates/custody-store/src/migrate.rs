@@ -121,6 +121,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0018_alert_deliveries.sql"),
         postgres: include_str!("../migrations/postgres/0018_alert_deliveries.sql"),
     },
+    Migration {
+        version: 19,
+        name: "alert_subscriptions",
+        sqlite: include_str!("../migrations/sqlite/0019_alert_subscriptions.sql"),
+        postgres: include_str!("../migrations/postgres/0019_alert_subscriptions.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -686,3 +686,20 @@ pub struct DeliveryRow {
     /// Given up: in the dead-letter list.
     pub dead_at: Option<Timestamp>,
 }
+
+/// A person's consent to hear of a site's alerts on one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRow {
+    /// Who.
+    pub person: PersonId,
+    /// Which site's alerts.
+    pub site: SiteId,
+    /// `email` or `sms`.
+    pub channel: Channel,
+    /// The number for text messages (E.164).
+    pub phone: Option<String>,
+    /// The least severity they hear of.
+    pub min_severity: Severity,
+    /// When they agreed.
+    pub consented_at: Timestamp,
+}

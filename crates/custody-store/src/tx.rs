@@ -28,7 +28,7 @@ use crate::rows::{
     BankRow, CarrierRow, CodeRefusal, CodeRefused, CompartmentNeeds, CompartmentRow, DeliveryRow,
     DeviceRow, EndpointRow, MalformedAuditRow, NewAlert, NewBadge, NewCompartment,
     NewEnrolmentToken, NewPickupCode, OfflineCodeRow, OrgRow, OutboxRow, ParcelRow, PersonRow,
-    RedeemedCode, RowRef, SessionRow, SiteRow, StoredEntry, TotpRow,
+    RedeemedCode, RowRef, SessionRow, SiteRow, StoredEntry, SubscriptionRow, TotpRow,
 };
 use crate::{Backend, StoreError};
 
@@ -3384,6 +3384,86 @@ impl Tx {
             )
             .await?;
         rows.iter().map(delivery_row).collect()
+    }
+
+    /// Records a person's consent to hear of a site's alerts on a channel, replacing the one
+    /// they gave before.
+    pub async fn put_alert_subscription(&mut self, s: &SubscriptionRow) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO alert_subscriptions (person_id, site_id, channel, phone, min_severity, consented_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (person_id, site_id, channel) DO UPDATE SET \
+                 phone = excluded.phone, min_severity = excluded.min_severity, consented_at = excluded.consented_at",
+            )
+            .bind(s.person.as_str().to_owned())
+            .bind(s.site.as_str().to_owned())
+            .bind(s.channel.as_str())
+            .bind(s.phone.clone())
+            .bind(s.min_severity.as_str())
+            .bind(s.consented_at.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Withdraws a consent; false when there was none.
+    pub async fn delete_alert_subscription(
+        &mut self,
+        person: &PersonId,
+        site: &SiteId,
+        channel: Channel,
+    ) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query(
+                    "DELETE FROM alert_subscriptions WHERE person_id = $1 AND site_id = $2 AND channel = $3",
+                )
+                .bind(person.as_str().to_owned())
+                .bind(site.as_str().to_owned())
+                .bind(channel.as_str()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Deletes every consent of a person (their data is being erased).
+    pub async fn delete_alert_subscriptions_of(&mut self, person: &PersonId) -> R<u64> {
+        self.exec(
+            sqlx::query("DELETE FROM alert_subscriptions WHERE person_id = $1")
+                .bind(person.as_str().to_owned()),
+        )
+        .await
+    }
+
+    /// A person's consents, or a site's, or both.
+    pub async fn alert_subscriptions(
+        &mut self,
+        person: Option<&PersonId>,
+        site: Option<&SiteId>,
+    ) -> R<Vec<SubscriptionRow>> {
+        let rows = self
+            .all(
+                sqlx::query(
+                    "SELECT person_id, site_id, channel, phone, min_severity, consented_at \
+                     FROM alert_subscriptions WHERE ($1 IS NULL OR person_id = $1) \
+                     AND ($2 IS NULL OR site_id = $2) ORDER BY site_id, person_id, channel",
+                )
+                .bind(person.map(|p| p.as_str().to_owned()))
+                .bind(site.map(|s| s.as_str().to_owned())),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SubscriptionRow {
+                    person: parse(r, "person_id", |s| PersonId::parse(s).ok())?,
+                    site: parse(r, "site_id", |s| SiteId::parse(s).ok())?,
+                    channel: parse(r, "channel", Channel::parse)?,
+                    phone: opt_text(r, "phone")?,
+                    min_severity: parse(r, "min_severity", Severity::parse)?,
+                    consented_at: time(r, "consented_at")?,
+                })
+            })
+            .collect()
     }
 
     // --- outbox ----------------------------------------------------------------------------
