@@ -210,6 +210,9 @@ pub struct AppConfig {
     /// Whether lifting a lockdown needs a second person's approval (on unless a site turns
     /// it off: a lockdown follows an attack, and one stolen account must not end it).
     pub lockdown_lift_needs_approval: bool,
+    /// How long an alert of medium severity or above may stay unacknowledged before it is
+    /// escalated to everyone who agreed to hear of its site's alerts.
+    pub alert_escalation: Duration,
     /// How long a bank's agent may trust the list of codes it checks offline: past this it
     /// opens nothing offline, so a revoked code stops working by then at the latest.
     pub offline_list_ttl: Duration,
@@ -231,6 +234,7 @@ impl Default for AppConfig {
             notification_channel: "email".into(),
             password_hash_concurrency: 4,
             lockdown_lift_needs_approval: true,
+            alert_escalation: minutes(15),
             offline_list_ttl: hours(24),
         }
     }

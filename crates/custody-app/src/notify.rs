@@ -495,6 +495,50 @@ impl App {
             .await
     }
 
+    /// Escalates every alert of medium severity or above left open (unacknowledged) for
+    /// [`crate::AppConfig::alert_escalation`]: once each, to every endpoint and everyone who
+    /// agreed to hear of its site's alerts, whatever the least severity they chose; on its
+    /// timeline and in the audit log. Low alerts stay quiet. Returns how many were escalated.
+    pub async fn escalate_due(&self) -> Result<usize, AppError> {
+        let now = self.now();
+        let before = now.minus(self.config().alert_escalation);
+        let due = self
+            .store()
+            .read(move |tx| async move { tx.alerts_to_escalate(before, 100).await }.boxed())
+            .await?;
+        let mut escalated = 0;
+        for alert in due {
+            let app = self.clone();
+            let done = self
+                .store()
+                .write(move |tx| {
+                    async move {
+                        if !tx.mark_escalated(&alert.id, now).await? {
+                            return Ok(false);
+                        }
+                        tx.add_alert_event(&alert.id, now, "system", "escalated", None).await?;
+                        let reason = format!("{}:{}", alert.id, alert.kind);
+                        let target = alert_target(&alert);
+                        let e = audit(
+                            &Actor::system(),
+                            AuditAction::AlertEscalate,
+                            target,
+                            now,
+                            reason,
+                        );
+                        tx.append_audit(&e)?;
+                        app.queue(tx, &alert.id, &alert.site, alert.severity, "escalated", now)
+                            .await?;
+                        Ok::<_, AppError>(true)
+                    }
+                    .boxed()
+                })
+                .await?;
+            escalated += usize::from(done);
+        }
+        Ok(escalated)
+    }
+
     /// Queues the notifications of a new alert in the unit that raises it: one for each of the
     /// site's endpoints, and each person who agreed, that takes its severity.
     pub(crate) async fn queue_notifications(
@@ -505,18 +549,33 @@ impl App {
         severity: Severity,
         now: Timestamp,
     ) -> Result<(), AppError> {
+        self.queue(tx, alert, site, severity, "raised", now).await
+    }
+
+    /// Queues an alert's notifications of `event`. A new alert (`raised`) goes to those who take
+    /// its severity; an escalation goes to all. A text message never carries a low alert.
+    async fn queue(
+        &self,
+        tx: &mut Tx,
+        alert: &AlertId,
+        site: &SiteId,
+        severity: Severity,
+        event: &str,
+        now: Timestamp,
+    ) -> Result<(), AppError> {
+        let everyone = event == "escalated";
         let endpoints = tx.alert_endpoints(site).await?;
         let people = tx.alert_subscriptions(None, Some(site)).await?;
         let targets = endpoints
             .into_iter()
-            .filter(|e| severity >= e.min_severity)
+            .filter(|e| everyone || severity >= e.min_severity)
             .map(|e| (e.channel, Some(e.id), None))
             .chain(
                 people
                     .into_iter()
                     // Low severity is quiet: e-mail, never a text message.
                     .filter(|s| {
-                        severity >= s.min_severity
+                        (everyone || severity >= s.min_severity)
                             && !(s.channel == Channel::Sms && severity == Severity::Low)
                     })
                     .map(|s| (s.channel, None, Some(s.person))),
@@ -529,7 +588,7 @@ impl App {
                 channel,
                 endpoint,
                 person,
-                event: "raised".into(),
+                event: event.to_owned(),
                 created_at: now,
                 next_attempt_at: now,
                 attempts: 0,

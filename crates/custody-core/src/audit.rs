@@ -122,6 +122,9 @@ named_enum!(
         AlertNotify = "alert.notify",
         /// A person agreed to hear of a site's alerts on a channel (`email`, `sms`), or withdrew.
         AlertConsent = "alert.consent",
+        /// An alert left unacknowledged escalated to everyone who agreed to hear of its site's
+        /// alerts.
+        AlertEscalate = "alert.escalate",
         /// A bank locked down (every compartment refuses every credential and command), or an
         /// attempt to open one of its compartments refused because of it.
         LockdownEngage = "lockdown.engage",

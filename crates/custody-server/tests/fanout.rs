@@ -431,3 +431,41 @@ backends!(
         assert!(env.app.my_alert_subscriptions(&ada).await.unwrap().is_empty());
     }
 );
+
+// An alert nobody takes is escalated once, to everyone who agreed to hear of the site's alerts
+// whatever their least severity; one taken in time, and a low one, are not.
+backends!(an_alert_left_unacknowledged_is_escalated_to_everyone_once, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let mail = tempfile::tempdir().unwrap();
+    let mut senders = egress();
+    senders.email = Some(custody_server::outbox::Transport::File(mail.path().to_owned()));
+    let (ada, auditor) = (Env::as_person(&env.admin), Env::as_person(&env.auditor));
+    let sub = |who, min| env.app.subscribe_alerts(who, &env.site, Channel::Email, None, min);
+    sub(&ada, Severity::Critical).await.unwrap();
+    sub(&auditor, Severity::Low).await.unwrap();
+    let now = env.app.now();
+    let read = |kind, n, counter| env.app.sensor_reading(&env.device, kind, Some(n), now, counter);
+    let power = read(AlertKind::PowerLoss, 1, 1).await.unwrap().unwrap();
+    let pry = read(AlertKind::Pry, 2, 2).await.unwrap().unwrap();
+    read(AlertKind::DoorLeftOpen, 3, 3).await.unwrap();
+    // Raised: the auditor hears of all three, Ada of the pry.
+    assert_eq!(deliver_alerts(&env.app, &senders).await.unwrap(), 4);
+    env.app.acknowledge_alert(&ada, &pry).await.unwrap();
+
+    env.clock.advance(custody_core::time::minutes(14));
+    assert_eq!(env.app.escalate_due().await.unwrap(), 0, "not yet");
+    env.clock.advance(custody_core::time::minutes(1));
+    assert_eq!(env.app.escalate_due().await.unwrap(), 1, "the power cut alone");
+    assert_eq!(env.app.escalate_due().await.unwrap(), 0, "once");
+    assert_eq!(deliver_alerts(&env.app, &senders).await.unwrap(), 2, "Ada and the auditor");
+    let escalated: Vec<String> = std::fs::read_dir(mail.path())
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .filter(|m| m.contains("(escalated)"))
+        .collect();
+    assert_eq!(escalated.len(), 2);
+    assert!(escalated.iter().any(|m| m.contains(env.admin.email.as_str())));
+    let timeline = env.app.alert(&ada, &power).await.unwrap().timeline;
+    assert!(timeline.iter().any(|e| e.what == "escalated"));
+    assert!(env.site_log(200).await.iter().any(|e| e.event.action == AuditAction::AlertEscalate));
+});

@@ -1072,6 +1072,39 @@ impl Tx {
         row.as_ref().map(alert_row).transpose()
     }
 
+    /// Open alerts of medium severity or above raised at or before `before` and not escalated
+    /// yet, oldest first, at most `limit`.
+    pub async fn alerts_to_escalate(&mut self, before: Timestamp, limit: u32) -> R<Vec<AlertRow>> {
+        let rows = self
+            .all(
+                sqlx::query(sql!(
+                    "SELECT ",
+                    ALERT_COLS,
+                    " FROM alerts WHERE state = 'open' AND escalated_at IS NULL AND severity <> 'low' \
+                     AND raised_at <= $1 ORDER BY raised_at, id LIMIT $2"
+                ))
+                .bind(before.as_millis())
+                .bind(i64::from(limit)),
+            )
+            .await?;
+        rows.iter().map(alert_row).collect()
+    }
+
+    /// Marks an alert escalated, if it is still open and was not; whether it was marked.
+    pub async fn mark_escalated(&mut self, id: &AlertId, now: Timestamp) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE alerts SET escalated_at = $1, updated_at = $1 WHERE id = $2 \
+                     AND state = 'open' AND escalated_at IS NULL",
+                )
+                .bind(now.as_millis())
+                .bind(id.as_str().to_owned()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     /// A site's alerts, newest first, at most `limit`; with `live_only`, open and acknowledged
     /// ones only.
     pub async fn alerts_of_site(

@@ -12,3 +12,7 @@ CREATE TABLE alert_subscriptions (
     PRIMARY KEY (person_id, site_id, channel)
 );
 CREATE INDEX alert_subscriptions_site ON alert_subscriptions (site_id);
+
+-- When an alert left unacknowledged was escalated: to everyone who agreed to hear of the
+-- site's alerts, whatever the least severity they chose. Once per alert.
+ALTER TABLE alerts ADD COLUMN escalated_at BIGINT;
