@@ -47,12 +47,17 @@ pub struct NewEndpoint {
 }
 
 /// An endpoint just added, with its signing secret, shown this once.
-#[derive(Debug)]
 pub struct AddedEndpoint {
     /// The endpoint.
     pub endpoint: EndpointRow,
     /// A webhook's secret (`whsec_…`).
     pub secret: Option<Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for AddedEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AddedEndpoint").field("endpoint", &self.endpoint).finish_non_exhaustive()
+    }
 }
 
 /// A notification due now, with what it needs to go out.
