@@ -211,11 +211,7 @@ impl App {
         site: &SiteId,
         live_only: bool,
     ) -> Result<Vec<AlertRow>, AppError> {
-        let org = self.site(site).await?.org;
-        let target = Target { site: Some(site.clone()), ..Target::default() };
-        if let Err(d) = caller.check(|p| policy::may_view_site(p, &org, site)) {
-            return Err(self.refuse(caller, AuditAction::AccessDenied, target, d).await);
-        }
+        self.viewable_site(caller, site).await?;
         let site = site.clone();
         self.store()
             .read(move |tx| {

@@ -160,11 +160,7 @@ impl App {
         caller: &Caller,
         site: &SiteId,
     ) -> Result<Vec<LockdownRule>, AppError> {
-        let org = self.site(site).await?.org;
-        if let Err(d) = caller.check(|p| policy::may_view_site(p, &org, site)) {
-            let target = Target { site: Some(site.clone()), ..Target::default() };
-            return Err(self.refuse(caller, AuditAction::AccessDenied, target, d).await);
-        }
+        self.viewable_site(caller, site).await?;
         let site = site.clone();
         let rules =
             self.store().read(move |tx| async move { tx.lockdown_rules(&site).await }.boxed());

@@ -374,8 +374,13 @@ impl App {
             .await
     }
 
-    /// A site anyone in scope may see; out of scope it does not exist.
-    async fn viewable_site(&self, caller: &Caller, site: &SiteId) -> Result<(), AppError> {
+    /// Refuses, on the record, a caller who may not see `site` (staff and auditors in scope
+    /// may).
+    pub(crate) async fn viewable_site(
+        &self,
+        caller: &Caller,
+        site: &SiteId,
+    ) -> Result<(), AppError> {
         let org = self.site(site).await?.org;
         if let Err(d) = caller.check(|p| policy::may_view_site(p, &org, site)) {
             let target = Target { site: Some(site.clone()), ..Target::default() };
