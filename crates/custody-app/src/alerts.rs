@@ -8,12 +8,14 @@
 //! bank, or the whole site, in the unit of work that raises them; the agents are told at once.
 //! Lifting is as ever: an admin with a step-up and a reason, and a second person's approval.
 
+use std::collections::BTreeMap;
+
 use custody_core::alert::{AlertKind, AlertStep, LockdownScope};
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::compartment::CompartmentNumber;
 use custody_core::policy::{self, Principal};
 use custody_core::text::Reason;
-use custody_core::{AlertId, BankId, DeviceId, SiteId, Timestamp};
+use custody_core::{AlertId, BankId, DeviceId, PersonId, SiteId, Timestamp};
 use custody_store::{AlertEventRow, AlertRow, NewAlert, Tx};
 use futures_util::FutureExt as _;
 
@@ -29,6 +31,17 @@ pub struct Alert {
     pub alert: AlertRow,
     /// What happened to it, in order.
     pub timeline: Vec<AlertEventRow>,
+}
+
+/// A site's live alerts, with what a person needs to read them.
+#[derive(Debug, Clone)]
+pub struct AlertBoard {
+    /// The live alerts, newest first.
+    pub alerts: Vec<AlertRow>,
+    /// The names of the site's banks.
+    pub banks: BTreeMap<BankId, String>,
+    /// The names of the alerts' owners.
+    pub owners: BTreeMap<PersonId, String>,
 }
 
 /// Where an alert is raised.
@@ -111,10 +124,11 @@ impl App {
         let now = self.now();
         let target =
             Target { site: Some(site.clone()), bank: Some(bank.clone()), ..Target::default() };
-        self.store()
+        let noted = self
+            .store()
             .write(move |tx| {
                 async move {
-                    let Some(id) = tx.live_alert(&key).await? else { return Ok(()) };
+                    let Some(id) = tx.live_alert(&key).await? else { return Ok(false) };
                     tx.add_alert_event(&id, now, "system", "back_online", None).await?;
                     tx.append_audit(&AuditEvent {
                         at: now,
@@ -125,11 +139,15 @@ impl App {
                         reason: Some(format!("{id}:back_online")),
                         personal: None,
                     })?;
-                    Ok::<_, AppError>(())
+                    Ok::<_, AppError>(true)
                 }
                 .boxed()
             })
-            .await
+            .await?;
+        if noted {
+            self.alert_changed(site);
+        }
+        Ok(())
     }
 
     /// Someone tried to open more compartments by bulk opens than one person may in an hour:
@@ -151,7 +169,7 @@ impl App {
     ) -> Result<Option<AlertId>, AppError> {
         let id = self.new_id(AlertId::from_random)?;
         let now = self.now();
-        let (actor, app) = (actor.clone(), self.clone());
+        let (actor, app, site) = (actor.clone(), self.clone(), place.site.clone());
         let raised = self
             .store()
             .write(move |tx| {
@@ -197,6 +215,7 @@ impl App {
             })
             .await?;
         let Some((id, locked)) = raised else { return Ok(None) };
+        self.alert_changed(&site);
         for bank in &locked {
             self.lockdown_changed(bank, true);
         }
@@ -219,6 +238,36 @@ impl App {
             })
             .await
             .map_err(Into::into)
+    }
+
+    /// A site's live alerts for a board (the portal's live list), with the names of their banks
+    /// and owners. Staff and auditors in scope.
+    pub async fn alert_board(
+        &self,
+        caller: &Caller,
+        site: &SiteId,
+    ) -> Result<AlertBoard, AppError> {
+        let alerts = self.alerts(caller, site, true).await?;
+        let site = site.clone();
+        let owners: Vec<PersonId> = alerts.iter().filter_map(|a| a.owner.clone()).collect();
+        let (banks, owners) = self
+            .store()
+            .read(move |tx| {
+                async move {
+                    let banks =
+                        tx.banks(&site).await?.into_iter().map(|b| (b.id, b.name.to_string()));
+                    let mut names = BTreeMap::new();
+                    for id in owners {
+                        if let Some(p) = tx.person(&id).await? {
+                            names.insert(id, p.name.to_string());
+                        }
+                    }
+                    Ok::<_, AppError>((banks.collect(), names))
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(AlertBoard { alerts, banks, owners })
     }
 
     /// One alert with its timeline. Staff and auditors in scope; out of scope it does not exist.
@@ -274,8 +323,9 @@ impl App {
     ) -> Result<AlertRow, AppError> {
         let note = Reason::parse(note).map_err(AppError::invalid)?;
         let found = self.manageable(caller, id, AuditAction::AlertNote).await?;
-        let (now, actor, id) = (self.now(), caller.actor(), id.clone());
-        self.store()
+        let (now, actor, id, site) = (self.now(), caller.actor(), id.clone(), found.site.clone());
+        let noted = self
+            .store()
             .write(move |tx| {
                 async move {
                     let who = actor.id.clone().unwrap_or_default();
@@ -285,7 +335,9 @@ impl App {
                 }
                 .boxed()
             })
-            .await
+            .await?;
+        self.alert_changed(&site);
+        Ok(noted)
     }
 
     /// The alert, if the caller may act on it (an admin in scope); a refusal is audited.
@@ -321,8 +373,9 @@ impl App {
             .map_err(|e| AppError::conflict("alert_state", e.to_string()))?;
         let (now, actor, id, person) =
             (self.now(), caller.actor(), id.clone(), caller.person().cloned());
-        let app = self.clone();
-        self.store()
+        let (app, site) = (self.clone(), found.site.clone());
+        let moved = self
+            .store()
             .write(move |tx| {
                 async move {
                     let owner =
@@ -349,7 +402,9 @@ impl App {
                 }
                 .boxed()
             })
-            .await
+            .await?;
+        self.alert_changed(&site);
+        Ok(moved)
     }
 }
 

@@ -352,8 +352,18 @@ impl App {
     }
 
     /// The person behind a session cookie, if the session is live: not expired, not idle too
-    /// long, and the person not disabled.
+    /// long, and the person not disabled. Counts as activity.
     pub async fn session(&self, token: &str) -> Result<SessionInfo, AppError> {
+        self.live_session(token, true).await
+    }
+
+    /// As [`App::session`], without counting as activity: a page's live stream looks again
+    /// before each update, and must not keep an idle session alive by itself.
+    pub async fn session_unattended(&self, token: &str) -> Result<SessionInfo, AppError> {
+        self.live_session(token, false).await
+    }
+
+    async fn live_session(&self, token: &str, activity: bool) -> Result<SessionInfo, AppError> {
         if token.len() > 128 {
             return Err(AppError::AuthenticationFailed);
         }
@@ -384,7 +394,7 @@ impl App {
                 .await?;
             return Err(AppError::AuthenticationFailed);
         }
-        if now.as_millis() - session.last_seen_at.as_millis() >= TOUCH_EVERY_MS {
+        if activity && now.as_millis() - session.last_seen_at.as_millis() >= TOUCH_EVERY_MS {
             self.store()
                 .write(move |tx| async move { tx.touch_session(&hash, now).await }.boxed())
                 .await?;

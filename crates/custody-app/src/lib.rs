@@ -41,7 +41,7 @@ use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Ta
 use custody_core::compartment::DoorState;
 use custody_core::policy::{Denied, Principal};
 use custody_core::time::{days, hours, minutes};
-use custody_core::{BankId, Clock, PersonId, Timestamp};
+use custody_core::{BankId, Clock, PersonId, SiteId, Timestamp};
 use custody_crypto::pki::CertificateAuthority;
 use custody_crypto::seal::Sealer;
 use custody_crypto::sign::{PublicKey, SigningKey};
@@ -304,6 +304,9 @@ impl KeyRing {
     }
 }
 
+/// How many alert changes a slow listener may fall behind before it is told it lagged.
+pub const ALERT_CHANGES_BACKLOG: usize = 256;
+
 /// Whether a bank's agent can receive a command now. The server's device hub answers; without
 /// one (the `custody` command, use-case tests) every bank counts as reachable.
 pub trait Presence: Send + Sync {
@@ -325,6 +328,8 @@ pub trait Presence: Send + Sync {
 
 struct Inner {
     presence: std::sync::OnceLock<Arc<dyn Presence>>,
+    /// Sites whose alerts changed, once committed: for the portal's live list.
+    alert_changes: tokio::sync::broadcast::Sender<SiteId>,
     store: Store,
     clock: Arc<dyn Clock>,
     rng: Rng,
@@ -364,6 +369,7 @@ impl App {
         let permits = config.password_hash_concurrency.max(1);
         Ok(Self(Arc::new(Inner {
             presence: std::sync::OnceLock::new(),
+            alert_changes: tokio::sync::broadcast::channel(ALERT_CHANGES_BACKLOG).0,
             store,
             clock,
             rng,
@@ -403,6 +409,20 @@ impl App {
         if let Some(p) = self.0.presence.get() {
             p.policy_changed(bank);
         }
+    }
+
+    /// Every site whose alerts change from now on (raised, joined, acknowledged, noted,
+    /// resolved, escalated), each once the change is committed. A receiver that falls more
+    /// than [`ALERT_CHANGES_BACKLOG`] behind is told it lagged, and should look again at all
+    /// it shows.
+    pub fn alert_changes(&self) -> tokio::sync::broadcast::Receiver<SiteId> {
+        self.0.alert_changes.subscribe()
+    }
+
+    /// `site`'s alerts changed, and that is committed.
+    pub(crate) fn alert_changed(&self, site: &SiteId) {
+        // Nobody listening is not an error: no portal page is open.
+        let _ = self.0.alert_changes.send(site.clone());
     }
 
     /// Refuses commands to a bank whose agent is not connected: a door command that cannot be
@@ -554,7 +574,7 @@ impl App {
 /// What an open command is for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OpenFor<'a> {
-    pub(crate) site: &'a custody_core::SiteId,
+    pub(crate) site: &'a SiteId,
     pub(crate) compartment: &'a CompartmentRow,
     pub(crate) parcel: Option<&'a custody_core::ParcelId>,
     pub(crate) purpose: &'static str,

@@ -518,7 +518,7 @@ impl App {
             .await?;
         let mut escalated = 0;
         for alert in due {
-            let app = self.clone();
+            let (app, site) = (self.clone(), alert.site.clone());
             let done = self
                 .store()
                 .write(move |tx| {
@@ -544,6 +544,9 @@ impl App {
                     .boxed()
                 })
                 .await?;
+            if done {
+                self.alert_changed(&site);
+            }
             escalated += usize::from(done);
         }
         Ok(escalated)

@@ -9,6 +9,7 @@
 
 pub mod account;
 pub mod account_pages;
+pub mod alert_pages;
 pub mod api;
 pub mod config;
 pub mod egress;
@@ -742,6 +743,7 @@ fn table() -> Routes<ServerState> {
         .get("/", Public, Doc::plain("Redirect to the portal"), portal::root)
         .get("/static/custody.css", Public, Doc::plain("Style sheet"), portal::stylesheet)
         .get("/static/passkey.js", Public, Doc::plain("The passkey script"), portal::passkey_script)
+        .get("/static/alerts.js", Public, Doc::plain("The live alert list's script"), alert_pages::script)
         .get("/portal/login", Public, Doc::plain("Sign-in page"), portal::login_page)
         .post("/portal/login", Public, Doc::plain("Sign in"), portal::login_submit)
         .post(
@@ -814,6 +816,30 @@ fn table() -> Routes<ServerState> {
         )
         .get("/portal", Person, Doc::plain("Overview"), portal::home)
         .get("/portal/sites/{id}", StaffRead, Doc::plain("A site"), portal::site)
+        .get(
+            "/portal/sites/{id}/alerts",
+            StaffRead,
+            Doc::plain("A site's live alerts"),
+            alert_pages::alerts,
+        )
+        .get(
+            "/portal/sites/{id}/alerts/live",
+            StaffRead,
+            Doc::plain("A site's live alerts as server-sent events (`alerts`: the list's rows)"),
+            alert_pages::live,
+        )
+        .post(
+            "/portal/alerts/{id}/acknowledge",
+            Staff,
+            Doc::plain("Acknowledge an alert from the list (form)"),
+            alert_pages::acknowledge,
+        )
+        .post(
+            "/portal/alerts/{id}/resolve",
+            Staff,
+            Doc::plain("Resolve an alert from the list, saying what it was (form)"),
+            alert_pages::resolve,
+        )
         .get(
             "/portal/parcels/{id}",
             Person,

@@ -110,6 +110,7 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("GET", "/", Access::Public),
     ("GET", "/static/custody.css", Access::Public),
     ("GET", "/static/passkey.js", Access::Public),
+    ("GET", "/static/alerts.js", Access::Public),
     ("GET", "/portal/login", Access::Public),
     ("POST", "/portal/login", Access::Public),
     ("POST", "/portal/login/link", Access::Public),
@@ -127,6 +128,10 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("POST", "/portal/account/sessions/end-others", Access::Person),
     ("GET", "/portal", Access::Person),
     ("GET", "/portal/sites/{id}", Access::StaffRead),
+    ("GET", "/portal/sites/{id}/alerts", Access::StaffRead),
+    ("GET", "/portal/sites/{id}/alerts/live", Access::StaffRead),
+    ("POST", "/portal/alerts/{id}/acknowledge", Access::Staff),
+    ("POST", "/portal/alerts/{id}/resolve", Access::Staff),
     ("GET", "/portal/parcels/{id}", Access::Person),
     ("POST", "/portal/parcels/{id}/open", Access::Person),
 ];
@@ -1098,3 +1103,102 @@ backends!(badges_are_imported_listed_and_revoked_over_the_api, |t: TestStore| as
     let bad_id = post(&admin, "/api/v1/badges/nonsense/revoke".into(), json!({})).await.unwrap();
     assert_eq!(bad_id.status(), StatusCode::BAD_REQUEST);
 });
+
+/// The next server-sent event's data on `stream` (comments, as keep-alives are, skipped);
+/// `None` once the server ends the stream.
+async fn next_event(stream: &mut reqwest::Response, buffer: &mut String) -> Option<String> {
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let data: Vec<&str> = block.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+            if block.lines().any(|l| l == "event: alerts") {
+                return Some(data.join("\n"));
+            }
+            continue;
+        }
+        // Guards against a hang only: each event is due at once.
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(20), stream.chunk());
+        match chunk.await.expect("an event in time").expect("the stream") {
+            Some(bytes) => buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
+            None => return None,
+        }
+    }
+}
+
+// The portal's live list: the rows as the page shows them, again at each change, with forms to
+// acknowledge and resolve for admins only; a page left open keeps no idle session alive.
+backends!(
+    the_live_alert_list_streams_each_change_until_the_session_ends,
+    |t: TestStore| async move {
+        use custody_app::alerts::AlertAt;
+        use custody_core::alert::AlertKind;
+        let server = TestServer::start(t).await;
+        let env = &server.env;
+        let live = format!("/portal/sites/{}/alerts/live", env.site);
+        let admin = server.sign_in(&env.admin).await;
+        let mut stream = admin.client.get(server.url(&live)).send().await.unwrap();
+        assert_eq!(stream.status(), StatusCode::OK);
+        assert_eq!(stream.headers()["content-type"], "text/event-stream");
+        assert_eq!(stream.headers()["cache-control"], "no-store");
+        let mut buffer = String::new();
+        let rows = next_event(&mut stream, &mut buffer).await.unwrap();
+        assert!(rows.contains("No live alerts."), "{rows}");
+
+        let place =
+            AlertAt { site: env.site.clone(), bank: Some(env.bank.clone()), compartment: None };
+        let id = env.app.raise_alert(AlertKind::DeviceOffline, place.clone()).await.unwrap();
+        let rows = next_event(&mut stream, &mut buffer).await.unwrap();
+        assert!(rows.contains(&format!("id=\"alert-{id}\"")) && rows.contains("device offline"));
+        assert!(rows.contains("Lobby") && rows.contains(">open<"), "{rows}");
+        assert!(rows.contains("/acknowledge") && rows.contains("/resolve"), "an admin may act");
+
+        // An auditor reads the same list, with nothing to act with, and may not act.
+        let auditor = server.sign_in(&env.auditor).await;
+        let mut watching = auditor.client.get(server.url(&live)).send().await.unwrap();
+        let seen = next_event(&mut watching, &mut String::new()).await.unwrap();
+        assert!(seen.contains(&format!("alert-{id}")) && !seen.contains("<form"), "{seen}");
+        let form = [("csrf", auditor.csrf.as_str())];
+        let tried = auditor.client.post(server.url(&format!("/portal/alerts/{id}/acknowledge")));
+        assert_eq!(tried.form(&form).send().await.unwrap().status(), StatusCode::FORBIDDEN);
+
+        // A form without the session's CSRF token changes nothing; with it, the alert is Ada's.
+        let ack = format!("/portal/alerts/{id}/acknowledge");
+        let forged = admin.client.post(server.url(&ack)).form(&[("csrf", "forged")]).send().await;
+        assert_eq!(forged.unwrap().status(), StatusCode::FORBIDDEN);
+        let form = [("csrf", admin.csrf.as_str())];
+        let taken = admin.client.post(server.url(&ack)).form(&form).send().await.unwrap();
+        assert_eq!(taken.status(), StatusCode::SEE_OTHER);
+        assert_eq!(taken.headers()["location"], format!("/portal/sites/{}/alerts", env.site));
+        let rows = next_event(&mut stream, &mut buffer).await.unwrap();
+        assert!(rows.contains(">acknowledged<") && rows.contains("Ada Admin"), "{rows}");
+        assert!(!rows.contains("/acknowledge"), "taken once");
+        let again = admin.client.post(server.url(&ack)).form(&form).send().await.unwrap();
+        assert_eq!(again.status(), StatusCode::CONFLICT, "a second acknowledgement is refused");
+
+        // Resolving needs a reason; with one, the alert leaves the live list.
+        let resolve = format!("/portal/alerts/{id}/resolve");
+        let bare = admin.client.post(server.url(&resolve)).form(&form).send().await.unwrap();
+        assert_eq!(bare.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(bare.text().await.unwrap().contains("alert-notice"));
+        let reasoned = [("csrf", admin.csrf.as_str()), ("reason", "a cable cut by the builders")];
+        let done = admin.client.post(server.url(&resolve)).form(&reasoned).send().await.unwrap();
+        assert_eq!(done.status(), StatusCode::SEE_OTHER);
+        let rows = next_event(&mut stream, &mut buffer).await.unwrap();
+        assert!(rows.contains("No live alerts."), "{rows}");
+
+        // Left open past the idle timeout, the page's stream ends at the next change, and the
+        // session it looked at is over: watching is not activity.
+        let idle = env.app.config().session_idle;
+        env.clock.advance(idle * 2 / 3);
+        env.app.raise_alert(AlertKind::DeviceOffline, place.clone()).await.unwrap();
+        let rows = next_event(&mut stream, &mut buffer).await.unwrap();
+        assert!(rows.contains("device offline"), "{rows}");
+        env.clock.advance(idle * 2 / 3);
+        env.app.raise_alert(AlertKind::BruteForce, place).await.unwrap();
+        assert_eq!(next_event(&mut stream, &mut buffer).await, None, "the stream ended");
+        let page = admin.client.get(server.url(&format!("/portal/sites/{}/alerts", env.site)));
+        let page = page.send().await.unwrap();
+        assert_eq!(page.status(), StatusCode::SEE_OTHER);
+        assert_eq!(page.headers()["location"], "/portal/login");
+    }
+);

@@ -491,3 +491,90 @@ async fn a_super_admin_adds_a_passkey_after_the_authenticator_app() {
     arrive_at(browser, "/portal").await;
     browser.clone().close().await.unwrap();
 }
+
+/// Signs an admin in through the forms, with her authenticator app's code.
+async fn sign_in_admin(browser: &fantoccini::Client, server: &TestServer) {
+    sign_in_with_password(browser, server, "admin@acme.example").await;
+    browser.wait().for_element(Locator::Id("totp")).await.unwrap();
+    let code = server.env.totp_code(&server.env.admin);
+    browser.find(Locator::Id("totp")).await.unwrap().send_keys(&code).await.unwrap();
+    browser.find(Locator::Id("prove-totp")).await.unwrap().click().await.unwrap();
+    arrive_at(browser, "/portal").await;
+}
+
+/// The text of the alert's row, once the list shows it.
+async fn alert_row(browser: &fantoccini::Client, id: &custody_core::AlertId) -> String {
+    let row = format!("alert-{id}");
+    browser.wait().for_element(Locator::Id(&row)).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_admin_watches_alerts_arrive_and_takes_them_in_place() {
+    use custody_app::alerts::AlertAt;
+    use custody_core::alert::AlertKind;
+    let server = TestServer::start(custody_testkit::sqlite_store().await).await;
+    let Some(session) = browser(&server, "live alerts").await else { return };
+    let browser = &session.client;
+    let env = &server.env;
+    sign_in_admin(browser, &server).await;
+    browser.find(Locator::LinkText("Harbour House")).await.unwrap().click().await.unwrap();
+    browser.wait().for_element(Locator::Id("site-alerts")).await.unwrap().click().await.unwrap();
+    browser.wait().for_element(Locator::Id("alert-rows")).await.unwrap();
+    let live = Locator::XPath("//*[@id='live-status'][starts-with(., 'Live')]");
+    browser.wait().for_element(live).await.unwrap();
+
+    // A pry at compartment 3 appears without a reload.
+    let at = |n| AlertAt { site: env.site.clone(), bank: Some(env.bank.clone()), compartment: n };
+    let pry = env
+        .app
+        .raise_alert(
+            AlertKind::Pry,
+            at(Some(custody_core::compartment::CompartmentNumber::new(3).unwrap())),
+        )
+        .await
+        .unwrap();
+    let row = alert_row(browser, &pry).await;
+    assert!(
+        row.contains("critical") && row.contains("pry") && row.contains("Lobby, compartment 3"),
+        "{row}"
+    );
+
+    // Acknowledged from the list, it is Ada's.
+    let acknowledge = format!("#alert-{pry} button.acknowledge");
+    browser.find(Locator::Css(&acknowledge)).await.unwrap().click().await.unwrap();
+    browser
+        .wait()
+        .for_element(Locator::XPath(&format!(
+            "//tr[@id='alert-{pry}']/td[@class='state'][.='acknowledged']"
+        )))
+        .await
+        .unwrap();
+    assert!(alert_row(browser, &pry).await.contains("Ada Admin"));
+
+    // She starts writing what it was; an alert arriving meanwhile keeps what she typed.
+    let reason = format!("#alert-{pry} input[name='reason']");
+    browser
+        .find(Locator::Css(&reason))
+        .await
+        .unwrap()
+        .send_keys("a courier's trolley")
+        .await
+        .unwrap();
+    let drill = env.app.raise_alert(AlertKind::Drill, at(None)).await.unwrap();
+    assert!(alert_row(browser, &drill).await.contains("drill"));
+    let typed = browser.find(Locator::Css(&reason)).await.unwrap().prop("value").await.unwrap();
+    assert_eq!(typed.as_deref(), Some("a courier's trolley"));
+
+    // Resolved, the pry leaves the list; the drill stays for someone to look into.
+    let resolve = format!("#alert-{pry} button.resolve");
+    browser.find(Locator::Css(&resolve)).await.unwrap().click().await.unwrap();
+    let row = format!("alert-{pry}");
+    eventually("a resolved alert is not live", || async {
+        browser.find_all(Locator::Id(&row)).await.unwrap().is_empty()
+    })
+    .await;
+    assert!(alert_row(browser, &drill).await.contains("open"));
+    let resolved = env.app.alert(&custody_app::Caller::Operator, &pry).await.unwrap().alert;
+    assert_eq!(resolved.state, custody_core::alert::AlertState::Resolved);
+    browser.clone().close().await.unwrap();
+}
