@@ -318,12 +318,29 @@ impl crate::App {
         filter: &custody_store::AuditFilter,
         mut write: impl FnMut(&custody_audit::export::Line) -> std::io::Result<()>,
     ) -> Result<ExportSummary, crate::AppError> {
-        use custody_audit::export::{ExportedEntry, Line};
-        let io = |e: std::io::Error| crate::AppError::Invalid(format!("writing the export: {e}"));
+        use custody_audit::export::Line;
         // Prove against a checkpoint that covers everything written so far.
         let (checkpoint, note) = self.current_checkpoint().await?;
-        write(&Line::Checkpoint { note }).map_err(io)?;
-        let (size, mut from, mut entries) = (checkpoint.size, 0u64, 0usize);
+        write(&Line::Checkpoint { note }).map_err(export_io)?;
+        let size = checkpoint.size;
+        let mut entries = 0usize;
+        self.each_proven(filter, size, |e| {
+            entries += 1;
+            write(&Line::Entry(Box::new(e))).map_err(export_io)
+        })
+        .await?;
+        Ok(ExportSummary { entries, checkpoint_size: size })
+    }
+
+    /// Each entry that matches `filter` among the first `size`, in log order, with its
+    /// inclusion proof against the checkpoint of that size.
+    pub(crate) async fn each_proven(
+        &self,
+        filter: &custody_store::AuditFilter,
+        size: u64,
+        mut each: impl FnMut(custody_audit::export::ExportedEntry) -> Result<(), crate::AppError>,
+    ) -> Result<(), crate::AppError> {
+        let mut from = 0u64;
         loop {
             let f = filter.clone();
             let batch = self
@@ -335,12 +352,17 @@ impl crate::App {
             for stored in batch {
                 let entry = stored.entry();
                 let proof = self.inclusion_proof(entry.index, size).await?;
-                write(&Line::Entry(Box::new(ExportedEntry::new(&entry, &proof)))).map_err(io)?;
-                entries += 1;
+                each(custody_audit::export::ExportedEntry::new(&entry, &proof))?;
             }
         }
-        Ok(ExportSummary { entries, checkpoint_size: size })
+        Ok(())
     }
+}
+
+/// A failure to write an export, as the caller hears it.
+#[allow(clippy::needless_pass_by_value, reason = "the shape `map_err` takes")]
+pub(crate) fn export_io(e: std::io::Error) -> crate::AppError {
+    crate::AppError::Invalid(format!("writing the export: {e}"))
 }
 
 /// One event of a parcel's chain of custody, with its proof and whether the proof holds.
@@ -584,11 +606,26 @@ impl crate::App {
         reason: &str,
         write: impl FnMut(&custody_audit::export::Line) -> std::io::Result<()>,
     ) -> Result<ExportSummary, crate::AppError> {
-        use custody_core::audit::{AuditAction, AuditEvent, Outcome, Target};
-        let reason = custody_core::text::Reason::parse(reason).map_err(crate::AppError::invalid)?;
         let Some(site) = filter.site.clone() else {
             return Err(crate::AppError::Invalid("name the site whose entries to export".into()));
         };
+        self.export_on_record(caller, &site, reason, None).await?;
+        self.export_audit(filter, write).await
+    }
+
+    /// Lets `caller` export entries of `site` if they may see it and stepped up, and records
+    /// that they did (`audit.export`, with `what` as its reason and their `reason` sealed to
+    /// them), before anything is written. A refusal is recorded too.
+    pub(crate) async fn export_on_record(
+        &self,
+        caller: &crate::Caller,
+        site: &custody_core::SiteId,
+        reason: &str,
+        what: Option<String>,
+    ) -> Result<(), crate::AppError> {
+        use custody_core::audit::{AuditAction, AuditEvent, Outcome, Target};
+        let reason = custody_core::text::Reason::parse(reason).map_err(crate::AppError::invalid)?;
+        let site = site.clone();
         let site = self
             .store()
             .read(move |tx| async move { tx.site(&site).await }.boxed())
@@ -612,7 +649,7 @@ impl crate::App {
                         action: AuditAction::AuditExport,
                         target,
                         outcome: Outcome::Success,
-                        reason: None,
+                        reason: what,
                         personal: None,
                     };
                     if let Some(subject) = subject {
@@ -623,7 +660,6 @@ impl crate::App {
                 }
                 .boxed()
             })
-            .await?;
-        self.export_audit(filter, write).await
+            .await
     }
 }

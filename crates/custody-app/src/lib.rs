@@ -20,6 +20,7 @@ pub mod bulk;
 pub mod couriers;
 pub mod devices;
 pub mod factors;
+pub mod incident;
 pub mod links;
 pub mod lockdown;
 pub mod notify;

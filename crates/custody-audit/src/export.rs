@@ -5,6 +5,12 @@
 //! `{"type":"entry","index":…,"entry":base64,"proof":[hex…],…readable fields}`. The readable
 //! fields are for people and spreadsheets; the verifier checks that they say what the hashed
 //! bytes say.
+//!
+//! An incident's bundle adds one `{"type":"incident",…}` line: the alert as the server holds it,
+//! and its timeline, each event naming the index of the audit entry that records it. The
+//! verifier checks that every event is backed by a proven entry in the file, at the same time,
+//! naming the alert; that no entry backs two events; and that the first event's entry names the
+//! alert's kind. The alert's row is the server's word; its timeline is the log's.
 
 use data_encoding::{BASE64, HEXLOWER};
 use serde::{Deserialize, Serialize};
@@ -24,6 +30,51 @@ pub enum Line {
     },
     /// An entry and its inclusion proof.
     Entry(Box<ExportedEntry>),
+    /// The incident a bundle is about.
+    Incident(Box<Incident>),
+}
+
+/// An alert and its timeline, in an incident's bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Incident {
+    /// The alert's id.
+    pub id: String,
+    /// What it is about (`pry`, `device_offline`, …).
+    pub kind: String,
+    /// How serious.
+    pub severity: String,
+    /// Where it stood when exported.
+    pub state: String,
+    /// Site id.
+    pub site: String,
+    /// Bank id, unless it concerns the site as a whole.
+    pub bank: Option<String>,
+    /// Compartment number, unless it concerns the bank as a whole.
+    pub compartment: Option<u16>,
+    /// Who acknowledged it.
+    pub owner: Option<String>,
+    /// Readings that raised or joined it.
+    pub readings: u64,
+    /// Raised, RFC 3339 UTC.
+    pub raised_at: String,
+    /// What happened to it, in order.
+    pub timeline: Vec<IncidentEvent>,
+}
+
+/// One event of an incident's timeline. Its words (a note, a resolution's reason) stay on the
+/// server: they may name people. The entry it names carries them sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentEvent {
+    /// When, RFC 3339 UTC.
+    pub at: String,
+    /// Who (a person's or device's id, or `system`).
+    pub who: String,
+    /// What (`raised`, `reading`, `acknowledged`, `notified`, `locked_down`, `resolved`, …).
+    pub what: String,
+    /// The index of the audit entry that records it.
+    pub entry: u64,
 }
 
 /// An entry as exported.
@@ -62,8 +113,8 @@ pub struct ExportedEntry {
     pub sealed_subject: Option<String>,
 }
 
-/// Milliseconds since the epoch as RFC 3339 UTC.
-fn rfc3339(at_ms: i64) -> String {
+/// Milliseconds since the epoch as RFC 3339 UTC, as every time in an export is written.
+pub fn rfc3339(at_ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
@@ -110,6 +161,9 @@ pub struct VerifiedExport {
     pub checkpoint: Checkpoint,
     /// Number of entries verified.
     pub entries: usize,
+    /// The incident, if the file is an incident's bundle: its timeline checked against the
+    /// entries.
+    pub incident: Option<Incident>,
 }
 
 /// Verifies an export: the checkpoint's signature by `verifier`, and for each entry that its
@@ -122,16 +176,23 @@ pub fn verify_export(text: &str, verifier: &NoteVerifier) -> Result<VerifiedExpo
         Ok(Line::Checkpoint { note }) => verifier
             .open_checkpoint(&note, verifier.name())
             .map_err(|e| err(n + 1, e.to_string()))?,
-        Ok(Line::Entry(_)) => {
+        Ok(Line::Entry(_) | Line::Incident(_)) => {
             return Err(err(n + 1, "the first line must be the checkpoint".into()));
         }
         Err(e) => return Err(err(n + 1, format!("not an export line: {e}"))),
     };
     let mut count = 0;
+    let mut incident = None;
+    let mut proven = std::collections::BTreeMap::new();
     for (n, line) in lines {
         let exported = match serde_json::from_str::<Line>(line) {
             Ok(Line::Entry(e)) => e,
             Ok(Line::Checkpoint { .. }) => return Err(err(n + 1, "a second checkpoint".into())),
+            Ok(Line::Incident(i)) if incident.is_none() => {
+                incident = Some((n + 1, i));
+                continue;
+            }
+            Ok(Line::Incident(_)) => return Err(err(n + 1, "a second incident".into())),
             Err(e) => return Err(err(n + 1, format!("not an export line: {e}"))),
         };
         let bytes = BASE64
@@ -159,9 +220,58 @@ pub fn verify_export(text: &str, verifier: &NoteVerifier) -> Result<VerifiedExpo
         .map_err(|e| {
             err(n + 1, format!("entry {} is not in the checkpointed log: {e}", entry.index))
         })?;
+        proven.insert(entry.index, readable);
         count += 1;
     }
-    Ok(VerifiedExport { checkpoint, entries: count })
+    let incident = match incident {
+        Some((line, i)) => {
+            check_incident(&i, &proven).map_err(|problem| err(line, problem))?;
+            Some(*i)
+        }
+        None => None,
+    };
+    Ok(VerifiedExport { checkpoint, entries: count, incident })
+}
+
+/// Checks an incident's timeline against the proven entries, by index.
+fn check_incident(
+    incident: &Incident,
+    proven: &std::collections::BTreeMap<u64, ExportedEntry>,
+) -> Result<(), String> {
+    let names_alert = |e: &ExportedEntry| {
+        e.reason.as_deref().is_some_and(|r| r.split(':').any(|part| part == incident.id))
+    };
+    let mut used = std::collections::BTreeSet::new();
+    for (n, event) in incident.timeline.iter().enumerate() {
+        let what = &event.what;
+        let entry = proven.get(&event.entry).ok_or_else(|| {
+            format!(
+                "timeline event {} ({what}) names entry {}, not in the file",
+                n + 1,
+                event.entry
+            )
+        })?;
+        if entry.at != event.at || !names_alert(entry) {
+            return Err(format!(
+                "timeline event {} ({what}) is not what entry {} records",
+                n + 1,
+                event.entry
+            ));
+        }
+        if !used.insert(event.entry) {
+            return Err(format!("entry {} backs two timeline events", event.entry));
+        }
+    }
+    let first = incident
+        .timeline
+        .first()
+        .and_then(|e| proven.get(&e.entry))
+        .ok_or("the incident has no timeline")?;
+    let raised = format!("{}:{}:", incident.id, incident.kind);
+    if !first.reason.as_deref().is_some_and(|r| r.starts_with(&raised)) {
+        return Err(format!("the log does not say the alert was a {}", incident.kind));
+    }
+    Ok(())
 }
 
 /// Escapes one CSV cell (RFC 4180 quoting) and defuses spreadsheet formulas: a cell starting
@@ -276,6 +386,66 @@ mod tests {
         // Someone else's name put on the sealed data: caught.
         let moved = text.replacen("per_ann", "per_bob", 1);
         assert_eq!(verify_export(&moved, &verifier).unwrap_err().line, 2);
+    }
+
+    #[test]
+    fn an_incidents_timeline_must_be_what_the_log_records() {
+        let mut entries: Vec<Entry> = (0..9).map(|i| entry(i, "alert.raise")).collect();
+        entries[2].reason = Some("alr_1:pry:raised".into());
+        entries[4].reason = Some("alert:alr_1:pry".into());
+        entries[6].reason = Some("alr_1:pry".into());
+        entries[7].reason = Some("alr_2:drill:raised".into());
+        let (text, verifier) = export(&entries, &[2, 4, 6, 7]);
+        let event = |i: usize, what: &str| IncidentEvent {
+            at: rfc3339(entries[i].at_ms),
+            who: "system".into(),
+            what: what.into(),
+            entry: u64::try_from(i).unwrap(),
+        };
+        let incident = |kind: &str, timeline: Vec<IncidentEvent>| {
+            let line = Line::Incident(Box::new(Incident {
+                id: "alr_1".into(),
+                kind: kind.into(),
+                severity: "critical".into(),
+                state: "resolved".into(),
+                site: "sit_1".into(),
+                bank: Some("bnk_1".into()),
+                compartment: Some(3),
+                owner: None,
+                readings: 1,
+                raised_at: rfc3339(entries[2].at_ms),
+                timeline,
+            }));
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            lines.insert(1, serde_json::to_string(&line).unwrap());
+            lines.join("\n")
+        };
+        let good = vec![event(2, "raised"), event(4, "locked_down"), event(6, "resolved")];
+        let checked = verify_export(&incident("pry", good.clone()), &verifier).unwrap();
+        assert_eq!(checked.entries, 4);
+        assert_eq!(checked.incident.unwrap().timeline.len(), 3);
+
+        let refused = |text: String| verify_export(&text, &verifier).unwrap_err();
+        // Called something else than the log says it was.
+        assert_eq!(refused(incident("impact", good.clone())).line, 2);
+        // An event the file does not back, or another alert's entry, or a moved time.
+        let mut missing = good.clone();
+        missing[1].entry = 5;
+        assert!(refused(incident("pry", missing)).problem.contains("not in the file"));
+        let mut foreign = good.clone();
+        foreign[2] = event(7, "resolved");
+        assert!(refused(incident("pry", foreign)).problem.contains("not what entry 7 records"));
+        let mut moved = good.clone();
+        moved[2].at = rfc3339(entries[6].at_ms + 60_000);
+        assert!(refused(incident("pry", moved)).problem.contains("not what entry 6"));
+        // One entry backing two events; no timeline at all; two incidents in one file.
+        let mut twice = good.clone();
+        twice.push(event(6, "note"));
+        assert!(refused(incident("pry", twice)).problem.contains("backs two"));
+        assert!(refused(incident("pry", Vec::new())).problem.contains("no timeline"));
+        let doubled = incident("pry", good);
+        let second = doubled.lines().nth(1).unwrap().to_owned();
+        assert!(refused(format!("{doubled}\n{second}")).problem.contains("a second incident"));
     }
 
     #[test]

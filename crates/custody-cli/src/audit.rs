@@ -119,6 +119,8 @@ async fn export(data: &Path, url: Option<&str>, command: Command) -> anyhow::Res
                     note.clone_from(n);
                     Ok(())
                 }
+                // Only an incident's bundle has one, and it is JSON Lines.
+                Line::Incident(_) => Ok(()),
                 Line::Entry(e) => {
                     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
                     let cells = [
@@ -180,6 +182,17 @@ fn verify_file(file: &Path, key: Option<&str>) -> anyhow::Result<ExitCode> {
                 "intact: {} entries, each proved in the signed checkpoint of {} entries",
                 v.entries, v.checkpoint.size
             );
+            if let Some(i) = v.incident {
+                println!(
+                    "incident {}: {} {} alert, {}; its timeline of {} events is what the log \
+                     records",
+                    i.id,
+                    i.severity,
+                    i.kind.replace('_', " "),
+                    i.state,
+                    i.timeline.len()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {

@@ -402,3 +402,98 @@ async fn bench_kiosk_times_every_kind_of_failure() {
     }
     assert!(figures["attempts_over_floor"].as_u64().is_some());
 }
+
+// An incident exported over the API (a pry that locked its bank down, taken and resolved) is
+// one file that `custody audit verify` checks offline with the checkpoint key alone; a forged
+// timeline or a missing entry fails it.
+#[tokio::test]
+async fn an_incidents_bundle_verifies_offline_and_a_forged_one_fails() {
+    use serde_json::{Value, json};
+    let server = custody_testkit::TestServer::start(custody_testkit::sqlite_store().await).await;
+    let env = &server.env;
+    let agent = server.agent().await;
+    let admin = server.sign_in(&env.admin).await;
+    let post = |path: String, body: Value| {
+        admin.client.post(server.url(&path)).header("x-csrf-token", &admin.csrf).json(&body).send()
+    };
+    let rule = json!({"kind": "pry", "min_severity": "high", "scope": "bank"});
+    let set = post(format!("/api/v1/sites/{}/lockdown-rules", env.site), rule).await.unwrap();
+    assert_eq!(set.status(), 200);
+    agent.handle.sensor(custody_core::alert::AlertKind::Pry, Some(2)).await;
+    let live = format!("/api/v1/sites/{}/alerts?live=true", env.site);
+    let listed = || async {
+        let answer = admin.client.get(server.url(&live)).send().await.unwrap();
+        answer.json::<Value>().await.unwrap()
+    };
+    custody_testkit::eventually("the pry is an alert", || async {
+        listed().await.as_array().is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    let id = listed().await[0]["id"].as_str().unwrap().to_owned();
+    let acknowledged = post(format!("/api/v1/alerts/{id}/acknowledge"), json!({})).await.unwrap();
+    assert_eq!(acknowledged.status(), 200);
+    let reason = json!({"reason": "a courier's trolley against the door"});
+    let resolved = post(format!("/api/v1/alerts/{id}/resolve"), reason).await.unwrap();
+    assert_eq!(resolved.status(), 200);
+
+    let export = format!("/api/v1/alerts/{id}/export");
+    let bare = post(export.clone(), json!({"reason": ""})).await.unwrap();
+    assert_eq!(bare.status(), 422, "an export needs a reason");
+    let ann = server.sign_in(&env.ann).await;
+    let theirs = ann.client.post(server.url(&export)).header("x-csrf-token", &ann.csrf);
+    let theirs = theirs.json(&json!({"reason": "curious"})).send().await.unwrap();
+    assert_eq!(theirs.status(), 403, "a resident exports nothing");
+    let bundle = post(export, json!({"reason": "for the insurer"})).await.unwrap();
+    assert_eq!(bundle.status(), 200);
+    assert_eq!(
+        bundle.headers()["content-disposition"],
+        format!("attachment; filename=\"incident-{id}.jsonl\"")
+    );
+    let bundle = bundle.text().await.unwrap();
+    let lines: Vec<Value> = bundle.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let incident = &lines[1];
+    assert_eq!(incident["type"], "incident");
+    let steps: Vec<&str> = incident["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["raised", "locked_down", "acknowledged", "resolved"]);
+    let actions: Vec<&str> = lines[2..].iter().map(|l| l["action"].as_str().unwrap()).collect();
+    for action in
+        ["alert.raise", "lockdown.engage", "alert.acknowledge", "alert.resolve", "audit.export"]
+    {
+        assert!(actions.contains(&action), "the bundle lacks {action}: {actions:?}");
+    }
+    assert!(!bundle.contains("trolley"), "the resolution's words travel sealed only");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (file, key) = (dir.path().join("incident.jsonl"), dir.path().join("checkpoint.vkey"));
+    std::fs::write(&key, env.app.checkpoint_verifier_key()).unwrap();
+    let args = ["audit", "verify", file.to_str().unwrap(), "--key", key.to_str().unwrap()];
+    let verify = |contents: String| {
+        std::fs::write(&file, contents).unwrap();
+        custody(dir.path(), &args)
+    };
+    let ok = verify(bundle.clone()).await;
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(
+        text(&ok).contains(&format!(
+            "incident {id}: critical pry alert, resolved; its timeline of 4 events"
+        )),
+        "{}",
+        text(&ok)
+    );
+
+    // Said to be something else, or missing the entry of its lockdown: refused, with the line.
+    let relabelled = bundle.replacen("\"kind\":\"pry\"", "\"kind\":\"impact\"", 1);
+    let bad = verify(relabelled).await;
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(text(&bad).contains("line 2") && text(&bad).contains("impact"), "{}", text(&bad));
+    let without: Vec<&str> =
+        bundle.lines().filter(|l| !l.contains("\"action\":\"lockdown.engage\"")).collect();
+    let bad = verify(without.join("\n")).await;
+    assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
+    assert!(text(&bad).contains("not in the file"), "{}", text(&bad));
+}

@@ -620,6 +620,38 @@ pub async fn resolve_alert(
     Ok(Json(alert_view(&state.app.resolve_alert(staff.caller(), &id, &body.reason).await?)))
 }
 
+/// An incident's bundle: the alert, its timeline and the audit entries around it with their
+/// proofs, after the checkpoint, one JSON line each; `custody audit verify` checks it offline.
+pub async fn export_incident(
+    State(state): State<ServerState>,
+    StaffRead(reader): StaffRead,
+    Path(id): Path<String>,
+    Json(body): Json<ReasonRequest>,
+) -> Result<Response, ApiError> {
+    let id: AlertId = parse_id(&id, "alert")?;
+    let mut out = Vec::new();
+    state
+        .app
+        .export_incident(reader.caller(), &id, &body.reason, |line| {
+            serde_json::to_writer(&mut out, line).map_err(std::io::Error::other)?;
+            out.push(b'\n');
+            Ok(())
+        })
+        .await?;
+    let file = format!("attachment; filename=\"incident-{id}.jsonl\"");
+    let disposition =
+        HeaderValue::from_str(&file).unwrap_or(HeaderValue::from_static("attachment"));
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        out,
+    )
+        .into_response())
+}
+
 fn endpoint_view(e: &custody_store::EndpointRow) -> AlertEndpointView {
     AlertEndpointView {
         id: e.id.to_string(),

@@ -531,6 +531,17 @@ fn table() -> Routes<ServerState> {
                 .taking("ReasonRequest"),
             api::resolve_alert,
         )
+        .post(
+            "/api/v1/alerts/{id}/export",
+            StaffRead,
+            Doc::plain(
+                "Export an incident: the alert, its timeline and the audit entries around it with \
+                 proofs (JSON lines, verified by `custody audit verify`); needs a step-up and a \
+                 reason",
+            )
+            .taking("ReasonRequest"),
+            api::export_incident,
+        )
         .get(
             "/api/v1/banks/{id}/devices",
             StaffRead,

@@ -78,6 +78,7 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/alerts/{id}/acknowledge", Access::Staff),
     ("POST", "/api/v1/alerts/{id}/notes", Access::Staff),
     ("POST", "/api/v1/alerts/{id}/resolve", Access::Staff),
+    ("POST", "/api/v1/alerts/{id}/export", Access::StaffRead),
     ("GET", "/api/v1/banks/{id}/devices", Access::StaffRead),
     ("POST", "/api/v1/devices/{id}/revoke", Access::Staff),
     ("GET", "/api/v1/sites/{id}/badges", Access::StaffRead),
