@@ -157,6 +157,73 @@ pub async fn alerts(
     page(&state, &s, &id, None).await
 }
 
+/// One event of an alert's timeline on its page.
+struct TimelineLine {
+    at: String,
+    who: String,
+    what: String,
+    note: String,
+}
+
+#[derive(Template)]
+#[template(path = "alert.html")]
+struct AlertPage {
+    nav: Nav,
+    site: SiteRow,
+    line: AlertLine,
+    timeline: Vec<TimelineLine>,
+    manage: bool,
+    csrf: String,
+}
+
+/// One alert and its timeline: where every notification's link leads.
+pub async fn alert(
+    State(state): State<ServerState>,
+    PortalUser(s): PortalUser,
+    Path(id): Path<String>,
+) -> Response {
+    let n = nav(&state.app, &s);
+    if !is_staff(s.person().role) {
+        return error_page(&AppError::Forbidden, Some(n));
+    }
+    let Ok(id) = AlertId::parse(&id) else { return error_page(&AppError::NotFound, Some(n)) };
+    let found = match state.app.alert(s.caller(), &id).await {
+        Ok(found) => found,
+        Err(e) => return error_page(&e, Some(n)),
+    };
+    let site = match state.app.site_overview(s.caller(), &found.alert.site).await {
+        Ok((site, _)) => site,
+        Err(e) => return error_page(&e, Some(n)),
+    };
+    let board = match state.app.alert_board(s.caller(), &found.alert.site).await {
+        Ok(mut board) => {
+            board.alerts = vec![found.alert.clone()];
+            board
+        }
+        Err(e) => return error_page(&e, Some(n)),
+    };
+    let Some(line) = lines(&board).pop() else { return error_page(&AppError::NotFound, Some(n)) };
+    let timeline = found
+        .timeline
+        .iter()
+        .map(|e| TimelineLine {
+            at: views::rfc3339(e.at),
+            who: e.actor.clone(),
+            what: e.what.replace('_', " "),
+            note: e.note.clone().unwrap_or_default(),
+        })
+        .collect();
+    let page = AlertPage {
+        nav: n,
+        site,
+        line,
+        timeline,
+        manage: matches!(s.person().role, Role::Admin | Role::SuperAdmin),
+        csrf: state.app.csrf_token(&s.token),
+    };
+    render(&page, StatusCode::OK)
+}
+
 /// What a live stream carries between updates.
 struct Live {
     app: App,
@@ -248,6 +315,9 @@ pub struct StepForm {
     csrf: String,
     #[serde(default)]
     reason: String,
+    /// `alert` to come back to the alert's page rather than the list.
+    #[serde(default)]
+    back: String,
 }
 
 /// Acknowledge or resolve from the list; back to the list, or the list with what went wrong.
@@ -270,6 +340,9 @@ async fn step(
         state.app.acknowledge_alert(caller, &id).await
     };
     match done {
+        Ok(alert) if form.back == "alert" => {
+            Redirect::to(&format!("/portal/alerts/{}", alert.id)).into_response()
+        }
         Ok(alert) => Redirect::to(&format!("/portal/sites/{}/alerts", alert.site)).into_response(),
         Err(e @ (AppError::Conflict { .. } | AppError::Invalid(_))) => {
             let status = if matches!(e, AppError::Invalid(_)) {

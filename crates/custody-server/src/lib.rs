@@ -839,6 +839,12 @@ fn table() -> Routes<ServerState> {
             Doc::plain("A site's live alerts as server-sent events (`alerts`: the list's rows)"),
             alert_pages::live,
         )
+        .get(
+            "/portal/alerts/{id}",
+            StaffRead,
+            Doc::plain("An alert and its timeline (where notifications link)"),
+            alert_pages::alert,
+        )
         .post(
             "/portal/alerts/{id}/acknowledge",
             Staff,

@@ -131,6 +131,7 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("GET", "/portal/sites/{id}", Access::StaffRead),
     ("GET", "/portal/sites/{id}/alerts", Access::StaffRead),
     ("GET", "/portal/sites/{id}/alerts/live", Access::StaffRead),
+    ("GET", "/portal/alerts/{id}", Access::StaffRead),
     ("POST", "/portal/alerts/{id}/acknowledge", Access::Staff),
     ("POST", "/portal/alerts/{id}/resolve", Access::Staff),
     ("GET", "/portal/parcels/{id}", Access::Person),
@@ -1176,14 +1177,28 @@ backends!(
         let again = admin.client.post(server.url(&ack)).form(&form).send().await.unwrap();
         assert_eq!(again.status(), StatusCode::CONFLICT, "a second acknowledgement is refused");
 
+        // Its page, where every notification links: the alert and its timeline.
+        let page = admin.client.get(server.url(&format!("/portal/alerts/{id}"))).send().await;
+        let page = page.unwrap().text().await.unwrap();
+        assert!(page.contains("<strong>raised</strong>"), "{page}");
+        assert!(page.contains("<strong>acknowledged</strong>") && page.contains("id=\"resolve\""));
+        let ann = server.sign_in(&env.ann).await;
+        let theirs = ann.client.get(server.url(&format!("/portal/alerts/{id}"))).send().await;
+        assert_eq!(theirs.unwrap().status(), StatusCode::FORBIDDEN);
+
         // Resolving needs a reason; with one, the alert leaves the live list.
         let resolve = format!("/portal/alerts/{id}/resolve");
         let bare = admin.client.post(server.url(&resolve)).form(&form).send().await.unwrap();
         assert_eq!(bare.status(), StatusCode::UNPROCESSABLE_ENTITY);
         assert!(bare.text().await.unwrap().contains("alert-notice"));
-        let reasoned = [("csrf", admin.csrf.as_str()), ("reason", "a cable cut by the builders")];
+        let reasoned = [
+            ("csrf", admin.csrf.as_str()),
+            ("reason", "a cable cut by the builders"),
+            ("back", "alert"),
+        ];
         let done = admin.client.post(server.url(&resolve)).form(&reasoned).send().await.unwrap();
         assert_eq!(done.status(), StatusCode::SEE_OTHER);
+        assert_eq!(done.headers()["location"], format!("/portal/alerts/{id}"));
         let rows = next_event(&mut stream, &mut buffer).await.unwrap();
         assert!(rows.contains("No live alerts."), "{rows}");
 
