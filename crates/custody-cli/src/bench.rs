@@ -32,6 +32,10 @@ pub(crate) enum Command {
     /// password and for an unknown address, through the real use case, and whether the two can
     /// be told apart, beside one bare Argon2 verification.
     SignIn(SignInArgs),
+    /// Tamper alerts: the time from a reading at a bank's agent to the site's webhook and to
+    /// its syslog receiver, under bursts of alerts, beside one bare webhook POST, one bare
+    /// syslog message and one bare durable commit.
+    Alerts(crate::bench_alerts::AlertsArgs),
 }
 
 /// `custody bench sign-in`.
@@ -75,7 +79,7 @@ pub(crate) struct AuditArgs {
     json: bool,
 }
 
-fn stopwatch() -> Instant {
+pub(crate) fn stopwatch() -> Instant {
     #[allow(clippy::disallowed_methods, reason = "a benchmark measures wall time")]
     Instant::now()
 }
@@ -108,7 +112,7 @@ fn event(i: u64) -> AuditEvent {
     }
 }
 
-fn bar(len: u64, what: &str, json: bool) -> ProgressBar {
+pub(crate) fn bar(len: u64, what: &str, json: bool) -> ProgressBar {
     let bar = if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ProgressBar::hidden()
     } else {
@@ -123,7 +127,7 @@ fn bar(len: u64, what: &str, json: bool) -> ProgressBar {
     bar
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -142,7 +146,7 @@ fn per_second(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
@@ -289,6 +293,7 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Audit(args) => args,
         Command::Kiosk(args) => return Box::pin(kiosk(&args)).await,
         Command::SignIn(args) => return Box::pin(sign_in(&args)).await,
+        Command::Alerts(args) => return Box::pin(crate::bench_alerts::run(&args)).await,
     };
     anyhow::ensure!(
         args.writers > 0 && args.appends >= args.writers,
@@ -574,7 +579,7 @@ async fn kiosk_attempts(
 
 /// The raw limit: one row committed durably to a fresh SQLite file, nothing else; 50 times,
 /// sorted.
-async fn raw_commits(dir: &std::path::Path) -> anyhow::Result<Vec<Duration>> {
+pub(crate) async fn raw_commits(dir: &std::path::Path) -> anyhow::Result<Vec<Duration>> {
     let mut raw = Vec::new();
     for i in 0..50 {
         let row = (vec![0u8; 300], vec![0u8; 32]);

@@ -29,9 +29,10 @@ use custody_agent::hardware::{self, BoardDriver, Layout, SensorEvent, SimulatedB
 use custody_agent::osdp::{MemoryBus, OsdpConfig, OsdpReader, SimulatedReader};
 use custody_app::admin::{CompartmentSpec, NewPerson};
 use custody_app::auth::Client;
+use custody_app::notify::NewEndpoint;
 use custody_app::setup::DataDir;
 use custody_app::{App, AppConfig, Caller};
-use custody_core::alert::AlertKind;
+use custody_core::alert::{AlertKind, Channel, Severity};
 use custody_core::badge::{BadgeNumber, ReaderKind};
 use custody_core::compartment::{DoorState, SizeClass};
 use custody_core::person::Role;
@@ -42,6 +43,8 @@ use custody_crypto::{Rng, SystemClock};
 use custody_proto::device::CourierAction;
 use custody_server::outbox::{Transport, Workers};
 use custody_server::{Listen, Running};
+
+use crate::receivers::Receivers;
 use data_encoding::BASE32_NOPAD;
 use futures_util::FutureExt as _;
 use serde_json::{Value, json};
@@ -191,6 +194,8 @@ struct Demo {
     /// The staff's authenticator apps: e-mail, seed, and the step whose code was used last.
     authenticators: Vec<(&'static str, TotpSeed, std::sync::Mutex<u64>)>,
     outbox: PathBuf,
+    /// The site's webhook and syslog receivers: alerts' notifications arrive there.
+    receivers: tokio::sync::Mutex<Receivers>,
     data: DataDir,
     _temp: Option<tempfile::TempDir>,
 }
@@ -337,6 +342,17 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
     add_people(&app, &org, &site, &carrier).await?;
     let authenticators = add_authenticators(&app, &clock).await?;
 
+    let receivers = Receivers::start().await?;
+    for (channel, target) in [
+        (Channel::Webhook, receivers.webhook_url.clone()),
+        (Channel::Syslog, receivers.syslog_target.clone()),
+    ] {
+        let new = NewEndpoint { channel, target, min_severity: Severity::High };
+        if let Some(secret) = app.add_alert_endpoint(&op, &site, new).await?.secret {
+            receivers.set_secret(&secret)?;
+        }
+    }
+
     let (cert_pem, key_pem) = data.server_tls()?;
     let outbox = temp.path().join("outbox");
     let workers = Workers {
@@ -348,7 +364,7 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
         // The tour moves its clock on by days; banks it takes offline on purpose are not
         // alerts.
         heartbeats: false,
-        alerts: None,
+        alerts: Some(receivers.senders()?),
     };
     let running = custody_server::start(
         app.clone(),
@@ -377,6 +393,7 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
         carrier_token,
         authenticators,
         outbox,
+        receivers: tokio::sync::Mutex::new(receivers),
         data,
         _temp: Some(temp),
     })
@@ -451,6 +468,13 @@ pub(crate) async fn run(data: &Path, url: Option<&str>, args: Args) -> anyhow::R
     );
     println!("  carrier key: {}", demo.carrier_token.as_str());
     println!("  e-mails:     {}", demo.outbox.display());
+    {
+        let receivers = demo.receivers.lock().await;
+        println!(
+            "  alerts:      high and critical to the webhook {} and syslog over TLS at {}",
+            receivers.webhook_url, receivers.syslog_target
+        );
+    }
     println!("  database:    {}", demo.app.store().backend().as_str());
     match args.scenario {
         Some(Scenario::Tour) => match tour(&demo).await {
@@ -797,6 +821,7 @@ async fn pry_at_night(t: &mut Tour<'_>, at: usize) -> anyhow::Result<()> {
     ));
 
     let id = pry["id"].as_str().context("alert id")?;
+    notified(t, id).await?;
     for (step, body) in [
         ("acknowledge", json!({})),
         ("notes", json!({"note": "camera 1 shows a man with a crowbar, gone at 03:14"})),
@@ -808,6 +833,23 @@ async fn pry_at_night(t: &mut Tour<'_>, at: usize) -> anyhow::Result<()> {
         ensure!(status == 200, "{step} the alert: {status} {body}");
     }
     t.ok("Ada takes the alert, notes what the camera shows, and resolves it");
+
+    let export = format!("/api/v1/alerts/{id}/export");
+    let reason = json!({"reason": "for the police report"});
+    let (status, bundle) =
+        t.call(reqwest::Method::POST, &export, Auth::Session(&ada), Some(reason)).await?;
+    let bundle = bundle.as_str().filter(|_| status == 200);
+    let bundle = bundle.with_context(|| format!("exporting the incident: {status}"))?;
+    let key = custody_audit::checkpoint::NoteVerifier::parse(&demo.app.checkpoint_verifier_key())?;
+    let verified = custody_audit::export::verify_export(bundle, &key)?;
+    let incident = verified.incident.context("the bundle's incident")?;
+    t.ok(&format!(
+        "Ada exports the incident for the police: the alert, its timeline of {} events, each \
+         backed by one of {} audit entries with proofs; the file verifies offline with the \
+         checkpoint key alone",
+        incident.timeline.len(),
+        verified.entries
+    ));
 
     let lift = format!("/api/v1/banks/{}/lockdown/lift", bank.id);
     let reason = json!({"reason": "lock checked on site after the pry alarm"});
@@ -829,6 +871,27 @@ async fn pry_at_night(t: &mut Tour<'_>, at: usize) -> anyhow::Result<()> {
          the {} opens again",
         bank.name
     ));
+    Ok(())
+}
+
+/// Waits for alert `id` at the site's webhook (its signature checked with the endpoint's
+/// secret) and at its syslog receiver (over TLS, as a CEF event).
+async fn notified(t: &mut Tour<'_>, id: &str) -> anyhow::Result<()> {
+    let mut receivers = t.demo.receivers.lock().await;
+    let (mut webhook, mut syslog) = (false, false);
+    while !(webhook && syslog) {
+        let arrival = tokio::time::timeout(Duration::from_secs(10), receivers.arrivals.recv())
+            .await
+            .with_context(|| format!("alert {id}: webhook {webhook}, syslog {syslog}"))?
+            .context("the alert receivers stopped")?;
+        if arrival.alert != id {
+            continue;
+        }
+        ensure!(arrival.authentic, "the {} of alert {id} is not authentic", arrival.channel);
+        webhook |= arrival.channel == "webhook";
+        syslog |= arrival.channel == "syslog";
+    }
+    t.ok("It reaches the site's webhook, signed (the signature checks out), and its SIEM by syslog over TLS, at once");
     Ok(())
 }
 

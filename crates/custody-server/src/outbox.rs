@@ -16,6 +16,7 @@ use custody_app::outbox::Message;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters, TlsVersion};
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Tokio1Executor};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
 
 /// How the SMTP connection is protected.
@@ -303,7 +304,8 @@ pub async fn self_check_once(
     Ok(finding)
 }
 
-/// How often alerts' outbox is polled: a pry is news within seconds.
+/// How often alerts' outbox is looked at though no alert changed here: retries falling due,
+/// and alerts raised through another server.
 pub const ALERTS_POLL: Duration = Duration::from_secs(1);
 
 /// Which background workers to run.
@@ -333,9 +335,17 @@ impl Workers {
         if let Some(senders) = self.alerts {
             let app = app.clone();
             tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(ALERTS_POLL);
+                // A new alert's notifications are committed with it; the worker goes at once
+                // rather than at the next tick.
+                let mut changes = app.alert_changes();
+                let (mut tick, mut open) = (tokio::time::interval(ALERTS_POLL), true);
                 loop {
-                    tick.tick().await;
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        heard = changes.recv(), if open => {
+                            open = !matches!(heard, Err(RecvError::Closed));
+                        }
+                    }
                     if let Err(e) = crate::fanout::deliver_alerts(&app, &senders).await {
                         tracing::error!(error = %e, "alert notification pass failed");
                     }
