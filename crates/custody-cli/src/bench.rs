@@ -385,6 +385,30 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The bench's organisation, site and bank, with `compartments` small compartments numbered
+/// from 1.
+pub(crate) async fn bench_bank(
+    app: &App,
+    compartments: u16,
+) -> anyhow::Result<(custody_core::OrgId, SiteId, BankId)> {
+    use custody_app::admin::CompartmentSpec;
+    use custody_core::compartment::SizeClass;
+    let op = Caller::Operator;
+    let org = app.create_org(&op, "Bench Living").await?.id;
+    let site = app.create_site(&op, &org, "Bench House", "Europe/Berlin", None).await?.id;
+    let bank = app.create_bank(&op, &site, "Lobby").await?.id;
+    let specs: Vec<CompartmentSpec> = (1..=compartments)
+        .map(|number| CompartmentSpec {
+            number,
+            size: SizeClass::Small,
+            accessible: false,
+            refrigerated: false,
+        })
+        .collect();
+    app.add_compartments(&op, &bank, &specs).await?;
+    Ok((org, site, bank))
+}
+
 /// The kinds of failed pickup entry whose answers must look alike (DESIGN.md §4 invariant 5),
 /// each with an entry that produces it.
 const FAILURE_KINDS: [&str; 5] = ["malformed", "unknown", "used", "revoked", "expired"];
@@ -395,22 +419,11 @@ async fn kiosk_site(
     app: &App,
     clock: &ManualClock,
 ) -> anyhow::Result<(Caller, SiteId, Vec<String>)> {
-    use custody_app::admin::{CompartmentSpec, NewPerson};
+    use custody_app::admin::NewPerson;
     use custody_app::parcels::ParcelSpec;
     use custody_core::compartment::SizeClass;
     let op = Caller::Operator;
-    let org = app.create_org(&op, "Bench Living").await?.id;
-    let site = app.create_site(&op, &org, "Bench House", "Europe/Berlin", None).await?.id;
-    let bank = app.create_bank(&op, &site, "Lobby").await?.id;
-    let specs: Vec<CompartmentSpec> = (1..=6)
-        .map(|number| CompartmentSpec {
-            number,
-            size: SizeClass::Small,
-            accessible: false,
-            refrigerated: false,
-        })
-        .collect();
-    app.add_compartments(&op, &bank, &specs).await?;
+    let (org, site, bank) = bench_bank(app, 6).await?;
     let carrier_id = app.create_carrier(&op, &org, "Parcelco").await?.id;
     let key = app
         .issue_api_key(&op, &carrier_id, std::slice::from_ref(&site), "depot", "the bench")

@@ -14,15 +14,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use custody_app::Caller;
-use custody_app::admin::CompartmentSpec;
 use custody_app::notify::NewEndpoint;
 use custody_core::alert::{AlertKind, Channel, Severity};
-use custody_core::compartment::SizeClass;
 use custody_crypto::{Rng, SystemClock};
 use custody_server::Listen;
 use custody_server::outbox::Workers;
 
-use crate::bench::{bar, ms, percentile, raw_commits, stopwatch};
+use crate::bench::{bar, bench_bank, ms, percentile, raw_commits, stopwatch};
 use crate::receivers::{Arrival, Receivers};
 
 /// `custody bench alerts`.
@@ -93,18 +91,7 @@ async fn rig(compartments: u16) -> anyhow::Result<Rig> {
             .await?;
 
     let op = Caller::Operator;
-    let org = app.create_org(&op, "Bench Living").await?.id;
-    let site = app.create_site(&op, &org, "Bench House", "Europe/Berlin", None).await?.id;
-    let bank = app.create_bank(&op, &site, "Lobby").await?.id;
-    let specs: Vec<CompartmentSpec> = (1..=compartments)
-        .map(|number| CompartmentSpec {
-            number,
-            size: SizeClass::Small,
-            accessible: false,
-            refrigerated: false,
-        })
-        .collect();
-    app.add_compartments(&op, &bank, &specs).await?;
+    let (_, site, bank) = bench_bank(&app, compartments).await?;
     for (channel, target) in [
         (Channel::Webhook, receivers.webhook_url.clone()),
         (Channel::Syslog, receivers.syslog_target.clone()),

@@ -386,6 +386,32 @@ async fn bench_audit_reports_every_figure() {
 /// on its first round, that each is audited as the kind it stands for; this checks that it
 /// reports every figure. Its timings are for `docs/BENCHMARKS.md`, never asserted here.
 #[tokio::test]
+async fn bench_alerts_times_each_reading_to_both_receivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["bench", "alerts", "--json", "--burst", "5", "--bursts", "2", "--raw", "3"];
+    let out = custody(dir.path(), &args).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let figures: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(figures["bursts"], serde_json::json!(["pry", "drill"]));
+    assert_eq!(figures["readings_per_burst"], 5);
+    for key in [
+        "reading_to_webhook",
+        "reading_to_syslog",
+        "raw_webhook_post",
+        "raw_syslog_message",
+        "raw_durable_commit",
+    ] {
+        let (p50, p99) = (&figures[key]["p50_ms"], &figures[key]["p99_ms"]);
+        assert!(p50.as_f64().is_some_and(|v| v > 0.0), "{key}: {figures}");
+        assert!(p99.as_f64() >= p50.as_f64(), "{key}: {figures}");
+    }
+    let refused = custody(dir.path(), &["bench", "alerts", "--bursts", "7"]).await;
+    assert!(!refused.status.success());
+    assert!(text(&refused).contains("--bursts must be 1 to 6"), "{}", text(&refused));
+}
+
+#[tokio::test]
 async fn bench_kiosk_times_every_kind_of_failure() {
     let dir = tempfile::tempdir().unwrap();
     let out = custody(dir.path(), &["bench", "kiosk", "--json", "--attempts", "12"]).await;

@@ -620,6 +620,13 @@ pub async fn resolve_alert(
     Ok(Json(alert_view(&state.app.resolve_alert(staff.caller(), &id, &body.reason).await?)))
 }
 
+/// Appends one line of an export to `out`.
+fn json_line(out: &mut Vec<u8>, line: &impl serde::Serialize) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, line).map_err(std::io::Error::other)?;
+    out.push(b'\n');
+    Ok(())
+}
+
 /// An incident's bundle: the alert, its timeline and the audit entries around it with their
 /// proofs, after the checkpoint, one JSON line each; `custody audit verify` checks it offline.
 pub async fn export_incident(
@@ -632,11 +639,7 @@ pub async fn export_incident(
     let mut out = Vec::new();
     state
         .app
-        .export_incident(reader.caller(), &id, &body.reason, |line| {
-            serde_json::to_writer(&mut out, line).map_err(std::io::Error::other)?;
-            out.push(b'\n');
-            Ok(())
-        })
+        .export_incident(reader.caller(), &id, &body.reason, |line| json_line(&mut out, line))
         .await?;
     let file = format!("attachment; filename=\"incident-{id}.jsonl\"");
     let disposition =
@@ -1368,11 +1371,7 @@ pub async fn audit_export(
     let mut out = Vec::new();
     state
         .app
-        .export_site_audit(reader.caller(), &filter, &body.reason, |line| {
-            serde_json::to_writer(&mut out, line).map_err(std::io::Error::other)?;
-            out.push(b'\n');
-            Ok(())
-        })
+        .export_site_audit(reader.caller(), &filter, &body.reason, |line| json_line(&mut out, line))
         .await?;
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-store")], out)
         .into_response())
