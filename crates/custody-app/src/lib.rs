@@ -329,7 +329,8 @@ pub trait Presence: Send + Sync {
 
 struct Inner {
     presence: std::sync::OnceLock<Arc<dyn Presence>>,
-    /// Sites whose alerts changed, once committed: for the portal's live list.
+    /// Sites whose alerts changed, once committed: for the portal's live list and the alert
+    /// sender.
     alert_changes: tokio::sync::broadcast::Sender<SiteId>,
     store: Store,
     clock: Arc<dyn Clock>,

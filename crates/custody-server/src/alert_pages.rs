@@ -31,7 +31,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 
 use crate::extract::PersonSession;
-use crate::portal::{Nav, PortalUser, error_page, nav, render};
+use crate::portal::{Nav, PortalAdmin, PortalUser, error_page, nav, render};
 use crate::{ServerState, views};
 
 /// How often a live stream looks again though nothing was said: changes made through another
@@ -363,7 +363,7 @@ async fn step(
 /// Acknowledge an alert from the list: it is the admin's from now on.
 pub async fn acknowledge(
     State(state): State<ServerState>,
-    PortalUser(s): PortalUser,
+    PortalAdmin(s): PortalAdmin,
     Path(id): Path<String>,
     Form(form): Form<StepForm>,
 ) -> Response {
@@ -373,7 +373,7 @@ pub async fn acknowledge(
 /// Resolve an alert from the list, saying what it was.
 pub async fn resolve(
     State(state): State<ServerState>,
-    PortalUser(s): PortalUser,
+    PortalAdmin(s): PortalAdmin,
     Path(id): Path<String>,
     Form(form): Form<StepForm>,
 ) -> Response {

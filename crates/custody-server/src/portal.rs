@@ -44,6 +44,28 @@ where
     }
 }
 
+/// An admin or super-admin on a page, second factor proven: the forms that change what staff
+/// manage. Anyone else signed in gets the "not allowed" page, before any form is read.
+#[derive(Debug, Clone)]
+pub struct PortalAdmin(pub PersonSession);
+
+impl<S> FromRequestParts<S> for PortalAdmin
+where
+    ServerState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        let PortalUser(s) = PortalUser::from_request_parts(parts, state).await?;
+        if !matches!(s.person().role, Role::Admin | Role::SuperAdmin) {
+            let app = &ServerState::from_ref(state).app;
+            return Err(error_page(&AppError::Forbidden, Some(nav(app, &s))));
+        }
+        Ok(Self(s))
+    }
+}
+
 /// Where a session at the second-factor step is sent.
 pub(crate) const SECOND_FACTOR_PAGE: &str = "/portal/second-factor";
 

@@ -303,7 +303,11 @@ backends!(route_by_role_matrix, |t: TestStore| async move {
                 && location.as_ref().is_some_and(|l| l == "/portal/second-factor");
             // A handler that was reached may still ask for a step-up: that is the use case
             // answering, not the route refusing the caller.
-            let body = response.text().await.unwrap_or_default();
+            // A live stream never ends by itself: its status is its answer.
+            let streaming =
+                response.headers().get("content-type").is_some_and(|v| v == "text/event-stream");
+            let body =
+                if streaming { String::new() } else { response.text().await.unwrap_or_default() };
             let step_up = status == StatusCode::FORBIDDEN && body.contains("\"step_up_required\"");
             let denied = status == StatusCode::UNAUTHORIZED
                 || (status == StatusCode::FORBIDDEN && !step_up)
