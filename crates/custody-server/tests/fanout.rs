@@ -469,3 +469,47 @@ backends!(an_alert_left_unacknowledged_is_escalated_to_everyone_once, |t: TestSt
     assert!(timeline.iter().any(|e| e.what == "escalated"));
     assert!(env.site_log(200).await.iter().any(|e| e.event.action == AuditAction::AlertEscalate));
 });
+
+// Every kind a bank's sensors report, read at the agent (through the input a wired sensor
+// uses), carried over the device link, raised at the server and sent to the site's webhook:
+// one notification of each kind, signed.
+backends!(every_sensor_kind_goes_from_the_agent_to_the_webhook, |t: TestStore| async move {
+    let server = custody_testkit::TestServer::start(t).await;
+    let agent = server.agent().await;
+    let env = &server.env;
+    let (addr, got) = receiver(Arc::new(AtomicU16::new(204))).await;
+    let secret = webhook(env, format!("http://{addr}/hooks"), Severity::Low).await;
+    let kinds: Vec<AlertKind> =
+        AlertKind::ALL.iter().copied().filter(|k| k.from_sensor()).collect();
+    assert_eq!(kinds.len(), 9);
+    let n = env.compartments[0].number.get();
+    for &kind in &kinds {
+        // An impact counts at the third within ten seconds; anything else at once.
+        let readings = if kind == AlertKind::Impact { 3 } else { 1 };
+        for _ in 0..readings {
+            agent.handle.sensor(kind, Some(n)).await;
+        }
+    }
+    let raised =
+        || async { env.app.alerts(&custody_app::Caller::Operator, &env.site, true).await.unwrap() };
+    custody_testkit::eventually("every reading is an alert at the server", || async {
+        raised().await.len() == kinds.len()
+    })
+    .await;
+    assert_eq!(deliver_alerts(&env.app, &egress()).await.unwrap(), kinds.len());
+
+    let received = got.lock().unwrap().clone();
+    let mut sent: Vec<String> = received
+        .iter()
+        .map(|r| {
+            assert_eq!(header(r, "webhook-signature"), expected_signature(&secret, r));
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(body["data"]["compartment"], n);
+            body["data"]["kind"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    sent.sort();
+    let mut wanted: Vec<String> = kinds.iter().map(|k| k.as_str().to_owned()).collect();
+    wanted.sort();
+    assert_eq!(sent, wanted);
+});
