@@ -8,7 +8,7 @@
 //! bank, or the whole site, in the unit of work that raises them; the agents are told at once.
 //! Lifting is as ever: an admin with a step-up and a reason, and a second person's approval.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use custody_core::alert::{AlertKind, AlertStep, LockdownScope};
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
@@ -33,12 +33,12 @@ pub struct Alert {
     pub timeline: Vec<AlertEventRow>,
 }
 
-/// A site's live alerts, with what a person needs to read them.
+/// Alerts, with what a person needs to read them.
 #[derive(Debug, Clone)]
 pub struct AlertBoard {
-    /// The live alerts, newest first.
+    /// The alerts (a board's: the live ones, newest first).
     pub alerts: Vec<AlertRow>,
-    /// The names of the site's banks.
+    /// The names of their sites' banks.
     pub banks: BTreeMap<BankId, String>,
     /// The names of the alerts' owners.
     pub owners: BTreeMap<PersonId, String>,
@@ -248,21 +248,30 @@ impl App {
         site: &SiteId,
     ) -> Result<AlertBoard, AppError> {
         let alerts = self.alerts(caller, site, true).await?;
-        let site = site.clone();
-        let owners: Vec<PersonId> = alerts.iter().filter_map(|a| a.owner.clone()).collect();
+        self.name_alerts(alerts).await
+    }
+
+    /// `alerts`, which the caller was allowed to read, with the names of their banks and owners.
+    pub async fn name_alerts(&self, alerts: Vec<AlertRow>) -> Result<AlertBoard, AppError> {
+        let sites: BTreeSet<SiteId> = alerts.iter().map(|a| a.site.clone()).collect();
+        let owners: BTreeSet<PersonId> = alerts.iter().filter_map(|a| a.owner.clone()).collect();
         let (banks, owners) = self
             .store()
             .read(move |tx| {
                 async move {
-                    let banks =
-                        tx.banks(&site).await?.into_iter().map(|b| (b.id, b.name.to_string()));
+                    let mut banks = BTreeMap::new();
+                    for site in sites {
+                        banks.extend(
+                            tx.banks(&site).await?.into_iter().map(|b| (b.id, b.name.to_string())),
+                        );
+                    }
                     let mut names = BTreeMap::new();
                     for id in owners {
                         if let Some(p) = tx.person(&id).await? {
                             names.insert(id, p.name.to_string());
                         }
                     }
-                    Ok::<_, AppError>((banks.collect(), names))
+                    Ok::<_, AppError>((banks, names))
                 }
                 .boxed()
             })

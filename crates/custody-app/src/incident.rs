@@ -9,7 +9,7 @@
 //! the commands around it. The timeline's words (notes, reasons) stay on the server, as they
 //! may name people; the entries carry them sealed, as every export does.
 
-use custody_audit::export::{ExportedEntry, Incident, IncidentEvent, Line, rfc3339};
+use custody_audit::export::{Incident, IncidentEvent, Line, rfc3339};
 use custody_core::AlertId;
 use custody_core::time::minutes;
 use custody_store::AuditFilter;
@@ -49,14 +49,11 @@ impl App {
             ..AuditFilter::default()
         };
         let (checkpoint, note) = self.current_checkpoint().await?;
-        let (id_str, bank) = (id.as_str(), alert.bank.as_ref().map(|b| b.as_str().to_owned()));
-        let names_alert = |e: &ExportedEntry| {
-            e.reason.as_deref().is_some_and(|r| r.split(':').any(|part| part == id_str))
-        };
+        let bank = alert.bank.as_ref().map(|b| b.as_str().to_owned());
         let mut entries = Vec::new();
         self.each_proven(&filter, checkpoint.size, |e| {
             let here = bank.is_none() || e.bank.is_none() || e.bank == bank;
-            if here || names_alert(&e) {
+            if here || e.names(id.as_str()) {
                 if entries.len() == MOST_ENTRIES {
                     return Err(AppError::Invalid(format!(
                         "more than {MOST_ENTRIES} entries around this alert: export the site's \
@@ -70,14 +67,15 @@ impl App {
         .await?;
         // Each event is backed by the first entry not yet used that names the alert at its time;
         // each step is recorded in the unit of work that puts it on the timeline.
-        let mut used = vec![false; entries.len()];
+        let mut used = std::collections::BTreeSet::new();
         let mut timeline = Vec::with_capacity(found.timeline.len());
         for event in &found.timeline {
             let at = rfc3339(event.at.as_millis());
-            let backing = entries.iter().enumerate().position(|(i, e)| {
-                !used.get(i).copied().unwrap_or(true) && e.at == at && names_alert(e)
-            });
-            let Some(i) = backing else {
+            let backing = entries
+                .iter()
+                .find(|e| !used.contains(&e.index) && e.at == at && e.names(id.as_str()))
+                .map(|e| e.index);
+            let Some(entry) = backing else {
                 tracing::error!(alert = %id, what = %event.what, "a timeline event with no audit entry");
                 return Err(AppError::Invalid(format!(
                     "the audit log has no entry for the alert's {} at {at}; run `custody audit \
@@ -85,10 +83,7 @@ impl App {
                     event.what
                 )));
             };
-            if let Some(u) = used.get_mut(i) {
-                *u = true;
-            }
-            let entry = entries.get(i).map_or(0, |e| e.index);
+            used.insert(entry);
             timeline.push(IncidentEvent {
                 at,
                 who: event.actor.clone(),

@@ -142,6 +142,12 @@ impl ExportedEntry {
             sealed_subject: entry.sealed.as_ref().map(|s| s.subject.clone()),
         }
     }
+
+    /// Whether the entry names `id` (an alert's, say): it is one of the `:`-separated parts of
+    /// its reason, as in `<alert>:pry:raised` or `alert:<alert>:pry`.
+    pub fn names(&self, id: &str) -> bool {
+        self.reason.as_deref().is_some_and(|r| r.split(':').any(|part| part == id))
+    }
 }
 
 /// Why an export does not verify: the line (1-based) and the problem.
@@ -238,9 +244,6 @@ fn check_incident(
     incident: &Incident,
     proven: &std::collections::BTreeMap<u64, ExportedEntry>,
 ) -> Result<(), String> {
-    let names_alert = |e: &ExportedEntry| {
-        e.reason.as_deref().is_some_and(|r| r.split(':').any(|part| part == incident.id))
-    };
     let mut used = std::collections::BTreeSet::new();
     for (n, event) in incident.timeline.iter().enumerate() {
         let what = &event.what;
@@ -251,7 +254,7 @@ fn check_incident(
                 event.entry
             )
         })?;
-        if entry.at != event.at || !names_alert(entry) {
+        if entry.at != event.at || !entry.names(&incident.id) {
             return Err(format!(
                 "timeline event {} ({what}) is not what entry {} records",
                 n + 1,

@@ -1,5 +1,6 @@
-//! The admin portal: server-rendered pages (askama, auto-escaped). One script, served from
-//! here, runs passkey ceremonies; every other page works without it.
+//! The admin portal: server-rendered pages (askama, auto-escaped). Two scripts, served from
+//! here: one runs passkey ceremonies, the other keeps the alert list live
+//! ([`crate::alert_pages`]); every page works without them but the passkey ceremony.
 //!
 //! Every form carries a CSRF token (ASVS 3.5.1): the sign-in form a random one mirrored in a
 //! `__Host-` cookie (double submit), forms of a session the token derived from that session.
@@ -44,8 +45,45 @@ where
     }
 }
 
-/// An admin or super-admin on a page, second factor proven: the forms that change what staff
-/// manage. Anyone else signed in gets the "not allowed" page, before any form is read.
+/// Who reads staff pages (sites, alerts): admins, super-admins and auditors.
+pub(crate) const STAFF_READ: &[Role] = &[Role::Admin, Role::SuperAdmin, Role::Auditor];
+
+/// A signed-in person of one of `roles` on a page, second factor proven; anyone else signed in
+/// gets the "not allowed" page, before anything else of the request is read.
+async fn portal_person_in<S>(
+    parts: &mut Parts,
+    state: &S,
+    roles: &[Role],
+) -> Result<PersonSession, Response>
+where
+    ServerState: FromRef<S>,
+    S: Send + Sync,
+{
+    let PortalUser(s) = PortalUser::from_request_parts(parts, state).await?;
+    if !roles.contains(&s.person().role) {
+        let app = &ServerState::from_ref(state).app;
+        return Err(error_page(&AppError::Forbidden, Some(nav(app, &s))));
+    }
+    Ok(s)
+}
+
+/// An admin, super-admin or auditor on a page: the pages staff read.
+#[derive(Debug, Clone)]
+pub struct PortalStaffRead(pub PersonSession);
+
+impl<S> FromRequestParts<S> for PortalStaffRead
+where
+    ServerState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        portal_person_in(parts, state, STAFF_READ).await.map(Self)
+    }
+}
+
+/// An admin or super-admin on a page: the forms that change what staff manage.
 #[derive(Debug, Clone)]
 pub struct PortalAdmin(pub PersonSession);
 
@@ -57,12 +95,7 @@ where
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
-        let PortalUser(s) = PortalUser::from_request_parts(parts, state).await?;
-        if !matches!(s.person().role, Role::Admin | Role::SuperAdmin) {
-            let app = &ServerState::from_ref(state).app;
-            return Err(error_page(&AppError::Forbidden, Some(nav(app, &s))));
-        }
-        Ok(Self(s))
+        portal_person_in(parts, state, &[Role::Admin, Role::SuperAdmin]).await.map(Self)
     }
 }
 
@@ -148,7 +181,7 @@ pub async fn root() -> Redirect {
     Redirect::to("/portal")
 }
 
-/// The passkey script (the portal's only script).
+/// The passkey script.
 pub async fn passkey_script() -> Response {
     (
         [
@@ -334,7 +367,7 @@ struct HomePage {
 
 /// The overview: sites for staff, parcels for residents and couriers.
 pub async fn home(State(state): State<ServerState>, PortalUser(s): PortalUser) -> Response {
-    let staff = matches!(s.person().role, Role::Admin | Role::SuperAdmin | Role::Auditor);
+    let staff = STAFF_READ.contains(&s.person().role);
     let (sites, parcels) = if staff {
         match state.app.sites_for(s.caller()).await {
             Ok(sites) => (sites, Vec::new()),
@@ -370,13 +403,10 @@ struct SitePage {
 /// A site: its banks, compartments and parcels.
 pub async fn site(
     State(state): State<ServerState>,
-    PortalUser(s): PortalUser,
+    PortalStaffRead(s): PortalStaffRead,
     Path(id): Path<String>,
 ) -> Response {
     let n = nav(&state.app, &s);
-    if !matches!(s.person().role, Role::Admin | Role::SuperAdmin | Role::Auditor) {
-        return error_page(&AppError::Forbidden, Some(n));
-    }
     let Ok(id) = SiteId::parse(&id) else { return error_page(&AppError::NotFound, Some(n)) };
     let (site, banks) = match state.app.site_overview(s.caller(), &id).await {
         Ok(v) => v,

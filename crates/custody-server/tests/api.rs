@@ -1203,6 +1203,11 @@ backends!(
         let done = admin.client.post(server.url(&resolve)).form(&reasoned).send().await.unwrap();
         assert_eq!(done.status(), StatusCode::SEE_OTHER);
         assert_eq!(done.headers()["location"], format!("/portal/alerts/{id}"));
+        let page = admin.client.get(server.url(&format!("/portal/alerts/{id}"))).send().await;
+        let page = page.unwrap().text().await.unwrap();
+        assert!(page.contains("<dd id=\"alert-state\">resolved</dd>"), "{page}");
+        assert!(page.contains("<dd>Ada Admin</dd>"), "a resolved alert's owner by name: {page}");
+        assert!(!page.contains("id=\"resolve\""), "nothing left to do");
         let rows = next_event(&mut stream, &mut buffer).await.unwrap();
         assert!(rows.contains("No live alerts."), "{rows}");
 
