@@ -146,6 +146,8 @@ backends!(replayed_and_foreign_commands_are_refused_by_the_agent, |t: TestStore|
         .app
         .remote_open(&admin, &slot.id, "inspect the lock after a complaint")
         .await
+        .unwrap()
+        .opened()
         .unwrap();
     let hub = &server.running.state.hub;
     assert!(hub.send(&server.env.bank, ServerMessage::Open(opening.command.clone())));
@@ -461,7 +463,14 @@ backends!(a_lockdown_holds_at_the_agent_across_a_power_cut, |t: TestStore| async
     let admin = server.env.stepped_up(&server.env.admin);
     let slot = server.env.compartments[1].clone();
     // A command signed before the lockdown, held back by someone on the network.
-    let held = server.env.app.remote_open(&admin, &slot.id, "check the hinge").await.unwrap();
+    let held = server
+        .env
+        .app
+        .remote_open(&admin, &slot.id, "check the hinge")
+        .await
+        .unwrap()
+        .opened()
+        .unwrap();
     lock_down(&server).await;
     eventually("the agent engages its interlock", || async { agent.handle.is_interlocked() }).await;
 
@@ -481,7 +490,14 @@ backends!(a_command_begun_before_a_power_cut_is_never_executed_again, |t: TestSt
     let mut agent = server.agent().await;
     let admin = server.env.stepped_up(&server.env.admin);
     let slot = server.env.compartments[2].clone();
-    let opening = server.env.app.remote_open(&admin, &slot.id, "check the hinge").await.unwrap();
+    let opening = server
+        .env
+        .app
+        .remote_open(&admin, &slot.id, "check the hinge")
+        .await
+        .unwrap()
+        .opened()
+        .unwrap();
     let hub = &server.running.state.hub;
     assert!(hub.send(&server.env.bank, ServerMessage::Open(opening.command.clone())));
     eventually("the latch releases", || async { agent.bank.unlocks(3) == 1 }).await;
@@ -508,7 +524,14 @@ backends!(a_journal_that_cannot_be_written_stops_every_open, |t: TestStore| asyn
     agent.handle.wait_ready().await;
     let admin = server.env.stepped_up(&server.env.admin);
     let slot = server.env.compartments[0].clone();
-    let opening = server.env.app.remote_open(&admin, &slot.id, "check the hinge").await.unwrap();
+    let opening = server
+        .env
+        .app
+        .remote_open(&admin, &slot.id, "check the hinge")
+        .await
+        .unwrap()
+        .opened()
+        .unwrap();
     assert!(server.running.state.hub.send(&server.env.bank, ServerMessage::Open(opening.command)));
     eventually("the interlock engages", || async { agent.handle.is_interlocked() }).await;
     eventually("the failure reaches the audit log", || {

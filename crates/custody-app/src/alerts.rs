@@ -150,9 +150,10 @@ impl App {
         Ok(())
     }
 
-    /// Someone tried to open more compartments by bulk opens than one person may in an hour:
-    /// raised (or joined) after the refusal; a failure to raise it is logged.
-    pub(crate) async fn bulk_cap_hit(&self, site: &SiteId, bank: &BankId) {
+    /// Someone opens many doors of a bank: past the remote-open budget (an open now waits for
+    /// a second person) or over the hourly cap of bulk opens (refused). Raised (or joined)
+    /// after the unit that held or refused it; a failure to raise it is logged.
+    pub(crate) async fn bulk_open_alert(&self, site: &SiteId, bank: &BankId) {
         let place = AlertAt { site: site.clone(), bank: Some(bank.clone()), compartment: None };
         if let Err(e) = self.raise_alert(AlertKind::BulkOpen, place).await {
             tracing::error!(error = %e, %bank, "could not raise a bulk-open alert");

@@ -1,6 +1,7 @@
 //! Second approvers: the most dangerous requests run only when a different person, with the
 //! right role and scope and themselves stepped up, approves exactly what was asked
-//! (ASVS 2.3.5): granting super-admin, bulk opens beyond the limit, lifting a lockdown.
+//! (ASVS 2.3.5): granting super-admin, bulk opens beyond the limit, remote opens and
+//! retrievals past the remote-open budget, lifting a lockdown.
 
 use custody_core::approval::{APPROVAL_TTL, ApprovalKind, ApprovalOutcome};
 use custody_core::audit::{AuditAction, AuditEvent, Outcome, Target};
@@ -11,6 +12,7 @@ use custody_store::{ApprovalRow, PersonRow};
 use futures_util::FutureExt as _;
 
 use crate::lockdown::LiftAsk;
+use crate::remote_opens::Charge;
 use crate::{App, AppError, Caller};
 
 /// What a request to change a role came to.
@@ -280,6 +282,14 @@ impl App {
                 };
                 Ok(Run::Lift { ask, lifted: Box::new(lifted) })
             }
+            ApprovalKind::RemoteOpen => Ok(Run::RemoteOpen {
+                what: Box::new(self.prepare_remote_open(request).await?),
+                request: Box::new(request.clone()),
+            }),
+            ApprovalKind::Retrieve => Ok(Run::Retrieve {
+                parcel: self.prepare_retrieve(request).await?,
+                request: Box::new(request.clone()),
+            }),
         }
     }
 
@@ -304,7 +314,14 @@ impl App {
             }
             Run::BulkOpen { plan, requester, request } => {
                 let why = format!("{request}:requested_by:{requester}");
-                self.run_bulk_open(tx, &plan, Some(&requester), approver, &why, now).await
+                let charge = Charge::Approved { opener: &requester, approver };
+                self.run_bulk_open(tx, &plan, charge, approver, &why, now).await
+            }
+            Run::RemoteOpen { what, request } => {
+                Ok(vec![self.run_remote_open(tx, *what, &request, approver, now).await?])
+            }
+            Run::Retrieve { parcel, request } => {
+                Ok(vec![self.run_retrieve(tx, &parcel, &request, approver, now).await?])
             }
             Run::Lift { ask, lifted } => {
                 crate::lockdown::lift(tx, &ask, *lifted).await?;
@@ -325,19 +342,45 @@ pub struct Decided {
 
 /// What an approval runs.
 enum Run {
-    Grant { person: Box<PersonRow>, still_asked: bool, granted: Box<AuditEvent> },
-    BulkOpen { plan: crate::bulk::BulkPlan, requester: PersonId, request: ApprovalId },
-    Lift { ask: LiftAsk, lifted: Box<AuditEvent> },
+    Grant {
+        person: Box<PersonRow>,
+        still_asked: bool,
+        granted: Box<AuditEvent>,
+    },
+    BulkOpen {
+        plan: crate::bulk::BulkPlan,
+        requester: PersonId,
+        request: ApprovalId,
+    },
+    Lift {
+        ask: LiftAsk,
+        lifted: Box<AuditEvent>,
+    },
+    RemoteOpen {
+        what: Box<(custody_store::CompartmentRow, custody_core::SiteId)>,
+        request: Box<ApprovalRow>,
+    },
+    Retrieve {
+        parcel: custody_core::ParcelId,
+        request: Box<ApprovalRow>,
+    },
 }
 
 /// Whether `caller` may answer `request`, as who: a super-admin of its organisation for a
-/// super-admin grant, staff of its site for a bulk open or a lockdown lift.
+/// super-admin grant, staff of its site for a bulk open, a remote open or retrieval past the
+/// budget, or a lockdown lift.
 fn may_answer(caller: &Caller, request: &ApprovalRow) -> Result<PersonId, Denied> {
     match request.kind {
         ApprovalKind::GrantSuperAdmin => holder(caller, Role::SuperAdmin, &request.org).cloned(),
-        ApprovalKind::BulkOpen | ApprovalKind::LiftLockdown => {
+        ApprovalKind::BulkOpen
+        | ApprovalKind::LiftLockdown
+        | ApprovalKind::RemoteOpen
+        | ApprovalKind::Retrieve => {
             let site = match request.kind {
                 ApprovalKind::BulkOpen => crate::bulk::BulkPlan::site_of(&request.params),
+                ApprovalKind::RemoteOpen | ApprovalKind::Retrieve => {
+                    crate::remote_opens::site_of(&request.params)
+                }
                 _ => LiftAsk::from_params(&request.params).map(|(ask, _)| ask.site),
             }
             .ok_or(Denied::Scope)?;

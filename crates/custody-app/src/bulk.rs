@@ -7,22 +7,18 @@ use custody_core::approval::{ApprovalKind, BULK_OPEN_ALONE, BULK_OPEN_MAX};
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::text::Reason;
 use custody_core::throttle::BULK_OPEN_PERSON;
-use custody_core::{BankId, OrgId, PersonId, SiteId, Timestamp, policy};
-use custody_store::{ApprovalRow, CompartmentRow, Tx};
+use custody_core::{BankId, OrgId, SiteId, Timestamp, policy};
+use custody_store::{CompartmentRow, Tx};
 use futures_util::FutureExt as _;
 
 use crate::approvals::new_request;
 use crate::parcels::Opening;
+use crate::remote_opens::{Charge, Hold, OpenOrAsk};
 use crate::{App, AppError, Caller, OpenFor};
 
-/// What a bulk open came to.
-#[derive(Debug, Clone)]
-pub enum BulkOpening {
-    /// Opened: the commands for the bank's agent.
-    Opened(Vec<Opening>),
-    /// Waiting for a second person's approval.
-    Pending(ApprovalRow),
-}
+/// What a bulk open came to: the commands for the bank's agent, or a request waiting for a
+/// second person's approval.
+pub type BulkOpening = OpenOrAsk<Vec<Opening>>;
 
 /// The compartments a bulk open names, as they stand.
 #[derive(Debug, Clone)]
@@ -169,28 +165,54 @@ impl App {
                     .boxed()
                 })
                 .await?;
-            return Ok(BulkOpening::Pending(request));
+            return Ok(BulkOpening::Pending(Box::new(request)));
         }
         self.require_online(&plan.bank)?;
         let (over, place) = (actor.clone(), plan.clone());
-        let openings = self
+        let doors = u32::try_from(numbers.len()).unwrap_or(u32::MAX);
+        let opened = self
             .store()
             .write(move |tx| {
                 async move {
+                    // Small bulk opens add up: past the remote-open budget even one of three
+                    // compartments waits for a second person.
+                    if let Some(opener) = &person
+                        && !app.remote_opens_allow(tx, opener, &plan.bank, doors, now).await?
+                    {
+                        let hold = Hold {
+                            kind: ApprovalKind::BulkOpen,
+                            org: &plan.org,
+                            subject: plan.bank.to_string(),
+                            params: plan.params(),
+                            requester: opener,
+                            action: AuditAction::BulkOpen,
+                            target,
+                            reason: (opener, &reason),
+                        };
+                        let request = app.hold_for_approval(tx, hold, now).await?;
+                        return Ok(BulkOpening::Pending(Box::new(request)));
+                    }
                     let mut e = bulk_event(&actor, target, now, "alone".into());
                     if let Some(subject) = &person {
                         e.personal = app.seal_personal(tx, subject, reason.as_str()).await?;
                     }
                     tx.append_audit(&e)?;
-                    app.run_bulk_open(tx, &plan, person.as_ref(), &actor, "alone", now).await
+                    let charge = person.as_ref().map_or(Charge::Free, Charge::Alone);
+                    let openings =
+                        app.run_bulk_open(tx, &plan, charge, &actor, "alone", now).await?;
+                    Ok(BulkOpening::Opened(openings))
                 }
                 .boxed()
             })
             .await;
-        if let Err(e) = &openings {
-            self.if_over_cap(e, &over, &place).await;
+        match &opened {
+            Err(e) => self.if_over_cap(e, &over, &place).await,
+            Ok(BulkOpening::Pending(_)) => {
+                self.remote_open_budget_reached(&place.site, &place.bank).await;
+            }
+            Ok(BulkOpening::Opened(_)) => {}
         }
-        Ok(BulkOpening::Opened(openings?))
+        opened
     }
 
     /// A bulk open refused because its opener's hourly cap is spent (the unit that would
@@ -213,21 +235,25 @@ impl App {
         if let Err(e) = written {
             tracing::error!(error = %e, "a bulk open over the cap was not audited");
         }
-        self.bulk_cap_hit(&plan.site, &plan.bank).await;
+        self.bulk_open_alert(&plan.site, &plan.bank).await;
     }
 
     /// Opens every compartment of `plan` inside the caller's unit of work, charging them to
-    /// `opener`'s hourly cap (the operator at the command line has none). Over the cap the
-    /// unit fails and nothing opens.
+    /// the opener's hourly cap and to the remote-open budget as `charge` says (the operator at
+    /// the command line has neither). Over the cap the unit fails and nothing opens.
     pub(crate) async fn run_bulk_open(
         &self,
         tx: &mut Tx,
         plan: &BulkPlan,
-        opener: Option<&PersonId>,
+        charge: Charge<'_>,
         actor: &Actor,
         why: &str,
         now: Timestamp,
     ) -> Result<Vec<Opening>, AppError> {
+        let opener = match charge {
+            Charge::Free => None,
+            Charge::Alone(p) | Charge::Approved { opener: p, .. } => Some(p),
+        };
         if let Some(opener) = opener {
             let key = format!("bulk:{}:{opener}", BULK_OPEN_PERSON.name);
             let window = BULK_OPEN_PERSON.window_start(now);
@@ -258,6 +284,7 @@ impl App {
                         compartment: c,
                         parcel: c.parcel.as_ref(),
                         purpose: "bulk_open",
+                        charge,
                     },
                 )
                 .await?;

@@ -31,6 +31,7 @@ pub mod passkeys;
 pub mod personal;
 pub mod presence;
 pub mod qr;
+pub mod remote_opens;
 pub mod sensors;
 pub mod setup;
 mod throttle;
@@ -217,6 +218,9 @@ pub struct AppConfig {
     /// How long a bank's agent may trust the list of codes it checks offline: past this it
     /// opens nothing offline, so a revoked code stops working by then at the latest.
     pub offline_list_ttl: Duration,
+    /// Doors opened without a parcel's own credential before each further one needs a second
+    /// person (`[security] remote_opens_*`).
+    pub remote_opens: custody_core::approval::RemoteOpenBudget,
 }
 
 impl Default for AppConfig {
@@ -237,6 +241,7 @@ impl Default for AppConfig {
             lockdown_lift_needs_approval: true,
             alert_escalation: minutes(15),
             offline_list_ttl: hours(24),
+            remote_opens: custody_core::approval::RemoteOpenBudget::default(),
         }
     }
 }
@@ -531,12 +536,15 @@ impl App {
         now: Timestamp,
         what: OpenFor<'_>,
     ) -> Result<SignedOpenCommand, AppError> {
-        let OpenFor { site, compartment, parcel, purpose } = what;
+        let OpenFor { site, compartment, parcel, purpose, charge } = what;
         // Invariant 9: while the bank is locked down nothing opens, whoever asks. Use cases
         // check (and audit) first; this is the guarantee, inside the unit that would open.
         if tx.lockdown(&compartment.bank).await?.is_some() {
             return Err(lockdown::locked_down());
         }
+        // Invariant 11: a door opened without the parcel's own credential spends the
+        // remote-open budget, and past it needs a second person, whichever route asked.
+        self.charge_open(tx, &compartment.bank, charge, now).await?;
         let device = tx
             .devices_of_bank(&compartment.bank)
             .await?
@@ -580,6 +588,8 @@ pub(crate) struct OpenFor<'a> {
     pub(crate) compartment: &'a CompartmentRow,
     pub(crate) parcel: Option<&'a custody_core::ParcelId>,
     pub(crate) purpose: &'static str,
+    /// How it counts against the remote-open budget.
+    pub(crate) charge: remote_opens::Charge<'a>,
 }
 
 /// Looks up the bank's site, for audit targets and policy checks.

@@ -1,9 +1,10 @@
-//! The chain of custody: announce, deposit, notify, pick up, expire, return, retrieve, and
-//! opening a compartment remotely.
+//! The chain of custody: announce, deposit, notify, pick up, expire, return and retrieve.
+//! Opening a compartment remotely is in `remote_opens`, beside the budget it spends.
 //!
 //! Every method is one unit of work: the state change, the compartment change, the open command
 //! and the audit entries commit together or not at all.
 
+use custody_core::approval::ApprovalKind;
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::code::{GRACE_REOPEN, PickupCode, PickupEntry};
 use custody_core::compartment::{CompartmentNumber, CompartmentState, DoorState, SizeClass};
@@ -16,13 +17,14 @@ use custody_core::token::PickupToken;
 use custody_core::{BankId, CarrierId, CodeId, CompartmentId, ParcelId, SiteId, Timestamp};
 use custody_proto::device::{CommandOutcome as C, DoorReading, SignedOpenCommand};
 use custody_store::{
-    AuditRow, CodeRefusal, CodeRefused, CompartmentNeeds, CompartmentRow, NewPickupCode, ParcelRow,
-    RedeemedCode, StoreError, Tx,
+    ApprovalRow, AuditRow, CodeRefusal, CodeRefused, CompartmentNeeds, CompartmentRow,
+    NewPickupCode, ParcelRow, RedeemedCode, StoreError, Tx,
 };
 use futures_util::FutureExt as _;
 
 use crate::outbox::{Credentials, pickup_message};
 use crate::personal::Statement;
+use crate::remote_opens::{Charge, Hold, OpenOrAsk, reason_sha256};
 use crate::throttle::Budgets;
 use crate::{App, AppError, Caller, OpenFor};
 
@@ -545,6 +547,7 @@ impl App {
                                 compartment: &compartment,
                                 parcel: Some(&p.id),
                                 purpose: "deposit",
+                                charge: Charge::Free,
                             },
                         )
                         .await?;
@@ -741,8 +744,13 @@ impl App {
         let target = Target { compartment: Some(c.id.clone()), ..parcel_target(&p) };
         tx.append_audit(&at.attempt(Outcome::Success, "code_reopen", target.clone()))?;
         tx.append_audit(&event(at.actor, AuditAction::PickupReopen, target, at.now, None))?;
-        let open =
-            OpenFor { site: at.site, compartment: &c, parcel: Some(&p.id), purpose: "reopen" };
+        let open = OpenFor {
+            site: at.site,
+            compartment: &c,
+            parcel: Some(&p.id),
+            purpose: "reopen",
+            charge: Charge::Free,
+        };
         let command = self.issue_open(tx, at.actor, at.now, open).await?;
         Ok(Some(PickupOutcome::Accepted { compartment: c.number, command }))
     }
@@ -1005,6 +1013,7 @@ impl App {
             compartment: &compartment,
             parcel: Some(&p.id),
             purpose: "pickup",
+            charge: Charge::Free,
         };
         let command = self.issue_open(tx, at.actor, at.now, open).await?;
         Ok((compartment.number, command))
@@ -1056,7 +1065,8 @@ impl App {
         }
     }
 
-    /// The carrier takes an expired parcel back.
+    /// The carrier takes an expired parcel back. Not counted against the remote-open
+    /// budget: the carrier's key opens only its own expired parcel's compartment.
     pub async fn return_to_carrier(
         &self,
         caller: &Caller,
@@ -1068,159 +1078,161 @@ impl App {
                 .refuse(caller, AuditAction::ReturnToCarrier, parcel_target(&p), d)
                 .await);
         }
-        self.take_out(
-            caller,
-            p,
-            ParcelEvent::ReturnToCarrier,
-            AuditAction::ReturnToCarrier,
-            "return",
-            None,
-        )
-        .await
+        let action = AuditAction::ReturnToCarrier;
+        self.refuse_if_locked_down(&caller.actor(), action, &parcel_target(&p)).await?;
+        let (now, actor, app) = (self.now(), caller.actor(), self.clone());
+        let out = TakeOut { how: ParcelEvent::ReturnToCarrier, action, purpose: "return" };
+        self.store()
+            .write(move |tx| {
+                async move { app.take_out(tx, &p.id, &out, &actor, Charge::Free, None, now).await }
+                    .boxed()
+            })
+            .await
     }
 
-    /// Staff take a parcel out of the locker, saying why.
+    /// Staff take a parcel out of the locker, saying why. Past the remote-open budget this
+    /// becomes a request another member of the site's staff approves.
     pub async fn retrieve(
         &self,
         caller: &Caller,
         parcel: &ParcelId,
         reason: &str,
-    ) -> Result<(ParcelRow, Opening), AppError> {
+    ) -> Result<OpenOrAsk<(ParcelRow, Opening)>, AppError> {
         let reason = Reason::parse(reason).map_err(AppError::invalid)?;
         let p = self.parcel(caller, parcel).await?;
         if let Err(d) = caller.check(|pr| policy::may_manage_site(pr, &p.org, &p.site)) {
             return Err(self.refuse(caller, AuditAction::Retrieve, parcel_target(&p), d).await);
         }
-        self.require_online(
-            p.bank.as_ref().ok_or_else(|| {
-                AppError::conflict("parcel_state", "the parcel is not in a locker")
-            })?,
-        )?;
-        self.take_out(
-            caller,
-            p,
-            ParcelEvent::Retrieve,
-            AuditAction::Retrieve,
-            "retrieve",
-            Some(reason.as_str().to_owned()),
-        )
-        .await
-    }
-
-    async fn take_out(
-        &self,
-        caller: &Caller,
-        p: ParcelRow,
-        how: ParcelEvent,
-        action: AuditAction,
-        purpose: &'static str,
-        statement: Option<String>,
-    ) -> Result<(ParcelRow, Opening), AppError> {
+        let bank = p
+            .bank
+            .clone()
+            .ok_or_else(|| AppError::conflict("parcel_state", "the parcel is not in a locker"))?;
+        self.require_online(&bank)?;
+        let action = AuditAction::Retrieve;
         self.refuse_if_locked_down(&caller.actor(), action, &parcel_target(&p)).await?;
         let (now, actor, app) = (self.now(), caller.actor(), self.clone());
-        self.store()
+        let (person, place) = (caller.person().cloned(), (p.site.clone(), bank.clone()));
+        let out = TakeOut { how: ParcelEvent::Retrieve, action, purpose: "retrieve" };
+        let asked = self
+            .store()
             .write(move |tx| {
                 async move {
-                    let p = tx.parcel(&p.id).await?.ok_or(AppError::NotFound)?;
-                    p.state.apply(how).map_err(|_| state_conflict(&p, how))?;
-                    let compartment = vacate(tx, &p, now).await?;
-                    advance(tx, &p, how, now, None).await?;
-                    tx.revoke_pickup_codes(&p.id, now).await?;
-                    let mut e = event(&actor, action, parcel_target(&p), now, None);
-                    if let Some(words) = statement {
-                        e.personal = app.seal_personal(tx, &p.recipient, &words).await?;
+                    if let Some(opener) = &person
+                        && !app.remote_opens_allow(tx, opener, &bank, 1, now).await?
+                    {
+                        let hold = Hold {
+                            kind: ApprovalKind::Retrieve,
+                            org: &p.org,
+                            subject: p.id.to_string(),
+                            params: retrieve_params(&p, &reason_sha256(&reason)),
+                            requester: opener,
+                            action,
+                            target: parcel_target(&p),
+                            reason: (&p.recipient, &reason),
+                        };
+                        let request = app.hold_for_approval(tx, hold, now).await?;
+                        return Ok::<_, AppError>(OpenOrAsk::Pending(Box::new(request)));
                     }
-                    tx.append_audit(&e)?;
-                    let command = app
-                        .issue_open(
-                            tx,
-                            &actor,
-                            now,
-                            OpenFor {
-                                site: &p.site,
-                                compartment: &compartment,
-                                parcel: Some(&p.id),
-                                purpose,
-                            },
-                        )
-                        .await?;
-                    let p = tx.parcel(&p.id).await?.ok_or(AppError::NotFound)?;
-                    Ok((p, Opening { compartment, command }))
-                }
-                .boxed()
-            })
-            .await
-    }
-
-    /// Staff open a compartment from afar, saying why. Nothing about its parcel changes; the
-    /// opening and its reason are in the audit log.
-    pub async fn remote_open(
-        &self,
-        caller: &Caller,
-        compartment: &CompartmentId,
-        reason: &str,
-    ) -> Result<Opening, AppError> {
-        let reason = Reason::parse(reason).map_err(AppError::invalid)?;
-        let cid = compartment.clone();
-        let (c, _bank, site) = self
-            .store()
-            .read(move |tx| {
-                async move {
-                    let c = tx.compartment(&cid).await?.ok_or(AppError::NotFound)?;
-                    let (bank, site) = crate::bank_site(tx, &c.bank).await?;
-                    Ok::<_, AppError>((c, bank, site))
+                    let charge = person.as_ref().map_or(Charge::Free, Charge::Alone);
+                    let words = Some(reason.as_str().to_owned());
+                    let taken = app.take_out(tx, &p.id, &out, &actor, charge, words, now).await?;
+                    Ok(OpenOrAsk::Opened(taken))
                 }
                 .boxed()
             })
             .await?;
-        let target = Target {
-            site: Some(site.id.clone()),
-            bank: Some(c.bank.clone()),
-            compartment: Some(c.id.clone()),
-            parcel: c.parcel.clone(),
-        };
-        if let Err(d) = caller
-            .check(|p| policy::may_manage_site(p, &site.org, &site.id))
-            .and_then(|()| self.require_step_up(caller))
-        {
-            return Err(self.refuse(caller, AuditAction::RemoteOpen, target, d).await);
+        if matches!(asked, OpenOrAsk::Pending(_)) {
+            self.remote_open_budget_reached(&place.0, &place.1).await;
         }
-        self.refuse_if_locked_down(&caller.actor(), AuditAction::RemoteOpen, &target).await?;
-        self.require_online(&c.bank)?;
-        let (now, actor, app) = (self.now(), caller.actor(), self.clone());
-        let actor_person = caller.person().cloned();
-        self.store()
-            .write(move |tx| {
-                async move {
-                    // The words are about the parcel's recipient when the compartment holds
-                    // one, else about the person who gave them.
-                    let subject = match (&c.parcel, &actor_person) {
-                        (Some(parcel), _) => tx.parcel(parcel).await?.map(|p| p.recipient),
-                        (None, person) => person.clone(),
-                    };
-                    let mut e = event(&actor, AuditAction::RemoteOpen, target, now, None);
-                    if let Some(subject) = subject {
-                        e.personal = app.seal_personal(tx, &subject, reason.as_str()).await?;
-                    }
-                    tx.append_audit(&e)?;
-                    let command = app
-                        .issue_open(
-                            tx,
-                            &actor,
-                            now,
-                            OpenFor {
-                                site: &site.id,
-                                compartment: &c,
-                                parcel: c.parcel.as_ref(),
-                                purpose: "remote_open",
-                            },
-                        )
-                        .await?;
-                    Ok(Opening { compartment: c, command })
-                }
-                .boxed()
-            })
-            .await
+        Ok(asked)
+    }
+
+    /// What an approved retrieval will take out, read before the unit that runs it: the
+    /// parcel the request named, if it is still where it was.
+    pub(crate) async fn prepare_retrieve(
+        &self,
+        request: &ApprovalRow,
+    ) -> Result<ParcelId, AppError> {
+        let corrupt = || AppError::Store(StoreError::Corrupt("approvals.subject"));
+        let id = ParcelId::parse(&request.subject).map_err(|_| corrupt())?;
+        let lookup = id.clone();
+        let p = self
+            .store()
+            .read(move |tx| async move { tx.parcel(&lookup).await }.boxed())
+            .await?
+            .ok_or(AppError::NotFound)?;
+        let digest = serde_json::from_str::<serde_json::Value>(&request.params)
+            .ok()
+            .and_then(|v| v.get("reason_sha256")?.as_str().map(str::to_owned))
+            .ok_or_else(corrupt)?;
+        if retrieve_params(&p, &digest) != request.params {
+            return Err(AppError::conflict(
+                "approval_stale",
+                "the parcel moved since the request was made; ask again",
+            ));
+        }
+        self.require_online(p.bank.as_ref().ok_or(AppError::NotFound)?)?;
+        Ok(id)
+    }
+
+    /// Runs an approved retrieval inside the unit that records its approval.
+    pub(crate) async fn run_retrieve(
+        &self,
+        tx: &mut Tx,
+        parcel: &ParcelId,
+        request: &ApprovalRow,
+        approver: &Actor,
+        now: Timestamp,
+    ) -> Result<Opening, AppError> {
+        let out = TakeOut {
+            how: ParcelEvent::Retrieve,
+            action: AuditAction::Retrieve,
+            purpose: "retrieve",
+        };
+        let charge = Charge::Approved { opener: &request.requested_by, approver };
+        let why = format!("ran:{}:requested_by:{}", request.id, request.requested_by);
+        let (_, opening) =
+            self.take_out(tx, parcel, &out, approver, charge, Some(why), now).await?;
+        Ok(opening)
+    }
+
+    /// Takes parcel `parcel` out of its compartment inside the caller's unit: the compartment
+    /// vacated, the parcel moved on, its codes revoked, audited, and the door's command
+    /// signed. `words` are sealed to the recipient, except an approval's note, which names
+    /// no one and is kept as the entry's reason.
+    #[allow(clippy::too_many_arguments, reason = "one unit's inputs, each needed")]
+    async fn take_out(
+        &self,
+        tx: &mut Tx,
+        parcel: &ParcelId,
+        out: &TakeOut,
+        actor: &Actor,
+        charge: Charge<'_>,
+        words: Option<String>,
+        now: Timestamp,
+    ) -> Result<(ParcelRow, Opening), AppError> {
+        let p = tx.parcel(parcel).await?.ok_or(AppError::NotFound)?;
+        p.state.apply(out.how).map_err(|_| state_conflict(&p, out.how))?;
+        let compartment = vacate(tx, &p, now).await?;
+        advance(tx, &p, out.how, now, None).await?;
+        tx.revoke_pickup_codes(&p.id, now).await?;
+        let mut e = event(actor, out.action, parcel_target(&p), now, None);
+        match (words, charge) {
+            (Some(note), Charge::Approved { .. }) => e.reason = Some(note),
+            (Some(words), _) => e.personal = self.seal_personal(tx, &p.recipient, &words).await?,
+            (None, _) => {}
+        }
+        tx.append_audit(&e)?;
+        let for_ = OpenFor {
+            site: &p.site,
+            compartment: &compartment,
+            parcel: Some(&p.id),
+            purpose: out.purpose,
+            charge,
+        };
+        let command = self.issue_open(tx, actor, now, for_).await?;
+        let p = tx.parcel(&p.id).await?.ok_or(AppError::NotFound)?;
+        Ok((p, Opening { compartment, command }))
     }
 
     /// A door sensor reading from the calling device.
@@ -1363,4 +1375,25 @@ impl App {
             })
             .await
     }
+}
+
+/// How a parcel leaves its compartment other than by pickup.
+struct TakeOut {
+    how: ParcelEvent,
+    action: AuditAction,
+    purpose: &'static str,
+}
+
+/// A retrieval request's exact parameters, canonical: what its digest covers and what must
+/// still hold when it is approved (the parcel, in the compartment it was in).
+fn retrieve_params(p: &ParcelRow, reason_sha256: &str) -> String {
+    serde_json::json!({
+        "bank": p.bank.as_ref().map(BankId::as_str),
+        "compartment": p.compartment.as_ref().map(CompartmentId::as_str),
+        "parcel": p.id.as_str(),
+        "reason_sha256": reason_sha256,
+        "site": p.site.as_str(),
+        "state": p.state.as_str(),
+    })
+    .to_string()
 }

@@ -14,7 +14,8 @@ use custody_app::admin::NewPerson;
 use custody_app::approvals::RoleChange;
 use custody_app::auth::Client;
 use custody_app::bulk::BulkOpening;
-use custody_core::approval::ApprovalOutcome;
+use custody_core::alert::AlertKind;
+use custody_core::approval::{ApprovalKind, ApprovalOutcome};
 use custody_core::audit::{AuditAction, Outcome};
 use custody_core::person::Role;
 use custody_core::time::minutes;
@@ -325,7 +326,15 @@ backends!(a_larger_bulk_open_waits_for_a_second_person, |t: TestStore| async mov
 });
 
 backends!(bulk_opens_are_capped_per_person_whatever_the_approvals, |t: TestStore| async move {
-    let env = Env::new(t).await;
+    // A remote-open budget wider than the cap, so the cap is what holds here.
+    let budget = custody_core::approval::RemoteOpenBudget {
+        per_opener: 64,
+        per_bank: 64,
+        ..custody_core::approval::RemoteOpenBudget::default()
+    };
+    let config =
+        custody_app::AppConfig { remote_opens: budget, ..custody_app::AppConfig::default() };
+    let env = Env::with_config(t, config).await;
     let admin = env.stepped_up(&env.admin);
     // Twenty-four compartments an hour, three at a time.
     for _ in 0..8 {
@@ -355,10 +364,127 @@ backends!(bulk_opens_are_capped_per_person_whatever_the_approvals, |t: TestStore
     assert_eq!(refused, 2);
     let alerts = env.app.alerts(&admin, &env.site, true).await.unwrap();
     let kinds: Vec<_> = alerts.iter().map(|a| (a.kind, a.readings)).collect();
-    assert_eq!(kinds, [(custody_core::alert::AlertKind::BulkOpen, 2)]);
+    assert_eq!(kinds, [(AlertKind::BulkOpen, 2)]);
     // Another person is not held by the admin's cap, and an hour on the admin is free again.
     assert_eq!(opened(env.app.bulk_open(&root, &env.bank, &[1, 2], "check").await.unwrap()), 2);
     env.clock.advance(custody_core::time::hours(1));
     let admin = env.stepped_up(&env.admin);
     assert_eq!(opened(env.app.bulk_open(&admin, &env.bank, &[1, 2], "check").await.unwrap()), 2);
+});
+
+/// The remote-open budget, read back from the audit log: requests held for a second person.
+async fn held_for_approval(env: &Env) -> usize {
+    env.site_log(1000)
+        .await
+        .iter()
+        .filter(|r| r.event.reason.as_deref().is_some_and(|r| r.starts_with("over_budget:asked:")))
+        .count()
+}
+
+// DESIGN.md §4 invariant 11: one admin with a fresh step-up opens a few doors alone; past the
+// budget each further single remote open waits for a second person, and the site is alerted.
+backends!(
+    single_remote_opens_past_the_budget_wait_for_a_second_person,
+    |t: TestStore| async move {
+        let env = Env::new(t).await;
+        let admin = env.stepped_up(&env.admin);
+        let budget = custody_core::approval::RemoteOpenBudget::default();
+        let slots = &env.compartments;
+        for c in &slots[..4] {
+            let opening = env.app.remote_open(&admin, &c.id, "jammed door").await.unwrap();
+            assert!(opening.opened().is_ok(), "within the budget of {}", budget.per_opener);
+        }
+        let held = env.app.remote_open(&admin, &slots[4].id, "jammed door").await.unwrap();
+        let request = held.opened().unwrap_err();
+        assert_eq!(request.kind, ApprovalKind::RemoteOpen);
+        assert_eq!(held_for_approval(&env).await, 1, "the request is on the record");
+        let alerts = env.app.alerts(&admin, &env.site, true).await.unwrap();
+        assert_eq!(alerts.iter().map(|a| a.kind).collect::<Vec<_>>(), [AlertKind::BulkOpen]);
+        // Nothing opened for it: the asker cannot approve it, another member of staff does.
+        let own = env.app.decide_approval(&admin, &request.id, ApprovalOutcome::Approved).await;
+        assert_eq!(own.unwrap_err().code(), "same_person");
+        let root = env.stepped_up(&env.super_admin);
+        let decided =
+            env.app.decide_approval(&root, &request.id, ApprovalOutcome::Approved).await.unwrap();
+        let opened = &decided.openings[0];
+        assert_eq!(
+            (&opened.compartment.id, opened.command.command.purpose.as_str()),
+            (&slots[4].id, "remote_open")
+        );
+        // An approved open counts too: the next one still waits.
+        let next = env.app.remote_open(&admin, &slots[5].id, "jammed door").await.unwrap();
+        assert!(next.opened().is_err());
+        // The window slides: a day after the first four, the admin opens alone again.
+        env.clock.advance(budget.window);
+        let admin = env.stepped_up(&env.admin);
+        let later = env.app.remote_open(&admin, &slots[5].id, "jammed door").await.unwrap();
+        assert!(later.opened().is_ok());
+    }
+);
+
+// Remote opens, bulk opens and retrievals spend one budget: small bulk opens add up.
+backends!(every_way_to_open_without_a_code_spends_one_budget, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let admin = env.stepped_up(&env.admin);
+    let (first, _) = env.delivered("ann@harbour.example").await;
+    let (second, _) = env.delivered("bob@harbour.example").await;
+    let (first_slot, second_slot) = {
+        let (a, b) = (first.clone(), second.clone());
+        let store = env.app.store();
+        let slot = |id| async move {
+            store.read(move |tx| Box::pin(async move { tx.parcel(&id).await })).await.unwrap()
+        };
+        (slot(a).await.unwrap().compartment.unwrap(), slot(b).await.unwrap().compartment.unwrap())
+    };
+    let free: Vec<u16> = env
+        .compartments
+        .iter()
+        .filter(|c| c.id != first_slot && c.id != second_slot)
+        .map(|c| c.number.get())
+        .collect();
+    assert_eq!(opened(env.app.bulk_open(&admin, &env.bank, &free[..2], "clean").await.unwrap()), 2);
+    let taken = env.app.retrieve(&admin, &first, "held at the front desk").await.unwrap();
+    assert_eq!(taken.opened().unwrap().0.state, custody_core::parcel::ParcelState::Retrieved);
+    let remote = env.compartments.iter().find(|c| c.number.get() == free[2]).unwrap();
+    assert!(env.app.remote_open(&admin, &remote.id, "jammed").await.unwrap().opened().is_ok());
+    // Four doors: the retrieval of the second parcel waits, and so does a bulk open of two.
+    let held = env.app.retrieve(&admin, &second, "held at the front desk").await.unwrap();
+    let request = held.opened().unwrap_err();
+    assert_eq!(request.kind, ApprovalKind::Retrieve);
+    let bulk = env.app.bulk_open(&admin, &env.bank, &free[..2], "clean").await.unwrap();
+    assert_eq!(bulk.opened().unwrap_err().kind, ApprovalKind::BulkOpen);
+    assert_eq!(held_for_approval(&env).await, 2);
+    // The parcel stays in its compartment until someone else approves.
+    let ann_view = env.app.parcel(&admin, &second).await.unwrap();
+    assert_eq!(ann_view.state, custody_core::parcel::ParcelState::Notified);
+    let root = env.stepped_up(&env.super_admin);
+    let decided =
+        env.app.decide_approval(&root, &request.id, ApprovalOutcome::Approved).await.unwrap();
+    assert_eq!(decided.openings[0].command.command.purpose, "retrieve");
+    let after = env.app.parcel(&admin, &second).await.unwrap();
+    assert_eq!(after.state, custody_core::parcel::ParcelState::Retrieved);
+});
+
+// The bank's budget holds whoever opens: a colleague who opened nothing still waits once the
+// bank's doors are spent, and of two opens racing for the last door exactly one opens.
+backends!(a_banks_budget_holds_whoever_opens_and_races_for_it, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let (admin, root) = (env.stepped_up(&env.admin), env.stepped_up(&env.super_admin));
+    let slots = &env.compartments;
+    for c in &slots[..4] {
+        assert!(env.app.remote_open(&admin, &c.id, "inspection").await.unwrap().opened().is_ok());
+    }
+    for c in &slots[..3] {
+        assert!(env.app.remote_open(&root, &c.id, "inspection").await.unwrap().opened().is_ok());
+    }
+    let third = add(&env, "third@harbour.example", Role::Admin, false).await;
+    let third = env.stepped_up(&third);
+    let (a, b) = tokio::join!(
+        env.app.remote_open(&root, &slots[4].id, "inspection"),
+        env.app.remote_open(&third, &slots[5].id, "inspection"),
+    );
+    let outcomes = [a.unwrap().opened().is_ok(), b.unwrap().opened().is_ok()];
+    assert_eq!(outcomes.iter().filter(|o| **o).count(), 1, "one door was left: {outcomes:?}");
+    let again = env.app.remote_open(&third, &slots[5].id, "inspection").await.unwrap();
+    assert!(again.opened().is_err(), "the bank's eight doors are spent");
 });

@@ -378,8 +378,13 @@ backends!(staff_retrieval_needs_scope_and_reason, |t: TestStore| async move {
     assert_eq!(err.code(), "forbidden", "a resident may see her parcel but not act as staff");
     let admin = Env::as_person(&env.admin);
     assert_eq!(env.app.retrieve(&admin, &parcel, "").await.unwrap_err().code(), "invalid_request");
-    let (p, opening) =
-        env.app.retrieve(&admin, &parcel, "recipient moved out; held at front desk").await.unwrap();
+    let (p, opening) = env
+        .app
+        .retrieve(&admin, &parcel, "recipient moved out; held at front desk")
+        .await
+        .unwrap()
+        .opened()
+        .unwrap();
     assert_eq!(
         (p.state, opening.command.command.purpose.as_str()),
         (ParcelState::Retrieved, "retrieve")
@@ -409,7 +414,7 @@ backends!(statements_are_sealed_per_subject_and_erasure_keeps_the_log, |t: TestS
     let (parcel, _) = env.delivered("ann@harbour.example").await;
     let admin = Env::as_person(&env.admin);
     let words = "Ann Example called: lost her phone, held at front desk";
-    env.app.retrieve(&admin, &parcel, words).await.unwrap();
+    env.app.retrieve(&admin, &parcel, words).await.unwrap().opened().unwrap();
     let said = |who: Caller| {
         let (app, parcel) = (env.app.clone(), parcel.clone());
         async move {
@@ -453,7 +458,7 @@ backends!(statements_are_sealed_per_subject_and_erasure_keeps_the_log, |t: TestS
     }
     // Nothing new about Ann is sealed: the words of a later action are not kept.
     let (parcel2, _) = env.delivered("ann@harbour.example").await;
-    env.app.retrieve(&admin, &parcel2, "Ann again").await.unwrap();
+    env.app.retrieve(&admin, &parcel2, "Ann again").await.unwrap().opened().unwrap();
     let (_, h) = env.app.parcel_history(&admin, &parcel2).await.unwrap();
     let (row, said) = h.iter().find(|(r, _)| r.event.action == AuditAction::Retrieve).unwrap();
     assert_eq!((row.event.personal.as_ref(), said), (None, &Statement::None));
@@ -498,7 +503,13 @@ backends!(remote_open_is_audited_with_its_reason, |t: TestStore| async move {
             .code(),
         "step_up_required"
     );
-    let opening = env.app.remote_open(&admin, &slot, "cleaning crew, ticket 4411").await.unwrap();
+    let opening = env
+        .app
+        .remote_open(&admin, &slot, "cleaning crew, ticket 4411")
+        .await
+        .unwrap()
+        .opened()
+        .unwrap();
     assert_eq!(
         (opening.command.command.compartment, opening.command.command.purpose.as_str()),
         (5, "remote_open")

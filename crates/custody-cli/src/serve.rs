@@ -36,6 +36,7 @@ pub(crate) async fn app_for(
         gateway_address: config.server.gateway_address.clone(),
         notification_channel: config.notifications.channel.clone(),
         lockdown_lift_needs_approval: config.security.lockdown_lift_approval,
+        remote_opens: config.security.remote_opens(),
         ..AppConfig::default()
     };
     Ok((App::new(store, clock, keys, app_config)?, config, dir))

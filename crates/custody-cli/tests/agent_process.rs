@@ -66,7 +66,14 @@ async fn a_command_begun_before_the_process_was_killed_is_never_executed_again()
     boards.delay_next();
     let admin = server.env.stepped_up(&server.env.admin);
     let slot = server.env.compartments[2].clone();
-    let opening = server.env.app.remote_open(&admin, &slot.id, "check the hinge").await.unwrap();
+    let opening = server
+        .env
+        .app
+        .remote_open(&admin, &slot.id, "check the hinge")
+        .await
+        .unwrap()
+        .opened()
+        .unwrap();
     let hub = &server.running.state.hub;
     assert!(hub.send(&server.env.bank, ServerMessage::Open(opening.command.clone())));
     eventually("the unlock frame reaches the board", || async { boards.unlock_frames() == 1 })

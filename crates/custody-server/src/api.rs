@@ -10,6 +10,7 @@ use custody_app::Caller;
 use custody_app::admin::{CompartmentSpec, NewPerson};
 use custody_app::approvals::RoleChange;
 use custody_app::parcels::ParcelSpec;
+use custody_app::remote_opens::OpenOrAsk;
 use custody_core::alert::{Channel, LockdownRule, SensorSettings, Severity};
 use custody_core::approval::ApprovalOutcome;
 use custody_core::compartment::SizeClass;
@@ -356,38 +357,55 @@ pub async fn return_to_carrier(
     }))
 }
 
-/// Staff take a parcel out, with a reason.
+/// Staff take a parcel out, with a reason; past the remote-open budget, a request another
+/// member of staff approves (202).
 pub async fn retrieve(
     State(state): State<ServerState>,
     Staff(staff): Staff,
     Path(id): Path<String>,
     Json(body): Json<ReasonRequest>,
-) -> ApiResult<OpeningView> {
+) -> Result<Response, ApiError> {
     let id: ParcelId = parse_id(&id, "parcel")?;
-    let (p, opening) = state.app.retrieve(staff.caller(), &id, &body.reason).await?;
-    let command_delivered = deliver(&state, &opening.command);
-    Ok(Json(OpeningView {
-        compartment: views::compartment(&opening.compartment),
-        parcel: Some(views::parcel(&p)),
-        command_delivered,
-    }))
+    match state.app.retrieve(staff.caller(), &id, &body.reason).await? {
+        OpenOrAsk::Opened((p, opening)) => {
+            let command_delivered = deliver(&state, &opening.command);
+            Ok(Json(OpeningView {
+                compartment: views::compartment(&opening.compartment),
+                parcel: Some(views::parcel(&p)),
+                command_delivered,
+            })
+            .into_response())
+        }
+        OpenOrAsk::Pending(request) => Ok(pending(&request)),
+    }
 }
 
-/// Staff open a compartment remotely, with a reason.
+/// Staff open a compartment remotely, with a reason; past the remote-open budget, a request
+/// another member of staff approves (202).
 pub async fn remote_open(
     State(state): State<ServerState>,
     Staff(staff): Staff,
     Path(id): Path<String>,
     Json(body): Json<ReasonRequest>,
-) -> ApiResult<OpeningView> {
+) -> Result<Response, ApiError> {
     let id: CompartmentId = parse_id(&id, "compartment")?;
-    let opening = state.app.remote_open(staff.caller(), &id, &body.reason).await?;
-    let command_delivered = deliver(&state, &opening.command);
-    Ok(Json(OpeningView {
-        compartment: views::compartment(&opening.compartment),
-        parcel: None,
-        command_delivered,
-    }))
+    match state.app.remote_open(staff.caller(), &id, &body.reason).await? {
+        OpenOrAsk::Opened(opening) => {
+            let command_delivered = deliver(&state, &opening.command);
+            Ok(Json(OpeningView {
+                compartment: views::compartment(&opening.compartment),
+                parcel: None,
+                command_delivered,
+            })
+            .into_response())
+        }
+        OpenOrAsk::Pending(request) => Ok(pending(&request)),
+    }
+}
+
+/// A request waiting for a second person: `202 Accepted` with the request.
+fn pending(request: &custody_store::ApprovalRow) -> Response {
+    (StatusCode::ACCEPTED, Json(views::approval(request))).into_response()
 }
 
 /// Staff open several compartments of a bank at once, with a reason: at once up to three,
@@ -400,7 +418,7 @@ pub async fn bulk_open(
 ) -> Result<Response, ApiError> {
     let bank: BankId = parse_id(&id, "bank")?;
     match state.app.bulk_open(staff.caller(), &bank, &body.compartments, &body.reason).await? {
-        custody_app::bulk::BulkOpening::Opened(openings) => {
+        OpenOrAsk::Opened(openings) => {
             let views = openings
                 .iter()
                 .map(|o| OpeningView {
@@ -411,9 +429,7 @@ pub async fn bulk_open(
                 .collect::<Vec<_>>();
             Ok(Json(views).into_response())
         }
-        custody_app::bulk::BulkOpening::Pending(request) => {
-            Ok((StatusCode::ACCEPTED, Json(views::approval(&request))).into_response())
-        }
+        OpenOrAsk::Pending(request) => Ok(pending(&request)),
     }
 }
 

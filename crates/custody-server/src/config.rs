@@ -7,6 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use custody_core::approval::RemoteOpenBudget;
 use serde::{Deserialize, Serialize};
 
 use crate::outbox::{SmtpSecurity, SmtpSettings, Transport};
@@ -92,11 +93,36 @@ pub struct AlertsSection {
 pub struct SecuritySection {
     /// Whether lifting a lockdown needs a second person's approval (on by default).
     pub lockdown_lift_approval: bool,
+    /// Doors one person opens alone without a parcel's own credential (remote opens, bulk
+    /// opens, retrievals) in `remote_opens_window_hours`; each further one waits for a second
+    /// person. Derived in docs/SECURITY.md.
+    pub remote_opens_per_person: u32,
+    /// … and at one bank, whoever opens them.
+    pub remote_opens_per_bank: u32,
+    /// The sliding window those budgets count over, in hours (1–168).
+    pub remote_opens_window_hours: u64,
 }
 
 impl Default for SecuritySection {
     fn default() -> Self {
-        Self { lockdown_lift_approval: true }
+        let budget = RemoteOpenBudget::default();
+        Self {
+            lockdown_lift_approval: true,
+            remote_opens_per_person: budget.per_opener,
+            remote_opens_per_bank: budget.per_bank,
+            remote_opens_window_hours: budget.window.as_secs() / 3600,
+        }
+    }
+}
+
+impl SecuritySection {
+    /// The remote-open budget these settings describe.
+    pub fn remote_opens(&self) -> RemoteOpenBudget {
+        RemoteOpenBudget {
+            per_opener: self.remote_opens_per_person,
+            per_bank: self.remote_opens_per_bank,
+            window: custody_core::time::hours(self.remote_opens_window_hours.min(24 * 365)),
+        }
     }
 }
 
@@ -266,6 +292,10 @@ impl Config {
     /// Checks every setting and explains what is wrong.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.checkpoint_sinks()?;
+        self.security
+            .remote_opens()
+            .validate()
+            .map_err(|m| invalid("security.remote_opens_*", m))?;
         if !self.server.public_url.starts_with("https://") {
             return Err(invalid(
                 "server.public_url",

@@ -361,14 +361,25 @@ fn table() -> Routes<ServerState> {
         .post(
             "/api/v1/parcels/{id}/retrieve",
             Staff,
-            Doc::json("Take a parcel out, with a reason", 200, "OpeningView")
+            Doc::json(
+                "Take a parcel out, with a reason; past the remote-open budget it answers 202 \
+                 with a request another member of staff approves",
+                200,
+                "OpeningView",
+            )
                 .taking("ReasonRequest"),
             api::retrieve,
         )
         .post(
             "/api/v1/compartments/{id}/open",
             Staff,
-            Doc::json("Open a compartment remotely, with a reason", 200, "OpeningView")
+            Doc::json(
+                "Open a compartment remotely, with a reason (needs a step-up); past the \
+                 remote-open budget it answers 202 with a request another member of staff \
+                 approves",
+                200,
+                "OpeningView",
+            )
                 .taking("ReasonRequest"),
             api::remote_open,
         )
@@ -376,8 +387,9 @@ fn table() -> Routes<ServerState> {
             "/api/v1/banks/{id}/bulk-open",
             Staff,
             Doc::list(
-                "Open several compartments at once (needs a step-up); more than three answer 202 \
-                 with a request another member of staff approves",
+                "Open several compartments at once (needs a step-up); more than three, or past \
+                 the remote-open budget, answer 202 with a request another member of staff \
+                 approves",
                 "OpeningView",
             )
             .taking("BulkOpenRequest"),

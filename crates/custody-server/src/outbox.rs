@@ -243,14 +243,15 @@ pub async fn deliver_due(app: &App, transport: &Transport) -> Result<usize, cust
 }
 
 /// One housekeeping pass: expire parcels, release lapsed reservations, retry notifications,
-/// escalate alerts left unacknowledged.
+/// escalate alerts left unacknowledged, forget counted remote opens past every window.
 pub async fn sweep(app: &App) -> Result<(), custody_app::AppError> {
     let expired = app.expire_due().await?;
     let released = app.release_stale_reservations().await?;
     let notified = app.notify_pending().await?;
     let escalated = app.escalate_due().await?;
-    if expired + released + notified + escalated > 0 {
-        tracing::info!(expired, released, notified, escalated, "sweep");
+    let pruned = app.prune_remote_opens().await?;
+    if expired + released + notified + escalated > 0 || pruned > 0 {
+        tracing::info!(expired, released, notified, escalated, pruned, "sweep");
     }
     Ok(())
 }

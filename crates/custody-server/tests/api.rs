@@ -848,6 +848,37 @@ backends!(
     }
 );
 
+backends!(
+    past_the_budget_a_remote_open_waits_for_a_second_person_over_the_api,
+    |t: TestStore| async move {
+        // DESIGN.md §4 invariant 11 over HTTPS: four doors alone, then 202 and a request; the
+        // door opens at the bank only once another member of staff approves.
+        let server = TestServer::start(t).await;
+        let agent = server.agent().await;
+        let env = &server.env;
+        let post = |who: &SignedIn, path: String, body: Value| {
+            who.client.post(server.url(&path)).header("x-csrf-token", &who.csrf).json(&body).send()
+        };
+        let admin = server.sign_in(&env.admin).await;
+        let open = |n: usize| format!("/api/v1/compartments/{}/open", env.compartments[n].id);
+        for n in 0..4 {
+            let opened = post(&admin, open(n), json!({"reason": "jammed door"})).await.unwrap();
+            assert_eq!(opened.status(), StatusCode::OK);
+        }
+        let held = post(&admin, open(4), json!({"reason": "jammed door"})).await.unwrap();
+        assert_eq!(held.status(), StatusCode::ACCEPTED);
+        let request: Value = held.json().await.unwrap();
+        assert_eq!(request["kind"], "remote_open");
+        let number = env.compartments[4].number.get();
+        assert_eq!(agent.bank.unlocks(number), 0, "nothing opened for the request");
+        let root = server.sign_in(&env.super_admin).await;
+        let approve = format!("/api/v1/approvals/{}/approve", request["id"].as_str().unwrap());
+        let approved = post(&root, approve, json!({})).await.unwrap();
+        assert!(approved.status().is_success(), "{}", approved.status());
+        eventually("the approved door opens", || async { agent.bank.unlocks(number) == 1 }).await;
+    }
+);
+
 backends!(an_alert_is_taken_noted_and_resolved_over_the_api, |t: TestStore| async move {
     let server = TestServer::start(t).await;
     let agent = server.agent().await;

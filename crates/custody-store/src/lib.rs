@@ -40,6 +40,7 @@ use sqlx::{AnyPool, ConnectOptions as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
 pub use rows::*;
+pub use tx::remote_opens::RemoteOpenCounts;
 pub use tx::{Tx, entry_of};
 
 /// Which database is behind the store.

@@ -127,6 +127,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/sqlite/0019_alert_subscriptions.sql"),
         postgres: include_str!("../migrations/postgres/0019_alert_subscriptions.sql"),
     },
+    Migration {
+        version: 20,
+        name: "remote_opens",
+        sqlite: include_str!("../migrations/sqlite/0020_remote_opens.sql"),
+        postgres: include_str!("../migrations/postgres/0020_remote_opens.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

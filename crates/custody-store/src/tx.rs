@@ -32,6 +32,8 @@ use crate::rows::{
 };
 use crate::{Backend, StoreError};
 
+pub(crate) mod remote_opens;
+
 enum Conn {
     /// The SQLite writer's own connection; transactions are managed by the writer.
     Writer(AnyConnection),
