@@ -10,13 +10,13 @@
 //!   journal.log       what the agent did and saw, hash-chained (`crate::journal`)     (0600)
 //! ```
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use custody_core::Clock;
 use custody_core::Timestamp;
 use custody_crypto::pki::{CertificateInfo, DeviceKey, certificate_info};
+use custody_crypto::private_files;
 use custody_crypto::sign::PublicKey;
 use custody_crypto::tls::first_cert_der;
 use custody_crypto::tls::{ServerTrust, client_config};
@@ -81,17 +81,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> EnrolError + '_ {
     move |source| EnrolError::Io { path: path.to_owned(), source }
 }
 
-fn write(path: &Path, contents: &[u8], secret: bool) -> Result<(), EnrolError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if secret {
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    }
-    let _ = secret;
-    let mut file = options.open(path).map_err(io(path))?;
-    file.write_all(contents).map_err(io(path))?;
-    file.sync_all().map_err(io(path))
+/// Writes one of the agent's files: everything in its directory is its owner's alone.
+fn write(path: &Path, contents: &[u8]) -> Result<(), EnrolError> {
+    private_files::write(path, contents, true).map_err(io(path))
 }
 
 fn read(path: &Path) -> Result<String, EnrolError> {
@@ -159,7 +151,7 @@ pub async fn enrol(
         what: "server URL",
         message: "expected https://host:port".into(),
     })?;
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    private_files::create_dir(dir).map_err(io(dir))?;
     let key = DeviceKey::generate()
         .map_err(|e| EnrolError::Invalid { what: "device key", message: e.to_string() })?;
     let csr = key
@@ -193,10 +185,10 @@ pub async fn enrol(
         response.json().await.map_err(|e| EnrolError::Server(e.to_string()))?;
     PublicKey::from_base64(&answer.command_key)
         .map_err(|e| EnrolError::Invalid { what: "command key", message: e.to_string() })?;
-    write(&dir.join("device.key"), key.to_pem().as_bytes(), true)?;
-    write(&dir.join("device.pem"), answer.certificate_pem.as_bytes(), false)?;
-    write(&dir.join("server-ca.pem"), target.server_ca_pem.as_bytes(), false)?;
-    write(&dir.join("command.pub"), answer.command_key.as_bytes(), false)?;
+    write(&dir.join("device.key"), key.to_pem().as_bytes())?;
+    write(&dir.join("device.pem"), answer.certificate_pem.as_bytes())?;
+    write(&dir.join("server-ca.pem"), target.server_ca_pem.as_bytes())?;
+    write(&dir.join("command.pub"), answer.command_key.as_bytes())?;
     let file = AgentFile {
         device: answer.device,
         bank: answer.bank,
@@ -206,7 +198,7 @@ pub async fn enrol(
     };
     let text = toml::to_string_pretty(&file)
         .map_err(|e| EnrolError::Invalid { what: "agent.toml", message: e.to_string() })?;
-    write(&agent_toml, text.as_bytes(), false)?;
+    write(&agent_toml, text.as_bytes())?;
     Ok(file)
 }
 
@@ -234,18 +226,12 @@ pub fn load(
     }
     promote_renewal(dir)?;
     let key_path = dir.join("device.key");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let mode =
-            std::fs::metadata(&key_path).map_err(io(&key_path))?.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(EnrolError::Invalid {
-                what: "device.key",
-                message: format!("readable by others (mode {mode:o}); run chmod 600"),
-            });
-        }
-    }
+    // The directory holds the device key, the journal and the offline list: nobody else may
+    // read any of it.
+    let private =
+        [dir.to_owned(), key_path.clone(), dir.join("journal.log"), dir.join("offline.json")];
+    private_files::check(&private, dir)
+        .map_err(|e| EnrolError::Invalid { what: "agent directory", message: e.to_string() })?;
     let key = zeroize::Zeroizing::new(read(&key_path)?);
     let cert = read(&dir.join("device.pem"))?;
     let trust = ServerTrust { ca_pem: read(&dir.join("server-ca.pem"))?, pins };
@@ -310,8 +296,8 @@ pub fn finish_renewal(
     }
     let dir = &setup.dir;
     let (key_new, cert_new) = (dir.join("device.key.new"), dir.join("device.pem.new"));
-    write(&key_new, key.to_pem().as_bytes(), true)?;
-    write(&cert_new, certificate_pem.as_bytes(), false)?;
+    write(&key_new, key.to_pem().as_bytes())?;
+    write(&cert_new, certificate_pem.as_bytes())?;
     promote_renewal(dir)?;
     let mut renewed = load(dir, Some(&setup.link.gateway), clock)?;
     renewed.commissioning_until = setup.commissioning_until;

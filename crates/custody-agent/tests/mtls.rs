@@ -73,6 +73,29 @@ async fn the_enrolled_identity_connects() {
     link::connect(&config(&server, Some((&cert, &key)))).await.unwrap();
 }
 
+/// The agent's directory holds its key, journal and offline list: enrolment makes it and every
+/// file in it its owner's alone, even where the operator made it open, and an agent whose
+/// directory others can read does not start.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_agents_directory_is_private_and_an_open_one_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = server().await;
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("agent");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    server.enrol_agent(&dir).await;
+    assert!(custody_crypto::private_files::check_tree(&dir).unwrap() >= 6, "all 0600/0700");
+    let load = || custody_agent::enrol::load(&dir, Some(&gateway(&server)), server.env.app.clock());
+    assert!(load().is_ok());
+    std::fs::write(dir.join("journal.log"), b"").unwrap();
+    std::fs::set_permissions(dir.join("journal.log"), std::fs::Permissions::from_mode(0o644))
+        .unwrap();
+    let refused = load().map(|_| ()).unwrap_err().to_string();
+    assert!(refused.contains("chmod -R go-rwx"), "{refused}");
+}
+
 #[tokio::test]
 async fn no_client_certificate_is_refused_at_the_handshake() {
     let server = server().await;

@@ -15,17 +15,17 @@
 //!   keys/checkpoint.vkey  its public verifier key, for auditors
 //! ```
 //!
-//! Secret files are created 0600 and refused when group- or world-readable, so a copied
-//! directory with loose permissions does not run (DESIGN.md §4 invariant 3).
+//! Every directory is created 0700 and every file 0600 (the database and its `-wal` and `-shm`
+//! files too). Secret files are refused when group- or world-readable, and so is the directory
+//! itself, so a copied directory with loose permissions does not run (DESIGN.md §4 invariant 3).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use custody_core::Clock;
 use custody_core::time::days;
 use custody_crypto::pki::{CertificateAuthority, generate_ca, spki_pin_of_pem};
 use custody_crypto::sign::SigningKey;
-use custody_crypto::{CryptoError, MasterKey, Rng};
+use custody_crypto::{CryptoError, MasterKey, Rng, private_files};
 
 use crate::KeyRing;
 
@@ -46,6 +46,9 @@ pub enum SetupError {
     /// A required file is missing.
     #[error("{0} is missing; run `custody init --data-dir …` first")]
     Missing(PathBuf),
+    /// The directory, or something in it, is open to other users.
+    #[error(transparent)]
+    Exposed(#[from] private_files::Exposed),
     /// A secret file is readable by others.
     #[error("{path} is readable by other users (mode {mode:o}); run `chmod 600 {path}`")]
     Insecure {
@@ -106,17 +109,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SetupError + '_ {
 
 /// Writes `contents` to a new file that only the owner can read.
 fn write_secret(path: &Path, contents: &[u8]) -> Result<(), SetupError> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).map_err(io(path))?;
-    file.write_all(contents).map_err(io(path))?;
-    file.sync_all().map_err(io(path))
+    private_files::write(path, contents, false).map_err(io(path))
 }
 
+/// Writes a certificate or public key: nothing secret, but private like everything in the
+/// directory (the operator hands copies to whoever needs them).
 fn write_public(path: &Path, contents: &[u8]) -> Result<(), SetupError> {
-    std::fs::write(path, contents).map_err(io(path))
+    private_files::write(path, contents, true).map_err(io(path))
 }
 
 /// Reads a secret file after checking nobody else can read it.
@@ -193,7 +192,7 @@ impl DataDir {
         }
         let (keys, tls) = (self.keys_dir(), self.tls_dir());
         for dir in [&self.root, &keys, &tls] {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            private_files::create_dir(dir).map_err(io(dir))?;
         }
         let now = clock.now();
         let ca_path = keys.join("ca.key");
@@ -257,8 +256,31 @@ impl DataDir {
         })
     }
 
-    /// Loads the keys the use cases need, refusing weak or exposed ones.
+    /// Refuses a data directory that others could read: the directory, its key and
+    /// certificate folders, the database with its `-wal` and `-shm` files, the queued mail and
+    /// the checkpoints. Every command that loads the keys checks it first.
+    pub fn check_private(&self) -> Result<(), SetupError> {
+        let db = self.root.join(custody_store::SQLITE_FILE);
+        let paths = [
+            self.root.clone(),
+            self.keys_dir(),
+            self.tls_dir(),
+            db.clone(),
+            db.with_extension("db-wal"),
+            db.with_extension("db-shm"),
+            self.root.join("outbox"),
+            self.checkpoint_dir(),
+        ];
+        Ok(private_files::check(&paths, &self.root)?)
+    }
+
+    /// Loads the keys the use cases need, refusing weak or exposed ones, and a directory
+    /// others could read.
     pub fn load_keys(&self) -> Result<KeyRing, SetupError> {
+        if !self.root.join("keys/master.key").exists() {
+            return Err(SetupError::Missing(self.root.join("keys/master.key")));
+        }
+        self.check_private()?;
         let keys = self.keys_dir();
         let master_path = keys.join("master.key");
         let master =
@@ -365,6 +387,42 @@ mod tests {
             std::fs::set_permissions(&master, std::fs::Permissions::from_mode(0o644)).unwrap();
             assert!(matches!(data.load_keys(), Err(SetupError::Insecure { .. })));
         }
+    }
+
+    /// Everything `init` makes is the owner's alone, even in a directory the operator made
+    /// open; a directory (or database) others could read is refused with the command to fix it.
+    #[cfg(unix)]
+    #[test]
+    fn init_makes_everything_private_and_an_open_directory_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let temp = tempfile::tempdir().unwrap();
+        let root = temp.path().join("data");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let data = DataDir::new(&root);
+        let clock = ManualClock::new(Timestamp::from_millis(1_893_456_000_000));
+        data.init(&["localhost".into()], None, &clock, &Rng::new()).unwrap();
+        let mut seen = 0;
+        let mut stack = vec![root.clone()];
+        while let Some(path) = stack.pop() {
+            let meta = std::fs::metadata(&path).unwrap();
+            let want = if meta.is_dir() { 0o700 } else { 0o600 };
+            assert_eq!(meta.permissions().mode() & 0o777, want, "{}", path.display());
+            if meta.is_dir() {
+                stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            }
+            seen += 1;
+        }
+        assert!(seen > 10, "the keys, certificates and folders: {seen}");
+        assert!(data.load_keys().is_ok());
+        let db = root.join(custody_store::SQLITE_FILE);
+        std::fs::write(&db, b"").unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let refused = data.load_keys().map(|_| ()).unwrap_err();
+        assert!(refused.to_string().contains("chmod -R go-rwx"), "{refused}");
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711)).unwrap();
+        assert!(matches!(data.load_keys(), Err(SetupError::Exposed(_))));
     }
 
     #[test]

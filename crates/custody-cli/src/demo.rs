@@ -1278,6 +1278,11 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     }
     t.ok("Every parcel's chain of custody shows each hand-off, in order");
 
+    // The data directory holds the keys, the database and every agent's journal: nobody else
+    // may read any of it.
+    let private = custody_crypto::private_files::check_tree(demo.data.root())?;
+    t.ok(&format!("Every file and folder in the data directory is its owner's alone ({private})"));
+
     // 10. The audit log of the whole story, against a checkpoint that left the database.
     let head =
         demo.app.store().read(|tx| async move { tx.tree_head().await }.boxed()).await?.size();

@@ -82,8 +82,13 @@ pub(crate) async fn open_store(
     let url = if let Some(url) = database_url {
         url.to_owned()
     } else {
-        std::fs::create_dir_all(data_dir)
+        // The database holds personal data: its directory and file are the owner's alone,
+        // and SQLite gives its -wal and -shm files the database file's permissions.
+        custody_crypto::private_files::create_dir(data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
+        let file = data_dir.join(custody_store::SQLITE_FILE);
+        custody_crypto::private_files::touch(&file)
+            .with_context(|| format!("creating {}", file.display()))?;
         custody_store::sqlite_url_in(data_dir)
     };
     Store::open(&url)
@@ -102,6 +107,9 @@ fn init_logging(format: LogFormat, default: &str) {
 }
 
 fn main() -> ExitCode {
+    // Whatever this process creates (the database, mail queued to files, checkpoints, an
+    // agent's journal) is its owner's alone, on every path, whatever the shell's umask.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     // A benchmark's report is its output; the servers it starts speak up only when wrong.
     let level = if matches!(cli.command, Command::Bench(_)) { "warn" } else { "info" };

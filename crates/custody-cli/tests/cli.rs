@@ -112,6 +112,7 @@ async fn init_then_administer_a_site() {
         let mode = std::fs::metadata(data.join(secret)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{secret}");
     }
+    assert!(custody_crypto::private_files::check_tree(&data).unwrap() > 10, "all 0600/0700");
     let again = custody(&data, &["init"]).await;
     assert!(!again.status.success());
     assert!(text(&again).contains("refusing to overwrite"), "{}", text(&again));
@@ -169,6 +170,15 @@ async fn init_then_administer_a_site() {
         custody(&data, &["admin", "add-compartments", "--bank", &bank, "--numbers", "0"]).await;
     assert!(!zero.status.success(), "compartment 0 is refused");
 
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let open = custody(&data, &["admin", "list"]).await;
+        assert!(!open.status.success(), "a data directory others can read is refused");
+        assert!(text(&open).contains("chmod -R go-rwx"), "{}", text(&open));
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
     std::fs::write(data.join("custody.toml"), "[server]\ntls = false\n").unwrap();
     let serve = custody(&data, &["serve"]).await;
     assert!(!serve.status.success());
@@ -256,6 +266,15 @@ async fn serve_answers_over_tls_until_stopped() {
     let ready =
         client.get(format!("https://localhost:{}/readyz", addr.port())).send().await.unwrap();
     assert_eq!(ready.status(), 200);
+    // The database the server made, with its -wal and -shm files, is the owner's alone, like
+    // everything else in the data directory.
+    #[cfg(unix)]
+    for file in ["custody.db", "custody.db-wal", "custody.db-shm"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(data.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+    assert!(custody_crypto::private_files::check_tree(&data).unwrap() > 10);
     child.start_kill().unwrap();
 }
 

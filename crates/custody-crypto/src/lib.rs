@@ -15,6 +15,7 @@ pub mod clock;
 pub mod passkey;
 pub mod password;
 pub mod pki;
+pub mod private_files;
 pub mod rng;
 pub mod seal;
 pub mod secret;

@@ -166,12 +166,15 @@ pub async fn migrate_to(url: &str, version: i64) -> Result<(), StoreError> {
 
 /// The URL of the SQLite database file in `data_dir`.
 pub fn sqlite_url_in(data_dir: &Path) -> String {
-    format!("sqlite://{}?mode=rwc", data_dir.join("custody.db").display())
+    format!("sqlite://{}?mode=rwc", data_dir.join(SQLITE_FILE).display())
 }
+
+/// The SQLite database's file name in a data directory.
+pub const SQLITE_FILE: &str = "custody.db";
 
 /// The read-only URL of the SQLite database file in `data_dir`.
 pub fn sqlite_read_only_url_in(data_dir: &Path) -> String {
-    format!("sqlite://{}?mode=ro", data_dir.join("custody.db").display())
+    format!("sqlite://{}?mode=ro", data_dir.join(SQLITE_FILE).display())
 }
 
 /// SQLite connection settings. WAL lets readers proceed beside the writer; `synchronous = FULL`
