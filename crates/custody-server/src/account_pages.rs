@@ -22,18 +22,27 @@ use crate::portal::{
 };
 use crate::{RequestClient, ServerState, api, views};
 
-/// Where to go after a step-up: a portal path, nothing else (no open redirect).
-fn next_page(next: Option<&str>) -> &str {
+/// Where to go after a step-up: a path of this portal, nothing else. No other origin and no
+/// path outside the portal (no open redirect), and nothing a `Location` header cannot carry as
+/// it is: printable ASCII only, so no CR or LF splits the answer. Checked before anything else
+/// of the request is done, so a bad one spends no code and rotates no session; none given is
+/// the portal's home.
+fn next_page(next: Option<&str>) -> Result<&str, AppError> {
     match next {
+        None => Ok("/portal"),
         Some(n)
-            if n.starts_with("/portal")
+            if (n == "/portal" || n.starts_with("/portal/") || n.starts_with("/portal?"))
+                && n.bytes().all(|b| b.is_ascii_graphic())
                 && !n.contains("//")
                 && !n.contains("..")
                 && !n.contains('\\') =>
         {
-            n
+            Ok(n)
         }
-        _ => "/portal",
+        Some(_) => Err(AppError::Invalid(
+            "the page to return to is not a page of this portal; open the portal and try again"
+                .into(),
+        )),
     }
 }
 
@@ -102,7 +111,10 @@ pub async fn second_factor(
     PortalSession(s): PortalSession,
     Query(q): Query<NextQuery>,
 ) -> Response {
-    let next = next_page(q.next.as_deref()).to_owned();
+    let next = match next_page(q.next.as_deref()) {
+        Ok(next) => next.to_owned(),
+        Err(e) => return error_page(&e, Some(nav(&state.app, &s))),
+    };
     match state.app.factors(&s.info).await {
         Ok(f) => second_factor_page(&state, &s, &next, None, StatusCode::OK, f),
         Err(e) => error_page(&e, Some(nav(&state.app, &s))),
@@ -143,7 +155,10 @@ pub async fn second_factor_submit(
     if !state.app.csrf_ok(&s.token, &form.csrf) {
         return csrf_refused(&state, &s);
     }
-    let next = next_page(form.next.as_deref()).to_owned();
+    let next = match next_page(form.next.as_deref()) {
+        Ok(next) => next.to_owned(),
+        Err(e) => return error_page(&e, Some(nav(&state.app, &s))),
+    };
     let filled = |v: Option<String>| v.filter(|c| !c.trim().is_empty()).map(Zeroizing::new);
     let proof = match (filled(form.totp), filled(form.recovery_code)) {
         (Some(code), None) => Proof::Totp(code),
@@ -439,12 +454,27 @@ mod tests {
 
     #[test]
     fn only_portal_paths_are_followed_after_a_step_up() {
-        assert_eq!(next_page(Some("/portal/account")), "/portal/account");
-        for bad in
-            ["https://evil.example", "//evil.example", "/portal//evil", "/api/v1/me", "/portal\\x"]
-        {
-            assert_eq!(next_page(Some(bad)), "/portal", "{bad}");
+        for good in ["/portal", "/portal/account", "/portal/alerts/alt_x?tab=timeline"] {
+            assert_eq!(next_page(Some(good)).ok(), Some(good));
         }
-        assert_eq!(next_page(None), "/portal");
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/portal//evil",
+            "/api/v1/me",
+            "/portal\\x",
+            "/portalx",
+            "/portal/../api",
+            "/portal/account\r\nSet-Cookie: a=b",
+            "/portal/account\n",
+            "/portal/a b",
+            "/portal/\u{e9}",
+            "/portal/\u{0}",
+            "",
+        ] {
+            assert!(next_page(Some(bad)).is_err(), "{bad:?}");
+            // Whatever gets through must be a valid header value as it is.
+        }
+        assert_eq!(next_page(None).ok(), Some("/portal"));
     }
 }

@@ -41,25 +41,31 @@ impl ApiError {
     }
 }
 
+/// The status a use case's error answers with, on the API and in the portal alike: every
+/// error the caller can do something about is a 4xx; only the store and crypto failing are 5xx.
+pub(crate) fn status_of(e: &AppError) -> StatusCode {
+    match e {
+        AppError::NotFound => StatusCode::NOT_FOUND,
+        AppError::Forbidden
+        | AppError::PickupRefused
+        | AppError::SecondFactorRequired
+        | AppError::StepUpRequired => StatusCode::FORBIDDEN,
+        AppError::Invalid(_) | AppError::Store(custody_store::StoreError::Refused(_)) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        AppError::Conflict { .. }
+        | AppError::BankNotEnrolled
+        | AppError::Store(custody_store::StoreError::Conflict) => StatusCode::CONFLICT,
+        AppError::AuthenticationFailed => StatusCode::UNAUTHORIZED,
+        AppError::BankOffline => StatusCode::SERVICE_UNAVAILABLE,
+        AppError::Throttled => StatusCode::TOO_MANY_REQUESTS,
+        AppError::Store(_) | AppError::Crypto(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
-        let status = match &e {
-            AppError::NotFound => StatusCode::NOT_FOUND,
-            AppError::Forbidden
-            | AppError::PickupRefused
-            | AppError::SecondFactorRequired
-            | AppError::StepUpRequired => StatusCode::FORBIDDEN,
-            AppError::Invalid(_) | AppError::Store(custody_store::StoreError::Refused(_)) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
-            AppError::Conflict { .. }
-            | AppError::BankNotEnrolled
-            | AppError::Store(custody_store::StoreError::Conflict) => StatusCode::CONFLICT,
-            AppError::AuthenticationFailed => StatusCode::UNAUTHORIZED,
-            AppError::BankOffline => StatusCode::SERVICE_UNAVAILABLE,
-            AppError::Throttled => StatusCode::TOO_MANY_REQUESTS,
-            AppError::Store(_) | AppError::Crypto(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status = status_of(&e);
         let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!(error = %e, "request failed");
             "something went wrong on our side; the request changed nothing".to_owned()

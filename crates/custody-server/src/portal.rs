@@ -162,10 +162,17 @@ pub(crate) fn nav(app: &custody_app::App, s: &PersonSession) -> Nav {
 }
 
 pub(crate) fn error_page(e: &AppError, nav: Option<Nav>) -> Response {
-    let (status, title) = match e {
-        AppError::NotFound => (StatusCode::NOT_FOUND, "Not found"),
-        AppError::Forbidden => (StatusCode::FORBIDDEN, "Not allowed"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong"),
+    // The same status the API gives the same error: a mistake or a refusal is never a 500.
+    let status = crate::error::status_of(e);
+    let title = match status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::UNAUTHORIZED => "Not signed in",
+        StatusCode::UNPROCESSABLE_ENTITY => "That is not right",
+        StatusCode::CONFLICT => "That cannot be done now",
+        StatusCode::TOO_MANY_REQUESTS => "Too many attempts",
+        StatusCode::SERVICE_UNAVAILABLE => "The bank cannot be reached",
+        _ => "Something went wrong",
     };
     let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(error = %e, "page failed");

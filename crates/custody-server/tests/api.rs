@@ -442,6 +442,98 @@ backends!(bad_input_gets_a_clear_4xx_and_changes_nothing, |t: TestStore| async m
     assert_eq!(audit_len().await, before + 1, "only the bad API key left a trace");
 });
 
+backends!(a_bad_return_address_is_refused_before_the_code_is_spent, |t: TestStore| async move {
+    // A `next` that would split the `Location` header (CR/LF) or leave the portal is refused
+    // with a 4xx before anything else: the code is not spent and the session not rotated.
+    let server = TestServer::start(t).await;
+    let env = &server.env;
+    let (SignedIn { client, csrf }, pending) = server.sign_in_with_password(&env.admin).await;
+    assert!(pending);
+    let code = env.totp_code(&env.admin);
+    let prove = |next: &'static str| {
+        let form = [("csrf", csrf.as_str()), ("totp", code.as_str()), ("next", next)];
+        client.post(server.url("/portal/second-factor")).form(&form).send()
+    };
+    for bad in ["/portal/account\r\nSet-Cookie: x=y", "https://evil.example/", "/portal/\u{7f}"] {
+        let refused = prove(bad).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+        assert!(refused.headers().get("set-cookie").is_none(), "the session stays as it was");
+        assert!(refused.text().await.unwrap().contains("not a page of this portal"));
+    }
+    let asked = client
+        .get(server.url("/portal/second-factor?next=%2Fportal%0D%0ALocation%3A%20x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    // The same code still proves the factor: nothing was spent.
+    let proven = prove("/portal/account").await.unwrap();
+    assert_eq!(proven.status(), StatusCode::SEE_OTHER);
+    assert_eq!(proven.headers()["location"], "/portal/account");
+});
+
+backends!(no_malformed_request_makes_a_server_error, |t: TestStore| async move {
+    // Every route, as each kind of caller, with ids, queries and bodies no client should send:
+    // each answer is a 4xx (or a success), never a 5xx, and nothing reaches a header as it came.
+    let server = TestServer::start(t).await;
+    let _agent = server.agent().await;
+    let callers = [Role::Anonymous, Role::Resident, Role::CarrierKey, Role::Admin];
+    let ids = ["%0D%0ASet-Cookie:%20x", "prc_%00", &"x".repeat(400), "..%2F..%2Fkeys"];
+    let query = "?next=%2Fportal%0D%0ALocation%3A%20x&live=maybe&limit=-1&dead=2&since=%FF";
+    let bodies = |csrf: &str| -> [(&str, String); 6] {
+        [
+        ("application/json", "{\"reason\": ".into()),
+        ("application/json", json!({"reason": "\u{0}\r\nX: y", "next": "/portal\r\nX: y", "compartments": [0, 65535], "email": "\u{202e}@x", "size": [], "role": {}}).to_string()),
+        ("application/x-www-form-urlencoded", "csrf=x&next=%2Fportal%0D%0ALocation%3A%20x&totp=%00&reason=%FF%FE".into()),
+        ("application/json", "[]".into()),
+        // A portal form with the session's own CSRF token, so the handler itself meets it.
+        ("application/x-www-form-urlencoded", format!("csrf={csrf}&reason=&note=%20&totp=1&recovery_code=&next=%2Fportal%0A&channel=pigeon&severity=dire")),
+        // … and with nothing else, so forms that take only the token reach their use case
+        // (removing an admin's only authenticator app, say, which the use case refuses).
+        ("application/x-www-form-urlencoded", format!("csrf={csrf}")),
+    ]
+    };
+    let mut errors = Vec::new();
+    for role in callers {
+        let c = caller(&server, role).await;
+        let bodies = bodies(c.csrf.as_deref().unwrap_or_default());
+        for &(method, pattern, _) in EXPECTED {
+            // Signing out would end the session the next routes need.
+            if ["/api/v1/sessions/current", "/portal/logout"].contains(&pattern) {
+                continue;
+            }
+            let mut requests = Vec::new();
+            for id in ids {
+                requests.push((format!("{}{query}", pattern.replace("{id}", id)), 0));
+            }
+            for n in 0..bodies.len() {
+                requests.push((concrete(&server, pattern, "prc_0000000000000000000000000000"), n));
+            }
+            for (path, body) in requests {
+                let method = Method::from_bytes(method.as_bytes()).unwrap();
+                let mut request = c.client.request(method.clone(), server.url(&path));
+                if let Some(token) = &c.bearer {
+                    request = request.bearer_auth(token);
+                }
+                if let Some(csrf) = &c.csrf {
+                    request = request.header("x-csrf-token", csrf);
+                }
+                if method == Method::POST {
+                    let (kind, text) = &bodies[body];
+                    request = request.header("content-type", *kind).body(text.clone());
+                }
+                let response = request.send().await.unwrap();
+                if response.status().is_server_error() {
+                    let status = response.status();
+                    let text = response.text().await.unwrap_or_default();
+                    errors.push(format!("{role:?} {method} {path} body {body}: {status} {text}"));
+                }
+            }
+        }
+    }
+    assert!(errors.is_empty(), "server errors:\n{}", errors.join("\n"));
+});
+
 backends!(sessions_need_csrf_and_end_when_idle, |t: TestStore| async move {
     let server = TestServer::start(t).await;
     let admin = server.sign_in(&server.env.admin).await;
