@@ -5,7 +5,7 @@
 //! and messages for the server (door reports, command results) wait in a bounded backlog that
 //! is sent first after reconnecting.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use custody_proto::device::{
 };
 use data_encoding::BASE64;
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use zeroize::Zeroizing;
@@ -46,8 +46,7 @@ const SILENT_TICKS: u32 = 3;
 /// A running agent.
 #[derive(Debug)]
 pub struct AgentHandle {
-    kiosk: mpsc::Sender<Event>,
-    screen: watch::Receiver<Option<Screen>>,
+    kiosk: mpsc::Sender<Asked>,
     presence: watch::Receiver<Option<Arc<TotpSeed>>>,
     clock: Arc<dyn Clock>,
     ready: watch::Receiver<bool>,
@@ -59,7 +58,7 @@ pub struct AgentHandle {
 impl AgentHandle {
     /// Types a code on the kiosk keypad.
     pub async fn enter_code(&self, code: &str) {
-        let _ = self.kiosk.send(Event::CodeEntered(code.to_owned())).await;
+        let _ = self.kiosk.send(Asked::unanswered(Event::CodeEntered(code.to_owned()))).await;
     }
 
     /// Types `code` and returns what the kiosk shows in answer (anything but "checking").
@@ -99,13 +98,13 @@ impl AgentHandle {
     /// A tamper sensor's reading, from its input (or a simulator's): the core decides whether
     /// it counts, and journals and reports it if it does.
     pub async fn sensor(&self, kind: AlertKind, compartment: Option<u16>) {
-        let _ = self.kiosk.send(Event::Sensor { kind, compartment }).await;
+        let _ = self.kiosk.send(Asked::unanswered(Event::Sensor { kind, compartment })).await;
     }
 
     /// Lets time pass for the core now, as the daemon's own tick does every
     /// [`TICK_EVERY`]: a door open past the bank's time is reported.
     pub async fn tick(&self) {
-        let _ = self.kiosk.send(Event::Tick).await;
+        let _ = self.kiosk.send(Asked::unanswered(Event::Tick)).await;
     }
 
     /// Where a badge reader's driver (on a thread of its own) sends what it reads.
@@ -113,17 +112,13 @@ impl AgentHandle {
         BadgeReader(self.kiosk.clone())
     }
 
+    /// The answer to this input and to no other: of ten people typing one code at once, only
+    /// the one whose question opened the door is told it is open. `None` when the agent
+    /// stopped or the question went unanswered.
     async fn answer_to(&self, input: Event) -> Option<Screen> {
-        let mut screen = self.screen.clone();
-        screen.borrow_and_update();
-        let _ = self.kiosk.send(input).await;
-        loop {
-            screen.changed().await.ok()?;
-            let shown = screen.borrow_and_update().clone();
-            if shown.as_ref().is_some_and(|s| *s != Screen::Checking) {
-                return shown;
-            }
-        }
+        let (answer, answered) = oneshot::channel();
+        self.kiosk.send(Asked { event: input, answer: Some(answer) }).await.ok()?;
+        answered.await.ok()
     }
 
     /// The presence code the kiosk shows now: six digits, new every 30 seconds, while the
@@ -163,13 +158,55 @@ impl AgentHandle {
 
 /// A reader driver's way into the agent: each read becomes an [`Event::BadgeRead`].
 #[derive(Debug, Clone)]
-pub struct BadgeReader(mpsc::Sender<Event>);
+pub struct BadgeReader(mpsc::Sender<Asked>);
 
 impl BadgeReader {
     /// A badge was read (from a thread outside the runtime); `false` once the agent stopped.
     pub fn blocking_read(&self, number: String, reader: ReaderKind) -> bool {
-        self.0.blocking_send(Event::BadgeRead { number, reader }).is_ok()
+        self.0.blocking_send(Asked::unanswered(Event::BadgeRead { number, reader })).is_ok()
     }
+}
+
+/// An input for the core, and where the answer to it (and only to it) goes.
+#[derive(Debug)]
+pub(crate) struct Asked {
+    event: Event,
+    answer: Option<oneshot::Sender<Screen>>,
+}
+
+impl Asked {
+    fn unanswered(event: Event) -> Self {
+        Self { event, answer: None }
+    }
+}
+
+/// The request id a kiosk question goes to the server under.
+fn question_id(message: &AgentMessage) -> Option<u64> {
+    match message {
+        AgentMessage::PickupAttempt { request_id, .. }
+        | AgentMessage::QrPickup { request_id, .. }
+        | AgentMessage::BadgeRead { request_id, .. }
+        | AgentMessage::Courier { request_id, .. } => Some(*request_id),
+        _ => None,
+    }
+}
+
+/// The request id a server's message answers.
+fn answer_id(message: &ServerMessage) -> Option<u64> {
+    match message {
+        ServerMessage::Pickup { request_id, .. } | ServerMessage::Courier { request_id, .. } => {
+            Some(*request_id)
+        }
+        _ => None,
+    }
+}
+
+/// What the kiosk is to show as the answer among `actions` (not "checking").
+fn shown(actions: &[Action]) -> Option<Screen> {
+    actions.iter().find_map(|a| match a {
+        Action::Show(s) if *s != Screen::Checking => Some(s.clone()),
+        _ => None,
+    })
 }
 
 impl Drop for AgentHandle {
@@ -199,7 +236,6 @@ pub fn spawn_on(
     clock: Arc<dyn Clock>,
 ) -> AgentHandle {
     let (kiosk, kiosk_rx) = mpsc::channel(16);
-    let (screen_tx, screen) = watch::channel(None);
     let (ready_tx, ready) = watch::channel(false);
     let (presence_tx, presence) = watch::channel(None);
     restored.forget_expired(clock.now());
@@ -227,14 +263,14 @@ pub fn spawn_on(
         setup,
         board,
         clock: clock.clone(),
-        screen: screen_tx,
+        asking: HashMap::new(),
         presence: presence_tx,
         ready: ready_tx,
         offline: offline_tx,
         backlog: VecDeque::new(),
     };
     let task = tokio::spawn(daemon.run(kiosk_rx, sensors));
-    AgentHandle { kiosk, screen, presence, clock, ready, offline, interlock, task }
+    AgentHandle { kiosk, presence, clock, ready, offline, interlock, task }
 }
 
 struct Daemon {
@@ -250,7 +286,8 @@ struct Daemon {
     setup: AgentSetup,
     board: Arc<dyn LockBoard>,
     clock: Arc<dyn Clock>,
-    screen: watch::Sender<Option<Screen>>,
+    /// Who waits for the server's answer to each kiosk question in flight, by request id.
+    asking: HashMap<u64, oneshot::Sender<Screen>>,
     presence: watch::Sender<Option<Arc<TotpSeed>>>,
     ready: watch::Sender<bool>,
     offline: watch::Sender<Option<usize>>,
@@ -259,7 +296,7 @@ struct Daemon {
 
 /// A local event, from the kiosk, a sensor, the lock board or the clock.
 enum Local {
-    Kiosk(Event),
+    Kiosk(Asked),
     Sensor(SensorEvent),
     Unlocked(String, Result<(), String>),
     Tick,
@@ -267,7 +304,7 @@ enum Local {
 
 /// Where local events come from.
 struct Inputs {
-    kiosk: mpsc::Receiver<Event>,
+    kiosk: mpsc::Receiver<Asked>,
     sensors: mpsc::UnboundedReceiver<SensorEvent>,
     unlocked: mpsc::UnboundedReceiver<(String, Result<(), String>)>,
     ticks: tokio::time::Interval,
@@ -287,7 +324,7 @@ impl Inputs {
 impl Daemon {
     async fn run(
         mut self,
-        kiosk: mpsc::Receiver<Event>,
+        kiosk: mpsc::Receiver<Asked>,
         sensors: mpsc::UnboundedReceiver<SensorEvent>,
     ) {
         let (unlocked_tx, unlocked) = mpsc::unbounded_channel::<(String, Result<(), String>)>();
@@ -311,6 +348,10 @@ impl Daemon {
                     self.session(&mut link, &mut inputs, &unlocked_tx).await;
                     let _ = self.ready.send(false);
                     let actions = self.core.handle(self.clock.now(), Event::Disconnected);
+                    // Questions in flight will get no answer: whoever asked is told so.
+                    for (_, waiting) in self.asking.drain() {
+                        let _ = waiting.send(Screen::Offline);
+                    }
                     self.perform(actions, None, &unlocked_tx).await;
                     tracing::warn!("device link lost; reconnecting");
                 }
@@ -389,7 +430,13 @@ impl Daemon {
                     if let ServerMessage::Renewed { certificate_pem } = &message {
                         self.renewed(certificate_pem);
                     }
+                    let answering = answer_id(&message);
                     let actions = self.core.handle(self.clock.now(), Event::Server(message));
+                    if let Some(waiting) = answering.and_then(|id| self.asking.remove(&id))
+                        && let Some(screen) = shown(&actions)
+                    {
+                        let _ = waiting.send(screen);
+                    }
                     self.perform(actions, Some(link), unlocked_tx).await;
                     let _ = self.ready.send(self.core.ready());
                     if self.core.ready() && self.renewal.is_none()
@@ -471,14 +518,37 @@ impl Daemon {
         link: Option<&mut Link>,
         unlocked_tx: &mpsc::UnboundedSender<(String, Result<(), String>)>,
     ) {
-        let event = match local {
-            Local::Kiosk(input) => input,
-            Local::Sensor((compartment, reading)) => Event::Door { compartment, reading },
-            Local::Unlocked(nonce, result) => Event::Unlocked { nonce, result },
-            Local::Tick => Event::Tick,
+        let (event, answer) = match local {
+            Local::Kiosk(Asked { event, answer }) => (event, answer),
+            Local::Sensor((compartment, reading)) => (Event::Door { compartment, reading }, None),
+            Local::Unlocked(nonce, result) => (Event::Unlocked { nonce, result }, None),
+            Local::Tick => (Event::Tick, None),
         };
         let actions = self.core.handle(self.clock.now(), event);
+        if let Some(answer) = answer {
+            self.route_answer(&actions, answer);
+        }
         self.perform(actions, link, unlocked_tx).await;
+    }
+
+    /// Sends the answer to a kiosk input where it goes: now, when the core answered it on the
+    /// spot, or when the server answers the question the core sent for it.
+    fn route_answer(&mut self, actions: &[Action], answer: oneshot::Sender<Screen>) {
+        let checking = actions.iter().any(|a| matches!(a, Action::Show(Screen::Checking)));
+        let asked = actions.iter().find_map(|a| match a {
+            Action::Send(message) => question_id(message),
+            _ => None,
+        });
+        match (checking, asked) {
+            (true, Some(id)) => {
+                self.asking.insert(id, answer);
+            }
+            _ => {
+                if let Some(screen) = shown(actions) {
+                    let _ = answer.send(screen);
+                }
+            }
+        }
     }
 
     async fn perform(
@@ -537,9 +607,9 @@ impl Daemon {
                         let _ = tx.send((nonce, result));
                     });
                 }
-                Action::Show(screen) => {
-                    let _ = self.screen.send(Some(screen));
-                }
+                // Each answer went to whoever asked (`route_answer`); the kiosk shows nothing
+                // to anyone else.
+                Action::Show(_) => {}
                 Action::Presence(key) => {
                     let seed = key.and_then(|k| {
                         let bytes = BASE64.decode(k.0.as_bytes()).ok()?;

@@ -135,6 +135,26 @@ backends!(deposit_and_pickup_through_the_device_link, |t: TestStore| async move 
     assert!(results <= 2);
 });
 
+backends!(
+    of_ten_people_typing_one_code_at_once_only_the_one_it_opened_for_is_told,
+    |t: TestStore| async move {
+        // Ten kiosk requests with the same code at once: the server opens once, and only the
+        // request it opened for hears "open"; the other nine hear what they got, "not accepted".
+        let server = TestServer::start(t).await;
+        let agent = server.agent().await;
+        let (parcel, code) = server.env.delivered("ann@harbour.example").await;
+        let p = server.env.app.parcel(&custody_app::Caller::Operator, &parcel).await.unwrap();
+        let n = server.env.compartments.iter().find(|c| Some(&c.id) == p.compartment.as_ref());
+        let n = n.unwrap().number.get();
+        let answers =
+            futures_util::future::join_all((0..10).map(|_| agent.handle.try_code(&code))).await;
+        let opened = answers.iter().filter(|a| **a == Some(Screen::Open(n))).count();
+        let refused = answers.iter().filter(|a| **a == Some(Screen::NotAccepted)).count();
+        assert_eq!((opened, refused), (1, 9), "{answers:?}");
+        eventually("the latch opens once", || async { agent.bank.unlocks(n) == 1 }).await;
+    }
+);
+
 backends!(replayed_and_foreign_commands_are_refused_by_the_agent, |t: TestStore| async move {
     let server = TestServer::start(t).await;
     let agent = server.agent().await;
