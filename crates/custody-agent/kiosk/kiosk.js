@@ -116,11 +116,13 @@ function courierMode(on) {
 async function refresh() {
   try {
     const state = await (await fetch("/api/state")).json();
-    $("link").textContent = state.online
-      ? "Online"
-      : state.checks_offline
-        ? "Offline: pickup codes, QR codes and courier codes still work here"
-        : "Offline: codes cannot be checked just now";
+    $("link").textContent = state.out_of_service
+      ? "This locker is out of service. Please ask the building's staff."
+      : state.online
+        ? "Online"
+        : state.checks_offline
+          ? "Offline: pickup codes, QR codes and courier codes still work here"
+          : "Offline: codes cannot be checked just now";
     $("link").className = state.online ? "link" : "link offline";
     $("presence").hidden = !state.presence;
     $("presence-code").textContent = state.presence || "";

@@ -147,6 +147,10 @@ pub enum Event {
     },
     /// Time passed: doors open too long are reported.
     Tick,
+    /// The server refused this device's identity as it connected: its certificate revoked,
+    /// superseded by a renewal or a re-enrolment, or its device no longer enrolled. The agent
+    /// keeps nothing the server gave it (DESIGN.md §4 invariant 12) and is out of service.
+    IdentityRefused,
 }
 
 /// What the kiosk screen should say.
@@ -175,6 +179,8 @@ pub enum Screen {
     },
     /// A courier's deposit is recorded.
     Thanks,
+    /// The server no longer knows this device: nothing is checked here, online or offline.
+    OutOfService,
 }
 
 impl Screen {
@@ -195,6 +201,9 @@ impl Screen {
                 .into(),
             Self::CourierWork { .. } => "Your work at this locker.".into(),
             Self::Thanks => "Thank you: the deposit is recorded.".into(),
+            Self::OutOfService => {
+                "This locker is out of service. Please ask the building's staff.".into()
+            }
         }
     }
 }
@@ -303,6 +312,9 @@ pub struct AgentCore {
     identity: Identity,
     connected: bool,
     welcomed: bool,
+    /// The server refused this identity: nothing is checked or opened for the kiosk until a
+    /// welcome says otherwise.
+    out_of_service: bool,
     compartments: BTreeSet<u16>,
     /// Nonces executed, with the expiry after which they can be forgotten (a command past its
     /// expiry is refused anyway).
@@ -431,6 +443,7 @@ impl AgentCore {
             identity,
             connected: false,
             welcomed: false,
+            out_of_service: false,
             compartments: BTreeSet::new(),
             executed: BTreeMap::new(),
             next_request: 1,
@@ -646,7 +659,19 @@ impl AgentCore {
                 }
                 actions
             }
+            Event::IdentityRefused => {
+                self.out_of_service = true;
+                self.forget_what_the_server_gave()
+            }
             Event::Server(message) => self.server(now, message),
+            Event::CodeEntered(_)
+            | Event::QrScanned(_)
+            | Event::BadgeRead { .. }
+            | Event::Courier { .. }
+                if self.out_of_service =>
+            {
+                vec![Action::Show(Screen::OutOfService)]
+            }
             Event::CodeEntered(code) if !self.ready() => self.offline_code(now, &code),
             Event::CodeEntered(code) => {
                 self.ask(|request_id| AgentMessage::PickupAttempt { request_id, code })
@@ -752,6 +777,21 @@ impl AgentCore {
         }
         actions.push(Action::Send(message));
         actions
+    }
+
+    /// Refused by the server (a goodbye, a revoked or unknown identity): the presence key, the
+    /// badge list and the offline list go at once, the saved list with them, so nothing the
+    /// server gave opens anything from now on, offline or after a restart.
+    fn forget_what_the_server_gave(&mut self) -> Vec<Action> {
+        self.welcomed = false;
+        self.badges = None;
+        self.offline = None;
+        vec![Action::Presence(None), Action::Save(None)]
+    }
+
+    /// Whether the server refused this device's identity: the kiosk says it is out of service.
+    pub fn out_of_service(&self) -> bool {
+        self.out_of_service
     }
 
     /// Sends the kiosk's question under a new request id, or says the kiosk is offline.
@@ -1172,7 +1212,10 @@ impl AgentCore {
                 presence_key,
                 locked_down,
                 ..
-            } => self.welcome(now, &device, &bank, compartments, presence_key, locked_down),
+            } => {
+                self.out_of_service = false;
+                self.welcome(now, &device, &bank, compartments, presence_key, locked_down)
+            }
             ServerMessage::Lockdown { on } => {
                 if self.welcomed {
                     self.lockdown(now, on)
@@ -1224,13 +1267,7 @@ impl AgentCore {
                     outcome: CommandOutcome::Refused { reason: refusal.as_str().into() },
                 })],
             },
-            ServerMessage::Goodbye { .. } => {
-                // Refused by the server (revoked, re-enrolled): trust nothing it sent.
-                self.welcomed = false;
-                self.badges = None;
-                self.offline = None;
-                vec![Action::Presence(None), Action::Save(None)]
-            }
+            ServerMessage::Goodbye { .. } => self.forget_what_the_server_gave(),
         }
     }
 
@@ -2473,6 +2510,28 @@ mod tests {
             assert!(opened.contains(&Action::Show(Screen::Open(2))), "{opened:?}");
             let deadline = Timestamp::from_millis(day);
             assert_eq!(restarted.offline_codes(deadline), None, "past its deadline");
+        }
+
+        /// DESIGN.md §4 invariant 12: told at connecting that its identity is refused, the agent
+        /// drops its presence key, badges and offline list (and the saved list) at once, and
+        /// the kiosk says it is out of service until a welcome.
+        #[test]
+        fn an_identity_the_server_refuses_keeps_nothing_and_is_out_of_service() {
+            let mut f = fixture();
+            cut_off(&mut f);
+            assert_eq!(f.core.offline_codes(NOW), Some(2));
+            assert!(typed(&mut f, NOW, TYPED).contains(&Action::Show(Screen::Open(2))));
+            let refused = f.core.handle(NOW, Event::IdentityRefused);
+            assert_eq!(refused, vec![Action::Presence(None), Action::Save(None)]);
+            assert_eq!(f.core.offline_codes(NOW), None);
+            assert!(f.core.out_of_service());
+            for input in [
+                Event::CodeEntered(TYPED.into()),
+                Event::QrScanned("CUSTODY1:x".into()),
+                Event::BadgeRead { number: "0A0B0C0D0E0F".into(), reader: ReaderKind::OsdpSecure },
+            ] {
+                assert_eq!(f.core.handle(NOW, input), vec![Action::Show(Screen::OutOfService)]);
+            }
         }
 
         #[test]

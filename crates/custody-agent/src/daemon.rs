@@ -51,6 +51,7 @@ pub struct AgentHandle {
     clock: Arc<dyn Clock>,
     ready: watch::Receiver<bool>,
     offline: watch::Receiver<Option<usize>>,
+    out_of_service: watch::Receiver<bool>,
     interlock: Interlock,
     task: JoinHandle<()>,
 }
@@ -143,6 +144,12 @@ impl AgentHandle {
     /// without a list it may trust (never synced, or past its deadline).
     pub fn offline_codes(&self) -> Option<usize> {
         *self.offline.borrow()
+    }
+
+    /// Whether the server refused this device's identity (revoked, or no longer enrolled): the
+    /// kiosk says the locker is out of service.
+    pub fn is_out_of_service(&self) -> bool {
+        *self.out_of_service.borrow()
     }
 
     /// Whether the hardware interlock is engaged (locked down, or the journal failed).
@@ -251,6 +258,7 @@ pub fn spawn_on(
         }
     }
     let (offline_tx, offline) = watch::channel(core.offline_codes(clock.now()));
+    let (out_of_service_tx, out_of_service) = watch::channel(false);
     let interlock = Interlock::default();
     interlock.set(core.interlocked());
     let daemon = Daemon {
@@ -267,10 +275,11 @@ pub fn spawn_on(
         presence: presence_tx,
         ready: ready_tx,
         offline: offline_tx,
+        out_of_service: out_of_service_tx,
         backlog: VecDeque::new(),
     };
     let task = tokio::spawn(daemon.run(kiosk_rx, sensors));
-    AgentHandle { kiosk, presence, clock, ready, offline, interlock, task }
+    AgentHandle { kiosk, presence, clock, ready, offline, out_of_service, interlock, task }
 }
 
 struct Daemon {
@@ -291,6 +300,7 @@ struct Daemon {
     presence: watch::Sender<Option<Arc<TotpSeed>>>,
     ready: watch::Sender<bool>,
     offline: watch::Sender<Option<usize>>,
+    out_of_service: watch::Sender<bool>,
     backlog: VecDeque<AgentMessage>,
 }
 
@@ -354,6 +364,14 @@ impl Daemon {
                     }
                     self.perform(actions, None, &unlocked_tx).await;
                     tracing::warn!("device link lost; reconnecting");
+                }
+                Err(e) if e.identity_refused() => {
+                    // Revoked or no longer enrolled: nothing the server gave is kept, and the
+                    // kiosk says the locker is out of service. The agent keeps trying, for an
+                    // operator who fixes a mistake.
+                    tracing::error!(error = %e, "the server refuses this device's identity; its lists are wiped");
+                    let actions = self.core.handle(self.clock.now(), Event::IdentityRefused);
+                    self.perform(actions, None, &unlocked_tx).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, gateway = %self.setup.link.gateway, "cannot reach the server");
@@ -625,6 +643,7 @@ impl Daemon {
             }
         }
         self.offline.send_replace(self.core.offline_codes(self.clock.now()));
+        self.out_of_service.send_replace(self.core.out_of_service());
     }
 }
 

@@ -172,6 +172,7 @@ fn view(screen: Option<Screen>) -> Json<ScreenView> {
             "work"
         }
         Screen::Thanks => "thanks",
+        Screen::OutOfService => "out_of_service",
     };
     Json(view)
 }
@@ -179,6 +180,8 @@ fn view(screen: Option<Screen>) -> Json<ScreenView> {
 #[derive(Debug, Serialize)]
 struct StateView {
     online: bool,
+    /// The server refused this device's identity: the kiosk says the locker is out of service.
+    out_of_service: bool,
     /// Whether pickup codes can be checked here while the server is unreachable.
     checks_offline: bool,
     /// The code a resident types into the app to open from the phone.
@@ -188,6 +191,7 @@ struct StateView {
 async fn state(State(agent): State<Arc<AgentHandle>>) -> Json<StateView> {
     Json(StateView {
         online: agent.is_ready(),
+        out_of_service: agent.is_out_of_service(),
         checks_offline: agent.offline_codes().is_some(),
         presence: agent.presence_code().map(|c| c.as_str().to_owned()),
     })

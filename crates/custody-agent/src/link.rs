@@ -59,6 +59,29 @@ pub enum LinkError {
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
 }
 
+impl LinkError {
+    /// Whether the server refused this device's identity itself, rather than being out of
+    /// reach: its certificate revoked at the handshake, or the device unknown at the upgrade
+    /// (superseded by a renewal or a re-enrolment, or no longer enrolled).
+    pub fn identity_refused(&self) -> bool {
+        fn revoked(e: &std::io::Error) -> bool {
+            matches!(
+                e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+                Some(rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked))
+            )
+        }
+        match self {
+            Self::Connect(e) | Self::WebSocket(tokio_tungstenite::tungstenite::Error::Io(e)) => {
+                revoked(e)
+            }
+            Self::WebSocket(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                response.status() == 401
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Connects and upgrades to the device link, giving up after `config.silent_after`.
 pub async fn connect(config: &LinkConfig) -> Result<Link, LinkError> {
     tokio::time::timeout(config.silent_after, connect_now(config)).await.map_err(|_| {

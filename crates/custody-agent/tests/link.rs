@@ -612,6 +612,33 @@ backends!(revoking_a_device_ends_its_link_and_refuses_its_handshake, |t: TestSto
     assert_eq!(this["connected"], false, "{listed:?}");
 });
 
+backends!(
+    a_revoked_certificate_is_refused_at_the_handshake_even_resuming,
+    |t: TestStore| async move {
+        // The agent keeps one TLS configuration, and with it whatever session it could resume. A
+        // resumed session skips the client certificate's check, so the gateway resumes none: the
+        // next handshake after a revocation is refused at the handshake itself.
+        let server = TestServer::start(t).await;
+        let agent = server.agent().await;
+        let gateway = format!("localhost:{}", server.running.gateway.port());
+        let setup = custody_agent::enrol::load(agent.dir(), Some(&gateway), server.env.app.clock())
+            .unwrap();
+        agent.handle.stop();
+        eventually("the agent's link ends", || async {
+            !server.running.state.hub.is_online(&server.env.bank)
+        })
+        .await;
+        // One connection with this configuration, closed again: a session to resume, if offered.
+        drop(custody_agent::link::connect(&setup.link).await.unwrap());
+        let admin = server.env.stepped_up(&server.env.admin);
+        let device = custody_core::DeviceId::parse(&agent.identity.device).unwrap();
+        server.env.app.revoke_device(&admin, &device, "the controller was stolen").await.unwrap();
+        server.running.state.hub.refresh_revocations(&server.env.app).await;
+        let err = custody_agent::link::connect(&setup.link).await.unwrap_err();
+        assert!(err.to_string().contains("CertificateRevoked"), "refused at the handshake: {err}");
+    }
+);
+
 backends!(re_enrolment_gives_a_new_identity_and_ends_the_old_one, |t: TestStore| async move {
     let server = TestServer::start(t).await;
     let old = server.agent().await;
@@ -651,6 +678,46 @@ backends!(
             live_alerts(&server).await == [(AlertKind::IdentityInTwoPlaces, None, 1)]
         })
         .await;
+    }
+);
+
+backends!(
+    one_identity_twice_from_one_address_is_refused_and_told_nothing,
+    |t: TestStore| async move {
+        // NAT hides many hosts behind one address: a second link with a live identity is a
+        // conflict from anywhere. The established link stays in charge; the newcomer gets no
+        // welcome, presence key, offline list or badges, only a goodbye.
+        use futures_util::{SinkExt as _, StreamExt as _};
+        let server = TestServer::start(t).await;
+        let agent = server.agent().await;
+        let gateway = format!("localhost:{}", server.running.gateway.port());
+        let setup = custody_agent::enrol::load(agent.dir(), Some(&gateway), server.env.app.clock())
+            .unwrap();
+        let mut copy = custody_agent::link::connect(&setup.link).await.unwrap();
+        let hello = json!({"type": "hello", "protocol": custody_proto::device::PROTOCOL_VERSION, "agent_version": "copy"});
+        let _ = copy
+            .send(tokio_tungstenite::tungstenite::Message::Text(hello.to_string().into()))
+            .await;
+        let mut told = Vec::new();
+        while let Some(Ok(frame)) = copy.next().await {
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+                told.push(serde_json::from_str::<Value>(&text).unwrap()["type"].clone());
+            }
+        }
+        assert_eq!(told, [json!("goodbye")], "the newcomer is told nothing else");
+        eventually("the conflict is audited", || {
+            audited(
+                &server,
+                AuditAction::DeviceConflict,
+                "connected_from_two_places:127.0.0.1:127.0.0.1",
+            )
+        })
+        .await;
+        assert_eq!(live_alerts(&server).await, [(AlertKind::IdentityInTwoPlaces, None, 1)]);
+        // The established link is still the bank's: its kiosk still works.
+        assert!(agent.handle.is_ready());
+        let (_, code) = server.env.delivered("ann@harbour.example").await;
+        assert!(matches!(agent.handle.try_code(&code).await, Some(Screen::Open(_))));
     }
 );
 
@@ -755,6 +822,35 @@ async fn count(server: &TestServer, action: AuditAction, reason: &str) -> usize 
         .filter(|r| r.event.action == action && r.event.reason.as_deref() == Some(reason))
         .count()
 }
+
+// Revoked while its cable was out, the agent never heard a goodbye: it learns at its next
+// handshake, which the server refuses, and wipes its offline list, presence key and badges at
+// once. The kiosk says the locker is out of service and nothing opens, online or off.
+backends!(an_agent_revoked_while_offline_keeps_nothing_once_refused, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let cable = NetworkCable::lay(server.gateway()).await.unwrap();
+    let agent = agent_behind(&server, &cable).await;
+    let (parcel, code) = server.env.delivered("ann@harbour.example").await;
+    eventually("the agent holds the code", || async { agent.handle.offline_codes() == Some(1) })
+        .await;
+    assert!(agent.dir().join("offline.json").exists());
+    cable.pull();
+    eventually("the agent notices", || async { !agent.handle.is_ready() }).await;
+    let admin = server.env.stepped_up(&server.env.admin);
+    let device = custody_core::DeviceId::parse(&agent.identity.device).unwrap();
+    server.env.app.revoke_device(&admin, &device, "the controller was stolen").await.unwrap();
+    server.running.state.hub.refresh_revocations(&server.env.app).await;
+    cable.plug();
+    eventually("the refused agent is out of service", || async {
+        agent.handle.is_out_of_service()
+    })
+    .await;
+    assert_eq!(agent.handle.offline_codes(), None, "the offline list is gone");
+    assert!(agent.handle.presence_code().is_none(), "and the presence key");
+    assert!(!agent.dir().join("offline.json").exists(), "and the saved list");
+    assert_eq!(agent.handle.try_code(&code).await, Some(Screen::OutOfService));
+    assert_eq!(state_of(&server, &parcel).await, ParcelState::Notified, "nothing opened");
+});
 
 // The network goes in the middle of the bank's day: first silently (a cable cut beyond the
 // building, which closes nothing), then for good. The kiosk keeps serving pickups from its

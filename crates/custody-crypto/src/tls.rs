@@ -185,8 +185,14 @@ pub fn server_config(
         .with_single_cert(certs_from_pem(cert_chain_pem)?, key_from_pem(key_pem)?)
         .map_err(tls_err)?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    // No session tickets or 0-RTT: early data is replayable, and nothing here needs it.
+    // No 0-RTT: early data is replayable, and nothing here needs it.
     config.max_early_data_size = 0;
+    // No resumption either, stateful or by ticket: a resumed session skips the client
+    // certificate's verification, so a device revoked since its last handshake would be let
+    // through it. Every connection is a full handshake, and every one meets the revocation
+    // check (DESIGN.md §4 invariant 12).
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(config)
 }
 

@@ -3,9 +3,12 @@
 //! The TLS accept loop (see [`crate::listen`]) has already required a client certificate issued
 //! by the internal CA; [`DeviceCaller`] then checks that the device is enrolled, unrevoked and
 //! presents the key it enrolled with; a revoked certificate is refused at the handshake
-//! already ([`DeviceHub::revoked`]). One connection per bank is kept: a newer connection of the
-//! bank ends the older one, and the same identity connected from two addresses at once is
-//! audited as a conflict. Revoking a certificate ends its live link.
+//! already ([`DeviceHub::revoked`]). One connection per bank is kept: a newer identity of the
+//! bank (a re-enrolment) ends the older one's link, but one identity has one live link
+//! (DESIGN.md §4 invariant 12). A second connection with the identity of a link still heard
+//! within [`SILENT_AFTER`] is refused, whatever its address (NAT hides many hosts behind one),
+//! before it is told anything: audited and raised as a conflict. Revoking a certificate ends
+//! its live link.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -169,18 +172,30 @@ impl DeviceHub {
         }
     }
 
-    /// Registers a new link of `bank`, ending the older one. Returns its id, and the address of
-    /// the older link when it was still open with the same identity from another address.
-    fn register(&self, bank: BankId, link: Link) -> (u64, Option<std::net::IpAddr>) {
+    /// Registers a new link of `bank`, ending the older one, unless the older one has the same
+    /// identity and is alive: open, and heard from within [`SILENT_AFTER`] of `now`. Then the
+    /// newcomer is refused, and the established link's address returned.
+    fn register(&self, bank: BankId, link: Link, now: Timestamp) -> Result<u64, std::net::IpAddr> {
+        let mut links = self.links();
+        if let Some(old) = links.get(&bank)
+            && old.device == link.device
+            && !old.sender.is_closed()
+            && now.minus(SILENT_AFTER) < old.last_heard
+        {
+            return Err(old.peer);
+        }
         let id = link.id;
-        let (device, peer) = (link.device.clone(), link.peer);
-        let old = self.links().insert(bank, link);
-        let conflict = old.and_then(|old| {
+        let device = link.device.clone();
+        if let Some(old) = links.insert(bank, link) {
             old.close.notify_one();
             tracing::info!(old = %old.device, new = %device, "bank reconnected; the older link is closed");
-            (old.device == device && old.peer != peer && !old.sender.is_closed()).then_some(old.peer)
-        });
-        (id, conflict)
+        }
+        Ok(id)
+    }
+
+    /// Whether `id` is the bank's link in charge: the only one told anything.
+    fn in_charge(&self, bank: &BankId, id: u64) -> bool {
+        self.links().get(bank).is_some_and(|l| l.id == id)
     }
 
     fn unregister(&self, bank: &BankId, id: u64, now: Timestamp) {
@@ -327,9 +342,23 @@ async fn run(
         health: None,
         last_heard: state.app.now(),
     };
-    let (link_id, conflict) = state.hub.register(bank.clone(), link);
-    arrived(&state, &caller, conflict, peer).await;
     let (mut sink, mut stream) = socket.split();
+    let link_id = match state.hub.register(bank.clone(), link, state.app.now()) {
+        Ok(id) => id,
+        Err(first) => {
+            // One identity, one link: the newcomer is told nothing but goodbye.
+            refused_second_link(&state, &caller, first, peer).await;
+            let goodbye = ServerMessage::Goodbye {
+                reason: "this device's identity is connected already".into(),
+            };
+            if let Ok(text) = serde_json::to_string(&goodbye) {
+                let _ = sink.send(Message::Text(text.into())).await;
+            }
+            let _ = sink.close().await;
+            return;
+        }
+    };
+    arrived(&state, &caller).await;
     let writer = tokio::spawn(async move {
         while let Some(message) = queue.recv().await {
             let Ok(text) = serde_json::to_string(&message) else { continue };
@@ -378,6 +407,10 @@ async fn run(
             }
         };
         let Some(frame) = frame else { break };
+        // Nothing reaches a link that is no longer the bank's link in charge.
+        if !state.hub.in_charge(&bank, link_id) {
+            break;
+        }
         state.hub.heard(&bank, link_id, state.app.now());
         let text = match frame {
             Ok(Message::Text(t)) => t,
@@ -409,24 +442,27 @@ async fn run(
     tracing::info!(%device, %bank, "device disconnected");
 }
 
-/// A link registered: the same identity still connected from another address is a copied key
-/// or certificate (the newer link is kept; both ends keep being audited), and an agent back
-/// from an outage that raised `device_offline` says so on the alert.
-async fn arrived(
+/// A second link with the identity of a live one: a copied key or certificate, or a host
+/// behind the same address. The established link stays in charge; the conflict is audited and
+/// raised.
+async fn refused_second_link(
     state: &ServerState,
     caller: &Caller,
-    conflict: Option<std::net::IpAddr>,
+    first: std::net::IpAddr,
     second: std::net::IpAddr,
 ) {
-    let Caller::Principal(Principal::Device { device, bank, site, .. }) = caller else { return };
-    if let Some(first) = conflict {
-        tracing::error!(%device, %first, %second, "one device identity connected from two places");
-        if let Err(e) =
-            state.app.device_conflict(caller, &first.to_string(), &second.to_string()).await
-        {
-            tracing::error!(error = %e, "could not record a device conflict");
-        }
+    let Caller::Principal(Principal::Device { device, .. }) = caller else { return };
+    tracing::error!(%device, %first, %second, "one device identity connected twice; the newcomer is refused");
+    if let Err(e) = state.app.device_conflict(caller, &first.to_string(), &second.to_string()).await
+    {
+        tracing::error!(error = %e, "could not record a device conflict");
     }
+}
+
+/// A link registered: an agent back from an outage that raised `device_offline` says so on the
+/// alert.
+async fn arrived(state: &ServerState, caller: &Caller) {
+    let Caller::Principal(Principal::Device { bank, site, .. }) = caller else { return };
     if state.hub.arrived(bank)
         && let Err(e) = state.app.device_back(site, bank).await
     {
