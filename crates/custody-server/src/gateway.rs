@@ -326,48 +326,27 @@ async fn run(
         tracing::error!(error = %e, %device, "could not record device connection");
         return;
     }
-    let (sender, mut queue) = mpsc::channel(OUTBOX_DEPTH);
-    let close = Arc::new(Notify::new());
-    let codes = Arc::new(Notify::new());
-    let policy = Arc::new(Notify::new());
+    let (sender, queue) = mpsc::channel(OUTBOX_DEPTH);
     let link = Link {
         id: state.hub.next.fetch_add(1, Ordering::Relaxed),
         device: device.clone(),
         serial,
         peer,
         sender: sender.clone(),
-        close: close.clone(),
-        codes: codes.clone(),
-        policy: policy.clone(),
+        close: Arc::default(),
+        codes: Arc::default(),
+        policy: Arc::default(),
         health: None,
         last_heard: state.app.now(),
     };
-    let (mut sink, mut stream) = socket.split();
+    let (close, codes, policy) = (link.close.clone(), link.codes.clone(), link.policy.clone());
+    let (sink, mut stream) = socket.split();
     let link_id = match state.hub.register(bank.clone(), link, state.app.now()) {
         Ok(id) => id,
-        Err(first) => {
-            // One identity, one link: the newcomer is told nothing but goodbye.
-            refused_second_link(&state, &caller, first, peer).await;
-            let goodbye = ServerMessage::Goodbye {
-                reason: "this device's identity is connected already".into(),
-            };
-            if let Ok(text) = serde_json::to_string(&goodbye) {
-                let _ = sink.send(Message::Text(text.into())).await;
-            }
-            let _ = sink.close().await;
-            return;
-        }
+        Err(first) => return refused_second_link(&state, &caller, first, peer, sink).await,
     };
     arrived(&state, &caller).await;
-    let writer = tokio::spawn(async move {
-        while let Some(message) = queue.recv().await {
-            let Ok(text) = serde_json::to_string(&message) else { continue };
-            if sink.send(Message::Text(text.into())).await.is_err() {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let writer = tokio::spawn(write_link(sink, queue));
     tracing::info!(%device, %bank, "device connected");
     let mut resync =
         tokio::time::interval_at(tokio::time::Instant::now() + BADGE_SYNC_EVERY, BADGE_SYNC_EVERY);
@@ -442,14 +421,29 @@ async fn run(
     tracing::info!(%device, %bank, "device disconnected");
 }
 
+/// Sends what is queued for the agent, in order, until the link ends.
+async fn write_link(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut queue: mpsc::Receiver<ServerMessage>,
+) {
+    while let Some(message) = queue.recv().await {
+        let Ok(text) = serde_json::to_string(&message) else { continue };
+        if sink.send(Message::Text(text.into())).await.is_err() {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
 /// A second link with the identity of a live one: a copied key or certificate, or a host
 /// behind the same address. The established link stays in charge; the conflict is audited and
-/// raised.
+/// raised, and the newcomer is told nothing but goodbye.
 async fn refused_second_link(
     state: &ServerState,
     caller: &Caller,
     first: std::net::IpAddr,
     second: std::net::IpAddr,
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
 ) {
     let Caller::Principal(Principal::Device { device, .. }) = caller else { return };
     tracing::error!(%device, %first, %second, "one device identity connected twice; the newcomer is refused");
@@ -457,6 +451,12 @@ async fn refused_second_link(
     {
         tracing::error!(error = %e, "could not record a device conflict");
     }
+    let goodbye =
+        ServerMessage::Goodbye { reason: "this device's identity is connected already".into() };
+    if let Ok(text) = serde_json::to_string(&goodbye) {
+        let _ = sink.send(Message::Text(text.into())).await;
+    }
+    let _ = sink.close().await;
 }
 
 /// A link registered: an agent back from an outage that raised `device_offline` says so on the
