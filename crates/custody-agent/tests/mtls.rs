@@ -25,6 +25,30 @@ fn refused_with(err: &link::LinkError, alert: &str) {
     assert!(err.to_string().contains(&format!("received fatal alert: {alert}")), "{err}");
 }
 
+/// The `device.refused` entries of the whole log: their reasons.
+async fn refusals_on_record(server: &TestServer) -> Vec<String> {
+    let log = server
+        .env
+        .app
+        .store()
+        .read(|tx| Box::pin(async move { tx.audit_from(0, 100_000).await }))
+        .await
+        .unwrap();
+    log.into_iter()
+        .filter(|r| r.event.action == custody_core::audit::AuditAction::DeviceRefused)
+        .filter_map(|r| r.event.reason)
+        .collect()
+}
+
+/// DESIGN.md §4 invariant 13: the refusal is on the record, with its reason and source.
+async fn on_record(server: &TestServer, reason: &str) {
+    let want = format!("{reason}:from:127.0.0.1");
+    custody_testkit::eventually(&format!("{want} on the record"), || async {
+        refusals_on_record(server).await.contains(&want)
+    })
+    .await;
+}
+
 async fn server() -> TestServer {
     TestServer::start(custody_testkit::sqlite_store().await).await
 }
@@ -101,6 +125,24 @@ async fn no_client_certificate_is_refused_at_the_handshake() {
     let server = server().await;
     let err = link::connect(&config(&server, None)).await.unwrap_err();
     refused_with(&err, "CertificateRequired");
+    on_record(&server, "no_certificate").await;
+}
+
+/// A flood of refused handshakes is on the record in a bounded number of entries, each
+/// counted: the first at once, the rest when the window ends.
+#[tokio::test]
+async fn a_flood_of_refused_handshakes_is_counted_not_copied_into_the_log() {
+    let server = server().await;
+    let floods = 60;
+    for _ in 0..floods {
+        link::connect(&config(&server, None)).await.unwrap_err();
+    }
+    on_record(&server, "no_certificate").await;
+    server.running.state.refusals.flush().await;
+    let entries = refusals_on_record(&server).await;
+    assert_eq!(entries.len(), 2, "the first, then the rest in one: {entries:?}");
+    let repeated = format!("no_certificate:from:127.0.0.1:repeated:{}", floods - 1);
+    assert!(entries.contains(&repeated), "{entries:?}");
 }
 
 #[tokio::test]
@@ -122,6 +164,7 @@ async fn a_certificate_from_a_foreign_ca_is_refused() {
         .unwrap();
     let err = link::connect(&config(&server, Some((&cert, &key.to_pem())))).await.unwrap_err();
     refused_with(&err, "UnknownCA");
+    on_record(&server, "foreign_ca").await;
 }
 
 #[tokio::test]
@@ -133,6 +176,7 @@ async fn an_expired_certificate_is_refused() {
     server.env.clock.advance(custody_core::time::days(31));
     let err = link::connect(&config(&server, Some((&cert, &key)))).await.unwrap_err();
     refused_with(&err, "CertificateExpired");
+    on_record(&server, "expired").await;
 }
 
 /// The server's own certificate comes from the same CA, for server authentication only.
@@ -142,6 +186,7 @@ async fn a_certificate_for_another_usage_is_refused() {
     let (cert, key) = server.env.data.server_tls().unwrap();
     let err = link::connect(&config(&server, Some((&cert, &key)))).await.unwrap_err();
     refused_with(&err, "UnsupportedCertificate");
+    on_record(&server, "wrong_usage").await;
     // A device certificate issued by the same CA but never enrolled is refused after the
     // handshake: the gateway knows no such device.
     let now = server.env.app.now();
@@ -157,6 +202,7 @@ async fn a_certificate_for_another_usage_is_refused() {
         .unwrap();
     let err = link::connect(&config(&server, Some((&cert, &stray.to_pem())))).await.unwrap_err();
     assert!(err.to_string().contains("401"), "{err}");
+    on_record(&server, "unenrolled").await;
 }
 
 /// A client offering TLS 1.2 only, with a valid device certificate.

@@ -31,6 +31,7 @@ pub mod passkeys;
 pub mod personal;
 pub mod presence;
 pub mod qr;
+pub mod refusals;
 pub mod remote_opens;
 pub mod sensors;
 pub mod setup;

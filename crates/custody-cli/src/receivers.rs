@@ -94,7 +94,7 @@ impl Receivers {
                 async move { took_webhook(&to, &key, &headers, &body) }
             }),
         );
-        let webhooks = custody_server::listen::serve(hooks, tls(&[b"http/1.1"])?, router, false);
+        let webhooks = custody_server::listen::serve(hooks, tls(&[b"http/1.1"])?, router, None);
 
         let syslog = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let syslog_target = format!("localhost:{}", syslog.local_addr()?.port());

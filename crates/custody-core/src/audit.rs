@@ -120,6 +120,9 @@ named_enum!(
         /// An alert's notification delivered, given up after its last try, or sent again from
         /// the dead-letter list.
         AlertNotify = "alert.notify",
+        /// An alert target refused by the egress guard, as an admin gave it or as it resolved
+        /// at delivery (`<reason>:from:<who>`), aggregated per minute.
+        EgressRefused = "alert.egress_refused",
         /// A person agreed to hear of a site's alerts on a channel (`email`, `sms`), or withdrew.
         AlertConsent = "alert.consent",
         /// An alert left unacknowledged escalated to everyone who agreed to hear of its site's
@@ -192,6 +195,10 @@ named_enum!(
         DeviceRevoke = "device.revoke",
         /// One device identity was connected from two places at once.
         DeviceConflict = "device.conflict",
+        /// A connection to the device gateway refused before a device was known: at the TLS
+        /// handshake (no certificate, a foreign CA, expired, another usage, revoked) or at the
+        /// upgrade (not enrolled). `<reason>:from:<address>`, aggregated per minute.
+        DeviceRefused = "device.refused",
         /// An enrolment token was issued for a bank.
         EnrolmentTokenCreate = "device.enrolment_token.create",
         /// A notification was handed to its channel or gave up.

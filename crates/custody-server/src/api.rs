@@ -732,7 +732,17 @@ pub async fn add_alert_endpoint(
         }
         _ => crate::syslog::check_target(&body.target, &state.allowed_hosts),
     };
-    checked.map_err(|e| invalid(format!("target: {e}")))?;
+    if let Err(e) = checked {
+        // Refused on the record too, under the person who gave it.
+        let reason = match e {
+            crate::egress::Refused::Private(_) => "private_address",
+            crate::egress::Refused::Url(_) => "bad_target",
+        };
+        let who = staff.caller().actor().id.unwrap_or_default();
+        let site = Some(site.clone());
+        state.refusals.refused(crate::refusals::Edge::Egress, reason, who, site);
+        return Err(invalid(format!("target: {e}")));
+    }
     let new = custody_app::notify::NewEndpoint { channel, target: body.target, min_severity };
     let added = state.app.add_alert_endpoint(staff.caller(), &site, new).await?;
     let view = AlertEndpointCreatedView {

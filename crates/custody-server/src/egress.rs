@@ -90,6 +90,10 @@ impl Allowed {
     }
 }
 
+/// How a delivery refused by the guard begins its error, so the sender can tell it from a
+/// receiver that failed (and put it on the record).
+pub const REFUSED: &str = "refused by the egress guard: ";
+
 /// Why an address was refused; says what to do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
@@ -197,7 +201,7 @@ impl Egress {
         headers: &[(&str, String)],
         body: Vec<u8>,
     ) -> Result<(), String> {
-        let url = check_url(url, &self.allowed).map_err(|e| e.to_string())?;
+        let url = check_url(url, &self.allowed).map_err(|e| format!("{REFUSED}{e}"))?;
         let mut request =
             self.client.post(url).header("content-type", "application/json").body(body);
         for (name, value) in headers {
@@ -214,7 +218,7 @@ impl Egress {
         (user, password): (&str, &str),
         form: &[(&str, &str)],
     ) -> Result<(), String> {
-        let url = check_url(url, &self.allowed).map_err(|e| e.to_string())?;
+        let url = check_url(url, &self.allowed).map_err(|e| format!("{REFUSED}{e}"))?;
         answered(self.client.post(url).basic_auth(user, Some(password)).form(form)).await
     }
 }
@@ -236,13 +240,15 @@ async fn answered(request: reqwest::RequestBuilder) -> Result<(), String> {
 /// A request's failure in words, with its cause (a refused address shows as such).
 fn describe(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
+    let mut refused = false;
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
+        refused |= cause.downcast_ref::<Refused>().is_some();
         text.push_str(": ");
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    text
+    if refused { format!("{REFUSED}{text}") } else { text }
 }
 
 #[cfg(test)]

@@ -274,11 +274,15 @@ where
         let state = ServerState::from_ref(state);
         let cert =
             parts.extensions.get::<PeerCertificate>().ok_or_else(ApiError::unauthenticated)?;
-        state
-            .app
-            .authenticate_device(&cert.0)
-            .await
-            .map(DeviceCaller)
-            .map_err(|_| ApiError::unauthenticated())
+        state.app.authenticate_device(&cert.0).await.map(DeviceCaller).map_err(|_| {
+            // A certificate of the CA's that names no enrolled device (superseded, or its
+            // device removed): refused on the record.
+            let source = parts
+                .extensions
+                .get::<crate::listen::Peer>()
+                .map_or_else(|| "unknown".to_owned(), |p| p.0.ip().to_string());
+            state.refusals.refused(crate::refusals::Edge::Device, "unenrolled", source, None);
+            ApiError::unauthenticated()
+        })
     }
 }

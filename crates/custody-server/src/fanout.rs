@@ -18,6 +18,7 @@ use custody_store::AlertRow;
 
 use crate::egress::{Allowed, Egress};
 use crate::outbox::Transport;
+use crate::refusals::Edge;
 use crate::sms::SmsSender;
 use crate::syslog::SyslogSender;
 
@@ -54,6 +55,9 @@ pub struct Senders {
     pub email: Option<Transport>,
     /// Text messages to people, when an SMS provider is configured.
     pub sms: Option<SmsSender>,
+    /// Where targets the egress guard refuses at delivery are counted for the audit log (the
+    /// server sets it as it starts).
+    pub refusals: Option<crate::refusals::Refusals>,
 }
 
 impl Senders {
@@ -65,6 +69,7 @@ impl Senders {
             syslog: SyslogSender::new(ca_pem, allowed.clone())?,
             email: None,
             sms: None,
+            refusals: None,
         })
     }
 }
@@ -130,6 +135,16 @@ pub async fn deliver_alerts(app: &App, senders: &Senders) -> Result<usize, custo
                 }
                 Err(error) => {
                     tracing::warn!(delivery = %due.delivery.id, channel = %due.delivery.channel, attempt = due.delivery.attempts + 1, %error, "alert notification failed");
+                    // A target that resolves to a private address now is a refusal at the
+                    // edge, on the record besides the delivery's failure.
+                    if let (Some(refusals), Some(endpoint)) =
+                        (&senders.refusals, &due.delivery.endpoint)
+                        && error.starts_with(crate::egress::REFUSED)
+                    {
+                        let site = Some(due.alert.site.clone());
+                        let source = format!("endpoint:{endpoint}");
+                        refusals.refused(Edge::Egress, "private_address", source, site);
+                    }
                     app.alert_delivery_failed(&due, &error).await?;
                 }
             }

@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod outbox;
 pub mod portal;
 mod qr;
+pub mod refusals;
 pub mod routes;
 pub mod ship;
 pub mod sign_in_links;
@@ -68,6 +69,8 @@ pub struct ServerState {
     pub trusted_proxies: Arc<[std::net::IpAddr]>,
     /// Private hosts the operator lets site admins point alert webhooks at.
     pub allowed_hosts: egress::Allowed,
+    /// Refusals at the edges (device handshakes, the egress guard), counted for the log.
+    pub refusals: refusals::Refusals,
 }
 
 impl std::fmt::Debug for ServerState {
@@ -1021,6 +1024,7 @@ pub async fn start(
             .as_ref()
             .map(|s| s.webhooks.allowed().clone())
             .unwrap_or_default(),
+        refusals: refusals::Refusals::new(app.clone()),
     };
     app.set_presence(Arc::new(state.hub.clone()));
     let public_tls = server_config(
@@ -1045,8 +1049,13 @@ pub async fn start(
     state.hub.refresh_revocations(&app).await;
     let refresher = state.clone();
     let mut tasks = vec![
-        listen::serve(public_listener, public_tls, router(state.clone()), false),
-        listen::serve(gateway_listener, gateway_tls, gateway_router(state.clone()), true),
+        listen::serve(public_listener, public_tls, router(state.clone()), None),
+        listen::serve(
+            gateway_listener,
+            gateway_tls,
+            gateway_router(state.clone()),
+            Some(state.refusals.clone()),
+        ),
         // Revocations made elsewhere (the `custody` command, another server) reach this
         // server's handshake and live links within a minute.
         tokio::spawn(async move {
@@ -1057,7 +1066,7 @@ pub async fn start(
             }
         }),
     ];
-    tasks.extend(workers.spawn(app, &state.hub));
+    tasks.extend(workers.spawn(app, &state.hub, &state.refusals));
     tracing::info!(%public, %gateway, "serving");
     Ok(Running { public, gateway, state, tasks })
 }

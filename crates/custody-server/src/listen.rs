@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use crate::extract::PeerCertificate;
+use crate::refusals::{Edge, Refusals};
 
 /// Handshakes that take longer than this are dropped, so idle half-open connections cannot pile
 /// up.
@@ -83,12 +84,14 @@ where
     }
 }
 
-/// Serves `router` over TLS on `listener` until the returned task is aborted.
+/// Serves `router` over TLS on `listener` until the returned task is aborted. With `devices`,
+/// it is the device gateway: a connection without a client certificate goes no further, and
+/// every handshake refused is counted there for the audit log.
 pub fn serve(
     listener: TcpListener,
     tls: rustls::ServerConfig,
     router: Router,
-    require_client_cert: bool,
+    devices: Option<Refusals>,
 ) -> JoinHandle<()> {
     let acceptor = TlsAcceptor::from(Arc::new(tls));
     tokio::spawn(async move {
@@ -100,16 +103,25 @@ pub fn serve(
                     continue;
                 }
             };
-            let (acceptor, router) = (acceptor.clone(), router.clone());
+            let (acceptor, router, devices) = (acceptor.clone(), router.clone(), devices.clone());
             tokio::spawn(async move {
+                let refused = |reason: &'static str| {
+                    if let Some(refusals) = &devices {
+                        refusals.refused(Edge::Device, reason, peer.ip().to_string(), None);
+                    }
+                };
                 let stream =
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "tls handshake failed");
+                            refused(crate::refusals::handshake_reason(&e));
                             return;
                         }
-                        Err(_) => return,
+                        Err(_) => {
+                            refused("handshake_timeout");
+                            return;
+                        }
                     };
                 let certificate = stream
                     .get_ref()
@@ -117,7 +129,8 @@ pub fn serve(
                     .peer_certificates()
                     .and_then(|chain| chain.first())
                     .and_then(|der| custody_crypto::pki::certificate_info(der).ok());
-                if require_client_cert && certificate.is_none() {
+                if devices.is_some() && certificate.is_none() {
+                    refused("no_certificate");
                     return;
                 }
                 let service = hyper::service::service_fn(

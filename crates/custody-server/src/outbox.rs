@@ -331,9 +331,24 @@ pub struct Workers {
 
 impl Workers {
     /// Spawns the configured workers.
-    pub fn spawn(self, app: App, hub: &crate::gateway::DeviceHub) -> Vec<JoinHandle<()>> {
+    pub fn spawn(
+        self,
+        app: App,
+        hub: &crate::gateway::DeviceHub,
+        refusals: &crate::refusals::Refusals,
+    ) -> Vec<JoinHandle<()>> {
         let mut tasks = Vec::new();
-        if let Some(senders) = self.alerts {
+        // The count of refusals at the edges is recorded as each window ends.
+        let counted = refusals.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::refusals::WINDOW);
+            loop {
+                every.tick().await;
+                counted.flush().await;
+            }
+        }));
+        if let Some(mut senders) = self.alerts {
+            senders.refusals = Some(refusals.clone());
             let app = app.clone();
             tasks.push(tokio::spawn(async move {
                 // A new alert's notifications are committed with it; the worker goes at once

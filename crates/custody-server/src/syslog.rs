@@ -153,7 +153,8 @@ impl SyslogSender {
 
     /// Sends one message to `target` (`host:port`), framed by its length.
     pub async fn send(&self, target: &str, message: &str) -> Result<(), String> {
-        let (host, port) = split_target(target).map_err(|e| e.to_string())?;
+        let (host, port) =
+            split_target(target).map_err(|e| format!("{}{e}", crate::egress::REFUSED))?;
         let deliver = async {
             let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
                 .await
@@ -161,7 +162,11 @@ impl SyslogSender {
                 .collect();
             let allowed = self.allowed.contains(host);
             if !allowed && (addrs.is_empty() || addrs.iter().any(|a| !ip_allowed(a.ip()))) {
-                return Err(Refused::Private(host.to_owned()).to_string());
+                return Err(format!(
+                    "{}{}",
+                    crate::egress::REFUSED,
+                    Refused::Private(host.to_owned())
+                ));
             }
             let tcp = tokio::net::TcpStream::connect(addrs.as_slice())
                 .await

@@ -1148,6 +1148,24 @@ backends!(
             let refused = add(target).await.unwrap();
             assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY, "{target}");
         }
+        // Every refusal is on the record, under the admin who gave the target (DESIGN.md §4
+        // invariant 13): the first of each reason at once, the rest counted when the window
+        // ends.
+        server.running.state.refusals.flush().await;
+        let from = format!(":from:{}", env.admin.id);
+        eventually("the refused targets are on the record", || async {
+            let counted: u64 = env
+                .site_log(500)
+                .await
+                .iter()
+                .filter(|r| r.event.action == custody_core::audit::AuditAction::EgressRefused)
+                .filter_map(|r| r.event.reason.clone())
+                .filter(|r| r.contains(&from))
+                .map(|r| r.rsplit(":repeated:").next().and_then(|n| n.parse().ok()).unwrap_or(1))
+                .sum();
+            counted == 12
+        })
+        .await;
         let added = add("https://hooks.example.org/custody").await.unwrap();
         assert_eq!(added.status(), StatusCode::CREATED);
         let added: Value = added.json().await.unwrap();

@@ -255,9 +255,19 @@ backends!(redirects_and_private_addresses_are_refused_at_delivery, |t: TestStore
     let now = env.app.now();
     env.app.sensor_reading(&env.device, AlertKind::Pry, None, now, 1).await.unwrap();
     // The operator allows 127.0.0.1 (for the redirect's sake), not the name `localhost`.
-    let only_the_address =
+    let mut only_the_address =
         Senders::new(&Allowed::hosts(["127.0.0.1".to_owned()]), &localhost_tls().0).unwrap();
+    only_the_address.refusals = Some(custody_server::refusals::Refusals::new(env.app.clone()));
     assert_eq!(deliver_alerts(&env.app, &only_the_address).await.unwrap(), 0);
+    // Each target the guard refused is on the record (DESIGN.md §4 invariant 13).
+    custody_testkit::eventually("the refused targets are on the record", || async {
+        let refused = env.site_log(200).await.into_iter().filter(|r| {
+            r.event.action == AuditAction::EgressRefused
+                && r.event.reason.as_deref().is_some_and(|r| r.starts_with("private_address:"))
+        });
+        refused.count() == 2
+    })
+    .await;
     assert!(
         got.lock().unwrap().is_empty(),
         "nothing reached the receiver, by redirect or otherwise"
