@@ -575,6 +575,12 @@ async fn audited(server: &TestServer, action: AuditAction, reason: &str) -> bool
     })
 }
 
+/// The agent's setup as `custody agent run` would load it from `dir`, against this server.
+fn setup_of(server: &TestServer, dir: &std::path::Path) -> custody_agent::enrol::AgentSetup {
+    let gateway = format!("localhost:{}", server.running.gateway.port());
+    custody_agent::enrol::load(dir, Some(&gateway), server.env.app.clock()).unwrap()
+}
+
 backends!(revoking_a_device_ends_its_link_and_refuses_its_handshake, |t: TestStore| async move {
     let server = TestServer::start(t).await;
     let agent = server.agent().await;
@@ -620,9 +626,7 @@ backends!(
         // next handshake after a revocation is refused at the handshake itself.
         let server = TestServer::start(t).await;
         let agent = server.agent().await;
-        let gateway = format!("localhost:{}", server.running.gateway.port());
-        let setup = custody_agent::enrol::load(agent.dir(), Some(&gateway), server.env.app.clock())
-            .unwrap();
+        let setup = setup_of(&server, agent.dir());
         agent.handle.stop();
         eventually("the agent's link ends", || async {
             !server.running.state.hub.is_online(&server.env.bank)
@@ -705,9 +709,7 @@ backends!(
         use futures_util::{SinkExt as _, StreamExt as _};
         let server = TestServer::start(t).await;
         let agent = server.agent().await;
-        let gateway = format!("localhost:{}", server.running.gateway.port());
-        let setup = custody_agent::enrol::load(agent.dir(), Some(&gateway), server.env.app.clock())
-            .unwrap();
+        let setup = setup_of(&server, agent.dir());
         let mut copy = custody_agent::link::connect(&setup.link).await.unwrap();
         let hello = json!({"type": "hello", "protocol": custody_proto::device::PROTOCOL_VERSION, "agent_version": "copy"});
         let _ = copy
