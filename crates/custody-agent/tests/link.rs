@@ -642,14 +642,7 @@ backends!(
         assert!(err.to_string().contains("CertificateRevoked"), "refused at the handshake: {err}");
         // On the record, with its reason and source (DESIGN.md §4 invariant 13).
         eventually("the refused handshake is audited", || async {
-            let log = server
-                .env
-                .app
-                .store()
-                .read(|tx| Box::pin(async move { tx.audit_from(0, 100_000).await }))
-                .await
-                .unwrap();
-            log.iter().any(|r| {
+            server.env.log().await.iter().any(|r| {
                 r.event.action == AuditAction::DeviceRefused
                     && r.event.reason.as_deref() == Some("revoked:from:127.0.0.1")
             })

@@ -27,14 +27,11 @@ fn refused_with(err: &link::LinkError, alert: &str) {
 
 /// The `device.refused` entries of the whole log: their reasons.
 async fn refusals_on_record(server: &TestServer) -> Vec<String> {
-    let log = server
+    server
         .env
-        .app
-        .store()
-        .read(|tx| Box::pin(async move { tx.audit_from(0, 100_000).await }))
+        .log()
         .await
-        .unwrap();
-    log.into_iter()
+        .into_iter()
         .filter(|r| r.event.action == custody_core::audit::AuditAction::DeviceRefused)
         .filter_map(|r| r.event.reason)
         .collect()

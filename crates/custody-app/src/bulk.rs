@@ -208,7 +208,7 @@ impl App {
         match &opened {
             Err(e) => self.if_over_cap(e, &over, &place).await,
             Ok(BulkOpening::Pending(_)) => {
-                self.remote_open_budget_reached(&place.site, &place.bank).await;
+                self.bulk_open_alert(&place.site, &place.bank).await;
             }
             Ok(BulkOpening::Opened(_)) => {}
         }

@@ -1142,7 +1142,7 @@ impl App {
             })
             .await?;
         if matches!(asked, OpenOrAsk::Pending(_)) {
-            self.remote_open_budget_reached(&place.0, &place.1).await;
+            self.bulk_open_alert(&place.0, &place.1).await;
         }
         Ok(asked)
     }

@@ -177,12 +177,6 @@ impl App {
         Ok(pruned)
     }
 
-    /// The remote-open budget of a bank was reached and an open now waits for a second person:
-    /// someone may be emptying the bank, so its site hears of it.
-    pub(crate) async fn remote_open_budget_reached(&self, site: &SiteId, bank: &BankId) {
-        self.bulk_open_alert(site, bank).await;
-    }
-
     /// Staff open a compartment from afar, saying why. Nothing about its parcel changes; the
     /// opening and its reason are in the audit log. Past the remote-open budget the open
     /// becomes a request another member of the site's staff approves.
@@ -266,7 +260,7 @@ impl App {
             })
             .await?;
         if matches!(asked, OpenOrAsk::Pending(_)) {
-            self.remote_open_budget_reached(&place.0, &place.1).await;
+            self.bulk_open_alert(&place.0, &place.1).await;
         }
         Ok(asked)
     }

@@ -344,6 +344,16 @@ impl Env {
         seed.code_at(step_at(self.clock.now().as_millis())).to_string()
     }
 
+    /// The whole audit log, oldest first: entries that belong to no site too (a device
+    /// refused before it was known, say).
+    pub async fn log(&self) -> Vec<custody_store::AuditRow> {
+        self.app
+            .store()
+            .read(|tx| async move { tx.audit_from(0, 100_000).await }.boxed())
+            .await
+            .expect("the audit log")
+    }
+
     /// The site's latest `limit` audit entries, newest first.
     pub async fn site_log(&self, limit: u32) -> Vec<custody_store::AuditRow> {
         let site = self.site.clone();
