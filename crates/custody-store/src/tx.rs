@@ -1051,6 +1051,16 @@ impl Tx {
         what: &str,
         note: Option<&str>,
     ) -> R<()> {
+        // The next number is read from the events so far; on PostgreSQL two units adding to
+        // one alert at once (an admin acknowledging while the fan-out records a delivery)
+        // would read the same one. Updating the alert's row first holds it until the unit
+        // ends, so they take turns (SQLite has one writer). Every unit that changes an alert
+        // takes its row before its events, so the order is the same everywhere.
+        self.exec(
+            sqlx::query("UPDATE alerts SET updated_at = updated_at WHERE id = $1")
+                .bind(alert.as_str().to_owned()),
+        )
+        .await?;
         self.exec(
             sqlx::query(
                 "INSERT INTO alert_events (alert_id, seq, at, actor, what, note) \

@@ -490,6 +490,20 @@ backends!(readings_of_one_thing_make_one_live_alert, |t: TestStore| async move {
         events.iter().map(|e| (e.seq, e.what.as_str(), e.note.as_deref())).collect();
     assert_eq!(timeline, [(1, "raised", None), (2, "note", Some("on my way"))]);
     assert_eq!(all.len(), 2);
+    // Units adding to one alert's timeline at once (an admin's answer while the fan-out
+    // records a delivery) each get the next number; none fails on another's.
+    let added = futures_util::future::join_all((0..8).map(|_| {
+        let alert = id.clone();
+        t.store.write(move |tx| {
+            async move { tx.add_alert_event(&alert, NOW, "per_x", "note", None).await }.boxed()
+        })
+    }))
+    .await;
+    assert!(added.iter().all(Result::is_ok), "{added:?}");
+    let first = id.clone();
+    let events =
+        t.store.read(move |tx| async move { tx.alert_events(&first).await }.boxed()).await.unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
 });
 
 backends!(an_offline_use_is_recorded_once, |t: TestStore| async move {
