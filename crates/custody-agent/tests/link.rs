@@ -82,7 +82,8 @@ backends!(deposit_and_pickup_through_the_device_link, |t: TestStore| async move 
         .await
         .unwrap();
     assert_eq!(confirmed.status(), 200);
-    assert_eq!(confirmed.json::<Value>().await.unwrap()["state"], "notified");
+    // To its carrier the parcel reads `deposited`: whether a recipient was told is not theirs.
+    assert_eq!(confirmed.json::<Value>().await.unwrap()["state"], "deposited");
 
     // The outbox delivers the message; the recipient reads the code.
     let mail = tempfile::tempdir().unwrap();

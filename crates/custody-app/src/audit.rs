@@ -466,6 +466,7 @@ impl crate::App {
             .store()
             .read(move |tx| async move { tx.audit_select(&filter, 0, size, 10_000).await }.boxed())
             .await?;
+        let stored = crate::sight::entries_seen_by(caller, stored, |s| s.row.event.action);
         let mut events = Vec::with_capacity(stored.len());
         for s in stored {
             // The entry as its row says it is: if the row was changed after it was appended,

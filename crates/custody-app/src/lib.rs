@@ -35,7 +35,9 @@ pub mod refusals;
 pub mod remote_opens;
 pub mod sensors;
 pub mod setup;
+pub mod sight;
 mod throttle;
+pub mod unaddressed;
 
 use std::sync::Arc;
 use std::time::Duration;

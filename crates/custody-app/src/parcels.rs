@@ -18,13 +18,14 @@ use custody_core::{BankId, CarrierId, CodeId, CompartmentId, ParcelId, SiteId, T
 use custody_proto::device::{CommandOutcome as C, DoorReading, SignedOpenCommand};
 use custody_store::{
     ApprovalRow, AuditRow, CodeRefusal, CodeRefused, CompartmentNeeds, CompartmentRow,
-    NewPickupCode, ParcelRow, RedeemedCode, StoreError, Tx,
+    NewPickupCode, ParcelRow, PersonRow, RedeemedCode, SiteRow, StoreError, Tx,
 };
 use futures_util::FutureExt as _;
 
 use crate::outbox::{Credentials, pickup_message};
 use crate::personal::Statement;
 use crate::remote_opens::{Charge, Hold, OpenOrAsk, reason_sha256};
+use crate::sight::{as_seen_by, entries_seen_by};
 use crate::throttle::Budgets;
 use crate::{App, AppError, Caller, OpenFor};
 
@@ -92,10 +93,19 @@ impl PickupOutcome {
 }
 
 fn facts(p: &ParcelRow) -> ParcelFacts<'_> {
-    ParcelFacts { org: &p.org, site: &p.site, carrier: &p.carrier, recipient: &p.recipient }
+    ParcelFacts { org: &p.org, site: &p.site, carrier: &p.carrier, recipient: p.recipient.as_ref() }
 }
 
-fn parcel_target(p: &ParcelRow) -> Target {
+/// Whether `person` is someone a parcel for `site` may be addressed to: an enabled resident
+/// of that site.
+pub(crate) fn lives_at(person: &PersonRow, site: &SiteRow) -> bool {
+    person.role == Role::Resident
+        && person.org == site.org
+        && person.site.as_ref() == Some(&site.id)
+        && person.disabled_at.is_none()
+}
+
+pub(crate) fn parcel_target(p: &ParcelRow) -> Target {
     Target {
         site: Some(p.site.clone()),
         bank: p.bank.clone(),
@@ -263,7 +273,7 @@ impl AtBank<'_> {
     }
 }
 
-fn event(
+pub(crate) fn event(
     actor: &Actor,
     action: AuditAction,
     target: Target,
@@ -319,8 +329,9 @@ impl App {
             .store()
             .read(move |tx| async move { tx.audit_for_parcel(&pid).await }.boxed())
             .await?;
+        let history = entries_seen_by(caller, history, |row| row.event.action);
         let statements = self.statements(caller, &parcel.org, &parcel.site, &history).await?;
-        Ok((parcel, history.into_iter().zip(statements).collect()))
+        Ok((as_seen_by(caller, parcel), history.into_iter().zip(statements).collect()))
     }
 
     /// The parcels the caller may see: a resident's own, a carrier's (within its sites), or a
@@ -366,6 +377,7 @@ impl App {
                 Ok(all
                     .into_iter()
                     .filter(|parcel| policy::may_view_parcel(p, facts(parcel)).is_ok())
+                    .map(|parcel| as_seen_by(caller, parcel))
                     .collect())
             }
             (_, Some(site)) => {
@@ -411,21 +423,11 @@ impl App {
             .write(move |tx| {
                 async move {
                     let carrier = tx.carrier(&spec.carrier).await?.ok_or(AppError::NotFound)?;
-                    let recipient = tx
-                        .person_by_email(&email)
-                        .await?
-                        .filter(|p| {
-                            p.role == Role::Resident
-                                && p.org == site.org
-                                && p.site.as_ref() == Some(&site.id)
-                                && p.disabled_at.is_none()
-                        })
-                        .ok_or_else(|| {
-                            AppError::conflict(
-                                "unknown_recipient",
-                                "no resident with that e-mail address lives at this site",
-                            )
-                        })?;
+                    // An address that matches no resident is accepted all the same and the
+                    // parcel held for the site's staff: a distinct answer would tell any
+                    // carrier key who lives where.
+                    let recipient =
+                        tx.person_by_email(&email).await?.filter(|p| lives_at(p, &site));
                     if carrier.org != site.org {
                         return Err(AppError::NotFound);
                     }
@@ -436,7 +438,7 @@ impl App {
                         bank: None,
                         compartment: None,
                         carrier: carrier.id,
-                        recipient: recipient.id,
+                        recipient: recipient.map(|r| r.id),
                         tracking_ref,
                         size: spec.size,
                         needs_accessible: spec.accessible,
@@ -688,7 +690,9 @@ impl App {
         Ok(released)
     }
 
-    /// Sends the recipient a pickup code for a deposited parcel.
+    /// Sends the recipient a pickup code for a deposited parcel. A parcel nobody is named for
+    /// is left as it is, held for the site's staff (`unaddressed`): there is no one to tell
+    /// until they name someone.
     pub async fn notify(&self, parcel: &ParcelId) -> Result<ParcelRow, AppError> {
         let (now, app, id) = (self.now(), self.clone(), parcel.clone());
         self.store()
@@ -697,6 +701,9 @@ impl App {
                     let p = tx.parcel(&id).await?.ok_or(AppError::NotFound)?;
                     if p.state != ParcelState::Deposited {
                         return Err(state_conflict(&p, ParcelEvent::Notify));
+                    }
+                    if p.recipient.is_none() {
+                        return Ok(p);
                     }
                     app.send_new_code(tx, &p, now).await?;
                     advance(tx, &p, ParcelEvent::Notify, now, None).await?;
@@ -764,21 +771,22 @@ impl App {
         // Anyone else who may see the parcel (its carrier, an auditor) is not its owner: to
         // them, as to strangers, there is no code to send.
         let allowed = caller.check(|pr| match pr {
-            Principal::Person { id, .. } if id == &p.recipient => Ok(()),
+            Principal::Person { id, .. } if p.recipient.as_ref() == Some(id) => Ok(()),
             other => policy::may_manage_site(other, &p.org, &p.site).map_err(|_| Denied::NotOwner),
         });
         if let Err(d) = allowed {
             return Err(self.refuse(caller, AuditAction::Notify, parcel_target(&p), d).await);
         }
-        if p.state != ParcelState::Notified {
+        let Some(recipient) = p.recipient.as_ref().filter(|_| p.state == ParcelState::Notified)
+        else {
             return Err(AppError::conflict(
                 "parcel_state",
                 "only a parcel waiting for pickup has a code to send again",
             ));
-        }
+        };
         let budgets = Budgets::new(
             "resend",
-            [(RESEND_PARCEL, p.id.to_string()), (RESEND_RECIPIENT, p.recipient.to_string())],
+            [(RESEND_PARCEL, p.id.to_string()), (RESEND_RECIPIENT, recipient.to_string())],
         );
         let mut denied =
             event(&caller.actor(), AuditAction::Notify, parcel_target(&p), self.now(), None);
@@ -829,7 +837,10 @@ impl App {
         else {
             return Err(AppError::conflict("parcel_state", "parcel without a compartment"));
         };
-        let recipient = tx.person(&p.recipient).await?.ok_or(AppError::NotFound)?;
+        let Some(recipient) = &p.recipient else {
+            return Err(AppError::conflict("no_recipient", "nobody is named for this parcel yet"));
+        };
+        let recipient = tx.person(recipient).await?.ok_or(AppError::NotFound)?;
         let compartment = tx.compartment(&cid).await?.ok_or(AppError::NotFound)?;
         let (bank_row, site) = crate::bank_site(tx, &bank).await?;
         let (code, record) = self.new_pickup_code(tx, p, &compartment, expires_at, now).await?;
@@ -1128,7 +1139,7 @@ impl App {
                             requester: opener,
                             action,
                             target: parcel_target(&p),
-                            reason: (&p.recipient, &reason),
+                            reason: (p.recipient.as_ref().unwrap_or(opener), &reason),
                         };
                         let request = app.hold_for_approval(tx, hold, now).await?;
                         return Ok::<_, AppError>(OpenOrAsk::Pending(Box::new(request)));
@@ -1219,7 +1230,17 @@ impl App {
         let mut e = event(actor, out.action, parcel_target(&p), now, None);
         match (words, charge) {
             (Some(note), Charge::Approved { .. }) => e.reason = Some(note),
-            (Some(words), _) => e.personal = self.seal_personal(tx, &p.recipient, &words).await?,
+            // Words about the parcel's recipient, or, for a parcel nobody is named for yet,
+            // about the member of staff who gave them; never kept in the clear.
+            (Some(words), Charge::Alone(giver)) => {
+                let subject = p.recipient.as_ref().unwrap_or(giver);
+                e.personal = self.seal_personal(tx, subject, &words).await?;
+            }
+            (Some(words), Charge::Free) => {
+                if let Some(subject) = &p.recipient {
+                    e.personal = self.seal_personal(tx, subject, &words).await?;
+                }
+            }
             (None, _) => {}
         }
         tx.append_audit(&e)?;
@@ -1365,10 +1386,13 @@ impl App {
                         .carrier(&carrier)
                         .await?
                         .map_or_else(|| carrier.to_string(), |c| c.name.to_string());
-                    let recipient = tx
-                        .person(&recipient)
-                        .await?
-                        .map_or_else(|| recipient.to_string(), |r| r.name.to_string());
+                    let recipient = match recipient {
+                        Some(id) => tx
+                            .person(&id)
+                            .await?
+                            .map_or_else(|| id.to_string(), |r| r.name.to_string()),
+                        None => crate::sight::UNADDRESSED.to_owned(),
+                    };
                     Ok::<_, AppError>((carrier, recipient))
                 }
                 .boxed()

@@ -65,7 +65,7 @@ impl App {
     ) -> Result<AppOpening, AppError> {
         let p = self.parcel(caller, parcel).await?;
         let own = caller.check(|pr| match pr {
-            Principal::Person { id, .. } if id == &p.recipient => Ok(()),
+            Principal::Person { id, .. } if p.recipient.as_ref() == Some(id) => Ok(()),
             _ => Err(Denied::NotOwner),
         });
         let target =

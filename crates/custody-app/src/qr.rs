@@ -77,7 +77,7 @@ impl App {
     ) -> Result<ShownToken, AppError> {
         let p = self.parcel(caller, parcel).await?;
         let own = caller.check(|pr| match pr {
-            Principal::Person { id, .. } if id == &p.recipient => Ok(()),
+            Principal::Person { id, .. } if p.recipient.as_ref() == Some(id) => Ok(()),
             _ => Err(Denied::NotOwner),
         });
         if let Err(d) = own {

@@ -212,7 +212,9 @@ impl App {
                     // The words are about the parcel's recipient when the compartment holds
                     // one, else about the person who gave them.
                     let subject = match (&c.parcel, &person) {
-                        (Some(parcel), _) => tx.parcel(parcel).await?.map(|p| p.recipient),
+                        (Some(parcel), person) => {
+                            tx.parcel(parcel).await?.and_then(|p| p.recipient).or(person.clone())
+                        }
                         (None, person) => person.clone(),
                     };
                     if let Some(opener) = &person

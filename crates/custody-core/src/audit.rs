@@ -154,6 +154,9 @@ named_enum!(
         DepositReserve = "parcel.deposit.reserve",
         /// The deposit was confirmed: the parcel is inside.
         Deposit = "parcel.deposit",
+        /// Staff named the resident a parcel is for, when the carrier's address matched no
+        /// resident of the site.
+        ParcelAddress = "parcel.address",
         /// A reserved deposit was abandoned.
         DepositCancel = "parcel.deposit.cancel",
         /// A courier's code opened a compartment to deposit while its bank was offline, and the

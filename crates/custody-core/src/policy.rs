@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use crate::audit::AuditAction;
 use crate::person::{Role, Standing};
 use crate::{ApiKeyId, BankId, CarrierId, DeviceId, OrgId, PersonId, SiteId, Timestamp};
 
@@ -84,8 +85,8 @@ pub struct ParcelFacts<'a> {
     pub site: &'a SiteId,
     /// The carrier that delivered or will deliver it.
     pub carrier: &'a CarrierId,
-    /// Who may collect it.
-    pub recipient: &'a PersonId,
+    /// Who may collect it, once known.
+    pub recipient: Option<&'a PersonId>,
 }
 
 fn staff_in_scope(standing: &Standing, org: &OrgId, site: &SiteId) -> Result<(), Denied> {
@@ -167,7 +168,7 @@ pub fn may_view_parcel(p: &Principal, f: ParcelFacts<'_>) -> Result<(), Denied> 
     match p {
         Principal::Person { id, standing, .. } => match standing.role {
             Role::Resident => {
-                if id == f.recipient {
+                if f.recipient == Some(id) {
                     Ok(())
                 } else {
                     Err(Denied::NotOwner)
@@ -179,6 +180,40 @@ pub fn may_view_parcel(p: &Principal, f: ParcelFacts<'_>) -> Result<(), Denied> 
         Principal::CarrierKey { .. } => may_deposit(p, f.org, f.site, f.carrier),
         Principal::Device { .. } => Err(Denied::Role),
     }
+}
+
+/// May `p`, who may see a parcel, also see who it is for and whether and when they were told?
+/// The recipient and the site's staff and auditors. Never the carrier's couriers and keys:
+/// a carrier announces parcels for e-mail addresses, and an address that matches no resident
+/// is accepted like any other, so what a carrier sees of a parcel (its answers, its states,
+/// its chain of custody) must not tell it whether the address belongs to someone who lives
+/// there.
+pub fn may_see_recipient(p: &Principal) -> Result<(), Denied> {
+    match p {
+        Principal::Person { standing, .. } if standing.role != Role::Courier => Ok(()),
+        _ => Err(Denied::Role),
+    }
+}
+
+/// The entries of a parcel's chain of custody a carrier sees: its own part (announced,
+/// deposited, expired, taken back) and the doors and the end, never the steps that exist only
+/// because a resident was found (told, codes typed, a recipient named).
+pub fn carrier_sees(action: AuditAction) -> bool {
+    use AuditAction as A;
+    matches!(
+        action,
+        A::ParcelExpect
+            | A::DepositReserve
+            | A::Deposit
+            | A::DepositCancel
+            | A::DepositOfflineConflict
+            | A::PickUp
+            | A::Expire
+            | A::ReturnToCarrier
+            | A::Retrieve
+            | A::OpenCommand
+            | A::DoorReport
+    )
 }
 
 /// May `p` read the words someone gave for an action at a site (sealed personal data about
@@ -336,7 +371,7 @@ mod tests {
             org: &w.org,
             site: &w.site,
             carrier: &w.carrier,
-            recipient: &w.recipient,
+            recipient: Some(&w.recipient),
         };
         let key = |carrier: &CarrierId, sites: Vec<SiteId>| Principal::CarrierKey {
             key: ApiKeyId::from_random([9; ID_BYTES]),
@@ -405,6 +440,42 @@ mod tests {
         ];
         for (who, p, want) in table {
             assert_eq!(may_view_parcel(&p, facts), want, "{who}");
+        }
+    }
+
+    /// A parcel nobody is named for is no resident's, and only people other than the carrier's
+    /// see who a parcel is for.
+    #[test]
+    fn who_sees_the_recipient() {
+        let w = world();
+        let unaddressed =
+            ParcelFacts { org: &w.org, site: &w.site, carrier: &w.carrier, recipient: None };
+        let resident = person(&w.recipient, Role::Resident, &w.org, Some(&w.site), None);
+        assert_eq!(may_view_parcel(&resident, unaddressed), Err(Denied::NotOwner));
+        let courier = person(&w.stranger, Role::Courier, &w.org, None, Some(&w.carrier));
+        assert_eq!(may_view_parcel(&courier, unaddressed), Ok(()));
+        assert_eq!(may_see_recipient(&courier), Err(Denied::Role));
+        let key = Principal::CarrierKey {
+            key: ApiKeyId::from_random([9; ID_BYTES]),
+            carrier: w.carrier.clone(),
+            org: w.org.clone(),
+            sites: vec![w.site.clone()],
+        };
+        assert_eq!(may_see_recipient(&key), Err(Denied::Role));
+        for role in [Role::Resident, Role::Auditor, Role::Admin, Role::SuperAdmin] {
+            let p = person(&w.stranger, role, &w.org, None, None);
+            assert_eq!(may_see_recipient(&p), Ok(()), "{role}");
+        }
+        // Their own part of the chain, never the steps that exist only for a resident.
+        assert!(carrier_sees(AuditAction::Deposit) && carrier_sees(AuditAction::ReturnToCarrier));
+        for hidden in [
+            AuditAction::Notify,
+            AuditAction::PickupAttempt,
+            AuditAction::PickupReopen,
+            AuditAction::ParcelAddress,
+            AuditAction::AccessDenied,
+        ] {
+            assert!(!carrier_sees(hidden), "{hidden}");
         }
     }
 

@@ -39,6 +39,8 @@ use crate::extract::{
 };
 use crate::{ApiError, RequestClient, ServerState, views};
 
+pub mod unaddressed;
+
 /// JSON body extractor whose rejections use the API's error format.
 #[derive(Debug)]
 pub struct Json<T>(pub T);
@@ -245,7 +247,7 @@ pub async fn parcels(
     let Query(q) = query?;
     let site: Option<SiteId> = q.site.as_deref().map(|s| parse_id(s, "site")).transpose()?;
     let rows = state.app.visible_parcels(&caller, site.as_ref(), q.limit.unwrap_or(100)).await?;
-    Ok(Json(rows.iter().map(views::parcel).collect()))
+    Ok(Json(rows.iter().map(|p| views::parcel(&caller, p)).collect()))
 }
 
 /// One parcel.
@@ -255,7 +257,7 @@ pub async fn parcel(
     Path(id): Path<String>,
 ) -> ApiResult<ParcelView> {
     let id: ParcelId = parse_id(&id, "parcel")?;
-    Ok(Json(views::parcel(&state.app.parcel(&caller, &id).await?)))
+    Ok(Json(views::parcel(&caller, &state.app.parcel(&caller, &id).await?)))
 }
 
 /// One parcel's chain of custody.
@@ -267,7 +269,7 @@ pub async fn parcel_history(
     let id: ParcelId = parse_id(&id, "parcel")?;
     let (p, events) = state.app.parcel_history(&caller, &id).await?;
     Ok(Json(ParcelHistory {
-        parcel: views::parcel(&p),
+        parcel: views::parcel(&caller, &p),
         events: events.iter().map(|(row, said)| views::event(row, said)).collect(),
     }))
 }
@@ -298,7 +300,7 @@ pub async fn expect_parcel(
         refrigerated: body.refrigerated,
     };
     let p = state.app.expect_parcel(&caller, spec).await?;
-    Ok((StatusCode::CREATED, Json(views::parcel(&p))))
+    Ok((StatusCode::CREATED, Json(views::parcel(&caller, &p))))
 }
 
 /// Start a deposit: reserve a compartment and open it.
@@ -314,7 +316,7 @@ pub async fn start_deposit(
     let d = state.app.start_deposit_sized(&caller, &id, &bank, size).await?;
     let command_delivered = deliver(&state, &d.command);
     Ok(Json(DepositView {
-        parcel: views::parcel(&d.parcel),
+        parcel: views::parcel(&caller, &d.parcel),
         compartment: views::compartment(&d.compartment),
         command_delivered,
     }))
@@ -328,7 +330,7 @@ pub async fn confirm_deposit(
 ) -> ApiResult<ParcelView> {
     let id: ParcelId = parse_id(&id, "parcel")?;
     let p = state.app.confirm_and_notify(&caller, &id).await?;
-    Ok(Json(views::parcel(&p)))
+    Ok(Json(views::parcel(&caller, &p)))
 }
 
 /// Abandon a deposit under way.
@@ -338,7 +340,7 @@ pub async fn cancel_deposit(
     Path(id): Path<String>,
 ) -> ApiResult<ParcelView> {
     let id: ParcelId = parse_id(&id, "parcel")?;
-    Ok(Json(views::parcel(&state.app.cancel_deposit(&caller, &id).await?)))
+    Ok(Json(views::parcel(&caller, &state.app.cancel_deposit(&caller, &id).await?)))
 }
 
 /// The carrier takes an expired parcel back.
@@ -352,7 +354,7 @@ pub async fn return_to_carrier(
     let command_delivered = deliver(&state, &opening.command);
     Ok(Json(OpeningView {
         compartment: views::compartment(&opening.compartment),
-        parcel: Some(views::parcel(&p)),
+        parcel: Some(views::parcel(&caller, &p)),
         command_delivered,
     }))
 }
@@ -371,7 +373,7 @@ pub async fn retrieve(
             let command_delivered = deliver(&state, &opening.command);
             Ok(Json(OpeningView {
                 compartment: views::compartment(&opening.compartment),
-                parcel: Some(views::parcel(&p)),
+                parcel: Some(views::parcel(staff.caller(), &p)),
                 command_delivered,
             })
             .into_response())
@@ -1451,7 +1453,7 @@ pub async fn parcel_custody(
     let id: ParcelId = parse_id(&id, "parcel")?;
     let (parcel, checkpoint, events) = state.app.parcel_custody(&caller, &id).await?;
     Ok(Json(custody_proto::api::CustodyView {
-        parcel: views::parcel(&parcel),
+        parcel: views::parcel(&caller, &parcel),
         checkpoint,
         events: events
             .iter()

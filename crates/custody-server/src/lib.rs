@@ -374,6 +374,18 @@ fn table() -> Routes<ServerState> {
             api::retrieve,
         )
         .post(
+            "/api/v1/parcels/{id}/recipient",
+            Staff,
+            Doc::json(
+                "Name the resident a parcel is for, when the carrier's address matched none; \
+                 a parcel already in its compartment is notified at once",
+                200,
+                "ParcelView",
+            )
+            .taking("AddressParcelRequest"),
+            api::unaddressed::address,
+        )
+        .post(
             "/api/v1/compartments/{id}/open",
             Staff,
             Doc::json(
@@ -598,6 +610,16 @@ fn table() -> Routes<ServerState> {
             Staff,
             Doc::json("Create a bank", 201, "BankView").taking("CreateBankRequest"),
             api::create_bank,
+        )
+        .get(
+            "/api/v1/sites/{id}/unaddressed-parcels",
+            StaffRead,
+            Doc::list(
+                "The site's parcels nobody is named for yet (the carrier's address matched no \
+                 resident), still in its care, oldest first",
+                "ParcelView",
+            ),
+            api::unaddressed::list,
         )
         .get(
             "/api/v1/sites/{id}/badges",
@@ -871,6 +893,12 @@ fn table() -> Routes<ServerState> {
             Staff,
             Doc::plain("Resolve an alert from the list, saying what it was (form)"),
             alert_pages::resolve,
+        )
+        .post(
+            "/portal/parcels/{id}/recipient",
+            Staff,
+            Doc::plain("Name the resident a held parcel is for, from the site's page (form)"),
+            portal::address_parcel,
         )
         .get(
             "/portal/parcels/{id}",

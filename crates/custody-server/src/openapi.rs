@@ -8,11 +8,11 @@ use std::sync::OnceLock;
 
 use axum::http::Method;
 use custody_proto::api::{
-    AlertDeliveryView, AlertDetailView, AlertEndpointCreatedView, AlertEndpointView,
-    AlertEventView, AlertSubscriptionView, AlertView, ApiKeyIssued, ApiKeyView, AppOpenRequest,
-    AppOpenView, ApprovalView, AuditExportRequest, BadgeView, BankView, BoardHealthView,
-    BulkOpenRequest, CarrierView, CompartmentSpec, CompartmentView, ConsistencyView,
-    CourierCodeView, CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest,
+    AddressParcelRequest, AlertDeliveryView, AlertDetailView, AlertEndpointCreatedView,
+    AlertEndpointView, AlertEventView, AlertSubscriptionView, AlertView, ApiKeyIssued, ApiKeyView,
+    AppOpenRequest, AppOpenView, ApprovalView, AuditExportRequest, BadgeView, BankView,
+    BoardHealthView, BulkOpenRequest, CarrierView, CompartmentSpec, CompartmentView,
+    ConsistencyView, CourierCodeView, CreateApiKeyRequest, CreateBankRequest, CreateCarrierRequest,
     CreateCompartmentsRequest, CreatePersonRequest, CreateSiteRequest, CustodyEvent, CustodyView,
     DepositRequest, DepositView, DeviceHealthView, DeviceView, EndedView, EnrolmentTokenView,
     ErrorBody, ErrorDetail, EventView, ExpectParcelRequest, FactorRequest, FactorsView,
@@ -92,6 +92,7 @@ use crate::routes::{Access, RouteInfo};
         PickupQrView,
         AppOpenRequest,
         AppOpenView,
+        AddressParcelRequest,
         ReasonRequest,
         AuditExportRequest,
         OpeningView,

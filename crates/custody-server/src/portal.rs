@@ -405,6 +405,10 @@ struct SitePage {
     site: SiteRow,
     banks: Vec<BankBlock>,
     parcels: Vec<ParcelLine>,
+    /// Parcels nobody is named for yet (`custody_app::unaddressed`).
+    held: Vec<ParcelLine>,
+    /// Whether the reader may name their recipients (managers, not auditors).
+    manages: bool,
 }
 
 /// A site: its banks, compartments and parcels.
@@ -423,6 +427,10 @@ pub async fn site(
         Ok(p) => p,
         Err(e) => return error_page(&e, Some(n)),
     };
+    let held = match state.app.unaddressed_parcels(s.caller(), &id, 200).await {
+        Ok(p) => p,
+        Err(e) => return error_page(&e, Some(n)),
+    };
     let all: Vec<CompartmentRow> = banks.iter().flat_map(|(_, c)| c.clone()).collect();
     let blocks = banks
         .into_iter()
@@ -438,9 +446,42 @@ pub async fn site(
             site,
             banks: blocks,
             parcels: parcels.iter().map(|p| line(p, &all)).collect(),
+            held: held.iter().map(|p| line(p, &all)).collect(),
+            manages: s.person().role.is_staff(),
         },
         StatusCode::OK,
     )
+}
+
+/// The form that names the resident a held parcel is for.
+#[derive(Deserialize)]
+pub struct RecipientForm {
+    csrf: String,
+    email: String,
+}
+
+impl std::fmt::Debug for RecipientForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecipientForm(<redacted>)")
+    }
+}
+
+/// Name the resident a held parcel is for, from the site's page; back to the site's page.
+pub async fn address_parcel(
+    State(state): State<ServerState>,
+    PortalAdmin(s): PortalAdmin,
+    Path(id): Path<String>,
+    Form(form): Form<RecipientForm>,
+) -> Response {
+    let n = nav(&state.app, &s);
+    if !state.app.csrf_ok(&s.token, &form.csrf) {
+        return error_page(&AppError::Forbidden, Some(n));
+    }
+    let Ok(id) = ParcelId::parse(&id) else { return error_page(&AppError::NotFound, Some(n)) };
+    match state.app.address_parcel(s.caller(), &id, &form.email).await {
+        Ok(p) => Redirect::to(&format!("/portal/sites/{}", p.site)).into_response(),
+        Err(e) => error_page(&e, Some(n)),
+    }
 }
 
 struct EventLine {
@@ -569,16 +610,17 @@ async fn parcel_page(
         Err(e) => return error_page(&e, Some(n)),
     };
     // Only the recipient is given a token, and only while the parcel waits for them.
-    let pickup_qr = if p.state == ParcelState::Notified && s.person().id == p.recipient {
-        match state.app.pickup_qr(s.caller(), &p.id).await {
-            Ok(shown) => crate::qr::svg(&shown.text)
-                .ok()
-                .map(|svg| PickupQr { svg, expires_at: views::rfc3339(shown.expires_at) }),
-            Err(_) => None,
-        }
-    } else {
-        None
-    };
+    let pickup_qr =
+        if p.state == ParcelState::Notified && p.recipient.as_ref() == Some(&s.person().id) {
+            match state.app.pickup_qr(s.caller(), &p.id).await {
+                Ok(shown) => crate::qr::svg(&shown.text)
+                    .ok()
+                    .map(|svg| PickupQr { svg, expires_at: views::rfc3339(shown.expires_at) }),
+                Err(_) => None,
+            }
+        } else {
+            None
+        };
     let page = ParcelPage {
         nav: n,
         recipient,

@@ -1,6 +1,8 @@
 //! Domain rows as API bodies.
 
+use custody_app::Caller;
 use custody_app::personal::Statement;
+use custody_app::sight::as_seen_by;
 use custody_core::Timestamp;
 use custody_proto::api::{
     CompartmentView, EventView, ParcelView, PersonView, SiteView, StatementView,
@@ -41,15 +43,16 @@ pub(crate) fn compartment(c: &CompartmentRow) -> CompartmentView {
     }
 }
 
-/// A parcel.
-pub(crate) fn parcel(p: &ParcelRow) -> ParcelView {
+/// A parcel, as `caller` may see it (`custody_app::sight::as_seen_by`).
+pub(crate) fn parcel(caller: &Caller, p: &ParcelRow) -> ParcelView {
+    let p = &as_seen_by(caller, p.clone());
     ParcelView {
         id: p.id.to_string(),
         site: p.site.to_string(),
         bank: p.bank.as_ref().map(ToString::to_string),
         compartment: p.compartment.as_ref().map(ToString::to_string),
         carrier: p.carrier.to_string(),
-        recipient: p.recipient.to_string(),
+        recipient: p.recipient.as_ref().map(ToString::to_string),
         tracking_ref: p.tracking_ref.to_string(),
         size: p.size.as_str().into(),
         state: p.state.as_str().into(),

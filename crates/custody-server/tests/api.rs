@@ -51,6 +51,9 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/parcels/{id}/deposit/cancel", Access::Carrier),
     ("POST", "/api/v1/parcels/{id}/return", Access::Carrier),
     ("POST", "/api/v1/parcels/{id}/retrieve", Access::Staff),
+    ("POST", "/api/v1/parcels/{id}/recipient", Access::Staff),
+    ("POST", "/portal/parcels/{id}/recipient", Access::Staff),
+    ("GET", "/api/v1/sites/{id}/unaddressed-parcels", Access::StaffRead),
     ("POST", "/api/v1/compartments/{id}/open", Access::Staff),
     ("POST", "/api/v1/banks/{id}/bulk-open", Access::Staff),
     ("POST", "/api/v1/parcels/{id}/resend-code", Access::Person),
@@ -1368,3 +1371,98 @@ backends!(
         assert_eq!(page.headers()["location"], "/portal/login");
     }
 );
+
+// Rule 6 of docs/SECURITY.md over HTTP: a carrier's key gets the same answer whether or not an
+// address belongs to a resident, and the site's staff name the resident afterwards.
+backends!(an_unknown_address_is_accepted_and_left_to_staff, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let env = &server.env;
+    let key = env.carrier_token.to_string();
+    let client = server.client();
+    let announce = |email: &'static str| {
+        let body = json!({"site": env.site.to_string(), "recipient_email": email,
+                          "tracking_ref": "1Z999AA10123456784", "size": "small"});
+        client.post(server.url("/api/v1/parcels")).bearer_auth(&key).json(&body).send()
+    };
+    // What differs between any two parcels anyway (their ids and times) left out.
+    let shape = |mut v: Value| {
+        for field in ["id", "created_at"] {
+            v[field] = Value::Null;
+        }
+        v
+    };
+    let mut seen = Vec::new();
+    for email in ["ann@harbour.example", "nobody@harbour.example"] {
+        let answer = announce(email).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::CREATED, "{email}");
+        let body: Value = answer.json().await.unwrap();
+        assert!(body["recipient"].is_null(), "a carrier never sees the recipient: {body}");
+        let path = format!("/api/v1/parcels/{}", body["id"].as_str().unwrap());
+        let again: Value = client
+            .get(server.url(&path))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        seen.push((shape(body.clone()), shape(again), body["id"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!((&seen[0].0, &seen[0].1), (&seen[1].0, &seen[1].1));
+
+    let admin = server.sign_in(&env.admin).await;
+    let list: Vec<Value> = admin
+        .client
+        .get(server.url(&format!("/api/v1/sites/{}/unaddressed-parcels", env.site)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"].as_str(), Some(seen[1].2.as_str()));
+    let name = format!("/api/v1/parcels/{}/recipient", seen[1].2);
+    let by_carrier = client
+        .post(server.url(&name))
+        .bearer_auth(&key)
+        .json(&json!({"email": "bob@harbour.example"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_carrier.status(), StatusCode::UNAUTHORIZED, "a key is no staff session");
+    let named = admin
+        .client
+        .post(server.url(&name))
+        .header("x-csrf-token", &admin.csrf)
+        .json(&json!({"email": "bob@harbour.example"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(named.status(), StatusCode::OK);
+    let named: Value = named.json().await.unwrap();
+    assert_eq!(named["recipient"].as_str(), Some(env.bob.id.as_str()));
+
+    // In the portal: the site's page lists a held parcel for its staff, and a manager names
+    // the resident from there; an auditor sees the list with nothing to act with.
+    let held: Value = announce("carol@harbour.example").await.unwrap().json().await.unwrap();
+    let held = held["id"].as_str().unwrap();
+    let site_page = format!("/portal/sites/{}", env.site);
+    let auditor = server.sign_in(&env.auditor).await;
+    let page = auditor.client.get(server.url(&site_page)).send().await.unwrap();
+    let page = page.text().await.unwrap();
+    assert!(page.contains("Held for you") && page.contains(held), "{page}");
+    assert!(!page.contains(&format!("/portal/parcels/{held}/recipient")), "{page}");
+    let page = admin.client.get(server.url(&site_page)).send().await.unwrap();
+    assert!(page.text().await.unwrap().contains(&format!("/portal/parcels/{held}/recipient")));
+    let form = |csrf: &str| [("csrf", csrf.to_owned()), ("email", "ann@harbour.example".into())];
+    let action = server.url(&format!("/portal/parcels/{held}/recipient"));
+    let forged = admin.client.post(action.clone()).form(&form("forged")).send().await.unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let done = admin.client.post(action).form(&form(&admin.csrf)).send().await.unwrap();
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    assert_eq!(done.headers()["location"], site_page);
+    let page = admin.client.get(server.url(&site_page)).send().await.unwrap();
+    assert!(!page.text().await.unwrap().contains("Held for you"), "named, no longer held");
+});

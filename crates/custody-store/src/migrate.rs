@@ -9,6 +9,10 @@ struct Migration {
     name: &'static str,
     sqlite: &'static str,
     postgres: &'static str,
+    /// The SQLite side rebuilds a table another table refers to: it runs with foreign keys
+    /// off (they cannot be switched inside a transaction) and every reference is checked
+    /// before it commits.
+    sqlite_rebuilds: bool,
 }
 
 /// Every migration, oldest first. Append only; never edit one that has shipped.
@@ -18,120 +22,147 @@ const MIGRATIONS: &[Migration] = &[
         name: "foundation",
         sqlite: include_str!("../migrations/sqlite/0001_foundation.sql"),
         postgres: include_str!("../migrations/postgres/0001_foundation.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 2,
         name: "merkle_log",
         sqlite: include_str!("../migrations/sqlite/0002_merkle_log.sql"),
         postgres: include_str!("../migrations/postgres/0002_merkle_log.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 3,
         name: "subject_keys",
         sqlite: include_str!("../migrations/sqlite/0003_subject_keys.sql"),
         postgres: include_str!("../migrations/postgres/0003_subject_keys.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 4,
         name: "entries_stored_once",
         sqlite: include_str!("../migrations/sqlite/0004_entries_stored_once.sql"),
         postgres: include_str!("../migrations/postgres/0004_entries_stored_once.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 5,
         name: "second_factors",
         sqlite: include_str!("../migrations/sqlite/0005_second_factors.sql"),
         postgres: include_str!("../migrations/postgres/0005_second_factors.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 6,
         name: "approvals",
         sqlite: include_str!("../migrations/sqlite/0006_approvals.sql"),
         postgres: include_str!("../migrations/postgres/0006_approvals.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 7,
         name: "magic_links",
         sqlite: include_str!("../migrations/sqlite/0007_magic_links.sql"),
         postgres: include_str!("../migrations/postgres/0007_magic_links.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 8,
         name: "passkeys",
         sqlite: include_str!("../migrations/sqlite/0008_passkeys.sql"),
         postgres: include_str!("../migrations/postgres/0008_passkeys.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 9,
         name: "passkey_sign_in",
         sqlite: include_str!("../migrations/sqlite/0009_passkey_sign_in.sql"),
         postgres: include_str!("../migrations/postgres/0009_passkey_sign_in.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 10,
         name: "lockdowns",
         sqlite: include_str!("../migrations/sqlite/0010_lockdowns.sql"),
         postgres: include_str!("../migrations/postgres/0010_lockdowns.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 11,
         name: "courier_codes",
         sqlite: include_str!("../migrations/sqlite/0011_courier_codes.sql"),
         postgres: include_str!("../migrations/postgres/0011_courier_codes.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 12,
         name: "pickup_reopen",
         sqlite: include_str!("../migrations/sqlite/0012_pickup_reopen.sql"),
         postgres: include_str!("../migrations/postgres/0012_pickup_reopen.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 13,
         name: "badges",
         sqlite: include_str!("../migrations/sqlite/0013_badges.sql"),
         postgres: include_str!("../migrations/postgres/0013_badges.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 14,
         name: "offline_codes",
         sqlite: include_str!("../migrations/sqlite/0014_offline_codes.sql"),
         postgres: include_str!("../migrations/postgres/0014_offline_codes.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 15,
         name: "alerts",
         sqlite: include_str!("../migrations/sqlite/0015_alerts.sql"),
         postgres: include_str!("../migrations/postgres/0015_alerts.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 16,
         name: "lockdown_rules",
         sqlite: include_str!("../migrations/sqlite/0016_lockdown_rules.sql"),
         postgres: include_str!("../migrations/postgres/0016_lockdown_rules.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 17,
         name: "sensor_settings",
         sqlite: include_str!("../migrations/sqlite/0017_sensor_settings.sql"),
         postgres: include_str!("../migrations/postgres/0017_sensor_settings.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 18,
         name: "alert_deliveries",
         sqlite: include_str!("../migrations/sqlite/0018_alert_deliveries.sql"),
         postgres: include_str!("../migrations/postgres/0018_alert_deliveries.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 19,
         name: "alert_subscriptions",
         sqlite: include_str!("../migrations/sqlite/0019_alert_subscriptions.sql"),
         postgres: include_str!("../migrations/postgres/0019_alert_subscriptions.sql"),
+        sqlite_rebuilds: false,
     },
     Migration {
         version: 20,
         name: "remote_opens",
         sqlite: include_str!("../migrations/sqlite/0020_remote_opens.sql"),
         postgres: include_str!("../migrations/postgres/0020_remote_opens.sql"),
+        sqlite_rebuilds: false,
+    },
+    Migration {
+        version: 21,
+        name: "unaddressed_parcels",
+        sqlite: include_str!("../migrations/sqlite/0021_unaddressed_parcels.sql"),
+        postgres: include_str!("../migrations/postgres/0021_unaddressed_parcels.sql"),
+        sqlite_rebuilds: true,
     },
 ];
 
@@ -174,21 +205,15 @@ pub(crate) async fn run_to(
         };
         let fail =
             |e: sqlx::Error| StoreError::Migration { version: m.version, message: e.to_string() };
-        sqlx::raw_sql("BEGIN").execute(&mut *conn).await.map_err(fail)?;
-        let applied = async {
-            sqlx::raw_sql(sql).execute(&mut *conn).await?;
-            sqlx::query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
-                .bind(m.version)
-                .bind(m.name)
-                .execute(&mut *conn)
-                .await?;
-            sqlx::raw_sql("COMMIT").execute(&mut *conn).await
+        let rebuilds = backend == Backend::Sqlite && m.sqlite_rebuilds;
+        if rebuilds {
+            sqlx::raw_sql("PRAGMA foreign_keys = OFF").execute(&mut *conn).await.map_err(fail)?;
         }
-        .await;
-        if let Err(e) = applied {
-            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
-            return Err(fail(e));
+        let applied = apply(conn, m, sql, rebuilds).await;
+        if rebuilds {
+            sqlx::raw_sql("PRAGMA foreign_keys = ON").execute(&mut *conn).await.map_err(fail)?;
         }
+        applied?;
         tracing::info!(
             version = m.version,
             name = m.name,
@@ -197,4 +222,43 @@ pub(crate) async fn run_to(
         );
     }
     Ok(())
+}
+
+/// Applies one migration in its own transaction. A rebuild checks, before it commits, that
+/// every reference still finds its row (foreign keys were off while the table was replaced).
+async fn apply(
+    conn: &mut AnyConnection,
+    m: &Migration,
+    sql: &'static str,
+    rebuilds: bool,
+) -> Result<(), StoreError> {
+    let fail = |message: String| StoreError::Migration { version: m.version, message };
+    sqlx::raw_sql("BEGIN").execute(&mut *conn).await.map_err(|e| fail(e.to_string()))?;
+    let applied = async {
+        sqlx::raw_sql(sql).execute(&mut *conn).await.map_err(|e| fail(e.to_string()))?;
+        if rebuilds {
+            let broken = sqlx::raw_sql("PRAGMA foreign_key_check")
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            if !broken.is_empty() {
+                return Err(fail(format!(
+                    "{} rows refer to rows that are gone; the database was left as it was",
+                    broken.len()
+                )));
+            }
+        }
+        sqlx::query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
+            .bind(m.version)
+            .bind(m.name)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        sqlx::raw_sql("COMMIT").execute(&mut *conn).await.map_err(|e| fail(e.to_string()))
+    }
+    .await;
+    if applied.is_err() {
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+    }
+    applied.map(drop)
 }

@@ -250,8 +250,9 @@ pub struct ParcelRow {
     pub compartment: Option<CompartmentId>,
     /// Delivering carrier.
     pub carrier: CarrierId,
-    /// Who may collect it.
-    pub recipient: PersonId,
+    /// Who may collect it: none for a parcel announced for an address that matched no resident
+    /// of the site, until the site's staff name one.
+    pub recipient: Option<PersonId>,
     /// Carrier's reference.
     pub tracking_ref: TrackingRef,
     /// Size class.

@@ -260,7 +260,7 @@ fn parcel_row(r: &AnyRow) -> R<ParcelRow> {
         bank: opt_parse(r, "bank_id", |s| BankId::parse(s).ok())?,
         compartment: opt_parse(r, "compartment_id", |s| CompartmentId::parse(s).ok())?,
         carrier: parse(r, "carrier_id", |s| CarrierId::parse(s).ok())?,
-        recipient: parse(r, "recipient_id", |s| PersonId::parse(s).ok())?,
+        recipient: opt_parse(r, "recipient_id", |s| PersonId::parse(s).ok())?,
         tracking_ref: parse(r, "tracking_ref", |s| TrackingRef::parse(s).ok())?,
         size: parse(r, "size", SizeClass::parse)?,
         needs_accessible: flag(r, "needs_accessible")?,
@@ -2377,7 +2377,7 @@ impl Tx {
             .bind(p.bank.as_ref().map(|v| v.as_str().to_owned()))
             .bind(p.compartment.as_ref().map(|v| v.as_str().to_owned()))
             .bind(p.carrier.as_str().to_owned())
-            .bind(p.recipient.as_str().to_owned())
+            .bind(p.recipient.as_ref().map(|v| v.as_str().to_owned()))
             .bind(p.tracking_ref.as_str().to_owned())
             .bind(p.size.as_str())
             .bind(b(p.needs_accessible))
@@ -2478,12 +2478,53 @@ impl Tx {
                 sqlx::query(sql!(
                     "SELECT ",
                     PARCEL_COLS,
-                    " FROM parcels WHERE state = 'deposited' ORDER BY deposited_at, id LIMIT $1"
+                    " FROM parcels WHERE state = 'deposited' AND recipient_id IS NOT NULL \
+                     ORDER BY deposited_at, id LIMIT $1"
                 ))
                 .bind(i64::from(limit)),
             )
             .await?;
         rows.iter().map(parcel_row).collect()
+    }
+
+    /// A site's parcels that no resident has been named for yet and that are still to be dealt
+    /// with (announced, in a compartment, or expired there), oldest first.
+    pub async fn unaddressed_parcels(&mut self, site: &SiteId, limit: u32) -> R<Vec<ParcelRow>> {
+        let rows = self
+            .all(
+                sqlx::query(sql!(
+                    "SELECT ",
+                    PARCEL_COLS,
+                    " FROM parcels WHERE site_id = $1 AND recipient_id IS NULL \
+                     AND state IN ('expected', 'deposited', 'expired') \
+                     ORDER BY created_at, id LIMIT $2"
+                ))
+                .bind(site.as_str().to_owned())
+                .bind(i64::from(limit)),
+            )
+            .await?;
+        rows.iter().map(parcel_row).collect()
+    }
+
+    /// Names the recipient of a parcel that had none. `false` when it already has one.
+    pub async fn address_parcel(
+        &mut self,
+        parcel: &ParcelId,
+        recipient: &PersonId,
+        now: Timestamp,
+    ) -> R<bool> {
+        let done = self
+            .exec(
+                sqlx::query(
+                    "UPDATE parcels SET recipient_id = $2, updated_at = $3 \
+                     WHERE id = $1 AND recipient_id IS NULL",
+                )
+                .bind(parcel.as_str().to_owned())
+                .bind(recipient.as_str().to_owned())
+                .bind(now.as_millis()),
+            )
+            .await?;
+        Ok(done == 1)
     }
 
     /// Assigns a bank and compartment to an expected parcel (a deposit is under way).

@@ -143,7 +143,7 @@ async fn add_parcel(store: &Store, w: &World) -> ParcelId {
         bank: None,
         compartment: None,
         carrier: w.carrier.clone(),
-        recipient: w.recipient.clone(),
+        recipient: Some(w.recipient.clone()),
         tracking_ref: TrackingRef::parse("1Z999AA10123456784").unwrap(),
         size: SizeClass::Small,
         needs_accessible: false,

@@ -1,0 +1,174 @@
+//! Migrations that reshape tables holding data, run on a database as an older Custody left it,
+//! on both backends.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "a test fails loudly at the first unexpected value"
+)]
+
+use custody_core::compartment::SizeClass;
+use custody_core::parcel::ParcelState;
+use custody_core::text::TrackingRef;
+use custody_core::{BankId, CarrierId, CodeId, CompartmentId, OrgId, ParcelId, PersonId, SiteId};
+use custody_store::{ParcelRow, StoreError, migrate_to};
+use custody_testkit::{TEST_EPOCH, TestDatabase};
+use futures_util::FutureExt as _;
+use sqlx::Connection as _;
+
+/// The rows' ids, as their types print them.
+struct Ids {
+    org: String,
+    site: String,
+    carrier: String,
+    person: String,
+    bank: String,
+    compartment: String,
+    parcel: String,
+    code: String,
+}
+
+fn ids() -> Ids {
+    Ids {
+        org: OrgId::from_random([1; 16]).to_string(),
+        site: SiteId::from_random([2; 16]).to_string(),
+        carrier: CarrierId::from_random([3; 16]).to_string(),
+        person: PersonId::from_random([4; 16]).to_string(),
+        bank: BankId::from_random([5; 16]).to_string(),
+        compartment: CompartmentId::from_random([6; 16]).to_string(),
+        parcel: ParcelId::from_random([7; 16]).to_string(),
+        code: CodeId::from_random([8; 16]).to_string(),
+    }
+}
+
+/// A site with one notified parcel and its pickup code, written as schema version 20 stored
+/// them (every parcel had a recipient).
+async fn version_20_parcel(url: &str) {
+    let Ids { org, site, carrier, person, bank, compartment, parcel, code } = ids();
+    migrate_to(url, 20).await.unwrap();
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let at = TEST_EPOCH.as_millis();
+    let rows: [(&str, Vec<&String>); 8] = [
+        ("INSERT INTO organisations (id, name, created_at) VALUES ($1, 'Harbour', $2)", vec![&org]),
+        (
+            "INSERT INTO sites (id, org_id, name, time_zone, pickup_window_ms, created_at) \
+             VALUES ($1, $3, 'Harbour Court', 'UTC', 604800000, $2)",
+            vec![&site, &org],
+        ),
+        (
+            "INSERT INTO carriers (id, org_id, name, created_at) VALUES ($1, $3, 'Parcelco', $2)",
+            vec![&carrier, &org],
+        ),
+        (
+            "INSERT INTO people (id, org_id, email, name, role, site_id, created_at) \
+             VALUES ($1, $3, 'ann@harbour.example', 'Ann', 'resident', $4, $2)",
+            vec![&person, &org, &site],
+        ),
+        (
+            "INSERT INTO banks (id, site_id, name, created_at) VALUES ($1, $3, 'Lobby', $2)",
+            vec![&bank, &site],
+        ),
+        (
+            "INSERT INTO compartments (id, bank_id, number, size, size_rank, accessible, \
+             refrigerated, state, door, parcel_id, updated_at) \
+             VALUES ($1, $3, 1, 'small', 1, 0, 0, 'occupied', 'closed', $4, $2)",
+            vec![&compartment, &bank, &parcel],
+        ),
+        (
+            "INSERT INTO parcels (id, org_id, site_id, bank_id, compartment_id, carrier_id, \
+             recipient_id, tracking_ref, size, needs_accessible, needs_refrigerated, state, \
+             created_at, deposited_at, notified_at, expires_at, updated_at) \
+             VALUES ($1, $3, $4, $5, $6, $7, $8, '1Z999AA10123456784', 'small', 0, 0, \
+             'notified', $2, $2, $2, $2, $2)",
+            vec![&parcel, &org, &site, &bank, &compartment, &carrier, &person],
+        ),
+        (
+            "INSERT INTO pickup_codes (id, parcel_id, bank_id, compartment_id, code_hash, \
+             created_at, expires_at) VALUES ($1, $3, $4, $5, $6, $2, $2)",
+            vec![&code, &parcel, &bank, &compartment],
+        ),
+    ];
+    for (sql, ids) in rows {
+        let mut q = sqlx::query(sql).bind(ids[0].as_str()).bind(at);
+        for id in &ids[1..] {
+            q = q.bind(id.as_str());
+        }
+        if sql.contains("pickup_codes") {
+            q = q.bind(vec![7_u8; 32]);
+        }
+        q.execute(&mut conn).await.unwrap();
+    }
+}
+
+async fn parcels_may_have_no_recipient(db: TestDatabase) {
+    let Ids { site, person, bank, compartment, parcel, .. } = ids();
+    version_20_parcel(&db.url).await;
+    let t = db.open().await;
+    let id = ParcelId::parse(&parcel).unwrap();
+    let kept = t.store.read(move |tx| async move { tx.parcel(&id).await }.boxed()).await.unwrap();
+    let kept = kept.expect("the parcel is still there");
+    assert_eq!(kept.recipient, Some(PersonId::parse(&person).unwrap()));
+    assert_eq!(kept.state, ParcelState::Notified);
+
+    // A parcel nobody is named for can be stored now, and is listed for the site's staff.
+    let unaddressed = ParcelRow {
+        id: ParcelId::from_random([9; 16]),
+        recipient: None,
+        state: ParcelState::Expected,
+        bank: None,
+        compartment: None,
+        tracking_ref: TrackingRef::parse("1Z999AA10123456785").unwrap(),
+        size: SizeClass::Small,
+        ..kept
+    };
+    let row = unaddressed.clone();
+    let site = SiteId::parse(&site).unwrap();
+    let listed = t
+        .store
+        .write(move |tx| {
+            async move {
+                tx.insert_parcel(&row).await?;
+                tx.unaddressed_parcels(&site, 10).await
+            }
+            .boxed()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![unaddressed]);
+
+    // References are still enforced, both ways: a code for a parcel that does not exist, and a
+    // parcel for a person who does not exist, are refused.
+    let mut conn = sqlx::AnyConnection::connect(&t.url).await.unwrap();
+    let orphan = sqlx::query(
+        "INSERT INTO pickup_codes (id, parcel_id, bank_id, compartment_id, code_hash, \
+         created_at, expires_at) VALUES ($1, $2, $3, $4, $5, 0, 0)",
+    )
+    .bind(CodeId::from_random([10; 16]).to_string())
+    .bind(ParcelId::from_random([11; 16]).to_string())
+    .bind(bank)
+    .bind(compartment)
+    .bind(vec![8_u8; 32])
+    .execute(&mut conn)
+    .await;
+    assert!(orphan.is_err(), "a code for no parcel was stored");
+    let id = ParcelId::from_random([9; 16]);
+    let nobody = PersonId::from_random([12; 16]);
+    let named = t
+        .store
+        .write(move |tx| async move { tx.address_parcel(&id, &nobody, TEST_EPOCH).await }.boxed())
+        .await;
+    assert!(matches!(named, Err(StoreError::Database(_))), "{named:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite() {
+    parcels_may_have_no_recipient(custody_testkit::sqlite_database()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres() {
+    let Some(db) = custody_testkit::postgres_database("migrations::postgres").await else {
+        return;
+    };
+    parcels_may_have_no_recipient(db).await;
+}
