@@ -13,7 +13,8 @@ use sqlx::AnyConnection;
 use sqlx::ConnectOptions as _;
 use sqlx::any::AnyConnectOptions;
 
-use crate::tx::{AUDIT_COLS, ENTRIES_PER_INSERT, NODES_PER_INSERT, values_sql};
+use crate::tx::audit::AUDIT_COLS;
+use crate::tx::{ENTRIES_PER_INSERT, NODES_PER_INSERT, values_sql};
 use crate::{Backend, Store, StoreError};
 
 /// Rows per transaction for the raw measurement: the store's writer batches up to 512 units.

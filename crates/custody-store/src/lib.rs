@@ -40,8 +40,8 @@ use sqlx::{AnyPool, ConnectOptions as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
 pub use rows::*;
+pub use tx::Tx;
 pub use tx::remote_opens::RemoteOpenCounts;
-pub use tx::{Tx, entry_of};
 
 /// Which database is behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! What the store holds, as domain-typed records. Every value read back is parsed again, so a
 //! corrupted or hand-edited row is an error, not a wrong door.
 
+use custody_audit::entry::{Entry, Sealed};
 use custody_core::alert::{AlertKind, AlertState, Channel, Severity};
 use custody_core::approval::{ApprovalKind, ApprovalOutcome};
 use custody_core::audit::AuditEvent;
@@ -466,12 +467,9 @@ pub struct StoredEntry {
 impl StoredEntry {
     /// The entry in the audit format, as its fields say it is. Its encoding hashes to
     /// `leaf_hash` unless the row was changed after it was appended.
-    pub fn entry(&self) -> custody_audit::entry::Entry {
+    pub fn entry(&self) -> Entry {
         let index = u64::try_from(self.row.seq).unwrap_or(u64::MAX);
-        custody_audit::entry::Entry {
-            evidence: self.evidence.clone(),
-            ..crate::tx::entry_of(index, &self.row.event)
-        }
+        Entry { evidence: self.evidence.clone(), ..entry_of(index, &self.row.event) }
     }
 }
 
@@ -703,4 +701,28 @@ pub struct SubscriptionRow {
     pub min_severity: Severity,
     /// When they agreed.
     pub consented_at: Timestamp,
+}
+
+/// The audit entry (format v1) of an event at leaf `index`: what the store writes, and what a
+/// verifier expects an entry's queryable fields to say.
+pub fn entry_of(index: u64, e: &AuditEvent) -> Entry {
+    let id = |v: Option<&str>| v.map(str::to_owned);
+    Entry {
+        index,
+        at_ms: e.at.as_millis(),
+        actor_kind: e.actor.kind.as_str().to_owned(),
+        actor_id: e.actor.id.clone(),
+        action: e.action.as_str().to_owned(),
+        site: id(e.target.site.as_ref().map(SiteId::as_str)),
+        bank: id(e.target.bank.as_ref().map(BankId::as_str)),
+        compartment: id(e.target.compartment.as_ref().map(CompartmentId::as_str)),
+        parcel: id(e.target.parcel.as_ref().map(ParcelId::as_str)),
+        outcome: e.outcome.as_str().to_owned(),
+        reason: e.reason.clone(),
+        sealed: e.personal.as_ref().map(|p| Sealed {
+            subject: p.subject.as_str().to_owned(),
+            ciphertext: p.ciphertext.clone(),
+        }),
+        evidence: Vec::new(),
+    }
 }

@@ -14,7 +14,7 @@ use futures_util::FutureExt as _;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::rows::{MalformedAuditRow, RowRef};
-use crate::tx::{AUDIT_COLS, audit_row_ref};
+use crate::tx::audit::{AUDIT_COLS, audit_row_ref};
 use crate::{Store, StoreError};
 
 /// The database file of a `sqlite://PATH?…` URL.
@@ -145,7 +145,7 @@ fn sqlite_head<T>(
         })
         .map_err(|_| StoreError::Corrupt("audit_tree"))?;
     let size = u64::try_from(size).map_err(|_| StoreError::Corrupt("audit_tree"))?;
-    let head = Frontier::from_parts(size, crate::tx::split_hashes(&peaks)?)
+    let head = Frontier::from_parts(size, crate::tx::audit::split_hashes(&peaks)?)
         .map_err(|_| StoreError::Corrupt("audit_tree"))?;
     let mut stmt = tx.prepare(ENTRIES).map_err(|e| sqlite_error(&e))?;
     let mut rows = stmt.query((i64_of(size)?, 1)).map_err(|e| sqlite_error(&e))?;
