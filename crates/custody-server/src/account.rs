@@ -13,7 +13,8 @@ use custody_proto::api::{
 };
 use zeroize::Zeroizing;
 
-use crate::api::{Json, signed_in};
+use crate::api::Json;
+use crate::api::sessions::signed_in;
 use crate::extract::{AnySession, PersonSession};
 use crate::{ApiError, RequestClient, ServerState, views};
 

@@ -141,7 +141,7 @@ impl std::fmt::Debug for FactorForm {
 
 /// The rotated session's cookies, then `then`.
 fn with_cookie(state: &ServerState, proven: &Proven, then: Response) -> Response {
-    (api::sign_in_cookies(&proven.session, state.app.config().session_absolute), then)
+    (api::sessions::sign_in_cookies(&proven.session, state.app.config().session_absolute), then)
         .into_response()
 }
 
@@ -394,10 +394,11 @@ pub async fn end_session(
         return error_page(&AppError::NotFound, Some(nav(&state.app, &s)));
     };
     match state.app.end_session(&s.info, &id).await {
-        Ok(()) if id == s.info.id => {
-            ([(header::SET_COOKIE, api::clear_session_cookie())], Redirect::to("/portal/login"))
-                .into_response()
-        }
+        Ok(()) if id == s.info.id => (
+            [(header::SET_COOKIE, api::sessions::clear_session_cookie())],
+            Redirect::to("/portal/login"),
+        )
+            .into_response(),
         Ok(()) => Redirect::to("/portal/account").into_response(),
         Err(e) => failed(&e, &s, &state, "/portal/account"),
     }

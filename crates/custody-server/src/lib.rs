@@ -89,16 +89,16 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 fn table() -> Routes<ServerState> {
     use Access::{AnySession, Carrier, Metrics, Person, Public, Signed, Staff, StaffRead};
     Routes::new()
-        .get("/healthz", Public, Doc::plain("Liveness"), api::healthz)
-        .get("/readyz", Public, Doc::plain("Readiness: the database answers"), api::readyz)
-        .get("/metrics", Metrics, Doc::plain("Prometheus metrics"), api::metrics)
-        .get("/api/v1/openapi.json", Public, Doc::plain("This document"), api::openapi)
+        .get("/healthz", Public, Doc::plain("Liveness"), api::health::healthz)
+        .get("/readyz", Public, Doc::plain("Readiness: the database answers"), api::health::readyz)
+        .get("/metrics", Metrics, Doc::plain("Prometheus metrics"), api::health::metrics)
+        .get("/api/v1/openapi.json", Public, Doc::plain("This document"), api::health::openapi)
         .post(
             "/api/v1/sessions",
             Public,
             Doc::json("Sign in with a password; sets the session cookie", 200, "SessionView")
                 .taking("LoginRequest"),
-            api::login,
+            api::sessions::login,
         )
         .post(
             "/api/v1/sessions/link",
@@ -138,7 +138,7 @@ fn table() -> Routes<ServerState> {
             .taking("PasskeyAnswerRequest"),
             account::passkey_sign_in,
         )
-        .delete("/api/v1/sessions/current", AnySession, Doc::plain("Sign out"), api::logout)
+        .delete("/api/v1/sessions/current", AnySession, Doc::plain("Sign out"), api::sessions::logout)
         .post(
             "/api/v1/sessions/current/factor",
             AnySession,
@@ -181,12 +181,12 @@ fn table() -> Routes<ServerState> {
             Doc::json("End every other session of the signed-in person", 200, "EndedView"),
             account::end_other_sessions,
         )
-        .get("/api/v1/me", Person, Doc::json("The signed-in person", 200, "PersonView"), api::me)
+        .get("/api/v1/me", Person, Doc::json("The signed-in person", 200, "PersonView"), api::sessions::me)
         .get(
             "/api/v1/me/alert-subscriptions",
             Person,
             Doc::list("Your consents to hear of sites' alerts", "AlertSubscriptionView"),
-            api::my_alert_subscriptions,
+            api::fanout::my_alert_subscriptions,
         )
         .post(
             "/api/v1/me/alert-subscriptions",
@@ -197,19 +197,19 @@ fn table() -> Routes<ServerState> {
                 "AlertSubscriptionView",
             )
             .taking("AlertSubscriptionView"),
-            api::subscribe_alerts,
+            api::fanout::subscribe_alerts,
         )
         .delete(
             "/api/v1/me/alert-subscriptions/{site}/{channel}",
             Person,
             Doc::list("Withdraw a consent; the consents left", "AlertSubscriptionView"),
-            api::unsubscribe_alerts,
+            api::fanout::unsubscribe_alerts,
         )
         .get(
             "/api/v1/me/courier-code",
             Person,
             Doc::json("A courier's kiosk code for today (couriers only)", 200, "CourierCodeView"),
-            api::courier_code,
+            api::couriers::courier_code,
         )
         .get(
             "/api/v1/me/factors",
@@ -275,20 +275,20 @@ fn table() -> Routes<ServerState> {
             "/api/v1/parcels",
             Signed,
             Doc::list("Parcels the caller may see (staff: ?site=)", "ParcelView"),
-            api::parcels,
+            api::parcels::parcels,
         )
         .post(
             "/api/v1/parcels",
             Carrier,
             Doc::json("Announce a parcel", 201, "ParcelView").taking("ExpectParcelRequest"),
-            api::expect_parcel,
+            api::parcels::expect_parcel,
         )
-        .get("/api/v1/parcels/{id}", Signed, Doc::json("A parcel", 200, "ParcelView"), api::parcel)
+        .get("/api/v1/parcels/{id}", Signed, Doc::json("A parcel", 200, "ParcelView"), api::parcels::parcel)
         .get(
             "/api/v1/parcels/{id}/history",
             Signed,
             Doc::json("A parcel's chain of custody", 200, "ParcelHistory"),
-            api::parcel_history,
+            api::parcels::parcel_history,
         )
         .get(
             "/api/v1/parcels/{id}/custody",
@@ -298,7 +298,7 @@ fn table() -> Routes<ServerState> {
                 200,
                 "CustodyView",
             ),
-            api::parcel_custody,
+            api::audit::parcel_custody,
         )
         .post(
             "/api/v1/parcels/{id}/resend-code",
@@ -307,7 +307,7 @@ fn table() -> Routes<ServerState> {
                 "Send the recipient a new pickup code, retiring the old one (the recipient or \
                  staff; 3 a day per parcel, 10 per recipient): 202",
             ),
-            api::resend_code,
+            api::parcels::resend_code,
         )
         .get(
             "/api/v1/parcels/{id}/pickup-qr",
@@ -318,7 +318,7 @@ fn table() -> Routes<ServerState> {
                 200,
                 "PickupQrView",
             ),
-            api::pickup_qr,
+            api::qr::pickup_qr,
         )
         .post(
             "/api/v1/parcels/{id}/open",
@@ -330,14 +330,14 @@ fn table() -> Routes<ServerState> {
                 "AppOpenView",
             )
             .taking("AppOpenRequest"),
-            api::open_from_app,
+            api::presence::open_from_app,
         )
         .post(
             "/api/v1/parcels/{id}/deposit",
             Carrier,
             Doc::json("Reserve a compartment and open it", 200, "DepositView")
                 .taking("DepositRequest"),
-            api::start_deposit,
+            api::parcels::start_deposit,
         )
         .post(
             "/api/v1/parcels/{id}/deposit/confirm",
@@ -347,19 +347,19 @@ fn table() -> Routes<ServerState> {
                 200,
                 "ParcelView",
             ),
-            api::confirm_deposit,
+            api::parcels::confirm_deposit,
         )
         .post(
             "/api/v1/parcels/{id}/deposit/cancel",
             Carrier,
             Doc::json("Abandon a deposit under way", 200, "ParcelView"),
-            api::cancel_deposit,
+            api::parcels::cancel_deposit,
         )
         .post(
             "/api/v1/parcels/{id}/return",
             Carrier,
             Doc::json("Take an expired parcel back", 200, "OpeningView"),
-            api::return_to_carrier,
+            api::parcels::return_to_carrier,
         )
         .post(
             "/api/v1/parcels/{id}/retrieve",
@@ -371,7 +371,7 @@ fn table() -> Routes<ServerState> {
                 "OpeningView",
             )
                 .taking("ReasonRequest"),
-            api::retrieve,
+            api::parcels::retrieve,
         )
         .post(
             "/api/v1/parcels/{id}/recipient",
@@ -396,7 +396,7 @@ fn table() -> Routes<ServerState> {
                 "OpeningView",
             )
                 .taking("ReasonRequest"),
-            api::remote_open,
+            api::remote_opens::remote_open,
         )
         .post(
             "/api/v1/banks/{id}/bulk-open",
@@ -408,20 +408,20 @@ fn table() -> Routes<ServerState> {
                 "OpeningView",
             )
             .taking("BulkOpenRequest"),
-            api::bulk_open,
+            api::bulk::bulk_open,
         )
         .get(
             "/api/v1/banks/{id}/lockdown",
             StaffRead,
             Doc::json("Whether the bank is locked down", 200, "LockdownView"),
-            api::lockdown,
+            api::lockdown::lockdown,
         )
         .post(
             "/api/v1/banks/{id}/lockdown",
             Staff,
             Doc::json("Lock the bank down at once, with a reason", 200, "LockdownView")
                 .taking("ReasonRequest"),
-            api::engage_lockdown,
+            api::lockdown::engage_lockdown,
         )
         .post(
             "/api/v1/banks/{id}/lockdown/lift",
@@ -433,7 +433,7 @@ fn table() -> Routes<ServerState> {
                 "LockdownView",
             )
             .taking("ReasonRequest"),
-            api::lift_lockdown,
+            api::lockdown::lift_lockdown,
         )
         .get(
             "/api/v1/banks/{id}/sensors",
@@ -443,7 +443,7 @@ fn table() -> Routes<ServerState> {
                 200,
                 "SensorSettingsView",
             ),
-            api::sensor_settings,
+            api::sensors::sensor_settings,
         )
         .post(
             "/api/v1/banks/{id}/sensors",
@@ -454,13 +454,13 @@ fn table() -> Routes<ServerState> {
                 "SensorSettingsView",
             )
             .taking("SensorSettingsView"),
-            api::set_sensor_settings,
+            api::sensors::set_sensor_settings,
         )
         .get(
             "/api/v1/sites/{id}/alert-endpoints",
             StaffRead,
             Doc::list("Where the site's alerts are sent besides its staff", "AlertEndpointView"),
-            api::alert_endpoints,
+            api::fanout::alert_endpoints,
         )
         .post(
             "/api/v1/sites/{id}/alert-endpoints",
@@ -472,13 +472,13 @@ fn table() -> Routes<ServerState> {
                 "AlertEndpointCreatedView",
             )
             .taking("NewAlertEndpointRequest"),
-            api::add_alert_endpoint,
+            api::fanout::add_alert_endpoint,
         )
         .delete(
             "/api/v1/alert-endpoints/{id}",
             Staff,
             Doc::list("Remove an alert endpoint (needs a step-up)", "AlertEndpointView"),
-            api::remove_alert_endpoint,
+            api::fanout::remove_alert_endpoint,
         )
         .get(
             "/api/v1/sites/{id}/alert-deliveries",
@@ -487,7 +487,7 @@ fn table() -> Routes<ServerState> {
                 "The site's alert notifications, newest first (`?dead=true`: the dead-letter list)",
                 "AlertDeliveryView",
             ),
-            api::alert_deliveries,
+            api::fanout::alert_deliveries,
         )
         .post(
             "/api/v1/alert-deliveries/{id}/retry",
@@ -497,7 +497,7 @@ fn table() -> Routes<ServerState> {
                 200,
                 "AlertDeliveryView",
             ),
-            api::retry_alert_delivery,
+            api::fanout::retry_alert_delivery,
         )
         .get(
             "/api/v1/sites/{id}/lockdown-rules",
@@ -506,7 +506,7 @@ fn table() -> Routes<ServerState> {
                 "The site's lockdown rules: which new alerts lock down their bank or the site",
                 "LockdownRuleView",
             ),
-            api::lockdown_rules,
+            api::lockdown::lockdown_rules,
         )
         .post(
             "/api/v1/sites/{id}/lockdown-rules",
@@ -516,13 +516,13 @@ fn table() -> Routes<ServerState> {
                 "LockdownRuleView",
             )
             .taking("LockdownRuleView"),
-            api::set_lockdown_rule,
+            api::lockdown::set_lockdown_rule,
         )
         .delete(
             "/api/v1/sites/{id}/lockdown-rules/{kind}",
             Staff,
             Doc::list("Remove the site's rule for a kind (needs a step-up)", "LockdownRuleView"),
-            api::remove_lockdown_rule,
+            api::lockdown::remove_lockdown_rule,
         )
         .get(
             "/api/v1/sites/{id}/alerts",
@@ -531,32 +531,32 @@ fn table() -> Routes<ServerState> {
                 "The site's alerts, newest first (`?live=true`: only those not resolved)",
                 "AlertView",
             ),
-            api::site_alerts,
+            api::alerts::site_alerts,
         )
         .get(
             "/api/v1/alerts/{id}",
             StaffRead,
             Doc::json("An alert with its timeline", 200, "AlertDetailView"),
-            api::alert,
+            api::alerts::alert,
         )
         .post(
             "/api/v1/alerts/{id}/acknowledge",
             Staff,
             Doc::json("Take an alert: it is yours from now on", 200, "AlertView"),
-            api::acknowledge_alert,
+            api::alerts::acknowledge_alert,
         )
         .post(
             "/api/v1/alerts/{id}/notes",
             Staff,
             Doc::json("Add a note to an alert's timeline", 200, "AlertView").taking("NoteRequest"),
-            api::note_alert,
+            api::alerts::note_alert,
         )
         .post(
             "/api/v1/alerts/{id}/resolve",
             Staff,
             Doc::json("Resolve an alert, saying what it was", 200, "AlertView")
                 .taking("ReasonRequest"),
-            api::resolve_alert,
+            api::alerts::resolve_alert,
         )
         .post(
             "/api/v1/alerts/{id}/export",
@@ -567,13 +567,13 @@ fn table() -> Routes<ServerState> {
                  reason",
             )
             .taking("ReasonRequest"),
-            api::export_incident,
+            api::incident::export_incident,
         )
         .get(
             "/api/v1/banks/{id}/devices",
             StaffRead,
             Doc::list("The bank's agent identities, newest first", "DeviceView"),
-            api::bank_devices,
+            api::devices::bank_devices,
         )
         .post(
             "/api/v1/devices/{id}/revoke",
@@ -585,31 +585,31 @@ fn table() -> Routes<ServerState> {
                 "DeviceView",
             )
             .taking("ReasonRequest"),
-            api::revoke_device,
+            api::devices::revoke_device,
         )
         .get(
             "/api/v1/sites",
             StaffRead,
             Doc::list("Sites in the caller's scope", "SiteView"),
-            api::sites,
+            api::admin::sites,
         )
         .post(
             "/api/v1/sites",
             Staff,
             Doc::json("Create a site", 201, "SiteView").taking("CreateSiteRequest"),
-            api::create_site,
+            api::admin::create_site,
         )
         .get(
             "/api/v1/sites/{id}",
             StaffRead,
             Doc::json("A site with its banks and compartments", 200, "SiteView"),
-            api::site,
+            api::admin::site,
         )
         .post(
             "/api/v1/sites/{id}/banks",
             Staff,
             Doc::json("Create a bank", 201, "BankView").taking("CreateBankRequest"),
-            api::create_bank,
+            api::admin::create_bank,
         )
         .get(
             "/api/v1/sites/{id}/unaddressed-parcels",
@@ -625,14 +625,14 @@ fn table() -> Routes<ServerState> {
             "/api/v1/sites/{id}/badges",
             StaffRead,
             Doc::list("The site's badges, revoked ones too (numbers never shown)", "BadgeView"),
-            api::badges,
+            api::badges::badges,
         )
         .post(
             "/api/v1/sites/{id}/badges",
             Staff,
             Doc::json("Register a badge to a person of the site", 201, "BadgeView")
                 .taking("RegisterBadgeRequest"),
-            api::register_badge,
+            api::badges::register_badge,
         )
         .post(
             "/api/v1/sites/{id}/badges/import",
@@ -644,7 +644,7 @@ fn table() -> Routes<ServerState> {
             )
             .answering(201)
             .taking("ImportBadgesRequest"),
-            api::import_badges,
+            api::badges::import_badges,
         )
         .post(
             "/api/v1/badges/{id}/revoke",
@@ -654,25 +654,25 @@ fn table() -> Routes<ServerState> {
                 200,
                 "BadgeView",
             ),
-            api::revoke_badge,
+            api::badges::revoke_badge,
         )
         .post(
             "/api/v1/banks/{id}/compartments",
             Staff,
             Doc::list("Add compartments", "CompartmentView").taking("CreateCompartmentsRequest"),
-            api::create_compartments,
+            api::admin::create_compartments,
         )
         .post(
             "/api/v1/banks/{id}/enrolment-tokens",
             Staff,
             Doc::json("Issue a single-use enrolment token", 201, "EnrolmentTokenView"),
-            api::create_enrolment_token,
+            api::devices::create_enrolment_token,
         )
         .post(
             "/api/v1/people",
             Staff,
             Doc::json("Add a person", 201, "PersonView").taking("CreatePersonRequest"),
-            api::create_person,
+            api::admin::create_person,
         )
         .post(
             "/api/v1/people/{id}/role",
@@ -684,13 +684,13 @@ fn table() -> Routes<ServerState> {
                 "PersonView",
             )
             .taking("RoleChangeRequest"),
-            api::change_role,
+            api::admin::change_role,
         )
         .get(
             "/api/v1/approvals",
             Staff,
             Doc::list("Requests waiting for a second person", "ApprovalView"),
-            api::approvals,
+            api::approvals::approvals,
         )
         .post(
             "/api/v1/approvals/{id}/approve",
@@ -700,37 +700,37 @@ fn table() -> Routes<ServerState> {
                 200,
                 "ApprovalView",
             ),
-            api::approve,
+            api::approvals::approve,
         )
         .post(
             "/api/v1/approvals/{id}/reject",
             Staff,
             Doc::json("Reject a request, or withdraw one's own", 200, "ApprovalView"),
-            api::reject,
+            api::approvals::reject,
         )
         .post(
             "/api/v1/people/{id}/disable",
             Staff,
             Doc::plain("Disable a person; ends their sessions"),
-            api::disable_person,
+            api::admin::disable_person,
         )
         .post(
             "/api/v1/carriers",
             Staff,
             Doc::json("Register a carrier", 201, "CarrierView").taking("CreateCarrierRequest"),
-            api::create_carrier,
+            api::admin::create_carrier,
         )
         .post(
             "/api/v1/carriers/{id}/api-keys",
             Staff,
             Doc::json("Issue an API key", 201, "ApiKeyIssued").taking("CreateApiKeyRequest"),
-            api::create_api_key,
+            api::admin::create_api_key,
         )
         .get(
             "/api/v1/carriers/{id}/api-keys",
             Staff,
             Doc::list("A carrier's keys, with their last use (never their secrets)", "ApiKeyView"),
-            api::api_keys,
+            api::admin::api_keys,
         )
         .post(
             "/api/v1/api-keys/{id}/rotate",
@@ -741,32 +741,32 @@ fn table() -> Routes<ServerState> {
                 "ApiKeyIssued",
             )
             .taking("RotateApiKeyRequest"),
-            api::rotate_api_key,
+            api::admin::rotate_api_key,
         )
         .post(
             "/api/v1/api-keys/{id}/revoke",
             Staff,
             Doc::plain("Revoke a key at once (needs a step-up)"),
-            api::revoke_api_key,
+            api::admin::revoke_api_key,
         )
         .post(
             "/api/v1/devices/enrol",
             Public,
             Doc::json("Enrol an agent with a single-use token and a CSR", 201, "EnrolResponse")
                 .taking("EnrolRequest"),
-            api::enrol,
+            api::devices::enrol,
         )
         .get(
             "/api/v1/audit/key",
             Public,
             Doc::plain("The audit checkpoint verifier key (C2SP note verifier key)"),
-            api::audit_key,
+            api::audit::audit_key,
         )
         .get(
             "/api/v1/audit/checkpoint",
             StaffRead,
             Doc::plain("The latest signed audit checkpoint (C2SP signed note)"),
-            api::audit_checkpoint,
+            api::audit::audit_checkpoint,
         )
         .get(
             "/api/v1/audit/consistency",
@@ -776,7 +776,7 @@ fn table() -> Routes<ServerState> {
                 200,
                 "ConsistencyView",
             ),
-            api::audit_consistency,
+            api::audit::audit_consistency,
         )
         .post(
             "/api/v1/audit/export",
@@ -786,7 +786,7 @@ fn table() -> Routes<ServerState> {
                  export`); needs a step-up and a reason",
             )
             .taking("AuditExportRequest"),
-            api::audit_export,
+            api::audit::audit_export,
         )
         .get("/", Public, Doc::plain("Redirect to the portal"), portal::root)
         .get("/static/custody.css", Public, Doc::plain("Style sheet"), portal::stylesheet)

@@ -292,7 +292,8 @@ pub async fn login_submit(
     }
     match state.app.login(&form.email, Zeroizing::new(form.password), &client).await {
         Ok(session) => {
-            let cookies = api::sign_in_cookies(&session, state.app.config().session_absolute);
+            let cookies =
+                api::sessions::sign_in_cookies(&session, state.app.config().session_absolute);
             let next = if session.needs_second_factor { SECOND_FACTOR_PAGE } else { "/portal" };
             (cookies, Redirect::to(next)).into_response()
         }
@@ -330,7 +331,7 @@ pub async fn logout(
     if let Err(e) = state.app.logout(&s.token).await {
         return error_page(&e, None);
     }
-    ([(header::SET_COOKIE, api::clear_session_cookie())], Redirect::to("/portal/login"))
+    ([(header::SET_COOKIE, api::sessions::clear_session_cookie())], Redirect::to("/portal/login"))
         .into_response()
 }
 

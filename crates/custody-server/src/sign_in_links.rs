@@ -13,7 +13,8 @@ use custody_app::AppError;
 use custody_proto::api::{LinkRedeemRequest, LinkRequest};
 use serde::Deserialize;
 
-use crate::api::{Json, sign_in_cookies, signed_in};
+use crate::api::Json;
+use crate::api::sessions::{sign_in_cookies, signed_in};
 use crate::extract::cookie;
 use crate::portal::{error_page, login_csrf, login_csrf_ok, login_form, render};
 use crate::{ApiError, RequestClient, ServerState};

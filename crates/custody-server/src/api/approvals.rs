@@ -1,0 +1,57 @@
+//! Requests a second person approves, and the 202 answer that makes one.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use custody_core::approval::ApprovalOutcome;
+
+use super::{ApiResult, Json, deliver, parse_id};
+use crate::extract::{PersonSession, Staff};
+use crate::{ServerState, views};
+
+/// A request waiting for a second person: `202 Accepted` with the request.
+pub(crate) fn pending(request: &custody_store::ApprovalRow) -> Response {
+    (StatusCode::ACCEPTED, Json(views::approval(request))).into_response()
+}
+
+/// Requests of the organisation waiting for a second person.
+pub async fn approvals(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+) -> ApiResult<Vec<custody_proto::api::ApprovalView>> {
+    let rows = state.app.pending_approvals(staff.caller()).await?;
+    Ok(Json(rows.iter().map(views::approval).collect()))
+}
+
+async fn decide(
+    state: &ServerState,
+    staff: &PersonSession,
+    id: &str,
+    outcome: ApprovalOutcome,
+) -> ApiResult<custody_proto::api::ApprovalView> {
+    let id: custody_core::ApprovalId = parse_id(id, "approval")?;
+    let decided = state.app.decide_approval(staff.caller(), &id, outcome).await?;
+    // An approved bulk open ran: its commands go to the bank's agent now.
+    for opening in &decided.openings {
+        deliver(state, &opening.command);
+    }
+    Ok(Json(views::approval(&decided.request)))
+}
+
+/// Approve a request: it runs at once.
+pub async fn approve(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<custody_proto::api::ApprovalView> {
+    decide(&state, &staff, &id, ApprovalOutcome::Approved).await
+}
+
+/// Reject a request (or withdraw one's own).
+pub async fn reject(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> ApiResult<custody_proto::api::ApprovalView> {
+    decide(&state, &staff, &id, ApprovalOutcome::Rejected).await
+}

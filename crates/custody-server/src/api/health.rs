@@ -1,0 +1,48 @@
+//! Health, readiness, metrics and the OpenAPI document.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::{ApiError, ServerState};
+
+/// Liveness: the process answers.
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: the database answers.
+pub async fn readyz(State(state): State<ServerState>) -> Response {
+    match state.app.store().ping().await {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: database");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+        }
+    }
+}
+
+/// Prometheus metrics, for the scraper's bearer token.
+pub async fn metrics(State(state): State<ServerState>, headers: HeaderMap) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = presented.is_some_and(|p| {
+        custody_crypto::constant_time_eq(p.trim().as_bytes(), state.metrics_token.as_bytes())
+    });
+    if !ok {
+        return ApiError::unauthenticated().into_response();
+    }
+    let body = state
+        .metrics
+        .as_ref()
+        .map(metrics_exporter_prometheus::PrometheusHandle::render)
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+/// The OpenAPI document.
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], crate::openapi::document()).into_response()
+}
