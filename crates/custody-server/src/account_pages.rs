@@ -20,6 +20,7 @@ use crate::extract::PersonSession;
 use crate::portal::{
     CsrfForm, Nav, PortalSession, PortalUser, SECOND_FACTOR_PAGE, error_page, nav, render,
 };
+use crate::routes::{Access, Doc, Routes};
 use crate::{RequestClient, ServerState, api, views};
 
 /// Where to go after a step-up: a path of this portal, nothing else. No other origin and no
@@ -447,6 +448,56 @@ pub async fn totp_remove(
         Ok(()) => Redirect::to("/portal/account").into_response(),
         Err(e) => failed(&e, &s, &state, "/portal/account"),
     }
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::{AnySession, Person};
+    table
+        .get(
+            "/portal/second-factor",
+            AnySession,
+            Doc::plain("The second-factor step, and step-up"),
+            second_factor,
+        )
+        .post(
+            "/portal/second-factor",
+            AnySession,
+            Doc::plain("Prove a second factor"),
+            second_factor_submit,
+        )
+        .get("/portal/account", Person, Doc::plain("Factors and sessions"), account)
+        .post(
+            "/portal/account/totp",
+            AnySession,
+            Doc::plain("Begin setting up an authenticator app"),
+            totp_begin,
+        )
+        .post(
+            "/portal/account/totp/confirm",
+            AnySession,
+            Doc::plain("Confirm the authenticator app"),
+            totp_confirm,
+        )
+        .post(
+            "/portal/account/totp/remove",
+            Person,
+            Doc::plain("Remove the authenticator app"),
+            totp_remove,
+        )
+        .post(
+            "/portal/account/recovery-codes",
+            Person,
+            Doc::plain("New recovery codes"),
+            recovery_codes,
+        )
+        .post("/portal/account/sessions/{id}/end", Person, Doc::plain("End a session"), end_session)
+        .post(
+            "/portal/account/sessions/end-others",
+            Person,
+            Doc::plain("End every other session"),
+            end_other_sessions,
+        )
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ use tokio::sync::broadcast;
 
 use crate::extract::PersonSession;
 use crate::portal::{Nav, PortalAdmin, PortalStaffRead, STAFF_READ, error_page, nav, render};
+use crate::routes::{Access, Doc, Routes};
 use crate::{ServerState, views};
 
 /// How often a live stream looks again though nothing was said: changes made through another
@@ -375,4 +376,36 @@ pub async fn script() -> Response {
         include_str!("../static/alerts.js"),
     )
         .into_response()
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::{Public, Staff, StaffRead};
+    table
+        .get("/static/alerts.js", Public, Doc::plain("The live alert list's script"), script)
+        .get("/portal/sites/{id}/alerts", StaffRead, Doc::plain("A site's live alerts"), alerts)
+        .get(
+            "/portal/sites/{id}/alerts/live",
+            StaffRead,
+            Doc::plain("A site's live alerts as server-sent events (`alerts`: the list's rows)"),
+            live,
+        )
+        .get(
+            "/portal/alerts/{id}",
+            StaffRead,
+            Doc::plain("An alert and its timeline (where notifications link)"),
+            alert,
+        )
+        .post(
+            "/portal/alerts/{id}/acknowledge",
+            Staff,
+            Doc::plain("Acknowledge an alert from the list (form)"),
+            acknowledge,
+        )
+        .post(
+            "/portal/alerts/{id}/resolve",
+            Staff,
+            Doc::plain("Resolve an alert from the list, saying what it was (form)"),
+            resolve,
+        )
 }

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::extract::{AnySession, PersonSession, cookie};
+use crate::routes::{Access, Doc, Routes};
 use crate::{RequestClient, ServerState, api, views};
 
 const LOGIN_CSRF_COOKIE: &str = "__Host-custody-login";
@@ -633,4 +634,36 @@ async fn parcel_page(
         notice,
     };
     render(&page, StatusCode::OK)
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::{AnySession, Person, Public, Staff, StaffRead};
+    table
+        .get("/", Public, Doc::plain("Redirect to the portal"), root)
+        .get("/static/custody.css", Public, Doc::plain("Style sheet"), stylesheet)
+        .get("/static/passkey.js", Public, Doc::plain("The passkey script"), passkey_script)
+        .get("/portal/login", Public, Doc::plain("Sign-in page"), login_page)
+        .post("/portal/login", Public, Doc::plain("Sign in"), login_submit)
+        .post("/portal/logout", AnySession, Doc::plain("Sign out"), logout)
+        .get("/portal", Person, Doc::plain("Overview"), home)
+        .get("/portal/sites/{id}", StaffRead, Doc::plain("A site"), site)
+        .post(
+            "/portal/parcels/{id}/recipient",
+            Staff,
+            Doc::plain("Name the resident a held parcel is for, from the site's page (form)"),
+            address_parcel,
+        )
+        .get(
+            "/portal/parcels/{id}",
+            Person,
+            Doc::plain("A parcel and its chain of custody"),
+            parcel,
+        )
+        .post(
+            "/portal/parcels/{id}/open",
+            Person,
+            Doc::plain("Open one's own compartment with the code the kiosk shows (form)"),
+            open_parcel,
+        )
 }

@@ -17,6 +17,7 @@ use crate::api::Json;
 use crate::api::sessions::{sign_in_cookies, signed_in};
 use crate::extract::cookie;
 use crate::portal::{error_page, login_csrf, login_csrf_ok, login_form, render};
+use crate::routes::{Access, Doc, Routes};
 use crate::{ApiError, RequestClient, ServerState};
 
 /// The cookie that binds a requested link to the browser that asked.
@@ -174,4 +175,39 @@ pub async fn redeem_page(
         ),
         Err(e) => error_page(&e, None),
     }
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::Public;
+    table
+        .post(
+            "/api/v1/sessions/link",
+            Public,
+            Doc::plain(
+                "Ask for a sign-in link by e-mail (residents): 202 whoever asks; binds it to this \
+                 client by a cookie",
+            )
+            .taking("LinkRequest"),
+            request,
+        )
+        .post(
+            "/api/v1/sessions/link/redeem",
+            Public,
+            Doc::json(
+                "Sign in with the link's token, from the client that asked",
+                200,
+                "SessionView",
+            )
+            .taking("LinkRedeemRequest"),
+            redeem,
+        )
+        .post("/portal/login/link", Public, Doc::plain("E-mail a sign-in link"), request_page)
+        .get(
+            "/portal/login/link",
+            Public,
+            Doc::plain("The page an e-mailed sign-in link opens"),
+            open_page,
+        )
+        .post("/portal/login/link/redeem", Public, Doc::plain("Sign in with the link"), redeem_page)
 }

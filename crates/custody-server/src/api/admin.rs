@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 
 use super::{ApiResult, Json, parse_id, size};
 use crate::extract::{PersonSession, Staff, StaffRead};
+use crate::routes::{Access, Doc, Routes};
 use crate::{ApiError, ServerState, views};
 
 /// Sites the caller may see.
@@ -261,4 +262,99 @@ pub async fn revoke_api_key(
     let id: custody_core::ApiKeyId = parse_id(&id, "API key")?;
     state.app.revoke_api_key(staff.caller(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::{Staff, StaffRead};
+    table
+        .get(
+            "/api/v1/sites",
+            StaffRead,
+            Doc::list("Sites in the caller's scope", "SiteView"),
+            sites,
+        )
+        .post(
+            "/api/v1/sites",
+            Staff,
+            Doc::json("Create a site", 201, "SiteView").taking("CreateSiteRequest"),
+            create_site,
+        )
+        .get(
+            "/api/v1/sites/{id}",
+            StaffRead,
+            Doc::json("A site with its banks and compartments", 200, "SiteView"),
+            site,
+        )
+        .post(
+            "/api/v1/sites/{id}/banks",
+            Staff,
+            Doc::json("Create a bank", 201, "BankView").taking("CreateBankRequest"),
+            create_bank,
+        )
+        .post(
+            "/api/v1/banks/{id}/compartments",
+            Staff,
+            Doc::list("Add compartments", "CompartmentView").taking("CreateCompartmentsRequest"),
+            create_compartments,
+        )
+        .post(
+            "/api/v1/people",
+            Staff,
+            Doc::json("Add a person", 201, "PersonView").taking("CreatePersonRequest"),
+            create_person,
+        )
+        .post(
+            "/api/v1/people/{id}/role",
+            Staff,
+            Doc::json(
+                "Give a person another role (needs a step-up); making someone super-admin \
+                 answers 202 with a request another super-admin must approve",
+                200,
+                "PersonView",
+            )
+            .taking("RoleChangeRequest"),
+            change_role,
+        )
+        .post(
+            "/api/v1/people/{id}/disable",
+            Staff,
+            Doc::plain("Disable a person; ends their sessions"),
+            disable_person,
+        )
+        .post(
+            "/api/v1/carriers",
+            Staff,
+            Doc::json("Register a carrier", 201, "CarrierView").taking("CreateCarrierRequest"),
+            create_carrier,
+        )
+        .post(
+            "/api/v1/carriers/{id}/api-keys",
+            Staff,
+            Doc::json("Issue an API key", 201, "ApiKeyIssued").taking("CreateApiKeyRequest"),
+            create_api_key,
+        )
+        .get(
+            "/api/v1/carriers/{id}/api-keys",
+            Staff,
+            Doc::list("A carrier's keys, with their last use (never their secrets)", "ApiKeyView"),
+            api_keys,
+        )
+        .post(
+            "/api/v1/api-keys/{id}/rotate",
+            Staff,
+            Doc::json(
+                "Rotate a key (needs a step-up): the old one works until the overlap ends",
+                201,
+                "ApiKeyIssued",
+            )
+            .taking("RotateApiKeyRequest"),
+            rotate_api_key,
+        )
+        .post(
+            "/api/v1/api-keys/{id}/revoke",
+            Staff,
+            Doc::plain("Revoke a key at once (needs a step-up)"),
+            revoke_api_key,
+        )
 }

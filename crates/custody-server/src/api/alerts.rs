@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::{ApiResult, Json, parse_id};
 use crate::extract::{Staff, StaffRead};
+use crate::routes::{Access, Doc, Routes};
 use crate::{ServerState, views};
 
 fn alert_view(a: &custody_store::AlertRow) -> AlertView {
@@ -99,4 +100,44 @@ pub async fn resolve_alert(
 ) -> ApiResult<AlertView> {
     let id: AlertId = parse_id(&id, "alert")?;
     Ok(Json(alert_view(&state.app.resolve_alert(staff.caller(), &id, &body.reason).await?)))
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::{Staff, StaffRead};
+    table
+        .get(
+            "/api/v1/sites/{id}/alerts",
+            StaffRead,
+            Doc::list(
+                "The site's alerts, newest first (`?live=true`: only those not resolved)",
+                "AlertView",
+            ),
+            site_alerts,
+        )
+        .get(
+            "/api/v1/alerts/{id}",
+            StaffRead,
+            Doc::json("An alert with its timeline", 200, "AlertDetailView"),
+            alert,
+        )
+        .post(
+            "/api/v1/alerts/{id}/acknowledge",
+            Staff,
+            Doc::json("Take an alert: it is yours from now on", 200, "AlertView"),
+            acknowledge_alert,
+        )
+        .post(
+            "/api/v1/alerts/{id}/notes",
+            Staff,
+            Doc::json("Add a note to an alert's timeline", 200, "AlertView").taking("NoteRequest"),
+            note_alert,
+        )
+        .post(
+            "/api/v1/alerts/{id}/resolve",
+            Staff,
+            Doc::json("Resolve an alert, saying what it was", 200, "AlertView")
+                .taking("ReasonRequest"),
+            resolve_alert,
+        )
 }

@@ -7,6 +7,7 @@ use custody_core::approval::ApprovalOutcome;
 
 use super::{ApiResult, Json, deliver, parse_id};
 use crate::extract::{PersonSession, Staff};
+use crate::routes::{Access, Doc, Routes};
 use crate::{ServerState, views};
 
 /// A request waiting for a second person: `202 Accepted` with the request.
@@ -54,4 +55,32 @@ pub async fn reject(
     Path(id): Path<String>,
 ) -> ApiResult<custody_proto::api::ApprovalView> {
     decide(&state, &staff, &id, ApprovalOutcome::Rejected).await
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::Staff;
+    table
+        .get(
+            "/api/v1/approvals",
+            Staff,
+            Doc::list("Requests waiting for a second person", "ApprovalView"),
+            approvals,
+        )
+        .post(
+            "/api/v1/approvals/{id}/approve",
+            Staff,
+            Doc::json(
+                "Approve a request (needs a step-up; not one's own): it runs",
+                200,
+                "ApprovalView",
+            ),
+            approve,
+        )
+        .post(
+            "/api/v1/approvals/{id}/reject",
+            Staff,
+            Doc::json("Reject a request, or withdraw one's own", 200, "ApprovalView"),
+            reject,
+        )
 }

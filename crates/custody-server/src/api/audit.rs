@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::incident::json_line;
 use super::{ApiResult, Json, parse_id};
 use crate::extract::{Signed, StaffRead};
+use crate::routes::{Access, Doc, Routes};
 use crate::{ApiError, ServerState, views};
 
 fn text_plain(body: String) -> Response {
@@ -115,4 +116,52 @@ pub async fn parcel_custody(
             })
             .collect(),
     }))
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::{Public, Signed, StaffRead};
+    table
+        .get(
+            "/api/v1/parcels/{id}/custody",
+            Signed,
+            Doc::json(
+                "A parcel's chain of custody with inclusion proofs against a signed checkpoint",
+                200,
+                "CustodyView",
+            ),
+            parcel_custody,
+        )
+        .get(
+            "/api/v1/audit/key",
+            Public,
+            Doc::plain("The audit checkpoint verifier key (C2SP note verifier key)"),
+            audit_key,
+        )
+        .get(
+            "/api/v1/audit/checkpoint",
+            StaffRead,
+            Doc::plain("The latest signed audit checkpoint (C2SP signed note)"),
+            audit_checkpoint,
+        )
+        .get(
+            "/api/v1/audit/consistency",
+            StaffRead,
+            Doc::json(
+                "A consistency proof between two log sizes (?old=&new=)",
+                200,
+                "ConsistencyView",
+            ),
+            audit_consistency,
+        )
+        .post(
+            "/api/v1/audit/export",
+            StaffRead,
+            Doc::plain(
+                "Export a site's audit entries with proofs (JSON lines, as `custody audit \
+                 export`); needs a step-up and a reason",
+            )
+            .taking("AuditExportRequest"),
+            audit_export,
+        )
 }

@@ -7,6 +7,7 @@ use custody_proto::api::{BadgeView, ImportBadgesRequest, RegisterBadgeRequest};
 
 use super::{ApiResult, Json, parse_id};
 use crate::extract::{Staff, StaffRead};
+use crate::routes::{Access, Doc, Routes};
 use crate::{ApiError, ServerState, views};
 
 fn badge_view(b: &custody_store::BadgeRow) -> BadgeView {
@@ -88,4 +89,45 @@ pub async fn revoke_badge(
     let row = state.app.revoke_badge(staff.caller(), &badge).await?;
     crate::gateway::sync_badges(&state, &row.site).await;
     Ok(Json(badge_view(&row)))
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::{Staff, StaffRead};
+    table
+        .get(
+            "/api/v1/sites/{id}/badges",
+            StaffRead,
+            Doc::list("The site's badges, revoked ones too (numbers never shown)", "BadgeView"),
+            badges,
+        )
+        .post(
+            "/api/v1/sites/{id}/badges",
+            Staff,
+            Doc::json("Register a badge to a person of the site", 201, "BadgeView")
+                .taking("RegisterBadgeRequest"),
+            register_badge,
+        )
+        .post(
+            "/api/v1/sites/{id}/badges/import",
+            Staff,
+            Doc::list(
+                "Register every badge of an access-control export (CSV), or none: 422 lists \
+                 the lines at fault",
+                "BadgeView",
+            )
+            .answering(201)
+            .taking("ImportBadgesRequest"),
+            import_badges,
+        )
+        .post(
+            "/api/v1/badges/{id}/revoke",
+            Staff,
+            Doc::json(
+                "Revoke a badge; the site's kiosks refuse it from the next sync",
+                200,
+                "BadgeView",
+            ),
+            revoke_badge,
+        )
 }

@@ -9,6 +9,7 @@ use custody_proto::api::OpeningView;
 use super::approvals::pending;
 use super::{Json, deliver, parse_id};
 use crate::extract::Staff;
+use crate::routes::{Access, Doc, Routes};
 use crate::{ApiError, ServerState, views};
 
 /// Staff open several compartments of a bank at once, with a reason: at once up to three,
@@ -34,4 +35,21 @@ pub async fn bulk_open(
         }
         OpenOrAsk::Pending(request) => Ok(pending(&request)),
     }
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::Staff;
+    table.post(
+        "/api/v1/banks/{id}/bulk-open",
+        Staff,
+        Doc::list(
+            "Open several compartments at once (needs a step-up); more than three, or past \
+                 the remote-open budget, answer 202 with a request another member of staff \
+                 approves",
+            "OpeningView",
+        )
+        .taking("BulkOpenRequest"),
+        bulk_open,
+    )
 }

@@ -8,6 +8,7 @@ use custody_proto::device::{EnrolRequest, EnrolResponse};
 
 use super::{ApiResult, Json, parse_id};
 use crate::extract::{Staff, StaffRead};
+use crate::routes::{Access, Doc, Routes};
 use crate::{ApiError, ServerState, views};
 
 fn device_view(
@@ -98,4 +99,41 @@ pub async fn enrol(
             gateway: state.app.config().gateway_address.clone(),
         }),
     ))
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::{Public, Staff, StaffRead};
+    table
+        .get(
+            "/api/v1/banks/{id}/devices",
+            StaffRead,
+            Doc::list("The bank's agent identities, newest first", "DeviceView"),
+            bank_devices,
+        )
+        .post(
+            "/api/v1/devices/{id}/revoke",
+            Staff,
+            Doc::json(
+                "Revoke an agent's identity (needs a step-up and a reason): its certificate is \
+                 refused at the handshake and its live link ends",
+                200,
+                "DeviceView",
+            )
+            .taking("ReasonRequest"),
+            revoke_device,
+        )
+        .post(
+            "/api/v1/banks/{id}/enrolment-tokens",
+            Staff,
+            Doc::json("Issue a single-use enrolment token", 201, "EnrolmentTokenView"),
+            create_enrolment_token,
+        )
+        .post(
+            "/api/v1/devices/enrol",
+            Public,
+            Doc::json("Enrol an agent with a single-use token and a CSR", 201, "EnrolResponse")
+                .taking("EnrolRequest"),
+            enrol,
+        )
 }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::{ApiResult, Json, parse_id};
 use crate::extract::{PersonSession, Staff, StaffRead};
+use crate::routes::{Access, Doc, Routes};
 use crate::{ApiError, ServerState, views};
 
 fn endpoint_view(e: &custody_store::EndpointRow) -> AlertEndpointView {
@@ -188,4 +189,76 @@ pub async fn unsubscribe_alerts(
     state.app.unsubscribe_alerts(session.caller(), &site, channel).await?;
     let rows = state.app.my_alert_subscriptions(session.caller()).await?;
     Ok(Json(rows.iter().map(subscription_view).collect()))
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::{Person, Staff, StaffRead};
+    table
+        .get(
+            "/api/v1/me/alert-subscriptions",
+            Person,
+            Doc::list("Your consents to hear of sites' alerts", "AlertSubscriptionView"),
+            my_alert_subscriptions,
+        )
+        .post(
+            "/api/v1/me/alert-subscriptions",
+            Person,
+            Doc::json(
+                "Agree to hear of a site's alerts by e-mail or text message, from a severity up",
+                200,
+                "AlertSubscriptionView",
+            )
+            .taking("AlertSubscriptionView"),
+            subscribe_alerts,
+        )
+        .delete(
+            "/api/v1/me/alert-subscriptions/{site}/{channel}",
+            Person,
+            Doc::list("Withdraw a consent; the consents left", "AlertSubscriptionView"),
+            unsubscribe_alerts,
+        )
+        .get(
+            "/api/v1/sites/{id}/alert-endpoints",
+            StaffRead,
+            Doc::list("Where the site's alerts are sent besides its staff", "AlertEndpointView"),
+            alert_endpoints,
+        )
+        .post(
+            "/api/v1/sites/{id}/alert-endpoints",
+            Staff,
+            Doc::json(
+                "Add a webhook for the site's alerts (needs a step-up); 201 with its signing \
+                 secret, shown this once",
+                201,
+                "AlertEndpointCreatedView",
+            )
+            .taking("NewAlertEndpointRequest"),
+            add_alert_endpoint,
+        )
+        .delete(
+            "/api/v1/alert-endpoints/{id}",
+            Staff,
+            Doc::list("Remove an alert endpoint (needs a step-up)", "AlertEndpointView"),
+            remove_alert_endpoint,
+        )
+        .get(
+            "/api/v1/sites/{id}/alert-deliveries",
+            StaffRead,
+            Doc::list(
+                "The site's alert notifications, newest first (`?dead=true`: the dead-letter list)",
+                "AlertDeliveryView",
+            ),
+            alert_deliveries,
+        )
+        .post(
+            "/api/v1/alert-deliveries/{id}/retry",
+            Staff,
+            Doc::json(
+                "Send a notification from the dead-letter list again",
+                200,
+                "AlertDeliveryView",
+            ),
+            retry_alert_delivery,
+        )
 }

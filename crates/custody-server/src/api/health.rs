@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::routes::{Access, Doc, Routes};
 use crate::{ApiError, ServerState};
 
 /// Liveness: the process answers.
@@ -45,4 +46,14 @@ pub async fn metrics(State(state): State<ServerState>, headers: HeaderMap) -> Re
 /// The OpenAPI document.
 pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], crate::openapi::document()).into_response()
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::{Metrics, Public};
+    table
+        .get("/healthz", Public, Doc::plain("Liveness"), healthz)
+        .get("/readyz", Public, Doc::plain("Readiness: the database answers"), readyz)
+        .get("/metrics", Metrics, Doc::plain("Prometheus metrics"), metrics)
+        .get("/api/v1/openapi.json", Public, Doc::plain("This document"), openapi)
 }

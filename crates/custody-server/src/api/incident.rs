@@ -8,6 +8,7 @@ use custody_proto::api::ReasonRequest;
 
 use super::{Json, parse_id};
 use crate::extract::StaffRead;
+use crate::routes::{Access, Doc, Routes};
 use crate::{ApiError, ServerState};
 
 /// Appends one line of an export to `out`.
@@ -43,4 +44,20 @@ pub async fn export_incident(
         out,
     )
         .into_response())
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::StaffRead;
+    table.post(
+        "/api/v1/alerts/{id}/export",
+        StaffRead,
+        Doc::plain(
+            "Export an incident: the alert, its timeline and the audit entries around it with \
+                 proofs (JSON lines, verified by `custody audit verify`); needs a step-up and a \
+                 reason",
+        )
+        .taking("ReasonRequest"),
+        export_incident,
+    )
 }

@@ -9,6 +9,7 @@ use custody_proto::api::{LockdownRuleView, LockdownView, ReasonRequest};
 
 use super::{ApiResult, Json, parse_id};
 use crate::extract::{Staff, StaffRead};
+use crate::routes::{Access, Doc, Routes};
 use crate::{ApiError, ServerState, views};
 
 fn lockdown_view(
@@ -103,4 +104,60 @@ pub async fn remove_lockdown_rule(
         )
         .await?;
     Ok(Json(rules.into_iter().map(views::lockdown_rule).collect()))
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::{Staff, StaffRead};
+    table
+        .get(
+            "/api/v1/banks/{id}/lockdown",
+            StaffRead,
+            Doc::json("Whether the bank is locked down", 200, "LockdownView"),
+            lockdown,
+        )
+        .post(
+            "/api/v1/banks/{id}/lockdown",
+            Staff,
+            Doc::json("Lock the bank down at once, with a reason", 200, "LockdownView")
+                .taking("ReasonRequest"),
+            engage_lockdown,
+        )
+        .post(
+            "/api/v1/banks/{id}/lockdown/lift",
+            Staff,
+            Doc::json(
+                "Lift the lockdown (needs a step-up and a reason); 202 with a request another \
+                 member of staff approves, unless approvals are off",
+                200,
+                "LockdownView",
+            )
+            .taking("ReasonRequest"),
+            lift_lockdown,
+        )
+        .get(
+            "/api/v1/sites/{id}/lockdown-rules",
+            StaffRead,
+            Doc::list(
+                "The site's lockdown rules: which new alerts lock down their bank or the site",
+                "LockdownRuleView",
+            ),
+            lockdown_rules,
+        )
+        .post(
+            "/api/v1/sites/{id}/lockdown-rules",
+            Staff,
+            Doc::list(
+                "Set the site's rule for a kind (or `any`), replacing it",
+                "LockdownRuleView",
+            )
+            .taking("LockdownRuleView"),
+            set_lockdown_rule,
+        )
+        .delete(
+            "/api/v1/sites/{id}/lockdown-rules/{kind}",
+            Staff,
+            Doc::list("Remove the site's rule for a kind (needs a step-up)", "LockdownRuleView"),
+            remove_lockdown_rule,
+        )
 }

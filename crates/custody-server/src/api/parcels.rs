@@ -17,6 +17,7 @@ use serde::Deserialize;
 use super::approvals::pending;
 use super::{ApiResult, Json, deliver, parse_id, size};
 use crate::extract::{CarrierCaller, PersonSession, Signed, Staff};
+use crate::routes::{Access, Doc, Routes};
 use crate::{ApiError, ServerState, views};
 
 /// Filters for the parcel list.
@@ -180,4 +181,79 @@ pub async fn resend_code(
     let id: ParcelId = parse_id(&id, "parcel")?;
     state.app.resend_code(session.caller(), &id).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::{Carrier, Person, Signed, Staff};
+    table
+        .get(
+            "/api/v1/parcels",
+            Signed,
+            Doc::list("Parcels the caller may see (staff: ?site=)", "ParcelView"),
+            parcels,
+        )
+        .post(
+            "/api/v1/parcels",
+            Carrier,
+            Doc::json("Announce a parcel", 201, "ParcelView").taking("ExpectParcelRequest"),
+            expect_parcel,
+        )
+        .get("/api/v1/parcels/{id}", Signed, Doc::json("A parcel", 200, "ParcelView"), parcel)
+        .get(
+            "/api/v1/parcels/{id}/history",
+            Signed,
+            Doc::json("A parcel's chain of custody", 200, "ParcelHistory"),
+            parcel_history,
+        )
+        .post(
+            "/api/v1/parcels/{id}/resend-code",
+            Person,
+            Doc::plain(
+                "Send the recipient a new pickup code, retiring the old one (the recipient or \
+                 staff; 3 a day per parcel, 10 per recipient): 202",
+            ),
+            resend_code,
+        )
+        .post(
+            "/api/v1/parcels/{id}/deposit",
+            Carrier,
+            Doc::json("Reserve a compartment and open it", 200, "DepositView")
+                .taking("DepositRequest"),
+            start_deposit,
+        )
+        .post(
+            "/api/v1/parcels/{id}/deposit/confirm",
+            Carrier,
+            Doc::json(
+                "Confirm a deposit after the door closed; notifies the recipient",
+                200,
+                "ParcelView",
+            ),
+            confirm_deposit,
+        )
+        .post(
+            "/api/v1/parcels/{id}/deposit/cancel",
+            Carrier,
+            Doc::json("Abandon a deposit under way", 200, "ParcelView"),
+            cancel_deposit,
+        )
+        .post(
+            "/api/v1/parcels/{id}/return",
+            Carrier,
+            Doc::json("Take an expired parcel back", 200, "OpeningView"),
+            return_to_carrier,
+        )
+        .post(
+            "/api/v1/parcels/{id}/retrieve",
+            Staff,
+            Doc::json(
+                "Take a parcel out, with a reason; past the remote-open budget it answers 202 \
+                 with a request another member of staff approves",
+                200,
+                "OpeningView",
+            )
+            .taking("ReasonRequest"),
+            retrieve,
+        )
 }

@@ -8,6 +8,7 @@ use zeroize::Zeroizing;
 use super::{ApiResult, Json, deliver, parse_id};
 use crate::ServerState;
 use crate::extract::PersonSession;
+use crate::routes::{Access, Doc, Routes};
 
 /// The recipient opens their compartment from the app with the code the kiosk shows.
 pub async fn open_from_app(
@@ -23,4 +24,21 @@ pub async fn open_from_app(
         compartment: opening.compartment.get(),
         command_delivered: deliver(&state, &opening.command),
     }))
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::Person;
+    table.post(
+        "/api/v1/parcels/{id}/open",
+        Person,
+        Doc::json(
+            "Open one's own compartment from the app, standing at the bank: with the code its \
+                 kiosk shows now (the recipient only; wrong codes throttled per person)",
+            200,
+            "AppOpenView",
+        )
+        .taking("AppOpenRequest"),
+        open_from_app,
+    )
 }

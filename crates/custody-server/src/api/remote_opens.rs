@@ -9,6 +9,7 @@ use custody_proto::api::{OpeningView, ReasonRequest};
 use super::approvals::pending;
 use super::{Json, deliver, parse_id};
 use crate::extract::Staff;
+use crate::routes::{Access, Doc, Routes};
 use crate::{ApiError, ServerState, views};
 
 /// Staff open a compartment remotely, with a reason; past the remote-open budget, a request
@@ -32,4 +33,22 @@ pub async fn remote_open(
         }
         OpenOrAsk::Pending(request) => Ok(pending(&request)),
     }
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::Staff;
+    table.post(
+        "/api/v1/compartments/{id}/open",
+        Staff,
+        Doc::json(
+            "Open a compartment remotely, with a reason (needs a step-up); past the \
+                 remote-open budget it answers 202 with a request another member of staff \
+                 approves",
+            200,
+            "OpeningView",
+        )
+        .taking("ReasonRequest"),
+        remote_open,
+    )
 }

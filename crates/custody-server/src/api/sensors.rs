@@ -7,6 +7,7 @@ use custody_proto::api::SensorSettingsView;
 
 use super::{ApiResult, Json, parse_id};
 use crate::extract::{Staff, StaffRead};
+use crate::routes::{Access, Doc, Routes};
 use crate::{ServerState, views};
 
 /// A bank's sensor settings.
@@ -32,4 +33,31 @@ pub async fn set_sensor_settings(
         .map_err(custody_app::AppError::Invalid)?;
     let stored = state.app.set_sensor_settings(staff.caller(), &bank, settings).await?;
     Ok(Json(views::sensor_settings(&stored)))
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::{Staff, StaffRead};
+    table
+        .get(
+            "/api/v1/banks/{id}/sensors",
+            StaffRead,
+            Doc::json(
+                "The bank's sensor settings: debounce rules and how long a door may stand open",
+                200,
+                "SensorSettingsView",
+            ),
+            sensor_settings,
+        )
+        .post(
+            "/api/v1/banks/{id}/sensors",
+            Staff,
+            Doc::json(
+                "Replace the bank's sensor settings (needs a step-up); its agent applies them at once",
+                200,
+                "SensorSettingsView",
+            )
+            .taking("SensorSettingsView"),
+            set_sensor_settings,
+        )
 }

@@ -2,14 +2,16 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use custody_proto::api::{LoginRequest, PersonView, SessionView};
+use custody_core::SessionId;
+use custody_proto::api::{EndedView, LoginRequest, PersonView, SessionListItem, SessionView};
 use zeroize::Zeroizing;
 
 use super::{ApiResult, Json};
 use crate::extract::{AnySession, DEVICE_COOKIE, PersonSession, SESSION_COOKIE};
+use crate::routes::{Access, Doc, Routes};
 use crate::{ApiError, RequestClient, ServerState, views};
 
 /// The `Set-Cookie` value that starts a session.
@@ -89,4 +91,73 @@ pub async fn logout(
 /// Who am I.
 pub async fn me(session: PersonSession) -> ApiResult<PersonView> {
     Ok(Json(views::person(session.person())))
+}
+
+/// The person's live sessions.
+pub async fn sessions(
+    State(state): State<ServerState>,
+    session: PersonSession,
+) -> ApiResult<Vec<SessionListItem>> {
+    let rows = state.app.sessions_of(&session.info).await?;
+    Ok(Json(
+        rows.iter()
+            .map(|r| SessionListItem {
+                id: r.id.to_string(),
+                created_at: views::rfc3339(r.created_at),
+                last_seen_at: views::rfc3339(r.last_seen_at),
+                source: r.source.clone(),
+                user_agent: r.user_agent.clone(),
+                factor: r.factor.map(|(f, _)| f.as_str().to_owned()),
+                current: r.id == session.info.id,
+            })
+            .collect(),
+    ))
+}
+
+/// End one of the person's sessions.
+pub async fn end_session(
+    State(state): State<ServerState>,
+    session: PersonSession,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: SessionId = crate::api::parse_id(&id, "session")?;
+    state.app.end_session(&session.info, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// End every other session of the person.
+pub async fn end_other_sessions(
+    State(state): State<ServerState>,
+    session: PersonSession,
+) -> ApiResult<EndedView> {
+    let ended = state.app.end_other_sessions(&session.info, &session.token).await?;
+    Ok(Json(EndedView { ended }))
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::{AnySession, Person, Public};
+    table
+        .post(
+            "/api/v1/sessions",
+            Public,
+            Doc::json("Sign in with a password; sets the session cookie", 200, "SessionView")
+                .taking("LoginRequest"),
+            login,
+        )
+        .delete("/api/v1/sessions/current", AnySession, Doc::plain("Sign out"), logout)
+        .get("/api/v1/me", Person, Doc::json("The signed-in person", 200, "PersonView"), me)
+        .get(
+            "/api/v1/sessions",
+            Person,
+            Doc::list("The signed-in person's sessions", "SessionListItem"),
+            sessions,
+        )
+        .delete("/api/v1/sessions/{id}", Person, Doc::plain("End one of them"), end_session)
+        .post(
+            "/api/v1/sessions/end-others",
+            Person,
+            Doc::json("End every other session of the signed-in person", 200, "EndedView"),
+            end_other_sessions,
+        )
 }

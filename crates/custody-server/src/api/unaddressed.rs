@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::{ApiResult, Json, parse_id};
 use crate::extract::{Staff, StaffRead};
+use crate::routes::{Access, Doc, Routes};
 use crate::{ServerState, views};
 
 /// How many of the list to show.
@@ -42,4 +43,32 @@ pub async fn address(
     let caller = staff.caller();
     let p = state.app.address_parcel(caller, &id, &body.email).await?;
     Ok(Json(views::parcel(caller, &p)))
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::{Staff, StaffRead};
+    table
+        .post(
+            "/api/v1/parcels/{id}/recipient",
+            Staff,
+            Doc::json(
+                "Name the resident a parcel is for, when the carrier's address matched none; \
+                 a parcel already in its compartment is notified at once",
+                200,
+                "ParcelView",
+            )
+            .taking("AddressParcelRequest"),
+            address,
+        )
+        .get(
+            "/api/v1/sites/{id}/unaddressed-parcels",
+            StaffRead,
+            Doc::list(
+                "The site's parcels nobody is named for yet (the carrier's address matched no \
+                 resident), still in its care, oldest first",
+                "ParcelView",
+            ),
+            list,
+        )
 }
