@@ -341,7 +341,11 @@ impl Workers {
         // The count of refusals at the edges is recorded as each window ends.
         let counted = refusals.clone();
         tasks.push(tokio::spawn(async move {
-            let mut every = tokio::time::interval(crate::refusals::WINDOW);
+            // The first window ends a whole window after start: an interval's first tick is
+            // at once, and would end it after the first refusal, so that the next one counted
+            // as new again.
+            let window = crate::refusals::WINDOW;
+            let mut every = tokio::time::interval_at(tokio::time::Instant::now() + window, window);
             loop {
                 every.tick().await;
                 counted.flush().await;

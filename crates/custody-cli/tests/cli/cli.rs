@@ -81,7 +81,7 @@ async fn the_agent_refuses_a_configuration_it_cannot_use() {
 /// The systemd unit in `dist/` runs the agent with flags it has.
 #[tokio::test]
 async fn the_systemd_unit_runs_the_agent_with_flags_it_has() {
-    let unit = include_str!("../../../dist/custody-agent.service");
+    let unit = include_str!("../../../../dist/custody-agent.service");
     let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
     let words: Vec<&str> = exec.split_whitespace().collect();
     assert_eq!(words.get(1..3), Some(&["agent", "run"][..]), "{exec}");

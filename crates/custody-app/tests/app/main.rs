@@ -1,0 +1,20 @@
+//! custody-app's use cases, tested against the real store on both backends: one test binary
+//! (linked once) with a module per concern.
+
+mod alerts;
+mod audit_tamper;
+mod audit_verify;
+mod badges;
+mod codes;
+mod couriers;
+mod factors;
+mod links;
+mod lockdown;
+mod offline;
+mod passkeys;
+mod presence;
+mod privileges;
+mod qr;
+mod story;
+mod throttling;
+mod unaddressed;
