@@ -14,11 +14,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use custody_app::Caller;
-use custody_app::notify::NewEndpoint;
+use custody_app::fanout::NewEndpoint;
 use custody_core::alert::{AlertKind, Channel, Severity};
 use custody_crypto::{Rng, SystemClock};
 use custody_server::Listen;
-use custody_server::outbox::Workers;
+use custody_server::workers::Workers;
 
 use crate::bench::{bar, bench_bank, ms, percentile, raw_commits, stopwatch};
 use crate::receivers::{Arrival, Receivers};

@@ -29,7 +29,7 @@ use custody_agent::hardware::{self, BoardDriver, Layout, SensorEvent, SimulatedB
 use custody_agent::osdp::{MemoryBus, OsdpConfig, OsdpReader, SimulatedReader};
 use custody_app::admin::{CompartmentSpec, NewPerson};
 use custody_app::auth::Client;
-use custody_app::notify::NewEndpoint;
+use custody_app::fanout::NewEndpoint;
 use custody_app::setup::DataDir;
 use custody_app::{App, AppConfig, Caller};
 use custody_core::alert::{AlertKind, Channel, Severity};
@@ -41,7 +41,8 @@ use custody_core::{BankId, CarrierId, Clock, OrgId, SiteId, Timestamp};
 use custody_crypto::totp::{TotpSeed, step_at};
 use custody_crypto::{Rng, SystemClock};
 use custody_proto::device::CourierAction;
-use custody_server::outbox::{Transport, Workers};
+use custody_server::outbox::Transport;
+use custody_server::workers::Workers;
 use custody_server::{Listen, Running};
 
 use crate::receivers::Receivers;
@@ -1160,7 +1161,7 @@ async fn tour(demo: &Demo) -> anyhow::Result<usize> {
     let (bob_parcel, bob_slot) = t.deliver("bob@harbour.example", garage, "medium").await?;
     let bob_code = t.mail_code("bob@harbour.example").await?;
     demo.clock.advance(days(7) + minutes(1));
-    custody_server::outbox::sweep(&demo.app).await?;
+    custody_server::workers::sweep(&demo.app).await?;
     ensure!(t.parcel_state(&bob_parcel).await? == "expired", "Bob's parcel should have expired");
     t.ok("A week passes without Bob: the parcel expires and its code is revoked");
     screen_is(

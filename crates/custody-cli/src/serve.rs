@@ -9,7 +9,7 @@ use custody_app::setup::DataDir;
 use custody_app::{App, AppConfig};
 use custody_crypto::SystemClock;
 use custody_server::config::Config;
-use custody_server::outbox::Workers;
+use custody_server::workers::Workers;
 use custody_server::{Listen, start};
 
 /// Loads the configuration and keys, opens the store and assembles the application.

@@ -11,7 +11,7 @@
 //! server's transport and text messages through the SMS provider ([`crate::sms`]).
 
 use custody_app::App;
-use custody_app::notify::Due;
+use custody_app::fanout::Due;
 use custody_core::Timestamp;
 use custody_core::alert::Channel;
 use custody_store::AlertRow;

@@ -29,6 +29,7 @@ pub mod sign_in_links;
 pub mod sms;
 pub mod syslog;
 mod views;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -240,7 +241,7 @@ pub async fn start(
     app: App,
     listen: Listen,
     metrics_token: Arc<str>,
-    workers: outbox::Workers,
+    workers: workers::Workers,
 ) -> std::io::Result<Running> {
     use custody_crypto::tls::{ClientAuth, server_config};
     let state = ServerState {

@@ -43,7 +43,7 @@ pub async fn request(
 ) -> Result<Response, ApiError> {
     let binding = state.app.link_binding()?;
     state.app.request_sign_in_link(&body.email, &binding, &client).await?;
-    let cookie = binding_cookie(&binding, custody_app::links::LINK_TTL);
+    let cookie = binding_cookie(&binding, custody_app::sign_in_links::LINK_TTL);
     let answer = serde_json::json!({"message": SENT});
     Ok((StatusCode::ACCEPTED, [(header::SET_COOKIE, cookie)], axum::Json(answer)).into_response())
 }
@@ -97,7 +97,7 @@ pub async fn request_page(
     };
     match state.app.request_sign_in_link(&form.email, &binding, &client).await {
         Ok(()) => {
-            let cookie = binding_cookie(&binding, custody_app::links::LINK_TTL);
+            let cookie = binding_cookie(&binding, custody_app::sign_in_links::LINK_TTL);
             let page = LinkPage { csrf: String::new(), token: None };
             ([(header::SET_COOKIE, cookie)], render(&page, StatusCode::OK)).into_response()
         }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use custody_server::outbox::Workers;
+use custody_server::workers::Workers;
 use custody_server::{Listen, Running};
 use custody_store::PersonRow;
 use reqwest::Client;

@@ -87,7 +87,7 @@ pub async fn add_alert_endpoint(
         state.refusals.refused(crate::refusals::Edge::Egress, reason, who, site);
         return Err(invalid(format!("target: {e}")));
     }
-    let new = custody_app::notify::NewEndpoint { channel, target: body.target, min_severity };
+    let new = custody_app::fanout::NewEndpoint { channel, target: body.target, min_severity };
     let added = state.app.add_alert_endpoint(staff.caller(), &site, new).await?;
     let view = AlertEndpointCreatedView {
         endpoint: endpoint_view(&added.endpoint),

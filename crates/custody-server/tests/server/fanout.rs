@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, StatusCode};
-use custody_app::notify::{ALERT_ATTEMPTS, NewEndpoint, alert_backoff};
+use custody_app::fanout::{ALERT_ATTEMPTS, NewEndpoint, alert_backoff};
 use custody_core::alert::{AlertKind, Channel, Severity};
 use custody_core::audit::{AuditAction, Outcome};
 use custody_server::egress::Allowed;

@@ -200,12 +200,12 @@ async fn failures_back_off_and_end_in_the_dead_letter_list() {
 async fn checkpoints_are_written_for_shipping_when_the_log_grows() {
     let env = Env::new(custody_testkit::sqlite_store().await).await;
     let dir = tempfile::tempdir().unwrap();
-    let size = custody_server::outbox::checkpoint_once(&env.app, dir.path())
+    let size = custody_server::workers::checkpoint_once(&env.app, dir.path())
         .await
         .unwrap()
         .expect("a checkpoint");
     assert_eq!(
-        custody_server::outbox::checkpoint_once(&env.app, dir.path()).await.unwrap(),
+        custody_server::workers::checkpoint_once(&env.app, dir.path()).await.unwrap(),
         None,
         "nothing new"
     );
@@ -219,7 +219,7 @@ async fn checkpoints_are_written_for_shipping_when_the_log_grows() {
 
 #[tokio::test]
 async fn the_self_check_raises_one_alert_per_finding() {
-    use custody_server::outbox::{checkpoint_once, self_check_once};
+    use custody_server::workers::{checkpoint_once, self_check_once};
     let env = Env::new(custody_testkit::sqlite_store().await).await;
     let dir = tempfile::tempdir().unwrap();
     let alerts = || async {
@@ -309,7 +309,7 @@ async fn checkpoints_are_shipped_to_syslog_and_a_webhook_and_retried_until_taken
     let mut shipped = vec![0; sinks.len()];
 
     let size =
-        custody_server::outbox::checkpoint_once(&env.app, dir.path()).await.unwrap().unwrap();
+        custody_server::workers::checkpoint_once(&env.app, dir.path()).await.unwrap().unwrap();
     ship_latest(&env.app, &sinks, &mut shipped).await.unwrap();
     assert_eq!(shipped, vec![size, size, size, 0], "the sink that is down is behind");
 

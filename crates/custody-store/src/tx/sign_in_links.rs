@@ -6,7 +6,7 @@ use super::{R, Tx, parse};
 
 impl Tx {
     /// Stores a sign-in link for `person`.
-    pub async fn insert_magic_link(
+    pub async fn insert_sign_in_link(
         &mut self,
         token_hash: &[u8],
         person: &PersonId,
@@ -32,7 +32,7 @@ impl Tx {
     /// Uses the sign-in link with this token, from the browser with this binding, at `now`:
     /// the person it signs in, if it was unused, unexpired and asked for by that browser.
     /// One conditional update, so a link works once however many requests race.
-    pub async fn use_magic_link(
+    pub async fn use_sign_in_link(
         &mut self,
         token_hash: &[u8],
         browser_hash: &[u8],

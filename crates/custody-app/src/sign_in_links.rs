@@ -133,7 +133,7 @@ impl App {
         self.store()
             .write(move |tx| {
                 async move {
-                    tx.insert_magic_link(
+                    tx.insert_sign_in_link(
                         &token_hash,
                         &person.id,
                         &browser_hash,
@@ -169,7 +169,8 @@ impl App {
             .store()
             .write(move |tx| {
                 async move {
-                    let Some(id) = tx.use_magic_link(&token_hash, &browser_hash, now).await? else {
+                    let Some(id) = tx.use_sign_in_link(&token_hash, &browser_hash, now).await?
+                    else {
                         return Ok::<_, AppError>(None);
                     };
                     Ok(tx.person(&id).await?)
