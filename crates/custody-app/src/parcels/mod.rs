@@ -1,0 +1,500 @@
+//! The chain of custody: announce, deposit, notify, pick up, expire, return and retrieve.
+//! Opening a compartment remotely is in `remote_opens`, beside the budget it spends.
+//!
+//! Here: the announcement, reading parcels, and what every use case shares (moving a parcel
+//! from the state it was read in, the audit targets). Each other use case has its file:
+//! `deposit`, `codes` (drawing and sending pickup codes), `pickup`, `leaving` (expiry, return,
+//! retrieval) and `doors` (what the agent reports).
+//!
+//! Every method is one unit of work: the state change, the compartment change, the open command
+//! and the audit entries commit together or not at all.
+
+use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
+use custody_core::compartment::{CompartmentNumber, CompartmentState, SizeClass};
+use custody_core::parcel::{ParcelEvent, ParcelState};
+use custody_core::person::Role;
+use custody_core::policy::{self, Denied, ParcelFacts, Principal};
+use custody_core::text::{Email, TrackingRef};
+use custody_core::throttle::{BANK_PICKUP, BANK_PICKUP_DAY};
+use custody_core::{BankId, CarrierId, ParcelId, SiteId, Timestamp};
+use custody_proto::device::SignedOpenCommand;
+use custody_store::{
+    AuditRow, CodeRefused, CompartmentRow, ParcelRow, PersonRow, SiteRow, StoreError, Tx,
+};
+use futures_util::FutureExt as _;
+
+use crate::personal::Statement;
+use crate::sight::{as_seen_by, entries_seen_by};
+use crate::throttle::Budgets;
+use crate::{App, AppError, Caller};
+
+mod codes;
+mod deposit;
+mod doors;
+mod leaving;
+mod pickup;
+
+/// What a carrier announces.
+#[derive(Debug, Clone)]
+pub struct ParcelSpec {
+    /// Destination site.
+    pub site: SiteId,
+    /// Delivering carrier.
+    pub carrier: CarrierId,
+    /// The recipient's e-mail address, as registered at the site.
+    pub recipient_email: String,
+    /// Carrier's tracking reference.
+    pub tracking_ref: String,
+    /// Size class.
+    pub size: SizeClass,
+    /// Needs an accessible-height compartment.
+    pub accessible: bool,
+    /// Needs a refrigerated compartment.
+    pub refrigerated: bool,
+}
+
+/// A deposit under way: the compartment is reserved and its door is being opened.
+#[derive(Debug, Clone)]
+pub struct Deposit {
+    /// The parcel.
+    pub parcel: ParcelRow,
+    /// The reserved compartment.
+    pub compartment: CompartmentRow,
+    /// The command that opens it, for the bank's agent.
+    pub command: SignedOpenCommand,
+}
+
+/// A compartment being opened for a reason other than a pickup.
+#[derive(Debug, Clone)]
+pub struct Opening {
+    /// The compartment.
+    pub compartment: CompartmentRow,
+    /// The command that opens it, for the bank's agent.
+    pub command: SignedOpenCommand,
+}
+
+/// How a pickup attempt at the kiosk ended.
+#[derive(Debug, Clone)]
+pub enum PickupOutcome {
+    /// The code worked; send the command.
+    Accepted {
+        /// The compartment that opens.
+        compartment: CompartmentNumber,
+        /// The command.
+        command: SignedOpenCommand,
+    },
+    /// The code did not work (the reason is in the audit log only).
+    Refused,
+    /// The bank's budget for typed codes is spent: typed codes are paused there until it
+    /// renews. Says nothing about the code.
+    Paused,
+}
+
+impl PickupOutcome {
+    /// Accepted: this compartment opens with this command.
+    pub(crate) fn accepted((compartment, command): (CompartmentNumber, SignedOpenCommand)) -> Self {
+        Self::Accepted { compartment, command }
+    }
+}
+
+fn facts(p: &ParcelRow) -> ParcelFacts<'_> {
+    ParcelFacts { org: &p.org, site: &p.site, carrier: &p.carrier, recipient: p.recipient.as_ref() }
+}
+
+/// Whether `person` is someone a parcel for `site` may be addressed to: an enabled resident
+/// of that site.
+pub(crate) fn lives_at(person: &PersonRow, site: &SiteRow) -> bool {
+    person.role == Role::Resident
+        && person.org == site.org
+        && person.site.as_ref() == Some(&site.id)
+        && person.disabled_at.is_none()
+}
+
+pub(crate) fn parcel_target(p: &ParcelRow) -> Target {
+    Target {
+        site: Some(p.site.clone()),
+        bank: p.bank.clone(),
+        compartment: p.compartment.clone(),
+        parcel: Some(p.id.clone()),
+    }
+}
+
+fn state_conflict(p: &ParcelRow, event: ParcelEvent) -> AppError {
+    match p.state.apply(event) {
+        Err(e) => AppError::conflict("parcel_state", e.to_string()),
+        Ok(_) => AppError::conflict(
+            "parcel_state",
+            format!("parcel changed while being {event}ed; try again"),
+        ),
+    }
+}
+
+/// Moves a parcel by `event` from the state it was read in, or fails if it changed meanwhile.
+pub(crate) async fn advance(
+    tx: &mut Tx,
+    p: &ParcelRow,
+    event: ParcelEvent,
+    now: Timestamp,
+    expires_at: Option<Timestamp>,
+) -> Result<ParcelState, AppError> {
+    let next = p.state.apply(event).map_err(|_| state_conflict(p, event))?;
+    if !tx.move_parcel(&p.id, p.state, next, now, expires_at).await? {
+        return Err(state_conflict(p, event));
+    }
+    Ok(next)
+}
+
+/// Frees the compartment a parcel leaves.
+async fn vacate(tx: &mut Tx, p: &ParcelRow, now: Timestamp) -> Result<CompartmentRow, AppError> {
+    let id = p
+        .compartment
+        .clone()
+        .ok_or_else(|| AppError::conflict("parcel_state", "parcel has no compartment"))?;
+    let c = tx.compartment(&id).await?.ok_or(AppError::NotFound)?;
+    if !tx
+        .move_compartment(&id, CompartmentState::Occupied, CompartmentState::Free, None, now)
+        .await?
+    {
+        return Err(AppError::conflict(
+            "compartment_state",
+            format!("compartment {} is not occupied", c.number),
+        ));
+    }
+    Ok(c)
+}
+
+/// Records parcel `p` picked up from its compartment at the kiosk with the credential
+/// `accepted` names: the compartment vacated, the parcel moved on, both audited, in the caller's
+/// unit of work. The door is opened by the caller (or already was, offline).
+pub(crate) async fn picked_up(
+    tx: &mut Tx,
+    at: &AtBank<'_>,
+    p: &ParcelRow,
+    accepted: &str,
+) -> Result<CompartmentRow, AppError> {
+    let compartment = vacate(tx, p, at.now).await?;
+    advance(tx, p, ParcelEvent::PickUp, at.now, None).await?;
+    let target = parcel_target(p);
+    tx.append_audit(&at.attempt(Outcome::Success, accepted, target.clone()))?;
+    tx.append_audit(&event(at.actor, AuditAction::PickUp, target, at.now, None))?;
+    Ok(compartment)
+}
+
+/// Where, when and by whom a pickup credential is used: a code typed or a QR code scanned at
+/// the kiosk, or the code on its screen sent from the app.
+pub(crate) struct AtBank<'a> {
+    pub(crate) bank: &'a BankId,
+    pub(crate) site: &'a SiteId,
+    pub(crate) actor: &'a Actor,
+    pub(crate) now: Timestamp,
+}
+
+impl AtBank<'_> {
+    /// The bank and site, for attempts that name no parcel.
+    pub(crate) fn target(&self) -> Target {
+        Target { site: Some(self.site.clone()), bank: Some(self.bank.clone()), ..Target::default() }
+    }
+
+    /// A pickup attempt at this kiosk, with its outcome and reason.
+    pub(crate) fn attempt(&self, outcome: Outcome, reason: &str, target: Target) -> AuditEvent {
+        AuditEvent {
+            at: self.now,
+            actor: self.actor.clone(),
+            action: AuditAction::PickupAttempt,
+            target,
+            outcome,
+            reason: Some(reason.to_owned()),
+            personal: None,
+        }
+    }
+
+    /// What every credential at the kiosk passes first, in the caller's unit: the budgets are
+    /// spent, then a locked-down bank refuses. `Some(answer)`, audited with `method`, when the
+    /// attempt stops here: `Paused` when the bank's budget for typed credentials is spent (the
+    /// kiosk says so; it says nothing about the credential), else `Refused`.
+    pub(crate) async fn admit(
+        &self,
+        tx: &mut Tx,
+        budgets: &Budgets,
+        method: &str,
+    ) -> Result<Option<PickupOutcome>, AppError> {
+        if let Some(name) = budgets.spend(tx, self.now).await? {
+            self.throttled(tx, method, name)?;
+            let bank_wide = [BANK_PICKUP.name, BANK_PICKUP_DAY.name].contains(&name);
+            return Ok(Some(if bank_wide {
+                PickupOutcome::Paused
+            } else {
+                PickupOutcome::Refused
+            }));
+        }
+        // Locked down: the kiosk shows the same refusal as for any other failure.
+        if tx.lockdown(self.bank).await?.is_some() {
+            self.locked_down(tx, method, self.target())?;
+            return Ok(Some(PickupOutcome::Refused));
+        }
+        Ok(None)
+    }
+
+    /// Audits an attempt with `method` (`code`, `qr`, `badge`) refused unchecked because the
+    /// budget `name` is spent: `<method>_throttled:<name>`.
+    pub(crate) fn throttled(
+        &self,
+        tx: &mut Tx,
+        method: &str,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        let reason = format!("{method}_throttled:{name}");
+        tx.append_audit(&self.attempt(Outcome::Denied, &reason, self.target()))
+    }
+
+    /// Audits an attempt with `method` refused because the bank is locked down:
+    /// `<method>_locked_down`.
+    pub(crate) fn locked_down(
+        &self,
+        tx: &mut Tx,
+        method: &str,
+        target: Target,
+    ) -> Result<(), StoreError> {
+        let reason = format!("{method}_locked_down");
+        tx.append_audit(&self.attempt(Outcome::Denied, &reason, target))
+    }
+
+    /// Audits a credential the store refused, with the reason after its `method` (`code` or
+    /// `qr`). A code that exists names its parcel, so the parcel's
+    /// chain of custody shows every attempt on it.
+    pub(crate) fn refused(
+        &self,
+        tx: &mut Tx,
+        method: &str,
+        refused: &CodeRefused,
+    ) -> Result<(), StoreError> {
+        let target = Target {
+            compartment: refused.code.as_ref().map(|c| c.compartment.clone()),
+            parcel: refused.code.as_ref().map(|c| c.parcel.clone()),
+            ..self.target()
+        };
+        let reason = format!("{method}_{}", refused.reason.as_str());
+        tx.append_audit(&self.attempt(Outcome::Failure, &reason, target))
+    }
+}
+
+pub(crate) fn event(
+    actor: &Actor,
+    action: AuditAction,
+    target: Target,
+    now: Timestamp,
+    reason: Option<String>,
+) -> AuditEvent {
+    AuditEvent {
+        at: now,
+        actor: actor.clone(),
+        action,
+        target,
+        outcome: Outcome::Success,
+        reason,
+        personal: None,
+    }
+}
+
+impl App {
+    /// Loads a parcel the caller may see. A parcel the caller may not see is `NotFound`, the
+    /// same as one that does not exist (and the attempt is audited).
+    pub async fn parcel(&self, caller: &Caller, id: &ParcelId) -> Result<ParcelRow, AppError> {
+        let lookup = id.clone();
+        let parcel = self
+            .store()
+            .read(move |tx| async move { tx.parcel(&lookup).await }.boxed())
+            .await?
+            .ok_or(AppError::NotFound)?;
+        if let Err(d) = caller.check(|p| policy::may_view_parcel(p, facts(&parcel))) {
+            // Out of reach looks exactly like absent.
+            let d = if d == Denied::Role { Denied::Scope } else { d };
+            return Err(self
+                .refuse(
+                    caller,
+                    AuditAction::AccessDenied,
+                    Target { parcel: Some(id.clone()), ..Target::default() },
+                    d,
+                )
+                .await);
+        }
+        Ok(parcel)
+    }
+
+    /// A parcel and its chain of custody, oldest event first, each event with the words given
+    /// for it as the caller may see them.
+    pub async fn parcel_history(
+        &self,
+        caller: &Caller,
+        id: &ParcelId,
+    ) -> Result<(ParcelRow, Vec<(AuditRow, Statement)>), AppError> {
+        let parcel = self.parcel(caller, id).await?;
+        let pid = parcel.id.clone();
+        let history = self
+            .store()
+            .read(move |tx| async move { tx.audit_for_parcel(&pid).await }.boxed())
+            .await?;
+        let history = entries_seen_by(caller, history, |row| row.event.action);
+        let statements = self.statements(caller, &parcel.org, &parcel.site, &history).await?;
+        Ok((as_seen_by(caller, parcel), history.into_iter().zip(statements).collect()))
+    }
+
+    /// The parcels the caller may see: a resident's own, a carrier's (within its sites), or a
+    /// site's for staff and auditors.
+    pub async fn visible_parcels(
+        &self,
+        caller: &Caller,
+        site: Option<&SiteId>,
+        limit: u32,
+    ) -> Result<Vec<ParcelRow>, AppError> {
+        let limit = limit.clamp(1, 500);
+        match (caller, site) {
+            (Caller::Principal(Principal::Person { id, standing, .. }), None)
+                if standing.role == Role::Resident =>
+            {
+                let id = id.clone();
+                Ok(self
+                    .store()
+                    .read(move |tx| {
+                        async move { tx.parcels_for_recipient(&id, limit).await }.boxed()
+                    })
+                    .await?)
+            }
+            (
+                Caller::Principal(p @ (Principal::CarrierKey { .. } | Principal::Person { .. })),
+                None,
+            ) if matches!(p, Principal::CarrierKey { .. })
+                || matches!(p, Principal::Person { standing, .. } if standing.role == Role::Courier) =>
+            {
+                let carrier = match p {
+                    Principal::CarrierKey { carrier, .. } => carrier.clone(),
+                    Principal::Person { standing, .. } => {
+                        standing.carrier.clone().ok_or(AppError::Forbidden)?
+                    }
+                    Principal::Device { .. } => return Err(AppError::Forbidden),
+                };
+                let all = self
+                    .store()
+                    .read(move |tx| {
+                        async move { tx.parcels_for_carrier(&carrier, limit).await }.boxed()
+                    })
+                    .await?;
+                Ok(all
+                    .into_iter()
+                    .filter(|parcel| policy::may_view_parcel(p, facts(parcel)).is_ok())
+                    .map(|parcel| as_seen_by(caller, parcel))
+                    .collect())
+            }
+            (_, Some(site)) => {
+                let s = self.site(site).await?;
+                if let Err(d) = caller.check(|p| policy::may_view_site(p, &s.org, &s.id)) {
+                    return Err(self
+                        .refuse(
+                            caller,
+                            AuditAction::AccessDenied,
+                            Target { site: Some(site.clone()), ..Target::default() },
+                            d,
+                        )
+                        .await);
+                }
+                let site = site.clone();
+                Ok(self
+                    .store()
+                    .read(move |tx| async move { tx.parcels_at_site(&site, limit).await }.boxed())
+                    .await?)
+            }
+            _ => Err(AppError::Invalid("name a site".into())),
+        }
+    }
+
+    /// A carrier announces a parcel for a resident of a site.
+    pub async fn expect_parcel(
+        &self,
+        caller: &Caller,
+        spec: ParcelSpec,
+    ) -> Result<ParcelRow, AppError> {
+        let site = self.site(&spec.site).await?;
+        let target = Target { site: Some(site.id.clone()), ..Target::default() };
+        if let Err(d) = caller.check(|p| policy::may_deposit(p, &site.org, &site.id, &spec.carrier))
+        {
+            return Err(self.refuse(caller, AuditAction::ParcelExpect, target, d).await);
+        }
+        let email = Email::parse(&spec.recipient_email).map_err(AppError::invalid)?;
+        let tracking_ref = TrackingRef::parse(&spec.tracking_ref).map_err(AppError::invalid)?;
+        let now = self.now();
+        let id = ParcelId::from_random(self.rng().bytes()?);
+        let actor = caller.actor();
+        self.store()
+            .write(move |tx| {
+                async move {
+                    let carrier = tx.carrier(&spec.carrier).await?.ok_or(AppError::NotFound)?;
+                    // An address that matches no resident is accepted all the same and the
+                    // parcel held for the site's staff: a distinct answer would tell any
+                    // carrier key who lives where.
+                    let recipient =
+                        tx.person_by_email(&email).await?.filter(|p| lives_at(p, &site));
+                    if carrier.org != site.org {
+                        return Err(AppError::NotFound);
+                    }
+                    let parcel = ParcelRow {
+                        id,
+                        org: site.org.clone(),
+                        site: site.id.clone(),
+                        bank: None,
+                        compartment: None,
+                        carrier: carrier.id,
+                        recipient: recipient.map(|r| r.id),
+                        tracking_ref,
+                        size: spec.size,
+                        needs_accessible: spec.accessible,
+                        needs_refrigerated: spec.refrigerated,
+                        state: ParcelState::Expected,
+                        created_at: now,
+                        deposited_at: None,
+                        notified_at: None,
+                        expires_at: None,
+                        closed_at: None,
+                        updated_at: now,
+                    };
+                    tx.insert_parcel(&parcel).await?;
+                    tx.append_audit(&event(
+                        &actor,
+                        AuditAction::ParcelExpect,
+                        parcel_target(&parcel),
+                        now,
+                        None,
+                    ))?;
+                    Ok(parcel)
+                }
+                .boxed()
+            })
+            .await
+    }
+}
+
+impl App {
+    /// The names of a parcel's carrier and recipient ("who delivered it, who may collect it"),
+    /// for a caller already allowed to see the parcel.
+    pub async fn parcel_parties(&self, p: &ParcelRow) -> Result<(String, String), AppError> {
+        let (carrier, recipient) = (p.carrier.clone(), p.recipient.clone());
+        self.store()
+            .read(move |tx| {
+                async move {
+                    let carrier = tx
+                        .carrier(&carrier)
+                        .await?
+                        .map_or_else(|| carrier.to_string(), |c| c.name.to_string());
+                    let recipient = match recipient {
+                        Some(id) => tx
+                            .person(&id)
+                            .await?
+                            .map_or_else(|| id.to_string(), |r| r.name.to_string()),
+                        None => crate::sight::UNADDRESSED.to_owned(),
+                    };
+                    Ok::<_, AppError>((carrier, recipient))
+                }
+                .boxed()
+            })
+            .await
+    }
+}
