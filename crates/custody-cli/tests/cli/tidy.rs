@@ -200,7 +200,8 @@ fn sql_lives_in_the_store() {
         }
         rust_files(&dir.join("src"), &mut files);
     }
-    let needles = ["SELECT ", "INSERT INTO", "DELETE FROM", "CREATE TABLE", "ALTER TABLE"];
+    let needles =
+        ["SELECT ", "INSERT INTO", "UPDATE ", "DELETE FROM", "CREATE TABLE", "ALTER TABLE"];
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         for needle in needles {
@@ -268,4 +269,115 @@ fn architecture_names_every_crate() {
     for name in manifests().keys() {
         assert!(arch.contains(&format!("`{name}`")), "ARCHITECTURE.md does not mention `{name}`");
     }
+}
+
+/// The crates in ARCHITECTURE.md's layer diagram, innermost first.
+fn layers() -> Vec<String> {
+    let arch = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let after = arch.split("The code is layered").nth(1).expect("the layer diagram");
+    let block = after.split("```").nth(1).expect("the layer diagram's block");
+    block.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect()
+}
+
+/// **Architecture Invariant:** every crate depends only on crates above it in ARCHITECTURE.md's
+/// layer diagram (innermost first), so no arrow runs back up. The diagram names every crate.
+#[test]
+fn crates_depend_only_on_inner_layers() {
+    let order = layers();
+    let m = manifests();
+    for name in m.keys() {
+        assert!(order.contains(name), "the layer diagram does not place {name}");
+    }
+    for (i, name) in order.iter().enumerate() {
+        let (normal, _) = &m[name];
+        for d in normal.iter().filter(|d| d.starts_with("custody-")) {
+            let at = order.iter().position(|o| o == d).unwrap();
+            assert!(at < i, "{name} depends on {d}, which is not an inner layer");
+        }
+    }
+}
+
+/// Names that reach outside the process: files, sockets, processes, the environment, the
+/// clock, a runtime.
+const DOES_IO: &[&str] = &[
+    "std::fs",
+    "std::net",
+    "std::process",
+    "std::env",
+    "std::io::stdin",
+    "SystemTime",
+    "Instant::now",
+    "tokio",
+    "reqwest",
+];
+
+/// **Architecture Invariant:** the agent's core decides with plain values and custody-audit
+/// computes with them: neither does I/O, reads the clock or needs a runtime.
+#[test]
+fn the_agent_core_and_the_audit_log_do_no_io() {
+    let mut files = Vec::new();
+    rust_files(&root().join("crates/custody-agent/src/core"), &mut files);
+    rust_files(&root().join("crates/custody-audit/src"), &mut files);
+    for file in files.iter().filter(|f| !f.components().any(|c| c.as_os_str() == "tests")) {
+        let text = std::fs::read_to_string(file).unwrap();
+        for needle in DOES_IO {
+            assert!(!text.contains(needle), "{} uses {needle}", file.display());
+        }
+    }
+}
+
+/// No source file grows past 1,000 lines: past that a concept has more than one room's worth
+/// (tests aside).
+#[test]
+fn no_source_file_over_a_thousand_lines() {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(root().join("crates")).unwrap() {
+        rust_files(&entry.unwrap().path().join("src"), &mut files);
+    }
+    for file in files.iter().filter(|f| !f.components().any(|c| c.as_os_str() == "tests")) {
+        let lines = std::fs::read_to_string(file).unwrap().lines().count();
+        assert!(lines <= 1000, "{} has {lines} lines; split it by concept", file.display());
+    }
+}
+
+/// ARCHITECTURE.md's code map names every module of a crate in that crate's section (as
+/// `module`, or by its path), so a newcomer can find any file from the map.
+#[test]
+fn the_code_map_names_every_module() {
+    let arch = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let mut unnamed = Vec::new();
+    for name in manifests().keys() {
+        let heading = format!("### `{name}`");
+        let section = arch.split(&heading).nth(1).unwrap_or_else(|| panic!("no {heading}"));
+        let section = section.split("\n### ").next().unwrap();
+        let src = root().join("crates").join(name).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        for file in files {
+            let rel = file.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+            if rel.split('/').any(|p| p == "tests") || ["lib.rs", "main.rs"].contains(&&*rel) {
+                continue;
+            }
+            let module = match rel.strip_suffix("/mod.rs") {
+                Some(dir) => dir.rsplit('/').next().unwrap().to_owned(),
+                None => rel.rsplit('/').next().unwrap().trim_end_matches(".rs").to_owned(),
+            };
+            // A nested module may be named by its path: `hardware::driver`, `parcels/deposit.rs`.
+            let path = rel.trim_end_matches(".rs").trim_end_matches("/mod").replace('/', "::");
+            let named = [
+                format!("`{module}`"),
+                format!("`{module}::"),
+                format!("`{module}/"),
+                format!("{rel}`"),
+                format!("{path}`"),
+                format!("{path}::"),
+            ]
+            .iter()
+            .any(|n| section.contains(n.as_str()));
+            if !named {
+                unnamed.push(format!("{name}: {rel}"));
+            }
+        }
+    }
+    assert!(unnamed.is_empty(), "ARCHITECTURE.md's code map does not name: {unnamed:#?}");
 }

@@ -1,8 +1,10 @@
-//! Migrations that reshape tables holding data, run on a database as an older Custody left it,
+//! Migrations: the schema both backends build, and migrations that reshape tables holding data,
+//! run on a database as an older Custody left it,
 //! on both backends.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
+    clippy::panic,
     clippy::indexing_slicing,
     reason = "a test fails loudly at the first unexpected value"
 )]
@@ -14,7 +16,7 @@ use custody_core::{BankId, CarrierId, CodeId, CompartmentId, OrgId, ParcelId, Pe
 use custody_store::{ParcelRow, StoreError, migrate_to};
 use custody_testkit::{TEST_EPOCH, TestDatabase};
 use futures_util::FutureExt as _;
-use sqlx::Connection as _;
+use sqlx::{Connection as _, Row as _};
 
 /// The rows' ids, as their types print them.
 struct Ids {
@@ -171,4 +173,78 @@ async fn postgres() {
         return;
     };
     parcels_may_have_no_recipient(db).await;
+}
+
+/// A column: its table, its name, its type's family, and whether it may be null.
+type Column = (String, String, &'static str, bool);
+
+/// Every table's columns, from the database's own catalogue.
+async fn schema(url: &str, sqlite: bool) -> Vec<Column> {
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let family = |t: &str| match t.to_ascii_lowercase().as_str() {
+        "integer" | "bigint" | "int" | "int8" | "smallint" => "integer",
+        "text" | "character varying" => "text",
+        "blob" | "bytea" => "bytes",
+        other => panic!("a column of type {other}: give it a family here"),
+    };
+    let mut out = Vec::new();
+    if sqlite {
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        for table in tables {
+            let columns =
+                sqlx::query("SELECT name, type, \"notnull\" AS nn, pk FROM pragma_table_info($1)")
+                    .bind(&table)
+                    .fetch_all(&mut conn)
+                    .await
+                    .unwrap();
+            for c in columns {
+                let (name, ty): (String, String) = (c.get("name"), c.get("type"));
+                // A primary key is never null, whether or not SQLite was told so.
+                let nullable = c.get::<i64, _>("nn") == 0 && c.get::<i64, _>("pk") == 0;
+                out.push((table.clone(), name, family(&ty), nullable));
+            }
+        }
+    } else {
+        let columns = sqlx::query(
+            "SELECT table_name::text AS t, column_name::text AS c, data_type::text AS ty, \
+             is_nullable::text AS n FROM information_schema.columns WHERE table_schema = 'public'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        for c in columns {
+            let (t, name, ty, n): (String, String, String, String) =
+                (c.get("t"), c.get("c"), c.get("ty"), c.get("n"));
+            out.push((t, name, family(&ty), n == "YES"));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The two backends' migrations build the same schema: the same tables, each with the same
+/// columns, of the same kind, null where the other allows null.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_backends_build_the_same_schema() {
+    let Some(pg) = custody_testkit::postgres_database("migrations::same_schema").await else {
+        return;
+    };
+    let lite = custody_testkit::sqlite_database();
+    let (pg, lite) = (pg.open().await, lite.open().await);
+    let (on_pg, on_lite) = (schema(&pg.url, false).await, schema(&lite.url, true).await);
+    assert!(on_lite.len() > 100, "{} columns read", on_lite.len());
+    let only = |a: &[Column], b: &[Column]| -> Vec<Column> {
+        a.iter().filter(|c| !b.contains(c)).cloned().collect()
+    };
+    assert!(
+        on_pg == on_lite,
+        "only on PostgreSQL: {:#?}\nonly on SQLite: {:#?}",
+        only(&on_pg, &on_lite),
+        only(&on_lite, &on_pg)
+    );
 }
