@@ -8,6 +8,7 @@
 //! simulator implements the same traits as a real driver, so tests and demos run the same
 //! daemon code.
 
+pub mod cli;
 pub mod core;
 pub mod daemon;
 pub mod enrol;

@@ -159,7 +159,7 @@ pub(crate) async fn run(
         Command::AddCompartments { bank, numbers, size, accessible, refrigerated } => {
             let size = SizeClass::parse(&size)
                 .context("--size must be small, medium, large or extra_large")?;
-            let specs: Vec<_> = crate::agent::parse_numbers(&numbers)?
+            let specs: Vec<_> = custody_agent::cli::parse_numbers(&numbers)?
                 .into_iter()
                 .map(|number| CompartmentSpec { number, size, accessible, refrigerated })
                 .collect();

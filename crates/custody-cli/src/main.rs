@@ -10,8 +10,6 @@
 )]
 
 mod admin;
-mod agent;
-mod agent_config;
 mod audit;
 mod bench;
 mod bench_alerts;
@@ -60,7 +58,7 @@ enum Command {
     Serve,
     /// Run or enrol the agent of one locker bank.
     #[command(subcommand)]
-    Agent(agent::Command),
+    Agent(custody_agent::cli::Command),
     /// Manage organisations, sites, banks, compartments, carriers and people.
     #[command(subcommand)]
     Admin(admin::Command),
@@ -126,7 +124,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Init(args) => init::run(data, &args),
             Command::Serve => Box::pin(serve::run(data, url)).await,
-            Command::Agent(cmd) => agent::run(cmd).await,
+            Command::Agent(cmd) => custody_agent::cli::run(cmd).await,
             Command::Admin(cmd) => Box::pin(admin::run(data, url, cmd)).await,
             Command::Demo(args) => demo::run(data, url, args).await,
             Command::Audit(cmd) => Box::pin(audit::run(data, url, cmd)).await,

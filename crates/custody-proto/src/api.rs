@@ -2,20 +2,21 @@
 //! strings in UTC; ids are opaque strings.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 mod parcels;
 pub use parcels::*;
 
 /// Every error response: `{"error": {"code": "…", "message": "…"}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// A machine-readable code and a sentence for people.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Stable code, such as `not_found`, `invalid_request`, `parcel_state`.
     pub code: String,
@@ -24,7 +25,8 @@ pub struct ErrorDetail {
 }
 
 /// Sign in with a password.
-#[derive(Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// E-mail address.
@@ -40,7 +42,8 @@ impl std::fmt::Debug for LoginRequest {
 }
 
 /// A person as the API shows them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PersonView {
     /// Id.
     pub id: String,
@@ -57,7 +60,8 @@ pub struct PersonView {
 }
 
 /// A signed-in session. The session itself is the `__Host-custody-session` cookie.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionView {
     /// Who is signed in.
     pub person: PersonView,
@@ -73,7 +77,8 @@ pub struct SessionView {
 }
 
 /// Ask for a sign-in link (residents).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LinkRequest {
     /// The resident's e-mail address.
@@ -81,7 +86,8 @@ pub struct LinkRequest {
 }
 
 /// Sign in with an e-mailed link's token, from the browser that asked for it.
-#[derive(Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LinkRedeemRequest {
     /// The `token` of the link.
@@ -95,7 +101,8 @@ impl std::fmt::Debug for LinkRedeemRequest {
 }
 
 /// A second factor for the current session: exactly one of the fields.
-#[derive(Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FactorRequest {
     /// A six-digit code from the authenticator app.
@@ -114,28 +121,31 @@ impl std::fmt::Debug for FactorRequest {
 
 /// A passkey ceremony begun: send `options` to `navigator.credentials.create()` (registering)
 /// or `.get()` (proving), then the answer back with `ceremony`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PasskeyCeremonyView {
     /// The ceremony's id.
     pub ceremony: String,
     /// The WebAuthn options (`publicKey` inside), as JSON.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub options: serde_json::Value,
 }
 
 /// The browser's answer to a passkey ceremony.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PasskeyAnswerRequest {
     /// The ceremony's id, as begun.
     pub ceremony: String,
     /// The `PublicKeyCredential`, as `toJSON()` gives it.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub credential: serde_json::Value,
 }
 
 /// The first code of an authenticator app being set up.
-#[derive(Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TotpConfirmRequest {
     /// The six-digit code the app shows.
@@ -149,7 +159,8 @@ impl std::fmt::Debug for TotpConfirmRequest {
 }
 
 /// The second factors the signed-in person holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FactorsView {
     /// An authenticator app is set up.
     pub totp: bool,
@@ -164,7 +175,8 @@ pub struct FactorsView {
 }
 
 /// An authenticator app to set up: show `otpauth_uri` as a QR code, or `secret` for typing.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TotpEnrolmentView {
     /// The `otpauth://totp/…` URI.
     pub otpauth_uri: String,
@@ -179,7 +191,8 @@ impl std::fmt::Debug for TotpEnrolmentView {
 }
 
 /// New recovery codes, shown once.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RecoveryCodesView {
     /// Ten single-use codes; the earlier ones no longer work.
     pub codes: Vec<String>,
@@ -192,7 +205,8 @@ impl std::fmt::Debug for RecoveryCodesView {
 }
 
 /// One of the signed-in person's sessions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionListItem {
     /// Id, to end it with `DELETE /api/v1/sessions/{id}`.
     pub id: String,
@@ -211,7 +225,8 @@ pub struct SessionListItem {
 }
 
 /// A courier's kiosk code for today.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CourierCodeView {
     /// Twelve digits in groups of four, to type at a kiosk.
     pub code: String,
@@ -220,7 +235,8 @@ pub struct CourierCodeView {
 }
 
 /// A bank's lockdown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LockdownView {
     /// The bank.
     pub bank: String,
@@ -233,7 +249,8 @@ pub struct LockdownView {
 }
 
 /// An alert: a tamper reading, or something the server noticed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertView {
     /// Its id.
     pub id: String,
@@ -260,7 +277,8 @@ pub struct AlertView {
 }
 
 /// One entry of an alert's timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertEventView {
     /// Its place in the timeline, from 1.
     pub seq: u64,
@@ -275,7 +293,8 @@ pub struct AlertEventView {
 }
 
 /// An alert with its timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertDetailView {
     /// The alert.
     pub alert: AlertView,
@@ -285,7 +304,8 @@ pub struct AlertDetailView {
 
 /// A site's lockdown rule: an alert of `kind` at `min_severity` or above locks down `scope`
 /// as it is raised.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LockdownRuleView {
     /// An alert kind (`pry`, `drill`, …), or `any`.
@@ -298,7 +318,8 @@ pub struct LockdownRuleView {
 
 /// When one kind of sensor reading counts at a bank: `threshold` readings within `window_ms`,
 /// and then none again for `quiet_ms`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SensorRuleView {
     /// A kind a sensor reads: `impact`, `pry`, `drill`, `door_forced`, `door_left_open`,
@@ -314,7 +335,8 @@ pub struct SensorRuleView {
 
 /// A bank's sensor settings: the kinds whose rules differ from the defaults, and how long a
 /// door may stand open before it is `door_left_open`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SensorSettingsView {
     /// Rules that differ from each kind's default (three impacts within ten seconds; any
@@ -326,7 +348,8 @@ pub struct SensorSettingsView {
 }
 
 /// Where a site's alerts are sent besides its staff.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertEndpointView {
     /// Id (`aep_…`).
     pub id: String,
@@ -341,7 +364,8 @@ pub struct AlertEndpointView {
 }
 
 /// An endpoint to add for a site's alerts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NewAlertEndpointRequest {
     /// `webhook` or `syslog`.
@@ -354,7 +378,8 @@ pub struct NewAlertEndpointRequest {
 }
 
 /// An endpoint just added, with its signing secret: shown this once, kept sealed after.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertEndpointCreatedView {
     /// The endpoint.
     pub endpoint: AlertEndpointView,
@@ -363,7 +388,8 @@ pub struct AlertEndpointCreatedView {
 }
 
 /// One notification of an alert to one target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AlertDeliveryView {
     /// Id (`dlv_…`): a webhook's `webhook-id`.
     pub id: String,
@@ -388,7 +414,8 @@ pub struct AlertDeliveryView {
 }
 
 /// A person's consent to hear of a site's alerts on one channel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AlertSubscriptionView {
     /// The site.
@@ -407,7 +434,8 @@ pub struct AlertSubscriptionView {
 }
 
 /// A note for an alert's timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NoteRequest {
     /// The note, in a few words.
@@ -415,7 +443,8 @@ pub struct NoteRequest {
 }
 
 /// An agent's identity (its certificate) at a bank.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceView {
     /// The device's id.
     pub id: String,
@@ -438,7 +467,8 @@ pub struct DeviceView {
 }
 
 /// What a connected agent last reported about itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceHealthView {
     /// When the report came (RFC 3339).
     pub at: String,
@@ -453,7 +483,8 @@ pub struct DeviceHealthView {
 }
 
 /// One lock board in a health report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BoardHealthView {
     /// Its bus address.
     pub address: u8,
@@ -463,7 +494,8 @@ pub struct BoardHealthView {
 
 /// A badge registered to a person. Its number is never shown again, only its last four hex
 /// digits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BadgeView {
     /// The badge's id.
     pub id: String,
@@ -480,7 +512,8 @@ pub struct BadgeView {
 }
 
 /// A badge to register to a person of the site.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBadgeRequest {
     /// The holder's e-mail address, as registered at the site.
@@ -491,7 +524,8 @@ pub struct RegisterBadgeRequest {
 }
 
 /// An export from an access-control system, to register every badge in it or none.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ImportBadgesRequest {
     /// CSV text with a header naming an `email` column and a `badge` column (or `card`,
@@ -500,14 +534,16 @@ pub struct ImportBadgesRequest {
 }
 
 /// How many sessions were ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EndedView {
     /// Sessions ended.
     pub ended: u64,
 }
 
 /// A compartment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompartmentView {
     /// Id.
     pub id: String,
@@ -526,7 +562,8 @@ pub struct CompartmentView {
 }
 
 /// A locker bank.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BankView {
     /// Id.
     pub id: String,
@@ -539,7 +576,8 @@ pub struct BankView {
 }
 
 /// A site with its banks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SiteView {
     /// Id.
     pub id: String,
@@ -554,7 +592,8 @@ pub struct SiteView {
 }
 
 /// A reason for a sensitive action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReasonRequest {
     /// Why, in a few words; recorded in the audit log.
@@ -562,7 +601,8 @@ pub struct ReasonRequest {
 }
 
 /// Which of a site's audit entries to export, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditExportRequest {
     /// The site whose entries to export.
@@ -587,7 +627,8 @@ pub struct AuditExportRequest {
 }
 
 /// A compartment being opened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OpeningView {
     /// The compartment.
     pub compartment: CompartmentView,
@@ -598,7 +639,8 @@ pub struct OpeningView {
 }
 
 /// Create a site.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateSiteRequest {
     /// Display name.
@@ -610,7 +652,8 @@ pub struct CreateSiteRequest {
 }
 
 /// Create a bank.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateBankRequest {
     /// Display name.
@@ -618,7 +661,8 @@ pub struct CreateBankRequest {
 }
 
 /// One compartment to add.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CompartmentSpec {
     /// Number on the door, 1–999.
@@ -634,7 +678,8 @@ pub struct CompartmentSpec {
 }
 
 /// Add compartments to a bank.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateCompartmentsRequest {
     /// The compartments (all are added, or none).
@@ -642,7 +687,8 @@ pub struct CreateCompartmentsRequest {
 }
 
 /// Add a person.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreatePersonRequest {
     /// E-mail address (their login).
@@ -663,7 +709,8 @@ pub struct CreatePersonRequest {
 }
 
 /// Open several compartments of a bank at once.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BulkOpenRequest {
     /// Compartment numbers (2 to 64).
@@ -673,7 +720,8 @@ pub struct BulkOpenRequest {
 }
 
 /// A person's new role.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RoleChangeRequest {
     /// `resident`, `auditor`, `admin` or `super_admin` (couriers keep theirs).
@@ -683,7 +731,8 @@ pub struct RoleChangeRequest {
 }
 
 /// A request that waits for a second person's approval.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApprovalView {
     /// Id, to approve or reject it.
     pub id: String,
@@ -715,7 +764,8 @@ impl std::fmt::Debug for CreatePersonRequest {
 }
 
 /// Register a carrier.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateCarrierRequest {
     /// Display name.
@@ -723,7 +773,8 @@ pub struct CreateCarrierRequest {
 }
 
 /// A carrier.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CarrierView {
     /// Id.
     pub id: String,
@@ -732,7 +783,8 @@ pub struct CarrierView {
 }
 
 /// Issue an API key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
     /// What to call it.
@@ -744,7 +796,8 @@ pub struct CreateApiKeyRequest {
 }
 
 /// A carrier API key as listed: never its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKeyView {
     /// Key id.
     pub id: String,
@@ -761,7 +814,8 @@ pub struct ApiKeyView {
 }
 
 /// How long the old key keeps working beside its successor.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RotateApiKeyRequest {
     /// Hours, 0–168 (default 24).
@@ -772,7 +826,8 @@ pub struct RotateApiKeyRequest {
 }
 
 /// A freshly issued API key. The token is shown this once.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiKeyIssued {
     /// Key id.
     pub id: String,
@@ -790,7 +845,8 @@ impl std::fmt::Debug for ApiKeyIssued {
 }
 
 /// A single-use enrolment token for a bank's agent. Shown this once.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrolmentTokenView {
     /// Give it to `custody agent enrol --token`.
     pub token: String,
@@ -803,7 +859,8 @@ impl std::fmt::Debug for EnrolmentTokenView {
 }
 
 /// One event of a parcel's chain of custody, with its proof.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CustodyEvent {
     /// The event.
     #[serde(flatten)]
@@ -819,7 +876,8 @@ pub struct CustodyEvent {
 }
 
 /// A parcel's chain of custody, proved against a signed checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CustodyView {
     /// The parcel.
     pub parcel: ParcelView,
@@ -830,7 +888,8 @@ pub struct CustodyView {
 }
 
 /// A consistency proof between two sizes of the log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConsistencyView {
     /// The older size.
     pub old_size: u64,

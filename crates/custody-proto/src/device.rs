@@ -599,7 +599,8 @@ pub struct BankPolicy {
 }
 
 /// Enrolment request: sent once, over the public HTTPS port, with a single-use token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrolRequest {
     /// The enrolment token an admin issued for the bank.
@@ -609,7 +610,8 @@ pub struct EnrolRequest {
 }
 
 /// Enrolment answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrolResponse {
     /// The device's new id.

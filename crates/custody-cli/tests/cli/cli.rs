@@ -78,21 +78,6 @@ async fn the_agent_refuses_a_configuration_it_cannot_use() {
     }
 }
 
-/// The systemd unit in `dist/` runs the agent with flags it has.
-#[tokio::test]
-async fn the_systemd_unit_runs_the_agent_with_flags_it_has() {
-    let unit = include_str!("../../../../dist/custody-agent.service");
-    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
-    let words: Vec<&str> = exec.split_whitespace().collect();
-    assert_eq!(words.get(1..3), Some(&["agent", "run"][..]), "{exec}");
-    let dir = tempfile::tempdir().unwrap();
-    let help = text(&custody(dir.path(), &["agent", "run", "--help"]).await);
-    for flag in words.iter().filter(|w| w.starts_with("--")) {
-        assert!(help.contains(flag), "agent run has no {flag}:\n{help}");
-    }
-    assert!(unit.contains("StandardInput=null"), "no terminal under systemd");
-}
-
 #[tokio::test]
 async fn init_then_administer_a_site() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,12 +2,12 @@
 //! and recipients send about them.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::CompartmentView;
 
 /// A parcel: metadata only, never a code.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParcelView {
     /// Id.
     pub id: String,
@@ -44,7 +44,8 @@ pub struct ParcelView {
 }
 
 /// One entry of a parcel's chain of custody.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventView {
     /// Position in the audit log.
     pub seq: i64,
@@ -66,7 +67,8 @@ pub struct EventView {
 
 /// The words a person gave for an action. They are personal data, kept sealed under their
 /// subject's own key; staff and auditors in scope and the subject read them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StatementView {
     /// `shown`; `withheld` (the caller may not read them); or `erased` (their subject was
     /// erased, and nobody can read them).
@@ -76,7 +78,8 @@ pub struct StatementView {
 }
 
 /// A parcel with its chain of custody.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParcelHistory {
     /// The parcel.
     pub parcel: ParcelView,
@@ -85,7 +88,8 @@ pub struct ParcelHistory {
 }
 
 /// A carrier announces a parcel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExpectParcelRequest {
     /// Destination site.
@@ -105,7 +109,8 @@ pub struct ExpectParcelRequest {
 }
 
 /// Start a deposit at a bank.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DepositRequest {
     /// The bank the courier stands at.
@@ -117,7 +122,8 @@ pub struct DepositRequest {
 }
 
 /// A deposit under way.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DepositView {
     /// The parcel.
     pub parcel: ParcelView,
@@ -128,7 +134,8 @@ pub struct DepositView {
 }
 
 /// A QR pickup token for the resident's app: shown as a QR code, held to the locker's scanner.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PickupQrView {
     /// The token's text (`CQ1:…`, 201 characters of the QR alphanumeric set). Opens the
     /// compartment once; never log it.
@@ -144,7 +151,8 @@ impl std::fmt::Debug for PickupQrView {
 }
 
 /// Open one's own compartment from the app, standing at the bank.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AppOpenRequest {
     /// The six digits the bank's kiosk shows now (they change every 30 seconds).
@@ -158,7 +166,8 @@ impl std::fmt::Debug for AppOpenRequest {
 }
 
 /// A compartment opening for its recipient.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppOpenView {
     /// The compartment number, on its door.
     pub compartment: u16,
@@ -167,7 +176,8 @@ pub struct AppOpenView {
 }
 
 /// Name the resident a parcel is for, when the carrier's address matched none (staff).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AddressParcelRequest {
     /// The resident's e-mail address, as registered at the parcel's site.

@@ -1,6 +1,5 @@
 //! Migrations: the schema both backends build, and migrations that reshape tables holding data,
-//! run on a database as an older Custody left it,
-//! on both backends.
+//! run on a database as an older Custody left it; on both backends.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -28,12 +28,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::hardware::{Layout, Timing, modbus};
 use anyhow::{Context as _, bail};
-use custody_agent::hardware::{Layout, Timing, modbus};
 use custody_core::Timestamp;
 use serde::Deserialize;
 
-use crate::agent::{BoardKind, RunArgs, parse_numbers};
+use super::{BoardKind, RunArgs, parse_numbers};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,7 +209,7 @@ pub(crate) fn settings(args: &RunArgs, file: File) -> anyhow::Result<Settings> {
         .commissioning_until
         .clone()
         .or(osdp.commissioning_until)
-        .map(|t| crate::audit::time(&t, "commissioning-until (osdp.commissioning_until)"))
+        .map(|t| rfc3339(&t, "commissioning-until (osdp.commissioning_until)"))
         .transpose()?;
     let kiosk = match (args.kiosk_listen, file.kiosk.listen) {
         (Some(address), _) => Some(address),
@@ -238,6 +238,15 @@ pub(crate) fn settings(args: &RunArgs, file: File) -> anyhow::Result<Settings> {
         reader,
         commissioning_until,
     })
+}
+
+/// A time given as RFC 3339, such as `2026-11-21T08:00:00Z`, for the setting `what`.
+fn rfc3339(s: &str, what: &str) -> anyhow::Result<Timestamp> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| {
+            anyhow::anyhow!("--{what}: expected RFC 3339, such as 2026-11-21T08:00:00Z")
+        })?;
+    Ok(Timestamp::from_millis(i64::try_from(t.unix_timestamp_nanos() / 1_000_000)?))
 }
 
 #[cfg(test)]
@@ -295,7 +304,7 @@ mod tests {
     /// The example shipped in `dist/` is a configuration the agent takes.
     #[test]
     fn the_shipped_example_is_valid() {
-        let s = resolve(&[], include_str!("../../../dist/agent.toml")).unwrap();
+        let s = resolve(&[], include_str!("../../../../dist/agent.toml")).unwrap();
         let Doors::Boards { kind, layout, .. } = s.doors else { panic!("{:?}", s.doors) };
         assert_eq!((kind, layout.to_string()), (BoardKind::Rs485, "1:24,2:24".to_owned()));
     }

@@ -1,25 +1,37 @@
-//! `custody agent`.
+//! The agent's command line: `enrol` and `run`, as the lean `custody-agent` binary a bank's
+//! controller runs, and as `custody agent` beside the server's commands. The kiosk runs on the
+//! terminal when no touch screen is configured.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line tool talks on stdout and stderr"
+)]
+#![allow(
+    clippy::doc_markdown,
+    reason = "doc comments here are the --help text people read, not rustdoc"
+)]
 
 use std::io::BufRead as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::core::Screen;
+use crate::daemon::AgentHandle;
+use crate::enrol::{EnrolTarget, enrol, load};
+use crate::hardware::{LockBoard, SensorEvent, SimulatedBank, modbus, rs485};
 use anyhow::Context as _;
-use custody_agent::core::Screen;
-use custody_agent::daemon::AgentHandle;
-use custody_agent::enrol::{EnrolTarget, enrol, load};
-use custody_agent::hardware::{LockBoard, SensorEvent, SimulatedBank, modbus, rs485};
 
-use crate::agent_config;
-use custody_agent::osdp::{OsdpConfig, OsdpReader, SerialChannel, read_key_file};
+use crate::osdp::{OsdpConfig, OsdpReader, SerialChannel, read_key_file};
 use custody_core::badge::ReaderKind;
 use custody_core::token::QR_TOKEN_PREFIX;
 use custody_crypto::SystemClock;
 use custody_proto::device::CourierAction;
 
+mod config;
+
 #[derive(Debug, clap::Subcommand)]
-pub(crate) enum Command {
+pub enum Command {
     /// Enrol this device with a single-use token from `custody admin enrolment-token`.
     Enrol(EnrolArgs),
     /// Run the agent: drive the bank's lock boards (or simulated doors), keep the device link
@@ -28,7 +40,7 @@ pub(crate) enum Command {
 }
 
 #[derive(Debug, clap::Args)]
-pub(crate) struct EnrolArgs {
+pub struct EnrolArgs {
     /// Where the agent keeps its key, certificate and pins.
     #[arg(long, env = "CUSTODY_AGENT_DIR", default_value = "custody-agent")]
     agent_dir: PathBuf,
@@ -47,7 +59,7 @@ pub(crate) struct EnrolArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub(crate) struct RunArgs {
+pub struct RunArgs {
     /// A TOML file with the settings below (keys in the README's "Run a site"); a flag given
     /// here wins over the file.
     #[arg(long, env = "CUSTODY_AGENT_CONFIG")]
@@ -109,7 +121,7 @@ pub(crate) enum BoardKind {
 }
 
 /// Parses `1-12` or `1,2,5-8`.
-pub(crate) fn parse_numbers(s: &str) -> anyhow::Result<Vec<u16>> {
+pub fn parse_numbers(s: &str) -> anyhow::Result<Vec<u16>> {
     let mut out = Vec::new();
     for part in s.split(',') {
         let part = part.trim();
@@ -126,7 +138,7 @@ pub(crate) fn parse_numbers(s: &str) -> anyhow::Result<Vec<u16>> {
     Ok(out)
 }
 
-pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Enrol(args) => {
             let token = if let Some(t) = args.token {
@@ -160,16 +172,16 @@ type Doors =
     (Option<SimulatedBank>, Arc<dyn LockBoard>, tokio::sync::mpsc::UnboundedReceiver<SensorEvent>);
 
 /// Starts what drives the latches.
-fn lock_boards(doors: &agent_config::Doors) -> anyhow::Result<Doors> {
+fn lock_boards(doors: &config::Doors) -> anyhow::Result<Doors> {
     let (driver, sensors) = match doors {
-        agent_config::Doors::Simulated(numbers) => {
+        config::Doors::Simulated(numbers) => {
             let (bank, sensors) = SimulatedBank::new(numbers.iter().copied());
             return Ok((Some(bank.clone()), Arc::new(bank), sensors));
         }
-        agent_config::Doors::Boards { kind: BoardKind::Rs485, port, layout, timing, .. } => {
+        config::Doors::Boards { kind: BoardKind::Rs485, port, layout, timing, .. } => {
             rs485::open(port, layout.clone(), *timing)?
         }
-        agent_config::Doors::Boards { port, baud, layout, timing, .. } => {
+        config::Doors::Boards { port, baud, layout, timing, .. } => {
             modbus::open(port, *baud, layout.clone(), *timing)?
         }
     };
@@ -179,19 +191,19 @@ fn lock_boards(doors: &agent_config::Doors) -> anyhow::Result<Doors> {
 /// `custody agent run`: the terminal is the kiosk.
 async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
     let file = match &args.config {
-        Some(path) => agent_config::read(path)?,
-        None => agent_config::File::default(),
+        Some(path) => config::read(path)?,
+        None => config::File::default(),
     };
-    let settings = agent_config::settings(&args, file)?;
+    let settings = config::settings(&args, file)?;
     let mut setup = load(&settings.agent_dir, settings.gateway.as_deref(), Arc::new(SystemClock))?;
     setup.commissioning_until = settings.commissioning_until;
     let (simulated, board, sensors) = lock_boards(&settings.doors)?;
     tracing::info!(doors = ?settings.doors, "lock boards opened");
     let handle =
-        Arc::new(custody_agent::daemon::spawn(setup, board, sensors, Arc::new(SystemClock)).await?);
+        Arc::new(crate::daemon::spawn(setup, board, sensors, Arc::new(SystemClock)).await?);
     let _kiosk = match settings.kiosk {
         Some(address) => {
-            let page = custody_agent::kiosk::serve(handle.clone(), address).await?;
+            let page = crate::kiosk::serve(handle.clone(), address).await?;
             println!("Kiosk page: http://{}/", page.address);
             Some(page)
         }
@@ -317,9 +329,9 @@ async fn kiosk_line(line: &str, handle: &AgentHandle, simulated: Option<&Simulat
 
 /// Starts the OSDP reader driver on `port` with the key from `--osdp-key-file`.
 fn osdp_reader(
-    reader: &agent_config::Reader,
+    reader: &config::Reader,
     commissioning_until: Option<custody_core::Timestamp>,
-    sink: custody_agent::daemon::BadgeReader,
+    sink: crate::daemon::BadgeReader,
 ) -> anyhow::Result<OsdpReader> {
     let config = OsdpConfig {
         address: reader.address,
