@@ -7,8 +7,6 @@
 //! **Architecture Invariant:** every route is registered through [`routes::Routes`] with its
 //! access class; the route × role test walks that table.
 
-pub mod account_pages;
-pub mod alert_pages;
 pub mod api;
 pub mod config;
 pub mod egress;
@@ -111,8 +109,8 @@ fn table() -> Routes<ServerState> {
         api::badges::routes,
         api::approvals::routes,
         portal::routes,
-        alert_pages::routes,
-        account_pages::routes,
+        portal::alerts::routes,
+        portal::account::routes,
     ];
     concepts.into_iter().fold(Routes::new(), |table, add| add(table))
 }

@@ -1,6 +1,6 @@
 //! The admin portal: server-rendered pages (askama, auto-escaped). Two scripts, served from
 //! here: one runs passkey ceremonies, the other keeps the alert list live
-//! ([`crate::alert_pages`]); every page works without them but the passkey ceremony.
+//! ([`alerts`]); every page works without them but the passkey ceremony.
 //!
 //! Every form carries a CSRF token (ASVS 3.5.1): the sign-in form a random one mirrored in a
 //! `__Host-` cookie (double submit), forms of a session the token derived from that session.
@@ -22,6 +22,9 @@ use zeroize::Zeroizing;
 use crate::extract::{AnySession, PersonSession, cookie};
 use crate::routes::{Access, Doc, Routes};
 use crate::{RequestClient, ServerState, api, views};
+
+pub mod account;
+pub mod alerts;
 
 const LOGIN_CSRF_COOKIE: &str = "__Host-custody-login";
 
@@ -196,7 +199,7 @@ pub async fn passkey_script() -> Response {
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
-        include_str!("../static/passkey.js"),
+        include_str!("../../static/passkey.js"),
     )
         .into_response()
 }
@@ -208,7 +211,7 @@ pub async fn stylesheet() -> Response {
             (header::CONTENT_TYPE, "text/css; charset=utf-8"),
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
-        include_str!("../static/custody.css"),
+        include_str!("../../static/custody.css"),
     )
         .into_response()
 }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::extract::PersonSession;
-use crate::portal::{
+use super::{
     CsrfForm, Nav, PortalSession, PortalUser, SECOND_FACTOR_PAGE, error_page, nav, render,
 };
 use crate::routes::{Access, Doc, Routes};

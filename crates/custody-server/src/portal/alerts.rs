@@ -30,7 +30,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 
 use crate::extract::PersonSession;
-use crate::portal::{Nav, PortalAdmin, PortalStaffRead, STAFF_READ, error_page, nav, render};
+use super::{Nav, PortalAdmin, PortalStaffRead, STAFF_READ, error_page, nav, render};
 use crate::routes::{Access, Doc, Routes};
 use crate::{ServerState, views};
 
@@ -373,7 +373,7 @@ pub async fn script() -> Response {
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
-        include_str!("../static/alerts.js"),
+        include_str!("../../static/alerts.js"),
     )
         .into_response()
 }
