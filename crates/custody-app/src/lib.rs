@@ -212,6 +212,9 @@ pub struct AppConfig {
     pub notification_channel: String,
     /// Concurrent password hashes at most (each takes about 19 MiB and tens of milliseconds).
     pub password_hash_concurrency: usize,
+    /// The work of each password hash: production's always, except for a test suite on a debug
+    /// build (a release build has no other choice).
+    pub password_cost: custody_crypto::password::PasswordCost,
     /// Whether lifting a lockdown needs a second person's approval (on unless a site turns
     /// it off: a lockdown follows an attack, and one stolen account must not end it).
     pub lockdown_lift_needs_approval: bool,
@@ -241,6 +244,7 @@ impl Default for AppConfig {
             device_cert_lifetime: days(30),
             notification_channel: "email".into(),
             password_hash_concurrency: 4,
+            password_cost: custody_crypto::password::PasswordCost::Production,
             lockdown_lift_needs_approval: true,
             alert_escalation: minutes(15),
             offline_list_ttl: hours(24),
@@ -373,7 +377,8 @@ impl App {
         config: AppConfig,
     ) -> Result<Self, AppError> {
         let rng = Rng::new();
-        let passwords = custody_crypto::password::PasswordHasher::new(&rng)?;
+        let passwords =
+            custody_crypto::password::PasswordHasher::with_cost(&rng, config.password_cost)?;
         let relying_party =
             custody_crypto::passkey::RelyingParty::new(&config.public_url, "Custody")?;
         let permits = config.password_hash_concurrency.max(1);

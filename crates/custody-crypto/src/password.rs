@@ -1,4 +1,6 @@
 //! Password hashing: Argon2id with the OWASP minimum parameters (m = 19 MiB, t = 2, p = 1).
+//! A test suite that seeds many people may ask a debug build for the least Argon2id allows
+//! ([`PasswordCost::Test`]); a release build has no such choice.
 //!
 //! One hash takes tens of milliseconds of CPU. Callers run it on a blocking thread behind a
 //! concurrency cap (see `custody-app`), never on the async workers and never unbounded.
@@ -6,9 +8,34 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use argon2::{Argon2, PasswordHasher as _, PasswordVerifier as _};
+use argon2::{Algorithm, Argon2, Params, PasswordHasher as _, PasswordVerifier as _, Version};
 
 use crate::{CryptoError, Rng};
+
+/// How much work hashing one password is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PasswordCost {
+    /// OWASP's minimum for Argon2id: m = 19 MiB, t = 2, p = 1. What every release build uses.
+    #[default]
+    Production,
+    /// The least Argon2id allows (m = 8 KiB, t = 1, p = 1), for test suites that seed many
+    /// people. Only a debug build has it, so no release can hash this cheaply.
+    #[cfg(debug_assertions)]
+    Test,
+}
+
+impl PasswordCost {
+    fn argon(self) -> Argon2<'static> {
+        match self {
+            Self::Production => Argon2::default(),
+            #[cfg(debug_assertions)]
+            Self::Test => Params::new(Params::MIN_M_COST, Params::MIN_T_COST, 1, None).map_or_else(
+                |_| Argon2::default(),
+                |p| Argon2::new(Algorithm::Argon2id, Version::V0x13, p),
+            ),
+        }
+    }
+}
 
 /// Hashes and verifies passwords.
 #[derive(Debug, Clone)]
@@ -18,14 +45,22 @@ pub struct PasswordHasher {
     decoy: String,
     /// Passwords checked so far, decoys included: each one is one Argon2 verification.
     checks: Arc<AtomicU64>,
+    /// The work of each new hash.
+    cost: PasswordCost,
 }
 
 impl PasswordHasher {
-    /// A hasher with the default parameters.
+    /// A hasher with the production parameters.
     pub fn new(rng: &Rng) -> Result<Self, CryptoError> {
+        Self::with_cost(rng, PasswordCost::Production)
+    }
+
+    /// A hasher whose new hashes cost `cost`. Any stored hash verifies, at the parameters it
+    /// was made with.
+    pub fn with_cost(rng: &Rng, cost: PasswordCost) -> Result<Self, CryptoError> {
         let decoy_password: [u8; 16] = rng.bytes()?;
-        let decoy = hash_with(rng, &decoy_password)?;
-        Ok(Self { decoy, checks: Arc::default() })
+        let decoy = hash_with(rng, &decoy_password, cost)?;
+        Ok(Self { decoy, checks: Arc::default(), cost })
     }
 
     /// How many passwords this hasher has checked, each with one Argon2 verification, the
@@ -37,7 +72,7 @@ impl PasswordHasher {
 
     /// The PHC string (`$argon2id$v=19$m=19456,t=2,p=1$…`) of `password` with a fresh salt.
     pub fn hash(&self, rng: &Rng, password: &str) -> Result<String, CryptoError> {
-        hash_with(rng, password.as_bytes())
+        hash_with(rng, password.as_bytes(), self.cost)
     }
 
     /// Whether `password` matches `stored`. With `stored == None` (no such account) it spends
@@ -54,9 +89,9 @@ impl PasswordHasher {
     }
 }
 
-fn hash_with(rng: &Rng, password: &[u8]) -> Result<String, CryptoError> {
+fn hash_with(rng: &Rng, password: &[u8], cost: PasswordCost) -> Result<String, CryptoError> {
     let salt: [u8; 16] = rng.bytes()?;
-    Argon2::default()
+    cost.argon()
         .hash_password_with_salt(password, &salt)
         .map(|h| h.to_string())
         .map_err(|_| CryptoError::PasswordHash)
@@ -77,5 +112,20 @@ mod tests {
         assert!(!hasher.verify("correct horse battery", None));
         assert!(!hasher.verify("x", Some("not a phc string")));
         assert_ne!(phc, hasher.hash(&rng, "correct horse battery").unwrap(), "salts differ");
+    }
+
+    /// The test cost hashes with the least Argon2id allows, and its hashes and the
+    /// production ones verify alike.
+    #[test]
+    fn the_test_cost_is_cheap_and_verifies_like_any() {
+        let rng = Rng::new();
+        let cheap = PasswordHasher::with_cost(&rng, PasswordCost::Test).unwrap();
+        let phc = cheap.hash(&rng, "correct horse battery").unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=8,t=1,p=1$"), "{phc}");
+        let production = PasswordHasher::new(&rng).unwrap();
+        assert!(production.verify("correct horse battery", Some(&phc)));
+        let strong = production.hash(&rng, "correct horse battery").unwrap();
+        assert!(cheap.verify("correct horse battery", Some(&strong)));
+        assert_eq!(PasswordCost::default(), PasswordCost::Production);
     }
 }

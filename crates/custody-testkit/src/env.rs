@@ -15,6 +15,7 @@ use custody_core::compartment::SizeClass;
 use custody_core::person::Role;
 use custody_core::{BankId, CarrierId, Clock as _, ManualClock, OrgId, ParcelId, PersonId, SiteId};
 use custody_crypto::Rng;
+use custody_crypto::password::PasswordCost;
 use custody_crypto::pki::{DeviceKey, certificate_info};
 use custody_crypto::tls::first_cert_der;
 use custody_crypto::totp::{STEP_SECONDS, TotpSeed, step_at};
@@ -106,6 +107,10 @@ impl Env {
         let data = DataDir::new(keys_dir.path());
         data.init(&["localhost".into()], None, &clock, &Rng::new()).expect("init keys");
         let keys = data.load_keys().expect("load keys");
+        // Seeding hashes a password per person: tests hash at the least Argon2id allows, which
+        // only a debug build offers (a release build of the harness hashes as production does).
+        #[cfg(debug_assertions)]
+        let config = AppConfig { password_cost: PasswordCost::Test, ..config };
         let config = AppConfig { notification_channel: "file".into(), ..config };
         let app =
             App::new(store.store.clone(), Arc::new(clock.clone()), keys, config).expect("app");

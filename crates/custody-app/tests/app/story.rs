@@ -927,3 +927,34 @@ async fn enrolment_tokens_are_single_use() {
     assert!(env.app.authenticate_device(&info).await.is_err(), "old identity revoked");
     assert_eq!(env.app.enrol("garbage", &csr).await.unwrap_err().code(), "authentication_failed");
 }
+
+// Tests seed people at the least Argon2id allows (a debug build's `PasswordCost::Test`); the
+// application as `custody serve` and every command build it, from the default configuration,
+// hashes at OWASP's minimum. A release build has no cheaper cost to choose.
+backends!(the_application_hashes_passwords_at_the_production_cost, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let seeded = env.ann.password_hash.clone().unwrap();
+    assert!(seeded.starts_with("$argon2id$v=19$m=8,t=1,p=1$"), "{seeded}");
+    let keys = env.data.load_keys().unwrap();
+    let clock = std::sync::Arc::new(env.clock.clone());
+    let app = custody_app::App::new(
+        env.store.store.clone(),
+        clock,
+        keys,
+        custody_app::AppConfig::default(),
+    )
+    .unwrap();
+    let dora = custody_app::admin::NewPerson {
+        org: env.org.clone(),
+        email: "dora@harbour.example".into(),
+        name: "Dora".into(),
+        role: Role::Resident,
+        site: Some(env.site.clone()),
+        carrier: None,
+        password: Some(Zeroizing::new(PASSWORD.into())),
+        reason: None,
+    };
+    let dora = app.create_person(&Caller::Operator, dora).await.unwrap();
+    let stored = dora.password_hash.unwrap();
+    assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{stored}");
+});

@@ -16,10 +16,10 @@ use custody_core::text::percent_encode_component;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::extract::PersonSession;
 use super::{
     CsrfForm, Nav, PortalSession, PortalUser, SECOND_FACTOR_PAGE, error_page, nav, render,
 };
+use crate::extract::PersonSession;
 use crate::routes::{Access, Doc, Routes};
 use crate::{RequestClient, ServerState, api, views};
 

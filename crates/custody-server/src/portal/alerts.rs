@@ -29,8 +29,8 @@ use custody_store::SiteRow;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
-use crate::extract::PersonSession;
 use super::{Nav, PortalAdmin, PortalStaffRead, STAFF_READ, error_page, nav, render};
+use crate::extract::PersonSession;
 use crate::routes::{Access, Doc, Routes};
 use crate::{ServerState, views};
 
