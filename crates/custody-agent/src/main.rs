@@ -11,11 +11,19 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "custody-agent", version)]
 struct Cli {
-    /// Log format: `text` (human-readable lines) or `json` (one object per line).
-    #[arg(long, global = true, env = "CUSTODY_LOG_FORMAT", default_value = "text")]
-    log_format: String,
+    /// Log format.
+    #[arg(long, global = true, env = "CUSTODY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: custody_agent::cli::Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -25,7 +33,10 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CUSTODY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if cli.log_format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let _ = match cli.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -19,6 +19,13 @@ fn agent(args: &[&str]) -> String {
 fn the_agent_binary_enrols_and_runs() {
     let help = agent(&["--help"]);
     assert!(help.contains("enrol") && help.contains("run"), "{help}");
+    // A log format it does not know is refused with the ones it does, not taken for text.
+    let out = Command::new(env!("CARGO_BIN_EXE_custody-agent"))
+        .args(["--log-format", "xml", "run"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("json"), "{said}");
 }
 
 /// The systemd unit in `dist/` runs the lean binary, with flags it has.
