@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use custody_core::alert::{AlertKind, AlertStep, LockdownScope};
-use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
+use custody_core::audit::{Actor, AuditAction, AuditEvent, Target};
 use custody_core::compartment::CompartmentNumber;
 use custody_core::policy::{self, Principal};
 use custody_core::text::Reason;
@@ -130,15 +130,10 @@ impl App {
                 async move {
                     let Some(id) = tx.live_alert(&key).await? else { return Ok(false) };
                     tx.add_alert_event(&id, now, "system", "back_online", None).await?;
-                    tx.append_audit(&AuditEvent {
-                        at: now,
-                        actor: Actor::system(),
-                        action: AuditAction::AlertNote,
-                        target,
-                        outcome: Outcome::Success,
-                        reason: Some(format!("{id}:back_online")),
-                        personal: None,
-                    })?;
+                    tx.append_audit(
+                        &AuditEvent::success(now, Actor::system(), AuditAction::AlertNote, target)
+                            .because(format!("{id}:back_online")),
+                    )?;
                     Ok::<_, AppError>(true)
                 }
                 .boxed()
@@ -195,15 +190,10 @@ impl App {
                     let who = actor.id.clone().unwrap_or_else(|| "system".to_owned());
                     tx.add_alert_event(&id, at, &who, what, None).await?;
                     let target = target_of(tx, &place).await?;
-                    tx.append_audit(&AuditEvent {
-                        at,
-                        actor,
-                        action: AuditAction::AlertRaise,
-                        target,
-                        outcome: Outcome::Success,
-                        reason: Some(format!("{id}:{kind}:{what}")),
-                        personal: None,
-                    })?;
+                    tx.append_audit(
+                        &AuditEvent::success(at, actor, AuditAction::AlertRaise, target)
+                            .because(format!("{id}:{kind}:{what}")),
+                    )?;
                     let locked = if new {
                         app.queue_notifications(tx, &id, &alert.site, alert.severity, now).await?;
                         lock_by_rule(tx, &alert, &id, now).await?
@@ -444,19 +434,19 @@ async fn lock_by_rule(
             continue;
         }
         tx.add_alert_event(id, now, "system", "locked_down", Some(bank.as_str())).await?;
-        tx.append_audit(&AuditEvent {
-            at: now,
-            actor: Actor::system(),
-            action: AuditAction::LockdownEngage,
-            target: Target {
-                site: Some(alert.site.clone()),
-                bank: Some(bank.clone()),
-                ..Target::default()
-            },
-            outcome: Outcome::Success,
-            reason: Some(format!("{by}:{}", alert.kind)),
-            personal: None,
-        })?;
+        tx.append_audit(
+            &AuditEvent::success(
+                now,
+                Actor::system(),
+                AuditAction::LockdownEngage,
+                Target {
+                    site: Some(alert.site.clone()),
+                    bank: Some(bank.clone()),
+                    ..Target::default()
+                },
+            )
+            .because(format!("{by}:{}", alert.kind)),
+        )?;
         locked.push(bank);
     }
     Ok(locked)
@@ -464,19 +454,13 @@ async fn lock_by_rule(
 
 /// The audit entry of a step on `alert` by `actor`.
 fn alert_event(alert: &AlertRow, actor: &Actor, action: AuditAction, at: Timestamp) -> AuditEvent {
-    AuditEvent {
+    AuditEvent::success(
         at,
-        actor: actor.clone(),
+        actor.clone(),
         action,
-        target: Target {
-            site: Some(alert.site.clone()),
-            bank: alert.bank.clone(),
-            ..Target::default()
-        },
-        outcome: Outcome::Success,
-        reason: Some(format!("{}:{}", alert.id, alert.kind)),
-        personal: None,
-    }
+        Target { site: Some(alert.site.clone()), bank: alert.bank.clone(), ..Target::default() },
+    )
+    .because(format!("{}:{}", alert.id, alert.kind))
 }
 
 /// The audit target of an alert raised at `place`: its site, bank and compartment.

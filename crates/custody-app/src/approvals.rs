@@ -4,7 +4,7 @@
 //! retrievals past the remote-open budget, lifting a lockdown.
 
 use custody_core::approval::{APPROVAL_TTL, ApprovalKind, ApprovalOutcome};
-use custody_core::audit::{AuditAction, AuditEvent, Outcome, Target};
+use custody_core::audit::{AuditAction, AuditEvent, Target};
 use custody_core::person::Role;
 use custody_core::policy::{Denied, Principal};
 use custody_core::{ApprovalId, PersonId};
@@ -82,15 +82,9 @@ impl App {
             grant_params(&person),
             requester,
         )?;
-        let mut event = AuditEvent {
-            at: now,
-            actor: caller.actor(),
-            action: AuditAction::ApprovalRequest,
-            target,
-            outcome: Outcome::Success,
-            reason: Some(format!("{}:{}:{}", row.id, kind, person.id)),
-            personal: None,
-        };
+        let mut event =
+            AuditEvent::success(now, caller.actor(), AuditAction::ApprovalRequest, target)
+                .because(format!("{}:{}:{}", row.id, kind, person.id));
         let (stored, app, subject) = (row.clone(), self.clone(), person.id.clone());
         self.store()
             .write(move |tx| {
@@ -167,15 +161,9 @@ impl App {
             return Err(AppError::Store(custody_store::StoreError::Corrupt("approvals.digest")));
         }
         let now = self.now();
-        let answered = AuditEvent {
-            at: now,
-            actor: caller.actor(),
-            action: AuditAction::ApprovalDecide,
-            target,
-            outcome: Outcome::Success,
-            reason: Some(format!("{}:{}", request.id, outcome)),
-            personal: None,
-        };
+        let answered =
+            AuditEvent::success(now, caller.actor(), AuditAction::ApprovalDecide, target)
+                .because(format!("{}:{}", request.id, outcome));
         let run = if outcome == ApprovalOutcome::Approved {
             Some(self.prepare(&request, &answered).await?)
         } else {
@@ -239,15 +227,16 @@ impl App {
                     .await?
                     .ok_or(AppError::NotFound)?;
                 let still_asked = grant_params(&person) == request.params;
-                let granted = AuditEvent {
-                    action: AuditAction::PersonRoleChange,
-                    target: Target { site: person.site.clone(), ..Target::default() },
-                    reason: Some(format!(
+                let granted = answered
+                    .clone()
+                    .as_action(
+                        AuditAction::PersonRoleChange,
+                        Target { site: person.site.clone(), ..Target::default() },
+                    )
+                    .because(format!(
                         "{}:{}>super_admin:requested_by:{}",
                         person.id, person.role, request.requested_by
-                    )),
-                    ..answered.clone()
-                };
+                    ));
                 Ok(Run::Grant { person: Box::new(person), still_asked, granted: Box::new(granted) })
             }
             ApprovalKind::BulkOpen => {
@@ -270,16 +259,15 @@ impl App {
                 let (ask, _) = LiftAsk::from_params(&request.params).ok_or(AppError::Store(
                     custody_store::StoreError::Corrupt("approvals.params"),
                 ))?;
-                let lifted = AuditEvent {
-                    action: AuditAction::LockdownLift,
-                    target: Target {
-                        site: Some(ask.site.clone()),
-                        bank: Some(ask.bank.clone()),
-                        ..Target::default()
-                    },
-                    reason: Some(format!("{}:requested_by:{}", request.id, request.requested_by)),
-                    ..answered.clone()
+                let target = Target {
+                    site: Some(ask.site.clone()),
+                    bank: Some(ask.bank.clone()),
+                    ..Target::default()
                 };
+                let lifted = answered
+                    .clone()
+                    .as_action(AuditAction::LockdownLift, target)
+                    .because(format!("{}:requested_by:{}", request.id, request.requested_by));
                 Ok(Run::Lift { ask, lifted: Box::new(lifted) })
             }
             ApprovalKind::RemoteOpen => Ok(Run::RemoteOpen {

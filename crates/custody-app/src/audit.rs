@@ -551,18 +551,16 @@ impl crate::App {
     /// Records an audit-integrity failure in the log and the server's own log, and raises an
     /// `audit_integrity` alert at every site: the log is the whole installation's.
     pub async fn raise_integrity_alert(&self, problem: &str) -> Result<(), crate::AppError> {
-        use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
+        use custody_core::audit::{Actor, AuditAction, AuditEvent, Target};
         tracing::error!(problem, "audit log integrity check failed");
         let reason: String = problem.chars().take(500).collect();
-        let event = AuditEvent {
-            at: self.now(),
-            actor: Actor::system(),
-            action: AuditAction::AuditIntegrity,
-            target: Target::default(),
-            outcome: Outcome::Failure,
-            reason: Some(reason),
-            personal: None,
-        };
+        let event = AuditEvent::failure(
+            self.now(),
+            Actor::system(),
+            AuditAction::AuditIntegrity,
+            Target::default(),
+        )
+        .because(reason);
         self.store()
             .write(move |tx| {
                 async move {
@@ -624,7 +622,7 @@ impl crate::App {
         reason: &str,
         what: Option<String>,
     ) -> Result<(), crate::AppError> {
-        use custody_core::audit::{AuditAction, AuditEvent, Outcome, Target};
+        use custody_core::audit::{AuditAction, AuditEvent, Target};
         let reason = custody_core::text::Reason::parse(reason).map_err(crate::AppError::invalid)?;
         let site = site.clone();
         let site = self
@@ -644,15 +642,8 @@ impl crate::App {
         self.store()
             .write(move |tx| {
                 async move {
-                    let mut e = AuditEvent {
-                        at: now,
-                        actor,
-                        action: AuditAction::AuditExport,
-                        target,
-                        outcome: Outcome::Success,
-                        reason: what,
-                        personal: None,
-                    };
+                    let mut e = AuditEvent::success(now, actor, AuditAction::AuditExport, target)
+                        .with_reason(what);
                     if let Some(subject) = subject {
                         e.personal = app.seal_personal(tx, &subject, reason.as_str()).await?;
                     }

@@ -219,15 +219,9 @@ impl App {
         if let Err(d) = caller.check(|p| policy::may_manage_site(p, &s.org, &s.id)) {
             return Err(self.refuse(caller, AuditAction::BadgeRevoke, target, d).await);
         }
-        let event = AuditEvent {
-            at: self.now(),
-            actor: caller.actor(),
-            action: AuditAction::BadgeRevoke,
-            target,
-            outcome: Outcome::Success,
-            reason: Some(format!("{}:{}", badge.id, badge.person)),
-            personal: None,
-        };
+        let event =
+            AuditEvent::success(self.now(), caller.actor(), AuditAction::BadgeRevoke, target)
+                .because(format!("{}:{}", badge.id, badge.person));
         let now = self.now();
         self.store()
             .write(move |tx| {
@@ -435,15 +429,15 @@ async fn insert_badges(
             ),
             other => other.into(),
         })?;
-        tx.append_audit(&AuditEvent {
-            at: badge.created_at,
-            actor: actor.clone(),
-            action: AuditAction::BadgeRegister,
-            target: Target { site: Some(site.clone()), ..Target::default() },
-            outcome: Outcome::Success,
-            reason: Some(format!("{}:{}", badge.id, badge.person)),
-            personal: None,
-        })?;
+        tx.append_audit(
+            &AuditEvent::success(
+                badge.created_at,
+                actor.clone(),
+                AuditAction::BadgeRegister,
+                Target { site: Some(site.clone()), ..Target::default() },
+            )
+            .because(format!("{}:{}", badge.id, badge.person)),
+        )?;
         rows.push(tx.badge(&badge.id).await?.ok_or(AppError::NotFound)?);
     }
     Ok(Ok(rows))

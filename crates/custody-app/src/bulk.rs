@@ -305,13 +305,5 @@ impl App {
 const OVER_CAP: &str = "bulk_open_cap";
 
 fn bulk_event(actor: &Actor, target: Target, at: Timestamp, reason: String) -> AuditEvent {
-    AuditEvent {
-        at,
-        actor: actor.clone(),
-        action: AuditAction::BulkOpen,
-        target,
-        outcome: Outcome::Success,
-        reason: Some(reason),
-        personal: None,
-    }
+    AuditEvent::success(at, actor.clone(), AuditAction::BulkOpen, target).because(reason)
 }

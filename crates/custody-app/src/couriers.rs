@@ -167,14 +167,15 @@ impl App {
         let budgets = Budgets::kiosk(id, bank);
         let target =
             Target { site: Some(site.clone()), bank: Some(bank.clone()), ..Target::default() };
-        let attempt = |outcome, reason: &str| AuditEvent {
-            at: now,
-            actor: device.actor(),
-            action: AuditAction::CourierCode,
-            target: target.clone(),
-            outcome,
-            reason: Some(reason.to_owned()),
-            personal: None,
+        let attempt = |outcome, reason: &str| {
+            AuditEvent::ended(
+                outcome,
+                now,
+                device.actor(),
+                AuditAction::CourierCode,
+                target.clone(),
+            )
+            .because(reason)
         };
         let method = match who {
             CourierAt::Code(_) => "code",
@@ -212,7 +213,7 @@ impl App {
             p.disabled_at.is_none()
                 && p.role == Role::Courier
                 && p.carrier.is_some()
-                && crate::auth::standing_of(p).scope.covers(org, site)
+                && crate::people::standing_of(p).scope.covers(org, site)
         });
         let Some(courier) = courier else {
             let failed = attempt(Outcome::Failure, unknown);
@@ -234,7 +235,7 @@ impl App {
                 .boxed()
             })
             .await?;
-        let caller = Caller::Principal(crate::auth::principal_of(&courier, None));
+        let caller = Caller::Principal(crate::people::principal_of(&courier, None));
         Ok(Some((courier, caller)))
     }
 

@@ -1,21 +1,19 @@
 //! Enrolling agents: single-use tokens, a certificate for a key made on the device, one live
 //! identity per bank.
 
-use std::time::Duration;
-
+use crate::alerts::AlertAt;
+use crate::{App, AppError, Caller};
 use custody_core::alert::AlertKind;
-use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Target};
-use custody_core::policy;
-use custody_core::{BankId, DeviceId, TokenId};
-use custody_crypto::pki::certificate_info;
+use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Target};
+use custody_core::policy::Principal;
+use custody_core::{BankId, DeviceId, TokenId, policy};
+use custody_crypto::pki::{CertificateInfo, certificate_info};
 use custody_crypto::tls::first_cert_der;
 use custody_store::{DeviceRow, NewEnrolmentToken};
 use data_encoding::BASE32_NOPAD;
 use futures_util::FutureExt as _;
+use std::time::Duration;
 use zeroize::Zeroizing;
-
-use crate::alerts::AlertAt;
-use crate::{App, AppError, Caller};
 
 /// What a device gets at enrolment.
 #[derive(Debug, Clone)]
@@ -52,15 +50,8 @@ impl App {
             created_at: now,
             expires_at: now.plus(self.config().enrolment_token_ttl),
         };
-        let event = AuditEvent {
-            at: now,
-            actor: caller.actor(),
-            action: AuditAction::EnrolmentTokenCreate,
-            target,
-            outcome: Outcome::Success,
-            reason: None,
-            personal: None,
-        };
+        let event =
+            AuditEvent::success(now, caller.actor(), AuditAction::EnrolmentTokenCreate, target);
         self.store()
             .write(move |tx| {
                 async move {
@@ -106,34 +97,31 @@ impl App {
             .write(move |tx| {
                 async move {
                     let Some(bank) = tx.consume_enrolment_token(&hash, now).await? else {
-                        tx.append_audit(&AuditEvent {
-                            at: now,
-                            actor: Actor::anonymous(),
-                            action: AuditAction::DeviceEnrol,
-                            target: Target::default(),
-                            outcome: Outcome::Denied,
-                            reason: Some("bad_enrolment_token".into()),
-                            personal: None,
-                        })?;
+                        tx.append_audit(
+                            &AuditEvent::denied(
+                                now,
+                                Actor::anonymous(),
+                                AuditAction::DeviceEnrol,
+                                Target::default(),
+                            )
+                            .because("bad_enrolment_token"),
+                        )?;
                         return Ok(Err(AppError::AuthenticationFailed));
                     };
                     let (bank_row, site) = crate::bank_site(tx, &bank).await?;
                     let device = DeviceRow { bank: bank_row.id.clone(), ..device };
                     tx.insert_device(&device).await?;
                     tx.revoke_devices_of_bank(&bank_row.id, &device.id, now).await?;
-                    tx.append_audit(&AuditEvent {
-                        at: now,
-                        actor: Actor { kind: ActorKind::Device, id: Some(device.id.to_string()) },
-                        action: AuditAction::DeviceEnrol,
-                        target: Target {
+                    tx.append_audit(&AuditEvent::success(
+                        now,
+                        Actor { kind: ActorKind::Device, id: Some(device.id.to_string()) },
+                        AuditAction::DeviceEnrol,
+                        Target {
                             site: Some(site.id),
                             bank: Some(bank_row.id),
                             ..Target::default()
                         },
-                        outcome: Outcome::Success,
-                        reason: None,
-                        personal: None,
-                    })?;
+                    ))?;
                     Ok::<_, AppError>(Ok(device))
                 }
                 .boxed()
@@ -144,7 +132,7 @@ impl App {
 
     /// Records that a device connected.
     pub async fn device_connected(&self, caller: &Caller) -> Result<(), AppError> {
-        let Caller::Principal(policy::Principal::Device { device, bank, site, .. }) = caller else {
+        let Caller::Principal(Principal::Device { device, bank, site, .. }) = caller else {
             return Err(AppError::Forbidden);
         };
         let (now, device, bank, site, actor) =
@@ -153,15 +141,12 @@ impl App {
             .write(move |tx| {
                 async move {
                     tx.touch_device(&device, now).await?;
-                    tx.append_audit(&AuditEvent {
-                        at: now,
+                    tx.append_audit(&AuditEvent::success(
+                        now,
                         actor,
-                        action: AuditAction::DeviceConnect,
-                        target: Target { site: Some(site), bank: Some(bank), ..Target::default() },
-                        outcome: Outcome::Success,
-                        reason: None,
-                        personal: None,
-                    })?;
+                        AuditAction::DeviceConnect,
+                        Target { site: Some(site), bank: Some(bank), ..Target::default() },
+                    ))?;
                     Ok::<_, AppError>(())
                 }
                 .boxed()
@@ -223,15 +208,9 @@ impl App {
             .write(move |tx| {
                 async move {
                     if tx.revoke_device(&device_id, now).await? {
-                        let mut e = AuditEvent {
-                            at: now,
-                            actor,
-                            action: AuditAction::DeviceRevoke,
-                            target,
-                            outcome: Outcome::Success,
-                            reason: Some(device_id.to_string()),
-                            personal: None,
-                        };
+                        let mut e =
+                            AuditEvent::success(now, actor, AuditAction::DeviceRevoke, target)
+                                .because(device_id.to_string());
                         if let Some(person) = person {
                             e.personal = app.seal_personal(tx, &person, reason.as_str()).await?;
                         }
@@ -267,22 +246,16 @@ impl App {
         first: &str,
         second: &str,
     ) -> Result<(), AppError> {
-        let Caller::Principal(policy::Principal::Device { bank, site, .. }) = caller else {
+        let Caller::Principal(Principal::Device { bank, site, .. }) = caller else {
             return Err(AppError::Forbidden);
         };
-        let event = AuditEvent {
-            at: self.now(),
-            actor: caller.actor(),
-            action: AuditAction::DeviceConflict,
-            target: Target {
-                site: Some(site.clone()),
-                bank: Some(bank.clone()),
-                ..Target::default()
-            },
-            outcome: Outcome::Failure,
-            reason: Some(format!("connected_from_two_places:{first}:{second}")),
-            personal: None,
-        };
+        let event = AuditEvent::failure(
+            self.now(),
+            caller.actor(),
+            AuditAction::DeviceConflict,
+            Target { site: Some(site.clone()), bank: Some(bank.clone()), ..Target::default() },
+        )
+        .because(format!("connected_from_two_places:{first}:{second}"));
         self.store()
             .write(move |tx| async move { Ok::<_, AppError>(tx.append_audit(&event)?) }.boxed())
             .await?;
@@ -296,7 +269,7 @@ impl App {
     /// device, never sent): the device's record takes the new key and serial, so the old
     /// certificate is refused from then on. Audited.
     pub async fn renew_device(&self, caller: &Caller, csr_pem: &str) -> Result<String, AppError> {
-        let Caller::Principal(policy::Principal::Device { device, bank, site, .. }) = caller else {
+        let Caller::Principal(Principal::Device { device, bank, site, .. }) = caller else {
             return Err(AppError::Forbidden);
         };
         let now = self.now();
@@ -312,19 +285,13 @@ impl App {
             )
             .map_err(|e| AppError::Invalid(format!("certificate signing request refused: {e}")))?;
         let info = certificate_info(&first_cert_der(&certificate_pem)?)?;
-        let event = AuditEvent {
-            at: now,
-            actor: caller.actor(),
-            action: AuditAction::DeviceRenew,
-            target: Target {
-                site: Some(site.clone()),
-                bank: Some(bank.clone()),
-                ..Target::default()
-            },
-            outcome: Outcome::Success,
-            reason: Some(info.serial_hex.clone()),
-            personal: None,
-        };
+        let event = AuditEvent::success(
+            now,
+            caller.actor(),
+            AuditAction::DeviceRenew,
+            Target { site: Some(site.clone()), bank: Some(bank.clone()), ..Target::default() },
+        )
+        .because(info.serial_hex.clone());
         let device = device.clone();
         let renewed = self
             .store()
@@ -345,5 +312,40 @@ impl App {
             return Err(AppError::AuthenticationFailed);
         }
         Ok(certificate_pem)
+    }
+}
+
+impl App {
+    /// The device behind a verified client certificate, if it is enrolled, not revoked, and
+    /// presents the key it enrolled with.
+    pub async fn authenticate_device(&self, cert: &CertificateInfo) -> Result<Caller, AppError> {
+        let id = DeviceId::parse(&cert.common_name).map_err(|_| AppError::AuthenticationFailed)?;
+        let now = self.now();
+        let found = self
+            .store()
+            .read(move |tx| {
+                async move {
+                    let Some(device) = tx.device(&id).await? else {
+                        return Ok::<_, AppError>(None);
+                    };
+                    let (bank, site) = crate::bank_site(tx, &device.bank).await?;
+                    Ok(Some((device, bank, site)))
+                }
+                .boxed()
+            })
+            .await?;
+        let Some((device, bank, site)) = found else { return Err(AppError::AuthenticationFailed) };
+        if device.revoked_at.is_some()
+            || !custody_crypto::constant_time_eq(&device.spki_sha256, &cert.spki_sha256)
+            || cert.not_after <= now
+        {
+            return Err(AppError::AuthenticationFailed);
+        }
+        Ok(Caller::Principal(Principal::Device {
+            device: device.id,
+            bank: bank.id,
+            site: site.id,
+            org: site.org,
+        }))
     }
 }

@@ -24,7 +24,7 @@ use data_encoding::BASE32_NOPAD;
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
 
-use crate::auth::{Client, NewSession, SessionInfo};
+use crate::sessions::{Client, NewSession, SessionInfo};
 use crate::throttle::Budgets;
 use crate::{App, AppError};
 
@@ -133,15 +133,14 @@ impl App {
         outcome: Outcome,
         reason: &str,
     ) -> AuditEvent {
-        AuditEvent {
-            at: self.now(),
-            actor: s.caller.actor(),
-            action,
-            target: Target { site: s.person.site.clone(), ..Target::default() },
+        AuditEvent::ended(
             outcome,
-            reason: Some(reason.to_owned()),
-            personal: None,
-        }
+            self.now(),
+            s.caller.actor(),
+            action,
+            Target { site: s.person.site.clone(), ..Target::default() },
+        )
+        .because(reason)
     }
 
     /// The second factors `s`'s person holds.

@@ -674,15 +674,7 @@ fn audit(
     at: Timestamp,
     reason: String,
 ) -> AuditEvent {
-    AuditEvent {
-        at,
-        actor: actor.clone(),
-        action,
-        target,
-        outcome: Outcome::Success,
-        reason: Some(reason),
-        personal: None,
-    }
+    AuditEvent::success(at, actor.clone(), action, target).because(reason)
 }
 
 #[cfg(test)]

@@ -10,13 +10,14 @@
 //! invariant 1). Refusals are audited in a unit of their own, which commits even though the
 //! caller gets an error.
 
-pub mod admin;
 pub mod alerts;
+pub mod api_keys;
 pub mod approvals;
 pub mod audit;
-pub mod auth;
 pub mod badges;
 pub mod bulk;
+pub mod carriers;
+pub mod compartments;
 pub mod couriers;
 pub mod devices;
 pub mod factors;
@@ -27,22 +28,25 @@ pub mod offline;
 pub mod outbox;
 pub mod parcels;
 pub mod passkeys;
+pub mod people;
 pub mod personal;
 pub mod presence;
 pub mod qr;
 pub mod refusals;
 pub mod remote_opens;
 pub mod sensors;
+pub mod sessions;
 pub mod setup;
 pub mod sight;
 pub mod sign_in_links;
+pub mod sites;
 mod throttle;
 pub mod unaddressed;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Target};
+use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Target};
 use custody_core::compartment::DoorState;
 use custody_core::policy::{Denied, Principal};
 use custody_core::time::{days, hours, minutes};
@@ -504,15 +508,8 @@ impl App {
         target: Target,
         denied: Denied,
     ) -> AppError {
-        let event = AuditEvent {
-            at: self.now(),
-            actor: caller.actor(),
-            action,
-            target,
-            outcome: Outcome::Denied,
-            reason: Some(denied.as_str().into()),
-            personal: None,
-        };
+        let event =
+            AuditEvent::denied(self.now(), caller.actor(), action, target).because(denied.as_str());
         if let Err(e) =
             self.0.store.write(move |tx| async move { tx.append_audit(&event) }.boxed()).await
         {
@@ -571,20 +568,20 @@ impl App {
         };
         let signature = self.0.keys.command.sign(OPEN_COMMAND_DOMAIN, &command.signing_bytes());
         tx.set_door(&compartment.id, DoorState::Unknown, now).await?;
-        tx.append_audit(&AuditEvent {
-            at: now,
-            actor: actor.clone(),
-            action: AuditAction::OpenCommand,
-            target: Target {
-                site: Some(site.clone()),
-                bank: Some(compartment.bank.clone()),
-                compartment: Some(compartment.id.clone()),
-                parcel: parcel.cloned(),
-            },
-            outcome: Outcome::Success,
-            reason: Some(purpose.into()),
-            personal: None,
-        })?;
+        tx.append_audit(
+            &AuditEvent::success(
+                now,
+                actor.clone(),
+                AuditAction::OpenCommand,
+                Target {
+                    site: Some(site.clone()),
+                    bank: Some(compartment.bank.clone()),
+                    compartment: Some(compartment.id.clone()),
+                    parcel: parcel.cloned(),
+                },
+            )
+            .because(purpose),
+        )?;
         Ok(SignedOpenCommand { command, signature: BASE64.encode(&signature) })
     }
 }
@@ -608,4 +605,16 @@ pub(crate) async fn bank_site(
     let bank = tx.bank(bank).await?.ok_or(AppError::NotFound)?;
     let site = tx.site(&bank.site).await?.ok_or(AppError::NotFound)?;
     Ok((bank, site))
+}
+
+impl App {
+    pub(crate) fn new_id<T>(&self, make: fn([u8; 16]) -> T) -> Result<T, AppError> {
+        Ok(make(self.rng().bytes()?))
+    }
+
+    /// A random token for one-off uses such as a sign-in form's CSRF token.
+    pub fn random_token(&self) -> Result<String, AppError> {
+        let bytes: [u8; 32] = self.rng().bytes()?;
+        Ok(data_encoding::BASE64URL_NOPAD.encode(&bytes))
+    }
 }

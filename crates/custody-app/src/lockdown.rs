@@ -138,7 +138,12 @@ impl App {
             .write(move |tx| {
                 async move {
                     if tx.engage_lockdown(&bank_id, &by, now).await? {
-                        let mut e = event(&actor, AuditAction::LockdownEngage, target, now);
+                        let mut e = AuditEvent::success(
+                            now,
+                            actor.clone(),
+                            AuditAction::LockdownEngage,
+                            target,
+                        );
                         if let Some(person) = person {
                             e.personal = app.seal_personal(tx, &person, reason.as_str()).await?;
                         }
@@ -233,7 +238,8 @@ impl App {
                     if !change(tx, &site, now).await? {
                         return Err(AppError::NotFound);
                     }
-                    let mut e = event(&actor, AuditAction::LockdownRule, target, now);
+                    let mut e =
+                        AuditEvent::success(now, actor.clone(), AuditAction::LockdownRule, target);
                     e.reason = Some(what);
                     tx.append_audit(&e)?;
                     let banks = tx.banks(&site).await?;
@@ -294,7 +300,12 @@ impl App {
                 .write(move |tx| {
                     async move {
                         tx.insert_approval(&stored).await?;
-                        let mut e = event(&actor, AuditAction::ApprovalRequest, target, now);
+                        let mut e = AuditEvent::success(
+                            now,
+                            actor.clone(),
+                            AuditAction::ApprovalRequest,
+                            target,
+                        );
                         e.reason =
                             Some(format!("{}:{}:{}", stored.id, stored.kind, stored.subject));
                         e.personal = app.seal_personal(tx, &requester, reason.as_str()).await?;
@@ -309,7 +320,8 @@ impl App {
         self.store()
             .write(move |tx| {
                 async move {
-                    let mut e = event(&actor, AuditAction::LockdownLift, target, now);
+                    let mut e =
+                        AuditEvent::success(now, actor.clone(), AuditAction::LockdownLift, target);
                     if let Some(person) = person {
                         e.personal = app.seal_personal(tx, &person, reason.as_str()).await?;
                     }
@@ -340,7 +352,7 @@ impl App {
         if !locked {
             return Ok(());
         }
-        let mut e = event(actor, action, target.clone(), self.now());
+        let mut e = AuditEvent::success(self.now(), actor.clone(), action, target.clone());
         e.outcome = Outcome::Denied;
         e.reason = Some("locked_down".into());
         self.store().write(move |tx| async move { tx.append_audit(&e) }.boxed()).await?;
@@ -363,16 +375,4 @@ pub(crate) async fn lift(
     }
     tx.append_audit(&lifted)?;
     Ok(())
-}
-
-fn event(actor: &Actor, action: AuditAction, target: Target, at: Timestamp) -> AuditEvent {
-    AuditEvent {
-        at,
-        actor: actor.clone(),
-        action,
-        target,
-        outcome: Outcome::Success,
-        reason: None,
-        personal: None,
-    }
 }

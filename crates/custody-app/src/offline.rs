@@ -360,7 +360,7 @@ async fn deposit_work(tx: &mut Tx, bank: &BankId) -> Result<DepositWork, AppErro
         .filter(|p| {
             p.disabled_at.is_none()
                 && p.role == Role::Courier
-                && crate::auth::standing_of(p).scope.covers(&site.org, &site.id)
+                && crate::people::standing_of(p).scope.covers(&site.org, &site.id)
         })
         .collect();
     let mut carriers: Vec<_> = couriers.iter().filter_map(|p| p.carrier.clone()).collect();
@@ -402,7 +402,7 @@ async fn deposit_of(
             c.disabled_at.is_none()
                 && c.role == Role::Courier
                 && c.carrier.as_ref() == Some(&p.carrier)
-                && crate::auth::standing_of(c).scope.covers(&p.org, &p.site)
+                && crate::people::standing_of(c).scope.covers(&p.org, &p.site)
         })
         .map(|c| Actor { kind: ActorKind::Person, id: Some(c.id.to_string()) });
     Ok((Some(p), actor))
@@ -440,15 +440,10 @@ async fn reserved(
         return conflict(tx, at, DEPOSIT, target, "compartment_not_free").map_err(Into::into);
     }
     tx.assign_compartment(&p.id, at.bank, Some(&c.id), settle.now).await?;
-    tx.append_audit(&AuditEvent {
-        at: at.now,
-        actor,
-        action: AuditAction::DepositReserve,
-        target,
-        outcome: Outcome::Success,
-        reason: Some(OFFLINE_DEPOSIT.to_owned()),
-        personal: None,
-    })?;
+    tx.append_audit(
+        &AuditEvent::success(at.now, actor, AuditAction::DepositReserve, target)
+            .because(OFFLINE_DEPOSIT),
+    )?;
     Ok(())
 }
 
@@ -487,15 +482,9 @@ async fn confirmed(
         return Ok(None);
     }
     advance(tx, &p, ParcelEvent::Deposit, at.now, Some(settle.now.plus(settle.window))).await?;
-    tx.append_audit(&AuditEvent {
-        at: at.now,
-        actor,
-        action: AuditAction::Deposit,
-        target,
-        outcome: Outcome::Success,
-        reason: Some(OFFLINE_DEPOSIT.to_owned()),
-        personal: None,
-    })?;
+    tx.append_audit(
+        &AuditEvent::success(at.now, actor, AuditAction::Deposit, target).because(OFFLINE_DEPOSIT),
+    )?;
     Ok(Some(p.id))
 }
 
@@ -508,13 +497,5 @@ fn conflict(
     target: Target,
     why: &str,
 ) -> Result<(), StoreError> {
-    tx.append_audit(&AuditEvent {
-        at: at.now,
-        actor: at.actor.clone(),
-        action,
-        target,
-        outcome: Outcome::Failure,
-        reason: Some(why.to_owned()),
-        personal: None,
-    })
+    tx.append_audit(&AuditEvent::failure(at.now, at.actor.clone(), action, target).because(why))
 }

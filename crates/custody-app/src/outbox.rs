@@ -184,15 +184,9 @@ fn delivery_event(
     outcome: Outcome,
     reason: Option<String>,
 ) -> AuditEvent {
-    AuditEvent {
-        at,
-        actor: Actor::system(),
-        action: AuditAction::NotificationDelivery,
-        target: Target { parcel: row.parcel.clone(), ..Target::default() },
-        outcome,
-        reason: reason.or_else(|| Some(format!("channel:{}", row.channel))),
-        personal: None,
-    }
+    let target = Target { parcel: row.parcel.clone(), ..Target::default() };
+    AuditEvent::ended(outcome, at, Actor::system(), AuditAction::NotificationDelivery, target)
+        .because(reason.unwrap_or_else(|| format!("channel:{}", row.channel)))
 }
 
 #[cfg(test)]

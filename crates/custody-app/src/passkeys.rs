@@ -20,8 +20,8 @@ use custody_crypto::passkey::StoredPasskey;
 use data_encoding::BASE64URL_NOPAD;
 use futures_util::FutureExt as _;
 
-use crate::auth::{Client, NewSession, SessionInfo};
 use crate::factors::Proven;
+use crate::sessions::{Client, NewSession, SessionInfo};
 use crate::throttle::Budgets;
 use crate::{App, AppError};
 
@@ -269,13 +269,6 @@ fn sign_in_budgets(client: &Client) -> Budgets {
 
 /// A sign-in event before anyone is known.
 fn anonymous(at: Timestamp, outcome: Outcome, reason: Option<String>) -> AuditEvent {
-    AuditEvent {
-        at,
-        actor: Actor::anonymous(),
-        action: AuditAction::Login,
-        target: Target::default(),
-        outcome,
-        reason,
-        personal: None,
-    }
+    AuditEvent::ended(outcome, at, Actor::anonymous(), AuditAction::Login, Target::default())
+        .with_reason(reason)
 }

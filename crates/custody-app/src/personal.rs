@@ -6,7 +6,7 @@
 //! and bound to the subject's id; erasing the subject deletes the wrapped copy and records that
 //! nothing about them may be sealed again.
 
-use custody_core::audit::{AuditAction, AuditEvent, Outcome, SealedText, Target};
+use custody_core::audit::{AuditAction, AuditEvent, SealedText, Target};
 use custody_core::policy;
 use custody_core::{OrgId, PersonId, SiteId};
 use custody_crypto::seal::SubjectKey;
@@ -126,19 +126,19 @@ impl App {
                     let erased = tx.erase_subject_key(&person, now).await?;
                     // The numbers they gave for alerts' text messages go too.
                     tx.delete_alert_subscriptions_of(&person).await?;
-                    tx.append_audit(&AuditEvent {
-                        at: now,
-                        actor,
-                        action: AuditAction::PersonalDataErase,
-                        target: Target::default(),
-                        outcome: Outcome::Success,
-                        reason: Some(if erased {
+                    tx.append_audit(
+                        &AuditEvent::success(
+                            now,
+                            actor,
+                            AuditAction::PersonalDataErase,
+                            Target::default(),
+                        )
+                        .because(if erased {
                             format!("subject:{person}")
                         } else {
                             format!("subject:{person} already_erased")
                         }),
-                        personal: None,
-                    })?;
+                    )?;
                     Ok(erased)
                 }
                 .boxed()

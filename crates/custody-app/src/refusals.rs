@@ -4,7 +4,7 @@
 //! these and hands them over here aggregated, so a flood cannot fill the log.
 
 use custody_core::SiteId;
-use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
+use custody_core::audit::{Actor, AuditAction, AuditEvent, Target};
 use futures_util::FutureExt as _;
 
 use crate::{App, AppError};
@@ -45,15 +45,15 @@ impl App {
                             1 => format!("{reason}:from:{source}"),
                             n => format!("{reason}:from:{source}:repeated:{n}"),
                         };
-                        tx.append_audit(&AuditEvent {
-                            at: now,
-                            actor: Actor::system(),
-                            action: r.action,
-                            target: Target { site: r.site, ..Target::default() },
-                            outcome: Outcome::Denied,
-                            reason: Some(reason),
-                            personal: None,
-                        })?;
+                        tx.append_audit(
+                            &AuditEvent::denied(
+                                now,
+                                Actor::system(),
+                                r.action,
+                                Target { site: r.site, ..Target::default() },
+                            )
+                            .because(reason),
+                        )?;
                     }
                     Ok::<_, AppError>(())
                 }

@@ -18,7 +18,7 @@
 //! counted either.
 
 use custody_core::approval::{ApprovalKind, RemoteOpenBudget};
-use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
+use custody_core::audit::{Actor, AuditAction, AuditEvent, Target};
 use custody_core::text::Reason;
 use custody_core::{BankId, CompartmentId, OrgId, PersonId, SiteId, Timestamp, policy};
 use custody_store::{ApprovalRow, CompartmentRow, Tx};
@@ -151,18 +151,19 @@ impl App {
         tx.insert_approval(&request).await?;
         let (subject, reason) = hold.reason;
         let personal = self.seal_personal(tx, subject, reason.as_str()).await?;
-        tx.append_audit(&AuditEvent {
-            at: now,
-            actor: Actor {
-                kind: custody_core::audit::ActorKind::Person,
-                id: Some(hold.requester.to_string()),
-            },
-            action: hold.action,
-            target: hold.target,
-            outcome: Outcome::Success,
-            reason: Some(format!("over_budget:asked:{}", request.id)),
-            personal,
-        })?;
+        tx.append_audit(
+            &AuditEvent::success(
+                now,
+                Actor {
+                    kind: custody_core::audit::ActorKind::Person,
+                    id: Some(hold.requester.to_string()),
+                },
+                hold.action,
+                hold.target,
+            )
+            .because(format!("over_budget:asked:{}", request.id))
+            .with_personal(personal),
+        )?;
         Ok(request)
     }
 
@@ -234,15 +235,8 @@ impl App {
                         let request = app.hold_for_approval(tx, hold, now).await?;
                         return Ok::<_, AppError>(OpenOrAsk::Pending(Box::new(request)));
                     }
-                    let mut e = AuditEvent {
-                        at: now,
-                        actor: actor.clone(),
-                        action: AuditAction::RemoteOpen,
-                        target,
-                        outcome: Outcome::Success,
-                        reason: None,
-                        personal: None,
-                    };
+                    let mut e =
+                        AuditEvent::success(now, actor.clone(), AuditAction::RemoteOpen, target);
                     if let Some(subject) = subject {
                         e.personal = app.seal_personal(tx, &subject, reason.as_str()).await?;
                     }
@@ -311,20 +305,20 @@ impl App {
         approver: &Actor,
         now: Timestamp,
     ) -> Result<Opening, AppError> {
-        tx.append_audit(&AuditEvent {
-            at: now,
-            actor: approver.clone(),
-            action: AuditAction::RemoteOpen,
-            target: Target {
-                site: Some(site.clone()),
-                bank: Some(c.bank.clone()),
-                compartment: Some(c.id.clone()),
-                parcel: c.parcel.clone(),
-            },
-            outcome: Outcome::Success,
-            reason: Some(format!("ran:{}:requested_by:{}", request.id, request.requested_by)),
-            personal: None,
-        })?;
+        tx.append_audit(
+            &AuditEvent::success(
+                now,
+                approver.clone(),
+                AuditAction::RemoteOpen,
+                Target {
+                    site: Some(site.clone()),
+                    bank: Some(c.bank.clone()),
+                    compartment: Some(c.id.clone()),
+                    parcel: c.parcel.clone(),
+                },
+            )
+            .because(format!("ran:{}:requested_by:{}", request.id, request.requested_by)),
+        )?;
         let charge = Charge::Approved { opener: &request.requested_by, approver };
         let for_ = OpenFor {
             site: &site,

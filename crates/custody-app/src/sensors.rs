@@ -9,7 +9,7 @@
 
 use custody_core::BankId;
 use custody_core::alert::SensorSettings;
-use custody_core::audit::{AuditAction, Outcome, Target};
+use custody_core::audit::{AuditAction, Target};
 use custody_core::policy;
 use futures_util::FutureExt as _;
 
@@ -87,15 +87,15 @@ impl App {
             .write(move |tx| {
                 async move {
                     tx.put_sensor_settings(&lookup, &settings, now).await?;
-                    tx.append_audit(&custody_core::audit::AuditEvent {
-                        at: now,
-                        actor,
-                        action: AuditAction::SensorSettings,
-                        target,
-                        outcome: Outcome::Success,
-                        reason: Some(what),
-                        personal: None,
-                    })?;
+                    tx.append_audit(
+                        &custody_core::audit::AuditEvent::success(
+                            now,
+                            actor,
+                            AuditAction::SensorSettings,
+                            target,
+                        )
+                        .because(what),
+                    )?;
                     tx.sensor_settings(&lookup).await
                 }
                 .boxed()

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Target};
+use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Target};
 use custody_core::person::Role;
 use custody_core::text::Email;
 use custody_core::throttle::{LINK_ACCOUNT, LINK_SOURCE};
@@ -18,8 +18,8 @@ use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
 
-use crate::auth::{Client, NewSession};
 use crate::outbox::Message;
+use crate::sessions::{Client, NewSession};
 use crate::throttle::Budgets;
 use crate::{App, AppError};
 
@@ -57,15 +57,8 @@ impl App {
                 (LINK_SOURCE, client.address.clone()),
             ],
         );
-        let denied = AuditEvent {
-            at: now,
-            actor: Actor::anonymous(),
-            action: AuditAction::SignInLink,
-            target: Target::default(),
-            outcome: Outcome::Denied,
-            reason: None,
-            personal: None,
-        };
+        let denied =
+            AuditEvent::denied(now, Actor::anonymous(), AuditAction::SignInLink, Target::default());
         self.spend_or_throttle(&budgets, denied).await?;
         let (app, email, binding) = (self.clone(), email.to_owned(), binding.to_owned());
         tokio::spawn(async move {
@@ -90,15 +83,13 @@ impl App {
         };
         let resident = person.filter(|p| p.role == Role::Resident && p.disabled_at.is_none());
         let Some(person) = resident else {
-            let event = AuditEvent {
-                at: now,
-                actor: Actor::anonymous(),
-                action: AuditAction::SignInLink,
-                target: Target::default(),
-                outcome: Outcome::Failure,
-                reason: Some("no_resident".into()),
-                personal: None,
-            };
+            let event = AuditEvent::failure(
+                now,
+                Actor::anonymous(),
+                AuditAction::SignInLink,
+                Target::default(),
+            )
+            .because("no_resident");
             self.store().write(move |tx| async move { tx.append_audit(&event) }.boxed()).await?;
             return Ok(());
         };
@@ -120,15 +111,13 @@ impl App {
             ),
             qr: None,
         };
-        let event = AuditEvent {
-            at: now,
-            actor: Actor { kind: ActorKind::Person, id: Some(person.id.to_string()) },
-            action: AuditAction::SignInLink,
-            target: Target { site: person.site.clone(), ..Target::default() },
-            outcome: Outcome::Success,
-            reason: Some("sent".into()),
-            personal: None,
-        };
+        let event = AuditEvent::success(
+            now,
+            Actor { kind: ActorKind::Person, id: Some(person.id.to_string()) },
+            AuditAction::SignInLink,
+            Target { site: person.site.clone(), ..Target::default() },
+        )
+        .because("sent");
         let app = self.clone();
         self.store()
             .write(move |tx| {
@@ -180,15 +169,9 @@ impl App {
             .await?;
         let Some(person) = used.filter(|p| p.disabled_at.is_none() && p.role == Role::Resident)
         else {
-            let event = AuditEvent {
-                at: now,
-                actor: Actor::anonymous(),
-                action: AuditAction::Login,
-                target: Target::default(),
-                outcome: Outcome::Failure,
-                reason: Some("bad_link".into()),
-                personal: None,
-            };
+            let event =
+                AuditEvent::failure(now, Actor::anonymous(), AuditAction::Login, Target::default())
+                    .because("bad_link");
             self.store().write(move |tx| async move { tx.append_audit(&event) }.boxed()).await?;
             return Err(AppError::AuthenticationFailed);
         };

@@ -95,13 +95,13 @@ impl App {
                     let over = spend.spend(tx, now).await?;
                     if let Some(name) = over {
                         // A method in `denied`'s reason (`code`, `badge`, `app`) names it.
-                        let reason = Some(match denied.reason.as_deref() {
+                        let reason = match denied.reason.as_deref() {
                             Some(method) if !method.is_empty() => {
                                 format!("{method}_throttled:{name}")
                             }
                             _ => format!("throttled:{name}"),
-                        });
-                        tx.append_audit(&AuditEvent { reason, ..denied })?;
+                        };
+                        tx.append_audit(&denied.because(reason))?;
                     }
                     Ok::<_, AppError>(over)
                 }

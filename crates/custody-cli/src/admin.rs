@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use custody_app::Caller;
-use custody_app::admin::{CompartmentSpec, NewPerson};
+use custody_app::compartments::CompartmentSpec;
+use custody_app::people::NewPerson;
 use custody_core::compartment::SizeClass;
 use custody_core::person::Role;
 use custody_core::{BankId, CarrierId, OrgId, PersonId, SiteId};

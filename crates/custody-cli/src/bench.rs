@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use custody_app::parcels::PickupOutcome;
 use custody_app::{App, Caller};
 use custody_audit::export::{ExportedEntry, Line, verify_export};
-use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Target};
+use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Target};
 use custody_core::{BankId, CompartmentId, ManualClock, ParcelId, PersonId, SiteId, Timestamp};
 use custody_crypto::{Rng, SystemClock};
 use custody_proto::device::DoorReading;
@@ -93,23 +93,21 @@ fn id_bytes(i: u64, kind: u8) -> [u8; 16] {
 
 /// A realistic entry: a failed pickup attempt by a person at a compartment, every target set.
 fn event(i: u64) -> AuditEvent {
-    AuditEvent {
-        at: Timestamp::from_millis(1_795_000_000_000 + i64::try_from(i).unwrap_or(i64::MAX)),
-        actor: Actor {
+    AuditEvent::failure(
+        Timestamp::from_millis(1_795_000_000_000 + i64::try_from(i).unwrap_or(i64::MAX)),
+        Actor {
             kind: ActorKind::Person,
             id: Some(PersonId::from_random(id_bytes(i % 5000, 1)).to_string()),
         },
-        action: AuditAction::PickupAttempt,
-        target: Target {
+        AuditAction::PickupAttempt,
+        Target {
             site: Some(SiteId::from_random(id_bytes(1, 2))),
             bank: Some(BankId::from_random(id_bytes(i % 40, 3))),
             compartment: Some(CompartmentId::from_random(id_bytes(i % 1200, 4))),
             parcel: Some(ParcelId::from_random(id_bytes(i, 5))),
         },
-        outcome: Outcome::Failure,
-        reason: Some("wrong_code".into()),
-        personal: None,
-    }
+    )
+    .because("wrong_code")
 }
 
 pub(crate) fn bar(len: u64, what: &str, json: bool) -> ProgressBar {
@@ -391,7 +389,7 @@ pub(crate) async fn bench_bank(
     app: &App,
     compartments: u16,
 ) -> anyhow::Result<(custody_core::OrgId, SiteId, BankId)> {
-    use custody_app::admin::CompartmentSpec;
+    use custody_app::compartments::CompartmentSpec;
     use custody_core::compartment::SizeClass;
     let op = Caller::Operator;
     let org = app.create_org(&op, "Bench Living").await?.id;
@@ -419,8 +417,8 @@ async fn kiosk_site(
     app: &App,
     clock: &ManualClock,
 ) -> anyhow::Result<(Caller, SiteId, Vec<String>)> {
-    use custody_app::admin::NewPerson;
     use custody_app::parcels::ParcelSpec;
+    use custody_app::people::NewPerson;
     use custody_core::compartment::SizeClass;
     let op = Caller::Operator;
     let (org, site, bank) = bench_bank(app, 6).await?;
@@ -489,7 +487,7 @@ async fn kiosk_site(
     );
     // Revoked: replaced by a code sent again.
     let (parcel, revoked) = deliver(3).await?;
-    app.resend_code(&Caller::Principal(custody_app::auth::principal_of(&ann, None)), &parcel)
+    app.resend_code(&Caller::Principal(custody_app::people::principal_of(&ann, None)), &parcel)
         .await?;
     // Unknown: the shape of a code, in no record. Malformed: not the shape of one.
     let entries = vec!["12 3".to_owned(), "5 00000 00000".to_owned(), used, revoked, expired];
@@ -714,8 +712,8 @@ async fn sign_in_attempts(
     args: &SignInArgs,
     rng: &Rng,
 ) -> anyhow::Result<[Vec<Duration>; 2]> {
-    use custody_app::admin::NewPerson;
-    use custody_app::auth::Client;
+    use custody_app::people::NewPerson;
+    use custody_app::sessions::Client;
     let op = Caller::Operator;
     let org = app.create_org(&op, "Bench Living").await?.id;
     let site = app.create_site(&op, &org, "Bench House", "Europe/Berlin", None).await?.id;

@@ -250,6 +250,59 @@ pub struct AuditEvent {
     pub personal: Option<SealedText>,
 }
 
+impl AuditEvent {
+    /// An action that happened.
+    pub fn success(at: Timestamp, actor: Actor, action: AuditAction, target: Target) -> Self {
+        Self::ended(Outcome::Success, at, actor, action, target)
+    }
+
+    /// An action attempted that did not happen; [`AuditEvent::because`] says why.
+    pub fn failure(at: Timestamp, actor: Actor, action: AuditAction, target: Target) -> Self {
+        Self::ended(Outcome::Failure, at, actor, action, target)
+    }
+
+    /// An action refused before it was attempted; [`AuditEvent::because`] says why.
+    pub fn denied(at: Timestamp, actor: Actor, action: AuditAction, target: Target) -> Self {
+        Self::ended(Outcome::Denied, at, actor, action, target)
+    }
+
+    /// An action that ended as `outcome`.
+    pub fn ended(
+        outcome: Outcome,
+        at: Timestamp,
+        actor: Actor,
+        action: AuditAction,
+        target: Target,
+    ) -> Self {
+        Self { at, actor, action, target, outcome, reason: None, personal: None }
+    }
+
+    /// The machine reason (`code_expired`, `throttled:bank`): never a secret, never free text.
+    #[must_use]
+    pub fn because(self, reason: impl Into<String>) -> Self {
+        Self { reason: Some(reason.into()), ..self }
+    }
+
+    /// The machine reason, when there is one.
+    #[must_use]
+    pub fn with_reason(self, reason: Option<String>) -> Self {
+        Self { reason, ..self }
+    }
+
+    /// The same event as another action on another target (a request's approval that runs
+    /// it, a key's rotation that retires its predecessor).
+    #[must_use]
+    pub fn as_action(self, action: AuditAction, target: Target) -> Self {
+        Self { action, target, ..self }
+    }
+
+    /// The words a person gave, sealed under their subject's key.
+    #[must_use]
+    pub fn with_personal(self, personal: Option<SealedText>) -> Self {
+        Self { personal, ..self }
+    }
+}
+
 /// Personal data about one person, encrypted under that person's own key. The domain only
 /// carries it; the application seals and opens it.
 #[derive(Debug, Clone, PartialEq, Eq)]

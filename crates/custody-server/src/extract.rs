@@ -16,7 +16,7 @@
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
-use custody_app::auth::SessionInfo;
+use custody_app::sessions::SessionInfo;
 use custody_app::{App, Caller};
 use custody_core::person::Role;
 use custody_core::policy::Principal;

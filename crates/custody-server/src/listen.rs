@@ -58,7 +58,7 @@ pub fn client_address<'a>(
 /// Where the request comes from: the network address throttles count against (see
 /// [`client_address`]), and the browser's name for itself.
 #[derive(Debug, Clone)]
-pub struct RequestClient(pub custody_app::auth::Client);
+pub struct RequestClient(pub custody_app::sessions::Client);
 
 impl<S> FromRequestParts<S> for RequestClient
 where
@@ -80,7 +80,7 @@ where
         let agent =
             parts.headers.get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
         let device = crate::extract::cookie(parts, crate::extract::DEVICE_COOKIE);
-        Ok(Self(custody_app::auth::Client::new(addr, agent).with_device(device)))
+        Ok(Self(custody_app::sessions::Client::new(addr, agent).with_device(device)))
     }
 }
 

@@ -5,10 +5,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use custody_app::admin::{CompartmentSpec, NewPerson};
-use custody_app::auth::{Client, principal_of};
+use custody_app::compartments::CompartmentSpec;
 use custody_app::factors::Proof;
 use custody_app::parcels::ParcelSpec;
+use custody_app::people::NewPerson;
+use custody_app::people::principal_of;
+use custody_app::sessions::Client;
 use custody_app::setup::DataDir;
 use custody_app::{App, AppConfig, Caller};
 use custody_core::compartment::SizeClass;

@@ -76,19 +76,14 @@ impl App {
             C::Failed { reason } => (Outcome::Failure, format!("agent_failed:{}", clip(reason))),
         };
         let nonce = clip(nonce);
-        let e = AuditEvent {
-            at: self.now(),
-            actor: caller.actor(),
-            action: AuditAction::OpenCommand,
-            target: Target {
-                site: Some(site.clone()),
-                bank: Some(bank.clone()),
-                ..Target::default()
-            },
-            outcome: result,
-            reason: Some(format!("{why} nonce:{nonce}")),
-            personal: None,
-        };
+        let e = AuditEvent::ended(
+            result,
+            self.now(),
+            caller.actor(),
+            AuditAction::OpenCommand,
+            Target { site: Some(site.clone()), bank: Some(bank.clone()), ..Target::default() },
+        )
+        .because(format!("{why} nonce:{nonce}"));
         self.store().write(move |tx| async move { tx.append_audit(&e) }.boxed()).await?;
         Ok(())
     }

@@ -197,15 +197,8 @@ impl AtBank<'_> {
 
     /// A pickup attempt at this kiosk, with its outcome and reason.
     pub(crate) fn attempt(&self, outcome: Outcome, reason: &str, target: Target) -> AuditEvent {
-        AuditEvent {
-            at: self.now,
-            actor: self.actor.clone(),
-            action: AuditAction::PickupAttempt,
-            target,
-            outcome,
-            reason: Some(reason.to_owned()),
-            personal: None,
-        }
+        AuditEvent::ended(outcome, self.now, self.actor.clone(), AuditAction::PickupAttempt, target)
+            .because(reason)
     }
 
     /// What every credential at the kiosk passes first, in the caller's unit: the budgets are
@@ -285,15 +278,7 @@ pub(crate) fn event(
     now: Timestamp,
     reason: Option<String>,
 ) -> AuditEvent {
-    AuditEvent {
-        at: now,
-        actor: actor.clone(),
-        action,
-        target,
-        outcome: Outcome::Success,
-        reason,
-        personal: None,
-    }
+    AuditEvent::success(now, actor.clone(), action, target).with_reason(reason)
 }
 
 impl App {

@@ -8,8 +8,8 @@
     reason = "a test fails loudly at the first unexpected value"
 )]
 
-use custody_app::admin::NewPerson;
 use custody_app::parcels::PickupOutcome;
+use custody_app::people::NewPerson;
 use custody_app::{AppError, Caller};
 use custody_core::compartment::SizeClass;
 use custody_core::parcel::ParcelState;

@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use custody_app::auth::{Client, NewSession, SessionInfo};
 use custody_app::factors::{Proof, Proven};
+use custody_app::sessions::{Client, NewSession, SessionInfo};
 use custody_app::{App, AppError};
 use custody_core::audit::{AuditAction, Outcome};
 use custody_core::person::Factor;

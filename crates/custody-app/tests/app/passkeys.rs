@@ -8,7 +8,7 @@
     reason = "a test fails loudly at the first unexpected value"
 )]
 
-use custody_app::auth::{Client, SessionInfo};
+use custody_app::sessions::{Client, SessionInfo};
 use custody_core::person::Factor;
 use custody_core::time::minutes;
 use custody_testkit::env::PASSWORD;

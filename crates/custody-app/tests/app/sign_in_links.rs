@@ -9,8 +9,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use custody_app::auth::Client;
 use custody_app::outbox::Message;
+use custody_app::sessions::Client;
 use custody_core::audit::{AuditAction, Outcome};
 use custody_core::time::minutes;
 use custody_testkit::{Env, TestStore, backends, eventually};

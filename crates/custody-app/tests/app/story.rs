@@ -8,9 +8,9 @@
 )]
 
 use custody_app::audit::{Verdict, verify_store};
-use custody_app::auth::Client;
 use custody_app::parcels::{ParcelSpec, PickupOutcome};
 use custody_app::personal::Statement;
+use custody_app::sessions::Client;
 use custody_app::{AppError, Caller};
 use custody_core::ParcelId;
 use custody_core::alert::AlertKind;
@@ -189,7 +189,7 @@ backends!(a_code_only_works_at_its_own_bank, |t: TestStore| async move {
         .add_compartments(
             &Caller::Operator,
             &other_bank.id,
-            &[custody_app::admin::CompartmentSpec {
+            &[custody_app::compartments::CompartmentSpec {
                 number: 1,
                 size: SizeClass::Large,
                 accessible: false,
@@ -354,7 +354,7 @@ backends!(staff_retrieval_needs_scope_and_reason, |t: TestStore| async move {
         .app
         .create_person(
             &Caller::Operator,
-            custody_app::admin::NewPerson {
+            custody_app::people::NewPerson {
                 org: env.org.clone(),
                 email: "elm-admin@acme.example".into(),
                 name: "Eli Elm".into(),
@@ -835,7 +835,7 @@ backends!(api_keys_rotate_with_an_overlap_and_show_their_last_use, |t: TestStore
 backends!(roles_grant_only_downwards, |t: TestStore| async move {
     let env = Env::new(t).await;
     let admin = env.stepped_up(&env.admin);
-    let new = |role, site: Option<custody_core::SiteId>| custody_app::admin::NewPerson {
+    let new = |role, site: Option<custody_core::SiteId>| custody_app::people::NewPerson {
         org: env.org.clone(),
         email: format!("{}-{}@acme.example", role, env.app.now().as_millis()),
         name: "New Person".into(),
@@ -897,7 +897,7 @@ backends!(roles_grant_only_downwards, |t: TestStore| async move {
             .code(),
         "invalid_request"
     );
-    let with_reason = custody_app::admin::NewPerson {
+    let with_reason = custody_app::people::NewPerson {
         reason: Some("night manager from December".into()),
         ..new(Role::Admin, Some(env.site.clone()))
     };
@@ -944,7 +944,7 @@ backends!(the_application_hashes_passwords_at_the_production_cost, |t: TestStore
         custody_app::AppConfig::default(),
     )
     .unwrap();
-    let dora = custody_app::admin::NewPerson {
+    let dora = custody_app::people::NewPerson {
         org: env.org.clone(),
         email: "dora@harbour.example".into(),
         name: "Dora".into(),

@@ -10,8 +10,8 @@
 )]
 
 use custody_app::Caller;
-use custody_app::auth::Client;
 use custody_app::factors::Proof;
+use custody_app::sessions::Client;
 use custody_core::throttle::{GLOBAL_LOGIN, ThrottleRule};
 use custody_core::time::{hours, minutes};
 use custody_store::PersonRow;

@@ -214,6 +214,33 @@ fn sql_lives_in_the_store() {
     }
 }
 
+/// An audit event is built through its constructors (`AuditEvent::success`, `failure`,
+/// `denied`, with `because`), so every use case records one the same way. Only custody-core,
+/// which defines it, and the store, which decodes stored entries, write it out field by field.
+#[test]
+fn audit_events_are_built_by_their_constructors() {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(root().join("crates")).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if name != "custody-core" {
+            rust_files(&dir.join("src"), &mut files);
+        }
+    }
+    let decoder = root().join("crates/custody-store/src/tx/audit.rs");
+    for file in files.iter().filter(|f| **f != decoder) {
+        let text = std::fs::read_to_string(file).unwrap();
+        // `-> AuditEvent {` opens a function's body, not a literal.
+        let literals =
+            text.matches("AuditEvent {").count() - text.matches("-> AuditEvent {").count();
+        assert!(
+            literals == 0,
+            "{} writes an AuditEvent field by field; use AuditEvent::success/failure/denied",
+            file.display()
+        );
+    }
+}
+
 /// Tests tell the story (STYLE.md rule 12): none ignored, none that pass by panicking, none that
 /// sleep.
 #[test]

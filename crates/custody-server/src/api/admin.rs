@@ -5,8 +5,9 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use custody_app::admin::{CompartmentSpec, NewPerson};
 use custody_app::approvals::RoleChange;
+use custody_app::compartments::CompartmentSpec;
+use custody_app::people::NewPerson;
 use custody_core::person::Role;
 use custody_core::{BankId, CarrierId, SiteId};
 use custody_proto::api::{

@@ -34,7 +34,7 @@ pub fn device_cookie(value: &str) -> HeaderValue {
 /// The cookies that start a session: the session's, and the device cookie when the sign-in
 /// is complete.
 pub fn sign_in_cookies(
-    session: &custody_app::auth::NewSession,
+    session: &custody_app::sessions::NewSession,
     lifetime: Duration,
 ) -> axum::response::AppendHeaders<Vec<(header::HeaderName, HeaderValue)>> {
     let mut cookies = vec![(header::SET_COOKIE, session_cookie(&session.token, lifetime))];
@@ -48,7 +48,7 @@ pub fn sign_in_cookies(
 /// new recovery codes when some were issued.
 pub(crate) fn signed_in(
     state: &ServerState,
-    session: &custody_app::auth::NewSession,
+    session: &custody_app::sessions::NewSession,
     recovery_codes: Option<&[Zeroizing<String>]>,
 ) -> Response {
     let view = SessionView {

@@ -177,7 +177,7 @@ async fn a_new_admin_sets_up_an_authenticator_app_and_signs_in_with_it() {
         .app
         .create_person(
             &custody_app::Caller::Operator,
-            custody_app::admin::NewPerson {
+            custody_app::people::NewPerson {
                 org: env.org.clone(),
                 email: "nina@acme.example".into(),
                 name: "Nina New".into(),

@@ -7,7 +7,7 @@ use std::io::Write as _;
 
 use anyhow::Context as _;
 use custody_core::Timestamp;
-use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
+use custody_core::audit::{Actor, AuditAction, AuditEvent, Target};
 use custody_store::{Store, StoreError};
 use futures_util::FutureExt as _;
 
@@ -21,15 +21,13 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(async move {
             for unit in 0_u64.. {
                 let entries = 1 + (writer + unit) % 3;
-                let event = AuditEvent {
-                    at: Timestamp::from_millis(1_795_000_000_000),
-                    actor: Actor::system(),
-                    action: AuditAction::DoorReport,
-                    target: Target::default(),
-                    outcome: Outcome::Success,
-                    reason: Some(format!("writer {writer} unit {unit}")),
-                    personal: None,
-                };
+                let event = AuditEvent::success(
+                    Timestamp::from_millis(1_795_000_000_000),
+                    Actor::system(),
+                    AuditAction::DoorReport,
+                    Target::default(),
+                )
+                .because(format!("writer {writer} unit {unit}"));
                 let written = store
                     .write(move |tx| {
                         async move {

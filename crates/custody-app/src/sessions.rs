@@ -1,27 +1,23 @@
-//! Proving who is calling: password sign-in and sessions for people, API keys for carriers,
-//! client certificates for devices.
+//! People's sessions: password sign-in, the session cookie and its CSRF token, sign-out.
 //!
 //! Secrets are compared only through keyed hashes in constant time, and failed attempts look
 //! the same whatever failed (ASVS 6.3.8): unknown account, wrong password and disabled account
 //! all cost one Argon2id verification and give [`AppError::AuthenticationFailed`].
 
-use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Outcome, Target};
-use custody_core::person::{Factor, Role, Scope, Standing};
-use custody_core::policy::Principal;
+use crate::throttle::Budgets;
+use crate::{App, AppError, Caller};
+use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Target};
+use custody_core::person::{Factor, Role};
 use custody_core::text::Email;
 use custody_core::throttle::{
     ACCOUNT_LOGIN, ACCOUNT_LOGIN_DAY, DEVICE_LOGIN, GLOBAL_LOGIN, SOURCE_LOGIN,
 };
-use custody_core::{ApiKeyId, DeviceId, PersonId, SessionId, Timestamp};
+use custody_core::{PersonId, SessionId, Timestamp};
 use custody_crypto::constant_time_eq;
-use custody_crypto::pki::CertificateInfo;
 use custody_store::{PersonRow, SessionRow};
 use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
-
-use crate::throttle::Budgets;
-use crate::{App, AppError, Caller};
 
 /// Where a request comes from, as far as the server can tell: the address throttles are
 /// counted against, the browser's own name for itself (for the person's list of sessions;
@@ -121,22 +117,8 @@ fn counted_factor_at(role: Role, factor: Option<(Factor, Timestamp)>) -> Option<
     factor.filter(|(f, _)| role.accepts_second_factor(*f)).map(|(_, at)| at)
 }
 
-/// A person's standing as the policy sees it.
-pub fn standing_of(person: &PersonRow) -> Standing {
-    Standing {
-        role: person.role,
-        scope: Scope { org: person.org.clone(), site: person.site.clone() },
-        carrier: person.carrier.clone(),
-    }
-}
-
-/// The principal of a person row, who last proved a second factor at `second_factor_at`.
-pub fn principal_of(person: &PersonRow, second_factor_at: Option<Timestamp>) -> Principal {
-    Principal::Person { id: person.id.clone(), standing: standing_of(person), second_factor_at }
-}
-
 /// Activity on a session is written at most this often, so reading a page is not a write.
-const TOUCH_EVERY_MS: i64 = 60_000;
+pub(crate) const TOUCH_EVERY_MS: i64 = 60_000;
 
 impl App {
     /// Signs a person in with e-mail and password. For a role that needs a second factor the
@@ -161,15 +143,8 @@ impl App {
             Err(_) => None,
         };
         let budgets = self.login_budgets(&account, person.as_ref(), client);
-        let denied = AuditEvent {
-            at: now,
-            actor: Actor::anonymous(),
-            action: AuditAction::Login,
-            target: Target::default(),
-            outcome: Outcome::Denied,
-            reason: None,
-            personal: None,
-        };
+        let denied =
+            AuditEvent::denied(now, Actor::anonymous(), AuditAction::Login, Target::default());
         self.spend_or_throttle(&budgets, denied).await?;
 
         let usable = person.as_ref().filter(|p| p.disabled_at.is_none());
@@ -179,18 +154,16 @@ impl App {
         let person = match (ok, person) {
             (true, Some(p)) => p,
             (_, person) => {
-                let event = AuditEvent {
-                    at: now,
-                    actor: person.as_ref().map_or_else(Actor::anonymous, |p| Actor {
+                let event = AuditEvent::failure(
+                    now,
+                    person.as_ref().map_or_else(Actor::anonymous, |p| Actor {
                         kind: ActorKind::Person,
                         id: Some(p.id.to_string()),
                     }),
-                    action: AuditAction::Login,
-                    target: Target::default(),
-                    outcome: Outcome::Failure,
-                    reason: Some("bad_credentials".into()),
-                    personal: None,
-                };
+                    AuditAction::Login,
+                    Target::default(),
+                )
+                .because("bad_credentials");
                 self.store()
                     .write(move |tx| async move { tx.append_audit(&event) }.boxed())
                     .await?;
@@ -223,15 +196,13 @@ impl App {
             factor.map(|f| (f, now)),
             client,
         )?;
-        let event = AuditEvent {
-            at: now,
-            actor: Actor { kind: ActorKind::Person, id: Some(person.id.to_string()) },
-            action: AuditAction::Login,
-            target: Target { site: person.site.clone(), ..Target::default() },
-            outcome: Outcome::Success,
-            reason: Some(how.to_owned()),
-            personal: None,
-        };
+        let event = AuditEvent::success(
+            now,
+            Actor { kind: ActorKind::Person, id: Some(person.id.to_string()) },
+            AuditAction::Login,
+            Target { site: person.site.clone(), ..Target::default() },
+        )
+        .because(how);
         self.store()
             .write(move |tx| {
                 async move {
@@ -400,7 +371,7 @@ impl App {
                 .await?;
         }
         let counted = counted_factor_at(person.role, session.factor);
-        let caller = Caller::Principal(principal_of(&person, counted));
+        let caller = Caller::Principal(crate::people::principal_of(&person, counted));
         Ok(SessionInfo {
             person,
             caller,
@@ -414,15 +385,12 @@ impl App {
     pub async fn logout(&self, token: &str) -> Result<(), AppError> {
         let hash = self.keys().sessions.hash(&[token.as_bytes()]).to_vec();
         let Ok(info) = self.session(token).await else { return Ok(()) };
-        let event = AuditEvent {
-            at: self.now(),
-            actor: info.caller.actor(),
-            action: AuditAction::Logout,
-            target: Target::default(),
-            outcome: Outcome::Success,
-            reason: None,
-            personal: None,
-        };
+        let event = AuditEvent::success(
+            self.now(),
+            info.caller.actor(),
+            AuditAction::Logout,
+            Target::default(),
+        );
         self.store()
             .write(move |tx| {
                 async move {
@@ -444,95 +412,5 @@ impl App {
     /// Whether `presented` is the CSRF token of `session_token` (constant time).
     pub fn csrf_ok(&self, session_token: &str, presented: &str) -> bool {
         constant_time_eq(self.csrf_token(session_token).as_bytes(), presented.as_bytes())
-    }
-
-    /// The carrier behind an API key token (`<key id>.<secret>`), if it is live.
-    pub async fn authenticate_api_key(&self, token: &str) -> Result<Caller, AppError> {
-        let now = self.now();
-        let parsed = token
-            .split_once('.')
-            .filter(|(_, secret)| secret.len() <= 128)
-            .and_then(|(id, secret)| ApiKeyId::parse(id).ok().map(|id| (id, secret)));
-        let found = match &parsed {
-            Some((id, _)) => {
-                let lookup = id.clone();
-                self.store()
-                    .read(move |tx| async move { tx.api_key(&lookup).await }.boxed())
-                    .await?
-            }
-            None => None,
-        };
-        let live = match (&parsed, found) {
-            (Some((id, secret)), Some(k)) => {
-                let matches = self
-                    .keys()
-                    .api_keys
-                    .verify(&[id.as_str().as_bytes(), secret.as_bytes()], &k.secret_hash);
-                (matches && k.revoked_at.is_none_or(|end| end > now)).then_some(k)
-            }
-            _ => None,
-        };
-        let Some(key) = live else {
-            // Every refused key is recorded: unknown, malformed, wrong secret, revoked.
-            let event = AuditEvent {
-                at: now,
-                actor: Actor {
-                    kind: ActorKind::CarrierKey,
-                    id: parsed.map(|(id, _)| id.to_string()),
-                },
-                action: AuditAction::ApiKeyReject,
-                target: Target::default(),
-                outcome: Outcome::Denied,
-                reason: Some("bad_api_key".into()),
-                personal: None,
-            };
-            self.store().write(move |tx| async move { tx.append_audit(&event) }.boxed()).await?;
-            return Err(AppError::AuthenticationFailed);
-        };
-        if key.last_used_at.is_none_or(|t| now.as_millis() - t.as_millis() >= TOUCH_EVERY_MS) {
-            let kid = key.id.clone();
-            self.store()
-                .write(move |tx| async move { tx.touch_api_key(&kid, now).await }.boxed())
-                .await?;
-        }
-        Ok(Caller::Principal(Principal::CarrierKey {
-            key: key.id,
-            carrier: key.carrier,
-            org: key.org,
-            sites: key.sites,
-        }))
-    }
-
-    /// The device behind a verified client certificate, if it is enrolled, not revoked, and
-    /// presents the key it enrolled with.
-    pub async fn authenticate_device(&self, cert: &CertificateInfo) -> Result<Caller, AppError> {
-        let id = DeviceId::parse(&cert.common_name).map_err(|_| AppError::AuthenticationFailed)?;
-        let now = self.now();
-        let found = self
-            .store()
-            .read(move |tx| {
-                async move {
-                    let Some(device) = tx.device(&id).await? else {
-                        return Ok::<_, AppError>(None);
-                    };
-                    let (bank, site) = crate::bank_site(tx, &device.bank).await?;
-                    Ok(Some((device, bank, site)))
-                }
-                .boxed()
-            })
-            .await?;
-        let Some((device, bank, site)) = found else { return Err(AppError::AuthenticationFailed) };
-        if device.revoked_at.is_some()
-            || !constant_time_eq(&device.spki_sha256, &cert.spki_sha256)
-            || cert.not_after <= now
-        {
-            return Err(AppError::AuthenticationFailed);
-        }
-        Ok(Caller::Principal(Principal::Device {
-            device: device.id,
-            bank: bank.id,
-            site: site.id,
-            org: site.org,
-        }))
     }
 }

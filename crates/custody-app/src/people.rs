@@ -1,0 +1,303 @@
+//! People: adding them, changing their role, disabling them, and their standing as the
+//! access policy sees it.
+
+use crate::approvals::RoleChange;
+use crate::{App, AppError, Caller};
+use custody_core::audit::{AuditAction, AuditEvent, Target};
+use custody_core::person::{Role, Scope, Standing, check_new_password};
+use custody_core::policy::{self, Denied, Principal};
+use custody_core::text::{Email, Name, Reason};
+use custody_core::{CarrierId, OrgId, PersonId, SiteId, Timestamp};
+use custody_store::{PersonRow, StoreError};
+use futures_util::FutureExt as _;
+use zeroize::Zeroizing;
+
+/// A new person's details.
+#[derive(Debug, Clone)]
+pub struct NewPerson {
+    /// Organisation.
+    pub org: OrgId,
+    /// Login and notification address.
+    pub email: String,
+    /// Display name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Limit the role to one site.
+    pub site: Option<SiteId>,
+    /// For couriers, their carrier.
+    pub carrier: Option<CarrierId>,
+    /// Initial password, if they sign in with one.
+    pub password: Option<Zeroizing<String>>,
+    /// Why, when the role has power (auditor and up) and a person gives it: a role grant
+    /// needs a reason as well as a step-up.
+    pub reason: Option<String>,
+}
+
+impl NewPerson {
+    /// The parsed address and name, once the role, site and carrier agree.
+    fn check(&self) -> Result<(Email, Name), AppError> {
+        let email = Email::parse(&self.email).map_err(AppError::invalid)?;
+        let name = Name::parse(&self.name).map_err(AppError::invalid)?;
+        if self.role == Role::Courier && self.carrier.is_none() {
+            return Err(AppError::Invalid("a courier needs a carrier".into()));
+        }
+        if self.role != Role::Courier && self.carrier.is_some() {
+            return Err(AppError::Invalid("only couriers belong to a carrier".into()));
+        }
+        if self.role == Role::Resident && self.site.is_none() {
+            return Err(AppError::Invalid("a resident needs a site".into()));
+        }
+        Ok((email, name))
+    }
+}
+
+impl App {
+    /// Adds a person. A role can be given only by someone whose role outranks it; a site-scoped
+    /// admin can add people to their own site only.
+    pub async fn create_person(
+        &self,
+        caller: &Caller,
+        new: NewPerson,
+    ) -> Result<PersonRow, AppError> {
+        let (email, name) = new.check()?;
+        let target = Target { site: new.site.clone(), ..Target::default() };
+        let allowed = caller.check(|p| match p {
+            Principal::Person { standing, .. } => {
+                if !standing.role.may_grant(new.role) {
+                    return Err(Denied::Role);
+                }
+                match &new.site {
+                    Some(site) if standing.scope.covers(&new.org, site) => Ok(()),
+                    None if standing.scope.org == new.org && standing.scope.site.is_none() => {
+                        Ok(())
+                    }
+                    _ => Err(Denied::Scope),
+                }
+            }
+            Principal::CarrierKey { .. } | Principal::Device { .. } => Err(Denied::Role),
+        });
+        // Giving someone a role with power (auditor and up) is a role grant: it needs a step-up
+        // and, from a person, a reason.
+        let grant = new.role.rank() > 0;
+        let allowed =
+            allowed.and_then(|()| if grant { self.require_step_up(caller) } else { Ok(()) });
+        if let Err(d) = allowed {
+            return Err(self.refuse(caller, AuditAction::PersonCreate, target, d).await);
+        }
+        let reason = match (&new.reason, grant && caller.person().is_some()) {
+            (Some(words), _) => Some(Reason::parse(words).map_err(AppError::invalid)?),
+            (None, true) => {
+                return Err(AppError::Invalid("say why this role is given (a reason)".into()));
+            }
+            (None, false) => None,
+        };
+        let password_hash = match &new.password {
+            Some(pw) => {
+                check_new_password(pw).map_err(AppError::invalid)?;
+                Some(self.hash_password(pw.clone()).await?)
+            }
+            None => None,
+        };
+        let person = PersonRow {
+            id: self.new_id(PersonId::from_random)?,
+            org: new.org.clone(),
+            email,
+            name,
+            role: new.role,
+            site: new.site.clone(),
+            carrier: new.carrier.clone(),
+            password_hash,
+            disabled_at: None,
+            created_at: self.now(),
+        };
+        let mut event = AuditEvent::success(
+            person.created_at,
+            caller.actor(),
+            AuditAction::PersonCreate,
+            target,
+        );
+        let (row, app) = (person.clone(), self.clone());
+        self.store()
+            .write(move |tx| {
+                async move {
+                    tx.org(&row.org).await?.ok_or(AppError::NotFound)?;
+                    if let Some(site) = &row.site {
+                        let s = tx.site(site).await?.ok_or(AppError::NotFound)?;
+                        if s.org != row.org {
+                            return Err(AppError::NotFound);
+                        }
+                    }
+                    if let Some(carrier) = &row.carrier {
+                        let c = tx.carrier(carrier).await?.ok_or(AppError::NotFound)?;
+                        if c.org != row.org {
+                            return Err(AppError::NotFound);
+                        }
+                    }
+                    tx.insert_person(&row).await.map_err(|e| match e {
+                        StoreError::Conflict => AppError::conflict(
+                            "email_taken",
+                            "that e-mail address is already registered",
+                        ),
+                        other => other.into(),
+                    })?;
+                    if let Some(reason) = &reason {
+                        // The words are about the person given the role.
+                        event.personal = app.seal_personal(tx, &row.id, reason.as_str()).await?;
+                    }
+                    tx.append_audit(&event)?;
+                    Ok::<_, AppError>(())
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(person)
+    }
+
+    /// The person `id` and their standing, for a change by `caller`; refusals are audited as
+    /// `action` and say "not found" for people out of reach.
+    async fn person_to_change(
+        &self,
+        caller: &Caller,
+        id: &PersonId,
+        action: AuditAction,
+    ) -> Result<PersonRow, AppError> {
+        let lookup = id.clone();
+        let person = self
+            .store()
+            .read(move |tx| async move { tx.person(&lookup).await }.boxed())
+            .await?
+            .ok_or(AppError::NotFound)?;
+        let standing = standing_of(&person);
+        let target = Target { site: person.site.clone(), ..Target::default() };
+        if let Err(d) = caller.check(|p| policy::may_manage_person(p, &person.id, &standing)) {
+            return Err(self.refuse(caller, action, target, d).await);
+        }
+        if person.disabled_at.is_some() {
+            return Err(AppError::conflict("disabled", "that person is disabled"));
+        }
+        Ok(person)
+    }
+
+    /// Gives a person another role: a role grant when it goes up, a demotion when it goes down.
+    /// Only staff who outrank both the old and the new role, within scope, never on themselves,
+    /// after a step-up. Making someone super-admin is asked by a super-admin and runs when
+    /// another approves it ([`RoleChange::Pending`]). The last active super-admin of an
+    /// organisation keeps the role; the check and the change are one conditional update, so
+    /// two concurrent demotions cannot both win. The change takes effect on the person's next
+    /// request.
+    pub async fn change_role(
+        &self,
+        caller: &Caller,
+        id: &PersonId,
+        role: Role,
+        reason: &str,
+    ) -> Result<RoleChange, AppError> {
+        let reason = Reason::parse(reason).map_err(AppError::invalid)?;
+        let person = self.person_to_change(caller, id, AuditAction::PersonRoleChange).await?;
+        if role == Role::SuperAdmin
+            && person.role != Role::SuperAdmin
+            && *caller != Caller::Operator
+        {
+            return self.request_super_admin_grant(caller, person, reason).await;
+        }
+        let target = Target { site: person.site.clone(), ..Target::default() };
+        let allowed = caller
+            .check(|p| match p {
+                Principal::Person { standing, .. } if standing.role.may_grant(role) => Ok(()),
+                _ => Err(Denied::Role),
+            })
+            .and_then(|()| self.require_step_up(caller));
+        if let Err(d) = allowed {
+            return Err(self.refuse(caller, AuditAction::PersonRoleChange, target, d).await);
+        }
+        if person.role == Role::Courier || role == Role::Courier {
+            return Err(AppError::Invalid(
+                "couriers belong to a carrier: add or disable the courier instead".into(),
+            ));
+        }
+        if role == Role::Resident && person.site.is_none() {
+            return Err(AppError::Invalid("a resident needs a site".into()));
+        }
+        let mut event =
+            AuditEvent::success(self.now(), caller.actor(), AuditAction::PersonRoleChange, target)
+                .because(format!("{}:{}>{}", person.id, person.role, role));
+        let (row, from, app) = (person.clone(), person.role, self.clone());
+        self.store()
+            .write(move |tx| {
+                async move {
+                    // The words are about the person whose role changes.
+                    event.personal = app.seal_personal(tx, &row.id, reason.as_str()).await?;
+                    if !tx.set_role(&row, from, role).await? {
+                        return Err(AppError::conflict(
+                            "last_super_admin",
+                            "the organisation's last super-admin keeps the role (or the person \
+                             changed meanwhile); appoint another first",
+                        ));
+                    }
+                    tx.append_audit(&event)?;
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await?;
+        Ok(RoleChange::Changed(PersonRow { role, ..person }))
+    }
+
+    /// Disables a person: they can no longer sign in, and every session of theirs ends in the
+    /// same unit of work (ASVS 7.4.2). Only staff who outrank them, within scope, never
+    /// themselves; the last active super-admin of an organisation stays.
+    pub async fn disable_person(&self, caller: &Caller, id: &PersonId) -> Result<(), AppError> {
+        let person = self.person_to_change(caller, id, AuditAction::PersonDisable).await?;
+        let now = self.now();
+        let event = AuditEvent::success(
+            now,
+            caller.actor(),
+            AuditAction::PersonDisable,
+            Target { site: person.site.clone(), ..Target::default() },
+        )
+        .because(person.id.to_string());
+        self.store()
+            .write(move |tx| {
+                async move {
+                    if !tx.disable_person(&person, now).await? {
+                        return Err(AppError::conflict(
+                            "last_super_admin",
+                            "the organisation's last super-admin stays; appoint another first",
+                        ));
+                    }
+                    tx.append_audit(&event)?;
+                    Ok(())
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// Hashes a password off the async threads, at most a few at a time.
+    pub(crate) async fn hash_password(
+        &self,
+        password: Zeroizing<String>,
+    ) -> Result<String, AppError> {
+        let _permit = self.0.hash_permits.acquire().await.map_err(|_| AppError::Throttled)?;
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || app.0.passwords.hash(app.rng(), &password))
+            .await
+            .map_err(|_| AppError::Crypto(custody_crypto::CryptoError::PasswordHash))?
+            .map_err(AppError::from)
+    }
+}
+
+/// A person's standing as the policy sees it.
+pub fn standing_of(person: &PersonRow) -> Standing {
+    Standing {
+        role: person.role,
+        scope: Scope { org: person.org.clone(), site: person.site.clone() },
+        carrier: person.carrier.clone(),
+    }
+}
+
+/// The principal of a person row, who last proved a second factor at `second_factor_at`.
+pub fn principal_of(person: &PersonRow, second_factor_at: Option<Timestamp>) -> Principal {
+    Principal::Person { id: person.id.clone(), standing: standing_of(person), second_factor_at }
+}
