@@ -21,23 +21,71 @@ use futures_util::FutureExt as _;
 
 use crate::{App, AppError, Caller};
 
+use custody_core::OrgId;
+use custody_core::alert::{AlertState, Severity};
+
+view! {
+    /// An alert.
+    Alert from AlertRow {
+        /// Id.
+        id: AlertId,
+        /// Organisation.
+        org: OrgId,
+        /// Site.
+        site: SiteId,
+        /// Bank, unless it concerns the site as a whole.
+        bank: Option<BankId>,
+        /// Compartment number, unless it concerns the bank as a whole.
+        compartment: Option<u16>,
+        /// What it is about.
+        kind: AlertKind,
+        /// How serious.
+        severity: Severity,
+        /// Where it stands.
+        state: AlertState,
+        /// Who acknowledged it.
+        owner: Option<PersonId>,
+        /// Readings that raised it or joined it.
+        readings: u64,
+        /// Raised.
+        raised_at: Timestamp,
+        /// Last changed.
+        updated_at: Timestamp,
+    }
+}
+view! {
+    /// One entry of an alert's timeline.
+    AlertEvent from AlertEventRow {
+        /// Its place in the timeline, from 1.
+        seq: u64,
+        /// When.
+        at: Timestamp,
+        /// Who (an actor id: a person, a device, `system`).
+        actor: String,
+        /// What: `raised`, `reading`, `acknowledged`, `note`, `resolved`.
+        what: String,
+        /// The note or reason given, if any.
+        note: Option<String>,
+    }
+}
+
 /// How many alerts a list shows at most.
 const LIST_LIMIT: u32 = 200;
 
 /// An alert with its timeline.
 #[derive(Debug, Clone)]
-pub struct Alert {
+pub struct AlertTimeline {
     /// The alert.
-    pub alert: AlertRow,
+    pub alert: Alert,
     /// What happened to it, in order.
-    pub timeline: Vec<AlertEventRow>,
+    pub timeline: Vec<AlertEvent>,
 }
 
 /// Alerts, with what a person needs to read them.
 #[derive(Debug, Clone)]
 pub struct AlertBoard {
     /// The alerts (a board's: the live ones, newest first).
-    pub alerts: Vec<AlertRow>,
+    pub alerts: Vec<Alert>,
     /// The names of their sites' banks.
     pub banks: BTreeMap<BankId, String>,
     /// The names of the alerts' owners.
@@ -220,7 +268,7 @@ impl App {
         caller: &Caller,
         site: &SiteId,
         live_only: bool,
-    ) -> Result<Vec<AlertRow>, AppError> {
+    ) -> Result<Vec<Alert>, AppError> {
         self.viewable_site(caller, site).await?;
         let site = site.clone();
         self.store()
@@ -228,6 +276,7 @@ impl App {
                 async move { tx.alerts_of_site(&site, live_only, LIST_LIMIT).await }.boxed()
             })
             .await
+            .map(crate::views)
             .map_err(Into::into)
     }
 
@@ -243,7 +292,7 @@ impl App {
     }
 
     /// `alerts`, which the caller was allowed to read, with the names of their banks and owners.
-    pub async fn name_alerts(&self, alerts: Vec<AlertRow>) -> Result<AlertBoard, AppError> {
+    pub async fn name_alerts(&self, alerts: Vec<Alert>) -> Result<AlertBoard, AppError> {
         let sites: BTreeSet<SiteId> = alerts.iter().map(|a| a.site.clone()).collect();
         let owners: BTreeSet<PersonId> = alerts.iter().filter_map(|a| a.owner.clone()).collect();
         let (banks, owners) = self
@@ -271,7 +320,7 @@ impl App {
     }
 
     /// One alert with its timeline. Staff and auditors in scope; out of scope it does not exist.
-    pub async fn alert(&self, caller: &Caller, id: &AlertId) -> Result<Alert, AppError> {
+    pub async fn alert(&self, caller: &Caller, id: &AlertId) -> Result<AlertTimeline, AppError> {
         let lookup = id.clone();
         let found = self
             .store()
@@ -279,7 +328,10 @@ impl App {
                 async move {
                     let Some(alert) = tx.alert(&lookup).await? else { return Ok(None) };
                     let timeline = tx.alert_events(&lookup).await?;
-                    Ok::<_, AppError>(Some(Alert { alert, timeline }))
+                    Ok::<_, AppError>(Some(AlertTimeline {
+                        alert: alert.into(),
+                        timeline: timeline.into_iter().map(Into::into).collect(),
+                    }))
                 }
                 .boxed()
             })
@@ -299,8 +351,8 @@ impl App {
         &self,
         caller: &Caller,
         id: &AlertId,
-    ) -> Result<AlertRow, AppError> {
-        self.step(caller, id, AlertStep::Acknowledge, None).await
+    ) -> Result<Alert, AppError> {
+        self.step(caller, id, AlertStep::Acknowledge, None).await.map(Into::into)
     }
 
     /// An admin in scope closes an alert, saying what it was.
@@ -309,9 +361,9 @@ impl App {
         caller: &Caller,
         id: &AlertId,
         reason: &str,
-    ) -> Result<AlertRow, AppError> {
+    ) -> Result<Alert, AppError> {
         let reason = Reason::parse(reason).map_err(AppError::invalid)?;
-        self.step(caller, id, AlertStep::Resolve, Some(reason)).await
+        self.step(caller, id, AlertStep::Resolve, Some(reason)).await.map(Into::into)
     }
 
     /// An admin in scope adds a note to an alert's timeline, resolved or not.
@@ -320,7 +372,7 @@ impl App {
         caller: &Caller,
         id: &AlertId,
         note: &str,
-    ) -> Result<AlertRow, AppError> {
+    ) -> Result<Alert, AppError> {
         let note = Reason::parse(note).map_err(AppError::invalid)?;
         let found = self.manageable(caller, id, AuditAction::AlertNote).await?;
         let (now, actor, id, site) = (self.now(), caller.actor(), id.clone(), found.site.clone());
@@ -337,7 +389,7 @@ impl App {
             })
             .await?;
         self.alert_changed(&site);
-        Ok(noted)
+        Ok(noted.into())
     }
 
     /// The alert, if the caller may act on it (an admin in scope); a refusal is audited.
@@ -346,7 +398,7 @@ impl App {
         caller: &Caller,
         id: &AlertId,
         action: AuditAction,
-    ) -> Result<AlertRow, AppError> {
+    ) -> Result<Alert, AppError> {
         let found = self.alert(caller, id).await?.alert;
         if let Err(d) = caller.check(|p| policy::may_manage_site(p, &found.org, &found.site)) {
             let target = Target { site: Some(found.site.clone()), ..Target::default() };
@@ -453,7 +505,7 @@ async fn lock_by_rule(
 }
 
 /// The audit entry of a step on `alert` by `actor`.
-fn alert_event(alert: &AlertRow, actor: &Actor, action: AuditAction, at: Timestamp) -> AuditEvent {
+fn alert_event(alert: &Alert, actor: &Actor, action: AuditAction, at: Timestamp) -> AuditEvent {
     AuditEvent::success(
         at,
         actor.clone(),

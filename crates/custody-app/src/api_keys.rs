@@ -14,6 +14,30 @@ use futures_util::FutureExt as _;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
+use custody_core::Timestamp;
+
+view! {
+    /// A carrier's API key, without its secret's hash.
+    ApiKey from ApiKeyRow {
+        /// Id: the public half of the key.
+        id: ApiKeyId,
+        /// Carrier.
+        carrier: CarrierId,
+        /// The carrier's organisation.
+        org: OrgId,
+        /// What the issuer called it.
+        label: Name,
+        /// Sites it may deliver to.
+        sites: Vec<SiteId>,
+        /// Created.
+        created_at: Timestamp,
+        /// Last authenticated use.
+        last_used_at: Option<Timestamp>,
+        /// When it stops (or stopped) working: revoked, or retired by a rotation.
+        revoked_at: Option<Timestamp>,
+    }
+}
+
 /// The longest a rotated-out key keeps working beside its successor.
 pub const MAX_KEY_OVERLAP: Duration = custody_core::time::days(7);
 
@@ -21,7 +45,7 @@ pub const MAX_KEY_OVERLAP: Duration = custody_core::time::days(7);
 #[derive(Debug)]
 pub struct IssuedApiKey {
     /// The key's record.
-    pub key: ApiKeyRow,
+    pub key: ApiKey,
     /// The whole token to give the carrier: `<id>.<secret>`.
     pub token: Zeroizing<String>,
 }
@@ -86,7 +110,7 @@ impl App {
         &self,
         caller: &Caller,
         new: NewKey<'_>,
-        replaces: Option<(ApiKeyId, custody_core::Timestamp)>,
+        replaces: Option<(ApiKeyId, Timestamp)>,
     ) -> Result<IssuedApiKey, AppError> {
         let NewKey { carrier, org, sites, label, reason } = new;
         let id = self.new_id(ApiKeyId::from_random)?;
@@ -146,7 +170,7 @@ impl App {
             })
             .await?;
         let token = Zeroizing::new(format!("{id}.{}", secret_text.as_str()));
-        Ok(IssuedApiKey { key, token })
+        Ok(IssuedApiKey { key: key.into(), token })
     }
 
     /// A key by id, for a change by `caller`.
@@ -215,7 +239,7 @@ impl App {
         &self,
         caller: &Caller,
         carrier: &CarrierId,
-    ) -> Result<Vec<ApiKeyRow>, AppError> {
+    ) -> Result<Vec<ApiKey>, AppError> {
         let carrier = carrier.clone();
         let keys = self
             .store()
@@ -228,6 +252,7 @@ impl App {
                     .iter()
                     .all(|s| caller.check(|p| policy::may_manage_site(p, &k.org, s)).is_ok())
             })
+            .map(ApiKey::from)
             .collect())
     }
 

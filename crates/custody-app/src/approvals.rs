@@ -3,6 +3,7 @@
 //! (ASVS 2.3.5): granting super-admin, bulk opens beyond the limit, remote opens and
 //! retrievals past the remote-open budget, lifting a lockdown.
 
+use crate::people::Person;
 use custody_core::approval::{APPROVAL_TTL, ApprovalKind, ApprovalOutcome};
 use custody_core::audit::{AuditAction, AuditEvent, Target};
 use custody_core::person::Role;
@@ -15,13 +16,41 @@ use crate::lockdown::LiftAsk;
 use crate::remote_opens::Charge;
 use crate::{App, AppError, Caller};
 
+use custody_core::{OrgId, Timestamp};
+
+view! {
+    /// A request waiting for (or answered by) a second person.
+    Approval from ApprovalRow {
+        /// Id.
+        id: ApprovalId,
+        /// The organisation it concerns.
+        org: OrgId,
+        /// What it would do.
+        kind: ApprovalKind,
+        /// Whom or what it would do it to (a person id for role grants).
+        subject: String,
+        /// Its exact parameters, as canonical JSON.
+        params: String,
+        /// SHA-256 of kind, subject and parameters.
+        digest: Vec<u8>,
+        /// Who asked.
+        requested_by: PersonId,
+        /// When.
+        requested_at: Timestamp,
+        /// Unanswered past this, it lapses.
+        expires_at: Timestamp,
+        /// Who answered, when, and how.
+        decision: Option<(PersonId, Timestamp, ApprovalOutcome)>,
+    }
+}
+
 /// What a request to change a role came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoleChange {
     /// Done.
-    Changed(PersonRow),
+    Changed(Person),
     /// Waiting for a second person's approval.
-    Pending(ApprovalRow),
+    Pending(Approval),
 }
 
 /// The exact parameters of a super-admin grant, canonical: what the digest covers.
@@ -35,11 +64,7 @@ fn digest(kind: ApprovalKind, subject: &str, params: &str) -> Vec<u8> {
 }
 
 /// The caller's id when they hold `role` in `org`, org-wide.
-fn holder<'a>(
-    caller: &'a Caller,
-    role: Role,
-    org: &custody_core::OrgId,
-) -> Result<&'a PersonId, Denied> {
+fn holder<'a>(caller: &'a Caller, role: Role, org: &OrgId) -> Result<&'a PersonId, Denied> {
     match caller {
         Caller::Principal(Principal::Person { id, standing, .. }) => {
             if standing.role != role {
@@ -97,12 +122,12 @@ impl App {
                 .boxed()
             })
             .await?;
-        Ok(RoleChange::Pending(row))
+        Ok(RoleChange::Pending(row.into()))
     }
 
     /// The requests of the caller's organisation still waiting that the caller may answer or
     /// asked for themselves (none, for most people).
-    pub async fn pending_approvals(&self, caller: &Caller) -> Result<Vec<ApprovalRow>, AppError> {
+    pub async fn pending_approvals(&self, caller: &Caller) -> Result<Vec<Approval>, AppError> {
         let Caller::Principal(Principal::Person { id, standing, .. }) = caller else {
             return Err(AppError::Forbidden);
         };
@@ -114,6 +139,7 @@ impl App {
         Ok(pending
             .into_iter()
             .filter(|a| &a.requested_by == id || may_answer(caller, a).is_ok())
+            .map(Approval::from)
             .collect())
     }
 
@@ -210,7 +236,7 @@ impl App {
             .read(move |tx| async move { tx.approval(&lookup).await }.boxed())
             .await?
             .ok_or(AppError::NotFound)?;
-        Ok(Decided { request, openings })
+        Ok(Decided { request: request.into(), openings })
     }
 
     /// What an approved request will run, read before the unit that runs it.
@@ -287,7 +313,7 @@ impl App {
         tx: &mut custody_store::Tx,
         run: Run,
         approver: &custody_core::audit::Actor,
-        now: custody_core::Timestamp,
+        now: Timestamp,
     ) -> Result<Vec<crate::parcels::Opening>, AppError> {
         match run {
             Run::Grant { person, still_asked, granted } => {
@@ -323,7 +349,7 @@ impl App {
 #[derive(Debug, Clone)]
 pub struct Decided {
     /// The request as it now stands.
-    pub request: ApprovalRow,
+    pub request: Approval,
     /// For a bulk open that ran: the commands for the bank's agent.
     pub openings: Vec<crate::parcels::Opening>,
 }
@@ -387,7 +413,7 @@ fn may_answer(caller: &Caller, request: &ApprovalRow) -> Result<PersonId, Denied
 pub(crate) fn new_request(
     app: &App,
     kind: ApprovalKind,
-    org: &custody_core::OrgId,
+    org: &OrgId,
     subject: &str,
     params: String,
     requester: PersonId,

@@ -1,12 +1,26 @@
 //! Verifying the audit log as stored: every entry, every leaf hash, every stored subtree root
 //! and the tree head, recomputed from the entries' fields.
 
+use crate::parcels::Parcel;
 use custody_audit::checkpoint::Checkpoint;
 use custody_audit::entry::EntryRef;
 use custody_audit::merkle::{Frontier, Hash};
 use custody_store::scan::{NodeCheck, ScanBatch};
 use custody_store::{MalformedAuditRow, RowRef, Store, StoreError};
 use futures_util::FutureExt as _;
+
+use custody_core::audit::AuditEvent;
+use custody_store::AuditRow;
+
+view! {
+    /// A stored audit entry: its position in the log and the event.
+    AuditRecord from AuditRow {
+        /// Position in the log.
+        seq: i64,
+        /// The entry.
+        event: AuditEvent,
+    }
+}
 
 /// Entries read per batch while verifying.
 const BATCH: u32 = 50_000;
@@ -315,7 +329,7 @@ impl crate::App {
     /// latest checkpoint, which comes first. `write` receives the lines in order.
     pub async fn export_audit(
         &self,
-        filter: &custody_store::AuditFilter,
+        filter: &custody_core::audit::AuditFilter,
         mut write: impl FnMut(&custody_audit::export::Line) -> std::io::Result<()>,
     ) -> Result<ExportSummary, crate::AppError> {
         use custody_audit::export::Line;
@@ -336,7 +350,7 @@ impl crate::App {
     /// inclusion proof against the checkpoint of that size.
     pub(crate) async fn each_proven(
         &self,
-        filter: &custody_store::AuditFilter,
+        filter: &custody_core::audit::AuditFilter,
         size: u64,
         mut each: impl FnMut(custody_audit::export::ExportedEntry) -> Result<(), crate::AppError>,
     ) -> Result<(), crate::AppError> {
@@ -369,7 +383,7 @@ pub(crate) fn export_io(e: std::io::Error) -> crate::AppError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvenEvent {
     /// The entry as stored.
-    pub row: custody_store::AuditRow,
+    pub row: AuditRecord,
     /// The entry with its inclusion proof against the checkpoint.
     pub exported: custody_audit::export::ExportedEntry,
     /// Whether the proof leads to the checkpoint's root and the entry says what its row says
@@ -380,12 +394,16 @@ pub struct ProvenEvent {
 }
 
 impl crate::App {
+    /// The newest checkpoint stored: the log's size it covers and its signed note.
+    pub async fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, crate::AppError> {
+        Ok(self.store().read(|tx| async move { tx.latest_checkpoint().await }.boxed()).await?)
+    }
+
     /// The latest checkpoint, signed now if the log has grown since, so it covers every entry
     /// written so far. Returns the checkpoint and its signed note.
     pub async fn current_checkpoint(&self) -> Result<(Checkpoint, String), crate::AppError> {
         self.checkpoint().await?;
-        let latest =
-            self.store().read(|tx| async move { tx.latest_checkpoint().await }.boxed()).await?;
+        let latest = self.latest_checkpoint().await?;
         let Some((_, note)) = latest else {
             return Err(crate::AppError::conflict("empty_log", "the audit log is empty"));
         };
@@ -454,12 +472,12 @@ impl crate::App {
         &self,
         caller: &crate::Caller,
         parcel: &custody_core::ParcelId,
-    ) -> Result<(custody_store::ParcelRow, String, Vec<ProvenEvent>), crate::AppError> {
+    ) -> Result<(Parcel, String, Vec<ProvenEvent>), crate::AppError> {
         let (row, _) = self.parcel_history(caller, parcel).await?;
         let (checkpoint, note) = self.current_checkpoint().await?;
-        let filter = custody_store::AuditFilter {
+        let filter = custody_core::audit::AuditFilter {
             parcel: Some(row.id.clone()),
-            ..custody_store::AuditFilter::default()
+            ..custody_core::audit::AuditFilter::default()
         };
         let size = checkpoint.size;
         let stored = self
@@ -467,7 +485,7 @@ impl crate::App {
             .read(move |tx| async move { tx.audit_select(&filter, 0, size, 10_000).await }.boxed())
             .await?;
         let stored = crate::sight::entries_seen_by(caller, stored, |s| s.row.event.action);
-        let mut events = Vec::with_capacity(stored.len());
+        let (mut events, mut rows) = (Vec::with_capacity(stored.len()), Vec::new());
         for s in stored {
             // The entry as its row says it is: if the row was changed after it was appended,
             // its leaf hash is not the stored one and the proof fails against the checkpoint.
@@ -485,11 +503,11 @@ impl crate::App {
             events.push(ProvenEvent {
                 exported: custody_audit::export::ExportedEntry::new(&entry, &proof),
                 verified: proved,
-                row: s.row,
+                row: s.row.clone().into(),
                 statement: crate::personal::Statement::None,
             });
+            rows.push(s.row);
         }
-        let rows: Vec<_> = events.iter().map(|e| e.row.clone()).collect();
         let statements = self.statements(caller, &row.org, &row.site, &rows).await?;
         for (event, statement) in events.iter_mut().zip(statements) {
             event.statement = statement;
@@ -533,8 +551,7 @@ impl crate::App {
                 Err(problem) => return Ok(Some(problem)),
             }
         }
-        let stored =
-            self.store().read(|tx| async move { tx.latest_checkpoint().await }.boxed()).await?;
+        let stored = self.latest_checkpoint().await?;
         if let Some((_, note)) = stored {
             match open("stored checkpoint", &note) {
                 Ok(c) if trusted.as_ref().is_none_or(|t| c.size > t.size) => trusted = Some(c),
@@ -601,7 +618,7 @@ impl crate::App {
     pub async fn export_site_audit(
         &self,
         caller: &crate::Caller,
-        filter: &custody_store::AuditFilter,
+        filter: &custody_core::audit::AuditFilter,
         reason: &str,
         write: impl FnMut(&custody_audit::export::Line) -> std::io::Result<()>,
     ) -> Result<ExportSummary, crate::AppError> {

@@ -29,6 +29,26 @@ use crate::parcels::{AtBank, PickupOutcome};
 use crate::throttle::Budgets;
 use crate::{App, AppError, Caller};
 
+use custody_core::Timestamp;
+
+view! {
+    /// A badge registered to a person, without its number or the number's hash.
+    Badge from BadgeRow {
+        /// Id.
+        id: BadgeId,
+        /// The site it works at.
+        site: SiteId,
+        /// Whose it is.
+        person: PersonId,
+        /// The number's last four hex digits.
+        hint: String,
+        /// Registered.
+        created_at: Timestamp,
+        /// Revoked, if it is.
+        revoked_at: Option<Timestamp>,
+    }
+}
+
 /// The most rows one CSV import takes.
 pub const MAX_IMPORT_ROWS: usize = 5_000;
 
@@ -112,17 +132,18 @@ impl App {
     }
 
     /// The site's badges, revoked ones too, for its admins and auditors.
-    pub async fn badges(&self, caller: &Caller, site: &SiteId) -> Result<Vec<BadgeRow>, AppError> {
+    pub async fn badges(&self, caller: &Caller, site: &SiteId) -> Result<Vec<Badge>, AppError> {
         let s = self.site(site).await?;
         // A read: outside the caller's reach the site is not there, as for other reads.
         if caller.check(|p| policy::may_view_site(p, &s.org, &s.id)).is_err() {
             return Err(AppError::NotFound);
         }
         let site = site.clone();
-        Ok(self
-            .store()
-            .read(move |tx| async move { tx.badges_of_site(&site, 50_000).await }.boxed())
-            .await?)
+        Ok(crate::views(
+            self.store()
+                .read(move |tx| async move { tx.badges_of_site(&site, 50_000).await }.boxed())
+                .await?,
+        ))
     }
 
     /// Registers one badge to the person with that e-mail address at the site.
@@ -131,7 +152,7 @@ impl App {
         caller: &Caller,
         site: &SiteId,
         spec: BadgeSpec,
-    ) -> Result<BadgeRow, AppError> {
+    ) -> Result<Badge, AppError> {
         let mut rows =
             self.register_badges(caller, site, vec![(1, spec)]).await.map_err(|problems| {
                 match problems {
@@ -141,7 +162,7 @@ impl App {
                     ),
                 }
             })?;
-        rows.pop().ok_or(AppError::NotFound)
+        rows.pop().map(Badge::from).ok_or(AppError::NotFound)
     }
 
     /// Registers every badge of an access-control export, or none: one line that cannot be
@@ -152,9 +173,9 @@ impl App {
         caller: &Caller,
         site: &SiteId,
         csv: &str,
-    ) -> Result<Vec<BadgeRow>, Registration> {
+    ) -> Result<Vec<Badge>, Registration> {
         let specs = parse_badge_csv(csv).map_err(Registration::Problems)?;
-        self.register_badges(caller, site, specs).await
+        self.register_badges(caller, site, specs).await.map(crate::views)
     }
 
     async fn register_badges(
@@ -207,7 +228,7 @@ impl App {
 
     /// Revokes a badge: it stops working at the server at once, and at the kiosks from the next
     /// sync (the server sends the site's list again as soon as the revocation commits).
-    pub async fn revoke_badge(&self, caller: &Caller, id: &BadgeId) -> Result<BadgeRow, AppError> {
+    pub async fn revoke_badge(&self, caller: &Caller, id: &BadgeId) -> Result<Badge, AppError> {
         let id = id.clone();
         let badge = {
             let id = id.clone();
@@ -238,6 +259,7 @@ impl App {
                 .boxed()
             })
             .await
+            .map(Badge::from)
     }
 
     /// The badge read at the calling device's kiosk with `number` from a `reader`: the holder's
@@ -369,7 +391,7 @@ async fn insert_badges(
     new: Vec<Pending>,
     mut problems: Vec<ImportProblem>,
     actor: &custody_core::audit::Actor,
-    now: custody_core::Timestamp,
+    now: Timestamp,
 ) -> Result<Result<Vec<BadgeRow>, Vec<ImportProblem>>, AppError> {
     let active = tx.count_active_badges(site).await?;
     if active + new.len() as u64 > MAX_SITE_BADGES {
@@ -449,7 +471,7 @@ async fn oldest_waiting(
     tx: &mut Tx,
     person: &PersonId,
     bank: &custody_core::BankId,
-    now: custody_core::Timestamp,
+    now: Timestamp,
 ) -> Result<Option<Vec<u8>>, AppError> {
     let mut waiting = tx
         .parcels_for_recipient(person, 500)

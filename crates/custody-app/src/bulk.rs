@@ -165,7 +165,7 @@ impl App {
                     .boxed()
                 })
                 .await?;
-            return Ok(BulkOpening::Pending(Box::new(request)));
+            return Ok(BulkOpening::Pending(Box::new(request.into())));
         }
         self.require_online(&plan.bank)?;
         let (over, place) = (actor.clone(), plan.clone());
@@ -190,7 +190,7 @@ impl App {
                             reason: (opener, &reason),
                         };
                         let request = app.hold_for_approval(tx, hold, now).await?;
-                        return Ok(BulkOpening::Pending(Box::new(request)));
+                        return Ok(BulkOpening::Pending(Box::new(request.into())));
                     }
                     let mut e = bulk_event(&actor, target, now, "alone".into());
                     if let Some(subject) = &person {
@@ -288,7 +288,7 @@ impl App {
                     },
                 )
                 .await?;
-            openings.push(Opening { compartment: c.clone(), command });
+            openings.push(Opening { compartment: c.clone().into(), command });
         }
         let ran = format!("ran:{why}:{}", plan.compartments.len());
         let target = Target {

@@ -9,6 +9,22 @@ use custody_core::{CarrierId, OrgId};
 use custody_store::{CarrierRow, StoreError};
 use futures_util::FutureExt as _;
 
+use custody_core::Timestamp;
+
+view! {
+    /// A carrier.
+    Carrier from CarrierRow {
+        /// Id.
+        id: CarrierId,
+        /// Organisation that accepts it.
+        org: OrgId,
+        /// Display name.
+        name: Name,
+        /// Created.
+        created_at: Timestamp,
+    }
+}
+
 impl App {
     /// Registers a carrier with an organisation.
     pub async fn create_carrier(
@@ -16,7 +32,7 @@ impl App {
         caller: &Caller,
         org: &OrgId,
         name: &str,
-    ) -> Result<CarrierRow, AppError> {
+    ) -> Result<Carrier, AppError> {
         if let Err(d) = caller.check(|p| policy::may_manage_org(p, org)) {
             return Err(self
                 .refuse(caller, AuditAction::CarrierCreate, Target::default(), d)
@@ -51,6 +67,6 @@ impl App {
                 .boxed()
             })
             .await?;
-        Ok(carrier)
+        Ok(carrier.into())
     }
 }

@@ -8,6 +8,37 @@ use custody_core::{BankId, CompartmentId};
 use custody_store::{CompartmentRow, NewCompartment, StoreError};
 use futures_util::FutureExt as _;
 
+use custody_core::compartment::{CompartmentState, DoorState};
+use custody_core::{ParcelId, Timestamp};
+
+view! {
+    /// A compartment and its current state.
+    Compartment from CompartmentRow {
+        /// Id.
+        id: CompartmentId,
+        /// Bank.
+        bank: BankId,
+        /// Number on the door.
+        number: CompartmentNumber,
+        /// Size class.
+        size: SizeClass,
+        /// At accessible height.
+        accessible: bool,
+        /// Refrigerated.
+        refrigerated: bool,
+        /// Occupancy.
+        state: CompartmentState,
+        /// Last sensed door state.
+        door: DoorState,
+        /// The parcel it is reserved for or holds.
+        parcel: Option<ParcelId>,
+        /// End of the current reservation.
+        reserved_until: Option<Timestamp>,
+        /// Last change.
+        updated_at: Timestamp,
+    }
+}
+
 /// A new compartment's details.
 #[derive(Debug, Clone, Copy)]
 pub struct CompartmentSpec {
@@ -28,7 +59,7 @@ impl App {
         caller: &Caller,
         bank: &BankId,
         specs: &[CompartmentSpec],
-    ) -> Result<Vec<CompartmentRow>, AppError> {
+    ) -> Result<Vec<Compartment>, AppError> {
         let (bank_row, site_row) = self.bank_and_site(bank).await?;
         let target = Target {
             site: Some(site_row.id.clone()),
@@ -80,6 +111,7 @@ impl App {
                 .boxed()
             })
             .await
+            .map(crate::views)
     }
 
     /// The compartment numbers of a bank (for its agent).
@@ -93,8 +125,12 @@ impl App {
     }
 
     /// A bank's compartments (for pages that show compartment numbers).
-    pub async fn bank_overview(&self, bank: &BankId) -> Result<Vec<CompartmentRow>, AppError> {
+    pub async fn bank_overview(&self, bank: &BankId) -> Result<Vec<Compartment>, AppError> {
         let bank = bank.clone();
-        Ok(self.store().read(move |tx| async move { tx.compartments(&bank).await }.boxed()).await?)
+        Ok(crate::views(
+            self.store()
+                .read(move |tx| async move { tx.compartments(&bank).await }.boxed())
+                .await?,
+        ))
     }
 }

@@ -14,6 +14,8 @@
 //! attempt back. Only the code's keyed hash is stored. A code stops working at the end of its
 //! day, and at once when its courier is disabled or is a courier no more.
 
+use crate::parcels::Parcel;
+use crate::people::Person;
 use custody_core::audit::{AuditAction, AuditEvent, Outcome, Target};
 use custody_core::code::courier_digits;
 use custody_core::compartment::{CompartmentState, SizeClass};
@@ -21,7 +23,7 @@ use custody_core::parcel::ParcelState;
 use custody_core::person::Role;
 use custody_core::policy::Principal;
 use custody_core::{ParcelId, PersonId, Timestamp};
-use custody_store::{ParcelRow, PersonRow};
+use custody_store::PersonRow;
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
 
@@ -50,11 +52,11 @@ impl std::fmt::Debug for CourierCode {
 #[derive(Debug, Clone)]
 pub struct CourierVisit {
     /// The courier.
-    pub courier: PersonRow,
+    pub courier: Person,
     /// Their carrier's parcels announced for this site, waiting to be deposited.
-    pub deposits: Vec<ParcelRow>,
+    pub deposits: Vec<Parcel>,
     /// Their carrier's expired parcels in this bank, waiting to be taken back.
-    pub returns: Vec<ParcelRow>,
+    pub returns: Vec<Parcel>,
     /// Free compartments of the bank by size, smallest first; sizes with none are left out.
     pub free: Vec<(SizeClass, u32)>,
 }
@@ -235,7 +237,7 @@ impl App {
                 .boxed()
             })
             .await?;
-        let caller = Caller::Principal(crate::people::principal_of(&courier, None));
+        let caller = Caller::Principal(crate::people::principal_of_row(&courier, None));
         Ok(Some((courier, caller)))
     }
 
@@ -260,10 +262,12 @@ impl App {
             .iter()
             .filter(|p| &p.site == site && p.state == ParcelState::Expected && p.bank.is_none())
             .cloned()
+            .map(Parcel::from)
             .collect();
         let returns = parcels
             .into_iter()
             .filter(|p| p.bank.as_ref() == Some(bank) && p.state == ParcelState::Expired)
+            .map(Parcel::from)
             .collect();
         let mut free = std::collections::BTreeMap::<SizeClass, u32>::new();
         for c in self.bank_overview(bank).await? {
@@ -272,7 +276,7 @@ impl App {
             }
         }
         let free = free.into_iter().collect();
-        Ok(Some(CourierVisit { courier, deposits, returns, free }))
+        Ok(Some(CourierVisit { courier: courier.into(), deposits, returns, free }))
     }
 
     /// A courier deposits `parcel` at the kiosk's bank: as their own deposit, under its rules,
@@ -300,7 +304,7 @@ impl App {
         device: &Caller,
         who: impl Into<CourierAt<'a>>,
         parcel: &ParcelId,
-    ) -> Result<Option<ParcelRow>, AppError> {
+    ) -> Result<Option<Parcel>, AppError> {
         let Some((_, courier)) = self.courier_at_kiosk(device, who.into()).await? else {
             return Ok(None);
         };
@@ -313,7 +317,7 @@ impl App {
         device: &Caller,
         who: impl Into<CourierAt<'a>>,
         parcel: &ParcelId,
-    ) -> Result<Option<(ParcelRow, Opening)>, AppError> {
+    ) -> Result<Option<(Parcel, Opening)>, AppError> {
         let Some((_, courier)) = self.courier_at_kiosk(device, who.into()).await? else {
             return Ok(None);
         };

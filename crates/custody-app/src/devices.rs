@@ -15,11 +15,35 @@ use futures_util::FutureExt as _;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
+use custody_core::Timestamp;
+
+view! {
+    /// An enrolled device.
+    Device from DeviceRow {
+        /// Id (its certificate's common name).
+        id: DeviceId,
+        /// Bank it runs.
+        bank: BankId,
+        /// Serial of its current certificate, hex.
+        cert_serial: String,
+        /// SHA-256 of its public key.
+        spki_sha256: Vec<u8>,
+        /// Enrolled.
+        enrolled_at: Timestamp,
+        /// Certificate end of validity.
+        cert_expires_at: Timestamp,
+        /// Revoked.
+        revoked_at: Option<Timestamp>,
+        /// Last connection.
+        last_seen_at: Option<Timestamp>,
+    }
+}
+
 /// What a device gets at enrolment.
 #[derive(Debug, Clone)]
 pub struct Enrolment {
     /// The device record.
-    pub device: DeviceRow,
+    pub device: Device,
     /// Its client certificate, PEM.
     pub certificate_pem: String,
 }
@@ -127,7 +151,7 @@ impl App {
                 .boxed()
             })
             .await??;
-        Ok(Enrolment { device, certificate_pem })
+        Ok(Enrolment { device: device.into(), certificate_pem })
     }
 
     /// Records that a device connected.
@@ -157,17 +181,16 @@ impl App {
 
 impl App {
     /// The devices of a bank, newest first, revoked ones included. Staff who may see its site.
-    pub async fn devices(
-        &self,
-        caller: &Caller,
-        bank: &BankId,
-    ) -> Result<Vec<DeviceRow>, AppError> {
+    pub async fn devices(&self, caller: &Caller, bank: &BankId) -> Result<Vec<Device>, AppError> {
         let (bank_row, site) = self.bank_and_site(bank).await?;
         if caller.check(|p| policy::may_view_site(p, &site.org, &site.id)).is_err() {
             return Err(AppError::NotFound);
         }
         let id = bank_row.id;
-        self.store().read(move |tx| async move { Ok(tx.devices_of_bank(&id).await?) }.boxed()).await
+        self.store()
+            .read(move |tx| async move { Ok(tx.devices_of_bank(&id).await?) }.boxed())
+            .await
+            .map(crate::views)
     }
 
     /// Revokes a device's identity, saying why: its certificate is refused at the next
@@ -178,13 +201,14 @@ impl App {
         caller: &Caller,
         id: &DeviceId,
         reason: &str,
-    ) -> Result<DeviceRow, AppError> {
+    ) -> Result<Device, AppError> {
         let reason = custody_core::text::Reason::parse(reason).map_err(AppError::invalid)?;
         let lookup = id.clone();
         let device = self
             .store()
             .read(move |tx| async move { Ok::<_, AppError>(tx.device(&lookup).await?) }.boxed())
             .await?
+            .map(Device::from)
             .ok_or(AppError::NotFound)?;
         let (_, site) = self.bank_and_site(&device.bank).await?;
         let target = Target {
@@ -225,6 +249,7 @@ impl App {
         self.store()
             .read(move |tx| async move { Ok::<_, AppError>(tx.device(&lookup).await?) }.boxed())
             .await?
+            .map(Device::from)
             .ok_or(AppError::NotFound)
     }
 

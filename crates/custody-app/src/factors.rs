@@ -12,6 +12,7 @@
 //! TOTP code is stored and spent by a conditional update, so of two requests carrying the same
 //! code exactly one wins (ASVS 6.5.1).
 
+use crate::sessions::Session;
 use custody_core::audit::{AuditAction, AuditEvent, Outcome, Target};
 use custody_core::person::Factor;
 use custody_core::throttle::{
@@ -19,7 +20,6 @@ use custody_core::throttle::{
 };
 use custody_core::{PersonId, SessionId};
 use custody_crypto::totp::TotpSeed;
-use custody_store::SessionRow;
 use data_encoding::BASE32_NOPAD;
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
@@ -375,8 +375,13 @@ impl App {
     ) -> Result<Proven, AppError> {
         let now = self.now();
         let created_at = self.session_created_at(token).await?;
-        let (new_token, row) =
-            self.new_session_row(&s.person, s.id.clone(), created_at, Some((factor, now)), client)?;
+        let (new_token, row) = self.new_session_row(
+            &s.person.id,
+            s.id.clone(),
+            created_at,
+            Some((factor, now)),
+            client,
+        )?;
         let old = self.session_hash(token);
         if recovery.is_some() {
             events.push(self.factor_event(
@@ -564,7 +569,7 @@ impl App {
     }
 
     /// The person's live sessions, newest first.
-    pub async fn sessions_of(&self, s: &SessionInfo) -> Result<Vec<SessionRow>, AppError> {
+    pub async fn sessions_of(&self, s: &SessionInfo) -> Result<Vec<Session>, AppError> {
         let person = s.person.id.clone();
         let now = self.now();
         let idle = self.session_idle(s.person.role);
@@ -575,6 +580,7 @@ impl App {
         Ok(rows
             .into_iter()
             .filter(|r| r.expires_at > now && r.last_seen_at.plus(idle) > now)
+            .map(Session::from)
             .collect())
     }
 

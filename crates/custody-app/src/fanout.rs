@@ -10,6 +10,7 @@
 //! a site's alerts by e-mail or text message, each from a least severity of their own; a low
 //! alert is quiet (e-mail only), and a withdrawn consent stops what was queued.
 
+use crate::alerts::Alert;
 use std::time::Duration;
 
 use custody_core::alert::{Channel, Severity};
@@ -21,6 +22,73 @@ use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
 
 use crate::{App, AppError, Caller};
+
+view! {
+    /// Where a site's alerts are sent besides its staff: a webhook or a syslog receiver. Its
+    /// signing secret never leaves the app but sealed, inside [`Due`].
+    Endpoint from EndpointRow {
+        /// Id.
+        id: EndpointId,
+        /// The site whose alerts it gets.
+        site: SiteId,
+        /// `webhook` or `syslog`.
+        channel: Channel,
+        /// The URL, or `host:port`.
+        target: String,
+        /// The least severity it gets.
+        min_severity: Severity,
+        /// Added.
+        created_at: Timestamp,
+    }
+}
+view! {
+    /// One notification of an alert to one target.
+    Delivery from DeliveryRow {
+        /// Id: the `webhook-id` of a webhook, the same on every try.
+        id: DeliveryId,
+        /// The alert.
+        alert: AlertId,
+        /// Its site.
+        site: SiteId,
+        /// How it goes.
+        channel: Channel,
+        /// The site's endpoint it goes to, for webhooks and syslog.
+        endpoint: Option<EndpointId>,
+        /// The person it goes to, for e-mail and text messages.
+        person: Option<PersonId>,
+        /// What it says happened (`raised`, `escalated`).
+        event: String,
+        /// Queued.
+        created_at: Timestamp,
+        /// Next try.
+        next_attempt_at: Timestamp,
+        /// Tries so far.
+        attempts: u32,
+        /// Why the last try failed.
+        last_error: Option<String>,
+        /// Delivered.
+        delivered_at: Option<Timestamp>,
+        /// Given up: in the dead-letter list.
+        dead_at: Option<Timestamp>,
+    }
+}
+view! {
+    /// A person's consent to hear of a site's alerts on one channel.
+    Subscription from SubscriptionRow {
+        /// Who.
+        person: PersonId,
+        /// Which site's alerts.
+        site: SiteId,
+        /// `email` or `sms`.
+        channel: Channel,
+        /// The number for text messages (E.164).
+        phone: Option<String>,
+        /// The least severity they hear of.
+        min_severity: Severity,
+        /// When they agreed.
+        consented_at: Timestamp,
+    }
+}
 
 /// Tries before a notification is left in the dead-letter list: about 45 minutes of trying.
 pub const ALERT_ATTEMPTS: u32 = 10;
@@ -49,7 +117,7 @@ pub struct NewEndpoint {
 /// An endpoint just added, with its signing secret, shown this once.
 pub struct AddedEndpoint {
     /// The endpoint.
-    pub endpoint: EndpointRow,
+    pub endpoint: Endpoint,
     /// A webhook's secret (`whsec_…`).
     pub secret: Option<Zeroizing<String>>,
 }
@@ -64,11 +132,11 @@ impl std::fmt::Debug for AddedEndpoint {
 #[derive(Debug)]
 pub struct Due {
     /// The notification.
-    pub delivery: DeliveryRow,
+    pub delivery: Delivery,
     /// The alert, as it stands now.
-    pub alert: AlertRow,
+    pub alert: Alert,
     /// The endpoint, unless it was removed meanwhile.
-    pub endpoint: Option<EndpointRow>,
+    pub endpoint: Option<Endpoint>,
     /// A webhook's signing secret.
     pub secret: Option<WebhookSecret>,
     /// A person's address for this channel (e-mail address, phone number), while they consent.
@@ -107,12 +175,12 @@ impl App {
         &self,
         caller: &Caller,
         site: &SiteId,
-    ) -> Result<Vec<EndpointRow>, AppError> {
+    ) -> Result<Vec<Endpoint>, AppError> {
         self.viewable_site(caller, site).await?;
         let site = site.clone();
         let rows =
             self.store().read(move |tx| async move { tx.alert_endpoints(&site).await }.boxed());
-        Ok(rows.await?)
+        Ok(crate::views(rows.await?))
     }
 
     /// Adds an endpoint for a site's alerts. Admins in scope, stepped up; audited with the
@@ -178,7 +246,7 @@ impl App {
                 .boxed()
             })
             .await?;
-        Ok(AddedEndpoint { endpoint, secret: secret.map(|s| s.to_text()) })
+        Ok(AddedEndpoint { endpoint: endpoint.into(), secret: secret.map(|s| s.to_text()) })
     }
 
     /// Removes an endpoint: nothing more goes to it. Admins in scope, stepped up; audited.
@@ -187,7 +255,7 @@ impl App {
         &self,
         caller: &Caller,
         id: &EndpointId,
-    ) -> Result<Vec<EndpointRow>, AppError> {
+    ) -> Result<Vec<Endpoint>, AppError> {
         let lookup = id.clone();
         let found = self
             .store()
@@ -215,6 +283,7 @@ impl App {
                 .boxed()
             })
             .await
+            .map(crate::views)
     }
 
     /// A site's notifications, newest first; with `dead_only`, the dead-letter list. Staff and
@@ -224,13 +293,13 @@ impl App {
         caller: &Caller,
         site: &SiteId,
         dead_only: bool,
-    ) -> Result<Vec<DeliveryRow>, AppError> {
+    ) -> Result<Vec<Delivery>, AppError> {
         self.viewable_site(caller, site).await?;
         let site = site.clone();
         let rows = self.store().read(move |tx| {
             async move { tx.alert_deliveries(&site, dead_only, LIST_LIMIT).await }.boxed()
         });
-        Ok(rows.await?)
+        Ok(crate::views(rows.await?))
     }
 
     /// Sends a notification from the dead-letter list again, with its tries counted afresh.
@@ -239,7 +308,7 @@ impl App {
         &self,
         caller: &Caller,
         id: &DeliveryId,
-    ) -> Result<DeliveryRow, AppError> {
+    ) -> Result<Delivery, AppError> {
         let lookup = id.clone();
         let found = self
             .store()
@@ -264,6 +333,7 @@ impl App {
                 .boxed()
             })
             .await
+            .map(Delivery::from)
     }
 
     /// Takes due notifications for the worker, each leased for two minutes, with the alert
@@ -311,7 +381,14 @@ impl App {
                     None => None,
                 };
                 let words = words(&alert, &delivery.event, &place, &public_url);
-                Ok(Due { delivery, alert, endpoint, secret, to, words })
+                Ok(Due {
+                    delivery: delivery.into(),
+                    alert: alert.into(),
+                    endpoint: endpoint.map(Endpoint::from),
+                    secret,
+                    to,
+                    words,
+                })
             })
             .collect()
     }
@@ -319,7 +396,7 @@ impl App {
     /// Records a delivery: on the alert's timeline (`notified`) and in the audit log.
     pub async fn alert_delivered(&self, due: &Due) -> Result<(), AppError> {
         let (now, d) = (self.now(), due.delivery.clone());
-        let target = alert_target(&due.alert);
+        let target = alert_target(&due.alert.site, due.alert.bank.as_ref());
         self.store()
             .write(move |tx| {
                 async move {
@@ -351,7 +428,8 @@ impl App {
         let retry_at =
             (attempt < ALERT_ATTEMPTS && !withdrawn).then(|| now.plus(alert_backoff(attempt)));
         let error: String = error.chars().filter(|c| !c.is_control()).take(300).collect();
-        let (d, target) = (due.delivery.clone(), alert_target(&due.alert));
+        let (d, target) =
+            (due.delivery.clone(), alert_target(&due.alert.site, due.alert.bank.as_ref()));
         self.store()
             .write(move |tx| {
                 async move {
@@ -412,12 +490,12 @@ impl App {
     pub async fn my_alert_subscriptions(
         &self,
         caller: &Caller,
-    ) -> Result<Vec<SubscriptionRow>, AppError> {
+    ) -> Result<Vec<Subscription>, AppError> {
         let person = caller.person().cloned().ok_or(AppError::Forbidden)?;
         let rows = self.store().read(move |tx| {
             async move { tx.alert_subscriptions(Some(&person), None).await }.boxed()
         });
-        Ok(rows.await?)
+        Ok(crate::views(rows.await?))
     }
 
     /// The caller agrees to hear of a site's alerts on `channel` from `min_severity` up: e-mail
@@ -431,7 +509,7 @@ impl App {
         channel: Channel,
         phone: Option<&str>,
         min_severity: Severity,
-    ) -> Result<SubscriptionRow, AppError> {
+    ) -> Result<Subscription, AppError> {
         let person = caller.person().cloned().ok_or(AppError::Forbidden)?;
         let phone = match (channel, phone) {
             (Channel::Email, None) => None,
@@ -471,7 +549,7 @@ impl App {
                 .boxed()
             })
             .await?;
-        Ok(row)
+        Ok(row.into())
     }
 
     /// The caller withdraws a consent: nothing more reaches them that way, queued or not.
@@ -528,7 +606,7 @@ impl App {
                         }
                         tx.add_alert_event(&alert.id, now, "system", "escalated", None).await?;
                         let reason = format!("{}:{}", alert.id, alert.kind);
-                        let target = alert_target(&alert);
+                        let target = alert_target(&alert.site, alert.bank.as_ref());
                         let e = audit(
                             &Actor::system(),
                             AuditAction::AlertEscalate,
@@ -663,8 +741,8 @@ fn words(alert: &AlertRow, event: &str, place: &Place, public_url: &str) -> Word
     }
 }
 
-fn alert_target(alert: &AlertRow) -> Target {
-    Target { site: Some(alert.site.clone()), bank: alert.bank.clone(), ..Target::default() }
+fn alert_target(site: &SiteId, bank: Option<&custody_core::BankId>) -> Target {
+    Target { site: Some(site.clone()), bank: bank.cloned(), ..Target::default() }
 }
 
 fn audit(

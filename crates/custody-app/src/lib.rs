@@ -10,6 +10,30 @@
 //! invariant 1). Refusals are audited in a unit of their own, which commits even though the
 //! caller gets an error.
 
+/// Declares a use case's view of a stored record: the fields its callers may see, copied from
+/// the store's row. What a view leaves out (a secret's hash, a badge's number) never leaves the
+/// app, and a change to the store's rows stops here instead of reaching the server's pages.
+macro_rules! view {
+    (
+        $(#[$meta:meta])*
+        $name:ident from $row:ty {
+            $($(#[$field_meta:meta])* $field:ident: $ty:ty,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $ty,)*
+        }
+
+        impl From<$row> for $name {
+            fn from(row: $row) -> Self {
+                Self { $($field: row.$field,)* }
+            }
+        }
+    };
+}
+
 pub mod alerts;
 pub mod api_keys;
 pub mod approvals;
@@ -105,10 +129,22 @@ pub enum AppError {
     BankOffline,
     /// Storage failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// A cryptographic operation failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+}
+
+/// The store's refusals are the caller's to fix, so they become the use case's own errors (and
+/// the server never has to know the store's error type); every other store failure is ours.
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Refused(_) => Self::Invalid(e.to_string()),
+            StoreError::Conflict => Self::Conflict { code: "conflict", message: e.to_string() },
+            other => Self::Store(other),
+        }
+    }
 }
 
 impl AppError {
@@ -117,7 +153,7 @@ impl AppError {
         match self {
             Self::NotFound => "not_found",
             Self::Forbidden => "forbidden",
-            Self::Invalid(_) | Self::Store(StoreError::Refused(_)) => "invalid_request",
+            Self::Invalid(_) => "invalid_request",
             Self::Conflict { code, .. } => code,
             Self::AuthenticationFailed => "authentication_failed",
             Self::SecondFactorRequired => "second_factor_required",
@@ -126,7 +162,6 @@ impl AppError {
             Self::PickupRefused => "pickup_refused",
             Self::BankNotEnrolled => "bank_not_enrolled",
             Self::BankOffline => "bank_offline",
-            Self::Store(StoreError::Conflict) => "conflict",
             Self::Store(_) | Self::Crypto(_) => "internal",
         }
     }
@@ -139,6 +174,11 @@ impl AppError {
     pub(crate) fn invalid(e: impl std::fmt::Display) -> Self {
         Self::Invalid(e.to_string())
     }
+}
+
+/// Rows as their views, for a use case's answer.
+pub(crate) fn views<R, V: From<R>>(rows: Vec<R>) -> Vec<V> {
+    rows.into_iter().map(V::from).collect()
 }
 
 /// Who is asking.
@@ -460,9 +500,14 @@ impl App {
         self.0.passwords.checks()
     }
 
-    /// The store, for health checks and read-only listings.
+    /// The store, for the `custody` command's maintenance and read-only listings.
     pub fn store(&self) -> &Store {
         &self.0.store
+    }
+
+    /// Whether the database answers, for readiness checks.
+    pub async fn ping(&self) -> Result<(), AppError> {
+        Ok(self.0.store.ping().await?)
     }
 
     /// The current time by the application's clock.

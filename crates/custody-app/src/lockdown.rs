@@ -5,12 +5,12 @@
 //! person's approval. While a bank is locked down the server issues no open command for it;
 //! every refused attempt is audited.
 
+use crate::approvals::Approval;
 use custody_core::alert::{ANY_KIND, AlertKind, LockdownRule};
 use custody_core::approval::ApprovalKind;
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::text::Reason;
 use custody_core::{BankId, OrgId, SiteId, Timestamp, policy};
-use custody_store::ApprovalRow;
 use futures_util::FutureExt as _;
 
 use crate::approvals::new_request;
@@ -41,7 +41,7 @@ pub enum Lift {
     /// Lifted.
     Lifted,
     /// Waiting for a second person's approval.
-    Pending(Box<ApprovalRow>),
+    Pending(Box<Approval>),
 }
 
 /// A lift as asked: what its approval's digest covers and what must still hold when approved.
@@ -315,7 +315,7 @@ impl App {
                     .boxed()
                 })
                 .await?;
-            return Ok(Lift::Pending(Box::new(request)));
+            return Ok(Lift::Pending(Box::new(request.into())));
         }
         self.store()
             .write(move |tx| {

@@ -16,6 +16,32 @@ use serde::{Deserialize, Serialize};
 
 use crate::{App, AppError};
 
+view! {
+    /// A message leased from the outbox for delivery, still sealed.
+    Leased from OutboxRow {
+        /// Id.
+        id: MessageId,
+        /// Channel name (`email`, `file`).
+        channel: String,
+        /// The parcel it is about.
+        parcel: Option<ParcelId>,
+        /// The sealed message; `None` once delivered or abandoned.
+        sealed: Option<Vec<u8>>,
+        /// Queued.
+        created_at: Timestamp,
+        /// Next try.
+        next_attempt_at: Timestamp,
+        /// Tries so far.
+        attempts: u32,
+        /// Delivered.
+        delivered_at: Option<Timestamp>,
+        /// Given up.
+        dead_at: Option<Timestamp>,
+        /// Why the last try failed.
+        last_error: Option<String>,
+    }
+}
+
 /// An outgoing message. Never logged: its body may hold a pickup code.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
@@ -117,17 +143,20 @@ impl App {
     }
 
     /// Takes due messages for delivery, each leased for five minutes.
-    pub async fn lease_messages(&self, limit: u32) -> Result<Vec<OutboxRow>, AppError> {
+    pub async fn lease_messages(&self, limit: u32) -> Result<Vec<Leased>, AppError> {
         let now = self.now();
         let until = now.plus(custody_core::time::minutes(5));
-        Ok(self
-            .store()
-            .write(move |tx| async move { tx.lease_due_messages(now, until, limit).await }.boxed())
-            .await?)
+        Ok(crate::views(
+            self.store()
+                .write(move |tx| {
+                    async move { tx.lease_due_messages(now, until, limit).await }.boxed()
+                })
+                .await?,
+        ))
     }
 
     /// Opens a leased message for its transport.
-    pub fn open_message(&self, row: &OutboxRow) -> Result<Message, AppError> {
+    pub fn open_message(&self, row: &Leased) -> Result<Message, AppError> {
         let sealed = row
             .sealed
             .as_ref()
@@ -138,7 +167,7 @@ impl App {
     }
 
     /// Records a delivery.
-    pub async fn message_delivered(&self, row: &OutboxRow) -> Result<(), AppError> {
+    pub async fn message_delivered(&self, row: &Leased) -> Result<(), AppError> {
         let (now, id) = (self.now(), row.id.clone());
         let event = delivery_event(row, now, Outcome::Success, None);
         self.store()
@@ -154,7 +183,7 @@ impl App {
     }
 
     /// Records a failed try: retry later with backoff, or give up after [`MAX_ATTEMPTS`].
-    pub async fn message_failed(&self, row: &OutboxRow, error: &str) -> Result<(), AppError> {
+    pub async fn message_failed(&self, row: &Leased, error: &str) -> Result<(), AppError> {
         let now = self.now();
         let attempt = row.attempts + 1;
         let retry_at = (attempt < MAX_ATTEMPTS).then(|| now.plus(backoff(attempt)));
@@ -179,7 +208,7 @@ impl App {
 }
 
 fn delivery_event(
-    row: &OutboxRow,
+    row: &Leased,
     at: Timestamp,
     outcome: Outcome,
     reason: Option<String>,

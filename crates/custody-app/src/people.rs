@@ -12,6 +12,30 @@ use custody_store::{PersonRow, StoreError};
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
 
+view! {
+    /// A person, without their password's hash.
+    Person from PersonRow {
+        /// Id.
+        id: PersonId,
+        /// Organisation.
+        org: OrgId,
+        /// Login and notification address.
+        email: Email,
+        /// Display name.
+        name: Name,
+        /// Role.
+        role: Role,
+        /// Site the role is limited to, if any.
+        site: Option<SiteId>,
+        /// For couriers, their carrier.
+        carrier: Option<CarrierId>,
+        /// When the account was disabled.
+        disabled_at: Option<Timestamp>,
+        /// Created.
+        created_at: Timestamp,
+    }
+}
+
 /// A new person's details.
 #[derive(Debug, Clone)]
 pub struct NewPerson {
@@ -55,11 +79,7 @@ impl NewPerson {
 impl App {
     /// Adds a person. A role can be given only by someone whose role outranks it; a site-scoped
     /// admin can add people to their own site only.
-    pub async fn create_person(
-        &self,
-        caller: &Caller,
-        new: NewPerson,
-    ) -> Result<PersonRow, AppError> {
+    pub async fn create_person(&self, caller: &Caller, new: NewPerson) -> Result<Person, AppError> {
         let (email, name) = new.check()?;
         let target = Target { site: new.site.clone(), ..Target::default() };
         let allowed = caller.check(|p| match p {
@@ -151,7 +171,7 @@ impl App {
                 .boxed()
             })
             .await?;
-        Ok(person)
+        Ok(person.into())
     }
 
     /// The person `id` and their standing, for a change by `caller`; refusals are audited as
@@ -241,7 +261,7 @@ impl App {
                 .boxed()
             })
             .await?;
-        Ok(RoleChange::Changed(PersonRow { role, ..person }))
+        Ok(RoleChange::Changed(PersonRow { role, ..person }.into()))
     }
 
     /// Disables a person: they can no longer sign in, and every session of theirs ends in the
@@ -288,16 +308,35 @@ impl App {
     }
 }
 
-/// A person's standing as the policy sees it.
-pub fn standing_of(person: &PersonRow) -> Standing {
-    Standing {
-        role: person.role,
-        scope: Scope { org: person.org.clone(), site: person.site.clone() },
-        carrier: person.carrier.clone(),
-    }
+/// The principal of a person, who last proved a second factor at `second_factor_at`.
+pub fn principal_of(person: &Person, second_factor_at: Option<Timestamp>) -> Principal {
+    let standing =
+        standing(person.role, &person.org, person.site.as_ref(), person.carrier.as_ref());
+    Principal::Person { id: person.id.clone(), standing, second_factor_at }
 }
 
-/// The principal of a person row, who last proved a second factor at `second_factor_at`.
-pub fn principal_of(person: &PersonRow, second_factor_at: Option<Timestamp>) -> Principal {
+/// A stored person's standing as the policy sees it.
+pub(crate) fn standing_of(person: &PersonRow) -> Standing {
+    standing(person.role, &person.org, person.site.as_ref(), person.carrier.as_ref())
+}
+
+/// [`principal_of`] a stored person.
+pub(crate) fn principal_of_row(
+    person: &PersonRow,
+    second_factor_at: Option<Timestamp>,
+) -> Principal {
     Principal::Person { id: person.id.clone(), standing: standing_of(person), second_factor_at }
+}
+
+fn standing(
+    role: Role,
+    org: &OrgId,
+    site: Option<&SiteId>,
+    carrier: Option<&CarrierId>,
+) -> Standing {
+    Standing {
+        role,
+        scope: Scope { org: org.clone(), site: site.cloned() },
+        carrier: carrier.cloned(),
+    }
 }

@@ -63,7 +63,7 @@ impl App {
         parcel: &ParcelId,
         presence: &str,
     ) -> Result<AppOpening, AppError> {
-        let p = self.parcel(caller, parcel).await?;
+        let p = self.parcel_row(caller, parcel).await?;
         let own = caller.check(|pr| match pr {
             Principal::Person { id, .. } if p.recipient.as_ref() == Some(id) => Ok(()),
             _ => Err(Denied::NotOwner),

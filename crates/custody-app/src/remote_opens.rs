@@ -17,6 +17,7 @@
 //! deposited with) are not counted. The operator at the command line holds the keys and is not
 //! counted either.
 
+use crate::approvals::Approval;
 use custody_core::approval::{ApprovalKind, RemoteOpenBudget};
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Target};
 use custody_core::text::Reason;
@@ -35,12 +36,12 @@ pub enum OpenOrAsk<T> {
     Opened(T),
     /// Past the budget (or, for a bulk open, past what one person opens alone): a request
     /// another member of the site's staff must approve.
-    Pending(Box<ApprovalRow>),
+    Pending(Box<Approval>),
 }
 
 impl<T> OpenOrAsk<T> {
     /// What opened, or the request that waits instead.
-    pub fn opened(self) -> Result<T, Box<ApprovalRow>> {
+    pub fn opened(self) -> Result<T, Box<Approval>> {
         match self {
             Self::Opened(t) => Ok(t),
             Self::Pending(request) => Err(request),
@@ -233,7 +234,7 @@ impl App {
                             reason: (subject.as_ref().unwrap_or(opener), &reason),
                         };
                         let request = app.hold_for_approval(tx, hold, now).await?;
-                        return Ok::<_, AppError>(OpenOrAsk::Pending(Box::new(request)));
+                        return Ok::<_, AppError>(OpenOrAsk::Pending(Box::new(request.into())));
                     }
                     let mut e =
                         AuditEvent::success(now, actor.clone(), AuditAction::RemoteOpen, target);
@@ -250,7 +251,7 @@ impl App {
                         charge,
                     };
                     let command = app.issue_open(tx, &actor, now, for_).await?;
-                    Ok(OpenOrAsk::Opened(Opening { compartment: c, command }))
+                    Ok(OpenOrAsk::Opened(Opening { compartment: c.into(), command }))
                 }
                 .boxed()
             })
@@ -328,7 +329,7 @@ impl App {
             charge,
         };
         let command = self.issue_open(tx, approver, now, for_).await?;
-        Ok(Opening { compartment: c, command })
+        Ok(Opening { compartment: c.into(), command })
     }
 }
 

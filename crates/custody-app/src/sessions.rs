@@ -4,6 +4,7 @@
 //! the same whatever failed (ASVS 6.3.8): unknown account, wrong password and disabled account
 //! all cost one Argon2id verification and give [`AppError::AuthenticationFailed`].
 
+use crate::people::Person;
 use crate::throttle::Budgets;
 use crate::{App, AppError, Caller};
 use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Target};
@@ -18,6 +19,28 @@ use custody_store::{PersonRow, SessionRow};
 use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
+
+view! {
+    /// A signed-in session, without its token's hash.
+    Session from SessionRow {
+        /// Public id, for the owner's list of sessions.
+        id: SessionId,
+        /// Who.
+        person: PersonId,
+        /// Created.
+        created_at: Timestamp,
+        /// Last request.
+        last_seen_at: Timestamp,
+        /// Absolute end.
+        expires_at: Timestamp,
+        /// The second factor last proven in this session, and when; `None` for password only.
+        factor: Option<(Factor, Timestamp)>,
+        /// The network address it was started from.
+        source: String,
+        /// The browser it was started in, as it named itself (truncated).
+        user_agent: String,
+    }
+}
 
 /// Where a request comes from, as far as the server can tell: the address throttles are
 /// counted against, the browser's own name for itself (for the person's list of sessions;
@@ -69,7 +92,7 @@ pub struct NewSession {
     /// The cookie value.
     pub token: Zeroizing<String>,
     /// Who signed in.
-    pub person: PersonRow,
+    pub person: Person,
     /// Whether the session still needs a second factor before it reaches anything else.
     pub needs_second_factor: bool,
     /// A new device cookie for the browser, once the sign-in is complete.
@@ -80,7 +103,7 @@ pub struct NewSession {
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
     /// The person.
-    pub person: PersonRow,
+    pub person: Person,
     /// As the policy sees them.
     pub caller: Caller,
     /// The session's public id.
@@ -190,7 +213,7 @@ impl App {
     ) -> Result<NewSession, AppError> {
         let now = self.now();
         let (token, session) = self.new_session_row(
-            &person,
+            &person.id,
             SessionId::from_random(self.rng().bytes()?),
             now,
             factor.map(|f| (f, now)),
@@ -217,14 +240,14 @@ impl App {
             && !factor.is_some_and(|f| person.role.accepts_second_factor(f));
         let device_cookie =
             if needs_second_factor { None } else { Some(self.device_cookie(&person.id)?) };
-        Ok(NewSession { token, person, needs_second_factor, device_cookie })
+        Ok(NewSession { token, person: person.into(), needs_second_factor, device_cookie })
     }
 
     /// A fresh token and the session row it opens for `person`: at sign-in, or when a
     /// session is rotated (same `id`, new token) because a factor was proven in it.
     pub(crate) fn new_session_row(
         &self,
-        person: &PersonRow,
+        person: &PersonId,
         id: SessionId,
         created_at: Timestamp,
         factor: Option<(Factor, Timestamp)>,
@@ -236,7 +259,7 @@ impl App {
         let session = SessionRow {
             token_hash: self.keys().sessions.hash(&[token.as_bytes()]).to_vec(),
             id,
-            person: person.id.clone(),
+            person: person.clone(),
             created_at,
             last_seen_at: now,
             expires_at: created_at.plus(self.config().session_absolute),
@@ -371,9 +394,9 @@ impl App {
                 .await?;
         }
         let counted = counted_factor_at(person.role, session.factor);
-        let caller = Caller::Principal(crate::people::principal_of(&person, counted));
+        let caller = Caller::Principal(crate::people::principal_of_row(&person, counted));
         Ok(SessionInfo {
-            person,
+            person: person.into(),
             caller,
             id: session.id,
             factor: session.factor,

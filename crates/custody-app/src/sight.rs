@@ -5,10 +5,10 @@
 //! same whether or not a resident was found: never who it is for, nor whether and when they
 //! were told. The recipient, the site's staff and its auditors see the parcel as it is.
 
+use crate::parcels::Parcel;
 use custody_core::audit::AuditAction;
 use custody_core::parcel::ParcelState;
 use custody_core::policy;
-use custody_store::ParcelRow;
 
 use crate::Caller;
 
@@ -18,7 +18,7 @@ pub const UNADDRESSED: &str = "nobody named yet (held for the site's staff)";
 /// A parcel as `caller`, already allowed to see it, may see it. A carrier's couriers and keys
 /// see neither who it is for nor whether and when anyone was told: a parcel waiting for its
 /// recipient reads `deposited` to them, as does a parcel nobody could be told about.
-pub fn as_seen_by(caller: &Caller, mut p: ParcelRow) -> ParcelRow {
+pub fn as_seen_by(caller: &Caller, mut p: Parcel) -> Parcel {
     if caller.check(policy::may_see_recipient).is_err() {
         p.recipient = None;
         p.notified_at = None;

@@ -1,6 +1,7 @@
 //! Organisations, sites and banks: setting them up, and reading them for the use cases and
 //! pages that need them.
 
+use crate::compartments::Compartment;
 use crate::{App, AppError, Caller};
 use custody_core::audit::{AuditAction, AuditEvent, Target};
 use custody_core::person::Role;
@@ -8,13 +9,57 @@ use custody_core::policy::{self, Denied, Principal};
 use custody_core::site::{PickupWindow, TimeZoneName};
 use custody_core::text::Name;
 use custody_core::{BankId, OrgId, SiteId};
-use custody_store::{BankRow, CompartmentRow, OrgRow, SiteRow};
+use custody_store::{BankRow, OrgRow, SiteRow};
 use futures_util::FutureExt as _;
 use std::time::Duration;
 
+use custody_core::Timestamp;
+
+view! {
+    /// An organisation.
+    Org from OrgRow {
+        /// Id.
+        id: OrgId,
+        /// Display name.
+        name: Name,
+        /// Created.
+        created_at: Timestamp,
+    }
+}
+view! {
+    /// A site.
+    Site from SiteRow {
+        /// Id.
+        id: SiteId,
+        /// Organisation.
+        org: OrgId,
+        /// Display name.
+        name: Name,
+        /// IANA time zone name.
+        time_zone: String,
+        /// How long parcels wait here.
+        pickup_window: PickupWindow,
+        /// Created.
+        created_at: Timestamp,
+    }
+}
+view! {
+    /// A locker bank.
+    Bank from BankRow {
+        /// Id.
+        id: BankId,
+        /// Site.
+        site: SiteId,
+        /// Display name.
+        name: Name,
+        /// Created.
+        created_at: Timestamp,
+    }
+}
+
 impl App {
     /// Creates an organisation. Operators only: a tenant is made by whoever runs the platform.
-    pub async fn create_org(&self, caller: &Caller, name: &str) -> Result<OrgRow, AppError> {
+    pub async fn create_org(&self, caller: &Caller, name: &str) -> Result<Org, AppError> {
         if *caller != Caller::Operator {
             return Err(self
                 .refuse(caller, AuditAction::OrgCreate, Target::default(), Denied::Role)
@@ -42,7 +87,7 @@ impl App {
                 .boxed()
             })
             .await?;
-        Ok(org)
+        Ok(org.into())
     }
 
     /// Creates a site in an organisation.
@@ -53,7 +98,7 @@ impl App {
         name: &str,
         time_zone: &str,
         pickup_window: Option<Duration>,
-    ) -> Result<SiteRow, AppError> {
+    ) -> Result<Site, AppError> {
         if let Err(d) = caller.check(|p| policy::may_manage_org(p, org)) {
             return Err(self.refuse(caller, AuditAction::SiteCreate, Target::default(), d).await);
         }
@@ -90,7 +135,7 @@ impl App {
                 .boxed()
             })
             .await?;
-        Ok(site)
+        Ok(site.into())
     }
 
     /// Creates a locker bank at a site.
@@ -99,7 +144,7 @@ impl App {
         caller: &Caller,
         site: &SiteId,
         name: &str,
-    ) -> Result<BankRow, AppError> {
+    ) -> Result<Bank, AppError> {
         let site_row = self.site(site).await?;
         let target = Target { site: Some(site.clone()), ..Target::default() };
         if let Err(d) = caller.check(|p| policy::may_manage_site(p, &site_row.org, site)) {
@@ -128,31 +173,38 @@ impl App {
                 .boxed()
             })
             .await?;
-        Ok(bank)
+        Ok(bank.into())
     }
 
     /// A site, or `NotFound`.
-    pub async fn site(&self, id: &SiteId) -> Result<SiteRow, AppError> {
+    pub async fn site(&self, id: &SiteId) -> Result<Site, AppError> {
         let id = id.clone();
         self.store()
             .read(move |tx| async move { tx.site(&id).await?.ok_or(AppError::NotFound) }.boxed())
             .await
+            .map(Site::from)
     }
 
     /// The banks of a site (to reach their agents).
-    pub async fn site_banks(&self, site: &SiteId) -> Result<Vec<BankRow>, AppError> {
+    pub async fn site_banks(&self, site: &SiteId) -> Result<Vec<Bank>, AppError> {
         let site = site.clone();
-        Ok(self.store().read(move |tx| async move { tx.banks(&site).await }.boxed()).await?)
+        Ok(crate::views(
+            self.store().read(move |tx| async move { tx.banks(&site).await }.boxed()).await?,
+        ))
     }
 
     /// A bank and its site, or `NotFound`.
-    pub async fn bank_and_site(&self, id: &BankId) -> Result<(BankRow, SiteRow), AppError> {
+    pub async fn bank_and_site(&self, id: &BankId) -> Result<(Bank, Site), AppError> {
         let id = id.clone();
-        self.store().read(move |tx| async move { crate::bank_site(tx, &id).await }.boxed()).await
+        let (bank, site) = self
+            .store()
+            .read(move |tx| async move { crate::bank_site(tx, &id).await }.boxed())
+            .await?;
+        Ok((bank.into(), site.into()))
     }
 
     /// The sites a staff member or auditor may see, by name.
-    pub async fn sites_for(&self, caller: &Caller) -> Result<Vec<SiteRow>, AppError> {
+    pub async fn sites_for(&self, caller: &Caller) -> Result<Vec<Site>, AppError> {
         let Caller::Principal(Principal::Person { standing, .. }) = caller else {
             return Err(AppError::Forbidden);
         };
@@ -162,7 +214,11 @@ impl App {
         let scope = standing.scope.clone();
         let all =
             self.store().read(move |tx| async move { tx.sites(&scope.org).await }.boxed()).await?;
-        Ok(all.into_iter().filter(|s| standing.scope.covers(&s.org, &s.id)).collect())
+        Ok(all
+            .into_iter()
+            .filter(|s| standing.scope.covers(&s.org, &s.id))
+            .map(Site::from)
+            .collect())
     }
 
     /// A site with its banks and their compartments, for those who may view it.
@@ -170,7 +226,7 @@ impl App {
         &self,
         caller: &Caller,
         site: &SiteId,
-    ) -> Result<(SiteRow, Vec<BankOverview>), AppError> {
+    ) -> Result<(Site, Vec<BankOverview>), AppError> {
         let s = self.site(site).await?;
         if let Err(d) = caller.check(|p| policy::may_view_site(p, &s.org, &s.id)) {
             return Err(self
@@ -190,7 +246,7 @@ impl App {
                     let mut out = Vec::new();
                     for bank in tx.banks(&id).await? {
                         let compartments = tx.compartments(&bank.id).await?;
-                        out.push((bank, compartments));
+                        out.push((Bank::from(bank), crate::views(compartments)));
                     }
                     Ok::<_, AppError>(out)
                 }
@@ -202,4 +258,4 @@ impl App {
 }
 
 /// A bank with its compartments.
-pub type BankOverview = (BankRow, Vec<CompartmentRow>);
+pub type BankOverview = (Bank, Vec<Compartment>);

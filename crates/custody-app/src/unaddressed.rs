@@ -9,12 +9,12 @@
 //! the states, the chain of custody) is the same whether or not a resident was found
 //! (`sight`).
 
+use crate::parcels::Parcel;
 use custody_core::audit::AuditAction;
 use custody_core::parcel::ParcelState;
 use custody_core::policy;
 use custody_core::text::Email;
 use custody_core::{ParcelId, SiteId};
-use custody_store::ParcelRow;
 use futures_util::FutureExt as _;
 
 use crate::parcels::{event, lives_at, parcel_target};
@@ -28,17 +28,18 @@ impl App {
         caller: &Caller,
         site: &SiteId,
         limit: u32,
-    ) -> Result<Vec<ParcelRow>, AppError> {
+    ) -> Result<Vec<Parcel>, AppError> {
         let s = self.site(site).await?;
         if let Err(d) = caller.check(|p| policy::may_view_site(p, &s.org, &s.id)) {
             let target = custody_core::audit::Target { site: Some(s.id), ..Default::default() };
             return Err(self.refuse(caller, AuditAction::AccessDenied, target, d).await);
         }
         let limit = limit.clamp(1, 500);
-        Ok(self
-            .store()
-            .read(move |tx| async move { tx.unaddressed_parcels(&s.id, limit).await }.boxed())
-            .await?)
+        Ok(crate::views(
+            self.store()
+                .read(move |tx| async move { tx.unaddressed_parcels(&s.id, limit).await }.boxed())
+                .await?,
+        ))
     }
 
     /// Staff name the resident a parcel with no recipient is for, by their e-mail address. A
@@ -49,9 +50,9 @@ impl App {
         caller: &Caller,
         parcel: &ParcelId,
         email: &str,
-    ) -> Result<ParcelRow, AppError> {
+    ) -> Result<Parcel, AppError> {
         let email = Email::parse(email).map_err(AppError::invalid)?;
-        let p = self.parcel(caller, parcel).await?;
+        let p = self.parcel_row(caller, parcel).await?;
         if let Err(d) = caller.check(|pr| policy::may_manage_site(pr, &p.org, &p.site)) {
             return Err(self
                 .refuse(caller, AuditAction::ParcelAddress, parcel_target(&p), d)
@@ -105,13 +106,13 @@ impl App {
             })
             .await?;
         if addressed.state != ParcelState::Deposited {
-            return Ok(addressed);
+            return Ok(addressed.into());
         }
         match self.notify(&addressed.id).await {
             Ok(p) => Ok(p),
             Err(e) => {
                 tracing::warn!(parcel = %addressed.id, error = %e, "notification deferred");
-                Ok(addressed)
+                Ok(addressed.into())
             }
         }
     }

@@ -501,7 +501,8 @@ async fn sent_code(app: &App, parcel: &ParcelId) -> anyhow::Result<String> {
         .store()
         .read(move |tx| async move { tx.messages_for_parcel(&id).await }.boxed())
         .await?;
-    let message = app.open_message(rows.last().context("no message for the parcel")?)?;
+    let last = rows.last().cloned().context("no message for the parcel")?;
+    let message = app.open_message(&last.into())?;
     message
         .body
         .lines()

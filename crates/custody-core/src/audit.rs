@@ -312,3 +312,20 @@ pub struct SealedText {
     /// `nonce ‖ ciphertext ‖ tag`.
     pub ciphertext: Vec<u8>,
 }
+
+/// Which audit entries to select (every given condition must hold).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// About this parcel.
+    pub parcel: Option<ParcelId>,
+    /// About this compartment.
+    pub compartment: Option<CompartmentId>,
+    /// At this site.
+    pub site: Option<SiteId>,
+    /// By this actor (a person's, key's or device's id).
+    pub actor: Option<String>,
+    /// At or after.
+    pub since: Option<Timestamp>,
+    /// Before.
+    pub until: Option<Timestamp>,
+}

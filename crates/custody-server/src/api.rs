@@ -11,12 +11,14 @@ use custody_proto::device::SignedOpenCommand;
 
 use crate::{ApiError, ServerState};
 
-pub mod admin;
 pub mod alerts;
+pub mod api_keys;
 pub mod approvals;
 pub mod audit;
 pub mod badges;
 pub mod bulk;
+pub mod carriers;
+pub mod compartments;
 pub mod couriers;
 pub mod devices;
 pub mod factors;
@@ -26,11 +28,13 @@ pub mod incident;
 pub mod lockdown;
 pub mod parcels;
 pub mod passkeys;
+pub mod people;
 pub mod presence;
 pub mod qr;
 pub mod remote_opens;
 pub mod sensors;
 pub mod sessions;
+pub mod sites;
 pub mod unaddressed;
 
 /// JSON body extractor whose rejections use the API's error format.

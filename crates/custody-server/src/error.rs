@@ -50,12 +50,8 @@ pub(crate) fn status_of(e: &AppError) -> StatusCode {
         | AppError::PickupRefused
         | AppError::SecondFactorRequired
         | AppError::StepUpRequired => StatusCode::FORBIDDEN,
-        AppError::Invalid(_) | AppError::Store(custody_store::StoreError::Refused(_)) => {
-            StatusCode::UNPROCESSABLE_ENTITY
-        }
-        AppError::Conflict { .. }
-        | AppError::BankNotEnrolled
-        | AppError::Store(custody_store::StoreError::Conflict) => StatusCode::CONFLICT,
+        AppError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        AppError::Conflict { .. } | AppError::BankNotEnrolled => StatusCode::CONFLICT,
         AppError::AuthenticationFailed => StatusCode::UNAUTHORIZED,
         AppError::BankOffline => StatusCode::SERVICE_UNAVAILABLE,
         AppError::Throttled => StatusCode::TOO_MANY_REQUESTS,

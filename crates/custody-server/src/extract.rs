@@ -16,11 +16,11 @@
 use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
+use custody_app::people::Person;
 use custody_app::sessions::SessionInfo;
 use custody_app::{App, Caller};
 use custody_core::person::Role;
 use custody_core::policy::Principal;
-use custody_store::PersonRow;
 
 use crate::ApiError;
 use crate::ServerState;
@@ -66,7 +66,7 @@ pub struct PersonSession {
 
 impl PersonSession {
     /// The person.
-    pub fn person(&self) -> &PersonRow {
+    pub fn person(&self) -> &Person {
         &self.info.person
     }
 

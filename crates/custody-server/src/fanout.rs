@@ -11,10 +11,10 @@
 //! server's transport and text messages through the SMS provider ([`crate::sms`]).
 
 use custody_app::App;
+use custody_app::alerts::Alert;
 use custody_app::fanout::Due;
 use custody_core::Timestamp;
 use custody_core::alert::Channel;
-use custody_store::AlertRow;
 
 use crate::egress::{Allowed, Egress};
 use crate::outbox::Transport;
@@ -24,7 +24,7 @@ use crate::syslog::SyslogSender;
 
 /// The body of an alert's webhook: `{"type", "timestamp", "data"}`, as Standard Webhooks
 /// suggests. `type` is `alert.<event>` (`alert.raised`); `data` is the alert as it stands.
-pub fn webhook_body(alert: &AlertRow, event: &str, public_url: &str, at: Timestamp) -> Vec<u8> {
+pub fn webhook_body(alert: &Alert, event: &str, public_url: &str, at: Timestamp) -> Vec<u8> {
     let body = serde_json::json!({
         "type": format!("alert.{event}"),
         "timestamp": crate::views::rfc3339(at),

@@ -775,7 +775,7 @@ async fn answer_pickup(
     }
 }
 
-fn kiosk_parcel(p: &custody_store::ParcelRow) -> KioskParcel {
+fn kiosk_parcel(p: &custody_app::parcels::Parcel) -> KioskParcel {
     KioskParcel {
         id: p.id.to_string(),
         tracking_ref: p.tracking_ref.as_str().to_owned(),

@@ -85,7 +85,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 
 /// The public server's routes: each concept registers its own, beside its handlers.
 fn table() -> Routes<ServerState> {
-    let concepts: [fn(Routes<ServerState>) -> Routes<ServerState>; 25] = [
+    let concepts: [fn(Routes<ServerState>) -> Routes<ServerState>; 29] = [
         api::health::routes,
         api::sessions::routes,
         sign_in_links::routes,
@@ -105,7 +105,11 @@ fn table() -> Routes<ServerState> {
         api::alerts::routes,
         api::incident::routes,
         api::devices::routes,
-        api::admin::routes,
+        api::sites::routes,
+        api::compartments::routes,
+        api::people::routes,
+        api::carriers::routes,
+        api::api_keys::routes,
         api::badges::routes,
         api::approvals::routes,
         portal::routes,

@@ -154,10 +154,7 @@ pub async fn ship_latest(
     sinks: &[Sink],
     shipped: &mut [u64],
 ) -> Result<(), custody_app::AppError> {
-    let latest = app
-        .store()
-        .read(|tx| futures_util::FutureExt::boxed(async move { tx.latest_checkpoint().await }))
-        .await?;
+    let latest = app.latest_checkpoint().await?;
     let Some((size, note)) = latest else { return Ok(()) };
     for (sink, done) in sinks.iter().zip(shipped.iter_mut()) {
         if *done >= size {

@@ -13,9 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use custody_app::alerts::Alert;
 use custody_core::Timestamp;
 use custody_core::alert::Severity;
-use custody_store::AlertRow;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::egress::{Allowed, Refused, ip_allowed};
@@ -76,7 +76,7 @@ pub fn cef_value(text: &str) -> String {
 }
 
 /// The CEF event for `alert` and `event` (`raised`).
-pub fn cef(alert: &AlertRow, event: &str, public_url: &str) -> String {
+pub fn cef(alert: &Alert, event: &str, public_url: &str) -> String {
     let kind = alert.kind.as_str();
     let name = format!("Custody alert {event}: {kind}");
     let mut ext = vec![
@@ -108,7 +108,7 @@ pub fn cef(alert: &AlertRow, event: &str, public_url: &str) -> String {
 }
 
 /// The RFC 5424 message for `alert`, from `host` at `at`.
-pub fn message(alert: &AlertRow, event: &str, public_url: &str, at: Timestamp) -> String {
+pub fn message(alert: &Alert, event: &str, public_url: &str, at: Timestamp) -> String {
     let host = reqwest::Url::parse(public_url)
         .ok()
         .and_then(|u| u.host_str().map(str::to_owned))

@@ -1,13 +1,17 @@
-//! Domain rows as API bodies.
+//! The app's views as API bodies.
 
 use custody_app::Caller;
+use custody_app::audit::AuditRecord;
+use custody_app::compartments::Compartment;
+use custody_app::parcels::Parcel;
+use custody_app::people::Person;
 use custody_app::personal::Statement;
 use custody_app::sight::as_seen_by;
+use custody_app::sites::Site;
 use custody_core::Timestamp;
 use custody_proto::api::{
     CompartmentView, EventView, ParcelView, PersonView, SiteView, StatementView,
 };
-use custody_store::{AuditRow, CompartmentRow, ParcelRow, PersonRow, SiteRow};
 use time::format_description::well_known::Rfc3339;
 
 /// RFC 3339 in UTC, to the millisecond.
@@ -19,7 +23,7 @@ pub(crate) fn rfc3339(t: Timestamp) -> String {
 }
 
 /// A person.
-pub(crate) fn person(p: &PersonRow) -> PersonView {
+pub(crate) fn person(p: &Person) -> PersonView {
     PersonView {
         id: p.id.to_string(),
         name: p.name.to_string(),
@@ -31,7 +35,7 @@ pub(crate) fn person(p: &PersonRow) -> PersonView {
 }
 
 /// A compartment.
-pub(crate) fn compartment(c: &CompartmentRow) -> CompartmentView {
+pub(crate) fn compartment(c: &Compartment) -> CompartmentView {
     CompartmentView {
         id: c.id.to_string(),
         number: c.number.get(),
@@ -44,7 +48,7 @@ pub(crate) fn compartment(c: &CompartmentRow) -> CompartmentView {
 }
 
 /// A parcel, as `caller` may see it (`custody_app::sight::as_seen_by`).
-pub(crate) fn parcel(caller: &Caller, p: &ParcelRow) -> ParcelView {
+pub(crate) fn parcel(caller: &Caller, p: &Parcel) -> ParcelView {
     let p = &as_seen_by(caller, p.clone());
     ParcelView {
         id: p.id.to_string(),
@@ -65,7 +69,7 @@ pub(crate) fn parcel(caller: &Caller, p: &ParcelRow) -> ParcelView {
 }
 
 /// An audit entry, with the words given for it as the caller may see them.
-pub(crate) fn event(r: &AuditRow, said: &Statement) -> EventView {
+pub(crate) fn event(r: &AuditRecord, said: &Statement) -> EventView {
     EventView {
         seq: r.seq,
         at: rfc3339(r.event.at),
@@ -99,7 +103,7 @@ pub(crate) fn statement_line(said: &Statement) -> String {
 }
 
 /// A site without its banks.
-pub(crate) fn site(s: &SiteRow) -> SiteView {
+pub(crate) fn site(s: &Site) -> SiteView {
     SiteView {
         id: s.id.to_string(),
         name: s.name.to_string(),
@@ -110,7 +114,7 @@ pub(crate) fn site(s: &SiteRow) -> SiteView {
 }
 
 /// A request for approval as the API shows it.
-pub(crate) fn approval(a: &custody_store::ApprovalRow) -> custody_proto::api::ApprovalView {
+pub(crate) fn approval(a: &custody_app::approvals::Approval) -> custody_proto::api::ApprovalView {
     custody_proto::api::ApprovalView {
         id: a.id.to_string(),
         kind: a.kind.as_str().to_owned(),

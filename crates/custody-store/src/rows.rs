@@ -473,22 +473,9 @@ impl StoredEntry {
     }
 }
 
-/// Which audit entries to select (every given condition must hold).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuditFilter {
-    /// About this parcel.
-    pub parcel: Option<ParcelId>,
-    /// About this compartment.
-    pub compartment: Option<CompartmentId>,
-    /// At this site.
-    pub site: Option<SiteId>,
-    /// By this actor (a person's, key's or device's id).
-    pub actor: Option<String>,
-    /// At or after.
-    pub since: Option<Timestamp>,
-    /// Before.
-    pub until: Option<Timestamp>,
-}
+/// Which audit entries to select: the audit vocabulary's, so that callers above the app need
+/// not name the store.
+pub use custody_core::audit::AuditFilter;
 
 /// A notification waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,10 +5,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use custody_app::compartments::Compartment;
 use custody_app::compartments::CompartmentSpec;
 use custody_app::factors::Proof;
 use custody_app::parcels::ParcelSpec;
 use custody_app::people::NewPerson;
+use custody_app::people::Person;
 use custody_app::people::principal_of;
 use custody_app::sessions::Client;
 use custody_app::setup::DataDir;
@@ -22,7 +24,6 @@ use custody_crypto::pki::{DeviceKey, certificate_info};
 use custody_crypto::tls::first_cert_der;
 use custody_crypto::totp::{STEP_SECONDS, TotpSeed, step_at};
 use custody_proto::device::DoorReading;
-use custody_store::{CompartmentRow, PersonRow};
 use futures_util::FutureExt as _;
 use webauthn_authenticator_rs::WebauthnAuthenticator as _;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
@@ -49,23 +50,23 @@ pub struct Env {
     pub bank: BankId,
     /// Its compartments 1–6: small, small (accessible), medium, medium, large, extra large
     /// (refrigerated).
-    pub compartments: Vec<CompartmentRow>,
+    pub compartments: Vec<Compartment>,
     /// The carrier.
     pub carrier: CarrierId,
     /// The carrier's API key token.
     pub carrier_token: Zeroizing<String>,
     /// Super-admin of the organisation.
-    pub super_admin: PersonRow,
+    pub super_admin: Person,
     /// Admin of the site.
-    pub admin: PersonRow,
+    pub admin: Person,
     /// Auditor of the organisation.
-    pub auditor: PersonRow,
+    pub auditor: Person,
     /// A courier of the carrier.
-    pub courier: PersonRow,
+    pub courier: Person,
     /// Two residents of the site.
-    pub ann: PersonRow,
+    pub ann: Person,
     /// The other resident.
-    pub bob: PersonRow,
+    pub bob: Person,
     /// The bank's enrolled device as a caller.
     pub device: Caller,
     /// The test store (kept alive with the app).
@@ -209,7 +210,7 @@ impl Env {
     /// A fresh code of `person`'s authenticator app, as they would read it off their phone.
     /// A code works once per 30-second step, so when this step's was used already the test
     /// clock moves on to the next step first.
-    pub fn totp_code(&self, person: &PersonRow) -> Zeroizing<String> {
+    pub fn totp_code(&self, person: &Person) -> Zeroizing<String> {
         let (seed, last) = self.totp.get(&person.id).expect("a seeded person with an app");
         let mut last = last.lock().expect("lock");
         let mut step = step_at(self.clock.now().as_millis());
@@ -224,7 +225,7 @@ impl Env {
 
     /// Signs `person` in through the use cases, with their second factor where the role needs
     /// one; returns the session token.
-    pub async fn sign_in(&self, person: &PersonRow) -> Zeroizing<String> {
+    pub async fn sign_in(&self, person: &Person) -> Zeroizing<String> {
         let client = seeding_client();
         let session =
             self.app.login(person.email.as_str(), Zeroizing::new(PASSWORD.into()), &client).await;
@@ -247,13 +248,13 @@ impl Env {
     }
 
     /// Whether the seeded `person` holds a (software) passkey: the super-admin does.
-    pub fn has_passkey(&self, person: &PersonRow) -> bool {
+    pub fn has_passkey(&self, person: &Person) -> bool {
         self.passkeys.contains_key(&person.id)
     }
 
     /// `person`'s passkey answering a ceremony's request `options` (JSON) for the portal at
     /// `origin`: the answer as JSON.
-    pub fn passkey_answer(&self, person: &PersonRow, options: &str, origin: &str) -> String {
+    pub fn passkey_answer(&self, person: &Person, options: &str, origin: &str) -> String {
         let authenticator = self.passkeys.get(&person.id).expect("a seeded person with a passkey");
         let options: RequestChallengeResponse =
             serde_json::from_str(options).expect("request options");
@@ -292,7 +293,7 @@ impl Env {
         email: &str,
         name: &str,
         role: Role,
-    ) -> (PersonRow, TotpSeed, Zeroizing<String>) {
+    ) -> (Person, TotpSeed, Zeroizing<String>) {
         let person = add_person(&self.app, &self.org, email, name, role, None, None).await;
         let (seed, _, token) = enrol_totp(&self.app, &self.clock, &person).await;
         (person, seed, token)
@@ -304,7 +305,7 @@ impl Env {
         email: &str,
         tracking_ref: &str,
         size: SizeClass,
-    ) -> custody_store::ParcelRow {
+    ) -> custody_app::parcels::Parcel {
         let spec = ParcelSpec {
             site: self.site.clone(),
             carrier: self.carrier.clone(),
@@ -339,7 +340,8 @@ impl Env {
             .read(move |tx| async move { tx.messages_for_parcel(&id).await }.boxed())
             .await
             .expect("messages");
-        self.app.open_message(rows.last().expect("a message")).expect("readable")
+        let last = rows.last().cloned().expect("a message");
+        self.app.open_message(&last.into()).expect("readable")
     }
 
     /// The presence code `bank`'s kiosk shows now, as its agent computes it from the key in
@@ -389,12 +391,12 @@ impl Env {
     }
 
     /// A seeded person as a caller, signed in with no second factor proven.
-    pub fn as_person(person: &PersonRow) -> Caller {
+    pub fn as_person(person: &Person) -> Caller {
         Caller::Principal(principal_of(person, None))
     }
 
     /// A seeded person as a caller who proved a second factor just now (a step-up).
-    pub fn stepped_up(&self, person: &PersonRow) -> Caller {
+    pub fn stepped_up(&self, person: &Person) -> Caller {
         Caller::Principal(principal_of(person, Some(self.clock.now())))
     }
 }
@@ -408,7 +410,7 @@ async fn add_person(
     role: Role,
     site: Option<SiteId>,
     carrier: Option<CarrierId>,
-) -> PersonRow {
+) -> Person {
     let new = NewPerson {
         org: org.clone(),
         email: email.into(),
@@ -428,7 +430,7 @@ async fn add_person(
 async fn enrol_totp(
     app: &App,
     clock: &ManualClock,
-    person: &PersonRow,
+    person: &Person,
 ) -> (TotpSeed, u64, Zeroizing<String>) {
     let client = seeding_client();
     let session = app

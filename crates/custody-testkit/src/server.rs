@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use custody_app::people::Person;
 use custody_server::workers::Workers;
 use custody_server::{Listen, Running};
-use custody_store::PersonRow;
 use reqwest::Client;
 
 use crate::{Env, TestStore};
@@ -238,7 +238,7 @@ impl TestServer {
     }
 
     /// Signs `person` in through the API.
-    pub async fn sign_in(&self, person: &PersonRow) -> SignedIn {
+    pub async fn sign_in(&self, person: &Person) -> SignedIn {
         let signed_in = self.sign_in_with_password(person).await;
         if !signed_in.1 {
             return signed_in.0;
@@ -248,7 +248,7 @@ impl TestServer {
 
     /// Proves `person`'s second factor in their session (the second step of signing in, or a
     /// step-up): their passkey when they hold one, else their authenticator app's code.
-    pub async fn prove_factor(&self, person: &PersonRow, session: SignedIn) -> SignedIn {
+    pub async fn prove_factor(&self, person: &Person, session: SignedIn) -> SignedIn {
         let SignedIn { client, csrf } = session;
         let post = |path: &str, body: serde_json::Value| {
             client.post(self.url(path)).header("x-csrf-token", &csrf).json(&body).send()
@@ -284,7 +284,7 @@ impl TestServer {
 
     /// Signs `person` in with the password alone; also says whether the session still needs
     /// a second factor.
-    pub async fn sign_in_with_password(&self, person: &PersonRow) -> (SignedIn, bool) {
+    pub async fn sign_in_with_password(&self, person: &Person) -> (SignedIn, bool) {
         let client = self.client();
         let response = client
             .post(self.url("/api/v1/sessions"))

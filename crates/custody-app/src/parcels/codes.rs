@@ -1,6 +1,7 @@
 //! Pickup codes: drawn and sent when a parcel is in its compartment, sent again on request,
 //! and the keyed hash each is stored and found under.
 
+use crate::parcels::Parcel;
 use custody_core::audit::{Actor, AuditAction, Outcome};
 use custody_core::code::PickupCode;
 use custody_core::compartment::CompartmentNumber;
@@ -21,7 +22,7 @@ impl App {
     /// Sends the recipient a pickup code for a deposited parcel. A parcel nobody is named for
     /// is left as it is, held for the site's staff (`unaddressed`): there is no one to tell
     /// until they name someone.
-    pub async fn notify(&self, parcel: &ParcelId) -> Result<ParcelRow, AppError> {
+    pub async fn notify(&self, parcel: &ParcelId) -> Result<Parcel, AppError> {
         let (now, app, id) = (self.now(), self.clone(), parcel.clone());
         self.store()
             .write(move |tx| {
@@ -52,6 +53,7 @@ impl App {
                     self.codes_changed(bank);
                 }
             })
+            .map(Parcel::from)
     }
 
     /// Sends the recipient a new pickup code for a parcel waiting in its compartment, and
@@ -59,7 +61,7 @@ impl App {
     /// of the site; the code goes only to the recipient's own address. At most 3 a day per
     /// parcel and 10 a day per recipient, whoever asks, so nobody's mailbox can be flooded.
     pub async fn resend_code(&self, caller: &Caller, parcel: &ParcelId) -> Result<(), AppError> {
-        let p = self.parcel(caller, parcel).await?;
+        let p = self.parcel_row(caller, parcel).await?;
         // Anyone else who may see the parcel (its carrier, an auditor) is not its owner: to
         // them, as to strangers, there is no code to send.
         let allowed = caller.check(|pr| match pr {

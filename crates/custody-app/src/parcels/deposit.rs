@@ -1,6 +1,7 @@
 //! Depositing: reserving the best free compartment and opening it, confirming once the
 //! door is shut, abandoning, and releasing reservations whose time ran out.
 
+use crate::parcels::Parcel;
 use custody_core::audit::{Actor, AuditAction, Target};
 use custody_core::compartment::{CompartmentState, DoorState, SizeClass};
 use custody_core::parcel::{ParcelEvent, ParcelState};
@@ -70,7 +71,7 @@ impl App {
         bank: &BankId,
         at_least: Option<SizeClass>,
     ) -> Result<Deposit, AppError> {
-        let p = self.parcel(caller, parcel).await?;
+        let p = self.parcel_row(caller, parcel).await?;
         if let Err(d) = caller.check(|pr| policy::may_deposit(pr, &p.org, &p.site, &p.carrier)) {
             return Err(self
                 .refuse(caller, AuditAction::DepositReserve, parcel_target(&p), d)
@@ -135,7 +136,7 @@ impl App {
                             },
                         )
                         .await?;
-                    Ok(Deposit { parcel: p, compartment, command })
+                    Ok(Deposit { parcel: p.into(), compartment: compartment.into(), command })
                 }
                 .boxed()
             })
@@ -148,8 +149,8 @@ impl App {
         &self,
         caller: &Caller,
         parcel: &ParcelId,
-    ) -> Result<ParcelRow, AppError> {
-        let p = self.parcel(caller, parcel).await?;
+    ) -> Result<Parcel, AppError> {
+        let p = self.parcel_row(caller, parcel).await?;
         if let Err(d) = caller.check(|pr| policy::may_deposit(pr, &p.org, &p.site, &p.carrier)) {
             return Err(self.refuse(caller, AuditAction::Deposit, parcel_target(&p), d).await);
         }
@@ -206,6 +207,7 @@ impl App {
                 .boxed()
             })
             .await
+            .map(Parcel::from)
     }
 
     /// Confirms a deposit and notifies the recipient at once, wherever the courier confirms
@@ -215,7 +217,7 @@ impl App {
         &self,
         caller: &Caller,
         parcel: &ParcelId,
-    ) -> Result<ParcelRow, AppError> {
+    ) -> Result<Parcel, AppError> {
         self.confirm_deposit(caller, parcel).await?;
         match self.notify(parcel).await {
             Ok(p) => Ok(p),
@@ -231,8 +233,8 @@ impl App {
         &self,
         caller: &Caller,
         parcel: &ParcelId,
-    ) -> Result<ParcelRow, AppError> {
-        let p = self.parcel(caller, parcel).await?;
+    ) -> Result<Parcel, AppError> {
+        let p = self.parcel_row(caller, parcel).await?;
         if let Err(d) = caller.check(|pr| policy::may_deposit(pr, &p.org, &p.site, &p.carrier)) {
             return Err(self
                 .refuse(caller, AuditAction::DepositCancel, parcel_target(&p), d)
@@ -244,6 +246,7 @@ impl App {
                 async move { release(tx, &p.id, &actor, now, "cancelled").await }.boxed()
             })
             .await
+            .map(Parcel::from)
     }
 
     /// Releases reservations whose time ran out (housekeeping). Returns how many.

@@ -1,6 +1,7 @@
 //! Leaving other than by pickup: expiry, the carrier taking a parcel back, and staff taking
 //! it out with a reason (past the remote-open budget, with a second person).
 
+use crate::parcels::Parcel;
 use custody_core::approval::ApprovalKind;
 use custody_core::audit::{Actor, AuditAction};
 use custody_core::parcel::ParcelEvent;
@@ -88,8 +89,8 @@ impl App {
         &self,
         caller: &Caller,
         parcel: &ParcelId,
-    ) -> Result<(ParcelRow, Opening), AppError> {
-        let p = self.parcel(caller, parcel).await?;
+    ) -> Result<(Parcel, Opening), AppError> {
+        let p = self.parcel_row(caller, parcel).await?;
         if let Err(d) = caller.check(|pr| policy::may_return_to_carrier(pr, facts(&p))) {
             return Err(self
                 .refuse(caller, AuditAction::ReturnToCarrier, parcel_target(&p), d)
@@ -105,6 +106,7 @@ impl App {
                     .boxed()
             })
             .await
+            .map(|(parcel, opening)| (parcel.into(), opening))
     }
 
     /// Staff take a parcel out of the locker, saying why. Past the remote-open budget this
@@ -114,9 +116,9 @@ impl App {
         caller: &Caller,
         parcel: &ParcelId,
         reason: &str,
-    ) -> Result<OpenOrAsk<(ParcelRow, Opening)>, AppError> {
+    ) -> Result<OpenOrAsk<(Parcel, Opening)>, AppError> {
         let reason = Reason::parse(reason).map_err(AppError::invalid)?;
-        let p = self.parcel(caller, parcel).await?;
+        let p = self.parcel_row(caller, parcel).await?;
         if let Err(d) = caller.check(|pr| policy::may_manage_site(pr, &p.org, &p.site)) {
             return Err(self.refuse(caller, AuditAction::Retrieve, parcel_target(&p), d).await);
         }
@@ -148,12 +150,13 @@ impl App {
                             reason: (p.recipient.as_ref().unwrap_or(opener), &reason),
                         };
                         let request = app.hold_for_approval(tx, hold, now).await?;
-                        return Ok::<_, AppError>(OpenOrAsk::Pending(Box::new(request)));
+                        return Ok::<_, AppError>(OpenOrAsk::Pending(Box::new(request.into())));
                     }
                     let charge = person.as_ref().map_or(Charge::Free, Charge::Alone);
                     let words = Some(reason.as_str().to_owned());
-                    let taken = app.take_out(tx, &p.id, &out, &actor, charge, words, now).await?;
-                    Ok(OpenOrAsk::Opened(taken))
+                    let (taken, opening) =
+                        app.take_out(tx, &p.id, &out, &actor, charge, words, now).await?;
+                    Ok(OpenOrAsk::Opened((taken.into(), opening)))
                 }
                 .boxed()
             })
@@ -259,6 +262,6 @@ impl App {
         };
         let command = self.issue_open(tx, actor, now, for_).await?;
         let p = tx.parcel(&p.id).await?.ok_or(AppError::NotFound)?;
-        Ok((p, Opening { compartment, command }))
+        Ok((p, Opening { compartment: compartment.into(), command }))
     }
 }

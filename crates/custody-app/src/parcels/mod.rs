@@ -9,6 +9,9 @@
 //! Every method is one unit of work: the state change, the compartment change, the open command
 //! and the audit entries commit together or not at all.
 
+use crate::audit::AuditRecord;
+use crate::compartments::Compartment;
+use crate::sites::Site;
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::compartment::{CompartmentNumber, CompartmentState, SizeClass};
 use custody_core::parcel::{ParcelEvent, ParcelState};
@@ -18,15 +21,58 @@ use custody_core::text::{Email, TrackingRef};
 use custody_core::throttle::{BANK_PICKUP, BANK_PICKUP_DAY};
 use custody_core::{BankId, CarrierId, ParcelId, SiteId, Timestamp};
 use custody_proto::device::SignedOpenCommand;
-use custody_store::{
-    AuditRow, CodeRefused, CompartmentRow, ParcelRow, PersonRow, SiteRow, StoreError, Tx,
-};
+use custody_store::{CodeRefused, CompartmentRow, ParcelRow, PersonRow, StoreError, Tx};
 use futures_util::FutureExt as _;
 
 use crate::personal::Statement;
 use crate::sight::{as_seen_by, entries_seen_by};
 use crate::throttle::Budgets;
 use crate::{App, AppError, Caller};
+
+use custody_core::{CompartmentId, OrgId, PersonId};
+
+view! {
+    /// A parcel.
+    Parcel from ParcelRow {
+        /// Id.
+        id: ParcelId,
+        /// Organisation.
+        org: OrgId,
+        /// Site.
+        site: SiteId,
+        /// Bank, once a compartment is assigned.
+        bank: Option<BankId>,
+        /// Compartment, once assigned.
+        compartment: Option<CompartmentId>,
+        /// Delivering carrier.
+        carrier: CarrierId,
+        /// Who may collect it: none for a parcel announced for an address that matched no resident
+        /// of the site, until the site's staff name one.
+        recipient: Option<PersonId>,
+        /// Carrier's reference.
+        tracking_ref: TrackingRef,
+        /// Size class.
+        size: SizeClass,
+        /// Needs an accessible compartment.
+        needs_accessible: bool,
+        /// Needs a refrigerated compartment.
+        needs_refrigerated: bool,
+        /// Lifecycle state.
+        state: ParcelState,
+        /// Announced.
+        created_at: Timestamp,
+        /// Deposited.
+        deposited_at: Option<Timestamp>,
+        /// Recipient notified.
+        notified_at: Option<Timestamp>,
+        /// End of the pickup window.
+        expires_at: Option<Timestamp>,
+        /// Left the locker for good (picked up, returned, retrieved).
+        closed_at: Option<Timestamp>,
+        /// Last change.
+        updated_at: Timestamp,
+    }
+}
 
 mod codes;
 mod deposit;
@@ -57,9 +103,9 @@ pub struct ParcelSpec {
 #[derive(Debug, Clone)]
 pub struct Deposit {
     /// The parcel.
-    pub parcel: ParcelRow,
+    pub parcel: Parcel,
     /// The reserved compartment.
-    pub compartment: CompartmentRow,
+    pub compartment: Compartment,
     /// The command that opens it, for the bank's agent.
     pub command: SignedOpenCommand,
 }
@@ -68,7 +114,7 @@ pub struct Deposit {
 #[derive(Debug, Clone)]
 pub struct Opening {
     /// The compartment.
-    pub compartment: CompartmentRow,
+    pub compartment: Compartment,
     /// The command that opens it, for the bank's agent.
     pub command: SignedOpenCommand,
 }
@@ -103,7 +149,7 @@ fn facts(p: &ParcelRow) -> ParcelFacts<'_> {
 
 /// Whether `person` is someone a parcel for `site` may be addressed to: an enabled resident
 /// of that site.
-pub(crate) fn lives_at(person: &PersonRow, site: &SiteRow) -> bool {
+pub(crate) fn lives_at(person: &PersonRow, site: &Site) -> bool {
     person.role == Role::Resident
         && person.org == site.org
         && person.site.as_ref() == Some(&site.id)
@@ -284,7 +330,16 @@ pub(crate) fn event(
 impl App {
     /// Loads a parcel the caller may see. A parcel the caller may not see is `NotFound`, the
     /// same as one that does not exist (and the attempt is audited).
-    pub async fn parcel(&self, caller: &Caller, id: &ParcelId) -> Result<ParcelRow, AppError> {
+    pub async fn parcel(&self, caller: &Caller, id: &ParcelId) -> Result<Parcel, AppError> {
+        self.parcel_row(caller, id).await.map(Into::into)
+    }
+
+    /// [`App::parcel`] as stored, for the use cases that go on to change it.
+    pub(crate) async fn parcel_row(
+        &self,
+        caller: &Caller,
+        id: &ParcelId,
+    ) -> Result<ParcelRow, AppError> {
         let lookup = id.clone();
         let parcel = self
             .store()
@@ -312,8 +367,8 @@ impl App {
         &self,
         caller: &Caller,
         id: &ParcelId,
-    ) -> Result<(ParcelRow, Vec<(AuditRow, Statement)>), AppError> {
-        let parcel = self.parcel(caller, id).await?;
+    ) -> Result<(Parcel, Vec<(AuditRecord, Statement)>), AppError> {
+        let parcel = self.parcel_row(caller, id).await?;
         let pid = parcel.id.clone();
         let history = self
             .store()
@@ -321,7 +376,8 @@ impl App {
             .await?;
         let history = entries_seen_by(caller, history, |row| row.event.action);
         let statements = self.statements(caller, &parcel.org, &parcel.site, &history).await?;
-        Ok((as_seen_by(caller, parcel), history.into_iter().zip(statements).collect()))
+        let history = history.into_iter().map(AuditRecord::from).zip(statements).collect();
+        Ok((as_seen_by(caller, parcel.into()), history))
     }
 
     /// The parcels the caller may see: a resident's own, a carrier's (within its sites), or a
@@ -331,19 +387,20 @@ impl App {
         caller: &Caller,
         site: Option<&SiteId>,
         limit: u32,
-    ) -> Result<Vec<ParcelRow>, AppError> {
+    ) -> Result<Vec<Parcel>, AppError> {
         let limit = limit.clamp(1, 500);
         match (caller, site) {
             (Caller::Principal(Principal::Person { id, standing, .. }), None)
                 if standing.role == Role::Resident =>
             {
                 let id = id.clone();
-                Ok(self
-                    .store()
-                    .read(move |tx| {
-                        async move { tx.parcels_for_recipient(&id, limit).await }.boxed()
-                    })
-                    .await?)
+                Ok(crate::views(
+                    self.store()
+                        .read(move |tx| {
+                            async move { tx.parcels_for_recipient(&id, limit).await }.boxed()
+                        })
+                        .await?,
+                ))
             }
             (
                 Caller::Principal(p @ (Principal::CarrierKey { .. } | Principal::Person { .. })),
@@ -367,7 +424,7 @@ impl App {
                 Ok(all
                     .into_iter()
                     .filter(|parcel| policy::may_view_parcel(p, facts(parcel)).is_ok())
-                    .map(|parcel| as_seen_by(caller, parcel))
+                    .map(|parcel| as_seen_by(caller, parcel.into()))
                     .collect())
             }
             (_, Some(site)) => {
@@ -383,10 +440,13 @@ impl App {
                         .await);
                 }
                 let site = site.clone();
-                Ok(self
-                    .store()
-                    .read(move |tx| async move { tx.parcels_at_site(&site, limit).await }.boxed())
-                    .await?)
+                Ok(crate::views(
+                    self.store()
+                        .read(move |tx| {
+                            async move { tx.parcels_at_site(&site, limit).await }.boxed()
+                        })
+                        .await?,
+                ))
             }
             _ => Err(AppError::Invalid("name a site".into())),
         }
@@ -397,7 +457,7 @@ impl App {
         &self,
         caller: &Caller,
         spec: ParcelSpec,
-    ) -> Result<ParcelRow, AppError> {
+    ) -> Result<Parcel, AppError> {
         let site = self.site(&spec.site).await?;
         let target = Target { site: Some(site.id.clone()), ..Target::default() };
         if let Err(d) = caller.check(|p| policy::may_deposit(p, &site.org, &site.id, &spec.carrier))
@@ -454,13 +514,14 @@ impl App {
                 .boxed()
             })
             .await
+            .map(Parcel::from)
     }
 }
 
 impl App {
     /// The names of a parcel's carrier and recipient ("who delivered it, who may collect it"),
     /// for a caller already allowed to see the parcel.
-    pub async fn parcel_parties(&self, p: &ParcelRow) -> Result<(String, String), AppError> {
+    pub async fn parcel_parties(&self, p: &Parcel) -> Result<(String, String), AppError> {
         let (carrier, recipient) = (p.carrier.clone(), p.recipient.clone());
         self.store()
             .read(move |tx| {

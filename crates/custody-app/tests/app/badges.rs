@@ -23,7 +23,7 @@ const BOBS: &str = "04A2B3C4D5E6F8";
 const ADMINS: &str = "04A2B3C4D5E6F9";
 const CARLS: &str = "04A2B3C4D5E6FA";
 
-async fn register(env: &Env, email: &str, number: &str) -> custody_store::BadgeRow {
+async fn register(env: &Env, email: &str, number: &str) -> custody_app::badges::Badge {
     let admin = Env::as_person(&env.admin);
     let spec = BadgeSpec { email: email.into(), number: number.into() };
     env.app.register_badge(&admin, &env.site, spec).await.expect("registered")

@@ -24,7 +24,7 @@ async fn last_recipient(env: &Env, parcel: &ParcelId) -> String {
         .read(move |tx| async move { tx.messages_for_parcel(&id).await }.boxed())
         .await
         .unwrap();
-    env.app.open_message(rows.last().unwrap()).unwrap().to
+    env.app.open_message(&rows.last().cloned().unwrap().into()).unwrap().to
 }
 
 backends!(

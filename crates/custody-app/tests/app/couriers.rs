@@ -10,13 +10,13 @@
 
 use custody_app::parcels::PickupOutcome;
 use custody_app::people::NewPerson;
+use custody_app::people::Person;
 use custody_app::{AppError, Caller};
 use custody_core::compartment::SizeClass;
 use custody_core::parcel::ParcelState;
 use custody_core::person::Role;
 use custody_core::time::{days, hours};
 use custody_proto::device::DoorReading;
-use custody_store::PersonRow;
 use custody_testkit::env::enrol_device;
 use custody_testkit::{Env, TestStore, backends};
 
@@ -25,7 +25,7 @@ async fn courier_named(
     email: &str,
     carrier: &custody_core::CarrierId,
     site: Option<&custody_core::SiteId>,
-) -> PersonRow {
+) -> Person {
     let new = NewPerson {
         org: env.org.clone(),
         email: email.into(),

@@ -11,12 +11,12 @@
 use std::time::Duration;
 
 use custody_app::factors::{Proof, Proven};
+use custody_app::people::Person;
 use custody_app::sessions::{Client, NewSession, SessionInfo};
 use custody_app::{App, AppError};
 use custody_core::audit::{AuditAction, Outcome};
 use custody_core::person::Factor;
 use custody_core::time::minutes;
-use custody_store::PersonRow;
 use custody_testkit::env::PASSWORD;
 use custody_testkit::{Env, TestStore, backends};
 use futures_util::FutureExt as _;
@@ -27,7 +27,7 @@ fn client() -> Client {
 }
 
 /// A password-only session of `person`, and what the app makes of it.
-async fn password_only(env: &Env, person: &PersonRow) -> (NewSession, SessionInfo) {
+async fn password_only(env: &Env, person: &Person) -> (NewSession, SessionInfo) {
     let session = env
         .app
         .login(person.email.as_str(), Zeroizing::new(PASSWORD.into()), &client())

@@ -246,7 +246,7 @@ fn confirmed(id: &str, courier: &str, parcel: &ParcelId, at_ms: i64) -> OfflineU
     }
 }
 
-async fn compartment(env: &Env, n: u16) -> custody_store::CompartmentRow {
+async fn compartment(env: &Env, n: u16) -> custody_app::compartments::Compartment {
     let all = env.app.bank_overview(&env.bank).await.unwrap();
     all.into_iter().find(|c| c.number.get() == n).unwrap()
 }

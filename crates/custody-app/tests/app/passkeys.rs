@@ -36,7 +36,7 @@ async fn register(env: &Env, authenticator: &mut SoftPasskey) -> (Zeroizing<Stri
 /// passkey's credential id.
 async fn register_for(
     env: &Env,
-    person: &custody_store::PersonRow,
+    person: &custody_app::people::Person,
     authenticator: &mut SoftPasskey,
 ) -> ((Zeroizing<String>, SessionInfo), String) {
     let token = env.sign_in(person).await;
@@ -60,7 +60,7 @@ async fn register_for(
 }
 
 /// The user handle Custody gives `person`'s passkeys.
-fn handle_of(person: &custody_store::PersonRow) -> Vec<u8> {
+fn handle_of(person: &custody_app::people::Person) -> Vec<u8> {
     custody_crypto::sha256(person.id.as_str().as_bytes())[..16].to_vec()
 }
 

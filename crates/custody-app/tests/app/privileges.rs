@@ -13,18 +13,18 @@ use custody_app::Caller;
 use custody_app::approvals::RoleChange;
 use custody_app::bulk::BulkOpening;
 use custody_app::people::NewPerson;
+use custody_app::people::Person;
 use custody_app::sessions::Client;
 use custody_core::alert::AlertKind;
 use custody_core::approval::{ApprovalKind, ApprovalOutcome};
 use custody_core::audit::{AuditAction, Outcome};
 use custody_core::person::Role;
 use custody_core::time::minutes;
-use custody_store::PersonRow;
 use custody_testkit::env::PASSWORD;
 use custody_testkit::{Env, TestStore, backends};
 use zeroize::Zeroizing;
 
-async fn add(env: &Env, email: &str, role: Role, org_wide: bool) -> PersonRow {
+async fn add(env: &Env, email: &str, role: Role, org_wide: bool) -> Person {
     let new = NewPerson {
         org: env.org.clone(),
         email: email.into(),

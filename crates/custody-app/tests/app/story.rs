@@ -7,6 +7,7 @@
     reason = "a test fails loudly at the first unexpected value"
 )]
 
+use custody_app::audit::AuditRecord;
 use custody_app::audit::{Verdict, verify_store};
 use custody_app::parcels::{ParcelSpec, PickupOutcome};
 use custody_app::personal::Statement;
@@ -21,7 +22,7 @@ use custody_core::person::Role;
 use custody_core::time::{days, hours, minutes};
 use custody_crypto::sign::PublicKey;
 use custody_proto::device::{DoorReading, OPEN_COMMAND_DOMAIN, SignedOpenCommand};
-use custody_store::{AuditRow, StoreError};
+use custody_store::StoreError;
 use custody_testkit::env::PASSWORD;
 use custody_testkit::{Env, TestStore, backends};
 use futures_util::FutureExt as _;
@@ -54,7 +55,7 @@ async fn last_attempt_reason(env: &Env) -> Option<String> {
     attempt.event.reason.clone()
 }
 
-async fn history(env: &Env, parcel: &ParcelId) -> Vec<AuditRow> {
+async fn history(env: &Env, parcel: &ParcelId) -> Vec<AuditRecord> {
     env.app
         .parcel_history(&Caller::Operator, parcel)
         .await
@@ -65,7 +66,7 @@ async fn history(env: &Env, parcel: &ParcelId) -> Vec<AuditRow> {
         .collect()
 }
 
-fn actions(h: &[AuditRow]) -> Vec<(AuditAction, Outcome, Option<String>)> {
+fn actions(h: &[AuditRecord]) -> Vec<(AuditAction, Outcome, Option<String>)> {
     h.iter().map(|r| (r.event.action, r.event.outcome, r.event.reason.clone())).collect()
 }
 
@@ -125,7 +126,7 @@ backends!(deposit_notify_and_pickup, |t: TestStore| async move {
     );
 
     let (after, h) = env.app.parcel_history(&Caller::Operator, &parcel.id).await.unwrap();
-    let h: Vec<AuditRow> = h.into_iter().map(|e| e.0).collect();
+    let h: Vec<AuditRecord> = h.into_iter().map(|e| e.0).collect();
     assert_eq!(after.state, ParcelState::PickedUp);
     let slot = env.compartments[0].id.clone();
     let c = env
@@ -928,12 +929,19 @@ async fn enrolment_tokens_are_single_use() {
     assert_eq!(env.app.enrol("garbage", &csr).await.unwrap_err().code(), "authentication_failed");
 }
 
+/// The password hash stored for `person`: the app never hands it out.
+async fn stored_password_hash(env: &Env, person: &custody_core::PersonId) -> String {
+    let id = person.clone();
+    let row = env.store.store.read(move |tx| async move { tx.person(&id).await }.boxed());
+    row.await.unwrap().unwrap().password_hash.unwrap()
+}
+
 // Tests seed people at the least Argon2id allows (a debug build's `PasswordCost::Test`); the
 // application as `custody serve` and every command build it, from the default configuration,
 // hashes at OWASP's minimum. A release build has no cheaper cost to choose.
 backends!(the_application_hashes_passwords_at_the_production_cost, |t: TestStore| async move {
     let env = Env::new(t).await;
-    let seeded = env.ann.password_hash.clone().unwrap();
+    let seeded = stored_password_hash(&env, &env.ann.id).await;
     assert!(seeded.starts_with("$argon2id$v=19$m=8,t=1,p=1$"), "{seeded}");
     let keys = env.data.load_keys().unwrap();
     let clock = std::sync::Arc::new(env.clock.clone());
@@ -955,6 +963,6 @@ backends!(the_application_hashes_passwords_at_the_production_cost, |t: TestStore
         reason: None,
     };
     let dora = app.create_person(&Caller::Operator, dora).await.unwrap();
-    let stored = dora.password_hash.unwrap();
+    let stored = stored_password_hash(&env, &dora.id).await;
     assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{stored}");
 });

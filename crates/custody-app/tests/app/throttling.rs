@@ -11,17 +11,17 @@
 
 use custody_app::Caller;
 use custody_app::factors::Proof;
+use custody_app::people::Person;
 use custody_app::sessions::Client;
 use custody_core::throttle::{GLOBAL_LOGIN, ThrottleRule};
 use custody_core::time::{hours, minutes};
-use custody_store::PersonRow;
 use custody_testkit::env::PASSWORD;
 use custody_testkit::{Env, TestStore, backends};
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
 
 /// Signs `person` in completely from `client` and returns the device cookie the browser gets.
-async fn sign_in_fully(env: &Env, person: &PersonRow, client: &Client) -> Zeroizing<String> {
+async fn sign_in_fully(env: &Env, person: &Person, client: &Client) -> Zeroizing<String> {
     let app = &env.app;
     let session =
         app.login(person.email.as_str(), Zeroizing::new(PASSWORD.into()), client).await.unwrap();
@@ -34,7 +34,7 @@ async fn sign_in_fully(env: &Env, person: &PersonRow, client: &Client) -> Zeroiz
     proven.session.device_cookie.unwrap()
 }
 
-async fn attempt(env: &Env, person: &PersonRow, password: &str, client: &Client) -> &'static str {
+async fn attempt(env: &Env, person: &Person, password: &str, client: &Client) -> &'static str {
     match env.app.login(person.email.as_str(), Zeroizing::new(password.into()), client).await {
         Ok(_) => "ok",
         Err(e) => e.code(),

@@ -9,6 +9,7 @@
 )]
 
 use custody_app::Caller;
+use custody_app::parcels::Parcel;
 use custody_app::parcels::{ParcelSpec, PickupOutcome};
 use custody_app::personal::Statement;
 use custody_app::sight::as_seen_by;
@@ -18,7 +19,6 @@ use custody_core::compartment::SizeClass;
 use custody_core::parcel::ParcelState;
 use custody_core::time::days;
 use custody_proto::device::DoorReading;
-use custody_store::ParcelRow;
 use custody_testkit::{Env, TestStore, backends};
 use futures_util::FutureExt as _;
 
@@ -36,7 +36,7 @@ fn spec(env: &Env, email: &str, tracking_ref: &str) -> ParcelSpec {
 
 /// What a carrier's caller is told about a parcel, with what differs between any two parcels
 /// anyway (ids, compartments, references) left out.
-fn told(p: &ParcelRow) -> String {
+fn told(p: &Parcel) -> String {
     format!(
         "{} recipient={:?} notified_at={:?} deposited={} expires={}",
         p.state,
@@ -81,7 +81,7 @@ async fn carrier_delivers(
     (p.id, answers)
 }
 
-async fn row(env: &Env, id: &ParcelId) -> ParcelRow {
+async fn row(env: &Env, id: &ParcelId) -> Parcel {
     let id = id.clone();
     env.app
         .store()
@@ -89,6 +89,7 @@ async fn row(env: &Env, id: &ParcelId) -> ParcelRow {
         .await
         .unwrap()
         .unwrap()
+        .into()
 }
 
 async fn messages(env: &Env, id: &ParcelId) -> usize {

@@ -165,6 +165,63 @@ fn layers_stay_in_their_lane() {
     }
 }
 
+/// **Architecture Invariant:** the server speaks the app's types: it depends on no store, so a
+/// change to the store's rows stops at the app.
+#[test]
+fn the_server_does_not_know_the_store() {
+    let (normal, dev) = &manifests()["custody-server"];
+    for deps in [normal, dev] {
+        assert!(
+            !deps.iter().any(|d| d == "custody-store"),
+            "custody-server depends on custody-store"
+        );
+    }
+}
+
+/// **Architecture Invariant:** what custody-app hands out is its own: no public function,
+/// field or variant of it names a store row or the store's transaction. (`App::new`, `store`
+/// and `verify_store` take the store itself, for the `custody` command that opens it.)
+#[test]
+fn the_app_hands_out_views_not_rows() {
+    let mut files = Vec::new();
+    rust_files(&root().join("crates/custody-app/src"), &mut files);
+    let leaks = |text: &str| {
+        text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .any(|w| (w.ends_with("Row") && w.len() > 3) || w == "Tx")
+    };
+    let mut found = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut i = 0;
+        while i < lines.len() {
+            let line = lines[i].trim_start();
+            // A public signature runs to its body's brace or its semicolon.
+            let public_fn =
+                ["pub fn ", "pub async fn ", "pub const fn "].iter().any(|p| line.starts_with(p));
+            let public_item =
+                line.starts_with("pub ") && !line.starts_with("pub(") && line.contains(':');
+            // An enum's variant with a payload: `Pending(Box<Approval>),`.
+            let variant = line.chars().next().is_some_and(char::is_uppercase)
+                && line.split('(').next().is_some_and(|n| n.chars().all(char::is_alphanumeric))
+                && line.ends_with("),");
+            let mut end = i;
+            if public_fn {
+                while !lines[end].trim_end().ends_with('{') && !lines[end].trim_end().ends_with(';')
+                {
+                    end += 1;
+                }
+            }
+            let text = lines[i..=end].join(" ");
+            if (public_fn || public_item || variant) && leaks(&text) {
+                found.push(format!("{}:{}: {}", file.display(), i + 1, line));
+            }
+            i = end + 1;
+        }
+    }
+    assert!(found.is_empty(), "custody-app hands out store types: {found:#?}");
+}
+
 /// **Architecture Invariant:** the test harness is only ever a dev-dependency.
 #[test]
 fn testkit_is_for_tests_only() {

@@ -10,7 +10,7 @@ use crate::extract::{Staff, StaffRead};
 use crate::routes::{Access, Doc, Routes};
 use crate::{ServerState, views};
 
-fn alert_view(a: &custody_store::AlertRow) -> AlertView {
+fn alert_view(a: &custody_app::alerts::Alert) -> AlertView {
     AlertView {
         id: a.id.to_string(),
         site: a.site.to_string(),

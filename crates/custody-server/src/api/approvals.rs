@@ -11,7 +11,7 @@ use crate::routes::{Access, Doc, Routes};
 use crate::{ServerState, views};
 
 /// A request waiting for a second person: `202 Accepted` with the request.
-pub(crate) fn pending(request: &custody_store::ApprovalRow) -> Response {
+pub(crate) fn pending(request: &custody_app::approvals::Approval) -> Response {
     (StatusCode::ACCEPTED, Json(views::approval(request))).into_response()
 }
 

@@ -77,7 +77,7 @@ pub async fn audit_export(
     StaffRead(reader): StaffRead,
     Json(body): Json<custody_proto::api::AuditExportRequest>,
 ) -> Result<Response, ApiError> {
-    let filter = custody_store::AuditFilter {
+    let filter = custody_core::audit::AuditFilter {
         site: Some(parse_id(&body.site, "site")?),
         parcel: body.parcel.as_deref().map(|p| parse_id(p, "parcel")).transpose()?,
         compartment: body.compartment.as_deref().map(|c| parse_id(c, "compartment")).transpose()?,

@@ -13,7 +13,7 @@ use crate::{ApiError, ServerState, views};
 
 fn device_view(
     state: &ServerState,
-    d: &custody_store::DeviceRow,
+    d: &custody_app::devices::Device,
 ) -> custody_proto::api::DeviceView {
     let connected = d.revoked_at.is_none() && state.hub.is_connected(&d.bank, &d.id);
     let health = state.hub.health(&d.bank, &d.id).filter(|_| connected).map(|(at, report)| {

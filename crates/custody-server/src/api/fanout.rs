@@ -15,7 +15,7 @@ use crate::extract::{PersonSession, Staff, StaffRead};
 use crate::routes::{Access, Doc, Routes};
 use crate::{ApiError, ServerState, views};
 
-fn endpoint_view(e: &custody_store::EndpointRow) -> AlertEndpointView {
+fn endpoint_view(e: &custody_app::fanout::Endpoint) -> AlertEndpointView {
     AlertEndpointView {
         id: e.id.to_string(),
         channel: e.channel.as_str().to_owned(),
@@ -25,7 +25,7 @@ fn endpoint_view(e: &custody_store::EndpointRow) -> AlertEndpointView {
     }
 }
 
-fn delivery_view(d: &custody_store::DeliveryRow) -> AlertDeliveryView {
+fn delivery_view(d: &custody_app::fanout::Delivery) -> AlertDeliveryView {
     let state = match (d.delivered_at, d.dead_at) {
         (Some(_), _) => "delivered",
         (None, Some(_)) => "dead",
@@ -137,7 +137,7 @@ pub async fn retry_alert_delivery(
     Ok(Json(delivery_view(&state.app.retry_alert_delivery(staff.caller(), &id).await?)))
 }
 
-fn subscription_view(s: &custody_store::SubscriptionRow) -> AlertSubscriptionView {
+fn subscription_view(s: &custody_app::fanout::Subscription) -> AlertSubscriptionView {
     AlertSubscriptionView {
         site: s.site.to_string(),
         channel: s.channel.as_str().to_owned(),

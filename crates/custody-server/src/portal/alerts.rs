@@ -22,10 +22,10 @@ use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use custody_app::alerts::AlertBoard;
+use custody_app::sites::Site;
 use custody_app::{App, AppError, Caller};
 use custody_core::alert::AlertState;
 use custody_core::{AlertId, SiteId};
-use custody_store::SiteRow;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
@@ -66,7 +66,7 @@ struct AlertRows {
 #[template(path = "alerts.html")]
 struct AlertsPage {
     nav: Nav,
-    site: SiteRow,
+    site: Site,
     lines: Vec<AlertLine>,
     manage: bool,
     csrf: String,
@@ -163,7 +163,7 @@ struct TimelineLine {
 #[template(path = "alert.html")]
 struct AlertPage {
     nav: Nav,
-    site: SiteRow,
+    site: Site,
     line: AlertLine,
     timeline: Vec<TimelineLine>,
     manage: bool,

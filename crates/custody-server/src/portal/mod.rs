@@ -12,10 +12,14 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use custody_app::AppError;
+use custody_app::compartments::Compartment;
+use custody_app::parcels::Parcel;
+use custody_app::people::Person;
+use custody_app::sites::Bank;
+use custody_app::sites::Site;
 use custody_core::parcel::ParcelState;
 use custody_core::person::Role;
 use custody_core::{ParcelId, SiteId};
-use custody_store::{BankRow, CompartmentRow, ParcelRow, PersonRow, SiteRow};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -350,7 +354,7 @@ struct ParcelLine {
     expires_at: String,
 }
 
-fn line(p: &ParcelRow, compartments: &[CompartmentRow]) -> ParcelLine {
+fn line(p: &Parcel, compartments: &[Compartment]) -> ParcelLine {
     let number = p
         .compartment
         .as_ref()
@@ -371,8 +375,8 @@ fn line(p: &ParcelRow, compartments: &[CompartmentRow]) -> ParcelLine {
 #[template(path = "home.html")]
 struct HomePage {
     nav: Nav,
-    person: PersonRow,
-    sites: Vec<SiteRow>,
+    person: Person,
+    sites: Vec<Site>,
     parcels: Vec<ParcelLine>,
     staff: bool,
 }
@@ -398,16 +402,16 @@ pub async fn home(State(state): State<ServerState>, PortalUser(s): PortalUser) -
 }
 
 struct BankBlock {
-    bank: BankRow,
+    bank: Bank,
     online: bool,
-    compartments: Vec<CompartmentRow>,
+    compartments: Vec<Compartment>,
 }
 
 #[derive(Template)]
 #[template(path = "site.html")]
 struct SitePage {
     nav: Nav,
-    site: SiteRow,
+    site: Site,
     banks: Vec<BankBlock>,
     parcels: Vec<ParcelLine>,
     /// Parcels nobody is named for yet (`custody_app::unaddressed`).
@@ -436,7 +440,7 @@ pub async fn site(
         Ok(p) => p,
         Err(e) => return error_page(&e, Some(n)),
     };
-    let all: Vec<CompartmentRow> = banks.iter().flat_map(|(_, c)| c.clone()).collect();
+    let all: Vec<Compartment> = banks.iter().flat_map(|(_, c)| c.clone()).collect();
     let blocks = banks
         .into_iter()
         .map(|(bank, compartments)| BankBlock {

@@ -24,7 +24,7 @@ use fantoccini::Locator;
 use serde_json::json;
 
 /// A parcel for Ann, deposited and notified.
-async fn notified_parcel(env: &custody_testkit::Env) -> custody_store::ParcelRow {
+async fn notified_parcel(env: &custody_testkit::Env) -> custody_app::parcels::Parcel {
     let carrier = env.carrier().await;
     let spec = ParcelSpec {
         site: env.site.clone(),

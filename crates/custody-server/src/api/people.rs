@@ -1,0 +1,102 @@
+//! People and their roles.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use custody_app::approvals::RoleChange;
+use custody_app::people::NewPerson;
+use custody_core::person::Role;
+use custody_proto::api::{CreatePersonRequest, PersonView, RoleChangeRequest};
+use zeroize::Zeroizing;
+
+use super::{Json, parse_id};
+use crate::extract::Staff;
+use crate::routes::{Access, Doc, Routes};
+use crate::{ApiError, ServerState, views};
+
+/// Add a person.
+pub async fn create_person(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Json(body): Json<CreatePersonRequest>,
+) -> Result<(StatusCode, Json<PersonView>), ApiError> {
+    let role = parse_role(&body.role)?;
+    let new = NewPerson {
+        org: staff.person().org.clone(),
+        email: body.email,
+        name: body.name,
+        role,
+        site: body.site.as_deref().map(|s| parse_id(s, "site")).transpose()?,
+        carrier: body.carrier.as_deref().map(|s| parse_id(s, "carrier")).transpose()?,
+        password: body.password.map(Zeroizing::new),
+        reason: body.reason,
+    };
+    let p = state.app.create_person(staff.caller(), new).await?;
+    Ok((StatusCode::CREATED, Json(views::person(&p))))
+}
+
+fn parse_role(role: &str) -> Result<Role, ApiError> {
+    Role::parse(role).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            "role must be resident, courier, auditor, admin or super_admin",
+        )
+    })
+}
+
+/// Give a person another role; making someone super-admin waits for a second super-admin.
+pub async fn change_role(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+    Json(body): Json<RoleChangeRequest>,
+) -> Result<Response, ApiError> {
+    let id: custody_core::PersonId = parse_id(&id, "person")?;
+    let role = parse_role(&body.role)?;
+    Ok(match state.app.change_role(staff.caller(), &id, role, &body.reason).await? {
+        RoleChange::Changed(p) => Json(views::person(&p)).into_response(),
+        RoleChange::Pending(a) => (StatusCode::ACCEPTED, Json(views::approval(&a))).into_response(),
+    })
+}
+
+/// Disable a person and end their sessions.
+pub async fn disable_person(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: custody_core::PersonId = parse_id(&id, "person")?;
+    state.app.disable_person(staff.caller(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// This concept's routes, each with its access class and a line for the API document.
+pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
+    use Access::Staff;
+    table
+        .post(
+            "/api/v1/people",
+            Staff,
+            Doc::json("Add a person", 201, "PersonView").taking("CreatePersonRequest"),
+            create_person,
+        )
+        .post(
+            "/api/v1/people/{id}/role",
+            Staff,
+            Doc::json(
+                "Give a person another role (needs a step-up); making someone super-admin \
+                 answers 202 with a request another super-admin must approve",
+                200,
+                "PersonView",
+            )
+            .taking("RoleChangeRequest"),
+            change_role,
+        )
+        .post(
+            "/api/v1/people/{id}/disable",
+            Staff,
+            Doc::plain("Disable a person; ends their sessions"),
+            disable_person,
+        )
+}
