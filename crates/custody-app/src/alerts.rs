@@ -8,6 +8,7 @@
 //! bank, or the whole site, in the unit of work that raises them; the agents are told at once.
 //! Lifting is as ever: an admin with a step-up and a reason, and a second person's approval.
 
+use crate::conflicts::ConflictCode;
 use std::collections::{BTreeMap, BTreeSet};
 
 use custody_core::alert::{AlertKind, AlertStep, LockdownScope};
@@ -338,11 +339,11 @@ impl App {
             .await?
             .ok_or(AppError::NotFound)?;
         let (org, site) = (&found.alert.org, &found.alert.site);
-        if let Err(d) = caller.check(|p| policy::may_view_site(p, org, site)) {
-            let target = Target { site: Some(site.clone()), ..Target::default() };
-            let d = if d == policy::Denied::Role { policy::Denied::Scope } else { d };
-            return Err(self.refuse(caller, AuditAction::AccessDenied, target, d).await);
-        }
+        let target = Target { site: Some(site.clone()), ..Target::default() };
+        self.authorize_sight(caller, AuditAction::AccessDenied, &target, |p| {
+            policy::may_view_site(p, org, site)
+        })
+        .await?;
         Ok(found)
     }
 
@@ -400,10 +401,11 @@ impl App {
         action: AuditAction,
     ) -> Result<Alert, AppError> {
         let found = self.alert(caller, id).await?.alert;
-        if let Err(d) = caller.check(|p| policy::may_manage_site(p, &found.org, &found.site)) {
-            let target = Target { site: Some(found.site.clone()), ..Target::default() };
-            return Err(self.refuse(caller, action, target, d).await);
-        }
+        let target = Target { site: Some(found.site.clone()), ..Target::default() };
+        self.authorize(caller, action, &target, |p| {
+            policy::may_manage_site(p, &found.org, &found.site)
+        })
+        .await?;
         Ok(found)
     }
 
@@ -422,7 +424,7 @@ impl App {
         let to = found
             .state
             .apply(step)
-            .map_err(|e| AppError::conflict("alert_state", e.to_string()))?;
+            .map_err(|e| AppError::conflict(ConflictCode::AlertState, e.to_string()))?;
         let (now, actor, id, person) =
             (self.now(), caller.actor(), id.clone(), caller.person().cloned());
         let (app, site) = (self.clone(), found.site.clone());
@@ -434,7 +436,7 @@ impl App {
                         (step == AlertStep::Acknowledge).then_some(person.as_ref()).flatten();
                     if !tx.move_alert(&id, found.state, to, owner, now).await? {
                         return Err(AppError::conflict(
-                            "alert_state",
+                            ConflictCode::AlertState,
                             "the alert changed meanwhile; look again",
                         ));
                     }

@@ -3,6 +3,7 @@
 //!
 //! The secret is shown once and stored only as a keyed hash, compared in constant time.
 
+use crate::conflicts::ConflictCode;
 use crate::{App, AppError, Caller};
 use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Target};
 use custody_core::policy::{self, Principal};
@@ -155,7 +156,7 @@ impl App {
                         && !tx.retire_api_key(old, *at).await?
                     {
                         return Err(AppError::conflict(
-                            "key_retired",
+                            ConflictCode::KeyRetired,
                             "that key is revoked or retiring already; rotate its successor",
                         ));
                     }
@@ -221,7 +222,7 @@ impl App {
                 async move {
                     if !tx.retire_api_key(&key.id, now).await? {
                         return Err(AppError::conflict(
-                            "key_retired",
+                            ConflictCode::KeyRetired,
                             "that key is revoked already",
                         ));
                     }

@@ -3,6 +3,7 @@
 //! (ASVS 2.3.5): granting super-admin, bulk opens beyond the limit, remote opens and
 //! retrievals past the remote-open budget, lifting a lockdown.
 
+use crate::conflicts::ConflictCode;
 use crate::people::Person;
 use custody_core::approval::{APPROVAL_TTL, ApprovalKind, ApprovalOutcome};
 use custody_core::audit::{AuditAction, AuditEvent, Target};
@@ -177,7 +178,7 @@ impl App {
             let refused = self.refuse(caller, AuditAction::ApprovalDecide, target, Denied::Role);
             return Err(match refused.await {
                 AppError::Forbidden => AppError::conflict(
-                    "same_person",
+                    ConflictCode::SamePerson,
                     "a request needs a second person: someone else must approve it",
                 ),
                 other => other,
@@ -206,7 +207,7 @@ impl App {
                 async move {
                     if !tx.decide_approval(&id, &by, now, outcome).await? {
                         return Err(AppError::conflict(
-                            "approval_closed",
+                            ConflictCode::ApprovalClosed,
                             "that request was answered already or has lapsed; ask again",
                         ));
                     }
@@ -270,7 +271,7 @@ impl App {
                 let plan = self.bulk_plan(&ask.bank, &ask.numbers, ask.reason_sha256).await?;
                 if plan.params() != request.params {
                     return Err(AppError::conflict(
-                        "approval_stale",
+                        ConflictCode::ApprovalStale,
                         "the bank changed since the request was made; ask again",
                     ));
                 }
@@ -319,7 +320,7 @@ impl App {
             Run::Grant { person, still_asked, granted } => {
                 if !still_asked || !tx.set_role(&person, person.role, Role::SuperAdmin).await? {
                     return Err(AppError::conflict(
-                        "approval_stale",
+                        ConflictCode::ApprovalStale,
                         "the person changed since the request was made; ask again",
                     ));
                 }

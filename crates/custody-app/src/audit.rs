@@ -1,6 +1,7 @@
 //! Verifying the audit log as stored: every entry, every leaf hash, every stored subtree root
 //! and the tree head, recomputed from the entries' fields.
 
+use crate::conflicts::ConflictCode;
 use crate::parcels::Parcel;
 use custody_audit::checkpoint::Checkpoint;
 use custody_audit::entry::EntryRef;
@@ -405,7 +406,10 @@ impl crate::App {
         self.checkpoint().await?;
         let latest = self.latest_checkpoint().await?;
         let Some((_, note)) = latest else {
-            return Err(crate::AppError::conflict("empty_log", "the audit log is empty"));
+            return Err(crate::AppError::conflict(
+                ConflictCode::EmptyLog,
+                "the audit log is empty",
+            ));
         };
         let verifier = self.checkpoint_verifier()?;
         let checkpoint = verifier
@@ -648,12 +652,11 @@ impl crate::App {
             .await?
             .ok_or(crate::AppError::NotFound)?;
         let target = Target { site: Some(site.id.clone()), ..Target::default() };
-        if let Err(d) = caller
-            .check(|p| custody_core::policy::may_view_site(p, &site.org, &site.id))
-            .and_then(|()| self.require_step_up(caller))
-        {
-            return Err(self.refuse(caller, AuditAction::AuditExport, target, d).await);
-        }
+        self.authorize(caller, AuditAction::AuditExport, &target, |p| {
+            custody_core::policy::may_view_site(p, &site.org, &site.id)
+                .and_then(|()| self.stepped_up(p))
+        })
+        .await?;
         let (app, now, actor) = (self.clone(), self.now(), caller.actor());
         let subject = caller.person().cloned();
         self.store()

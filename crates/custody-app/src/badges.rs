@@ -14,6 +14,7 @@
 //! badge key, which its agents also receive with the list of hashes: the kiosk refuses an
 //! unknown or revoked badge itself, from the next sync on.
 
+use crate::conflicts::ConflictCode;
 use custody_core::audit::{AuditAction, AuditEvent, Outcome, Target};
 use custody_core::badge::{BadgeNumber, MAX_SITE_BADGES, ReaderKind};
 use custody_core::policy::{self, Principal};
@@ -237,9 +238,10 @@ impl App {
         .ok_or(AppError::NotFound)?;
         let s = self.site(&badge.site).await?;
         let target = Target { site: Some(badge.site.clone()), ..Target::default() };
-        if let Err(d) = caller.check(|p| policy::may_manage_site(p, &s.org, &s.id)) {
-            return Err(self.refuse(caller, AuditAction::BadgeRevoke, target, d).await);
-        }
+        self.authorize(caller, AuditAction::BadgeRevoke, &target, |p| {
+            policy::may_manage_site(p, &s.org, &s.id)
+        })
+        .await?;
         let event =
             AuditEvent::success(self.now(), caller.actor(), AuditAction::BadgeRevoke, target)
                 .because(format!("{}:{}", badge.id, badge.person));
@@ -249,7 +251,7 @@ impl App {
                 async move {
                     if !tx.revoke_badge(&id, now).await? {
                         return Err(AppError::conflict(
-                            "badge_revoked",
+                            ConflictCode::BadgeRevoked,
                             "the badge is revoked already",
                         ));
                     }
@@ -446,7 +448,7 @@ async fn insert_badges(
     for badge in ready {
         tx.insert_badge(&badge).await.map_err(|e| match e {
             StoreError::Conflict => AppError::conflict(
-                "badge_exists",
+                ConflictCode::BadgeExists,
                 "a badge with this number was registered meanwhile; try again",
             ),
             other => other.into(),

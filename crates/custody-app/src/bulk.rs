@@ -3,6 +3,7 @@
 //! [`BULK_OPEN_ALONE`] compartments at once need a second person's approval, and whatever the
 //! approvals, one person opens at most [`BULK_OPEN_PERSON`]'s budget of compartments an hour.
 
+use crate::conflicts::ConflictCode;
 use custody_core::approval::{ApprovalKind, BULK_OPEN_ALONE, BULK_OPEN_MAX};
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::text::Reason;
@@ -133,12 +134,10 @@ impl App {
             bank: Some(plan.bank.clone()),
             ..Target::default()
         };
-        if let Err(d) = caller
-            .check(|p| policy::may_manage_site(p, &plan.org, &plan.site))
-            .and_then(|()| self.require_step_up(caller))
-        {
-            return Err(self.refuse(caller, AuditAction::BulkOpen, target, d).await);
-        }
+        self.authorize(caller, AuditAction::BulkOpen, &target, |p| {
+            policy::may_manage_site(p, &plan.org, &plan.site).and_then(|()| self.stepped_up(p))
+        })
+        .await?;
         self.refuse_if_locked_down(&caller.actor(), AuditAction::BulkOpen, &target).await?;
         let now = self.now();
         let (actor, person, app) = (caller.actor(), caller.person().cloned(), self.clone());
@@ -219,7 +218,7 @@ impl App {
     /// have opened was undone): the refusal goes on the record, and the site gets a
     /// `bulk_open` alert, since someone is emptying a bank.
     pub(crate) async fn if_over_cap(&self, error: &AppError, actor: &Actor, plan: &BulkPlan) {
-        if !matches!(error, AppError::Conflict { code: OVER_CAP, .. }) {
+        if !matches!(error, AppError::Conflict { code: ConflictCode::BulkOpenCap, .. }) {
             return;
         }
         let target = Target {
@@ -263,7 +262,7 @@ impl App {
             }
             if charged > BULK_OPEN_PERSON.max_failures {
                 return Err(AppError::conflict(
-                    OVER_CAP,
+                    ConflictCode::BulkOpenCap,
                     format!(
                         "one person opens at most {} compartments an hour by bulk opens; \
                          ask someone else or wait",
@@ -300,9 +299,6 @@ impl App {
         Ok(openings)
     }
 }
-
-/// The conflict a bulk open over its opener's hourly cap answers.
-const OVER_CAP: &str = "bulk_open_cap";
 
 fn bulk_event(actor: &Actor, target: Target, at: Timestamp, reason: String) -> AuditEvent {
     AuditEvent::success(at, actor.clone(), AuditAction::BulkOpen, target).because(reason)

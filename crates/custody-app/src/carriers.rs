@@ -1,6 +1,7 @@
 //! Carriers: the organisations that deliver, with their couriers (`couriers`) and API keys
 //! (`api_keys`).
 
+use crate::conflicts::ConflictCode;
 use crate::{App, AppError, Caller};
 use custody_core::audit::{AuditAction, AuditEvent, Target};
 use custody_core::policy::{self};
@@ -33,11 +34,10 @@ impl App {
         org: &OrgId,
         name: &str,
     ) -> Result<Carrier, AppError> {
-        if let Err(d) = caller.check(|p| policy::may_manage_org(p, org)) {
-            return Err(self
-                .refuse(caller, AuditAction::CarrierCreate, Target::default(), d)
-                .await);
-        }
+        self.authorize(caller, AuditAction::CarrierCreate, &Target::default(), |p| {
+            policy::may_manage_org(p, org)
+        })
+        .await?;
         let carrier = CarrierRow {
             id: self.new_id(CarrierId::from_random)?,
             org: org.clone(),
@@ -56,9 +56,10 @@ impl App {
                 async move {
                     tx.org(&row.org).await?.ok_or(AppError::NotFound)?;
                     tx.insert_carrier(&row).await.map_err(|e| match e {
-                        StoreError::Conflict => {
-                            AppError::conflict("carrier_exists", "a carrier of that name exists")
-                        }
+                        StoreError::Conflict => AppError::conflict(
+                            ConflictCode::CarrierExists,
+                            "a carrier of that name exists",
+                        ),
                         other => other.into(),
                     })?;
                     tx.append_audit(&event)?;

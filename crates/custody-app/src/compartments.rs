@@ -1,5 +1,6 @@
 //! A bank's compartments: adding them, and reading them for agents and pages.
 
+use crate::conflicts::ConflictCode;
 use crate::{App, AppError, Caller};
 use custody_core::audit::{AuditAction, AuditEvent, Target};
 use custody_core::compartment::{CompartmentNumber, SizeClass};
@@ -66,9 +67,10 @@ impl App {
             bank: Some(bank.clone()),
             ..Target::default()
         };
-        if let Err(d) = caller.check(|p| policy::may_manage_site(p, &site_row.org, &site_row.id)) {
-            return Err(self.refuse(caller, AuditAction::CompartmentCreate, target, d).await);
-        }
+        self.authorize(caller, AuditAction::CompartmentCreate, &target, |p| {
+            policy::may_manage_site(p, &site_row.org, &site_row.id)
+        })
+        .await?;
         let mut new = Vec::with_capacity(specs.len());
         for spec in specs {
             new.push(NewCompartment {
@@ -89,7 +91,7 @@ impl App {
                     for c in &new {
                         tx.insert_compartment(c, now).await.map_err(|e| match e {
                             StoreError::Conflict => AppError::conflict(
-                                "compartment_exists",
+                                ConflictCode::CompartmentExists,
                                 format!("compartment {} already exists in this bank", c.number),
                             ),
                             other => other.into(),

@@ -14,6 +14,7 @@
 //! attempt back. Only the code's keyed hash is stored. A code stops working at the end of its
 //! day, and at once when its courier is disabled or is a courier no more.
 
+use crate::conflicts::ConflictCode;
 use crate::parcels::Parcel;
 use crate::people::Person;
 use custody_core::audit::{AuditAction, AuditEvent, Outcome, Target};
@@ -124,7 +125,10 @@ impl App {
             return Err(AppError::Forbidden);
         };
         if standing.role != Role::Courier {
-            return Err(AppError::conflict("not_a_courier", "only couriers have kiosk codes"));
+            return Err(AppError::conflict(
+                ConflictCode::NotACourier,
+                "only couriers have kiosk codes",
+            ));
         }
         let now = self.now();
         let day = now.utc_day();
@@ -146,7 +150,7 @@ impl App {
             // Another courier drew the same twelve digits today (about one day in two million
             // with a thousand couriers): theirs stands, this one would open their work.
             return Err(AppError::conflict(
-                "courier_code_unavailable",
+                ConflictCode::CourierCodeUnavailable,
                 "no code can be given today; ask an admin to deposit for you",
             ));
         }

@@ -61,9 +61,10 @@ impl App {
             bank: Some(bank_row.id.clone()),
             ..Target::default()
         };
-        if let Err(d) = caller.check(|p| policy::may_manage_site(p, &site.org, &site.id)) {
-            return Err(self.refuse(caller, AuditAction::EnrolmentTokenCreate, target, d).await);
-        }
+        self.authorize(caller, AuditAction::EnrolmentTokenCreate, &target, |p| {
+            policy::may_manage_site(p, &site.org, &site.id)
+        })
+        .await?;
         let secret: [u8; 20] = self.rng().bytes()?;
         let token = Zeroizing::new(BASE32_NOPAD.encode(&secret).to_lowercase());
         let now = self.now();
@@ -219,12 +220,10 @@ impl App {
         if caller.check(|p| policy::may_view_site(p, &site.org, &site.id)).is_err() {
             return Err(AppError::NotFound);
         }
-        if let Err(d) = caller
-            .check(|p| policy::may_manage_site(p, &site.org, &site.id))
-            .and_then(|()| self.require_step_up(caller))
-        {
-            return Err(self.refuse(caller, AuditAction::DeviceRevoke, target, d).await);
-        }
+        self.authorize(caller, AuditAction::DeviceRevoke, &target, |p| {
+            policy::may_manage_site(p, &site.org, &site.id).and_then(|()| self.stepped_up(p))
+        })
+        .await?;
         let (now, actor, app, person) =
             (self.now(), caller.actor(), self.clone(), caller.person().cloned());
         let device_id = device.id.clone();

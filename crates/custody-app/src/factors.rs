@@ -12,6 +12,7 @@
 //! TOTP code is stored and spent by a conditional update, so of two requests carrying the same
 //! code exactly one wins (ASVS 6.5.1).
 
+use crate::conflicts::ConflictCode;
 use crate::sessions::Session;
 use custody_core::audit::{AuditAction, AuditEvent, Outcome, Target};
 use custody_core::person::Factor;
@@ -173,7 +174,7 @@ impl App {
         }
         if !factors.any() && s.signed_in_at.plus(window) <= now {
             return Err(AppError::conflict(
-                "sign_in_again",
+                ConflictCode::SignInAgain,
                 "sign in again to set up a second factor: this sign-in is too old for that",
             ));
         }
@@ -279,7 +280,7 @@ impl App {
                         .write(move |tx| async move { tx.append_audit(&event) }.boxed())
                         .await?;
                     return Err(AppError::conflict(
-                        "totp_locked",
+                        ConflictCode::TotpLocked,
                         "too many wrong codes: the authenticator app is locked. Use a recovery \
                          code, then set the app up again",
                     ));
@@ -327,13 +328,13 @@ impl App {
             .await?;
         let (Some((sealed, begun)), codes_left) = found else {
             return Err(AppError::conflict(
-                "no_enrolment",
+                ConflictCode::NoEnrolment,
                 "no authenticator app is being set up; start again",
             ));
         };
         if begun.plus(TOTP_ENROLMENT_TTL) <= now {
             return Err(AppError::conflict(
-                "enrolment_expired",
+                ConflictCode::EnrolmentExpired,
                 "setting up the authenticator app took too long; start again",
             ));
         }
@@ -520,7 +521,7 @@ impl App {
         let factors = self.may_change_factors(s).await?;
         if !factors.totp && factors.passkeys == 0 {
             return Err(AppError::conflict(
-                "no_factor",
+                ConflictCode::NoFactor,
                 "set up an authenticator app or a passkey first; recovery codes back one up",
             ));
         }
@@ -548,7 +549,7 @@ impl App {
         let factors = self.may_change_factors(s).await?;
         if s.person.role.needs_second_factor() && factors.totp && factors.passkeys == 0 {
             return Err(AppError::conflict(
-                "last_factor",
+                ConflictCode::LastFactor,
                 "your role needs a second factor: add a passkey before removing the app",
             ));
         }

@@ -11,6 +11,7 @@
 //! alert is quiet (e-mail only), and a withdrawn consent stops what was queued.
 
 use crate::alerts::Alert;
+use crate::conflicts::ConflictCode;
 use std::time::Duration;
 
 use custody_core::alert::{Channel, Severity};
@@ -322,7 +323,7 @@ impl App {
                 async move {
                     if !tx.retry_alert_delivery(&id, now).await? {
                         return Err(AppError::conflict(
-                            "delivery_state",
+                            ConflictCode::DeliveryState,
                             "only a notification in the dead-letter list is sent again",
                         ));
                     }
@@ -460,11 +461,11 @@ impl App {
         site: &SiteId,
     ) -> Result<(), AppError> {
         let org = self.site(site).await?.org;
-        if let Err(d) = caller.check(|p| policy::may_view_site(p, &org, site)) {
-            let target = Target { site: Some(site.clone()), ..Target::default() };
-            return Err(self.refuse(caller, AuditAction::AccessDenied, target, d).await);
-        }
-        Ok(())
+        let target = Target { site: Some(site.clone()), ..Target::default() };
+        self.authorize(caller, AuditAction::AccessDenied, &target, |p| {
+            policy::may_view_site(p, &org, site)
+        })
+        .await
     }
 
     /// A site whose alerting the caller may change: an admin in scope, stepped up. A refusal
@@ -477,12 +478,10 @@ impl App {
     ) -> Result<Target, AppError> {
         let org = self.site(site).await?.org;
         let target = Target { site: Some(site.clone()), ..Target::default() };
-        if let Err(d) = caller
-            .check(|p| policy::may_manage_site(p, &org, site))
-            .and_then(|()| self.require_step_up(caller))
-        {
-            return Err(self.refuse(caller, action, target, d).await);
-        }
+        self.authorize(caller, action, &target, |p| {
+            policy::may_manage_site(p, &org, site).and_then(|()| self.stepped_up(p))
+        })
+        .await?;
         Ok(target)
     }
 

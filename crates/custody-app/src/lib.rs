@@ -42,6 +42,7 @@ pub mod badges;
 pub mod bulk;
 pub mod carriers;
 pub mod compartments;
+pub mod conflicts;
 pub mod couriers;
 pub mod devices;
 pub mod factors;
@@ -67,6 +68,7 @@ pub mod sites;
 mod throttle;
 pub mod unaddressed;
 
+use crate::conflicts::ConflictCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,8 +102,8 @@ pub enum AppError {
     /// The request clashes with the current state; `code` names the clash.
     #[error("{message}")]
     Conflict {
-        /// Stable code (`parcel_state`, `no_free_compartment`, `email_taken`…).
-        code: &'static str,
+        /// Which clash: one of the documented [`ConflictCode`]s.
+        code: ConflictCode,
         /// What to do about it.
         message: String,
     },
@@ -121,9 +123,6 @@ pub enum AppError {
     /// The pickup code was not accepted. One error for every reason.
     #[error("code not accepted")]
     PickupRefused,
-    /// The bank has no enrolled device to send a command to.
-    #[error("the bank has no enrolled device")]
-    BankNotEnrolled,
     /// The bank's agent is not connected, so a door cannot be opened now.
     #[error("the bank's agent is not connected; try again when it is online")]
     BankOffline,
@@ -141,7 +140,7 @@ impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Refused(_) => Self::Invalid(e.to_string()),
-            StoreError::Conflict => Self::Conflict { code: "conflict", message: e.to_string() },
+            StoreError::Conflict => Self::conflict(ConflictCode::Exists, e.to_string()),
             other => Self::Store(other),
         }
     }
@@ -154,20 +153,19 @@ impl AppError {
             Self::NotFound => "not_found",
             Self::Forbidden => "forbidden",
             Self::Invalid(_) => "invalid_request",
-            Self::Conflict { code, .. } => code,
+            Self::Conflict { code, .. } => code.as_str(),
             Self::AuthenticationFailed => "authentication_failed",
             Self::SecondFactorRequired => "second_factor_required",
             Self::StepUpRequired => "step_up_required",
             Self::Throttled => "throttled",
             Self::PickupRefused => "pickup_refused",
-            Self::BankNotEnrolled => "bank_not_enrolled",
             Self::BankOffline => "bank_offline",
             Self::Store(_) | Self::Crypto(_) => "internal",
         }
     }
 
     /// A conflict with the current state, with its stable code.
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ConflictCode, message: impl Into<String>) -> Self {
         Self::Conflict { code, message: message.into() }
     }
 
@@ -568,6 +566,42 @@ impl App {
         }
     }
 
+    /// Applies the access `rule` to the caller: the one way a use case says no. A refusal is
+    /// audited as `action` on `target` in a unit of its own and answered as the policy's reason
+    /// says (out of scope reads as not found).
+    pub(crate) async fn authorize(
+        &self,
+        caller: &Caller,
+        action: AuditAction,
+        target: &Target,
+        rule: impl FnOnce(&Principal) -> Result<(), Denied>,
+    ) -> Result<(), AppError> {
+        match caller.check(rule) {
+            Ok(()) => Ok(()),
+            Err(denied) => Err(self.refuse(caller, action, target.clone(), denied).await),
+        }
+    }
+
+    /// [`App::authorize`] for reading: a thing out of the caller's reach looks exactly like
+    /// one that does not exist, whatever the reason.
+    pub(crate) async fn authorize_sight(
+        &self,
+        caller: &Caller,
+        action: AuditAction,
+        target: &Target,
+        rule: impl FnOnce(&Principal) -> Result<(), Denied>,
+    ) -> Result<(), AppError> {
+        let rule =
+            |p: &Principal| rule(p).map_err(|d| if d == Denied::Role { Denied::Scope } else { d });
+        self.authorize(caller, action, target, rule).await
+    }
+
+    /// The principal proved a second factor within the step-up window: a rule for
+    /// [`App::authorize`].
+    pub(crate) fn stepped_up(&self, p: &Principal) -> Result<(), Denied> {
+        custody_core::policy::stepped_up(p, self.now(), self.config().step_up_window)
+    }
+
     /// The caller proved a second factor within the step-up window; the operator at the
     /// command line, who holds the keys, passes.
     pub(crate) fn require_step_up(&self, caller: &Caller) -> Result<(), Denied> {
@@ -600,7 +634,9 @@ impl App {
             .await?
             .into_iter()
             .find(|d| d.revoked_at.is_none())
-            .ok_or(AppError::BankNotEnrolled)?;
+            .ok_or_else(|| {
+                AppError::conflict(ConflictCode::BankNotEnrolled, "the bank has no enrolled device")
+            })?;
         let nonce: [u8; 16] = self.rng().bytes()?;
         let command = OpenCommand {
             device: device.id.to_string(),

@@ -6,6 +6,7 @@
 //! every refused attempt is audited.
 
 use crate::approvals::Approval;
+use crate::conflicts::ConflictCode;
 use custody_core::alert::{ANY_KIND, AlertKind, LockdownRule};
 use custody_core::approval::ApprovalKind;
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
@@ -19,7 +20,7 @@ use crate::{App, AppError, Caller};
 /// The answer to anything that would open a compartment of a locked-down bank.
 pub(crate) fn locked_down() -> AppError {
     AppError::conflict(
-        "locked_down",
+        ConflictCode::LockedDown,
         "this bank is locked down: nothing opens until an admin lifts the lockdown",
     )
 }
@@ -127,9 +128,10 @@ impl App {
         let (org, site) = self.bank_place(bank).await?;
         let target =
             Target { site: Some(site.clone()), bank: Some(bank.clone()), ..Target::default() };
-        if let Err(d) = caller.check(|p| policy::may_manage_site(p, &org, &site)) {
-            return Err(self.refuse(caller, AuditAction::LockdownEngage, target, d).await);
-        }
+        self.authorize(caller, AuditAction::LockdownEngage, &target, |p| {
+            policy::may_manage_site(p, &org, &site)
+        })
+        .await?;
         let (now, actor, app, person) =
             (self.now(), caller.actor(), self.clone(), caller.person().cloned());
         let by = actor.id.clone().unwrap_or_else(|| actor.kind.as_str().to_owned());
@@ -224,12 +226,11 @@ impl App {
     {
         let org = self.site(site).await?.org;
         let target = Target { site: Some(site.clone()), ..Target::default() };
-        if let Err(d) = caller
-            .check(|p| policy::may_manage_site(p, &org, site))
-            .and_then(|()| if step_up { self.require_step_up(caller) } else { Ok(()) })
-        {
-            return Err(self.refuse(caller, AuditAction::LockdownRule, target, d).await);
-        }
+        self.authorize(caller, AuditAction::LockdownRule, &target, |p| {
+            policy::may_manage_site(p, &org, site)
+                .and_then(|()| if step_up { self.stepped_up(p) } else { Ok(()) })
+        })
+        .await?;
         let (now, actor, site) = (self.now(), caller.actor(), site.clone());
         let (rules, banks) = self
             .store()
@@ -268,17 +269,18 @@ impl App {
         let (org, site) = self.bank_place(bank).await?;
         let target =
             Target { site: Some(site.clone()), bank: Some(bank.clone()), ..Target::default() };
-        if let Err(d) = caller
-            .check(|p| policy::may_manage_site(p, &org, &site))
-            .and_then(|()| self.require_step_up(caller))
-        {
-            return Err(self.refuse(caller, AuditAction::LockdownLift, target, d).await);
-        }
+        self.authorize(caller, AuditAction::LockdownLift, &target, |p| {
+            policy::may_manage_site(p, &org, &site).and_then(|()| self.stepped_up(p))
+        })
+        .await?;
         let lookup = bank.clone();
         let Some((engaged_at, _)) =
             self.store().read(move |tx| async move { tx.lockdown(&lookup).await }.boxed()).await?
         else {
-            return Err(AppError::conflict("not_locked_down", "that bank is not locked down"));
+            return Err(AppError::conflict(
+                ConflictCode::NotLockedDown,
+                "that bank is not locked down",
+            ));
         };
         let ask = LiftAsk { bank: bank.clone(), site: site.clone(), engaged_at };
         let (now, actor, app, person) =
@@ -369,7 +371,7 @@ pub(crate) async fn lift(
 ) -> Result<(), AppError> {
     if !tx.lift_lockdown(&ask.bank, ask.engaged_at).await? {
         return Err(AppError::conflict(
-            "approval_stale",
+            ConflictCode::ApprovalStale,
             "the lockdown changed since the request was made; look again",
         ));
     }

@@ -5,6 +5,7 @@
 //! ciphertext bound to the row's id, and the ciphertext is wiped once the message is delivered or
 //! given up (DESIGN.md §4 invariant 3).
 
+use crate::conflicts::ConflictCode;
 use std::time::Duration;
 
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
@@ -157,10 +158,9 @@ impl App {
 
     /// Opens a leased message for its transport.
     pub fn open_message(&self, row: &Leased) -> Result<Message, AppError> {
-        let sealed = row
-            .sealed
-            .as_ref()
-            .ok_or_else(|| AppError::conflict("message_wiped", "message already delivered"))?;
+        let sealed = row.sealed.as_ref().ok_or_else(|| {
+            AppError::conflict(ConflictCode::MessageWiped, "message already delivered")
+        })?;
         let plain =
             zeroize::Zeroizing::new(self.keys().outbox.open(row.id.as_str().as_bytes(), sealed)?);
         serde_json::from_slice(&plain).map_err(|e| AppError::Invalid(e.to_string()))

@@ -8,6 +8,7 @@
 //! by something known or been (user verification is required), a multi-factor cryptographic
 //! authenticator in NIST SP 800-63B's terms, so the session counts it as its second factor.
 
+use crate::conflicts::ConflictCode;
 use std::time::Duration;
 
 use custody_core::PersonId;
@@ -136,7 +137,7 @@ impl App {
                     tx.insert_passkey(&person, &passkey.id, &passkey.json, now).await.map_err(|e| {
                         match e {
                             custody_store::StoreError::Conflict => AppError::conflict(
-                                "passkey_taken",
+                                ConflictCode::PasskeyTaken,
                                 "that passkey is registered already",
                             ),
                             other => other.into(),
@@ -157,7 +158,10 @@ impl App {
     pub async fn begin_passkey_proof(&self, s: &SessionInfo) -> Result<PasskeyCeremony, AppError> {
         let passkeys = self.passkeys_of(s).await?;
         if passkeys.is_empty() {
-            return Err(AppError::conflict("no_passkey", "you have no passkey registered"));
+            return Err(AppError::conflict(
+                ConflictCode::NoPasskey,
+                "you have no passkey registered",
+            ));
         }
         let ceremony = self.0.relying_party.begin_authentication(&passkeys)?;
         let id = self.keep_ceremony(Some(&s.person.id), AUTHENTICATE, ceremony.state).await?;

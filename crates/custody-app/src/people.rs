@@ -2,6 +2,7 @@
 //! access policy sees it.
 
 use crate::approvals::RoleChange;
+use crate::conflicts::ConflictCode;
 use crate::{App, AppError, Caller};
 use custody_core::audit::{AuditAction, AuditEvent, Target};
 use custody_core::person::{Role, Scope, Standing, check_new_password};
@@ -156,7 +157,7 @@ impl App {
                     }
                     tx.insert_person(&row).await.map_err(|e| match e {
                         StoreError::Conflict => AppError::conflict(
-                            "email_taken",
+                            ConflictCode::EmailTaken,
                             "that e-mail address is already registered",
                         ),
                         other => other.into(),
@@ -190,11 +191,12 @@ impl App {
             .ok_or(AppError::NotFound)?;
         let standing = standing_of(&person);
         let target = Target { site: person.site.clone(), ..Target::default() };
-        if let Err(d) = caller.check(|p| policy::may_manage_person(p, &person.id, &standing)) {
-            return Err(self.refuse(caller, action, target, d).await);
-        }
+        self.authorize(caller, action, &target, |p| {
+            policy::may_manage_person(p, &person.id, &standing)
+        })
+        .await?;
         if person.disabled_at.is_some() {
-            return Err(AppError::conflict("disabled", "that person is disabled"));
+            return Err(AppError::conflict(ConflictCode::Disabled, "that person is disabled"));
         }
         Ok(person)
     }
@@ -250,7 +252,7 @@ impl App {
                     event.personal = app.seal_personal(tx, &row.id, reason.as_str()).await?;
                     if !tx.set_role(&row, from, role).await? {
                         return Err(AppError::conflict(
-                            "last_super_admin",
+                            ConflictCode::LastSuperAdmin,
                             "the organisation's last super-admin keeps the role (or the person \
                              changed meanwhile); appoint another first",
                         ));
@@ -282,7 +284,7 @@ impl App {
                 async move {
                     if !tx.disable_person(&person, now).await? {
                         return Err(AppError::conflict(
-                            "last_super_admin",
+                            ConflictCode::LastSuperAdmin,
                             "the organisation's last super-admin stays; appoint another first",
                         ));
                     }

@@ -114,11 +114,10 @@ impl App {
             .read(move |tx| async move { tx.person(&lookup).await }.boxed())
             .await?
             .ok_or(AppError::NotFound)?;
-        if let Err(d) = caller.check(|p| policy::may_manage_org(p, &row.org)) {
-            return Err(self
-                .refuse(caller, AuditAction::PersonalDataErase, Target::default(), d)
-                .await);
-        }
+        self.authorize(caller, AuditAction::PersonalDataErase, &Target::default(), |p| {
+            policy::may_manage_org(p, &row.org)
+        })
+        .await?;
         let (now, actor, person) = (self.now(), caller.actor(), person.clone());
         self.store()
             .write(move |tx| {

@@ -7,6 +7,7 @@
 //! screen. The open redeems the parcel's pickup code, so code, QR token and app open are one
 //! credential that works once.
 
+use crate::conflicts::ConflictCode;
 use custody_core::audit::{AuditAction, Outcome, Target};
 use custody_core::compartment::CompartmentNumber;
 use custody_core::parcel::ParcelState;
@@ -36,7 +37,7 @@ pub struct AppOpening {
 /// The answer to a presence code that does not match the kiosk's.
 fn not_present() -> AppError {
     AppError::conflict(
-        "presence_code",
+        ConflictCode::PresenceCode,
         "that is not the code on the locker's screen: type the six digits it shows now",
     )
 }
@@ -75,7 +76,7 @@ impl App {
         }
         let (Some(bank), ParcelState::Notified) = (p.bank.clone(), p.state) else {
             return Err(AppError::conflict(
-                "parcel_state",
+                ConflictCode::ParcelState,
                 "only a parcel waiting for pickup can be opened from the app",
             ));
         };
@@ -119,7 +120,7 @@ impl App {
                         Err(refused) => {
                             at.refused(tx, "app", &refused)?;
                             return Ok(Err(AppError::conflict(
-                                "parcel_state",
+                                ConflictCode::ParcelState,
                                 "this parcel cannot be opened from the app any more",
                             )));
                         }

@@ -6,6 +6,7 @@
 //! scans opens, and a token dies with its code on pickup, expiry or re-send. The agent checks
 //! the signature offline before it asks; the server checks everything again here.
 
+use crate::conflicts::ConflictCode;
 use std::time::Duration;
 
 use custody_core::audit::{AuditAction, Outcome, Target};
@@ -90,7 +91,7 @@ impl App {
         }
         if p.state != ParcelState::Notified {
             return Err(AppError::conflict(
-                "parcel_state",
+                ConflictCode::ParcelState,
                 "only a parcel waiting for pickup can be opened with a QR code",
             ));
         }
@@ -110,7 +111,7 @@ impl App {
             .await?;
         let Some((code, number)) = found else {
             return Err(AppError::conflict(
-                "no_code",
+                ConflictCode::NoCode,
                 "this parcel has no working pickup code: ask for it to be sent again",
             ));
         };

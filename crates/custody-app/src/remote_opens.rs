@@ -18,6 +18,7 @@
 //! counted either.
 
 use crate::approvals::Approval;
+use crate::conflicts::ConflictCode;
 use custody_core::approval::{ApprovalKind, RemoteOpenBudget};
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Target};
 use custody_core::text::Reason;
@@ -65,12 +66,9 @@ pub(crate) enum Charge<'a> {
     },
 }
 
-/// The conflict an open past the budget answers where it cannot become a request.
-pub(crate) const SECOND_PERSON: &str = "second_person_required";
-
 fn second_person_required(budget: &RemoteOpenBudget) -> AppError {
     AppError::conflict(
-        SECOND_PERSON,
+        ConflictCode::SecondPersonRequired,
         format!(
             "one person opens at most {} doors and a bank at most {} without a parcel's own \
              credential in {} hours; ask another member of staff to approve",
@@ -196,12 +194,10 @@ impl App {
             compartment: Some(c.id.clone()),
             parcel: c.parcel.clone(),
         };
-        if let Err(d) = caller
-            .check(|p| policy::may_manage_site(p, &site.org, &site.id))
-            .and_then(|()| self.require_step_up(caller))
-        {
-            return Err(self.refuse(caller, AuditAction::RemoteOpen, target, d).await);
-        }
+        self.authorize(caller, AuditAction::RemoteOpen, &target, |p| {
+            policy::may_manage_site(p, &site.org, &site.id).and_then(|()| self.stepped_up(p))
+        })
+        .await?;
         self.refuse_if_locked_down(&caller.actor(), AuditAction::RemoteOpen, &target).await?;
         self.require_online(&c.bank)?;
         let (now, actor, app) = (self.now(), caller.actor(), self.clone());
@@ -289,7 +285,7 @@ impl App {
         let (c, site) = self.compartment_and_site(&ask.compartment).await?;
         if RemoteOpenAsk::params(&site.id, &c, &ask.reason_sha256) != request.params {
             return Err(AppError::conflict(
-                "approval_stale",
+                ConflictCode::ApprovalStale,
                 "the compartment changed since the request was made; ask again",
             ));
         }

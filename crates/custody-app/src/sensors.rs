@@ -74,12 +74,10 @@ impl App {
         }
         let target =
             Target { site: Some(site.clone()), bank: Some(bank.clone()), ..Target::default() };
-        if let Err(d) = caller
-            .check(|p| policy::may_manage_site(p, &org, &site))
-            .and_then(|()| self.require_step_up(caller))
-        {
-            return Err(self.refuse(caller, AuditAction::SensorSettings, target, d).await);
-        }
+        self.authorize(caller, AuditAction::SensorSettings, &target, |p| {
+            policy::may_manage_site(p, &org, &site).and_then(|()| self.stepped_up(p))
+        })
+        .await?;
         let what = describe(&settings);
         let (now, actor, lookup) = (self.now(), caller.actor(), bank.clone());
         let stored = self

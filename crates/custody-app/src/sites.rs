@@ -99,9 +99,10 @@ impl App {
         time_zone: &str,
         pickup_window: Option<Duration>,
     ) -> Result<Site, AppError> {
-        if let Err(d) = caller.check(|p| policy::may_manage_org(p, org)) {
-            return Err(self.refuse(caller, AuditAction::SiteCreate, Target::default(), d).await);
-        }
+        self.authorize(caller, AuditAction::SiteCreate, &Target::default(), |p| {
+            policy::may_manage_org(p, org)
+        })
+        .await?;
         let site = SiteRow {
             id: self.new_id(SiteId::from_random)?,
             org: org.clone(),
@@ -147,9 +148,10 @@ impl App {
     ) -> Result<Bank, AppError> {
         let site_row = self.site(site).await?;
         let target = Target { site: Some(site.clone()), ..Target::default() };
-        if let Err(d) = caller.check(|p| policy::may_manage_site(p, &site_row.org, site)) {
-            return Err(self.refuse(caller, AuditAction::BankCreate, target, d).await);
-        }
+        self.authorize(caller, AuditAction::BankCreate, &target, |p| {
+            policy::may_manage_site(p, &site_row.org, site)
+        })
+        .await?;
         let bank = BankRow {
             id: self.new_id(BankId::from_random)?,
             site: site.clone(),
@@ -228,16 +230,13 @@ impl App {
         site: &SiteId,
     ) -> Result<(Site, Vec<BankOverview>), AppError> {
         let s = self.site(site).await?;
-        if let Err(d) = caller.check(|p| policy::may_view_site(p, &s.org, &s.id)) {
-            return Err(self
-                .refuse(
-                    caller,
-                    AuditAction::AccessDenied,
-                    Target { site: Some(site.clone()), ..Target::default() },
-                    d,
-                )
-                .await);
-        }
+        self.authorize(
+            caller,
+            AuditAction::AccessDenied,
+            &Target { site: Some(site.clone()), ..Target::default() },
+            |p| policy::may_view_site(p, &s.org, &s.id),
+        )
+        .await?;
         let id = s.id.clone();
         let banks = self
             .store()

@@ -9,6 +9,7 @@
 //! the states, the chain of custody) is the same whether or not a resident was found
 //! (`sight`).
 
+use crate::conflicts::ConflictCode;
 use crate::parcels::Parcel;
 use custody_core::audit::AuditAction;
 use custody_core::parcel::ParcelState;
@@ -30,10 +31,11 @@ impl App {
         limit: u32,
     ) -> Result<Vec<Parcel>, AppError> {
         let s = self.site(site).await?;
-        if let Err(d) = caller.check(|p| policy::may_view_site(p, &s.org, &s.id)) {
-            let target = custody_core::audit::Target { site: Some(s.id), ..Default::default() };
-            return Err(self.refuse(caller, AuditAction::AccessDenied, target, d).await);
-        }
+        let target = custody_core::audit::Target { site: Some(s.id.clone()), ..Default::default() };
+        self.authorize(caller, AuditAction::AccessDenied, &target, |p| {
+            policy::may_view_site(p, &s.org, &s.id)
+        })
+        .await?;
         let limit = limit.clamp(1, 500);
         Ok(crate::views(
             self.store()
@@ -53,11 +55,10 @@ impl App {
     ) -> Result<Parcel, AppError> {
         let email = Email::parse(email).map_err(AppError::invalid)?;
         let p = self.parcel_row(caller, parcel).await?;
-        if let Err(d) = caller.check(|pr| policy::may_manage_site(pr, &p.org, &p.site)) {
-            return Err(self
-                .refuse(caller, AuditAction::ParcelAddress, parcel_target(&p), d)
-                .await);
-        }
+        self.authorize(caller, AuditAction::ParcelAddress, &parcel_target(&p), |pr| {
+            policy::may_manage_site(pr, &p.org, &p.site)
+        })
+        .await?;
         let site = self.site(&p.site).await?;
         let (now, actor) = (self.now(), caller.actor());
         let addressed = self
@@ -67,13 +68,13 @@ impl App {
                     let p = tx.parcel(&p.id).await?.ok_or(AppError::NotFound)?;
                     if p.recipient.is_some() {
                         return Err(AppError::conflict(
-                            "parcel_addressed",
+                            ConflictCode::ParcelAddressed,
                             "the parcel already has a recipient",
                         ));
                     }
                     if !matches!(p.state, ParcelState::Expected | ParcelState::Deposited) {
                         return Err(AppError::conflict(
-                            "parcel_state",
+                            ConflictCode::ParcelState,
                             format!(
                                 "the parcel is {}: only one announced or in its compartment \
                                  can be given a recipient",
@@ -87,14 +88,14 @@ impl App {
                         .filter(|person| lives_at(person, &site))
                         .ok_or_else(|| {
                             AppError::conflict(
-                                "unknown_recipient",
+                                ConflictCode::UnknownRecipient,
                                 "no resident of this site has that e-mail address; add them \
                                  first, or take the parcel out for the front desk",
                             )
                         })?;
                     if !tx.address_parcel(&p.id, &person.id, now).await? {
                         return Err(AppError::conflict(
-                            "parcel_addressed",
+                            ConflictCode::ParcelAddressed,
                             "the parcel already has a recipient",
                         ));
                     }

@@ -51,7 +51,7 @@ pub(crate) fn status_of(e: &AppError) -> StatusCode {
         | AppError::SecondFactorRequired
         | AppError::StepUpRequired => StatusCode::FORBIDDEN,
         AppError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        AppError::Conflict { .. } | AppError::BankNotEnrolled => StatusCode::CONFLICT,
+        AppError::Conflict { .. } => StatusCode::CONFLICT,
         AppError::AuthenticationFailed => StatusCode::UNAUTHORIZED,
         AppError::BankOffline => StatusCode::SERVICE_UNAVAILABLE,
         AppError::Throttled => StatusCode::TOO_MANY_REQUESTS,

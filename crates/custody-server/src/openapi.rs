@@ -34,6 +34,8 @@ use utoipa::openapi::security::{
 };
 use utoipa::openapi::{ArrayBuilder, ContentBuilder, PathsBuilder, Ref, ResponseBuilder};
 
+use custody_app::conflicts::ConflictCode;
+
 use crate::routes::{Access, RouteInfo};
 
 #[derive(utoipa::OpenApi)]
@@ -155,9 +157,68 @@ fn error(description: &str) -> ResponseBuilder {
     )
 }
 
+/// Every status an operation answers besides its success, and what each means. The route ×
+/// role test checks that every status the server answers is one of these.
+pub fn statuses(route: &RouteInfo) -> Vec<(u16, &'static str)> {
+    let d = route.doc;
+    let api = route.path.starts_with("/api/v1/") && route.path != "/api/v1/openapi.json";
+    let mut out = Vec::new();
+    if d.pending {
+        out.push((
+            202,
+            "waiting for a second person: the body is the approval request (ApprovalView)",
+        ));
+    }
+    if api || route.path.contains('{') || d.request.is_some() {
+        out.push((400, "malformed: an id in the path (`invalid_id`), the query or the JSON"));
+    }
+    if route.access != Access::Public {
+        out.push((401, "not signed in"));
+        out.push((403, "role does not allow this, or a second factor or step-up is needed"));
+    }
+    if api {
+        // Ids come in paths and bodies alike, and what they name may be gone or out of reach.
+        out.push((404, "no such thing, or not yours to see"));
+        out.push((409, "clashes with the current state: `code` is one of ConflictCode"));
+    }
+    if d.request.is_some() {
+        out.push((413, "body too large"));
+        out.push((415, "not JSON"));
+    }
+    if api {
+        out.push((422, "invalid field value"));
+    }
+    if d.throttled {
+        out.push((429, "too many attempts (`throttled`): wait and try again"));
+    }
+    if d.opens {
+        out.push((503, "the bank's agent is not connected (`bank_offline`)"));
+    }
+    if route.path == "/readyz" {
+        out.push((503, "the database does not answer"));
+    }
+    out
+}
+
+/// The conflict codes a 409 answer's `code` takes, each with its meaning.
+fn conflict_codes() -> utoipa::openapi::Schema {
+    let codes = ConflictCode::ALL;
+    let table: Vec<String> =
+        codes.iter().map(|c| format!("- `{}`: {}", c.as_str(), c.meaning())).collect();
+    let table = table.join("\n");
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(codes.iter().map(|c| c.as_str())))
+        .description(Some(format!(
+            "Why a request clashes with the current state (409):\n\n{table}"
+        )))
+        .into()
+}
+
 fn build(table: &[RouteInfo]) -> String {
     let mut doc = Base::openapi();
     let components = doc.components.get_or_insert_with(Default::default);
+    components.schemas.insert("ConflictCode".to_owned(), conflict_codes().into());
     components.add_security_scheme(
         "session",
         SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("__Host-custody-session"))),
@@ -172,8 +233,10 @@ fn build(table: &[RouteInfo]) -> String {
     let mut by_path: BTreeMap<String, PathItemBuilder> = BTreeMap::new();
     for route in table.iter().filter(|r| documented(r)) {
         let d = route.doc;
-        let mut op =
-            OperationBuilder::new().summary(Some(d.summary)).tag(format!("{:?}", route.access));
+        let mut op = OperationBuilder::new()
+            .summary(Some(d.summary))
+            .operation_id(Some(route.operation))
+            .tag(format!("{:?}", route.access));
         for req in security(route.access) {
             op = op.security(req);
         }
@@ -219,20 +282,18 @@ fn build(table: &[RouteInfo]) -> String {
             None => ResponseBuilder::new().description("success"),
         };
         op = op.response(d.status.to_string(), ok);
-        if d.request.is_some() {
-            op = op
-                .response("400", error("malformed JSON"))
-                .response("413", error("body too large"))
-                .response("415", error("not JSON"))
-                .response("422", error("invalid field value"));
-        }
-        if route.access != Access::Public {
-            op = op
-                .response("401", error("not signed in"))
-                .response("403", error("role does not allow this"));
-        }
-        if route.path.contains('{') {
-            op = op.response("404", error("no such thing, or not yours to see"));
+        for (status, description) in statuses(route) {
+            let answer = if status == 202 {
+                ResponseBuilder::new().description(description).content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ApprovalView")))
+                        .build(),
+                )
+            } else {
+                error(description)
+            };
+            op = op.response(status.to_string(), answer);
         }
         let item = by_path
             .remove(route.path)

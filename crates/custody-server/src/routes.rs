@@ -39,28 +39,71 @@ pub struct Doc {
     pub status: u16,
     /// Schema name of the JSON answer, and whether it is a list of them.
     pub response: Option<(&'static str, bool)>,
+    /// May answer 429 `throttled`: it spends a failure budget or waits for a password hash.
+    pub throttled: bool,
+    /// May answer 202 with a request a second person must approve.
+    pub pending: bool,
+    /// May answer 503 `bank_offline`: it opens a door, which needs the bank's agent online.
+    pub opens: bool,
 }
 
 impl Doc {
     /// A route answering 200 with no JSON schema (text, HTML, redirects).
     pub const fn plain(summary: &'static str) -> Self {
-        Self { summary, request: None, status: 200, response: None }
+        Self::new(summary, 200, None)
+    }
+
+    const fn new(
+        summary: &'static str,
+        status: u16,
+        response: Option<(&'static str, bool)>,
+    ) -> Self {
+        Self {
+            summary,
+            request: None,
+            status,
+            response,
+            throttled: false,
+            pending: false,
+            opens: false,
+        }
     }
 
     /// A route answering `status` with a `response` body.
     pub const fn json(summary: &'static str, status: u16, response: &'static str) -> Self {
-        Self { summary, request: None, status, response: Some((response, false)) }
+        Self::new(summary, status, Some((response, false)))
     }
 
     /// A route answering 200 with a list of `response`.
     pub const fn list(summary: &'static str, response: &'static str) -> Self {
-        Self { summary, request: None, status: 200, response: Some((response, true)) }
+        Self::new(summary, 200, Some((response, true)))
     }
 
     /// The same, answering `status` (201 for a list created).
     #[must_use]
     pub const fn answering(mut self, status: u16) -> Self {
         self.status = status;
+        self
+    }
+
+    /// The same, answering 429 when its budget is spent.
+    #[must_use]
+    pub const fn throttled(mut self) -> Self {
+        self.throttled = true;
+        self
+    }
+
+    /// The same, answering 202 with an approval request past its budget or for a second person.
+    #[must_use]
+    pub const fn or_pending(mut self) -> Self {
+        self.pending = true;
+        self
+    }
+
+    /// The same, answering 503 while the bank's agent is offline.
+    #[must_use]
+    pub const fn opening(mut self) -> Self {
+        self.opens = true;
         self
     }
 
@@ -83,6 +126,8 @@ pub struct RouteInfo {
     pub access: Access,
     /// What it is for.
     pub doc: Doc,
+    /// The handler's name: the API document's `operationId`.
+    pub operation: &'static str,
 }
 
 /// A router that remembers what it routes.
@@ -99,7 +144,7 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         Self { router: Router::new(), table: Vec::new() }
     }
 
-    fn add(
+    fn add<H>(
         mut self,
         method: Method,
         path: &'static str,
@@ -107,7 +152,10 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         doc: Doc,
         route: MethodRouter<S>,
     ) -> Self {
-        self.table.push(RouteInfo { method, path, access, doc });
+        // A handler is a function item: its type's name is its path, and its last segment is
+        // the function's name.
+        let operation = std::any::type_name::<H>().rsplit("::").next().unwrap_or_default();
+        self.table.push(RouteInfo { method, path, access, doc, operation });
         self.router = self.router.route(path, route);
         self
     }
@@ -120,7 +168,7 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         doc: Doc,
         handler: H,
     ) -> Self {
-        self.add(Method::GET, path, access, doc, get(handler))
+        self.add::<H>(Method::GET, path, access, doc, get(handler))
     }
 
     /// A POST route.
@@ -131,7 +179,7 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         doc: Doc,
         handler: H,
     ) -> Self {
-        self.add(Method::POST, path, access, doc, post(handler))
+        self.add::<H>(Method::POST, path, access, doc, post(handler))
     }
 
     /// A DELETE route.
@@ -142,7 +190,7 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         doc: Doc,
         handler: H,
     ) -> Self {
-        self.add(Method::DELETE, path, access, doc, delete(handler))
+        self.add::<H>(Method::DELETE, path, access, doc, delete(handler))
     }
 
     /// The router and its table.

@@ -188,7 +188,8 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
                 "Ask for a sign-in link by e-mail (residents): 202 whoever asks; binds it to this \
                  client by a cookie",
             )
-            .taking("LinkRequest"),
+            .taking("LinkRequest")
+            .throttled(),
             request,
         )
         .post(
@@ -199,7 +200,8 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
                 200,
                 "SessionView",
             )
-            .taking("LinkRedeemRequest"),
+            .taking("LinkRedeemRequest")
+            .throttled(),
             redeem,
         )
         .post("/portal/login/link", Public, Doc::plain("E-mail a sign-in link"), request_page)

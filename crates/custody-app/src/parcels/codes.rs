@@ -1,6 +1,7 @@
 //! Pickup codes: drawn and sent when a parcel is in its compartment, sent again on request,
 //! and the keyed hash each is stored and found under.
 
+use crate::conflicts::ConflictCode;
 use crate::parcels::Parcel;
 use custody_core::audit::{Actor, AuditAction, Outcome};
 use custody_core::code::PickupCode;
@@ -74,7 +75,7 @@ impl App {
         let Some(recipient) = p.recipient.as_ref().filter(|_| p.state == ParcelState::Notified)
         else {
             return Err(AppError::conflict(
-                "parcel_state",
+                ConflictCode::ParcelState,
                 "only a parcel waiting for pickup has a code to send again",
             ));
         };
@@ -93,7 +94,7 @@ impl App {
                     let p = tx.parcel(&id).await?.ok_or(AppError::NotFound)?;
                     if p.state != ParcelState::Notified {
                         return Err(AppError::conflict(
-                            "parcel_state",
+                            ConflictCode::ParcelState,
                             "only a parcel waiting for pickup has a code to send again",
                         ));
                     }
@@ -129,10 +130,16 @@ impl App {
         let (Some(bank), Some(cid), Some(expires_at)) =
             (p.bank.clone(), p.compartment.clone(), p.expires_at)
         else {
-            return Err(AppError::conflict("parcel_state", "parcel without a compartment"));
+            return Err(AppError::conflict(
+                ConflictCode::ParcelState,
+                "parcel without a compartment",
+            ));
         };
         let Some(recipient) = &p.recipient else {
-            return Err(AppError::conflict("no_recipient", "nobody is named for this parcel yet"));
+            return Err(AppError::conflict(
+                ConflictCode::NoRecipient,
+                "nobody is named for this parcel yet",
+            ));
         };
         let recipient = tx.person(recipient).await?.ok_or(AppError::NotFound)?;
         let compartment = tx.compartment(&cid).await?.ok_or(AppError::NotFound)?;
@@ -191,7 +198,10 @@ impl App {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(AppError::conflict("code_space_exhausted", "could not draw an unused pickup code"))
+        Err(AppError::conflict(
+            ConflictCode::CodeSpaceExhausted,
+            "could not draw an unused pickup code",
+        ))
     }
 
     /// The keyed hash a code is stored and found under: of bank, locker number and code (a

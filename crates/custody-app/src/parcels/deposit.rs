@@ -1,6 +1,7 @@
 //! Depositing: reserving the best free compartment and opening it, confirming once the
 //! door is shut, abandoning, and releasing reservations whose time ran out.
 
+use crate::conflicts::ConflictCode;
 use crate::parcels::Parcel;
 use custody_core::audit::{Actor, AuditAction, Target};
 use custody_core::compartment::{CompartmentState, DoorState, SizeClass};
@@ -25,18 +26,22 @@ async fn release(
 ) -> Result<ParcelRow, AppError> {
     let p = tx.parcel(parcel).await?.ok_or(AppError::NotFound)?;
     let Some(cid) = p.compartment.clone().filter(|_| p.state == ParcelState::Expected) else {
-        return Err(AppError::conflict("parcel_state", "the parcel has no deposit under way"));
+        return Err(AppError::conflict(
+            ConflictCode::ParcelState,
+            "the parcel has no deposit under way",
+        ));
     };
     if !tx
         .move_compartment(&cid, CompartmentState::Reserved, CompartmentState::Free, None, now)
         .await?
     {
         return Err(AppError::conflict(
-            "compartment_state",
+            ConflictCode::CompartmentState,
             "the compartment is no longer reserved",
         ));
     }
-    let bank = p.bank.clone().ok_or_else(|| AppError::conflict("parcel_state", "no bank"))?;
+    let bank =
+        p.bank.clone().ok_or_else(|| AppError::conflict(ConflictCode::ParcelState, "no bank"))?;
     tx.assign_compartment(&p.id, &bank, None, now).await?;
     tx.append_audit(&event(
         actor,
@@ -72,11 +77,10 @@ impl App {
         at_least: Option<SizeClass>,
     ) -> Result<Deposit, AppError> {
         let p = self.parcel_row(caller, parcel).await?;
-        if let Err(d) = caller.check(|pr| policy::may_deposit(pr, &p.org, &p.site, &p.carrier)) {
-            return Err(self
-                .refuse(caller, AuditAction::DepositReserve, parcel_target(&p), d)
-                .await);
-        }
+        self.authorize(caller, AuditAction::DepositReserve, &parcel_target(&p), |pr| {
+            policy::may_deposit(pr, &p.org, &p.site, &p.carrier)
+        })
+        .await?;
         let into = Target { bank: Some(bank.clone()), ..parcel_target(&p) };
         self.refuse_if_locked_down(&caller.actor(), AuditAction::DepositReserve, &into).await?;
         let (now, actor, app, bank) = (self.now(), caller.actor(), self.clone(), bank.clone());
@@ -87,7 +91,7 @@ impl App {
                     let p = tx.parcel(&p.id).await?.ok_or(AppError::NotFound)?;
                     if p.state != ParcelState::Expected || p.compartment.is_some() {
                         return Err(AppError::conflict(
-                            "parcel_state",
+                            ConflictCode::ParcelState,
                             "the parcel is not waiting for a deposit",
                         ));
                     }
@@ -108,7 +112,7 @@ impl App {
                         .await?
                         .ok_or_else(|| {
                             AppError::conflict(
-                                "no_free_compartment",
+                                ConflictCode::NoFreeCompartment,
                                 "no free compartment of that size in this bank",
                             )
                         })?;
@@ -151,9 +155,10 @@ impl App {
         parcel: &ParcelId,
     ) -> Result<Parcel, AppError> {
         let p = self.parcel_row(caller, parcel).await?;
-        if let Err(d) = caller.check(|pr| policy::may_deposit(pr, &p.org, &p.site, &p.carrier)) {
-            return Err(self.refuse(caller, AuditAction::Deposit, parcel_target(&p), d).await);
-        }
+        self.authorize(caller, AuditAction::Deposit, &parcel_target(&p), |pr| {
+            policy::may_deposit(pr, &p.org, &p.site, &p.carrier)
+        })
+        .await?;
         let (now, actor) = (self.now(), caller.actor());
         let window = self.site(&p.site).await?.pickup_window.get();
         self.store()
@@ -164,14 +169,14 @@ impl App {
                         p.compartment.clone().filter(|_| p.state == ParcelState::Expected)
                     else {
                         return Err(AppError::conflict(
-                            "parcel_state",
+                            ConflictCode::ParcelState,
                             "the parcel has no deposit under way",
                         ));
                     };
                     let c = tx.compartment(&cid).await?.ok_or(AppError::NotFound)?;
                     if c.door != DoorState::Closed {
                         return Err(AppError::conflict(
-                            "door_not_closed",
+                            ConflictCode::DoorNotClosed,
                             format!(
                                 "close compartment {} first; its sensor does not report it closed",
                                 c.number
@@ -189,7 +194,7 @@ impl App {
                         .await?
                     {
                         return Err(AppError::conflict(
-                            "reservation_lapsed",
+                            ConflictCode::ReservationLapsed,
                             "the reservation ran out; start the deposit again",
                         ));
                     }
@@ -235,11 +240,10 @@ impl App {
         parcel: &ParcelId,
     ) -> Result<Parcel, AppError> {
         let p = self.parcel_row(caller, parcel).await?;
-        if let Err(d) = caller.check(|pr| policy::may_deposit(pr, &p.org, &p.site, &p.carrier)) {
-            return Err(self
-                .refuse(caller, AuditAction::DepositCancel, parcel_target(&p), d)
-                .await);
-        }
+        self.authorize(caller, AuditAction::DepositCancel, &parcel_target(&p), |pr| {
+            policy::may_deposit(pr, &p.org, &p.site, &p.carrier)
+        })
+        .await?;
         let (now, actor) = (self.now(), caller.actor());
         self.store()
             .write(move |tx| {

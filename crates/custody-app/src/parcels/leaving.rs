@@ -1,6 +1,7 @@
 //! Leaving other than by pickup: expiry, the carrier taking a parcel back, and staff taking
 //! it out with a reason (past the remote-open budget, with a second person).
 
+use crate::conflicts::ConflictCode;
 use crate::parcels::Parcel;
 use custody_core::approval::ApprovalKind;
 use custody_core::audit::{Actor, AuditAction};
@@ -91,11 +92,10 @@ impl App {
         parcel: &ParcelId,
     ) -> Result<(Parcel, Opening), AppError> {
         let p = self.parcel_row(caller, parcel).await?;
-        if let Err(d) = caller.check(|pr| policy::may_return_to_carrier(pr, facts(&p))) {
-            return Err(self
-                .refuse(caller, AuditAction::ReturnToCarrier, parcel_target(&p), d)
-                .await);
-        }
+        self.authorize(caller, AuditAction::ReturnToCarrier, &parcel_target(&p), |pr| {
+            policy::may_return_to_carrier(pr, facts(&p))
+        })
+        .await?;
         let action = AuditAction::ReturnToCarrier;
         self.refuse_if_locked_down(&caller.actor(), action, &parcel_target(&p)).await?;
         let (now, actor, app) = (self.now(), caller.actor(), self.clone());
@@ -119,13 +119,13 @@ impl App {
     ) -> Result<OpenOrAsk<(Parcel, Opening)>, AppError> {
         let reason = Reason::parse(reason).map_err(AppError::invalid)?;
         let p = self.parcel_row(caller, parcel).await?;
-        if let Err(d) = caller.check(|pr| policy::may_manage_site(pr, &p.org, &p.site)) {
-            return Err(self.refuse(caller, AuditAction::Retrieve, parcel_target(&p), d).await);
-        }
-        let bank = p
-            .bank
-            .clone()
-            .ok_or_else(|| AppError::conflict("parcel_state", "the parcel is not in a locker"))?;
+        self.authorize(caller, AuditAction::Retrieve, &parcel_target(&p), |pr| {
+            policy::may_manage_site(pr, &p.org, &p.site)
+        })
+        .await?;
+        let bank = p.bank.clone().ok_or_else(|| {
+            AppError::conflict(ConflictCode::ParcelState, "the parcel is not in a locker")
+        })?;
         self.require_online(&bank)?;
         let action = AuditAction::Retrieve;
         self.refuse_if_locked_down(&caller.actor(), action, &parcel_target(&p)).await?;
@@ -187,7 +187,7 @@ impl App {
             .ok_or_else(corrupt)?;
         if retrieve_params(&p, &digest) != request.params {
             return Err(AppError::conflict(
-                "approval_stale",
+                ConflictCode::ApprovalStale,
                 "the parcel moved since the request was made; ask again",
             ));
         }

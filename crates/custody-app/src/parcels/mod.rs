@@ -11,12 +11,13 @@
 
 use crate::audit::AuditRecord;
 use crate::compartments::Compartment;
+use crate::conflicts::ConflictCode;
 use crate::sites::Site;
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::compartment::{CompartmentNumber, CompartmentState, SizeClass};
 use custody_core::parcel::{ParcelEvent, ParcelState};
 use custody_core::person::Role;
-use custody_core::policy::{self, Denied, ParcelFacts, Principal};
+use custody_core::policy::{self, ParcelFacts, Principal};
 use custody_core::text::{Email, TrackingRef};
 use custody_core::throttle::{BANK_PICKUP, BANK_PICKUP_DAY};
 use custody_core::{BankId, CarrierId, ParcelId, SiteId, Timestamp};
@@ -167,9 +168,9 @@ pub(crate) fn parcel_target(p: &ParcelRow) -> Target {
 
 fn state_conflict(p: &ParcelRow, event: ParcelEvent) -> AppError {
     match p.state.apply(event) {
-        Err(e) => AppError::conflict("parcel_state", e.to_string()),
+        Err(e) => AppError::conflict(ConflictCode::ParcelState, e.to_string()),
         Ok(_) => AppError::conflict(
-            "parcel_state",
+            ConflictCode::ParcelState,
             format!("parcel changed while being {event}ed; try again"),
         ),
     }
@@ -192,17 +193,16 @@ pub(crate) async fn advance(
 
 /// Frees the compartment a parcel leaves.
 async fn vacate(tx: &mut Tx, p: &ParcelRow, now: Timestamp) -> Result<CompartmentRow, AppError> {
-    let id = p
-        .compartment
-        .clone()
-        .ok_or_else(|| AppError::conflict("parcel_state", "parcel has no compartment"))?;
+    let id = p.compartment.clone().ok_or_else(|| {
+        AppError::conflict(ConflictCode::ParcelState, "parcel has no compartment")
+    })?;
     let c = tx.compartment(&id).await?.ok_or(AppError::NotFound)?;
     if !tx
         .move_compartment(&id, CompartmentState::Occupied, CompartmentState::Free, None, now)
         .await?
     {
         return Err(AppError::conflict(
-            "compartment_state",
+            ConflictCode::CompartmentState,
             format!("compartment {} is not occupied", c.number),
         ));
     }
@@ -346,18 +346,11 @@ impl App {
             .read(move |tx| async move { tx.parcel(&lookup).await }.boxed())
             .await?
             .ok_or(AppError::NotFound)?;
-        if let Err(d) = caller.check(|p| policy::may_view_parcel(p, facts(&parcel))) {
-            // Out of reach looks exactly like absent.
-            let d = if d == Denied::Role { Denied::Scope } else { d };
-            return Err(self
-                .refuse(
-                    caller,
-                    AuditAction::AccessDenied,
-                    Target { parcel: Some(id.clone()), ..Target::default() },
-                    d,
-                )
-                .await);
-        }
+        let target = Target { parcel: Some(id.clone()), ..Target::default() };
+        self.authorize_sight(caller, AuditAction::AccessDenied, &target, |p| {
+            policy::may_view_parcel(p, facts(&parcel))
+        })
+        .await?;
         Ok(parcel)
     }
 
@@ -429,16 +422,13 @@ impl App {
             }
             (_, Some(site)) => {
                 let s = self.site(site).await?;
-                if let Err(d) = caller.check(|p| policy::may_view_site(p, &s.org, &s.id)) {
-                    return Err(self
-                        .refuse(
-                            caller,
-                            AuditAction::AccessDenied,
-                            Target { site: Some(site.clone()), ..Target::default() },
-                            d,
-                        )
-                        .await);
-                }
+                self.authorize(
+                    caller,
+                    AuditAction::AccessDenied,
+                    &Target { site: Some(site.clone()), ..Target::default() },
+                    |p| policy::may_view_site(p, &s.org, &s.id),
+                )
+                .await?;
                 let site = site.clone();
                 Ok(crate::views(
                     self.store()
@@ -460,10 +450,10 @@ impl App {
     ) -> Result<Parcel, AppError> {
         let site = self.site(&spec.site).await?;
         let target = Target { site: Some(site.id.clone()), ..Target::default() };
-        if let Err(d) = caller.check(|p| policy::may_deposit(p, &site.org, &site.id, &spec.carrier))
-        {
-            return Err(self.refuse(caller, AuditAction::ParcelExpect, target, d).await);
-        }
+        self.authorize(caller, AuditAction::ParcelExpect, &target, |p| {
+            policy::may_deposit(p, &site.org, &site.id, &spec.carrier)
+        })
+        .await?;
         let email = Email::parse(&spec.recipient_email).map_err(AppError::invalid)?;
         let tracking_ref = TrackingRef::parse(&spec.tracking_ref).map_err(AppError::invalid)?;
         let now = self.now();

@@ -144,7 +144,10 @@ backends!(a_revoked_badge_leaves_the_kiosks_list_and_opens_nothing, |t: TestStor
     let revoked = env.app.revoke_badge(&admin, &badge.id).await.unwrap();
     assert!(revoked.revoked_at.is_some());
     let again = env.app.revoke_badge(&admin, &badge.id).await;
-    assert!(matches!(again, Err(AppError::Conflict { code: "badge_revoked", .. })));
+    assert!(matches!(
+        again,
+        Err(AppError::Conflict { code: custody_app::conflicts::ConflictCode::BadgeRevoked, .. })
+    ));
     let list = env.app.badge_list(&env.site).await.unwrap();
     assert!(!listed(&list, ANNS) && listed(&list, BOBS));
 

@@ -216,7 +216,7 @@ backends!(a_courier_chooses_a_larger_compartment_at_the_kiosk, |t: TestStore| as
     let full =
         env.app.courier_deposit(&env.device, &carl.code, &last, Some(SizeClass::Large)).await;
     let Err(AppError::Conflict { code, .. }) = full else { panic!("{full:?}") };
-    assert_eq!(code, "no_free_compartment");
+    assert_eq!(code.as_str(), "no_free_compartment");
     // What is left free is what the kiosk lists; nothing taken is offered.
     let visit = env.app.courier_visit(&env.device, &carl.code).await.unwrap().unwrap();
     assert_eq!(visit.free, vec![(SizeClass::Small, 2), (SizeClass::Medium, 1)]);

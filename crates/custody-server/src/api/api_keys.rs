@@ -117,7 +117,7 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
         .post(
             "/api/v1/api-keys/{id}/revoke",
             Staff,
-            Doc::plain("Revoke a key at once (needs a step-up)"),
+            Doc::plain("Revoke a key at once (needs a step-up)").answering(204),
             revoke_api_key,
         )
 }

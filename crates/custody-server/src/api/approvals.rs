@@ -74,7 +74,8 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
                 "Approve a request (needs a step-up; not one's own): it runs",
                 200,
                 "ApprovalView",
-            ),
+            )
+            .opening(),
             approve,
         )
         .post(

@@ -49,7 +49,9 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
                  approves",
             "OpeningView",
         )
-        .taking("BulkOpenRequest"),
+        .taking("BulkOpenRequest")
+        .or_pending()
+        .opening(),
         bulk_open,
     )
 }

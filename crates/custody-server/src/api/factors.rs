@@ -113,7 +113,8 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
                 200,
                 "SessionView",
             )
-            .taking("FactorRequest"),
+            .taking("FactorRequest")
+            .throttled(),
             prove_factor,
         )
         .get(
@@ -146,7 +147,7 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
         .delete(
             "/api/v1/me/totp",
             Person,
-            Doc::plain("Remove the authenticator app (needs a step-up)"),
+            Doc::plain("Remove the authenticator app (needs a step-up)").answering(204),
             remove_totp,
         )
         .post(

@@ -132,7 +132,8 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
                 200,
                 "LockdownView",
             )
-            .taking("ReasonRequest"),
+            .taking("ReasonRequest")
+            .or_pending(),
             lift_lockdown,
         )
         .get(

@@ -212,14 +212,16 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
             Doc::plain(
                 "Send the recipient a new pickup code, retiring the old one (the recipient or \
                  staff; 3 a day per parcel, 10 per recipient): 202",
-            ),
+            )
+            .throttled(),
             resend_code,
         )
         .post(
             "/api/v1/parcels/{id}/deposit",
             Carrier,
             Doc::json("Reserve a compartment and open it", 200, "DepositView")
-                .taking("DepositRequest"),
+                .taking("DepositRequest")
+                .opening(),
             start_deposit,
         )
         .post(
@@ -241,7 +243,7 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
         .post(
             "/api/v1/parcels/{id}/return",
             Carrier,
-            Doc::json("Take an expired parcel back", 200, "OpeningView"),
+            Doc::json("Take an expired parcel back", 200, "OpeningView").opening(),
             return_to_carrier,
         )
         .post(
@@ -253,7 +255,9 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
                 200,
                 "OpeningView",
             )
-            .taking("ReasonRequest"),
+            .taking("ReasonRequest")
+            .or_pending()
+            .opening(),
             retrieve,
         )
 }

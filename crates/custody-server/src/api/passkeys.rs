@@ -91,7 +91,8 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
         .post(
             "/api/v1/sessions/passkey/begin",
             Public,
-            Doc::json("Begin signing in with a passkey alone", 200, "PasskeyCeremonyView"),
+            Doc::json("Begin signing in with a passkey alone", 200, "PasskeyCeremonyView")
+                .throttled(),
             begin_passkey_sign_in,
         )
         .post(
@@ -102,7 +103,8 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
                 200,
                 "SessionView",
             )
-            .taking("PasskeyAnswerRequest"),
+            .taking("PasskeyAnswerRequest")
+            .throttled(),
             passkey_sign_in,
         )
         .post(

@@ -78,7 +78,7 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
         .post(
             "/api/v1/people",
             Staff,
-            Doc::json("Add a person", 201, "PersonView").taking("CreatePersonRequest"),
+            Doc::json("Add a person", 201, "PersonView").taking("CreatePersonRequest").throttled(),
             create_person,
         )
         .post(
@@ -90,13 +90,14 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
                 200,
                 "PersonView",
             )
-            .taking("RoleChangeRequest"),
+            .taking("RoleChangeRequest")
+            .or_pending(),
             change_role,
         )
         .post(
             "/api/v1/people/{id}/disable",
             Staff,
-            Doc::plain("Disable a person; ends their sessions"),
+            Doc::plain("Disable a person; ends their sessions").answering(204),
             disable_person,
         )
 }

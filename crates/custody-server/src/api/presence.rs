@@ -38,7 +38,9 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
             200,
             "AppOpenView",
         )
-        .taking("AppOpenRequest"),
+        .taking("AppOpenRequest")
+        .throttled()
+        .opening(),
         open_from_app,
     )
 }

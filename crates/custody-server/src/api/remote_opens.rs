@@ -48,7 +48,9 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
             200,
             "OpeningView",
         )
-        .taking("ReasonRequest"),
+        .taking("ReasonRequest")
+        .or_pending()
+        .opening(),
         remote_open,
     )
 }

@@ -142,10 +142,16 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
             "/api/v1/sessions",
             Public,
             Doc::json("Sign in with a password; sets the session cookie", 200, "SessionView")
-                .taking("LoginRequest"),
+                .taking("LoginRequest")
+                .throttled(),
             login,
         )
-        .delete("/api/v1/sessions/current", AnySession, Doc::plain("Sign out"), logout)
+        .delete(
+            "/api/v1/sessions/current",
+            AnySession,
+            Doc::plain("Sign out").answering(204),
+            logout,
+        )
         .get("/api/v1/me", Person, Doc::json("The signed-in person", 200, "PersonView"), me)
         .get(
             "/api/v1/sessions",
@@ -153,7 +159,12 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
             Doc::list("The signed-in person's sessions", "SessionListItem"),
             sessions,
         )
-        .delete("/api/v1/sessions/{id}", Person, Doc::plain("End one of them"), end_session)
+        .delete(
+            "/api/v1/sessions/{id}",
+            Person,
+            Doc::plain("End one of them").answering(204),
+            end_session,
+        )
         .post(
             "/api/v1/sessions/end-others",
             Person,

@@ -4,8 +4,9 @@
 //! Like every portal page they run without scripts; the authenticator's QR code is an inline
 //! SVG rendered on the server.
 
+use super::forms::{NoFields, SignedForm};
 use askama::Template;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use custody_app::AppError;
@@ -16,9 +17,7 @@ use custody_core::text::percent_encode_component;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{
-    CsrfForm, Nav, PortalSession, PortalUser, SECOND_FACTOR_PAGE, error_page, nav, render,
-};
+use super::{Nav, PortalSession, PortalUser, SECOND_FACTOR_PAGE, error_page, nav, render};
 use crate::extract::PersonSession;
 use crate::routes::{Access, Doc, Routes};
 use crate::{RequestClient, ServerState, api, views};
@@ -59,10 +58,6 @@ fn failed(e: &AppError, s: &PersonSession, state: &ServerState, back: &str) -> R
         AppError::StepUpRequired => step_up(back),
         _ => error_page(e, Some(nav(&state.app, s))),
     }
-}
-
-fn csrf_refused(state: &ServerState, s: &PersonSession) -> Response {
-    error_page(&AppError::Forbidden, Some(nav(&state.app, s)))
 }
 
 #[derive(Template)]
@@ -125,7 +120,6 @@ pub async fn second_factor(
 /// A code for the second-factor step.
 #[derive(Deserialize)]
 pub struct FactorForm {
-    csrf: String,
     #[serde(default)]
     totp: Option<String>,
     #[serde(default)]
@@ -151,11 +145,8 @@ pub async fn second_factor_submit(
     State(state): State<ServerState>,
     RequestClient(client): RequestClient,
     PortalSession(s): PortalSession,
-    Form(form): Form<FactorForm>,
+    SignedForm(form): SignedForm<FactorForm>,
 ) -> Response {
-    if !state.app.csrf_ok(&s.token, &form.csrf) {
-        return csrf_refused(&state, &s);
-    }
     let next = match next_page(form.next.as_deref()) {
         Ok(next) => next.to_owned(),
         Err(e) => return error_page(&e, Some(nav(&state.app, &s))),
@@ -225,11 +216,8 @@ impl std::fmt::Debug for TotpSetupPage {
 pub async fn totp_begin(
     State(state): State<ServerState>,
     PortalSession(s): PortalSession,
-    Form(form): Form<CsrfForm>,
+    _: SignedForm<NoFields>,
 ) -> Response {
-    if !state.app.csrf_ok(&s.token, &form.csrf) {
-        return csrf_refused(&state, &s);
-    }
     match state.app.begin_totp(&s.info).await {
         Ok(enrolment) => totp_setup_page(&state, &s, &enrolment, None, StatusCode::OK),
         Err(e) => failed(&e, &s, &state, "/portal/account"),
@@ -264,7 +252,6 @@ fn totp_setup_page(
 /// The first code of the app being set up.
 #[derive(Deserialize)]
 pub struct ConfirmForm {
-    csrf: String,
     code: String,
 }
 
@@ -301,11 +288,8 @@ pub async fn totp_confirm(
     State(state): State<ServerState>,
     RequestClient(client): RequestClient,
     PortalSession(s): PortalSession,
-    Form(form): Form<ConfirmForm>,
+    SignedForm(form): SignedForm<ConfirmForm>,
 ) -> Response {
-    if !state.app.csrf_ok(&s.token, &form.csrf) {
-        return csrf_refused(&state, &s);
-    }
     match state.app.confirm_totp(&s.token, &s.info, &form.code, &client).await {
         Ok(proven) => {
             // The rotated session's token makes the page's CSRF token.
@@ -386,11 +370,8 @@ pub async fn end_session(
     State(state): State<ServerState>,
     PortalUser(s): PortalUser,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    _: SignedForm<NoFields>,
 ) -> Response {
-    if !state.app.csrf_ok(&s.token, &form.csrf) {
-        return csrf_refused(&state, &s);
-    }
     let Ok(id) = SessionId::parse(&id) else {
         return error_page(&AppError::NotFound, Some(nav(&state.app, &s)));
     };
@@ -409,11 +390,8 @@ pub async fn end_session(
 pub async fn end_other_sessions(
     State(state): State<ServerState>,
     PortalUser(s): PortalUser,
-    Form(form): Form<CsrfForm>,
+    _: SignedForm<NoFields>,
 ) -> Response {
-    if !state.app.csrf_ok(&s.token, &form.csrf) {
-        return csrf_refused(&state, &s);
-    }
     match state.app.end_other_sessions(&s.info, &s.token).await {
         Ok(_) => Redirect::to("/portal/account").into_response(),
         Err(e) => failed(&e, &s, &state, "/portal/account"),
@@ -424,11 +402,8 @@ pub async fn end_other_sessions(
 pub async fn recovery_codes(
     State(state): State<ServerState>,
     PortalUser(s): PortalUser,
-    Form(form): Form<CsrfForm>,
+    _: SignedForm<NoFields>,
 ) -> Response {
-    if !state.app.csrf_ok(&s.token, &form.csrf) {
-        return csrf_refused(&state, &s);
-    }
     match state.app.issue_recovery_codes(&s.info).await {
         Ok(codes) => recovery_codes_page(nav(&state.app, &s), &codes),
         Err(e) => failed(&e, &s, &state, "/portal/account"),
@@ -439,11 +414,8 @@ pub async fn recovery_codes(
 pub async fn totp_remove(
     State(state): State<ServerState>,
     PortalUser(s): PortalUser,
-    Form(form): Form<CsrfForm>,
+    _: SignedForm<NoFields>,
 ) -> Response {
-    if !state.app.csrf_ok(&s.token, &form.csrf) {
-        return csrf_refused(&state, &s);
-    }
     match state.app.remove_totp(&s.info).await {
         Ok(()) => Redirect::to("/portal/account").into_response(),
         Err(e) => failed(&e, &s, &state, "/portal/account"),

@@ -13,11 +13,12 @@
 //! open does not keep an idle session alive, and a session signed out, ended or expired ends
 //! the stream. Every update is read with the person's rights at that moment.
 
+use super::forms::SignedForm;
 use std::convert::Infallible;
 use std::time::Duration;
 
 use askama::Template;
-use axum::extract::{Form, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -295,10 +296,9 @@ pub async fn live(
     response
 }
 
-/// A form that carries the session's CSRF token, and for resolving, what it was.
+/// For resolving, what it was.
 #[derive(Debug, Deserialize)]
 pub struct StepForm {
-    csrf: String,
     #[serde(default)]
     reason: String,
     /// `alert` to come back to the alert's page rather than the list.
@@ -315,9 +315,6 @@ async fn step(
     resolve: bool,
 ) -> Response {
     let n = nav(&state.app, s);
-    if !state.app.csrf_ok(&s.token, &form.csrf) {
-        return error_page(&AppError::Forbidden, Some(n));
-    }
     let Ok(id) = AlertId::parse(id) else { return error_page(&AppError::NotFound, Some(n)) };
     let caller: &Caller = s.caller();
     let done = if resolve {
@@ -351,7 +348,7 @@ pub async fn acknowledge(
     State(state): State<ServerState>,
     PortalAdmin(s): PortalAdmin,
     Path(id): Path<String>,
-    Form(form): Form<StepForm>,
+    SignedForm(form): SignedForm<StepForm>,
 ) -> Response {
     step(&state, &s, &id, &form, false).await
 }
@@ -361,7 +358,7 @@ pub async fn resolve(
     State(state): State<ServerState>,
     PortalAdmin(s): PortalAdmin,
     Path(id): Path<String>,
-    Form(form): Form<StepForm>,
+    SignedForm(form): SignedForm<StepForm>,
 ) -> Response {
     step(&state, &s, &id, &form, true).await
 }

@@ -20,6 +20,7 @@ use custody_app::sites::Site;
 use custody_core::parcel::ParcelState;
 use custody_core::person::Role;
 use custody_core::{ParcelId, SiteId};
+use forms::{NoFields, SignedForm};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -29,6 +30,7 @@ use crate::{RequestClient, ServerState, api, views};
 
 pub mod account;
 pub mod alerts;
+pub mod forms;
 
 const LOGIN_CSRF_COOKIE: &str = "__Host-custody-login";
 
@@ -321,21 +323,12 @@ pub async fn login_submit(
     }
 }
 
-/// A form that only carries the session's CSRF token.
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    pub(crate) csrf: String,
-}
-
 /// Sign out from the form (also from the second-factor step).
 pub async fn logout(
     State(state): State<ServerState>,
     PortalSession(s): PortalSession,
-    Form(form): Form<CsrfForm>,
+    _: SignedForm<NoFields>,
 ) -> Response {
-    if !state.app.csrf_ok(&s.token, &form.csrf) {
-        return error_page(&AppError::Forbidden, Some(nav(&state.app, &s)));
-    }
     if let Err(e) = state.app.logout(&s.token).await {
         return error_page(&e, None);
     }
@@ -465,7 +458,6 @@ pub async fn site(
 /// The form that names the resident a held parcel is for.
 #[derive(Deserialize)]
 pub struct RecipientForm {
-    csrf: String,
     email: String,
 }
 
@@ -480,12 +472,9 @@ pub async fn address_parcel(
     State(state): State<ServerState>,
     PortalAdmin(s): PortalAdmin,
     Path(id): Path<String>,
-    Form(form): Form<RecipientForm>,
+    SignedForm(form): SignedForm<RecipientForm>,
 ) -> Response {
     let n = nav(&state.app, &s);
-    if !state.app.csrf_ok(&s.token, &form.csrf) {
-        return error_page(&AppError::Forbidden, Some(n));
-    }
     let Ok(id) = ParcelId::parse(&id) else { return error_page(&AppError::NotFound, Some(n)) };
     match state.app.address_parcel(s.caller(), &id, &form.email).await {
         Ok(p) => Redirect::to(&format!("/portal/sites/{}", p.site)).into_response(),
@@ -536,7 +525,6 @@ pub async fn parcel(
 /// The recipient's "open my locker" form: the code on the kiosk's screen.
 #[derive(Deserialize)]
 pub struct OpenForm {
-    csrf: String,
     presence_code: String,
 }
 
@@ -551,11 +539,8 @@ pub async fn open_parcel(
     State(state): State<ServerState>,
     PortalUser(s): PortalUser,
     Path(id): Path<String>,
-    Form(form): Form<OpenForm>,
+    SignedForm(form): SignedForm<OpenForm>,
 ) -> Response {
-    if !state.app.csrf_ok(&s.token, &form.csrf) {
-        return error_page(&AppError::Forbidden, Some(nav(&state.app, &s)));
-    }
     let Ok(parcel) = ParcelId::parse(&id) else {
         return error_page(&AppError::NotFound, Some(nav(&state.app, &s)));
     };

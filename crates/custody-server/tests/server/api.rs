@@ -339,6 +339,9 @@ backends!(route_by_role_matrix, |t: TestStore| async move {
                     "anonymous {method} {path}: {status}, expected 401 or a redirect to sign in"
                 ));
             }
+            if let Some(problem) = undocumented(method, pattern, status) {
+                failures.push(format!("{role:?} {method} {path}: {problem}"));
+            }
             // Signing out ends the session the next routes need: sign in again.
             if pattern == "/api/v1/sessions/current" && allowed(access, role) {
                 c = caller(&server, role).await;
@@ -346,6 +349,70 @@ backends!(route_by_role_matrix, |t: TestStore| async move {
         }
     }
     assert!(failures.is_empty(), "route × role mismatches:\n{}", failures.join("\n"));
+});
+
+/// Whether the API document lists `status` among `method pattern`'s answers (pages and static
+/// files are not in the document).
+fn undocumented(method: &str, pattern: &str, status: StatusCode) -> Option<String> {
+    let table = custody_server::routes_table();
+    let route = table.iter().find(|r| r.method.as_str() == method && r.path == pattern)?;
+    if !custody_server::openapi::documented(route) {
+        return None;
+    }
+    let code = status.as_u16();
+    let listed = code == route.doc.status
+        || custody_server::openapi::statuses(route).iter().any(|(s, _)| *s == code);
+    (!listed).then(|| format!("answered {status}, which the API document does not list"))
+}
+
+backends!(a_malformed_id_is_a_documented_400, |t: TestStore| async move {
+    // Every route that takes an id in its path, called with one that cannot be an id: the
+    // answer is documented, and without a body to read first it is 400 `invalid_id` (or the
+    // caller's lack of a right to ask).
+    let server = TestServer::start(t).await;
+    let c = caller(&server, Role::SuperAdmin).await;
+    let mut failures = Vec::new();
+    let with_id =
+        |p: &str| p.starts_with("/api/") && p.matches('{').count() == 1 && p.contains("{id}");
+    for &(method, pattern, _) in EXPECTED.iter().filter(|(_, p, _)| with_id(p)) {
+        let path = pattern.replace("{id}", "not-an-id");
+        let response = call(&server, &c, method, &path).await;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        if let Some(problem) = undocumented(method, pattern, status) {
+            failures.push(format!("{method} {path}: {problem}"));
+        }
+        let refused = status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED;
+        let invalid_id = status == StatusCode::BAD_REQUEST && body.contains("\"invalid_id\"");
+        if method != "POST" && !refused && !invalid_id {
+            failures.push(format!("{method} {path}: {status} {body}, expected 400 invalid_id"));
+        }
+    }
+    assert!(failures.is_empty(), "malformed ids:\n{}", failures.join("\n"));
+});
+
+backends!(every_signed_in_portal_form_needs_its_csrf_token, |t: TestStore| async move {
+    // Each form a signed-in person posts, with the session's cookie but a forged token, or
+    // none: refused before anything happens, and the session still stands afterwards.
+    let server = TestServer::start(t).await;
+    let c = caller(&server, Role::SuperAdmin).await;
+    let parcel = "prc_0000000000000000000000000000";
+    let mut failures = Vec::new();
+    for &(method, pattern, access) in EXPECTED {
+        if method != "POST" || !pattern.starts_with("/portal/") || access == Access::Public {
+            continue;
+        }
+        let url = server.url(&concrete(&server, pattern, parcel));
+        for form in [vec![("csrf", "forged")], vec![]] {
+            let response = c.client.post(&url).form(&form).send().await.unwrap();
+            if response.status() != StatusCode::FORBIDDEN {
+                failures.push(format!("{pattern} with {form:?}: {}", response.status()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "forms taken without their token:\n{}", failures.join("\n"));
+    let me = c.client.get(server.url("/api/v1/me")).send().await.unwrap();
+    assert_eq!(me.status(), StatusCode::OK, "nothing was done: not even signing out");
 });
 
 /// The sensitive routes, with a body that is otherwise right: each needs a step-up.
@@ -657,8 +724,29 @@ async fn health_metrics_and_openapi() {
             route.path
         );
     }
-    for schema in ["ParcelView", "ErrorBody", "EnrolRequest"] {
+    for schema in ["ParcelView", "ErrorBody", "EnrolRequest", "ConflictCode"] {
         assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema}");
+    }
+    // Every operation has an id of its own, and lists its answers.
+    let mut ids = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path}: no operationId"));
+            assert!(ids.insert(id.to_owned()), "operationId {id} twice");
+            assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path}");
+        }
+    }
+    // A 409 names its codes: the document lists every conflict code the app can answer.
+    let listed: BTreeSet<&str> = doc["components"]["schemas"]["ConflictCode"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for code in custody_app::conflicts::ConflictCode::ALL {
+        assert!(listed.contains(code.as_str()), "ConflictCode lacks {}", code.as_str());
     }
 }
 
