@@ -4,7 +4,6 @@
 //! retrievals past the remote-open budget, lifting a lockdown.
 
 use crate::conflicts::ConflictCode;
-use crate::people::Person;
 use custody_core::approval::{APPROVAL_TTL, ApprovalKind, ApprovalOutcome};
 use custody_core::audit::{AuditAction, AuditEvent, Target};
 use custody_core::person::Role;
@@ -45,15 +44,6 @@ view! {
     }
 }
 
-/// What a request to change a role came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoleChange {
-    /// Done.
-    Changed(Person),
-    /// Waiting for a second person's approval.
-    Pending(Approval),
-}
-
 /// The exact parameters of a super-admin grant, canonical: what the digest covers.
 fn grant_params(person: &PersonRow) -> String {
     serde_json::json!({"person": person.id.as_str(), "from": person.role.as_str(), "to": "super_admin"})
@@ -88,7 +78,7 @@ impl App {
         caller: &Caller,
         person: PersonRow,
         reason: custody_core::text::Reason,
-    ) -> Result<RoleChange, AppError> {
+    ) -> Result<Approval, AppError> {
         let target = Target { site: person.site.clone(), ..Target::default() };
         let requester = match holder(caller, Role::SuperAdmin, &person.org)
             .and_then(|id| self.require_step_up(caller).map(|()| id.clone()))
@@ -123,7 +113,7 @@ impl App {
                 .boxed()
             })
             .await?;
-        Ok(RoleChange::Pending(row.into()))
+        Ok(row.into())
     }
 
     /// The requests of the caller's organisation still waiting that the caller may answer or

@@ -2,7 +2,6 @@
 //! and the tree head, recomputed from the entries' fields.
 
 use crate::conflicts::ConflictCode;
-use crate::parcels::Parcel;
 use custody_audit::checkpoint::Checkpoint;
 use custody_audit::entry::EntryRef;
 use custody_audit::merkle::{Frontier, Hash};
@@ -380,20 +379,6 @@ pub(crate) fn export_io(e: std::io::Error) -> crate::AppError {
     crate::AppError::Invalid(format!("writing the export: {e}"))
 }
 
-/// One event of a parcel's chain of custody, with its proof and whether the proof holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProvenEvent {
-    /// The entry as stored.
-    pub row: AuditRecord,
-    /// The entry with its inclusion proof against the checkpoint.
-    pub exported: custody_audit::export::ExportedEntry,
-    /// Whether the proof leads to the checkpoint's root and the entry says what its row says
-    /// (checked by the server; anyone can check again with the checkpoint key).
-    pub verified: bool,
-    /// The words given for it, as the caller may see them.
-    pub statement: crate::personal::Statement,
-}
-
 impl crate::App {
     /// The newest checkpoint stored: the log's size it covers and its signed note.
     pub async fn latest_checkpoint(&self) -> Result<Option<(u64, String)>, crate::AppError> {
@@ -468,55 +453,6 @@ impl crate::App {
                 .boxed()
             })
             .await?)
-    }
-
-    /// A parcel's chain of custody with proofs: every event, proved against the current
-    /// checkpoint, and whether each proof holds. For those who may see the parcel.
-    pub async fn parcel_custody(
-        &self,
-        caller: &crate::Caller,
-        parcel: &custody_core::ParcelId,
-    ) -> Result<(Parcel, String, Vec<ProvenEvent>), crate::AppError> {
-        let (row, _) = self.parcel_history(caller, parcel).await?;
-        let (checkpoint, note) = self.current_checkpoint().await?;
-        let filter = custody_core::audit::AuditFilter {
-            parcel: Some(row.id.clone()),
-            ..custody_core::audit::AuditFilter::default()
-        };
-        let size = checkpoint.size;
-        let stored = self
-            .store()
-            .read(move |tx| async move { tx.audit_select(&filter, 0, size, 10_000).await }.boxed())
-            .await?;
-        let stored = crate::sight::entries_seen_by(caller, stored, |s| s.row.event.action);
-        let (mut events, mut rows) = (Vec::with_capacity(stored.len()), Vec::new());
-        for s in stored {
-            // The entry as its row says it is: if the row was changed after it was appended,
-            // its leaf hash is not the stored one and the proof fails against the checkpoint.
-            let entry = s.entry();
-            let proof = self.inclusion_proof(entry.index, size).await?;
-            let leaf = entry.leaf_hash();
-            let proved = custody_audit::merkle::verify_inclusion(
-                &leaf,
-                entry.index,
-                size,
-                &proof,
-                &checkpoint.root,
-            )
-            .is_ok();
-            events.push(ProvenEvent {
-                exported: custody_audit::export::ExportedEntry::new(&entry, &proof),
-                verified: proved,
-                row: s.row.clone().into(),
-                statement: crate::personal::Statement::None,
-            });
-            rows.push(s.row);
-        }
-        let statements = self.statements(caller, &row.org, &row.site, &rows).await?;
-        for (event, statement) in events.iter_mut().zip(statements) {
-            event.statement = statement;
-        }
-        Ok((row, note, events))
     }
 }
 

@@ -62,7 +62,6 @@ pub mod remote_opens;
 pub mod sensors;
 pub mod sessions;
 pub mod setup;
-pub mod sight;
 pub mod sign_in_links;
 pub mod sites;
 mod throttle;

@@ -1,7 +1,7 @@
 //! People: adding them, changing their role, disabling them, and their standing as the
 //! access policy sees it.
 
-use crate::approvals::RoleChange;
+use crate::approvals::Approval;
 use crate::conflicts::ConflictCode;
 use crate::{App, AppError, Caller};
 use custody_core::audit::{AuditAction, AuditEvent, Target};
@@ -35,6 +35,15 @@ view! {
         /// Created.
         created_at: Timestamp,
     }
+}
+
+/// What a request to change a role came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoleChange {
+    /// Done.
+    Changed(Person),
+    /// Waiting for a second person's approval.
+    Pending(Approval),
 }
 
 /// A new person's details.
@@ -221,7 +230,10 @@ impl App {
             && person.role != Role::SuperAdmin
             && *caller != Caller::Operator
         {
-            return self.request_super_admin_grant(caller, person, reason).await;
+            return self
+                .request_super_admin_grant(caller, person, reason)
+                .await
+                .map(RoleChange::Pending);
         }
         let target = Target { site: person.site.clone(), ..Target::default() };
         let allowed = caller

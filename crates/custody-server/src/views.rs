@@ -4,9 +4,9 @@ use custody_app::Caller;
 use custody_app::audit::AuditRecord;
 use custody_app::compartments::Compartment;
 use custody_app::parcels::Parcel;
+use custody_app::parcels::as_seen_by;
 use custody_app::people::Person;
 use custody_app::personal::Statement;
-use custody_app::sight::as_seen_by;
 use custody_app::sites::Site;
 use custody_core::Timestamp;
 use custody_proto::api::{
@@ -47,7 +47,7 @@ pub(crate) fn compartment(c: &Compartment) -> CompartmentView {
     }
 }
 
-/// A parcel, as `caller` may see it (`custody_app::sight::as_seen_by`).
+/// A parcel, as `caller` may see it (`custody_app::parcels::as_seen_by`).
 pub(crate) fn parcel(caller: &Caller, p: &Parcel) -> ParcelView {
     let p = &as_seen_by(caller, p.clone());
     ParcelView {

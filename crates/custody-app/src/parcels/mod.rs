@@ -26,7 +26,6 @@ use custody_store::{CodeRefused, CompartmentRow, ParcelRow, PersonRow, StoreErro
 use futures_util::FutureExt as _;
 
 use crate::personal::Statement;
-use crate::sight::{as_seen_by, entries_seen_by};
 use crate::throttle::Budgets;
 use crate::{App, AppError, Caller};
 
@@ -75,6 +74,9 @@ view! {
     }
 }
 
+mod custody;
+
+pub use custody::ProvenEvent;
 mod codes;
 mod deposit;
 mod doors;
@@ -327,6 +329,43 @@ pub(crate) fn event(
     AuditEvent::success(now, actor.clone(), action, target).with_reason(reason)
 }
 
+// What each caller may see of a parcel they may see at all.
+//
+// A carrier announces parcels by e-mail address, and an address that matches no resident is
+// accepted like any other (`unaddressed`), so what a carrier sees of any parcel must be the
+// same whether or not a resident was found: never who it is for, nor whether and when they
+// were told. The recipient, the site's staff and its auditors see the parcel as it is.
+
+/// How a parcel with no recipient names its recipient to those who may see it.
+pub const UNADDRESSED: &str = "nobody named yet (held for the site's staff)";
+
+/// A parcel as `caller`, already allowed to see it, may see it. A carrier's couriers and keys
+/// see neither who it is for nor whether and when anyone was told: a parcel waiting for its
+/// recipient reads `deposited` to them, as does a parcel nobody could be told about.
+pub fn as_seen_by(caller: &Caller, mut p: Parcel) -> Parcel {
+    if caller.check(policy::may_see_recipient).is_err() {
+        p.recipient = None;
+        p.notified_at = None;
+        if p.state == ParcelState::Notified {
+            p.state = ParcelState::Deposited;
+        }
+    }
+    p
+}
+
+/// The entries of a parcel's chain of custody `caller` may see: all of them, except that a
+/// carrier sees only its own part ([`policy::carrier_sees`]).
+pub(crate) fn entries_seen_by<T>(
+    caller: &Caller,
+    entries: Vec<T>,
+    action: impl Fn(&T) -> AuditAction,
+) -> Vec<T> {
+    if caller.check(policy::may_see_recipient).is_ok() {
+        return entries;
+    }
+    entries.into_iter().filter(|e| policy::carrier_sees(action(e))).collect()
+}
+
 impl App {
     /// Loads a parcel the caller may see. A parcel the caller may not see is `NotFound`, the
     /// same as one that does not exist (and the attempt is audited).
@@ -525,7 +564,7 @@ impl App {
                             .person(&id)
                             .await?
                             .map_or_else(|| id.to_string(), |r| r.name.to_string()),
-                        None => crate::sight::UNADDRESSED.to_owned(),
+                        None => UNADDRESSED.to_owned(),
                     };
                     Ok::<_, AppError>((carrier, recipient))
                 }

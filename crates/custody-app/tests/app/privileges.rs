@@ -10,10 +10,10 @@
 )]
 
 use custody_app::Caller;
-use custody_app::approvals::RoleChange;
 use custody_app::bulk::BulkOpening;
 use custody_app::people::NewPerson;
 use custody_app::people::Person;
+use custody_app::people::RoleChange;
 use custody_app::sessions::Client;
 use custody_core::alert::AlertKind;
 use custody_core::approval::{ApprovalKind, ApprovalOutcome};

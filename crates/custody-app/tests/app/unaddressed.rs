@@ -10,9 +10,9 @@
 
 use custody_app::Caller;
 use custody_app::parcels::Parcel;
+use custody_app::parcels::as_seen_by;
 use custody_app::parcels::{ParcelSpec, PickupOutcome};
 use custody_app::personal::Statement;
-use custody_app::sight::as_seen_by;
 use custody_core::ParcelId;
 use custody_core::audit::AuditAction;
 use custody_core::compartment::SizeClass;

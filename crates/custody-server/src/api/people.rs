@@ -3,8 +3,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use custody_app::approvals::RoleChange;
 use custody_app::people::NewPerson;
+use custody_app::people::RoleChange;
 use custody_core::person::Role;
 use custody_proto::api::{CreatePersonRequest, PersonView, RoleChangeRequest};
 use zeroize::Zeroizing;
