@@ -209,7 +209,6 @@ impl App {
             .store()
             .read(move |tx| async move { Ok::<_, AppError>(tx.device(&lookup).await?) }.boxed())
             .await?
-            .map(Device::from)
             .ok_or(AppError::NotFound)?;
         let (_, site) = self.bank_and_site(&device.bank).await?;
         let target = Target {

@@ -453,21 +453,6 @@ impl App {
             .await
     }
 
-    /// Refuses, on the record, a caller who may not see `site` (staff and auditors in scope
-    /// may).
-    pub(crate) async fn viewable_site(
-        &self,
-        caller: &Caller,
-        site: &SiteId,
-    ) -> Result<(), AppError> {
-        let org = self.site(site).await?.org;
-        let target = Target { site: Some(site.clone()), ..Target::default() };
-        self.authorize(caller, AuditAction::AccessDenied, &target, |p| {
-            policy::may_view_site(p, &org, site)
-        })
-        .await
-    }
-
     /// A site whose alerting the caller may change: an admin in scope, stepped up. A refusal
     /// is audited as `action`. Returns the audit target.
     async fn manageable_site(

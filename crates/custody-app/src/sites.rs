@@ -223,20 +223,29 @@ impl App {
             .collect())
     }
 
+    /// The site, for a caller who may see it (staff and auditors in scope); anyone else is
+    /// refused on the record.
+    pub(crate) async fn viewable_site(
+        &self,
+        caller: &Caller,
+        site: &SiteId,
+    ) -> Result<Site, AppError> {
+        let s = self.site(site).await?;
+        let target = Target { site: Some(site.clone()), ..Target::default() };
+        self.authorize(caller, AuditAction::AccessDenied, &target, |p| {
+            policy::may_view_site(p, &s.org, &s.id)
+        })
+        .await?;
+        Ok(s)
+    }
+
     /// A site with its banks and their compartments, for those who may view it.
     pub async fn site_overview(
         &self,
         caller: &Caller,
         site: &SiteId,
     ) -> Result<(Site, Vec<BankOverview>), AppError> {
-        let s = self.site(site).await?;
-        self.authorize(
-            caller,
-            AuditAction::AccessDenied,
-            &Target { site: Some(site.clone()), ..Target::default() },
-            |p| policy::may_view_site(p, &s.org, &s.id),
-        )
-        .await?;
+        let s = self.viewable_site(caller, site).await?;
         let id = s.id.clone();
         let banks = self
             .store()

@@ -30,12 +30,7 @@ impl App {
         site: &SiteId,
         limit: u32,
     ) -> Result<Vec<Parcel>, AppError> {
-        let s = self.site(site).await?;
-        let target = custody_core::audit::Target { site: Some(s.id.clone()), ..Default::default() };
-        self.authorize(caller, AuditAction::AccessDenied, &target, |p| {
-            policy::may_view_site(p, &s.org, &s.id)
-        })
-        .await?;
+        let s = self.viewable_site(caller, site).await?;
         let limit = limit.clamp(1, 500);
         Ok(crate::views(
             self.store()

@@ -460,14 +460,7 @@ impl App {
                     .collect())
             }
             (_, Some(site)) => {
-                let s = self.site(site).await?;
-                self.authorize(
-                    caller,
-                    AuditAction::AccessDenied,
-                    &Target { site: Some(site.clone()), ..Target::default() },
-                    |p| policy::may_view_site(p, &s.org, &s.id),
-                )
-                .await?;
+                self.viewable_site(caller, site).await?;
                 let site = site.clone();
                 Ok(crate::views(
                     self.store()
