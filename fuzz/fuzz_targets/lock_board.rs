@@ -3,10 +3,10 @@
 //! could have sent for the question asked, byte for byte among the input.
 #![no_main]
 
-use custody_agent::hardware::rs485::{
-    Expect, Reply, doors_reply, take_reply, take_request, unlock_reply,
+use custody_proto::lock_board::{
+    BoardSpec, Channel, DoorBits, Expect, Reply, doors_reply, take_reply, take_request,
+    unlock_reply,
 };
-use custody_agent::hardware::{BoardSpec, Channel, DoorBits};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,5 +1,5 @@
-//! Custody's wire types: the device protocol between server and agent, and the bodies of the
-//! HTTP API.
+//! Custody's wire types: the device protocol between server and agent, the bodies of the HTTP
+//! API, and the frames the agent exchanges with a bank's lock boards.
 //!
 //! **Architecture Invariant:** this crate depends on no other workspace crate. Ids travel as
 //! strings here and are parsed into domain types at the edge that receives them, so the wire
@@ -7,3 +7,4 @@
 
 pub mod api;
 pub mod device;
+pub mod lock_board;

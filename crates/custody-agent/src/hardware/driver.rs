@@ -13,7 +13,8 @@ use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    BoardSpec, BoardStatus, Channel, HardwareError, Interlock, Layout, LockBoard, SensorEvent,
+    BoardSpec, BoardStatus, Channel, DoorBits, HardwareError, Interlock, Layout, LockBoard,
+    SensorEvent,
 };
 
 /// A protocol on a serial line.
@@ -34,17 +35,6 @@ pub trait Bus: Send + 'static {
         &mut self,
         board: BoardSpec,
     ) -> impl Future<Output = Result<DoorBits, HardwareError>> + Send;
-}
-
-/// Doors as a bit set: bit `k` is channel `k + 1`, set when the door is open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DoorBits(pub u64);
-
-impl DoorBits {
-    /// Whether the door on `channel` is open.
-    pub fn is_open(self, channel: Channel) -> bool {
-        self.0 >> (channel.get() - 1) & 1 == 1
-    }
 }
 
 /// How long the driver waits, and how often it polls.

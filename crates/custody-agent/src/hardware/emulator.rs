@@ -19,12 +19,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use custody_core::compartment::CompartmentNumber;
+use custody_proto::lock_board::{self, Request};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::task::JoinHandle;
 
 use tokio_modbus::prelude::{ExceptionCode, Request as ModbusRequest, Response, SlaveRequest};
 
-use super::rs485::{self, Request};
 use super::{
     BoardSpec, Channel, DoorBits, HardwareError, Layout, SimulatedBank, modbus, open_serial,
 };
@@ -52,7 +52,7 @@ pub struct Rs485Emulator {
 impl Rs485Emulator {
     /// Opens the serial line at `path` and answers on it.
     pub fn open(path: &Path, bank: SimulatedBank, layout: Layout) -> Result<Self, HardwareError> {
-        Ok(Self::serve(open_serial(path, rs485::BAUD)?, bank, layout))
+        Ok(Self::serve(open_serial(path, lock_board::BAUD)?, bank, layout))
     }
 
     /// Answers on a line already open.
@@ -126,7 +126,7 @@ async fn answer<P: AsyncRead + AsyncWrite + Unpin>(
             Ok(0) | Err(_) => return,
             Ok(n) => buf.extend(chunk.get(..n).unwrap_or_default()),
         }
-        while let Some(request) = rs485::take_request(&mut buf) {
+        while let Some(request) = lock_board::take_request(&mut buf) {
             let Some(reply) = reply_to(request, &bank, &layout, &faults) else { continue };
             if port.write_all(&reply).await.is_err() || port.flush().await.is_err() {
                 return;
@@ -169,7 +169,7 @@ fn reply_to(
                     let _ = bank.release(n);
                 }
             }
-            rs485::unlock_reply(address, 0, true).to_vec()
+            lock_board::unlock_reply(address, 0, true).to_vec()
         }
         Request::Unlock { channel, .. } => {
             let compartment = Channel::new(channel)
@@ -184,7 +184,7 @@ fn reply_to(
                 },
                 None => false,
             };
-            rs485::unlock_reply(address, channel, released).to_vec()
+            lock_board::unlock_reply(address, channel, released).to_vec()
         }
         Request::Query { .. } => {
             let mut bits = 0_u64;
@@ -193,7 +193,7 @@ fn reply_to(
                     bits |= 1 << (c.get() - 1);
                 }
             }
-            rs485::doors_reply(board, DoorBits(bits))
+            lock_board::doors_reply(board, DoorBits(bits))
         }
     };
     let mut f = lock();

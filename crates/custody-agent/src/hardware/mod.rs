@@ -21,7 +21,6 @@ pub mod rs485;
 mod sim;
 
 use std::fmt;
-use std::num::NonZeroU8;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +29,8 @@ use custody_core::compartment::CompartmentNumber;
 use custody_proto::device::DoorReading;
 use futures_util::future::BoxFuture;
 
-pub use driver::{BoardDriver, DoorBits, Timing};
+pub use custody_proto::lock_board::{BoardSpec, Channel, DoorBits, MAX_CHANNELS};
+pub use driver::{BoardDriver, Timing};
 pub use sim::{SimError, SimulatedBank};
 
 /// A hardware failure.
@@ -99,35 +99,6 @@ impl Interlock {
 
 /// A door sensor reading.
 pub type SensorEvent = (u16, DoorReading);
-
-/// The most channels one board may have (six status bytes on an RS-485 lock board).
-pub const MAX_CHANNELS: u8 = 48;
-
-/// An output of a board, counted from 1. Channel 0, which some lock boards read as "open all",
-/// cannot be constructed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Channel(NonZeroU8);
-
-impl Channel {
-    /// Channel `n`, if it is 1 to [`MAX_CHANNELS`].
-    pub fn new(n: u8) -> Option<Self> {
-        NonZeroU8::new(n).filter(|n| n.get() <= MAX_CHANNELS).map(Self)
-    }
-
-    /// The channel's number.
-    pub const fn get(self) -> u8 {
-        self.0.get()
-    }
-}
-
-/// One board on a serial line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BoardSpec {
-    /// Its bus address (DIP switches or configuration), 1 to 247.
-    pub address: u8,
-    /// How many channels it has, 1 to [`MAX_CHANNELS`].
-    pub channels: u8,
-}
 
 /// Why a board layout is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -21,8 +21,8 @@ use tokio::sync::mpsc;
 use tokio_modbus::client::{Context as Client, Reader as _, Writer as _};
 use tokio_modbus::prelude::{Slave, SlaveContext as _};
 
-use super::driver::{BoardDriver, Bus, DoorBits, Timing, drain};
-use super::{BoardSpec, Channel, HardwareError, Layout, SensorEvent, open_serial};
+use super::driver::{BoardDriver, Bus, Timing, drain};
+use super::{BoardSpec, Channel, DoorBits, HardwareError, Layout, SensorEvent, open_serial};
 
 /// The usual line speed of these boards.
 pub const BAUD: u32 = 9600;
