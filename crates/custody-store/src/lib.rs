@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, ConnectOptions as _, Row as _};
+use sqlx::{AnyPool, ConnectOptions as _, Connection as _, Row as _};
 use tokio::sync::{mpsc, oneshot};
 
 pub use rows::*;
@@ -161,7 +161,18 @@ pub async fn migrate_to(url: &str, version: i64) -> Result<(), StoreError> {
         .connect()
         .await
         .map_err(|e| StoreError::Connect(e.to_string()))?;
-    migrate::run_to(&mut conn, backend, version).await
+    migrate::run_to(&mut conn, backend, version).await?;
+    // Closed before answering, so the database can be copied (PostgreSQL refuses to use a
+    // database as a template while anyone is connected to it).
+    conn.close().await?;
+    Ok(())
+}
+
+/// Names the schema this build migrates `backend` to: the latest version and a digest of every
+/// migration. Test harnesses key a database migrated once and cloned per test by it.
+#[doc(hidden)]
+pub fn schema_digest(backend: Backend) -> String {
+    migrate::digest(backend)
 }
 
 /// The URL of the SQLite database file in `data_dir`.

@@ -167,6 +167,23 @@ const MIGRATIONS: &[Migration] = &[
 ];
 
 /// The newest schema version this build knows.
+/// Names this build's schema on `backend`: its latest version and a digest (64-bit FNV-1a) of
+/// every migration's SQL, so a database migrated by another build (or before a migration was
+/// edited during development) is told apart.
+pub(crate) fn digest(backend: Backend) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for m in MIGRATIONS {
+        let sql = match backend {
+            Backend::Sqlite => m.sqlite,
+            Backend::Postgres => m.postgres,
+        };
+        for byte in m.version.to_le_bytes().iter().chain(sql.as_bytes()) {
+            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{}_{hash:016x}", latest_version())
+}
+
 pub(crate) fn latest_version() -> i64 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }

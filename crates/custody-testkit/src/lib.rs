@@ -4,7 +4,8 @@
 //!
 //! Every test gets its own database: a fresh SQLite file in a temporary directory, or a fresh
 //! PostgreSQL database created on the server named by `CUSTODY_TEST_POSTGRES_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`) and dropped afterwards. When that server is not
+//! `postgres://postgres@127.0.0.1:5432/postgres`), copied from a template migrated once per
+//! schema, and dropped afterwards. When that server is not
 //! reachable the PostgreSQL variants are skipped with a notice on standard error, unless
 //! `CUSTODY_REQUIRE_POSTGRES=1` (as in CI), which turns the skip into a failure.
 #![allow(
