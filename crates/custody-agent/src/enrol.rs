@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 use custody_core::Clock;
 use custody_core::Timestamp;
+use custody_crypto::pki::first_cert_der;
 use custody_crypto::pki::{CertificateInfo, DeviceKey, certificate_info};
 use custody_crypto::private_files;
 use custody_crypto::sign::PublicKey;
-use custody_crypto::tls::first_cert_der;
 use custody_crypto::tls::{ServerTrust, client_config};
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use data_encoding::HEXLOWER;

@@ -94,13 +94,11 @@ impl App {
             if &s.org != org {
                 return Err(AppError::NotFound);
             }
-            let allowed = caller
-                .check(|p| policy::may_manage_site(p, &s.org, &s.id))
-                .and_then(|()| self.require_step_up(caller));
-            if let Err(d) = allowed {
-                let target = Target { site: Some(s.id.clone()), ..Target::default() };
-                return Err(self.refuse(caller, action, target, d).await);
-            }
+            let target = Target { site: Some(s.id.clone()), ..Target::default() };
+            self.authorize(caller, action, &target, |p| {
+                policy::may_manage_site(p, &s.org, &s.id).and_then(|()| self.stepped_up(p))
+            })
+            .await?;
         }
         Ok(())
     }

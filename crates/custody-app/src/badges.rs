@@ -136,9 +136,7 @@ impl App {
     pub async fn badges(&self, caller: &Caller, site: &SiteId) -> Result<Vec<Badge>, AppError> {
         let s = self.site(site).await?;
         // A read: outside the caller's reach the site is not there, as for other reads.
-        if caller.check(|p| policy::may_view_site(p, &s.org, &s.id)).is_err() {
-            return Err(AppError::NotFound);
-        }
+        caller.unless_hidden(|p| policy::may_view_site(p, &s.org, &s.id))?;
         let site = site.clone();
         Ok(crate::views(
             self.store()
@@ -187,11 +185,11 @@ impl App {
     ) -> Result<Vec<BadgeRow>, Registration> {
         let s = self.site(site).await.map_err(Registration::Refused)?;
         let target = Target { site: Some(site.clone()), ..Target::default() };
-        if let Err(d) = caller.check(|p| policy::may_manage_site(p, &s.org, &s.id)) {
-            return Err(Registration::Refused(
-                self.refuse(caller, AuditAction::BadgeRegister, target, d).await,
-            ));
-        }
+        self.authorize(caller, AuditAction::BadgeRegister, &target, |p| {
+            policy::may_manage_site(p, &s.org, &s.id)
+        })
+        .await
+        .map_err(Registration::Refused)?;
         let key = self.badge_key(site);
         let mut problems = Vec::new();
         let mut parsed = Vec::with_capacity(specs.len());

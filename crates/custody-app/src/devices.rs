@@ -7,8 +7,8 @@ use custody_core::alert::AlertKind;
 use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Target};
 use custody_core::policy::Principal;
 use custody_core::{BankId, DeviceId, TokenId, policy};
+use custody_crypto::pki::first_cert_der;
 use custody_crypto::pki::{CertificateInfo, certificate_info};
-use custody_crypto::tls::first_cert_der;
 use custody_store::{DeviceRow, NewEnrolmentToken};
 use data_encoding::BASE32_NOPAD;
 use futures_util::FutureExt as _;
@@ -184,9 +184,7 @@ impl App {
     /// The devices of a bank, newest first, revoked ones included. Staff who may see its site.
     pub async fn devices(&self, caller: &Caller, bank: &BankId) -> Result<Vec<Device>, AppError> {
         let (bank_row, site) = self.bank_and_site(bank).await?;
-        if caller.check(|p| policy::may_view_site(p, &site.org, &site.id)).is_err() {
-            return Err(AppError::NotFound);
-        }
+        caller.unless_hidden(|p| policy::may_view_site(p, &site.org, &site.id))?;
         let id = bank_row.id;
         self.store()
             .read(move |tx| async move { Ok(tx.devices_of_bank(&id).await?) }.boxed())
@@ -216,9 +214,7 @@ impl App {
             bank: Some(device.bank.clone()),
             ..Target::default()
         };
-        if caller.check(|p| policy::may_view_site(p, &site.org, &site.id)).is_err() {
-            return Err(AppError::NotFound);
-        }
+        caller.unless_hidden(|p| policy::may_view_site(p, &site.org, &site.id))?;
         self.authorize(caller, AuditAction::DeviceRevoke, &target, |p| {
             policy::may_manage_site(p, &site.org, &site.id).and_then(|()| self.stepped_up(p))
         })

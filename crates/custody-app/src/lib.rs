@@ -213,6 +213,16 @@ impl Caller {
         }
     }
 
+    /// For a read: what the rule keeps from the caller is not there for them
+    /// ([`AppError::NotFound`]), whatever the reason. Not audited, since nothing was done or
+    /// refused; a read that is refused on the record goes through [`App::authorize_sight`].
+    pub(crate) fn unless_hidden(
+        &self,
+        rule: impl FnOnce(&Principal) -> Result<(), Denied>,
+    ) -> Result<(), AppError> {
+        self.check(rule).map_err(|_| AppError::NotFound)
+    }
+
     /// Applies a policy check; the operator passes every check.
     pub(crate) fn check(
         &self,
@@ -595,18 +605,29 @@ impl App {
         self.authorize(caller, action, target, rule).await
     }
 
+    /// [`App::authorize`] for what only a person may do (ask a second person for an approval,
+    /// give one): the operator, who is nobody, is refused as well. Answers who the person is.
+    pub(crate) async fn authorize_person(
+        &self,
+        caller: &Caller,
+        action: AuditAction,
+        target: &Target,
+        rule: impl FnOnce(&Principal) -> Result<(), Denied>,
+    ) -> Result<PersonId, AppError> {
+        let judged = match caller {
+            Caller::Principal(p @ Principal::Person { id, .. }) => rule(p).map(|()| id.clone()),
+            Caller::Principal(_) | Caller::Operator => Err(Denied::Role),
+        };
+        match judged {
+            Ok(id) => Ok(id),
+            Err(denied) => Err(self.refuse(caller, action, target.clone(), denied).await),
+        }
+    }
+
     /// The principal proved a second factor within the step-up window: a rule for
     /// [`App::authorize`].
     pub(crate) fn stepped_up(&self, p: &Principal) -> Result<(), Denied> {
         custody_core::policy::stepped_up(p, self.now(), self.config().step_up_window)
-    }
-
-    /// The caller proved a second factor within the step-up window; the operator at the
-    /// command line, who holds the keys, passes.
-    pub(crate) fn require_step_up(&self, caller: &Caller) -> Result<(), Denied> {
-        caller.check(|p| {
-            custody_core::policy::stepped_up(p, self.now(), self.config().step_up_window)
-        })
     }
 
     /// Signs an open command for `compartment` and records it, inside the caller's unit of

@@ -93,9 +93,7 @@ impl App {
         bank: &BankId,
     ) -> Result<Option<Lockdown>, AppError> {
         let (org, site) = self.bank_place(bank).await?;
-        if caller.check(|p| policy::may_view_site(p, &org, &site)).is_err() {
-            return Err(AppError::NotFound);
-        }
+        caller.unless_hidden(|p| policy::may_view_site(p, &org, &site))?;
         let lookup = bank.clone();
         let row =
             self.store().read(move |tx| async move { tx.lockdown(&lookup).await }.boxed()).await?;

@@ -92,29 +92,14 @@ impl App {
     pub async fn create_person(&self, caller: &Caller, new: NewPerson) -> Result<Person, AppError> {
         let (email, name) = new.check()?;
         let target = Target { site: new.site.clone(), ..Target::default() };
-        let allowed = caller.check(|p| match p {
-            Principal::Person { standing, .. } => {
-                if !standing.role.may_grant(new.role) {
-                    return Err(Denied::Role);
-                }
-                match &new.site {
-                    Some(site) if standing.scope.covers(&new.org, site) => Ok(()),
-                    None if standing.scope.org == new.org && standing.scope.site.is_none() => {
-                        Ok(())
-                    }
-                    _ => Err(Denied::Scope),
-                }
-            }
-            Principal::CarrierKey { .. } | Principal::Device { .. } => Err(Denied::Role),
-        });
         // Giving someone a role with power (auditor and up) is a role grant: it needs a step-up
         // and, from a person, a reason.
         let grant = new.role.rank() > 0;
-        let allowed =
-            allowed.and_then(|()| if grant { self.require_step_up(caller) } else { Ok(()) });
-        if let Err(d) = allowed {
-            return Err(self.refuse(caller, AuditAction::PersonCreate, target, d).await);
-        }
+        self.authorize(caller, AuditAction::PersonCreate, &target, |p| {
+            policy::may_add_person(p, &new.org, new.site.as_ref(), new.role)
+                .and_then(|()| if grant { self.stepped_up(p) } else { Ok(()) })
+        })
+        .await?;
         let reason = match (&new.reason, grant && caller.person().is_some()) {
             (Some(words), _) => Some(Reason::parse(words).map_err(AppError::invalid)?),
             (None, true) => {
@@ -236,15 +221,13 @@ impl App {
                 .map(RoleChange::Pending);
         }
         let target = Target { site: person.site.clone(), ..Target::default() };
-        let allowed = caller
-            .check(|p| match p {
-                Principal::Person { standing, .. } if standing.role.may_grant(role) => Ok(()),
-                _ => Err(Denied::Role),
-            })
-            .and_then(|()| self.require_step_up(caller));
-        if let Err(d) = allowed {
-            return Err(self.refuse(caller, AuditAction::PersonRoleChange, target, d).await);
-        }
+        self.authorize(caller, AuditAction::PersonRoleChange, &target, |p| match p {
+            Principal::Person { standing, .. } if standing.role.may_grant(role) => {
+                self.stepped_up(p)
+            }
+            _ => Err(Denied::Role),
+        })
+        .await?;
         if person.role == Role::Courier || role == Role::Courier {
             return Err(AppError::Invalid(
                 "couriers belong to a carrier: add or disable the courier instead".into(),

@@ -11,7 +11,7 @@ use crate::conflicts::ConflictCode;
 use custody_core::audit::{AuditAction, Outcome, Target};
 use custody_core::compartment::CompartmentNumber;
 use custody_core::parcel::ParcelState;
-use custody_core::policy::{Denied, Principal};
+use custody_core::policy;
 use custody_core::throttle::{APP_OPEN, APP_OPEN_DAY};
 use custody_core::{BankId, ParcelId};
 use custody_crypto::totp::{SEED_LEN, TotpSeed};
@@ -65,15 +65,12 @@ impl App {
         presence: &str,
     ) -> Result<AppOpening, AppError> {
         let p = self.parcel_row(caller, parcel).await?;
-        let own = caller.check(|pr| match pr {
-            Principal::Person { id, .. } if p.recipient.as_ref() == Some(id) => Ok(()),
-            _ => Err(Denied::NotOwner),
-        });
         let target =
             Target { parcel: Some(p.id.clone()), site: Some(p.site.clone()), ..Target::default() };
-        if let Err(d) = own {
-            return Err(self.refuse(caller, AuditAction::PickupAttempt, target, d).await);
-        }
+        self.authorize(caller, AuditAction::PickupAttempt, &target, |pr| {
+            policy::is_recipient(pr, p.recipient.as_ref())
+        })
+        .await?;
         let (Some(bank), ParcelState::Notified) = (p.bank.clone(), p.state) else {
             return Err(AppError::conflict(
                 ConflictCode::ParcelState,

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use custody_core::audit::{AuditAction, Outcome, Target};
 use custody_core::parcel::ParcelState;
-use custody_core::policy::{Denied, Principal};
+use custody_core::policy::{self, Principal};
 use custody_core::time::minutes;
 use custody_core::token::{PickupToken, QR_TOKEN_DOMAIN, ScannedToken};
 use custody_core::{BankId, ParcelId, Timestamp};
@@ -77,18 +77,12 @@ impl App {
         parcel: &ParcelId,
     ) -> Result<ShownToken, AppError> {
         let p = self.parcel_row(caller, parcel).await?;
-        let own = caller.check(|pr| match pr {
-            Principal::Person { id, .. } if p.recipient.as_ref() == Some(id) => Ok(()),
-            _ => Err(Denied::NotOwner),
-        });
-        if let Err(d) = own {
-            let target = Target {
-                parcel: Some(p.id.clone()),
-                site: Some(p.site.clone()),
-                ..Target::default()
-            };
-            return Err(self.refuse(caller, AuditAction::Notify, target, d).await);
-        }
+        let target =
+            Target { parcel: Some(p.id.clone()), site: Some(p.site.clone()), ..Target::default() };
+        self.authorize(caller, AuditAction::Notify, &target, |pr| {
+            policy::is_recipient(pr, p.recipient.as_ref())
+        })
+        .await?;
         if p.state != ParcelState::Notified {
             return Err(AppError::conflict(
                 ConflictCode::ParcelState,

@@ -51,9 +51,7 @@ impl App {
         bank: &BankId,
     ) -> Result<SensorSettings, AppError> {
         let (org, site) = self.bank_place(bank).await?;
-        if caller.check(|p| policy::may_view_site(p, &org, &site)).is_err() {
-            return Err(AppError::NotFound);
-        }
+        caller.unless_hidden(|p| policy::may_view_site(p, &org, &site))?;
         let bank = bank.clone();
         let settings =
             self.store().read(move |tx| async move { tx.sensor_settings(&bank).await }.boxed());
@@ -69,9 +67,7 @@ impl App {
         settings: SensorSettings,
     ) -> Result<SensorSettings, AppError> {
         let (org, site) = self.bank_place(bank).await?;
-        if caller.check(|p| policy::may_view_site(p, &org, &site)).is_err() {
-            return Err(AppError::NotFound);
-        }
+        caller.unless_hidden(|p| policy::may_view_site(p, &org, &site))?;
         let target =
             Target { site: Some(site.clone()), bank: Some(bank.clone()), ..Target::default() };
         self.authorize(caller, AuditAction::SensorSettings, &target, |p| {

@@ -60,11 +60,8 @@ view! {
 impl App {
     /// Creates an organisation. Operators only: a tenant is made by whoever runs the platform.
     pub async fn create_org(&self, caller: &Caller, name: &str) -> Result<Org, AppError> {
-        if *caller != Caller::Operator {
-            return Err(self
-                .refuse(caller, AuditAction::OrgCreate, Target::default(), Denied::Role)
-                .await);
-        }
+        self.authorize(caller, AuditAction::OrgCreate, &Target::default(), |_| Err(Denied::Role))
+            .await?;
         let org = OrgRow {
             id: self.new_id(OrgId::from_random)?,
             name: Name::parse(name).map_err(AppError::invalid)?,

@@ -12,7 +12,6 @@
 mod admin;
 mod audit;
 mod bench;
-mod bench_alerts;
 mod demo;
 mod init;
 mod receivers;

@@ -182,6 +182,15 @@ pub fn may_view_parcel(p: &Principal, f: ParcelFacts<'_>) -> Result<(), Denied> 
     }
 }
 
+/// Is `p` the person a parcel is for? What only they may do with it: show its QR code, open
+/// its door from their phone, have its code sent again.
+pub fn is_recipient(p: &Principal, recipient: Option<&PersonId>) -> Result<(), Denied> {
+    match p {
+        Principal::Person { id, .. } if recipient == Some(id) => Ok(()),
+        _ => Err(Denied::NotOwner),
+    }
+}
+
 /// May `p`, who may see a parcel, also see who it is for and whether and when they were told?
 /// The recipient and the site's staff and auditors. Never the carrier's couriers and keys:
 /// a carrier announces parcels for e-mail addresses, and an address that matches no resident
@@ -229,6 +238,26 @@ pub fn may_read_statement(
         Principal::Person { id, .. } if id == subject => Ok(()),
         Principal::Person { standing, .. } if standing.role == Role::Courier => Err(Denied::Role),
         _ => may_view_site(p, org, site),
+    }
+}
+
+/// May `p` add a person with `role` to `org`, at `site` or (with none) organisation-wide? A
+/// person whose role outranks it, within scope: a site-scoped caller adds people to their own
+/// site only.
+pub fn may_add_person(
+    p: &Principal,
+    org: &OrgId,
+    site: Option<&SiteId>,
+    role: Role,
+) -> Result<(), Denied> {
+    let Principal::Person { standing, .. } = p else { return Err(Denied::Role) };
+    if !standing.role.may_grant(role) {
+        return Err(Denied::Role);
+    }
+    match site {
+        Some(site) if standing.scope.covers(org, site) => Ok(()),
+        None if &standing.scope.org == org && standing.scope.site.is_none() => Ok(()),
+        _ => Err(Denied::Scope),
     }
 }
 

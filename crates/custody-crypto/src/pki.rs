@@ -9,6 +9,8 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 use zeroize::Zeroizing;
@@ -215,6 +217,26 @@ pub struct CertificateInfo {
     pub not_after: Timestamp,
 }
 
+/// Every certificate in a PEM bundle, in order.
+pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, CryptoError> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| CryptoError::Tls(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(CryptoError::Tls("no certificate in PEM".into()));
+    }
+    Ok(certs)
+}
+
+/// The first certificate of a PEM bundle, DER.
+pub fn first_cert_der(pem: &str) -> Result<Vec<u8>, CryptoError> {
+    certs_from_pem(pem)?
+        .into_iter()
+        .next()
+        .map(|c| c.to_vec())
+        .ok_or_else(|| CryptoError::Tls("no certificate in PEM".into()))
+}
+
 /// Reads a DER certificate.
 pub fn certificate_info(der: &[u8]) -> Result<CertificateInfo, CryptoError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(cert_err)?;
@@ -241,7 +263,7 @@ pub fn certificate_info(der: &[u8]) -> Result<CertificateInfo, CryptoError> {
 /// SHA-256 of the subject public key info of the first certificate in `cert_pem`: the pin an
 /// agent uses to recognise the server.
 pub fn spki_pin_of_pem(cert_pem: &str) -> Result<[u8; 32], CryptoError> {
-    let der = crate::tls::first_cert_der(cert_pem)?;
+    let der = first_cert_der(cert_pem)?;
     certificate_info(&der).map(|i| i.spki_sha256)
 }
 
@@ -262,7 +284,7 @@ mod tests {
         let csr = device.csr("i-am-the-server").unwrap();
         let cert =
             ca.sign_device_csr(&csr, "dev_abc", rng.bytes().unwrap(), now, days(30)).unwrap();
-        let info = certificate_info(&crate::tls::first_cert_der(&cert).unwrap()).unwrap();
+        let info = certificate_info(&first_cert_der(&cert).unwrap()).unwrap();
         assert_eq!(info.common_name, "dev_abc");
         assert_eq!(info.not_after, Timestamp::from_millis(now.plus(days(30)).as_secs() * 1000));
         assert!(ca.sign_device_csr("garbage", "dev_x", [1; 16], now, days(1)).is_err());

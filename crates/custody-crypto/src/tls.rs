@@ -16,7 +16,8 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, S
 
 use custody_core::Clock;
 
-use crate::{CryptoError, constant_time_eq, pki::certificate_info};
+use crate::pki::{certificate_info, certs_from_pem};
+use crate::{CryptoError, constant_time_eq};
 
 /// Lets certificate validity be judged by the platform's clock, so tests with a manual clock
 /// check expiry exactly and production uses [`crate::SystemClock`].
@@ -38,26 +39,6 @@ fn tls_err(e: impl std::fmt::Display) -> CryptoError {
 /// The one crypto provider: aws-lc-rs.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// Every certificate in a PEM bundle, in order.
-pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, CryptoError> {
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(tls_err)?;
-    if certs.is_empty() {
-        return Err(CryptoError::Tls("no certificate in PEM".into()));
-    }
-    Ok(certs)
-}
-
-/// The first certificate of a PEM bundle, DER.
-pub fn first_cert_der(pem: &str) -> Result<Vec<u8>, CryptoError> {
-    certs_from_pem(pem)?
-        .into_iter()
-        .next()
-        .map(|c| c.to_vec())
-        .ok_or_else(|| CryptoError::Tls("no certificate in PEM".into()))
 }
 
 fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, CryptoError> {

@@ -174,7 +174,7 @@ async fn a_client_offering_only_tls12_is_refused() {
         server_config(&p.server.cert_pem, &p.server.key_pem, &ClientAuth::None, &[], clock())
             .unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    for c in custody_crypto::tls::certs_from_pem(&p.ca_pem).unwrap() {
+    for c in custody_crypto::pki::certs_from_pem(&p.ca_pem).unwrap() {
         roots.add(c).unwrap();
     }
     let tls12_only = rustls::ClientConfig::builder_with_provider(custody_crypto::tls::provider())

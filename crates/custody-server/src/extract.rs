@@ -254,6 +254,10 @@ where
     }
 }
 
+/// The TCP peer of a request's connection, put in the request by the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// The verified client certificate of a device-gateway connection, put in the request by the
 /// gateway's TLS accept loop.
 #[derive(Debug, Clone)]
@@ -279,7 +283,7 @@ where
             // device removed): refused on the record.
             let source = parts
                 .extensions
-                .get::<crate::listen::Peer>()
+                .get::<Peer>()
                 .map_or_else(|| "unknown".to_owned(), |p| p.0.ip().to_string());
             state.refusals.refused(crate::refusals::Edge::Device, "unenrolled", source, None);
             ApiError::unauthenticated()

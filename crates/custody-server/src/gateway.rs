@@ -34,8 +34,8 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::sync::{Notify, mpsc};
 
 use crate::ServerState;
+use crate::extract::Peer;
 use crate::extract::{DeviceCaller, PeerCertificate};
-use crate::listen::Peer;
 
 /// How often a connected agent is sent its site's badge list again, besides at once after
 /// every change through the API: the deadline for a revocation made anywhere else.

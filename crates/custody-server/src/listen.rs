@@ -5,7 +5,7 @@
 //! certificate's facts to the router; the public port asks for none. Each connection is served
 //! by hyper with HTTP/1.1 and HTTP/2 (and upgrades, for WebSockets).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,16 +18,12 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-use crate::extract::PeerCertificate;
+use crate::extract::{Peer, PeerCertificate};
 use crate::refusals::{Edge, Refusals};
 
 /// Handshakes that take longer than this are dropped, so idle half-open connections cannot pile
 /// up.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The TCP peer of a request's connection.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
 
 /// The client's address: the TCP peer, unless the peer is one of the `trusted` proxies, in
 /// which case the rightmost `X-Forwarded-For` entry that is not a trusted proxy. Entries an

@@ -173,7 +173,7 @@ async fn send_smtp(s: &SmtpSettings, message: &Message) -> Result<(), DeliveryEr
         let mut params =
             TlsParameters::builder(s.host.clone()).set_min_tls_version(TlsVersion::Tlsv13);
         if let Some(pem) = &s.ca_pem {
-            for cert in custody_crypto::tls::certs_from_pem(pem)
+            for cert in custody_crypto::pki::certs_from_pem(pem)
                 .map_err(|e| DeliveryError::Transport(e.to_string()))?
             {
                 let pem = format!(

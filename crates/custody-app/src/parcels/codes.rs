@@ -7,7 +7,7 @@ use custody_core::audit::{Actor, AuditAction, Outcome};
 use custody_core::code::PickupCode;
 use custody_core::compartment::CompartmentNumber;
 use custody_core::parcel::{ParcelEvent, ParcelState};
-use custody_core::policy::{self, Denied, Principal};
+use custody_core::policy::{self, Denied};
 use custody_core::throttle::{RESEND_PARCEL, RESEND_RECIPIENT};
 use custody_core::token::PickupToken;
 use custody_core::{BankId, CodeId, ParcelId, Timestamp};
@@ -65,13 +65,12 @@ impl App {
         let p = self.parcel_row(caller, parcel).await?;
         // Anyone else who may see the parcel (its carrier, an auditor) is not its owner: to
         // them, as to strangers, there is no code to send.
-        let allowed = caller.check(|pr| match pr {
-            Principal::Person { id, .. } if p.recipient.as_ref() == Some(id) => Ok(()),
-            other => policy::may_manage_site(other, &p.org, &p.site).map_err(|_| Denied::NotOwner),
-        });
-        if let Err(d) = allowed {
-            return Err(self.refuse(caller, AuditAction::Notify, parcel_target(&p), d).await);
-        }
+        self.authorize(caller, AuditAction::Notify, &parcel_target(&p), |pr| {
+            policy::is_recipient(pr, p.recipient.as_ref()).or_else(|_| {
+                policy::may_manage_site(pr, &p.org, &p.site).map_err(|_| Denied::NotOwner)
+            })
+        })
+        .await?;
         let Some(recipient) = p.recipient.as_ref().filter(|_| p.state == ParcelState::Notified)
         else {
             return Err(AppError::conflict(

@@ -919,7 +919,7 @@ async fn enrolment_tokens_are_single_use() {
     assert_eq!(env.app.enrol(&token, &csr).await.unwrap_err().code(), "authentication_failed");
     // Re-enrolment gives the bank a new identity and retires the old one.
     let info = custody_crypto::pki::certificate_info(
-        &custody_crypto::tls::first_cert_der(&first.certificate_pem).unwrap(),
+        &custody_crypto::pki::first_cert_der(&first.certificate_pem).unwrap(),
     )
     .unwrap();
     assert!(env.app.authenticate_device(&info).await.is_ok());

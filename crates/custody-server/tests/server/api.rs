@@ -754,7 +754,7 @@ async fn health_metrics_and_openapi() {
 async fn tls_12_is_refused_on_the_public_port() {
     let server = TestServer::start(custody_testkit::sqlite_store().await).await;
     let mut roots = rustls::RootCertStore::empty();
-    for c in custody_crypto::tls::certs_from_pem(&server.env.data.server_ca_pem().unwrap()).unwrap()
+    for c in custody_crypto::pki::certs_from_pem(&server.env.data.server_ca_pem().unwrap()).unwrap()
     {
         roots.add(c).unwrap();
     }

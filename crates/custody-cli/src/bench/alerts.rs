@@ -20,7 +20,7 @@ use custody_crypto::{Rng, SystemClock};
 use custody_server::Listen;
 use custody_server::workers::Workers;
 
-use crate::bench::{bar, bench_bank, ms, percentile, raw_commits, stopwatch};
+use super::measure::{bar, bench_bank, ms, percentile, raw_commits, stopwatch};
 use crate::receivers::{Arrival, Receivers};
 
 /// `custody bench alerts`.
