@@ -94,8 +94,8 @@ impl App {
             return Ok(());
         };
         let token = Zeroizing::new(BASE64URL_NOPAD.encode(&self.rng().bytes::<32>()?));
-        let token_hash = self.keys().links.hash(&[b"token", token.as_bytes()]);
-        let browser_hash = self.keys().links.hash(&[b"browser", binding.as_bytes()]);
+        let token_hash = self.keys().sign_in_links.hash(&[b"token", token.as_bytes()]);
+        let browser_hash = self.keys().sign_in_links.hash(&[b"browser", binding.as_bytes()]);
         let message = Message {
             to: person.email.as_str().to_owned(),
             subject: "Your sign-in link".into(),
@@ -152,8 +152,8 @@ impl App {
             return Err(AppError::AuthenticationFailed);
         }
         let now = self.now();
-        let token_hash = self.keys().links.hash(&[b"token", token.as_bytes()]);
-        let browser_hash = self.keys().links.hash(&[b"browser", binding.as_bytes()]);
+        let token_hash = self.keys().sign_in_links.hash(&[b"token", token.as_bytes()]);
+        let browser_hash = self.keys().sign_in_links.hash(&[b"browser", binding.as_bytes()]);
         let used = self
             .store()
             .write(move |tx| {

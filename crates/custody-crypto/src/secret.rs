@@ -50,8 +50,10 @@ pub enum Purpose {
     RecoveryCodes,
     /// Device cookies: a browser that signed in to an account before.
     DeviceCookies,
-    /// Keyed hashes of e-mailed sign-in links and the browsers that asked for them.
-    MagicLinks,
+    /// Keyed hashes of e-mailed sign-in links and the browsers that asked for them. (Its label
+    /// keeps the links' first name, "magic links": a label cannot change once keys derive from
+    /// it, nor can the table's name.)
+    SignInLinks,
     /// Couriers' daily kiosk codes: derived from the courier and the day, and their keyed
     /// hashes.
     CourierCodes,
@@ -81,7 +83,7 @@ impl Purpose {
             Self::TotpSeeds => b"custody/v1/totp-seeds",
             Self::RecoveryCodes => b"custody/v1/recovery-codes",
             Self::DeviceCookies => b"custody/v1/device-cookies",
-            Self::MagicLinks => b"custody/v1/magic-links",
+            Self::SignInLinks => b"custody/v1/magic-links",
             Self::CourierCodes => b"custody/v1/courier-codes",
             Self::PresenceCodes => b"custody/v1/presence-codes",
             Self::Badges => b"custody/v1/badges",

@@ -9,11 +9,14 @@ use custody_core::{BankId, ManualClock, SiteId};
 use custody_crypto::{Rng, SystemClock};
 use indicatif::{ProgressBar, ProgressStyle};
 
+/// Now, on the monotonic clock, for timing what a benchmark measures.
 pub(super) fn stopwatch() -> Instant {
     #[allow(clippy::disallowed_methods, reason = "a benchmark measures wall time")]
     Instant::now()
 }
 
+/// A progress bar on standard error, hidden when the figures are printed as JSON or nobody
+/// watches.
 pub(super) fn bar(len: u64, what: &str, json: bool) -> ProgressBar {
     let bar = if json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         ProgressBar::hidden()
@@ -29,6 +32,7 @@ pub(super) fn bar(len: u64, what: &str, json: bool) -> ProgressBar {
     bar
 }
 
+/// The `p` quantile (0 to 1) of sorted durations, nearest rank.
 pub(super) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -43,11 +47,13 @@ pub(super) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted.get(i).copied().unwrap_or(Duration::ZERO)
 }
 
+/// A rate.
 #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
 pub(super) fn per_second(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
 
+/// Milliseconds, for reports.
 pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }

@@ -1,4 +1,4 @@
-//! Residents' e-mailed sign-in links.
+//! Residents' e-mailed sign-in links (the table keeps their first name, `magic_links`).
 
 use custody_core::{PersonId, Timestamp};
 
