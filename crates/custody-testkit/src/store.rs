@@ -152,7 +152,7 @@ async fn template(conn: &mut AnyConnection, admin: &str) -> String {
     execute(conn, &format!("SELECT pg_advisory_lock({BUILDING})")).await;
     if !exists(conn, &name).await {
         let stale: Vec<String> = sqlx::query(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'custody\\_template\\_%' \
+            "SELECT datname::text AS datname FROM pg_database WHERE datname LIKE 'custody\\_template\\_%' \
              AND datname <> 'custody_template_building'",
         )
         .fetch_all(&mut *conn)
