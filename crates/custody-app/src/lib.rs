@@ -76,6 +76,7 @@ use custody_core::compartment::DoorState;
 use custody_core::policy::{Denied, Principal};
 use custody_core::time::{days, hours, minutes};
 use custody_core::{BankId, Clock, PersonId, SiteId, Timestamp};
+use custody_crypto::kek::KekRing;
 use custody_crypto::pki::CertificateAuthority;
 use custody_crypto::seal::Sealer;
 use custody_crypto::sign::{PublicKey, SigningKey};
@@ -312,7 +313,7 @@ pub struct KeyRing {
     pub(crate) enrolment: KeyedHasher,
     pub(crate) csrf: KeyedHasher,
     pub(crate) outbox: Sealer,
-    pub(crate) subject_keys: Sealer,
+    pub(crate) keks: KekRing,
     pub(crate) totp: Sealer,
     pub(crate) webhooks: Sealer,
     pub(crate) recovery: KeyedHasher,
@@ -336,10 +337,11 @@ impl std::fmt::Debug for KeyRing {
 }
 
 impl KeyRing {
-    /// Derives the purpose keys from `master` and holds the command key, the CA and the
-    /// checkpoint signer beside them.
+    /// Derives the purpose keys from `master` and holds the key-encryption keys, the command
+    /// key, the CA and the checkpoint signer beside them.
     pub fn new(
         master: &MasterKey,
+        keks: KekRing,
         command: SigningKey,
         ca: CertificateAuthority,
         checkpoint: custody_audit::checkpoint::NoteSigner,
@@ -351,7 +353,7 @@ impl KeyRing {
             enrolment: master.hasher(Purpose::Enrolment),
             csrf: master.hasher(Purpose::Csrf),
             outbox: Sealer::new(master, Purpose::Outbox)?,
-            subject_keys: Sealer::new(master, Purpose::SubjectKeys)?,
+            keks,
             totp: Sealer::new(master, Purpose::TotpSeeds)?,
             webhooks: Sealer::new(master, Purpose::WebhookSecrets)?,
             recovery: master.hasher(Purpose::RecoveryCodes),

@@ -9,8 +9,9 @@
 use custody_core::audit::{AuditAction, AuditEvent, SealedText, Target};
 use custody_core::policy;
 use custody_core::{OrgId, PersonId, SiteId};
+use custody_crypto::kek::Wrapped;
 use custody_crypto::seal::SubjectKey;
-use custody_store::{AuditRow, Tx};
+use custody_store::{AuditRow, Tx, WrappedKeyRow};
 use futures_util::FutureExt as _;
 
 use crate::{App, AppError, Caller};
@@ -28,6 +29,11 @@ pub enum Statement {
     Erased,
 }
 
+/// A subject key as the store keeps it, as the key-encryption keys read it.
+fn stored(row: WrappedKeyRow) -> Wrapped {
+    Wrapped { kek: row.kek, bytes: row.wrapped }
+}
+
 /// Binds a sealed text to its subject, so that it cannot be passed off as someone else's.
 fn context(subject: &PersonId) -> Vec<u8> {
     [b"custody-audit-personal:".as_slice(), subject.as_str().as_bytes()].concat()
@@ -43,14 +49,15 @@ impl App {
         subject: &PersonId,
         text: &str,
     ) -> Result<Option<SealedText>, AppError> {
-        let wrapping = &self.keys().subject_keys;
+        let keks = &self.keys().keks;
         let wrapped = match tx.subject_key(subject).await? {
             Some(Some(wrapped)) => wrapped,
             Some(None) => return Ok(None),
             None => {
                 let key = SubjectKey::generate(self.rng())?;
-                tx.insert_subject_key(subject, &key.wrap(wrapping, subject.as_str())?, self.now())
-                    .await?;
+                let wrapped = key.wrap(keks, subject.as_str())?;
+                let row = WrappedKeyRow { kek: wrapped.kek, wrapped: wrapped.bytes };
+                tx.insert_subject_key(subject, &row, self.now()).await?;
                 // Read back: a concurrent unit may have created the subject's key first.
                 match tx.subject_key(subject).await? {
                     Some(Some(wrapped)) => wrapped,
@@ -58,7 +65,7 @@ impl App {
                 }
             }
         };
-        let key = SubjectKey::unwrap(wrapping, subject.as_str(), &wrapped)?;
+        let key = SubjectKey::unwrap(keks, subject.as_str(), &stored(wrapped))?;
         let ciphertext = key.sealer()?.seal(&context(subject), text.as_bytes())?;
         Ok(Some(SealedText { subject: subject.clone(), ciphertext }))
     }
@@ -91,8 +98,8 @@ impl App {
                 out.push(Statement::Erased);
                 continue;
             };
-            let wrapping = &self.keys().subject_keys;
-            let key = SubjectKey::unwrap(wrapping, sealed.subject.as_str(), &wrapped)?;
+            let keks = &self.keys().keks;
+            let key = SubjectKey::unwrap(keks, sealed.subject.as_str(), &stored(wrapped))?;
             let plain = key.sealer()?.open(&context(&sealed.subject), &sealed.ciphertext)?;
             out.push(Statement::Shown(String::from_utf8_lossy(&plain).into_owned()));
         }

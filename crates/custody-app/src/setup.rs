@@ -20,9 +20,11 @@
 //! itself, so a copied directory with loose permissions does not run (DESIGN.md §4 invariant 3).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use custody_core::Clock;
 use custody_core::time::days;
+use custody_crypto::kek::{DerivedKek, FileKek, Kek, KekFileError, KekRing};
 use custody_crypto::pki::{CertificateAuthority, generate_ca, spki_pin_of_pem};
 use custody_crypto::sign::SigningKey;
 use custody_crypto::{CryptoError, MasterKey, Rng, private_files};
@@ -141,6 +143,19 @@ fn read_public(path: &Path) -> Result<String, SetupError> {
     std::fs::read_to_string(path).map_err(io(path))
 }
 
+/// The file in the key directory naming the KEK that wraps new keys.
+const CURRENT_KEK: &str = "kek.current";
+
+fn kek_err(e: KekFileError) -> SetupError {
+    match e {
+        KekFileError::Io { path, source } => SetupError::Io { path, source },
+        KekFileError::Malformed(path) => {
+            SetupError::Key { path, source: CryptoError::InvalidKey("not a key-encryption key") }
+        }
+        KekFileError::Crypto(source) => SetupError::Key { path: PathBuf::new(), source },
+    }
+}
+
 fn key_err(path: &Path) -> impl FnOnce(CryptoError) -> SetupError + '_ {
     move |source| SetupError::Key { path: path.to_owned(), source }
 }
@@ -205,6 +220,9 @@ impl DataDir {
         .map_err(key_err(&ca_path))?;
         write_public(&keys.join("ca.pem"), ca.cert_pem.as_bytes())?;
         write_secret(&ca_path, ca.key_pem.as_bytes())?;
+
+        let kek = FileKek::create(&keys, rng).map_err(kek_err)?;
+        write_public(&keys.join(CURRENT_KEK), format!("{}\n", kek.id()).as_bytes())?;
 
         let command_path = keys.join("command.pk8");
         let (command, pkcs8) = SigningKey::generate(rng).map_err(key_err(&command_path))?;
@@ -310,7 +328,35 @@ impl DataDir {
         if checkpoint.verifier_key() != vkey {
             return Err(invalid("does not match checkpoint.vkey"));
         }
-        KeyRing::new(&master, command, ca, checkpoint).map_err(key_err(&master_path))
+        let kek_ring = self.load_keks(&master)?;
+        KeyRing::new(&master, kek_ring, command, ca, checkpoint).map_err(key_err(&master_path))
+    }
+
+    /// The key-encryption keys: every `kek-<id>.key` in the key directory, and the one derived
+    /// from the master key, which wrapped subject keys before KEKs had files of their own. New
+    /// keys are wrapped under the KEK `kek.current` names; without that file (an installation
+    /// from before), under the derived one.
+    fn load_keks(&self, master: &MasterKey) -> Result<KekRing, SetupError> {
+        let keys = self.keys_dir();
+        let derived: Arc<dyn Kek> =
+            Arc::new(DerivedKek::new(master).map_err(key_err(&keys.join("master.key")))?);
+        let mut files: Vec<Arc<dyn Kek>> = Vec::new();
+        for path in FileKek::files_in(&keys).map_err(kek_err)? {
+            let bytes = zeroize::Zeroizing::new(read_secret(&path)?);
+            files.push(Arc::new(FileKek::from_file(&path, &bytes).map_err(kek_err)?));
+        }
+        let current_path = keys.join(CURRENT_KEK);
+        if !current_path.exists() {
+            return Ok(KekRing::new(derived, files));
+        }
+        let named = read_public(&current_path)?.trim().to_owned();
+        let Some(current) = files.iter().find(|k| k.id() == named).cloned() else {
+            return Err(SetupError::Key {
+                path: current_path,
+                source: CryptoError::InvalidKey("names no kek-<id>.key in the key directory"),
+            });
+        };
+        Ok(KekRing::new(current, files.into_iter().chain([derived])))
     }
 
     /// The bearer token Prometheus presents at `/metrics`.
@@ -385,6 +431,49 @@ mod tests {
             let master = dir.path().join("keys/master.key");
             assert_eq!(std::fs::metadata(&master).unwrap().permissions().mode() & 0o777, 0o600);
             std::fs::set_permissions(&master, std::fs::Permissions::from_mode(0o644)).unwrap();
+            assert!(matches!(data.load_keys(), Err(SetupError::Insecure { .. })));
+        }
+    }
+
+    /// `init` makes a KEK file and names it current; new subject keys are wrapped under it, and
+    /// what the master key's KEK wrapped before still opens. A `kek.current` that names no KEK
+    /// file, a KEK file others can read, or one that is not a key stop the keys loading.
+    #[test]
+    fn init_makes_a_kek_that_wraps_new_keys_and_a_broken_one_stops_loading() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path());
+        let clock = ManualClock::new(Timestamp::from_millis(1_893_456_000_000));
+        data.init(&["localhost".into()], None, &clock, &Rng::new()).unwrap();
+        let keys = dir.path().join("keys");
+        let current = std::fs::read_to_string(keys.join(CURRENT_KEK)).unwrap().trim().to_owned();
+        assert!(keys.join(format!("kek-{current}.key")).exists());
+        let ring = data.load_keys().unwrap().keks;
+        assert_eq!(ring.current(), current);
+        assert_eq!(ring.ids().collect::<Vec<_>>(), [current.as_str(), "master"]);
+        let key = [7u8; 32];
+        assert_eq!(ring.wrap(b"per_alice", &key).unwrap().kek, current);
+
+        // Before KEK files: no kek.current, new keys under the master key's KEK.
+        std::fs::remove_file(keys.join(CURRENT_KEK)).unwrap();
+        let before = data.load_keys().unwrap().keks;
+        assert_eq!(before.current(), "master");
+        let old = before.wrap(b"per_alice", &key).unwrap();
+        std::fs::write(keys.join(CURRENT_KEK), format!("{current}\n")).unwrap();
+        let after = data.load_keys().unwrap().keks;
+        assert_eq!(*after.unwrap(b"per_alice", &old).unwrap(), key, "the old key still opens");
+
+        std::fs::write(keys.join(CURRENT_KEK), "file-0000000000000000\n").unwrap();
+        assert!(matches!(data.load_keys(), Err(SetupError::Key { .. })));
+        std::fs::write(keys.join(CURRENT_KEK), format!("{current}\n")).unwrap();
+        let stray = keys.join("kek-file-00000000000000ff.key");
+        private_files::write(&stray, &[1; 31], false).unwrap();
+        assert!(matches!(data.load_keys(), Err(SetupError::Key { .. })), "not 32 bytes");
+        std::fs::remove_file(&stray).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let file = keys.join(format!("kek-{current}.key"));
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
             assert!(matches!(data.load_keys(), Err(SetupError::Insecure { .. })));
         }
     }

@@ -12,6 +12,7 @@
 //! Secrets live in types whose `Debug` prints nothing and whose memory is wiped on drop.
 
 pub mod clock;
+pub mod kek;
 #[cfg(feature = "passkeys")]
 pub mod passkey;
 pub mod password;

@@ -7,6 +7,7 @@ use std::fmt;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
 
+use crate::kek::{KekRing, Wrapped};
 use crate::{CryptoError, MasterKey, Purpose};
 
 /// Seals and opens records under a key derived from the master key.
@@ -27,7 +28,7 @@ impl Sealer {
         key
     }
 
-    fn from_key(key: &[u8; 32]) -> Result<Self, CryptoError> {
+    pub(crate) fn from_key(key: &[u8; 32]) -> Result<Self, CryptoError> {
         RandomizedNonceKey::new(&AES_256_GCM, key)
             .map(Self)
             .map_err(|_| CryptoError::InvalidKey("aes-256-gcm"))
@@ -62,8 +63,8 @@ impl Sealer {
 }
 
 /// One data subject's own key. It is random (not derived), so that destroying its stored,
-/// wrapped copy destroys it; it is kept only wrapped under the master key
-/// ([`Purpose::SubjectKeys`]), bound to the subject's id.
+/// wrapped copy destroys it; it is kept only wrapped under a key-encryption key
+/// ([`crate::kek`]), bound to the subject's id.
 pub struct SubjectKey(zeroize::Zeroizing<[u8; 32]>);
 
 impl fmt::Debug for SubjectKey {
@@ -78,19 +79,15 @@ impl SubjectKey {
         Ok(Self(zeroize::Zeroizing::new(rng.bytes()?)))
     }
 
-    /// The key sealed under `wrapping` (the master key's [`Purpose::SubjectKeys`] sealer) for
-    /// `subject`, for storage.
-    pub fn wrap(&self, wrapping: &Sealer, subject: &str) -> Result<Vec<u8>, CryptoError> {
-        wrapping.seal(subject.as_bytes(), self.0.as_slice())
+    /// The key wrapped for `subject` under the ring's current KEK, for storage.
+    pub fn wrap(&self, keks: &KekRing, subject: &str) -> Result<Wrapped, CryptoError> {
+        keks.wrap(subject.as_bytes(), &self.0)
     }
 
     /// The key of `subject` from its wrapped form; fails if it was wrapped for someone else or
-    /// under another master key.
-    pub fn unwrap(wrapping: &Sealer, subject: &str, wrapped: &[u8]) -> Result<Self, CryptoError> {
-        let plain = zeroize::Zeroizing::new(wrapping.open(subject.as_bytes(), wrapped)?);
-        let key: [u8; 32] =
-            plain.as_slice().try_into().map_err(|_| CryptoError::InvalidKey("subject key"))?;
-        Ok(Self(zeroize::Zeroizing::new(key)))
+    /// under a KEK the ring does not hold.
+    pub fn unwrap(keks: &KekRing, subject: &str, wrapped: &Wrapped) -> Result<Self, CryptoError> {
+        keks.unwrap(subject.as_bytes(), wrapped).map(Self)
     }
 
     /// A sealer under this key.
@@ -125,16 +122,20 @@ mod tests {
     fn subject_keys_wrap_for_one_subject_and_seal_their_data() {
         let rng = Rng::new();
         let master = MasterKey::generate(&rng).unwrap();
-        let wrapping = Sealer::new(&master, Purpose::SubjectKeys).unwrap();
+        let ring_of = |master: &MasterKey| {
+            let kek = crate::kek::DerivedKek::new(master).unwrap();
+            KekRing::new(std::sync::Arc::new(kek), [])
+        };
+        let keks = ring_of(&master);
         let key = SubjectKey::generate(&rng).unwrap();
-        let wrapped = key.wrap(&wrapping, "per_alice").unwrap();
+        let wrapped = key.wrap(&keks, "per_alice").unwrap();
         let text = key.sealer().unwrap().seal(b"ctx", b"Alice lost her phone").unwrap();
 
-        let again = SubjectKey::unwrap(&wrapping, "per_alice", &wrapped).unwrap();
+        let again = SubjectKey::unwrap(&keks, "per_alice", &wrapped).unwrap();
         assert_eq!(again.sealer().unwrap().open(b"ctx", &text).unwrap(), b"Alice lost her phone");
-        assert!(SubjectKey::unwrap(&wrapping, "per_bob", &wrapped).is_err(), "another subject");
-        let outbox = Sealer::new(&master, Purpose::Outbox).unwrap();
-        assert!(SubjectKey::unwrap(&outbox, "per_alice", &wrapped).is_err(), "another purpose");
+        assert!(SubjectKey::unwrap(&keks, "per_bob", &wrapped).is_err(), "another subject");
+        let other = ring_of(&MasterKey::generate(&rng).unwrap());
+        assert!(SubjectKey::unwrap(&other, "per_alice", &wrapped).is_err(), "another KEK");
         let stranger = SubjectKey::generate(&rng).unwrap();
         assert!(stranger.sealer().unwrap().open(b"ctx", &text).is_err(), "another key");
     }

@@ -164,6 +164,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0021_unaddressed_parcels.sql"),
         sqlite_rebuilds: true,
     },
+    Migration {
+        version: 22,
+        name: "key_encryption_keys",
+        sqlite: include_str!("../migrations/sqlite/0022_key_encryption_keys.sql"),
+        postgres: include_str!("../migrations/postgres/0022_key_encryption_keys.sql"),
+        sqlite_rebuilds: false,
+    },
 ];
 
 /// The newest schema version this build knows.

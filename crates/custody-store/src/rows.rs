@@ -713,3 +713,12 @@ pub fn entry_of(index: u64, e: &AuditEvent) -> Entry {
         evidence: Vec::new(),
     }
 }
+
+/// A data subject's own key as stored: wrapped under the key-encryption key it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrappedKeyRow {
+    /// The id of the key-encryption key that wrapped it.
+    pub kek: String,
+    /// The wrapped key.
+    pub wrapped: Vec<u8>,
+}

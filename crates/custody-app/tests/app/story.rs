@@ -429,6 +429,17 @@ backends!(statements_are_sealed_per_subject_and_erasure_keeps_the_log, |t: TestS
     assert_eq!(said(Env::as_person(&env.auditor)).await, Statement::Shown(words.into()));
     assert_eq!(said(Env::as_person(&env.ann)).await, Statement::Shown(words.into()));
     assert_eq!(said(env.carrier().await).await, Statement::Withheld);
+    // Ann's key is stored wrapped under the installation's key-encryption key, named beside it.
+    let ann = env.ann.id.clone();
+    let stored = env
+        .app
+        .store()
+        .read(move |tx| async move { tx.subject_key(&ann).await }.boxed())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(stored.kek.starts_with("file-"), "{}", stored.kek);
     // No byte of the log holds them in clear.
     let entries = env
         .app

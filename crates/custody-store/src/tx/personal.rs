@@ -2,18 +2,25 @@
 
 use custody_core::{PersonId, Timestamp};
 
-use super::{R, Tx, opt_blob};
+use sqlx::Row as _;
+
+use super::{R, Tx, blob, text};
+use crate::WrappedKeyRow;
 
 impl Tx {
     /// A subject's wrapped key: `None` when they have none yet, `Some(None)` once erased.
-    pub async fn subject_key(&mut self, subject: &PersonId) -> R<Option<Option<Vec<u8>>>> {
+    pub async fn subject_key(&mut self, subject: &PersonId) -> R<Option<Option<WrappedKeyRow>>> {
         let row = self
             .one(
-                sqlx::query("SELECT wrapped FROM subject_keys WHERE subject = $1")
+                sqlx::query("SELECT kek, wrapped, erased_at FROM subject_keys WHERE subject = $1")
                     .bind(subject.as_str().to_owned()),
             )
             .await?;
-        row.map(|r| opt_blob(&r, "wrapped")).transpose()
+        let Some(row) = row else { return Ok(None) };
+        if row.try_get::<Option<i64>, _>("erased_at")?.is_some() {
+            return Ok(Some(None));
+        }
+        Ok(Some(Some(WrappedKeyRow { kek: text(&row, "kek")?, wrapped: blob(&row, "wrapped")? })))
     }
 
     /// Stores a subject's first key, unless one (or its erasure) is there already: two units
@@ -21,16 +28,17 @@ impl Tx {
     pub async fn insert_subject_key(
         &mut self,
         subject: &PersonId,
-        wrapped: &[u8],
+        key: &WrappedKeyRow,
         now: Timestamp,
     ) -> R<()> {
         self.exec(
             sqlx::query(
-                "INSERT INTO subject_keys (subject, wrapped, created_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (subject) DO NOTHING",
+                "INSERT INTO subject_keys (subject, kek, wrapped, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (subject) DO NOTHING",
             )
             .bind(subject.as_str().to_owned())
-            .bind(wrapped.to_vec())
+            .bind(key.kek.clone())
+            .bind(key.wrapped.clone())
             .bind(now.as_millis()),
         )
         .await

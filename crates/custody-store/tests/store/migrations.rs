@@ -12,7 +12,7 @@ use custody_core::compartment::SizeClass;
 use custody_core::parcel::ParcelState;
 use custody_core::text::TrackingRef;
 use custody_core::{BankId, CarrierId, CodeId, CompartmentId, OrgId, ParcelId, PersonId, SiteId};
-use custody_store::{ParcelRow, StoreError, migrate_to};
+use custody_store::{ParcelRow, StoreError, WrappedKeyRow, migrate_to};
 use custody_testkit::{TEST_EPOCH, TestDatabase};
 use futures_util::FutureExt as _;
 use sqlx::{Connection as _, Row as _};
@@ -172,6 +172,50 @@ async fn postgres() {
         return;
     };
     parcels_may_have_no_recipient(db).await;
+}
+
+/// Subjects' keys stored before key-encryption keys had ids (schema 21) were wrapped under the
+/// one derived from the master key: after the migration they name it, and an erased key stays
+/// erased.
+async fn subject_keys_from_before_name_the_master_kek(db: TestDatabase) {
+    migrate_to(&db.url, 21).await.unwrap();
+    let (kept, erased) = (PersonId::from_random([4; 16]), PersonId::from_random([5; 16]));
+    let mut conn = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    for (subject, wrapped, erased_at) in
+        [(&kept, Some(vec![3_u8; 60]), None), (&erased, None, Some(TEST_EPOCH.as_millis()))]
+    {
+        sqlx::query(
+            "INSERT INTO subject_keys (subject, wrapped, created_at, erased_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(subject.to_string())
+        .bind(wrapped)
+        .bind(TEST_EPOCH.as_millis())
+        .bind(erased_at)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    conn.close().await.unwrap();
+    let t = db.open().await;
+    let key = |subject: &PersonId| {
+        let subject = subject.clone();
+        t.store.read(move |tx| async move { tx.subject_key(&subject).await }.boxed())
+    };
+    let want = WrappedKeyRow { kek: "master".into(), wrapped: vec![3; 60] };
+    assert_eq!(key(&kept).await.unwrap(), Some(Some(want)));
+    assert_eq!(key(&erased).await.unwrap(), Some(None));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_keys_name_their_kek_sqlite() {
+    subject_keys_from_before_name_the_master_kek(custody_testkit::sqlite_database()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_keys_name_their_kek_postgres() {
+    let Some(db) = custody_testkit::postgres_database("migrations::kek").await else { return };
+    subject_keys_from_before_name_the_master_kek(db).await;
 }
 
 /// A column: its table, its name, its type's family, and whether it may be null.

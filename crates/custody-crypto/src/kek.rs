@@ -1,0 +1,351 @@
+//! Key-encryption keys (KEKs): what wraps each data subject's own key (envelope encryption).
+//!
+//! A subject's data key ([`crate::seal::SubjectKey`]) seals their personal data; a KEK seals the
+//! data key, bound to the subject. What a KEK wraps is stored beside the KEK's id, so keys can be
+//! rotated online: every data key is re-wrapped under a new KEK, and the old one is retired
+//! once nothing names it. Destroying a subject's wrapped data key erases their data whichever
+//! KEK wrapped it.
+//!
+//! Every backend wraps alike: AES-256-GCM, a random 96-bit nonce, the subject as associated
+//! data, `nonce ‖ ciphertext ‖ tag` out. Backends:
+//! - [`FileKek`]: 32 random bytes in `kek-<id>.key` in the data directory's key directory,
+//!   readable by the service's user alone. The default.
+//! - [`DerivedKek`]: derived from the master key ([`Purpose::SubjectKeys`]), which wrapped
+//!   every subject key before KEKs had files of their own. Installations from then read their
+//!   keys through it until they are re-wrapped under a file KEK.
+//!
+//! A [`KekRing`] holds the KEKs an installation has and the one that wraps new keys. A wrapped
+//! key that names a KEK the ring does not hold does not open: nothing is guessed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+use crate::seal::Sealer;
+use crate::{CryptoError, MasterKey, Purpose, Rng};
+
+/// The id [`DerivedKek`] goes by.
+pub const DERIVED_KEK_ID: &str = "master";
+
+/// A key-encryption key.
+pub trait Kek: Send + Sync + fmt::Debug {
+    /// Its id, stored beside everything it wraps.
+    fn id(&self) -> &str;
+
+    /// `key` sealed for `context` (the subject it belongs to).
+    fn wrap(&self, context: &[u8], key: &[u8; 32]) -> Result<Vec<u8>, CryptoError>;
+
+    /// The key in `wrapped`, if this KEK sealed it for `context`.
+    fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError>;
+}
+
+fn wrap_with(sealer: &Sealer, context: &[u8], key: &[u8; 32]) -> Result<Vec<u8>, CryptoError> {
+    sealer.seal(context, key)
+}
+
+fn unwrap_with(
+    sealer: &Sealer,
+    context: &[u8],
+    wrapped: &[u8],
+) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+    let plain = Zeroizing::new(sealer.open(context, wrapped)?);
+    let key: [u8; 32] =
+        plain.as_slice().try_into().map_err(|_| CryptoError::InvalidKey("wrapped key"))?;
+    Ok(Zeroizing::new(key))
+}
+
+/// The KEK derived from the master key: how subject keys were wrapped before KEKs had files
+/// of their own.
+pub struct DerivedKek(Sealer);
+
+impl fmt::Debug for DerivedKek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DerivedKek(<key>)")
+    }
+}
+
+impl DerivedKek {
+    /// The KEK of `master`.
+    pub fn new(master: &MasterKey) -> Result<Self, CryptoError> {
+        Sealer::new(master, Purpose::SubjectKeys).map(Self)
+    }
+}
+
+impl Kek for DerivedKek {
+    fn id(&self) -> &str {
+        DERIVED_KEK_ID
+    }
+
+    fn wrap(&self, context: &[u8], key: &[u8; 32]) -> Result<Vec<u8>, CryptoError> {
+        wrap_with(&self.0, context, key)
+    }
+
+    fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+        unwrap_with(&self.0, context, wrapped)
+    }
+}
+
+/// Why a KEK file could not be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum KekFileError {
+    /// Reading or writing the file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The file is not a KEK: not 32 bytes, or not named `kek-<id>.key`.
+    #[error("{0}: not a key-encryption key (32 bytes in kek-<id>.key)")]
+    Malformed(PathBuf),
+    /// Making a key failed.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+/// A KEK kept in a file of its own.
+pub struct FileKek {
+    id: String,
+    sealer: Sealer,
+}
+
+impl fmt::Debug for FileKek {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileKek").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+const PREFIX: &str = "kek-";
+const SUFFIX: &str = ".key";
+
+impl FileKek {
+    /// A new KEK, written to `kek-<id>.key` in `dir` (mode 0600, synced) under a fresh random
+    /// id. Never overwrites a file.
+    pub fn create(dir: &Path, rng: &Rng) -> Result<Self, KekFileError> {
+        let id = format!("file-{}", data_encoding::HEXLOWER.encode(&rng.bytes::<8>()?));
+        let key = Zeroizing::new(rng.bytes::<32>()?);
+        let path = dir.join(format!("{PREFIX}{id}{SUFFIX}"));
+        crate::private_files::write(&path, key.as_slice(), false)
+            .map_err(|source| KekFileError::Io { path, source })?;
+        Ok(Self { sealer: Sealer::from_key(&key)?, id })
+    }
+
+    /// The KEK in `path`.
+    pub fn load(path: &Path) -> Result<Self, KekFileError> {
+        let bytes = Zeroizing::new(
+            std::fs::read(path)
+                .map_err(|source| KekFileError::Io { path: path.to_owned(), source })?,
+        );
+        Self::from_file(path, &bytes)
+    }
+
+    /// The KEK of a file already read (by a caller that checks its permissions first).
+    pub fn from_file(path: &Path, bytes: &[u8]) -> Result<Self, KekFileError> {
+        let id = Self::id_of(path).ok_or_else(|| KekFileError::Malformed(path.to_owned()))?;
+        let key: Zeroizing<[u8; 32]> =
+            Zeroizing::new(bytes.try_into().map_err(|_| KekFileError::Malformed(path.to_owned()))?);
+        Ok(Self { sealer: Sealer::from_key(&key)?, id })
+    }
+
+    /// The KEK files in `dir`, by name.
+    pub fn files_in(dir: &Path) -> Result<Vec<PathBuf>, KekFileError> {
+        let io = |source| KekFileError::Io { path: dir.to_owned(), source };
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            if Self::id_of(&path).is_some() {
+                files.push(path);
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// Every KEK file in `dir`, by id.
+    pub fn load_all(dir: &Path) -> Result<Vec<Self>, KekFileError> {
+        Self::files_in(dir)?.iter().map(|path| Self::load(path)).collect()
+    }
+
+    /// The id in a KEK file's name: `file-` and 16 lowercase hex digits.
+    fn id_of(path: &Path) -> Option<String> {
+        let name = path.file_name()?.to_str()?;
+        let id = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+        let hex = id.strip_prefix("file-")?;
+        (hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+            .then(|| id.to_owned())
+    }
+}
+
+impl Kek for FileKek {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn wrap(&self, context: &[u8], key: &[u8; 32]) -> Result<Vec<u8>, CryptoError> {
+        wrap_with(&self.sealer, context, key)
+    }
+
+    fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+        unwrap_with(&self.sealer, context, wrapped)
+    }
+}
+
+/// Every KEK an installation holds, and the one that wraps new keys.
+#[derive(Debug, Clone)]
+pub struct KekRing {
+    current: Arc<dyn Kek>,
+    by_id: BTreeMap<String, Arc<dyn Kek>>,
+}
+
+/// A wrapped key and the KEK that wrapped it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wrapped {
+    /// The KEK's id.
+    pub kek: String,
+    /// `nonce ‖ ciphertext ‖ tag`.
+    pub bytes: Vec<u8>,
+}
+
+impl KekRing {
+    /// A ring whose new keys are wrapped by `current`; `others` still open what they wrapped.
+    pub fn new(current: Arc<dyn Kek>, others: impl IntoIterator<Item = Arc<dyn Kek>>) -> Self {
+        let mut by_id: BTreeMap<String, Arc<dyn Kek>> =
+            others.into_iter().map(|k| (k.id().to_owned(), k)).collect();
+        by_id.insert(current.id().to_owned(), Arc::clone(&current));
+        Self { current, by_id }
+    }
+
+    /// The id of the KEK that wraps new keys.
+    pub fn current(&self) -> &str {
+        self.current.id()
+    }
+
+    /// The ids of every KEK held.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.by_id.keys().map(String::as_str)
+    }
+
+    /// `key` wrapped for `context` under the current KEK.
+    pub fn wrap(&self, context: &[u8], key: &[u8; 32]) -> Result<Wrapped, CryptoError> {
+        Ok(Wrapped { kek: self.current.id().to_owned(), bytes: self.current.wrap(context, key)? })
+    }
+
+    /// The key in `wrapped`, if the KEK it names is held and sealed it for `context`.
+    pub fn unwrap(
+        &self,
+        context: &[u8],
+        wrapped: &Wrapped,
+    ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
+        self.by_id
+            .get(&wrapped.kek)
+            .ok_or(CryptoError::InvalidKey("no such key-encryption key"))?
+            .unwrap(context, &wrapped.bytes)
+    }
+
+    /// `wrapped` under the current KEK (unchanged when it is already): a rotation's step.
+    pub fn rewrap(&self, context: &[u8], wrapped: &Wrapped) -> Result<Wrapped, CryptoError> {
+        if wrapped.kek == self.current() {
+            return Ok(wrapped.clone());
+        }
+        let key = self.unwrap(context, wrapped)?;
+        self.wrap(context, &key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring_of(keks: Vec<Arc<dyn Kek>>) -> KekRing {
+        let mut keks = keks.into_iter();
+        let current = keks.next().unwrap();
+        KekRing::new(current, keks)
+    }
+
+    #[test]
+    fn a_file_kek_wraps_for_one_subject_and_reads_back_from_its_file() {
+        let rng = Rng::new();
+        let dir = tempfile::tempdir().unwrap();
+        let kek = FileKek::create(dir.path(), &rng).unwrap();
+        let key = rng.bytes::<32>().unwrap();
+        let wrapped = kek.wrap(b"per_alice", &key).unwrap();
+        assert_eq!(*kek.unwrap(b"per_alice", &wrapped).unwrap(), key);
+        assert!(kek.unwrap(b"per_bob", &wrapped).is_err(), "another subject");
+        assert!(!wrapped.windows(8).any(|w| key.windows(8).any(|k| k == w)));
+
+        let again = FileKek::load_all(dir.path()).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].id(), kek.id());
+        assert_eq!(*again[0].unwrap(b"per_alice", &wrapped).unwrap(), key);
+        let other = FileKek::create(dir.path(), &rng).unwrap();
+        assert_ne!(other.id(), kek.id());
+        assert!(other.unwrap(b"per_alice", &wrapped).is_err(), "another KEK");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_kek_file_is_private_and_never_overwritten() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let rng = Rng::new();
+        let dir = tempfile::tempdir().unwrap();
+        let kek = FileKek::create(dir.path(), &rng).unwrap();
+        let path = dir.path().join(format!("kek-{}.key", kek.id()));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read(&path).unwrap().len(), 32);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_kek_is_refused_and_others_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kek-file-00112233445566ff.key"), [0u8; 31]).unwrap();
+        assert!(matches!(FileKek::load_all(dir.path()), Err(KekFileError::Malformed(_))));
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("master.key"), [0u8; 32]).unwrap();
+        std::fs::write(dir.path().join("kek-FILE-00112233445566FF.key"), [0u8; 32]).unwrap();
+        assert!(FileKek::load_all(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_ring_wraps_under_its_current_kek_and_rotates_what_others_wrapped() {
+        let rng = Rng::new();
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate(&rng).unwrap();
+        let derived: Arc<dyn Kek> = Arc::new(DerivedKek::new(&master).unwrap());
+        let file: Arc<dyn Kek> = Arc::new(FileKek::create(dir.path(), &rng).unwrap());
+        let key = rng.bytes::<32>().unwrap();
+
+        let before = ring_of(vec![Arc::clone(&derived)]);
+        let old = before.wrap(b"per_alice", &key).unwrap();
+        assert_eq!(old.kek, DERIVED_KEK_ID);
+
+        let after = ring_of(vec![Arc::clone(&file), derived]);
+        assert_eq!(*after.unwrap(b"per_alice", &old).unwrap(), key, "old keys still open");
+        let new = after.rewrap(b"per_alice", &old).unwrap();
+        assert_eq!(new.kek, file.id());
+        assert_eq!(*after.unwrap(b"per_alice", &new).unwrap(), key);
+        assert_eq!(after.rewrap(b"per_alice", &new).unwrap(), new, "done once");
+        assert!(after.rewrap(b"per_bob", &old).is_err(), "another subject");
+
+        let retired = ring_of(vec![file]);
+        assert!(retired.unwrap(b"per_alice", &old).is_err(), "a retired KEK opens nothing");
+        assert_eq!(*retired.unwrap(b"per_alice", &new).unwrap(), key);
+    }
+
+    #[test]
+    fn the_derived_kek_reads_subject_keys_wrapped_before_keks_had_files() {
+        let rng = Rng::new();
+        let master = MasterKey::generate(&rng).unwrap();
+        let key = rng.bytes::<32>().unwrap();
+        // As subject keys were wrapped then: the master key's subject-key sealer, the subject's
+        // id as associated data.
+        let old = Sealer::new(&master, Purpose::SubjectKeys).unwrap();
+        let wrapped = old.seal(b"per_alice", &key).unwrap();
+        let kek = DerivedKek::new(&master).unwrap();
+        assert_eq!(*kek.unwrap(b"per_alice", &wrapped).unwrap(), key);
+    }
+}
