@@ -2,12 +2,13 @@
 //! that key exists, erased for good by destroying it (crypto-shredding).
 //!
 //! The log's hashes cover the ciphertext, so an erasure changes no byte of the log and every
-//! proof still verifies. Each subject's key is random, stored only wrapped under the master key
-//! and bound to the subject's id; erasing the subject deletes the wrapped copy and records that
-//! nothing about them may be sealed again.
+//! proof still verifies. Each subject's key is random, stored only wrapped under a
+//! key-encryption key (whose id is stored beside it) and bound to the subject's id; erasing the
+//! subject deletes the wrapped copy and records that nothing about them may be sealed again.
+//! A rotation re-wraps every key under the KEK now current.
 
 use custody_core::audit::{AuditAction, AuditEvent, SealedText, Target};
-use custody_core::policy;
+use custody_core::policy::{self, Denied};
 use custody_core::{OrgId, PersonId, SiteId};
 use custody_crypto::kek::Wrapped;
 use custody_crypto::seal::SubjectKey;
@@ -150,5 +151,76 @@ impl App {
                 .boxed()
             })
             .await
+    }
+
+    /// Re-wraps every subject key that another KEK wrapped under the current one, `batch` keys
+    /// to a unit of work, calling `progress(moved, total)` after each. The operator's, at the
+    /// command line, who holds the keys; recorded in the log with the KEK and the count. A run
+    /// stopped anywhere leaves every key wrapped under one KEK or the other, both still held,
+    /// and the next run carries on: each key is replaced only if it is still the one read, so
+    /// a key erased or re-wrapped meanwhile is left as it is. Answers how many keys moved.
+    pub async fn rewrap_subject_keys(
+        &self,
+        caller: &Caller,
+        batch: u32,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<u64, AppError> {
+        self.authorize(caller, AuditAction::KeysRewrap, &Target::default(), |_| Err(Denied::Role))
+            .await?;
+        let current = self.keys().keks.current().to_owned();
+        let counts = self.subject_keys_by_kek().await?;
+        let total: u64 = counts
+            .iter()
+            .filter(|(kek, _)| *kek != current)
+            .map(|(_, n)| u64::try_from(*n).unwrap_or(0))
+            .sum();
+        let (mut moved, mut after) = (0_u64, String::new());
+        loop {
+            let (app, kek, from) = (self.clone(), current.clone(), after.clone());
+            let limit = i64::from(batch.max(1));
+            let done = self
+                .store()
+                .write(move |tx| {
+                    async move {
+                        let keys = tx.subject_keys_not_under(&kek, &from, limit).await?;
+                        let mut moved = 0_u64;
+                        for (subject, old) in &keys {
+                            let context = subject.as_str().as_bytes();
+                            let new = app.keys().keks.rewrap(context, &stored(old.clone()))?;
+                            let new = WrappedKeyRow { kek: new.kek, wrapped: new.bytes };
+                            if tx.rewrap_subject_key(subject, old, &new).await? {
+                                moved += 1;
+                            }
+                        }
+                        let last = keys.last().map(|(s, _)| s.to_string());
+                        Ok::<_, AppError>((moved, last))
+                    }
+                    .boxed()
+                })
+                .await?;
+            moved += done.0;
+            progress(moved, total.max(moved));
+            match done.1 {
+                Some(last) => after = last,
+                None => break,
+            }
+        }
+        let (now, actor) = (self.now(), caller.actor());
+        let event = AuditEvent::success(now, actor, AuditAction::KeysRewrap, Target::default())
+            .because(format!("kek:{current} moved:{moved}"));
+        self.store()
+            .write(move |tx| async move { tx.append_audit(&event).map_err(AppError::from) }.boxed())
+            .await?;
+        Ok(moved)
+    }
+
+    /// How many live subject keys each key-encryption key wraps, by KEK id.
+    pub async fn subject_keys_by_kek(&self) -> Result<Vec<(String, i64)>, AppError> {
+        Ok(self.store().read(|tx| async move { tx.subject_keys_by_kek().await }.boxed()).await?)
+    }
+
+    /// The id of the key-encryption key that wraps new keys.
+    pub fn current_kek(&self) -> String {
+        self.keys().keks.current().to_owned()
     }
 }

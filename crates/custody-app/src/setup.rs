@@ -332,6 +332,21 @@ impl DataDir {
         KeyRing::new(&master, kek_ring, command, ca, checkpoint).map_err(key_err(&master_path))
     }
 
+    /// Makes a new key-encryption key and names it current, so that keys wrapped from now on
+    /// (by this process and by a server started afterwards) are wrapped under it. The older
+    /// KEKs stay: what they wrapped still opens. Returns the new KEK's id.
+    pub fn rotate_kek(&self, rng: &Rng) -> Result<String, SetupError> {
+        let keys = self.keys_dir();
+        let kek = FileKek::create(&keys, rng).map_err(kek_err)?;
+        // Named through a rename, so a crash leaves the old name or the new, never half a file.
+        let next = keys.join("kek.current.next");
+        write_public(&next, format!("{}\n", kek.id()).as_bytes())?;
+        let current = keys.join(CURRENT_KEK);
+        std::fs::rename(&next, &current).map_err(io(&current))?;
+        std::fs::File::open(&keys).and_then(|d| d.sync_all()).map_err(io(&keys))?;
+        Ok(kek.id().to_owned())
+    }
+
     /// The key-encryption keys: every `kek-<id>.key` in the key directory, and the one derived
     /// from the master key, which wrapped subject keys before KEKs had files of their own. New
     /// keys are wrapped under the KEK `kek.current` names; without that file (an installation

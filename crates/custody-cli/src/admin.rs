@@ -126,6 +126,16 @@ pub(crate) enum Command {
     },
     /// List organisations, their sites and banks.
     List,
+    /// Rotate the key-encryption key: make a new one, name it current, and re-wrap every
+    /// person's data key under it, with progress. Safe to stop at any point; `--resume`
+    /// carries on under the key now current without making another. Audited. A server
+    /// already running keeps wrapping new keys under the key it started with until it is
+    /// restarted; run `--resume` after the restart to move those too.
+    RotateKeys {
+        /// Carry on a rotation that stopped, under the current key.
+        #[arg(long)]
+        resume: bool,
+    },
 }
 
 fn id<T: std::str::FromStr>(s: &str, what: &str) -> anyhow::Result<T>
@@ -140,6 +150,10 @@ pub(crate) async fn run(
     url: Option<&str>,
     command: Command,
 ) -> anyhow::Result<ExitCode> {
+    if let Command::RotateKeys { resume: false } = command {
+        let id = custody_app::setup::DataDir::new(data).rotate_kek(&custody_crypto::Rng::new())?;
+        eprintln!("new key-encryption key {id}, now current");
+    }
     let (app, _, _) = crate::serve::app_for(data, url, Arc::new(SystemClock)).await?;
     let op = Caller::Operator;
     match command {
@@ -221,8 +235,39 @@ pub(crate) async fn run(
             }
         }
         Command::List => list(&app).await?,
+        Command::RotateKeys { .. } => rotate_keys(&app).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Re-wraps every person's data key under the current key-encryption key, with a progress bar,
+/// and says what each KEK wraps afterwards.
+async fn rotate_keys(app: &custody_app::App) -> anyhow::Result<()> {
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::new(0)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "re-wrapping {bar:40} {pos}/{len} keys ({eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let moved = app
+        .rewrap_subject_keys(&Caller::Operator, 500, |moved, total| {
+            bar.set_length(total);
+            bar.set_position(moved);
+        })
+        .await?;
+    bar.finish_and_clear();
+    let current = app.current_kek();
+    println!("re-wrapped {moved} keys under {current}");
+    for (kek, n) in app.subject_keys_by_kek().await? {
+        let note = if kek == current { " (current)" } else { "" };
+        println!("  {kek}{note}: {n} keys");
+    }
+    Ok(())
 }
 
 /// Prints every organisation with its sites and banks.

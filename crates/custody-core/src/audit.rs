@@ -211,6 +211,9 @@ named_enum!(
         /// Everything personal the log held about a person was made unreadable (their key
         /// destroyed).
         PersonalDataErase = "person.erase_personal_data",
+        /// Subjects' keys were re-wrapped under the key-encryption key now current (a
+        /// rotation): the reason names it and how many keys moved.
+        KeysRewrap = "keys.rewrap",
         /// The server's periodic check found its own audit log not what it signed.
         AuditIntegrity = "audit.integrity",
     }

@@ -8,6 +8,7 @@ mod badges;
 mod codes;
 mod couriers;
 mod factors;
+mod keys;
 mod lockdown;
 mod offline;
 mod passkeys;

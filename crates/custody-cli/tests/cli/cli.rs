@@ -170,6 +170,32 @@ async fn init_then_administer_a_site() {
     assert!(text(&serve).contains("unknown field"), "{}", text(&serve));
 }
 
+/// Rotating the key-encryption key makes a new one, names it current, and re-wraps every key
+/// under it; a resumed run makes none.
+#[tokio::test]
+async fn rotate_keys_makes_and_names_a_new_kek() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    assert!(custody(&data, &["init"]).await.status.success());
+    let current = || std::fs::read_to_string(data.join("keys/kek.current")).unwrap();
+    let keks = || {
+        std::fs::read_dir(data.join("keys"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("kek-"))
+            .count()
+    };
+    let (first, files) = (current(), keks());
+    let rotated = custody(&data, &["admin", "rotate-keys"]).await;
+    assert!(rotated.status.success(), "{}", text(&rotated));
+    let second = current();
+    assert_ne!(second, first);
+    assert!(text(&rotated).contains(&format!("under {}", second.trim())), "{}", text(&rotated));
+    assert_eq!(keks(), files + 1);
+    let resumed = custody(&data, &["admin", "rotate-keys", "--resume"]).await;
+    assert!(text(&resumed).contains("re-wrapped 0 keys"), "{}", text(&resumed));
+    assert_eq!((current(), keks()), (second, files + 1));
+}
+
 #[tokio::test]
 async fn commands_need_an_initialised_data_directory() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@ use custody_core::{PersonId, Timestamp};
 
 use sqlx::Row as _;
 
-use super::{R, Tx, blob, text};
+use super::{R, Tx, blob, int, parse, text};
 use crate::WrappedKeyRow;
 
 impl Tx {
@@ -59,5 +59,69 @@ impl Tx {
         )
         .await
         .map(|n| n > 0)
+    }
+
+    /// Up to `limit` live subject keys (by subject, after `after`) that `kek` did not wrap: a
+    /// rotation's next batch.
+    pub async fn subject_keys_not_under(
+        &mut self,
+        kek: &str,
+        after: &str,
+        limit: i64,
+    ) -> R<Vec<(PersonId, WrappedKeyRow)>> {
+        let rows = self
+            .all(
+                sqlx::query(
+                    "SELECT subject, kek, wrapped FROM subject_keys \
+                     WHERE erased_at IS NULL AND kek <> $1 AND subject > $2 \
+                     ORDER BY subject LIMIT $3",
+                )
+                .bind(kek.to_owned())
+                .bind(after.to_owned())
+                .bind(limit),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    parse(r, "subject", |s| PersonId::parse(s).ok())?,
+                    WrappedKeyRow { kek: text(r, "kek")?, wrapped: blob(r, "wrapped")? },
+                ))
+            })
+            .collect()
+    }
+
+    /// Replaces a subject's wrapped key with `new`, if it is still `old` (not erased, not
+    /// re-wrapped meanwhile). `false` otherwise.
+    pub async fn rewrap_subject_key(
+        &mut self,
+        subject: &PersonId,
+        old: &WrappedKeyRow,
+        new: &WrappedKeyRow,
+    ) -> R<bool> {
+        self.exec(
+            sqlx::query(
+                "UPDATE subject_keys SET kek = $1, wrapped = $2 \
+                 WHERE subject = $3 AND kek = $4 AND wrapped = $5 AND erased_at IS NULL",
+            )
+            .bind(new.kek.clone())
+            .bind(new.wrapped.clone())
+            .bind(subject.as_str().to_owned())
+            .bind(old.kek.clone())
+            .bind(old.wrapped.clone()),
+        )
+        .await
+        .map(|n| n == 1)
+    }
+
+    /// How many live subject keys each key-encryption key wraps, by KEK id.
+    pub async fn subject_keys_by_kek(&mut self) -> R<Vec<(String, i64)>> {
+        let rows = self
+            .all(sqlx::query(
+                "SELECT kek, COUNT(*) AS n FROM subject_keys WHERE erased_at IS NULL \
+                 GROUP BY kek ORDER BY kek",
+            ))
+            .await?;
+        rows.iter().map(|r| Ok((text(r, "kek")?, int(r, "n")?))).collect()
     }
 }
