@@ -465,3 +465,48 @@ fn the_code_map_names_every_module() {
     }
     assert!(unnamed.is_empty(), "ARCHITECTURE.md's code map does not name: {unnamed:#?}");
 }
+
+/// The names a Rust source defines as functions, modules or `backends!` tests.
+fn defined_names(src: &str, out: &mut std::collections::BTreeSet<String>) {
+    for marker in ["fn ", "mod ", "backends!("] {
+        for (at, _) in src.match_indices(marker) {
+            let rest = src[at + marker.len()..].trim_start();
+            let name: String =
+                rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            if !name.is_empty() {
+                out.insert(name);
+            }
+        }
+    }
+}
+
+/// Every test docs/SECURITY.md's **Tests.** paragraphs name (a backticked name of three words
+/// or more) exists: a renamed or deleted test cannot leave the document promising it.
+#[test]
+fn the_security_document_names_tests_that_exist() {
+    let mut files = Vec::new();
+    rust_files(&root().join("crates"), &mut files);
+    let mut defined = std::collections::BTreeSet::new();
+    for file in files {
+        defined_names(&std::fs::read_to_string(file).unwrap(), &mut defined);
+    }
+    let doc = std::fs::read_to_string(root().join("docs/SECURITY.md")).unwrap();
+    let mut named = 0;
+    let mut missing = Vec::new();
+    for part in doc.split("**Tests.**").skip(1) {
+        let section = part.split("\n## ").next().unwrap();
+        for name in section.split('`').skip(1).step_by(2) {
+            let is_name = name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && name.matches('_').count() >= 2;
+            if is_name {
+                named += 1;
+                if !defined.contains(name) {
+                    missing.push(name.to_owned());
+                }
+            }
+        }
+    }
+    assert!(named > 100, "only {named} tests named: has the document's form changed?");
+    assert!(missing.is_empty(), "docs/SECURITY.md names tests that do not exist: {missing:#?}");
+}
