@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use custody_core::Clock;
 use custody_core::time::days;
-use custody_crypto::kek::{DerivedKek, FileKek, Kek, KekFileError, KekRing};
+use custody_crypto::kek::{Kek, KekFileError, KekRing, LocalKek};
 use custody_crypto::pki::{CertificateAuthority, generate_ca, spki_pin_of_pem};
 use custody_crypto::sign::SigningKey;
 use custody_crypto::{CryptoError, MasterKey, Rng, private_files};
@@ -221,7 +221,7 @@ impl DataDir {
         write_public(&keys.join("ca.pem"), ca.cert_pem.as_bytes())?;
         write_secret(&ca_path, ca.key_pem.as_bytes())?;
 
-        let kek = FileKek::create(&keys, rng).map_err(kek_err)?;
+        let kek = LocalKek::create(&keys, rng).map_err(kek_err)?;
         write_public(&keys.join(CURRENT_KEK), format!("{}\n", kek.id()).as_bytes())?;
 
         let command_path = keys.join("command.pk8");
@@ -337,7 +337,7 @@ impl DataDir {
     /// KEKs stay: what they wrapped still opens. Returns the new KEK's id.
     pub fn rotate_kek(&self, rng: &Rng) -> Result<String, SetupError> {
         let keys = self.keys_dir();
-        let kek = FileKek::create(&keys, rng).map_err(kek_err)?;
+        let kek = LocalKek::create(&keys, rng).map_err(kek_err)?;
         // Named through a rename, so a crash leaves the old name or the new, never half a file.
         let next = keys.join("kek.current.next");
         write_public(&next, format!("{}\n", kek.id()).as_bytes())?;
@@ -354,11 +354,11 @@ impl DataDir {
     fn load_keks(&self, master: &MasterKey) -> Result<KekRing, SetupError> {
         let keys = self.keys_dir();
         let derived: Arc<dyn Kek> =
-            Arc::new(DerivedKek::new(master).map_err(key_err(&keys.join("master.key")))?);
+            Arc::new(LocalKek::derived(master).map_err(key_err(&keys.join("master.key")))?);
         let mut files: Vec<Arc<dyn Kek>> = Vec::new();
-        for path in FileKek::files_in(&keys).map_err(kek_err)? {
+        for path in LocalKek::files_in(&keys).map_err(kek_err)? {
             let bytes = zeroize::Zeroizing::new(read_secret(&path)?);
-            files.push(Arc::new(FileKek::from_file(&path, &bytes).map_err(kek_err)?));
+            files.push(Arc::new(LocalKek::from_file(&path, &bytes).map_err(kek_err)?));
         }
         let current_path = keys.join(CURRENT_KEK);
         if !current_path.exists() {

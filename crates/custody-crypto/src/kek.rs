@@ -8,11 +8,11 @@
 //!
 //! Every backend wraps alike: AES-256-GCM, a random 96-bit nonce, the subject as associated
 //! data, `nonce ‖ ciphertext ‖ tag` out. Backends:
-//! - [`FileKek`]: 32 random bytes in `kek-<id>.key` in the data directory's key directory,
-//!   readable by the service's user alone. The default.
-//! - [`DerivedKek`]: derived from the master key ([`Purpose::SubjectKeys`]), which wrapped
-//!   every subject key before KEKs had files of their own. Installations from then read their
-//!   keys through it until they are re-wrapped under a file KEK.
+//! - [`LocalKek`], read from a file: 32 random bytes in `kek-<id>.key` in the data directory's
+//!   key directory, readable by the service's user alone. The default.
+//! - [`LocalKek::derived`]: derived from the master key ([`Purpose::SubjectKeys`]), which
+//!   wrapped every subject key before KEKs had files of their own. Installations from then read
+//!   their keys through it until they are re-wrapped under a file KEK.
 //!
 //! A [`KekRing`] holds the KEKs an installation has and the one that wraps new keys. A wrapped
 //! key that names a KEK the ring does not hold does not open: nothing is guessed.
@@ -27,7 +27,7 @@ use zeroize::Zeroizing;
 use crate::seal::Sealer;
 use crate::{CryptoError, MasterKey, Purpose, Rng};
 
-/// The id [`DerivedKek`] goes by.
+/// The id [`LocalKek::derived`] goes by.
 pub const DERIVED_KEK_ID: &str = "master";
 
 /// A key-encryption key.
@@ -40,52 +40,6 @@ pub trait Kek: Send + Sync + fmt::Debug {
 
     /// The key in `wrapped`, if this KEK sealed it for `context`.
     fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError>;
-}
-
-fn wrap_with(sealer: &Sealer, context: &[u8], key: &[u8; 32]) -> Result<Vec<u8>, CryptoError> {
-    sealer.seal(context, key)
-}
-
-fn unwrap_with(
-    sealer: &Sealer,
-    context: &[u8],
-    wrapped: &[u8],
-) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
-    let plain = Zeroizing::new(sealer.open(context, wrapped)?);
-    let key: [u8; 32] =
-        plain.as_slice().try_into().map_err(|_| CryptoError::InvalidKey("wrapped key"))?;
-    Ok(Zeroizing::new(key))
-}
-
-/// The KEK derived from the master key: how subject keys were wrapped before KEKs had files
-/// of their own.
-pub struct DerivedKek(Sealer);
-
-impl fmt::Debug for DerivedKek {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("DerivedKek(<key>)")
-    }
-}
-
-impl DerivedKek {
-    /// The KEK of `master`.
-    pub fn new(master: &MasterKey) -> Result<Self, CryptoError> {
-        Sealer::new(master, Purpose::SubjectKeys).map(Self)
-    }
-}
-
-impl Kek for DerivedKek {
-    fn id(&self) -> &str {
-        DERIVED_KEK_ID
-    }
-
-    fn wrap(&self, context: &[u8], key: &[u8; 32]) -> Result<Vec<u8>, CryptoError> {
-        wrap_with(&self.0, context, key)
-    }
-
-    fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
-        unwrap_with(&self.0, context, wrapped)
-    }
 }
 
 /// Why a KEK file could not be made or read.
@@ -107,22 +61,32 @@ pub enum KekFileError {
     Crypto(#[from] CryptoError),
 }
 
-/// A KEK kept in a file of its own.
-pub struct FileKek {
+/// A KEK this process holds in memory: read from a file of its own, or derived from the master
+/// key.
+pub struct LocalKek {
     id: String,
     sealer: Sealer,
 }
 
-impl fmt::Debug for FileKek {
+impl fmt::Debug for LocalKek {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FileKek").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("LocalKek").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
 const PREFIX: &str = "kek-";
 const SUFFIX: &str = ".key";
 
-impl FileKek {
+impl LocalKek {
+    /// The KEK derived from `master` (id [`DERIVED_KEK_ID`]): how subject keys were wrapped
+    /// before KEKs had files of their own.
+    pub fn derived(master: &MasterKey) -> Result<Self, CryptoError> {
+        Ok(Self {
+            id: DERIVED_KEK_ID.to_owned(),
+            sealer: Sealer::new(master, Purpose::SubjectKeys)?,
+        })
+    }
+
     /// A new KEK, written to `kek-<id>.key` in `dir` (mode 0600, synced) under a fresh random
     /// id. Never overwrites a file.
     pub fn create(dir: &Path, rng: &Rng) -> Result<Self, KekFileError> {
@@ -180,17 +144,20 @@ impl FileKek {
     }
 }
 
-impl Kek for FileKek {
+impl Kek for LocalKek {
     fn id(&self) -> &str {
         &self.id
     }
 
     fn wrap(&self, context: &[u8], key: &[u8; 32]) -> Result<Vec<u8>, CryptoError> {
-        wrap_with(&self.sealer, context, key)
+        self.sealer.seal(context, key)
     }
 
     fn unwrap(&self, context: &[u8], wrapped: &[u8]) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
-        unwrap_with(&self.sealer, context, wrapped)
+        let plain = Zeroizing::new(self.sealer.open(context, wrapped)?);
+        let key: [u8; 32] =
+            plain.as_slice().try_into().map_err(|_| CryptoError::InvalidKey("wrapped key"))?;
+        Ok(Zeroizing::new(key))
     }
 }
 
@@ -270,18 +237,18 @@ mod tests {
     fn a_file_kek_wraps_for_one_subject_and_reads_back_from_its_file() {
         let rng = Rng::new();
         let dir = tempfile::tempdir().unwrap();
-        let kek = FileKek::create(dir.path(), &rng).unwrap();
+        let kek = LocalKek::create(dir.path(), &rng).unwrap();
         let key = rng.bytes::<32>().unwrap();
         let wrapped = kek.wrap(b"per_alice", &key).unwrap();
         assert_eq!(*kek.unwrap(b"per_alice", &wrapped).unwrap(), key);
         assert!(kek.unwrap(b"per_bob", &wrapped).is_err(), "another subject");
         assert!(!wrapped.windows(8).any(|w| key.windows(8).any(|k| k == w)));
 
-        let again = FileKek::load_all(dir.path()).unwrap();
+        let again = LocalKek::load_all(dir.path()).unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].id(), kek.id());
         assert_eq!(*again[0].unwrap(b"per_alice", &wrapped).unwrap(), key);
-        let other = FileKek::create(dir.path(), &rng).unwrap();
+        let other = LocalKek::create(dir.path(), &rng).unwrap();
         assert_ne!(other.id(), kek.id());
         assert!(other.unwrap(b"per_alice", &wrapped).is_err(), "another KEK");
     }
@@ -292,7 +259,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let rng = Rng::new();
         let dir = tempfile::tempdir().unwrap();
-        let kek = FileKek::create(dir.path(), &rng).unwrap();
+        let kek = LocalKek::create(dir.path(), &rng).unwrap();
         let path = dir.path().join(format!("kek-{}.key", kek.id()));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
@@ -303,11 +270,11 @@ mod tests {
     fn a_file_that_is_not_a_kek_is_refused_and_others_are_ignored() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("kek-file-00112233445566ff.key"), [0u8; 31]).unwrap();
-        assert!(matches!(FileKek::load_all(dir.path()), Err(KekFileError::Malformed(_))));
+        assert!(matches!(LocalKek::load_all(dir.path()), Err(KekFileError::Malformed(_))));
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("master.key"), [0u8; 32]).unwrap();
         std::fs::write(dir.path().join("kek-FILE-00112233445566FF.key"), [0u8; 32]).unwrap();
-        assert!(FileKek::load_all(dir.path()).unwrap().is_empty());
+        assert!(LocalKek::load_all(dir.path()).unwrap().is_empty());
     }
 
     #[test]
@@ -315,8 +282,8 @@ mod tests {
         let rng = Rng::new();
         let dir = tempfile::tempdir().unwrap();
         let master = MasterKey::generate(&rng).unwrap();
-        let derived: Arc<dyn Kek> = Arc::new(DerivedKek::new(&master).unwrap());
-        let file: Arc<dyn Kek> = Arc::new(FileKek::create(dir.path(), &rng).unwrap());
+        let derived: Arc<dyn Kek> = Arc::new(LocalKek::derived(&master).unwrap());
+        let file: Arc<dyn Kek> = Arc::new(LocalKek::create(dir.path(), &rng).unwrap());
         let key = rng.bytes::<32>().unwrap();
 
         let before = ring_of(vec![Arc::clone(&derived)]);
@@ -345,7 +312,7 @@ mod tests {
         // id as associated data.
         let old = Sealer::new(&master, Purpose::SubjectKeys).unwrap();
         let wrapped = old.seal(b"per_alice", &key).unwrap();
-        let kek = DerivedKek::new(&master).unwrap();
+        let kek = LocalKek::derived(&master).unwrap();
         assert_eq!(*kek.unwrap(b"per_alice", &wrapped).unwrap(), key);
     }
 }

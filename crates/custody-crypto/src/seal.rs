@@ -123,7 +123,7 @@ mod tests {
         let rng = Rng::new();
         let master = MasterKey::generate(&rng).unwrap();
         let ring_of = |master: &MasterKey| {
-            let kek = crate::kek::DerivedKek::new(master).unwrap();
+            let kek = crate::kek::LocalKek::derived(master).unwrap();
             KekRing::new(std::sync::Arc::new(kek), [])
         };
         let keks = ring_of(&master);
