@@ -296,6 +296,7 @@ impl App {
     pub async fn name_alerts(&self, alerts: Vec<Alert>) -> Result<AlertBoard, AppError> {
         let sites: BTreeSet<SiteId> = alerts.iter().map(|a| a.site.clone()).collect();
         let owners: BTreeSet<PersonId> = alerts.iter().filter_map(|a| a.owner.clone()).collect();
+        let app = self.clone();
         let (banks, owners) = self
             .store()
             .read(move |tx| {
@@ -308,8 +309,11 @@ impl App {
                     }
                     let mut names = BTreeMap::new();
                     for id in owners {
-                        if let Some(p) = tx.person(&id).await? {
-                            names.insert(id, p.name.to_string());
+                        let row = tx.person(&id).await?;
+                        if let Some((_, name)) =
+                            row.map(|p| app.open_details(&p)).transpose()?.flatten()
+                        {
+                            names.insert(id, name.to_string());
                         }
                     }
                     Ok::<_, AppError>((banks, names))

@@ -206,6 +206,7 @@ impl App {
         for (line, email, number) in parsed {
             new.push(Pending {
                 line,
+                email_index: self.email_index(&email),
                 email,
                 id: self.new_id(BadgeId::from_random).map_err(Registration::Refused)?,
                 verifier: badge_verifier(&key, number.as_bytes()).to_vec(),
@@ -376,6 +377,8 @@ impl From<AppError> for Registration {
 struct Pending {
     line: usize,
     email: Email,
+    /// The address's blind index, by which its holder is found.
+    email_index: Vec<u8>,
     id: BadgeId,
     verifier: Vec<u8>,
     hint: String,
@@ -404,7 +407,7 @@ async fn insert_badges(
     }
     let mut seen = std::collections::BTreeMap::new();
     let mut ready = Vec::with_capacity(new.len());
-    for Pending { line, email, id, verifier, hint } in new {
+    for Pending { line, email, email_index, id, verifier, hint } in new {
         if let Some(first) = seen.insert(verifier.clone(), line) {
             problems.push(ImportProblem {
                 line,
@@ -412,7 +415,7 @@ async fn insert_badges(
             });
             continue;
         }
-        let person = tx.person_by_email(&email).await?.filter(|p| {
+        let person = tx.person_by_email_index(&email_index).await?.filter(|p| {
             &p.org == org && p.site.as_ref().is_none_or(|s| s == site) && p.disabled_at.is_none()
         });
         let Some(person) = person else {

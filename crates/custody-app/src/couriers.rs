@@ -280,7 +280,8 @@ impl App {
             }
         }
         let free = free.into_iter().collect();
-        Ok(Some(CourierVisit { courier: courier.into(), deposits, returns, free }))
+        let courier = self.person_view(&courier)?;
+        Ok(Some(CourierVisit { courier, deposits, returns, free }))
     }
 
     /// A courier deposits `parcel` at the kiosk's bank: as their own deposit, under its rules,

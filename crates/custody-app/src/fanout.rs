@@ -342,6 +342,7 @@ impl App {
     pub async fn lease_alert_deliveries(&self, limit: u32) -> Result<Vec<Due>, AppError> {
         let now = self.now();
         let until = now.plus(custody_core::time::minutes(2));
+        let app = self.clone();
         let leased = self
             .store()
             .write(move |tx| {
@@ -354,7 +355,7 @@ impl App {
                             None => None,
                         };
                         let to = match &delivery.person {
-                            Some(person) => address(tx, person, &delivery).await?,
+                            Some(person) => address(&app, tx, person, &delivery).await?,
                             None => None,
                         };
                         let site = tx.site(&alert.site).await?.map(|s| s.name.to_string());
@@ -685,6 +686,7 @@ struct Place {
 
 /// The address a person's notification goes to, while they consent to it.
 async fn address(
+    app: &App,
     tx: &mut Tx,
     person: &PersonId,
     d: &DeliveryRow,
@@ -695,7 +697,10 @@ async fn address(
     };
     Ok(match d.channel {
         Channel::Sms => consent.phone,
-        _ => tx.person(person).await?.map(|p| p.email.to_string()),
+        _ => match tx.person(person).await? {
+            Some(row) => app.open_details(&row)?.map(|(email, _)| email.to_string()),
+            None => None,
+        },
     })
 }
 

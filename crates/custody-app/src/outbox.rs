@@ -11,10 +11,11 @@ use std::time::Duration;
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::code::PickupCode;
 use custody_core::{MessageId, ParcelId, Timestamp};
-use custody_store::{BankRow, CompartmentRow, OutboxRow, PersonRow, SiteRow, Tx};
+use custody_store::{BankRow, CompartmentRow, OutboxRow, SiteRow, Tx};
 use futures_util::FutureExt as _;
 use serde::{Deserialize, Serialize};
 
+use crate::people::Person;
 use crate::{App, AppError};
 
 view! {
@@ -83,7 +84,7 @@ fn utc(t: Timestamp) -> String {
 /// The message that tells a recipient their parcel is ready.
 pub(crate) fn pickup_message(
     app: &App,
-    recipient: &PersonRow,
+    recipient: &Person,
     site: &SiteRow,
     bank: &BankRow,
     compartment: &CompartmentRow,

@@ -13,28 +13,27 @@ use custody_store::{PersonRow, StoreError};
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
 
-view! {
-    /// A person, without their password's hash.
-    Person from PersonRow {
-        /// Id.
-        id: PersonId,
-        /// Organisation.
-        org: OrgId,
-        /// Login and notification address.
-        email: Email,
-        /// Display name.
-        name: Name,
-        /// Role.
-        role: Role,
-        /// Site the role is limited to, if any.
-        site: Option<SiteId>,
-        /// For couriers, their carrier.
-        carrier: Option<CarrierId>,
-        /// When the account was disabled.
-        disabled_at: Option<Timestamp>,
-        /// Created.
-        created_at: Timestamp,
-    }
+/// A person, without their password's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    /// Id.
+    pub id: PersonId,
+    /// Organisation.
+    pub org: OrgId,
+    /// Login and notification address.
+    pub email: Email,
+    /// Display name.
+    pub name: Name,
+    /// Role.
+    pub role: Role,
+    /// Site the role is limited to, if any.
+    pub site: Option<SiteId>,
+    /// For couriers, their carrier.
+    pub carrier: Option<CarrierId>,
+    /// When the account was disabled.
+    pub disabled_at: Option<Timestamp>,
+    /// Created.
+    pub created_at: Timestamp,
 }
 
 /// What a request to change a role came to.
@@ -114,41 +113,54 @@ impl App {
             }
             None => None,
         };
-        let person = PersonRow {
-            id: self.new_id(PersonId::from_random)?,
+        let (id, now) = (self.new_id(PersonId::from_random)?, self.now());
+        let person = Person {
+            id: id.clone(),
             org: new.org.clone(),
             email,
             name,
             role: new.role,
             site: new.site.clone(),
             carrier: new.carrier.clone(),
-            password_hash,
             disabled_at: None,
-            created_at: self.now(),
+            created_at: now,
         };
-        let mut event = AuditEvent::success(
-            person.created_at,
-            caller.actor(),
-            AuditAction::PersonCreate,
-            target,
-        );
-        let (row, app) = (person.clone(), self.clone());
+        let mut event = AuditEvent::success(now, caller.actor(), AuditAction::PersonCreate, target);
+        let (view, app) = (person.clone(), self.clone());
         self.store()
             .write(move |tx| {
                 async move {
-                    tx.org(&row.org).await?.ok_or(AppError::NotFound)?;
-                    if let Some(site) = &row.site {
+                    tx.org(&view.org).await?.ok_or(AppError::NotFound)?;
+                    if let Some(site) = &view.site {
                         let s = tx.site(site).await?.ok_or(AppError::NotFound)?;
-                        if s.org != row.org {
+                        if s.org != view.org {
                             return Err(AppError::NotFound);
                         }
                     }
-                    if let Some(carrier) = &row.carrier {
+                    if let Some(carrier) = &view.carrier {
                         let c = tx.carrier(carrier).await?.ok_or(AppError::NotFound)?;
-                        if c.org != row.org {
+                        if c.org != view.org {
                             return Err(AppError::NotFound);
                         }
                     }
+                    // A new id has no key and no erasure: sealing cannot come back empty.
+                    let (email_index, details) = app
+                        .seal_details(tx, &view.id, &view.email, &view.name)
+                        .await?
+                        .ok_or(AppError::NotFound)?;
+                    let row = PersonRow {
+                        id: view.id.clone(),
+                        org: view.org.clone(),
+                        email_index: Some(email_index),
+                        details,
+                        key: None,
+                        role: view.role,
+                        site: view.site.clone(),
+                        carrier: view.carrier.clone(),
+                        password_hash,
+                        disabled_at: None,
+                        created_at: view.created_at,
+                    };
                     tx.insert_person(&row).await.map_err(|e| match e {
                         StoreError::Conflict => AppError::conflict(
                             ConflictCode::EmailTaken,
@@ -166,7 +178,24 @@ impl App {
                 .boxed()
             })
             .await?;
-        Ok(person.into())
+        Ok(person)
+    }
+
+    /// A stored person as others see them: address and name opened. An erased person is not
+    /// found.
+    pub(crate) fn person_view(&self, row: &PersonRow) -> Result<Person, AppError> {
+        let (email, name) = self.open_details(row)?.ok_or(AppError::NotFound)?;
+        Ok(Person {
+            id: row.id.clone(),
+            org: row.org.clone(),
+            email,
+            name,
+            role: row.role,
+            site: row.site.clone(),
+            carrier: row.carrier.clone(),
+            disabled_at: row.disabled_at,
+            created_at: row.created_at,
+        })
     }
 
     /// The person `id` and their standing, for a change by `caller`; refusals are audited as
@@ -258,7 +287,7 @@ impl App {
                 .boxed()
             })
             .await?;
-        Ok(RoleChange::Changed(PersonRow { role, ..person }.into()))
+        Ok(RoleChange::Changed(self.person_view(&PersonRow { role, ..person })?))
     }
 
     /// Disables a person: they can no longer sign in, and every session of theirs ends in the

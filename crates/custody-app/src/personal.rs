@@ -9,12 +9,15 @@
 
 use custody_core::audit::{AuditAction, AuditEvent, SealedText, Target};
 use custody_core::policy::{self, Denied};
+use custody_core::text::{Email, Name};
 use custody_core::{OrgId, PersonId, SiteId};
+use custody_crypto::CryptoError;
 use custody_crypto::kek::Wrapped;
 use custody_crypto::seal::SubjectKey;
-use custody_store::{AuditRow, Tx, WrappedKeyRow};
+use custody_store::{AuditRow, PersonDetails, PersonRow, Tx, WrappedKeyRow};
 use futures_util::FutureExt as _;
 
+use crate::conflicts::ConflictCode;
 use crate::{App, AppError, Caller};
 
 /// The words a person gave for an action, as one reader may see them.
@@ -35,21 +38,36 @@ fn stored(row: WrappedKeyRow) -> Wrapped {
     Wrapped { kek: row.kek, bytes: row.wrapped }
 }
 
+/// The fields of a person's row sealed under their key.
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    Email,
+    Name,
+}
+
+/// Binds a sealed field to its person and its column, so that it cannot be moved to another
+/// row or read as another field.
+fn field(field: Field, person: &PersonId) -> Vec<u8> {
+    let column: &[u8] = match field {
+        Field::Email => b"email",
+        Field::Name => b"name",
+    };
+    [b"custody-person:".as_slice(), column, b":", person.as_str().as_bytes()].concat()
+}
+
 /// Binds a sealed text to its subject, so that it cannot be passed off as someone else's.
 fn context(subject: &PersonId) -> Vec<u8> {
     [b"custody-audit-personal:".as_slice(), subject.as_str().as_bytes()].concat()
 }
 
 impl App {
-    /// `text` about `subject`, sealed under the subject's own key (created on first use, in
-    /// this unit of work). `None` once the subject has been erased: nothing new about them is
-    /// kept.
-    pub(crate) async fn seal_personal(
+    /// `subject`'s own data key, created on first use in this unit of work; `None` once the
+    /// subject has been erased: nothing new about them is kept.
+    pub(crate) async fn subject_key(
         &self,
         tx: &mut Tx,
         subject: &PersonId,
-        text: &str,
-    ) -> Result<Option<SealedText>, AppError> {
+    ) -> Result<Option<SubjectKey>, AppError> {
         let keks = &self.keys().keks;
         let wrapped = match tx.subject_key(subject).await? {
             Some(Some(wrapped)) => wrapped,
@@ -66,9 +84,65 @@ impl App {
                 }
             }
         };
-        let key = SubjectKey::unwrap(keks, subject.as_str(), &stored(wrapped))?;
+        Ok(Some(SubjectKey::unwrap(keks, subject.as_str(), &stored(wrapped))?))
+    }
+
+    /// `text` about `subject`, sealed under the subject's own key (created on first use, in
+    /// this unit of work). `None` once the subject has been erased.
+    pub(crate) async fn seal_personal(
+        &self,
+        tx: &mut Tx,
+        subject: &PersonId,
+        text: &str,
+    ) -> Result<Option<SealedText>, AppError> {
+        let Some(key) = self.subject_key(tx, subject).await? else { return Ok(None) };
         let ciphertext = key.sealer()?.seal(&context(subject), text.as_bytes())?;
         Ok(Some(SealedText { subject: subject.clone(), ciphertext }))
+    }
+
+    /// The blind index of an e-mail address: a keyed hash only the master key computes, by
+    /// which a person is found without their address being stored in clear.
+    pub(crate) fn email_index(&self, email: &Email) -> Vec<u8> {
+        self.keys().email_index.hash(&[email.as_str().as_bytes()]).to_vec()
+    }
+
+    /// A person's address and name sealed under their own key (created in this unit if they
+    /// have none), with the address's blind index. `None` if the person has been erased.
+    pub(crate) async fn seal_details(
+        &self,
+        tx: &mut Tx,
+        person: &PersonId,
+        email: &Email,
+        name: &Name,
+    ) -> Result<Option<(Vec<u8>, PersonDetails)>, AppError> {
+        let Some(key) = self.subject_key(tx, person).await? else { return Ok(None) };
+        let sealer = key.sealer()?;
+        let details = PersonDetails::Sealed {
+            email: sealer.seal(&field(Field::Email, person), email.as_str().as_bytes())?,
+            name: sealer.seal(&field(Field::Name, person), name.as_str().as_bytes())?,
+        };
+        Ok(Some((self.email_index(email), details)))
+    }
+
+    /// A stored person's address and name, opened with their key (read with the row). `None`
+    /// once they have been erased; an error if a sealed field does not open (it was moved from
+    /// another row or altered).
+    pub(crate) fn open_details(&self, row: &PersonRow) -> Result<Option<(Email, Name)>, AppError> {
+        let (email, name) = match &row.details {
+            PersonDetails::Erased => return Ok(None),
+            PersonDetails::Clear { email, name } => return Ok(Some((email.clone(), name.clone()))),
+            PersonDetails::Sealed { email, name } => (email, name),
+        };
+        let Some(wrapped) = &row.key else { return Ok(None) };
+        let key = SubjectKey::unwrap(&self.keys().keks, row.id.as_str(), &stored(wrapped.clone()))?;
+        let sealer = key.sealer()?;
+        let text = |f: Field, sealed: &[u8]| -> Result<String, AppError> {
+            let plain = sealer.open(&field(f, &row.id), sealed)?;
+            String::from_utf8(plain).map_err(|_| AppError::Crypto(CryptoError::Verification))
+        };
+        let email = Email::parse(&text(Field::Email, email)?).map_err(AppError::invalid)?;
+        let name = Name::parse(&text(Field::Name, name)?).map_err(AppError::invalid)?;
+        Ok(Some((email, name)))
     }
 
     /// The statements of `rows` (events at `site` of `org`) as `caller` may see them.
@@ -107,10 +181,15 @@ impl App {
         Ok(out)
     }
 
-    /// Erases everything personal the audit log holds about `person`: their key is destroyed,
-    /// so what was sealed under it can never be read again, and nothing about them is sealed
-    /// from now on. Their consents to hear of alerts, with any phone number, are deleted. The log itself does not change and still verifies. Org-wide admins only;
-    /// the erasure is audited. Returns `false` if the person had been erased already.
+    /// Erases everything personal held about `person`: their key is destroyed, so what was
+    /// sealed under it (their statements in the log, their address and name) can never be read
+    /// again, and nothing about them is sealed from now on. Their row keeps only what other
+    /// records refer to (id, organisation, role, dates): address, name, blind index and
+    /// password go, the account is disabled and its sessions end. Their consents to hear of
+    /// alerts, with any phone number, are deleted. The log itself does not change and still
+    /// verifies. Org-wide admins only; the last active super-admin of an organisation cannot
+    /// be erased. The erasure is audited. Returns `false` if the person had been erased
+    /// already.
     pub async fn erase_personal_data(
         &self,
         caller: &Caller,
@@ -130,7 +209,14 @@ impl App {
         self.store()
             .write(move |tx| {
                 async move {
+                    if row.disabled_at.is_none() && !tx.disable_person(&row, now).await? {
+                        return Err(AppError::conflict(
+                            ConflictCode::LastSuperAdmin,
+                            "the organisation's last super-admin stays; appoint another first",
+                        ));
+                    }
                     let erased = tx.erase_subject_key(&person, now).await?;
+                    tx.erase_person(&person).await?;
                     // The numbers they gave for alerts' text messages go too.
                     tx.delete_alert_subscriptions_of(&person).await?;
                     tx.append_audit(
@@ -212,6 +298,65 @@ impl App {
             .write(move |tx| async move { tx.append_audit(&event).map_err(AppError::from) }.boxed())
             .await?;
         Ok(moved)
+    }
+
+    /// Seals in place what an earlier version stored in clear: each person's address and name,
+    /// under their own key, with the address's blind index, `batch` people to a unit of work,
+    /// calling `progress(sealed, total)` after each. Idempotent and resumable: a row is
+    /// replaced only while it is still in clear, so a run stopped anywhere loses nothing and
+    /// the next carries on. A person erased meanwhile keeps nothing. Recorded in the log with
+    /// the count when there was anything to seal. Answers how many rows were sealed.
+    pub async fn seal_personal_data(
+        &self,
+        batch: u32,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<u64, AppError> {
+        let total = self.store().read(|tx| async move { tx.count_people_in_clear().await }.boxed());
+        let total = u64::try_from(total.await?).unwrap_or(0);
+        if total == 0 {
+            return Ok(0);
+        }
+        let mut sealed = 0_u64;
+        loop {
+            let (app, limit) = (self.clone(), i64::from(batch.max(1)));
+            let done = self
+                .store()
+                .write(move |tx| {
+                    async move {
+                        let rows = tx.people_in_clear(limit).await?;
+                        for row in &rows {
+                            let PersonDetails::Clear { email, name } = &row.details else {
+                                continue;
+                            };
+                            match app.seal_details(tx, &row.id, email, name).await? {
+                                Some((index, PersonDetails::Sealed { email, name })) => {
+                                    tx.seal_person(&row.id, &index, &email, &name).await?;
+                                }
+                                _ => tx.erase_person(&row.id).await?,
+                            }
+                        }
+                        Ok::<_, AppError>(rows.len() as u64)
+                    }
+                    .boxed()
+                })
+                .await?;
+            if done == 0 {
+                break;
+            }
+            sealed += done;
+            progress(sealed, total.max(sealed));
+        }
+        let event = AuditEvent::success(
+            self.now(),
+            Caller::Operator.actor(),
+            AuditAction::PersonalDataSeal,
+            Target::default(),
+        )
+        .because(format!("people:{sealed}"));
+        self.store()
+            .write(move |tx| async move { tx.append_audit(&event).map_err(AppError::from) }.boxed())
+            .await?;
+        Ok(sealed)
     }
 
     /// How many live subject keys each key-encryption key wraps, by KEK id.

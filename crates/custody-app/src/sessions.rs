@@ -159,8 +159,9 @@ impl App {
             .map_or_else(|_| email.trim().to_lowercase(), |e| e.as_str().to_owned());
         let person = match Email::parse(email) {
             Ok(e) => {
+                let index = self.email_index(&e);
                 self.store()
-                    .read(move |tx| async move { tx.person_by_email(&e).await }.boxed())
+                    .read(move |tx| async move { tx.person_by_email_index(&index).await }.boxed())
                     .await?
             }
             Err(_) => None,
@@ -212,6 +213,7 @@ impl App {
         factor: Option<Factor>,
     ) -> Result<NewSession, AppError> {
         let now = self.now();
+        let view = self.person_view(&person)?;
         let (token, session) = self.new_session_row(
             &person.id,
             SessionId::from_random(self.rng().bytes()?),
@@ -240,7 +242,7 @@ impl App {
             && !factor.is_some_and(|f| person.role.accepts_second_factor(f));
         let device_cookie =
             if needs_second_factor { None } else { Some(self.device_cookie(&person.id)?) };
-        Ok(NewSession { token, person: person.into(), needs_second_factor, device_cookie })
+        Ok(NewSession { token, person: view, needs_second_factor, device_cookie })
     }
 
     /// A fresh token and the session row it opens for `person`: at sign-in, or when a
@@ -395,8 +397,13 @@ impl App {
         }
         let counted = counted_factor_at(person.role, session.factor);
         let caller = Caller::Principal(crate::people::principal_of_row(&person, counted));
+        // Someone erased has no sessions left; a session found for them opens nothing.
+        let view = match self.person_view(&person) {
+            Err(AppError::NotFound) => return Err(AppError::AuthenticationFailed),
+            other => other?,
+        };
         Ok(SessionInfo {
-            person: person.into(),
+            person: view,
             caller,
             id: session.id,
             factor: session.factor,

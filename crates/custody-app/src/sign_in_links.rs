@@ -75,14 +75,15 @@ impl App {
         let now = self.now();
         let person = match Email::parse(email) {
             Ok(e) => {
+                let index = self.email_index(&e);
                 self.store()
-                    .read(move |tx| async move { tx.person_by_email(&e).await }.boxed())
+                    .read(move |tx| async move { tx.person_by_email_index(&index).await }.boxed())
                     .await?
             }
             Err(_) => None,
         };
         let resident = person.filter(|p| p.role == Role::Resident && p.disabled_at.is_none());
-        let Some(person) = resident else {
+        let Some(person) = resident.map(|p| self.person_view(&p)).transpose()? else {
             let event = AuditEvent::failure(
                 now,
                 Actor::anonymous(),

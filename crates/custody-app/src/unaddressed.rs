@@ -48,7 +48,7 @@ impl App {
         parcel: &ParcelId,
         email: &str,
     ) -> Result<Parcel, AppError> {
-        let email = Email::parse(email).map_err(AppError::invalid)?;
+        let index = self.email_index(&Email::parse(email).map_err(AppError::invalid)?);
         let p = self.parcel_row(caller, parcel).await?;
         self.authorize(caller, AuditAction::ParcelAddress, &parcel_target(&p), |pr| {
             policy::may_manage_site(pr, &p.org, &p.site)
@@ -78,7 +78,7 @@ impl App {
                         ));
                     }
                     let person = tx
-                        .person_by_email(&email)
+                        .person_by_email_index(&index)
                         .await?
                         .filter(|person| lives_at(person, &site))
                         .ok_or_else(|| {

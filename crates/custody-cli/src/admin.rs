@@ -228,7 +228,9 @@ pub(crate) async fn run(
             let person = id::<PersonId>(&person, "person")?;
             if app.erase_personal_data(&op, &person).await? {
                 println!(
-                    "erased: the audit log's personal data about {person} can no longer be read"
+                    "erased: nothing personal about {person} can be read any more (their key is \
+                     destroyed, their account row cleared and disabled); the audit log still \
+                     verifies"
                 );
             } else {
                 println!("{person} had been erased already; nothing changed");
@@ -243,17 +245,7 @@ pub(crate) async fn run(
 /// Re-wraps every person's data key under the current key-encryption key, with a progress bar,
 /// and says what each KEK wraps afterwards.
 async fn rotate_keys(app: &custody_app::App) -> anyhow::Result<()> {
-    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        indicatif::ProgressBar::new(0)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "re-wrapping {bar:40} {pos}/{len} keys ({eta} left)",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
+    let bar = progress_bar("re-wrapping {bar:40} {pos}/{len} keys ({eta} left)");
     let moved = app
         .rewrap_subject_keys(&Caller::Operator, 500, |moved, total| {
             bar.set_length(total);
@@ -268,6 +260,20 @@ async fn rotate_keys(app: &custody_app::App) -> anyhow::Result<()> {
         println!("  {kek}{note}: {n} keys");
     }
     Ok(())
+}
+
+/// A progress bar on standard error, drawn only when that is a terminal.
+pub(crate) fn progress_bar(template: &str) -> indicatif::ProgressBar {
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::new(0)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 /// Prints every organisation with its sites and banks.

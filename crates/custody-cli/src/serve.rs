@@ -12,8 +12,18 @@ use custody_server::config::Config;
 use custody_server::workers::Workers;
 use custody_server::{Listen, start};
 
-/// Loads the configuration and keys, opens the store and assembles the application.
+/// Loads the configuration and keys, opens the store and assembles the application, sealing
+/// first what an earlier version stored in clear.
 pub(crate) async fn app_for(
+    data: &Path,
+    url: Option<&str>,
+    clock: Arc<dyn custody_core::Clock>,
+) -> anyhow::Result<(App, Config, DataDir)> {
+    // Boxed: opening and sealing make a large future, and every command awaits this one.
+    Box::pin(assemble(data, url, clock)).await
+}
+
+async fn assemble(
     data: &Path,
     url: Option<&str>,
     clock: Arc<dyn custody_core::Clock>,
@@ -29,8 +39,7 @@ pub(crate) async fn app_for(
     let config = Config::load(&dir.config_path())?;
     config.validate()?;
     let keys = dir.load_keys()?;
-    // Boxed: opening a store is a large future, and every command awaits this one.
-    let store = Box::pin(crate::open_store(data, url)).await?;
+    let store = crate::open_store(data, url).await?;
     let app_config = AppConfig {
         public_url: config.server.public_url.clone(),
         gateway_address: config.server.gateway_address.clone(),
@@ -39,7 +48,29 @@ pub(crate) async fn app_for(
         remote_opens: config.security.remote_opens(),
         ..AppConfig::default()
     };
-    Ok((App::new(store, clock, keys, app_config)?, config, dir))
+    let app = App::new(store, clock, keys, app_config)?;
+    seal_in_place(&app).await?;
+    Ok((app, config, dir))
+}
+
+/// Seals what an earlier version stored in clear before anything else runs, with progress.
+/// Nothing to do (the usual case) costs one count.
+async fn seal_in_place(app: &App) -> anyhow::Result<()> {
+    let bar = crate::admin::progress_bar("sealing {bar:40} {pos}/{len} people ({eta} left)");
+    let sealed = app
+        .seal_personal_data(500, |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        })
+        .await
+        .context("sealing personal data stored in clear by an earlier version")?;
+    bar.finish_and_clear();
+    if sealed > 0 {
+        eprintln!(
+            "sealed {sealed} people's addresses and names stored in clear by an earlier version"
+        );
+    }
+    Ok(())
 }
 
 pub(crate) async fn run(data: &Path, url: Option<&str>) -> anyhow::Result<ExitCode> {

@@ -214,6 +214,9 @@ named_enum!(
         /// Subjects' keys were re-wrapped under the key-encryption key now current (a
         /// rotation): the reason names it and how many keys moved.
         KeysRewrap = "keys.rewrap",
+        /// Personal data stored in clear by an earlier version was sealed in place: the reason
+        /// says how many people's rows.
+        PersonalDataSeal = "personal.seal",
         /// The server's periodic check found its own audit log not what it signed.
         AuditIntegrity = "audit.integrity",
     }

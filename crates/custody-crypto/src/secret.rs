@@ -68,6 +68,9 @@ pub enum Purpose {
     OfflineCodes,
     /// Sealing of the secrets that sign alert webhooks.
     WebhookSecrets,
+    /// Blind indexes of people's e-mail addresses: sign-in and look-ups by address without
+    /// storing it in clear.
+    EmailIndex,
 }
 
 impl Purpose {
@@ -89,6 +92,7 @@ impl Purpose {
             Self::Badges => b"custody/v1/badges",
             Self::OfflineCodes => b"custody/v1/offline-codes",
             Self::WebhookSecrets => b"custody/v1/webhook-secrets",
+            Self::EmailIndex => b"custody/v1/email-index",
         }
     }
 }

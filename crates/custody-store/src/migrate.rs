@@ -171,6 +171,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0022_key_encryption_keys.sql"),
         sqlite_rebuilds: false,
     },
+    Migration {
+        version: 23,
+        name: "people_sealed",
+        sqlite: include_str!("../migrations/sqlite/0023_people_sealed.sql"),
+        postgres: include_str!("../migrations/postgres/0023_people_sealed.sql"),
+        sqlite_rebuilds: true,
+    },
 ];
 
 /// The newest schema version this build knows.

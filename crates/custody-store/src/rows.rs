@@ -132,10 +132,14 @@ pub struct PersonRow {
     pub id: PersonId,
     /// Organisation.
     pub org: OrgId,
-    /// Login and notification address.
-    pub email: Email,
-    /// Display name.
-    pub name: Name,
+    /// Keyed hash of the login and notification address (a blind index), by which sign-in and
+    /// look-ups find the person; `None` before the row is sealed and once the person is erased.
+    pub email_index: Option<Vec<u8>>,
+    /// Address and name, as stored.
+    pub details: PersonDetails,
+    /// The person's data key as stored, read with the row: `None` if they have none yet or
+    /// have been erased.
+    pub key: Option<WrappedKeyRow>,
     /// Role.
     pub role: Role,
     /// Site the role is limited to, if any.
@@ -148,6 +152,27 @@ pub struct PersonRow {
     pub disabled_at: Option<Timestamp>,
     /// Created.
     pub created_at: Timestamp,
+}
+
+/// A person's address and name as the row holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PersonDetails {
+    /// Sealed under the person's data key, each bound to the person and the field.
+    Sealed {
+        /// The login and notification address.
+        email: Vec<u8>,
+        /// The display name.
+        name: Vec<u8>,
+    },
+    /// Stored before people were sealed and not sealed in place yet.
+    Clear {
+        /// The login and notification address.
+        email: Email,
+        /// The display name.
+        name: Name,
+    },
+    /// Neither: the person has been erased.
+    Erased,
 }
 
 /// A carrier API key (its secret is stored only as a keyed hash).

@@ -141,6 +141,7 @@ impl App {
             ));
         };
         let recipient = tx.person(recipient).await?.ok_or(AppError::NotFound)?;
+        let recipient = self.person_view(&recipient)?;
         let compartment = tx.compartment(&cid).await?.ok_or(AppError::NotFound)?;
         let (bank_row, site) = crate::bank_site(tx, &bank).await?;
         let (code, record) = self.new_pickup_code(tx, p, &compartment, expires_at, now).await?;

@@ -487,6 +487,7 @@ impl App {
         })
         .await?;
         let email = Email::parse(&spec.recipient_email).map_err(AppError::invalid)?;
+        let index = self.email_index(&email);
         let tracking_ref = TrackingRef::parse(&spec.tracking_ref).map_err(AppError::invalid)?;
         let now = self.now();
         let id = ParcelId::from_random(self.rng().bytes()?);
@@ -499,7 +500,7 @@ impl App {
                     // parcel held for the site's staff: a distinct answer would tell any
                     // carrier key who lives where.
                     let recipient =
-                        tx.person_by_email(&email).await?.filter(|p| lives_at(p, &site));
+                        tx.person_by_email_index(&index).await?.filter(|p| lives_at(p, &site));
                     if carrier.org != site.org {
                         return Err(AppError::NotFound);
                     }
@@ -544,7 +545,7 @@ impl App {
     /// The names of a parcel's carrier and recipient ("who delivered it, who may collect it"),
     /// for a caller already allowed to see the parcel.
     pub async fn parcel_parties(&self, p: &Parcel) -> Result<(String, String), AppError> {
-        let (carrier, recipient) = (p.carrier.clone(), p.recipient.clone());
+        let (carrier, recipient, app) = (p.carrier.clone(), p.recipient.clone(), self.clone());
         self.store()
             .read(move |tx| {
                 async move {
@@ -553,10 +554,12 @@ impl App {
                         .await?
                         .map_or_else(|| carrier.to_string(), |c| c.name.to_string());
                     let recipient = match recipient {
-                        Some(id) => tx
-                            .person(&id)
-                            .await?
-                            .map_or_else(|| id.to_string(), |r| r.name.to_string()),
+                        Some(id) => {
+                            let row = tx.person(&id).await?;
+                            let details = row.map(|r| app.open_details(&r)).transpose()?.flatten();
+                            // Someone erased is named by their id alone.
+                            details.map_or_else(|| id.to_string(), |(_, name)| name.to_string())
+                        }
                         None => UNADDRESSED.to_owned(),
                     };
                     Ok::<_, AppError>((carrier, recipient))

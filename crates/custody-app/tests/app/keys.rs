@@ -41,7 +41,8 @@ backends!(a_rotation_stopped_part_way_carries_on_and_loses_nothing, |t: TestStor
         retrieved.push((parcel, said));
     }
     let before = env.app.current_kek();
-    assert_eq!(env.app.subject_keys_by_kek().await.unwrap(), [(before.clone(), 2)]);
+    // A key for each of the six people seeded, who are sealed under theirs.
+    assert_eq!(env.app.subject_keys_by_kek().await.unwrap(), [(before.clone(), 6)]);
 
     let new = env.data.rotate_kek(&custody_crypto::Rng::new()).unwrap();
     assert_ne!(new, before);
@@ -61,7 +62,7 @@ backends!(a_rotation_stopped_part_way_carries_on_and_loses_nothing, |t: TestStor
     assert!(stopped.is_err());
     let mut counts = app.subject_keys_by_kek().await.unwrap();
     counts.sort();
-    let mut want = vec![(before.clone(), 1), (new.clone(), 1)];
+    let mut want = vec![(before.clone(), 5), (new.clone(), 1)];
     want.sort();
     assert_eq!(counts, want, "half moved, nothing lost");
     for (parcel, said) in &retrieved {
@@ -72,13 +73,18 @@ backends!(a_rotation_stopped_part_way_carries_on_and_loses_nothing, |t: TestStor
     let mut seen = Vec::new();
     let moved =
         app.rewrap_subject_keys(&Caller::Operator, 1, |m, total| seen.push((m, total))).await;
-    assert_eq!(moved.unwrap(), 1);
-    assert_eq!(seen.last(), Some(&(1, 1)));
-    assert_eq!(app.subject_keys_by_kek().await.unwrap(), [(new.clone(), 2)]);
+    assert_eq!(moved.unwrap(), 5);
+    assert_eq!(seen.last(), Some(&(5, 5)));
+    assert_eq!(app.subject_keys_by_kek().await.unwrap(), [(new.clone(), 6)]);
     assert_eq!(app.rewrap_subject_keys(&Caller::Operator, 500, |_, _| {}).await.unwrap(), 0);
     for (parcel, said) in &retrieved {
         assert_eq!(words(&app, &admin, parcel).await, Statement::Shown((*said).into()));
     }
+    // People's sealed addresses and names open under the new KEK: Ann signs in by address.
+    let client = custody_app::sessions::Client::new("192.0.2.10", "test");
+    let password = zeroize::Zeroizing::new(custody_testkit::env::PASSWORD.into());
+    let session = app.login(env.ann.email.as_str(), password, &client).await.unwrap();
+    assert_eq!(session.person, env.ann);
     // The refusal and each finished run are on the record, a run with the KEK and the count.
     let log =
         app.store().read(|tx| async move { tx.audit_from(0, 10_000).await }.boxed()).await.unwrap();
@@ -89,6 +95,6 @@ backends!(a_rotation_stopped_part_way_carries_on_and_loses_nothing, |t: TestStor
         .collect();
     assert_eq!(
         runs,
-        ["denied_role".to_owned(), format!("kek:{new} moved:1"), format!("kek:{new} moved:0")]
+        ["denied_role".to_owned(), format!("kek:{new} moved:5"), format!("kek:{new} moved:0")]
     );
 });

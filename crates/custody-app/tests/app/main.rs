@@ -12,6 +12,7 @@ mod keys;
 mod lockdown;
 mod offline;
 mod passkeys;
+mod personal;
 mod presence;
 mod privileges;
 mod qr;

@@ -413,6 +413,8 @@ backends!(staff_retrieval_needs_scope_and_reason, |t: TestStore| async move {
 backends!(statements_are_sealed_per_subject_and_erasure_keeps_the_log, |t: TestStore| async move {
     let env = Env::new(t).await;
     let (parcel, _) = env.delivered("ann@harbour.example").await;
+    // A second parcel of Ann's, still in its compartment when she is erased.
+    let (parcel2, _) = env.delivered("ann@harbour.example").await;
     let admin = Env::as_person(&env.admin);
     let words = "Ann Example called: lost her phone, held at front desk";
     env.app.retrieve(&admin, &parcel, words).await.unwrap().opened().unwrap();
@@ -469,7 +471,6 @@ backends!(statements_are_sealed_per_subject_and_erasure_keeps_the_log, |t: TestS
         other @ Verdict::Tampered(_) => panic!("erasure broke the log: {other:?}"),
     }
     // Nothing new about Ann is sealed: the words of a later action are not kept.
-    let (parcel2, _) = env.delivered("ann@harbour.example").await;
     env.app.retrieve(&admin, &parcel2, "Ann again").await.unwrap().opened().unwrap();
     let (_, h) = env.app.parcel_history(&admin, &parcel2).await.unwrap();
     let (row, said) = h.iter().find(|(r, _)| r.event.action == AuditAction::Retrieve).unwrap();

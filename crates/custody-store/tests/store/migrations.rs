@@ -10,9 +10,9 @@
 
 use custody_core::compartment::SizeClass;
 use custody_core::parcel::ParcelState;
-use custody_core::text::TrackingRef;
+use custody_core::text::{Email, Name, TrackingRef};
 use custody_core::{BankId, CarrierId, CodeId, CompartmentId, OrgId, ParcelId, PersonId, SiteId};
-use custody_store::{ParcelRow, StoreError, WrappedKeyRow, migrate_to};
+use custody_store::{ParcelRow, PersonDetails, StoreError, WrappedKeyRow, migrate_to};
 use custody_testkit::{TEST_EPOCH, TestDatabase};
 use futures_util::FutureExt as _;
 use sqlx::{Connection as _, Row as _};
@@ -216,6 +216,79 @@ async fn subject_keys_name_their_kek_sqlite() {
 async fn subject_keys_name_their_kek_postgres() {
     let Some(db) = custody_testkit::postgres_database("migrations::kek").await else { return };
     subject_keys_from_before_name_the_master_kek(db).await;
+}
+
+/// People stored before they were sealed (schema 22) keep their address and name in clear
+/// through the migration, readable and listed for sealing in place; sealing one leaves no
+/// clear column, finds them by blind index, and happens once.
+async fn people_from_before_wait_in_clear_to_be_sealed(db: TestDatabase) {
+    let Ids { person, .. } = ids();
+    version_20_parcel(&db.url).await;
+    let t = db.open().await;
+    let id = PersonId::parse(&person).unwrap();
+    let waiting = t
+        .store
+        .read(|tx| {
+            async move {
+                Ok::<_, StoreError>((
+                    tx.count_people_in_clear().await?,
+                    tx.people_in_clear(10).await?,
+                ))
+            }
+            .boxed()
+        })
+        .await
+        .unwrap();
+    assert_eq!(waiting.0, 1);
+    let [ann] = waiting.1.as_slice() else { panic!("{waiting:?}") };
+    assert_eq!(ann.id, id);
+    assert_eq!(ann.email_index, None);
+    assert_eq!(
+        ann.details,
+        PersonDetails::Clear {
+            email: Email::parse("ann@harbour.example").unwrap(),
+            name: Name::parse("Ann").unwrap(),
+        }
+    );
+
+    let seal = |id: PersonId| {
+        t.store.write(move |tx| {
+            async move { tx.seal_person(&id, b"index", b"sealed address", b"sealed name").await }
+                .boxed()
+        })
+    };
+    assert!(seal(id.clone()).await.unwrap());
+    assert!(!seal(id.clone()).await.unwrap(), "a row is sealed once");
+    let found = t
+        .store
+        .read(|tx| async move { tx.person_by_email_index(b"index").await }.boxed())
+        .await
+        .unwrap()
+        .expect("found by blind index");
+    assert_eq!(found.id, id);
+    assert_eq!(
+        found.details,
+        PersonDetails::Sealed { email: b"sealed address".to_vec(), name: b"sealed name".to_vec() }
+    );
+    let mut conn = sqlx::AnyConnection::connect(&t.url).await.unwrap();
+    let clear: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM people WHERE clear_email IS NOT NULL OR clear_name IS NOT NULL",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(clear, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_wait_in_clear_to_be_sealed_sqlite() {
+    people_from_before_wait_in_clear_to_be_sealed(custody_testkit::sqlite_database()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_wait_in_clear_to_be_sealed_postgres() {
+    let Some(db) = custody_testkit::postgres_database("migrations::people").await else { return };
+    people_from_before_wait_in_clear_to_be_sealed(db).await;
 }
 
 /// A column: its table, its name, its type's family, and whether it may be null.

@@ -1,0 +1,205 @@
+//! People at rest: addresses and names sealed under each person's own key, found by blind
+//! index, sealed in place when an earlier version stored them in clear, and gone from the row
+//! when the person is erased.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test fails loudly at the first unexpected value"
+)]
+
+use custody_app::people::NewPerson;
+use custody_app::sessions::Client;
+use custody_app::sessions::NewSession;
+use custody_app::{AppError, Caller};
+use custody_core::PersonId;
+use custody_core::audit::AuditAction;
+use custody_core::person::Role;
+use custody_core::text::{Email, Name};
+use custody_store::{PersonDetails, PersonRow};
+use custody_testkit::env::PASSWORD;
+use custody_testkit::{Env, TEST_EPOCH, TestStore, backends};
+use futures_util::FutureExt as _;
+use sqlx::{Connection as _, Row as _};
+use zeroize::Zeroizing;
+
+/// Every column of every row of `people`, as text (bytes as lossy UTF-8), for a search of
+/// what a copy of the table would show.
+async fn people_table(url: &str) -> String {
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let rows = sqlx::query(
+        "SELECT id, org_id, email_index, email_sealed, name_sealed, clear_email, clear_name, \
+         role, password_hash FROM people",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let mut out = String::new();
+    for r in rows {
+        for i in 0..r.len() {
+            if let Ok(Some(text)) = r.try_get::<Option<String>, _>(i) {
+                out.push_str(&text);
+            } else if let Ok(Some(bytes)) = r.try_get::<Option<Vec<u8>>, _>(i) {
+                out.push_str(&String::from_utf8_lossy(&bytes));
+            }
+            out.push('|');
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Signs in with the seeded password as `email`, typed as given.
+async fn login(env: &Env, email: &str) -> Result<NewSession, AppError> {
+    env.app.login(email, Zeroizing::new(PASSWORD.into()), &Client::new("192.0.2.10", "test")).await
+}
+
+backends!(people_are_sealed_and_found_by_their_blind_index, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let table = people_table(&env.store.url).await;
+    for person in [&env.ann, &env.bob, &env.admin, &env.super_admin, &env.courier] {
+        assert!(!table.contains(person.email.as_str()), "{} in clear:\n{table}", person.email);
+        assert!(!table.contains(person.name.as_str()), "{} in clear:\n{table}", person.name);
+    }
+    // Sign-in by address finds the person through the index, in any case of letters.
+    let upper = env.ann.email.as_str().to_uppercase();
+    let session = login(&env, &upper).await.unwrap();
+    assert_eq!(session.person, env.ann);
+    // Reading a person opens their row.
+    let info = env.app.session(&session.token).await.unwrap();
+    assert_eq!(
+        (info.person.email, info.person.name),
+        (env.ann.email.clone(), env.ann.name.clone())
+    );
+});
+
+backends!(a_sealed_field_moved_to_another_row_does_not_open, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    // Someone with write access to the database copies Ann's sealed address into Bob's row,
+    // hoping Bob's notifications go to Ann (or Ann's address shows as Bob's).
+    let mut conn = sqlx::AnyConnection::connect(&env.store.url).await.unwrap();
+    let ann_sealed: Vec<u8> = sqlx::query_scalar("SELECT email_sealed FROM people WHERE id = $1")
+        .bind(env.ann.id.to_string())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE people SET email_sealed = $1 WHERE id = $2")
+        .bind(ann_sealed)
+        .bind(env.bob.id.to_string())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let refused = login(&env, env.bob.email.as_str());
+    assert_eq!(refused.await.unwrap_err().code(), "internal", "the moved field must not open");
+    // Ann's own row is untouched.
+    login(&env, env.ann.email.as_str()).await.unwrap();
+});
+
+backends!(people_stored_in_clear_are_sealed_in_place_once, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    // Two people as an earlier version stored them: address and name in clear, no key.
+    let hash = {
+        let id = env.ann.id.clone();
+        let row = env.store.store.read(move |tx| async move { tx.person(&id).await }.boxed());
+        row.await.unwrap().unwrap().password_hash
+    };
+    let old = |n: u8, email: &str, name: &str| PersonRow {
+        id: PersonId::from_random([n; 16]),
+        org: env.org.clone(),
+        email_index: None,
+        details: PersonDetails::Clear {
+            email: Email::parse(email).unwrap(),
+            name: Name::parse(name).unwrap(),
+        },
+        key: None,
+        role: Role::Resident,
+        site: Some(env.site.clone()),
+        carrier: None,
+        password_hash: hash.clone(),
+        disabled_at: None,
+        created_at: TEST_EPOCH,
+    };
+    let rows =
+        [old(1, "carol@harbour.example", "Carol Old"), old(2, "dan@harbour.example", "Dan Old")];
+    let inserted = rows.clone();
+    env.store
+        .store
+        .write(move |tx| {
+            async move {
+                for row in &inserted {
+                    tx.insert_person(row).await?;
+                }
+                Ok::<_, custody_store::StoreError>(())
+            }
+            .boxed()
+        })
+        .await
+        .unwrap();
+    assert!(people_table(&env.store.url).await.contains("carol@harbour.example"));
+    // Before sealing, nobody finds them by address.
+    let early = login(&env, "carol@harbour.example");
+    assert_eq!(early.await.unwrap_err().code(), "authentication_failed");
+
+    // One person to a batch, with progress after each.
+    let mut seen = Vec::new();
+    let sealed = env.app.seal_personal_data(1, |done, total| seen.push((done, total))).await;
+    assert_eq!(sealed.unwrap(), 2);
+    assert_eq!(seen, [(1, 2), (2, 2)]);
+    let table = people_table(&env.store.url).await;
+    for text in ["carol@harbour.example", "Carol Old", "dan@harbour.example", "Dan Old"] {
+        assert!(!table.contains(text), "{text} still in clear:\n{table}");
+    }
+    let session = login(&env, "carol@harbour.example").await.unwrap();
+    assert_eq!(session.person.name.as_str(), "Carol Old");
+    let sealing: Vec<_> = env
+        .log()
+        .await
+        .into_iter()
+        .filter(|r| r.event.action == AuditAction::PersonalDataSeal)
+        .collect();
+    assert_eq!(sealing.len(), 1);
+    assert_eq!(sealing[0].event.reason.as_deref(), Some("people:2"));
+    // Nothing left: a second run does nothing and records nothing.
+    assert_eq!(env.app.seal_personal_data(1, |_, _| panic!("nothing to do")).await.unwrap(), 0);
+});
+
+backends!(an_erased_person_leaves_nothing_in_their_row, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let ann = env.ann.clone();
+    assert!(env.app.erase_personal_data(&Caller::Operator, &ann.id).await.unwrap());
+    let id = ann.id.clone();
+    let row = env.store.store.read(move |tx| async move { tx.person(&id).await }.boxed());
+    let row = row.await.unwrap().expect("the row stays for what refers to it");
+    assert_eq!(
+        (row.email_index, row.details, row.key, row.password_hash),
+        (None, PersonDetails::Erased, None, None)
+    );
+    assert!(row.disabled_at.is_some());
+    // She cannot sign in, and her address is free for a new account.
+    let refused = login(&env, ann.email.as_str());
+    assert_eq!(refused.await.unwrap_err().code(), "authentication_failed");
+    let again = NewPerson {
+        org: env.org.clone(),
+        email: ann.email.to_string(),
+        name: "Ann Again".into(),
+        role: Role::Resident,
+        site: Some(env.site.clone()),
+        carrier: None,
+        password: None,
+        reason: None,
+    };
+    let new = env.app.create_person(&Caller::Operator, again).await.unwrap();
+    assert_ne!(new.id, ann.id);
+});
+
+backends!(the_last_super_admin_cannot_be_erased, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let refused = env.app.erase_personal_data(&Caller::Operator, &env.super_admin.id).await;
+    assert_eq!(refused.unwrap_err().code(), "last_super_admin");
+    // Nothing changed: they still sign in.
+    let id = env.super_admin.id.clone();
+    let row = env.store.store.read(move |tx| async move { tx.person(&id).await }.boxed());
+    assert!(matches!(row.await.unwrap().unwrap().details, PersonDetails::Sealed { .. }));
+});
