@@ -27,27 +27,27 @@ use data_encoding::BASE64;
 use futures_util::FutureExt as _;
 
 use crate::parcels::{AtBank, PickupOutcome};
+use crate::personal::Field;
 use crate::throttle::Budgets;
 use crate::{App, AppError, Caller};
 
 use custody_core::Timestamp;
 
-view! {
-    /// A badge registered to a person, without its number or the number's hash.
-    Badge from BadgeRow {
-        /// Id.
-        id: BadgeId,
-        /// The site it works at.
-        site: SiteId,
-        /// Whose it is.
-        person: PersonId,
-        /// The number's last four hex digits.
-        hint: String,
-        /// Registered.
-        created_at: Timestamp,
-        /// Revoked, if it is.
-        revoked_at: Option<Timestamp>,
-    }
+/// A badge registered to a person, without its number or the number's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Badge {
+    /// Id.
+    pub id: BadgeId,
+    /// The site it works at.
+    pub site: SiteId,
+    /// Whose it is.
+    pub person: PersonId,
+    /// The number's last four hex digits; `None` once the holder has been erased.
+    pub hint: Option<String>,
+    /// Registered.
+    pub created_at: Timestamp,
+    /// Revoked, if it is.
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// The most rows one CSV import takes.
@@ -137,12 +137,41 @@ impl App {
         let s = self.site(site).await?;
         // A read: outside the caller's reach the site is not there, as for other reads.
         caller.unless_hidden(|p| policy::may_view_site(p, &s.org, &s.id))?;
-        let site = site.clone();
-        Ok(crate::views(
-            self.store()
-                .read(move |tx| async move { tx.badges_of_site(&site, 50_000).await }.boxed())
-                .await?,
-        ))
+        let (site, app) = (site.clone(), self.clone());
+        self.store()
+            .read(move |tx| {
+                async move {
+                    let rows = tx.badges_of_site(&site, 50_000).await?;
+                    app.badge_views(tx, rows).await
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    /// Badges as their views, each hint opened with its holder's key.
+    async fn badge_views(&self, tx: &mut Tx, rows: Vec<BadgeRow>) -> Result<Vec<Badge>, AppError> {
+        let mut sealers = std::collections::BTreeMap::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for b in rows {
+            if !sealers.contains_key(&b.person) {
+                let sealer = self.existing_subject_sealer(tx, &b.person).await?;
+                sealers.insert(b.person.clone(), sealer);
+            }
+            let hint = match sealers.get(&b.person) {
+                Some(Some(sealer)) => Some(sealer.read(Field::BadgeHint, &b.hint)?),
+                _ => None,
+            };
+            out.push(Badge {
+                id: b.id,
+                site: b.site,
+                person: b.person,
+                hint,
+                created_at: b.created_at,
+                revoked_at: b.revoked_at,
+            });
+        }
+        Ok(out)
     }
 
     /// Registers one badge to the person with that e-mail address at the site.
@@ -161,7 +190,7 @@ impl App {
                     ),
                 }
             })?;
-        rows.pop().map(Badge::from).ok_or(AppError::NotFound)
+        rows.pop().ok_or(AppError::NotFound)
     }
 
     /// Registers every badge of an access-control export, or none: one line that cannot be
@@ -174,7 +203,7 @@ impl App {
         csv: &str,
     ) -> Result<Vec<Badge>, Registration> {
         let specs = parse_badge_csv(csv).map_err(Registration::Problems)?;
-        self.register_badges(caller, site, specs).await.map(crate::views)
+        self.register_badges(caller, site, specs).await
     }
 
     async fn register_badges(
@@ -182,7 +211,7 @@ impl App {
         caller: &Caller,
         site: &SiteId,
         specs: Vec<(usize, BadgeSpec)>,
-    ) -> Result<Vec<BadgeRow>, Registration> {
+    ) -> Result<Vec<Badge>, Registration> {
         let s = self.site(site).await.map_err(Registration::Refused)?;
         let target = Target { site: Some(site.clone()), ..Target::default() };
         self.authorize(caller, AuditAction::BadgeRegister, &target, |p| {
@@ -214,12 +243,17 @@ impl App {
             });
         }
         let now = self.now();
-        let (actor, org, site) = (caller.actor(), s.org.clone(), site.clone());
+        let (actor, org, site, app) = (caller.actor(), s.org.clone(), site.clone(), self.clone());
         let written = self
             .store()
             .write(move |tx| {
-                async move { insert_badges(tx, &org, &site, new, problems, &actor, now).await }
-                    .boxed()
+                async move {
+                    match insert_badges(&app, tx, &org, &site, new, problems, &actor, now).await? {
+                        Ok(rows) => Ok(Ok(app.badge_views(tx, rows).await?)),
+                        Err(problems) => Ok(Err(problems)),
+                    }
+                }
+                .boxed()
             })
             .await
             .map_err(Registration::Refused)?;
@@ -244,7 +278,7 @@ impl App {
         let event =
             AuditEvent::success(self.now(), caller.actor(), AuditAction::BadgeRevoke, target)
                 .because(format!("{}:{}", badge.id, badge.person));
-        let now = self.now();
+        let (now, app) = (self.now(), self.clone());
         self.store()
             .write(move |tx| {
                 async move {
@@ -255,12 +289,12 @@ impl App {
                         ));
                     }
                     tx.append_audit(&event)?;
-                    tx.badge(&id).await?.ok_or(AppError::NotFound)
+                    let row = tx.badge(&id).await?.ok_or(AppError::NotFound)?;
+                    app.badge_views(tx, vec![row]).await?.pop().ok_or(AppError::NotFound)
                 }
                 .boxed()
             })
             .await
-            .map(Badge::from)
     }
 
     /// The badge read at the calling device's kiosk with `number` from a `reader`: the holder's
@@ -387,7 +421,9 @@ struct Pending {
 /// Inserts the badges with their audit entries, in the caller's unit of work, once every line
 /// names a person of the site and a number it has not registered. `Ok(Err(problems))` when any
 /// line fails: then nothing is written.
+#[expect(clippy::too_many_arguments, reason = "one unit of work's inputs, each needed")]
 async fn insert_badges(
+    app: &App,
     tx: &mut Tx,
     org: &custody_core::OrgId,
     site: &SiteId,
@@ -432,12 +468,20 @@ async fn insert_badges(
             });
             continue;
         }
+        // The hint is sealed under the holder's own key: erased with them.
+        let Some(sealer) = app.subject_sealer(tx, &person.id).await? else {
+            problems.push(ImportProblem {
+                line,
+                problem: format!("nobody at this site has the address {email}"),
+            });
+            continue;
+        };
         ready.push(NewBadge {
             id,
             site: site.clone(),
             person: person.id,
             verifier,
-            hint,
+            hint: sealer.seal(Field::BadgeHint, &hint)?,
             created_at: now,
         });
     }

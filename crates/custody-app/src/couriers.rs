@@ -262,17 +262,19 @@ impl App {
             .store()
             .read(move |tx| async move { tx.parcels_for_carrier(&carrier, 500).await }.boxed())
             .await?;
-        let deposits = parcels
-            .iter()
-            .filter(|p| &p.site == site && p.state == ParcelState::Expected && p.bank.is_none())
-            .cloned()
-            .map(Parcel::from)
-            .collect();
-        let returns = parcels
-            .into_iter()
-            .filter(|p| p.bank.as_ref() == Some(bank) && p.state == ParcelState::Expired)
-            .map(Parcel::from)
-            .collect();
+        let deposits = self.parcel_views(
+            parcels
+                .iter()
+                .filter(|p| &p.site == site && p.state == ParcelState::Expected && p.bank.is_none())
+                .cloned()
+                .collect(),
+        )?;
+        let returns = self.parcel_views(
+            parcels
+                .into_iter()
+                .filter(|p| p.bank.as_ref() == Some(bank) && p.state == ParcelState::Expired)
+                .collect(),
+        )?;
         let mut free = std::collections::BTreeMap::<SizeClass, u32>::new();
         for c in self.bank_overview(bank).await? {
             if c.state == CompartmentState::Free {

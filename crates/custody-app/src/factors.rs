@@ -376,13 +376,8 @@ impl App {
     ) -> Result<Proven, AppError> {
         let now = self.now();
         let created_at = self.session_created_at(token).await?;
-        let (new_token, row) = self.new_session_row(
-            &s.person.id,
-            s.id.clone(),
-            created_at,
-            Some((factor, now)),
-            client,
-        )?;
+        let (new_token, row) =
+            self.new_session_row(&s.person.id, s.id.clone(), created_at, Some((factor, now)))?;
         let old = self.session_hash(token);
         if recovery.is_some() {
             events.push(self.factor_event(
@@ -399,6 +394,7 @@ impl App {
             factor.as_str(),
         ));
         let hashes: Vec<[u8; 32]> = recovery.iter().flatten().map(|(_, h)| *h).collect();
+        let (app, client) = (self.clone(), client.clone());
         self.store()
             .write(move |tx| {
                 async move {
@@ -406,10 +402,11 @@ impl App {
                     if !tx.delete_session(&old).await? {
                         return Err(AppError::AuthenticationFailed);
                     }
-                    tx.insert_session(&row).await?;
+                    let person = row.person.clone();
+                    app.insert_session(tx, row, &client).await?;
                     budgets.refund(tx, now).await?;
                     if !hashes.is_empty() {
-                        tx.replace_recovery_codes(&row.person, &hashes, now).await?;
+                        tx.replace_recovery_codes(&person, &hashes, now).await?;
                     }
                     for event in &events {
                         tx.append_audit(event)?;
@@ -571,18 +568,24 @@ impl App {
 
     /// The person's live sessions, newest first.
     pub async fn sessions_of(&self, s: &SessionInfo) -> Result<Vec<Session>, AppError> {
-        let person = s.person.id.clone();
+        let (person, app) = (s.person.id.clone(), self.clone());
         let now = self.now();
         let idle = self.session_idle(s.person.role);
-        let rows = self
-            .store()
-            .read(move |tx| async move { tx.sessions_of(&person).await }.boxed())
-            .await?;
-        Ok(rows
-            .into_iter()
-            .filter(|r| r.expires_at > now && r.last_seen_at.plus(idle) > now)
-            .map(Session::from)
-            .collect())
+        self.store()
+            .read(move |tx| {
+                async move {
+                    let rows = tx.sessions_of(&person).await?;
+                    let live = rows
+                        .into_iter()
+                        .filter(|r| r.expires_at > now && r.last_seen_at.plus(idle) > now);
+                    let Some(sealer) = app.existing_subject_sealer(tx, &person).await? else {
+                        return Ok(Vec::new());
+                    };
+                    live.map(|r| Session::open(r, &sealer)).collect()
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// Ends one of the person's own sessions. Another person's session id is "not found".

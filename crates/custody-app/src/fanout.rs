@@ -18,10 +18,11 @@ use custody_core::alert::{Channel, Severity};
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::{AlertId, DeliveryId, EndpointId, PersonId, SiteId, Timestamp, policy};
 use custody_crypto::webhook::WebhookSecret;
-use custody_store::{AlertRow, DeliveryRow, EndpointRow, SubscriptionRow, Tx};
+use custody_store::{AlertRow, DeliveryRow, EndpointRow, StoredText, SubscriptionRow, Tx};
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
 
+use crate::personal::{Field, SubjectSealer};
 use crate::{App, AppError, Caller};
 
 view! {
@@ -73,21 +74,38 @@ view! {
         dead_at: Option<Timestamp>,
     }
 }
-view! {
-    /// A person's consent to hear of a site's alerts on one channel.
-    Subscription from SubscriptionRow {
-        /// Who.
-        person: PersonId,
-        /// Which site's alerts.
-        site: SiteId,
-        /// `email` or `sms`.
-        channel: Channel,
-        /// The number for text messages (E.164).
-        phone: Option<String>,
-        /// The least severity they hear of.
-        min_severity: Severity,
-        /// When they agreed.
-        consented_at: Timestamp,
+/// A person's consent to hear of a site's alerts on one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Who.
+    pub person: PersonId,
+    /// Which site's alerts.
+    pub site: SiteId,
+    /// `email` or `sms`.
+    pub channel: Channel,
+    /// The number for text messages (E.164).
+    pub phone: Option<String>,
+    /// The least severity they hear of.
+    pub min_severity: Severity,
+    /// When they agreed.
+    pub consented_at: Timestamp,
+}
+
+impl Subscription {
+    /// A stored consent, its number opened with its person's key (`None` once erased).
+    fn open(row: SubscriptionRow, sealer: Option<&SubjectSealer>) -> Result<Self, AppError> {
+        let phone = match (&row.phone, sealer) {
+            (Some(stored), Some(sealer)) => Some(sealer.read(Field::Phone, stored)?),
+            _ => None,
+        };
+        Ok(Self {
+            person: row.person,
+            site: row.site,
+            channel: row.channel,
+            phone,
+            min_severity: row.min_severity,
+            consented_at: row.consented_at,
+        })
     }
 }
 
@@ -476,11 +494,17 @@ impl App {
         &self,
         caller: &Caller,
     ) -> Result<Vec<Subscription>, AppError> {
-        let person = caller.person().cloned().ok_or(AppError::Forbidden)?;
-        let rows = self.store().read(move |tx| {
-            async move { tx.alert_subscriptions(Some(&person), None).await }.boxed()
-        });
-        Ok(crate::views(rows.await?))
+        let (person, app) = (caller.person().cloned().ok_or(AppError::Forbidden)?, self.clone());
+        self.store()
+            .read(move |tx| {
+                async move {
+                    let rows = tx.alert_subscriptions(Some(&person), None).await?;
+                    let sealer = app.existing_subject_sealer(tx, &person).await?;
+                    rows.into_iter().map(|r| Subscription::open(r, sealer.as_ref())).collect()
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// The caller agrees to hear of a site's alerts on `channel` from `min_severity` up: e-mail
@@ -512,7 +536,7 @@ impl App {
             _ => return Err(AppError::Invalid("channel: email or sms".into())),
         };
         self.viewable_site(caller, site).await?;
-        let row = SubscriptionRow {
+        let consent = Subscription {
             person,
             site: site.clone(),
             channel,
@@ -520,11 +544,28 @@ impl App {
             min_severity,
             consented_at: self.now(),
         };
-        let (stored, actor) = (row.clone(), caller.actor());
+        let (given, actor, app) = (consent.clone(), caller.actor(), self.clone());
         let target = Target { site: Some(site.clone()), ..Target::default() };
         self.store()
             .write(move |tx| {
                 async move {
+                    // The number is sealed under the person's own key: erased with them.
+                    let phone = match &given.phone {
+                        Some(number) => {
+                            let sealer = app.subject_sealer(tx, &given.person).await?;
+                            let sealer = sealer.ok_or(AppError::Forbidden)?;
+                            Some(StoredText::Sealed(sealer.seal(Field::Phone, number)?))
+                        }
+                        None => None,
+                    };
+                    let stored = SubscriptionRow {
+                        person: given.person,
+                        site: given.site,
+                        channel: given.channel,
+                        phone,
+                        min_severity: given.min_severity,
+                        consented_at: given.consented_at,
+                    };
                     tx.put_alert_subscription(&stored).await?;
                     let reason = format!("agreed:{}:{}", stored.channel, stored.min_severity);
                     let at = stored.consented_at;
@@ -534,7 +575,7 @@ impl App {
                 .boxed()
             })
             .await?;
-        Ok(row.into())
+        Ok(consent)
     }
 
     /// The caller withdraws a consent: nothing more reaches them that way, queued or not.
@@ -696,7 +737,10 @@ async fn address(
         return Ok(None);
     };
     Ok(match d.channel {
-        Channel::Sms => consent.phone,
+        Channel::Sms => match (&consent.phone, app.existing_subject_sealer(tx, person).await?) {
+            (Some(stored), Some(sealer)) => Some(sealer.read(Field::Phone, stored)?),
+            _ => None,
+        },
         _ => match tx.person(person).await? {
             Some(row) => app.open_details(&row)?.map(|(email, _)| email.to_string()),
             None => None,

@@ -108,6 +108,23 @@ impl App {
             })
             .await?;
         let couriers = self.courier_verifiers(bank, &work.couriers, now).await?;
+        let mut expected = Vec::with_capacity(work.expected.len());
+        for p in &work.expected {
+            let tracking = match &p.tracking_ref {
+                Some(stored) => self.open_tracking_ref(&p.id, stored)?.to_string(),
+                None => String::new(),
+            };
+            expected.push(OfflineParcel {
+                parcel: KioskParcel {
+                    id: p.id.to_string(),
+                    tracking_ref: tracking,
+                    size: p.size.as_str().to_owned(),
+                },
+                carrier: p.carrier.to_string(),
+                accessible: p.needs_accessible,
+                refrigerated: p.needs_refrigerated,
+            });
+        }
         Ok(OfflineList {
             key: BASE64.encode(&self.offline_key(bank)),
             issued_at_ms: now.as_millis(),
@@ -122,20 +139,7 @@ impl App {
                 })
                 .collect(),
             couriers,
-            expected: work
-                .expected
-                .iter()
-                .map(|p| OfflineParcel {
-                    parcel: KioskParcel {
-                        id: p.id.to_string(),
-                        tracking_ref: p.tracking_ref.as_str().to_owned(),
-                        size: p.size.as_str().to_owned(),
-                    },
-                    carrier: p.carrier.to_string(),
-                    accessible: p.needs_accessible,
-                    refrigerated: p.needs_refrigerated,
-                })
-                .collect(),
+            expected,
             free: work
                 .free
                 .iter()

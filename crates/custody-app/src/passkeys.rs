@@ -203,7 +203,7 @@ impl App {
         &self,
         client: &Client,
     ) -> Result<PasskeyCeremony, AppError> {
-        let budgets = sign_in_budgets(client);
+        let budgets = sign_in_budgets(self, client);
         self.spend_or_throttle(&budgets, anonymous(self.now(), Outcome::Denied, None)).await?;
         let ceremony = self.0.relying_party.begin_sign_in()?;
         let id = self.keep_ceremony(None, SIGN_IN, ceremony.state).await?;
@@ -251,7 +251,7 @@ impl App {
             self.store().write(move |tx| async move { tx.append_audit(&event) }.boxed()).await?;
             return Err(AppError::AuthenticationFailed);
         };
-        let (owner, budgets) = (person.id.clone(), sign_in_budgets(client));
+        let (owner, budgets) = (person.id.clone(), sign_in_budgets(self, client));
         self.store()
             .write(move |tx| {
                 async move {
@@ -267,8 +267,11 @@ impl App {
 }
 
 /// The budgets a passkey sign-in draws on: its source address and the whole installation.
-fn sign_in_budgets(client: &Client) -> Budgets {
-    Budgets::new("login", [(SOURCE_LOGIN, client.address.clone()), (GLOBAL_LOGIN, "all".into())])
+fn sign_in_budgets(app: &App, client: &Client) -> Budgets {
+    Budgets::new(
+        "login",
+        [(SOURCE_LOGIN, app.throttle_subject(&client.address)), (GLOBAL_LOGIN, "all".into())],
+    )
 }
 
 /// A sign-in event before anyone is known.

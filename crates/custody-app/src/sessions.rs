@@ -15,30 +15,50 @@ use custody_core::throttle::{
 };
 use custody_core::{PersonId, SessionId, Timestamp};
 use custody_crypto::constant_time_eq;
-use custody_store::{PersonRow, SessionRow};
-use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
+use custody_store::{PersonRow, SessionRow, Tx};
+
+use crate::personal::{Field, SubjectSealer};
+use data_encoding::BASE64URL_NOPAD;
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
 
-view! {
-    /// A signed-in session, without its token's hash.
-    Session from SessionRow {
-        /// Public id, for the owner's list of sessions.
-        id: SessionId,
-        /// Who.
-        person: PersonId,
-        /// Created.
-        created_at: Timestamp,
-        /// Last request.
-        last_seen_at: Timestamp,
-        /// Absolute end.
-        expires_at: Timestamp,
-        /// The second factor last proven in this session, and when; `None` for password only.
-        factor: Option<(Factor, Timestamp)>,
-        /// The network address it was started from.
-        source: String,
-        /// The browser it was started in, as it named itself (truncated).
-        user_agent: String,
+/// A signed-in session, without its token's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Public id, for the owner's list of sessions.
+    pub id: SessionId,
+    /// Who.
+    pub person: PersonId,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Last request.
+    pub last_seen_at: Timestamp,
+    /// Absolute end.
+    pub expires_at: Timestamp,
+    /// The second factor last proven in this session, and when; `None` for password only.
+    pub factor: Option<(Factor, Timestamp)>,
+    /// The network address it was started from.
+    pub source: String,
+    /// The browser it was started in, as it named itself (truncated).
+    pub user_agent: String,
+}
+
+impl Session {
+    /// A stored session, where it was started from opened with its person's key.
+    pub(crate) fn open(row: SessionRow, sealer: &SubjectSealer) -> Result<Self, AppError> {
+        let client = sealer.open(Field::SessionClient, &row.client)?;
+        let (source, user_agent): (String, String) = serde_json::from_str(&client)
+            .map_err(|_| AppError::Crypto(custody_crypto::CryptoError::Verification))?;
+        Ok(Self {
+            id: row.id,
+            person: row.person,
+            created_at: row.created_at,
+            last_seen_at: row.last_seen_at,
+            expires_at: row.expires_at,
+            factor: row.factor,
+            source,
+            user_agent,
+        })
     }
 }
 
@@ -219,7 +239,6 @@ impl App {
             SessionId::from_random(self.rng().bytes()?),
             now,
             factor.map(|f| (f, now)),
-            client,
         )?;
         let event = AuditEvent::success(
             now,
@@ -228,10 +247,11 @@ impl App {
             Target { site: person.site.clone(), ..Target::default() },
         )
         .because(how);
+        let (app, client) = (self.clone(), client.clone());
         self.store()
             .write(move |tx| {
                 async move {
-                    tx.insert_session(&session).await?;
+                    app.insert_session(tx, session, &client).await?;
                     tx.append_audit(&event)?;
                     Ok::<_, AppError>(())
                 }
@@ -253,7 +273,6 @@ impl App {
         id: SessionId,
         created_at: Timestamp,
         factor: Option<(Factor, Timestamp)>,
-        client: &Client,
     ) -> Result<(Zeroizing<String>, SessionRow), AppError> {
         let token_bytes: [u8; 32] = self.rng().bytes()?;
         let token = Zeroizing::new(BASE64URL_NOPAD.encode(&token_bytes));
@@ -266,10 +285,27 @@ impl App {
             last_seen_at: now,
             expires_at: created_at.plus(self.config().session_absolute),
             factor,
-            source: client.address.clone(),
-            user_agent: client.user_agent.clone(),
+            // Sealed under the person's key as it is stored (`App::insert_session`).
+            client: Vec::new(),
         };
         Ok((token, session))
+    }
+
+    /// Stores `session`, started from `client`: where it came from is sealed under the
+    /// person's own key. Someone erased has no key and gets no session.
+    pub(crate) async fn insert_session(
+        &self,
+        tx: &mut Tx,
+        mut session: SessionRow,
+        client: &Client,
+    ) -> Result<(), AppError> {
+        let sealer = self.subject_sealer(tx, &session.person).await?;
+        let sealer = sealer.ok_or(AppError::AuthenticationFailed)?;
+        let text = serde_json::to_string(&(&client.address, &client.user_agent))
+            .map_err(|_| AppError::Invalid("client".into()))?;
+        session.client = sealer.seal(Field::SessionClient, &text)?;
+        tx.insert_session(&session).await?;
+        Ok(())
     }
 
     /// The budgets a sign-in attempt draws on. A browser that signed in to this account before
@@ -283,13 +319,13 @@ impl App {
         if let Some(device) = trusted_device {
             return Budgets::new("login", [(DEVICE_LOGIN, device)]);
         }
-        let account = HEXLOWER.encode(&custody_crypto::sha256(account.as_bytes()));
+        let account = self.throttle_subject(account);
         Budgets::new(
             "login",
             [
                 (ACCOUNT_LOGIN, account.clone()),
                 (ACCOUNT_LOGIN_DAY, account),
-                (SOURCE_LOGIN, client.address.clone()),
+                (SOURCE_LOGIN, self.throttle_subject(&client.address)),
                 (GLOBAL_LOGIN, "all".to_owned()),
             ],
         )

@@ -14,7 +14,7 @@ use custody_core::person::Role;
 use custody_core::text::Email;
 use custody_core::throttle::{LINK_ACCOUNT, LINK_SOURCE};
 use custody_core::time::minutes;
-use data_encoding::{BASE64URL_NOPAD, HEXLOWER};
+use data_encoding::BASE64URL_NOPAD;
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
 
@@ -53,8 +53,8 @@ impl App {
         let budgets = Budgets::new(
             "link",
             [
-                (LINK_ACCOUNT, HEXLOWER.encode(&custody_crypto::sha256(typed.as_bytes()))),
-                (LINK_SOURCE, client.address.clone()),
+                (LINK_ACCOUNT, self.throttle_subject(&typed)),
+                (LINK_SOURCE, self.throttle_subject(&client.address)),
             ],
         );
         let denied =

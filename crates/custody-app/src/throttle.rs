@@ -78,6 +78,13 @@ impl Budgets {
 }
 
 impl App {
+    /// How a budget's subject that names or reaches a person (an address typed at sign-in, a
+    /// network address) is kept in the throttle's key: a keyed hash, so the counters show
+    /// neither and an unkeyed hash cannot be reversed by trying likely addresses.
+    pub(crate) fn throttle_subject(&self, subject: &str) -> String {
+        data_encoding::HEXLOWER.encode(&self.keys().throttle.hash(&[subject.as_bytes()]))
+    }
+
     /// Spends one attempt from every budget in a unit of its own. When one was spent already,
     /// records `denied` with `throttled:<budget>` as its reason, after the method `denied`'s
     /// reason names if any (`code_throttled:kiosk`; the spend and the record

@@ -32,11 +32,11 @@ impl App {
     ) -> Result<Vec<Parcel>, AppError> {
         let s = self.viewable_site(caller, site).await?;
         let limit = limit.clamp(1, 500);
-        Ok(crate::views(
+        self.parcel_views(
             self.store()
                 .read(move |tx| async move { tx.unaddressed_parcels(&s.id, limit).await }.boxed())
                 .await?,
-        ))
+        )
     }
 
     /// Staff name the resident a parcel with no recipient is for, by their e-mail address. A
@@ -102,13 +102,13 @@ impl App {
             })
             .await?;
         if addressed.state != ParcelState::Deposited {
-            return Ok(addressed.into());
+            return self.parcel_view(addressed);
         }
         match self.notify(&addressed.id).await {
             Ok(p) => Ok(p),
             Err(e) => {
                 tracing::warn!(parcel = %addressed.id, error = %e, "notification deferred");
-                Ok(addressed.into())
+                self.parcel_view(addressed)
             }
         }
     }

@@ -71,6 +71,11 @@ pub enum Purpose {
     /// Blind indexes of people's e-mail addresses: sign-in and look-ups by address without
     /// storing it in clear.
     EmailIndex,
+    /// Sealing of parcels' tracking numbers, each bound to its parcel.
+    TrackingRefs,
+    /// Keyed hashes of the personal subjects of throttle counters (addresses typed at sign-in,
+    /// network addresses).
+    ThrottleSubjects,
 }
 
 impl Purpose {
@@ -93,6 +98,8 @@ impl Purpose {
             Self::OfflineCodes => b"custody/v1/offline-codes",
             Self::WebhookSecrets => b"custody/v1/webhook-secrets",
             Self::EmailIndex => b"custody/v1/email-index",
+            Self::TrackingRefs => b"custody/v1/tracking-refs",
+            Self::ThrottleSubjects => b"custody/v1/throttle-subjects",
         }
     }
 }

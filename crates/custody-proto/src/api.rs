@@ -503,8 +503,8 @@ pub struct BadgeView {
     pub site: String,
     /// Whose it is (a person's id).
     pub person: String,
-    /// The number's last four hex digits.
-    pub hint: String,
+    /// The number's last four hex digits; null once the holder has been erased.
+    pub hint: Option<String>,
     /// When it was registered (RFC 3339).
     pub created_at: String,
     /// When it was revoked (RFC 3339), if it was.

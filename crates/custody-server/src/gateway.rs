@@ -778,7 +778,8 @@ async fn answer_pickup(
 fn kiosk_parcel(p: &custody_app::parcels::Parcel) -> KioskParcel {
     KioskParcel {
         id: p.id.to_string(),
-        tracking_ref: p.tracking_ref.as_str().to_owned(),
+        // Dropped once the recipient was erased: the kiosk shows the parcel without it.
+        tracking_ref: p.tracking_ref.as_ref().map(|t| t.as_str().to_owned()).unwrap_or_default(),
         size: p.size.as_str().to_owned(),
     }
 }

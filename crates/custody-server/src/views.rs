@@ -57,7 +57,7 @@ pub(crate) fn parcel(caller: &Caller, p: &Parcel) -> ParcelView {
         compartment: p.compartment.as_ref().map(ToString::to_string),
         carrier: p.carrier.to_string(),
         recipient: p.recipient.as_ref().map(ToString::to_string),
-        tracking_ref: p.tracking_ref.to_string(),
+        tracking_ref: p.tracking_ref.as_ref().map(ToString::to_string),
         size: p.size.as_str().into(),
         state: p.state.as_str().into(),
         created_at: rfc3339(p.created_at),

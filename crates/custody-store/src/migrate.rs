@@ -178,6 +178,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0023_people_sealed.sql"),
         sqlite_rebuilds: true,
     },
+    Migration {
+        version: 24,
+        name: "personal_fields_sealed",
+        sqlite: include_str!("../migrations/sqlite/0024_personal_fields_sealed.sql"),
+        postgres: include_str!("../migrations/postgres/0024_personal_fields_sealed.sql"),
+        sqlite_rebuilds: true,
+    },
 ];
 
 /// The newest schema version this build knows.

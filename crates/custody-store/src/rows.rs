@@ -9,7 +9,7 @@ use custody_core::compartment::{CompartmentNumber, CompartmentState, DoorState, 
 use custody_core::parcel::ParcelState;
 use custody_core::person::{Factor, Role};
 use custody_core::site::PickupWindow;
-use custody_core::text::{Email, Name, TrackingRef};
+use custody_core::text::{Email, Name};
 use custody_core::{
     AlertId, ApiKeyId, ApprovalId, BadgeId, BankId, CarrierId, CodeId, CompartmentId, DeliveryId,
     DeviceId, EndpointId, MessageId, OrgId, ParcelId, PersonId, SessionId, SiteId, Timestamp,
@@ -154,6 +154,16 @@ pub struct PersonRow {
     pub created_at: Timestamp,
 }
 
+/// A personal text as a row holds it: sealed by the application under its subject's key, or
+/// in clear from before it was, waiting to be sealed in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredText {
+    /// Sealed.
+    Sealed(Vec<u8>),
+    /// Stored in clear by an earlier version.
+    Clear(String),
+}
+
 /// A person's address and name as the row holds them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PersonDetails {
@@ -215,10 +225,9 @@ pub struct SessionRow {
     pub expires_at: Timestamp,
     /// The second factor last proven in this session, and when; `None` for password only.
     pub factor: Option<(Factor, Timestamp)>,
-    /// The network address it was started from.
-    pub source: String,
-    /// The browser it was started in, as it named itself (truncated).
-    pub user_agent: String,
+    /// Where it was started from (the network address and the browser's name for itself),
+    /// sealed under the person's key.
+    pub client: Vec<u8>,
 }
 
 /// A request waiting for (or answered by) a second person.
@@ -279,8 +288,9 @@ pub struct ParcelRow {
     /// Who may collect it: none for a parcel announced for an address that matched no resident
     /// of the site, until the site's staff name one.
     pub recipient: Option<PersonId>,
-    /// Carrier's reference.
-    pub tracking_ref: TrackingRef,
+    /// The carrier's tracking number, sealed under the installation's tracking key and bound
+    /// to the parcel; `None` once the recipient has been erased.
+    pub tracking_ref: Option<StoredText>,
     /// Size class.
     pub size: SizeClass,
     /// Needs an accessible compartment.
@@ -357,8 +367,8 @@ pub struct BadgeRow {
     pub person: PersonId,
     /// The number's keyed hash.
     pub verifier: Vec<u8>,
-    /// The number's last four hex digits.
-    pub hint: String,
+    /// The number's last four hex digits, sealed under the holder's key.
+    pub hint: StoredText,
     /// Registered.
     pub created_at: Timestamp,
     /// Revoked, if it is.
@@ -376,8 +386,8 @@ pub struct NewBadge {
     pub person: PersonId,
     /// The number's keyed hash.
     pub verifier: Vec<u8>,
-    /// The number's last four hex digits.
-    pub hint: String,
+    /// The number's last four hex digits, sealed under the holder's key.
+    pub hint: Vec<u8>,
     /// When.
     pub created_at: Timestamp,
 }
@@ -707,8 +717,8 @@ pub struct SubscriptionRow {
     pub site: SiteId,
     /// `email` or `sms`.
     pub channel: Channel,
-    /// The number for text messages (E.164).
-    pub phone: Option<String>,
+    /// The number for text messages (E.164), sealed under the person's key.
+    pub phone: Option<StoredText>,
     /// The least severity they hear of.
     pub min_severity: Severity,
     /// When they agreed.

@@ -6,6 +6,7 @@ use sqlx::any::AnyRow;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, Row as _, Transaction};
 
+use crate::rows::StoredText;
 use crate::{Backend, StoreError};
 
 enum Conn {
@@ -89,6 +90,23 @@ fn blob(row: &AnyRow, col: &'static str) -> R<Vec<u8>> {
 
 fn opt_blob(row: &AnyRow, col: &'static str) -> R<Option<Vec<u8>>> {
     row.try_get::<Option<Vec<u8>>, _>(col).map_err(|_| StoreError::Corrupt(col))
+}
+
+/// A personal text from its sealed column, or its clear one from before it was sealed.
+fn opt_stored(row: &AnyRow, sealed: &'static str, clear: &'static str) -> R<Option<StoredText>> {
+    Ok(match opt_blob(row, sealed)? {
+        Some(bytes) => Some(StoredText::Sealed(bytes)),
+        None => opt_text(row, clear)?.map(StoredText::Clear),
+    })
+}
+
+/// A personal text as its sealed and clear columns take it.
+fn stored_columns(t: Option<&StoredText>) -> (Option<Vec<u8>>, Option<String>) {
+    match t {
+        Some(StoredText::Sealed(bytes)) => (Some(bytes.clone()), None),
+        Some(StoredText::Clear(text)) => (None, Some(text.clone())),
+        None => (None, None),
+    }
 }
 
 fn parse<T>(row: &AnyRow, col: &'static str, f: impl FnOnce(&str) -> Option<T>) -> R<T> {

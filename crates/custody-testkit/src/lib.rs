@@ -18,6 +18,7 @@
 
 pub mod attacker;
 pub mod browser;
+pub mod dump;
 pub mod env;
 pub mod mail;
 pub mod rsyslog;

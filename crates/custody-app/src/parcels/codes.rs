@@ -54,7 +54,7 @@ impl App {
                     self.codes_changed(bank);
                 }
             })
-            .map(Parcel::from)
+            .and_then(|p| self.parcel_view(p))
     }
 
     /// Sends the recipient a new pickup code for a parcel waiting in its compartment, and

@@ -140,7 +140,8 @@ impl App {
                             },
                         )
                         .await?;
-                    Ok(Deposit { parcel: p.into(), compartment: compartment.into(), command })
+                    let parcel = app.parcel_view(p)?;
+                    Ok(Deposit { parcel, compartment: compartment.into(), command })
                 }
                 .boxed()
             })
@@ -212,7 +213,7 @@ impl App {
                 .boxed()
             })
             .await
-            .map(Parcel::from)
+            .and_then(|p| self.parcel_view(p))
     }
 
     /// Confirms a deposit and notifies the recipient at once, wherever the courier confirms
@@ -250,7 +251,7 @@ impl App {
                 async move { release(tx, &p.id, &actor, now, "cancelled").await }.boxed()
             })
             .await
-            .map(Parcel::from)
+            .and_then(|p| self.parcel_view(p))
     }
 
     /// Releases reservations whose time ran out (housekeeping). Returns how many.

@@ -106,7 +106,7 @@ impl App {
                     .boxed()
             })
             .await
-            .map(|(parcel, opening)| (parcel.into(), opening))
+            .and_then(|(parcel, opening)| Ok((self.parcel_view(parcel)?, opening)))
     }
 
     /// Staff take a parcel out of the locker, saying why. Past the remote-open budget this
@@ -156,7 +156,7 @@ impl App {
                     let words = Some(reason.as_str().to_owned());
                     let (taken, opening) =
                         app.take_out(tx, &p.id, &out, &actor, charge, words, now).await?;
-                    Ok(OpenOrAsk::Opened((taken.into(), opening)))
+                    Ok(OpenOrAsk::Opened((app.parcel_view(taken)?, opening)))
                 }
                 .boxed()
             })

@@ -31,46 +31,81 @@ use crate::{App, AppError, Caller};
 
 use custody_core::{CompartmentId, OrgId, PersonId};
 
-view! {
-    /// A parcel.
-    Parcel from ParcelRow {
-        /// Id.
-        id: ParcelId,
-        /// Organisation.
-        org: OrgId,
-        /// Site.
-        site: SiteId,
-        /// Bank, once a compartment is assigned.
-        bank: Option<BankId>,
-        /// Compartment, once assigned.
-        compartment: Option<CompartmentId>,
-        /// Delivering carrier.
-        carrier: CarrierId,
-        /// Who may collect it: none for a parcel announced for an address that matched no resident
-        /// of the site, until the site's staff name one.
-        recipient: Option<PersonId>,
-        /// Carrier's reference.
-        tracking_ref: TrackingRef,
-        /// Size class.
-        size: SizeClass,
-        /// Needs an accessible compartment.
-        needs_accessible: bool,
-        /// Needs a refrigerated compartment.
-        needs_refrigerated: bool,
-        /// Lifecycle state.
-        state: ParcelState,
-        /// Announced.
-        created_at: Timestamp,
-        /// Deposited.
-        deposited_at: Option<Timestamp>,
-        /// Recipient notified.
-        notified_at: Option<Timestamp>,
-        /// End of the pickup window.
-        expires_at: Option<Timestamp>,
-        /// Left the locker for good (picked up, returned, retrieved).
-        closed_at: Option<Timestamp>,
-        /// Last change.
-        updated_at: Timestamp,
+/// A parcel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parcel {
+    /// Id.
+    pub id: ParcelId,
+    /// Organisation.
+    pub org: OrgId,
+    /// Site.
+    pub site: SiteId,
+    /// Bank, once a compartment is assigned.
+    pub bank: Option<BankId>,
+    /// Compartment, once assigned.
+    pub compartment: Option<CompartmentId>,
+    /// Delivering carrier.
+    pub carrier: CarrierId,
+    /// Who may collect it: none for a parcel announced for an address that matched no resident
+    /// of the site, until the site's staff name one.
+    pub recipient: Option<PersonId>,
+    /// The carrier's tracking number; `None` once the recipient has been erased.
+    pub tracking_ref: Option<TrackingRef>,
+    /// Size class.
+    pub size: SizeClass,
+    /// Needs an accessible compartment.
+    pub needs_accessible: bool,
+    /// Needs a refrigerated compartment.
+    pub needs_refrigerated: bool,
+    /// Lifecycle state.
+    pub state: ParcelState,
+    /// Announced.
+    pub created_at: Timestamp,
+    /// Deposited.
+    pub deposited_at: Option<Timestamp>,
+    /// Recipient notified.
+    pub notified_at: Option<Timestamp>,
+    /// End of the pickup window.
+    pub expires_at: Option<Timestamp>,
+    /// Left the locker for good (picked up, returned, retrieved).
+    pub closed_at: Option<Timestamp>,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+impl App {
+    /// A stored parcel as its view: its tracking number opened (it is sealed under the
+    /// installation's tracking key, bound to the parcel).
+    pub(crate) fn parcel_view(&self, row: ParcelRow) -> Result<Parcel, AppError> {
+        let tracking_ref = match &row.tracking_ref {
+            Some(stored) => Some(self.open_tracking_ref(&row.id, stored)?),
+            None => None,
+        };
+        Ok(Parcel {
+            id: row.id,
+            org: row.org,
+            site: row.site,
+            bank: row.bank,
+            compartment: row.compartment,
+            carrier: row.carrier,
+            recipient: row.recipient,
+            tracking_ref,
+            size: row.size,
+            needs_accessible: row.needs_accessible,
+            needs_refrigerated: row.needs_refrigerated,
+            state: row.state,
+            created_at: row.created_at,
+            deposited_at: row.deposited_at,
+            notified_at: row.notified_at,
+            expires_at: row.expires_at,
+            closed_at: row.closed_at,
+            updated_at: row.updated_at,
+        })
+    }
+
+    /// Stored parcels as their views.
+    pub(crate) fn parcel_views(&self, rows: Vec<ParcelRow>) -> Result<Vec<Parcel>, AppError> {
+        rows.into_iter().map(|row| self.parcel_view(row)).collect()
     }
 }
 
@@ -370,7 +405,7 @@ impl App {
     /// Loads a parcel the caller may see. A parcel the caller may not see is `NotFound`, the
     /// same as one that does not exist (and the attempt is audited).
     pub async fn parcel(&self, caller: &Caller, id: &ParcelId) -> Result<Parcel, AppError> {
-        self.parcel_row(caller, id).await.map(Into::into)
+        self.parcel_row(caller, id).await.and_then(|row| self.parcel_view(row))
     }
 
     /// [`App::parcel`] as stored, for the use cases that go on to change it.
@@ -409,7 +444,7 @@ impl App {
         let history = entries_seen_by(caller, history, |row| row.event.action);
         let statements = self.statements(caller, &parcel.org, &parcel.site, &history).await?;
         let history = history.into_iter().map(AuditRecord::from).zip(statements).collect();
-        Ok((as_seen_by(caller, parcel.into()), history))
+        Ok((as_seen_by(caller, self.parcel_view(parcel)?), history))
     }
 
     /// The parcels the caller may see: a resident's own, a carrier's (within its sites), or a
@@ -426,13 +461,13 @@ impl App {
                 if standing.role == Role::Resident =>
             {
                 let id = id.clone();
-                Ok(crate::views(
+                self.parcel_views(
                     self.store()
                         .read(move |tx| {
                             async move { tx.parcels_for_recipient(&id, limit).await }.boxed()
                         })
                         .await?,
-                ))
+                )
             }
             (
                 Caller::Principal(p @ (Principal::CarrierKey { .. } | Principal::Person { .. })),
@@ -453,22 +488,21 @@ impl App {
                         async move { tx.parcels_for_carrier(&carrier, limit).await }.boxed()
                     })
                     .await?;
-                Ok(all
-                    .into_iter()
+                all.into_iter()
                     .filter(|parcel| policy::may_view_parcel(p, facts(parcel)).is_ok())
-                    .map(|parcel| as_seen_by(caller, parcel.into()))
-                    .collect())
+                    .map(|parcel| Ok(as_seen_by(caller, self.parcel_view(parcel)?)))
+                    .collect()
             }
             (_, Some(site)) => {
                 self.viewable_site(caller, site).await?;
                 let site = site.clone();
-                Ok(crate::views(
+                self.parcel_views(
                     self.store()
                         .read(move |tx| {
                             async move { tx.parcels_at_site(&site, limit).await }.boxed()
                         })
                         .await?,
-                ))
+                )
             }
             _ => Err(AppError::Invalid("name a site".into())),
         }
@@ -491,7 +525,7 @@ impl App {
         let tracking_ref = TrackingRef::parse(&spec.tracking_ref).map_err(AppError::invalid)?;
         let now = self.now();
         let id = ParcelId::from_random(self.rng().bytes()?);
-        let actor = caller.actor();
+        let (actor, app) = (caller.actor(), self.clone());
         self.store()
             .write(move |tx| {
                 async move {
@@ -504,6 +538,7 @@ impl App {
                     if carrier.org != site.org {
                         return Err(AppError::NotFound);
                     }
+                    let tracking_ref = Some(app.seal_tracking_ref(&id, &tracking_ref)?);
                     let parcel = ParcelRow {
                         id,
                         org: site.org.clone(),
@@ -537,7 +572,7 @@ impl App {
                 .boxed()
             })
             .await
-            .map(Parcel::from)
+            .and_then(|p| self.parcel_view(p))
     }
 }
 

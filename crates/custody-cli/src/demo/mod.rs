@@ -64,6 +64,10 @@ pub(crate) struct Args {
     /// Device gateway address.
     #[arg(long, default_value = "127.0.0.1:8444")]
     gateway_listen: SocketAddr,
+    /// Keep the demo's data directory (keys, database, e-mails) when it exits, to look at
+    /// what it stored.
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -395,7 +399,12 @@ async fn start(data_arg: &Path, url: Option<&str>, args: &Args) -> anyhow::Resul
         outbox,
         receivers: tokio::sync::Mutex::new(receivers),
         data,
-        _temp: Some(temp),
+        _temp: if args.keep {
+            println!("  kept:        {} (not deleted on exit)", temp.keep().display());
+            None
+        } else {
+            Some(temp)
+        },
     })
 }
 
@@ -488,9 +497,13 @@ pub(crate) async fn run(data: &Path, url: Option<&str>, args: Args) -> anyhow::R
             }
         },
         None => {
-            println!(
-                "Running. Press Ctrl-C to stop (the demo's data directory is deleted on exit)."
-            );
+            if args.keep {
+                println!("Running. Press Ctrl-C to stop.");
+            } else {
+                println!(
+                    "Running. Press Ctrl-C to stop (the demo's data directory is deleted on exit)."
+                );
+            }
             tokio::signal::ctrl_c().await?;
             Ok(ExitCode::SUCCESS)
         }

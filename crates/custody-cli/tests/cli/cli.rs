@@ -204,13 +204,15 @@ async fn commands_need_an_initialised_data_directory() {
     assert!(text(&out).contains("custody --data-dir"), "{}", text(&out));
 }
 
+/// Runs the tour; then a dump of its database (`sqlite3 .dump`, `pg_dump`) names nobody the
+/// tour named and holds none of its tracking numbers.
 async fn tour(database_url: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_custody"));
     command
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["demo", "--scenario", "tour"])
+        .args(["demo", "--scenario", "tour", "--keep"])
         .env("CUSTODY_LOG", "warn");
     if let Some(url) = database_url {
         command.args(["--database-url", url]);
@@ -220,6 +222,36 @@ async fn tour(database_url: Option<&str>) {
     assert!(out.status.success(), "tour failed:\n{shown}");
     assert!(shown.contains("Tour complete"), "{shown}");
     assert!(!shown.contains('✘'), "{shown}");
+
+    // The demo made its data directory inside ours, and kept it.
+    let kept = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+    let url = database_url.map_or_else(|| custody_store::sqlite_url_in(&kept), str::to_owned);
+    let Some(dump) = custody_testkit::dump::dump("cli::tour", &url).await else { return };
+    let mut personal: Vec<String> = [
+        "root@harbour.example",
+        "Sam Super",
+        "admin@harbour.example",
+        "Ada Admin",
+        "ops@harbour.example",
+        "Olly Ops",
+        "audit@harbour.example",
+        "Abe Auditor",
+        "carl@parcelco.example",
+        "Carl Courier",
+        "ann@harbour.example",
+        "Ann Resident",
+        "bob@harbour.example",
+        "Bob Resident",
+        "PC-GARAGE-1",
+        "PC-KIOSK-1",
+    ]
+    .map(str::to_owned)
+    .into();
+    personal.extend((1000..1100).map(|n| format!("'PC{n}'")));
+    personal.extend((1000..1100).map(|n| format!("\tPC{n}\t")));
+    for datum in &personal {
+        assert!(!dump.contains(datum.as_str()), "{datum} in a dump of the tour's database");
+    }
 }
 
 #[tokio::test]

@@ -23,8 +23,8 @@ pub struct ParcelView {
     /// resident), and always `null` to carriers and couriers, who never learn who a parcel is
     /// for.
     pub recipient: Option<String>,
-    /// Carrier's reference.
-    pub tracking_ref: String,
+    /// Carrier's reference; `null` once the recipient has been erased.
+    pub tracking_ref: Option<String>,
     /// Size class.
     pub size: String,
     /// `expected`, `deposited`, `notified`, `picked_up`, `expired`, `returned` or `retrieved`.

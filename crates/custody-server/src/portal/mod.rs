@@ -356,7 +356,7 @@ fn line(p: &Parcel, compartments: &[Compartment]) -> ParcelLine {
     ParcelLine {
         id: p.id.to_string(),
         state: p.state.as_str().replace('_', " "),
-        tracking_ref: p.tracking_ref.to_string(),
+        tracking_ref: p.tracking_ref.as_ref().map_or_else(|| "—".into(), ToString::to_string),
         size: p.size.as_str().replace('_', " "),
         compartment: number.unwrap_or_else(|| "—".into()),
         created_at: views::rfc3339(p.created_at),

@@ -3,12 +3,13 @@
 use custody_core::{BadgeId, PersonId, SiteId, Timestamp};
 use sqlx::any::AnyRow;
 
+use crate::StoreError;
 use crate::rows::{BadgeRow, NewBadge};
 
-use super::{R, Tx, blob, int, opt_time, parse, text, time};
+use super::{R, Tx, blob, int, opt_stored, opt_time, parse, time};
 
 pub(crate) const BADGE_COLS: &str =
-    "id, site_id, person_id, verifier, hint, created_at, revoked_at";
+    "id, site_id, person_id, verifier, hint_sealed, clear_hint, created_at, revoked_at";
 
 pub(crate) fn badge_row(r: &AnyRow) -> R<BadgeRow> {
     Ok(BadgeRow {
@@ -16,7 +17,8 @@ pub(crate) fn badge_row(r: &AnyRow) -> R<BadgeRow> {
         site: parse(r, "site_id", |s| SiteId::parse(s).ok())?,
         person: parse(r, "person_id", |s| PersonId::parse(s).ok())?,
         verifier: blob(r, "verifier")?,
-        hint: text(r, "hint")?,
+        hint: opt_stored(r, "hint_sealed", "clear_hint")?
+            .ok_or(StoreError::Corrupt("badges.hint_sealed"))?,
         created_at: time(r, "created_at")?,
         revoked_at: opt_time(r, "revoked_at")?,
     })
@@ -28,7 +30,7 @@ impl Tx {
     pub async fn insert_badge(&mut self, b: &NewBadge) -> R<()> {
         self.exec(
             sqlx::query(
-                "INSERT INTO badges (id, site_id, person_id, verifier, hint, created_at) \
+                "INSERT INTO badges (id, site_id, person_id, verifier, hint_sealed, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(b.id.as_str().to_owned())
@@ -102,6 +104,45 @@ impl Tx {
             )
             .await?;
         rows.iter().map(|r| blob(r, "verifier")).collect()
+    }
+
+    /// Up to `limit` badges whose hint is still stored in clear (from before hints were
+    /// sealed), by id.
+    pub async fn badges_in_clear(&mut self, limit: i64) -> R<Vec<BadgeRow>> {
+        const Q: &str = sql!(
+            "SELECT ",
+            BADGE_COLS,
+            " FROM badges WHERE clear_hint IS NOT NULL ORDER BY id LIMIT $1"
+        );
+        let rows = self.all(sqlx::query(Q).bind(limit)).await?;
+        rows.iter().map(badge_row).collect()
+    }
+
+    /// Replaces a badge's clear hint with its sealed form, if it is still in clear.
+    pub async fn seal_badge_hint(&mut self, id: &BadgeId, sealed: &[u8]) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE badges SET hint_sealed = $2, clear_hint = NULL \
+                     WHERE id = $1 AND clear_hint IS NOT NULL",
+                )
+                .bind(id.as_str().to_owned())
+                .bind(sealed.to_vec()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Revokes every badge of `person` still working (they are being erased); how many.
+    pub async fn revoke_badges_of(&mut self, person: &PersonId, now: Timestamp) -> R<u64> {
+        self.exec(
+            sqlx::query(
+                "UPDATE badges SET revoked_at = $1 WHERE person_id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now.as_millis())
+            .bind(person.as_str().to_owned()),
+        )
+        .await
     }
 
     /// Revokes badge `id`; false when it was revoked already.

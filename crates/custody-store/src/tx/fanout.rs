@@ -7,7 +7,10 @@ use sqlx::any::AnyRow;
 use crate::StoreError;
 use crate::rows::{DeliveryRow, EndpointRow, SubscriptionRow};
 
-use super::{R, Tx, int, opt_blob, opt_parse, opt_text, opt_time, parse, text, time};
+use super::{
+    R, Tx, int, opt_blob, opt_parse, opt_stored, opt_text, opt_time, parse, stored_columns, text,
+    time,
+};
 
 pub(crate) const ENDPOINT_COLS: &str =
     "id, site_id, channel, target, secret, min_severity, created_at";
@@ -264,16 +267,20 @@ impl Tx {
     /// Records a person's consent to hear of a site's alerts on a channel, replacing the one
     /// they gave before.
     pub async fn put_alert_subscription(&mut self, s: &SubscriptionRow) -> R<()> {
+        let (sealed, clear) = stored_columns(s.phone.as_ref());
         self.exec(
             sqlx::query(
-                "INSERT INTO alert_subscriptions (person_id, site_id, channel, phone, min_severity, consented_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (person_id, site_id, channel) DO UPDATE SET \
-                 phone = excluded.phone, min_severity = excluded.min_severity, consented_at = excluded.consented_at",
+                "INSERT INTO alert_subscriptions (person_id, site_id, channel, phone_sealed, \
+                 clear_phone, min_severity, consented_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (person_id, site_id, channel) DO UPDATE SET \
+                 phone_sealed = excluded.phone_sealed, clear_phone = excluded.clear_phone, \
+                 min_severity = excluded.min_severity, consented_at = excluded.consented_at",
             )
             .bind(s.person.as_str().to_owned())
             .bind(s.site.as_str().to_owned())
             .bind(s.channel.as_str())
-            .bind(s.phone.clone())
+            .bind(sealed)
+            .bind(clear)
             .bind(s.min_severity.as_str())
             .bind(s.consented_at.as_millis()),
         )
@@ -319,25 +326,59 @@ impl Tx {
         let rows = self
             .all(
                 sqlx::query(
-                    "SELECT person_id, site_id, channel, phone, min_severity, consented_at \
-                     FROM alert_subscriptions WHERE ($1 IS NULL OR person_id = $1) \
+                    "SELECT person_id, site_id, channel, phone_sealed, clear_phone, min_severity, \
+                     consented_at FROM alert_subscriptions WHERE ($1 IS NULL OR person_id = $1) \
                      AND ($2 IS NULL OR site_id = $2) ORDER BY site_id, person_id, channel",
                 )
                 .bind(person.map(|p| p.as_str().to_owned()))
                 .bind(site.map(|s| s.as_str().to_owned())),
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(SubscriptionRow {
-                    person: parse(r, "person_id", |s| PersonId::parse(s).ok())?,
-                    site: parse(r, "site_id", |s| SiteId::parse(s).ok())?,
-                    channel: parse(r, "channel", Channel::parse)?,
-                    phone: opt_text(r, "phone")?,
-                    min_severity: parse(r, "min_severity", Severity::parse)?,
-                    consented_at: time(r, "consented_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(subscription_row).collect()
     }
+
+    /// Up to `limit` consents whose phone number is still stored in clear (from before numbers
+    /// were sealed).
+    pub async fn subscriptions_in_clear(&mut self, limit: i64) -> R<Vec<SubscriptionRow>> {
+        let rows = self
+            .all(
+                sqlx::query(
+                    "SELECT person_id, site_id, channel, phone_sealed, clear_phone, min_severity, \
+                     consented_at FROM alert_subscriptions WHERE clear_phone IS NOT NULL \
+                     ORDER BY person_id, site_id, channel LIMIT $1",
+                )
+                .bind(limit),
+            )
+            .await?;
+        rows.iter().map(subscription_row).collect()
+    }
+
+    /// Replaces a consent's clear phone number with its sealed form, if it is still in clear.
+    pub async fn seal_subscription_phone(&mut self, s: &SubscriptionRow, sealed: &[u8]) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE alert_subscriptions SET phone_sealed = $4, clear_phone = NULL \
+                     WHERE person_id = $1 AND site_id = $2 AND channel = $3 \
+                     AND clear_phone IS NOT NULL",
+                )
+                .bind(s.person.as_str().to_owned())
+                .bind(s.site.as_str().to_owned())
+                .bind(s.channel.as_str())
+                .bind(sealed.to_vec()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+}
+
+fn subscription_row(r: &AnyRow) -> R<SubscriptionRow> {
+    Ok(SubscriptionRow {
+        person: parse(r, "person_id", |s| PersonId::parse(s).ok())?,
+        site: parse(r, "site_id", |s| SiteId::parse(s).ok())?,
+        channel: parse(r, "channel", Channel::parse)?,
+        phone: opt_stored(r, "phone_sealed", "clear_phone")?,
+        min_severity: parse(r, "min_severity", Severity::parse)?,
+        consented_at: time(r, "consented_at")?,
+    })
 }

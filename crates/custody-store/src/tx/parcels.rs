@@ -2,7 +2,6 @@
 
 use custody_core::compartment::SizeClass;
 use custody_core::parcel::ParcelState;
-use custody_core::text::TrackingRef;
 use custody_core::{
     BankId, CarrierId, CompartmentId, OrgId, ParcelId, PersonId, SiteId, Timestamp,
 };
@@ -10,10 +9,10 @@ use sqlx::any::AnyRow;
 
 use crate::rows::ParcelRow;
 
-use super::{R, Tx, b, flag, opt_parse, opt_time, parse, time};
+use super::{R, Tx, b, flag, opt_parse, opt_stored, opt_time, parse, stored_columns, time};
 
 pub(crate) const PARCEL_COLS: &str = "id, org_id, site_id, bank_id, compartment_id, carrier_id, recipient_id, \
-     tracking_ref, size, needs_accessible, needs_refrigerated, state, created_at, deposited_at, \
+     tracking_sealed, clear_tracking_ref, size, needs_accessible, needs_refrigerated, state, created_at, deposited_at, \
      notified_at, expires_at, closed_at, updated_at";
 
 pub(crate) fn parcel_row(r: &AnyRow) -> R<ParcelRow> {
@@ -25,7 +24,7 @@ pub(crate) fn parcel_row(r: &AnyRow) -> R<ParcelRow> {
         compartment: opt_parse(r, "compartment_id", |s| CompartmentId::parse(s).ok())?,
         carrier: parse(r, "carrier_id", |s| CarrierId::parse(s).ok())?,
         recipient: opt_parse(r, "recipient_id", |s| PersonId::parse(s).ok())?,
-        tracking_ref: parse(r, "tracking_ref", |s| TrackingRef::parse(s).ok())?,
+        tracking_ref: opt_stored(r, "tracking_sealed", "clear_tracking_ref")?,
         size: parse(r, "size", SizeClass::parse)?,
         needs_accessible: flag(r, "needs_accessible")?,
         needs_refrigerated: flag(r, "needs_refrigerated")?,
@@ -42,9 +41,10 @@ pub(crate) fn parcel_row(r: &AnyRow) -> R<ParcelRow> {
 impl Tx {
     /// Adds a parcel.
     pub async fn insert_parcel(&mut self, p: &ParcelRow) -> R<()> {
+        let (sealed, clear) = stored_columns(p.tracking_ref.as_ref());
         self.exec(
             sqlx::query(sql!(
-                "INSERT INTO parcels (", PARCEL_COLS, ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+                "INSERT INTO parcels (", PARCEL_COLS, ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
             ))
             .bind(p.id.as_str().to_owned())
             .bind(p.org.as_str().to_owned())
@@ -53,7 +53,8 @@ impl Tx {
             .bind(p.compartment.as_ref().map(|v| v.as_str().to_owned()))
             .bind(p.carrier.as_str().to_owned())
             .bind(p.recipient.as_ref().map(|v| v.as_str().to_owned()))
-            .bind(p.tracking_ref.as_str().to_owned())
+            .bind(sealed)
+            .bind(clear)
             .bind(p.size.as_str())
             .bind(b(p.needs_accessible))
             .bind(b(p.needs_refrigerated))
@@ -78,6 +79,45 @@ impl Tx {
             )
             .await?;
         row.as_ref().map(parcel_row).transpose()
+    }
+
+    /// Up to `limit` parcels whose tracking number is still stored in clear (from before
+    /// tracking numbers were sealed), by id.
+    pub async fn parcels_in_clear(&mut self, limit: i64) -> R<Vec<ParcelRow>> {
+        const Q: &str = sql!(
+            "SELECT ",
+            PARCEL_COLS,
+            " FROM parcels WHERE clear_tracking_ref IS NOT NULL ORDER BY id LIMIT $1"
+        );
+        let rows = self.all(sqlx::query(Q).bind(limit)).await?;
+        rows.iter().map(parcel_row).collect()
+    }
+
+    /// Replaces a parcel's clear tracking number with its sealed form, if it is still in clear.
+    pub async fn seal_tracking_ref(&mut self, id: &ParcelId, sealed: &[u8]) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE parcels SET tracking_sealed = $2, clear_tracking_ref = NULL \
+                     WHERE id = $1 AND clear_tracking_ref IS NOT NULL",
+                )
+                .bind(id.as_str().to_owned())
+                .bind(sealed.to_vec()),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Drops the tracking numbers of every parcel of `recipient` (who is being erased).
+    pub async fn drop_tracking_refs_of(&mut self, recipient: &PersonId) -> R<u64> {
+        self.exec(
+            sqlx::query(
+                "UPDATE parcels SET tracking_sealed = NULL, clear_tracking_ref = NULL \
+                 WHERE recipient_id = $1",
+            )
+            .bind(recipient.as_str().to_owned()),
+        )
+        .await
     }
 
     /// Parcels selected by `query` (`$1` = `value`, `$2` = `limit`), newest first.

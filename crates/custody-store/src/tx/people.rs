@@ -135,14 +135,6 @@ impl Tx {
         rows.iter().map(person_row).collect()
     }
 
-    /// How many people's address and name are still stored in clear.
-    pub async fn count_people_in_clear(&mut self) -> R<i64> {
-        let row = self
-            .one(sqlx::query("SELECT COUNT(*) AS n FROM people WHERE clear_email IS NOT NULL"))
-            .await?;
-        row.map(|r| int(&r, "n")).transpose().map(|n| n.unwrap_or(0))
-    }
-
     /// Replaces a person's clear address and name with their sealed forms and the address's
     /// blind index, if they are still in clear. Returns whether it did.
     pub async fn seal_person(

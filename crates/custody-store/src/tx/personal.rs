@@ -114,6 +114,20 @@ impl Tx {
         .map(|n| n == 1)
     }
 
+    /// How many rows still hold personal data in clear, stored by an earlier version: people,
+    /// consents with a phone number, badges, parcels.
+    pub async fn count_in_clear(&mut self) -> R<i64> {
+        let row = self
+            .one(sqlx::query(
+                "SELECT (SELECT COUNT(*) FROM people WHERE clear_email IS NOT NULL) \
+                 + (SELECT COUNT(*) FROM alert_subscriptions WHERE clear_phone IS NOT NULL) \
+                 + (SELECT COUNT(*) FROM badges WHERE clear_hint IS NOT NULL) \
+                 + (SELECT COUNT(*) FROM parcels WHERE clear_tracking_ref IS NOT NULL) AS n",
+            ))
+            .await?;
+        row.map(|r| int(&r, "n")).transpose().map(|n| n.unwrap_or(0))
+    }
+
     /// How many live subject keys each key-encryption key wraps, by KEK id.
     pub async fn subject_keys_by_kek(&mut self) -> R<Vec<(String, i64)>> {
         let rows = self

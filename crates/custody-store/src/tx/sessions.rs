@@ -7,10 +7,10 @@ use sqlx::any::AnyRow;
 use crate::StoreError;
 use crate::rows::SessionRow;
 
-use super::{R, Tx, blob, opt_parse, opt_time, parse, text, time};
+use super::{R, Tx, blob, opt_parse, opt_time, parse, time};
 
 pub(crate) const SESSION_COLS: &str = "token_hash, id, person_id, created_at, last_seen_at, expires_at, \
-     factor_at, factor, source, user_agent";
+     factor_at, factor, client_sealed";
 
 pub(crate) fn session_row(r: &AnyRow) -> R<SessionRow> {
     let factor = match (opt_parse(r, "factor", Factor::parse)?, opt_time(r, "factor_at")?) {
@@ -26,8 +26,7 @@ pub(crate) fn session_row(r: &AnyRow) -> R<SessionRow> {
         last_seen_at: time(r, "last_seen_at")?,
         expires_at: time(r, "expires_at")?,
         factor,
-        source: text(r, "source")?,
-        user_agent: text(r, "user_agent")?,
+        client: blob(r, "client_sealed")?,
     })
 }
 
@@ -37,8 +36,8 @@ impl Tx {
         self.exec(
             sqlx::query(
                 "INSERT INTO sessions (token_hash, id, person_id, created_at, last_seen_at, \
-                 expires_at, factor_at, factor, source, user_agent) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 expires_at, factor_at, factor, client_sealed) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(s.token_hash.clone())
             .bind(s.id.as_str().to_owned())
@@ -48,8 +47,7 @@ impl Tx {
             .bind(s.expires_at.as_millis())
             .bind(s.factor.map(|(_, at)| at.as_millis()))
             .bind(s.factor.map(|(f, _)| f.as_str()))
-            .bind(s.source.clone())
-            .bind(s.user_agent.clone()),
+            .bind(s.client.clone()),
         )
         .await
         .map(|_| ())

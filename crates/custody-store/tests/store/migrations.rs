@@ -10,9 +10,9 @@
 
 use custody_core::compartment::SizeClass;
 use custody_core::parcel::ParcelState;
-use custody_core::text::{Email, Name, TrackingRef};
+use custody_core::text::{Email, Name};
 use custody_core::{BankId, CarrierId, CodeId, CompartmentId, OrgId, ParcelId, PersonId, SiteId};
-use custody_store::{ParcelRow, PersonDetails, StoreError, WrappedKeyRow, migrate_to};
+use custody_store::{ParcelRow, PersonDetails, StoreError, StoredText, WrappedKeyRow, migrate_to};
 use custody_testkit::{TEST_EPOCH, TestDatabase};
 use futures_util::FutureExt as _;
 use sqlx::{Connection as _, Row as _};
@@ -118,7 +118,7 @@ async fn parcels_may_have_no_recipient(db: TestDatabase) {
         state: ParcelState::Expected,
         bank: None,
         compartment: None,
-        tracking_ref: TrackingRef::parse("1Z999AA10123456785").unwrap(),
+        tracking_ref: Some(StoredText::Sealed(b"sealed tracking number".to_vec())),
         size: SizeClass::Small,
         ..kept
     };
@@ -218,9 +218,9 @@ async fn subject_keys_name_their_kek_postgres() {
     subject_keys_from_before_name_the_master_kek(db).await;
 }
 
-/// People stored before they were sealed (schema 22) keep their address and name in clear
-/// through the migration, readable and listed for sealing in place; sealing one leaves no
-/// clear column, finds them by blind index, and happens once.
+/// People and parcels stored before they were sealed (schema 22) keep their address, name and
+/// tracking number in clear through the migrations, readable and listed for sealing in place;
+/// sealing leaves no clear column, finds people by blind index, and happens once.
 async fn people_from_before_wait_in_clear_to_be_sealed(db: TestDatabase) {
     let Ids { person, .. } = ids();
     version_20_parcel(&db.url).await;
@@ -230,16 +230,14 @@ async fn people_from_before_wait_in_clear_to_be_sealed(db: TestDatabase) {
         .store
         .read(|tx| {
             async move {
-                Ok::<_, StoreError>((
-                    tx.count_people_in_clear().await?,
-                    tx.people_in_clear(10).await?,
-                ))
+                Ok::<_, StoreError>((tx.count_in_clear().await?, tx.people_in_clear(10).await?))
             }
             .boxed()
         })
         .await
         .unwrap();
-    assert_eq!(waiting.0, 1);
+    // Ann, and her parcel's tracking number.
+    assert_eq!(waiting.0, 2);
     let [ann] = waiting.1.as_slice() else { panic!("{waiting:?}") };
     assert_eq!(ann.id, id);
     assert_eq!(ann.email_index, None);
@@ -270,9 +268,28 @@ async fn people_from_before_wait_in_clear_to_be_sealed(db: TestDatabase) {
         found.details,
         PersonDetails::Sealed { email: b"sealed address".to_vec(), name: b"sealed name".to_vec() }
     );
+    let Ids { parcel, .. } = ids();
+    let parcel = ParcelId::parse(&parcel).unwrap();
+    let (waiting, sealed) = t
+        .store
+        .write(move |tx| {
+            async move {
+                let waiting = tx.parcels_in_clear(10).await?;
+                let sealed = tx.seal_tracking_ref(&parcel, b"sealed tracking number").await?;
+                Ok::<_, StoreError>((waiting, sealed))
+            }
+            .boxed()
+        })
+        .await
+        .unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].tracking_ref, Some(StoredText::Clear("1Z999AA10123456784".into())));
+    assert!(sealed);
     let mut conn = sqlx::AnyConnection::connect(&t.url).await.unwrap();
     let clear: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM people WHERE clear_email IS NOT NULL OR clear_name IS NOT NULL",
+        "SELECT (SELECT COUNT(*) FROM people WHERE clear_email IS NOT NULL \
+         OR clear_name IS NOT NULL) + (SELECT COUNT(*) FROM parcels \
+         WHERE clear_tracking_ref IS NOT NULL)",
     )
     .fetch_one(&mut conn)
     .await
