@@ -20,6 +20,7 @@ use custody_core::{AlertId, BankId, DeviceId, PersonId, SiteId, Timestamp};
 use custody_store::{AlertEventRow, AlertRow, NewAlert, Tx};
 use futures_util::FutureExt as _;
 
+use crate::personal::Field;
 use crate::{App, AppError, Caller};
 
 use custody_core::OrgId;
@@ -54,20 +55,19 @@ view! {
         updated_at: Timestamp,
     }
 }
-view! {
-    /// One entry of an alert's timeline.
-    AlertEvent from AlertEventRow {
-        /// Its place in the timeline, from 1.
-        seq: u64,
-        /// When.
-        at: Timestamp,
-        /// Who (an actor id: a person, a device, `system`).
-        actor: String,
-        /// What: `raised`, `reading`, `acknowledged`, `note`, `resolved`.
-        what: String,
-        /// The note or reason given, if any.
-        note: Option<String>,
-    }
+/// One entry of an alert's timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertEvent {
+    /// Its place in the timeline, from 1.
+    pub seq: u64,
+    /// When.
+    pub at: Timestamp,
+    /// Who (an actor id: a person, a device, `system`).
+    pub actor: String,
+    /// What: `raised`, `reading`, `acknowledged`, `note`, `resolved`.
+    pub what: String,
+    /// The note or reason given, if any (a person's words are gone once they are erased).
+    pub note: Option<String>,
 }
 
 /// How many alerts a list shows at most.
@@ -326,17 +326,15 @@ impl App {
 
     /// One alert with its timeline. Staff and auditors in scope; out of scope it does not exist.
     pub async fn alert(&self, caller: &Caller, id: &AlertId) -> Result<AlertTimeline, AppError> {
-        let lookup = id.clone();
+        let (lookup, app) = (id.clone(), self.clone());
         let found = self
             .store()
             .read(move |tx| {
                 async move {
                     let Some(alert) = tx.alert(&lookup).await? else { return Ok(None) };
-                    let timeline = tx.alert_events(&lookup).await?;
-                    Ok::<_, AppError>(Some(AlertTimeline {
-                        alert: alert.into(),
-                        timeline: timeline.into_iter().map(Into::into).collect(),
-                    }))
+                    let rows = tx.alert_events(&lookup).await?;
+                    let timeline = app.alert_events(tx, rows).await?;
+                    Ok::<_, AppError>(Some(AlertTimeline { alert: alert.into(), timeline }))
                 }
                 .boxed()
             })
@@ -381,12 +379,14 @@ impl App {
         let note = Reason::parse(note).map_err(AppError::invalid)?;
         let found = self.manageable(caller, id, AuditAction::AlertNote).await?;
         let (now, actor, id, site) = (self.now(), caller.actor(), id.clone(), found.site.clone());
+        let (writer, app) = (caller.person().cloned(), self.clone());
         let noted = self
             .store()
             .write(move |tx| {
                 async move {
                     let who = actor.id.clone().unwrap_or_default();
-                    tx.add_alert_event(&id, now, &who, "note", Some(note.as_str())).await?;
+                    let words = Some(note.as_str());
+                    app.add_words(tx, (&id, now, &who, "note"), writer.as_ref(), words).await?;
                     tx.append_audit(&alert_event(&found, &actor, AuditAction::AlertNote, now))?;
                     tx.alert(&id).await?.ok_or(AppError::NotFound)
                 }
@@ -450,7 +450,7 @@ impl App {
                     };
                     let who = actor.id.clone().unwrap_or_default();
                     let note = reason.as_ref().map(Reason::as_str);
-                    tx.add_alert_event(&id, now, &who, what, note).await?;
+                    app.add_words(tx, (&id, now, &who, what), person.as_ref(), note).await?;
                     let mut e = alert_event(&found, &actor, action, now);
                     if let (Some(person), Some(reason)) = (&person, &reason) {
                         e.personal = app.seal_personal(tx, person, reason.as_str()).await?;
@@ -511,6 +511,66 @@ async fn lock_by_rule(
 }
 
 /// The audit entry of a step on `alert` by `actor`.
+/// Where a timeline entry goes: the alert, when, who (an actor id), what.
+type Entry<'a> = (&'a AlertId, Timestamp, &'a str, &'a str);
+
+impl App {
+    /// Adds a timeline entry with the words given: sealed under the writer's own key when a
+    /// person wrote them (none are kept for someone erased), as they are otherwise.
+    async fn add_words(
+        &self,
+        tx: &mut Tx,
+        (alert, at, actor, what): Entry<'_>,
+        writer: Option<&PersonId>,
+        words: Option<&str>,
+    ) -> Result<(), AppError> {
+        let (Some(person), Some(words)) = (writer, words) else {
+            return Ok(tx.add_alert_event(alert, at, actor, what, words).await?);
+        };
+        match self.subject_sealer(tx, person).await? {
+            Some(key) => {
+                let sealed = key.seal(Field::AlertNote, words)?;
+                tx.add_sealed_alert_event(alert, at, actor, what, &sealed).await?;
+            }
+            None => tx.add_alert_event(alert, at, actor, what, None).await?,
+        }
+        Ok(())
+    }
+
+    /// A timeline as its view: each person's words opened with their key.
+    async fn alert_events(
+        &self,
+        tx: &mut Tx,
+        rows: Vec<AlertEventRow>,
+    ) -> Result<Vec<AlertEvent>, AppError> {
+        let mut sealers = BTreeMap::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let note = match (&row.note_sealed, PersonId::parse(&row.actor)) {
+                (Some(words), Ok(writer)) => {
+                    if !sealers.contains_key(&writer) {
+                        let key = self.existing_subject_sealer(tx, &writer).await?;
+                        sealers.insert(writer.clone(), key);
+                    }
+                    match sealers.get(&writer) {
+                        Some(Some(key)) => Some(key.open(Field::AlertNote, words)?),
+                        _ => None,
+                    }
+                }
+                _ => row.note,
+            };
+            out.push(AlertEvent {
+                seq: row.seq,
+                at: row.at,
+                actor: row.actor,
+                what: row.what,
+                note,
+            });
+        }
+        Ok(out)
+    }
+}
+
 fn alert_event(alert: &Alert, actor: &Actor, action: AuditAction, at: Timestamp) -> AuditEvent {
     AuditEvent::success(
         at,

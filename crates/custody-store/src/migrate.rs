@@ -185,6 +185,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0024_personal_fields_sealed.sql"),
         sqlite_rebuilds: true,
     },
+    Migration {
+        version: 25,
+        name: "alert_notes_sealed",
+        sqlite: include_str!("../migrations/sqlite/0025_alert_notes_sealed.sql"),
+        postgres: include_str!("../migrations/postgres/0025_alert_notes_sealed.sql"),
+        sqlite_rebuilds: false,
+    },
 ];
 
 /// The newest schema version this build knows.

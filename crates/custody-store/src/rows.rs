@@ -654,8 +654,11 @@ pub struct AlertEventRow {
     pub actor: String,
     /// What: `raised`, `reading`, `acknowledged`, `note`, `resolved`.
     pub what: String,
-    /// The note or reason given, if any.
+    /// The system's note (a channel, a bank), or a person's words from before they were
+    /// sealed, if any.
     pub note: Option<String>,
+    /// A person's note or reason, sealed under their key, if any.
+    pub note_sealed: Option<Vec<u8>>,
 }
 
 /// Where a site's alerts are sent besides its staff: a webhook or a syslog receiver.

@@ -137,8 +137,8 @@ impl App {
 
     /// Seals in place what an earlier version stored in clear, each under its person's own
     /// key: people's addresses and names (writing the address's blind index), the phone numbers
-    /// of consents to alerts, badges' hints; and parcels' tracking numbers under the
-    /// installation's tracking key. `batch` rows to a unit of work, calling
+    /// of consents to alerts, badges' hints, people's words on alerts; and parcels' tracking
+    /// numbers under the installation's tracking key. `batch` rows to a unit of work, calling
     /// `progress(sealed, total)` after each. Idempotent and resumable: a row is replaced only
     /// while it is still in clear, so a run stopped anywhere loses nothing and the next carries
     /// on. What belongs to someone erased meanwhile is dropped, not sealed. Recorded in the log
@@ -179,8 +179,8 @@ impl App {
         Ok(sealed)
     }
 
-    /// Seals up to `limit` rows still in clear, people first, then consents, badges and
-    /// parcels; answers how many (0 when nothing is left).
+    /// Seals up to `limit` rows still in clear, people first, then consents, badges, parcels
+    /// and people's words on alerts; answers how many (0 when nothing is left).
     async fn seal_batch(&self, tx: &mut Tx, limit: i64) -> Result<u64, AppError> {
         let people = tx.people_in_clear(limit).await?;
         for row in &people {
@@ -234,7 +234,18 @@ impl App {
             };
             tx.seal_tracking_ref(&parcel.id, &sealed).await?;
         }
-        Ok(parcels.len() as u64)
+        if !parcels.is_empty() {
+            return Ok(parcels.len() as u64);
+        }
+        let notes = tx.alert_notes_in_clear(limit).await?;
+        for (alert, seq, writer, words) in &notes {
+            let sealed = match self.subject_sealer(tx, writer).await? {
+                Some(sealer) => Some(sealer.seal(Field::AlertNote, words)?),
+                None => None,
+            };
+            tx.seal_alert_note(alert, *seq, sealed.as_deref()).await?;
+        }
+        Ok(notes.len() as u64)
     }
 
     /// How many live subject keys each key-encryption key wraps, by KEK id.

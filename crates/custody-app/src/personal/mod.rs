@@ -52,6 +52,8 @@ pub(crate) enum Field {
     Phone,
     /// The last four hex digits of a badge's number.
     BadgeHint,
+    /// A person's words on an alert: a note, or why they acknowledged or resolved it.
+    AlertNote,
 }
 
 impl Field {
@@ -62,6 +64,7 @@ impl Field {
             Self::SessionClient => b"session-client",
             Self::Phone => b"phone",
             Self::BadgeHint => b"badge-hint",
+            Self::AlertNote => b"alert-note",
         }
     }
 }

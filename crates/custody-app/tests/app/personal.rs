@@ -9,13 +9,14 @@
     reason = "a test fails loudly at the first unexpected value"
 )]
 
+use custody_app::alerts::AlertAt;
 use custody_app::badges::BadgeSpec;
 use custody_app::people::NewPerson;
 use custody_app::sessions::Client;
 use custody_app::sessions::NewSession;
 use custody_app::{AppError, Caller};
 use custody_core::PersonId;
-use custody_core::alert::{Channel, Severity};
+use custody_core::alert::{AlertKind, Channel, Severity};
 use custody_core::audit::AuditAction;
 use custody_core::person::Role;
 use custody_core::text::{Email, Name};
@@ -140,15 +141,38 @@ backends!(people_stored_in_clear_are_sealed_in_place_once, |t: TestStore| async 
         .await
         .unwrap();
     assert!(people_table(&env.store.url).await.contains("carol@harbour.example"));
+    // And an admin's note on an alert, as it was stored before notes were sealed.
+    let place = AlertAt { site: env.site.clone(), bank: Some(env.bank.clone()), compartment: None };
+    let alert = env.app.raise_alert(AlertKind::DeviceOffline, place).await.unwrap();
+    let (noted, writer) = (alert.clone(), env.admin.id.to_string());
+    env.store
+        .store
+        .write(move |tx| {
+            async move {
+                tx.add_alert_event(&noted, TEST_EPOCH, &writer, "note", Some("old words")).await
+            }
+            .boxed()
+        })
+        .await
+        .unwrap();
     // Before sealing, nobody finds them by address.
     let early = login(&env, "carol@harbour.example");
     assert_eq!(early.await.unwrap_err().code(), "authentication_failed");
 
-    // One person to a batch, with progress after each.
+    // One row to a batch, with progress after each.
     let mut seen = Vec::new();
     let sealed = env.app.seal_personal_data(1, |done, total| seen.push((done, total))).await;
-    assert_eq!(sealed.unwrap(), 2);
-    assert_eq!(seen, [(1, 2), (2, 2)]);
+    assert_eq!(sealed.unwrap(), 3);
+    assert_eq!(seen, [(1, 3), (2, 3), (3, 3)]);
+    let timeline = env.app.alert(&Caller::Operator, &alert).await.unwrap().timeline;
+    assert_eq!(timeline[1].note.as_deref(), Some("old words"), "sealed, and still read");
+    let mut conn = sqlx::AnyConnection::connect(&env.store.url).await.unwrap();
+    let clear: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM alert_events WHERE note = 'old words'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(clear, 0);
     let table = people_table(&env.store.url).await;
     for text in ["carol@harbour.example", "Carol Old", "dan@harbour.example", "Dan Old"] {
         assert!(!table.contains(text), "{text} still in clear:\n{table}");
@@ -162,7 +186,7 @@ backends!(people_stored_in_clear_are_sealed_in_place_once, |t: TestStore| async 
         .filter(|r| r.event.action == AuditAction::PersonalDataSeal)
         .collect();
     assert_eq!(sealing.len(), 1);
-    assert_eq!(sealing[0].event.reason.as_deref(), Some("rows:2"));
+    assert_eq!(sealing[0].event.reason.as_deref(), Some("rows:3"));
     // Nothing left: a second run does nothing and records nothing.
     assert_eq!(env.app.seal_personal_data(1, |_, _| panic!("nothing to do")).await.unwrap(), 0);
 });
@@ -220,6 +244,9 @@ backends!(a_dump_of_the_database_names_nobody, |t: TestStore| async move {
     let spec = BadgeSpec { email: env.ann.email.to_string(), number: "04A2B3C4D5E6F7".into() };
     env.app.register_badge(&admin, &env.site, spec).await.unwrap();
     let (_, code) = env.delivered(env.ann.email.as_str()).await;
+    let place = AlertAt { site: env.site.clone(), bank: Some(env.bank.clone()), compartment: None };
+    let alert = env.app.raise_alert(AlertKind::DeviceOffline, place).await.unwrap();
+    env.app.note_alert(&admin, &alert, "rang Dana Example about the door").await.unwrap();
     let client = Client::new("192.0.2.250", "custody-testkit");
     env.app
         .request_sign_in_link(env.bob.email.as_str(), "a browser binding", &client)
@@ -231,6 +258,7 @@ backends!(a_dump_of_the_database_names_nobody, |t: TestStore| async move {
     };
     let mut secrets = vec![
         "+447700900123".to_owned(),
+        "rang Dana Example".to_owned(),
         "1Z999AA10123456784".to_owned(),
         "custody-testkit".to_owned(),
         "192.0.2.250".to_owned(),
@@ -253,4 +281,26 @@ backends!(a_dump_of_the_database_names_nobody, |t: TestStore| async move {
         .await
         .unwrap();
     assert_eq!(clear, 0);
+});
+
+backends!(a_note_on_an_alert_goes_with_its_writer, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let admin = Env::as_person(&env.admin);
+    let place = AlertAt { site: env.site.clone(), bank: Some(env.bank.clone()), compartment: None };
+    let alert = env.app.raise_alert(AlertKind::DeviceOffline, place).await.unwrap();
+    env.app.note_alert(&admin, &alert, "spoke to the caretaker").await.unwrap();
+    let notes = |app: custody_app::App| {
+        let alert = alert.clone();
+        async move {
+            let shown = app.alert(&Caller::Operator, &alert).await.unwrap();
+            shown.timeline.into_iter().map(|e| (e.what, e.note)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        notes(env.app.clone()).await,
+        [("raised".into(), None), ("note".into(), Some("spoke to the caretaker".into()))]
+    );
+    assert!(env.app.erase_personal_data(&Caller::Operator, &env.admin.id).await.unwrap());
+    // The entry stays, in its place on the timeline; the words are gone with their writer.
+    assert_eq!(notes(env.app.clone()).await, [("raised".into(), None), ("note".into(), None)]);
 });

@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use crate::StoreError;
 use crate::rows::{AlertEventRow, AlertRow, NewAlert};
 
-use super::{R, Tx, int, opt_int, opt_parse, opt_text, parse, text, time};
+use super::{R, Tx, int, opt_blob, opt_int, opt_parse, opt_text, parse, text, time};
 
 pub(crate) const ALERT_COLS: &str = "id, org_id, site_id, bank_id, compartment, kind, severity, state, \
      owner_id, readings, raised_at, updated_at";
@@ -128,7 +128,8 @@ impl Tx {
         Ok(n == 1)
     }
 
-    /// Adds an entry to an alert's timeline, after its last.
+    /// Adds an entry to an alert's timeline, after its last, with the system's own note (a
+    /// channel, a bank: nothing personal).
     pub async fn add_alert_event(
         &mut self,
         alert: &AlertId,
@@ -136,6 +137,30 @@ impl Tx {
         actor: &str,
         what: &str,
         note: Option<&str>,
+    ) -> R<()> {
+        self.append_alert_event(alert, at, actor, what, note, None).await
+    }
+
+    /// Adds an entry to an alert's timeline with a person's words, sealed under their key.
+    pub async fn add_sealed_alert_event(
+        &mut self,
+        alert: &AlertId,
+        at: Timestamp,
+        actor: &str,
+        what: &str,
+        sealed: &[u8],
+    ) -> R<()> {
+        self.append_alert_event(alert, at, actor, what, None, Some(sealed)).await
+    }
+
+    async fn append_alert_event(
+        &mut self,
+        alert: &AlertId,
+        at: Timestamp,
+        actor: &str,
+        what: &str,
+        note: Option<&str>,
+        sealed: Option<&[u8]>,
     ) -> R<()> {
         // The next number is read from the events so far; on PostgreSQL two units adding to
         // one alert at once (an admin acknowledging while the fan-out records a delivery)
@@ -149,15 +174,16 @@ impl Tx {
         .await?;
         self.exec(
             sqlx::query(
-                "INSERT INTO alert_events (alert_id, seq, at, actor, what, note) \
-                 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5 FROM alert_events \
+                "INSERT INTO alert_events (alert_id, seq, at, actor, what, note, note_sealed) \
+                 SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6 FROM alert_events \
                  WHERE alert_id = $1",
             )
             .bind(alert.as_str().to_owned())
             .bind(at.as_millis())
             .bind(actor.to_owned())
             .bind(what.to_owned())
-            .bind(note.map(str::to_owned)),
+            .bind(note.map(str::to_owned))
+            .bind(sealed.map(<[u8]>::to_vec)),
         )
         .await
         .map(|_| ())
@@ -233,8 +259,8 @@ impl Tx {
         let rows = self
             .all(
                 sqlx::query(
-                    "SELECT seq, at, actor, what, note FROM alert_events WHERE alert_id = $1 \
-                     ORDER BY seq",
+                    "SELECT seq, at, actor, what, note, note_sealed FROM alert_events \
+                     WHERE alert_id = $1 ORDER BY seq",
                 )
                 .bind(alert.as_str().to_owned()),
             )
@@ -247,8 +273,59 @@ impl Tx {
                     actor: text(r, "actor")?,
                     what: text(r, "what")?,
                     note: opt_text(r, "note")?,
+                    note_sealed: opt_blob(r, "note_sealed")?,
                 })
             })
             .collect()
+    }
+
+    /// Up to `limit` words people gave on alerts that are still stored in clear (from before
+    /// they were sealed): `(alert, seq, writer, words)`.
+    pub async fn alert_notes_in_clear(
+        &mut self,
+        limit: i64,
+    ) -> R<Vec<(AlertId, i64, PersonId, String)>> {
+        let rows = self
+            .all(
+                sqlx::query(
+                    "SELECT alert_id, seq, actor, note FROM alert_events \
+                     WHERE note IS NOT NULL AND what IN ('note', 'acknowledged', 'resolved') \
+                     AND actor LIKE 'per\\_%' ESCAPE '\\' ORDER BY alert_id, seq LIMIT $1",
+                )
+                .bind(limit),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    parse(r, "alert_id", |s| AlertId::parse(s).ok())?,
+                    int(r, "seq")?,
+                    parse(r, "actor", |s| PersonId::parse(s).ok())?,
+                    text(r, "note")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Replaces a person's clear words on an alert with their sealed form (or with nothing,
+    /// `None`, when the writer has been erased), if they are still in clear.
+    pub async fn seal_alert_note(
+        &mut self,
+        alert: &AlertId,
+        seq: i64,
+        sealed: Option<&[u8]>,
+    ) -> R<bool> {
+        let n = self
+            .exec(
+                sqlx::query(
+                    "UPDATE alert_events SET note_sealed = $3, note = NULL \
+                     WHERE alert_id = $1 AND seq = $2 AND note IS NOT NULL",
+                )
+                .bind(alert.as_str().to_owned())
+                .bind(seq)
+                .bind(sealed.map(<[u8]>::to_vec)),
+            )
+            .await?;
+        Ok(n == 1)
     }
 }

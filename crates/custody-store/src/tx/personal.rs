@@ -115,14 +115,17 @@ impl Tx {
     }
 
     /// How many rows still hold personal data in clear, stored by an earlier version: people,
-    /// consents with a phone number, badges, parcels.
+    /// consents with a phone number, badges, parcels, people's words on alerts.
     pub async fn count_in_clear(&mut self) -> R<i64> {
         let row = self
             .one(sqlx::query(
                 "SELECT (SELECT COUNT(*) FROM people WHERE clear_email IS NOT NULL) \
                  + (SELECT COUNT(*) FROM alert_subscriptions WHERE clear_phone IS NOT NULL) \
                  + (SELECT COUNT(*) FROM badges WHERE clear_hint IS NOT NULL) \
-                 + (SELECT COUNT(*) FROM parcels WHERE clear_tracking_ref IS NOT NULL) AS n",
+                 + (SELECT COUNT(*) FROM parcels WHERE clear_tracking_ref IS NOT NULL) \
+                 + (SELECT COUNT(*) FROM alert_events WHERE note IS NOT NULL \
+                    AND what IN ('note', 'acknowledged', 'resolved') \
+                    AND actor LIKE 'per\\_%' ESCAPE '\\') AS n",
             ))
             .await?;
         row.map(|r| int(&r, "n")).transpose().map(|n| n.unwrap_or(0))
