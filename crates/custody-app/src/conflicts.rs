@@ -85,6 +85,8 @@ conflict_codes! {
     EmailTaken = "email_taken",
     /// The organisation's last super-admin keeps the role.
     LastSuperAdmin = "last_super_admin",
+    /// This process's key-encryption key is not the installation's current one.
+    KekNotCurrent = "kek_not_current",
     /// A carrier of that name exists.
     CarrierExists = "carrier_exists",
     /// The API key is revoked or retiring already.

@@ -347,6 +347,24 @@ impl DataDir {
         Ok(kek.id().to_owned())
     }
 
+    /// The ids of the KEK files in the key directory.
+    pub fn kek_files(&self) -> Result<Vec<String>, SetupError> {
+        let files = LocalKek::files_in(&self.keys_dir()).map_err(kek_err)?;
+        Ok(files.iter().filter_map(|p| LocalKek::id_of(p)).collect())
+    }
+
+    /// Deletes the KEK file of `id` (a retirement: nothing it wrapped is left), synced, so it
+    /// is gone after a crash too.
+    pub fn remove_kek(&self, id: &str) -> Result<(), SetupError> {
+        let keys = self.keys_dir();
+        let path = keys.join(format!("kek-{id}.key"));
+        if LocalKek::id_of(&path).as_deref() != Some(id) {
+            return Err(SetupError::Key { path, source: CryptoError::InvalidKey("not a KEK id") });
+        }
+        std::fs::remove_file(&path).map_err(io(&path))?;
+        std::fs::File::open(&keys).and_then(|d| d.sync_all()).map_err(io(&keys))
+    }
+
     /// The key-encryption keys: every `kek-<id>.key` in the key directory, and the one derived
     /// from the master key, which wrapped subject keys before KEKs had files of their own. New
     /// keys are wrapped under the KEK `kek.current` names; without that file (an installation

@@ -117,9 +117,10 @@ pub(crate) enum Command {
         #[arg(long)]
         bank: String,
     },
-    /// Erase the personal data the audit log holds about a person (GDPR Art. 17): their own
-    /// key is destroyed, so the words sealed under it can never be read again. The log's bytes
-    /// do not change and it still verifies.
+    /// Erase everything personal held about a person (GDPR Art. 17): their own key is
+    /// destroyed, so what was sealed under it can never be read again; their account row is
+    /// cleared and disabled, their badges revoked. The log's bytes do not change and it still
+    /// verifies.
     ErasePersonalData {
         /// The person's id.
         person: String,
@@ -129,13 +130,16 @@ pub(crate) enum Command {
     /// Rotate the key-encryption key: make a new one, name it current, and re-wrap every
     /// person's data key under it, with progress. Safe to stop at any point; `--resume`
     /// carries on under the key now current without making another. Audited. A server
-    /// already running keeps wrapping new keys under the key it started with until it is
-    /// restarted; run `--resume` after the restart to move those too.
+    /// already running refuses to wrap new keys under the key it started with until it is
+    /// restarted.
     RotateKeys {
         /// Carry on a rotation that stopped, under the current key.
         #[arg(long)]
         resume: bool,
     },
+    /// Retire the key-encryption keys nothing needs any more: delete each KEK file that is not
+    /// current and that no stored key names (after `rotate-keys` moved them all). Audited.
+    RetireKeks,
 }
 
 fn id<T: std::str::FromStr>(s: &str, what: &str) -> anyhow::Result<T>
@@ -238,6 +242,7 @@ pub(crate) async fn run(
         }
         Command::List => list(&app).await?,
         Command::RotateKeys { .. } => rotate_keys(&app).await?,
+        Command::RetireKeks => retire_keks(&app, data).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -245,7 +250,7 @@ pub(crate) async fn run(
 /// Re-wraps every person's data key under the current key-encryption key, with a progress bar,
 /// and says what each KEK wraps afterwards.
 async fn rotate_keys(app: &custody_app::App) -> anyhow::Result<()> {
-    let bar = progress_bar("re-wrapping {bar:40} {pos}/{len} keys ({eta} left)");
+    let bar = crate::progress::bar("re-wrapping {bar:40} {pos}/{len} keys ({eta} left)");
     let moved = app
         .rewrap_subject_keys(&Caller::Operator, 500, |moved, total| {
             bar.set_length(total);
@@ -262,18 +267,25 @@ async fn rotate_keys(app: &custody_app::App) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A progress bar on standard error, drawn only when that is a terminal.
-pub(crate) fn progress_bar(template: &str) -> indicatif::ProgressBar {
-    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        indicatif::ProgressBar::new(0)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(template)
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar
+/// Deletes the key-encryption keys nothing needs any more, and says what each KEK left wraps.
+async fn retire_keks(app: &custody_app::App, data: &Path) -> anyhow::Result<()> {
+    let dir = custody_app::setup::DataDir::new(data);
+    let held = dir.kek_files()?;
+    let retired = app
+        .retire_keks(&Caller::Operator, held, move |id| {
+            dir.remove_kek(id).map_err(|e| e.to_string())
+        })
+        .await?;
+    if retired.is_empty() {
+        println!("no key-encryption key to retire: each one is current or still in use");
+    }
+    for id in &retired {
+        println!("retired {id}");
+    }
+    for (kek, n) in app.subject_keys_by_kek().await? {
+        println!("  {kek}: {n} keys");
+    }
+    Ok(())
 }
 
 /// Prints every organisation with its sites and banks.

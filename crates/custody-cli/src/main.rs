@@ -14,6 +14,7 @@ mod audit;
 mod bench;
 mod demo;
 mod init;
+mod progress;
 mod receivers;
 mod serve;
 

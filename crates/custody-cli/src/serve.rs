@@ -56,7 +56,7 @@ async fn assemble(
 /// Seals what an earlier version stored in clear before anything else runs, with progress.
 /// Nothing to do (the usual case) costs one count.
 async fn seal_in_place(app: &App) -> anyhow::Result<()> {
-    let bar = crate::admin::progress_bar("sealing {bar:40} {pos}/{len} people ({eta} left)");
+    let bar = crate::progress::bar("sealing {bar:40} {pos}/{len} people ({eta} left)");
     let sealed = app
         .seal_personal_data(500, |done, total| {
             bar.set_length(total);

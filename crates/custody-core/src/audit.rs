@@ -214,6 +214,9 @@ named_enum!(
         /// Subjects' keys were re-wrapped under the key-encryption key now current (a
         /// rotation): the reason names it and how many keys moved.
         KeysRewrap = "keys.rewrap",
+        /// Key-encryption keys that nothing needed any more were retired (their files
+        /// deleted): the reason names them.
+        KeysRetire = "keys.retire",
         /// Personal data stored in clear by an earlier version was sealed in place: the reason
         /// says how many people's rows.
         PersonalDataSeal = "personal.seal",

@@ -1,6 +1,6 @@
 //! Key-encryption keys (KEKs): what wraps each data subject's own key (envelope encryption).
 //!
-//! A subject's data key ([`crate::seal::SubjectKey`]) seals their personal data; a KEK seals the
+//! A subject's data key ([`SubjectKey`]) seals their personal data; a KEK seals the
 //! data key, bound to the subject. What a KEK wraps is stored beside the KEK's id, so keys can be
 //! rotated online: every data key is re-wrapped under a new KEK, and the old one is retired
 //! once nothing names it. Destroying a subject's wrapped data key erases their data whichever
@@ -59,6 +59,40 @@ pub enum KekFileError {
     /// Making a key failed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+}
+
+/// One data subject's own key. It is random (not derived), so that destroying its stored,
+/// wrapped copy destroys it; it is kept only wrapped under a key-encryption key
+/// (this module), bound to the subject's id.
+pub struct SubjectKey(Zeroizing<[u8; 32]>);
+
+impl fmt::Debug for SubjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SubjectKey(<key>)")
+    }
+}
+
+impl SubjectKey {
+    /// A new random key.
+    pub fn generate(rng: &Rng) -> Result<Self, CryptoError> {
+        Ok(Self(Zeroizing::new(rng.bytes()?)))
+    }
+
+    /// The key wrapped for `subject` under the ring's current KEK, for storage.
+    pub fn wrap(&self, keks: &KekRing, subject: &str) -> Result<Wrapped, CryptoError> {
+        keks.wrap(subject.as_bytes(), &self.0)
+    }
+
+    /// The key of `subject` from its wrapped form; fails if it was wrapped for someone else or
+    /// under a KEK the ring does not hold.
+    pub fn unwrap(keks: &KekRing, subject: &str, wrapped: &Wrapped) -> Result<Self, CryptoError> {
+        keks.unwrap(subject.as_bytes(), wrapped).map(Self)
+    }
+
+    /// A sealer under this key.
+    pub fn sealer(&self) -> Result<Sealer, CryptoError> {
+        Sealer::from_key(&self.0)
+    }
 }
 
 /// A KEK this process holds in memory: read from a file of its own, or derived from the master
@@ -135,7 +169,8 @@ impl LocalKek {
     }
 
     /// The id in a KEK file's name: `file-` and 16 lowercase hex digits.
-    fn id_of(path: &Path) -> Option<String> {
+    /// The id of the KEK file at `path`, if its name is one.
+    pub fn id_of(path: &Path) -> Option<String> {
         let name = path.file_name()?.to_str()?;
         let id = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
         let hex = id.strip_prefix("file-")?;
@@ -231,6 +266,28 @@ mod tests {
         let mut keks = keks.into_iter();
         let current = keks.next().unwrap();
         KekRing::new(current, keks)
+    }
+
+    #[test]
+    fn subject_keys_wrap_for_one_subject_and_seal_their_data() {
+        let rng = Rng::new();
+        let master = MasterKey::generate(&rng).unwrap();
+        let ring_of = |master: &MasterKey| {
+            let kek = LocalKek::derived(master).unwrap();
+            KekRing::new(Arc::new(kek), [])
+        };
+        let keks = ring_of(&master);
+        let key = SubjectKey::generate(&rng).unwrap();
+        let wrapped = key.wrap(&keks, "per_alice").unwrap();
+        let text = key.sealer().unwrap().seal(b"ctx", b"Alice lost her phone").unwrap();
+
+        let again = SubjectKey::unwrap(&keks, "per_alice", &wrapped).unwrap();
+        assert_eq!(again.sealer().unwrap().open(b"ctx", &text).unwrap(), b"Alice lost her phone");
+        assert!(SubjectKey::unwrap(&keks, "per_bob", &wrapped).is_err(), "another subject");
+        let other = ring_of(&MasterKey::generate(&rng).unwrap());
+        assert!(SubjectKey::unwrap(&other, "per_alice", &wrapped).is_err(), "another KEK");
+        let stranger = SubjectKey::generate(&rng).unwrap();
+        assert!(stranger.sealer().unwrap().open(b"ctx", &text).is_err(), "another key");
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::fmt;
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
 
-use crate::kek::{KekRing, Wrapped};
 use crate::{CryptoError, MasterKey, Purpose};
 
 /// Seals and opens records under a key derived from the master key.
@@ -62,40 +61,6 @@ impl Sealer {
     }
 }
 
-/// One data subject's own key. It is random (not derived), so that destroying its stored,
-/// wrapped copy destroys it; it is kept only wrapped under a key-encryption key
-/// ([`crate::kek`]), bound to the subject's id.
-pub struct SubjectKey(zeroize::Zeroizing<[u8; 32]>);
-
-impl fmt::Debug for SubjectKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SubjectKey(<key>)")
-    }
-}
-
-impl SubjectKey {
-    /// A new random key.
-    pub fn generate(rng: &crate::Rng) -> Result<Self, CryptoError> {
-        Ok(Self(zeroize::Zeroizing::new(rng.bytes()?)))
-    }
-
-    /// The key wrapped for `subject` under the ring's current KEK, for storage.
-    pub fn wrap(&self, keks: &KekRing, subject: &str) -> Result<Wrapped, CryptoError> {
-        keks.wrap(subject.as_bytes(), &self.0)
-    }
-
-    /// The key of `subject` from its wrapped form; fails if it was wrapped for someone else or
-    /// under a KEK the ring does not hold.
-    pub fn unwrap(keks: &KekRing, subject: &str, wrapped: &Wrapped) -> Result<Self, CryptoError> {
-        keks.unwrap(subject.as_bytes(), wrapped).map(Self)
-    }
-
-    /// A sealer under this key.
-    pub fn sealer(&self) -> Result<Sealer, CryptoError> {
-        Sealer::from_key(&self.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,27 +81,5 @@ mod tests {
         let other =
             Sealer::new(&MasterKey::generate(&Rng::new()).unwrap(), Purpose::Outbox).unwrap();
         assert!(other.open(b"msg-1", &sealed).is_err());
-    }
-
-    #[test]
-    fn subject_keys_wrap_for_one_subject_and_seal_their_data() {
-        let rng = Rng::new();
-        let master = MasterKey::generate(&rng).unwrap();
-        let ring_of = |master: &MasterKey| {
-            let kek = crate::kek::LocalKek::derived(master).unwrap();
-            KekRing::new(std::sync::Arc::new(kek), [])
-        };
-        let keks = ring_of(&master);
-        let key = SubjectKey::generate(&rng).unwrap();
-        let wrapped = key.wrap(&keks, "per_alice").unwrap();
-        let text = key.sealer().unwrap().seal(b"ctx", b"Alice lost her phone").unwrap();
-
-        let again = SubjectKey::unwrap(&keks, "per_alice", &wrapped).unwrap();
-        assert_eq!(again.sealer().unwrap().open(b"ctx", &text).unwrap(), b"Alice lost her phone");
-        assert!(SubjectKey::unwrap(&keks, "per_bob", &wrapped).is_err(), "another subject");
-        let other = ring_of(&MasterKey::generate(&rng).unwrap());
-        assert!(SubjectKey::unwrap(&other, "per_alice", &wrapped).is_err(), "another KEK");
-        let stranger = SubjectKey::generate(&rng).unwrap();
-        assert!(stranger.sealer().unwrap().open(b"ctx", &text).is_err(), "another key");
     }
 }

@@ -192,6 +192,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0025_alert_notes_sealed.sql"),
         sqlite_rebuilds: false,
     },
+    Migration {
+        version: 26,
+        name: "current_kek",
+        sqlite: include_str!("../migrations/sqlite/0026_current_kek.sql"),
+        postgres: include_str!("../migrations/postgres/0026_current_kek.sql"),
+        sqlite_rebuilds: false,
+    },
 ];
 
 /// The newest schema version this build knows.

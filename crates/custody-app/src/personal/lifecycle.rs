@@ -89,6 +89,11 @@ impl App {
         self.authorize(caller, AuditAction::KeysRewrap, &Target::default(), |_| Err(Denied::Role))
             .await?;
         let current = self.keys().keks.current().to_owned();
+        // From now on every process wraps new keys under this KEK, or refuses to.
+        let named = current.clone();
+        self.store()
+            .write(move |tx| async move { tx.set_current_kek(&named).await }.boxed())
+            .await?;
         let counts = self.subject_keys_by_kek().await?;
         let total: u64 = counts
             .iter()
@@ -246,6 +251,56 @@ impl App {
             tx.seal_alert_note(alert, *seq, sealed.as_deref()).await?;
         }
         Ok(notes.len() as u64)
+    }
+
+    /// Retires the key-encryption keys nothing needs any more: of `held` (the KEK files this
+    /// process holds), each that no stored key names and that is not current, passed to
+    /// `remove` (which deletes its file). The operator's, at the command line; refused unless
+    /// this process's KEK is the installation's current one. Runs holding the current-KEK row,
+    /// so no unit can wrap a key meanwhile; recorded in the log with the KEKs retired.
+    /// Answers their ids.
+    pub async fn retire_keks(
+        &self,
+        caller: &Caller,
+        held: Vec<String>,
+        remove: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Result<Vec<String>, AppError> {
+        self.authorize(caller, AuditAction::KeysRetire, &Target::default(), |_| Err(Denied::Role))
+            .await?;
+        let (mine, now, actor) =
+            (self.keys().keks.current().to_owned(), self.now(), caller.actor());
+        self.store()
+            .write(move |tx| {
+                async move {
+                    if tx.claim_current_kek(&mine).await? != mine {
+                        return Err(AppError::conflict(
+                            ConflictCode::KekNotCurrent,
+                            "another key-encryption key is current: run `custody admin \
+                             rotate-keys --resume` from this data directory first",
+                        ));
+                    }
+                    let in_use: Vec<String> =
+                        tx.subject_keys_by_kek().await?.into_iter().map(|(kek, _)| kek).collect();
+                    let unused: Vec<String> =
+                        held.into_iter().filter(|k| *k != mine && !in_use.contains(k)).collect();
+                    for kek in &unused {
+                        remove(kek).map_err(AppError::Invalid)?;
+                    }
+                    if !unused.is_empty() {
+                        let event = AuditEvent::success(
+                            now,
+                            actor,
+                            AuditAction::KeysRetire,
+                            Target::default(),
+                        )
+                        .because(format!("retired:{}", unused.join(",")));
+                        tx.append_audit(&event)?;
+                    }
+                    Ok(unused)
+                }
+                .boxed()
+            })
+            .await
     }
 
     /// How many live subject keys each key-encryption key wraps, by KEK id.

@@ -12,8 +12,9 @@ use custody_core::policy;
 use custody_core::text::{Email, Name, TrackingRef};
 use custody_core::{OrgId, ParcelId, PersonId, SiteId};
 use custody_crypto::CryptoError;
+use custody_crypto::kek::SubjectKey;
 use custody_crypto::kek::Wrapped;
-use custody_crypto::seal::{Sealer, SubjectKey};
+use custody_crypto::seal::Sealer;
 use custody_store::{AuditRow, PersonDetails, PersonRow, StoredText, Tx, WrappedKeyRow};
 use futures_util::FutureExt as _;
 
@@ -127,6 +128,13 @@ impl App {
             Some(Some(wrapped)) => wrapped,
             Some(None) => return Ok(None),
             None => {
+                // Wrap only under the installation's current KEK: a process started before a
+                // rotation holds an older one, which may be retired once its keys are moved.
+                if tx.claim_current_kek(keks.current()).await? != keks.current() {
+                    return Err(AppError::Crypto(CryptoError::InvalidKey(
+                        "a newer key-encryption key is current: restart this process to load it",
+                    )));
+                }
                 let key = SubjectKey::generate(self.rng())?;
                 let wrapped = key.wrap(keks, subject.as_str())?;
                 let row = WrappedKeyRow { kek: wrapped.kek, wrapped: wrapped.bytes };

@@ -11,10 +11,12 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use custody_app::people::NewPerson;
 use custody_app::personal::Statement;
 use custody_app::{App, AppConfig, Caller};
 use custody_core::ParcelId;
 use custody_core::audit::AuditAction;
+use custody_core::person::Role;
 use custody_testkit::{Env, TestStore, backends};
 use futures_util::FutureExt as _;
 
@@ -65,6 +67,32 @@ backends!(a_rotation_stopped_part_way_carries_on_and_loses_nothing, |t: TestStor
     let mut want = vec![(before.clone(), 5), (new.clone(), 1)];
     want.sort();
     assert_eq!(counts, want, "half moved, nothing lost");
+    // The server started before the rotation holds only the old KEK: it refuses to wrap a new
+    // person's key under it rather than wrap one a retirement could leave unreadable.
+    let new_person = |email: &str| NewPerson {
+        org: env.org.clone(),
+        email: email.into(),
+        name: "Newcomer".into(),
+        role: Role::Resident,
+        site: Some(env.site.clone()),
+        carrier: None,
+        password: None,
+        reason: None,
+    };
+    let stale = env.app.create_person(&Caller::Operator, new_person("new@harbour.example")).await;
+    assert_eq!(stale.unwrap_err().code(), "internal");
+    // Nor is the old KEK retired while keys still name it.
+    let retire = |app: App| {
+        let data = env.data.clone();
+        let held = env.data.kek_files().unwrap();
+        async move {
+            app.retire_keks(&Caller::Operator, held, move |id| {
+                data.remove_kek(id).map_err(|e| e.to_string())
+            })
+            .await
+        }
+    };
+    assert_eq!(retire(app.clone()).await.unwrap(), Vec::<String>::new());
     for (parcel, said) in &retrieved {
         assert_eq!(words(&app, &admin, parcel).await, Statement::Shown((*said).into()));
     }
@@ -80,6 +108,15 @@ backends!(a_rotation_stopped_part_way_carries_on_and_loses_nothing, |t: TestStor
     for (parcel, said) in &retrieved {
         assert_eq!(words(&app, &admin, parcel).await, Statement::Shown((*said).into()));
     }
+    // Now nothing names the old KEK: a person may not retire it; the operator does, once, and
+    // its file is gone. A server started afterwards loads without it, and wraps and reads.
+    let by_person = app.retire_keks(&admin, env.data.kek_files().unwrap(), |_| Ok(())).await;
+    assert_eq!(by_person.unwrap_err().code(), "forbidden");
+    assert_eq!(retire(app.clone()).await.unwrap(), std::slice::from_ref(&before));
+    assert!(retire(app.clone()).await.unwrap().is_empty(), "retired once");
+    assert!(!env.data.kek_files().unwrap().contains(&before));
+    let app = restarted(&env);
+    app.create_person(&Caller::Operator, new_person("new@harbour.example")).await.unwrap();
     // People's sealed addresses and names open under the new KEK: Ann signs in by address.
     let client = custody_app::sessions::Client::new("192.0.2.10", "test");
     let password = zeroize::Zeroizing::new(custody_testkit::env::PASSWORD.into());

@@ -193,7 +193,14 @@ async fn rotate_keys_makes_and_names_a_new_kek() {
     assert_eq!(keks(), files + 1);
     let resumed = custody(&data, &["admin", "rotate-keys", "--resume"]).await;
     assert!(text(&resumed).contains("re-wrapped 0 keys"), "{}", text(&resumed));
-    assert_eq!((current(), keks()), (second, files + 1));
+    assert_eq!((current(), keks()), (second.clone(), files + 1));
+    // Nothing names the first KEK any more: it is retired, its file gone; the current stays.
+    let retired = custody(&data, &["admin", "retire-keks"]).await;
+    assert!(retired.status.success(), "{}", text(&retired));
+    assert!(text(&retired).contains(&format!("retired {}", first.trim())), "{}", text(&retired));
+    assert_eq!((current(), keks()), (second, files));
+    let again = custody(&data, &["admin", "retire-keks"]).await;
+    assert!(text(&again).contains("no key-encryption key to retire"), "{}", text(&again));
 }
 
 #[tokio::test]

@@ -131,6 +131,36 @@ impl Tx {
         row.map(|r| int(&r, "n")).transpose().map(|n| n.unwrap_or(0))
     }
 
+    /// Takes the installation's current-KEK row until the unit ends and answers the KEK it
+    /// names; when there is none yet, `mine` becomes current. Every unit that wraps a new
+    /// subject key calls this first, and wraps only if the answer is the KEK it holds.
+    pub async fn claim_current_kek(&mut self, mine: &str) -> R<String> {
+        let row = self
+            .one(
+                sqlx::query(
+                    "INSERT INTO current_kek (id, kek) VALUES (1, $1) \
+                     ON CONFLICT (id) DO UPDATE SET kek = current_kek.kek RETURNING kek",
+                )
+                .bind(mine.to_owned()),
+            )
+            .await?;
+        row.map(|r| text(&r, "kek")).transpose()?.ok_or(crate::StoreError::Corrupt("current_kek"))
+    }
+
+    /// Names `kek` the installation's current KEK (a rotation), after any unit still wrapping
+    /// under the one before has ended.
+    pub async fn set_current_kek(&mut self, kek: &str) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO current_kek (id, kek) VALUES (1, $1) \
+                 ON CONFLICT (id) DO UPDATE SET kek = excluded.kek",
+            )
+            .bind(kek.to_owned()),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// How many live subject keys each key-encryption key wraps, by KEK id.
     pub async fn subject_keys_by_kek(&mut self) -> R<Vec<(String, i64)>> {
         let rows = self
