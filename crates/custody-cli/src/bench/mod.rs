@@ -3,6 +3,7 @@
 
 mod alerts;
 mod audit;
+mod keys;
 mod kiosk;
 mod measure;
 mod sign_in;
@@ -28,6 +29,10 @@ pub(crate) enum Command {
     /// its syslog receiver, under bursts of alerts, beside one bare webhook POST, one bare
     /// syslog message and one bare durable commit.
     Alerts(alerts::AlertsArgs),
+    /// Personal data at rest: a signed-in request opening its person (key unwrapped, address
+    /// and name opened) beside a bare AES-256-GCM seal of the same bytes; a key rotation over
+    /// many subjects beside the bare re-wrapping of keys in memory.
+    Keys(keys::KeysArgs),
 }
 
 /// Runs one benchmark.
@@ -37,5 +42,6 @@ pub(crate) async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Kiosk(args) => Box::pin(kiosk::run(&args)).await,
         Command::SignIn(args) => Box::pin(sign_in::run(&args)).await,
         Command::Alerts(args) => Box::pin(alerts::run(&args)).await,
+        Command::Keys(args) => Box::pin(keys::run(&args)).await,
     }
 }

@@ -592,3 +592,23 @@ async fn an_incidents_bundle_verifies_offline_and_a_forged_one_fails() {
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
     assert!(text(&bad).contains("not in the file"), "{}", text(&bad));
 }
+
+#[tokio::test]
+async fn bench_keys_times_requests_and_a_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["bench", "keys", "--json", "--people", "2", "--requests", "3", "--subjects", "600"];
+    let out = custody(dir.path(), &args).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let figures: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(figures["subjects"], 600);
+    for key in [
+        "request_p50_us",
+        "opening_p50_us",
+        "bare_seal_same_bytes_p50_us",
+        "rotation_keys_per_s",
+        "bare_rewrap_keys_per_s",
+    ] {
+        assert!(figures[key].as_f64().is_some_and(|v| v > 0.0), "{key}: {figures}");
+    }
+}
