@@ -3,4 +3,5 @@
 
 mod agent_process;
 mod cli;
+mod keys;
 mod tidy;
