@@ -150,7 +150,11 @@ impl App {
     }
 
     /// Badges as their views, each hint opened with its holder's key.
-    async fn badge_views(&self, tx: &mut Tx, rows: Vec<BadgeRow>) -> Result<Vec<Badge>, AppError> {
+    pub(crate) async fn badge_views(
+        &self,
+        tx: &mut Tx,
+        rows: Vec<BadgeRow>,
+    ) -> Result<Vec<Badge>, AppError> {
         let mut sealers = std::collections::BTreeMap::new();
         let mut out = Vec::with_capacity(rows.len());
         for b in rows {

@@ -93,7 +93,10 @@ pub struct Subscription {
 
 impl Subscription {
     /// A stored consent, its number opened with its person's key (`None` once erased).
-    fn open(row: SubscriptionRow, sealer: Option<&SubjectSealer>) -> Result<Self, AppError> {
+    pub(crate) fn open(
+        row: SubscriptionRow,
+        sealer: Option<&SubjectSealer>,
+    ) -> Result<Self, AppError> {
         let phone = match (&row.phone, sealer) {
             (Some(stored), Some(sealer)) => Some(sealer.read(Field::Phone, stored)?),
             _ => None,

@@ -211,6 +211,8 @@ named_enum!(
         /// Everything personal the log held about a person was made unreadable (their key
         /// destroyed).
         PersonalDataErase = "person.erase_personal_data",
+        /// Everything held about a person was exported for them (GDPR Art. 15 and 20).
+        PersonalDataExport = "person.export_personal_data",
         /// Subjects' keys were re-wrapped under the key-encryption key now current (a
         /// rotation): the reason names it and how many keys moved.
         KeysRewrap = "keys.rewrap",

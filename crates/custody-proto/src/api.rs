@@ -59,6 +59,28 @@ pub struct PersonView {
     pub carrier: Option<String>,
 }
 
+/// Everything Custody holds about one person, for them (GDPR Art. 15 and 20).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PersonalDataView {
+    /// `custody-personal-data/1`.
+    pub format: String,
+    /// When it was exported (RFC 3339).
+    pub exported_at: String,
+    /// Who they are.
+    pub person: PersonView,
+    /// Their sessions, with where each was started from.
+    pub sessions: Vec<SessionListItem>,
+    /// Their consents to hear of alerts, with any phone number.
+    pub consents: Vec<AlertSubscriptionView>,
+    /// Their badges, with each one's hint.
+    pub badges: Vec<BadgeView>,
+    /// Their parcels, with tracking numbers.
+    pub parcels: Vec<ParcelView>,
+    /// The audit log's entries holding words about them, with the words.
+    pub events: Vec<EventView>,
+}
+
 /// A signed-in session. The session itself is the `__Host-custody-session` cookie.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

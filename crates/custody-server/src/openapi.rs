@@ -18,8 +18,8 @@ use custody_proto::api::{
     ErrorBody, ErrorDetail, EventView, ExpectParcelRequest, FactorRequest, FactorsView,
     ImportBadgesRequest, LinkRedeemRequest, LinkRequest, LockdownRuleView, LockdownView,
     LoginRequest, NewAlertEndpointRequest, NoteRequest, OpeningView, ParcelHistory, ParcelView,
-    PasskeyAnswerRequest, PasskeyCeremonyView, PersonView, PickupQrView, ReasonRequest,
-    RecoveryCodesView, RegisterBadgeRequest, RoleChangeRequest, RotateApiKeyRequest,
+    PasskeyAnswerRequest, PasskeyCeremonyView, PersonView, PersonalDataView, PickupQrView,
+    ReasonRequest, RecoveryCodesView, RegisterBadgeRequest, RoleChangeRequest, RotateApiKeyRequest,
     SensorRuleView, SensorSettingsView, SessionListItem, SessionView, SiteView, StatementView,
     TotpConfirmRequest, TotpEnrolmentView,
 };
@@ -60,6 +60,7 @@ use crate::routes::{Access, RouteInfo};
         TotpConfirmRequest,
         RecoveryCodesView,
         SessionListItem,
+        PersonalDataView,
         EndedView,
         LockdownView,
         AlertView,

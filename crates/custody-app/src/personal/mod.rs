@@ -20,7 +20,10 @@ use futures_util::FutureExt as _;
 
 use crate::{App, AppError, Caller};
 
+mod access;
 mod lifecycle;
+
+pub use access::PersonalData;
 
 /// The words a person gave for an action, as one reader may see them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +96,12 @@ impl SubjectSealer {
     pub(crate) fn open(&self, field: Field, sealed: &[u8]) -> Result<String, AppError> {
         let plain = self.sealer.open(&self.context(field), sealed)?;
         String::from_utf8(plain).map_err(|_| AppError::Crypto(CryptoError::Verification))
+    }
+
+    /// Words about this subject in the audit log, opened.
+    pub(crate) fn open_statement(&self, ciphertext: &[u8]) -> Result<String, AppError> {
+        let plain = self.sealer.open(&context(&self.subject), ciphertext)?;
+        Ok(String::from_utf8_lossy(&plain).into_owned())
     }
 
     /// A stored text of this subject's, opened if it is sealed (a clear one from before it

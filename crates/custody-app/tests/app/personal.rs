@@ -12,6 +12,7 @@
 use custody_app::alerts::AlertAt;
 use custody_app::badges::BadgeSpec;
 use custody_app::people::NewPerson;
+use custody_app::personal::Statement;
 use custody_app::sessions::Client;
 use custody_app::sessions::NewSession;
 use custody_app::{AppError, Caller};
@@ -303,4 +304,50 @@ backends!(a_note_on_an_alert_goes_with_its_writer, |t: TestStore| async move {
     assert!(env.app.erase_personal_data(&Caller::Operator, &env.admin.id).await.unwrap());
     // The entry stays, in its place on the timeline; the words are gone with their writer.
     assert_eq!(notes(env.app.clone()).await, [("raised".into(), None), ("note".into(), None)]);
+});
+
+backends!(a_person_gets_everything_held_about_them, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let admin = Env::as_person(&env.admin);
+    let session = env.sign_in(&env.ann).await;
+    let spec = BadgeSpec { email: env.ann.email.to_string(), number: "04A2B3C4D5E6F7".into() };
+    env.app.register_badge(&admin, &env.site, spec).await.unwrap();
+    let (parcel, _) = env.delivered(env.ann.email.as_str()).await;
+    env.app.retrieve(&admin, &parcel, "Ann asked us to hold it").await.unwrap().opened().unwrap();
+
+    // Ann, signed in, asks for hers; an admin in scope answers a request made to the site.
+    let ann = env.app.session(&session).await.unwrap().caller;
+    for caller in [ann, admin.clone()] {
+        let data = env.app.personal_data(&caller, &env.ann.id).await.unwrap();
+        assert_eq!(data.person, env.ann);
+        assert!(data.sessions.iter().any(|s| s.user_agent == "custody-testkit"));
+        assert_eq!(data.badges.len(), 1);
+        assert_eq!(data.badges[0].hint.as_deref(), Some("E6F7"));
+        let ours = data.parcels.iter().find(|p| p.id == parcel).unwrap();
+        assert_eq!(
+            ours.tracking_ref.as_ref().map(custody_core::text::TrackingRef::as_str),
+            Some("1Z999AA10123456784")
+        );
+        assert!(data.statements.iter().any(|(r, said)| {
+            r.event.action == AuditAction::Retrieve
+                && *said == Statement::Shown("Ann asked us to hold it".into())
+        }));
+    }
+    // Someone else's is not there for another resident, nor for the auditor.
+    for other in [Env::as_person(&env.bob), Env::as_person(&env.auditor)] {
+        let refused = env.app.personal_data(&other, &env.ann.id).await.unwrap_err();
+        assert_eq!(refused.code(), "not_found");
+    }
+    // Each export is on the record; an erased person has nothing left to export.
+    let exports = env
+        .log()
+        .await
+        .into_iter()
+        .filter(|r| r.event.action == AuditAction::PersonalDataExport)
+        .filter(|r| r.event.outcome == custody_core::audit::Outcome::Success)
+        .count();
+    assert_eq!(exports, 2);
+    assert!(env.app.erase_personal_data(&Caller::Operator, &env.ann.id).await.unwrap());
+    let gone = env.app.personal_data(&admin, &env.ann.id).await.unwrap_err();
+    assert_eq!(gone.code(), "not_found");
 });

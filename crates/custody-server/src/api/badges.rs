@@ -10,7 +10,7 @@ use crate::extract::{Staff, StaffRead};
 use crate::routes::{Access, Doc, Routes};
 use crate::{ApiError, ServerState, views};
 
-fn badge_view(b: &custody_app::badges::Badge) -> BadgeView {
+pub(crate) fn badge_view(b: &custody_app::badges::Badge) -> BadgeView {
     BadgeView {
         id: b.id.to_string(),
         site: b.site.to_string(),

@@ -137,7 +137,7 @@ pub async fn retry_alert_delivery(
     Ok(Json(delivery_view(&state.app.retry_alert_delivery(staff.caller(), &id).await?)))
 }
 
-fn subscription_view(s: &custody_app::fanout::Subscription) -> AlertSubscriptionView {
+pub(crate) fn subscription_view(s: &custody_app::fanout::Subscription) -> AlertSubscriptionView {
     AlertSubscriptionView {
         site: s.site.to_string(),
         channel: s.channel.as_str().to_owned(),

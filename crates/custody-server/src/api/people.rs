@@ -5,12 +5,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use custody_app::people::NewPerson;
 use custody_app::people::RoleChange;
+use custody_app::personal::PersonalData;
 use custody_core::person::Role;
-use custody_proto::api::{CreatePersonRequest, PersonView, RoleChangeRequest};
+use custody_proto::api::{CreatePersonRequest, PersonView, PersonalDataView, RoleChangeRequest};
 use zeroize::Zeroizing;
 
 use super::{Json, parse_id};
-use crate::extract::Staff;
+use crate::extract::{PersonSession, Staff};
 use crate::routes::{Access, Doc, Routes};
 use crate::{ApiError, ServerState, views};
 
@@ -71,9 +72,48 @@ pub async fn disable_person(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Everything held about a person, to answer a request they made to the site (GDPR Art. 15
+/// and 20). Staff who may manage them; audited.
+pub async fn personal_data(
+    State(state): State<ServerState>,
+    Staff(staff): Staff,
+    Path(id): Path<String>,
+) -> Result<Json<PersonalDataView>, ApiError> {
+    let id: custody_core::PersonId = parse_id(&id, "person")?;
+    let data = state.app.personal_data(staff.caller(), &id).await?;
+    Ok(Json(personal_data_view(&state, staff.caller(), &data, None)))
+}
+
+/// Everything held about the signed-in person (GDPR Art. 15 and 20); audited.
+pub async fn my_personal_data(
+    State(state): State<ServerState>,
+    session: PersonSession,
+) -> Result<Json<PersonalDataView>, ApiError> {
+    let data = state.app.personal_data(session.caller(), &session.person().id).await?;
+    Ok(Json(personal_data_view(&state, session.caller(), &data, Some(&session.info.id))))
+}
+
+fn personal_data_view(
+    state: &ServerState,
+    caller: &custody_app::Caller,
+    d: &PersonalData,
+    current: Option<&custody_core::SessionId>,
+) -> PersonalDataView {
+    PersonalDataView {
+        format: "custody-personal-data/1".into(),
+        exported_at: views::rfc3339(state.app.now()),
+        person: views::person(&d.person),
+        sessions: d.sessions.iter().map(|s| super::sessions::session_item(s, current)).collect(),
+        consents: d.consents.iter().map(super::fanout::subscription_view).collect(),
+        badges: d.badges.iter().map(super::badges::badge_view).collect(),
+        parcels: d.parcels.iter().map(|p| views::parcel(caller, p)).collect(),
+        events: d.statements.iter().map(|(r, said)| views::event(r, said)).collect(),
+    }
+}
+
 /// This concept's routes, each with its access class and a line for the API document.
 pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
-    use Access::Staff;
+    use Access::{Person, Staff};
     table
         .post(
             "/api/v1/people",
@@ -99,5 +139,25 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
             Staff,
             Doc::plain("Disable a person; ends their sessions").answering(204),
             disable_person,
+        )
+        .get(
+            "/api/v1/people/{id}/personal-data",
+            Staff,
+            Doc::json(
+                "Everything held about a person, for a request they made (GDPR Art. 15 and 20)",
+                200,
+                "PersonalDataView",
+            ),
+            personal_data,
+        )
+        .get(
+            "/api/v1/me/personal-data",
+            Person,
+            Doc::json(
+                "Everything held about the signed-in person (GDPR Art. 15 and 20)",
+                200,
+                "PersonalDataView",
+            ),
+            my_personal_data,
         )
 }

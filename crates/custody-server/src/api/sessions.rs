@@ -99,19 +99,23 @@ pub async fn sessions(
     session: PersonSession,
 ) -> ApiResult<Vec<SessionListItem>> {
     let rows = state.app.sessions_of(&session.info).await?;
-    Ok(Json(
-        rows.iter()
-            .map(|r| SessionListItem {
-                id: r.id.to_string(),
-                created_at: views::rfc3339(r.created_at),
-                last_seen_at: views::rfc3339(r.last_seen_at),
-                source: r.source.clone(),
-                user_agent: r.user_agent.clone(),
-                factor: r.factor.map(|(f, _)| f.as_str().to_owned()),
-                current: r.id == session.info.id,
-            })
-            .collect(),
-    ))
+    Ok(Json(rows.iter().map(|r| session_item(r, Some(&session.info.id))).collect()))
+}
+
+/// A session in a list; `current` when it is the one asking.
+pub(crate) fn session_item(
+    r: &custody_app::sessions::Session,
+    current: Option<&SessionId>,
+) -> SessionListItem {
+    SessionListItem {
+        id: r.id.to_string(),
+        created_at: views::rfc3339(r.created_at),
+        last_seen_at: views::rfc3339(r.last_seen_at),
+        source: r.source.clone(),
+        user_agent: r.user_agent.clone(),
+        factor: r.factor.map(|(f, _)| f.as_str().to_owned()),
+        current: current == Some(&r.id),
+    }
 }
 
 /// End one of the person's sessions.

@@ -97,6 +97,8 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("POST", "/api/v1/people", Access::Staff),
     ("POST", "/api/v1/people/{id}/role", Access::Staff),
     ("POST", "/api/v1/people/{id}/disable", Access::Staff),
+    ("GET", "/api/v1/people/{id}/personal-data", Access::Staff),
+    ("GET", "/api/v1/me/personal-data", Access::Person),
     ("GET", "/api/v1/approvals", Access::Staff),
     ("POST", "/api/v1/approvals/{id}/approve", Access::Staff),
     ("POST", "/api/v1/approvals/{id}/reject", Access::Staff),

@@ -403,6 +403,23 @@ impl Tx {
         rows.iter().map(audit_row).collect()
     }
 
+    /// The entries holding words about `subject` (sealed under their key), oldest first, at
+    /// most `limit`.
+    pub async fn audit_about(&mut self, subject: &PersonId, limit: u32) -> R<Vec<AuditRow>> {
+        let rows = self
+            .all(
+                sqlx::query(sql!(
+                    "SELECT ",
+                    AUDIT_COLS,
+                    " FROM audit_entries WHERE sealed_subject = $1 ORDER BY seq LIMIT $2"
+                ))
+                .bind(subject.as_str().to_owned())
+                .bind(i64::from(limit)),
+            )
+            .await?;
+        rows.iter().map(audit_row).collect()
+    }
+
     /// The newest `limit` entries of a site, newest first.
     pub async fn audit_for_site(&mut self, site: &SiteId, limit: u32) -> R<Vec<AuditRow>> {
         let rows = self

@@ -79,6 +79,17 @@ impl Tx {
         rows.iter().map(badge_row).collect()
     }
 
+    /// A person's badges, revoked ones too, oldest first.
+    pub async fn badges_of_person(&mut self, person: &PersonId) -> R<Vec<BadgeRow>> {
+        const Q: &str = sql!(
+            "SELECT ",
+            BADGE_COLS,
+            " FROM badges WHERE person_id = $1 ORDER BY created_at, id"
+        );
+        let rows = self.all(sqlx::query(Q).bind(person.as_str().to_owned())).await?;
+        rows.iter().map(badge_row).collect()
+    }
+
     /// How many badges of the site are not revoked.
     pub async fn count_active_badges(&mut self, site: &SiteId) -> R<u64> {
         let row = self
