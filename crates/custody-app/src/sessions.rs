@@ -5,6 +5,7 @@
 //! all cost one Argon2id verification and give [`AppError::AuthenticationFailed`].
 
 use crate::people::Person;
+use crate::personal::{Field, SubjectSealer};
 use crate::throttle::Budgets;
 use crate::{App, AppError, Caller};
 use custody_core::audit::{Actor, ActorKind, AuditAction, AuditEvent, Target};
@@ -16,8 +17,6 @@ use custody_core::throttle::{
 use custody_core::{PersonId, SessionId, Timestamp};
 use custody_crypto::constant_time_eq;
 use custody_store::{PersonRow, SessionRow, Tx};
-
-use crate::personal::{Field, SubjectSealer};
 use data_encoding::BASE64URL_NOPAD;
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;

@@ -56,7 +56,7 @@ async fn assemble(
 /// Seals what an earlier version stored in clear before anything else runs, with progress.
 /// Nothing to do (the usual case) costs one count.
 async fn seal_in_place(app: &App) -> anyhow::Result<()> {
-    let bar = crate::progress::bar("sealing {bar:40} {pos}/{len} people ({eta} left)");
+    let bar = crate::progress::bar("sealing {bar:40} {pos}/{len} rows ({eta} left)");
     let sealed = app
         .seal_personal_data(500, |done, total| {
             bar.set_length(total);
@@ -67,7 +67,8 @@ async fn seal_in_place(app: &App) -> anyhow::Result<()> {
     bar.finish_and_clear();
     if sealed > 0 {
         eprintln!(
-            "sealed {sealed} people's addresses and names stored in clear by an earlier version"
+            "sealed {sealed} rows of personal data an earlier version stored in clear (names, \
+             addresses, phone numbers, badge hints, tracking numbers, notes on alerts)"
         );
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! The lifecycle of personal data at rest: sealing in place what an earlier version stored in
-//! clear, re-wrapping every subject's key under a new key-encryption key, and erasure.
+//! clear, re-wrapping every subject's key under a new key-encryption key, retiring the KEKs
+//! nothing needs any more, and erasure.
 
 use custody_core::PersonId;
 use custody_core::audit::{AuditAction, AuditEvent, Target};
@@ -13,11 +14,12 @@ use crate::{App, AppError, Caller};
 
 impl App {
     /// Erases everything personal held about `person`: their key is destroyed, so what was
-    /// sealed under it (their statements in the log, their address and name) can never be read
-    /// again, and nothing about them is sealed from now on. Their row keeps only what other
-    /// records refer to (id, organisation, role, dates): address, name, blind index and
-    /// password go, the account is disabled and its sessions end. Their consents to hear of
-    /// alerts, with any phone number, are deleted. The log itself does not change and still
+    /// sealed under it (their statements in the log, address and name, sessions' origins,
+    /// badge hints, words on alerts) can never be read again, and nothing about them is sealed
+    /// from now on. Their row keeps only what other records refer to (id, organisation, role,
+    /// dates): address, name, blind index and password go, the account is disabled and its
+    /// sessions end. Their badges are revoked, their parcels' tracking numbers dropped, their
+    /// consents to hear of alerts, with any phone number, deleted. The log itself does not change and still
     /// verifies. Org-wide admins only; the last active super-admin of an organisation cannot
     /// be erased. The erasure is audited. Returns `false` if the person had been erased
     /// already.

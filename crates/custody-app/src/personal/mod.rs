@@ -1,19 +1,22 @@
-//! Personal data in the audit log: sealed under a key of its subject's own, readable while
-//! that key exists, erased for good by destroying it (crypto-shredding).
+//! Personal data at rest: sealed under a key of its subject's own, readable while that key
+//! exists, erased for good by destroying it (crypto-shredding). A person's address and name,
+//! where their sessions came from, their phone number, badge hints and words on alerts, and
+//! the words about them in the audit log; people are found by a blind index of their address.
+//! Parcels' tracking numbers are sealed under an installation key, bound to the parcel.
 //!
 //! The log's hashes cover the ciphertext, so an erasure changes no byte of the log and every
 //! proof still verifies. Each subject's key is random, stored only wrapped under a
 //! key-encryption key (whose id is stored beside it) and bound to the subject's id; erasing the
 //! subject deletes the wrapped copy and records that nothing about them may be sealed again.
-//! A rotation re-wraps every key under the KEK now current.
+//! The lifecycle (sealing in place, rotation, retirement, erasure) is in `lifecycle`; the
+//! export of everything about one person in `access`.
 
 use custody_core::audit::SealedText;
 use custody_core::policy;
 use custody_core::text::{Email, Name, TrackingRef};
 use custody_core::{OrgId, ParcelId, PersonId, SiteId};
 use custody_crypto::CryptoError;
-use custody_crypto::kek::SubjectKey;
-use custody_crypto::kek::Wrapped;
+use custody_crypto::kek::{SubjectKey, Wrapped};
 use custody_crypto::seal::Sealer;
 use custody_store::{AuditRow, PersonDetails, PersonRow, StoredText, Tx, WrappedKeyRow};
 use futures_util::FutureExt as _;
@@ -302,10 +305,8 @@ impl App {
                 out.push(Statement::Erased);
                 continue;
             };
-            let keks = &self.keys().keks;
-            let key = SubjectKey::unwrap(keks, sealed.subject.as_str(), &stored(wrapped))?;
-            let plain = key.sealer()?.open(&context(&sealed.subject), &sealed.ciphertext)?;
-            out.push(Statement::Shown(String::from_utf8_lossy(&plain).into_owned()));
+            let words = self.sealer_from(&sealed.subject, &wrapped)?;
+            out.push(Statement::Shown(words.open_statement(&sealed.ciphertext)?));
         }
         Ok(out)
     }
