@@ -143,6 +143,8 @@ async fn the_kiosk_page_opens_for_codes_and_couriers_and_says_when_it_is_offline
     let slot: u16 = opened.split_whitespace().nth(1).unwrap().parse().unwrap();
     let chosen = env.compartments.iter().find(|c| c.number.get() == slot).unwrap();
     assert_eq!(format!("Needs {}", chosen.size.as_str()), size, "the size he chose");
+    // The kiosk shows the server's answer; the open command arrives beside it.
+    eventually("the latch releases", || async { agent.bank.is_unlatched(slot) }).await;
     agent.bank.open_door(slot).unwrap();
     agent.bank.close_door(slot).unwrap();
     eventually("the server hears the door shut", || async {
