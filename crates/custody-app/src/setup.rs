@@ -347,6 +347,15 @@ impl DataDir {
         Ok(kek.id().to_owned())
     }
 
+    /// The key-encryption keys alone, as [`DataDir::load_keys`] holds them (for tools that
+    /// wrap or check subjects' keys outside the application).
+    pub fn keks(&self) -> Result<KekRing, SetupError> {
+        self.check_private()?;
+        let path = self.keys_dir().join("master.key");
+        let master = MasterKey::from_bytes(&read_secret(&path)?).map_err(key_err(&path))?;
+        self.load_keks(&master)
+    }
+
     /// The ids of the KEK files in the key directory.
     pub fn kek_files(&self) -> Result<Vec<String>, SetupError> {
         let files = LocalKek::files_in(&self.keys_dir()).map_err(kek_err)?;

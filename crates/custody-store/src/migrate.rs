@@ -199,6 +199,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0026_current_kek.sql"),
         sqlite_rebuilds: false,
     },
+    Migration {
+        version: 27,
+        name: "alert_notes_in_clear",
+        sqlite: include_str!("../migrations/sqlite/0027_alert_notes_in_clear.sql"),
+        postgres: include_str!("../migrations/postgres/0027_alert_notes_in_clear.sql"),
+        sqlite_rebuilds: false,
+    },
 ];
 
 /// The newest schema version this build knows.

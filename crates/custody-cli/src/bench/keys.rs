@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use custody_app::Caller;
 use custody_core::PersonId;
-use custody_crypto::kek::{Kek, KekRing, LocalKek, SubjectKey};
+use custody_crypto::kek::{KekRing, SubjectKey};
 use custody_crypto::seal::Sealer;
 use custody_crypto::{MasterKey, Purpose, Rng};
 use custody_store::WrappedKeyRow;
@@ -50,16 +50,6 @@ fn timed(n: u64, mut work: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result
     }
     times.sort_unstable();
     Ok(times)
-}
-
-/// The key-encryption keys in a data directory, the one `kek.current` names wrapping.
-fn ring_in(data: &std::path::Path) -> anyhow::Result<KekRing> {
-    let keys = data.join("keys");
-    let current = std::fs::read_to_string(keys.join("kek.current"))?.trim().to_owned();
-    let all: Vec<Arc<dyn Kek>> =
-        LocalKek::load_all(&keys)?.into_iter().map(|k| Arc::new(k) as Arc<dyn Kek>).collect();
-    let first = all.iter().find(|k| k.id() == current).cloned().context("the current KEK")?;
-    Ok(KekRing::new(first, all))
 }
 
 /// Signed-in requests through the use case (`App::session`: the session and its person read
@@ -155,7 +145,7 @@ pub(super) async fn run(args: &KeysArgs) -> anyhow::Result<ExitCode> {
         bare_key.seal(b"ctx", name)?;
         Ok(())
     })?;
-    let keks = Arc::new(ring_in(&data)?);
+    let keks = Arc::new(custody_app::setup::DataDir::new(&data).keks()?);
     let subject = SubjectKey::generate(&rng)?;
     let wrapped = subject.wrap(&keks, "per_bench")?;
     let sealer = subject.sealer()?;
@@ -181,7 +171,7 @@ pub(super) async fn run(args: &KeysArgs) -> anyhow::Result<ExitCode> {
         .await?;
     let rotation = started.elapsed();
     progress.finish_and_clear();
-    let new_ring = ring_in(&data)?;
+    let new_ring = custody_app::setup::DataDir::new(&data).keks()?;
     let sample = args.subjects.min(100_000);
     let started = stopwatch();
     for _ in 0..sample {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use custody_core::{PersonId, Timestamp};
 use custody_crypto::Rng;
-use custody_crypto::kek::{Kek, KekRing, LocalKek, SubjectKey, Wrapped};
+use custody_crypto::kek::{Kek as _, KekRing, LocalKek, SubjectKey, Wrapped};
 use custody_store::{Store, WrappedKeyRow};
 use futures_util::FutureExt as _;
 use tokio::process::Command;
@@ -21,17 +21,9 @@ use tokio::process::Command;
 /// Subjects whose keys the rotation moves: enough that it is still at work when it is killed.
 const SUBJECTS: usize = 20_000;
 
-/// The key-encryption keys in a data directory, the one `kek.current` names wrapping.
+/// The key-encryption keys in a data directory, as Custody loads them.
 fn ring_in(data: &Path) -> KekRing {
-    let keys = data.join("keys");
-    let current = std::fs::read_to_string(keys.join("kek.current")).unwrap().trim().to_owned();
-    let all: Vec<Arc<dyn Kek>> = LocalKek::load_all(&keys)
-        .unwrap()
-        .into_iter()
-        .map(|k| Arc::new(k) as Arc<dyn Kek>)
-        .collect();
-    let first = all.iter().find(|k| k.id() == current).cloned().unwrap();
-    KekRing::new(first, all)
+    custody_app::setup::DataDir::new(data).keks().unwrap()
 }
 
 async fn counts(store: &Store) -> Vec<(String, i64)> {
@@ -54,6 +46,15 @@ async fn a_rotation_killed_part_way_resumes_and_loses_no_key() {
         .unwrap();
     assert!(init.status.success());
     let store = Store::open(&custody_store::sqlite_url_in(&data)).await.unwrap();
+
+    // The database is Custody's: private, as `custody` insists.
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("custody.db") {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
 
     // Many subjects' keys, wrapped as Custody wraps them, under the KEK `init` made.
     let (keks, rng) = (ring_in(&data), Rng::new());
@@ -80,15 +81,6 @@ async fn a_rotation_killed_part_way_resumes_and_loses_no_key() {
             })
             .await
             .unwrap();
-    }
-
-    // The database is Custody's: private, as `custody` insists.
-    for entry in std::fs::read_dir(&data).unwrap() {
-        let path = entry.unwrap().path();
-        if path.file_name().unwrap().to_string_lossy().starts_with("custody.db") {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
     }
 
     // The rotation is killed (SIGKILL) as soon as its first batch is committed.
