@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use custody_app::Caller;
 use custody_app::compartments::CompartmentSpec;
 use custody_app::people::NewPerson;
+use custody_app::setup::KekHome;
 use custody_core::compartment::SizeClass;
 use custody_core::person::Role;
 use custody_core::{BankId, CarrierId, OrgId, PersonId, SiteId};
@@ -125,6 +126,12 @@ pub(crate) enum Command {
         /// The person's id.
         person: String,
     },
+    /// Print everything held about a person (GDPR Art. 15 and 20) as the API's JSON document
+    /// (`custody-personal-data/1`), to answer a request they made to the site. Audited.
+    ExportPersonalData {
+        /// The person's id.
+        person: String,
+    },
     /// List organisations, their sites and banks.
     List,
     /// Rotate the key-encryption key: make a new one, name it current, and re-wrap every
@@ -134,12 +141,27 @@ pub(crate) enum Command {
     /// restarted.
     RotateKeys {
         /// Carry on a rotation that stopped, under the current key.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "to")]
         resume: bool,
+        /// Where to make the new key: `pkcs11` (the token keys/pkcs11.toml names; the default
+        /// when that file exists) or `file` (a kek-<id>.key in the key directory; the default
+        /// otherwise).
+        #[arg(long, value_enum)]
+        to: Option<KekHomeArg>,
     },
-    /// Retire the key-encryption keys nothing needs any more: delete each KEK file that is not
-    /// current and that no stored key names (after `rotate-keys` moved them all). Audited.
+    /// Retire the key-encryption keys nothing needs any more: delete each KEK (a file, or a
+    /// key on the PKCS#11 token) that is not current and that no stored key names (after
+    /// `rotate-keys` moved them all). Audited.
     RetireKeks,
+}
+
+/// Where `rotate-keys` makes the new key.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum KekHomeArg {
+    /// A file in the key directory.
+    File,
+    /// The PKCS#11 token keys/pkcs11.toml names.
+    Pkcs11,
 }
 
 fn id<T: std::str::FromStr>(s: &str, what: &str) -> anyhow::Result<T>
@@ -154,9 +176,8 @@ pub(crate) async fn run(
     url: Option<&str>,
     command: Command,
 ) -> anyhow::Result<ExitCode> {
-    if let Command::RotateKeys { resume: false } = command {
-        let id = custody_app::setup::DataDir::new(data).rotate_kek(&custody_crypto::Rng::new())?;
-        eprintln!("new key-encryption key {id}, now current");
+    if let Command::RotateKeys { resume: false, to } = command {
+        new_kek(data, to)?;
     }
     let (app, _, _) = crate::serve::app_for(data, url, Arc::new(SystemClock)).await?;
     let op = Caller::Operator;
@@ -240,11 +261,31 @@ pub(crate) async fn run(
                 println!("{person} had been erased already; nothing changed");
             }
         }
+        Command::ExportPersonalData { person } => {
+            let data = app.personal_data(&op, &id::<PersonId>(&person, "person")?).await?;
+            let document =
+                custody_server::api::people::personal_data_document(app.now(), &op, &data, None);
+            println!("{}", serde_json::to_string_pretty(&document)?);
+        }
         Command::List => list(&app).await?,
         Command::RotateKeys { .. } => rotate_keys(&app).await?,
         Command::RetireKeks => retire_keks(&app, data).await?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Makes a new key-encryption key where `to` says (by default on the token when one is
+/// configured) and names it current, before the application loads its keys.
+fn new_kek(data: &Path, to: Option<KekHomeArg>) -> anyhow::Result<()> {
+    let dir = custody_app::setup::DataDir::new(data);
+    let home = match to {
+        None => dir.default_kek_home(),
+        Some(KekHomeArg::File) => KekHome::File,
+        Some(KekHomeArg::Pkcs11) => KekHome::Pkcs11,
+    };
+    let id = dir.rotate_kek(home, &custody_crypto::Rng::new())?;
+    eprintln!("new key-encryption key {id}, now current");
+    Ok(())
 }
 
 /// Re-wraps every person's data key under the current key-encryption key, with a progress bar,
@@ -270,7 +311,7 @@ async fn rotate_keys(app: &custody_app::App) -> anyhow::Result<()> {
 /// Deletes the key-encryption keys nothing needs any more, and says what each KEK left wraps.
 async fn retire_keks(app: &custody_app::App, data: &Path) -> anyhow::Result<()> {
     let dir = custody_app::setup::DataDir::new(data);
-    let held = dir.kek_files()?;
+    let held = dir.held_keks()?;
     let retired = app
         .retire_keks(&Caller::Operator, held, move |id| {
             dir.remove_kek(id).map_err(|e| e.to_string())

@@ -51,4 +51,7 @@ pub enum CryptoError {
     /// Password hashing failed (parameters or encoding).
     #[error("password hashing failed")]
     PasswordHash,
+    /// A PKCS#11 module (an HSM holding key-encryption keys) refused or failed.
+    #[error("PKCS#11 module: {0}")]
+    Pkcs11(String),
 }

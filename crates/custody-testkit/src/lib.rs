@@ -24,6 +24,7 @@ pub mod mail;
 pub mod rsyslog;
 pub mod server;
 pub mod smtp;
+pub mod softhsm;
 pub mod store;
 
 pub use env::Env;

@@ -46,7 +46,10 @@ backends!(a_rotation_stopped_part_way_carries_on_and_loses_nothing, |t: TestStor
     // A key for each of the six people seeded, who are sealed under theirs.
     assert_eq!(env.app.subject_keys_by_kek().await.unwrap(), [(before.clone(), 6)]);
 
-    let new = env.data.rotate_kek(&custody_crypto::Rng::new()).unwrap();
+    let new = env
+        .data
+        .rotate_kek(custody_app::setup::KekHome::File, &custody_crypto::Rng::new())
+        .unwrap();
     assert_ne!(new, before);
     let app = restarted(&env);
     assert_eq!(app.current_kek(), new);
@@ -84,7 +87,7 @@ backends!(a_rotation_stopped_part_way_carries_on_and_loses_nothing, |t: TestStor
     // Nor is the old KEK retired while keys still name it.
     let retire = |app: App| {
         let data = env.data.clone();
-        let held = env.data.kek_files().unwrap();
+        let held = env.data.held_keks().unwrap();
         async move {
             app.retire_keks(&Caller::Operator, held, move |id| {
                 data.remove_kek(id).map_err(|e| e.to_string())
@@ -110,11 +113,11 @@ backends!(a_rotation_stopped_part_way_carries_on_and_loses_nothing, |t: TestStor
     }
     // Now nothing names the old KEK: a person may not retire it; the operator does, once, and
     // its file is gone. A server started afterwards loads without it, and wraps and reads.
-    let by_person = app.retire_keks(&admin, env.data.kek_files().unwrap(), |_| Ok(())).await;
+    let by_person = app.retire_keks(&admin, env.data.held_keks().unwrap(), |_| Ok(())).await;
     assert_eq!(by_person.unwrap_err().code(), "forbidden");
     assert_eq!(retire(app.clone()).await.unwrap(), std::slice::from_ref(&before));
     assert!(retire(app.clone()).await.unwrap().is_empty(), "retired once");
-    assert!(!env.data.kek_files().unwrap().contains(&before));
+    assert!(!env.data.held_keks().unwrap().contains(&before));
     let app = restarted(&env);
     app.create_person(&Caller::Operator, new_person("new@harbour.example")).await.unwrap();
     // People's sealed addresses and names open under the new KEK: Ann signs in by address.

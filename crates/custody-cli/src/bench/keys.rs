@@ -161,7 +161,7 @@ pub(super) async fn run(args: &KeysArgs) -> anyhow::Result<ExitCode> {
     // through the use case (500 to a unit of work); beside the bare re-wrapping in memory.
     let now = custody_core::Clock::now(&clock);
     store_subject_keys(&app, &keks, (args.subjects, now), args.json).await?;
-    custody_app::setup::DataDir::new(&data).rotate_kek(&rng)?;
+    custody_app::setup::DataDir::new(&data).rotate_kek(custody_app::setup::KekHome::File, &rng)?;
     let (rotating, _, _) =
         crate::serve::app_for(&data, None, Arc::new(clock.clone())).await.context("restart")?;
     let progress = bar(args.subjects, "re-wrapped", args.json);

@@ -140,3 +140,103 @@ async fn a_rotation_killed_part_way_resumes_and_loses_no_key() {
     }
     assert!(all.iter().all(|(s, _)| subjects.contains(s.as_str())));
 }
+
+/// Runs `custody --data-dir <data> <args>` where it finds `hsm`'s token.
+fn custody_with(
+    hsm: &custody_testkit::softhsm::SoftHsm,
+    data: &Path,
+    args: &[&str],
+) -> std::process::Output {
+    hsm.command(env!("CARGO_BIN_EXE_custody"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// What a command printed, or a panic naming `what` when it failed.
+fn ok(out: &std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// An operator moves the installation's KEK into an HSM (SoftHSM2 here) and back: people's
+/// keys are re-wrapped inside the module, the file KEK is retired, their data still opens with
+/// only the token's key, a wrong PIN stops every command, and the token's key is destroyed
+/// once the KEK moves out again.
+#[test]
+fn the_kek_moves_into_a_pkcs11_token_and_out_again() {
+    let Some(hsm) =
+        custody_testkit::softhsm::SoftHsm::token("the_kek_moves_into_a_pkcs11_token_and_out_again")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = data.join("keys");
+    let run = |args: &[&str]| custody_with(&hsm, &data, args);
+    ok(&run(&["init"]), "init");
+    let org = ok(&run(&["admin", "create-org", "Northside"]), "org");
+    let org = org.lines().next().unwrap().trim().to_owned();
+    let site = ok(&run(&["admin", "create-site", "--org", &org, "Tower"]), "site");
+    let site = site.lines().next().unwrap().trim().to_owned();
+    let person = ok(
+        &run(&[
+            "admin",
+            "add-person",
+            "--org",
+            &org,
+            "--site",
+            &site,
+            "--role",
+            "resident",
+            "--email",
+            "alice@example.org",
+            "--name",
+            "Alice Example",
+        ]),
+        "person",
+    );
+    let person = person.lines().next().unwrap().trim().to_owned();
+    let file_kek = std::fs::read_to_string(keys.join("kek.current")).unwrap().trim().to_owned();
+
+    hsm.configure(&keys);
+    let rotated = ok(&run(&["admin", "rotate-keys"]), "rotate to the token");
+    let hsm_kek = std::fs::read_to_string(keys.join("kek.current")).unwrap().trim().to_owned();
+    assert!(hsm_kek.starts_with("hsm-"), "{rotated}");
+    assert!(rotated.contains(&format!("re-wrapped 1 keys under {hsm_kek}")), "{rotated}");
+    let retired = ok(&run(&["admin", "retire-keks"]), "retire the file");
+    assert!(retired.contains(&format!("retired {file_kek}")), "{retired}");
+    assert!(!keys.join(format!("kek-{file_kek}.key")).exists());
+
+    // Only the token's key is left, and it opens Alice's data.
+    let export = ok(&run(&["admin", "export-personal-data", &person]), "export");
+    assert!(export.contains("alice@example.org") && export.contains("Alice Example"), "{export}");
+    let objects = hsm.objects();
+    assert!(objects.contains(&format!("custody-kek-{hsm_kek}")), "{objects}");
+    assert!(objects.contains("never extractable"), "{objects}");
+
+    // A wrong PIN: nothing starts, and the error says where to look.
+    std::fs::write(keys.join("hsm.pin"), "00000000").unwrap();
+    let refused = run(&["admin", "export-personal-data", &person]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(said.contains("pkcs11.toml") && said.contains("PinIncorrect"), "{said}");
+    assert!(!said.contains(custody_testkit::softhsm::PIN) && !said.contains("00000000"), "{said}");
+    std::fs::write(keys.join("hsm.pin"), custody_testkit::softhsm::PIN).unwrap();
+
+    // And out again: a file KEK, the token's key destroyed when nothing needs it.
+    let back = ok(&run(&["admin", "rotate-keys", "--to", "file"]), "rotate to a file");
+    assert!(back.contains("re-wrapped 1 keys under file-"), "{back}");
+    let retired = ok(&run(&["admin", "retire-keks"]), "retire the token's key");
+    assert!(retired.contains(&format!("retired {hsm_kek}")), "{retired}");
+    assert!(!hsm.objects().contains("custody-kek-"), "the key is gone from the token");
+    let export = ok(&run(&["admin", "export-personal-data", &person]), "export");
+    assert!(export.contains("alice@example.org"), "{export}");
+}

@@ -81,7 +81,7 @@ pub async fn personal_data(
 ) -> Result<Json<PersonalDataView>, ApiError> {
     let id: custody_core::PersonId = parse_id(&id, "person")?;
     let data = state.app.personal_data(staff.caller(), &id).await?;
-    Ok(Json(personal_data_view(&state, staff.caller(), &data, None)))
+    Ok(Json(personal_data_document(state.app.now(), staff.caller(), &data, None)))
 }
 
 /// Everything held about the signed-in person (GDPR Art. 15 and 20); audited.
@@ -90,18 +90,22 @@ pub async fn my_personal_data(
     session: PersonSession,
 ) -> Result<Json<PersonalDataView>, ApiError> {
     let data = state.app.personal_data(session.caller(), &session.person().id).await?;
-    Ok(Json(personal_data_view(&state, session.caller(), &data, Some(&session.info.id))))
+    let current = Some(&session.info.id);
+    Ok(Json(personal_data_document(state.app.now(), session.caller(), &data, current)))
 }
 
-fn personal_data_view(
-    state: &ServerState,
+/// The export of `d` as the API gives it (`custody-personal-data/1`), made at `now` for `caller`;
+/// `current` marks the session it was asked from. `custody admin export-personal-data` prints
+/// the same document.
+pub fn personal_data_document(
+    now: custody_core::Timestamp,
     caller: &custody_app::Caller,
     d: &PersonalData,
     current: Option<&custody_core::SessionId>,
 ) -> PersonalDataView {
     PersonalDataView {
         format: "custody-personal-data/1".into(),
-        exported_at: views::rfc3339(state.app.now()),
+        exported_at: views::rfc3339(now),
         person: views::person(&d.person),
         sessions: d.sessions.iter().map(|s| super::sessions::session_item(s, current)).collect(),
         consents: d.consents.iter().map(super::fanout::subscription_view).collect(),

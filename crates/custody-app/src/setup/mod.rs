@@ -13,6 +13,9 @@
 //!   keys/metrics.token    bearer token for Prometheus at /metrics                   (0600)
 //!   keys/checkpoint.pk8   Ed25519 key that signs audit checkpoints, PKCS#8           (0600)
 //!   keys/checkpoint.vkey  its public verifier key, for auditors
+//!   keys/kek-<id>.key     a key-encryption key: wraps people's own data keys           (0600)
+//!   keys/kek.current      the id of the KEK that wraps new keys
+//!   keys/pkcs11.toml      optional: a PKCS#11 module whose token holds KEKs (see `keks`)
 //! ```
 //!
 //! Every directory is created 0700 and every file 0600 (the database and its `-wal` and `-shm`
@@ -20,16 +23,20 @@
 //! itself, so a copied directory with loose permissions does not run (DESIGN.md §4 invariant 3).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use custody_core::Clock;
 use custody_core::time::days;
-use custody_crypto::kek::{Kek, KekFileError, KekRing, LocalKek};
+use custody_crypto::kek::{Kek, LocalKek};
 use custody_crypto::pki::{CertificateAuthority, generate_ca, spki_pin_of_pem};
 use custody_crypto::sign::SigningKey;
 use custody_crypto::{CryptoError, MasterKey, Rng, private_files};
 
 use crate::KeyRing;
+
+mod keks;
+
+use keks::{CURRENT_KEK, kek_err};
+pub use keks::{KekHome, PKCS11_CONFIG};
 
 /// Why the data directory could not be set up or used.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +65,14 @@ pub enum SetupError {
         path: PathBuf,
         /// Its mode bits.
         mode: u32,
+    },
+    /// A configuration file in the data directory is not valid.
+    #[error("{path}: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
     },
     /// A key or certificate is not valid.
     #[error("{path}: {source}")]
@@ -141,19 +156,6 @@ fn read_public(path: &Path) -> Result<String, SetupError> {
         return Err(SetupError::Missing(path.to_owned()));
     }
     std::fs::read_to_string(path).map_err(io(path))
-}
-
-/// The file in the key directory naming the KEK that wraps new keys.
-const CURRENT_KEK: &str = "kek.current";
-
-fn kek_err(e: KekFileError) -> SetupError {
-    match e {
-        KekFileError::Io { path, source } => SetupError::Io { path, source },
-        KekFileError::Malformed(path) => {
-            SetupError::Key { path, source: CryptoError::InvalidKey("not a key-encryption key") }
-        }
-        KekFileError::Crypto(source) => SetupError::Key { path: PathBuf::new(), source },
-    }
 }
 
 fn key_err(path: &Path) -> impl FnOnce(CryptoError) -> SetupError + '_ {
@@ -330,75 +332,6 @@ impl DataDir {
         }
         let kek_ring = self.load_keks(&master)?;
         KeyRing::new(&master, kek_ring, command, ca, checkpoint).map_err(key_err(&master_path))
-    }
-
-    /// Makes a new key-encryption key and names it current, so that keys wrapped from now on
-    /// (by this process and by a server started afterwards) are wrapped under it. The older
-    /// KEKs stay: what they wrapped still opens. Returns the new KEK's id.
-    pub fn rotate_kek(&self, rng: &Rng) -> Result<String, SetupError> {
-        let keys = self.keys_dir();
-        let kek = LocalKek::create(&keys, rng).map_err(kek_err)?;
-        // Named through a rename, so a crash leaves the old name or the new, never half a file.
-        let next = keys.join("kek.current.next");
-        write_public(&next, format!("{}\n", kek.id()).as_bytes())?;
-        let current = keys.join(CURRENT_KEK);
-        std::fs::rename(&next, &current).map_err(io(&current))?;
-        std::fs::File::open(&keys).and_then(|d| d.sync_all()).map_err(io(&keys))?;
-        Ok(kek.id().to_owned())
-    }
-
-    /// The key-encryption keys alone, as [`DataDir::load_keys`] holds them (for tools that
-    /// wrap or check subjects' keys outside the application).
-    pub fn keks(&self) -> Result<KekRing, SetupError> {
-        self.check_private()?;
-        let path = self.keys_dir().join("master.key");
-        let master = MasterKey::from_bytes(&read_secret(&path)?).map_err(key_err(&path))?;
-        self.load_keks(&master)
-    }
-
-    /// The ids of the KEK files in the key directory.
-    pub fn kek_files(&self) -> Result<Vec<String>, SetupError> {
-        let files = LocalKek::files_in(&self.keys_dir()).map_err(kek_err)?;
-        Ok(files.iter().filter_map(|p| LocalKek::id_of(p)).collect())
-    }
-
-    /// Deletes the KEK file of `id` (a retirement: nothing it wrapped is left), synced, so it
-    /// is gone after a crash too.
-    pub fn remove_kek(&self, id: &str) -> Result<(), SetupError> {
-        let keys = self.keys_dir();
-        let path = keys.join(format!("kek-{id}.key"));
-        if LocalKek::id_of(&path).as_deref() != Some(id) {
-            return Err(SetupError::Key { path, source: CryptoError::InvalidKey("not a KEK id") });
-        }
-        std::fs::remove_file(&path).map_err(io(&path))?;
-        std::fs::File::open(&keys).and_then(|d| d.sync_all()).map_err(io(&keys))
-    }
-
-    /// The key-encryption keys: every `kek-<id>.key` in the key directory, and the one derived
-    /// from the master key, which wrapped subject keys before KEKs had files of their own. New
-    /// keys are wrapped under the KEK `kek.current` names; without that file (an installation
-    /// from before), under the derived one.
-    fn load_keks(&self, master: &MasterKey) -> Result<KekRing, SetupError> {
-        let keys = self.keys_dir();
-        let derived: Arc<dyn Kek> =
-            Arc::new(LocalKek::derived(master).map_err(key_err(&keys.join("master.key")))?);
-        let mut files: Vec<Arc<dyn Kek>> = Vec::new();
-        for path in LocalKek::files_in(&keys).map_err(kek_err)? {
-            let bytes = zeroize::Zeroizing::new(read_secret(&path)?);
-            files.push(Arc::new(LocalKek::from_file(&path, &bytes).map_err(kek_err)?));
-        }
-        let current_path = keys.join(CURRENT_KEK);
-        if !current_path.exists() {
-            return Ok(KekRing::new(derived, files));
-        }
-        let named = read_public(&current_path)?.trim().to_owned();
-        let Some(current) = files.iter().find(|k| k.id() == named).cloned() else {
-            return Err(SetupError::Key {
-                path: current_path,
-                source: CryptoError::InvalidKey("names no kek-<id>.key in the key directory"),
-            });
-        };
-        Ok(KekRing::new(current, files.into_iter().chain([derived])))
     }
 
     /// The bearer token Prometheus presents at `/metrics`.

@@ -13,6 +13,8 @@
 //! - [`LocalKek::derived`]: derived from the master key ([`Purpose::SubjectKeys`]), which
 //!   wrapped every subject key before KEKs had files of their own. Installations from then read
 //!   their keys through it until they are re-wrapped under a file KEK.
+//! - [`pkcs11::Pkcs11Kek`] (feature `pkcs11`): an AES-256 key inside a PKCS#11 module (an HSM)
+//!   that never leaves it; the module wraps and unwraps.
 //!
 //! A [`KekRing`] holds the KEKs an installation has and the one that wraps new keys. A wrapped
 //! key that names a KEK the ring does not hold does not open: nothing is guessed.
@@ -26,6 +28,9 @@ use zeroize::Zeroizing;
 
 use crate::seal::Sealer;
 use crate::{CryptoError, MasterKey, Purpose, Rng};
+
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
 
 /// The id [`LocalKek::derived`] goes by.
 pub const DERIVED_KEK_ID: &str = "master";
@@ -168,8 +173,8 @@ impl LocalKek {
         Self::files_in(dir)?.iter().map(|path| Self::load(path)).collect()
     }
 
-    /// The id in a KEK file's name: `file-` and 16 lowercase hex digits.
-    /// The id of the KEK file at `path`, if its name is one.
+    /// The id in the name of the KEK file at `path` (`file-` and 16 lowercase hex digits), if
+    /// its name is one.
     pub fn id_of(path: &Path) -> Option<String> {
         let name = path.file_name()?.to_str()?;
         let id = name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
