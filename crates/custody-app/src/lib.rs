@@ -59,6 +59,7 @@ pub mod presence;
 pub mod qr;
 pub mod refusals;
 pub mod remote_opens;
+pub mod retention;
 pub mod sensors;
 pub mod sessions;
 pub mod setup;

@@ -222,6 +222,11 @@ named_enum!(
         /// Personal data stored in clear by an earlier version was sealed in place: the reason
         /// says how many people's rows.
         PersonalDataSeal = "personal.seal",
+        /// A site's retention of personal data was set: the reason gives the days.
+        SiteRetention = "site.retention",
+        /// The sweeper dropped personal data past its site's retention: the reason counts the
+        /// parcels anonymised and the sessions and delivery records deleted.
+        RetentionApply = "retention.apply",
         /// The server's periodic check found its own audit log not what it signed.
         AuditIntegrity = "audit.integrity",
     }

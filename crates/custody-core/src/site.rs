@@ -35,6 +35,62 @@ impl Default for PickupWindow {
     }
 }
 
+/// How long a site keeps personal data once it has served its purpose (GDPR Art. 5(1)(e)),
+/// in days, each between [`Retention::MIN_DAYS`] and [`Retention::MAX_DAYS`]. The sweeper
+/// enforces it; the audit log itself is not personal data in clear (its words about people
+/// are sealed under their own keys) and is kept whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Days after a parcel closes (picked up, returned to its carrier, or retrieved) before
+    /// its tracking number and the link to its recipient are dropped.
+    pub parcel_days: u32,
+    /// Days after a session ends before its record (where it was started from) is deleted.
+    pub session_days: u32,
+    /// Days after a message or an alert notification was delivered or given up before its
+    /// delivery record is deleted.
+    pub delivery_days: u32,
+    /// Days photos and clips are kept after they were taken.
+    pub evidence_days: u32,
+}
+
+/// A retention outside its bounds, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0} must be between 1 and 3650 days")]
+pub struct RetentionError(pub &'static str);
+
+impl Retention {
+    /// The shortest retention: a day, so that a parcel disputed the day after pickup can still
+    /// be traced.
+    pub const MIN_DAYS: u32 = 1;
+    /// The longest: ten years.
+    pub const MAX_DAYS: u32 = 3650;
+    /// What a site keeps unless its admins say otherwise: parcels 90 days (a carrier's claim
+    /// window), sessions 30, delivery records 30, evidence 90.
+    pub const DEFAULT: Self =
+        Self { parcel_days: 90, session_days: 30, delivery_days: 30, evidence_days: 90 };
+
+    /// `self`, if every field is within bounds.
+    pub fn checked(self) -> Result<Self, RetentionError> {
+        for (name, days) in [
+            ("parcel_days", self.parcel_days),
+            ("session_days", self.session_days),
+            ("delivery_days", self.delivery_days),
+            ("evidence_days", self.evidence_days),
+        ] {
+            if !(Self::MIN_DAYS..=Self::MAX_DAYS).contains(&days) {
+                return Err(RetentionError(name));
+            }
+        }
+        Ok(self)
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// An IANA time zone name such as `Europe/Berlin`, checked for form only (the server has no time
 /// zone database; the name is for display in the site's local time by clients).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +129,20 @@ mod tests {
         assert!(PickupWindow::new(crate::time::minutes(1)).is_err());
         assert!(PickupWindow::new(days(91)).is_err());
         assert!(PickupWindow::new(days(14)).is_ok());
+    }
+
+    #[test]
+    fn retention_is_bounded_and_names_the_field() {
+        assert_eq!(Retention::default().checked(), Ok(Retention::DEFAULT));
+        let zero = Retention { session_days: 0, ..Retention::DEFAULT };
+        assert_eq!(zero.checked(), Err(RetentionError("session_days")));
+        let long = Retention { evidence_days: 3651, ..Retention::DEFAULT };
+        assert_eq!(
+            long.checked().unwrap_err().to_string(),
+            "evidence_days must be between 1 and 3650 days"
+        );
+        let edges = Retention { parcel_days: 1, session_days: 3650, ..Retention::DEFAULT };
+        assert!(edges.checked().is_ok());
     }
 
     #[test]

@@ -369,6 +369,23 @@ pub struct SensorSettingsView {
     pub door_left_open_after_secs: u64,
 }
 
+/// How long a site keeps personal data once it has served its purpose, in days (1 to 3650
+/// each). The sweeper enforces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RetentionView {
+    /// After a parcel closes, its tracking number and recipient are dropped (90 unless set).
+    pub parcel_days: u32,
+    /// After a session ends, its record is deleted (30 unless set).
+    pub session_days: u32,
+    /// After a message or alert notification is delivered or given up, its record is deleted
+    /// (30 unless set).
+    pub delivery_days: u32,
+    /// Photos and clips are kept this long (90 unless set).
+    pub evidence_days: u32,
+}
+
 /// Where a site's alerts are sent besides its staff.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -32,6 +32,7 @@ pub mod people;
 pub mod presence;
 pub mod qr;
 pub mod remote_opens;
+pub mod retention;
 pub mod sensors;
 pub mod sessions;
 pub mod sites;

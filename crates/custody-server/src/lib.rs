@@ -85,7 +85,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 
 /// The public server's routes: each concept registers its own, beside its handlers.
 fn table() -> Routes<ServerState> {
-    let concepts: [fn(Routes<ServerState>) -> Routes<ServerState>; 29] = [
+    let concepts: [fn(Routes<ServerState>) -> Routes<ServerState>; 30] = [
         api::health::routes,
         api::sessions::routes,
         sign_in_links::routes,
@@ -102,6 +102,7 @@ fn table() -> Routes<ServerState> {
         api::bulk::routes,
         api::lockdown::routes,
         api::sensors::routes,
+        api::retention::routes,
         api::alerts::routes,
         api::incident::routes,
         api::devices::routes,

@@ -19,9 +19,9 @@ use custody_proto::api::{
     ImportBadgesRequest, LinkRedeemRequest, LinkRequest, LockdownRuleView, LockdownView,
     LoginRequest, NewAlertEndpointRequest, NoteRequest, OpeningView, ParcelHistory, ParcelView,
     PasskeyAnswerRequest, PasskeyCeremonyView, PersonView, PersonalDataView, PickupQrView,
-    ReasonRequest, RecoveryCodesView, RegisterBadgeRequest, RoleChangeRequest, RotateApiKeyRequest,
-    SensorRuleView, SensorSettingsView, SessionListItem, SessionView, SiteView, StatementView,
-    TotpConfirmRequest, TotpEnrolmentView,
+    ReasonRequest, RecoveryCodesView, RegisterBadgeRequest, RetentionView, RoleChangeRequest,
+    RotateApiKeyRequest, SensorRuleView, SensorSettingsView, SessionListItem, SessionView,
+    SiteView, StatementView, TotpConfirmRequest, TotpEnrolmentView,
 };
 use custody_proto::device::{EnrolRequest, EnrolResponse};
 use utoipa::OpenApi as _;
@@ -75,6 +75,7 @@ use crate::routes::{Access, RouteInfo};
         AlertSubscriptionView,
         SensorRuleView,
         SensorSettingsView,
+        RetentionView,
         DeviceView,
         DeviceHealthView,
         BoardHealthView,

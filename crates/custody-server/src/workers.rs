@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 use crate::outbox::{SmtpSecurity, SmtpSettings, Transport, deliver_due};
 
 /// One housekeeping pass: expire parcels, release lapsed reservations, retry notifications,
-/// escalate alerts left unacknowledged, forget counted remote opens past every window.
+/// escalate alerts left unacknowledged, forget counted remote opens past every window, and
+/// drop personal data past its site's retention.
 pub async fn sweep(app: &App) -> Result<(), custody_app::AppError> {
     let expired = app.expire_due().await?;
     let released = app.release_stale_reservations().await?;
@@ -21,6 +22,16 @@ pub async fn sweep(app: &App) -> Result<(), custody_app::AppError> {
     let pruned = app.prune_remote_opens().await?;
     if expired + released + notified + escalated > 0 || pruned > 0 {
         tracing::info!(expired, released, notified, escalated, pruned, "sweep");
+    }
+    let kept = app.apply_retention().await?;
+    if !kept.is_empty() {
+        tracing::info!(
+            parcels = kept.parcels,
+            sessions = kept.sessions,
+            messages = kept.messages,
+            alert_deliveries = kept.alert_deliveries,
+            "retention"
+        );
     }
     Ok(())
 }

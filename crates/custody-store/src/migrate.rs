@@ -206,9 +206,15 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0027_alert_notes_in_clear.sql"),
         sqlite_rebuilds: false,
     },
+    Migration {
+        version: 28,
+        name: "retention",
+        sqlite: include_str!("../migrations/sqlite/0028_retention.sql"),
+        postgres: include_str!("../migrations/postgres/0028_retention.sql"),
+        sqlite_rebuilds: false,
+    },
 ];
 
-/// The newest schema version this build knows.
 /// Names this build's schema on `backend`: its latest version and a digest (64-bit FNV-1a) of
 /// every migration's SQL, so a database migrated by another build (or before a migration was
 /// edited during development) is told apart.

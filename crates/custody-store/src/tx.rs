@@ -154,6 +154,7 @@ mod passkeys;
 mod people;
 mod personal;
 pub(crate) mod remote_opens;
+mod retention;
 mod sensors;
 mod sessions;
 mod sign_in_links;

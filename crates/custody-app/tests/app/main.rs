@@ -16,6 +16,7 @@ mod personal;
 mod presence;
 mod privileges;
 mod qr;
+mod retention;
 mod sign_in_links;
 mod story;
 mod throttling;
