@@ -18,7 +18,9 @@ use custody_core::alert::{Channel, Severity};
 use custody_core::audit::{Actor, AuditAction, AuditEvent, Outcome, Target};
 use custody_core::{AlertId, DeliveryId, EndpointId, PersonId, SiteId, Timestamp, policy};
 use custody_crypto::webhook::WebhookSecret;
-use custody_store::{AlertRow, DeliveryRow, EndpointRow, StoredText, SubscriptionRow, Tx};
+use custody_store::{
+    AlertRow, ConsentEventRow, DeliveryRow, EndpointRow, StoredText, SubscriptionRow, Tx,
+};
 use futures_util::FutureExt as _;
 use zeroize::Zeroizing;
 
@@ -109,6 +111,25 @@ impl Subscription {
             min_severity: row.min_severity,
             consented_at: row.consented_at,
         })
+    }
+}
+
+/// A consent given or withdrawn, in its person's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentChange {
+    /// Which site's alerts.
+    pub site: SiteId,
+    /// `email` or `sms`.
+    pub channel: Channel,
+    /// Given, with the least severity agreed to; `None` when withdrawn.
+    pub given: Option<Severity>,
+    /// When.
+    pub at: Timestamp,
+}
+
+impl From<ConsentEventRow> for ConsentChange {
+    fn from(r: ConsentEventRow) -> Self {
+        Self { site: r.site, channel: r.channel, given: r.given, at: r.at }
     }
 }
 
@@ -570,6 +591,14 @@ impl App {
                         consented_at: given.consented_at,
                     };
                     tx.put_alert_subscription(&stored).await?;
+                    tx.add_consent_event(&ConsentEventRow {
+                        person: stored.person.clone(),
+                        site: stored.site.clone(),
+                        channel: stored.channel,
+                        given: Some(stored.min_severity),
+                        at: stored.consented_at,
+                    })
+                    .await?;
                     let reason = format!("agreed:{}:{}", stored.channel, stored.min_severity);
                     let at = stored.consented_at;
                     tx.append_audit(&audit(&actor, AuditAction::AlertConsent, target, at, reason))?;
@@ -596,6 +625,14 @@ impl App {
                     if !tx.delete_alert_subscription(&person, &site, channel).await? {
                         return Err(AppError::NotFound);
                     }
+                    let withdrawn = ConsentEventRow {
+                        person: person.clone(),
+                        site: site.clone(),
+                        channel,
+                        given: None,
+                        at: now,
+                    };
+                    tx.add_consent_event(&withdrawn).await?;
                     let target = Target { site: Some(site.clone()), ..Target::default() };
                     let reason = format!("withdrew:{channel}");
                     tx.append_audit(&audit(

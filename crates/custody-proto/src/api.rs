@@ -73,6 +73,8 @@ pub struct PersonalDataView {
     pub sessions: Vec<SessionListItem>,
     /// Their consents to hear of alerts, with any phone number.
     pub consents: Vec<AlertSubscriptionView>,
+    /// Every consent they gave or withdrew, oldest first.
+    pub consent_history: Vec<ConsentChangeView>,
     /// Their badges, with each one's hint.
     pub badges: Vec<BadgeView>,
     /// Their parcels, with tracking numbers.
@@ -470,6 +472,23 @@ pub struct AlertSubscriptionView {
     /// When consent was given (RFC 3339); ignored in a request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consented_at: Option<String>,
+}
+
+/// A consent to hear of a site's alerts, given or withdrawn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConsentChangeView {
+    /// The site.
+    pub site: String,
+    /// `email` or `sms`.
+    pub channel: String,
+    /// `given` or `withdrawn`.
+    pub change: String,
+    /// The least severity agreed to, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_severity: Option<String>,
+    /// When (RFC 3339).
+    pub at: String,
 }
 
 /// A note for an alert's timeline.

@@ -213,6 +213,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0028_retention.sql"),
         sqlite_rebuilds: false,
     },
+    Migration {
+        version: 29,
+        name: "consent_history",
+        sqlite: include_str!("../migrations/sqlite/0029_consent_history.sql"),
+        postgres: include_str!("../migrations/postgres/0029_consent_history.sql"),
+        sqlite_rebuilds: false,
+    },
 ];
 
 /// Names this build's schema on `backend`: its latest version and a digest (64-bit FNV-1a) of

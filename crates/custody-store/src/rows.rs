@@ -728,6 +728,21 @@ pub struct SubscriptionRow {
     pub consented_at: Timestamp,
 }
 
+/// A consent given or withdrawn, in a person's history of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentEventRow {
+    /// Who.
+    pub person: PersonId,
+    /// Which site's alerts.
+    pub site: SiteId,
+    /// `email` or `sms`.
+    pub channel: Channel,
+    /// Given (with the least severity) or withdrawn (`None`).
+    pub given: Option<Severity>,
+    /// When.
+    pub at: Timestamp,
+}
+
 /// The audit entry (format v1) of an event at leaf `index`: what the store writes, and what a
 /// verifier expects an entry's queryable fields to say.
 pub fn entry_of(index: u64, e: &AuditEvent) -> Entry {

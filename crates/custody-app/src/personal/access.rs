@@ -9,7 +9,7 @@ use futures_util::FutureExt as _;
 use super::Statement;
 use crate::audit::AuditRecord;
 use crate::badges::Badge;
-use crate::fanout::Subscription;
+use crate::fanout::{ConsentChange, Subscription};
 use crate::parcels::Parcel;
 use crate::people::{Person, standing_of};
 use crate::sessions::Session;
@@ -27,6 +27,8 @@ pub struct PersonalData {
     pub sessions: Vec<Session>,
     /// Their consents to hear of alerts, with any phone number.
     pub consents: Vec<Subscription>,
+    /// Every consent they gave or withdrew, oldest first.
+    pub consent_history: Vec<ConsentChange>,
     /// Their badges, with each one's hint.
     pub badges: Vec<Badge>,
     /// Their parcels, with tracking numbers.
@@ -59,7 +61,7 @@ impl App {
         .await?;
         let view = self.person_view(&row)?;
         let (app, id) = (self.clone(), row.id.clone());
-        let (sessions, consents, badges, parcels, statements) = self
+        let data = self
             .store()
             .read(move |tx| {
                 async move {
@@ -67,6 +69,7 @@ impl App {
                     let Some(sealer) = sealer else { return Err(AppError::NotFound) };
                     let sessions = tx.sessions_of(&id).await?;
                     let consents = tx.alert_subscriptions(Some(&id), None).await?;
+                    let consent_history = tx.consent_history(&id).await?;
                     let badges = tx.badges_of_person(&id).await?;
                     let parcels = tx.parcels_for_recipient(&id, EXPORT_LIMIT).await?;
                     let entries = tx.audit_about(&id, EXPORT_LIMIT).await?;
@@ -88,8 +91,15 @@ impl App {
                         .into_iter()
                         .map(|c| Subscription::open(c, Some(&sealer)))
                         .collect::<Result<_, _>>()?;
-                    let badges = app.badge_views(tx, badges).await?;
-                    Ok((sessions, consents, badges, app.parcel_views(parcels)?, statements))
+                    Ok(PersonalData {
+                        person: view,
+                        sessions,
+                        consents,
+                        consent_history: crate::views(consent_history),
+                        badges: app.badge_views(tx, badges).await?,
+                        parcels: app.parcel_views(parcels)?,
+                        statements,
+                    })
                 }
                 .boxed()
             })
@@ -104,6 +114,6 @@ impl App {
         self.store()
             .write(move |tx| async move { tx.append_audit(&event).map_err(AppError::from) }.boxed())
             .await?;
-        Ok(PersonalData { person: view, sessions, consents, badges, parcels, statements })
+        Ok(data)
     }
 }

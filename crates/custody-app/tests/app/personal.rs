@@ -351,3 +351,54 @@ backends!(a_person_gets_everything_held_about_them, |t: TestStore| async move {
     let gone = env.app.personal_data(&admin, &env.ann.id).await.unwrap_err();
     assert_eq!(gone.code(), "not_found");
 });
+
+backends!(consents_keep_their_history_and_go_with_the_person, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    let admin = Env::as_person(&env.admin);
+    let t0 = env.app.now();
+    let step = custody_core::time::minutes(1);
+    env.app
+        .subscribe_alerts(&admin, &env.site, Channel::Sms, Some("+447700900123"), Severity::Medium)
+        .await
+        .unwrap();
+    env.clock.advance(step);
+    env.app
+        .subscribe_alerts(&admin, &env.site, Channel::Sms, Some("+447700900123"), Severity::High)
+        .await
+        .unwrap();
+    env.clock.advance(step);
+    env.app.subscribe_alerts(&admin, &env.site, Channel::Email, None, Severity::Low).await.unwrap();
+    env.clock.advance(step);
+    env.app.unsubscribe_alerts(&admin, &env.site, Channel::Sms).await.unwrap();
+    // Withdrawing what was never given changes nothing.
+    assert!(env.app.unsubscribe_alerts(&admin, &env.site, Channel::Sms).await.is_err());
+
+    let data = env.app.personal_data(&admin, &env.admin.id).await.unwrap();
+    let history: Vec<_> = data
+        .consent_history
+        .iter()
+        .map(|c| (c.channel, c.given, c.at.since(t0).as_secs() / 60))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (Channel::Sms, Some(Severity::Medium), 0),
+            (Channel::Sms, Some(Severity::High), 1),
+            (Channel::Email, Some(Severity::Low), 2),
+            (Channel::Sms, None, 3),
+        ]
+    );
+    assert_eq!(data.consents.len(), 1, "only the e-mail consent stands");
+    assert!(data.consent_history.iter().all(|c| c.site == env.site));
+
+    // Erased, the person's history goes with them.
+    assert!(env.app.erase_personal_data(&Caller::Operator, &env.admin.id).await.unwrap());
+    let who = env.admin.id.clone();
+    let left = env
+        .store
+        .store
+        .read(move |tx| async move { tx.consent_history(&who).await }.boxed())
+        .await
+        .unwrap();
+    assert!(left.is_empty());
+});

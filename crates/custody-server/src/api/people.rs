@@ -7,7 +7,9 @@ use custody_app::people::NewPerson;
 use custody_app::people::RoleChange;
 use custody_app::personal::PersonalData;
 use custody_core::person::Role;
-use custody_proto::api::{CreatePersonRequest, PersonView, PersonalDataView, RoleChangeRequest};
+use custody_proto::api::{
+    ConsentChangeView, CreatePersonRequest, PersonView, PersonalDataView, RoleChangeRequest,
+};
 use zeroize::Zeroizing;
 
 use super::{Json, parse_id};
@@ -109,6 +111,17 @@ pub fn personal_data_document(
         person: views::person(&d.person),
         sessions: d.sessions.iter().map(|s| super::sessions::session_item(s, current)).collect(),
         consents: d.consents.iter().map(super::fanout::subscription_view).collect(),
+        consent_history: d
+            .consent_history
+            .iter()
+            .map(|c| ConsentChangeView {
+                site: c.site.to_string(),
+                channel: c.channel.to_string(),
+                change: if c.given.is_some() { "given" } else { "withdrawn" }.into(),
+                min_severity: c.given.map(|s| s.to_string()),
+                at: views::rfc3339(c.at),
+            })
+            .collect(),
         badges: d.badges.iter().map(super::badges::badge_view).collect(),
         parcels: d.parcels.iter().map(|p| views::parcel(caller, p)).collect(),
         events: d.statements.iter().map(|(r, said)| views::event(r, said)).collect(),

@@ -5,7 +5,7 @@ use custody_core::{AlertId, DeliveryId, EndpointId, PersonId, SiteId, Timestamp}
 use sqlx::any::AnyRow;
 
 use crate::StoreError;
-use crate::rows::{DeliveryRow, EndpointRow, SubscriptionRow};
+use crate::rows::{ConsentEventRow, DeliveryRow, EndpointRow, SubscriptionRow};
 
 use super::{
     R, Tx, int, opt_blob, opt_parse, opt_stored, opt_text, opt_time, parse, stored_columns, text,
@@ -308,13 +308,65 @@ impl Tx {
         Ok(n == 1)
     }
 
-    /// Deletes every consent of a person (their data is being erased).
+    /// Deletes every consent of a person, and their history (their data is being erased).
     pub async fn delete_alert_subscriptions_of(&mut self, person: &PersonId) -> R<u64> {
+        self.exec(
+            sqlx::query("DELETE FROM consent_history WHERE person_id = $1")
+                .bind(person.as_str().to_owned()),
+        )
+        .await?;
         self.exec(
             sqlx::query("DELETE FROM alert_subscriptions WHERE person_id = $1")
                 .bind(person.as_str().to_owned()),
         )
         .await
+    }
+
+    /// Adds a consent given or withdrawn to its person's history.
+    pub async fn add_consent_event(&mut self, e: &ConsentEventRow) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "INSERT INTO consent_history (person_id, site_id, channel, change, min_severity, \
+                 at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(e.person.as_str().to_owned())
+            .bind(e.site.as_str().to_owned())
+            .bind(e.channel.as_str())
+            .bind(if e.given.is_some() { "given" } else { "withdrawn" })
+            .bind(e.given.map(Severity::as_str))
+            .bind(e.at.as_millis()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// A person's consents given and withdrawn, oldest first.
+    pub async fn consent_history(&mut self, person: &PersonId) -> R<Vec<ConsentEventRow>> {
+        let rows = self
+            .all(
+                sqlx::query(
+                    "SELECT person_id, site_id, channel, change, min_severity, at \
+                     FROM consent_history WHERE person_id = $1 ORDER BY at, site_id, channel",
+                )
+                .bind(person.as_str().to_owned()),
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let given = opt_parse(r, "min_severity", Severity::parse)?;
+                let change = text(r, "change")?;
+                if (change == "given") != given.is_some() {
+                    return Err(StoreError::Corrupt("consent_history.change"));
+                }
+                Ok(ConsentEventRow {
+                    person: parse(r, "person_id", |s| PersonId::parse(s).ok())?,
+                    site: parse(r, "site_id", |s| SiteId::parse(s).ok())?,
+                    channel: parse(r, "channel", Channel::parse)?,
+                    given,
+                    at: time(r, "at")?,
+                })
+            })
+            .collect()
     }
 
     /// A person's consents, or a site's, or both.
