@@ -132,6 +132,9 @@ pub(crate) enum Command {
         /// The person's id.
         person: String,
     },
+    /// Print the record of processing (GDPR Art. 30) as Markdown: every table and column,
+    /// what it holds and how it is protected, and each site's retention.
+    RecordOfProcessing,
     /// List organisations, their sites and banks.
     List,
     /// Rotate the key-encryption key: make a new one, name it current, and re-wrap every
@@ -267,6 +270,7 @@ pub(crate) async fn run(
                 custody_server::api::people::personal_data_document(app.now(), &op, &data, None);
             println!("{}", serde_json::to_string_pretty(&document)?);
         }
+        Command::RecordOfProcessing => record_of_processing(&app).await?,
         Command::List => list(&app).await?,
         Command::RotateKeys { .. } => rotate_keys(&app).await?,
         Command::RetireKeks => retire_keks(&app, data).await?,
@@ -325,6 +329,27 @@ async fn retire_keks(app: &custody_app::App, data: &Path) -> anyhow::Result<()> 
     }
     for (kek, n) in app.subject_keys_by_kek().await? {
         println!("  {kek}: {n} keys");
+    }
+    Ok(())
+}
+
+/// Prints the record of processing, then each site's retention as it stands.
+async fn record_of_processing(app: &custody_app::App) -> anyhow::Result<()> {
+    print!("{}", custody_store::inventory::record_of_processing());
+    println!("\n## Each site's retention, in days\n");
+    println!("| Site | Parcels | Sessions | Delivery records | Evidence |");
+    println!("|---|---|---|---|---|");
+    let orgs = app.store().read(|tx| async move { tx.orgs().await }.boxed()).await?;
+    for org in orgs {
+        let o = org.id.clone();
+        let sites = app.store().read(move |tx| async move { tx.sites(&o).await }.boxed()).await?;
+        for site in sites {
+            let r = app.retention(&Caller::Operator, &site.id).await?;
+            println!(
+                "| {} ({}) | {} | {} | {} | {} |",
+                site.name, site.id, r.parcel_days, r.session_days, r.delivery_days, r.evidence_days
+            );
+        }
     }
     Ok(())
 }

@@ -24,6 +24,7 @@
 //! network, a lock, a timer) would stall every other write.
 
 pub mod bench;
+pub mod inventory;
 mod migrate;
 mod rows;
 pub mod scan;

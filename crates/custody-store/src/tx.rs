@@ -147,6 +147,7 @@ mod couriers;
 mod devices;
 mod factors;
 mod fanout;
+mod inventory;
 mod lockdown;
 mod outbox;
 mod parcels;

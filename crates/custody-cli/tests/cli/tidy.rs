@@ -510,3 +510,21 @@ fn the_security_document_names_tests_that_exist() {
     assert!(named > 100, "only {named} tests named: has the document's form changed?");
     assert!(missing.is_empty(), "docs/SECURITY.md names tests that do not exist: {missing:#?}");
 }
+
+/// `docs/compliance/record-of-processing.md` is what the inventory renders, so the record an
+/// auditor reads is the one the schema test holds to the database. `CUSTODY_BLESS=1` rewrites
+/// it after a change to the inventory.
+#[test]
+fn the_record_of_processing_is_rendered_from_the_inventory() {
+    let path = root().join("docs/compliance/record-of-processing.md");
+    let rendered = custody_store::inventory::record_of_processing();
+    if std::env::var("CUSTODY_BLESS").as_deref() == Ok("1") {
+        std::fs::write(&path, &rendered).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == rendered,
+        "{} is out of date: run `CUSTODY_BLESS=1 cargo test -p custody-cli the_record_of_processing` and commit it",
+        path.display()
+    );
+}

@@ -13,7 +13,7 @@ use custody_core::parcel::ParcelState;
 use custody_core::text::{Email, Name};
 use custody_core::{BankId, CarrierId, CodeId, CompartmentId, OrgId, ParcelId, PersonId, SiteId};
 use custody_store::{ParcelRow, PersonDetails, StoreError, StoredText, WrappedKeyRow, migrate_to};
-use custody_testkit::{TEST_EPOCH, TestDatabase};
+use custody_testkit::{TEST_EPOCH, TestDatabase, TestStore, backends};
 use futures_util::FutureExt as _;
 use sqlx::{Connection as _, Row as _};
 
@@ -381,3 +381,25 @@ async fn both_backends_build_the_same_schema() {
         only(&on_lite, &on_pg)
     );
 }
+
+// The inventory behind the record of processing names every table and column the migrations
+// build, and nothing they do not: a column added without saying what it holds fails here.
+backends!(the_inventory_names_every_column_of_the_schema, |t: TestStore| async move {
+    use custody_store::inventory::{BACKEND_TABLES, INVENTORY};
+    let columns =
+        t.store.read(|tx| async move { tx.schema_columns().await }.boxed()).await.unwrap();
+    let built: std::collections::BTreeSet<(String, String)> = columns
+        .into_iter()
+        .filter(|(table, _)| !BACKEND_TABLES.contains(&table.as_str()))
+        .collect();
+    let named: std::collections::BTreeSet<(String, String)> = INVENTORY
+        .iter()
+        .flat_map(|t| t.columns.iter().map(|(c, _)| (t.name.to_owned(), (*c).to_owned())))
+        .collect();
+    let unnamed: Vec<_> = built.difference(&named).collect();
+    let stale: Vec<_> = named.difference(&built).collect();
+    assert!(
+        unnamed.is_empty() && stale.is_empty(),
+        "in the schema, not the inventory: {unnamed:?}\nin the inventory, not the schema: {stale:?}"
+    );
+});
