@@ -480,35 +480,67 @@ fn defined_names(src: &str, out: &mut std::collections::BTreeSet<String>) {
     }
 }
 
-/// Every test docs/SECURITY.md's **Tests.** paragraphs name (a backticked name of three words
-/// or more) exists: a renamed or deleted test cannot leave the document promising it.
-#[test]
-fn the_security_document_names_tests_that_exist() {
+/// Every test function defined anywhere in the workspace, by name.
+fn defined_tests() -> std::collections::BTreeSet<String> {
     let mut files = Vec::new();
     rust_files(&root().join("crates"), &mut files);
     let mut defined = std::collections::BTreeSet::new();
     for file in files {
         defined_names(&std::fs::read_to_string(file).unwrap(), &mut defined);
     }
+    defined
+}
+
+/// The backticked names in `text` shaped like a test's: lowercase, digits and underscores, at
+/// least three words.
+fn test_names(text: &str) -> impl Iterator<Item = &str> {
+    text.split('`').skip(1).step_by(2).filter(|name| {
+        name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && name.matches('_').count() >= 2
+    })
+}
+
+/// Every test docs/SECURITY.md's **Tests.** paragraphs name (a backticked name of three words
+/// or more) exists: a renamed or deleted test cannot leave the document promising it.
+#[test]
+fn the_security_document_names_tests_that_exist() {
+    let defined = defined_tests();
     let doc = std::fs::read_to_string(root().join("docs/SECURITY.md")).unwrap();
     let mut named = 0;
     let mut missing = Vec::new();
     for part in doc.split("**Tests.**").skip(1) {
         let section = part.split("\n## ").next().unwrap();
-        for name in section.split('`').skip(1).step_by(2) {
-            let is_name = name.starts_with(|c: char| c.is_ascii_lowercase())
-                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-                && name.matches('_').count() >= 2;
-            if is_name {
-                named += 1;
-                if !defined.contains(name) {
-                    missing.push(name.to_owned());
-                }
+        for name in test_names(section) {
+            named += 1;
+            if !defined.contains(name) {
+                missing.push(name.to_owned());
             }
         }
     }
     assert!(named > 100, "only {named} tests named: has the document's form changed?");
     assert!(missing.is_empty(), "docs/SECURITY.md names tests that do not exist: {missing:#?}");
+}
+
+/// Every test docs/COMPLIANCE.md's tables name in their last column exists: a control cannot
+/// stay mapped to a test that was renamed or deleted.
+#[test]
+fn the_compliance_map_names_tests_that_exist() {
+    let defined = defined_tests();
+    let doc = std::fs::read_to_string(root().join("docs/COMPLIANCE.md")).unwrap();
+    let mut named = 0;
+    let mut missing = Vec::new();
+    for row in doc.lines().filter(|l| l.starts_with('|')) {
+        let last = row.trim_end_matches('|').rsplit('|').next().unwrap_or_default();
+        for name in test_names(last) {
+            named += 1;
+            if !defined.contains(name) {
+                missing.push(name.to_owned());
+            }
+        }
+    }
+    assert!(named > 40, "only {named} tests named: has the document's form changed?");
+    assert!(missing.is_empty(), "docs/COMPLIANCE.md names tests that do not exist: {missing:#?}");
 }
 
 /// `docs/compliance/record-of-processing.md` is what the inventory renders, so the record an
