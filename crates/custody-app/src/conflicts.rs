@@ -87,6 +87,8 @@ conflict_codes! {
     LastSuperAdmin = "last_super_admin",
     /// This process's key-encryption key is not the installation's current one.
     KekNotCurrent = "kek_not_current",
+    /// A breach cannot close before the authority, and the people it reached, are told.
+    NoticesOutstanding = "notices_outstanding",
     /// A carrier of that name exists.
     CarrierExists = "carrier_exists",
     /// The API key is revoked or retiring already.

@@ -39,6 +39,7 @@ pub mod api_keys;
 pub mod approvals;
 pub mod audit;
 pub mod badges;
+pub mod breaches;
 pub mod bulk;
 pub mod carriers;
 pub mod compartments;
@@ -326,6 +327,7 @@ pub struct KeyRing {
     pub(crate) offline: KeyedHasher,
     pub(crate) email_index: KeyedHasher,
     pub(crate) tracking: Sealer,
+    pub(crate) breaches: Sealer,
     pub(crate) throttle: KeyedHasher,
     pub(crate) command: SigningKey,
     pub(crate) ca: CertificateAuthority,
@@ -369,6 +371,7 @@ impl KeyRing {
             offline: master.hasher(Purpose::OfflineCodes),
             email_index: master.hasher(Purpose::EmailIndex),
             tracking: Sealer::new(master, Purpose::TrackingRefs)?,
+            breaches: Sealer::new(master, Purpose::Breaches)?,
             throttle: master.hasher(Purpose::ThrottleSubjects),
             command,
             ca,

@@ -227,6 +227,14 @@ named_enum!(
         /// The sweeper dropped personal data past its site's retention: the reason counts the
         /// parcels anonymised and the sessions and delivery records deleted.
         RetentionApply = "retention.apply",
+        /// Staff declared a personal-data breach: the reason counts the people the log shows
+        /// affected; the clocks start from when it was discovered.
+        BreachDeclare = "breach.declare",
+        /// The notices of a breach were drafted (opening the affected people's names and
+        /// addresses for their writer).
+        BreachNotices = "breach.notices",
+        /// A step in answering a breach was recorded: the reason names it.
+        BreachStep = "breach.step",
         /// The server's periodic check found its own audit log not what it signed.
         AuditIntegrity = "audit.integrity",
     }

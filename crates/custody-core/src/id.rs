@@ -185,6 +185,9 @@ opaque_id!(
 opaque_id!(
     /// One notification of an alert to one target, in the alerts' outbox.
     DeliveryId, "dlv");
+opaque_id!(
+    /// A personal-data breach declared by staff.
+    BreachId, "brc");
 
 #[cfg(test)]
 mod tests {

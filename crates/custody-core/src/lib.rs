@@ -9,6 +9,7 @@ pub mod alert;
 pub mod approval;
 pub mod audit;
 pub mod badge;
+pub mod breach;
 pub mod code;
 pub mod compartment;
 pub mod id;
@@ -22,8 +23,9 @@ pub mod time;
 pub mod token;
 
 pub use id::{
-    AlertId, ApiKeyId, ApprovalId, BadgeId, BankId, CarrierId, CodeId, CompartmentId, DeliveryId,
-    DeviceId, EndpointId, MessageId, OrgId, ParcelId, PersonId, SessionId, SiteId, TokenId,
+    AlertId, ApiKeyId, ApprovalId, BadgeId, BankId, BreachId, CarrierId, CodeId, CompartmentId,
+    DeliveryId, DeviceId, EndpointId, MessageId, OrgId, ParcelId, PersonId, SessionId, SiteId,
+    TokenId,
 };
 pub use time::{Clock, ManualClock, Timestamp};
 

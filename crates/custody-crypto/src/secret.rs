@@ -76,6 +76,8 @@ pub enum Purpose {
     /// Keyed hashes of the personal subjects of throttle counters (addresses typed at sign-in,
     /// network addresses).
     ThrottleSubjects,
+    /// Sealing of staff's accounts of personal-data breaches, each bound to its breach.
+    Breaches,
 }
 
 impl Purpose {
@@ -100,6 +102,7 @@ impl Purpose {
             Self::EmailIndex => b"custody/v1/email-index",
             Self::TrackingRefs => b"custody/v1/tracking-refs",
             Self::ThrottleSubjects => b"custody/v1/throttle-subjects",
+            Self::Breaches => b"custody/v1/breaches",
         }
     }
 }

@@ -220,6 +220,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../migrations/postgres/0029_consent_history.sql"),
         sqlite_rebuilds: false,
     },
+    Migration {
+        version: 30,
+        name: "breaches",
+        sqlite: include_str!("../migrations/sqlite/0030_breaches.sql"),
+        postgres: include_str!("../migrations/postgres/0030_breaches.sql"),
+        sqlite_rebuilds: false,
+    },
 ];
 
 /// Names this build's schema on `backend`: its latest version and a digest (64-bit FNV-1a) of

@@ -11,9 +11,9 @@ use custody_core::person::{Factor, Role};
 use custody_core::site::PickupWindow;
 use custody_core::text::{Email, Name};
 use custody_core::{
-    AlertId, ApiKeyId, ApprovalId, BadgeId, BankId, CarrierId, CodeId, CompartmentId, DeliveryId,
-    DeviceId, EndpointId, MessageId, OrgId, ParcelId, PersonId, SessionId, SiteId, Timestamp,
-    TokenId,
+    AlertId, ApiKeyId, ApprovalId, BadgeId, BankId, BreachId, CarrierId, CodeId, CompartmentId,
+    DeliveryId, DeviceId, EndpointId, MessageId, OrgId, ParcelId, PersonId, SessionId, SiteId,
+    Timestamp, TokenId,
 };
 
 /// An organisation.
@@ -741,6 +741,44 @@ pub struct ConsentEventRow {
     pub given: Option<Severity>,
     /// When.
     pub at: Timestamp,
+}
+
+/// A personal-data breach as declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreachRow {
+    /// Id.
+    pub id: BreachId,
+    /// Organisation.
+    pub org: OrgId,
+    /// The site it happened at.
+    pub site: SiteId,
+    /// The bank, when it was one bank.
+    pub bank: Option<BankId>,
+    /// The alert that raised it, if one did.
+    pub alert: Option<AlertId>,
+    /// Staff's account of it, sealed under an installation key bound to the breach.
+    pub summary: Vec<u8>,
+    /// The window of time it covers: from.
+    pub window_from: Timestamp,
+    /// To.
+    pub window_to: Timestamp,
+    /// When the organisation became aware of it: the clocks run from here.
+    pub discovered_at: Timestamp,
+    /// When it was declared.
+    pub declared_at: Timestamp,
+    /// Who declared it.
+    pub declared_by: PersonId,
+}
+
+/// A step in answering a breach, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreachStepRow {
+    /// Which step.
+    pub step: custody_core::breach::BreachStep,
+    /// When.
+    pub at: Timestamp,
+    /// Who recorded it.
+    pub by: PersonId,
 }
 
 /// The audit entry (format v1) of an event at leaf `index`: what the store writes, and what a

@@ -140,6 +140,7 @@ mod api_keys;
 mod approvals;
 pub(crate) mod audit;
 mod badges;
+mod breaches;
 mod carriers;
 mod codes;
 mod compartments;

@@ -5,6 +5,7 @@ mod alerts;
 mod audit_tamper;
 mod audit_verify;
 mod badges;
+mod breaches;
 mod codes;
 mod couriers;
 mod factors;
