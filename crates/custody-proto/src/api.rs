@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod breaches;
+pub use breaches::*;
+
 mod parcels;
 pub use parcels::*;
 

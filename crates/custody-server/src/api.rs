@@ -16,6 +16,7 @@ pub mod api_keys;
 pub mod approvals;
 pub mod audit;
 pub mod badges;
+pub mod breaches;
 pub mod bulk;
 pub mod carriers;
 pub mod compartments;
@@ -69,6 +70,20 @@ pub(crate) fn parse_id<T: FromStr>(s: &str, what: &str) -> Result<T, ApiError> {
     T::from_str(s).map_err(|_| {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", format!("that is not a {what} id"))
     })
+}
+
+/// A time given as RFC 3339 (`2030-01-01T09:00:00Z`), if given; a clear 422 naming `field`
+/// otherwise.
+pub(crate) fn time_in(
+    text: Option<&str>,
+    field: &str,
+) -> Result<Option<custody_core::Timestamp>, ApiError> {
+    let Some(text) = text else { return Ok(None) };
+    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| custody_app::AppError::Invalid(format!("{field}: expected RFC 3339")))?;
+    let millis = i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| custody_app::AppError::Invalid(format!("{field}: out of range")))?;
+    Ok(Some(custody_core::Timestamp::from_millis(millis)))
 }
 
 fn size(s: &str) -> Result<SizeClass, ApiError> {

@@ -85,7 +85,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 
 /// The public server's routes: each concept registers its own, beside its handlers.
 fn table() -> Routes<ServerState> {
-    let concepts: [fn(Routes<ServerState>) -> Routes<ServerState>; 30] = [
+    let concepts: [fn(Routes<ServerState>) -> Routes<ServerState>; 32] = [
         api::health::routes,
         api::sessions::routes,
         sign_in_links::routes,
@@ -103,6 +103,7 @@ fn table() -> Routes<ServerState> {
         api::lockdown::routes,
         api::sensors::routes,
         api::retention::routes,
+        api::breaches::routes,
         api::alerts::routes,
         api::incident::routes,
         api::devices::routes,
@@ -115,6 +116,7 @@ fn table() -> Routes<ServerState> {
         api::approvals::routes,
         portal::routes,
         portal::alerts::routes,
+        portal::breaches::routes,
         portal::account::routes,
     ];
     concepts.into_iter().fold(Routes::new(), |table, add| add(table))

@@ -61,15 +61,6 @@ pub async fn audit_consistency(
     }))
 }
 
-fn rfc3339(text: Option<&str>, field: &str) -> Result<Option<custody_core::Timestamp>, ApiError> {
-    let Some(text) = text else { return Ok(None) };
-    let t = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| custody_app::AppError::Invalid(format!("{field}: expected RFC 3339")))?;
-    let millis = i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
-        .map_err(|_| custody_app::AppError::Invalid(format!("{field}: out of range")))?;
-    Ok(Some(custody_core::Timestamp::from_millis(millis)))
-}
-
 /// A site's audit entries with their proofs, one JSON line each after the checkpoint: the
 /// format of `custody audit export`, which `custody audit verify` checks offline.
 pub async fn audit_export(
@@ -82,8 +73,8 @@ pub async fn audit_export(
         parcel: body.parcel.as_deref().map(|p| parse_id(p, "parcel")).transpose()?,
         compartment: body.compartment.as_deref().map(|c| parse_id(c, "compartment")).transpose()?,
         actor: body.actor,
-        since: rfc3339(body.since.as_deref(), "since")?,
-        until: rfc3339(body.until.as_deref(), "until")?,
+        since: super::time_in(body.since.as_deref(), "since")?,
+        until: super::time_in(body.until.as_deref(), "until")?,
     };
     let mut out = Vec::new();
     state

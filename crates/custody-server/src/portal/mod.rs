@@ -30,6 +30,7 @@ use crate::{RequestClient, ServerState, api, views};
 
 pub mod account;
 pub mod alerts;
+pub mod breaches;
 pub mod forms;
 
 const LOGIN_CSRF_COOKIE: &str = "__Host-custody-login";

@@ -578,3 +578,57 @@ async fn an_admin_watches_alerts_arrive_and_takes_them_in_place() {
     assert_eq!(resolved.state, custody_core::alert::AlertState::Resolved);
     browser.clone().close().await.unwrap();
 }
+
+/// What a breach's page says of the authority's clock.
+async fn authority_clock(browser: &fantoccini::Client) -> String {
+    let row = browser.wait().for_element(Locator::Id("clock-authority")).await.unwrap();
+    row.find(Locator::Css("td.state")).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_admin_sees_a_breachs_clocks_run() {
+    use custody_app::breaches::NewBreach;
+    use custody_core::breach::BreachStep;
+    use custody_core::time::hours;
+    let server = TestServer::start(custody_testkit::sqlite_store().await).await;
+    let Some(session) = browser(&server, "breach clocks").await else { return };
+    let browser = &session.client;
+    let env = &server.env;
+    sign_in_admin(browser, &server).await;
+    let now = env.app.now();
+    let admin = env.stepped_up(&env.admin);
+    let declare = |discovered_hours_ago: u64| NewBreach {
+        site: env.site.clone(),
+        bank: None,
+        alert: None,
+        summary: "A lost master key for the banks' service doors.".into(),
+        window_from: now.minus(hours(100)),
+        window_to: now.minus(hours(90)),
+        discovered_at: now.minus(hours(discovered_hours_ago)),
+    };
+    let recent = env.app.declare_breach(&admin, declare(70)).await.unwrap();
+    let late = env.app.declare_breach(&admin, declare(75)).await.unwrap();
+
+    browser.find(Locator::LinkText("Harbour House")).await.unwrap().click().await.unwrap();
+    browser.wait().for_element(Locator::Id("site-breaches")).await.unwrap().click().await.unwrap();
+    browser.wait().for_element(Locator::Id("breaches")).await.unwrap();
+    browser.find(Locator::LinkText(recent.id.as_str())).await.unwrap().click().await.unwrap();
+    // Discovered 70 hours ago: two hours left to tell the authority.
+    assert_eq!(authority_clock(browser).await, "2 h 0 min left");
+    let summary = browser.find(Locator::Id("breach-summary")).await.unwrap().text().await.unwrap();
+    assert!(summary.contains("lost master key"), "{summary}");
+
+    // Discovered 75 hours ago and nobody told: overdue.
+    browser.goto(&server.url(&format!("/portal/breaches/{}", late.id))).await.unwrap();
+    arrive_at(browser, &format!("/portal/breaches/{}", late.id)).await;
+    assert_eq!(authority_clock(browser).await, "overdue by 3 h 0 min");
+
+    // Told: the clock shows when.
+    env.app.record_breach_step(&admin, &recent.id, BreachStep::AuthorityNotified).await.unwrap();
+    browser.goto(&server.url(&format!("/portal/breaches/{}", recent.id))).await.unwrap();
+    arrive_at(browser, &format!("/portal/breaches/{}", recent.id)).await;
+    let told = authority_clock(browser).await;
+    assert!(told.starts_with("given 2030-01-01T00:00:"), "{told}");
+    let steps = browser.find(Locator::Id("steps")).await.unwrap().text().await.unwrap();
+    assert!(steps.contains("authority notified"), "{steps}");
+}
