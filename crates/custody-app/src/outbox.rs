@@ -157,6 +157,31 @@ impl App {
         ))
     }
 
+    /// Gives up and wipes every message still held for `address` (a person being erased).
+    /// The queue holds only what is waiting, so it is read whole; a body that does not open is
+    /// left for the worker, which gives it up itself.
+    pub(crate) async fn withdraw_messages_to(
+        &self,
+        tx: &mut Tx,
+        address: &str,
+        now: Timestamp,
+    ) -> Result<u64, AppError> {
+        let mut withdrawn = 0;
+        for row in tx.held_messages().await? {
+            let Some(sealed) = &row.sealed else { continue };
+            let Ok(plain) = self.keys().outbox.open(row.id.as_str().as_bytes(), sealed) else {
+                continue;
+            };
+            let plain = zeroize::Zeroizing::new(plain);
+            let Ok(message) = serde_json::from_slice::<Message>(&plain) else { continue };
+            if message.to.eq_ignore_ascii_case(address) {
+                tx.withdraw_message(&row.id, "recipient erased", now).await?;
+                withdrawn += 1;
+            }
+        }
+        Ok(withdrawn)
+    }
+
     /// Opens a leased message for its transport.
     pub fn open_message(&self, row: &Leased) -> Result<Message, AppError> {
         let sealed = row.sealed.as_ref().ok_or_else(|| {

@@ -19,8 +19,8 @@ impl App {
     /// from now on. Their row keeps only what other records refer to (id, organisation, role,
     /// dates): address, name, blind index and password go, the account is disabled and its
     /// sessions end. Their badges are revoked, their parcels' tracking numbers dropped, their
-    /// consents to hear of alerts, with any phone number, deleted. The log itself does not change and still
-    /// verifies. Org-wide admins only; the last active super-admin of an organisation cannot
+    /// consents to hear of alerts, with any phone number, deleted, and messages to them not yet
+    /// sent given up and wiped. The log itself does not change and still verifies. Org-wide admins only; the last active super-admin of an organisation cannot
     /// be erased. The erasure is audited. Returns `false` if the person had been erased
     /// already.
     pub async fn erase_personal_data(
@@ -38,7 +38,10 @@ impl App {
             policy::may_manage_org(p, &row.org)
         })
         .await?;
-        let (now, actor, person) = (self.now(), caller.actor(), person.clone());
+        // Their address, to find the messages still waiting for them (sealed under the
+        // outbox's installation key, not theirs).
+        let address = self.open_details(&row)?.map(|(email, _)| email.to_string());
+        let (now, actor, person, app) = (self.now(), caller.actor(), person.clone(), self.clone());
         self.store()
             .write(move |tx| {
                 async move {
@@ -56,6 +59,10 @@ impl App {
                     tx.drop_tracking_refs_of(&person).await?;
                     // The numbers they gave for alerts' text messages go too.
                     tx.delete_alert_subscriptions_of(&person).await?;
+                    // Messages to them not yet sent are given up and wiped.
+                    if let Some(address) = &address {
+                        app.withdraw_messages_to(tx, address, now).await?;
+                    }
                     tx.append_audit(
                         &AuditEvent::success(
                             now,

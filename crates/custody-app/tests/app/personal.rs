@@ -402,3 +402,44 @@ backends!(consents_keep_their_history_and_go_with_the_person, |t: TestStore| asy
         .unwrap();
     assert!(left.is_empty());
 });
+
+backends!(an_erased_persons_waiting_messages_are_withdrawn, |t: TestStore| async move {
+    let env = Env::new(t).await;
+    // Waiting to be sent: a pickup code and a sign-in link for Ann, a pickup code for Bob.
+    let (ann_parcel, _) = env.delivered(env.ann.email.as_str()).await;
+    let client = Client::new("192.0.2.251", "custody-testkit");
+    env.app
+        .request_sign_in_link(env.ann.email.as_str(), "a browser binding", &client)
+        .await
+        .unwrap();
+    let (bob_parcel, _) = env.delivered(env.bob.email.as_str()).await;
+    let held = || {
+        let store = env.store.store.clone();
+        async move { store.read(|tx| async move { tx.held_messages().await }.boxed()).await.unwrap() }
+    };
+    let before = held().await;
+    assert!(before.len() >= 3, "{} waiting", before.len());
+
+    assert!(env.app.erase_personal_data(&Caller::Operator, &env.ann.id).await.unwrap());
+    // Nothing addressed to her is left to send or to open; Bob's code still goes.
+    let after = held().await;
+    assert!(after.iter().all(|m| m.parcel.as_ref() != Some(&ann_parcel)));
+    assert_eq!(before.len() - after.len(), 2, "her code and her link, nothing else");
+    assert!(after.iter().any(|m| m.parcel.as_ref() == Some(&bob_parcel)));
+    let theirs = {
+        let store = env.store.store.clone();
+        let parcel = ann_parcel.clone();
+        store
+            .read(move |tx| async move { tx.messages_for_parcel(&parcel).await }.boxed())
+            .await
+            .unwrap()
+    };
+    for m in &theirs {
+        assert!(m.sealed.is_none() && m.dead_at.is_some(), "{m:?}");
+        assert_eq!(m.last_error.as_deref(), Some("recipient erased"));
+    }
+    let leased = env.app.lease_messages(10).await.unwrap();
+    let opened: Vec<_> = leased.iter().map(|m| env.app.open_message(m).unwrap().to).collect();
+    assert!(!opened.iter().any(|to| to.eq_ignore_ascii_case(env.ann.email.as_str())), "{opened:?}");
+    assert!(opened.iter().any(|to| to == env.bob.email.as_str()));
+});

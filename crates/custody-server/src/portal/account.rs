@@ -340,6 +340,32 @@ struct AccountPage {
     sessions: Vec<SessionLine>,
 }
 
+/// Everything held about the signed-in person, the API's document, as a file to download.
+pub async fn personal_data(
+    State(state): State<ServerState>,
+    PortalUser(s): PortalUser,
+) -> Response {
+    let data = match state.app.personal_data(s.caller(), &s.person().id).await {
+        Ok(data) => data,
+        Err(e) => return error_page(&e, Some(nav(&state.app, &s))),
+    };
+    let now = state.app.now();
+    let document = api::people::personal_data_document(now, s.caller(), &data, Some(&s.info.id));
+    let Ok(body) = serde_json::to_vec_pretty(&document) else {
+        return error_page(&AppError::Invalid("the export".into()), Some(nav(&state.app, &s)));
+    };
+    let name = format!("attachment; filename=\"custody-personal-data-{}.json\"", now.utc_day());
+    (
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_DISPOSITION, name),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 /// The person's factors and sessions.
 pub async fn account(State(state): State<ServerState>, PortalUser(s): PortalUser) -> Response {
     let n = nav(&state.app, &s);
@@ -464,6 +490,15 @@ pub(crate) fn routes(table: Routes<ServerState>) -> Routes<ServerState> {
             recovery_codes,
         )
         .post("/portal/account/sessions/{id}/end", Person, Doc::plain("End a session"), end_session)
+        .get(
+            "/portal/account/personal-data",
+            Person,
+            Doc::plain(
+                "Everything held about the signed-in person, as a JSON file to keep (GDPR Art. 15 \
+                 and 20); audited",
+            ),
+            personal_data,
+        )
         .post(
             "/portal/account/sessions/end-others",
             Person,

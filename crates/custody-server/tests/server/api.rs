@@ -139,6 +139,7 @@ const EXPECTED: &[(&str, &str, Access)] = &[
     ("POST", "/portal/account/recovery-codes", Access::Person),
     ("POST", "/portal/account/sessions/{id}/end", Access::Person),
     ("POST", "/portal/account/sessions/end-others", Access::Person),
+    ("GET", "/portal/account/personal-data", Access::Person),
     ("GET", "/portal", Access::Person),
     ("GET", "/portal/sites/{id}", Access::StaffRead),
     ("GET", "/portal/sites/{id}/alerts", Access::StaffRead),
@@ -1252,6 +1253,66 @@ backends!(a_sites_retention_is_set_over_the_api, |t: TestStore| async move {
     let stale = set(defaults).await.unwrap();
     assert_eq!(stale.status(), StatusCode::FORBIDDEN);
     assert_eq!(get().await, wanted);
+});
+
+// Subject access from both doors: the API's document, and the same as a file from the
+// portal's account page; staff reach another person's through the API; each is audited.
+backends!(a_person_downloads_everything_held_about_them, |t: TestStore| async move {
+    let server = TestServer::start(t).await;
+    let env = &server.env;
+    env.delivered(env.ann.email.as_str()).await;
+    let ann = server.sign_in(&env.ann).await;
+    let page = ann.client.get(server.url("/portal/account")).send().await.unwrap();
+    assert!(page.text().await.unwrap().contains("href=\"/portal/account/personal-data\""));
+    let file = ann.client.get(server.url("/portal/account/personal-data")).send().await.unwrap();
+    assert_eq!(file.status(), StatusCode::OK);
+    let disposition = file.headers()["content-disposition"].to_str().unwrap().to_owned();
+    assert!(
+        disposition.starts_with("attachment; filename=\"custody-personal-data-"),
+        "{disposition}"
+    );
+    assert_eq!(file.headers()["cache-control"], "no-store");
+    let from_portal: Value = file.json().await.unwrap();
+    assert_eq!(from_portal["format"], "custody-personal-data/1");
+    assert_eq!(from_portal["person"]["email"], env.ann.email.as_str());
+    assert_eq!(from_portal["parcels"].as_array().unwrap().len(), 1);
+    assert!(from_portal["parcels"][0]["tracking_ref"].is_string());
+    let from_api: Value = ann
+        .client
+        .get(server.url("/api/v1/me/personal-data"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(from_api["person"], from_portal["person"]);
+    assert_eq!(from_api["parcels"], from_portal["parcels"]);
+
+    let admin = server.sign_in(&env.admin).await;
+    let theirs = admin
+        .client
+        .get(server.url(&format!("/api/v1/people/{}/personal-data", env.ann.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), StatusCode::OK);
+    // Bob cannot reach Ann's.
+    let bob = server.sign_in(&env.bob).await;
+    let refused = bob
+        .client
+        .get(server.url(&format!("/api/v1/people/{}/personal-data", env.ann.id)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let exports = env
+        .log()
+        .await
+        .iter()
+        .filter(|r| r.event.action == custody_core::audit::AuditAction::PersonalDataExport)
+        .count();
+    assert_eq!(exports, 3);
 });
 
 // A breach over the API: declared with times in RFC 3339 (a bad one named), read with its

@@ -131,6 +131,34 @@ impl Tx {
         self.exec(q).await.map(|_| ())
     }
 
+    /// Every message whose body is still held (waiting, or leased), oldest first: what an
+    /// erasure looks through for messages to the person erased.
+    pub async fn held_messages(&mut self) -> R<Vec<OutboxRow>> {
+        let rows = self
+            .all(sqlx::query(sql!(
+                "SELECT ",
+                OUTBOX_COLS,
+                " FROM outbox WHERE sealed IS NOT NULL ORDER BY created_at, id"
+            )))
+            .await?;
+        rows.iter().map(outbox_row).collect()
+    }
+
+    /// Gives a message up unsent and wipes its body, saying why.
+    pub async fn withdraw_message(&mut self, id: &MessageId, why: &str, now: Timestamp) -> R<()> {
+        self.exec(
+            sqlx::query(
+                "UPDATE outbox SET dead_at = $1, sealed = NULL, lease_until = NULL, last_error = $2 \
+                 WHERE id = $3 AND sealed IS NOT NULL",
+            )
+            .bind(now.as_millis())
+            .bind(why.to_owned())
+            .bind(id.as_str().to_owned()),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// A message.
     pub async fn message(&mut self, id: &MessageId) -> R<Option<OutboxRow>> {
         let row = self
