@@ -82,7 +82,8 @@ pub struct PersonalDataView {
     pub badges: Vec<BadgeView>,
     /// Their parcels, with tracking numbers.
     pub parcels: Vec<ParcelView>,
-    /// The audit log's entries holding words about them, with the words.
+    /// The audit log's entries about them: those about their parcels, and those holding words
+    /// about them (with the words).
     pub events: Vec<EventView>,
 }
 

@@ -33,7 +33,8 @@ pub struct PersonalData {
     pub badges: Vec<Badge>,
     /// Their parcels, with tracking numbers.
     pub parcels: Vec<Parcel>,
-    /// The audit log's entries holding words about them, with the words.
+    /// The audit log's entries about them: those about their parcels, and those holding words
+    /// about them (with the words).
     pub statements: Vec<(AuditRecord, Statement)>,
 }
 

@@ -1288,6 +1288,17 @@ backends!(a_person_downloads_everything_held_about_them, |t: TestStore| async mo
         .unwrap();
     assert_eq!(from_api["person"], from_portal["person"]);
     assert_eq!(from_api["parcels"], from_portal["parcels"]);
+    // The log's entries about her parcel are hers to see: its deposit and her notification.
+    let actions: Vec<&str> = from_api["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"parcel.deposit") && actions.contains(&"parcel.notify"),
+        "{actions:?}"
+    );
 
     let admin = server.sign_in(&env.admin).await;
     let theirs = admin

@@ -403,15 +403,20 @@ impl Tx {
         rows.iter().map(audit_row).collect()
     }
 
-    /// The entries holding words about `subject` (sealed under their key), oldest first, at
-    /// most `limit`.
+    /// The entries about `subject`, oldest first, at most `limit`: those holding words about
+    /// them (sealed under their key), and those about the parcels that are still theirs. Both
+    /// are found through indexes (the sealed subject's, the parcels' recipient's and the
+    /// entries' parcel's); the log has no index by actor.
     pub async fn audit_about(&mut self, subject: &PersonId, limit: u32) -> R<Vec<AuditRow>> {
         let rows = self
             .all(
                 sqlx::query(sql!(
                     "SELECT ",
                     AUDIT_COLS,
-                    " FROM audit_entries WHERE sealed_subject = $1 ORDER BY seq LIMIT $2"
+                    " FROM audit_entries WHERE seq IN (\
+                     SELECT seq FROM audit_entries WHERE sealed_subject = $1 \
+                     UNION SELECT e.seq FROM audit_entries e JOIN parcels p ON p.id = e.parcel_id \
+                     WHERE p.recipient_id = $1) ORDER BY seq LIMIT $2"
                 ))
                 .bind(subject.as_str().to_owned())
                 .bind(i64::from(limit)),
