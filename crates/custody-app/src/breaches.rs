@@ -143,6 +143,16 @@ impl App {
             declared_at: now,
             declared_by,
         };
+        // Who the log shows there is read first, outside the unit that stores the breach: on a
+        // long log it is a scan of the site's entries, which must not hold the writer.
+        let (site, bank, from, to) =
+            (row.site.clone(), row.bank.clone(), row.window_from, row.window_to);
+        let reached = self
+            .store()
+            .read(move |tx| {
+                async move { tx.people_in_the_log(&site, bank.as_ref(), from, to).await }.boxed()
+            })
+            .await?;
         let (actor, app) = (caller.actor(), self.clone());
         self.store()
             .write(move |tx| {
@@ -159,14 +169,6 @@ impl App {
                             return Err(AppError::Invalid("alert: not at this site".into()));
                         }
                     }
-                    let reached = tx
-                        .people_in_the_log(
-                            &row.site,
-                            row.bank.as_ref(),
-                            row.window_from,
-                            row.window_to,
-                        )
-                        .await?;
                     tx.insert_breach(&row, &reached).await?;
                     let event = AuditEvent::success(now, actor, AuditAction::BreachDeclare, target)
                         .because(format!("breach:{};affected:{}", row.id, reached.len()));

@@ -7,9 +7,8 @@ use custody_core::audit::{Actor, AuditAction, AuditEvent, Target};
 use custody_core::policy;
 use custody_core::site::Retention;
 use custody_core::{SiteId, Timestamp};
-use futures_util::FutureExt as _;
-
 use custody_store::Tx;
+use futures_util::FutureExt as _;
 
 use crate::{App, AppError, Caller};
 
