@@ -51,6 +51,6 @@ pub(crate) fn run(data: &Path, args: &Args) -> anyhow::Result<ExitCode> {
         report.root.join("tls/server-ca.pem").display()
     );
     println!("  command key:         {}", report.command_key);
-    println!("Next: custody --data-dir {} admin org create \"Your organisation\"", data.display());
+    println!("Next: custody --data-dir {} admin create-org \"Your organisation\"", data.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -25,9 +25,18 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use custody_store::Store;
 
+/// The version, and the cryptographic module this build runs on.
+#[cfg(feature = "fips")]
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (FIPS build: AWS-LC FIPS module 4.x, FIPS 140-3 validation pending)"
+);
+#[cfg(not(feature = "fips"))]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (AWS-LC; not a FIPS build)");
+
 /// Custody: smart parcel lockers with a chain of custody anyone can check.
 #[derive(Debug, Parser)]
-#[command(name = "custody", version, propagate_version = true)]
+#[command(name = "custody", version = VERSION, propagate_version = true)]
 struct Cli {
     /// Directory holding keys, certificates, configuration and the SQLite database.
     #[arg(long, global = true, env = "CUSTODY_DATA_DIR", default_value = "custody-data")]
@@ -109,6 +118,11 @@ fn main() -> ExitCode {
     // agent's journal) is its owner's alone, on every path, whatever the shell's umask.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
+    // A FIPS build runs nothing unless its module is in FIPS mode.
+    if let Err(e) = custody_crypto::fips::check() {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     // A benchmark's report is its output; the servers it starts speak up only when wrong.
     let level = if matches!(cli.command, Command::Bench(_)) { "warn" } else { "info" };
     init_logging(cli.log_format, level);

@@ -12,6 +12,7 @@
 //! Secrets live in types whose `Debug` prints nothing and whose memory is wiped on drop.
 
 pub mod clock;
+pub mod fips;
 pub mod kek;
 #[cfg(feature = "passkeys")]
 pub mod passkey;
@@ -51,6 +52,10 @@ pub enum CryptoError {
     /// Password hashing failed (parameters or encoding).
     #[error("password hashing failed")]
     PasswordHash,
+    /// A `fips` build whose cryptographic module is not in FIPS mode, or a TLS configuration
+    /// that is not FIPS.
+    #[error("{0}")]
+    Fips(&'static str),
     /// A PKCS#11 module (an HSM holding key-encryption keys) refused or failed.
     #[error("PKCS#11 module: {0}")]
     Pkcs11(String),

@@ -174,6 +174,9 @@ pub fn server_config(
     // check (DESIGN.md §4 invariant 12).
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
+    if crate::fips::BUILT && !config.fips() {
+        return Err(CryptoError::Fips("the TLS server configuration is not FIPS"));
+    }
     Ok(config)
 }
 
@@ -271,5 +274,8 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    if crate::fips::BUILT && !config.fips() {
+        return Err(CryptoError::Fips("the TLS client configuration is not FIPS"));
+    }
     Ok(config)
 }

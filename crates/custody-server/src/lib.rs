@@ -80,7 +80,18 @@ impl std::fmt::Debug for ServerState {
 /// Installs the process-wide Prometheus recorder once and returns its handle.
 pub fn metrics_handle() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).clone()
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new().install_recorder().ok();
+            // 1 when every primitive runs on AWS-LC's FIPS module in FIPS mode.
+            metrics::gauge!("custody_fips_mode").set(if custody_crypto::fips::active() {
+                1.0
+            } else {
+                0.0
+            });
+            handle
+        })
+        .clone()
 }
 
 /// The public server's routes: each concept registers its own, beside its handlers.

@@ -49,6 +49,22 @@ async fn help_reads_well() {
     }
 }
 
+/// `--version` names the cryptographic module: whether this is a FIPS build, and which.
+#[tokio::test]
+async fn the_version_says_whether_it_is_a_fips_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = custody(dir.path(), &["--version"]).await;
+    assert!(out.status.success());
+    let said = text(&out);
+    assert!(said.starts_with(&format!("custody {}", env!("CARGO_PKG_VERSION"))), "{said}");
+    // This binary is built without the `fips` feature unless the test run asks for it.
+    assert!(
+        said.contains("(AWS-LC; not a FIPS build)")
+            || said.contains("(FIPS build: AWS-LC FIPS module 4.x"),
+        "{said}"
+    );
+}
+
 #[tokio::test]
 async fn an_osdp_reader_needs_its_key_file_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
@@ -85,6 +101,8 @@ async fn init_then_administer_a_site() {
     let out = custody(&data, &["init"]).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("server key pin"));
+    // The next step it names is a command that exists (run below).
+    assert!(text(&out).contains("admin create-org \"Your organisation\""), "{}", text(&out));
     #[cfg(unix)]
     for secret in [
         "keys/master.key",

@@ -12,10 +12,12 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Readiness: the database answers.
+/// Readiness: the database answers. The body's second line says the cryptographic module's
+/// mode (FIPS or not), for monitors that check it.
 pub async fn readyz(State(state): State<ServerState>) -> Response {
     match state.app.ping().await {
-        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(()) => (StatusCode::OK, format!("ready\n{}\n", custody_crypto::fips::describe()))
+            .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready: database");
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()

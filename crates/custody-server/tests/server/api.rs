@@ -710,7 +710,12 @@ async fn health_metrics_and_openapi() {
     let server = TestServer::start(custody_testkit::sqlite_store().await).await;
     let c = server.client();
     assert_eq!(c.get(server.url("/healthz")).send().await.unwrap().text().await.unwrap(), "ok\n");
-    assert_eq!(c.get(server.url("/readyz")).send().await.unwrap().status(), StatusCode::OK);
+    let ready = c.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    // The cryptographic module's mode is said, FIPS or not, as the build is.
+    let said = ready.text().await.unwrap();
+    let mode = if custody_crypto::fips::BUILT { "FIPS mode on" } else { "FIPS mode off" };
+    assert!(said.starts_with("ready\n") && said.contains(mode), "{said}");
     assert_eq!(
         c.get(server.url("/metrics")).send().await.unwrap().status(),
         StatusCode::UNAUTHORIZED
@@ -721,7 +726,10 @@ async fn health_metrics_and_openapi() {
     );
     let metrics = c.get(server.url("/metrics")).bearer_auth(METRICS_TOKEN).send().await.unwrap();
     assert_eq!(metrics.status(), StatusCode::OK);
-    assert!(metrics.text().await.unwrap().contains("custody_http_requests_total"));
+    let scraped = metrics.text().await.unwrap();
+    assert!(scraped.contains("custody_http_requests_total"));
+    let gauge = format!("custody_fips_mode {}", u8::from(custody_crypto::fips::BUILT));
+    assert!(scraped.contains(&gauge), "{scraped}");
 
     let doc: Value =
         c.get(server.url("/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
