@@ -502,10 +502,19 @@ async fn sign_in_admin(browser: &fantoccini::Client, server: &TestServer) {
     arrive_at(browser, "/portal").await;
 }
 
-/// The text of the alert's row, once the list shows it.
+/// The text of the alert's row, once the list shows it. The live list replaces its rows as
+/// updates arrive, so a row found may be gone before its text is read: it is found again.
 async fn alert_row(browser: &fantoccini::Client, id: &custody_core::AlertId) -> String {
     let row = format!("alert-{id}");
-    browser.wait().for_element(Locator::Id(&row)).await.unwrap().text().await.unwrap()
+    for _ in 0..20 {
+        let found = browser.wait().for_element(Locator::Id(&row)).await.unwrap();
+        match found.text().await {
+            Ok(text) => return text,
+            Err(e) if e.is_stale_element_reference() => {}
+            Err(e) => panic!("reading the row of {id}: {e}"),
+        }
+    }
+    panic!("the row of {id} was replaced twenty times while being read")
 }
 
 #[tokio::test]
