@@ -198,6 +198,15 @@ impl App {
         })
     }
 
+    /// The stored row of person `id`; not found when there is none.
+    pub(crate) async fn person_row(&self, id: &PersonId) -> Result<PersonRow, AppError> {
+        let lookup = id.clone();
+        self.store()
+            .read(move |tx| async move { tx.person(&lookup).await }.boxed())
+            .await?
+            .ok_or(AppError::NotFound)
+    }
+
     /// The person `id` and their standing, for a change by `caller`; refusals are audited as
     /// `action` and say "not found" for people out of reach.
     async fn person_to_change(
@@ -206,12 +215,7 @@ impl App {
         id: &PersonId,
         action: AuditAction,
     ) -> Result<PersonRow, AppError> {
-        let lookup = id.clone();
-        let person = self
-            .store()
-            .read(move |tx| async move { tx.person(&lookup).await }.boxed())
-            .await?
-            .ok_or(AppError::NotFound)?;
+        let person = self.person_row(id).await?;
         let standing = standing_of(&person);
         let target = Target { site: person.site.clone(), ..Target::default() };
         self.authorize(caller, action, &target, |p| {

@@ -133,12 +133,7 @@ impl App {
                 let subject = PersonId::parse(&request.subject).map_err(|_| {
                     AppError::Store(custody_store::StoreError::Corrupt("approvals.subject"))
                 })?;
-                let lookup = subject.clone();
-                let person = self
-                    .store()
-                    .read(move |tx| async move { tx.person(&lookup).await }.boxed())
-                    .await?
-                    .ok_or(AppError::NotFound)?;
+                let person = self.person_row(&subject).await?;
                 let still_asked = grant_params(&person) == request.params;
                 let granted = answered
                     .clone()

@@ -47,12 +47,7 @@ impl App {
         caller: &Caller,
         person: &PersonId,
     ) -> Result<PersonalData, AppError> {
-        let lookup = person.clone();
-        let row = self
-            .store()
-            .read(move |tx| async move { tx.person(&lookup).await }.boxed())
-            .await?
-            .ok_or(AppError::NotFound)?;
+        let row = self.person_row(person).await?;
         let standing = standing_of(&row);
         let target = Target { site: row.site.clone(), ..Target::default() };
         self.authorize_sight(caller, AuditAction::PersonalDataExport, &target, |p| match p {

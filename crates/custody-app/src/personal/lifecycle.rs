@@ -28,12 +28,7 @@ impl App {
         caller: &Caller,
         person: &PersonId,
     ) -> Result<bool, AppError> {
-        let lookup = person.clone();
-        let row = self
-            .store()
-            .read(move |tx| async move { tx.person(&lookup).await }.boxed())
-            .await?
-            .ok_or(AppError::NotFound)?;
+        let row = self.person_row(person).await?;
         self.authorize(caller, AuditAction::PersonalDataErase, &Target::default(), |p| {
             policy::may_manage_org(p, &row.org)
         })
