@@ -45,10 +45,6 @@ pub enum PasswordCost {
 
 impl PasswordCost {
     /// PBKDF2's iterations at this cost: OWASP's, or the least SP 800-132 allows.
-    #[cfg_attr(
-        not(any(feature = "fips", test)),
-        allow(dead_code, reason = "fips builds hash with it")
-    )]
     fn pbkdf2_iterations(self) -> NonZeroU32 {
         let n = match self {
             Self::Production => PBKDF2_ITERATIONS,
